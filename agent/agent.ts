@@ -1,0 +1,367 @@
+// Wires the agent together: identity, state DB, outbox, broker link, command router,
+// telemetry loop, health server. Nothing here runs at import time; `startAgent` builds
+// one running agent and `runAgent` keeps it going across in-place restarts.
+
+import { join } from 'node:path'
+import type { Server } from 'node:http'
+import type { Level } from 'pino'
+import type { Clock } from './clock.js'
+import { CommandRouter } from './command-router.js'
+import type { CommandContext } from './commands.js'
+import { REMOTE_SETTABLE, type Config } from './config-schema.js'
+import { REMOTE_CONFIG_FILE, remoteLayer, type LoadedConfig } from './config.js'
+import { CairnError } from './errors.js'
+import { startHealthServer } from './health.js'
+import { loadOrCreateIdentity, type Identity } from './identity.js'
+import { newId } from './ids.js'
+import { publicKeyPem, readPublicKeyFile, writeFileAtomic } from './keys.js'
+import type { Logger, LogRing } from './log.js'
+import type { EventMessage, StatusMessage, TelemetryMessage } from './messages.js'
+import { Metrics } from './metrics.js'
+import { MqttLink } from './mqtt-link.js'
+import { OperatorKeys } from './operators.js'
+import { MsgClass, Outbox } from './outbox.js'
+import { ReplayGuard } from './replay-guard.js'
+import { openStateDb, type Db } from './state-db.js'
+import type { SystemPort } from './system.js'
+import { deviceTopics } from './topics.js'
+import { createTelemetry, type Board, type HwContext, type TelemetrySample } from '../hw/index.js'
+
+export type StopReason = 'shutdown' | 'restart'
+
+export interface AgentDeps {
+  loaded: LoadedConfig
+  /** Re-reads file, env and flags (SIGHUP, restart-agent); with `remote`, uses those
+   * values in place of the remote set-config file. */
+  reload: (remote?: Record<string, unknown>) => LoadedConfig
+  log: Logger
+  ring: LogRing
+  clock: Clock
+  hw: Omit<HwContext, 'diskPaths'>
+  system: SystemPort
+  version: string
+}
+
+export interface RunningAgent {
+  readonly deviceId: string
+  readonly identity: Identity
+  readonly outbox: Outbox
+  readonly link: MqttLink
+  readonly metrics: Metrics
+  readonly healthPort: number | undefined
+  /** Resolves when the agent has stopped, with why. */
+  readonly done: Promise<StopReason>
+  stop(reason: StopReason): Promise<void>
+  /** Applies a re-read configuration: live where possible, else an in-place restart. */
+  reload(): void
+  publishEvent(kind: string, data: Record<string, unknown>): void
+}
+
+export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
+  let { config, sources } = deps.loaded
+  const { clock, ring } = deps
+  const log = deps.log
+  log.level = config.log.level as Level
+  const startedAt = clock.now()
+  const { identity, created } = loadOrCreateIdentity(config.stateDir)
+  const deviceId = identity.deviceId
+  if (created) log.info({ deviceId }, 'made a new device key')
+  const operatorKeyObjects = config.operatorKeys.map(f => readPublicKeyFile(f))
+  const db: Db = openStateDb(config.stateDir)
+  const metrics = new Metrics()
+  describeMetrics(metrics)
+  const topics = deviceTopics(config.fleet, deviceId)
+  const telemetry = createTelemetry({ ...deps.hw, diskPaths: config.hw.diskPaths }, { now: () => clock.now() })
+  const board: Board = await telemetry.board()
+  const operators = new OperatorKeys(db, operatorKeyObjects)
+  if (operators.count() === 0) log.warn('no operator key is trusted: every command will be refused (use --operator-key FILE)')
+  const replay = new ReplayGuard(db, config.commands.skewS * 1000)
+  const outbox = new Outbox(db, {
+    clock,
+    maxBytes: config.outbox.maxBytes,
+    lazyWriteMs: config.outbox.lazyWriteMs,
+    mustKeepDays: config.outbox.mustKeepDays,
+    onEvict: (cls, count) => {
+      metrics.inc('cairn_outbox_evicted_total', { class: String(cls) }, count)
+      log.warn({ cls, count }, 'outbox full: evicted old messages')
+    },
+  })
+  let lastUptimeS: number | undefined
+  const status = (state: 'online' | 'offline', reason?: StatusMessage['reason']): Buffer => {
+    const msg: StatusMessage = {
+      v: 1,
+      id: newId(clock.now()),
+      device: deviceId,
+      fleet: config.fleet,
+      state,
+      ...(reason ? { reason } : {}),
+      ts: clock.now(),
+      since: startedAt,
+      version: deps.version,
+      board: board.kind,
+      model: board.model,
+      ...(lastUptimeS !== undefined ? { uptimeS: lastUptimeS } : {}),
+      mqtt: config.broker.mqttVersion,
+      publicKey: publicKeyPem(identity.publicKey),
+    }
+    return Buffer.from(JSON.stringify(msg))
+  }
+
+  let resolveDone!: (r: StopReason) => void
+  const done = new Promise<StopReason>(r => (resolveDone = r))
+  let stopping: Promise<void> | undefined
+  let pendingAction: 'restart-agent' | 'reboot' | undefined
+
+  const publishEvent = (kind: string, data: Record<string, unknown>) => {
+    const msg: EventMessage = { v: 1, id: newId(clock.now()), device: deviceId, ts: clock.now(), kind, data }
+    outbox.enqueue({ id: msg.id, cls: MsgClass.event, topic: topics.event, payload: Buffer.from(JSON.stringify(msg)) })
+  }
+
+  const context = (env: { iss: string }): CommandContext => ({
+    issuer: env.iss,
+    now: clock.now(),
+    deviceId,
+    startedAt,
+    operators,
+    logs: ring,
+    uptimeS: () => lastUptimeS,
+    getConfig: () => ({ config: redact(config), sources: Object.fromEntries(sources) }),
+    setConfig: patch => applyRemotePatch(patch),
+    afterReply: action => {
+      pendingAction = action
+      // Let the reply reach the outbox and the broker before acting on it.
+      setTimeout(() => void act(), 50)
+    },
+  })
+
+  const act = async () => {
+    const action = pendingAction
+    pendingAction = undefined
+    if (action === 'restart-agent') await stop('restart')
+    if (action === 'reboot') {
+      await link.settle(3000)
+      outbox.flush()
+      try {
+        await deps.system.reboot()
+      } catch (err) {
+        log.error({ err }, 'reboot failed')
+        publishEvent('system.reboot-failed', { message: (err as Error).message })
+      }
+    }
+  }
+
+  const router = new CommandRouter({
+    fleet: config.fleet,
+    deviceId,
+    clock,
+    maxPayloadBytes: config.commands.maxPayloadBytes,
+    maxTtlMs: config.commands.maxTtlS * 1000,
+    skewMs: config.commands.skewS * 1000,
+    operators,
+    replay,
+    outbox,
+    log: log.child({ mod: 'cmd' }),
+    metrics,
+    publishQuick: (topic, payload, props) => {
+      if (!link.connected) return
+      const properties = props?.correlationData ? { correlationData: Buffer.from(props.correlationData, 'base64') } : undefined
+      link.publishNow(topic, payload, { qos: 0, ...(properties && config.broker.mqttVersion === 5 ? { properties } : {}) }).catch(() => undefined)
+    },
+    context,
+  })
+
+  const link: MqttLink = new MqttLink({
+    broker: config.broker,
+    clientId: `cairn-${deviceId}`,
+    will: { topic: topics.status, payload: status('offline', 'connection-lost') },
+    outbox,
+    maxInflight: config.outbox.maxInflight,
+    log: log.child({ mod: 'mqtt' }),
+    metrics,
+    onConnect: async l => {
+      await l.subscribe(topics.cmdFilter)
+      await l.publishNow(topics.status, status('online'), { qos: 1, retain: true })
+    },
+    onMessage: (topic, payload, packet) => void router.handle(topic, payload, packet),
+  })
+
+  // Telemetry loop: sample, queue, and mirror the values into /metrics.
+  let telemetryTimer: NodeJS.Timeout | undefined
+  const sampleOnce = async () => {
+    try {
+      const sample = await telemetry.sample()
+      lastUptimeS = sample.uptimeS
+      const msg: TelemetryMessage = { v: 1, id: newId(clock.now()), device: deviceId, ts: clock.now(), sample }
+      outbox.enqueue({ id: msg.id, cls: MsgClass.telemetry, topic: topics.telemetry, payload: Buffer.from(JSON.stringify(msg)) })
+      mirrorTelemetry(metrics, sample)
+    } catch (err) {
+      log.error({ err }, 'telemetry sample failed')
+    }
+  }
+  const scheduleTelemetry = (first: boolean) => {
+    if (telemetryTimer) clearTimeout(telemetryTimer)
+    telemetryTimer = setTimeout(
+      async () => {
+        await sampleOnce()
+        if (!stopping) scheduleTelemetry(false)
+      },
+      first ? 0 : config.telemetry.periodS * 1000,
+    )
+  }
+
+  const applyRemotePatch = (patch: Record<string, unknown>): { applied: string[]; shadowed: string[] } => {
+    for (const k of Object.keys(patch)) if (!(REMOTE_SETTABLE as readonly string[]).includes(k)) throw new CairnError('BAD_REQUEST', `${k} cannot be set remotely`)
+    const nextRemote = mergeDeep(remoteLayer(config.stateDir).values, patch)
+    // Validate on top of every other layer before anything is written.
+    const after = deps.reload(nextRemote)
+    try {
+      writeFileAtomic(join(config.stateDir, REMOTE_CONFIG_FILE), JSON.stringify(nextRemote, null, 2) + '\n', 0o600, false)
+    } catch (err) {
+      throw new CairnError('STATE_DIR', `cannot persist remote config: ${(err as Error).message}`)
+    }
+    const applied: string[] = []
+    const shadowed: string[] = []
+    for (const path of leafPaths(patch)) {
+      const src = after.sources.get(path) ?? ''
+      if (src.startsWith('remote')) applied.push(path)
+      else shadowed.push(`${path} (overridden by ${src})`)
+    }
+    applyLive(after)
+    publishEvent('config.changed', { applied, shadowed })
+    return { applied, shadowed }
+  }
+
+  const applyLive = (next: LoadedConfig): boolean => {
+    const old = config
+    config = next.config
+    sources = next.sources
+    log.level = config.log.level as Level
+    outbox.configure({ maxBytes: config.outbox.maxBytes, lazyWriteMs: config.outbox.lazyWriteMs, mustKeepDays: config.outbox.mustKeepDays })
+    if (old.telemetry.periodS !== config.telemetry.periodS) scheduleTelemetry(false)
+    // Everything else (broker, identity, keys, paths) needs a fresh start.
+    const live = new Set(['telemetry', 'outbox', 'log'])
+    return Object.keys(config).every(k => live.has(k) || JSON.stringify((old as Record<string, unknown>)[k]) === JSON.stringify((config as Record<string, unknown>)[k]))
+  }
+
+  let health: { server: Server; port: number } | undefined
+  if (config.health.enabled) {
+    try {
+      health = await startHealthServer(config.health.host, config.health.port, {
+        metrics,
+        health: () => ({ ok: true, connected: link.connected, outboxDepth: outbox.depth(), device: deviceId }),
+      })
+      log.info({ url: `http://${config.health.host}:${health.port}/healthz` }, 'health endpoint up')
+    } catch (err) {
+      // Health is a convenience; a busy port must not keep the device off its fleet.
+      log.error({ err: (err as Error).message, port: config.health.port }, 'health endpoint not started')
+    }
+  }
+
+  const refreshGauges = setInterval(() => {
+    metrics.set('cairn_outbox_depth', outbox.depth())
+    metrics.set('cairn_outbox_bytes', outbox.sizeBytes())
+    metrics.set('cairn_mqtt_connected', link.connected ? 1 : 0)
+    metrics.set('cairn_mqtt_inflight', link.inflightCount())
+  }, 1000)
+  refreshGauges.unref()
+
+  const stop = (reason: StopReason): Promise<void> => {
+    stopping ??= (async () => {
+      log.info({ reason }, 'stopping')
+      if (telemetryTimer) clearTimeout(telemetryTimer)
+      clearInterval(refreshGauges)
+      await link.settle(3000)
+      await link.stop({ topic: topics.status, payload: status('offline', reason === 'restart' ? 'restart' : 'shutdown') })
+      outbox.close()
+      db.close()
+      await new Promise<void>(r => (health ? health.server.close(() => r()) : r()))
+      health?.server.closeAllConnections()
+      resolveDone(reason)
+    })()
+    return stopping
+  }
+
+  outbox.start()
+  link.start()
+  scheduleTelemetry(true)
+  publishEvent('agent.started', { version: deps.version, board: board.kind, model: board.model })
+  log.info({ deviceId, fleet: config.fleet, broker: config.broker.url, board: board.kind }, 'agent started')
+
+  return {
+    deviceId,
+    identity,
+    outbox,
+    link,
+    metrics,
+    healthPort: health?.port,
+    done,
+    stop,
+    publishEvent,
+    reload: () => {
+      let next: LoadedConfig
+      try {
+        next = deps.reload()
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'reload failed; keeping the running configuration')
+        return
+      }
+      if (!applyLive(next)) {
+        log.info('settings changed that need a restart; restarting in place')
+        void stop('restart')
+      } else log.info('configuration reloaded')
+    },
+  }
+}
+
+function describeMetrics(m: Metrics): void {
+  m.describe('cairn_outbox_depth', 'messages waiting for a broker acknowledgement')
+  m.describe('cairn_outbox_bytes', 'bytes held by the outbox')
+  m.describe('cairn_mqtt_connected', '1 while connected to the broker')
+  m.describe('cairn_mqtt_reconnects_total', 'reconnection attempts')
+  m.describe('cairn_mqtt_inflight', 'unacknowledged QoS 1 publishes')
+  m.describe('cairn_messages_sent_total', 'messages acknowledged by the broker, by class')
+  m.describe('cairn_commands_total', 'commands handled, by result code')
+}
+
+function mirrorTelemetry(m: Metrics, s: TelemetrySample): void {
+  const set = (name: string, v: number | undefined, labels?: Record<string, string>) => {
+    if (v !== undefined && Number.isFinite(v)) m.set(name, v, labels)
+  }
+  set('cairn_cpu_percent', s.cpu?.percent)
+  set('cairn_load1', s.load?.[0])
+  set('cairn_memory_used_percent', s.memory?.usedPercent)
+  set('cairn_uptime_seconds', s.uptimeS)
+  m.clear('cairn_thermal_celsius')
+  for (const z of s.thermal ?? []) set('cairn_thermal_celsius', z.celsius, { zone: z.zone, type: z.type })
+  if (s.throttle) set('cairn_throttled', s.throttle.now.throttled ? 1 : 0)
+  if (s.throttle) set('cairn_under_voltage', s.throttle.now.underVoltage ? 1 : 0)
+  set('cairn_gpu_load_percent', s.gpu?.loadPercent)
+  set('cairn_fan_rpm', s.fan?.rpm)
+  set('cairn_power_watts', s.power?.totalWatts)
+}
+
+function redact(config: Readonly<Config>): unknown {
+  const copy = structuredClone(config) as Config
+  if (copy.broker.password !== undefined) copy.broker.password = '(redacted)'
+  return copy
+}
+
+function leafPaths(obj: Record<string, unknown>, prefix = ''): string[] {
+  const out: string[] = []
+  for (const [k, v] of Object.entries(obj)) {
+    const p = prefix ? `${prefix}.${k}` : k
+    if (v !== null && typeof v === 'object' && !Array.isArray(v)) out.push(...leafPaths(v as Record<string, unknown>, p))
+    else out.push(p)
+  }
+  return out
+}
+
+function mergeDeep(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = structuredClone(a)
+  for (const [k, v] of Object.entries(b)) {
+    const cur = out[k]
+    out[k] = v !== null && typeof v === 'object' && !Array.isArray(v) && cur !== null && typeof cur === 'object' ? mergeDeep(cur as Record<string, unknown>, v as Record<string, unknown>) : v
+  }
+  return out
+}
+

@@ -1,0 +1,206 @@
+// The `cairn` command line: one binary, subcommands. Parsing and dispatch only; the
+// work lives in the modules each subcommand calls.
+
+import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { coerce, setPath, type Layer } from './config.js'
+import { ConfigSchema, leafSettings } from './config-schema.js'
+import { CairnError, isCairnError } from './errors.js'
+import { generateKeyPair, publicKeyPem, readKeyPairFile, writeKeyPairFiles } from './keys.js'
+import { loadOrCreateIdentity, readIdentity } from './identity.js'
+import { runAgent } from './run-agent.js'
+import { sendCommand, signCommand } from './fleet-client.js'
+import { runDemo } from './demo.js'
+import { brokerClientOptions } from './mqtt-link.js'
+import { Value } from '@sinclair/typebox/value'
+import type { Json } from './canonical.js'
+import { VERSION } from './version.js'
+
+const HELP = `cairn ${VERSION}: the agent for DePIN edge nodes
+
+Usage:
+  cairn agent [--config FILE] [--broker URL] [--fleet NAME] [--state-dir DIR]
+              [--operator-key FILE]... [--mqtt-version 5|4] [--telemetry-period S]
+              [--health-port P] [--log-level LEVEL] [--set path=value]...
+  cairn id --state-dir DIR [--init] [--json]
+  cairn fleet keygen --out FILE
+  cairn fleet cmd <device> <command> [json-body] --broker URL --fleet NAME --key FILE
+              [--ttl S] [--timeout S] [--mqtt-version 5|4] [--no-wait] [--print]
+  cairn demo [--port P] [--state-dir DIR]
+  cairn help | --version
+
+Docs: docs/configuration.md (settings), docs/protocol.md (topics, signing).`
+
+type Out = { write(s: string): unknown }
+
+export async function main(argv: readonly string[], io: { out: Out; err: Out; env: NodeJS.ProcessEnv } = { out: process.stdout, err: process.stderr, env: process.env }): Promise<number> {
+  const [sub, ...rest] = argv
+  try {
+    switch (sub) {
+      case 'agent':
+        return await agentCmd(rest, io.env)
+      case 'id':
+        return idCmd(rest, io.out)
+      case 'fleet':
+        return await fleetCmd(rest, io)
+      case 'demo':
+        return await runDemo(parse(rest, { port: { type: 'string' }, 'state-dir': { type: 'string' } }).values as { port?: string; 'state-dir'?: string }, io)
+      case '--version':
+      case 'version':
+        io.out.write(VERSION + '\n')
+        return 0
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        io.out.write(HELP + '\n')
+        return 0
+      default:
+        io.err.write(`cairn: unknown command ${JSON.stringify(sub)}\n\n${HELP}\n`)
+        return 2
+    }
+  } catch (err) {
+    if (isCairnError(err)) {
+      io.err.write(`cairn ${sub}: ${err.message}\n`)
+      return err.code === 'INVALID_CONFIG' || err.code === 'BAD_REQUEST' ? 2 : 1
+    }
+    if ((err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      io.err.write(`cairn ${sub}: ${(err as Error).message}\n`)
+      return 2
+    }
+    throw err
+  }
+}
+
+function parse(args: readonly string[], options: NonNullable<ParseArgsConfig['options']>, allowPositionals = false) {
+  return parseArgs({ args: [...args], options, allowPositionals, strict: true })
+}
+
+async function agentCmd(args: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const { values } = parse(args, {
+    config: { type: 'string' },
+    broker: { type: 'string' },
+    fleet: { type: 'string' },
+    'state-dir': { type: 'string' },
+    'operator-key': { type: 'string', multiple: true },
+    'mqtt-version': { type: 'string' },
+    'telemetry-period': { type: 'string' },
+    'health-port': { type: 'string' },
+    'log-level': { type: 'string' },
+    set: { type: 'string', multiple: true },
+  })
+  return runAgent({ configFile: values.config as string | undefined, flags: flagLayer(values), env })
+}
+
+/** Flags as a config layer; each value coerced by the schema so errors name the flag. */
+export function flagLayer(values: Record<string, unknown>): Layer {
+  const out: Record<string, unknown> = {}
+  const leaves = new Map(leafSettings().map(l => [l.path.join('.'), l]))
+  const put = (flag: string, path: string, raw: unknown) => {
+    if (raw === undefined) return
+    const leaf = leaves.get(path)!
+    setPath(out, path.split('.'), Array.isArray(raw) ? raw : coerce(String(raw), leaf.schema, `flag --${flag}`))
+  }
+  put('broker', 'broker.url', values.broker)
+  put('fleet', 'fleet', values.fleet)
+  put('state-dir', 'stateDir', values['state-dir'])
+  put('operator-key', 'operatorKeys', values['operator-key'])
+  put('mqtt-version', 'broker.mqttVersion', values['mqtt-version'])
+  put('telemetry-period', 'telemetry.periodS', values['telemetry-period'])
+  put('health-port', 'health.port', values['health-port'])
+  put('log-level', 'log.level', values['log-level'])
+  for (const kv of (values.set as string[] | undefined) ?? []) {
+    const eq = kv.indexOf('=')
+    const path = eq > 0 ? kv.slice(0, eq) : ''
+    const leaf = leaves.get(path)
+    if (!leaf) throw new CairnError('INVALID_CONFIG', `flag --set ${kv}: unknown setting ${JSON.stringify(path)} (see docs/configuration.md)`)
+    setPath(out, path.split('.'), coerce(kv.slice(eq + 1), leaf.schema, `flag --set ${path}`))
+  }
+  return { name: 'flags', values: out }
+}
+
+function idCmd(args: readonly string[], out: Out): number {
+  const { values } = parse(args, { 'state-dir': { type: 'string' }, init: { type: 'boolean' }, json: { type: 'boolean' } })
+  const stateDir = (values['state-dir'] as string | undefined) ?? process.env.CAIRN_STATE_DIR ?? (Value.Default(ConfigSchema.properties.stateDir, undefined) as string)
+  const identity = values.init ? loadOrCreateIdentity(stateDir).identity : readIdentity(stateDir)
+  const pem = publicKeyPem(identity.publicKey)
+  if (values.json) out.write(JSON.stringify({ deviceId: identity.deviceId, publicKey: pem }) + '\n')
+  else out.write(`device id: ${identity.deviceId}\n${pem}`)
+  return 0
+}
+
+async function fleetCmd(args: readonly string[], io: { out: Out; err: Out }): Promise<number> {
+  const [verb, ...rest] = args
+  if (verb === 'keygen') {
+    const { values } = parse(rest, { out: { type: 'string' } })
+    const file = values.out as string | undefined
+    if (!file) throw new CairnError('BAD_REQUEST', '--out FILE is required')
+    const pair = generateKeyPair()
+    writeKeyPairFiles(file, pair)
+    io.out.write(`wrote ${file} (private, 0600) and ${file}.pub\nkey id: ${pair.keyId}\n`)
+    return 0
+  }
+  if (verb === 'cmd') {
+    const { values, positionals } = parse(
+      rest,
+      {
+        broker: { type: 'string' },
+        fleet: { type: 'string' },
+        key: { type: 'string' },
+        ttl: { type: 'string', default: '300' },
+        timeout: { type: 'string', default: '15' },
+        'mqtt-version': { type: 'string', default: '5' },
+        'no-wait': { type: 'boolean' },
+        print: { type: 'boolean' },
+        username: { type: 'string' },
+        password: { type: 'string' },
+        ca: { type: 'string' },
+      },
+      true,
+    )
+    const [device, name, bodyText] = positionals
+    if (!device || !name) throw new CairnError('BAD_REQUEST', 'usage: cairn fleet cmd <device> <command> [json-body] --broker URL --fleet NAME --key FILE')
+    for (const req of ['fleet', 'key'] as const) if (!values[req]) throw new CairnError('BAD_REQUEST', `--${req} is required`)
+    let body: Json = {}
+    if (bodyText !== undefined) {
+      try {
+        body = JSON.parse(bodyText) as Json
+      } catch {
+        throw new CairnError('BAD_REQUEST', `json-body is not JSON: ${bodyText}`)
+      }
+    }
+    const ttl = Number(values.ttl)
+    const timeout = Number(values.timeout)
+    const version = Number(values['mqtt-version'])
+    if (!(ttl > 0)) throw new CairnError('BAD_REQUEST', '--ttl must be a positive number of seconds')
+    if (!(timeout >= 0)) throw new CairnError('BAD_REQUEST', '--timeout must be a number of seconds')
+    if (version !== 4 && version !== 5) throw new CairnError('BAD_REQUEST', '--mqtt-version must be 5 or 4')
+    const env = signCommand({ fleet: values.fleet as string, device, name, body, key: readKeyPairFile(values.key as string), ttlMs: ttl * 1000 })
+    if (values.print) {
+      io.out.write(JSON.stringify(env) + '\n')
+      return 0
+    }
+    const url = (values.broker as string | undefined) ?? 'mqtt://127.0.0.1:1883'
+    const clientOptions = brokerClientOptions({
+      url,
+      mqttVersion: version,
+      rejectUnauthorized: true,
+      keepaliveS: 30,
+      connectTimeoutMs: 10_000,
+      reconnectMinMs: 1000,
+      reconnectMaxMs: 60_000,
+      sessionExpiryS: 0,
+      ...(values.username ? { username: values.username as string } : {}),
+      ...(values.password ? { password: values.password as string } : {}),
+      ...(values.ca ? { ca: values.ca as string } : {}),
+    })
+    const reply = await sendCommand(env, { url, mqttVersion: version, clientOptions, timeoutMs: values['no-wait'] ? 0 : timeout * 1000 })
+    if (!reply) {
+      io.out.write(JSON.stringify({ id: env.id, queued: true }) + '\n')
+      return 0
+    }
+    io.out.write(JSON.stringify(reply, null, 2) + '\n')
+    return reply.status === 'ok' ? 0 : 1
+  }
+  throw new CairnError('BAD_REQUEST', `unknown fleet command ${JSON.stringify(verb)}: use keygen or cmd`)
+}
+

@@ -1,0 +1,124 @@
+// The one configuration schema: defaults, limits and docs for every setting.
+// docs/configuration.md and the environment variable names are derived from it.
+
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { NAME_PATTERN } from './envelope.js'
+
+const Seconds = (def: number, min: number, max: number, description: string) =>
+  Type.Integer({ default: def, minimum: min, maximum: max, description })
+
+export const BrokerSchema = Type.Object(
+  {
+    url: Type.String({ default: 'mqtt://127.0.0.1:1883', pattern: '^(mqtts?|wss?)://', description: 'broker URL: mqtt://, mqtts:// (TLS), ws:// or wss://' }),
+    mqttVersion: Type.Union([Type.Literal(5), Type.Literal(4)], { default: 5, description: '5 for MQTT 5, 4 for MQTT 3.1.1' }),
+    username: Type.Optional(Type.String({ description: 'broker user name' })),
+    password: Type.Optional(Type.String({ description: 'broker password (prefer passwordFile)' })),
+    passwordFile: Type.Optional(Type.String({ description: 'file holding the broker password' })),
+    ca: Type.Optional(Type.String({ description: 'PEM file of the CA that signed the broker certificate' })),
+    cert: Type.Optional(Type.String({ description: 'PEM client certificate file (mutual TLS)' })),
+    key: Type.Optional(Type.String({ description: 'PEM client key file (mutual TLS)' })),
+    rejectUnauthorized: Type.Boolean({ default: true, description: 'verify the broker certificate (TLS)' }),
+    keepaliveS: Seconds(30, 5, 3600, 'MQTT keepalive'),
+    connectTimeoutMs: Type.Integer({ default: 10_000, minimum: 1000, maximum: 120_000, description: 'give up on one connection attempt after this long' }),
+    reconnectMinMs: Type.Integer({ default: 1000, minimum: 100, maximum: 600_000, description: 'first reconnect delay; doubles per failure, with jitter' }),
+    reconnectMaxMs: Type.Integer({ default: 60_000, minimum: 1000, maximum: 3_600_000, description: 'longest reconnect delay' }),
+    sessionExpiryS: Seconds(7 * 86400, 0, 4294967295, 'how long the broker keeps the session (queued commands) while the device is offline (MQTT 5)'),
+  },
+  { additionalProperties: false, default: {} },
+)
+
+export const TelemetrySchema = Type.Object(
+  {
+    periodS: Seconds(10, 1, 86400, 'seconds between telemetry samples'),
+  },
+  { additionalProperties: false, default: {} },
+)
+
+export const OutboxSchema = Type.Object(
+  {
+    maxBytes: Type.Integer({ default: 32 * 1024 * 1024, minimum: 64 * 1024, description: 'outbox size cap; old telemetry is evicted first, then events; must-keep records are never evicted before their retention' }),
+    maxInflight: Type.Integer({ default: 20, minimum: 1, maximum: 1000, description: 'most unacknowledged QoS 1 publishes (also capped by the broker receive-maximum)' }),
+    lazyWriteMs: Type.Integer({ default: 30_000, minimum: 0, maximum: 3_600_000, description: 'telemetry is kept in memory this long before it is written to disk; acknowledged sooner, it never touches the SD card. 0 writes every sample at once' }),
+    mustKeepDays: Seconds(30, 1, 3650, 'days a must-keep record (proof, receipt) is kept while undelivered'),
+  },
+  { additionalProperties: false, default: {} },
+)
+
+export const CommandsSchema = Type.Object(
+  {
+    maxTtlS: Seconds(7 * 86400, 1, 30 * 86400, 'longest command lifetime (exp - iat) accepted; bounds the replay store'),
+    skewS: Seconds(300, 0, 86400, 'tolerated clock difference for a command issued "in the future"'),
+    maxPayloadBytes: Type.Integer({ default: 64 * 1024, minimum: 1024, maximum: 1024 * 1024, description: 'larger command payloads are refused unread' }),
+  },
+  { additionalProperties: false, default: {} },
+)
+
+export const HealthSchema = Type.Object(
+  {
+    enabled: Type.Boolean({ default: true, description: 'serve /healthz and /metrics' }),
+    host: Type.String({ default: '127.0.0.1', description: 'listen address; the default keeps it on the device' }),
+    port: Type.Integer({ default: 9750, minimum: 0, maximum: 65535, description: 'listen port (0: any free port, logged)' }),
+  },
+  { additionalProperties: false, default: {} },
+)
+
+export const LogSchema = Type.Object(
+  {
+    level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace'].map(l => Type.Literal(l)), { default: 'info', description: 'log level' }),
+  },
+  { additionalProperties: false, default: {} },
+)
+
+export const HwSchema = Type.Object(
+  {
+    root: Type.String({ default: '/', description: 'filesystem root the collectors read /proc and /sys under (tests point it at fixtures)' }),
+    diskPaths: Type.Array(Type.String(), { default: ['/'], description: 'mount points whose space is reported' }),
+  },
+  { additionalProperties: false, default: {} },
+)
+
+export const SystemSchema = Type.Object(
+  {
+    rebootCommand: Type.Array(Type.String(), { default: ['systemctl', 'reboot'], minItems: 1, description: 'argv run by the reboot command' }),
+  },
+  { additionalProperties: false, default: {} },
+)
+
+export const ConfigSchema = Type.Object(
+  {
+    fleet: Type.String({ pattern: NAME_PATTERN, description: 'fleet name (lowercase letters, digits, - and _)' }),
+    stateDir: Type.String({ default: '/var/lib/cairn', minLength: 1, description: 'where the device key, outbox and replay store live' }),
+    operatorKeys: Type.Array(Type.String(), { default: [], description: 'files of trusted operator public keys (PEM SPKI or key id)' }),
+    broker: BrokerSchema,
+    telemetry: TelemetrySchema,
+    outbox: OutboxSchema,
+    commands: CommandsSchema,
+    health: HealthSchema,
+    log: LogSchema,
+    hw: HwSchema,
+    system: SystemSchema,
+  },
+  { additionalProperties: false, $id: 'https://cairn.dev/schemas/config.json', title: 'Cairn agent configuration' },
+)
+export type Config = Static<typeof ConfigSchema>
+
+/** Sections a signed set-config command may change. Broker, keys and paths are not
+ * among them: a bad remote value there could cut the device off for good. */
+export const REMOTE_SETTABLE = ['telemetry', 'outbox', 'log'] as const
+
+/** Every leaf setting with its dotted path, for env names and docs. */
+export function leafSettings(schema: TSchema = ConfigSchema, prefix: string[] = []): Array<{ path: string[]; schema: TSchema }> {
+  const out: Array<{ path: string[]; schema: TSchema }> = []
+  const props = (schema as { properties?: Record<string, TSchema> }).properties
+  if (schema.type === 'object' && props) {
+    for (const [k, v] of Object.entries(props)) out.push(...leafSettings(v, [...prefix, k]))
+  } else {
+    out.push({ path: prefix, schema })
+  }
+  return out
+}
+
+/** telemetry.periodS -> CAIRN_TELEMETRY_PERIOD_S */
+export function envName(path: readonly string[]): string {
+  return 'CAIRN_' + path.map(p => p.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('_')
+}

@@ -1,0 +1,106 @@
+// The one signing envelope for every signed Cairn message (commands, heartbeats,
+// challenges, beacons, attestations, task receipts). Specified byte for byte in
+// docs/protocol.md; later features reuse `signEnvelope`/`verifyEnvelope` unchanged.
+//
+// Signed bytes = "CAIRN-SIG-1\n" || type || "\n" || JCS(envelope without "sig").
+// The type appears in the prefix (domain separation: a signature made for one
+// message type can never be read as another) and again inside the canonical JSON.
+
+import { sign as edSign, verify as edVerify, type KeyObject } from 'node:crypto'
+import { Type, type Static } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+import { canonicalJson, type Json } from './canonical.js'
+import { CairnError } from './errors.js'
+import { isKeyId, publicKeyFromKeyId, type KeyPair } from './keys.js'
+
+export const SIG_PREFIX = 'CAIRN-SIG-1\n'
+export const ENVELOPE_VERSION = 1
+/** Anything that names a device or fleet in a topic: no '/', '+', '#', no spaces. */
+export const NAME_PATTERN = '^[a-z0-9][a-z0-9_-]{0,63}$'
+export const TYPE_PATTERN = '^[a-z][a-z0-9-]*(\\.[a-z0-9][a-z0-9-]*)*$'
+export const ID_PATTERN = '^[A-Za-z0-9_-]{8,64}$'
+
+export const EnvelopeSchema = Type.Object(
+  {
+    v: Type.Literal(ENVELOPE_VERSION),
+    type: Type.String({ pattern: TYPE_PATTERN, maxLength: 64, description: 'message type, e.g. cmd.ping; part of the domain separation' }),
+    id: Type.String({ pattern: ID_PATTERN, description: 'unique message id; receivers de-duplicate on it' }),
+    fleet: Type.String({ pattern: NAME_PATTERN }),
+    sub: Type.String({ pattern: '^([a-z0-9][a-z0-9_-]{0,63}|\\*)$', description: 'target device id, or * for fleet-wide messages' }),
+    iss: Type.String({ pattern: '^[a-z2-7]{52}$', description: "signer's key id (lowercase base32 of the raw ed25519 public key)" }),
+    iat: Type.Integer({ minimum: 0, description: 'issued at, ms since the Unix epoch' }),
+    exp: Type.Integer({ minimum: 0, description: 'expires at, ms since the Unix epoch' }),
+    body: Type.Unknown({ description: 'type-specific content' }),
+    sig: Type.String({ pattern: '^[A-Za-z0-9_-]{86}$', description: 'ed25519 signature, base64url without padding' }),
+  },
+  { additionalProperties: false, $id: 'https://cairn.dev/schemas/envelope.json', title: 'Cairn signed envelope' },
+)
+export type Envelope = Static<typeof EnvelopeSchema>
+export type UnsignedEnvelope = Omit<Envelope, 'sig'>
+
+export function signedBytes(env: UnsignedEnvelope): Buffer {
+  const { sig: _ignored, ...rest } = env as Envelope
+  return Buffer.from(SIG_PREFIX + env.type + '\n' + canonicalJson(rest), 'utf8')
+}
+
+export interface SignInput {
+  type: string
+  id: string
+  fleet: string
+  sub: string
+  iat: number
+  exp: number
+  body: Json
+}
+
+export function signEnvelope(key: KeyPair, input: SignInput): Envelope {
+  const unsigned: UnsignedEnvelope = { v: ENVELOPE_VERSION, ...input, iss: key.keyId }
+  const errors = [...Value.Errors(EnvelopeSchema, { ...unsigned, sig: 'A'.repeat(86) })]
+  if (errors.length > 0) throw new CairnError('BAD_REQUEST', `cannot sign envelope: ${errors[0]!.path || '/'} ${errors[0]!.message}`)
+  if (input.exp <= input.iat) throw new CairnError('BAD_REQUEST', 'cannot sign envelope: exp must be after iat')
+  const sig = edSign(null, signedBytes(unsigned), key.privateKey).toString('base64url')
+  return { ...unsigned, sig }
+}
+
+export interface VerifyOptions {
+  /** Is this key id allowed to sign this type of message? */
+  trusted(keyId: string, type: string): boolean
+  fleet: string
+  /** This receiver's id; envelopes for '*' are accepted only when allowBroadcast. */
+  sub: string
+  allowBroadcast?: boolean
+  now: number
+  /** Longest exp - iat accepted. */
+  maxTtlMs: number
+  /** Tolerated clock difference for iat in the future. */
+  skewMs: number
+  expectType?: (type: string) => boolean
+}
+
+/** Parses and checks an envelope; throws CairnError with a stable code. Does NOT do
+ * replay detection, which needs the receiver's store (see replay-guard). */
+export function verifyEnvelope(input: unknown, opts: VerifyOptions): Envelope {
+  if (!Value.Check(EnvelopeSchema, input)) {
+    const first = [...Value.Errors(EnvelopeSchema, input)][0]
+    throw new CairnError('BAD_REQUEST', `not a signed envelope: ${first ? `${first.path || '/'} ${first.message}` : 'invalid'}`)
+  }
+  const env = input
+  if (opts.expectType && !opts.expectType(env.type)) throw new CairnError('BAD_REQUEST', `unexpected message type ${env.type}`)
+  if (env.fleet !== opts.fleet) throw new CairnError('WRONG_TARGET', `envelope is for fleet ${env.fleet}, not ${opts.fleet}`)
+  if (env.sub !== opts.sub && !(env.sub === '*' && opts.allowBroadcast)) throw new CairnError('WRONG_TARGET', `envelope is for ${env.sub}, not this device`)
+  if (!isKeyId(env.iss)) throw new CairnError('BAD_REQUEST', 'iss is not a key id')
+  // Cheap checks first, the signature last: a flood of junk from an untrusted key
+  // costs a set lookup, not an ed25519 verification.
+  if (!opts.trusted(env.iss, env.type)) throw new CairnError('UNTRUSTED_KEY', `key ${env.iss.slice(0, 12)}… is not trusted for ${env.type}`)
+  if (env.exp <= env.iat) throw new CairnError('BAD_REQUEST', 'exp must be after iat')
+  if (env.exp - env.iat > opts.maxTtlMs) throw new CairnError('TTL_TOO_LONG', `lifetime ${env.exp - env.iat} ms exceeds the ${opts.maxTtlMs} ms allowed`)
+  if (env.iat > opts.now + opts.skewMs) throw new CairnError('NOT_YET_VALID', 'issued in the future (check the clocks)')
+  if (env.exp <= opts.now) throw new CairnError('EXPIRED', 'expired')
+  const sigOk = edVerify(null, signedBytes(env), publicKeyFromKeyId(env.iss), Buffer.from(env.sig, 'base64url'))
+  if (!sigOk) throw new CairnError('BAD_SIGNATURE', 'signature does not verify')
+  return env
+}
+
+export function verifySignatureOnly(env: Envelope, publicKey: KeyObject): boolean {
+  return edVerify(null, signedBytes(env), publicKey, Buffer.from(env.sig, 'base64url'))
+}

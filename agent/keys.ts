@@ -1,0 +1,132 @@
+// ed25519 keys: generation, PEM files (PKCS#8 private, SPKI public), and key ids.
+// A key id is the lowercase base32 of the raw 32-byte public key: self-certifying
+// (anyone can verify a signature from the id alone) and safe in topics and file names.
+
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto'
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, statSync, writeSync } from 'node:fs'
+import { dirname, basename, join } from 'node:path'
+import { base32Decode, base32Encode } from './base32.js'
+import { CairnError } from './errors.js'
+
+export const KEY_ID_LENGTH = 52
+const KEY_ID_RE = /^[a-z2-7]{52}$/
+
+export interface KeyPair {
+  readonly privateKey: KeyObject
+  readonly publicKey: KeyObject
+  readonly keyId: string
+}
+
+export function generateKeyPair(): KeyPair {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519')
+  return { privateKey, publicKey, keyId: keyIdOf(publicKey) }
+}
+
+export function rawPublicKey(publicKey: KeyObject): Uint8Array {
+  const jwk = publicKey.export({ format: 'jwk' })
+  if (jwk.crv !== 'Ed25519' || typeof jwk.x !== 'string') throw new CairnError('BAD_REQUEST', 'not an ed25519 public key')
+  return new Uint8Array(Buffer.from(jwk.x, 'base64url'))
+}
+
+export function keyIdOf(publicKey: KeyObject): string {
+  return base32Encode(rawPublicKey(publicKey))
+}
+
+export function isKeyId(text: string): boolean {
+  return KEY_ID_RE.test(text) && base32Decode(text)?.length === 32
+}
+
+export function publicKeyFromKeyId(keyId: string): KeyObject {
+  const raw = isKeyId(keyId) ? base32Decode(keyId) : null
+  if (!raw) throw new CairnError('BAD_REQUEST', `not a key id: ${JSON.stringify(keyId.slice(0, 80))}`)
+  return createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(raw).toString('base64url') }, format: 'jwk' })
+}
+
+/** Parses a public key given as SPKI PEM, or as a bare key id. */
+export function parsePublicKey(text: string, what: string): KeyObject {
+  const trimmed = text.trim()
+  if (isKeyId(trimmed)) return publicKeyFromKeyId(trimmed)
+  let key: KeyObject
+  try {
+    key = createPublicKey(trimmed)
+  } catch (err) {
+    throw new CairnError('BAD_REQUEST', `${what}: not a PEM public key or key id`, { cause: err })
+  }
+  if (key.asymmetricKeyType !== 'ed25519') throw new CairnError('BAD_REQUEST', `${what}: key is ${key.asymmetricKeyType}, expected ed25519`)
+  return key
+}
+
+export function readPublicKeyFile(file: string): KeyObject {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new CairnError('BAD_REQUEST', `${file}: cannot read public key (${(err as NodeJS.ErrnoException).code ?? err})`, { cause: err })
+  }
+  return parsePublicKey(text, file)
+}
+
+/** Reads a private key file, refusing files that others can read (as ssh does). */
+export function readKeyPairFile(file: string): KeyPair {
+  let st
+  try {
+    st = statSync(file)
+  } catch (err) {
+    throw new CairnError('BAD_REQUEST', `${file}: cannot read private key (${(err as NodeJS.ErrnoException).code ?? err})`, { cause: err })
+  }
+  if ((st.mode & 0o077) !== 0) {
+    throw new CairnError('BAD_REQUEST', `${file}: private key is readable by others (mode ${(st.mode & 0o777).toString(8)}); run: chmod 600 ${file}`)
+  }
+  let privateKey: KeyObject
+  try {
+    privateKey = createPrivateKey(readFileSync(file, 'utf8'))
+  } catch (err) {
+    throw new CairnError('BAD_REQUEST', `${file}: not a PEM (PKCS#8) private key`, { cause: err })
+  }
+  if (privateKey.asymmetricKeyType !== 'ed25519') throw new CairnError('BAD_REQUEST', `${file}: key is ${privateKey.asymmetricKeyType}, expected ed25519`)
+  const publicKey = createPublicKey(privateKey)
+  return { privateKey, publicKey, keyId: keyIdOf(publicKey) }
+}
+
+export function privateKeyPem(pair: KeyPair): string {
+  return pair.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString()
+}
+
+export function publicKeyPem(publicKey: KeyObject): string {
+  return publicKey.export({ format: 'pem', type: 'spki' }).toString()
+}
+
+/** Writes a key pair as FILE (private, 0600) and FILE.pub, each atomically and durably.
+ * Never overwrites an existing private key. */
+export function writeKeyPairFiles(file: string, pair: KeyPair): void {
+  writeFileAtomic(file, privateKeyPem(pair), 0o600, true)
+  writeFileAtomic(`${file}.pub`, publicKeyPem(pair.publicKey), 0o644, false)
+}
+
+export function writeFileAtomic(file: string, data: string, mode: number, exclusive: boolean): void {
+  const tmp = join(dirname(file), `.${basename(file)}.${process.pid}.tmp`)
+  const fd = openSync(tmp, 'w', mode)
+  try {
+    writeSync(fd, data)
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+  if (exclusive) {
+    let exists = true
+    try {
+      statSync(file)
+    } catch {
+      exists = false
+    }
+    if (exists) throw new CairnError('BAD_REQUEST', `${file} already exists; refusing to overwrite a key`)
+  }
+  renameSync(tmp, file)
+  try {
+    const dfd = openSync(dirname(file), 'r')
+    fsyncSync(dfd)
+    closeSync(dfd)
+  } catch {
+    // directory fsync is best effort (not all filesystems allow opening a directory)
+  }
+}

@@ -1,0 +1,81 @@
+// Schemas of every payload the agent publishes. docs/schemas/*.json are generated
+// from these (npm run docs:schemas) and the tests validate what is really sent
+// against the files in docs/.
+
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { ID_PATTERN, NAME_PATTERN } from './envelope.js'
+import { ErrorCodes } from './errors.js'
+import { TelemetrySampleSchema } from '../hw/index.js'
+
+const DeviceId = Type.String({ pattern: '^[a-z2-7]{52}$', description: 'device id: lowercase base32 of the device public key' })
+const MsgId = Type.String({ pattern: ID_PATTERN, description: 'unique message id; consumers de-duplicate on it' })
+const Ms = Type.Integer({ minimum: 0, description: 'ms since the Unix epoch' })
+
+export const StatusSchema = Type.Object(
+  {
+    v: Type.Literal(1),
+    id: MsgId,
+    device: DeviceId,
+    fleet: Type.String({ pattern: NAME_PATTERN }),
+    state: Type.Union([Type.Literal('online'), Type.Literal('offline')]),
+    reason: Type.Optional(Type.Union([Type.Literal('shutdown'), Type.Literal('connection-lost'), Type.Literal('restart')], { description: 'why offline' })),
+    ts: Ms,
+    since: Type.Optional(Type.Integer({ minimum: 0, description: 'when the agent started, ms since the Unix epoch' })),
+    version: Type.String(),
+    board: Type.String(),
+    model: Type.String(),
+    uptimeS: Type.Optional(Type.Number({ minimum: 0, description: 'system uptime in seconds' })),
+    mqtt: Type.Union([Type.Literal(5), Type.Literal(4)]),
+    publicKey: Type.String({ description: 'device public key, SPKI PEM' }),
+  },
+  { additionalProperties: false, $id: 'https://cairn.dev/schemas/status.json', title: 'status (retained)' },
+)
+export type StatusMessage = Static<typeof StatusSchema>
+
+export const TelemetryMessageSchema = Type.Object(
+  {
+    v: Type.Literal(1),
+    id: MsgId,
+    device: DeviceId,
+    ts: Ms,
+    sample: TelemetrySampleSchema,
+  },
+  { additionalProperties: false, $id: 'https://cairn.dev/schemas/telemetry.json', title: 'telemetry' },
+)
+export type TelemetryMessage = Static<typeof TelemetryMessageSchema>
+
+export const EventSchema = Type.Object(
+  {
+    v: Type.Literal(1),
+    id: MsgId,
+    device: DeviceId,
+    ts: Ms,
+    kind: Type.String({ pattern: '^[a-z][a-z0-9.-]{0,63}$', description: 'event kind, e.g. agent.started, command.rejected, config.changed' }),
+    data: Type.Record(Type.String(), Type.Unknown()),
+  },
+  { additionalProperties: false, $id: 'https://cairn.dev/schemas/event.json', title: 'event' },
+)
+export type EventMessage = Static<typeof EventSchema>
+
+export const ReplySchema = Type.Union(
+  [
+    Type.Object({ id: Type.Union([MsgId, Type.Null()]), status: Type.Literal('ok'), data: Type.Unknown() }, { additionalProperties: false }),
+    Type.Object(
+      {
+        id: Type.Union([MsgId, Type.Null()], { description: 'the request id, null when the request could not be read' }),
+        status: Type.Literal('error'),
+        error: Type.Object({ code: Type.Union(ErrorCodes.map(c => Type.Literal(c))), message: Type.String() }, { additionalProperties: false }),
+      },
+      { additionalProperties: false },
+    ),
+  ],
+  { $id: 'https://cairn.dev/schemas/reply.json', title: 'command reply' },
+)
+export type ReplyMessage = Static<typeof ReplySchema>
+
+export const PAYLOAD_SCHEMAS: Record<string, TSchema> = {
+  status: StatusSchema,
+  telemetry: TelemetryMessageSchema,
+  event: EventSchema,
+  reply: ReplySchema,
+}

@@ -1,0 +1,234 @@
+// The device's connection to its fleet broker (mqtt.js): MQTT 5 or 3.1.1, TLS and
+// credentials, reconnect with exponential backoff and jitter, a Will that marks the
+// device offline, and the drain that moves the outbox to the broker with a bounded
+// number of unacknowledged publishes.
+
+import { readFileSync } from 'node:fs'
+import mqtt, { type IClientOptions, type IClientPublishOptions, type IPublishPacket, type MqttClient } from 'mqtt'
+import type { Config } from './config-schema.js'
+import type { Logger } from './log.js'
+import type { Metrics } from './metrics.js'
+import { CLASS_NAMES, type Outbox, type OutboxRecord } from './outbox.js'
+
+export interface LinkOptions {
+  broker: Config['broker']
+  clientId: string
+  will: { topic: string; payload: Buffer }
+  outbox: Outbox
+  maxInflight: number
+  log: Logger
+  metrics: Metrics
+  /** Called on every (re)connection, before the outbox drains. */
+  onConnect(link: MqttLink, info: { sessionPresent: boolean }): Promise<void> | void
+  onMessage(topic: string, payload: Buffer, packet: IPublishPacket): void
+  random?: () => number
+}
+
+// Reason codes after which a publish is dropped rather than retried: the broker will
+// refuse it the same way every time.
+const PERMANENT_REFUSALS = new Set([0x87, 0x90, 0x95, 0x99])
+
+export function brokerClientOptions(broker: Config['broker']): IClientOptions {
+  const opts: IClientOptions = {
+    protocolVersion: broker.mqttVersion,
+    keepalive: broker.keepaliveS,
+    connectTimeout: broker.connectTimeoutMs,
+    rejectUnauthorized: broker.rejectUnauthorized,
+  }
+  if (broker.username !== undefined) opts.username = broker.username
+  const password = broker.passwordFile !== undefined ? readFileSync(broker.passwordFile, 'utf8').replace(/\r?\n$/, '') : broker.password
+  if (password !== undefined) opts.password = password
+  if (broker.ca !== undefined) opts.ca = readFileSync(broker.ca)
+  if (broker.cert !== undefined) opts.cert = readFileSync(broker.cert)
+  if (broker.key !== undefined) opts.key = readFileSync(broker.key)
+  return opts
+}
+
+export class MqttLink {
+  private client: MqttClient | undefined
+  private readonly inflight = new Set<number>()
+  private receiveMaximum = 65535
+  private attempt = 0
+  private reconnectTimer: NodeJS.Timeout | undefined
+  private retryTimer: NodeJS.Timeout | undefined
+  private stopping = false
+  private pumping = false
+  private ready = false
+  private unsubscribeOutbox: (() => void) | undefined
+
+  constructor(private readonly opts: LinkOptions) {}
+
+  get connected(): boolean {
+    return this.ready && this.client?.connected === true
+  }
+
+  get mqttVersion(): 4 | 5 {
+    return this.opts.broker.mqttVersion
+  }
+
+  start(): void {
+    const o = this.opts
+    const base = brokerClientOptions(o.broker)
+    const options: IClientOptions = {
+      ...base,
+      clientId: o.clientId,
+      // Persistent session: commands published while the device is offline wait at the broker.
+      clean: false,
+      reconnectPeriod: 0, // we reconnect ourselves, with backoff and jitter
+      resubscribe: false,
+      will: { topic: o.will.topic, payload: o.will.payload, qos: 1, retain: true },
+      ...(o.broker.mqttVersion === 5 ? { properties: { sessionExpiryInterval: o.broker.sessionExpiryS } } : {}),
+    }
+    const client = mqtt.connect(o.broker.url, options)
+    this.client = client
+    client.on('connect', connack => {
+      this.attempt = 0
+      this.receiveMaximum = connack.properties?.receiveMaximum ?? 65535
+      o.log.info({ sessionPresent: connack.sessionPresent, receiveMaximum: this.receiveMaximum }, 'connected to broker')
+      void this.afterConnect(connack.sessionPresent)
+    })
+    client.on('message', (topic, payload, packet) => {
+      try {
+        o.onMessage(topic, payload, packet)
+      } catch (err) {
+        o.log.error({ err, topic }, 'message handler failed')
+      }
+    })
+    client.on('error', err => o.log.warn({ err: err.message, code: (err as { code?: unknown }).code }, 'broker connection error'))
+    client.on('close', () => {
+      const wasReady = this.ready
+      this.ready = false
+      if (wasReady) o.log.warn('broker connection lost')
+      if (!this.stopping) this.scheduleReconnect()
+    })
+    this.unsubscribeOutbox = o.outbox.onEnqueue(() => this.pump())
+  }
+
+  private async afterConnect(sessionPresent: boolean): Promise<void> {
+    try {
+      await this.opts.onConnect(this, { sessionPresent })
+      this.ready = true
+      this.pump()
+    } catch (err) {
+      this.opts.log.error({ err }, 'connection set-up failed; reconnecting')
+      this.client?.end(true)
+    }
+  }
+
+  private scheduleReconnect(): void {
+    if (this.reconnectTimer) return
+    const { reconnectMinMs, reconnectMaxMs } = this.opts.broker
+    const ceiling = Math.min(reconnectMaxMs, reconnectMinMs * 2 ** Math.min(this.attempt, 20))
+    // "Equal jitter": half fixed, half random, so a fleet that lost its broker at the
+    // same moment does not come back in lockstep.
+    const delay = Math.round(ceiling / 2 + (this.opts.random ?? Math.random)() * (ceiling / 2))
+    this.attempt++
+    this.opts.metrics.inc('cairn_mqtt_reconnects_total')
+    this.opts.log.info({ delayMs: delay, attempt: this.attempt }, 'reconnecting')
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined
+      if (!this.stopping) this.client?.reconnect()
+    }, delay)
+  }
+
+  /** Subscribe (QoS 1) and wait for the SUBACK. */
+  subscribe(filter: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const client = this.client
+      if (!client) return reject(new Error('not started'))
+      client.subscribe(filter, { qos: 1 }, (err, granted) => {
+        if (err) return reject(err)
+        const bad = granted?.find(g => g.qos > 2)
+        if (bad) return reject(new Error(`subscription to ${filter} refused (reason ${bad.qos})`))
+        resolve()
+      })
+    })
+  }
+
+  /** Publish directly, outside the outbox (retained status): resolves on PUBACK. */
+  publishNow(topic: string, payload: Buffer, opts: IClientPublishOptions): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const client = this.client
+      if (!client?.connected) return reject(new Error('not connected'))
+      client.publish(topic, payload, opts, err => (err ? reject(err) : resolve()))
+    })
+  }
+
+  inflightCount(): number {
+    return this.inflight.size
+  }
+
+  /** Moves outbox records to the broker while connected, keeping at most
+   * min(maxInflight, broker receive-maximum) unacknowledged. */
+  pump(): void {
+    if (this.pumping || !this.connected) return
+    this.pumping = true
+    try {
+      const cap = Math.min(this.opts.maxInflight, this.receiveMaximum)
+      while (this.connected && this.inflight.size < cap) {
+        const batch = this.opts.outbox.peek(cap - this.inflight.size, this.inflight)
+        if (batch.length === 0) break
+        for (const rec of batch) this.send(rec)
+      }
+    } finally {
+      this.pumping = false
+    }
+  }
+
+  private send(rec: OutboxRecord): void {
+    const client = this.client!
+    this.inflight.add(rec.seq)
+    const opts: IClientPublishOptions = { qos: 1, retain: rec.retain }
+    if (this.opts.broker.mqttVersion === 5 && rec.props) {
+      const p = rec.props
+      opts.properties = {
+        ...(p.responseTopic !== undefined ? { responseTopic: p.responseTopic } : {}),
+        ...(p.correlationData !== undefined ? { correlationData: Buffer.from(p.correlationData, 'base64') } : {}),
+        ...(p.messageExpiryInterval !== undefined ? { messageExpiryInterval: p.messageExpiryInterval } : {}),
+        ...(p.userProperties !== undefined ? { userProperties: p.userProperties } : {}),
+      }
+    }
+    client.publish(rec.topic, rec.payload, opts, (err, packet) => {
+      this.inflight.delete(rec.seq)
+      const reason = (packet as { reasonCode?: number } | undefined)?.reasonCode ?? (err as { code?: number } | undefined)?.code
+      if (!err) {
+        this.opts.outbox.ack(rec.seq)
+        this.opts.metrics.inc('cairn_messages_sent_total', { class: CLASS_NAMES[rec.cls] })
+      } else if (typeof reason === 'number' && PERMANENT_REFUSALS.has(reason)) {
+        this.opts.log.error({ topic: rec.topic, id: rec.id, reason }, 'broker refused message permanently; dropped')
+        this.opts.outbox.ack(rec.seq)
+        this.opts.metrics.inc('cairn_messages_refused_total')
+      } else if (typeof reason === 'number') {
+        // Quota exceeded or a passing broker problem: try again shortly.
+        this.retryTimer ??= setTimeout(() => {
+          this.retryTimer = undefined
+          this.pump()
+        }, 1000)
+        return
+      }
+      // Otherwise the connection closed under it: mqtt.js resends or we retry on reconnect.
+      this.pump()
+    })
+  }
+
+  /** Waits until nothing is in flight (or the time is up). */
+  async settle(timeoutMs: number): Promise<boolean> {
+    const until = Date.now() + timeoutMs
+    while (this.inflight.size > 0 && Date.now() < until && this.connected) await new Promise(r => setTimeout(r, 20))
+    return this.inflight.size === 0
+  }
+
+  /** Publishes the final status (if connected) and disconnects cleanly. */
+  async stop(final?: { topic: string; payload: Buffer }): Promise<void> {
+    this.stopping = true
+    this.unsubscribeOutbox?.()
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer)
+    if (this.retryTimer) clearTimeout(this.retryTimer)
+    const client = this.client
+    if (!client) return
+    if (final && client.connected) {
+      await Promise.race([this.publishNow(final.topic, final.payload, { qos: 1, retain: true }).catch(() => undefined), new Promise(r => setTimeout(r, 2000))])
+    }
+    await new Promise<void>(resolve => client.end(false, {}, () => resolve()))
+  }
+}

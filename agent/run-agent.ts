@@ -1,0 +1,69 @@
+// `cairn agent`: loads the configuration, runs the agent, restarts it in place when
+// asked (restart-agent, SIGHUP with changed settings), and stops cleanly on SIGTERM.
+
+import { systemClock } from './clock.js'
+import { loadConfig, type Layer, type LoadedConfig } from './config.js'
+import type { Level } from 'pino'
+import { createLogger, LogRing } from './log.js'
+import { startAgent, type RunningAgent } from './agent.js'
+import { createSystemPort } from './system.js'
+import { createCommandRunner } from '../hw/index.js'
+import { VERSION } from './version.js'
+
+export interface RunAgentOptions {
+  configFile?: string | undefined
+  flags: Layer
+  env: NodeJS.ProcessEnv
+  out?: { write(chunk: string): unknown }
+  /** Called with each started agent (demo, tests). */
+  onStart?: (agent: RunningAgent) => void
+  signals?: boolean
+}
+
+/** Runs until SIGTERM/SIGINT (or `stop()` on the returned handle). Returns the exit code. */
+export async function runAgent(opts: RunAgentOptions): Promise<number> {
+  const load = (remote?: Record<string, unknown>): LoadedConfig => loadConfig({ configFile: opts.configFile, env: opts.env, flags: opts.flags }, remote)
+  let loaded = load()
+  const ring = new LogRing(1000)
+  const log = createLogger({ level: loaded.config.log.level as Level, ring, ...(opts.out ? { out: opts.out } : {}) })
+  let current: RunningAgent | undefined
+  let shuttingDown = false
+  const onTerm = () => {
+    shuttingDown = true
+    void current?.stop('shutdown')
+  }
+  const onHup = () => current?.reload()
+  if (opts.signals !== false) {
+    process.on('SIGTERM', onTerm)
+    process.on('SIGINT', onTerm)
+    process.on('SIGHUP', onHup)
+  }
+  try {
+    for (;;) {
+      current = await startAgent({
+        loaded,
+        reload: load,
+        log,
+        ring,
+        clock: systemClock,
+        hw: { root: loaded.config.hw.root, run: createCommandRunner() },
+        system: createSystemPort(loaded.config.system.rebootCommand),
+        version: VERSION,
+      })
+      opts.onStart?.(current)
+      if (shuttingDown) void current.stop('shutdown')
+      const reason = await current.done
+      if (reason !== 'restart' || shuttingDown) break
+      log.info('restarting in place')
+      loaded = load()
+    }
+  } finally {
+    if (opts.signals !== false) {
+      process.off('SIGTERM', onTerm)
+      process.off('SIGINT', onTerm)
+      process.off('SIGHUP', onHup)
+    }
+  }
+  log.info('agent stopped')
+  return 0
+}

@@ -1,0 +1,79 @@
+// The agent's one SQLite file (WAL): outbox, replay store, operator trust changes.
+// Opened with an exclusive lock so two agents can never share a state dir.
+
+import Database from 'better-sqlite3'
+import { join } from 'node:path'
+import { CairnError } from './errors.js'
+
+export type Db = Database.Database
+export const STATE_DB_FILE = 'state.db'
+
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE outbox (
+     seq INTEGER PRIMARY KEY,
+     id TEXT NOT NULL,
+     cls INTEGER NOT NULL,
+     topic TEXT NOT NULL,
+     payload BLOB NOT NULL,
+     props TEXT,
+     retain INTEGER NOT NULL DEFAULT 0,
+     created INTEGER NOT NULL,
+     expires INTEGER
+   );
+   CREATE INDEX outbox_cls_seq ON outbox (cls, seq);
+   CREATE TABLE seen_commands (id TEXT PRIMARY KEY, exp INTEGER NOT NULL) WITHOUT ROWID;
+   CREATE INDEX seen_commands_exp ON seen_commands (exp);
+   CREATE TABLE operator_keys (
+     key_id TEXT PRIMARY KEY,
+     state TEXT NOT NULL CHECK (state IN ('trusted', 'revoked')),
+     changed_at INTEGER NOT NULL,
+     changed_by TEXT NOT NULL
+   ) WITHOUT ROWID;`,
+]
+
+export function openStateDb(stateDir: string, opts: { file?: string } = {}): Db {
+  const file = join(stateDir, opts.file ?? STATE_DB_FILE)
+  let db: Db
+  try {
+    db = new Database(file)
+  } catch (err) {
+    throw new CairnError('STATE_DIR', `${file}: cannot open (${(err as Error).message})`, { cause: err })
+  }
+  try {
+    // EXCLUSIVE locking: a second agent on the same state dir fails fast instead of
+    // interleaving with this one. In WAL mode it also avoids the shared-memory file.
+    db.pragma('locking_mode = EXCLUSIVE')
+    db.pragma('journal_mode = WAL')
+    // FULL: a committed must-keep record survives power loss. Telemetry is batched
+    // (outbox.lazyWriteMs), so the fsyncs this costs are few.
+    db.pragma('synchronous = FULL')
+    db.pragma('journal_size_limit = 4194304')
+    db.pragma('busy_timeout = 0')
+    migrate(db)
+  } catch (err) {
+    db.close()
+    const code = (err as { code?: string }).code ?? ''
+    if (code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED') {
+      throw new CairnError('LOCKED', `${file} is in use: is another agent running with this state dir?`, { cause: err })
+    }
+    if (code === 'SQLITE_READONLY' || code.startsWith('SQLITE_READONLY') || code === 'SQLITE_CANTOPEN') {
+      throw new CairnError('STATE_DIR', `${file}: state dir is read-only or not writable (${code})`, { cause: err })
+    }
+    if (code === 'SQLITE_FULL') throw new CairnError('STATE_DIR', `${file}: disk full`, { cause: err })
+    throw new CairnError('STATE_DIR', `${file}: ${(err as Error).message}`, { cause: err })
+  }
+  return db
+}
+
+function migrate(db: Db): void {
+  const version = db.pragma('user_version', { simple: true }) as number
+  if (version > MIGRATIONS.length) {
+    throw new CairnError('STATE_DIR', `state.db schema version ${version} is newer than this agent understands (${MIGRATIONS.length})`)
+  }
+  for (let v = version; v < MIGRATIONS.length; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v]!)
+      db.pragma(`user_version = ${v + 1}`)
+    })()
+  }
+}

@@ -1,0 +1,33 @@
+// Every MQTT topic Cairn uses, built in one place. All live under cairn/v1/<fleet>/.
+
+export const TOPIC_ROOT = 'cairn/v1'
+
+export function fleetRoot(fleet: string): string {
+  return `${TOPIC_ROOT}/${fleet}`
+}
+
+export function deviceTopics(fleet: string, device: string) {
+  const base = `${TOPIC_ROOT}/${fleet}/${device}`
+  return {
+    base,
+    status: `${base}/status`,
+    telemetry: `${base}/telemetry`,
+    event: `${base}/event`,
+    reply: `${base}/reply`,
+    cmd: (name: string) => `${base}/cmd/${name}`,
+    cmdFilter: `${base}/cmd/+`,
+  } as const
+}
+
+/** The command name from an incoming cmd topic, or null if the topic is not one. */
+export function commandName(topic: string, fleet: string, device: string): string | null {
+  const prefix = `${TOPIC_ROOT}/${fleet}/${device}/cmd/`
+  if (!topic.startsWith(prefix)) return null
+  const name = topic.slice(prefix.length)
+  return /^[a-z][a-z0-9-]{0,47}$/.test(name) ? name : null
+}
+
+/** A response topic the device may publish to: inside this fleet's tree, no wildcards. */
+export function isAllowedResponseTopic(topic: string, fleet: string): boolean {
+  return topic.startsWith(`${fleetRoot(fleet)}/`) && topic.length <= 256 && !/[+#\u0000]/.test(topic) && !topic.includes('//')
+}

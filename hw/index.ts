@@ -1,0 +1,17 @@
+// Public surface of Cairn's hardware layer: board detection, telemetry sampling and
+// accelerator inventory. Nothing here touches the system until a function is called.
+export { createCommandRunner, createFixtureRunner } from './command-runner.js'
+export type { CommandResult, CommandRunner, CommandRunnerOptions } from './command-runner.js'
+export type { HwContext } from './context.js'
+export { detectBoard, classifyModel } from './board.js'
+export type { Board, BoardKind } from './board.js'
+export { createTelemetry } from './telemetry.js'
+export type { TelemetryCollector, TelemetryOptions } from './telemetry.js'
+export { TelemetrySampleSchema, BoardSchema, AcceleratorSchema, ThrottleSchema } from './schema.js'
+export type { TelemetrySample } from './schema.js'
+export { accelerators } from './accelerators.js'
+export type { Accelerator, AcceleratorKind } from './accelerators.js'
+export { parseTegrastats } from './tegrastats.js'
+export type { TegrastatsSnapshot } from './tegrastats.js'
+export { decodeThrottled } from './rpi-throttle.js'
+export { parsePmicAdc } from './rpi5-power.js'

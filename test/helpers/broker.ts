@@ -1,0 +1,123 @@
+// Test fixture: a real Mosquitto broker on a free loopback port, with its own config
+// and persistence dir, that tests can stop, kill and restart. Where the binary is
+// missing it falls back to the embedded aedes broker with a printed notice; CI always
+// has Mosquitto.
+
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { createServer, connect } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { startEmbeddedBroker, type EmbeddedBroker } from '../../agent/embedded-broker.js'
+
+export interface TestBroker {
+  kind: 'mosquitto' | 'aedes'
+  port: number
+  url: string
+  /** true when MQTT 5 and shared subscriptions work */
+  mqtt5: boolean
+  stop(signal?: 'SIGTERM' | 'SIGKILL'): Promise<void>
+  start(): Promise<void>
+  close(): Promise<void>
+}
+
+export function mosquittoPath(): string | undefined {
+  for (const p of ['/usr/sbin/mosquitto', '/usr/local/sbin/mosquitto', '/usr/bin/mosquitto']) {
+    if (spawnSync(p, ['-h'], { stdio: 'ignore' }).error === undefined) return p
+  }
+  return undefined
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+async function waitForPort(port: number, timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs
+  for (;;) {
+    const ok = await new Promise<boolean>(resolve => {
+      const sock = connect(port, '127.0.0.1')
+      sock.once('connect', () => {
+        sock.destroy()
+        resolve(true)
+      })
+      sock.once('error', () => resolve(false))
+    })
+    if (ok) return
+    if (Date.now() > until) throw new Error(`broker did not listen on ${port} within ${timeoutMs} ms`)
+    await new Promise(r => setTimeout(r, 50))
+  }
+}
+
+export async function startBroker(opts: { extraConfig?: string } = {}): Promise<TestBroker> {
+  const bin = mosquittoPath()
+  if (!bin) {
+    process.stdout.write('# NOTICE: mosquitto not installed; using the embedded aedes broker (MQTT 3.1.1 only). CI installs mosquitto.\n')
+    let broker: EmbeddedBroker | undefined = await startEmbeddedBroker()
+    const port = broker.port
+    return {
+      kind: 'aedes',
+      port,
+      url: broker.url,
+      mqtt5: false,
+      stop: async () => {
+        await broker?.close()
+        broker = undefined
+      },
+      start: async () => {
+        broker = await startEmbeddedBroker({ port })
+      },
+      close: async () => {
+        await broker?.close()
+      },
+    }
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'cairn-mosq-'))
+  const port = await freePort()
+  const conf = join(dir, 'mosquitto.conf')
+  writeFileSync(
+    conf,
+    [
+      `listener ${port} 127.0.0.1`,
+      'allow_anonymous true',
+      'persistence true',
+      `persistence_location ${dir}/`,
+      'autosave_interval 1',
+      'log_dest stderr',
+      'log_type error',
+      'log_type warning',
+      opts.extraConfig ?? '',
+    ].join('\n') + '\n',
+  )
+  let child: ChildProcess | undefined
+  const start = async () => {
+    const c = spawn(bin, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    c.stderr?.on('data', d => (stderr = (stderr + d.toString()).slice(-4000)))
+    child = c
+    try {
+      await waitForPort(port, 10_000)
+    } catch (err) {
+      c.kill('SIGKILL')
+      throw new Error(`${(err as Error).message}\n${stderr}`)
+    }
+  }
+  const stop = async (signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM') => {
+    const c = child
+    child = undefined
+    if (!c || c.exitCode !== null) return
+    await new Promise<void>(resolve => {
+      c.once('exit', () => resolve())
+      c.kill(signal)
+    })
+  }
+  await start()
+  return { kind: 'mosquitto', port, url: `mqtt://127.0.0.1:${port}`, mqtt5: true, start, stop, close: () => stop('SIGTERM') }
+}
