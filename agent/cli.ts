@@ -94,11 +94,13 @@ async function agentCmd(args: readonly string[], env: NodeJS.ProcessEnv): Promis
 /** Flags as a config layer; each value coerced by the schema so errors name the flag. */
 export function flagLayer(values: Record<string, unknown>): Layer {
   const out: Record<string, unknown> = {}
+  const sourceOf: Record<string, string> = {}
   const leaves = new Map(leafSettings().map(l => [l.path.join('.'), l]))
   const put = (flag: string, path: string, raw: unknown) => {
     if (raw === undefined) return
     const leaf = leaves.get(path)!
     setPath(out, path.split('.'), Array.isArray(raw) ? raw : coerce(String(raw), leaf.schema, `flag --${flag}`))
+    sourceOf[path] = `flag --${flag}`
   }
   put('broker', 'broker.url', values.broker)
   put('fleet', 'fleet', values.fleet)
@@ -114,8 +116,9 @@ export function flagLayer(values: Record<string, unknown>): Layer {
     const leaf = leaves.get(path)
     if (!leaf) throw new CairnError('INVALID_CONFIG', `flag --set ${kv}: unknown setting ${JSON.stringify(path)} (see docs/configuration.md)`)
     setPath(out, path.split('.'), coerce(kv.slice(eq + 1), leaf.schema, `flag --set ${path}`))
+    sourceOf[path] = `flag --set ${path}`
   }
-  return { name: 'flags', values: out }
+  return { name: 'flags', values: out, sourceOf }
 }
 
 function idCmd(args: readonly string[], out: Out): number {

@@ -12,7 +12,8 @@ import { ConfigSchema, envName, leafSettings, REMOTE_SETTABLE, type Config } fro
 
 export const REMOTE_CONFIG_FILE = 'config.remote.json'
 
-export type Layer = { name: string; values: Record<string, unknown> }
+/** One source of settings; `sourceOf` names individual values (e.g. "env CAIRN_FLEET"). */
+export type Layer = { name: string; values: Record<string, unknown>; sourceOf?: Record<string, string> }
 
 export interface LoadedConfig {
   readonly config: Readonly<Config>
@@ -44,6 +45,7 @@ export function readConfigFile(file: string): Layer {
 /** Values from CAIRN_* variables, coerced to each setting's type. */
 export function envLayer(env: NodeJS.ProcessEnv): Layer {
   const values: Obj = {}
+  const sourceOf: Record<string, string> = {}
   const aliases: Record<string, string[]> = { CAIRN_BROKER: ['broker', 'url'], CAIRN_OPERATOR_KEY: ['operatorKeys'] }
   const known = new Map<string, { path: string[]; schema: TSchema }>()
   for (const leaf of leafSettings()) known.set(envName(leaf.path), leaf)
@@ -56,8 +58,9 @@ export function envLayer(env: NodeJS.ProcessEnv): Layer {
     const leaf = known.get(name)
     if (!leaf) continue // other CAIRN_* variables (e.g. CAIRN_CONFIG) are not settings
     setPath(values, leaf.path, coerce(raw, leaf.schema, `env ${name}`))
+    sourceOf[leaf.path.join('.')] = `env ${name}`
   }
-  return { name: 'env', values }
+  return { name: 'env', values, sourceOf }
 }
 
 export function coerce(raw: string, schema: TSchema, where: string): unknown {
@@ -106,13 +109,15 @@ export function remoteLayer(stateDir: string, override?: Record<string, unknown>
   }
 }
 
-function merge(target: Obj, layer: Obj, prefix: string, source: string, sources: Map<string, string>): void {
-  for (const [k, v] of Object.entries(layer)) {
+function merge(target: Obj, values: Obj, prefix: string, layer: Layer, sources: Map<string, string>): void {
+  for (const [k, v] of Object.entries(values)) {
     const path = prefix ? `${prefix}.${k}` : k
-    if (isObj(v) && isObj(target[k])) merge(target[k] as Obj, v, path, source, sources)
-    else {
-      target[k] = isObj(v) ? structuredClone(v) : v
-      sources.set(path, source)
+    if (isObj(v)) {
+      if (!isObj(target[k])) target[k] = {}
+      merge(target[k] as Obj, v, path, layer, sources)
+    } else {
+      target[k] = Array.isArray(v) ? [...v] : v
+      sources.set(path, layer.sourceOf?.[path] ?? layer.name)
     }
   }
 }
@@ -121,12 +126,13 @@ function merge(target: Obj, layer: Obj, prefix: string, source: string, sources:
 export function resolveConfig(layers: readonly Layer[]): LoadedConfig {
   const merged: Obj = {}
   const sources = new Map<string, string>()
-  for (const layer of layers) merge(merged, layer.values, '', layer.name, sources)
+  for (const layer of layers) merge(merged, layer.values, '', layer, sources)
   const withDefaults = Value.Default(ConfigSchema, merged) as Obj
   const errors = [...Value.Errors(ConfigSchema, withDefaults)]
   if (errors.length > 0) {
     const lines = errors.slice(0, 5).map(e => {
       const path = e.path.replace(/^\//, '').replace(/\//g, '.') || '(top level)'
+      if (e.value === undefined) return `  ${path}: required; set it in the config file or with ${envName(path.split('.'))}`
       return `  ${path}: ${e.message}${describeValue(e.value)} (${sourceOf(path, sources)})`
     })
     throw new CairnError('INVALID_CONFIG', `invalid configuration:\n${lines.join('\n')}`)

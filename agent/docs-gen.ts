@@ -1,0 +1,75 @@
+// Generates the machine-readable parts of the docs from the code: JSON Schemas of every
+// payload and the signing test vectors. `npm run docs:gen` writes them; a test fails
+// when docs/ and the code disagree.
+
+import { createPrivateKey, createPublicKey } from 'node:crypto'
+import { ConfigSchema } from './config-schema.js'
+import { EnvelopeSchema, signEnvelope, signedBytes, type SignInput } from './envelope.js'
+import { keyIdOf, publicKeyPem, type KeyPair } from './keys.js'
+import { PAYLOAD_SCHEMAS } from './messages.js'
+
+/** A key pair from a fixed 32-byte seed (RFC 8032 private key), for test vectors only. */
+export function keyPairFromSeed(seedHex: string): KeyPair {
+  const der = Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), Buffer.from(seedHex, 'hex')])
+  const privateKey = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' })
+  const publicKey = createPublicKey(privateKey)
+  return { privateKey, publicKey, keyId: keyIdOf(publicKey) }
+}
+
+export function generatedSchemas(): Record<string, unknown> {
+  return { envelope: EnvelopeSchema, config: ConfigSchema, ...PAYLOAD_SCHEMAS }
+}
+
+export function envelopeVectors() {
+  // RFC 8032 section 7.1, TEST 1 secret key: anyone can recreate the key pair.
+  const seed = '9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60'
+  const operator = keyPairFromSeed(seed)
+  const device = keyPairFromSeed('4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb')
+  const inputs: Array<{ name: string; input: SignInput }> = [
+    {
+      name: 'ping command',
+      input: { type: 'cmd.ping', id: 'vector-0001', fleet: 'demo', sub: device.keyId, iat: 1767225600000, exp: 1767225900000, body: {} },
+    },
+    {
+      name: 'set-config command with nested body and non-ASCII text',
+      input: {
+        type: 'cmd.set-config',
+        id: 'vector-0002',
+        fleet: 'demo',
+        sub: device.keyId,
+        iat: 1767225600000,
+        exp: 1767229200000,
+        body: { telemetry: { periodS: 30 }, log: { level: 'debug' }, note: 'Grüße ✓' },
+      },
+    },
+  ]
+  return {
+    description: 'Cairn signing envelope v1 test vectors. signedBytes = "CAIRN-SIG-1\\n" || type || "\\n" || JCS(envelope without sig). See docs/protocol.md.',
+    signer: { seedHex: seed, publicKeyPem: publicKeyPem(operator.publicKey), keyId: operator.keyId },
+    device: { keyId: device.keyId },
+    vectors: inputs.map(({ name, input }) => {
+      const envelope = signEnvelope(operator, input)
+      const bytes = signedBytes(envelope)
+      return {
+        name,
+        envelope,
+        signedBytesUtf8: bytes.toString('utf8'),
+        signedBytesHex: bytes.toString('hex'),
+        signatureHex: Buffer.from(envelope.sig, 'base64url').toString('hex'),
+      }
+    }),
+  }
+}
+
+async function main(): Promise<void> {
+  const { writeFileSync, mkdirSync } = await import('node:fs')
+  const root = new URL('../docs/', import.meta.url)
+  mkdirSync(new URL('schemas/', root), { recursive: true })
+  mkdirSync(new URL('vectors/', root), { recursive: true })
+  for (const [name, schema] of Object.entries(generatedSchemas())) {
+    writeFileSync(new URL(`schemas/${name}.json`, root), JSON.stringify(schema, null, 2) + '\n')
+  }
+  writeFileSync(new URL('vectors/envelope-v1.json', root), JSON.stringify(envelopeVectors(), null, 2) + '\n')
+}
+
+if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) await main()
