@@ -163,7 +163,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     log: log.child({ mod: 'cmd' }),
     metrics,
     publishQuick: (topic, payload, props) => {
-      if (!link.connected) return
+      // publishNow refuses when there is no connection: a refusal is never queued.
       const properties = props?.correlationData ? { correlationData: Buffer.from(props.correlationData, 'base64') } : undefined
       link.publishNow(topic, payload, { qos: 0, ...(properties && config.broker.mqttVersion === 5 ? { properties } : {}) }).catch(() => undefined)
     },

@@ -71,7 +71,8 @@ export async function sendCommand(env: Envelope, opts: SendOptions): Promise<Rep
         const corr = packet.properties?.correlationData
         if ((corr && Buffer.from(corr).equals(correlation)) || reply.id === env.id) settle(reply)
       })
-      await client.subscribeAsync(responseTopic, { qos: 1 })
+      // Also the plain reply topic: a device on MQTT 3.1.1 answers there, by request id.
+      await client.subscribeAsync([...new Set([responseTopic, topics.reply])], { qos: 1 })
     }
     await client.publishAsync(topics.cmd(name), JSON.stringify(env), {
       qos: 1,

@@ -35,7 +35,7 @@ export function openStateDb(stateDir: string, opts: { file?: string } = {}): Db 
   const file = join(stateDir, opts.file ?? STATE_DB_FILE)
   let db: Db
   try {
-    db = new Database(file)
+    db = new Database(file, { timeout: 0 })
   } catch (err) {
     throw new CairnError('STATE_DIR', `${file}: cannot open (${(err as Error).message})`, { cause: err })
   }

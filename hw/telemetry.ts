@@ -3,8 +3,8 @@
 // interval between two calls of sample(); the first call has no cpu percent or
 // rates. Each part is read independently: one failing part leaves its field out
 // and never costs the rest of the sample.
-import { accelerators } from './accelerators.js'
-import { detectBoard, isRaspberryPi, type Board } from './board.js'
+import { accelerators, type Accelerator } from './accelerators.js'
+import { detectBoard, isJetson, isRaspberryPi, type Board } from './board.js'
 import type { HwContext } from './context.js'
 import { buildCpuSample, readCoreMhz, readProcStat, type ProcStat } from './cpu.js'
 import { readDisk, type DiskSample } from './disk.js'
@@ -25,19 +25,40 @@ export interface TelemetryCollector {
 export interface TelemetryOptions {
   /** Milliseconds clock for rates; injected so tests step time instead of sleeping. */
   now?: () => number
+  /** How long an accelerator inventory is reused (default 60 s): it may spawn nvidia-smi and rarely changes. */
+  acceleratorTtlMs?: number
 }
+
+const DEFAULT_ACCELERATOR_TTL_MS = 60_000
 
 export function createTelemetry(ctx: HwContext, opts: TelemetryOptions = {}): TelemetryCollector {
   const now = opts.now ?? Date.now
+  const acceleratorTtl = opts.acceleratorTtlMs ?? DEFAULT_ACCELERATOR_TTL_MS
   let boardPromise: Promise<Board> | undefined
   let prevStat: ProcStat | undefined
   let prevNet: { at: number; counters: Map<string, NetCounters> } | undefined
   let throttleSeen: ThrottleFlags = {}
+  let inventory: { at: number; list: Accelerator[] } | undefined
+  // Deltas are only meaningful between consecutive snapshots, so overlapping calls queue.
+  let queue: Promise<unknown> = Promise.resolve()
 
   // The board does not change while we run; detecting it once spares a uname per sample.
   const board = (): Promise<Board> => (boardPromise ??= detectBoard(ctx))
 
-  async function sample(): Promise<TelemetrySample> {
+  function sample(): Promise<TelemetrySample> {
+    const next = queue.then(takeSample)
+    queue = next.catch(() => undefined)
+    return next
+  }
+
+  async function inventoryAt(at: number, b: Board): Promise<Accelerator[]> {
+    if (inventory !== undefined && at - inventory.at < acceleratorTtl && at >= inventory.at) return inventory.list
+    const list = await accelerators(ctx, b)
+    inventory = { at, list }
+    return list
+  }
+
+  async function takeSample(): Promise<TelemetrySample> {
     const at = now()
     const b = await board()
     const [uptimeS, load, memory, stat, mhz, netCounters, thermal, disk, fan, accel] = await Promise.all([
@@ -50,7 +71,7 @@ export function createTelemetry(ctx: HwContext, opts: TelemetryOptions = {}): Te
       safe(readThermal(ctx)),
       safe(readDisks(ctx.diskPaths ?? ['/'])),
       safe(readFan(ctx)),
-      safe(accelerators(ctx, b)),
+      safe(inventoryAt(at, b)),
     ])
 
     const cpu = buildCpuSample(prevStat, stat, mhz ?? new Map())
@@ -61,7 +82,7 @@ export function createTelemetry(ctx: HwContext, opts: TelemetryOptions = {}): Te
     const [throttle, power, gpu] = await Promise.all([
       safe(readThrottle(b, cpu?.cores)),
       b.kind === 'rpi5' ? safe(readPmicPower(ctx)) : undefined,
-      safe(readJetsonGpu(ctx, thermal ?? [])),
+      isJetson(b) ? safe(readJetsonGpu(ctx, thermal ?? [])) : undefined,
     ])
 
     const s: TelemetrySample = { board: b }
