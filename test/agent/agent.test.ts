@@ -167,7 +167,9 @@ t.test('set-config and get-config: validated, persisted, applied live, secrets r
   t.teardown(() => a.stop())
   const set = await cmd(a, op, 'set-config', { telemetry: { periodS: 2 }, log: { level: 'warn' } })
   t.equal(set.status, 'ok')
-  t.same((set as { data: { applied: string[] } }).data.applied.sort(), ['log.level', 'telemetry.periodS'])
+  const setData = (set as { data: { applied: string[]; shadowed: string[] } }).data
+  t.same(setData.applied, ['telemetry.periodS'])
+  t.match(setData.shadowed, [/^log\.level \(overridden by test\)$/], 'a value the flags set still wins, and the reply says so')
   const remote = JSON.parse(readFileSync(join(a.stateDir, 'config.remote.json'), 'utf8'))
   t.same(remote, { telemetry: { periodS: 2 }, log: { level: 'warn' } }, 'persisted in the state dir')
   const get = await cmd(a, op, 'get-config')
