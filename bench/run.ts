@@ -1,0 +1,530 @@
+// Benchmarks of the bundled agent (dist/cairn.mjs), each against a baseline measured in
+// the same run, because the machine is shared and noisy: ratios, not absolute figures,
+// are what to compare between runs.
+//
+//   npm run bench                 full run (about 3 minutes)
+//   BENCH_QUICK=1 npm run bench   quick run (about 1 minute)
+//
+// Everything runs on 127.0.0.1 and in temp dirs; each benchmark starts and stops its own
+// Mosquitto (test/helpers/broker.ts) and every child process is killed at the end.
+// Prints a table and writes bench/results.json.
+
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createInterface } from 'node:readline'
+import mqtt, { type MqttClient } from 'mqtt'
+import { startBroker, type TestBroker } from '../test/helpers/broker.js'
+import { openStateDb } from '../agent/state-db.js'
+import { MsgClass, Outbox } from '../agent/outbox.js'
+import { loadOrCreateIdentity } from '../agent/identity.js'
+import { systemClock } from '../agent/clock.js'
+import { newId } from '../agent/ids.js'
+
+const QUICK = process.env.BENCH_QUICK === '1'
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
+const BUNDLE = join(ROOT, 'dist', 'cairn.mjs')
+const BASELINE_IDLE = join(ROOT, 'bench', 'baseline-idle.mjs')
+const BASELINE_PUBLISH = join(ROOT, 'bench', 'baseline-publish.mjs')
+const CFG = {
+  warmupS: 10,
+  idleWindowS: QUICK ? 20 : 60,
+  fastWindowS: QUICK ? 10 : 20,
+  drainN: 10_000,
+  startupRepeats: 5,
+}
+const CLK_TCK = 100 // USER_HZ on Linux
+const DAY_S = 86_400
+
+// ---------------------------------------------------------------- processes and temp dirs
+
+const children = new Set<ChildProcess>()
+const brokers = new Set<TestBroker>()
+const tempDirs: string[] = []
+
+function tmp(prefix: string): string {
+  const d = mkdtempSync(join(tmpdir(), prefix))
+  tempDirs.push(d)
+  return d
+}
+
+interface Proc {
+  child: ChildProcess
+  spawnedAt: number
+  /** resolves with Date.now() when a stdout line matches */
+  waitLine(match: (line: string) => boolean, timeoutMs: number): Promise<number>
+  lines: string[]
+}
+
+function start(args: string[]): Proc {
+  const spawnedAt = performance.now()
+  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+  children.add(child)
+  child.once('exit', () => children.delete(child))
+  const lines: string[] = []
+  const waiters: Array<{ match: (l: string) => boolean; resolve: (t: number) => void }> = []
+  createInterface({ input: child.stdout! }).on('line', line => {
+    const t = performance.now()
+    if (lines.length < 2000) lines.push(line)
+    for (const w of [...waiters]) {
+      if (w.match(line)) {
+        waiters.splice(waiters.indexOf(w), 1)
+        w.resolve(t)
+      }
+    }
+  })
+  let stderr = ''
+  child.stderr!.on('data', d => (stderr = (stderr + String(d)).slice(-2000)))
+  return {
+    child,
+    spawnedAt,
+    lines,
+    waitLine: (match, timeoutMs) =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`pid ${child.pid}: no matching output within ${timeoutMs} ms\n${lines.slice(-5).join('\n')}\n${stderr}`)), timeoutMs)
+        waiters.push({
+          match,
+          resolve: t => {
+            clearTimeout(timer)
+            resolve(t)
+          },
+        })
+      }),
+  }
+}
+
+function startAgent(url: string, stateDir: string, extra: string[] = []): Proc {
+  return start([BUNDLE, 'agent', '--broker', url, '--fleet', 'bench', '--state-dir', stateDir, '--health-port', '0', ...extra])
+}
+
+const isConnectedLog = (line: string) => line.includes('"connected to broker"')
+
+async function stopProc(p: ChildProcess, graceMs = 5000): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return
+  await new Promise<void>(resolve => {
+    const timer = setTimeout(() => p.kill('SIGKILL'), graceMs)
+    p.once('exit', () => {
+      clearTimeout(timer)
+      resolve()
+    })
+    p.kill('SIGTERM')
+  })
+}
+
+async function cleanup(): Promise<void> {
+  await Promise.all([...children].map(c => stopProc(c)))
+  await Promise.all([...brokers].map(b => b.close()))
+  brokers.clear()
+  for (const d of tempDirs.splice(0)) rmSync(d, { recursive: true, force: true })
+}
+
+process.on('exit', () => {
+  for (const c of children) c.kill('SIGKILL')
+})
+
+async function broker(extraConfig?: string): Promise<TestBroker> {
+  const b = await startBroker(extraConfig ? { extraConfig } : {})
+  brokers.add(b)
+  return b
+}
+
+async function closeBroker(b: TestBroker): Promise<void> {
+  await b.close()
+  brokers.delete(b)
+}
+
+const sleep = (ms: number) => new Promise(r => setTimeout(r, ms))
+
+// ---------------------------------------------------------------- /proc readers
+
+interface ProcSample {
+  rssKb: number
+  cpuTicks: number
+  writeBytes: number | undefined
+  wchar: number | undefined
+}
+
+function procSample(pid: number): ProcSample {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const rssKb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN)
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  // Fields after the ")" that closes comm: state is field 3, utime 14, stime 15.
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  const cpuTicks = Number(rest[11]) + Number(rest[12])
+  let writeBytes: number | undefined
+  let wchar: number | undefined
+  try {
+    const io = readFileSync(`/proc/${pid}/io`, 'utf8')
+    writeBytes = Number(/write_bytes:\s+(\d+)/.exec(io)?.[1] ?? NaN)
+    wchar = Number(/wchar:\s+(\d+)/.exec(io)?.[1] ?? NaN)
+  } catch {
+    // not readable here
+  }
+  return { rssKb, cpuTicks, writeBytes, wchar }
+}
+
+function dirBytes(dir: string): number {
+  let total = 0
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name)
+    total += e.isDirectory() ? dirBytes(p) : statSync(p).size
+  }
+  return total
+}
+
+interface Window {
+  rssMbMean: number
+  rssMbMax: number
+  cpuPercent: number
+  writeBytes: number | undefined
+  wchar: number | undefined
+  dirGrowth: number | undefined
+  seconds: number
+}
+
+/** Samples each process once a second for `seconds`; returns one summary per process. */
+async function observe(procs: Array<{ pid: number; dir?: string }>, seconds: number): Promise<Window[]> {
+  const t0 = performance.now()
+  const first = procs.map(p => procSample(p.pid))
+  const dir0 = procs.map(p => (p.dir ? dirBytes(p.dir) : undefined))
+  const rss: number[][] = procs.map((_, i) => [first[i]!.rssKb])
+  let last = first
+  for (let s = 0; s < seconds; s++) {
+    await sleep(1000)
+    last = procs.map(p => procSample(p.pid))
+    last.forEach((x, i) => rss[i]!.push(x.rssKb))
+  }
+  const dt = (performance.now() - t0) / 1000
+  return procs.map((p, i) => {
+    const a = first[i]!
+    const b = last[i]!
+    const d0 = dir0[i]
+    const r = rss[i]!
+    return {
+      rssMbMean: r.reduce((x, y) => x + y, 0) / r.length / 1024,
+      rssMbMax: Math.max(...r) / 1024,
+      cpuPercent: ((b.cpuTicks - a.cpuTicks) / CLK_TCK / dt) * 100,
+      writeBytes: a.writeBytes !== undefined && b.writeBytes !== undefined ? b.writeBytes - a.writeBytes : undefined,
+      wchar: a.wchar !== undefined && b.wchar !== undefined ? b.wchar - a.wchar : undefined,
+      dirGrowth: p.dir && d0 !== undefined ? dirBytes(p.dir) - d0 : undefined,
+      seconds: dt,
+    }
+  })
+}
+
+// ---------------------------------------------------------------- results
+
+type Verdict = 'pass' | 'FAIL' | 'info'
+interface Row {
+  bench: string
+  figure: string
+  value: number
+  unit: string
+  baseline?: number | undefined
+  ratio?: number | undefined
+  goal?: string
+  verdict: Verdict
+  note?: string
+}
+const rows: Row[] = []
+function row(r: Row): void {
+  rows.push(r)
+}
+
+const fmt = (n: number | undefined, digits = 2) => (n === undefined || !Number.isFinite(n) ? '-' : Math.abs(n) >= 1000 ? n.toFixed(0) : n.toFixed(digits))
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2
+}
+const mb = (bytes: number) => bytes / 1024 / 1024
+
+// ---------------------------------------------------------------- consumer
+
+interface Consumer {
+  client: MqttClient
+  close(): Promise<void>
+}
+
+async function consumer(url: string, filter: string, onMessage: (topic: string, payload: Buffer, retained: boolean) => void): Promise<Consumer> {
+  const client = mqtt.connect(url, {
+    protocolVersion: 5,
+    clientId: `bench-consumer-${newId()}`,
+    clean: false,
+    properties: { sessionExpiryInterval: 3600 },
+    reconnectPeriod: 1000,
+  })
+  client.on('message', (topic, payload, packet) => onMessage(topic, payload, packet.retain))
+  await new Promise<void>((resolve, reject) => {
+    client.once('connect', () => resolve())
+    client.once('error', reject)
+  })
+  await client.subscribeAsync(filter, { qos: 1 })
+  return { client, close: () => client.endAsync().then(() => undefined) }
+}
+
+// ---------------------------------------------------------------- 1 + 2: idle RSS, CPU, bytes written
+
+async function benchIdle(): Promise<Record<string, unknown>> {
+  const b = await broker()
+  const dirDefault = tmp('cairn-bench-idle-')
+  const dirEager = tmp('cairn-bench-eager-')
+  const agent = startAgent(b.url, dirDefault)
+  const eager = startAgent(b.url, dirEager, ['--set', 'outbox.lazyWriteMs=0'])
+  const base = start([BASELINE_IDLE, b.url])
+  await Promise.all([agent.waitLine(isConnectedLog, 20_000), eager.waitLine(isConnectedLog, 20_000), base.waitLine(l => l === 'connected', 20_000)])
+  await sleep(CFG.warmupS * 1000 - (performance.now() - agent.spawnedAt))
+  console.log(`  idle window ${CFG.idleWindowS} s (telemetry every 10 s)…`)
+  const [wa, we, wb] = await observe(
+    [
+      { pid: agent.child.pid!, dir: dirDefault },
+      { pid: eager.child.pid!, dir: dirEager },
+      { pid: base.child.pid! },
+    ],
+    CFG.idleWindowS,
+  )
+  await Promise.all([agent, eager, base].map(p => stopProc(p.child)))
+
+  // Short, separate measurement at a 1 s period: enough samples for a per-sample figure.
+  const dirFastD = tmp('cairn-bench-fast-')
+  const dirFastE = tmp('cairn-bench-fast-eager-')
+  const fastD = startAgent(b.url, dirFastD, ['--telemetry-period', '1'])
+  const fastE = startAgent(b.url, dirFastE, ['--telemetry-period', '1', '--set', 'outbox.lazyWriteMs=0'])
+  await Promise.all([fastD.waitLine(isConnectedLog, 20_000), fastE.waitLine(isConnectedLog, 20_000)])
+  await sleep(3000)
+  console.log(`  telemetry-period 1 window ${CFG.fastWindowS} s…`)
+  const [fd, fe] = await observe(
+    [
+      { pid: fastD.child.pid!, dir: dirFastD },
+      { pid: fastE.child.pid!, dir: dirFastE },
+    ],
+    CFG.fastWindowS,
+  )
+  await Promise.all([fastD, fastE].map(p => stopProc(p.child)))
+  await closeBroker(b)
+
+  const w = { agent: wa!, eager: we!, base: wb!, fastDefault: fd!, fastEager: fe! }
+  const deltaMb = w.agent.rssMbMean - w.base.rssMbMean
+  row({ bench: '1 idle', figure: 'RSS (mean over window)', value: w.agent.rssMbMean, unit: 'MB', baseline: w.base.rssMbMean, ratio: w.agent.rssMbMean / w.base.rssMbMean, verdict: 'info', note: `max ${fmt(w.agent.rssMbMax)} MB; baseline = bare node + 1 mqtt.js connection` })
+  row({ bench: '1 idle', figure: 'RSS delta vs baseline', value: deltaMb, unit: 'MB', goal: '<= +20 MB', verdict: deltaMb <= 20 ? 'pass' : 'FAIL' })
+  row({ bench: '1 idle', figure: 'CPU (one core)', value: w.agent.cpuPercent, unit: '%', baseline: w.base.cpuPercent, ratio: w.base.cpuPercent > 0 ? w.agent.cpuPercent / w.base.cpuPercent : undefined, goal: '<= 0.5 %', verdict: w.agent.cpuPercent <= 0.5 ? 'pass' : 'FAIL', note: `${w.agent.seconds.toFixed(0)} s window, 1/100 s tick resolution` })
+
+  // Bytes per day. Primary: /proc/PID/io write_bytes (bytes this process caused to be
+  // written to the block device: SQLite DB + WAL + fsyncs; stdout logs go to a pipe and do
+  // not count). Fallback: wchar (all write() calls, sockets included: an over-estimate).
+  const written = (x: Window) => x.writeBytes ?? x.wchar ?? NaN
+  const src = w.agent.writeBytes !== undefined ? 'write_bytes' : 'wchar'
+  const perDay = (x: Window) => (written(x) / x.seconds) * DAY_S
+  // 1 s period: bytes per telemetry sample, scaled to 8640 samples/day (the 10 s default).
+  const perSample = (x: Window) => written(x) / x.seconds // one sample per second
+  const perDayFrom1s = (x: Window) => perSample(x) * (DAY_S / 10)
+  row({ bench: '2 writes', figure: 'state dir writes/day, default (10 s, direct)', value: mb(perDay(w.agent)), unit: 'MB/day', baseline: mb(perDay(w.eager)), ratio: perDay(w.eager) > 0 ? perDay(w.agent) / perDay(w.eager) : undefined, verdict: 'info', note: `${src} delta ${written(w.agent)} B over ${w.agent.seconds.toFixed(0)} s x ${DAY_S}/window; baseline = same agent with outbox.lazyWriteMs=0; dir growth ${w.agent.dirGrowth} B` })
+  row({ bench: '2 writes', figure: 'state dir writes/day, lazyWriteMs=0 (10 s, direct)', value: mb(perDay(w.eager)), unit: 'MB/day', verdict: 'info', note: `${src} delta ${written(w.eager)} B over ${w.eager.seconds.toFixed(0)} s; dir growth ${w.eager.dirGrowth} B` })
+  row({ bench: '2 writes', figure: 'writes/day at 10 s, default (from 1 s period)', value: mb(perDayFrom1s(w.fastDefault)), unit: 'MB/day', baseline: mb(perDayFrom1s(w.fastEager)), ratio: perDayFrom1s(w.fastEager) > 0 ? perDayFrom1s(w.fastDefault) / perDayFrom1s(w.fastEager) : undefined, verdict: 'info', note: `${fmt(perSample(w.fastDefault), 0)} B/sample x 8640 samples/day; dir growth ${w.fastDefault.dirGrowth} B` })
+  row({ bench: '2 writes', figure: 'writes/day at 10 s, lazyWriteMs=0 (from 1 s period)', value: mb(perDayFrom1s(w.fastEager)), unit: 'MB/day', verdict: 'info', note: `${fmt(perSample(w.fastEager), 0)} B/sample x 8640 samples/day; dir growth ${w.fastEager.dirGrowth} B` })
+  return { ...w, bytesSource: src, derivation: 'direct: delta over the idle window x 86400/window; from 1 s: (delta/window) bytes per sample x 8640 samples/day' }
+}
+
+// ---------------------------------------------------------------- 3: outbox drain vs raw mqtt.js
+
+async function drainConsumer(url: string, filter: string, prefix: string, n: number) {
+  const seen = new Set<string>()
+  let resolveAll!: (t: number) => void
+  const all = new Promise<number>(r => (resolveAll = r))
+  let total = 0
+  const c = await consumer(url, filter, (_topic, payload) => {
+    total++
+    let id: unknown
+    try {
+      id = (JSON.parse(payload.toString()) as { id?: unknown }).id
+    } catch {
+      return
+    }
+    if (typeof id === 'string' && id.startsWith(prefix)) {
+      seen.add(id)
+      if (seen.size === n) resolveAll(performance.now())
+    }
+  })
+  return { c, seen, all, total: () => total }
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined
+  const r = await Promise.race([p, new Promise<undefined>(resolve => (timer = setTimeout(() => resolve(undefined), ms)))])
+  clearTimeout(timer)
+  return r
+}
+
+async function benchDrain(): Promise<Record<string, unknown>> {
+  const n = CFG.drainN
+  const timeoutMs = 120_000
+  // Mosquitto's default max_queued_messages (1000) would drop messages queued for a
+  // consumer that falls behind; raised for this benchmark only.
+  const b = await broker('max_queued_messages 100000')
+
+  // Fill the outbox offline.
+  const dir = tmp('cairn-bench-drain-')
+  const { identity } = loadOrCreateIdentity(dir)
+  const topic = `cairn/v1/bench/${identity.deviceId}/event`
+  const db = openStateDb(dir)
+  const outbox = new Outbox(db, { clock: systemClock, maxBytes: 64 * 1024 * 1024, lazyWriteMs: 30_000, mustKeepDays: 30 })
+  const pad = 'x'.repeat(200)
+  const fillT0 = performance.now()
+  db.transaction(() => {
+    for (let i = 0; i < n; i++) {
+      const id = `fill-${i}-${newId()}`
+      const payload = Buffer.from(JSON.stringify({ v: 1, id, device: identity.deviceId, ts: Date.now(), kind: 'bench', data: { i, pad } }))
+      outbox.enqueue({ id, cls: MsgClass.event, topic, payload })
+    }
+  })()
+  const depth = outbox.depth()
+  outbox.close()
+  db.close()
+  const fillMs = performance.now() - fillT0
+  const payloadBytes = JSON.stringify({ v: 1, id: `fill-0-${newId()}`, device: identity.deviceId, ts: Date.now(), kind: 'bench', data: { i: 0, pad } }).length
+
+  // Agent drain.
+  const ac = await drainConsumer(b.url, 'cairn/v1/bench/+/event', 'fill-', n)
+  const agent = startAgent(b.url, dir)
+  const connectedAt = await agent.waitLine(isConnectedLog, 20_000)
+  const agentDone = await withTimeout(ac.all, timeoutMs)
+  const agentRecv = ac.seen.size
+  await stopProc(agent.child)
+  await ac.c.close()
+
+  // Baseline: raw mqtt.js, same broker, same kind of consumer, same N and payload size.
+  const bc = await drainConsumer(b.url, 'cairn/v1/bench/baseline/event', 'base-', n)
+  const base = start([BASELINE_PUBLISH, b.url, 'cairn/v1/bench/baseline/event', String(n), '20'])
+  const baseConnectedAt = await base.waitLine(l => l === 'connected', 20_000)
+  const baseDone = await withTimeout(bc.all, timeoutMs)
+  const baseRecv = bc.seen.size
+  await stopProc(base.child)
+  await bc.c.close()
+  await closeBroker(b)
+
+  const agentFromConnectS = agentDone !== undefined ? (agentDone - connectedAt) / 1000 : NaN
+  const agentFromSpawnS = agentDone !== undefined ? (agentDone - agent.spawnedAt) / 1000 : NaN
+  const baseFromConnectS = baseDone !== undefined ? (baseDone - baseConnectedAt) / 1000 : NaN
+  const agentRate = n / agentFromConnectS
+  const baseRate = n / baseFromConnectS
+  const ratio = agentRate / baseRate
+  row({ bench: '3 drain', figure: `drain ${n} events after outage (from CONNACK)`, value: agentRate, unit: 'msg/s', baseline: baseRate, ratio, goal: '>= 0.7x', verdict: ratio >= 0.7 ? 'pass' : 'FAIL', note: `agent ${fmt(agentFromConnectS)} s vs raw mqtt.js (20 in flight) ${fmt(baseFromConnectS)} s; ${payloadBytes} B payloads` })
+  row({ bench: '3 drain', figure: 'drain incl. agent start (from spawn)', value: n / agentFromSpawnS, unit: 'msg/s', verdict: 'info', note: `${fmt(agentFromSpawnS)} s; spawn to CONNACK ${fmt((connectedAt - agent.spawnedAt) / 1000)} s; baseline spawn to CONNACK ${fmt((baseConnectedAt - base.spawnedAt) / 1000)} s` })
+  row({ bench: '3 drain', figure: 'lost (agent)', value: n - agentRecv, unit: 'msgs', baseline: n - baseRecv, goal: '0', verdict: n - agentRecv === 0 ? 'pass' : 'FAIL', note: `broker max_queued_messages 100000; consumer saw ${ac.total()} msgs incl. duplicates` })
+  return {
+    n,
+    payloadBytes,
+    prefill: { depth, ms: fillMs },
+    agent: { received: agentRecv, spawnToConnectS: (connectedAt - agent.spawnedAt) / 1000, fromConnectS: agentFromConnectS, fromSpawnS: agentFromSpawnS, rate: agentRate, deliveries: ac.total() },
+    baseline: { received: baseRecv, spawnToConnectS: (baseConnectedAt - base.spawnedAt) / 1000, fromConnectS: baseFromConnectS, rate: baseRate, deliveries: bc.total() },
+    ratio,
+    brokerConfig: 'max_queued_messages 100000',
+  }
+}
+
+// ---------------------------------------------------------------- 4: spawn to first publish
+
+async function benchStartup(): Promise<Record<string, unknown>> {
+  const b = await broker()
+  let waiter: { test: (topic: string) => boolean; resolve: (t: number) => void } | undefined
+  const c = await consumer(b.url, 'cairn/v1/bench/#', (topic, _payload, retained) => {
+    if (retained || !waiter || !waiter.test(topic)) return
+    const w = waiter
+    waiter = undefined
+    w.resolve(performance.now())
+  })
+  const seenDevices = new Set<string>()
+  const firstMessage = (test: (topic: string) => boolean) => new Promise<number>(resolve => (waiter = { test, resolve }))
+  const agentMs: number[] = []
+  const baseMs: number[] = []
+  const firstTopics: string[] = []
+  for (let i = 0; i < CFG.startupRepeats; i++) {
+    // Agent: fresh state dir (new key), so a message from a device not seen before is its.
+    const dir = tmp('cairn-bench-start-')
+    let firstTopic = ''
+    const arrived = firstMessage(topic => {
+      const dev = topic.split('/')[3] ?? ''
+      if (seenDevices.has(dev) || dev.startsWith('baseline')) return false
+      firstTopic = topic
+      return true
+    })
+    const agent = startAgent(b.url, dir)
+    const t = await withTimeout(arrived, 30_000)
+    if (t === undefined) throw new Error('agent: no message within 30 s of spawn')
+    agentMs.push(t - agent.spawnedAt)
+    firstTopics.push(firstTopic.split('/').slice(4).join('/'))
+    seenDevices.add(firstTopic.split('/')[3] ?? '')
+    await stopProc(agent.child)
+
+    // Baseline: bare node + mqtt.js publishing one QoS 1 message on connect.
+    const topic = `cairn/v1/bench/baseline-${i}/status`
+    const arrivedBase = firstMessage(tp => tp === topic)
+    const base = start([BASELINE_IDLE, b.url, '--once', topic])
+    const tb = await withTimeout(arrivedBase, 30_000)
+    if (tb === undefined) throw new Error('baseline: no message within 30 s of spawn')
+    baseMs.push(tb - base.spawnedAt)
+    await stopProc(base.child)
+  }
+  await c.close()
+  await closeBroker(b)
+  const ma = median(agentMs)
+  const mbase = median(baseMs)
+  row({ bench: '4 startup', figure: `spawn to first publish (median of ${CFG.startupRepeats})`, value: ma, unit: 'ms', baseline: mbase, ratio: ma / mbase, verdict: 'info', note: `first message: ${[...new Set(firstTopics)].join(', ')}; agent ${agentMs.map(x => x.toFixed(0)).join('/')} ms, baseline ${baseMs.map(x => x.toFixed(0)).join('/')} ms; fresh state dir (key generated)` })
+  return { agentMs, baselineMs: baseMs, medianAgentMs: ma, medianBaselineMs: mbase, ratio: ma / mbase, firstTopics }
+}
+
+// ---------------------------------------------------------------- main
+
+function printTable(): void {
+  const header = ['bench', 'figure', 'value', 'unit', 'baseline', 'ratio', 'goal', 'result']
+  const body = rows.map(r => [r.bench, r.figure, fmt(r.value), r.unit, fmt(r.baseline), r.ratio === undefined ? '-' : `${fmt(r.ratio)}x`, r.goal ?? '-', r.verdict])
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map(b => b[i]!.length)))
+  const line = (cells: string[]) => cells.map((c, i) => (i >= 2 && i <= 5 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ')
+  console.log('\n' + line(header))
+  console.log(widths.map(w => '-'.repeat(w)).join('  '))
+  for (const b of body) console.log(line(b))
+  console.log('\nnotes:')
+  for (const r of rows) if (r.note) console.log(`  [${r.bench}] ${r.figure}: ${r.note}`)
+}
+
+async function main(): Promise<number> {
+  statSync(BUNDLE) // run `npm run build` first
+  const t0 = performance.now()
+  console.log(`cairn bench (${QUICK ? 'quick' : 'full'}): node ${process.version}, bundle ${BUNDLE}`)
+  const details: Record<string, unknown> = {}
+  const benches: Array<[string, () => Promise<Record<string, unknown>>]> = [
+    ['idle', benchIdle],
+    ['drain', benchDrain],
+    ['startup', benchStartup],
+  ]
+  let failed = false
+  for (const [name, fn] of benches) {
+    console.log(`\n# ${name}`)
+    try {
+      details[name] = await fn()
+    } catch (err) {
+      failed = true
+      console.error(`bench ${name} failed: ${(err as Error).stack ?? String(err)}`)
+      details[name] = { error: String(err) }
+      await Promise.all([...children].map(c => stopProc(c)))
+    }
+  }
+  printTable()
+  const out = join(ROOT, 'bench', 'results.json')
+  writeFileSync(
+    out,
+    JSON.stringify({ date: new Date().toISOString(), quick: QUICK, node: process.version, config: CFG, totalS: (performance.now() - t0) / 1000, rows, details }, null, 2) + '\n',
+  )
+  console.log(`\nwrote ${out} (${((performance.now() - t0) / 1000).toFixed(0)} s)`)
+  return failed ? 1 : 0
+}
+
+let code = 1
+try {
+  code = await main()
+} finally {
+  await cleanup()
+}
+process.exitCode = code
