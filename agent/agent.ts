@@ -173,7 +173,8 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
   const link: MqttLink = new MqttLink({
     broker: config.broker,
     clientId: `cairn-${deviceId}`,
-    will: { topic: topics.status, payload: status('offline', 'connection-lost') },
+    // A fresh Will (new id) for every connection, so consumers de-duplicating by id see each loss.
+    will: () => ({ topic: topics.status, payload: status('offline', 'connection-lost') }),
     outbox,
     maxInflight: config.outbox.maxInflight,
     log: log.child({ mod: 'mqtt' }),
@@ -182,7 +183,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
       await l.subscribe(topics.cmdFilter)
       await l.publishNow(topics.status, status('online'), { qos: 1, retain: true })
     },
-    onMessage: (topic, payload, packet) => void router.handle(topic, payload, packet),
+    onMessage: (topic, payload, packet) => void router.handle(topic, payload, packet).catch(err => log.error({ err }, 'command handling failed')),
   })
 
   // Telemetry loop: sample, queue, and mirror the values into /metrics.

@@ -50,7 +50,7 @@ export class CommandRouter {
     const o = this.o
     const topics = deviceTopics(o.fleet, o.deviceId)
     const responseTopic = packet.properties?.responseTopic
-    const replyTopic = responseTopic !== undefined && isAllowedResponseTopic(responseTopic, o.fleet) ? responseTopic : topics.reply
+    const replyTopic = responseTopic !== undefined && isAllowedResponseTopic(responseTopic, topics.reply) ? responseTopic : topics.reply
     const corr = packet.properties?.correlationData
     const props: PublishProps | undefined = corr ? { correlationData: Buffer.from(corr).toString('base64') } : undefined
     let env: Envelope | undefined
@@ -78,18 +78,18 @@ export class CommandRouter {
         skewMs: o.skewMs,
         expectType: t => t === `cmd.${name}`,
       })
+      // Admitted before anything can fail, so a replay of even a refused command is
+      // answered with REPLAY (cheap, not durable) rather than processed again.
+      o.replay.admit(env.id, env.exp, now)
       const cmd = findCommand(name)
       if (!Value.Check(cmd.body, env.body)) {
         const e = [...Value.Errors(cmd.body, env.body)][0]
-        // Admit before refusing so the same bad command is not re-processed.
-        o.replay.admit(env.id, env.exp, now)
         throw new CairnError('BAD_REQUEST', `${name}: body${e?.path ?? ''} ${e?.message ?? 'invalid'}`)
       }
-      o.replay.admit(env.id, env.exp, now)
       const data = await cmd.run(env.body as never, o.context(env))
       o.metrics.inc('cairn_commands_total', { result: 'ok' })
       o.log.info({ cmd: name, id: env.id, by: env.iss.slice(0, 12) }, 'command done')
-      this.replyDurable(replyTopic, props, { id: env.id, status: 'ok', data }, env.exp)
+      this.replyDurableOrQuick(replyTopic, props, { id: env.id, status: 'ok', data }, env.exp)
     } catch (err) {
       const body = errorBody(err)
       o.metrics.inc('cairn_commands_total', { result: body.code })
@@ -97,8 +97,18 @@ export class CommandRouter {
       else o.log.warn({ topic: topic.slice(0, 200), code: body.code, msg: body.message }, 'command refused')
       const reply: ReplyMessage = { id: env?.id ?? requestId, status: 'error', error: body }
       // Only a command we authenticated earns a durable reply.
-      if (env && authenticatedFailure(body.code)) this.replyDurable(replyTopic, props, reply, env.exp)
+      if (env && authenticatedFailure(body.code)) this.replyDurableOrQuick(replyTopic, props, reply, env.exp)
       else this.replyQuick(replyTopic, props, reply)
+    }
+  }
+
+  /** A reply that cannot be stored (disk full) is still sent once, directly. */
+  private replyDurableOrQuick(topic: string, props: PublishProps | undefined, reply: ReplyMessage, exp: number): void {
+    try {
+      this.replyDurable(topic, props, reply, exp)
+    } catch (err) {
+      this.o.log.error({ err: (err as Error).message }, 'reply could not be stored; sending it once without the outbox')
+      this.o.publishQuick(topic, Buffer.from(JSON.stringify(reply)), props)
     }
   }
 

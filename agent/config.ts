@@ -135,7 +135,7 @@ export function resolveConfig(layers: readonly Layer[]): LoadedConfig {
       if (e.value === undefined) return `  ${path}: required; set it in the config file or with ${envName(path.split('.'))}`
       return `  ${path}: ${e.message}${describeValue(e.value)} (${sourceOf(path, sources)})`
     })
-    throw new CairnError('INVALID_CONFIG', `invalid configuration:\n${lines.join('\n')}`)
+    throw new CairnError('INVALID_CONFIG', `invalid configuration:\n${[...new Set(lines)].join('\n')}`)
   }
   return { config: deepFreeze(withDefaults as Config), sources }
 }

@@ -13,7 +13,7 @@ import { CLASS_NAMES, type Outbox, type OutboxRecord } from './outbox.js'
 export interface LinkOptions {
   broker: Config['broker']
   clientId: string
-  will: { topic: string; payload: Buffer }
+  will: () => { topic: string; payload: Buffer }
   outbox: Outbox
   maxInflight: number
   log: Logger
@@ -76,7 +76,7 @@ export class MqttLink {
       clean: false,
       reconnectPeriod: 0, // we reconnect ourselves, with backoff and jitter
       resubscribe: false,
-      will: { topic: o.will.topic, payload: o.will.payload, qos: 1, retain: true },
+      will: { ...o.will(), qos: 1, retain: true },
       ...(o.broker.mqttVersion === 5 ? { properties: { sessionExpiryInterval: o.broker.sessionExpiryS } } : {}),
     }
     const client = mqtt.connect(o.broker.url, options)
@@ -127,7 +127,9 @@ export class MqttLink {
     this.opts.log.info({ delayMs: delay, attempt: this.attempt }, 'reconnecting')
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined
-      if (!this.stopping) this.client?.reconnect()
+      if (this.stopping || !this.client) return
+      this.client.options.will = { ...this.opts.will(), qos: 1, retain: true }
+      this.client.reconnect()
     }, delay)
   }
 

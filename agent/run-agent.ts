@@ -55,7 +55,12 @@ export async function runAgent(opts: RunAgentOptions): Promise<number> {
       const reason = await current.done
       if (reason !== 'restart' || shuttingDown) break
       log.info('restarting in place')
-      loaded = load()
+      try {
+        loaded = load()
+      } catch (err) {
+        // A configuration broken since the last start must not keep the device off its fleet.
+        log.error({ err: (err as Error).message }, 'configuration no longer valid; restarting with the previous one')
+      }
     }
   } finally {
     if (opts.signals !== false) {

@@ -27,7 +27,10 @@ export function commandName(topic: string, fleet: string, device: string): strin
   return /^[a-z][a-z0-9-]{0,47}$/.test(name) ? name : null
 }
 
-/** A response topic the device may publish to: inside this fleet's tree, no wildcards. */
-export function isAllowedResponseTopic(topic: string, fleet: string): boolean {
-  return topic.startsWith(`${fleetRoot(fleet)}/`) && topic.length <= 256 && !/[+#\u0000]/.test(topic) && !topic.includes('//')
+/** A response topic the device may publish to: its own reply topic or a level below it
+ * (the operator's per-request inbox), no wildcards. The response topic is not signed, so
+ * anything wider would let a stranger make the device publish on other devices' topics. */
+export function isAllowedResponseTopic(topic: string, replyTopic: string): boolean {
+  if (topic === replyTopic) return true
+  return topic.startsWith(`${replyTopic}/`) && topic.length <= 256 && !/[+#\u0000]/.test(topic) && !topic.slice(replyTopic.length + 1).includes('/')
 }

@@ -224,3 +224,24 @@ t.test('health endpoints on 127.0.0.1', async t => {
   t.match(metrics, /cairn_memory_used_percent \d/)
   t.equal((await fetch(`http://127.0.0.1:${port}/nope`)).status, 404)
 })
+
+t.test('an unsigned response topic cannot aim replies at other devices’ topics', async t => {
+  if (!broker.mqtt5) {
+    t.comment('SKIPPED: response topics need MQTT 5 (mosquitto); the aedes fallback speaks 3.1.1 only')
+    return
+  }
+  const dir = tmp()
+  const op = operatorKey(dir)
+  const a = await startTestAgent({ url: broker.url, operatorKeys: [op.pub], mqttVersion: 5 })
+  t.teardown(() => a.stop())
+  await until(() => a.agent.link.connected, 5000, 'connected')
+  const id = a.agent.deviceId
+  const c = await Consumer.connect(broker.url, 'cairn/v1/test/#', { protocolVersion: 5 })
+  t.teardown(() => c.close())
+  const victim = 'cairn/v1/test/someoneelse/telemetry'
+  const env = signCommand({ fleet: 'test', device: id, name: 'ping', body: {}, key: op, ttlMs: 60_000 })
+  await c.client.publishAsync(`cairn/v1/test/${id}/cmd/ping`, JSON.stringify(env), { qos: 1, properties: { responseTopic: victim, correlationData: Buffer.from('x') } })
+  const reply = await c.waitFor(m => m.find(x => x.json?.id === env.id && x.json?.status === 'ok'), 5000, 'the reply')
+  t.equal(reply.topic, `cairn/v1/test/${id}/reply`, 'the reply goes to the device’s own reply topic')
+  t.equal(c.messages.filter(m => m.topic === victim).length, 0)
+})

@@ -107,7 +107,7 @@ export class Consumer {
   static async connect(url: string, filter: string | string[], opts: mqtt.IClientOptions = {}): Promise<Consumer> {
     const client = await mqtt.connectAsync(url, { protocolVersion: 5, reconnectPeriod: 200, ...opts })
     const c = new Consumer(client)
-    await client.subscribeAsync(filter, { qos: 1 })
+    if (filter.length > 0) await client.subscribeAsync(filter, { qos: 1 })
     return c
   }
 
