@@ -26,6 +26,8 @@ export interface LinkOptions {
 
 // Reason codes after which a publish is dropped rather than retried: the broker will
 // refuse it the same way every time.
+const PREFETCH = 256
+
 const PERMANENT_REFUSALS = new Set([0x87, 0x90, 0x95, 0x99])
 
 export function brokerClientOptions(broker: Config['broker']): IClientOptions {
@@ -47,6 +49,10 @@ export function brokerClientOptions(broker: Config['broker']): IClientOptions {
 export class MqttLink {
   private client: MqttClient | undefined
   private readonly inflight = new Set<number>()
+  // Records read ahead from the outbox, so the drain queries SQLite once per batch
+  // rather than once per acknowledgement.
+  private prefetched: OutboxRecord[] = []
+  private prefetchPos = 0
   private receiveMaximum = 65535
   private attempt = 0
   private reconnectTimer: NodeJS.Timeout | undefined
@@ -98,6 +104,8 @@ export class MqttLink {
     client.on('close', () => {
       const wasReady = this.ready
       this.ready = false
+      this.prefetched = [] // re-read after reconnecting: some may have expired or been evicted
+      this.prefetchPos = 0
       if (wasReady) o.log.warn('broker connection lost')
       if (!this.stopping) this.scheduleReconnect()
     })
@@ -168,9 +176,12 @@ export class MqttLink {
     try {
       const cap = Math.min(this.opts.maxInflight, this.receiveMaximum)
       while (this.connected && this.inflight.size < cap) {
-        const batch = this.opts.outbox.peek(cap - this.inflight.size, this.inflight)
-        if (batch.length === 0) break
-        for (const rec of batch) this.send(rec)
+        if (this.prefetchPos >= this.prefetched.length) {
+          this.prefetched = this.opts.outbox.peek(PREFETCH, this.inflight)
+          this.prefetchPos = 0
+          if (this.prefetched.length === 0) break
+        }
+        this.send(this.prefetched[this.prefetchPos++]!)
       }
     } finally {
       this.pumping = false
