@@ -20,7 +20,7 @@ import type { EventMessage, StatusMessage, TelemetryMessage } from './messages.j
 import { Metrics } from './metrics.js'
 import { MqttLink } from './mqtt-link.js'
 import { OperatorKeys } from './operators.js'
-import { MsgClass, Outbox } from './outbox.js'
+import { CLASS_NAMES, MsgClass, Outbox } from './outbox.js'
 import { ReplayGuard } from './replay-guard.js'
 import { openStateDb, type Db } from './state-db.js'
 import type { SystemPort } from './system.js'
@@ -82,7 +82,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     lazyWriteMs: config.outbox.lazyWriteMs,
     mustKeepDays: config.outbox.mustKeepDays,
     onEvict: (cls, count) => {
-      metrics.inc('cairn_outbox_evicted_total', { class: String(cls) }, count)
+      metrics.inc('cairn_outbox_evicted_total', { class: CLASS_NAMES[cls] }, count)
       log.warn({ cls, count }, 'outbox full: evicted old messages')
     },
   })
@@ -322,6 +322,9 @@ function describeMetrics(m: Metrics): void {
   m.describe('cairn_mqtt_inflight', 'unacknowledged QoS 1 publishes')
   m.describe('cairn_messages_sent_total', 'messages acknowledged by the broker, by class')
   m.describe('cairn_commands_total', 'commands handled, by result code')
+  m.describe('cairn_outbox_evicted_total', 'messages evicted by the outbox size cap, by class')
+  m.describe('cairn_replies_suppressed_total', 'refusal replies dropped by the rate limit')
+  m.describe('cairn_messages_refused_total', 'messages the broker refused for good (dropped)')
 }
 
 function mirrorTelemetry(m: Metrics, s: TelemetrySample): void {

@@ -3,7 +3,7 @@
 // (anyone can verify a signature from the id alone) and safe in topics and file names.
 
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto'
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, statSync, writeSync } from 'node:fs'
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs'
 import { dirname, basename, join } from 'node:path'
 import { base32Decode, base32Encode } from './base32.js'
 import { CairnError } from './errors.js'
@@ -105,7 +105,10 @@ export function writeKeyPairFiles(file: string, pair: KeyPair): void {
 
 export function writeFileAtomic(file: string, data: string, mode: number, exclusive: boolean): void {
   const tmp = join(dirname(file), `.${basename(file)}.${process.pid}.tmp`)
-  const fd = openSync(tmp, 'w', mode)
+  // A temp file left by a crash keeps its old mode if reopened: remove it and create
+  // afresh ('wx'), so a private key is never written into a file others can read.
+  rmSync(tmp, { force: true })
+  const fd = openSync(tmp, 'wx', mode)
   try {
     writeSync(fd, data)
     fsyncSync(fd)

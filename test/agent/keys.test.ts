@@ -49,3 +49,11 @@ t.test('public keys parse from PEM or key id; anything else is a clear error', a
   t.equal(isKeyId('a'.repeat(52)), true)
   t.equal(isKeyId('a'.repeat(51) + 'b'), false, 'non-canonical trailing bits')
 })
+
+t.test('a temp file left by a crash cannot make the new key world-readable', async t => {
+  const dir = tmp()
+  writeFileSync(join(dir, `.k.${process.pid}.tmp`), 'old', { mode: 0o644 })
+  chmodSync(join(dir, `.k.${process.pid}.tmp`), 0o644)
+  writeKeyPairFiles(join(dir, 'k'), generateKeyPair())
+  t.equal(statSync(join(dir, 'k')).mode & 0o777, 0o600)
+})
