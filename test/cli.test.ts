@@ -120,3 +120,50 @@ t.test('read-only and full state dirs (tmpfs mounts; needs root)', async t => {
   t.equal((r2 as { code: number }).code, 1)
   t.match(r2.stderr, /(disk full|ENOSPC|SQLITE_FULL|cannot write device key)/, 'full disk: a clear error')
 })
+
+t.test('SIGHUP reloads the config file: a new telemetry period applies live', async t => {
+  const dir = tmp()
+  const file = join(dir, 'cairn.yaml')
+  writeFileSync(file, `fleet: hup\nstateDir: ${join(dir, 'state')}\nbroker:\n  url: ${broker.url}\ntelemetry:\n  periodS: 3600\nhealth:\n  port: 0\n`)
+  const sub = await Consumer.connect(broker.url, 'cairn/v1/hup/+/telemetry', { protocolVersion: 4 })
+  t.teardown(() => sub.close())
+  const agent = startAgent(['--config', file])
+  t.teardown(() => agent.kill('SIGKILL'))
+  await sub.waitFor(m => m.length >= 1, 15_000, 'the first sample')
+  await new Promise(r => setTimeout(r, 1500))
+  t.equal(sub.messages.length, 1, 'one sample an hour')
+  writeFileSync(file, `fleet: hup\nstateDir: ${join(dir, 'state')}\nbroker:\n  url: ${broker.url}\ntelemetry:\n  periodS: 1\nhealth:\n  port: 0\n`)
+  agent.kill('SIGHUP')
+  await sub.waitFor(m => m.length >= 3, 10_000, 'samples every second after SIGHUP')
+  t.pass('the new period is live without a restart')
+  agent.kill('SIGTERM')
+  t.equal(await exited(agent), 0)
+})
+
+t.test('broker credentials: a password-protected Mosquitto accepts the right ones only', async t => {
+  const dir = tmp()
+  const pwfile = join(dir, 'passwd')
+  const mk = spawnSync('mosquitto_passwd', ['-b', '-c', pwfile, 'device', 's3cret'])
+  if (mk.error || mk.status !== 0) {
+    t.comment('SKIPPED: mosquitto_passwd not available (CI installs mosquitto)')
+    return
+  }
+  const secured = await startBroker({ anonymous: false, extraConfig: `password_file ${pwfile}` })
+  if (secured.kind !== 'mosquitto') {
+    await secured.close()
+    t.comment('SKIPPED: needs mosquitto (the aedes fallback has no password file)')
+    return
+  }
+  t.teardown(() => secured.close())
+  writeFileSync(join(dir, 'pw'), 's3cret\n', { mode: 0o600 })
+  const sub = await Consumer.connect(secured.url, 'cairn/v1/auth/+/status', { protocolVersion: 4, username: 'device', password: 's3cret' })
+  t.teardown(() => sub.close())
+  const good = startAgent(['--broker', secured.url, '--fleet', 'auth', '--state-dir', join(dir, 'a'), '--health-port', '0', '--set', 'broker.username=device', '--set', `broker.passwordFile=${join(dir, 'pw')}`])
+  t.teardown(() => good.kill('SIGKILL'))
+  await sub.waitFor(m => m.find(x => x.json?.state === 'online'), 15_000, 'online with the right password')
+  const bad = startAgent(['--broker', secured.url, '--fleet', 'auth', '--state-dir', join(dir, 'b'), '--health-port', '0', '--set', 'broker.username=device', '--set', 'broker.password=wrong'])
+  t.teardown(() => bad.kill('SIGKILL'))
+  await new Promise(r => setTimeout(r, 2500))
+  t.equal(sub.messages.filter(x => x.json?.state === 'online').length, 1, 'the wrong password never gets online')
+  t.equal(bad.exitCode, null, 'the agent keeps retrying rather than dying')
+})

@@ -56,7 +56,7 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   }
 }
 
-export async function startBroker(opts: { extraConfig?: string } = {}): Promise<TestBroker> {
+export async function startBroker(opts: { extraConfig?: string; anonymous?: boolean } = {}): Promise<TestBroker> {
   const bin = mosquittoPath()
   if (!bin) {
     process.stdout.write('# NOTICE: mosquitto not installed; using the embedded aedes broker (MQTT 3.1.1 only). CI installs mosquitto.\n')
@@ -86,7 +86,10 @@ export async function startBroker(opts: { extraConfig?: string } = {}): Promise<
     conf,
     [
       `listener ${port} 127.0.0.1`,
-      'allow_anonymous true',
+      `allow_anonymous ${opts.anonymous === false ? 'false' : 'true'}`,
+      // Started as root, mosquitto would drop to its own user and lose access to the
+      // private temp dirs holding persistence and password files.
+      ...(process.getuid?.() === 0 ? ['user root'] : []),
       'persistence true',
       `persistence_location ${dir}/`,
       'autosave_interval 1',
