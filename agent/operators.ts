@@ -30,6 +30,11 @@ export class OperatorKeys {
     this.trusted = next
   }
 
+  private record(keyId: string, state: 'trusted' | 'revoked', by: string, now: number): void {
+    this.db.prepare('INSERT INTO operator_keys (key_id, state, changed_at, changed_by) VALUES (?, ?, ?, ?) ON CONFLICT (key_id) DO UPDATE SET state = excluded.state, changed_at = excluded.changed_at, changed_by = excluded.changed_by').run(keyId, state, now, by)
+    this.reload()
+  }
+
   isTrusted(keyId: string): boolean {
     return this.trusted.has(keyId)
   }
@@ -43,14 +48,12 @@ export class OperatorKeys {
   }
 
   add(keyId: string, by: string, now: number): void {
-    this.db.prepare('INSERT INTO operator_keys (key_id, state, changed_at, changed_by) VALUES (?, ?, ?, ?) ON CONFLICT (key_id) DO UPDATE SET state = excluded.state, changed_at = excluded.changed_at, changed_by = excluded.changed_by').run(keyId, 'trusted', now, by)
-    this.reload()
+    this.record(keyId, 'trusted', by, now)
   }
 
   revoke(keyId: string, by: string, now: number): void {
     if (!this.trusted.has(keyId)) throw new CairnError('BAD_REQUEST', `key ${keyId} is not trusted`)
     if (this.trusted.size === 1) throw new CairnError('LAST_OPERATOR_KEY', 'refusing to revoke the last trusted operator key: add another first')
-    this.db.prepare('INSERT INTO operator_keys (key_id, state, changed_at, changed_by) VALUES (?, ?, ?, ?) ON CONFLICT (key_id) DO UPDATE SET state = excluded.state, changed_at = excluded.changed_at, changed_by = excluded.changed_by').run(keyId, 'revoked', now, by)
-    this.reload()
+    this.record(keyId, 'revoked', by, now)
   }
 }
