@@ -227,21 +227,29 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
       if (src.startsWith('remote')) applied.push(path)
       else shadowed.push(`${path} (overridden by ${src})`)
     }
-    applyLive(after)
+    if (!applyLive(after)) {
+      // The file or environment changed too, in settings that need a fresh start.
+      log.info('other settings changed since start; restarting in place after the reply')
+      setTimeout(() => void stop('restart'), 50)
+    }
     publishEvent('config.changed', { applied, shadowed })
     return { applied, shadowed }
   }
 
+  /** Applies what can change live; returns false (and changes nothing) when the new
+   * configuration differs in settings that need a fresh start. */
   const applyLive = (next: LoadedConfig): boolean => {
-    const old = config
+    const live = new Set(['telemetry', 'outbox', 'log'])
+    const cur = config as Record<string, unknown>
+    const nxt = next.config as Record<string, unknown>
+    if (!Object.keys(nxt).every(k => live.has(k) || JSON.stringify(cur[k]) === JSON.stringify(nxt[k]))) return false
+    const oldPeriod = config.telemetry.periodS
     config = next.config
     sources = next.sources
     log.level = config.log.level as Level
     outbox.configure({ maxBytes: config.outbox.maxBytes, lazyWriteMs: config.outbox.lazyWriteMs, mustKeepDays: config.outbox.mustKeepDays })
-    if (old.telemetry.periodS !== config.telemetry.periodS) scheduleTelemetry(false)
-    // Everything else (broker, identity, keys, paths) needs a fresh start.
-    const live = new Set(['telemetry', 'outbox', 'log'])
-    return Object.keys(config).every(k => live.has(k) || JSON.stringify((old as Record<string, unknown>)[k]) === JSON.stringify((config as Record<string, unknown>)[k]))
+    if (oldPeriod !== config.telemetry.periodS) scheduleTelemetry(false)
+    return true
   }
 
   let health: { server: Server; port: number } | undefined

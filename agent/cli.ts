@@ -25,6 +25,7 @@ Usage:
   cairn fleet keygen --out FILE
   cairn fleet cmd <device> <command> [json-body] --broker URL --fleet NAME --key FILE
               [--ttl S] [--timeout S] [--mqtt-version 5|4] [--no-wait] [--print]
+              [--username U] [--password P] [--ca FILE]
   cairn demo [--port P] [--state-dir DIR]
   cairn help | --version
 
