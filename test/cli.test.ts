@@ -3,7 +3,7 @@
 
 import t from 'tap'
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { startBroker, type TestBroker } from './helpers/broker.js'
@@ -187,4 +187,31 @@ t.test('SIGHUP with a changed fleet restarts in place: offline (restart) on the 
   t.pass('restarted in place with the new fleet')
   agent.kill('SIGTERM')
   t.equal(await exited(agent), 0)
+})
+
+t.test('TLS: mqtts:// to a Mosquitto with its own CA; an untrusted CA is refused', async t => {
+  const dir = tmp()
+  const ossl = (args: string[]) => spawnSync('openssl', args, { cwd: dir, stdio: 'pipe' })
+  ossl(['req', '-x509', '-newkey', 'ed25519', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=cairn test CA'])
+  ossl(['req', '-newkey', 'ed25519', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1'])
+  writeFileSync(join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n')
+  const sign = ossl(['x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'san.ext'])
+  ossl(['req', '-x509', '-newkey', 'ed25519', '-nodes', '-keyout', 'other.key', '-out', 'other.crt', '-days', '2', '-subj', '/CN=other CA'])
+  t.equal(sign.status, 0, 'test certificates made with openssl')
+  const tls = await startBroker({ extraConfig: `cafile ${join(dir, 'ca.crt')}\ncertfile ${join(dir, 'server.crt')}\nkeyfile ${join(dir, 'server.key')}` })
+  t.teardown(() => tls.close())
+  if (tls.kind !== 'mosquitto') {
+    t.comment('SKIPPED: needs mosquitto (the aedes fallback has no TLS listener here)')
+    return
+  }
+  const url = `mqtts://127.0.0.1:${tls.port}`
+  const sub = await Consumer.connect(url, 'cairn/v1/tls/+/status', { protocolVersion: 4, ca: readFileSync(join(dir, 'ca.crt')) })
+  t.teardown(() => sub.close())
+  const good = startAgent(['--broker', url, '--fleet', 'tls', '--state-dir', join(dir, 'a'), '--health-port', '0', '--set', `broker.ca=${join(dir, 'ca.crt')}`])
+  t.teardown(() => good.kill('SIGKILL'))
+  await sub.waitFor(m => m.find(x => x.json?.state === 'online'), 15_000, 'online over TLS')
+  const bad = startAgent(['--broker', url, '--fleet', 'tls', '--state-dir', join(dir, 'b'), '--health-port', '0', '--set', `broker.ca=${join(dir, 'other.crt')}`])
+  t.teardown(() => bad.kill('SIGKILL'))
+  await new Promise(r => setTimeout(r, 2500))
+  t.equal(sub.messages.filter(x => x.json?.state === 'online').length, 1, 'a broker certificate from another CA is refused')
 })
