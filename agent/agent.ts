@@ -9,7 +9,7 @@ import type { Clock } from './clock.js'
 import { CommandRouter } from './command-router.js'
 import type { CommandContext } from './commands.js'
 import { REMOTE_SETTABLE, type Config } from './config-schema.js'
-import { REMOTE_CONFIG_FILE, remoteLayer, type LoadedConfig } from './config.js'
+import { REMOTE_CONFIG_FILE, remoteLayer, UNSAFE_KEYS, type LoadedConfig } from './config.js'
 import { CairnError } from './errors.js'
 import { startHealthServer } from './health.js'
 import { loadOrCreateIdentity, type Identity } from './identity.js'
@@ -371,6 +371,7 @@ function leafPaths(obj: Record<string, unknown>, prefix = ''): string[] {
 function mergeDeep(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = structuredClone(a)
   for (const [k, v] of Object.entries(b)) {
+    if (UNSAFE_KEYS.has(k)) throw new CairnError('INVALID_CONFIG', `${k}: not a setting`)
     const cur = out[k]
     out[k] = v !== null && typeof v === 'object' && !Array.isArray(v) && cur !== null && typeof cur === 'object' ? mergeDeep(cur as Record<string, unknown>, v as Record<string, unknown>) : v
   }

@@ -22,6 +22,8 @@ export interface LoadedConfig {
 }
 
 type Obj = Record<string, unknown>
+/** Keys that would reach Object.prototype through a merge; config never uses them. */
+export const UNSAFE_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype'])
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v)
 
 export function readConfigFile(file: string): Layer {
@@ -80,6 +82,7 @@ export function coerce(raw: string, schema: TSchema, where: string): unknown {
 }
 
 export function setPath(target: Obj, path: readonly string[], value: unknown): void {
+  if (path.some(k => UNSAFE_KEYS.has(k))) throw new CairnError('INVALID_CONFIG', `${path.join('.')}: not a setting`)
   let node = target
   for (const key of path.slice(0, -1)) {
     if (!isObj(node[key])) node[key] = {}
@@ -112,6 +115,7 @@ export function remoteLayer(stateDir: string, override?: Record<string, unknown>
 function merge(target: Obj, values: Obj, prefix: string, layer: Layer, sources: Map<string, string>): void {
   for (const [k, v] of Object.entries(values)) {
     const path = prefix ? `${prefix}.${k}` : k
+    if (UNSAFE_KEYS.has(k)) throw new CairnError('INVALID_CONFIG', `${path}: not a setting (from ${layer.sourceOf?.[path] ?? layer.name})`)
     if (isObj(v)) {
       if (!isObj(target[k])) target[k] = {}
       merge(target[k] as Obj, v, path, layer, sources)

@@ -58,6 +58,7 @@ export class MqttLink {
   private reconnectTimer: NodeJS.Timeout | undefined
   private retryTimer: NodeJS.Timeout | undefined
   private stopping = false
+  private generation = 0
   private pumping = false
   private ready = false
   private unsubscribeOutbox: (() => void) | undefined
@@ -73,10 +74,20 @@ export class MqttLink {
   }
 
   start(): void {
+    this.unsubscribeOutbox = this.opts.outbox.onEnqueue(() => this.pump())
+    this.connect()
+  }
+
+  /** One fresh mqtt.js client per connection attempt. Reusing a client across
+   * reconnects (client.reconnect()) swaps in empty message stores and strands the
+   * callbacks of publishes that were in flight; a new client per attempt, plus a
+   * generation check on every callback, keeps no state from a dead connection. The
+   * outbox still holds every unacknowledged record and sends it again. */
+  private connect(): void {
     const o = this.opts
-    const base = brokerClientOptions(o.broker)
+    const gen = ++this.generation
     const options: IClientOptions = {
-      ...base,
+      ...brokerClientOptions(o.broker),
       clientId: o.clientId,
       // Persistent session: commands published while the device is offline wait at the broker.
       clean: false,
@@ -88,12 +99,14 @@ export class MqttLink {
     const client = mqtt.connect(o.broker.url, options)
     this.client = client
     client.on('connect', connack => {
+      if (gen !== this.generation) return
       this.attempt = 0
       this.receiveMaximum = connack.properties?.receiveMaximum ?? 65535
       o.log.info({ sessionPresent: connack.sessionPresent, receiveMaximum: this.receiveMaximum }, 'connected to broker')
-      void this.afterConnect(connack.sessionPresent)
+      void this.afterConnect(gen, connack.sessionPresent)
     })
     client.on('message', (topic, payload, packet) => {
+      if (gen !== this.generation) return
       try {
         o.onMessage(topic, payload, packet)
       } catch (err) {
@@ -101,25 +114,35 @@ export class MqttLink {
       }
     })
     client.on('error', err => o.log.warn({ err: err.message, code: (err as { code?: unknown }).code }, 'broker connection error'))
-    client.on('close', () => {
-      const wasReady = this.ready
-      this.ready = false
-      this.prefetched = [] // re-read after reconnecting: some may have expired or been evicted
-      this.prefetchPos = 0
-      if (wasReady) o.log.warn('broker connection lost')
-      if (!this.stopping) this.scheduleReconnect()
-    })
-    this.unsubscribeOutbox = o.outbox.onEnqueue(() => this.pump())
+    client.on('close', () => this.connectionClosed(gen))
   }
 
-  private async afterConnect(sessionPresent: boolean): Promise<void> {
+  private connectionClosed(gen: number): void {
+    if (gen !== this.generation || this.stopping) return
+    this.generation++ // every callback of the dead client is now stale
+    const wasReady = this.ready
+    this.ready = false
+    this.inflight.clear() // still in the outbox: sent again on the next connection
+    this.prefetched = []
+    this.prefetchPos = 0
+    const dead = this.client
+    this.client = undefined
+    dead?.removeAllListeners('close')
+    dead?.end(true)
+    if (wasReady) this.opts.log.warn('broker connection lost')
+    this.scheduleReconnect()
+  }
+
+  private async afterConnect(gen: number, sessionPresent: boolean): Promise<void> {
     try {
       await this.opts.onConnect(this, { sessionPresent })
+      if (gen !== this.generation) return
       this.ready = true
       this.pump()
     } catch (err) {
+      if (gen !== this.generation) return
       this.opts.log.error({ err }, 'connection set-up failed; reconnecting')
-      this.client?.end(true)
+      this.connectionClosed(gen)
     }
   }
 
@@ -135,9 +158,7 @@ export class MqttLink {
     this.opts.log.info({ delayMs: delay, attempt: this.attempt }, 'reconnecting')
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined
-      if (this.stopping || !this.client) return
-      this.client.options.will = { ...this.opts.will(), qos: 1, retain: true }
-      this.client.reconnect()
+      if (!this.stopping) this.connect()
     }, delay)
   }
 
@@ -171,7 +192,7 @@ export class MqttLink {
   /** Moves outbox records to the broker while connected, keeping at most
    * min(maxInflight, broker receive-maximum) unacknowledged. */
   pump(): void {
-    if (this.pumping || !this.connected) return
+    if (this.pumping || this.stopping || !this.connected) return
     this.pumping = true
     try {
       const cap = Math.min(this.opts.maxInflight, this.receiveMaximum)
@@ -201,26 +222,31 @@ export class MqttLink {
         ...(p.userProperties !== undefined ? { userProperties: p.userProperties } : {}),
       }
     }
+    const gen = this.generation
     client.publish(rec.topic, rec.payload, opts, (err, packet) => {
+      // A callback from a closed connection: its record is sent again on the next one.
+      if (gen !== this.generation) return
       this.inflight.delete(rec.seq)
       const reason = (packet as { reasonCode?: number } | undefined)?.reasonCode ?? (err as { code?: number } | undefined)?.code
       if (!err) {
         this.opts.outbox.ack(rec.seq)
         this.opts.metrics.inc('cairn_messages_sent_total', { class: CLASS_NAMES[rec.cls] })
+        this.pump()
       } else if (typeof reason === 'number' && PERMANENT_REFUSALS.has(reason)) {
         this.opts.log.error({ topic: rec.topic, id: rec.id, reason }, 'broker refused message permanently; dropped')
         this.opts.outbox.ack(rec.seq)
         this.opts.metrics.inc('cairn_messages_refused_total')
-      } else if (typeof reason === 'number') {
-        // Quota exceeded or a passing broker problem: try again shortly.
+        this.pump()
+      } else {
+        // Quota exceeded, a passing broker problem, or the client going away: try again
+        // shortly rather than at once, so an error that repeats cannot spin.
         this.retryTimer ??= setTimeout(() => {
           this.retryTimer = undefined
+          this.prefetched = []
+          this.prefetchPos = 0
           this.pump()
         }, 1000)
-        return
       }
-      // Otherwise the connection closed under it: mqtt.js resends or we retry on reconnect.
-      this.pump()
     })
   }
 
@@ -233,15 +259,19 @@ export class MqttLink {
 
   /** Publishes the final status (if connected) and disconnects cleanly. */
   async stop(final?: { topic: string; payload: Buffer }): Promise<void> {
-    this.stopping = true
     this.unsubscribeOutbox?.()
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer)
     if (this.retryTimer) clearTimeout(this.retryTimer)
     const client = this.client
+    const wasConnected = this.connected
+    this.stopping = true
+    this.ready = false
     if (!client) return
-    if (final && client.connected) {
+    if (final && wasConnected) {
       await Promise.race([this.publishNow(final.topic, final.payload, { qos: 1, retain: true }).catch(() => undefined), new Promise(r => setTimeout(r, 2000))])
     }
-    await new Promise<void>(resolve => client.end(false, {}, () => resolve()))
+    // A clean DISCONNECT (no Will) when connected; never wait on a dead connection.
+    await Promise.race([new Promise<void>(resolve => client.end(!client.connected, {}, () => resolve())), new Promise(r => setTimeout(r, 3000))])
+    if (!client.disconnected) client.end(true)
   }
 }

@@ -80,3 +80,11 @@ t.test('remote overrides sit between the file and the environment; a damaged fil
   writeFileSync(join(dir, 'config.remote.json'), '{oops')
   t.throws(() => loadConfig({ env: { CAIRN_FLEET: 'f', CAIRN_STATE_DIR: dir }, flags: noFlags }), { message: /config\.remote\.json: damaged/ })
 })
+
+t.test('__proto__ in a config layer is refused, and nothing leaks onto Object.prototype', async t => {
+  const dir = tmp()
+  const file = join(dir, 'c.json')
+  writeFileSync(file, `{"fleet":"f","stateDir":${JSON.stringify(dir)},"outbox":{"__proto__":{"polluted":1}}}`)
+  t.throws(() => loadConfig({ configFile: file, env: {}, flags: noFlags }), { code: 'INVALID_CONFIG', message: /outbox\.__proto__: not a setting/ })
+  t.equal(({} as Record<string, unknown>).polluted, undefined)
+})

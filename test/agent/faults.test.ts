@@ -86,3 +86,37 @@ t.test('agent killed with SIGKILL while draining a backlog: restarted, nothing i
   t.equal((db.prepare('SELECT COUNT(*) AS n FROM outbox').get() as { n: number }).n, 0, 'the outbox on disk is empty')
   db.close()
 })
+
+t.test('the connection drops with a full window in flight: the drain resumes and delivers everything', async t => {
+  const stateDir = tmp()
+  const { identity } = loadOrCreateIdentity(stateDir)
+  const id = identity.deviceId
+  const total = 4000
+  {
+    const db = openStateDb(stateDir)
+    const ob = new Outbox(db, { clock: new ManualClock(Date.now()), maxBytes: 64 << 20, lazyWriteMs: 0, mustKeepDays: 30 })
+    db.transaction(() => {
+      for (let i = 0; i < total; i++) {
+        const msgId = `window-${String(i).padStart(6, '0')}`
+        ob.enqueue({ id: msgId, cls: MsgClass.mustKeep, topic: `cairn/v1/test/${id}/event`, payload: Buffer.from(JSON.stringify({ id: msgId, pad: 'y'.repeat(250) })) })
+      }
+    })()
+    ob.close()
+    db.close()
+  }
+  const c = await Consumer.connect(broker.url, `cairn/v1/test/${id}/event`, { clientId: 'fault-consumer-3', clean: false, protocolVersion: 4 })
+  t.teardown(() => c.close())
+  const a = await startTestAgent({ url: broker.url, stateDir, mqttVersion: broker.mqtt5 ? 5 : 4, values: { log: { level: 'info' } } })
+  t.teardown(() => a.stop())
+  const got = () => [...uniqueIds(c, '/event')].filter(x => x.startsWith('window-')).length
+  await c.waitFor(() => got() >= 200 || undefined, 20_000, 'the drain to start')
+  const inflightAtDrop = a.agent.link.inflightCount()
+  await broker.stop('SIGTERM')
+  t.comment(`dropped with ${inflightAtDrop} publishes in flight, ${got()} of ${total} delivered`)
+  await sleep(500)
+  await broker.start()
+  await c.waitFor(() => got() >= total || undefined, 30_000, 'the whole backlog after the drop')
+  t.equal(got(), total, 'every record arrived')
+  await until(() => a.agent.outbox.depth() === 0, 5000, 'the outbox to drain')
+  t.equal(a.agent.link.inflightCount(), 0, 'nothing stranded in flight')
+})
