@@ -20,6 +20,25 @@ t.before(async () => {
 })
 t.teardown(async () => broker.close())
 
+/** Fills a fresh state dir's outbox with must-keep records, as after a long outage;
+ * returns the device id they are addressed from. */
+function prefillBacklog(stateDir: string, prefix: string, total: number, pad: string): string {
+  const { identity } = loadOrCreateIdentity(stateDir)
+  const id = identity.deviceId
+  const db = openStateDb(stateDir)
+  const ob = new Outbox(db, { clock: new ManualClock(Date.now()), maxBytes: 64 << 20, lazyWriteMs: 0, mustKeepDays: 30 })
+  db.transaction(() => {
+    for (let i = 0; i < total; i++) {
+      const msgId = `${prefix}${String(i).padStart(6, '0')}`
+      const body = pad ? { id: msgId, pad } : { id: msgId }
+      ob.enqueue({ id: msgId, cls: MsgClass.mustKeep, topic: `cairn/v1/test/${id}/event`, payload: Buffer.from(JSON.stringify(body)) })
+    }
+  })()
+  ob.close()
+  db.close()
+  return id
+}
+
 const uniqueIds = (c: Consumer, suffix: string) => new Set(c.on(suffix).map(m => m.json?.id as string))
 
 t.test('broker stopped and restarted under steady load: every event arrives', async t => {
@@ -49,21 +68,8 @@ t.test('broker stopped and restarted under steady load: every event arrives', as
 
 t.test('agent killed with SIGKILL while draining a backlog: restarted, nothing is lost', async t => {
   const stateDir = tmp()
-  const { identity } = loadOrCreateIdentity(stateDir)
-  const id = identity.deviceId
   const total = 3000
-  {
-    const db = openStateDb(stateDir)
-    const ob = new Outbox(db, { clock: new ManualClock(Date.now()), maxBytes: 64 << 20, lazyWriteMs: 0, mustKeepDays: 30 })
-    db.transaction(() => {
-      for (let i = 0; i < total; i++) {
-        const msgId = `backlog-${String(i).padStart(6, '0')}`
-        ob.enqueue({ id: msgId, cls: MsgClass.mustKeep, topic: `cairn/v1/test/${id}/event`, payload: Buffer.from(JSON.stringify({ id: msgId, pad: 'x'.repeat(250) })) })
-      }
-    })()
-    ob.close()
-    db.close()
-  }
+  const id = prefillBacklog(stateDir, 'backlog-', total, 'x'.repeat(250))
   const c = await Consumer.connect(broker.url, `cairn/v1/test/${id}/event`, { clientId: 'fault-consumer-2', clean: false, protocolVersion: 4 })
   t.teardown(() => c.close())
   const run = (): ChildProcess =>
@@ -89,21 +95,8 @@ t.test('agent killed with SIGKILL while draining a backlog: restarted, nothing i
 
 t.test('the connection drops with a full window in flight: the drain resumes and delivers everything', async t => {
   const stateDir = tmp()
-  const { identity } = loadOrCreateIdentity(stateDir)
-  const id = identity.deviceId
   const total = 4000
-  {
-    const db = openStateDb(stateDir)
-    const ob = new Outbox(db, { clock: new ManualClock(Date.now()), maxBytes: 64 << 20, lazyWriteMs: 0, mustKeepDays: 30 })
-    db.transaction(() => {
-      for (let i = 0; i < total; i++) {
-        const msgId = `window-${String(i).padStart(6, '0')}`
-        ob.enqueue({ id: msgId, cls: MsgClass.mustKeep, topic: `cairn/v1/test/${id}/event`, payload: Buffer.from(JSON.stringify({ id: msgId, pad: 'y'.repeat(250) })) })
-      }
-    })()
-    ob.close()
-    db.close()
-  }
+  const id = prefillBacklog(stateDir, 'window-', total, 'y'.repeat(250))
   const c = await Consumer.connect(broker.url, `cairn/v1/test/${id}/event`, { clientId: 'fault-consumer-3', clean: false, protocolVersion: 4 })
   t.teardown(() => c.close())
   const a = await startTestAgent({ url: broker.url, stateDir, mqttVersion: broker.mqtt5 ? 5 : 4, values: { log: { level: 'info' } } })
@@ -123,21 +116,8 @@ t.test('the connection drops with a full window in flight: the drain resumes and
 
 t.test('SIGTERM in the middle of a large backlog: a prompt clean exit, nothing lost', async t => {
   const stateDir = tmp()
-  const { identity } = loadOrCreateIdentity(stateDir)
-  const id = identity.deviceId
   const total = 20_000
-  {
-    const db = openStateDb(stateDir)
-    const ob = new Outbox(db, { clock: new ManualClock(Date.now()), maxBytes: 64 << 20, lazyWriteMs: 0, mustKeepDays: 30 })
-    db.transaction(() => {
-      for (let i = 0; i < total; i++) {
-        const msgId = `term-${String(i).padStart(6, '0')}`
-        ob.enqueue({ id: msgId, cls: MsgClass.mustKeep, topic: `cairn/v1/test/${id}/event`, payload: Buffer.from(JSON.stringify({ id: msgId })) })
-      }
-    })()
-    ob.close()
-    db.close()
-  }
+  const id = prefillBacklog(stateDir, 'term-', total, '')
   const c = await Consumer.connect(broker.url, `cairn/v1/test/${id}/event`, { protocolVersion: 4 })
   t.teardown(() => c.close())
   const agent = spawn(process.execPath, [bundle, 'agent', '--broker', broker.url, '--fleet', 'test', '--state-dir', stateDir, '--health-port', '0', '--telemetry-period', '3600'], { stdio: 'ignore' })
