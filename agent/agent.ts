@@ -25,6 +25,7 @@ import { ReplayGuard } from './replay-guard.js'
 import { openStateDb, type Db } from './state-db.js'
 import type { SystemPort } from './system.js'
 import { deviceTopics } from './topics.js'
+import { DeviceProofs } from './proof/device-proofs.js'
 import { createTelemetry, type Board, type HwContext, type TelemetrySample } from '../hw/index.js'
 
 export type StopReason = 'shutdown' | 'restart'
@@ -48,6 +49,8 @@ export interface RunningAgent {
   readonly outbox: Outbox
   readonly link: MqttLink
   readonly metrics: Metrics
+  /** Uptime proofs; undefined when proof.enabled is false. */
+  readonly proofs: DeviceProofs | undefined
   readonly healthPort: number | undefined
   /** Resolves when the agent has stopped, with why. */
   readonly done: Promise<StopReason>
@@ -67,6 +70,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
   const deviceId = identity.deviceId
   if (created) log.info({ deviceId }, 'made a new device key')
   const operatorKeyObjects = config.operatorKeys.map(f => readPublicKeyFile(f))
+  const validatorKeyObjects = config.proof.validatorKeys.map(f => readPublicKeyFile(f))
   const db: Db = openStateDb(config.stateDir)
   const metrics = new Metrics()
   describeMetrics(metrics)
@@ -87,6 +91,25 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     },
   })
   let lastUptimeS: number | undefined
+  let lastSample: TelemetrySample | undefined
+  const proofs = config.proof.enabled
+    ? new DeviceProofs({
+        db,
+        identity,
+        fleet: config.fleet,
+        outbox,
+        clock,
+        config: config.proof,
+        validators: validatorKeyObjects,
+        replay,
+        skewMs: config.commands.skewS * 1000,
+        telemetry: () => lastSample,
+        log: log.child({ mod: 'proof' }),
+        metrics,
+        onEvent: (kind, data) => publishEvent(kind, data),
+      })
+    : undefined
+  if (proofs && validatorKeyObjects.length === 0) log.info('no validator key is trusted: heartbeats will cite no beacon (use --validator-key FILE)')
   const status = (state: 'online' | 'offline', reason?: StatusMessage['reason']): Buffer => {
     const msg: StatusMessage = {
       v: 1,
@@ -181,9 +204,13 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     metrics,
     onConnect: async l => {
       await l.subscribe(topics.cmdFilter)
+      for (const f of proofs?.filters() ?? []) await l.subscribe(f)
       await l.publishNow(topics.status, status('online'), { qos: 1, retain: true })
     },
-    onMessage: (topic, payload, packet) => void router.handle(topic, payload, packet).catch(err => log.error({ err }, 'command handling failed')),
+    onMessage: (topic, payload, packet) => {
+      if (proofs?.handle(topic, payload)) return
+      void router.handle(topic, payload, packet).catch(err => log.error({ err }, 'command handling failed'))
+    },
   })
 
   // Telemetry loop: sample, queue, and mirror the values into /metrics.
@@ -192,6 +219,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     try {
       const sample = await telemetry.sample()
       lastUptimeS = sample.uptimeS
+      lastSample = sample
       const msg: TelemetryMessage = { v: 1, id: newId(clock.now()), device: deviceId, ts: clock.now(), sample }
       outbox.enqueue({ id: msg.id, cls: MsgClass.telemetry, topic: topics.telemetry, payload: Buffer.from(JSON.stringify(msg)) })
       mirrorTelemetry(metrics, sample)
@@ -278,6 +306,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     stopping ??= (async () => {
       log.info({ reason }, 'stopping')
       if (telemetryTimer) clearTimeout(telemetryTimer)
+      proofs?.stop()
       clearInterval(refreshGauges)
       await link.settle(3000)
       await link.stop({ topic: topics.status, payload: status('offline', reason === 'restart' ? 'restart' : 'shutdown') })
@@ -293,6 +322,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
   outbox.start()
   link.start()
   scheduleTelemetry(true)
+  proofs?.start()
   publishEvent('agent.started', { version: deps.version, board: board.kind, model: board.model })
   log.info({ deviceId, fleet: config.fleet, broker: config.broker.url, board: board.kind }, 'agent started')
 
@@ -302,6 +332,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     outbox,
     link,
     metrics,
+    proofs,
     healthPort: health?.port,
     done,
     stop,
@@ -333,6 +364,10 @@ function describeMetrics(m: Metrics): void {
   m.describe('cairn_outbox_evicted_total', 'messages evicted by the outbox size cap, by class')
   m.describe('cairn_replies_suppressed_total', 'refusal replies dropped by the rate limit')
   m.describe('cairn_messages_refused_total', 'messages the broker refused for good (dropped)')
+  m.describe('cairn_heartbeats_total', 'uptime heartbeats signed')
+  m.describe('cairn_beacons_total', 'new genuine validator beacons seen')
+  m.describe('cairn_challenges_answered_total', 'validator challenges answered')
+  m.describe('cairn_proof_refused_total', 'beacons, challenges and fetch requests refused, by code')
 }
 
 function mirrorTelemetry(m: Metrics, s: TelemetrySample): void {

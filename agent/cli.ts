@@ -14,22 +14,26 @@ import { brokerClientOptions } from './mqtt-link.js'
 import { Value } from '@sinclair/typebox/value'
 import type { Json } from './canonical.js'
 import { VERSION } from './version.js'
+import { VALIDATOR_HELP, validatorCmd, verifyCmd } from './proof/validator-cli.js'
 
 const HELP = `cairn ${VERSION}: the agent for DePIN edge nodes
 
 Usage:
   cairn agent [--config FILE] [--broker URL] [--fleet NAME] [--state-dir DIR]
               [--operator-key FILE]... [--mqtt-version 5|4] [--telemetry-period S]
-              [--health-port P] [--log-level LEVEL] [--set path=value]...
+              [--health-port P] [--log-level LEVEL] [--proof-period S]
+              [--validator-key FILE]... [--owner ID] [--set path=value]...
   cairn id --state-dir DIR [--init] [--json]
   cairn fleet keygen --out FILE
   cairn fleet cmd <device> <command> [json-body] --broker URL --fleet NAME --key FILE
               [--ttl S] [--timeout S] [--mqtt-version 5|4] [--no-wait] [--print]
               [--username U] [--password P] [--ca FILE]
+${VALIDATOR_HELP}
   cairn demo [--port P] [--state-dir DIR]
   cairn help | --version
 
-Docs: docs/configuration.md (settings), docs/protocol.md (topics, signing).`
+Docs: docs/configuration.md (settings), docs/protocol.md (topics, signing),
+docs/proofs.md (uptime proofs), docs/validator.md (running a validator).`
 
 type Out = { write(s: string): unknown }
 
@@ -43,6 +47,10 @@ export async function main(argv: readonly string[], io: { out: Out; err: Out; en
         return idCmd(rest, io.out)
       case 'fleet':
         return await fleetCmd(rest, io)
+      case 'validator':
+        return await validatorCmd(rest, io)
+      case 'verify':
+        return verifyCmd(rest, io)
       case 'demo':
         return await runDemo(parse(rest, { port: { type: 'string' }, 'state-dir': { type: 'string' } }).values as { port?: string; 'state-dir'?: string }, io)
       case '--version':
@@ -87,6 +95,9 @@ async function agentCmd(args: readonly string[], env: NodeJS.ProcessEnv): Promis
     'telemetry-period': { type: 'string' },
     'health-port': { type: 'string' },
     'log-level': { type: 'string' },
+    'proof-period': { type: 'string' },
+    'validator-key': { type: 'string', multiple: true },
+    owner: { type: 'string' },
     set: { type: 'string', multiple: true },
   })
   return runAgent({ configFile: values.config as string | undefined, flags: flagLayer(values), env })
@@ -111,6 +122,9 @@ export function flagLayer(values: Record<string, unknown>): Layer {
   put('telemetry-period', 'telemetry.periodS', values['telemetry-period'])
   put('health-port', 'health.port', values['health-port'])
   put('log-level', 'log.level', values['log-level'])
+  put('proof-period', 'proof.periodS', values['proof-period'])
+  put('validator-key', 'proof.validatorKeys', values['validator-key'])
+  put('owner', 'proof.owner', values.owner)
   for (const kv of (values.set as string[] | undefined) ?? []) {
     const eq = kv.indexOf('=')
     const path = eq > 0 ? kv.slice(0, eq) : ''

@@ -3,6 +3,7 @@
 
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { NAME_PATTERN } from './envelope.js'
+import { OWNER_PATTERN } from './proof/format.js'
 
 const Seconds = (def: number, min: number, max: number, description: string) =>
   Type.Integer({ default: def, minimum: min, maximum: max, description })
@@ -84,6 +85,18 @@ export const SystemSchema = Type.Object(
   { additionalProperties: false, default: {} },
 )
 
+export const ProofSchema = Type.Object(
+  {
+    enabled: Type.Boolean({ default: true, description: 'sign and publish uptime heartbeats' }),
+    periodS: Type.Integer({ default: 60, minimum: 1, maximum: 86_400, description: 'heartbeat period, seconds (a new validator beacon also triggers one)' }),
+    validatorKeys: Type.Array(Type.String(), { default: [], description: 'files of trusted validator public keys (PEM SPKI or key id); they grant no command powers' }),
+    owner: Type.Optional(Type.String({ pattern: OWNER_PATTERN, description: 'payout identity carried in every heartbeat' })),
+    retentionDays: Type.Integer({ default: 14, minimum: 1, maximum: 3650, description: 'days the device keeps its signed heartbeat log' }),
+    jitterMs: Type.Integer({ default: 5000, minimum: 0, maximum: 600_000, description: 'longest random delay between a new beacon and the heartbeat citing it (spreads a fleet out)' }),
+  },
+  { additionalProperties: false, default: {} },
+)
+
 export const ConfigSchema = Type.Object(
   {
     fleet: Type.String({ pattern: NAME_PATTERN, description: 'fleet name (lowercase letters, digits, - and _)' }),
@@ -94,6 +107,7 @@ export const ConfigSchema = Type.Object(
     outbox: OutboxSchema,
     commands: CommandsSchema,
     health: HealthSchema,
+    proof: ProofSchema,
     log: LogSchema,
     hw: HwSchema,
     system: SystemSchema,

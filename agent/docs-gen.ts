@@ -7,6 +7,8 @@ import { ConfigSchema } from './config-schema.js'
 import { EnvelopeSchema, signEnvelope, signedBytes, type SignInput } from './envelope.js'
 import { keyIdOf, publicKeyPem, type KeyPair } from './keys.js'
 import { PAYLOAD_SCHEMAS } from './messages.js'
+import { BODY_SCHEMAS } from './proof/format.js'
+import { proofVectors } from './proof/vectors.js'
 
 /** A key pair from a fixed 32-byte seed (RFC 8032 private key), for test vectors only. */
 export function keyPairFromSeed(seedHex: string): KeyPair {
@@ -17,7 +19,26 @@ export function keyPairFromSeed(seedHex: string): KeyPair {
 }
 
 export function generatedSchemas(): Record<string, unknown> {
-  return { envelope: EnvelopeSchema, config: ConfigSchema, ...PAYLOAD_SCHEMAS }
+  return { envelope: EnvelopeSchema, config: ConfigSchema, ...PAYLOAD_SCHEMAS, ...proofBodySchemas() }
+}
+
+/** The body of each proof.* envelope, as docs/schemas/proof-<name>.json. */
+function proofBodySchemas(): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  for (const [type, schema] of Object.entries(BODY_SCHEMAS)) {
+    const name = type.replace(/^proof\./, 'proof-')
+    out[name] = { $id: `https://cairn.dev/schemas/${name}.json`, title: `body of a ${type} envelope (docs/proofs.md)`, ...schema }
+  }
+  return out
+}
+
+/** Every generated file under docs/, by path relative to docs/, with its exact text. */
+export function generatedDocFiles(): Record<string, string> {
+  const files: Record<string, string> = {}
+  for (const [name, schema] of Object.entries(generatedSchemas())) files[`schemas/${name}.json`] = JSON.stringify(schema, null, 2) + '\n'
+  files['vectors/envelope-v1.json'] = JSON.stringify(envelopeVectors(), null, 2) + '\n'
+  files['vectors/proofs-v1.json'] = JSON.stringify(proofVectors(), null, 2) + '\n'
+  return files
 }
 
 export function envelopeVectors() {
@@ -66,10 +87,7 @@ async function main(): Promise<void> {
   const root = new URL('../docs/', import.meta.url)
   mkdirSync(new URL('schemas/', root), { recursive: true })
   mkdirSync(new URL('vectors/', root), { recursive: true })
-  for (const [name, schema] of Object.entries(generatedSchemas())) {
-    writeFileSync(new URL(`schemas/${name}.json`, root), JSON.stringify(schema, null, 2) + '\n')
-  }
-  writeFileSync(new URL('vectors/envelope-v1.json', root), JSON.stringify(envelopeVectors(), null, 2) + '\n')
+  for (const [path, text] of Object.entries(generatedDocFiles())) writeFileSync(new URL(path, root), text)
 }
 
 if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) await main()

@@ -98,7 +98,41 @@ export class Outbox {
 
   /** Adds a message. Throws STATE_DIR if a must-keep/event record cannot be stored. */
   enqueue(msg: NewMessage): OutboxRecord {
-    const rec: OutboxRecord = {
+    const rec = this.record(msg)
+    if (rec.cls === MsgClass.telemetry && this.opts.lazyWriteMs > 0) {
+      this.mem.push(rec)
+      // Bound memory: a long outage flushes in batches of 256 samples.
+      if (this.mem.length >= 256) this.flushMemory()
+    } else {
+      this.writeRows([rec])
+    }
+    this.added(rec)
+    return rec
+  }
+
+  /** Runs `make` (which may write its own rows) and stores the message it returns in
+   * ONE SQLite transaction, and tells the link only after that commits: nothing reaches
+   * the broker that is not durable together with `make`'s rows (a heartbeat and the
+   * chain head it advances). */
+  enqueueWith(make: () => NewMessage): OutboxRecord {
+    let rec: OutboxRecord | undefined
+    try {
+      this.db.transaction(() => {
+        rec = this.record(make())
+        this.insertRow(rec)
+      })()
+    } catch (err) {
+      if (err instanceof CairnError) throw err
+      const code = (err as { code?: string }).code ?? ''
+      throw new CairnError('STATE_DIR', `outbox: cannot store message (${code || (err as Error).message})`, { cause: err })
+    }
+    this.dbRows++
+    this.added(rec!)
+    return rec!
+  }
+
+  private record(msg: NewMessage): OutboxRecord {
+    return {
       seq: this.nextSeq++,
       id: msg.id,
       cls: msg.cls,
@@ -109,17 +143,12 @@ export class Outbox {
       ...(msg.props ? { props: msg.props } : {}),
       ...(msg.expires !== undefined ? { expires: msg.expires } : {}),
     }
-    if (rec.cls === MsgClass.telemetry && this.opts.lazyWriteMs > 0) {
-      this.mem.push(rec)
-      // Bound memory: a long outage flushes in batches of 256 samples.
-      if (this.mem.length >= 256) this.flushMemory()
-    } else {
-      this.writeRows([rec])
-    }
+  }
+
+  private added(rec: OutboxRecord): void {
     this.bytes += sizeOf(rec)
     this.enforceCap()
     for (const l of this.listeners) l()
-    return rec
   }
 
   /** Oldest records not in `skip`, at most `limit`, expired ones dropped. */
@@ -236,15 +265,17 @@ export class Outbox {
   private writeRows(recs: readonly OutboxRecord[]): void {
     try {
       this.tx(() => {
-        for (const r of recs) {
-          this.st.insert.run(r.seq, r.id, r.cls, r.topic, r.payload, r.props ? JSON.stringify(r.props) : null, r.retain ? 1 : 0, r.created, r.expires ?? null)
-        }
+        for (const r of recs) this.insertRow(r)
       })
       this.dbRows += recs.length
     } catch (err) {
       const code = (err as { code?: string }).code ?? ''
       throw new CairnError('STATE_DIR', `outbox: cannot store message (${code || (err as Error).message})`, { cause: err })
     }
+  }
+
+  private insertRow(r: OutboxRecord): void {
+    this.st.insert.run(r.seq, r.id, r.cls, r.topic, r.payload, r.props ? JSON.stringify(r.props) : null, r.retain ? 1 : 0, r.created, r.expires ?? null)
   }
 
   private dropExpired(now: number): void {

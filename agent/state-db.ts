@@ -1,4 +1,5 @@
-// The agent's one SQLite file (WAL): outbox, replay store, operator trust changes.
+// The agent's one SQLite file (WAL): outbox, replay store, operator trust changes,
+// the heartbeat log.
 // Opened with an exclusive lock so two agents can never share a state dir.
 
 import Database from 'better-sqlite3'
@@ -28,6 +29,20 @@ const MIGRATIONS: readonly string[] = [
      state TEXT NOT NULL CHECK (state IN ('trusted', 'revoked')),
      changed_at INTEGER NOT NULL,
      changed_by TEXT NOT NULL
+   ) WITHOUT ROWID;`,
+  // Uptime proofs: the device's own signed heartbeat log (the chain head is its last
+  // row) and the newest genuine beacon of each trusted validator.
+  `CREATE TABLE heartbeats (
+     seq INTEGER PRIMARY KEY,
+     hash TEXT NOT NULL,
+     created INTEGER NOT NULL,
+     payload BLOB NOT NULL
+   );
+   CREATE TABLE beacons (
+     validator TEXT PRIMARY KEY,
+     slot INTEGER NOT NULL,
+     hash TEXT NOT NULL,
+     received INTEGER NOT NULL
    ) WITHOUT ROWID;`,
 ]
 

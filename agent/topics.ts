@@ -19,6 +19,42 @@ export function deviceTopics(fleet: string, device: string) {
   } as const
 }
 
+/** Uptime-proof topics seen from one device (docs/proofs.md). */
+export function proofTopics(fleet: string, device: string) {
+  const root = `${TOPIC_ROOT}/${fleet}`
+  return {
+    /** Heartbeats and challenge responses, device -> validators. */
+    proof: `${root}/${device}/proof`,
+    /** Signed challenges, validator -> device. */
+    challenge: `${root}/${device}/challenge`,
+    /** Signed requests to republish stored heartbeats, validator -> device. */
+    fetch: `${root}/${device}/proof-fetch`,
+    beaconPrefix: `${root}/beacon/`,
+    beaconFilter: `${root}/beacon/+`,
+  } as const
+}
+
+/** Fleet-wide topics a validator uses. */
+export function validatorTopics(fleet: string, validator: string) {
+  const root = `${TOPIC_ROOT}/${fleet}`
+  return {
+    beacon: `${root}/beacon/${validator}`,
+    proofFilter: `${root}/+/proof`,
+    attestation: (device: string) => `${root}/attestation/${validator}/${device}`,
+    evidence: `${root}/evidence/${validator}`,
+    challenge: (device: string) => `${root}/${device}/challenge`,
+    fetch: (device: string) => `${root}/${device}/proof-fetch`,
+  } as const
+}
+
+/** The device id from a `cairn/v1/<fleet>/<device>/proof` topic, or null. */
+export function proofDevice(topic: string, fleet: string): string | null {
+  const prefix = `${TOPIC_ROOT}/${fleet}/`
+  if (!topic.startsWith(prefix) || !topic.endsWith('/proof')) return null
+  const dev = topic.slice(prefix.length, -'/proof'.length)
+  return /^[a-z2-7]{52}$/.test(dev) ? dev : null
+}
+
 /** The command name from an incoming cmd topic, or null if the topic is not one. */
 export function commandName(topic: string, fleet: string, device: string): string | null {
   const prefix = `${TOPIC_ROOT}/${fleet}/${device}/cmd/`
