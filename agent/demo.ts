@@ -1,6 +1,7 @@
 // `cairn demo` (what `npm start` runs): a local fleet of one with no set-up. An embedded
-// broker (unless --broker/CAIRN_BROKER names one), an operator key, and one agent
-// reading this machine's real hardware, with a human-readable view of what it sends.
+// broker (unless --broker/CAIRN_BROKER names one), an operator key, one agent reading
+// this machine's real hardware, and a validator with short slots, with a
+// human-readable view of the telemetry, beacons, heartbeats and scores going by.
 
 import { createWriteStream, existsSync, mkdirSync } from 'node:fs'
 import { join, resolve } from 'node:path'
@@ -9,6 +10,17 @@ import { startEmbeddedBroker, type EmbeddedBroker } from './embedded-broker.js'
 import { generateKeyPair, writeKeyPairFiles } from './keys.js'
 import { runAgent } from './run-agent.js'
 import type { TelemetryMessage } from './messages.js'
+import { systemClock } from './clock.js'
+import { createLogger } from './log.js'
+import { brokerClientOptions } from './mqtt-link.js'
+import type { Attestation, Heartbeat } from './proof/format.js'
+import { DEFAULT_WEIGHTS } from './proof/score.js'
+import { Validator } from './proof/validator.js'
+import { validatorKey, VALIDATOR_KEY_FILE } from './proof/validator-cli.js'
+
+// Short slots so a newcomer sees a score within two minutes (production: 60 s x 60).
+const DEMO_SLOT_MS = 10_000
+const DEMO_EPOCH_SLOTS = 6
 
 type Out = { write(s: string): unknown }
 
@@ -35,13 +47,46 @@ export async function runDemo(opts: { port?: string; 'state-dir'?: string }, io:
   say(`  broker    ${url}${broker ? ' (embedded, MQTT 3.1.1)' : ''}`)
   say(`  state     ${dir}  (agent log: ${logFile})`)
 
+  const valDir = join(dir, 'validator')
+  const vkey = validatorKey(valDir)
+  const mqttVersion = broker ? 4 : 5
+  const validator = new Validator({
+    brokerUrl: url,
+    mqtt: brokerClientOptions({ url, mqttVersion, rejectUnauthorized: true, keepaliveS: 30, connectTimeoutMs: 10_000, reconnectMinMs: 1000, reconnectMaxMs: 10_000, sessionExpiryS: 86_400 }),
+    fleet,
+    stateDir: valDir,
+    key: vkey,
+    params: { slotMs: DEMO_SLOT_MS, epochSlots: DEMO_EPOCH_SLOTS, maxAgeMs: DEMO_SLOT_MS, skewMs: 30_000, ...DEFAULT_WEIGHTS },
+    instance: 'demo',
+    // The embedded broker (aedes) has no shared subscriptions: one plain subscriber.
+    shareGroup: broker ? null : 'cairn-demo',
+    challengesPerEpoch: 1,
+    challengeTimeoutMs: 5000,
+    clock: systemClock,
+    log: createLogger({ level: 'info', out: createWriteStream(join(dir, 'validator.log'), { flags: 'a' }) }),
+  })
+  await validator.start()
+  say(`  validator ${vkey.keyId}  (slot ${DEMO_SLOT_MS / 1000} s, epoch ${DEMO_EPOCH_SLOTS} slots; log: ${join(dir, 'validator.log')})`)
+
   const watcher = mqtt.connect(url, { protocolVersion: 4, reconnectPeriod: 1000 })
   watcher.on('connect', () => watcher.subscribe(`cairn/v1/${fleet}/#`))
   watcher.on('message', (topic, payload) => {
-    const kind = topic.split('/').slice(4).join('/')
+    const parts = topic.split('/')
+    const kind = ['beacon', 'attestation', 'evidence'].includes(parts[3] ?? '') ? parts[3]! : parts.slice(4).join('/')
     try {
+      if (payload.length === 0) return
       const msg = JSON.parse(payload.toString()) as Record<string, unknown>
-      if (kind === 'telemetry') say(`  telemetry ${summarise(msg as unknown as TelemetryMessage)}`)
+      if (kind === 'beacon') say(`  beacon    slot ${(msg.body as { slot: number }).slot} from validator ${String(msg.iss).slice(0, 8)}…`)
+      else if (kind === 'proof' && msg.type === 'proof.heartbeat') {
+        const b = (msg as unknown as Heartbeat).body
+        say(`  heartbeat seq ${b.seq}, cites ${b.beacons.map(x => `slot ${x.slot}`).join(', ') || 'no beacon yet'}, prev ${b.prev.slice(0, 8)}…`)
+      } else if (kind === 'proof') say(`  challenge answered`)
+      else if (kind === 'attestation') {
+        const a = (msg as unknown as Attestation).body
+        say(`  SCORE     epoch ${a.epoch}: ${(a.score / 10_000).toFixed(1)} % (${a.counts.slotsCovered}/${a.counts.slotsLive} slots, challenges ${a.counts.passed}/${a.counts.challenges})  → cairn validator export --state-dir ${valDir} --device ${a.device} --epoch ${a.epoch} --out e.json && cairn verify e.json`)
+      } else if (kind === 'evidence') say(`  EVIDENCE  ${(msg.body as { kind: string }).kind}`)
+      else if (kind === 'challenge') return
+      else if (kind === 'telemetry') say(`  telemetry ${summarise(msg as unknown as TelemetryMessage)}`)
       else if (kind === 'status') say(`  status    ${msg.state} (${msg.board}, ${msg.model})`)
       else if (kind === 'event') say(`  event     ${msg.kind}`)
       else say(`  ${kind.padEnd(9)} ${payload.toString().slice(0, 120)}`)
@@ -53,7 +98,14 @@ export async function runDemo(opts: { port?: string; 'state-dir'?: string }, io:
   const code = await runAgent({
     flags: {
       name: 'demo',
-      values: { fleet, stateDir: dir, operatorKeys: [`${opKey}.pub`], broker: { url, mqttVersion: broker ? 4 : 5 }, health: { port: 0 } },
+      values: {
+        fleet,
+        stateDir: dir,
+        operatorKeys: [`${opKey}.pub`],
+        broker: { url, mqttVersion },
+        health: { port: 0 },
+        proof: { validatorKeys: [join(valDir, `${VALIDATOR_KEY_FILE}.pub`)], jitterMs: 1000 },
+      },
     },
     env: io.env,
     out: createWriteStream(logFile, { flags: 'a' }),
@@ -70,6 +122,7 @@ export async function runDemo(opts: { port?: string; 'state-dir'?: string }, io:
     },
   })
   watcher.end(true)
+  await validator.stop()
   await broker?.close()
   return code
 }

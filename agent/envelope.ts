@@ -31,7 +31,10 @@ export const EnvelopeSchema = Type.Object(
     iat: Type.Integer({ minimum: 0, description: 'issued at, ms since the Unix epoch' }),
     exp: Type.Integer({ minimum: 0, description: 'expires at, ms since the Unix epoch' }),
     body: Type.Unknown({ description: 'type-specific content' }),
-    sig: Type.String({ pattern: '^[A-Za-z0-9_-]{86}$', description: 'ed25519 signature, base64url without padding' }),
+    // 64 bytes take 85⅓ base64url characters: the last one carries 4 unused bits. Only
+    // the spelling with those bits zero is accepted, so a relay cannot re-spell a
+    // signature into a "different" message (and a different hash) that still verifies.
+    sig: Type.String({ pattern: '^[A-Za-z0-9_-]{85}[AQgw]$', description: 'ed25519 signature, base64url without padding (canonical: unused bits zero)' }),
   },
   { additionalProperties: false, $id: 'https://cairn.dev/schemas/envelope.json', title: 'Cairn signed envelope' },
 )

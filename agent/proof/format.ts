@@ -237,6 +237,10 @@ export function checkProof<T extends ProofType>(input: Buffer | string | unknown
     const first = [...Value.Errors(schema, env.body)][0]
     throw new CairnError('BAD_REQUEST', `${type}: body ${first ? `${first.path || '/'} ${first.message}` : 'invalid'}`)
   }
+  if (type === ProofType.heartbeat) {
+    const b = env.body as HeartbeatBody
+    if ((b.seq === 0) !== (b.prev === ZERO_HASH)) throw new CairnError('BAD_REQUEST', `${type}: prev is 64 zeros exactly when seq is 0`)
+  }
   if (opts.signer !== undefined) {
     const ok = typeof opts.signer === 'string' ? env.iss === opts.signer : opts.signer(env.iss)
     if (!ok) throw new CairnError('UNTRUSTED_KEY', `${type} signed by ${env.iss.slice(0, 12)}…, not by the expected key`)

@@ -5,7 +5,7 @@
 
 import { CairnError } from '../errors.js'
 import { newId } from '../ids.js'
-import { signEnvelope, type Envelope } from '../envelope.js'
+import { signedBytes, signEnvelope, type Envelope } from '../envelope.js'
 import type { KeyPair } from '../keys.js'
 import { proofDevice } from '../topics.js'
 import { asJson, checkProof, messageHash, ProofType, type EvidenceBody, type EvidenceKind, type Heartbeat, type ScoreParams } from './format.js'
@@ -98,6 +98,8 @@ export class ProofIngest {
         }
         const seq = hb.body.seq
         for (const other of this.st.bySeq.all(device, seq) as Array<{ hash: string; recv: number; payload: Buffer }>) {
+          // Equivocation is two different signed statements, not two spellings of one.
+          if (sameStatement(parse(other.payload), hb)) return { kind: 'heartbeat', device, seq, verdict: 'duplicate', evidence }
           evidence.push(this.evidence('equivocation', device, `two different heartbeats with seq ${seq}`, [parse(other.payload), hb], [other.recv, recvMs]))
         }
         const below = this.st.bySeq.all(device, seq - 1) as Array<{ hash: string; recv: number; payload: Buffer }>
@@ -170,6 +172,10 @@ export class ProofIngest {
     this.st.evidence.run(env.id, device, kind, now, Buffer.from(JSON.stringify(env)))
     return env
   }
+}
+
+function sameStatement(a: Heartbeat, b: Heartbeat): boolean {
+  return signedBytes(a as unknown as Envelope).equals(signedBytes(b as unknown as Envelope))
 }
 
 function parse(payload: Buffer): Heartbeat {

@@ -3,6 +3,7 @@
 // network and no validator state: every signature and chain link is checked and the
 // score is recomputed with the same function the validator used.
 
+import { signedBytes, type Envelope } from '../envelope.js'
 import { CairnError } from '../errors.js'
 import { EXPORT_FORMAT } from './attest.js'
 import { checkProof, messageHash, ProofType, type Beacon, type Evidence, type Heartbeat, type Response } from './format.js'
@@ -112,7 +113,7 @@ function verifyEvidence(value: unknown, opts: { validator?: string }): VerifyRep
       } else {
         const b = hb(1)
         if (a.body.seq !== b.body.seq) fail('the two heartbeats have different seq')
-        if (messageHash(a) === messageHash(b)) fail('the two heartbeats are the same')
+        if (signedBytes(a as unknown as Envelope).equals(signedBytes(b as unknown as Envelope))) fail('the two heartbeats make the same signed statement')
       }
       lines.push(`PROVEN: the device signed two different statements for seq ${a.body.seq}; this needs no trust in the validator`)
       return { kind: 'evidence', validator, device, fraudProven: true, lines }

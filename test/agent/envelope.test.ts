@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { envelopeVectors } from '../../agent/docs-gen.js'
+import { envelopeVectors, generatedDocFiles } from '../../agent/docs-gen.js'
 import { signEnvelope, signedBytes, verifyEnvelope, type Envelope, type VerifyOptions } from '../../agent/envelope.js'
 import { generateKeyPair } from '../../agent/keys.js'
 
@@ -64,6 +64,14 @@ t.test('each refusal has its own code', async t => {
 
 t.test('docs/vectors/envelope-v1.json is what the code produces', async t => {
   t.same(JSON.parse(readFileSync(vectorsFile, 'utf8')), JSON.parse(JSON.stringify(envelopeVectors())), 'run `npm run docs:gen` after changing the envelope')
+})
+
+t.test('every generated file under docs/ (schemas, envelope and proof vectors) is what the code produces', async t => {
+  const files = generatedDocFiles()
+  t.ok(files['schemas/proof-heartbeat.json'] && files['vectors/proofs-v1.json'], 'proof schemas and vectors are generated')
+  for (const [path, text] of Object.entries(files)) {
+    t.equal(readFileSync(new URL(`../../docs/${path}`, import.meta.url), 'utf8'), text, `docs/${path}: run \`npm run docs:gen\``)
+  }
 })
 
 t.test('OpenSSL alone verifies the documented vectors (docs/protocol.md commands)', async t => {
