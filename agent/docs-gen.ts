@@ -3,6 +3,8 @@
 // when docs/ and the code disagree.
 
 import { createPrivateKey, createPublicKey } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { spliceSettings } from './settings-table.js'
 import { ConfigSchema } from './config-schema.js'
 import { EnvelopeSchema, signEnvelope, signedBytes, type SignInput } from './envelope.js'
 import { keyIdOf, publicKeyPem, type KeyPair } from './keys.js'
@@ -38,6 +40,7 @@ export function generatedDocFiles(): Record<string, string> {
   for (const [name, schema] of Object.entries(generatedSchemas())) files[`schemas/${name}.json`] = JSON.stringify(schema, null, 2) + '\n'
   files['vectors/envelope-v1.json'] = JSON.stringify(envelopeVectors(), null, 2) + '\n'
   files['vectors/proofs-v1.json'] = JSON.stringify(proofVectors(), null, 2) + '\n'
+  files['configuration.md'] = spliceSettings(readFileSync(new URL('../docs/configuration.md', import.meta.url), 'utf8'))
   return files
 }
 

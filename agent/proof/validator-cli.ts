@@ -23,7 +23,8 @@ export const VALIDATOR_KEY_FILE = 'validator.key'
 
 export const VALIDATOR_HELP = `  cairn validator --broker URL --fleet NAME --state-dir DIR [--key FILE]
               [--slot S] [--epoch-slots N] [--max-age S] [--max-skew S]
-              [--challenges-per-epoch N] [--challenge-timeout S] [--instance NAME]
+              [--challenges-per-epoch N] [--challenge-timeout S] [--retention-days D]
+              [--instance NAME]
               [--share-group NAME | --no-share] [--mqtt-version 5|4]
               [--username U] [--password P] [--ca FILE] [--log-level LEVEL]
   cairn validator id --state-dir DIR [--key FILE]
@@ -80,6 +81,7 @@ export async function validatorCmd(args: readonly string[], io: { out: Out; err:
       'max-skew': { type: 'string' },
       'challenges-per-epoch': { type: 'string' },
       'challenge-timeout': { type: 'string' },
+      'retention-days': { type: 'string' },
       instance: { type: 'string', default: '1' },
       'share-group': { type: 'string', default: 'cairn-validator' },
       'no-share': { type: 'boolean' },
@@ -123,6 +125,7 @@ export async function validatorCmd(args: readonly string[], io: { out: Out; err:
     shareGroup: values['no-share'] ? null : values['share-group']!,
     challengesPerEpoch: num(values['challenges-per-epoch'], 'challenges-per-epoch', 0, 100_000) ?? 2,
     challengeTimeoutMs: Math.round((num(values['challenge-timeout'], 'challenge-timeout', 0.05, 600) ?? Math.min(10, params.slotMs / 2000)) * 1000),
+    retentionDays: num(values['retention-days'], 'retention-days', 1, 36_500) ?? 30,
     clock: systemClock,
     log,
   })

@@ -32,6 +32,9 @@ export interface ValidatorOptions {
   shareGroup: string | null
   challengesPerEpoch: number
   challengeTimeoutMs: number
+  /** Heartbeats, challenges and beacons older than this are deleted (attestations and
+   * evidence are kept). An export needs the raw records, so export before then. */
+  retentionDays?: number
   clock: Clock
   log: Logger
   random?: () => number
@@ -65,6 +68,7 @@ export class Validator {
   private lastChallengeSlot = -1
   private readonly leaseMs: number
   private attesting = false
+  private lastPrune = 0
 
   constructor(private readonly o: ValidatorOptions) {
     checkParams(o.params)
@@ -206,6 +210,27 @@ export class Validator {
       this.randomChallenges(now)
     }
     this.attestDue(now)
+    if (now - this.lastPrune >= 3600_000) {
+      this.lastPrune = now
+      this.prune(now)
+    }
+  }
+
+  /** Drops raw records past retention, never ones an unattested epoch still needs. */
+  prune(now: number): number {
+    const p = this.o.params
+    const done = Number(getMeta(this.db, 'attested') ?? '-1')
+    const keepFrom = Math.min(now - (this.o.retentionDays ?? 30) * 86_400_000, epochBounds(p, done + 1).startMs)
+    const n = this.db
+      .transaction(() => {
+        let n = this.db.prepare('DELETE FROM heartbeats WHERE recv < ?').run(keepFrom).changes
+        n += this.db.prepare('DELETE FROM challenges WHERE sent < ?').run(keepFrom).changes
+        n += this.db.prepare('DELETE FROM beacons WHERE slot < ?').run(Math.floor(keepFrom / p.slotMs)).changes
+        return n
+      })
+      .immediate()
+    if (n > 0) this.o.log.info({ deleted: n }, 'validator store pruned')
+    return n
   }
 
   /** Exactly one beacon per slot: the row is the claim, whoever inserts it publishes. */
