@@ -15,6 +15,7 @@ import { Value } from '@sinclair/typebox/value'
 import type { Json } from './canonical.js'
 import { VERSION } from './version.js'
 import { VALIDATOR_HELP, validatorCmd, verifyCmd } from './proof/validator-cli.js'
+import { SIM_HELP, simCmd } from './proof/sim-cli.js'
 
 const HELP = `cairn ${VERSION}: the agent for DePIN edge nodes
 
@@ -29,6 +30,7 @@ Usage:
               [--ttl S] [--timeout S] [--mqtt-version 5|4] [--no-wait] [--print]
               [--username U] [--password P] [--ca FILE]
 ${VALIDATOR_HELP}
+${SIM_HELP}
   cairn demo [--port P] [--state-dir DIR]
   cairn help | --version
 
@@ -51,6 +53,8 @@ export async function main(argv: readonly string[], io: { out: Out; err: Out; en
         return await validatorCmd(rest, io)
       case 'verify':
         return verifyCmd(rest, io)
+      case 'sim':
+        return await simCmd(rest, io)
       case 'demo':
         return await runDemo(parse(rest, { port: { type: 'string' }, 'state-dir': { type: 'string' } }).values as { port?: string; 'state-dir'?: string }, io)
       case '--version':
