@@ -1,7 +1,7 @@
 // `cairn validator [run|export|id]` and `cairn verify FILE`: argument parsing and
 // process life; the work is in validator.ts, attest.ts and verify.ts.
 
-import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { Level } from 'pino'
@@ -29,6 +29,7 @@ export const VALIDATOR_HELP = `  cairn validator --broker URL --fleet NAME --sta
               [--username U] [--password P] [--ca FILE] [--log-level LEVEL]
   cairn validator id --state-dir DIR [--key FILE]
   cairn validator export --state-dir DIR --device ID --epoch N --out FILE [--key FILE]
+  cairn validator evidence --state-dir DIR --out-dir DIR [--device ID] [--kind KIND]
   cairn verify FILE [--validator KEYID]`
 
 const num = (v: unknown, flag: string, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined => {
@@ -61,6 +62,7 @@ export function scoreParams(values: Record<string, unknown>): ScoreParams {
 export async function validatorCmd(args: readonly string[], io: { out: Out; err: Out }): Promise<number> {
   const [verb] = args
   if (verb === 'export') return exportCmd(args.slice(1), io.out)
+  if (verb === 'evidence') return evidenceCmd(args.slice(1), io.out)
   if (verb === 'id') {
     const { values } = parseArgs({ args: args.slice(1), options: { 'state-dir': { type: 'string' }, key: { type: 'string' } }, strict: true })
     if (!values['state-dir'] && !values.key) throw new CairnError('BAD_REQUEST', '--state-dir DIR or --key FILE is required')
@@ -161,6 +163,34 @@ function exportCmd(args: readonly string[], out: Out): number {
     writeFileSync(values.out!, JSON.stringify(x, null, 1) + '\n')
     const c = x.attestation.body.counts
     out.write(`wrote ${values.out}: epoch ${epoch}, ${x.heartbeats.length} heartbeats, ${c.slotsCovered}/${c.slotsLive} slots, score ${x.attestation.body.score} ppm\n`)
+  } finally {
+    db.close()
+  }
+  return 0
+}
+
+/** Writes recorded fraud evidence as one file per item, each checkable by `cairn verify`. */
+function evidenceCmd(args: readonly string[], out: Out): number {
+  const { values } = parseArgs({
+    args: [...args],
+    options: { 'state-dir': { type: 'string' }, 'out-dir': { type: 'string' }, device: { type: 'string' }, kind: { type: 'string' } },
+    strict: true,
+  })
+  for (const req of ['state-dir', 'out-dir'] as const) if (!values[req]) throw new CairnError('BAD_REQUEST', `--${req} is required`)
+  const stateDir = values['state-dir']!
+  if (!existsSync(join(stateDir, 'validator.db'))) throw new CairnError('STATE_DIR', `${stateDir}: no validator store here`)
+  const db = openValidatorDb(stateDir)
+  try {
+    const rows = db
+      .prepare('SELECT id, device, kind, payload FROM evidence WHERE (? IS NULL OR device = ?) AND (? IS NULL OR kind = ?) ORDER BY created, id')
+      .all(values.device ?? null, values.device ?? null, values.kind ?? null, values.kind ?? null) as Array<{ id: string; device: string; kind: string; payload: Buffer }>
+    mkdirSync(values['out-dir']!, { recursive: true })
+    for (const r of rows) {
+      const file = join(values['out-dir']!, `${r.kind}-${r.device.slice(0, 12)}-${r.id}.json`)
+      writeFileSync(file, JSON.stringify(JSON.parse(r.payload.toString()), null, 1) + '\n')
+      out.write(`${file}\n`)
+    }
+    out.write(`${rows.length} evidence file(s)\n`)
   } finally {
     db.close()
   }

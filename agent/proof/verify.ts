@@ -73,6 +73,9 @@ function verifyExport(value: unknown, opts: { validator?: string }): VerifyRepor
   for (const [k, n] of Object.entries(r.counts)) if (att.body.counts[k as keyof typeof r.counts] !== n) mismatch.push(`${k} ${n} != attested ${att.body.counts[k as keyof typeof r.counts]}`)
   if (mismatch.length > 0) throw new CairnError('BAD_REQUEST', `recomputed result does not match the attestation: ${mismatch.join('; ')}`)
   const c = r.counts
+  // Round trips, from the challenge's signed issue time to the signed receive time.
+  const rtts = challenges.filter(ch => ch.recvMs !== null).map(ch => ch.recvMs! - ch.env.iat).sort((a, b) => a - b)
+  const rtt = rtts.length ? `; round trips ${rtts[0]}–${rtts[rtts.length - 1]} ms (median ${rtts[Math.floor(rtts.length / 2)]} ms)` : ''
   return {
     kind: 'export',
     validator,
@@ -82,7 +85,7 @@ function verifyExport(value: unknown, opts: { validator?: string }): VerifyRepor
       `attestation: validator ${validator}, device ${device}, fleet ${fleet}, epoch ${att.body.epoch}${r.owner ? `, owner ${r.owner}` : ''}`,
       `signatures: ${heartbeats.length} heartbeats, ${beacons.length} beacons, ${challenges.length} challenges, ${challenges.filter(ch => ch.response).length} responses, receive log, attestation: all valid`,
       `chain: ${c.equivocations} equivocations, ${c.forks} forks${r.fraud ? ' (FRAUD: score is 0)' : ''}`,
-      `slots: ${c.slotsCovered} covered of ${c.slotsLive} live (${c.fresh} fresh, ${c.stale} stale, ${c.badBeacon} bad beacon, ${c.skewed} skewed heartbeats); challenges ${c.passed}/${c.challenges} passed`,
+      `slots: ${c.slotsCovered} covered of ${c.slotsLive} live (${c.fresh} fresh, ${c.stale} stale, ${c.badBeacon} bad beacon, ${c.skewed} skewed heartbeats); challenges ${c.passed}/${c.challenges} passed${rtt}`,
       `score: ${r.score} ppm (${(r.score / 10_000).toFixed(4)} %), matches the attestation; Merkle root ${r.root}`,
     ],
   }
