@@ -1,5 +1,5 @@
 import t from 'tap'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { envLayer, loadConfig } from '../../agent/config.js'
@@ -87,4 +87,27 @@ t.test('__proto__ in a config layer is refused, and nothing leaks onto Object.pr
   writeFileSync(file, `{"fleet":"f","stateDir":${JSON.stringify(dir)},"outbox":{"__proto__":{"polluted":1}}}`)
   t.throws(() => loadConfig({ configFile: file, env: {}, flags: noFlags }), { code: 'INVALID_CONFIG', message: /outbox\.__proto__: not a setting/ })
   t.equal(({} as Record<string, unknown>).polluted, undefined)
+})
+
+t.test('the example in docs/configuration.md is a valid configuration', async t => {
+  const doc = readFileSync(new URL('../../docs/configuration.md', import.meta.url), 'utf8')
+  const yaml = /## Example `\/etc\/cairn\.yaml`\n\n```yaml\n([\s\S]*?)```/.exec(doc)?.[1]
+  t.ok(yaml, 'the example is there')
+  const file = join(tmp(), 'cairn.yaml')
+  writeFileSync(file, yaml!)
+  const { config } = loadConfig({ configFile: file, env: {}, flags: noFlags })
+  t.equal(config.fleet, 'solar-north')
+  t.same(config.proof.validatorKeys, ['/etc/cairn/validators/solar-north-1.pub'])
+  t.equal(config.proof.periodS, 60, 'heartbeat period default')
+})
+
+t.test('proof flags map onto proof settings and bad values name the flag', async t => {
+  const flags = flagLayer({ fleet: 'f', 'state-dir': tmp(), 'proof-period': '30', 'validator-key': ['/v1.pub', '/v2.pub'], owner: 'payout:bob' })
+  const { config, sources } = loadConfig({ env: {}, flags })
+  t.equal(config.proof.periodS, 30)
+  t.same(config.proof.validatorKeys, ['/v1.pub', '/v2.pub'])
+  t.equal(config.proof.owner, 'payout:bob')
+  t.equal(sources.get('proof.owner'), 'flag --owner')
+  t.throws(() => loadConfig({ env: {}, flags: flagLayer({ fleet: 'f', owner: 'has space' }) }), /proof\.owner.*flag --owner/)
+  t.throws(() => loadConfig({ env: {}, flags: flagLayer({ fleet: 'f', 'proof-period': '0' }) }), /proof\.periodS.*flag --proof-period/)
 })
