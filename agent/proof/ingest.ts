@@ -46,7 +46,7 @@ export class ProofIngest {
       setFetch: db.prepare('UPDATE devices SET fetch_at = ? WHERE device = ?'),
       setFlagged: db.prepare('UPDATE devices SET flagged_epoch = ? WHERE device = ?'),
       beacon: db.prepare('SELECT hash, payload FROM beacons WHERE slot = ?'),
-      hasBeacon: db.prepare('SELECT 1 FROM beacons WHERE slot = ?'),
+      fresher: db.prepare('SELECT 1 FROM beacons WHERE slot > ? AND published <= ? LIMIT 1'),
       challenge: db.prepare('SELECT device, response FROM challenges WHERE id = ?'),
       respond: db.prepare('UPDATE challenges SET response = ?, recv = ? WHERE id = ? AND response IS NULL'),
       evidence: db.prepare('INSERT OR IGNORE INTO evidence (id, device, kind, created, payload) VALUES (?, ?, ?, ?, ?)'),
@@ -110,10 +110,12 @@ export class ProofIngest {
           const next = parse(above.payload)
           if (next.body.prev !== hash) evidence.push(this.evidence('fork', device, `heartbeat seq ${seq + 1} does not chain to seq ${seq}`, [hb, next], [recvMs, above.recv]))
         }
-        evidence.push(...this.beaconChecks(device, hb, recvMs))
-        this.st.insert.run(device, hash, seq, recvMs, wire)
+        // The device row exists before the beacon checks, so a device's very first
+        // heartbeat can already mark its epoch as flagged.
         const dev = this.st.device.get(device) as { head_seq: number; fetch_at: number; flagged_epoch: number } | undefined
         this.st.upsertDevice.run(device, recvMs, recvMs, seq, hb.body.owner)
+        evidence.push(...this.beaconChecks(device, hb, recvMs))
+        this.st.insert.run(device, hash, seq, recvMs, wire)
         // A gap below a heartbeat of a device we already follow: ask it to send the
         // missing ones again (at most once a slot per device).
         let fetch: { from: number; to: number } | undefined
@@ -145,18 +147,17 @@ export class ProofIngest {
     const epoch = Math.floor(Math.floor(recvMs / p.slotMs) / p.epochSlots)
     const dev = this.st.device.get(device) as { flagged_epoch: number } | undefined
     if (dev && dev.flagged_epoch >= epoch) return out
-    const nowSlot = Math.floor(recvMs / p.slotMs)
-    // Stale only counts against a device when a fresher beacon had been out for a slot.
-    const fresherExisted = this.st.hasBeacon.get(nowSlot - 1) !== undefined
+    // Stale only counts against a device when a beacon fresher than the one it cites
+    // had been out for a whole slot (not while the validator itself was down).
     let flagged = false
-    if (cite && recvMs - cite.slot * p.slotMs > p.maxAgeMs && fresherExisted) {
+    if (cite && recvMs - cite.slot * p.slotMs > p.maxAgeMs && this.st.fresher.get(cite.slot, recvMs - p.slotMs) !== undefined) {
       out.push(this.evidence('stale-beacon', device, `heartbeat seq ${hb.body.seq} cites slot ${cite.slot}, ${recvMs - cite.slot * p.slotMs} ms old at receipt`, [hb], [recvMs]))
       flagged = true
     } else if (Math.abs(hb.iat - recvMs) > p.skewMs) {
       out.push(this.evidence('clock-skew', device, `device clock ${hb.iat - recvMs} ms off at seq ${hb.body.seq}`, [hb], [recvMs]))
       flagged = true
     }
-    if (flagged && dev) this.st.setFlagged.run(epoch, device)
+    if (flagged) this.st.setFlagged.run(epoch, device)
     return out
   }
 
