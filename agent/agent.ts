@@ -107,6 +107,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
         log: log.child({ mod: 'proof' }),
         metrics,
         onEvent: (kind, data) => publishEvent(kind, data),
+        publishNow: (topic, payload) => link.publishNow(topic, payload, { qos: 1 }),
       })
     : undefined
   if (proofs && validatorKeyObjects.length === 0) log.info('no validator key is trusted: heartbeats will cite no beacon (use --validator-key FILE)')

@@ -44,6 +44,10 @@ export interface DeviceProofsOptions {
   log: Logger
   metrics: Metrics
   onEvent?: (kind: string, data: Record<string, unknown>) => void
+  /** Publishes at once (QoS 1) when connected; rejects otherwise. Challenge responses go
+   * this way: their round trip is a liveness signal, so it should measure the device and
+   * the network, not an fsync of the SD card. They fall back to the outbox. */
+  publishNow?: (topic: string, payload: Buffer) => Promise<void>
   random?: (maxExclusive: number) => number
 }
 
@@ -203,7 +207,10 @@ export class DeviceProofs {
     const head = this.head()
     const body: ResponseBody = { challenge: ch.id, ch: messageHash(ch), nonce: ch.body.nonce, seq: head?.seq ?? null, head: head?.hash ?? null }
     const env = signEnvelope(this.o.identity, { type: ProofType.response, id: newId(now), fleet: this.o.fleet, sub: ch.iss, iat: now, exp: ch.exp, body: asJson(body) })
-    this.o.outbox.enqueue({ id: env.id, cls: MsgClass.reply, topic: this.topics.proof, payload: encodeProof(env), expires: ch.exp })
+    const wire = encodeProof(env)
+    const queue = () => this.o.outbox.enqueue({ id: env.id, cls: MsgClass.reply, topic: this.topics.proof, payload: wire, expires: ch.exp })
+    if (this.o.publishNow) this.o.publishNow(this.topics.proof, wire).catch(() => queue())
+    else queue()
     this.o.metrics.inc('cairn_challenges_answered_total')
   }
 
