@@ -114,7 +114,7 @@ export class ProofIngest {
         // heartbeat can already mark its epoch as flagged.
         const dev = this.st.device.get(device) as { head_seq: number; fetch_at: number; flagged_epoch: number } | undefined
         this.st.upsertDevice.run(device, recvMs, recvMs, seq, hb.body.owner)
-        evidence.push(...this.beaconChecks(device, hb, recvMs))
+        evidence.push(...this.beaconChecks(device, hb, recvMs, dev?.head_seq))
         this.st.insert.run(device, hash, seq, recvMs, wire)
         // A gap below a heartbeat of a device we already follow: ask it to send the
         // missing ones again (at most once a slot per device).
@@ -133,7 +133,7 @@ export class ProofIngest {
 
   /** Forged beacon citations always; stale beacons and clock skew once per device per
    * epoch (they are often a sick device rather than a cheat). */
-  private beaconChecks(device: string, hb: Heartbeat, recvMs: number): Envelope[] {
+  private beaconChecks(device: string, hb: Heartbeat, recvMs: number, headBefore: number | undefined): Envelope[] {
     const p = this.o.params
     const out: Envelope[] = []
     const cite = hb.body.beacons.find(b => b.v === this.o.key.keyId)
@@ -144,6 +144,9 @@ export class ProofIngest {
         return out
       }
     }
+    // A heartbeat below one already received (fetched again, reordered) is late by
+    // nature: its lateness says nothing about the device's beacons or clock.
+    if (headBefore !== undefined && hb.body.seq < headBefore) return out
     const epoch = Math.floor(Math.floor(recvMs / p.slotMs) / p.epochSlots)
     const dev = this.st.device.get(device) as { flagged_epoch: number } | undefined
     if (dev && dev.flagged_epoch >= epoch) return out
@@ -153,12 +156,22 @@ export class ProofIngest {
     if (cite && recvMs - cite.slot * p.slotMs > p.maxAgeMs && this.st.fresher.get(cite.slot, recvMs - p.slotMs) !== undefined) {
       out.push(this.evidence('stale-beacon', device, `heartbeat seq ${hb.body.seq} cites slot ${cite.slot}, ${recvMs - cite.slot * p.slotMs} ms old at receipt`, [hb], [recvMs]))
       flagged = true
-    } else if (Math.abs(hb.iat - recvMs) > p.skewMs) {
+    } else if (cite && this.citesFresh(cite, recvMs) && Math.abs(hb.iat - recvMs) > p.skewMs) {
+      // Only a heartbeat citing a fresh genuine beacon was provably signed moments ago;
+      // any other one may simply have waited at the broker (a validator restart).
       out.push(this.evidence('clock-skew', device, `device clock ${hb.iat - recvMs} ms off at seq ${hb.body.seq}`, [hb], [recvMs]))
       flagged = true
     }
     if (flagged) this.st.setFlagged.run(epoch, device)
     return out
+  }
+
+  /** The cited beacon is this validator's genuine one and was fresh at receipt (the
+   * scoring's test, so clock-skew evidence goes with a 'skewed' verdict). */
+  private citesFresh(cite: { slot: number; h: string }, recvMs: number): boolean {
+    const genuine = this.st.beacon.get(cite.slot) as { hash: string } | undefined
+    const start = cite.slot * this.o.params.slotMs
+    return genuine?.hash === cite.h && recvMs >= start && recvMs <= start + this.o.params.maxAgeMs
   }
 
   private recentlyFetched(device: string, recvMs: number): boolean {

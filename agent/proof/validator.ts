@@ -75,9 +75,14 @@ export class Validator {
     this.id = o.key.keyId
     this.topics = validatorTopics(o.fleet, this.id)
     this.db = openValidatorDb(o.stateDir)
-    pinParams(this.db, o.params, this.id, o.fleet)
     this.leaseMs = Math.max(3000, Math.min(30_000, o.params.slotMs))
-    claimInstance(this.db, o.instance, this.token, o.clock.now(), this.leaseMs * 2)
+    try {
+      pinParams(this.db, o.params, this.id, o.fleet)
+      claimInstance(this.db, o.instance, this.token, o.clock.now(), this.leaseMs * 2)
+    } catch (err) {
+      this.db.close()
+      throw err
+    }
     this.ingest = new ProofIngest({ db: this.db, fleet: o.fleet, key: o.key, params: o.params })
     // The first start never attests epochs from before the validator existed.
     if (getMeta(this.db, 'attested') === undefined) setMeta(this.db, 'attested', String(this.epochOf(o.clock.now()) - 1))
@@ -88,13 +93,17 @@ export class Validator {
     const clientId = `cairn-val-${this.id.slice(0, 16)}-${this.o.instance}`.slice(0, 64)
     const filter = this.o.shareGroup ? `$share/${this.o.shareGroup}/${this.topics.proofFilter}` : this.topics.proofFilter
     const v5 = this.o.mqtt.protocolVersion === 5
+    const persistent = this.o.shareGroup === null
     const client = mqtt.connect(this.o.brokerUrl, {
       ...this.o.mqtt,
       clientId,
-      // A persistent session: heartbeats published while this process restarts wait
-      // at the broker (mind its queue limits: docs/validator.md).
-      clean: false,
-      ...(v5 ? { properties: { sessionExpiryInterval: 86_400 } } : {}),
+      // A single process keeps a persistent session, so heartbeats published while it
+      // restarts wait at the broker (mind its queue limits: docs/validator.md). In a
+      // share group the session ends with the connection: brokers keep handing an
+      // offline member its round-robin share, which would strand heartbeats there
+      // while the other processes run. Anything missed is fetched from the device's log.
+      clean: persistent ? false : true,
+      ...(v5 ? { properties: { sessionExpiryInterval: persistent ? 86_400 : 0 } } : {}),
       reconnectPeriod: 1000,
       resubscribe: false,
     })
