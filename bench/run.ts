@@ -2,8 +2,10 @@
 // the same run, because the machine is shared and noisy: ratios, not absolute figures,
 // are what to compare between runs.
 //
-//   npm run bench                 full run (about 3 minutes)
-//   BENCH_QUICK=1 npm run bench   quick run (about 1 minute)
+//   npm run bench                 full run (about 8 minutes, 5 of them bench/proofs.ts)
+//   BENCH_QUICK=1 npm run bench   quick run (about 3 minutes)
+//   BENCH_ONLY=proofs npm run bench   only the named benches (comma-separated); their
+//                                 rows and details replace those in bench/results.json
 //
 // Everything runs on 127.0.0.1 and in temp dirs; each benchmark starts and stops its own
 // Mosquitto (test/helpers/broker.ts) and every child process is killed at the end.
@@ -22,6 +24,7 @@ import { MsgClass, Outbox } from '../agent/outbox.js'
 import { loadOrCreateIdentity } from '../agent/identity.js'
 import { systemClock } from '../agent/clock.js'
 import { newId } from '../agent/ids.js'
+import { benchProofs } from './proofs.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -513,11 +516,27 @@ async function main(): Promise<number> {
   const t0 = performance.now()
   console.log(`cairn bench (${QUICK ? 'quick' : 'full'}): node ${process.version}, bundle ${BUNDLE}`)
   const details: Record<string, unknown> = {}
-  const benches: Array<[string, () => Promise<Record<string, unknown>>]> = [
-    ['idle', benchIdle],
-    ['drain', benchDrain],
-    ['startup', benchStartup],
-  ]
+  const proofs = () =>
+    benchProofs({
+      quick: QUICK,
+      bundle: BUNDLE,
+      row,
+      tmp,
+      track: child => {
+        children.add(child)
+        child.once('exit', () => children.delete(child))
+      },
+      log: line => console.log(line),
+    })
+  const only = process.env.BENCH_ONLY?.split(',').map(s => s.trim())
+  const benches: Array<[string, () => Promise<Record<string, unknown>>]> = (
+    [
+      ['idle', benchIdle],
+      ['drain', benchDrain],
+      ['startup', benchStartup],
+      ['proofs', proofs],
+    ] as Array<[string, () => Promise<Record<string, unknown>>]>
+  ).filter(([name]) => !only || only.includes(name))
   let failed = false
   for (const [name, fn] of benches) {
     console.log(`\n# ${name}`)
@@ -532,9 +551,18 @@ async function main(): Promise<number> {
   }
   printTable()
   const out = join(ROOT, 'bench', 'results.json')
+  let allRows: unknown[] = rows
+  let allDetails: Record<string, unknown> = details
+  if (only) {
+    // A partial run keeps the other benches' figures from the last full run.
+    const prev = JSON.parse(readFileSync(out, 'utf8')) as { rows?: Row[]; details?: Record<string, unknown> }
+    const ran = new Set(rows.map(r => r.bench))
+    allRows = [...(prev.rows ?? []).filter(r => !ran.has(r.bench)), ...rows]
+    allDetails = { ...prev.details, ...details }
+  }
   writeFileSync(
     out,
-    JSON.stringify({ date: new Date().toISOString(), quick: QUICK, node: process.version, config: CFG, totalS: (performance.now() - t0) / 1000, rows, details }, null, 2) + '\n',
+    JSON.stringify({ date: new Date().toISOString(), quick: QUICK, node: process.version, ...(only ? { only } : {}), config: CFG, totalS: (performance.now() - t0) / 1000, rows: allRows, details: allDetails }, null, 2) + '\n',
   )
   console.log(`\nwrote ${out} (${((performance.now() - t0) / 1000).toFixed(0)} s)`)
   return failed ? 1 : 0

@@ -21,7 +21,7 @@ import { MsgClass, type Outbox } from '../outbox.js'
 import type { ReplayGuard } from '../replay-guard.js'
 import type { Db } from '../state-db.js'
 import { proofTopics } from '../topics.js'
-import { asJson, checkProof, encodeProof, messageHash, ProofType, sha256Hex, telemetryDigest, ZERO_HASH, type BeaconRef, type HeartbeatBody, type ResponseBody } from './format.js'
+import { asJson, checkBody, checkProof, encodeProof, messageHash, ProofType, sha256Hex, telemetryDigest, ZERO_HASH, type BeaconRef, type HeartbeatBody, type ResponseBody } from './format.js'
 
 /** Heartbeats stay valid evidence forever; exp only bounds how long a relay may hold one. */
 const HEARTBEAT_TTL_MS = 24 * 3600_000
@@ -59,6 +59,9 @@ export class DeviceProofs {
   private pendingBeat: NodeJS.Timeout | undefined
   private pruneTimer: NodeJS.Timeout | undefined
   private lastBeatAt = 0
+  /** After a beacon-triggered heartbeat, the period timer waits this long at least, so it
+   * never fires just before the next beacon (two heartbeats in one slot). */
+  private beaconGapMs = 0
   private stopped = true
 
   constructor(private readonly o: DeviceProofsOptions) {
@@ -153,7 +156,7 @@ export class DeviceProofs {
     this.timer = setTimeout(() => this.tick(), delayMs)
   }
 
-  private tick(): void {
+  private tick(fromBeacon = false): void {
     clearTimeout(this.pendingBeat)
     this.pendingBeat = undefined
     try {
@@ -162,7 +165,7 @@ export class DeviceProofs {
       this.o.log.error({ err: (err as Error).message }, 'heartbeat not stored')
       this.o.onEvent?.('proof.failed', { message: (err as Error).message })
     }
-    this.schedule(this.o.config.periodS * 1000)
+    this.schedule(fromBeacon ? Math.max(this.o.config.periodS * 1000, this.beaconGapMs) : this.o.config.periodS * 1000)
   }
 
   private onBeacon(validatorInTopic: string, payload: Buffer): void {
@@ -182,27 +185,14 @@ export class DeviceProofs {
     if (this.pendingBeat || this.stopped) return
     const jitter = Math.min(this.o.config.jitterMs, Math.floor((env.body.slotMs * 3) / 10))
     const delay = jitter > 0 ? (this.o.random ?? randomInt)(jitter + 1) : 0
-    this.pendingBeat = setTimeout(() => this.tick(), delay)
+    // The next beacon-triggered heartbeat comes at most a slot plus the jitter later.
+    this.beaconGapMs = env.body.slotMs + jitter + Math.ceil(env.body.slotMs / 10)
+    this.pendingBeat = setTimeout(() => this.tick(true), delay)
   }
 
   private onChallenge(payload: Buffer): void {
     const now = this.o.clock.now()
-    let parsed: unknown
-    try {
-      parsed = JSON.parse(payload.toString())
-    } catch {
-      throw new CairnError('BAD_JSON', 'challenge is not JSON')
-    }
-    verifyEnvelope(parsed, {
-      trusted: (k, t) => t === ProofType.challenge && this.validators.has(k),
-      fleet: this.o.fleet,
-      sub: this.o.identity.keyId,
-      now,
-      maxTtlMs: MAX_CHALLENGE_TTL_MS,
-      skewMs: this.o.skewMs,
-      expectType: t => t === ProofType.challenge,
-    })
-    const ch = checkProof(parsed, ProofType.challenge, { fleet: this.o.fleet })
+    const ch = this.fromValidator(payload, ProofType.challenge, now)
     this.o.replay.admit(ch.id, ch.exp, now)
     const head = this.head()
     const body: ResponseBody = { challenge: ch.id, ch: messageHash(ch), nonce: ch.body.nonce, seq: head?.seq ?? null, head: head?.hash ?? null }
@@ -216,22 +206,7 @@ export class DeviceProofs {
 
   private onFetch(payload: Buffer): void {
     const now = this.o.clock.now()
-    let parsed: unknown
-    try {
-      parsed = JSON.parse(payload.toString())
-    } catch {
-      throw new CairnError('BAD_JSON', 'fetch is not JSON')
-    }
-    verifyEnvelope(parsed, {
-      trusted: (k, t) => t === ProofType.fetch && this.validators.has(k),
-      fleet: this.o.fleet,
-      sub: this.o.identity.keyId,
-      now,
-      maxTtlMs: MAX_CHALLENGE_TTL_MS,
-      skewMs: this.o.skewMs,
-      expectType: t => t === ProofType.fetch,
-    })
-    const req = checkProof(parsed, ProofType.fetch, { fleet: this.o.fleet })
+    const req = this.fromValidator(payload, ProofType.fetch, now)
     this.o.replay.admit(req.id, req.exp, now)
     const to = Math.min(req.body.to, req.body.from + MAX_FETCH - 1)
     const rows = this.st.range.all(req.body.from, to) as Array<{ seq: number; payload: Buffer }>
@@ -239,6 +214,26 @@ export class DeviceProofs {
       this.o.outbox.enqueue({ id: newId(now), cls: MsgClass.reply, topic: this.topics.proof, payload: row.payload, expires: req.exp })
     }
     this.o.log.info({ from: req.body.from, to, sent: rows.length }, 'validator asked for stored heartbeats')
+  }
+
+  /** A signed request from a trusted validator to this device: one signature check. */
+  private fromValidator<T extends typeof ProofType.challenge | typeof ProofType.fetch>(payload: Buffer, type: T, now: number) {
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(payload.toString())
+    } catch {
+      throw new CairnError('BAD_JSON', `${type} is not JSON`)
+    }
+    const env = verifyEnvelope(parsed, {
+      trusted: (k, t) => t === type && this.validators.has(k),
+      fleet: this.o.fleet,
+      sub: this.o.identity.keyId,
+      now,
+      maxTtlMs: MAX_CHALLENGE_TTL_MS,
+      skewMs: this.o.skewMs,
+      expectType: t => t === type,
+    })
+    return checkBody(env, type)
   }
 
   private prune(): void {
