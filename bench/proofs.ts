@@ -210,7 +210,7 @@ async function startMosquitto(kit: BenchKit): Promise<{ url: string; proc: Child
   const dir = kit.tmp('cairn-bench-mosq-')
   const port = await freePort()
   const conf = join(dir, 'mosquitto.conf')
-  const lines = [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'max_queued_messages 100000', 'log_dest stderr', 'log_type error', 'log_type warning']
+  const lines = [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'max_queued_messages 100000', 'set_tcp_nodelay true', 'log_dest stderr', 'log_type error', 'log_type warning']
   if (process.getuid?.() === 0) lines.push('user root')
   writeFileSync(conf, lines.join('\n') + '\n')
   const proc = spawnLimited(kit, [bin, '-c', conf])
@@ -382,6 +382,6 @@ async function benchLoad(kit: BenchKit, nodeVerifyPerS: number): Promise<Record<
     sustained,
     openFileLimits: limits,
     lastSimStatus: statusLines.map(l => (l ? (JSON.parse(l) as unknown) : null)),
-    brokerConfig: 'persistence false, max_queued_messages 100000, ulimit -n 65536',
+    brokerConfig: 'persistence false, max_queued_messages 100000, set_tcp_nodelay true, ulimit -n 65536',
   }
 }

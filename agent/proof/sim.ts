@@ -12,6 +12,7 @@ import { Value } from '@sinclair/typebox/value'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import { systemClock, type Clock } from '../clock.js'
 import { signEnvelope, verifyEnvelope } from '../envelope.js'
+import { noDelay } from '../mqtt-link.js'
 import { errorBody } from '../errors.js'
 import { newId } from '../ids.js'
 import { base32Encode } from '../base32.js'
@@ -252,6 +253,7 @@ export class SimDevice {
     })
     this.client = client
     client.on('connect', () => {
+      noDelay(client)
       // mqtt.js can complete a reconnect already under way after end() (seen after
       // EMFILE); a connection this device no longer owns is closed at once.
       if (this.client !== client) return void client.end(true)

@@ -12,6 +12,7 @@ import { errorBody } from '../errors.js'
 import { newId } from '../ids.js'
 import type { KeyPair } from '../keys.js'
 import type { Logger } from '../log.js'
+import { noDelay } from '../mqtt-link.js'
 import { validatorTopics } from '../topics.js'
 import { attestEpoch } from './attest.js'
 import { asJson, encodeProof, messageHash, ProofType, type ScoreParams } from './format.js'
@@ -108,6 +109,7 @@ export class Validator {
       resubscribe: false,
     })
     this.client = client
+    client.on('connect', () => noDelay(client))
     client.on('message', (topic, payload) => this.onMessage(topic, payload))
     client.on('error', err => this.o.log.warn({ err: err.message }, 'broker error'))
     client.on('offline', () => this.o.log.warn('broker connection lost'))

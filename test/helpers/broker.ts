@@ -93,6 +93,8 @@ export async function startBroker(opts: { extraConfig?: string; anonymous?: bool
       'persistence true',
       `persistence_location ${dir}/`,
       'autosave_interval 1',
+      // As docs/validator.md recommends: no Nagle delay on small messages.
+      'set_tcp_nodelay true',
       'log_dest stderr',
       'log_type error',
       'log_type warning',
