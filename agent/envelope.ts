@@ -77,6 +77,9 @@ export interface VerifyOptions {
   maxTtlMs: number
   /** Tolerated clock difference for iat in the future. */
   skewMs: number
+  /** Tolerated clock difference for exp too (short-lived messages such as challenges,
+   * whose lateness the sender judges by its own clock). Default 0. */
+  expSkewMs?: number
   expectType?: (type: string) => boolean
 }
 
@@ -98,7 +101,7 @@ export function verifyEnvelope(input: unknown, opts: VerifyOptions): Envelope {
   if (env.exp <= env.iat) throw new CairnError('BAD_REQUEST', 'exp must be after iat')
   if (env.exp - env.iat > opts.maxTtlMs) throw new CairnError('TTL_TOO_LONG', `lifetime ${env.exp - env.iat} ms exceeds the ${opts.maxTtlMs} ms allowed`)
   if (env.iat > opts.now + opts.skewMs) throw new CairnError('NOT_YET_VALID', 'issued in the future (check the clocks)')
-  if (env.exp <= opts.now) throw new CairnError('EXPIRED', 'expired')
+  if (env.exp + (opts.expSkewMs ?? 0) <= opts.now) throw new CairnError('EXPIRED', 'expired')
   const sigOk = edVerify(null, signedBytes(env), publicKeyFromKeyId(env.iss), Buffer.from(env.sig, 'base64url'))
   if (!sigOk) throw new CairnError('BAD_SIGNATURE', 'signature does not verify')
   return env

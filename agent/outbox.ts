@@ -110,6 +110,19 @@ export class Outbox {
     return rec
   }
 
+  /** Adds several durable (non-telemetry) messages in one transaction. */
+  enqueueBatch(msgs: readonly NewMessage[]): OutboxRecord[] {
+    if (msgs.length === 0) return []
+    const recs = msgs.map(m => this.record(m))
+    this.writeRows(recs)
+    for (const rec of recs) {
+      this.bytes += sizeOf(rec)
+    }
+    this.enforceCap()
+    for (const l of this.listeners) l()
+    return recs
+  }
+
   /** Runs `make` (which may write its own rows) and stores the message it returns in
    * ONE SQLite transaction, and tells the link only after that commits: nothing reaches
    * the broker that is not durable together with `make`'s rows (a heartbeat and the

@@ -46,18 +46,25 @@ export function attestationBody(rec: EpochRecord, result: EpochResult): Attestat
 /** Scores and signs one device's epoch, stores the attestation (first one wins) and
  * returns the stored one. */
 export function attestEpoch(db: VDb, key: KeyPair, fleet: string, params: ScoreParams, device: string, epoch: number, now: number): { env: Attestation; created: boolean } {
+  // One write transaction: the record read is exactly the one scored and stored.
+  return db.transaction(() => attestLocked(db, key, fleet, params, device, epoch, now)).immediate()
+}
+
+function attestLocked(db: VDb, key: KeyPair, fleet: string, params: ScoreParams, device: string, epoch: number, now: number): { env: Attestation; created: boolean } {
   const existing = db.prepare('SELECT payload FROM attestations WHERE device = ? AND epoch = ?').get(device, epoch) as { payload: Buffer } | undefined
   if (existing) return { env: json<Attestation>(existing.payload), created: false }
   const rec = loadRecord(db, key.keyId, params, device, epoch)
   const result = scoreEpoch(rec)
   const env = signEnvelope(key, { type: ProofType.attestation, id: newId(now), fleet, sub: device, iat: now, exp: now + ATTESTATION_TTL_MS, body: asJson(attestationBody(rec, result)) }) as unknown as Attestation
   const created = db.prepare('INSERT OR IGNORE INTO attestations (device, epoch, score, payload) VALUES (?, ?, ?, ?)').run(device, epoch, result.score, Buffer.from(JSON.stringify(env))).changes === 1
-  if (!created) return attestEpoch(db, key, fleet, params, device, epoch, now)
+  if (!created) throw new CairnError('INTERNAL', 'attestation appeared during its own transaction')
   return { env, created }
 }
 
 /** Everything needed to re-check one attestation offline. */
 export function buildExport(db: VDb, key: KeyPair, fleet: string, params: ScoreParams, device: string, epoch: number, now: number): ProofExport {
+  const pruned = Number((db.prepare("SELECT v FROM meta WHERE k = 'pruned_before_epoch'").get() as { v: string } | undefined)?.v ?? '0')
+  if (epoch < pruned) throw new CairnError('BAD_REQUEST', `epoch ${epoch} is past retention: its raw records were pruned (epochs before ${pruned})`)
   const row = db.prepare('SELECT payload FROM attestations WHERE device = ? AND epoch = ?').get(device, epoch) as { payload: Buffer } | undefined
   if (!row) throw new CairnError('BAD_REQUEST', `no attestation for device ${device.slice(0, 12)}… in epoch ${epoch} (is the epoch over? has the validator seen the device?)`)
   const attestation = json<Attestation>(row.payload)

@@ -27,6 +27,8 @@ import { asJson, checkBody, checkProof, encodeProof, messageHash, ProofType, sha
 const HEARTBEAT_TTL_MS = 24 * 3600_000
 const MAX_FETCH = 1000
 const MAX_CHALLENGE_TTL_MS = 10 * 60_000
+/** Beacons, challenges and fetch requests are a few hundred bytes. */
+const MAX_REQUEST_BYTES = 8192
 
 export interface DeviceProofsOptions {
   db: Db
@@ -105,6 +107,9 @@ export class DeviceProofs {
   /** Handles an incoming message if it is on one of this part's topics. */
   handle(topic: string, payload: Buffer): boolean {
     try {
+      if (payload.length > MAX_REQUEST_BYTES && (topic.startsWith(this.topics.beaconPrefix) || topic === this.topics.challenge || topic === this.topics.fetch)) {
+        throw new CairnError('TOO_LARGE', `${payload.length} bytes on ${topic} (at most ${MAX_REQUEST_BYTES})`)
+      }
       if (topic.startsWith(this.topics.beaconPrefix)) this.onBeacon(topic.slice(this.topics.beaconPrefix.length), payload)
       else if (topic === this.topics.challenge) this.onChallenge(payload)
       else if (topic === this.topics.fetch) this.onFetch(payload)
@@ -170,13 +175,18 @@ export class DeviceProofs {
 
   private onBeacon(validatorInTopic: string, payload: Buffer): void {
     if (payload.length === 0) return // a cleared retained beacon
+    // Only trusted validators' beacons are read at all: a retained junk message under
+    // another id must not cost a parse on every reconnect.
+    if (!this.validators.has(validatorInTopic)) throw new CairnError('UNTRUSTED_KEY', 'beacon from a validator this device does not trust')
     const env = checkProof(payload, ProofType.beacon, { fleet: this.o.fleet, signer: k => this.validators.has(k) })
     if (env.iss !== validatorInTopic) throw new CairnError('WRONG_TARGET', 'beacon published under another validator id')
-    const known = this.st.beacon.get(env.iss) as { slot: number } | undefined
-    if (known && known.slot >= env.body.slot) return // old or repeated (retained copy)
-    // A genuine beacon from the future means a validator clock far ahead; citing it is
-    // harmless (the validator judges by its own clock), so only log it.
+    const known = this.st.beacon.get(env.iss) as { slot: number; slotMs?: number } | undefined
     const now = this.o.clock.now()
+    // Old or repeated (a retained copy): ignored, unless the known one lies in the
+    // future by this clock (a validator clock that jumped ahead once must not freeze
+    // the device's citations until that time comes round).
+    const knownInFuture = known !== undefined && known.slot * env.body.slotMs > now + this.o.skewMs
+    if (known && known.slot >= env.body.slot && !knownInFuture) return
     if (env.body.slot * env.body.slotMs > now + this.o.skewMs) this.o.log.warn({ slot: env.body.slot }, 'beacon is from the future by this device clock')
     this.st.saveBeacon.run(env.iss, env.body.slot, messageHash(env), now)
     this.o.metrics.inc('cairn_beacons_total')
@@ -196,10 +206,20 @@ export class DeviceProofs {
     this.o.replay.admit(ch.id, ch.exp, now)
     const head = this.head()
     const body: ResponseBody = { challenge: ch.id, ch: messageHash(ch), nonce: ch.body.nonce, seq: head?.seq ?? null, head: head?.hash ?? null }
-    const env = signEnvelope(this.o.identity, { type: ProofType.response, id: newId(now), fleet: this.o.fleet, sub: ch.iss, iat: now, exp: ch.exp, body: asJson(body) })
+    // Expires with the challenge, or a moment from now when this clock already sees
+    // the challenge expired (a fast clock within the skew bound).
+    const exp = Math.max(ch.exp, now + 1000)
+    const env = signEnvelope(this.o.identity, { type: ProofType.response, id: newId(now), fleet: this.o.fleet, sub: ch.iss, iat: now, exp, body: asJson(body) })
     const wire = encodeProof(env)
-    const queue = () => this.o.outbox.enqueue({ id: env.id, cls: MsgClass.reply, topic: this.topics.proof, payload: wire, expires: ch.exp })
-    if (this.o.publishNow) this.o.publishNow(this.topics.proof, wire).catch(() => queue())
+    const queue = () => this.o.outbox.enqueue({ id: env.id, cls: MsgClass.reply, topic: this.topics.proof, payload: wire, expires: exp })
+    const queueSafely = () => {
+      try {
+        queue()
+      } catch (err) {
+        this.o.log.error({ err: (err as Error).message }, 'challenge response could not be queued')
+      }
+    }
+    if (this.o.publishNow) this.o.publishNow(this.topics.proof, wire).catch(queueSafely)
     else queue()
     this.o.metrics.inc('cairn_challenges_answered_total')
   }
@@ -210,9 +230,8 @@ export class DeviceProofs {
     this.o.replay.admit(req.id, req.exp, now)
     const to = Math.min(req.body.to, req.body.from + MAX_FETCH - 1)
     const rows = this.st.range.all(req.body.from, to) as Array<{ seq: number; payload: Buffer }>
-    for (const row of rows) {
-      this.o.outbox.enqueue({ id: newId(now), cls: MsgClass.reply, topic: this.topics.proof, payload: row.payload, expires: req.exp })
-    }
+    // One transaction (one fsync) for the lot, not one per heartbeat.
+    this.o.outbox.enqueueBatch(rows.map(row => ({ id: newId(now), cls: MsgClass.reply, topic: this.topics.proof, payload: row.payload, expires: req.exp })))
     this.o.log.info({ from: req.body.from, to, sent: rows.length }, 'validator asked for stored heartbeats')
   }
 
@@ -231,6 +250,9 @@ export class DeviceProofs {
       now,
       maxTtlMs: MAX_CHALLENGE_TTL_MS,
       skewMs: this.o.skewMs,
+      // A device clock that runs a little fast must not fail every challenge: the
+      // validator judges lateness by its own receive time anyway.
+      expSkewMs: this.o.skewMs,
       expectType: t => t === type,
     })
     return checkBody(env, type)

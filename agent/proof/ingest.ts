@@ -13,7 +13,7 @@ import type { VDb } from './validator-store.js'
 
 export type IngestOutcome =
   | { kind: 'heartbeat'; device: string; seq: number; verdict: 'new' | 'duplicate'; evidence: Envelope[]; fetch?: { from: number; to: number } }
-  | { kind: 'response'; device: string; challenge: string; recorded: boolean }
+  | { kind: 'response'; device: string; challenge: string; recorded: boolean; evidence: Envelope[] }
   | { kind: 'ignored'; reason: string }
 
 export interface IngestOptions {
@@ -26,6 +26,12 @@ export interface IngestOptions {
 }
 
 const EVIDENCE_TTL_MS = 365 * 86_400_000
+/** A heartbeat citing 16 beacons is under 3 KB; anything far larger is refused unread. */
+export const MAX_PROOF_BYTES = 16_384
+
+export function epochOf(p: Pick<ScoreParams, 'slotMs' | 'epochSlots'>, ms: number): number {
+  return Math.floor(Math.floor(ms / p.slotMs) / p.epochSlots)
+}
 
 export class ProofIngest {
   private readonly st
@@ -50,12 +56,18 @@ export class ProofIngest {
       challenge: db.prepare('SELECT device, response FROM challenges WHERE id = ?'),
       respond: db.prepare('UPDATE challenges SET response = ?, recv = ? WHERE id = ? AND response IS NULL'),
       evidence: db.prepare('INSERT OR IGNORE INTO evidence (id, device, kind, created, payload) VALUES (?, ?, ?, ?, ?)'),
+      evidenceSince: db.prepare('SELECT 1 FROM evidence WHERE device = ? AND kind = ? AND created >= ? LIMIT 1'),
     }
   }
 
-  handle(topic: string, payload: Buffer, recvMs: number): IngestOutcome {
+  /** `recv` is the receive time, or a clock read once the store's write lock is held:
+   * a heartbeat that waited for the lock must not commit with a time an attestation
+   * already made has judged. */
+  handle(topic: string, payload: Buffer, recv: number | (() => number)): IngestOutcome {
     const device = proofDevice(topic, this.o.fleet)
     if (!device) throw new CairnError('BAD_REQUEST', `not a proof topic: ${topic}`)
+    if (payload.length > MAX_PROOF_BYTES) throw new CairnError('TOO_LARGE', `proof message of ${payload.length} bytes (at most ${MAX_PROOF_BYTES})`)
+    const now = typeof recv === 'number' ? () => recv : recv
     let parsed: unknown
     try {
       parsed = JSON.parse(payload.toString())
@@ -63,44 +75,64 @@ export class ProofIngest {
       throw new CairnError('BAD_JSON', 'proof message is not JSON')
     }
     const type = (parsed as { type?: unknown } | null)?.type
-    if (type === ProofType.heartbeat) return this.heartbeat(device, checkProof(parsed, ProofType.heartbeat, { fleet: this.o.fleet, signer: device }), recvMs)
+    if (type === ProofType.heartbeat) return this.heartbeat(device, checkProof(parsed, ProofType.heartbeat, { fleet: this.o.fleet, signer: device }), now)
     if (type === ProofType.response) {
       const r = checkProof(parsed, ProofType.response, { fleet: this.o.fleet, signer: device })
       if (r.sub !== this.o.key.keyId) return { kind: 'ignored', reason: 'response to another validator' }
       return this.o.db
-        .transaction(() => {
+        .transaction((): IngestOutcome => {
+          const recvMs = now()
           const ch = this.st.challenge.get(r.body.challenge) as { device: string; response: Buffer | null } | undefined
           if (!ch || ch.device !== device) return { kind: 'ignored' as const, reason: 'response to an unknown challenge' }
-          const recorded = this.st.respond.run(payload, recvMs, r.body.challenge).changes === 1
-          return { kind: 'response' as const, device, challenge: r.body.challenge, recorded }
+          const recorded = this.st.respond.run(Buffer.from(JSON.stringify(r)), recvMs, r.body.challenge).changes === 1
+          // A response naming a head that contradicts a stored heartbeat of that seq is
+          // the device signing two histories: an equivocation.
+          const evidence: Envelope[] = []
+          if (recorded && r.body.seq !== null && r.body.head !== null) {
+            const known = this.st.bySeq.all(device, r.body.seq) as Array<{ hash: string; recv: number; payload: Buffer }>
+            if (known.length > 0 && !known.some(k => k.hash === r.body.head)) {
+              evidence.push(this.evidence('equivocation', device, `challenge response names another head for seq ${r.body.seq}`, [parse(known[0]!.payload), r], [known[0]!.recv, recvMs]))
+            }
+          }
+          return { kind: 'response' as const, device, challenge: r.body.challenge, recorded, evidence }
         })
         .immediate()
     }
     throw new CairnError('BAD_REQUEST', `unexpected message type ${JSON.stringify(type)} on a proof topic`)
   }
 
-  private heartbeat(device: string, hb: Heartbeat, recvMs: number): IngestOutcome {
+  private heartbeat(device: string, hb: Heartbeat, now: () => number): IngestOutcome {
     const p = this.o.params
     const hash = messageHash(hb)
     const wire = Buffer.from(JSON.stringify(hb)) // stored as parsed: JCS is recomputed on read
     return this.o.db
       .transaction((): IngestOutcome => {
+        const recvMs = now()
         const seen = this.st.byHash.get(device, hash) as { recv: number } | undefined
         const evidence: Envelope[] = []
         if (seen) {
           // A QoS 1 redelivery or a requested refetch is normal; the same heartbeat
           // arriving long after it was first received is someone replaying it. It
           // cannot earn anything (its first receive time stands), but it is recorded.
-          if (recvMs - seen.recv > (this.o.replayAfterMs ?? p.maxAgeMs) && !this.recentlyFetched(device, recvMs)) {
+          // Once per device per epoch: replaying costs an attacker nothing, storing it must
+          // not cost the validator much either.
+          if (recvMs - seen.recv > (this.o.replayAfterMs ?? p.maxAgeMs) && !this.recentlyFetched(device, recvMs) && this.st.evidenceSince.get(device, 'replay', this.epochStart(recvMs)) === undefined) {
             evidence.push(this.evidence('replay', device, `heartbeat seq ${hb.body.seq} received again ${recvMs - seen.recv} ms after its first receipt`, [hb], [seen.recv, recvMs]))
           }
           return { kind: 'heartbeat', device, seq: hb.body.seq, verdict: 'duplicate', evidence }
         }
         const seq = hb.body.seq
-        for (const other of this.st.bySeq.all(device, seq) as Array<{ hash: string; recv: number; payload: Buffer }>) {
+        const twins = this.st.bySeq.all(device, seq) as Array<{ hash: string; recv: number; payload: Buffer }>
+        for (const other of twins) {
           // Equivocation is two different signed statements, not two spellings of one.
           if (sameStatement(parse(other.payload), hb)) return { kind: 'heartbeat', device, seq, verdict: 'duplicate', evidence }
-          evidence.push(this.evidence('equivocation', device, `two different heartbeats with seq ${seq}`, [parse(other.payload), hb], [other.recv, recvMs]))
+        }
+        // Two conflicting heartbeats prove it; a third and more prove nothing new, and
+        // storing each (with evidence against every earlier one) would let one device
+        // key fill the validator's disk.
+        if (twins.length >= 2) return { kind: 'heartbeat', device, seq, verdict: 'duplicate', evidence }
+        if (twins.length === 1) {
+          evidence.push(this.evidence('equivocation', device, `two different heartbeats with seq ${seq}`, [parse(twins[0]!.payload), hb], [twins[0]!.recv, recvMs]))
         }
         const below = this.st.bySeq.all(device, seq - 1) as Array<{ hash: string; recv: number; payload: Buffer }>
         if (seq > 0 && below.length > 0 && !below.some(b => b.hash === hb.body.prev)) {
@@ -145,15 +177,19 @@ export class ProofIngest {
       }
     }
     // A heartbeat below one already received (fetched again, reordered) is late by
-    // nature: its lateness says nothing about the device's beacons or clock.
+    // nature: its lateness says nothing about the device's beacons or clock. Nor does
+    // one signed long before it arrived (a backlog flushed after an outage).
     if (headBefore !== undefined && hb.body.seq < headBefore) return out
-    const epoch = Math.floor(Math.floor(recvMs / p.slotMs) / p.epochSlots)
+    const epoch = epochOf(p, recvMs)
     const dev = this.st.device.get(device) as { flagged_epoch: number } | undefined
     if (dev && dev.flagged_epoch >= epoch) return out
     // Stale only counts against a device when a beacon fresher than the one it cites
     // had been out for a whole slot (not while the validator itself was down).
     let flagged = false
-    if (cite && recvMs - cite.slot * p.slotMs > p.maxAgeMs && this.st.fresher.get(cite.slot, recvMs - p.slotMs) !== undefined) {
+    // A stale citation from a heartbeat signed long before it arrived is a backlog
+    // flushed after an outage (the agent keeps signing while offline), not a cheat.
+    const backlog = recvMs - hb.iat > p.skewMs
+    if (cite && !backlog && recvMs - cite.slot * p.slotMs > p.maxAgeMs && this.st.fresher.get(cite.slot, recvMs - p.slotMs) !== undefined) {
       out.push(this.evidence('stale-beacon', device, `heartbeat seq ${hb.body.seq} cites slot ${cite.slot}, ${recvMs - cite.slot * p.slotMs} ms old at receipt`, [hb], [recvMs]))
       flagged = true
     } else if (cite && this.citesFresh(cite, recvMs) && Math.abs(hb.iat - recvMs) > p.skewMs) {
@@ -172,6 +208,10 @@ export class ProofIngest {
     const genuine = this.st.beacon.get(cite.slot) as { hash: string } | undefined
     const start = cite.slot * this.o.params.slotMs
     return genuine?.hash === cite.h && recvMs >= start && recvMs <= start + this.o.params.maxAgeMs
+  }
+
+  private epochStart(ms: number): number {
+    return epochOf(this.o.params, ms) * this.o.params.epochSlots * this.o.params.slotMs
   }
 
   private recentlyFetched(device: string, recvMs: number): boolean {

@@ -8,14 +8,15 @@ import type { Level } from 'pino'
 import { systemClock } from '../clock.js'
 import { CairnError } from '../errors.js'
 import { ensureStateDir } from '../identity.js'
-import { generateKeyPair, readKeyPairFile, writeKeyPairFiles, type KeyPair } from '../keys.js'
+import { generateKeyPair, keyIdOf, readKeyPairFile, readPublicKeyFile, writeKeyPairFiles, type KeyPair } from '../keys.js'
 import { createLogger } from '../log.js'
 import { brokerClientOptions } from '../mqtt-link.js'
 import { buildExport } from './attest.js'
-import { type ScoreParams } from './format.js'
+import { encodeProof, type ScoreParams } from './format.js'
+import type { Envelope } from '../envelope.js'
 import { DEFAULT_WEIGHTS } from './score.js'
 import { Validator } from './validator.js'
-import { getMeta, openValidatorDb, storedParams } from './validator-store.js'
+import { getMeta, openValidatorDb, storedParams, type VDb } from './validator-store.js'
 import { verifyProofFile } from './verify.js'
 
 type Out = { write(s: string): unknown }
@@ -30,13 +31,23 @@ export const VALIDATOR_HELP = `  cairn validator --broker URL --fleet NAME --sta
   cairn validator id --state-dir DIR [--key FILE]
   cairn validator export --state-dir DIR --device ID --epoch N --out FILE [--key FILE]
   cairn validator evidence --state-dir DIR --out-dir DIR [--device ID] [--kind KIND]
-  cairn verify FILE [--validator KEYID]`
+  cairn verify FILE [--validator KEYID|PUBFILE]`
 
 const num = (v: unknown, flag: string, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined => {
   if (v === undefined) return undefined
   const n = Number(v)
   if (!Number.isFinite(n) || n < min || n > max) throw new CairnError('BAD_REQUEST', `--${flag} must be a number from ${min} to ${max}, got ${JSON.stringify(v)}`)
   return n
+}
+
+/** The key of an existing validator store (never made here), checked against the store. */
+function existingValidatorKey(stateDir: string, keyFile: string | undefined, db: VDb): KeyPair {
+  const file = keyFile ?? join(stateDir, VALIDATOR_KEY_FILE)
+  if (!existsSync(file)) throw new CairnError('BAD_REQUEST', `${file}: no validator key here; pass the one the validator runs with (--key FILE)`)
+  const key = readKeyPairFile(file)
+  const owner = getMeta(db, 'validator')
+  if (owner !== undefined && owner !== key.keyId) throw new CairnError('BAD_REQUEST', `${file} is key ${key.keyId}, but this store belongs to validator ${owner}; pass --key FILE`)
+  return key
 }
 
 /** The validator's key: --key FILE (a `cairn fleet keygen` pair) or one kept in the state dir. */
@@ -85,7 +96,7 @@ export async function validatorCmd(args: readonly string[], io: { out: Out; err:
       'challenge-timeout': { type: 'string' },
       'retention-days': { type: 'string' },
       instance: { type: 'string', default: '1' },
-      'share-group': { type: 'string', default: 'cairn-validator' },
+      'share-group': { type: 'string' },
       'no-share': { type: 'boolean' },
       'mqtt-version': { type: 'string', default: '5' },
       username: { type: 'string' },
@@ -124,7 +135,9 @@ export async function validatorCmd(args: readonly string[], io: { out: Out; err:
     key,
     params,
     instance: values.instance!,
-    shareGroup: values['no-share'] ? null : values['share-group']!,
+    // The group is per validator: independent validators on one broker must each see
+    // every heartbeat, not split them.
+    shareGroup: values['no-share'] ? null : (values['share-group'] ?? `cairn-val-${key.keyId.slice(0, 16)}`),
     challengesPerEpoch: num(values['challenges-per-epoch'], 'challenges-per-epoch', 0, 100_000) ?? 2,
     challengeTimeoutMs: Math.round((num(values['challenge-timeout'], 'challenge-timeout', 0.05, 600) ?? Math.min(10, params.slotMs / 2000)) * 1000),
     retentionDays: num(values['retention-days'], 'retention-days', 1, 36_500) ?? 30,
@@ -152,9 +165,9 @@ function exportCmd(args: readonly string[], out: Out): number {
   const epoch = num(values.epoch, 'epoch', 0)!
   const stateDir = values['state-dir']!
   if (!existsSync(join(stateDir, 'validator.db'))) throw new CairnError('STATE_DIR', `${stateDir}: no validator store here`)
-  const key = validatorKey(stateDir, values.key)
   const db = openValidatorDb(stateDir)
   try {
+    const key = existingValidatorKey(stateDir, values.key, db)
     const params = storedParams(db)
     if (!params) throw new CairnError('STATE_DIR', `${stateDir}: the validator has not run yet`)
     const fleet = getMeta(db, 'fleet')
@@ -187,7 +200,8 @@ function evidenceCmd(args: readonly string[], out: Out): number {
     mkdirSync(values['out-dir']!, { recursive: true })
     for (const r of rows) {
       const file = join(values['out-dir']!, `${r.kind}-${r.device.slice(0, 12)}-${r.id}.json`)
-      writeFileSync(file, JSON.stringify(JSON.parse(r.payload.toString()), null, 1) + '\n')
+      // The canonical bytes, so the OpenSSL recipe in docs/proofs.md works on the file.
+      writeFileSync(file, encodeProof(JSON.parse(r.payload.toString()) as Envelope))
       out.write(`${file}\n`)
     }
     out.write(`${rows.length} evidence file(s)\n`)
@@ -208,8 +222,13 @@ export function verifyCmd(args: readonly string[], io: { out: Out; err: Out }): 
     throw new CairnError('BAD_JSON', `${file}: ${(err as NodeJS.ErrnoException).code ?? 'not JSON'}`)
   }
   try {
-    const report = verifyProofFile(value, values.validator !== undefined ? { validator: values.validator } : {})
-    io.out.write(report.lines.join('\n') + '\nOK\n')
+    // --validator takes a key id or a public key file.
+    const pinned = values.validator === undefined ? undefined : existsSync(values.validator) ? keyIdOf(readPublicKeyFile(values.validator)) : values.validator
+    const report = verifyProofFile(value, pinned !== undefined ? { validator: pinned } : {})
+    // Anyone can make a validator key: without a pinned one, a valid file only shows
+    // that SOME key signed a consistent record. Payout code must pass --validator.
+    const pin = values.validator === undefined ? `\nWARNING: validator key not pinned; pass --validator ${report.validator} to require this validator` : ''
+    io.out.write(report.lines.join('\n') + pin + '\nOK\n')
     return 0
   } catch (err) {
     if (!(err instanceof CairnError)) throw err

@@ -36,6 +36,8 @@ const MIGRATIONS: readonly string[] = [
    CREATE INDEX evidence_device ON evidence (device, created);
    CREATE TABLE lease (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;
    CREATE TABLE instances (name TEXT PRIMARY KEY, token TEXT NOT NULL, seen INTEGER NOT NULL) WITHOUT ROWID;`,
+  // Pruning deletes by receive time across all devices.
+  `CREATE INDEX heartbeats_recv_all ON heartbeats (recv);`,
 ]
 
 export function openValidatorDb(stateDir: string): VDb {

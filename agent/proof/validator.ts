@@ -8,7 +8,7 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import type { Clock } from '../clock.js'
 import type { Envelope } from '../envelope.js'
 import { signEnvelope } from '../envelope.js'
-import { errorBody } from '../errors.js'
+import { CairnError, errorBody } from '../errors.js'
 import { newId } from '../ids.js'
 import type { KeyPair } from '../keys.js'
 import type { Logger } from '../log.js'
@@ -16,7 +16,7 @@ import { noDelay } from '../mqtt-link.js'
 import { validatorTopics } from '../topics.js'
 import { attestEpoch } from './attest.js'
 import { asJson, encodeProof, messageHash, ProofType, type ScoreParams } from './format.js'
-import { ProofIngest } from './ingest.js'
+import { epochOf, ProofIngest } from './ingest.js'
 import { checkParams, epochBounds } from './score.js'
 import { claimInstance, getMeta, holdLease, openValidatorDb, pinParams, releaseInstance, releaseLease, setMeta, type VDb } from './validator-store.js'
 
@@ -47,6 +47,8 @@ export interface ValidatorStats {
   duplicates: number
   responses: number
   rejected: number
+  /** Storage errors (retried before acknowledging). */
+  storeErrors: number
   evidence: number
   beacons: number
   challenges: number
@@ -55,6 +57,9 @@ export interface ValidatorStats {
 }
 
 const LEASE = 'leader'
+/** Largest MQTT packet the validator accepts (MQTT 5 maximum packet size). */
+const MAX_PACKET = 65_536
+const PRUNE_BATCH = 5000
 
 export class Validator {
   readonly id: string
@@ -63,7 +68,7 @@ export class Validator {
   private readonly ingest: ProofIngest
   private readonly topics
   private readonly token = randomUUID()
-  private readonly stats: ValidatorStats = { received: 0, heartbeats: 0, duplicates: 0, responses: 0, rejected: 0, evidence: 0, beacons: 0, challenges: 0, attestations: 0, leader: false }
+  private readonly stats: ValidatorStats = { received: 0, heartbeats: 0, duplicates: 0, responses: 0, rejected: 0, storeErrors: 0, evidence: 0, beacons: 0, challenges: 0, attestations: 0, leader: false }
   private timer: NodeJS.Timeout | undefined
   private stopped = false
   private lastChallengeSlot = -1
@@ -104,13 +109,19 @@ export class Validator {
       // offline member its round-robin share, which would strand heartbeats there
       // while the other processes run. Anything missed is fetched from the device's log.
       clean: persistent ? false : true,
-      ...(v5 ? { properties: { sessionExpiryInterval: persistent ? 86_400 : 0 } } : {}),
+      ...(v5 ? { properties: { sessionExpiryInterval: persistent ? 86_400 : 0, maximumPacketSize: MAX_PACKET } } : {}),
       reconnectPeriod: 1000,
       resubscribe: false,
+      // QoS 1 messages are acknowledged only once stored (or refused for good): a
+      // storage error (the store busy past its timeout) retries, holding the PUBACK.
+      customHandleAcks: (topic, payload, _packet, done) => this.ingestWithRetry(topic, payload, done),
     })
     this.client = client
     client.on('connect', () => noDelay(client))
-    client.on('message', (topic, payload) => this.onMessage(topic, payload))
+    // QoS 0 publishes do not go through customHandleAcks.
+    client.on('message', (topic, payload, packet) => {
+      if (packet.qos === 0) this.onMessage(topic, payload)
+    })
     client.on('error', err => this.o.log.warn({ err: err.message }, 'broker error'))
     client.on('offline', () => this.o.log.warn('broker connection lost'))
     await new Promise<void>((resolve, reject) => {
@@ -153,26 +164,53 @@ export class Validator {
     return env
   }
 
-  private onMessage(topic: string, payload: Buffer): void {
+  private ingestWithRetry(topic: string, payload: Buffer, done: (err: Error | number) => void, attempt = 0): void {
+    if (this.stopped) return // no ack: the broker hands it out again
+    if (this.onMessage(topic, payload)) return done(0)
+    // Not stored, not refused: try again with backoff; past ~30 s drop the connection
+    // without acknowledging, so the broker redelivers it (or another group member gets it).
+    if (attempt >= 8) {
+      this.o.log.error({ topic }, 'cannot store a heartbeat; reconnecting without acknowledging it')
+      this.client?.stream.destroy()
+      return
+    }
+    setTimeout(() => this.ingestWithRetry(topic, payload, done, attempt + 1), 100 * 2 ** attempt)
+  }
+
+  /** True when the message was handled (stored, a duplicate, or refused for good);
+   * false on a storage error, which is worth retrying. */
+  private onMessage(topic: string, payload: Buffer): boolean {
     this.stats.received++
     try {
-      const out = this.ingest.handle(topic, payload, this.o.clock.now())
+      const out = this.ingest.handle(topic, payload, () => this.o.clock.now())
       if (out.kind === 'heartbeat') {
         if (out.verdict === 'duplicate') this.stats.duplicates++
         else this.stats.heartbeats++
-        for (const ev of out.evidence) {
-          this.stats.evidence++
-          this.o.log.warn({ device: out.device, kind: (ev.body as { kind: string }).kind, id: ev.id }, 'fraud evidence recorded')
-          this.publish(this.topics.evidence, encodeProof(ev), false)
-        }
+        this.publishEvidence(out.device, out.evidence)
         if (out.fetch) this.fetch(out.device, out.fetch.from, out.fetch.to)
       } else if (out.kind === 'response') {
         if (out.recorded) this.stats.responses++
+        this.publishEvidence(out.device, out.evidence)
       }
+      return true
     } catch (err) {
+      if (!(err instanceof CairnError)) {
+        this.stats.storeErrors++
+        this.o.log.warn({ topic, err: (err as Error).message }, 'store error; will retry')
+        return false
+      }
       this.stats.rejected++
       const { code, message } = errorBody(err)
       this.o.log.debug({ topic, code, err: message }, 'proof message rejected')
+      return true
+    }
+  }
+
+  private publishEvidence(device: string, evidence: readonly Envelope[]): void {
+    for (const ev of evidence) {
+      this.stats.evidence++
+      this.o.log.warn({ device, kind: (ev.body as { kind: string }).kind, id: ev.id }, 'fraud evidence recorded')
+      this.publish(this.topics.evidence, encodeProof(ev), false)
     }
   }
 
@@ -190,7 +228,7 @@ export class Validator {
   }
 
   private epochOf(ms: number): number {
-    return Math.floor(Math.floor(ms / this.o.params.slotMs) / this.o.params.epochSlots)
+    return epochOf(this.o.params, ms)
   }
 
   private loop(): void {
@@ -227,20 +265,31 @@ export class Validator {
     }
   }
 
-  /** Drops raw records past retention, never ones an unattested epoch still needs. */
+  /** Drops raw records of whole epochs past retention (never of an unattested epoch),
+   * in small transactions so ingest is never locked out for long. Exports of pruned
+   * epochs are refused from then on (meta `pruned_before_epoch`). */
   prune(now: number): number {
     const p = this.o.params
     const done = Number(getMeta(this.db, 'attested') ?? '-1')
-    const keepFrom = Math.min(now - (this.o.retentionDays ?? 30) * 86_400_000, epochBounds(p, done + 1).startMs)
-    const n = this.db
-      .transaction(() => {
-        let n = this.db.prepare('DELETE FROM heartbeats WHERE recv < ?').run(keepFrom).changes
-        n += this.db.prepare('DELETE FROM challenges WHERE sent < ?').run(keepFrom).changes
-        n += this.db.prepare('DELETE FROM beacons WHERE slot < ?').run(Math.floor(keepFrom / p.slotMs)).changes
-        return n
-      })
-      .immediate()
-    if (n > 0) this.o.log.info({ deleted: n }, 'validator store pruned')
+    const cutoffEpoch = Math.min(epochOf(p, now - (this.o.retentionDays ?? 30) * 86_400_000), done + 1)
+    const prunedBefore = Number(getMeta(this.db, 'pruned_before_epoch') ?? '0')
+    if (cutoffEpoch <= prunedBefore) return 0
+    const b = epochBounds(p, cutoffEpoch)
+    setMeta(this.db, 'pruned_before_epoch', String(cutoffEpoch))
+    const batches = [
+      this.db.prepare(`DELETE FROM heartbeats WHERE (device, hash) IN (SELECT device, hash FROM heartbeats WHERE recv < ? LIMIT ${PRUNE_BATCH})`),
+      this.db.prepare(`DELETE FROM challenges WHERE id IN (SELECT id FROM challenges WHERE sent < ? LIMIT ${PRUNE_BATCH})`),
+    ]
+    let n = 0
+    for (const st of batches) {
+      for (;;) {
+        const k = st.run(b.startMs).changes
+        n += k
+        if (k < PRUNE_BATCH) break
+      }
+    }
+    n += this.db.prepare('DELETE FROM beacons WHERE slot < ?').run(b.firstSlot).changes
+    if (n > 0) this.o.log.info({ deleted: n, beforeEpoch: cutoffEpoch }, 'validator store pruned')
     return n
   }
 

@@ -299,8 +299,8 @@ t.test('challenges: passed, late, unanswered and wrong nonce, by the exact formu
     return w.send(signEnvelope(w.dev.key, { type: ProofType.response, id: newId(recvMs), fleet: FLEET, sub: w.v.keyId, iat: c.iat + 50, exp: c.exp, body: asJson(body) }), recvMs)
   }
   const [passed, late, silent, wrong] = [1, 2, 3, 4].map(challenge) as [Challenge, Challenge, Challenge, Challenge]
-  t.same(respond(passed, passed.exp), { kind: 'response', device: w.dev.key.keyId, challenge: passed.id, recorded: true }, 'a response at the deadline itself is in time')
-  t.same(respond(passed, passed.exp + 10), { kind: 'response', device: w.dev.key.keyId, challenge: passed.id, recorded: false }, 'only the first response counts')
+  t.same(respond(passed, passed.exp), { kind: 'response', device: w.dev.key.keyId, challenge: passed.id, recorded: true, evidence: [] }, 'a response at the deadline itself is in time')
+  t.same(respond(passed, passed.exp + 10), { kind: 'response', device: w.dev.key.keyId, challenge: passed.id, recorded: false, evidence: [] }, 'only the first response counts')
   respond(late, late.exp + 1)
   respond(wrong, wrong.iat + 100, { nonce: hex('not the nonce') })
   const r = scoreEpoch(loadRecord(w.db, w.v.keyId, P, w.dev.key.keyId, EPOCH))
@@ -384,4 +384,54 @@ t.test('a tampered export does not verify, and says why', async t => {
 
   t.throws(() => verifyProofFile(x, { validator: generateKeyPair().keyId }), { code: 'UNTRUSTED_KEY' }, 'signed by another validator than the one named')
   t.equal(verifyProofFile(copy()).score, 1_000_000, 'the untouched export still verifies')
+})
+
+// Review findings: one device key must not be able to flood the validator, and honest
+// delays must not read as misconduct.
+t.test('a flood of conflicting heartbeats for one seq: one evidence, two rows, no more', async t => {
+  const w = new World(t)
+  w.honest(0)
+  const twins = [1, 2, 3, 4, 5].map(k => w.dev.sign(at(1) + 200 + k, w.b(1)))
+  t.same(kinds(w.send(twins[0]!, at(1) + 300)), [], 'the first is just a heartbeat')
+  t.same(kinds(w.send(twins[1]!, at(1) + 301)), ['equivocation'], 'the second proves equivocation')
+  for (const hb of twins.slice(2)) t.same(w.send(hb, at(1) + 302), { kind: 'heartbeat', device: w.dev.key.keyId, seq: 1, verdict: 'duplicate', evidence: [] }, 'later ones prove nothing new')
+  t.equal(w.count('evidence'), 1)
+  t.equal((w.db.prepare('SELECT COUNT(*) AS n FROM heartbeats WHERE seq = 1').get() as { n: number }).n, 2)
+})
+
+t.test('replays: evidence at most once per device per epoch', async t => {
+  const w = new World(t)
+  const first = w.dev.beat(at(0) + 200, w.b(0))
+  w.send(first, at(0) + 200)
+  for (const k of [1, 2, 3, 4]) w.send(first, at(0) + 200 + k * 2000)
+  t.equal(w.evidence('replay').length, 1)
+})
+
+t.test('a response naming another head for a stored seq is equivocation evidence, proven offline', async t => {
+  const w = new World(t)
+  w.honest(0)
+  w.honest(1)
+  const now = at(1) + 500
+  const c = signEnvelope(w.v, { type: ProofType.challenge, id: newId(now), fleet: FLEET, sub: w.dev.key.keyId, iat: now, exp: now + 1500, body: { nonce: randomBytes(32).toString('hex') } }) as unknown as Challenge
+  w.db.prepare('INSERT INTO challenges (id, device, sent, deadline, payload) VALUES (?, ?, ?, ?, ?)').run(c.id, w.dev.key.keyId, now, c.exp, Buffer.from(JSON.stringify(c)))
+  const body: ResponseBody = { challenge: c.id, ch: messageHash(c), nonce: c.body.nonce, seq: 1, head: hex('another history') }
+  const out2 = w.send(signEnvelope(w.dev.key, { type: ProofType.response, id: newId(now + 10), fleet: FLEET, sub: w.v.keyId, iat: now + 10, exp: c.exp, body: asJson(body) }), now + 20)
+  t.equal(out2.kind, 'response')
+  const ev = w.evidence('equivocation')
+  t.equal(ev.length, 1)
+  t.equal(verifyProofFile(ev[0]).fraudProven, true, 'the device signed two heads for seq 1')
+  const { att } = w.attest(t)
+  t.equal(att.body.fraud, true)
+  t.equal(att.body.score, 0)
+})
+
+t.test('a backlog flushed after an outage is not stale-beacon evidence; an oversized message is refused unread', async t => {
+  const w = new World(t)
+  w.honest(0)
+  // Offline in slots 1-2: the agent keeps signing, citing beacon 0, and sends it all at
+  // slot 9, longer after signing than the clock bound (5 s): a delivery delay.
+  const backlog = [1, 2].map(i => w.dev.beat(at(i) + 200, w.b(0)))
+  for (const hb of backlog) t.same(kinds(w.send(hb, at(9) + 100)), [], `seq ${hb.body.seq}: late, not a cheat`)
+  t.equal(w.count('evidence'), 0)
+  t.throws(() => w.ingest.handle(w.topic, Buffer.alloc(20_000, 0x20), at(9) + 200), { code: 'TOO_LARGE' })
 })
