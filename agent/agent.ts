@@ -26,9 +26,12 @@ import { openStateDb, type Db } from './state-db.js'
 import type { SystemPort } from './system.js'
 import { deviceTopics } from './topics.js'
 import { DeviceProofs } from './proof/device-proofs.js'
+import { OtaService, type LauncherInfo, type OtaHooks } from '../ota/device.js'
+import { OTA_BROADCAST_COMMANDS } from '../ota/commands.js'
 import { createTelemetry, type Board, type HwContext, type TelemetrySample } from '../hw/index.js'
 
-export type StopReason = 'shutdown' | 'restart'
+/** 'update': hand over to the OTA launcher (the process exits with EXIT_SWITCH). */
+export type StopReason = 'shutdown' | 'restart' | 'update'
 
 export interface AgentDeps {
   loaded: LoadedConfig
@@ -41,6 +44,10 @@ export interface AgentDeps {
   hw: Omit<HwContext, 'diskPaths'>
   system: SystemPort
   version: string
+  /** Set when started by the OTA launcher (CAIRN_SLOT, CAIRN_OTA_DIR). */
+  launcher?: LauncherInfo | undefined
+  /** Test seams of the updater (a release channel of their own, step tracing). */
+  otaHooks?: OtaHooks | undefined
 }
 
 export interface RunningAgent {
@@ -122,6 +129,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
       ts: clock.now(),
       since: startedAt,
       version: deps.version,
+      ...(deps.launcher ? { slot: deps.launcher.slot ?? 'fallback' } : {}),
       board: board.kind,
       model: board.model,
       ...(lastUptimeS !== undefined ? { uptimeS: lastUptimeS } : {}),
@@ -151,6 +159,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     uptimeS: () => lastUptimeS,
     getConfig: () => ({ config: redact(config), sources: Object.fromEntries(sources) }),
     setConfig: patch => applyRemotePatch(patch),
+    ota: ota?.control,
     afterReply: action => {
       pendingAction = action
       // Let the reply reach the outbox and the broker before acting on it.
@@ -206,12 +215,40 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     onConnect: async l => {
       await l.subscribe(topics.cmdFilter)
       for (const f of proofs?.filters() ?? []) await l.subscribe(f)
+      for (const f of ota?.filters() ?? []) await l.subscribe(f)
       await l.publishNow(topics.status, status('online'), { qos: 1, retain: true })
+      ota?.statusPublished()
     },
     onMessage: (topic, payload, packet) => {
       if (proofs?.handle(topic, payload)) return
+      if (ota?.handle(topic, payload)) return
       void router.handle(topic, payload, packet).catch(err => log.error({ err }, 'command handling failed'))
     },
+  })
+
+  const ota = OtaService.create({
+    config,
+    launcher: deps.launcher,
+    hooks: deps.otaHooks,
+    deviceId,
+    board: board.kind,
+    version: deps.version,
+    clock,
+    log: log.child({ mod: 'ota' }),
+    db,
+    outbox,
+    eventMessage: e => {
+      const msg: EventMessage = { v: 1, id: newId(clock.now()), device: deviceId, ts: clock.now(), kind: e.kind, data: e.data }
+      return { id: msg.id, cls: MsgClass.event, topic: topics.event, payload: Buffer.from(JSON.stringify(msg)) }
+    },
+    emit: (kind, data) => publishEvent(kind, data),
+    sample: () => telemetry.sample(),
+    connected: () => link.connected,
+    broadcast: async payload => {
+      const res = await router.handleBroadcast(payload, OTA_BROADCAST_COMMANDS)
+      return res.ok ? 'applied' : res.code === 'REPLAY' ? 'seen' : 'refused'
+    },
+    restart: () => void stop('update'),
   })
 
   // Telemetry loop: sample, queue, and mirror the values into /metrics.
@@ -308,9 +345,10 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
       log.info({ reason }, 'stopping')
       if (telemetryTimer) clearTimeout(telemetryTimer)
       proofs?.stop()
+      await ota?.stop()
       clearInterval(refreshGauges)
       await link.settle(3000)
-      await link.stop({ topic: topics.status, payload: status('offline', reason === 'restart' ? 'restart' : 'shutdown') })
+      await link.stop({ topic: topics.status, payload: status('offline', reason === 'shutdown' ? 'shutdown' : 'restart') })
       outbox.close()
       db.close()
       await new Promise<void>(r => (health ? health.server.close(() => r()) : r()))
@@ -324,7 +362,8 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
   link.start()
   scheduleTelemetry(true)
   proofs?.start()
-  publishEvent('agent.started', { version: deps.version, board: board.kind, model: board.model })
+  ota?.start()
+  publishEvent('agent.started', { version: deps.version, board: board.kind, model: board.model, ...(deps.launcher ? { slot: deps.launcher.slot ?? 'fallback' } : {}) })
   log.info({ deviceId, fleet: config.fleet, broker: config.broker.url, board: board.kind }, 'agent started')
 
   return {

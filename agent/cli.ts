@@ -2,6 +2,9 @@
 // work lives in the modules each subcommand calls.
 
 import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { coerce, setPath, type Layer } from './config.js'
 import { ConfigSchema, leafSettings } from './config-schema.js'
 import { CairnError, isCairnError } from './errors.js'
@@ -16,6 +19,10 @@ import type { Json } from './canonical.js'
 import { VERSION } from './version.js'
 import { VALIDATOR_HELP, validatorCmd, verifyCmd } from './proof/validator-cli.js'
 import { SIM_HELP, simCmd } from './proof/sim-cli.js'
+import { releaseCmd } from '../ota/release-cli.js'
+import { ROLLOUT_HELP, rolloutCmd } from '../ota/fleet-rollout.js'
+import { EXIT_SWITCH } from '../ota/slots.js'
+import { PACK_HELP, packCmd } from '../ota/pack-cli.js'
 
 const HELP = `cairn ${VERSION}: the agent for DePIN edge nodes
 
@@ -24,18 +31,24 @@ Usage:
               [--operator-key FILE]... [--mqtt-version 5|4] [--telemetry-period S]
               [--health-port P] [--log-level LEVEL] [--proof-period S]
               [--validator-key FILE]... [--owner ID] [--set path=value]...
+              [--release-url URL] [--release-root FILE] [--channel NAME]
   cairn id --state-dir DIR [--init] [--json]
   cairn fleet keygen --out FILE
   cairn fleet cmd <device> <command> [json-body] --broker URL --fleet NAME --key FILE
               [--ttl S] [--timeout S] [--mqtt-version 5|4] [--no-wait] [--print]
               [--username U] [--password P] [--ca FILE]
+${ROLLOUT_HELP}
 ${VALIDATOR_HELP}
 ${SIM_HELP}
+  cairn release init|add|set-rollout|refresh|rotate|list|serve|client ...   (cairn release --help)
+${PACK_HELP}
   cairn demo [--port P] [--state-dir DIR]
+  cairn image build [--out DIR] [...]   (as root, from a clone: image-build/build.sh --help)
   cairn help | --version
 
 Docs: docs/configuration.md (settings), docs/protocol.md (topics, signing),
-docs/proofs.md (uptime proofs), docs/validator.md (running a validator).`
+docs/proofs.md (uptime proofs), docs/validator.md (running a validator),
+docs/ota.md (updates).`
 
 type Out = { write(s: string): unknown }
 
@@ -55,6 +68,12 @@ export async function main(argv: readonly string[], io: { out: Out; err: Out; en
         return verifyCmd(rest, io)
       case 'sim':
         return await simCmd(rest, io)
+      case 'image':
+        return await imageCmd(rest)
+      case 'release':
+        // `release pack` builds the target on the device side's terms (ota/pack-cli.ts).
+        if (rest[0] === 'pack') return packCmd(rest.slice(1), io)
+        return await releaseCmd(rest, io)
       case 'demo':
         return await runDemo(parse(rest, { port: { type: 'string' }, 'state-dir': { type: 'string' } }).values as { port?: string; 'state-dir'?: string }, io)
       case '--version':
@@ -89,6 +108,15 @@ function parse(args: readonly string[], options: NonNullable<ParseArgsConfig['op
 }
 
 async function agentCmd(args: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const code = await runAgent({ ...parseAgentArgs(args), env })
+  // Handing over to the OTA launcher: everything is closed and flushed, so leave now
+  // rather than when the release client's idle keep-alive sockets time out (seconds).
+  if (code === EXIT_SWITCH) process.exit(code)
+  return code
+}
+
+/** `cairn agent` flags as a config file name and a flag layer. */
+export function parseAgentArgs(args: readonly string[]): { configFile: string | undefined; flags: Layer } {
   const { values } = parse(args, {
     config: { type: 'string' },
     broker: { type: 'string' },
@@ -102,9 +130,12 @@ async function agentCmd(args: readonly string[], env: NodeJS.ProcessEnv): Promis
     'proof-period': { type: 'string' },
     'validator-key': { type: 'string', multiple: true },
     owner: { type: 'string' },
+    'release-url': { type: 'string' },
+    'release-root': { type: 'string' },
+    channel: { type: 'string' },
     set: { type: 'string', multiple: true },
   })
-  return runAgent({ configFile: values.config as string | undefined, flags: flagLayer(values), env })
+  return { configFile: values.config as string | undefined, flags: flagLayer(values) }
 }
 
 /** Flags as a config layer; each value coerced by the schema so errors name the flag. */
@@ -129,6 +160,9 @@ export function flagLayer(values: Record<string, unknown>): Layer {
   put('proof-period', 'proof.periodS', values['proof-period'])
   put('validator-key', 'proof.validatorKeys', values['validator-key'])
   put('owner', 'proof.owner', values.owner)
+  put('release-url', 'ota.releaseUrl', values['release-url'])
+  put('release-root', 'ota.releaseRoot', values['release-root'])
+  put('channel', 'ota.channel', values.channel)
   for (const kv of (values.set as string[] | undefined) ?? []) {
     const eq = kv.indexOf('=')
     const path = eq > 0 ? kv.slice(0, eq) : ''
@@ -223,6 +257,21 @@ async function fleetCmd(args: readonly string[], io: { out: Out; err: Out }): Pr
     io.out.write(JSON.stringify(reply, null, 2) + '\n')
     return reply.status === 'ok' ? 0 : 1
   }
-  throw new CairnError('BAD_REQUEST', `unknown fleet command ${JSON.stringify(verb)}: use keygen or cmd`)
+  if (verb === 'rollout') return rolloutCmd(rest, io)
+  throw new CairnError('BAD_REQUEST', `unknown fleet command ${JSON.stringify(verb)}: use keygen, cmd or rollout`)
 }
 
+
+/** `cairn image build`: the OS image pipeline is a shell script beside the sources
+ * (image-build/build.sh); this passes the arguments through. */
+async function imageCmd(args: readonly string[]): Promise<number> {
+  const [verb, ...rest] = args
+  if (verb !== 'build') throw new CairnError('BAD_REQUEST', 'usage: cairn image build [--out DIR] [options of image-build/build.sh --help]')
+  const script = fileURLToPath(new URL('../image-build/build.sh', import.meta.url))
+  if (!existsSync(script)) throw new CairnError('BAD_REQUEST', `${script} not found: cairn image build runs from a clone of the Cairn repository`)
+  const child = spawn(script, rest, { stdio: 'inherit' })
+  return new Promise(resolve => {
+    child.on('error', () => resolve(1))
+    child.on('exit', code => resolve(code ?? 1))
+  })
+}

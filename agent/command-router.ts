@@ -7,6 +7,7 @@
 import type { IPublishPacket } from 'mqtt'
 import { Value } from '@sinclair/typebox/value'
 import type { Clock } from './clock.js'
+import type { Json } from './canonical.js'
 import { findCommand, type CommandContext } from './commands.js'
 import { verifyEnvelope, type Envelope } from './envelope.js'
 import { CairnError, errorBody, type ErrorCode } from './errors.js'
@@ -99,6 +100,51 @@ export class CommandRouter {
       // Only a command we authenticated earns a durable reply.
       if (env && authenticatedFailure(body.code)) this.replyDurableOrQuick(replyTopic, props, reply, env.exp)
       else this.replyQuick(replyTopic, props, reply)
+    }
+  }
+
+  /** A signed command on a fleet-wide topic (the OTA release topic): sub "*" or this
+   * device, one of `allowed`, verified and replay-checked like any command, and run
+   * without a reply (no one waits on a reply topic). The outcome tells the caller
+   * whether it was a genuine command; anything else there is untrusted input. */
+  async handleBroadcast(payload: Buffer, allowed: ReadonlySet<string>): Promise<{ ok: true; name: string; data: Json } | { ok: false; code: ErrorCode; message: string }> {
+    const o = this.o
+    try {
+      if (payload.length > o.maxPayloadBytes) throw new CairnError('TOO_LARGE', `payload of ${payload.length} bytes exceeds ${o.maxPayloadBytes}`)
+      let parsed: unknown
+      try {
+        parsed = JSON.parse(payload.toString('utf8'))
+      } catch {
+        throw new CairnError('BAD_JSON', 'payload is not JSON')
+      }
+      const now = o.clock.now()
+      const env = verifyEnvelope(parsed, {
+        trusted: keyId => o.operators.isTrusted(keyId),
+        fleet: o.fleet,
+        sub: o.deviceId,
+        allowBroadcast: true,
+        now,
+        maxTtlMs: o.maxTtlMs,
+        skewMs: o.skewMs,
+        expectType: t => t.startsWith('cmd.') && allowed.has(t.slice(4)),
+      })
+      o.replay.admit(env.id, env.exp, now)
+      const name = env.type.slice(4)
+      const cmd = findCommand(name)
+      if (!Value.Check(cmd.body, env.body)) {
+        const e = [...Value.Errors(cmd.body, env.body)][0]
+        throw new CairnError('BAD_REQUEST', `${name}: body${e?.path ?? ''} ${e?.message ?? 'invalid'}`)
+      }
+      const data = await cmd.run(env.body as never, o.context(env))
+      o.metrics.inc('cairn_commands_total', { result: 'ok' })
+      o.log.info({ cmd: name, id: env.id, by: env.iss.slice(0, 12), broadcast: env.sub === '*' }, 'broadcast command done')
+      return { ok: true, name, data }
+    } catch (err) {
+      const body = errorBody(err)
+      // A retained broadcast comes again with every reconnect: REPLAY is the normal case.
+      if (body.code !== 'REPLAY') o.metrics.inc('cairn_commands_total', { result: body.code })
+      o.log.debug({ code: body.code, msg: body.message }, 'not a broadcast command')
+      return { ok: false, ...body }
     }
   }
 

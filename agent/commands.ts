@@ -7,6 +7,7 @@ import { CairnError } from './errors.js'
 import { keyIdOf, parsePublicKey } from './keys.js'
 import type { OperatorKeys } from './operators.js'
 import type { LogRing } from './log.js'
+import { OTA_COMMANDS, type OtaControl } from '../ota/commands.js'
 
 export interface CommandContext {
   /** Key id of the operator who signed the command. */
@@ -21,6 +22,8 @@ export interface CommandContext {
   /** Runs after the reply is on its way. */
   afterReply(action: 'restart-agent' | 'reboot'): void
   uptimeS(): number | undefined
+  /** The OTA updater; undefined when updates are off. */
+  ota: OtaControl | undefined
 }
 
 export interface CommandDef<S extends TSchema = TSchema> {
@@ -109,6 +112,7 @@ export const COMMANDS: readonly CommandDef[] = [
       return { revoked: body.keyId, keys: ctx.operators.list() }
     },
   }),
+  ...OTA_COMMANDS,
 ]
 
 export function findCommand(name: string): CommandDef {

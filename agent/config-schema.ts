@@ -89,10 +89,24 @@ export const ProofSchema = Type.Object(
   {
     enabled: Type.Boolean({ default: true, description: 'sign and publish uptime heartbeats' }),
     periodS: Type.Integer({ default: 60, minimum: 1, maximum: 86_400, description: 'heartbeat period, seconds (a new validator beacon also triggers one)' }),
-    validatorKeys: Type.Array(Type.String(), { default: [], description: 'files of trusted validator public keys (PEM SPKI or key id); they grant no command powers' }),
+    validatorKeys: Type.Array(Type.String(), { default: [], maxItems: 16, description: 'files of trusted validator public keys (PEM SPKI or key id); they grant no command powers' }),
     owner: Type.Optional(Type.String({ pattern: OWNER_PATTERN, description: 'payout identity carried in every heartbeat' })),
     retentionDays: Type.Integer({ default: 14, minimum: 1, maximum: 3650, description: 'days the device keeps its signed heartbeat log' }),
     jitterMs: Type.Integer({ default: 5000, minimum: 0, maximum: 600_000, description: 'longest random delay between a new beacon and the heartbeat citing it (spreads a fleet out)' }),
+  },
+  { additionalProperties: false, default: {} },
+)
+
+export const OtaSchema = Type.Object(
+  {
+    enabled: Type.Optional(Type.Boolean({ description: 'install agent updates from the release channel; default: on when releaseUrl is set. Needs the launcher (docs/ota.md)' })),
+    releaseUrl: Type.Optional(Type.String({ pattern: '^https?://', description: 'URL of the published TUF repository (cairn release serve, a CDN, any static host)' })),
+    releaseRoot: Type.Optional(Type.String({ description: 'file of the trusted TUF root.json that ships with the agent; later roots arrive only by signed rotation' })),
+    channel: Type.String({ default: 'stable', pattern: NAME_PATTERN, description: 'release channel to follow (stable, beta, …)' }),
+    pollS: Seconds(3600, 1, 7 * 86400, 'seconds between release checks (a hint on cairn/v1/<fleet>/release or the update command checks sooner)'),
+    hintMinS: Seconds(60, 0, 86400, 'least seconds between two checks triggered by release hints (the hint topic is untrusted)'),
+    healthDeadlineS: Seconds(120, 1, 3600, 'a new version must pass its health check (broker connected, status published, self-test) within this many seconds of the switch, or it is rolled back'),
+    maxAttempts: Type.Integer({ default: 3, minimum: 1, maximum: 20, description: 'starts of a new version on trial before the launcher rolls it back as a crash loop' }),
   },
   { additionalProperties: false, default: {} },
 )
@@ -108,6 +122,7 @@ export const ConfigSchema = Type.Object(
     commands: CommandsSchema,
     health: HealthSchema,
     proof: ProofSchema,
+    ota: OtaSchema,
     log: LogSchema,
     hw: HwSchema,
     system: SystemSchema,

@@ -18,6 +18,13 @@ export const ErrorCodes = [
   'STATE_DIR',
   'LOCKED',
   'INTERNAL',
+  // OTA release channel (ota/tuf-*.ts, ota/fetcher.ts)
+  'TUF_METADATA', // release metadata refused: signatures, versions, expiry, hashes
+  'TUF_KEYS', // signing keys missing or below a role's threshold (cairn release)
+  'DOWNLOAD', // network or HTTP failure: transient, try again later
+  'TARGET_MISMATCH', // a downloaded file's length or SHA-256 differs from the signed metadata
+  // OTA updater (ota/updater.ts, ota/commands.ts)
+  'OTA_DISABLED', // updates are off on this device (ota.enabled, or not started by the launcher)
 ] as const
 export type ErrorCode = (typeof ErrorCodes)[number]
 

@@ -9,6 +9,8 @@ import { startAgent, type RunningAgent } from './agent.js'
 import { createSystemPort } from './system.js'
 import { createCommandRunner } from '../hw/index.js'
 import { VERSION } from './version.js'
+import { launcherFromEnv, type OtaHooks } from '../ota/device.js'
+import { EXIT_SWITCH } from '../ota/slots.js'
 
 export interface RunAgentOptions {
   configFile?: string | undefined
@@ -18,9 +20,14 @@ export interface RunAgentOptions {
   /** Called with each started agent (demo, tests). */
   onStart?: (agent: RunningAgent) => void
   signals?: boolean
+  /** Test seams of the OTA updater. */
+  ota?: OtaHooks
+  /** Overrides the bundled version (tests). */
+  version?: string
 }
 
-/** Runs until SIGTERM/SIGINT (or `stop()` on the returned handle). Returns the exit code. */
+/** Runs until SIGTERM/SIGINT (or `stop()` on the returned handle). Returns the exit
+ * code: 0, or EXIT_SWITCH when an OTA step hands over to the launcher. */
 export async function runAgent(opts: RunAgentOptions): Promise<number> {
   const load = (remote?: Record<string, unknown>): LoadedConfig => loadConfig({ configFile: opts.configFile, env: opts.env, flags: opts.flags }, remote)
   let loaded = load()
@@ -28,6 +35,8 @@ export async function runAgent(opts: RunAgentOptions): Promise<number> {
   const log = createLogger({ level: loaded.config.log.level as Level, ring, ...(opts.out ? { out: opts.out } : {}) })
   let current: RunningAgent | undefined
   let shuttingDown = false
+  let exitCode = 0
+  const launcher = launcherFromEnv(opts.env)
   const onTerm = () => {
     shuttingDown = true
     void current?.stop('shutdown')
@@ -48,11 +57,14 @@ export async function runAgent(opts: RunAgentOptions): Promise<number> {
         clock: systemClock,
         hw: { root: loaded.config.hw.root, run: createCommandRunner() },
         system: createSystemPort(loaded.config.system.rebootCommand),
-        version: VERSION,
+        version: opts.version ?? VERSION,
+        launcher,
+        otaHooks: opts.ota,
       })
       opts.onStart?.(current)
       if (shuttingDown) void current.stop('shutdown')
       const reason = await current.done
+      if (reason === 'update') exitCode = EXIT_SWITCH
       if (reason !== 'restart' || shuttingDown) break
       log.info('restarting in place')
       try {
@@ -69,6 +81,6 @@ export async function runAgent(opts: RunAgentOptions): Promise<number> {
       process.off('SIGHUP', onHup)
     }
   }
-  log.info('agent stopped')
-  return 0
+  log.info(exitCode === EXIT_SWITCH ? 'agent stopped: the launcher starts the new slot' : 'agent stopped')
+  return exitCode
 }

@@ -1,5 +1,5 @@
 // The agent's one SQLite file (WAL): outbox, replay store, operator trust changes,
-// the heartbeat log.
+// the heartbeat log, the OTA updater's state.
 // Opened with an exclusive lock so two agents can never share a state dir.
 
 import Database from 'better-sqlite3'
@@ -44,6 +44,12 @@ const MIGRATIONS: readonly string[] = [
      hash TEXT NOT NULL,
      received INTEGER NOT NULL
    ) WITHOUT ROWID;`,
+  // OTA: the updater's persisted state machine (ota/plan.ts), one row.
+  `CREATE TABLE ota_state (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     record TEXT NOT NULL,
+     updated INTEGER NOT NULL
+   );`,
 ]
 
 export function openStateDb(stateDir: string, opts: { file?: string } = {}): Db {
@@ -82,9 +88,11 @@ export function openStateDb(stateDir: string, opts: { file?: string } = {}): Db 
 
 function migrate(db: Db): void {
   const version = db.pragma('user_version', { simple: true }) as number
-  if (version > MIGRATIONS.length) {
-    throw new CairnError('STATE_DIR', `state.db schema version ${version} is newer than this agent understands (${MIGRATIONS.length})`)
-  }
+  // A newer schema is opened as it is: after an OTA rollback (ota/), the older agent
+  // must run on the file the newer one migrated. That is why migrations are append-only
+  // and additive (new tables and nullable columns only): older code never sees a
+  // change to what it reads.
+  if (version >= MIGRATIONS.length) return
   for (let v = version; v < MIGRATIONS.length; v++) {
     db.transaction(() => {
       db.exec(MIGRATIONS[v]!)

@@ -19,6 +19,12 @@ export function deviceTopics(fleet: string, device: string) {
   } as const
 }
 
+/** The fleet's OTA release topic (docs/ota.md): an untrusted hint to check for a
+ * release, or a signed fleet-wide command such as `cairn fleet rollout halt`. */
+export function releaseTopic(fleet: string): string {
+  return `${TOPIC_ROOT}/${fleet}/release`
+}
+
 /** Uptime-proof topics seen from one device (docs/proofs.md). */
 export function proofTopics(fleet: string, device: string) {
   const root = `${TOPIC_ROOT}/${fleet}`

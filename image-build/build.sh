@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Builds the Cairn OS image for Raspberry Pi 4/5 (arm64):
+#   image-build/build.sh [--out DIR] [--cache DIR] [--version V] [--rebuild-base]
+#                        [--slot-b empty|copy] [--no-xz] [--keep-raw] [--keep-work]
+#                        [--until STAGE]
+# Output: DIR/cairn-<version>-rpi-arm64.img.xz and .sha256 (default DIR: ./image-out);
+# --keep-raw also leaves the raw .img (sparse) there, for the boot test.
+# Stages print their elapsed time; a failure names the stage and keeps its log.
+# Needs root, mmdebstrap, qemu-user-static with binfmt, dosfstools, mtools, fdisk,
+# e2fsprogs, xz-utils and g++-aarch64-linux-gnu (image-build/ci-step.sh installs them).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+. "$HERE/lib.sh"
+for f in "$HERE"/stages/*.sh; do . "$f"; done
+
+OUT="$REPO/image-out"
+CACHE=/var/cache/cairn-image
+VERSION=''
+REBUILD_BASE=0
+SLOT_B=empty
+XZ=1
+KEEP_RAW=0
+KEEP_WORK=0
+UNTIL=''
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) OUT=$2; shift 2 ;;
+    --cache) CACHE=$2; shift 2 ;;
+    --version) VERSION=$2; shift 2 ;;
+    --rebuild-base) REBUILD_BASE=1; shift ;;
+    --slot-b) SLOT_B=$2; shift 2 ;;
+    --no-xz) XZ=0; shift ;;
+    --keep-raw) KEEP_RAW=1; shift ;;
+    --keep-work) KEEP_WORK=1; shift ;;
+    --until) UNTIL=$2; shift 2 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+done
+case "$SLOT_B" in empty|copy) ;; *) die "--slot-b must be empty or copy" ;; esac
+[ "$(id -u)" -eq 0 ] || die "run as root (mmdebstrap, chroot and mke2fs -d need it)"
+[ -n "$VERSION" ] || VERSION=$(node -p "require('$REPO/package.json').version")
+
+mkdir -p "$OUT" "$CACHE"
+exec 9>"$CACHE/.lock"
+flock -n 9 || die "another build is using $CACHE (lock $CACHE/.lock)"
+OUT=$(cd "$OUT" && pwd)
+LOG_DIR="$OUT/logs"
+rm -rf "$LOG_DIR"; mkdir -p "$LOG_DIR"
+WORK=$(mktemp -d /var/tmp/cairn-image.XXXXXX)
+IMAGE_NAME="cairn-$VERSION-rpi-arm64.img"
+
+BASE_DIR="$CACHE/base-$(base_key)"
+ADDON_DIR="$CACHE/addon-$(addon_key)"
+ROOTFS="$WORK/rootfs"
+
+STAGES=(preflight base addon rootfs fs assemble compress)
+IMG_STAGE_TOTAL=${#STAGES[@]}
+say "cairn image $VERSION: out $OUT, cache $CACHE, work $WORK"
+for s in "${STAGES[@]}"; do
+  run_stage "$s" "stage_$s"
+  if [ "$s" = "$UNTIL" ]; then say "stopped after stage $s (--until); work dir $WORK"; exit 0; fi
+done
+[ "$KEEP_WORK" = 1 ] && say "work dir kept: $WORK" || rm -rf "$WORK"
+if [ "$XZ" = 1 ]; then say "done in $(elapsed_total): $OUT/$IMAGE_NAME.xz"; else say "done in $(elapsed_total): $OUT/$IMAGE_NAME"; fi

@@ -1,0 +1,114 @@
+// Performs the steps planUpdate returns, one at a time, recording each before the next
+// is planned. The device's side effects (writing a slot, rebooting, the health check)
+// are ports; the record and autoboot.txt are real files written atomically.
+
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs'
+import { dirname } from 'node:path'
+import { formatAutoboot, otherSlot, parseAutoboot, type Slot } from './autoboot.js'
+import { planUpdate, type Step, type UpdateRecord } from './plan.js'
+
+export interface UpdatePorts {
+  /** autoboot.txt on the CAIRN partition */
+  readonly autobootFile: string
+  /** the update record on the data partition */
+  readonly recordFile: string
+  booted(): Slot
+  bootId(): string
+  runningVersion(): string
+  /** writes the boot files and root of `version` into `target`'s partitions */
+  writeSlot(target: Slot, version: string): Promise<void>
+  /** `systemctl reboot '0 tryboot'` on the device */
+  rebootTryboot(): Promise<void>
+  reboot(): Promise<void>
+  healthCheck(): Promise<{ ok: true } | { ok: false; reason: string }>
+}
+
+export interface UpdateRun {
+  readonly steps: Step[]
+  readonly record: UpdateRecord | undefined
+}
+
+/** Runs steps until the update is idle or the device reboots. */
+export async function runUpdate(ports: UpdatePorts, offer?: { version: string }): Promise<UpdateRun> {
+  const steps: Step[] = []
+  let health: 'ok' | 'failed' | undefined
+  for (let guard = 0; guard < 20; guard++) {
+    const record = readRecord(ports.recordFile)
+    const step = planUpdate({
+      record,
+      autoboot: parseAutoboot(readFileSync(ports.autobootFile, 'utf8')),
+      booted: ports.booted(),
+      bootId: ports.bootId(),
+      health,
+      offer,
+      runningVersion: ports.runningVersion(),
+    })
+    steps.push(step)
+    switch (step.kind) {
+      case 'idle':
+        return { steps, record }
+      case 'write-slot':
+        writeAtomic(ports.recordFile, JSON.stringify({ phase: 'writing', target: step.target, version: step.version } satisfies UpdateRecord) + '\n')
+        await ports.writeSlot(step.target, step.version)
+        writeAtomic(ports.recordFile, JSON.stringify({ phase: 'written', target: step.target, version: step.version } satisfies UpdateRecord) + '\n')
+        break
+      case 'arm': {
+        const ab = parseAutoboot(readFileSync(ports.autobootFile, 'utf8'))
+        if (ab.trial !== step.target) writeAtomic(ports.autobootFile, formatAutoboot({ committed: ab.committed, trial: step.target }))
+        writeAtomic(ports.recordFile, JSON.stringify({ ...record!, phase: 'trial', armedBootId: ports.bootId() } satisfies UpdateRecord) + '\n')
+        break
+      }
+      case 'reboot-tryboot':
+        await ports.rebootTryboot()
+        return { steps, record }
+      case 'health-check': {
+        const h = await ports.healthCheck()
+        health = h.ok ? 'ok' : 'failed'
+        if (!h.ok) writeAtomic(ports.recordFile, JSON.stringify({ ...record!, reason: `health check failed in the trial boot: ${h.reason}` } satisfies UpdateRecord) + '\n')
+        break
+      }
+      case 'commit':
+        // The one write that switches the device to the new slot for good.
+        writeAtomic(ports.autobootFile, formatAutoboot({ committed: step.target, trial: otherSlot(step.target) }))
+        writeAtomic(ports.recordFile, JSON.stringify({ ...record!, phase: 'committed' } satisfies UpdateRecord) + '\n')
+        break
+      case 'reboot':
+        await ports.reboot()
+        return { steps, record }
+      case 'mark-failed':
+        writeAtomic(ports.recordFile, JSON.stringify({ ...record!, phase: 'failed', reason: step.reason } satisfies UpdateRecord) + '\n')
+        break
+    }
+  }
+  throw new Error('os update: no progress after 20 steps')
+}
+
+export function readRecord(file: string): UpdateRecord | undefined {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch {
+    return undefined
+  }
+  return JSON.parse(text) as UpdateRecord
+}
+
+/** New content under a temporary name, synced, renamed over the old, directory synced:
+ * a power cut leaves the old file or the new one. */
+export function writeAtomic(file: string, text: string): void {
+  const tmp = `${file}.new`
+  const fd = openSync(tmp, 'w')
+  try {
+    writeSync(fd, text)
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+  renameSync(tmp, file)
+  const dfd = openSync(dirname(file), 'r')
+  try {
+    fsyncSync(dfd)
+  } finally {
+    closeSync(dfd)
+  }
+}

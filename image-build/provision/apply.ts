@@ -1,0 +1,82 @@
+// Performs provisioning steps on a file system root ('/' on the device, a temp dir in
+// tests). Each file is written to a temporary name, synced and renamed, so a power cut
+// leaves the old file or the new one, never half of one.
+
+import { chownSync, closeSync, fsyncSync, lstatSync, mkdirSync, openSync, renameSync, rmSync, symlinkSync, writeSync, chmodSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import type { Owner, Step } from './plan.js'
+
+export interface ApplyOptions {
+  /** prefix for every absolute path in the steps */
+  readonly root: string
+  /** set file owners (only possible as root; tests run without) */
+  readonly chown: boolean
+}
+
+export function applySteps(steps: readonly Step[], opts: ApplyOptions): void {
+  const at = (p: string) => join(opts.root, p)
+  const own = (p: string, o: Owner | undefined) => {
+    if (o && opts.chown) chownSync(p, o.uid, o.gid)
+  }
+  for (const step of steps) {
+    const p = at(step.path)
+    switch (step.kind) {
+      case 'mkdir':
+        mkdirSync(p, { recursive: true })
+        chmodSync(p, step.mode)
+        own(p, step.owner)
+        break
+      case 'write': {
+        mkdirSync(dirname(p), { recursive: true })
+        const tmp = `${p}.tmp-${process.pid}`
+        const fd = openSync(tmp, 'w', step.mode)
+        try {
+          writeSync(fd, step.content)
+          fsyncSync(fd)
+        } finally {
+          closeSync(fd)
+        }
+        chmodSync(tmp, step.mode)
+        own(tmp, step.owner)
+        renameSync(tmp, p)
+        break
+      }
+      case 'symlink': {
+        mkdirSync(dirname(p), { recursive: true })
+        const tmp = `${p}.tmp-${process.pid}`
+        rmSync(tmp, { force: true })
+        symlinkSync(step.target, tmp)
+        renameSync(tmp, p)
+        break
+      }
+      case 'remove':
+        if (exists(p)) rmSync(p, { recursive: step.recursive ?? false, force: true })
+        break
+    }
+  }
+  syncDirs(steps.map(s => dirname(at(s.path))))
+}
+
+function exists(p: string): boolean {
+  try {
+    lstatSync(p)
+    return true
+  } catch {
+    return false
+  }
+}
+
+function syncDirs(dirs: readonly string[]): void {
+  for (const d of new Set(dirs)) {
+    try {
+      const fd = openSync(d, 'r')
+      try {
+        fsyncSync(fd)
+      } finally {
+        closeSync(fd)
+      }
+    } catch {
+      // a directory removed by a later step
+    }
+  }
+}

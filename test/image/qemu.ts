@@ -1,0 +1,107 @@
+// Boots a Cairn OS image in qemu-system-aarch64 -M virt (TCG: KVM does not work on the
+// build host) with the image's own kernel and initramfs, its serial console captured.
+// The Pi firmware is skipped (qemu emulates no Pi 4/5); the static checks cover it.
+
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createWriteStream } from 'node:fs'
+import { connect } from 'node:net'
+
+export interface QemuOptions {
+  readonly image: string
+  readonly kernel: string
+  readonly initrd: string
+  readonly slot: 'A' | 'B'
+  readonly consoleLog: string
+  readonly monitorSocket: string
+  /** host port forwarded to the guest's ssh (127.0.0.1 only) */
+  readonly sshPort?: number
+}
+
+export interface Guest {
+  readonly child: ChildProcess
+  readonly startedAt: number
+  console(): string
+  waitForConsole(re: RegExp, timeoutMs: number): Promise<RegExpExecArray>
+  exited(timeoutMs: number): Promise<number | null>
+  /** ACPI-less power button (virt's gpio-keys): systemd-logind powers off. */
+  powerdown(): Promise<void>
+  kill(): void
+}
+
+export function bootGuest(o: QemuOptions): Guest {
+  const nic = `user,model=virtio-net-pci${o.sshPort ? `,hostfwd=tcp:127.0.0.1:${o.sshPort}-:22` : ''}`
+  const args = [
+    '-M', 'virt', '-cpu', 'cortex-a72', '-smp', '2', '-m', '1024',
+    '-display', 'none', '-serial', 'stdio', '-monitor', `unix:${o.monitorSocket},server,nowait`,
+    '-no-reboot',
+    '-kernel', o.kernel, '-initrd', o.initrd,
+    // the journal on the console too: the agent's own log lines land in the console log
+    '-append', `console=ttyAMA0 root=LABEL=cairn-root${o.slot} rootfstype=ext4 rootwait rw net.ifnames=0 panic=-1 systemd.journald.forward_to_console=1 audit=0`,
+    '-drive', `file=${o.image},format=raw,if=virtio`,
+    '-nic', nic,
+    '-device', 'virtio-rng-pci',
+  ]
+  const child = spawn('qemu-system-aarch64', args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  const log = createWriteStream(o.consoleLog)
+  let text = ''
+  const waiters = new Set<() => void>()
+  const onData = (d: Buffer) => {
+    log.write(d)
+    text += d.toString('utf8')
+    for (const w of waiters) w()
+  }
+  child.stdout!.on('data', onData)
+  child.stderr!.on('data', onData)
+  let exitCode: number | null | undefined
+  const exitWaiters = new Set<() => void>()
+  child.on('exit', code => {
+    exitCode = code
+    log.end()
+    for (const w of [...waiters, ...exitWaiters]) w()
+  })
+  return {
+    child,
+    startedAt: Date.now(),
+    console: () => text,
+    waitForConsole: (re, timeoutMs) =>
+      new Promise((resolve, reject) => {
+        const check = () => {
+          const m = re.exec(text)
+          if (m) return done(() => resolve(m))
+          if (exitCode !== undefined) return done(() => reject(new Error(`qemu exited (${exitCode}) before the console showed ${re}`)))
+        }
+        const timer = setTimeout(() => done(() => reject(new Error(`console did not show ${re} within ${timeoutMs / 1000} s; see ${o.consoleLog}`))), timeoutMs)
+        const done = (f: () => void) => {
+          clearTimeout(timer)
+          waiters.delete(check)
+          f()
+        }
+        waiters.add(check)
+        check()
+      }),
+    exited: timeoutMs =>
+      new Promise((resolve, reject) => {
+        if (exitCode !== undefined) return resolve(exitCode)
+        const timer = setTimeout(() => reject(new Error(`qemu still running after ${timeoutMs / 1000} s`)), timeoutMs)
+        exitWaiters.add(() => {
+          clearTimeout(timer)
+          resolve(exitCode ?? null)
+        })
+      }),
+    powerdown: () =>
+      new Promise((resolve, reject) => {
+        const sock = connect(o.monitorSocket)
+        sock.once('error', reject)
+        sock.once('connect', () => {
+          sock.write('system_powerdown\n')
+          setTimeout(() => {
+            sock.destroy()
+            resolve()
+          }, 200)
+        })
+      }),
+    kill: () => {
+      if (exitCode === undefined) child.kill('SIGKILL')
+    },
+  }
+}

@@ -1,0 +1,116 @@
+// kill -9 at every step of an update, with real processes: a test build of the agent
+// (the real agent plus a hook that SIGKILLs itself at a named step, once) runs v1 from
+// slot a under the launcher and a supervisor, follows a real TUF repository served by
+// `cairn release serve`, and is killed at one step per scenario. Whatever the step, the
+// device must end committed on v2 (or, for a release that fails its health check, back
+// on v1), with exactly one outcome event and a consistent slots.json.
+
+import t, { type Test } from 'tap'
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { Consumer, tmp } from '../helpers/agent.js'
+import { startBroker, type TestBroker } from '../helpers/broker.js'
+import { buildBundle, packTarget, REPO_ROOT, startDevice, startRepo, unpackedTree, type TestRepo } from '../helpers/ota.js'
+
+const ENTRY = join(REPO_ROOT, 'test', 'ota', 'fixtures', 'agent-entry.ts')
+let broker: TestBroker
+let repo: TestRepo
+let v1tree: string
+
+t.before(async () => {
+  broker = await startBroker()
+  repo = await startRepo()
+  const rel = tmp('cairn-rel-')
+  const [b1, b2, b21] = await Promise.all([buildBundle('1.0.0', { entry: ENTRY }), buildBundle('2.0.0', { entry: ENTRY }), buildBundle('2.1.0', { entry: ENTRY })])
+  v1tree = await unpackedTree(packTarget(rel, b1, '1.0.0'), '1.0.0')
+  await repo.add('2.0.0', packTarget(rel, b2, '2.0.0'), 'stable')
+  await repo.add('2.1.0', packTarget(rel, b21, '2.1.0', { TEST_BREAK: 'selftest' }), 'broken')
+})
+t.teardown(async () => {
+  await repo?.close()
+  await broker?.close()
+})
+
+interface Scenario {
+  at: string
+  channel: 'stable' | 'broken'
+}
+
+const UPDATE_POINTS = [
+  'check:before',
+  'check:performed',
+  'download:before',
+  'download:mid',
+  'download:performed',
+  'verify:before',
+  'verify:performed',
+  'stage:before',
+  'stage:performed',
+  'switch:before',
+  'switch:performed',
+  '1.0.0/restart:before',
+  'begin-trial:before',
+  'begin-trial:performed',
+  'self-test:before',
+  'commit:before',
+  'commit:performed',
+]
+const ROLLBACK_POINTS = ['2.1.0/begin-trial:performed', 'decide-rollback:before', 'decide-rollback:performed', 'rollback:before', 'rollback:performed', '2.1.0/restart:before']
+
+const only = process.env.CAIRN_CRASH_ONLY
+const scenarios: Scenario[] = [...UPDATE_POINTS.map(at => ({ at, channel: 'stable' as const })), ...ROLLBACK_POINTS.map(at => ({ at, channel: 'broken' as const }))]
+
+// Two dozen real updates, one after another: more than the default per-file timeout.
+t.setTimeout(480_000)
+
+let n = 0
+async function runScenario(t: Test, s: Scenario): Promise<{ seconds: number }> {
+  const fleet = `crash${++n}`
+  const mark = join(tmp('cairn-mark-'), 'killed')
+  const trace = join(tmp('cairn-trace-'), 'trace.jsonl')
+  const events = await Consumer.connect(broker.url, [`cairn/v1/${fleet}/+/event`, `cairn/v1/${fleet}/+/status`])
+  const t0 = Date.now()
+  const dev = startDevice({
+    tree: v1tree,
+    brokerUrl: broker.url,
+    fleet,
+    repo,
+    channel: s.channel,
+    set: ['ota.pollS=1', 'ota.healthDeadlineS=60'],
+    env: { CAIRN_TEST_CRASH_AT: s.at, CAIRN_TEST_CRASH_MARK: mark, CAIRN_TEST_TRACE: trace },
+  })
+  try {
+    const want = s.channel === 'stable' ? 'ota.committed' : 'ota.rolled-back'
+    const ota = (kind: string) => [...new Map(events.messages.filter(m => m.topic.endsWith('/event') && m.json?.kind === kind).map(m => [m.json!.id, m.json!])).values()]
+    await events.waitFor(() => ota(want).length > 0, 60_000, `${want} after a kill at ${s.at}`)
+    const finalVersion = s.channel === 'stable' ? '2.0.0' : '1.0.0'
+    const finalSlot = s.channel === 'stable' ? 'b' : 'a'
+    // The device settles on the final version: its online status says so.
+    await events.waitFor(
+      m => m.some(x => x.topic.endsWith('/status') && x.json?.state === 'online' && x.json.version === finalVersion && x.json.slot === finalSlot && Number(x.json.ts) > Number(ota(want)[0]!.ts) - 60_000),
+      30_000,
+      `online on ${finalVersion}`,
+    )
+    const seconds = (Date.now() - t0) / 1000
+    t.ok(existsSync(mark), `the agent was killed at ${s.at} (${existsSync(mark) ? readFileSync(mark, 'utf8').trim() : 'never'})`)
+    t.equal(ota(want).length, 1, `exactly one ${want}`)
+    t.equal(ota(s.channel === 'stable' ? 'ota.rolled-back' : 'ota.committed').length, 0, 'and no other outcome')
+    if (s.channel === 'broken') t.match(ota(want)[0]!.data, { version: '2.1.0', reason: 'self-test-failed' })
+    const slots = dev.slots()
+    t.match(slots, { active: finalSlot, trial: null, bad: s.channel === 'stable' ? [] : ['2.1.0'] }, 'slots.json settled')
+    t.comment(`${s.at}: ${seconds.toFixed(1)} s, ${dev.sup.starts()} launcher start(s)`)
+    return { seconds }
+  } catch (err) {
+    t.comment(dev.sup.lines.slice(-60).join('\n'))
+    throw err
+  } finally {
+    await dev.kill()
+    await events.close()
+  }
+}
+
+for (const s of scenarios.filter(x => !only || x.at === only)) {
+  t.test(`kill -9 at ${s.at} (${s.channel === 'stable' ? 'update to 2.0.0' : '2.1.0 fails its health check'})`, async t => {
+    await runScenario(t, s)
+  })
+}
