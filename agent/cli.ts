@@ -13,7 +13,7 @@ import { loadOrCreateIdentity, readIdentity } from './identity.js'
 import { runAgent } from './run-agent.js'
 import { sendCommand, signCommand } from './fleet-client.js'
 import { runDemo } from './demo.js'
-import { brokerClientOptions } from './mqtt-link.js'
+import { toolClientOptions } from './mqtt-link.js'
 import { Value } from '@sinclair/typebox/value'
 import type { Json } from './canonical.js'
 import { VERSION } from './version.js'
@@ -236,19 +236,7 @@ async function fleetCmd(args: readonly string[], io: { out: Out; err: Out }): Pr
       return 0
     }
     const url = (values.broker as string | undefined) ?? 'mqtt://127.0.0.1:1883'
-    const clientOptions = brokerClientOptions({
-      url,
-      mqttVersion: version,
-      rejectUnauthorized: true,
-      keepaliveS: 30,
-      connectTimeoutMs: 10_000,
-      reconnectMinMs: 1000,
-      reconnectMaxMs: 60_000,
-      sessionExpiryS: 0,
-      ...(values.username ? { username: values.username as string } : {}),
-      ...(values.password ? { password: values.password as string } : {}),
-      ...(values.ca ? { ca: values.ca as string } : {}),
-    })
+    const clientOptions = toolClientOptions({ url, mqttVersion: version, username: values.username as string | undefined, password: values.password as string | undefined, ca: values.ca as string | undefined })
     const reply = await sendCommand(env, { url, mqttVersion: version, clientOptions, timeoutMs: values['no-wait'] ? 0 : timeout * 1000 })
     if (!reply) {
       io.out.write(JSON.stringify({ id: env.id, queued: true }) + '\n')

@@ -53,6 +53,24 @@ export function noDelay(client: MqttClient): void {
   stream?.setNoDelay?.(true)
 }
 
+/** Client options for the command-line tools (fleet cmd, validator, sim, rollout):
+ * the agent's defaults plus what their --username/--password/--ca flags give. */
+export function toolClientOptions(o: { url: string; mqttVersion: 4 | 5; username?: string | undefined; password?: string | undefined; ca?: string | undefined; keepaliveS?: number; connectTimeoutMs?: number }): IClientOptions {
+  return brokerClientOptions({
+    url: o.url,
+    mqttVersion: o.mqttVersion,
+    rejectUnauthorized: true,
+    keepaliveS: o.keepaliveS ?? 30,
+    connectTimeoutMs: o.connectTimeoutMs ?? 10_000,
+    reconnectMinMs: 1000,
+    reconnectMaxMs: 60_000,
+    sessionExpiryS: 0,
+    ...(o.username ? { username: o.username } : {}),
+    ...(o.password ? { password: o.password } : {}),
+    ...(o.ca ? { ca: o.ca } : {}),
+  })
+}
+
 export class MqttLink {
   private client: MqttClient | undefined
   private readonly inflight = new Set<number>()

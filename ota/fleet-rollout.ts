@@ -16,7 +16,7 @@ import { signEnvelope, type Envelope } from '../agent/envelope.js'
 import { CairnError } from '../agent/errors.js'
 import { newId } from '../agent/ids.js'
 import { readKeyPairFile, type KeyPair } from '../agent/keys.js'
-import { brokerClientOptions } from '../agent/mqtt-link.js'
+import { toolClientOptions } from '../agent/mqtt-link.js'
 import { releaseTopic, TOPIC_ROOT } from '../agent/topics.js'
 
 type Out = { write(s: string): unknown }
@@ -166,19 +166,7 @@ export async function rolloutCmd(args: readonly string[], io: { out: Out; err: O
   const url = values.broker ?? 'mqtt://127.0.0.1:1883'
   const mqttVersion = Number(values['mqtt-version'])
   if (mqttVersion !== 4 && mqttVersion !== 5) throw new CairnError('BAD_REQUEST', '--mqtt-version must be 5 or 4')
-  const clientOptions = brokerClientOptions({
-    url,
-    mqttVersion,
-    rejectUnauthorized: true,
-    keepaliveS: 30,
-    connectTimeoutMs: 10_000,
-    reconnectMinMs: 1000,
-    reconnectMaxMs: 60_000,
-    sessionExpiryS: 0,
-    ...(values.username ? { username: values.username } : {}),
-    ...(values.password ? { password: values.password } : {}),
-    ...(values.ca ? { ca: values.ca } : {}),
-  })
+  const clientOptions = toolClientOptions({ url, mqttVersion, username: values.username, password: values.password, ca: values.ca })
   if (verb === 'status') {
     const seconds = Number(values.seconds)
     if (!(seconds > 0 && seconds <= 3600)) throw new CairnError('BAD_REQUEST', '--seconds must be from 0 to 3600')

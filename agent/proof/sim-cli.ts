@@ -5,7 +5,7 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { CairnError } from '../errors.js'
 import { keyIdOf, readPublicKeyFile } from '../keys.js'
-import { brokerClientOptions } from '../mqtt-link.js'
+import { toolClientOptions } from '../mqtt-link.js'
 import { MisbehaviourKinds, startSim, type Misbehaviour, type MisbehaviourKind, type SimStats } from './sim.js'
 
 type Out = { write(s: string): unknown }
@@ -122,19 +122,7 @@ export async function simCmd(args: readonly string[], io: { out: Out; err: Out }
     brokerUrl: url,
     fleet: values.fleet,
     validators,
-    mqtt: brokerClientOptions({
-      url,
-      mqttVersion: version,
-      rejectUnauthorized: true,
-      keepaliveS: 60,
-      connectTimeoutMs: 30_000,
-      reconnectMinMs: 1000,
-      reconnectMaxMs: 60_000,
-      sessionExpiryS: 0,
-      ...(values.username ? { username: values.username } : {}),
-      ...(values.password ? { password: values.password } : {}),
-      ...(values.ca ? { ca: values.ca } : {}),
-    }),
+    mqtt: toolClientOptions({ url, mqttVersion: version, username: values.username, password: values.password, ca: values.ca, keepaliveS: 60, connectTimeoutMs: 30_000 }),
     periodS: num('period', 1, 86_400, true)!,
     rampPerS: num('ramp', 0.1, 1_000_000)!,
     jitterMs: num('jitter', 0, 600_000, true)!,

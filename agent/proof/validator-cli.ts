@@ -10,7 +10,7 @@ import { CairnError } from '../errors.js'
 import { ensureStateDir } from '../identity.js'
 import { generateKeyPair, keyIdOf, readKeyPairFile, readPublicKeyFile, writeKeyPairFiles, type KeyPair } from '../keys.js'
 import { createLogger } from '../log.js'
-import { brokerClientOptions } from '../mqtt-link.js'
+import { toolClientOptions } from '../mqtt-link.js'
 import { buildExport } from './attest.js'
 import { encodeProof, type ScoreParams } from './format.js'
 import type { Envelope } from '../envelope.js'
@@ -117,19 +117,7 @@ export async function validatorCmd(args: readonly string[], io: { out: Out; err:
   const key = validatorKey(stateDir, values.key)
   const validator = new Validator({
     brokerUrl: url,
-    mqtt: brokerClientOptions({
-      url,
-      mqttVersion: version,
-      rejectUnauthorized: true,
-      keepaliveS: 30,
-      connectTimeoutMs: 10_000,
-      reconnectMinMs: 1000,
-      reconnectMaxMs: 60_000,
-      sessionExpiryS: 86_400,
-      ...(values.username ? { username: values.username } : {}),
-      ...(values.password ? { password: values.password } : {}),
-      ...(values.ca ? { ca: values.ca } : {}),
-    }),
+    mqtt: toolClientOptions({ url, mqttVersion: version, username: values.username, password: values.password, ca: values.ca }),
     fleet: values.fleet!,
     stateDir,
     key,
