@@ -7,14 +7,11 @@ import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { systemClock } from '../../agent/clock.js'
-import { createLogger } from '../../agent/log.js'
-import { brokerClientOptions } from '../../agent/mqtt-link.js'
-import { Validator } from '../../agent/proof/validator.js'
 import { validatorKey } from '../../agent/proof/validator-cli.js'
 import { DEFAULT_WEIGHTS } from '../../agent/proof/score.js'
 import type { Attestation } from '../../agent/proof/format.js'
 import { startBroker } from '../helpers/broker.js'
+import { testValidator } from '../helpers/validator.js'
 import { Consumer, startTestAgent, tmp, until } from '../helpers/agent.js'
 
 const CLI = join(import.meta.dirname, '../../dist/cairn.mjs')
@@ -25,23 +22,8 @@ t.test('device and validator: beacons, heartbeats, challenge, attestation, expor
   const vdir = tmp('cairn-val-')
   const key = validatorKey(vdir)
   const params = { slotMs: 2000, epochSlots: 4, maxAgeMs: 2000, skewMs: 30_000, ...DEFAULT_WEIGHTS }
-  const logs: string[] = []
-  const validator = new Validator({
-    brokerUrl: broker.url,
-    mqtt: brokerClientOptions({ url: broker.url, mqttVersion: 5, rejectUnauthorized: true, keepaliveS: 30, connectTimeoutMs: 5000, reconnectMinMs: 200, reconnectMaxMs: 1000, sessionExpiryS: 0 }),
-    fleet: 'test',
-    stateDir: vdir,
-    key,
-    params,
-    instance: 'a',
-    shareGroup: 'val',
-    challengesPerEpoch: 0,
-    challengeTimeoutMs: 1500,
-    clock: systemClock,
-    log: createLogger({ level: 'debug', out: { write: (s: string) => logs.push(s) } }),
-  })
+  const validator = testValidator(t, broker.url, { stateDir: vdir, key, params })
   await validator.start()
-  t.teardown(() => validator.stop())
   const a = await startTestAgent({ url: broker.url, values: { proof: { validatorKeys: [join(vdir, 'validator.key.pub')], jitterMs: 0, owner: 'payout:alice' } } })
   t.teardown(() => a.stop())
   const device = a.agent.deviceId

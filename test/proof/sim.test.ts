@@ -7,16 +7,13 @@ import t from 'tap'
 import { spawnSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { systemClock } from '../../agent/clock.js'
 import { keyIdOf } from '../../agent/keys.js'
-import { createLogger } from '../../agent/log.js'
-import { brokerClientOptions } from '../../agent/mqtt-link.js'
-import { Validator } from '../../agent/proof/validator.js'
 import { validatorKey } from '../../agent/proof/validator-cli.js'
 import { DEFAULT_WEIGHTS } from '../../agent/proof/score.js'
 import { startSim, type SimDevice } from '../../agent/proof/sim.js'
 import { parseMisbehaviour } from '../../agent/proof/sim-cli.js'
 import { startBroker } from '../helpers/broker.js'
+import { testValidator } from '../helpers/validator.js'
 import { tmp, until } from '../helpers/agent.js'
 
 const CLI = join(import.meta.dirname, '../../dist/cairn.mjs')
@@ -37,22 +34,8 @@ t.test('20 honest devices, one equivocating, one with a fast clock, one validato
   const vdir = tmp('cairn-val-')
   const key = validatorKey(vdir)
   const params = { slotMs: 2000, epochSlots: 4, maxAgeMs: 2000, skewMs: 30_000, ...DEFAULT_WEIGHTS }
-  const validator = new Validator({
-    brokerUrl: broker.url,
-    mqtt: brokerClientOptions({ url: broker.url, mqttVersion: 5, rejectUnauthorized: true, keepaliveS: 30, connectTimeoutMs: 5000, reconnectMinMs: 200, reconnectMaxMs: 1000, sessionExpiryS: 0 }),
-    fleet: 'test',
-    stateDir: vdir,
-    key,
-    params,
-    instance: 'a',
-    shareGroup: 'val',
-    challengesPerEpoch: 0,
-    challengeTimeoutMs: 1500,
-    clock: systemClock,
-    log: createLogger({ level: 'warn', out: { write: () => undefined } }),
-  })
+  const validator = testValidator(t, broker.url, { stateDir: vdir, key, params })
   await validator.start()
-  t.teardown(() => validator.stop())
 
   // jitter 0, as in live.test.ts: a heartbeat sent late in a slot can cite a beacon older
   // than maxAge and earn an honest device stale-beacon evidence (the validator's rule).
@@ -117,22 +100,8 @@ t.test('the other misbehaviours earn the evidence they should', async t => {
   t.teardown(() => broker.close())
   const vdir = tmp('cairn-val-')
   const key = validatorKey(vdir)
-  const validator = new Validator({
-    brokerUrl: broker.url,
-    mqtt: brokerClientOptions({ url: broker.url, mqttVersion: 5, rejectUnauthorized: true, keepaliveS: 30, connectTimeoutMs: 5000, reconnectMinMs: 200, reconnectMaxMs: 1000, sessionExpiryS: 0 }),
-    fleet: 'test',
-    stateDir: vdir,
-    key,
-    params: { slotMs: 2000, epochSlots: 4, maxAgeMs: 2000, skewMs: 30_000, ...DEFAULT_WEIGHTS },
-    instance: 'a',
-    shareGroup: 'val',
-    challengesPerEpoch: 0,
-    challengeTimeoutMs: 1500,
-    clock: systemClock,
-    log: createLogger({ level: 'warn', out: { write: () => undefined } }),
-  })
+  const validator = testValidator(t, broker.url, { stateDir: vdir, key, params: { slotMs: 2000, epochSlots: 4, maxAgeMs: 2000, skewMs: 30_000, ...DEFAULT_WEIGHTS } })
   await validator.start()
-  t.teardown(() => validator.stop())
   const sim = startSim({
     devices: 5,
     brokerUrl: broker.url,

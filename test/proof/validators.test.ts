@@ -6,15 +6,13 @@ import t, { type Test } from 'tap'
 import { execFile } from 'node:child_process'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { systemClock } from '../../agent/clock.js'
-import { createLogger } from '../../agent/log.js'
-import { brokerClientOptions } from '../../agent/mqtt-link.js'
 import type { KeyPair } from '../../agent/keys.js'
 import type { Attestation, Beacon, ScoreParams } from '../../agent/proof/format.js'
 import { DEFAULT_WEIGHTS, epochBounds } from '../../agent/proof/score.js'
 import { validatorKey } from '../../agent/proof/validator-cli.js'
-import { Validator } from '../../agent/proof/validator.js'
+import type { Validator } from '../../agent/proof/validator.js'
 import { openStateDb } from '../../agent/state-db.js'
+import { testValidator } from '../helpers/validator.js'
 import { startBroker, type TestBroker } from '../helpers/broker.js'
 import { Consumer, sleep, startTestAgent, tmp, until, type TestAgent } from '../helpers/agent.js'
 
@@ -28,22 +26,7 @@ t.teardown(async () => broker.close())
 
 /** Each test uses its own share group, so one test's processes never share with another's. */
 function validator(t: Test, o: { stateDir: string; key: KeyPair; params: ScoreParams; instance: string; shareGroup: string }): Validator {
-  const v = new Validator({
-    brokerUrl: broker.url,
-    mqtt: brokerClientOptions({ url: broker.url, mqttVersion: 5, rejectUnauthorized: true, keepaliveS: 30, connectTimeoutMs: 5000, reconnectMinMs: 200, reconnectMaxMs: 1000, sessionExpiryS: 0 }),
-    fleet: FLEET,
-    stateDir: o.stateDir,
-    key: o.key,
-    params: o.params,
-    instance: o.instance,
-    shareGroup: o.shareGroup,
-    challengesPerEpoch: 0,
-    challengeTimeoutMs: 500,
-    clock: systemClock,
-    log: createLogger({ level: 'warn', out: { write: () => true } }),
-  })
-  t.teardown(() => v.stop())
-  return v
+  return testValidator(t, broker.url, { ...o, fleet: FLEET, challengeTimeoutMs: 500 })
 }
 
 async function agent(t: Test, vdir: string, periodS = 60): Promise<TestAgent> {
