@@ -25,6 +25,7 @@ import { ReplayGuard } from './replay-guard.js'
 import { openStateDb, type Db } from './state-db.js'
 import type { SystemPort } from './system.js'
 import { deviceTopics } from './topics.js'
+import { LocalBus } from './local-bus.js'
 import { DeviceProofs } from './proof/device-proofs.js'
 import { OtaService, type LauncherInfo, type OtaHooks } from '../ota/device.js'
 import { OTA_BROADCAST_COMMANDS } from '../ota/commands.js'
@@ -65,6 +66,8 @@ export interface RunningAgent {
   /** Applies a re-read configuration: live where possible, else an in-place restart. */
   reload(): void
   publishEvent(kind: string, data: Record<string, unknown>): void
+  /** On-device observers (local API, status LED): telemetry samples and every event. */
+  readonly bus: LocalBus
 }
 
 export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
@@ -81,6 +84,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
   const db: Db = openStateDb(config.stateDir)
   const metrics = new Metrics()
   describeMetrics(metrics)
+  const bus = new LocalBus()
   const topics = deviceTopics(config.fleet, deviceId)
   const telemetry = createTelemetry({ ...deps.hw, diskPaths: config.hw.diskPaths }, { now: () => clock.now() })
   const board: Board = await telemetry.board()
@@ -147,6 +151,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
   const publishEvent = (kind: string, data: Record<string, unknown>) => {
     const msg: EventMessage = { v: 1, id: newId(clock.now()), device: deviceId, ts: clock.now(), kind, data }
     outbox.enqueue({ id: msg.id, cls: MsgClass.event, topic: topics.event, payload: Buffer.from(JSON.stringify(msg)) })
+    bus.emit('event', { kind, ts: msg.ts, data })
   }
 
   const context = (env: { iss: string }): CommandContext => ({
@@ -261,6 +266,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
       const msg: TelemetryMessage = { v: 1, id: newId(clock.now()), device: deviceId, ts: clock.now(), sample }
       outbox.enqueue({ id: msg.id, cls: MsgClass.telemetry, topic: topics.telemetry, payload: Buffer.from(JSON.stringify(msg)) })
       mirrorTelemetry(metrics, sample)
+      bus.emit('telemetry', sample, msg.ts)
     } catch (err) {
       log.error({ err }, 'telemetry sample failed')
     }
@@ -377,6 +383,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     done,
     stop,
     publishEvent,
+    bus,
     reload: () => {
       let next: LoadedConfig
       try {
