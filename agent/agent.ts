@@ -27,6 +27,13 @@ import type { SystemPort } from './system.js'
 import { deviceTopics } from './topics.js'
 import { LocalBus } from './local-bus.js'
 import { DeviceProofs } from './proof/device-proofs.js'
+import { startCacheService, type CacheService } from './cache/service.js'
+import { DeviceUi } from './device-ui/index.js'
+import { startAgentLocalApi } from './local-api/agent-host.js'
+import type { LocalApi } from './local-api/server.js'
+import { TaskService } from './task/service.js'
+import type { TaskExecutor } from './task/types.js'
+import { startBuiltinExecutors } from './task/executors.js'
 import { OtaService, type LauncherInfo, type OtaHooks } from '../ota/device.js'
 import { OTA_BROADCAST_COMMANDS } from '../ota/commands.js'
 import { createTelemetry, type Board, type HwContext, type TelemetrySample } from '../hw/index.js'
@@ -49,6 +56,9 @@ export interface AgentDeps {
   launcher?: LauncherInfo | undefined
   /** Test seams of the updater (a release channel of their own, step tracing). */
   otaHooks?: OtaHooks | undefined
+  /** Task executors in place of the built-in ones (tests); with `taskTimings`, the queue's test seams. */
+  taskExecutors?: readonly TaskExecutor[] | undefined
+  taskTimings?: { graceMs?: number; coolDownMs?: number; tickMs?: number } | undefined
 }
 
 export interface RunningAgent {
@@ -59,6 +69,10 @@ export interface RunningAgent {
   readonly metrics: Metrics
   /** Uptime proofs; undefined when proof.enabled is false. */
   readonly proofs: DeviceProofs | undefined
+  /** Content cache: the store (always), its HTTP server and serve receipts (cache.enabled). */
+  readonly cache: CacheService
+  /** Inference and cache tasks (docs/tasks.md); undefined when tasks.enabled is false. */
+  readonly tasks: TaskService | undefined
   readonly healthPort: number | undefined
   /** Resolves when the agent has stopped, with why. */
   readonly done: Promise<StopReason>
@@ -68,6 +82,10 @@ export interface RunningAgent {
   publishEvent(kind: string, data: Record<string, unknown>): void
   /** On-device observers (local API, status LED): telemetry samples and every event. */
   readonly bus: LocalBus
+  /** The local API (docs/local-api.md); undefined when off or it could not start. */
+  readonly localApi: LocalApi | undefined
+  /** Status LED, button, agent state and the GPIO driver they share with the local API. */
+  readonly deviceUi: DeviceUi
 }
 
 export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
@@ -81,6 +99,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
   if (created) log.info({ deviceId }, 'made a new device key')
   const operatorKeyObjects = config.operatorKeys.map(f => readPublicKeyFile(f))
   const validatorKeyObjects = config.proof.validatorKeys.map(f => readPublicKeyFile(f))
+  const dispatcherKeyObjects = config.tasks.dispatcherKeys.map(f => readPublicKeyFile(f))
   const db: Db = openStateDb(config.stateDir)
   const metrics = new Metrics()
   describeMetrics(metrics)
@@ -101,6 +120,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
       log.warn({ cls, count }, 'outbox full: evicted old messages')
     },
   })
+  const cache = await startCacheService({ config, db, outbox, identity, clock, log: log.child({ mod: 'cache' }) })
   let lastUptimeS: number | undefined
   let lastSample: TelemetrySample | undefined
   const proofs = config.proof.enabled
@@ -121,6 +141,39 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
         publishNow: (topic, payload) => link.publishNow(topic, payload, { qos: 1 }),
       })
     : undefined
+  const tasks = config.tasks.enabled
+    ? new TaskService({
+        db,
+        outbox,
+        clock,
+        log: log.child({ mod: 'task' }),
+        metrics,
+        identity,
+        fleet: config.fleet,
+        config: config.tasks,
+        mqttVersion: config.broker.mqttVersion,
+        dispatchers: dispatcherKeyObjects,
+        isOperator: k => operators.isTrusted(k),
+        replay,
+        skewMs: config.commands.skewS * 1000,
+        maxTtlMs: config.commands.maxTtlS * 1000,
+        executors: deps.taskExecutors ?? [],
+        // The built-in executors join after start (startBuiltinExecutors); tasks wait for them.
+        pendingTypes: deps.taskExecutors ? [] : config.tasks.types,
+        telemetry: () => lastSample,
+        bus,
+        publishQuick: (topic, payload, props) => {
+          const properties = props?.correlationData && config.broker.mqttVersion === 5 ? { correlationData: Buffer.from(props.correlationData, 'base64') } : undefined
+          link.publishNow(topic, payload, { qos: 0, ...(properties ? { properties } : {}) }).catch(() => undefined)
+        },
+        // The inference backend is known only once its worker is up: say so in the status.
+        onExecutorAdded: () => {
+          if (link.connected) link.publishNow(topics.status, status('online'), { qos: 1, retain: true }).catch(() => undefined)
+        },
+        ...deps.taskTimings,
+      })
+    : undefined
+  if (tasks && dispatcherKeyObjects.length === 0) log.info('no dispatcher key is trusted: every task request will be refused (use --dispatcher-key FILE)')
   if (proofs && validatorKeyObjects.length === 0) log.info('no validator key is trusted: heartbeats will cite no beacon (use --validator-key FILE)')
   const status = (state: 'online' | 'offline', reason?: StatusMessage['reason']): Buffer => {
     const msg: StatusMessage = {
@@ -139,6 +192,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
       ...(lastUptimeS !== undefined ? { uptimeS: lastUptimeS } : {}),
       mqtt: config.broker.mqttVersion,
       publicKey: publicKeyPem(identity.publicKey),
+      ...(tasks ? { tasks: tasks.status() } : {}),
     }
     return Buffer.from(JSON.stringify(msg))
   }
@@ -221,12 +275,14 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
       await l.subscribe(topics.cmdFilter)
       for (const f of proofs?.filters() ?? []) await l.subscribe(f)
       for (const f of ota?.filters() ?? []) await l.subscribe(f)
+      for (const f of tasks?.filters() ?? []) await l.subscribe(f)
       await l.publishNow(topics.status, status('online'), { qos: 1, retain: true })
       ota?.statusPublished()
     },
     onMessage: (topic, payload, packet) => {
       if (proofs?.handle(topic, payload)) return
       if (ota?.handle(topic, payload)) return
+      if (tasks?.handle(topic, payload, packet)) return
       void router.handle(topic, payload, packet).catch(err => log.error({ err }, 'command handling failed'))
     },
   })
@@ -325,6 +381,8 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
   }
 
   let health: { server: Server; port: number } | undefined
+  const deviceUi = new DeviceUi({ config, hw: deps.hw, bus, log: log.child({ mod: 'gpio' }), connected: () => link.connected, publishEvent: (k, d) => publishEvent(k, d), settle: ms => link.settle(ms) })
+  let localApi: LocalApi | undefined
   if (config.health.enabled) {
     try {
       health = await startHealthServer(config.health.host, config.health.port, {
@@ -352,6 +410,11 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
       if (telemetryTimer) clearTimeout(telemetryTimer)
       proofs?.stop()
       await ota?.stop()
+      await tasks?.stop()
+      await builtinExecutors?.close()
+      await cache.stop()
+      await localApi?.close()
+      await deviceUi.stop()
       clearInterval(refreshGauges)
       await link.settle(3000)
       await link.stop({ topic: topics.status, payload: status('offline', reason === 'shutdown' ? 'shutdown' : 'restart') })
@@ -369,6 +432,11 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
   scheduleTelemetry(true)
   proofs?.start()
   ota?.start()
+  tasks?.start()
+  // The inference worker loads its backend in the background: nothing waits for it.
+  const builtinExecutors = tasks && !deps.taskExecutors ? startBuiltinExecutors({ types: config.tasks.types, store: cache.store, stateDir: config.stateDir, log: log.child({ mod: 'task' }), add: e => tasks.addExecutor(e), failed: type => tasks.executorFailed(type) }) : undefined
+  await deviceUi.start()
+  localApi = await startAgentLocalApi({ config, log, version: deps.version, deviceId, board, bus, ui: deviceUi, connected: () => link.connected, outboxDepth: () => outbox.depth(), ota: ota?.control, tasks, sample: () => telemetry.sample() })
   publishEvent('agent.started', { version: deps.version, board: board.kind, model: board.model, ...(deps.launcher ? { slot: deps.launcher.slot ?? 'fallback' } : {}) })
   log.info({ deviceId, fleet: config.fleet, broker: config.broker.url, board: board.kind }, 'agent started')
 
@@ -379,11 +447,15 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     link,
     metrics,
     proofs,
+    cache,
+    tasks,
     healthPort: health?.port,
     done,
     stop,
     publishEvent,
     bus,
+    localApi,
+    deviceUi,
     reload: () => {
       let next: LoadedConfig
       try {

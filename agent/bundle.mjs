@@ -9,6 +9,8 @@ import { build } from 'esbuild'
 import { chmodSync, copyFileSync, readFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
+import { buildNodeRedClient } from '../flows/build-client.mjs'
+import { buildInferenceAssets } from './infer/bundle-assets.mjs'
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'))
 const { values } = parseArgs({ options: { outfile: { type: 'string' }, entry: { type: 'string' } }, strict: true })
@@ -28,7 +30,8 @@ await build({
   format: 'esm',
   target: 'node20',
   sourcemap: 'linked',
-  external: ['better-sqlite3'],
+  // node-red: `cairn demo` imports it at run time when installed (agent/node-red-host.ts).
+  external: ['better-sqlite3', 'node-red'],
   define: { __CAIRN_VERSION__: JSON.stringify(version) },
   // Bundled CommonJS dependencies call require(); give ESM one.
   banner: { js: "#!/usr/bin/env node\nimport { createRequire as __cairnRequire } from 'node:module';\nconst require = __cairnRequire(import.meta.url);" },
@@ -38,3 +41,9 @@ await build({
 
 chmodSync(outfile, 0o755)
 copyFileSync(new URL('../ota/launcher.mjs', import.meta.url), join(dirname(outfile), 'launcher.mjs'))
+// The inference worker bundle, tfjs wasm binaries and the demo model (agent/infer/).
+await buildInferenceAssets(dirname(outfile))
+
+// The Node-RED package's copy of the local-API client (flows/build-client.mjs); only
+// for the default build, not for the test builds into temp dirs.
+if (!values.outfile) await buildNodeRedClient()

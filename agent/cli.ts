@@ -23,6 +23,8 @@ import { releaseCmd } from '../ota/release-cli.js'
 import { ROLLOUT_HELP, rolloutCmd } from '../ota/fleet-rollout.js'
 import { EXIT_SWITCH } from '../ota/slots.js'
 import { PACK_HELP, packCmd } from '../ota/pack-cli.js'
+import { TASK_HELP, taskCmd } from './task/task-cli.js'
+import { CACHE_HELP, cacheCmd } from './cache/cache-cli.js'
 
 const HELP = `cairn ${VERSION}: the agent for DePIN edge nodes
 
@@ -31,6 +33,7 @@ Usage:
               [--operator-key FILE]... [--mqtt-version 5|4] [--telemetry-period S]
               [--health-port P] [--log-level LEVEL] [--proof-period S]
               [--validator-key FILE]... [--owner ID] [--set path=value]...
+              [--dispatcher-key FILE]...
               [--release-url URL] [--release-root FILE] [--channel NAME]
   cairn id --state-dir DIR [--init] [--json]
   cairn fleet keygen --out FILE
@@ -40,15 +43,17 @@ Usage:
 ${ROLLOUT_HELP}
 ${VALIDATOR_HELP}
 ${SIM_HELP}
+${TASK_HELP}
+${CACHE_HELP}
   cairn release init|add|set-rollout|refresh|rotate|list|serve|client ...   (cairn release --help)
 ${PACK_HELP}
-  cairn demo [--port P] [--state-dir DIR]
+  cairn demo [--port P] [--state-dir DIR] [--no-node-red] [--node-red-port P]
   cairn image build [--out DIR] [...]   (as root, from a clone: image-build/build.sh --help)
   cairn help | --version
 
 Docs: docs/configuration.md (settings), docs/protocol.md (topics, signing),
 docs/proofs.md (uptime proofs), docs/validator.md (running a validator),
-docs/ota.md (updates).`
+docs/ota.md (updates), docs/tasks.md (tasks and receipts).`
 
 type Out = { write(s: string): unknown }
 
@@ -66,6 +71,10 @@ export async function main(argv: readonly string[], io: { out: Out; err: Out; en
         return await validatorCmd(rest, io)
       case 'verify':
         return verifyCmd(rest, io)
+      case 'task':
+        return await taskCmd(rest, io)
+      case 'cache':
+        return await cacheCmd(rest, io)
       case 'sim':
         return await simCmd(rest, io)
       case 'image':
@@ -75,7 +84,7 @@ export async function main(argv: readonly string[], io: { out: Out; err: Out; en
         if (rest[0] === 'pack') return packCmd(rest.slice(1), io)
         return await releaseCmd(rest, io)
       case 'demo':
-        return await runDemo(parse(rest, { port: { type: 'string' }, 'state-dir': { type: 'string' } }).values as { port?: string; 'state-dir'?: string }, io)
+        return await runDemo(parse(rest, { port: { type: 'string' }, 'state-dir': { type: 'string' }, 'no-node-red': { type: 'boolean' }, 'node-red-port': { type: 'string' } }).values as Parameters<typeof runDemo>[0], io)
       case '--version':
       case 'version':
         io.out.write(VERSION + '\n')
@@ -129,6 +138,7 @@ export function parseAgentArgs(args: readonly string[]): { configFile: string | 
     'log-level': { type: 'string' },
     'proof-period': { type: 'string' },
     'validator-key': { type: 'string', multiple: true },
+    'dispatcher-key': { type: 'string', multiple: true },
     owner: { type: 'string' },
     'release-url': { type: 'string' },
     'release-root': { type: 'string' },
@@ -159,6 +169,7 @@ export function flagLayer(values: Record<string, unknown>): Layer {
   put('log-level', 'log.level', values['log-level'])
   put('proof-period', 'proof.periodS', values['proof-period'])
   put('validator-key', 'proof.validatorKeys', values['validator-key'])
+  put('dispatcher-key', 'tasks.dispatcherKeys', values['dispatcher-key'])
   put('owner', 'proof.owner', values.owner)
   put('release-url', 'ota.releaseUrl', values['release-url'])
   put('release-root', 'ota.releaseRoot', values['release-root'])

@@ -81,6 +81,7 @@ export const HwSchema = Type.Object(
 export const SystemSchema = Type.Object(
   {
     rebootCommand: Type.Array(Type.String(), { default: ['systemctl', 'reboot'], minItems: 1, description: 'argv run by the reboot command' }),
+    reprovisionCommand: Type.Array(Type.String(), { default: ['systemctl', 'start', 'cairn-reprovision.service'], minItems: 1, description: 'argv run when the button confirms re-provisioning (docs/local-api.md, "Status LED and button")' }),
   },
   { additionalProperties: false, default: {} },
 )
@@ -111,6 +112,78 @@ export const OtaSchema = Type.Object(
   { additionalProperties: false, default: {} },
 )
 
+export const TasksSchema = Type.Object(
+  {
+    enabled: Type.Boolean({ default: true, description: 'accept inference and cache tasks from trusted dispatchers (docs/tasks.md)' }),
+    types: Type.Array(Type.Union([Type.Literal('inference'), Type.Literal('cache')]), { default: ['inference', 'cache'], uniqueItems: true, description: 'task types this device offers; inference starts a worker process that loads TensorFlow.js in the background' }),
+    dispatcherKeys: Type.Array(Type.String(), { default: [], maxItems: 64, description: 'files of trusted task dispatcher public keys (PEM SPKI or key id); they grant no command powers' }),
+    concurrency: Type.Integer({ default: 1, minimum: 1, maximum: 16, description: 'tasks run at the same time' }),
+    maxQueue: Type.Integer({ default: 32, minimum: 1, maximum: 10_000, description: 'queued tasks beyond this are rejected with BUSY' }),
+    maxRunS: Seconds(600, 1, 86_400, 'longest a task may run; its timeout is the sooner of this and its deadline'),
+    maxTempC: Type.Number({ default: 80, minimum: 30, maximum: 120, description: 'no new task starts while a thermal zone is hotter than this (or the board reports throttling)' }),
+    maxRequestBytes: Type.Integer({ default: 8 * 1024 * 1024, minimum: 1024, maximum: 64 * 1024 * 1024, description: 'larger task requests (an image inline in the params, say) are refused unread; bounds the params stored per task' }),
+    maxResultBytes: Type.Integer({ default: 64 * 1024, minimum: 256, maximum: 4 * 1024 * 1024, description: 'a larger result fails the task with TOO_LARGE (the receipt still names its output hashes)' }),
+    retentionDays: Type.Integer({ default: 30, minimum: 1, maximum: 3650, description: 'days a finished task (its id, state and receipt) is remembered; never less than the longest request lifetime (commands.maxTtlS), so no copy of a request runs twice' }),
+  },
+  { additionalProperties: false, default: {} },
+)
+
+export const LocalApiSchema = Type.Object(
+  {
+    enabled: Type.Boolean({ default: true, description: 'serve the local API (docs/local-api.md) to programs on the device' }),
+    socket: Type.Optional(Type.String({ minLength: 1, description: 'Unix socket path (mode 0660); default <stateDir>/api.sock' })),
+    tokenFile: Type.Optional(Type.String({ minLength: 1, description: 'bearer token file (mode 0640), made at start if missing; default <stateDir>/api.token' })),
+    host: Type.String({ default: '127.0.0.1', description: 'TCP listen address, used only when port is set' }),
+    port: Type.Integer({ default: 0, minimum: 0, maximum: 65535, description: 'TCP port for the local API as well as the socket; 0: no TCP' }),
+    maxClients: Type.Integer({ default: 16, minimum: 1, maximum: 1024, description: 'connections served at once; more are refused with HTTP 503' }),
+    maxFrameBytes: Type.Integer({ default: 8 * 1024 * 1024, minimum: 64 * 1024, maximum: 64 * 1024 * 1024, description: 'largest frame a client may send (images for inference); larger closes the connection with 1009' }),
+    maxQueueBytes: Type.Integer({ default: 2 * 1024 * 1024, minimum: 16 * 1024, maximum: 256 * 1024 * 1024, description: 'bytes queued to a client that does not read: past half of it telemetry is dropped, past all of it events too, and a client over it for 2 s is closed (1008)' }),
+  },
+  { additionalProperties: false, default: {} },
+)
+
+const Pin = (description: string) => Type.Integer({ minimum: 0, maximum: 63, description })
+export const GpioSchema = Type.Object(
+  {
+    driver: Type.Union(['auto', 'sysfs', 'gpiod', 'fake'].map(d => Type.Literal(d)), { default: 'auto', description: 'GPIO driver (docs/gpio.md); auto: sysfs, else libgpiod tools, else an in-memory fake' }),
+    statusLed: Type.Optional(
+      Type.Object(
+        {
+          pin: Pin('BCM pin of the status LED'),
+          activeLow: Type.Boolean({ default: false, description: 'the LED lights when the pin is low (wired from 3V3 to the pin)' }),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    button: Type.Optional(
+      Type.Object(
+        {
+          pin: Pin('BCM pin of the button'),
+          activeLow: Type.Boolean({ default: true, description: 'pressed reads low (button to GND with a pull-up)' }),
+          debounceMs: Type.Integer({ default: 30, minimum: 0, maximum: 1000, description: 'a level must hold this long to count' }),
+          longPressMs: Type.Integer({ default: 3000, minimum: 100, maximum: 60_000, description: 'held this long: a long press (arms re-provisioning)' }),
+          confirmWindowMs: Type.Integer({ default: 10_000, minimum: 500, maximum: 120_000, description: 'a second long press within this window confirms re-provisioning' }),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: false, default: {} },
+)
+
+export const CacheSchema = Type.Object(
+  {
+    enabled: Type.Boolean({ default: true, description: 'serve cached objects over HTTP and publish signed serve receipts (docs/cache.md); the store itself (cache tasks, models) is always there' }),
+    quotaBytes: Type.Integer({ default: 2 * 1024 * 1024 * 1024, minimum: 1024 * 1024, description: 'bytes the content cache may hold; least recently used unpinned objects are evicted to stay under it' }),
+    maxObjectBytes: Type.Integer({ default: 1024 * 1024 * 1024, minimum: 1024, description: 'largest single object fetched or stored' }),
+    host: Type.String({ default: '127.0.0.1', description: 'listen address of the cache HTTP server (0.0.0.0 to serve the network)' }),
+    port: Type.Integer({ default: 9751, minimum: 0, maximum: 65535, description: 'cache HTTP port (0: any free port, logged)' }),
+    receiptPeriodS: Seconds(300, 1, 86_400, 'seconds per signed serve receipt (cache.served)'),
+    fetchTimeoutS: Seconds(600, 1, 86_400, 'longest download of one object from one origin'),
+  },
+  { additionalProperties: false, default: {} },
+)
+
 export const ConfigSchema = Type.Object(
   {
     fleet: Type.String({ pattern: NAME_PATTERN, description: 'fleet name (lowercase letters, digits, - and _)' }),
@@ -123,9 +196,13 @@ export const ConfigSchema = Type.Object(
     health: HealthSchema,
     proof: ProofSchema,
     ota: OtaSchema,
+    cache: CacheSchema,
+    tasks: TasksSchema,
     log: LogSchema,
     hw: HwSchema,
     system: SystemSchema,
+    localApi: LocalApiSchema,
+    gpio: GpioSchema,
   },
   { additionalProperties: false, $id: 'https://cairn.dev/schemas/config.json', title: 'Cairn agent configuration' },
 )

@@ -7,8 +7,10 @@ import { createWriteStream, existsSync, mkdirSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import mqtt from 'mqtt'
 import { startEmbeddedBroker, type EmbeddedBroker } from './embedded-broker.js'
-import { generateKeyPair, writeKeyPairFiles } from './keys.js'
+import { generateKeyPair, readKeyPairFile, writeKeyPairFiles } from './keys.js'
+import { runDemoTasks } from './task/demo-tasks.js'
 import { runAgent } from './run-agent.js'
+import { startDemoNodeRed, type NodeRedHost } from './node-red-host.js'
 import type { TelemetryMessage } from './messages.js'
 import { systemClock } from './clock.js'
 import { createLogger } from './log.js'
@@ -24,12 +26,14 @@ const DEMO_EPOCH_SLOTS = 6
 
 type Out = { write(s: string): unknown }
 
-export async function runDemo(opts: { port?: string; 'state-dir'?: string }, io: { out: Out; env: NodeJS.ProcessEnv }): Promise<number> {
+export async function runDemo(opts: { port?: string; 'state-dir'?: string; 'no-node-red'?: boolean; 'node-red-port'?: string }, io: { out: Out; env: NodeJS.ProcessEnv }): Promise<number> {
   const say = (s: string) => io.out.write(s + '\n')
   const dir = resolve(opts['state-dir'] ?? '.cairn-demo')
   mkdirSync(dir, { recursive: true, mode: 0o700 })
   const opKey = join(dir, 'operator.key')
   if (!existsSync(opKey)) writeKeyPairFiles(opKey, generateKeyPair())
+  const dispatcherKey = join(dir, 'dispatcher.key')
+  if (!existsSync(dispatcherKey)) writeKeyPairFiles(dispatcherKey, generateKeyPair())
   let broker: EmbeddedBroker | undefined
   let url = io.env.CAIRN_BROKER ?? io.env.CAIRN_BROKER_URL
   if (!url) {
@@ -85,7 +89,7 @@ export async function runDemo(opts: { port?: string; 'state-dir'?: string }, io:
         const a = (msg as unknown as Attestation).body
         say(`  SCORE     epoch ${a.epoch}: ${(a.score / 10_000).toFixed(1)} % (${a.counts.slotsCovered}/${a.counts.slotsLive} slots, challenges ${a.counts.passed}/${a.counts.challenges})  → cairn validator export --state-dir ${valDir} --device ${a.device} --epoch ${a.epoch} --out e.json && cairn verify e.json`)
       } else if (kind === 'evidence') say(`  EVIDENCE  ${(msg.body as { kind: string }).kind}`)
-      else if (kind === 'challenge') return
+      else if (kind === 'challenge' || kind.startsWith('task/')) return // tasks: printed by runDemoTasks
       else if (kind === 'telemetry') say(`  telemetry ${summarise(msg as unknown as TelemetryMessage)}`)
       else if (kind === 'status') say(`  status    ${msg.state} (${msg.board}, ${msg.model})`)
       else if (kind === 'event') say(`  event     ${msg.kind}`)
@@ -95,6 +99,8 @@ export async function runDemo(opts: { port?: string; 'state-dir'?: string }, io:
     }
   })
 
+  let nodeRed: Promise<NodeRedHost | undefined> | undefined
+  let demoTasks: Promise<void> | undefined
   const code = await runAgent({
     flags: {
       name: 'demo',
@@ -105,23 +111,33 @@ export async function runDemo(opts: { port?: string; 'state-dir'?: string }, io:
         broker: { url, mqttVersion },
         health: { port: 0 },
         proof: { validatorKeys: [join(valDir, `${VALIDATOR_KEY_FILE}.pub`)], jitterMs: 1000 },
+        tasks: { dispatcherKeys: [`${dispatcherKey}.pub`] },
       },
     },
     env: io.env,
     out: createWriteStream(logFile, { flags: 'a' }),
     onStart: agent => {
+      // Node-RED once (the agent may restart in place), after the agent's local API is up.
+      if (opts['no-node-red'] !== true && !nodeRed) {
+        nodeRed = startDemoNodeRed({ stateDir: dir, say, ...(opts['node-red-port'] ? { port: Number(opts['node-red-port']) } : {}) })
+      }
       const id = agent.deviceId
+      // One cache and one inference task, once (the agent may restart in place).
+      demoTasks ??= runDemoTasks({ agent, url, mqttVersion, fleet, dispatcher: readKeyPairFile(dispatcherKey), dir, say })
       say(`  device    ${id}`)
       if (agent.healthPort) say(`  health    http://127.0.0.1:${agent.healthPort}/healthz  and /metrics`)
       say('')
       say('Try, in another terminal:')
       say(`  mosquitto_sub -p ${port} -t 'cairn/#' -v`)
       say(`  npx cairn fleet cmd ${id} ping --broker ${url} --fleet ${fleet} --key ${opKey}${broker ? ' --mqtt-version 4' : ''}`)
+      say(`  npx cairn task submit ${id} --broker ${url} --fleet ${fleet} --key ${dispatcherKey} --type inference --model demo --input <photo.png>${broker ? ' --mqtt-version 4' : ''}`)
       say('Ctrl-C stops the agent (it publishes offline first).')
       say('')
     },
   })
   watcher.end(true)
+  await demoTasks
+  await (await nodeRed)?.stop()
   await validator.stop()
   await broker?.close()
   return code

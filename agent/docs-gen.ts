@@ -11,6 +11,11 @@ import { keyIdOf, publicKeyPem, type KeyPair } from './keys.js'
 import { PAYLOAD_SCHEMAS } from './messages.js'
 import { BODY_SCHEMAS } from './proof/format.js'
 import { proofVectors } from './proof/vectors.js'
+import { localApiSchemas } from './local-api/protocol.js'
+import { TASK_BODY_SCHEMAS, TaskUpdateSchema } from './task/format.js'
+import { ServedBodySchema } from './cache/serve-receipts.js'
+import { CacheParamsSchema } from './cache/executor.js'
+import { taskVectors } from './task/vectors.js'
 
 /** A key pair from a fixed 32-byte seed (RFC 8032 private key), for test vectors only. */
 export function keyPairFromSeed(seedHex: string): KeyPair {
@@ -21,7 +26,7 @@ export function keyPairFromSeed(seedHex: string): KeyPair {
 }
 
 export function generatedSchemas(): Record<string, unknown> {
-  return { envelope: EnvelopeSchema, config: ConfigSchema, ...PAYLOAD_SCHEMAS, ...proofBodySchemas() }
+  return { envelope: EnvelopeSchema, config: ConfigSchema, ...PAYLOAD_SCHEMAS, ...proofBodySchemas(), ...taskSchemas(), ...localApiSchemas(), 'cache-served': ServedBodySchema, 'cache-task-params': CacheParamsSchema }
 }
 
 /** The body of each proof.* envelope, as docs/schemas/proof-<name>.json. */
@@ -34,12 +39,23 @@ function proofBodySchemas(): Record<string, unknown> {
   return out
 }
 
+/** The body of each task.* envelope as docs/schemas/task-<name>.json, and the update message. */
+function taskSchemas(): Record<string, unknown> {
+  const out: Record<string, unknown> = { 'task-update': TaskUpdateSchema }
+  for (const [type, schema] of Object.entries(TASK_BODY_SCHEMAS)) {
+    const name = type.replace(/^task\./, 'task-')
+    out[name] = { $id: `https://cairn.dev/schemas/${name}.json`, title: `body of a ${type} envelope (docs/tasks.md)`, ...schema }
+  }
+  return out
+}
+
 /** Every generated file under docs/, by path relative to docs/, with its exact text. */
 export function generatedDocFiles(): Record<string, string> {
   const files: Record<string, string> = {}
   for (const [name, schema] of Object.entries(generatedSchemas())) files[`schemas/${name}.json`] = JSON.stringify(schema, null, 2) + '\n'
   files['vectors/envelope-v1.json'] = JSON.stringify(envelopeVectors(), null, 2) + '\n'
   files['vectors/proofs-v1.json'] = JSON.stringify(proofVectors(), null, 2) + '\n'
+  files['vectors/tasks-v1.json'] = JSON.stringify(taskVectors(), null, 2) + '\n'
   files['configuration.md'] = spliceSettings(readFileSync(new URL('../docs/configuration.md', import.meta.url), 'utf8'))
   return files
 }

@@ -28,6 +28,17 @@ export const StatusSchema = Type.Object(
     uptimeS: Type.Optional(Type.Number({ minimum: 0, description: 'system uptime in seconds' })),
     mqtt: Type.Union([Type.Literal(5), Type.Literal(4)]),
     publicKey: Type.String({ description: 'device public key, SPKI PEM' }),
+    tasks: Type.Optional(
+      Type.Object(
+        {
+          types: Type.Array(Type.String(), { description: 'task types this device runs (docs/tasks.md)' }),
+          backends: Type.Record(Type.String(), Type.String(), { description: 'backend of each task type, e.g. inference: wasm' }),
+          queued: Type.Integer({ minimum: 0 }),
+          running: Type.Integer({ minimum: 0 }),
+        },
+        { additionalProperties: false, description: 'task queue at the time of the message; absent when tasks are disabled' },
+      ),
+    ),
   },
   { additionalProperties: false, $id: 'https://cairn.dev/schemas/status.json', title: 'status (retained)' },
 )

@@ -1,5 +1,5 @@
 // The agent's one SQLite file (WAL): outbox, replay store, operator trust changes,
-// the heartbeat log, the OTA updater's state.
+// the heartbeat log, the OTA updater's state, the task queue.
 // Opened with an exclusive lock so two agents can never share a state dir.
 
 import Database from 'better-sqlite3'
@@ -49,6 +49,47 @@ const MIGRATIONS: readonly string[] = [
      id INTEGER PRIMARY KEY CHECK (id = 1),
      record TEXT NOT NULL,
      updated INTEGER NOT NULL
+   );`,
+  // Tasks (agent/task/queue.ts): one row per task id, ever (until retention), so a
+  // task never runs twice; the receipt is kept to answer duplicates.
+  `CREATE TABLE tasks (
+     id TEXT PRIMARY KEY,
+     seq INTEGER NOT NULL,
+     type TEXT NOT NULL,
+     state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled', 'rejected')),
+     priority INTEGER NOT NULL,
+     deadline INTEGER NOT NULL,
+     dispatcher TEXT NOT NULL,
+     local INTEGER NOT NULL DEFAULT 0,
+     request_id TEXT NOT NULL,
+     request_hash TEXT NOT NULL,
+     params TEXT NOT NULL,
+     reply_topic TEXT,
+     correlation TEXT,
+     received INTEGER NOT NULL,
+     started INTEGER,
+     finished INTEGER,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     error_code TEXT,
+     error_message TEXT,
+     receipt BLOB
+   ) WITHOUT ROWID;
+   CREATE INDEX tasks_state ON tasks (state, priority, seq);
+   CREATE INDEX tasks_finished ON tasks (finished);`,
+  // Cache serve receipts (agent/cache/serve-receipts.ts): the open period's counters,
+  // here beside the outbox so closing a period and queueing its receipt is one transaction.
+  `CREATE TABLE cache_served (
+     sha256 TEXT PRIMARY KEY,
+     bytes INTEGER NOT NULL,
+     requests INTEGER NOT NULL,
+     ranges INTEGER NOT NULL
+   ) WITHOUT ROWID;
+   CREATE TABLE cache_served_period (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     seq INTEGER NOT NULL,
+     start INTEGER NOT NULL,
+     not_modified INTEGER NOT NULL,
+     unsatisfiable INTEGER NOT NULL
    );`,
 ]
 

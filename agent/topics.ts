@@ -40,6 +40,26 @@ export function proofTopics(fleet: string, device: string) {
   } as const
 }
 
+/** Task topics of one device (docs/tasks.md). */
+export function taskTopics(fleet: string, device: string) {
+  const base = `${TOPIC_ROOT}/${fleet}/${device}/task`
+  return {
+    /** Signed task.request, dispatcher -> device. */
+    request: `${base}/request`,
+    /** Signed task.cancel, dispatcher or operator -> device. */
+    cancel: `${base}/cancel`,
+    /** Unsigned accepted/rejected/progress/... updates, device -> dispatcher. */
+    update: `${base}/update`,
+    /** Signed task.receipt, device -> dispatcher (and anyone who pays for work). */
+    receipt: `${base}/receipt`,
+  } as const
+}
+
+/** Signed cache serve receipts (cache.served), device -> anyone who pays for bytes (docs/cache.md). */
+export function cacheServedTopic(fleet: string, device: string): string {
+  return `${TOPIC_ROOT}/${fleet}/${device}/cache/served`
+}
+
 /** Fleet-wide topics a validator uses. */
 export function validatorTopics(fleet: string, validator: string) {
   const root = `${TOPIC_ROOT}/${fleet}`

@@ -25,6 +25,8 @@ import { loadOrCreateIdentity } from '../agent/identity.js'
 import { systemClock } from '../agent/clock.js'
 import { newId } from '../agent/ids.js'
 import { benchProofs } from './proofs.js'
+import { benchCache } from './cache.js'
+import { benchInference } from './inference.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -528,6 +530,18 @@ async function main(): Promise<number> {
       },
       log: line => console.log(line),
     })
+  const cache = () =>
+    benchCache({
+      quick: QUICK,
+      bundle: BUNDLE,
+      row,
+      tmp,
+      track: child => {
+        children.add(child)
+        child.once('exit', () => children.delete(child))
+      },
+      log: line => console.log(line),
+    })
   const only = process.env.BENCH_ONLY?.split(',').map(s => s.trim())
   const benches: Array<[string, () => Promise<Record<string, unknown>>]> = (
     [
@@ -535,6 +549,8 @@ async function main(): Promise<number> {
       ['drain', benchDrain],
       ['startup', benchStartup],
       ['proofs', proofs],
+      ['cache', cache],
+      ['inference', () => benchInference({ quick: QUICK, bundle: BUNDLE, row, tmp, track: child => children.add(child), log: line => console.log(line) })],
     ] as Array<[string, () => Promise<Record<string, unknown>>]>
   ).filter(([name]) => !only || only.includes(name))
   let failed = false

@@ -84,7 +84,8 @@ stage_install_amd64() {
 
 stage_install_arm64() {
   local base T="$WORK/arm64"
-  base=$(ls -d "$CACHE"/base-*/tree 2>/dev/null | head -n 1)
+  # a finished base tree (either kernel flavour; not one a running build is making)
+  base=$(for d in "$CACHE"/base-*/; do [ -f "$d.complete" ] && echo "${d}tree"; done | head -n 1)
   [ -n "$base" ] || { echo "no Cairn OS base tree in $CACHE: run npm run image first"; return 1; }
   cp -a "$base" "$T"
   check_install "$T" arm64

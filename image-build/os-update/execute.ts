@@ -20,7 +20,17 @@ export interface UpdatePorts {
   /** `systemctl reboot '0 tryboot'` on the device */
   rebootTryboot(): Promise<void>
   reboot(): Promise<void>
-  healthCheck(): Promise<{ ok: true } | { ok: false; reason: string }>
+  /** The trial boot's verdict; `pending` while nobody has said yet (the helper's run at
+   * boot, before the agent has checked itself): the run stops and waits to be asked. */
+  healthCheck(): Promise<HealthVerdict>
+}
+
+export type HealthVerdict = { ok: true } | { ok: false; reason: string } | { pending: true }
+
+export interface RunOptions {
+  /** Stop before performing a step of one of these kinds (the helper's `write` request
+   * writes the slot, and arming waits for the agent's `arm`). */
+  readonly stopBefore?: ReadonlyArray<Step['kind']>
 }
 
 export interface UpdateRun {
@@ -29,7 +39,7 @@ export interface UpdateRun {
 }
 
 /** Runs steps until the update is idle or the device reboots. */
-export async function runUpdate(ports: UpdatePorts, offer?: { version: string }): Promise<UpdateRun> {
+export async function runUpdate(ports: UpdatePorts, offer?: { version: string }, opts: RunOptions = {}): Promise<UpdateRun> {
   const steps: Step[] = []
   let health: 'ok' | 'failed' | undefined
   for (let guard = 0; guard < 20; guard++) {
@@ -43,6 +53,7 @@ export async function runUpdate(ports: UpdatePorts, offer?: { version: string })
       offer,
       runningVersion: ports.runningVersion(),
     })
+    if (opts.stopBefore?.includes(step.kind)) return { steps, record }
     steps.push(step)
     switch (step.kind) {
       case 'idle':
@@ -63,6 +74,7 @@ export async function runUpdate(ports: UpdatePorts, offer?: { version: string })
         return { steps, record }
       case 'health-check': {
         const h = await ports.healthCheck()
+        if ('pending' in h) return { steps, record }
         health = h.ok ? 'ok' : 'failed'
         if (!h.ok) writeAtomic(ports.recordFile, JSON.stringify({ ...record!, reason: `health check failed in the trial boot: ${h.reason}` } satisfies UpdateRecord) + '\n')
         break

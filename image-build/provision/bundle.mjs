@@ -1,13 +1,15 @@
-// Bundles the first-boot program into dist/image/provision.mjs (installed in the image
-// as /opt/cairn/provision.mjs). No native addons: it runs before anything else is set up.
+// Bundles the image's root-side programs: the first-boot program into
+// dist/image/provision.mjs (/opt/cairn/provision.mjs) and the OS update helper into
+// dist/image/os-update.mjs (/opt/cairn/os-update.mjs). No native addons: they run before
+// anything else is set up, as root.
 import { build } from 'esbuild'
 import { readFileSync } from 'node:fs'
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'))
 
-await build({
-  entryPoints: [new URL('./cli.ts', import.meta.url).pathname],
-  outfile: new URL('../../dist/image/provision.mjs', import.meta.url).pathname,
+for (const [entry, out] of [['./cli.ts', 'provision.mjs'], ['../os-update/helper-cli.ts', 'os-update.mjs']]) await build({
+  entryPoints: [new URL(entry, import.meta.url).pathname],
+  outfile: new URL(`../../dist/image/${out}`, import.meta.url).pathname,
   bundle: true,
   platform: 'node',
   format: 'esm',

@@ -49,7 +49,7 @@ export function wipeAndRemove(file: string): void {
 }
 
 export type Outcome =
-  | { readonly status: 'ok'; readonly deviceId: string; readonly hostname: string; readonly fleet: string; readonly broker: string; readonly wifi?: string | undefined; readonly ssh: boolean }
+  | { readonly status: 'ok'; readonly deviceId: string; readonly hostname: string; readonly fleet: string; readonly broker: string; readonly wifi?: string | undefined; readonly ssh: boolean; readonly nodeRed?: string | undefined; readonly updates?: string | undefined }
   | { readonly status: 'error'; readonly deviceId?: string | undefined; readonly problems: readonly string[]; readonly kept: boolean }
   | { readonly status: 'waiting'; readonly deviceId: string; readonly hostname: string }
 
@@ -59,6 +59,8 @@ export function resultText(o: Outcome, at: Date, version: string): string {
   if (o.status === 'ok') {
     lines.push('status: ok', `device id: ${o.deviceId}`, `hostname: ${o.hostname} (on the local network: ${o.hostname}.local)`, `fleet: ${o.fleet}`, `broker: ${o.broker}`)
     lines.push(`wifi: ${o.wifi ?? 'not configured (wired Ethernet with DHCP)'}`, `ssh: ${o.ssh ? `on, key login only (ssh root@${o.hostname}.local)` : 'off (no key in cairn.yaml)'}`)
+    if (o.nodeRed !== undefined) lines.push(`node-red: ${o.nodeRed}`)
+    if (o.updates !== undefined) lines.push(`agent updates: ${o.updates}`)
     lines.push(`The settings were applied and secrets removed from this drive; ${APPLIED_FILE} shows what was applied.`)
   } else if (o.status === 'error') {
     lines.push('status: error')

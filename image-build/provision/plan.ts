@@ -9,6 +9,7 @@
 import { pbkdf2Sync } from 'node:crypto'
 import { stringify as toYaml } from 'yaml'
 import { agentConfig, KEPT_SECRET, ProvisionError, type ProvisionSpec } from './spec.js'
+import { nodeRedSettings } from './node-red.js'
 
 export interface Layout {
   /** mount point of the data partition */
@@ -82,7 +83,8 @@ export function planProvision(spec: ProvisionSpec, facts: Facts): Step[] {
   const header = `# Written by cairn-provision from cairn.yaml on the CAIRN drive, ${facts.now.toISOString()}.\n# To change it, put a new cairn.yaml on that drive and reboot (docs/image.md).\n`
   steps.push(etcFile('cairn.yaml', header + toYaml(config)))
   if (spec.broker.password === undefined) steps.push({ kind: 'remove', path: `${L.etcDir}/broker-password` })
-  else if (spec.broker.password !== KEPT_SECRET) steps.push(etcFile('broker-password', spec.broker.password))
+  // the agent's user only: Node-RED's user is in the cairn group too (for the local API)
+  else if (spec.broker.password !== KEPT_SECRET) steps.push({ kind: 'write', path: `${L.etcDir}/broker-password`, content: spec.broker.password, mode: 0o400, owner: { uid: cairn.uid, gid: 0 } })
   if (spec.broker.ca !== undefined) steps.push(etcFile('broker-ca.pem', spec.broker.ca, 0o644))
   else steps.push({ kind: 'remove', path: `${L.etcDir}/broker-ca.pem` })
   for (const [dir, keys] of [['operators', spec.operatorKeys], ['validators', spec.validatorKeys]] as const) {
@@ -104,6 +106,11 @@ export function planProvision(spec: ProvisionSpec, facts: Facts): Step[] {
     steps.push({ kind: 'write', path: `${L.osDir}/ssh/authorized_keys`, content: spec.sshAuthorizedKeys.join('\n') + '\n', mode: 0o600, owner: ROOT })
   } else steps.push({ kind: 'remove', path: `${L.osDir}/ssh/authorized_keys` })
 
+  // Node-RED: cairn-node-red.service runs while its settings exist
+  steps.push({ kind: 'mkdir', path: `${L.etcDir}/node-red`, mode: 0o750, owner: { uid: 0, gid: cairn.gid } })
+  if (spec.nodeRed.enabled) steps.push(etcFile('node-red/settings.js', nodeRedSettings(spec.nodeRed, facts.now)))
+  else steps.push({ kind: 'remove', path: `${L.etcDir}/node-red/settings.js` })
+
   steps.push({ kind: 'write', path: `${L.etcDir}/provisioned`, content: `${facts.now.toISOString()}\n`, mode: 0o644, owner: ROOT })
   return steps
 }
@@ -120,7 +127,10 @@ export function planBoot(facts: Facts, current: { hostname?: string | undefined 
 
 export function layoutSteps(L: Layout, cairn: Owner): Step[] {
   return [
-    { kind: 'mkdir', path: L.data, mode: 0o755, owner: ROOT },
+    // root:cairn, sticky: the agent creates its local API socket and token here
+    // (api.sock, api.token, for the cairn group: Node-RED) and reprovision.request, and
+    // cannot rename or remove root's entries (etc/, os/)
+    { kind: 'mkdir', path: L.data, mode: 0o1775, owner: { uid: 0, gid: cairn.gid } },
     { kind: 'mkdir', path: L.stateDir, mode: 0o700, owner: cairn },
     { kind: 'mkdir', path: L.etcDir, mode: 0o750, owner: { uid: 0, gid: cairn.gid } },
     { kind: 'mkdir', path: L.osDir, mode: 0o755, owner: ROOT },

@@ -2,6 +2,7 @@
 // errors a hobbyist can act on (each names the field, says what is wrong and what to
 // write instead). Pure: no file system, so the host tests run it as the device does.
 
+import { dirname } from 'node:path'
 import { parse as parseYaml, YAMLParseError } from 'yaml'
 import { isKeyId, parsePublicKey } from '../../agent/keys.js'
 import { NAME_PATTERN } from '../../agent/envelope.js'
@@ -18,6 +19,15 @@ export interface WifiSpec {
   readonly psk?: string | typeof KEPT_SECRET
   readonly country: string
   readonly hidden: boolean
+}
+
+/** Node-RED on the device (cairn-node-red.service). */
+export interface NodeRedSpec {
+  readonly enabled: boolean
+  /** editor and HTTP nodes on every interface (0.0.0.0) instead of 127.0.0.1 */
+  readonly lan: boolean
+  /** bcrypt hash of the editor's admin password; required when lan is true */
+  readonly adminPasswordHash?: string
 }
 
 export interface ProvisionSpec {
@@ -38,6 +48,7 @@ export interface ProvisionSpec {
   readonly timezone?: string
   readonly wifi?: WifiSpec
   readonly sshAuthorizedKeys: readonly string[]
+  readonly nodeRed: NodeRedSpec
   /** further agent settings (docs/configuration.md), merged under the ones above */
   readonly agent: Readonly<Record<string, unknown>>
 }
@@ -49,7 +60,10 @@ export class ProvisionError extends Error {
   }
 }
 
-const TOP_KEYS = ['fleet', 'broker', 'operatorKeys', 'validatorKeys', 'owner', 'hostname', 'timezone', 'wifi', 'ssh', 'agent'] as const
+const TOP_KEYS = ['fleet', 'broker', 'operatorKeys', 'validatorKeys', 'owner', 'hostname', 'timezone', 'wifi', 'ssh', 'nodeRed', 'agent'] as const
+const NODE_RED_KEYS = ['enabled', 'lan', 'adminPasswordHash'] as const
+/** bcrypt as Node-RED's adminAuth takes it ($2a$/$2b$/$2y$, cost 04-31, 53 characters of salt and hash) */
+export const BCRYPT_RE = /^\$2[aby]\$(0[4-9]|[12]\d|3[01])\$[./A-Za-z0-9]{53}$/
 const BROKER_KEYS = ['url', 'username', 'password', 'mqttVersion', 'ca'] as const
 const WIFI_KEYS = ['ssid', 'psk', 'country', 'hidden'] as const
 const SSH_KEYS = ['authorizedKeys'] as const
@@ -204,6 +218,8 @@ function validate(doc: Obj, file: string): ProvisionSpec {
     }
   }
 
+  const nodeRed = nodeRedSpec(doc.nodeRed, bad)
+
   let agent: Obj = {}
   if (doc.agent !== undefined && doc.agent !== null) {
     if (!isObj(doc.agent)) bad('agent', `expected a mapping of agent settings (docs/configuration.md), got ${describe(doc.agent)}`)
@@ -217,6 +233,7 @@ function validate(doc: Obj, file: string): ProvisionSpec {
       operatorKeys,
       validatorKeys,
       sshAuthorizedKeys,
+      nodeRed,
       agent,
       ...(owner !== undefined ? { owner } : {}),
       ...(hostname !== undefined ? { hostname } : {}),
@@ -267,9 +284,38 @@ export function agentConfig(spec: ProvisionSpec, paths: DevicePaths): Record<str
       ...(spec.owner !== undefined ? { owner: spec.owner } : {}),
     },
     hw: { diskPaths: ['/', '/var/lib/cairn'], ...extraHw },
-    // The agent runs unprivileged; a root path unit (cairn-reboot.path) does the reboot.
-    system: { rebootCommand: ['touch', `${paths.stateDir}/reboot-requested`] },
+    // The agent runs unprivileged; root path units do the reboot (cairn-reboot.path) and
+    // the re-provisioning (cairn-reprovision.path).
+    system: { rebootCommand: ['touch', `${paths.stateDir}/reboot-requested`], reprovisionCommand: ['touch', `${dirname(paths.stateDir)}/reprovision.request`] },
   }
+}
+
+function nodeRedSpec(v: unknown, bad: (field: string, msg: string) => void): NodeRedSpec {
+  const defaults: NodeRedSpec = { enabled: true, lan: false }
+  if (v === undefined || v === null) return defaults
+  if (!isObj(v)) {
+    bad('nodeRed', `expected a mapping such as "nodeRed: { enabled: true }", got ${describe(v)}`)
+    return defaults
+  }
+  unknownKeys(v, NODE_RED_KEYS, 'nodeRed.', bad)
+  const flag = (k: 'enabled' | 'lan', dflt: boolean): boolean => {
+    if (v[k] === undefined || v[k] === null) return dflt
+    if (typeof v[k] === 'boolean') return v[k]
+    bad(`nodeRed.${k}`, `expected true or false, got ${describe(v[k])}`)
+    return dflt
+  }
+  const enabled = flag('enabled', true)
+  const lan = flag('lan', false)
+  const hash = v.adminPasswordHash
+  let adminPasswordHash: string | undefined
+  if (hash !== undefined && hash !== null) {
+    if (typeof hash !== 'string' || !BCRYPT_RE.test(hash.trim()))
+      bad('nodeRed.adminPasswordHash', 'expected a bcrypt hash ($2b$10$ followed by 53 characters), never a plain password: make one with `npx node-red-admin hash-pw` (or `node-red admin hash-pw`) and quote it in the file')
+    else adminPasswordHash = hash.trim()
+  }
+  if (lan && enabled && adminPasswordHash === undefined && (hash === undefined || hash === null))
+    bad('nodeRed.lan', 'LAN access to the Node-RED editor needs nodeRed.adminPasswordHash (a bcrypt hash of the admin password): an open editor on the network would let anyone on it run code on this device')
+  return { enabled, lan, ...(adminPasswordHash !== undefined ? { adminPasswordHash } : {}) }
 }
 
 function unknownKeys(obj: Obj, known: readonly string[], prefix: string, bad: (field: string, msg: string) => void): void {

@@ -55,6 +55,15 @@ make_ext4() {
   e2fsck -fn "$1" >/dev/null
 }
 
+# make_ext4_owned FILE SIZE_MIB LABEL DIR: like make_ext4, keeping DIR's owner and mode
+# for the file system's root directory
+make_ext4_owned() {
+  rm -f "$1"
+  mke2fs -q -F -t ext4 -L "$3" -m 1 -d "$4" -E root_owner="$(stat -c %u:%g "$4")" "$1" "$2M"
+  debugfs -w -R "sif / mode 0$(printf '%o' $((0040000 | 0$(stat -c %a "$4"))))" "$1" >/dev/null
+  e2fsck -fn "$1" >/dev/null
+}
+
 stage_fs() {
   local F="$WORK/fs" S="$WORK/stage"
   rm -rf "$F" "$S"
@@ -77,14 +86,20 @@ stage_fs() {
   else make_ext4 "$F/rootb.ext4" "$ROOT_MIB" cairn-rootB "$S/empty"; fi
 
   # data: the layout from image-build/provision/plan.ts (layoutSteps), owners numeric
-  local uid gid
+  local uid gid nuid ngid
   uid=$(chroot "$ROOTFS" id -u cairn)
   gid=$(chroot "$ROOTFS" id -g cairn)
+  nuid=$(chroot "$ROOTFS" id -u nodered)
+  ngid=$(chroot "$ROOTFS" id -g nodered)
+  # the top: root:cairn 1775 (the agent's local API socket and token live here; sticky,
+  # so the agent cannot rename root's directories)
+  chown 0:"$gid" "$S/data"; chmod 1775 "$S/data"
   install -d -m 0755 -o 0 -g 0 "$S/data/os"
   install -d -m 0700 -o "$uid" -g "$gid" "$S/data/agent"
-  install -d -m 0750 -o 0 -g "$gid" "$S/data/etc"
+  install -d -m 0750 -o 0 -g "$gid" "$S/data/etc" "$S/data/etc/node-red"
+  install -d -m 0750 -o "$nuid" -g "$ngid" "$S/data/node-red"
   ln -s /usr/share/zoneinfo/UTC "$S/data/os/localtime"
   echo UTC >"$S/data/os/timezone"
-  make_ext4 "$F/data.ext4" "$DATA_MIB" cairn-data "$S/data"
+  make_ext4_owned "$F/data.ext4" "$DATA_MIB" cairn-data "$S/data"
   note "root $(du -sh "$ROOTFS" | cut -f1) in ${ROOT_MIB} MiB"
 }

@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import mqtt, { type MqttClient } from 'mqtt'
 import { systemClock } from '../../agent/clock.js'
 import type { Layer } from '../../agent/config.js'
-import { startAgent, type RunningAgent } from '../../agent/agent.js'
+import { startAgent, type AgentDeps, type RunningAgent } from '../../agent/agent.js'
 import { createLogger, LogRing } from '../../agent/log.js'
 import { generateKeyPair, writeKeyPairFiles, type KeyPair } from '../../agent/keys.js'
 import type { SystemPort } from '../../agent/system.js'
@@ -39,6 +39,8 @@ export interface TestAgentOptions {
   mqttVersion?: 4 | 5
   values?: Record<string, unknown>
   system?: SystemPort
+  /** More agent dependencies (test seams such as task executors). */
+  deps?: Partial<AgentDeps>
 }
 
 export async function startTestAgent(o: TestAgentOptions): Promise<TestAgent> {
@@ -49,6 +51,7 @@ export async function startTestAgent(o: TestAgentOptions): Promise<TestAgent> {
     operatorKeys: o.operatorKeys ?? [],
     broker: { url: o.url, mqttVersion: o.mqttVersion ?? 5, reconnectMinMs: 200, reconnectMaxMs: 1000 },
     health: { port: 0 },
+    cache: { port: 0 },
     log: { level: 'debug' },
     ...o.values,
   }
@@ -76,6 +79,7 @@ export async function startTestAgent(o: TestAgentOptions): Promise<TestAgent> {
       },
     },
     version: '0.0.0-test',
+    ...o.deps,
   })
   return t
 }

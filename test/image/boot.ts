@@ -87,10 +87,44 @@ t.test('static: what the Raspberry Pi firmware and kernel will read', async t =>
   // built into Debian's arm64 kernel rather than modules
   const kconfig = ext4Reader(img, P.rootA, work).cat(`/boot/config-${initrd.find(f => /^usr\/lib\/modules\/[^/]+$/.test(f))!.split('/')[3]}`) ?? ''
   for (const opt of ['CONFIG_MMC_BLOCK=y', 'CONFIG_PCIE_BRCMSTB=y', 'CONFIG_CLK_RASPBERRYPI=y', 'CONFIG_RASPBERRYPI_FIRMWARE=y', 'CONFIG_GPIO_RASPBERRYPI_EXP=y']) t.match(kconfig, new RegExp(`^${opt}$`, 'm'), `kernel: ${opt}`)
+  // Pi 5 (the default backports kernel): SD controller, RP1, D0-stepping device tree
+  const kernelFlavour = /^CAIRN_KERNEL=(\w+)$/m.exec(ext4Reader(img, P.rootA, work).cat('/etc/cairn-release') ?? '')?.[1]
+  if (kernelFlavour === 'backports') {
+    for (const opt of ['CONFIG_MMC_SDHCI_BRCMSTB', 'CONFIG_MISC_RP1', 'CONFIG_PINCTRL_RP1', 'CONFIG_MACB']) t.match(kconfig, new RegExp(`^${opt}=[ym]$`, 'm'), `Pi 5 kernel: ${opt}`)
+    t.ok(boot.includes('bcm2712-d-rpi-5-b.dtb'), 'boot slot A has bcm2712-d-rpi-5-b.dtb (Pi 5 D0)')
+    t.ok(has(/\/sdhci-brcmstb\.ko/), 'initramfs: SD card on Pi 5 (sdhci-brcmstb)')
+    t.ok(has(/\/rp1_pci\.ko/), 'initramfs: RP1 (Pi 5 USB boot)')
+  } else t.comment(`kernel flavour ${kernelFlavour ?? 'unknown'}: Pi 4 only, Pi 5 checks skipped`)
+})
+
+t.test('static: agent under the OTA launcher, groups, Node-RED, OS update helper', async t => {
+  const root = ext4Reader(img, P.rootA, work)
+  const unit = root.cat('/etc/systemd/system/cairn-agent.service') ?? ''
+  t.match(unit, /^ExecStart=\/usr\/bin\/node \/opt\/cairn\/launcher\.mjs --ota-dir \/var\/lib\/cairn\/agent\/ota --fallback \/opt\/cairn\/cairn\.mjs -- agent --config \/var\/lib\/cairn\/etc\/cairn\.yaml$/m, 'the agent starts through the launcher')
+  t.match(unit, /^SupplementaryGroups=video gpio$/m)
+  t.notMatch(unit, /^WatchdogSec=/m, 'no service watchdog without sd_notify pings')
+  for (const f of ['launcher.mjs', 'cairn.mjs', 'os-update.mjs', 'provision.mjs']) t.ok(root.cat(`/opt/cairn/${f}`), `/opt/cairn/${f}`)
+  const ota = root.cat('/opt/cairn/ota.env')
+  if (ota === undefined) t.comment('this image was built without --release-root/--release-url: agent OTA is off')
+  else t.match(ota, /^CAIRN_OTA_RELEASE_ROOT=\/opt\/cairn\/root\.json$/m, 'the trusted root ships with the image')
+  const group = root.cat('/etc/group') ?? ''
+  t.match(group, /^video:x:\d+:(.*,)?cairn(,|$)/m, 'cairn in video (/dev/vcio)')
+  t.match(group, /^gpio:x:\d+:cairn,nodered$/m, 'cairn and nodered in gpio')
+  t.match(group, /^cairn:x:\d+:nodered$/m, 'nodered in the cairn group (local API)')
+  const nr = JSON.parse(root.cat('/opt/node-red/node_modules/node-red/package.json') ?? '{}') as { version?: string }
+  t.equal(nr.version, '4.1.15', 'node-red 4.1.15 installed')
+  const contrib = root.cat('/opt/node-red/node_modules/node-red-contrib-cairn/package.json')
+  if (existsSync(join(repo, 'flows/node-red-contrib-cairn/package.json'))) t.ok(contrib, 'the Cairn nodes installed beside it')
+  else t.comment('flows/node-red-contrib-cairn does not exist yet: not checked')
+  t.match(root.cat('/etc/systemd/system/cairn-node-red.service') ?? '', /^User=nodered$/m)
+  t.match(root.cat('/etc/systemd/system/cairn-reprovision.path') ?? '', /^PathExists=\/var\/lib\/cairn\/reprovision\.request$/m)
+  t.match(root.cat('/etc/systemd/system.conf.d/cairn-watchdog.conf') ?? '', /^RuntimeWatchdogSec=15s$/m, 'hardware watchdog')
+  t.match(ext4Reader(img, P.data, work).ls('/'), /^\s*2\s+41775 \(2\)\s+0\s+[1-9]\d*\s/m, 'data partition top: root:cairn 1775 (sticky)')
 })
 
 interface BootResult {
   deviceId: string
+  slot: unknown
   bootToOnlineS: number
   bootToTelemetryS: number
   bootToProofS: number
@@ -114,9 +148,9 @@ t.teardown(async () => {
   await broker?.close()
 })
 
-async function boot(name: string, opts: { sshPort?: number } = {}): Promise<{ guest: Guest; result: Promise<BootResult> }> {
+async function boot(name: string, opts: { sshPort?: number; nodeRedPort?: number } = {}): Promise<{ guest: Guest; result: Promise<BootResult> }> {
   const seen = sub.messages.length
-  const guest = bootGuest({ image: img, kernel: join(work, 'vmlinuz'), initrd: join(work, 'initrd.img'), slot: 'A', consoleLog: join(work, `${name}.console.log`), monitorSocket: join(work, `${name}.monitor`), ...(opts.sshPort ? { sshPort: opts.sshPort } : {}) })
+  const guest = bootGuest({ image: img, kernel: join(work, 'vmlinuz'), initrd: join(work, 'initrd.img'), slot: 'A', consoleLog: join(work, `${name}.console.log`), monitorSocket: join(work, `${name}.monitor`), ...(opts.sshPort ? { sshPort: opts.sshPort } : {}), ...(opts.nodeRedPort ? { forwards: [{ host: opts.nodeRedPort, guest: 1880 }] } : {}) })
   const since = (m: { topic: string }, suffix: string) => m.topic.endsWith(suffix)
   const fresh = () => sub.messages.slice(seen)
   const result = (async () => {
@@ -128,7 +162,7 @@ async function boot(name: string, opts: { sshPort?: number } = {}): Promise<{ gu
     await sub.waitFor(() => fresh().find(m => since(m, '/proof')), 120_000, `${name}: proof heartbeat`)
     const bootToProofS = secs()
     const deviceId = online.topic.split('/')[3]!
-    return { deviceId, bootToOnlineS, bootToTelemetryS, bootToProofS, console: guest.console() }
+    return { deviceId, slot: online.json?.slot, bootToOnlineS, bootToTelemetryS, bootToProofS, console: guest.console() }
   })()
   result.catch(() => {
     // what the console showed of Cairn's own units, for a failure in CI
@@ -164,6 +198,18 @@ const sshBanner = (port: number) =>
     s.on('error', err => (clearTimeout(timer), reject(err)))
   })
 
+/** What an HTTP request through a qemu port forward gets back ('' when the guest refused). */
+const httpVia = (port: number) =>
+  new Promise<string>(resolve => {
+    const s = connect(port, '127.0.0.1')
+    let data = ''
+    const timer = setTimeout(() => (s.destroy(), resolve(data)), 15_000)
+    s.on('connect', () => s.write('GET / HTTP/1.0\r\nHost: device\r\n\r\n'))
+    s.on('data', d => (data += d.toString()))
+    s.on('close', () => (clearTimeout(timer), resolve(data)))
+    s.on('error', () => (clearTimeout(timer), resolve(data)))
+  })
+
 let first: BootResult
 
 t.test('first boot provisions itself from cairn.yaml and reaches the host broker', async t => {
@@ -194,7 +240,8 @@ t.test('first boot provisions itself from cairn.yaml and reaches the host broker
   const dataBefore = partition(img, P.data).sizeBytes
 
   const sshPort = await freePort()
-  const { guest, result } = await boot('boot1', { sshPort })
+  const nodeRedPort = await freePort()
+  const { guest, result } = await boot('boot1', { sshPort, nodeRedPort })
   t.teardown(() => guest.kill())
   first = await result
   t.match(first.deviceId, /^[a-z2-7]{52}$/, `device ${first.deviceId} online`)
@@ -204,6 +251,13 @@ t.test('first boot provisions itself from cairn.yaml and reaches the host broker
   const status = sub.messages.find(m => m.topic === `cairn/v1/${FLEET}/${first.deviceId}/status` && m.json?.state === 'online')
   t.ok(status, 'status online')
   t.match(guest.console(), /cairn-provision: applied cairn\.yaml: fleet imagetest/, 'provisioning logged on the console')
+  t.equal(first.slot, 'fallback', "status carries the launcher's slot: the bundle that came with the OS")
+  t.match(guest.console(), /cairn-os-update: boot: ok/, 'the OS update helper ran at boot')
+  // Node-RED: its own log line (journal on the console) says where it listens
+  const nr = await guest.waitForConsole(/Server now running at (http:\/\/[^\s/]+:1880)\//, 240_000)
+  t.equal(nr[1], 'http://127.0.0.1:1880', 'Node-RED editor on 127.0.0.1 only')
+  t.notMatch(guest.console(), /node-red.*(Error loading settings|\[error\])/i, 'Node-RED started without errors')
+  t.equal(await httpVia(nodeRedPort), '', 'nothing answers on the LAN address (forwarded to the guest\'s eth0:1880)')
   t.match(guest.console(), /cairn-grow-data: \/dev\/vda7 grew from 256 MiB to 7\d\d MiB/, 'data partition grown')
   t.match(await sshBanner(sshPort), /^SSH-2\.0-OpenSSH/, 'ssh answers (a key was provisioned)')
 
@@ -236,6 +290,9 @@ t.test('first boot provisions itself from cairn.yaml and reaches the host broker
   t.match(data.cat('/etc/broker-password') ?? '', BROKER_PASSWORD, 'broker password kept on the data partition for the agent')
   t.match(data.cat('/os/hostname') ?? '', `cairn-${first.deviceId.slice(0, 8)}`)
   t.ok(data.cat('/agent/device.key'), 'device key on the data partition')
+  t.match(data.cat('/etc/node-red/settings.js') ?? '', /uiHost: "127\.0\.0\.1"/, 'Node-RED settings from provisioning')
+  t.ok(data.cat('/node-red/flows.json') !== undefined || /\.config\./.test(data.ls('/node-red')), 'Node-RED wrote its user dir on the data partition')
+  t.match(data.cat('/os/os-update-result.json') ?? '', /"op":"boot","ok":true/, 'the OS update helper recorded its boot run')
 })
 
 t.test('second boot: same device, not a first boot', async t => {
@@ -245,6 +302,7 @@ t.test('second boot: same device, not a first boot', async t => {
   t.teardown(() => guest.kill())
   const second = await result
   t.equal(second.deviceId, first.deviceId, 'same device id')
+  t.equal(second.slot, 'fallback', 'still under the launcher')
   t.comment(`boot 2: online ${second.bootToOnlineS} s, first telemetry ${second.bootToTelemetryS} s, first proof ${second.bootToProofS} s`)
   t.match(guest.console(), new RegExp(`cairn-provision: device id ${first.deviceId}\\s*\\n`), 'no new key made')
   t.notMatch(guest.console(), /cairn-grow-data: \/dev/, 'grows only once')

@@ -5,6 +5,7 @@
 import t from 'tap'
 import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { createRequire } from 'node:module'
 import { parse as parseYaml } from 'yaml'
 import { parseProvisioning, ProvisionError, KEPT_SECRET } from '../../image-build/provision/spec.js'
 import { DEVICE_LAYOUT, parseWpaConfig, planProvision, wpaPskHex, type Facts } from '../../image-build/provision/plan.js'
@@ -113,7 +114,10 @@ t.test('the plan: agent settings, secrets in files of their own, OS settings on 
   t.same(cfg.operatorKeys, ['/var/lib/cairn/etc/operators/1.pub'])
   t.same(cfg.proof, { validatorKeys: ['/var/lib/cairn/etc/validators/1.pub'], owner: 'alice@example.org' })
   t.same(cfg.telemetry, { periodS: 30 })
-  t.same(write('/var/lib/cairn/etc/broker-password'), { kind: 'write', path: '/var/lib/cairn/etc/broker-password', content: 'hunter2-broker', mode: 0o640, owner: { uid: 0, gid: 990 } })
+  // the agent's user only: Node-RED's user shares the cairn group
+  t.same(write('/var/lib/cairn/etc/broker-password'), { kind: 'write', path: '/var/lib/cairn/etc/broker-password', content: 'hunter2-broker', mode: 0o400, owner: { uid: 990, gid: 0 } })
+  t.same(cfg.system, { rebootCommand: ['touch', '/var/lib/cairn/agent/reboot-requested'], reprovisionCommand: ['touch', '/var/lib/cairn/reprovision.request'] }, 'reboot and re-provisioning through root path units')
+  t.match(steps.find(s => s.kind === 'mkdir' && s.path === '/var/lib/cairn'), { mode: 0o1775, owner: { uid: 0, gid: 990 } }, 'the data top: root:cairn, sticky (local API socket and token)')
   t.equal(write('/var/lib/cairn/os/hostname')!.content, 'garage-pi\n')
   t.same(steps.find(s => s.kind === 'symlink'), { kind: 'symlink', path: '/var/lib/cairn/os/localtime', target: '/usr/share/zoneinfo/Europe/Berlin' })
   const wpa = write('/var/lib/cairn/os/wpa_supplicant-wlan0.conf')!
@@ -164,6 +168,10 @@ t.test('first boot: applies cairn.yaml, removes the secrets from the drive, repo
   t.match(result, /^status: ok\n/)
   t.match(result, `device id: ${report.deviceId}\n`)
   t.match(result, 'hostname: garage-pi (on the local network: garage-pi.local)')
+  t.match(result, 'node-red: on, editor on the device only (ssh -L 1880:127.0.0.1:1880', 'Node-RED reported')
+  t.match(result, 'agent updates: off (this image was built without a release channel)', 'no release channel: says so')
+  t.equal(statSync(join(root, 'var/lib/cairn')).mode & 0o7777, 0o1775, 'data top: sticky 1775')
+  t.match(readFileSync(join(root, 'var/lib/cairn/etc/node-red/settings.js'), 'utf8'), /uiHost: "127\.0\.0\.1"/)
   t.equal(readFileSync(join(root, 'var/lib/cairn/os/machine-id'), 'utf8'), '0123456789abcdef0123456789abcdef\n', 'machine id kept on the data partition')
   t.ok(existsSync(join(root, 'var/lib/cairn/agent/device.key')))
   t.equal(statSync(join(root, 'var/lib/cairn/agent')).mode & 0o777, 0o700)
@@ -247,4 +255,60 @@ t.test('redact and wipe', async t => {
   wipeAndRemove(f)
   t.notOk(existsSync(f))
   t.throws(() => lstatSync(f))
+})
+
+// A real bcrypt hash (bcryptjs, what Node-RED itself uses without the native addon).
+const ADMIN_PASSWORD = 's3cret-admin'
+const ADMIN_HASH = '$2b$08$BgKiMW5QTgnGs4xXEsV1r.9vtz2n4APJaYtx7zmUy4vPV.uu38Bla'
+
+/** Loads a settings.js text the way Node-RED does (require of a CommonJS module). */
+function loadSettings(text: string): Record<string, any> {
+  const f = join(tmp('cairn-nr-settings-'), 'settings.js')
+  writeFileSync(f, text)
+  return createRequire(import.meta.url)(f) as Record<string, any>
+}
+
+t.test('nodeRed: on by default, editor on 127.0.0.1 only, no admin password needed there', async t => {
+  const spec = parseProvisioning(GOOD)
+  t.same(spec.nodeRed, { enabled: true, lan: false })
+  const steps = planProvision(spec, facts())
+  const w = steps.find(s => s.kind === 'write' && s.path === '/var/lib/cairn/etc/node-red/settings.js') as { content: string; mode: number; owner: unknown } | undefined
+  t.ok(w, 'settings.js written')
+  t.same([w!.mode, w!.owner], [0o640, { uid: 0, gid: 990 }], 'root:cairn 0640: readable by Node-RED (cairn group), not writable')
+  const s = loadSettings(w!.content)
+  t.equal(s.uiHost, '127.0.0.1')
+  t.equal(s.uiPort, 1880)
+  t.equal(s.adminAuth, undefined)
+  t.same(s.telemetry, { enabled: false }, 'no update checks calling out')
+})
+
+t.test('nodeRed: LAN access only with a bcrypt admin password hash, which guards editor and HTTP nodes', async t => {
+  const lan = parseProvisioning(GOOD + `nodeRed:\n  lan: true\n  adminPasswordHash: '${ADMIN_HASH}'\n`)
+  t.same(lan.nodeRed, { enabled: true, lan: true, adminPasswordHash: ADMIN_HASH })
+  const w = planProvision(lan, facts()).find(s => s.kind === 'write' && s.path === '/var/lib/cairn/etc/node-red/settings.js') as { content: string }
+  const s = loadSettings(w.content)
+  t.equal(s.uiHost, '0.0.0.0')
+  t.same(s.adminAuth, { type: 'credentials', users: [{ username: 'admin', password: ADMIN_HASH, permissions: '*' }] })
+  t.same(s.httpNodeAuth, { user: 'admin', pass: ADMIN_HASH })
+  const bcrypt = createRequire(import.meta.url)('bcryptjs') as { compareSync(p: string, h: string): boolean }
+  t.ok(bcrypt.compareSync(ADMIN_PASSWORD, s.adminAuth.users[0].password), 'the hash in settings.js checks the owner\'s password')
+  t.notMatch(w.content, ADMIN_PASSWORD)
+
+  t.match(problems(GOOD + 'nodeRed:\n  lan: true\n'), [/nodeRed\.lan: LAN access to the Node-RED editor needs nodeRed\.adminPasswordHash/])
+  t.match(problems(GOOD + 'nodeRed:\n  lan: true\n  adminPasswordHash: s3cret-admin\n'), [/nodeRed\.adminPasswordHash: expected a bcrypt hash .*never a plain password/], 'a plain password is refused')
+  t.match(problems(GOOD + `nodeRed:\n  adminPasswordHash: '${ADMIN_HASH.slice(0, -1)}'\n`), [/nodeRed\.adminPasswordHash: expected a bcrypt hash/], 'a truncated hash is refused')
+  t.match(problems(GOOD + `nodeRed:\n  adminPasswordHash: '$2b$99$${ADMIN_HASH.slice(7)}'\n`), [/nodeRed\.adminPasswordHash/], 'an impossible cost is refused')
+  t.match(problems(GOOD + 'nodeRed:\n  lan: yes please\n  enabeld: true\n'), [/nodeRed\.enabeld: unknown setting \(did you mean nodeRed\.enabled\?\)/, /nodeRed\.lan: expected true or false/])
+  t.match(problems(GOOD + 'nodeRed: on\n'), [/nodeRed: expected a mapping/])
+  // local-only with a hash: the editor asks for it too
+  const local = loadSettings((planProvision(parseProvisioning(GOOD + `nodeRed:\n  adminPasswordHash: '${ADMIN_HASH}'\n`), facts()).find(s => s.kind === 'write' && s.path.endsWith('settings.js')) as { content: string }).content)
+  t.equal(local.uiHost, '127.0.0.1')
+  t.equal(local.adminAuth.users[0].password, ADMIN_HASH)
+  t.equal(local.httpNodeAuth, undefined, 'HTTP nodes stay open on loopback')
+})
+
+t.test('nodeRed: disabled removes its settings, so its unit does not start', async t => {
+  const steps = planProvision(parseProvisioning(GOOD + 'nodeRed:\n  enabled: false\n  lan: true\n'), facts())
+  t.ok(steps.some(s => s.kind === 'remove' && s.path === '/var/lib/cairn/etc/node-red/settings.js'))
+  t.notOk(steps.some(s => s.kind === 'write' && s.path.endsWith('settings.js')))
 })

@@ -15,6 +15,8 @@ export interface QemuOptions {
   readonly monitorSocket: string
   /** host port forwarded to the guest's ssh (127.0.0.1 only) */
   readonly sshPort?: number
+  /** more forwards, host 127.0.0.1:host -> guest's LAN address:guest (e.g. Node-RED) */
+  readonly forwards?: ReadonlyArray<{ readonly host: number; readonly guest: number }>
 }
 
 export interface Guest {
@@ -29,7 +31,8 @@ export interface Guest {
 }
 
 export function bootGuest(o: QemuOptions): Guest {
-  const nic = `user,model=virtio-net-pci${o.sshPort ? `,hostfwd=tcp:127.0.0.1:${o.sshPort}-:22` : ''}`
+  const fwd = [...(o.sshPort ? [{ host: o.sshPort, guest: 22 }] : []), ...(o.forwards ?? [])]
+  const nic = `user,model=virtio-net-pci${fwd.map(f => `,hostfwd=tcp:127.0.0.1:${f.host}-:${f.guest}`).join('')}`
   const args = [
     '-M', 'virt', '-cpu', 'cortex-a72', '-smp', '2', '-m', '1024',
     '-display', 'none', '-serial', 'stdio', '-monitor', `unix:${o.monitorSocket},server,nowait`,

@@ -4,49 +4,15 @@
 // so this is where commit and fallback are tested, including a power cut at every step.
 
 import t from 'tap'
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { randomUUID } from 'node:crypto'
 import { formatAutoboot, parseAutoboot, SLOT_PARTITION, slotOfPartition, type Slot } from '../../image-build/os-update/autoboot.js'
 import { planUpdate, type Observed } from '../../image-build/os-update/plan.js'
 import { readRecord, runUpdate, type UpdatePorts } from '../../image-build/os-update/execute.js'
 import { tmp } from '../helpers/agent.js'
+import { FirmwareStandIn } from './firmware-stand-in.js'
 
 const SHIPPED_AUTOBOOT = new URL('../../image-build/files/autoboot.txt', import.meta.url).pathname
-
-/** What the Pi bootloader does with autoboot.txt (tryboot_a_b=1): boot [all]'s partition,
- * or once [tryboot]'s after `reboot '0 tryboot'`; the flag is gone after that one boot,
- * whatever happens in it. A slot without a readable cmdline.txt does not boot, and the
- * next reset boots [all] again. */
-class FirmwareStandIn {
-  private tryboot = false
-  constructor(private readonly config: string, private readonly bootDirs: Readonly<Record<Slot, string>>) {}
-
-  setTryboot(): void {
-    this.tryboot = true
-  }
-
-  /** Powers on (or resets): the slot whose root runs, and a fresh boot id. */
-  boot(): { slot: Slot; bootId: string; trial: boolean } {
-    const ab = parseAutoboot(readFileSync(join(this.config, 'autoboot.txt'), 'utf8'))
-    const trial = this.tryboot
-    this.tryboot = false
-    const slot = trial ? ab.trial : ab.committed
-    const root = this.rootOf(slot)
-    if (root === undefined) {
-      if (!trial) throw new Error(`slot ${slot} does not boot and it is the committed one: bricked`)
-      return this.boot() // the failed trial resets; the flag is gone
-    }
-    return { slot: root, bootId: randomUUID(), trial }
-  }
-
-  private rootOf(slot: Slot): Slot | undefined {
-    const f = join(this.bootDirs[slot], 'cmdline.txt')
-    if (!existsSync(f)) return undefined
-    const m = /root=LABEL=cairn-root([AB]) /.exec(readFileSync(f, 'utf8'))
-    return m ? (m[1] as Slot) : undefined
-  }
-}
 
 /** A device: CAIRN partition, two boot slots, two roots (a VERSION file each), data. */
 function device(opts: { health?: () => { ok: true } | { ok: false; reason: string }; crashAt?: string | undefined } = {}) {

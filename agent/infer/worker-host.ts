@@ -1,0 +1,217 @@
+// The agent's side of the inference worker: forks it, hands it one request at a time,
+// and watches it. Memory is read from /proc/<pid>/status (VmRSS), because the wasm
+// backend's heap is outside V8's and resourceLimits would not see it; over the limit,
+// the worker is killed (MEMORY_LIMIT). A crash fails the running task (WORKER_CRASHED);
+// an abort kills the worker at once (CANCELLED). Either way the next request starts a
+// fresh worker, which is cheap (~1 s) next to losing the agent.
+
+import { fork, type ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { CairnError, type ErrorCode } from '../errors.js'
+import type { Logger } from '../log.js'
+import type { BackendChoice, BackendName, BackendReport, InitMsg, RunMsg, RunOk, WorkerReply } from './worker-protocol.js'
+
+export interface WorkerHostOptions {
+  backend: BackendChoice
+  memoryLimitBytes: number
+  modelCacheBytes: number
+  maxImagePixels: number
+  modelsDir: string
+  log: Logger
+  /** How often RSS is sampled while a request runs (default 25 ms). */
+  pollMs?: number
+  startTimeoutMs?: number
+}
+
+const fromSources = import.meta.url.endsWith('.ts')
+
+/** The worker's entry and how to run it: the .ts source under tsx, or the bundled .mjs. */
+function workerEntry(): { file: string; execArgv: string[]; cwd?: string } {
+  if (fromSources) return { file: fileURLToPath(new URL('./worker-entry.ts', import.meta.url)), execArgv: ['--import', 'tsx'], cwd: fileURLToPath(new URL('../..', import.meta.url)) }
+  return { file: fileURLToPath(new URL('./infer-worker.mjs', import.meta.url)), execArgv: [] }
+}
+
+/** VmRSS and VmHWM (peak) of a process in bytes, or undefined off Linux. */
+export function procMemory(pid: number): { rss: number; peak: number } | undefined {
+  try {
+    const s = readFileSync(`/proc/${pid}/status`, 'utf8')
+    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? NaN) * 1024
+    const rss = kb('VmRSS')
+    return Number.isFinite(rss) ? { rss, peak: kb('VmHWM') } : undefined
+  } catch {
+    return undefined
+  }
+}
+
+interface Pending {
+  id: number
+  resolve(r: RunOk & { peakRssBytes?: number }): void
+  reject(e: CairnError): void
+}
+
+export class WorkerHost {
+  private child: ChildProcess | undefined
+  private starting: Promise<ChildProcess> | undefined
+  private pending: Pending | undefined
+  /** Why we killed the worker, so its exit is reported as that, not as a crash. */
+  private killReason: { code: ErrorCode; message: string } | undefined
+  private nextId = 1
+  private lane: Promise<unknown> = Promise.resolve()
+  private closed = false
+  backend: BackendName | undefined
+  backends: BackendReport[] = []
+  restarts = 0
+
+  constructor(private readonly o: WorkerHostOptions) {}
+
+  get pid(): number | undefined {
+    return this.child?.pid
+  }
+
+  /** Starts the worker (if it is not running) and waits until its backend is up. */
+  start(): Promise<ChildProcess> {
+    if (this.closed) return Promise.reject(new CairnError('INTERNAL', 'inference worker is closed'))
+    if (this.child !== undefined) return Promise.resolve(this.child)
+    this.starting ??= this.spawn().finally(() => (this.starting = undefined))
+    return this.starting
+  }
+
+  private spawn(): Promise<ChildProcess> {
+    const entry = workerEntry()
+    const limitMb = Math.ceil(this.o.memoryLimitBytes / 1024 / 1024)
+    const child = fork(entry.file, [], {
+      execArgv: [...entry.execArgv, `--max-old-space-size=${Math.max(64, limitMb)}`],
+      serialization: 'advanced',
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+      ...(entry.cwd !== undefined ? { cwd: entry.cwd } : {}),
+    })
+    const log = this.o.log
+    const forward = (stream: NodeJS.ReadableStream | null, level: 'info' | 'warn') =>
+      stream?.on('data', (d: Buffer) => {
+        for (const line of String(d).split('\n')) if (line.trim()) log[level]({ pid: child.pid }, `inference worker: ${line.slice(0, 500)}`)
+      })
+    forward(child.stdout, 'info')
+    forward(child.stderr, 'warn')
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL')
+        reject(new CairnError('INTERNAL', `inference worker did not start within ${this.o.startTimeoutMs ?? 60_000} ms`))
+      }, this.o.startTimeoutMs ?? 60_000)
+      const onEarlyExit = (code: number | null, signal: string | null) => {
+        clearTimeout(timer)
+        reject(new CairnError('INTERNAL', `inference worker exited while starting (code ${code}, signal ${signal})`))
+      }
+      child.once('exit', onEarlyExit)
+      child.on('message', (raw: unknown) => {
+        const m = raw as WorkerReply
+        if (m.t === 'ready') {
+          clearTimeout(timer)
+          child.off('exit', onEarlyExit)
+          child.once('exit', (code, signal) => this.onExit(child, code, signal))
+          this.child = child
+          this.backend = m.backend
+          this.backends = m.backends
+          log.info({ pid: child.pid, backend: m.backend }, 'inference worker ready')
+          resolve(child)
+        } else if (m.t === 'init-failed') {
+          clearTimeout(timer)
+          child.off('exit', onEarlyExit)
+          child.kill('SIGKILL')
+          reject(new CairnError(m.code, m.message))
+        } else if (m.t === 'result') this.onResult(child, m)
+      })
+      const init: InitMsg = { t: 'init', backend: this.backend ?? this.o.backend, modelCacheBytes: this.o.modelCacheBytes, maxImagePixels: this.o.maxImagePixels, modelsDir: this.o.modelsDir }
+      child.send(init)
+    })
+  }
+
+  private onResult(child: ChildProcess, m: Extract<WorkerReply, { t: 'result' }>): void {
+    const p = this.pending
+    if (p === undefined || p.id !== m.id) return
+    const mem = child.pid === undefined ? undefined : procMemory(child.pid)
+    // wasm memory only grows: a worker that went over the limit stays over it.
+    if (mem !== undefined && mem.rss > this.o.memoryLimitBytes) {
+      this.kill(child, 'MEMORY_LIMIT', `inference worker used ${mb(mem.rss)} MiB, over the limit of ${mb(this.o.memoryLimitBytes)} MiB: killed`)
+      return
+    }
+    this.pending = undefined
+    if (m.ok) p.resolve({ ...m, ...(mem !== undefined ? { peakRssBytes: mem.peak } : {}) })
+    else p.reject(new CairnError(m.code, m.message))
+  }
+
+  private onExit(child: ChildProcess, code: number | null, signal: string | null): void {
+    if (this.child === child) this.child = undefined
+    const reason = this.killReason
+    this.killReason = undefined
+    const p = this.pending
+    this.pending = undefined
+    if (reason === undefined) this.o.log.warn({ pid: child.pid, code, signal }, 'inference worker died')
+    if (p === undefined) return
+    this.restarts++
+    p.reject(new CairnError(reason?.code ?? 'WORKER_CRASHED', reason?.message ?? `inference worker died during the task (exit code ${code}, signal ${signal}); it restarts for the next task`))
+  }
+
+  private kill(child: ChildProcess, code: ErrorCode, message: string): void {
+    this.killReason ??= { code, message }
+    child.kill('SIGKILL')
+  }
+
+  /** Runs one request; requests queue behind each other (one worker, one model run at a time). */
+  run(req: Omit<RunMsg, 't' | 'id'>, signal: AbortSignal): Promise<RunOk & { peakRssBytes?: number }> {
+    if (signal.aborted) return Promise.reject(cancelled())
+    let started = false
+    const job = this.lane.then(() => {
+      started = true
+      return this.runNow(req, signal)
+    })
+    this.lane = job.catch(() => undefined)
+    // Cancelled while queued behind another task: answer at once; runNow skips it later.
+    // Once started, runNow's own abort handling (kill the worker) answers.
+    return new Promise((resolve, reject) => {
+      const onAbort = () => !started && reject(cancelled())
+      signal.addEventListener('abort', onAbort, { once: true })
+      job.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
+    })
+  }
+
+  private async runNow(req: Omit<RunMsg, 't' | 'id'>, signal: AbortSignal): Promise<RunOk & { peakRssBytes?: number }> {
+    if (signal.aborted) throw cancelled()
+    const child = await this.start()
+    if (signal.aborted) throw cancelled()
+    const id = this.nextId++
+    const result = new Promise<RunOk & { peakRssBytes?: number }>((resolve, reject) => (this.pending = { id, resolve, reject }))
+    const onAbort = () => this.kill(child, 'CANCELLED', 'task cancelled: inference worker stopped')
+    signal.addEventListener('abort', onAbort, { once: true })
+    const poll = setInterval(() => {
+      const mem = child.pid === undefined ? undefined : procMemory(child.pid)
+      if (mem !== undefined && mem.rss > this.o.memoryLimitBytes) this.kill(child, 'MEMORY_LIMIT', `inference worker went over its memory limit of ${mb(this.o.memoryLimitBytes)} MiB (${mb(mem.rss)} MiB): killed`)
+    }, this.o.pollMs ?? 25)
+    try {
+      const msg: RunMsg = { t: 'run', id, ...req }
+      child.send(msg)
+      return await result
+    } finally {
+      clearInterval(poll)
+      signal.removeEventListener('abort', onAbort)
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+    const child = this.child ?? (await this.starting?.catch(() => undefined))
+    if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
+    await new Promise<void>(resolve => {
+      const timer = setTimeout(() => child.kill('SIGKILL'), 2000)
+      child.once('exit', () => {
+        clearTimeout(timer)
+        resolve()
+      })
+      this.killReason = { code: 'INTERRUPTED', message: 'the agent is stopping' }
+      child.disconnect()
+    })
+  }
+}
+
+const mb = (b: number) => Math.round(b / 1024 / 1024)
+const cancelled = () => new CairnError('CANCELLED', 'task cancelled before inference started')

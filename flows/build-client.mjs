@@ -1,0 +1,39 @@
+// Bundles the local-API client (agent/local-api/client.ts, with ws) into one CommonJS
+// file inside the Node-RED package, so `npm pack` of flows/node-red-contrib-cairn is
+// self-contained on a device: Node-RED loads nodes with require(), and the package has
+// no runtime dependencies to install. Called by agent/bundle.mjs (npm run build) and by
+// the flow tests when the bundle is missing or older than its source.
+import { build } from 'esbuild'
+import { existsSync, statSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+
+export const clientSource = fileURLToPath(new URL('../agent/local-api/client.ts', import.meta.url))
+export const clientBundle = fileURLToPath(new URL('./node-red-contrib-cairn/lib/client.cjs', import.meta.url))
+
+export async function buildNodeRedClient(outfile = clientBundle) {
+  await build({
+    entryPoints: [clientSource],
+    outfile,
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    // ws tries these optional native speed-ups inside try/catch; without them it uses JS.
+    external: ['bufferutil', 'utf-8-validate'],
+    logLevel: 'warning',
+    legalComments: 'none',
+  })
+  return outfile
+}
+
+/** Builds the bundle unless it exists and is newer than every file of agent/local-api/. */
+export async function ensureNodeRedClient() {
+  if (existsSync(clientBundle)) {
+    const built = statSync(clientBundle).mtimeMs
+    const src = fileURLToPath(new URL('../agent/local-api/', import.meta.url))
+    const { readdirSync } = await import('node:fs')
+    const newest = Math.max(...readdirSync(src).map(f => statSync(src + f).mtimeMs))
+    if (built >= newest) return clientBundle
+  }
+  return buildNodeRedClient()
+}

@@ -1,0 +1,88 @@
+// `cairn gpio in`: a BCM pin read through the agent's GPIO drivers (sysfs with the right
+// chip base, or libgpiod), so it works on the Pi 5 and on kernels >= 6.6 where the
+// usual Node-RED GPIO nodes do not. Sends the debounced level on every edge; an input
+// message reads the pin now.
+'use strict'
+
+const { bindAgent, codeError, fail, guarded, numberOr, reasonText, short } = require('../lib/node-kit.js')
+const { parsePin } = require('../lib/gpio-args.js')
+
+const EDGES = ['rising', 'falling', 'both']
+
+module.exports = function (RED) {
+  function CairnGpioInNode(config) {
+    RED.nodes.createNode(this, config)
+    const node = this
+    let pin
+    let bad
+    try {
+      pin = parsePin(config.pin)
+    } catch (err) {
+      bad = err
+    }
+    const edge = EDGES.includes(config.edge) ? config.edge : 'both'
+    const debounceMs = Math.max(0, numberOr(config.debounce, 20))
+    const activeLow = config.activeLow === true || config.activeLow === 'true'
+    const sendInitial = config.initial === true || config.initial === 'true'
+    let opened = false
+    let openError
+
+    const conn = bindAgent(RED, node, config.agent, st => {
+      if (st.state !== 'connected') opened = false
+      if (bad) node.status({ fill: 'red', shape: 'dot', text: short(bad.message) })
+    })
+    const label = `pin ${pin}`
+    node.on(
+      'input',
+      guarded(node, async (msg, send, done) => {
+        if (bad) return fail(node, done, bad)
+        if (!conn) return fail(node, done, codeError('INVALID_CONFIG', 'no Cairn agent configured on this node'))
+        if (!opened && openError) throw openError
+        const { value } = await conn.request('gpio.read', { pin })
+        msg.topic = `gpio/${pin}`
+        msg.payload = value
+        msg.pin = pin
+        node.status({ fill: 'green', shape: 'dot', text: `${label}: ${value}` })
+        send(msg)
+        done()
+      }),
+    )
+    if (!conn || bad) return // the status says why; inputs fail with the same message
+
+    node.on('close', conn.subscribe('gpio'))
+    node.on(
+      'close',
+      conn.onConnect(async c => {
+        try {
+          await c.request('gpio.open', { pin, mode: 'in', edge, debounceMs, activeLow })
+          opened = true
+          openError = undefined
+          const { value } = await c.request('gpio.read', { pin })
+          node.status({ fill: 'green', shape: 'dot', text: `${label}: ${value}` })
+          if (sendInitial) node.send({ topic: `gpio/${pin}`, payload: value, pin, initial: true })
+        } catch (err) {
+          openError = err
+          node.status({ fill: 'red', shape: 'ring', text: short(`${label}: ${reasonText(err)}`) })
+        }
+      }),
+    )
+    const onEvent = (topic, data, ts) => {
+      if (topic !== 'gpio' || !data || data.pin !== pin) return
+      node.status({ fill: 'green', shape: 'dot', text: `${label}: ${data.value}` })
+      node.send({ topic: `gpio/${pin}`, payload: data.value, pin, ts })
+    }
+    conn.on('event', onEvent)
+    node.on('close', () => conn.off('event', onEvent))
+    node.on('close', (removed, done) => {
+      // The agent releases a client's lines when it disconnects; on a redeploy the
+      // connection may stay, so close the line explicitly.
+      if (!opened) return done()
+      conn.request('gpio.close', { pin }).then(
+        () => done(),
+        () => done(),
+      )
+    })
+  }
+
+  RED.nodes.registerType('cairn-gpio-in', CairnGpioInNode)
+}

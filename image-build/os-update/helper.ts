@@ -1,0 +1,171 @@
+// The privileged half of OS updates: a root helper (cairn-os-update.service) that performs
+// what the unprivileged agent asks for through one request file in the agent's own state
+// dir (/var/lib/cairn/agent/os-update/request.json, watched by cairn-os-update.path). It
+// drives the tryboot planner/executor (plan.ts, execute.ts) and publishes the outcome in
+// root's own directory (/var/lib/cairn/os), which the agent can read but not write.
+//
+// The request is untrusted input from another user: it is read without following links,
+// size-capped and validated, and a release image it names must be a plain file inside
+// the agent's state dir. Nothing is ever written into the agent's directory (a link the
+// agent planted there must not redirect a root write); the request is only unlinked.
+
+import { closeSync, constants, fstatSync, openSync, readSync, realpathSync, unlinkSync } from 'node:fs'
+import { sep } from 'node:path'
+import { runUpdate, writeAtomic, type HealthVerdict, type UpdatePorts, type UpdateRun } from './execute.js'
+
+export const REQUEST_FILE = 'request.json'
+export const RESULT_FILE = 'os-update-result.json'
+const MAX_REQUEST_BYTES = 16 * 1024
+const VERSION_RE = /^[0-9A-Za-z.+-]{1,64}$/
+/** The step that shows a request was carried out. */
+const EXPECTED: Readonly<Record<Request['op'], readonly string[]>> = { write: ['write-slot'], arm: ['reboot-tryboot'], commit: ['commit'], reject: ['reboot', 'mark-failed'] }
+
+export type Request =
+  | { readonly op: 'write'; readonly version: string; readonly image: string }
+  | { readonly op: 'arm'; readonly version: string }
+  | { readonly op: 'commit'; readonly version: string }
+  | { readonly op: 'reject'; readonly version: string; readonly reason: string }
+
+export interface HelperResult {
+  readonly op: Request['op'] | 'boot' | 'deadline'
+  readonly version?: string
+  readonly ok: boolean
+  readonly error?: string
+  readonly steps: readonly string[]
+  readonly at: string
+}
+
+export interface HelperPorts extends Omit<UpdatePorts, 'healthCheck' | 'writeSlot'> {
+  /** the agent's request dir (its state dir's os-update/) */
+  readonly requestDir: string
+  /** where release images may be (the agent's state dir) */
+  readonly imageRoot: string
+  /** root's result file, readable by the agent */
+  readonly resultFile: string
+  readonly now: () => Date
+  readonly log: (line: string) => void
+  /** whether the running kernel hands `reboot '0 tryboot'` to the Pi firmware (the
+   * Raspberry Pi kernel's reboot notifier; Debian's kernels lack it: docs/image.md) */
+  readonly trybootSupported: () => boolean
+}
+
+export class RequestError extends Error {
+  override readonly name = 'RequestError'
+}
+
+/** Reads and removes the pending request; undefined when there is none. */
+export function takeRequest(dir: string): unknown {
+  const file = `${dir}/${REQUEST_FILE}`
+  let fd: number
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    unlinkQuietly(file)
+    throw new RequestError(`request unreadable (${(err as NodeJS.ErrnoException).code}): not a plain file?`)
+  }
+  try {
+    const st = fstatSync(fd)
+    if (!st.isFile()) throw new RequestError('request is not a plain file')
+    if (st.size > MAX_REQUEST_BYTES) throw new RequestError(`request is ${st.size} bytes (at most ${MAX_REQUEST_BYTES})`)
+    const buf = Buffer.alloc(st.size)
+    const n = readSync(fd, buf, 0, st.size, 0)
+    try {
+      return JSON.parse(buf.subarray(0, n).toString('utf8')) as unknown
+    } catch {
+      throw new RequestError('request is not JSON')
+    }
+  } finally {
+    closeSync(fd)
+    unlinkQuietly(file)
+  }
+}
+
+/** Validates a request; a release image must resolve to a plain file under imageRoot. */
+export function parseRequest(v: unknown, imageRoot: string): Request {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new RequestError('request must be a JSON object')
+  const r = v as Record<string, unknown>
+  const version = r.version
+  if (typeof version !== 'string' || !VERSION_RE.test(version)) throw new RequestError(`request.version: not a version: ${JSON.stringify(version)?.slice(0, 80)}`)
+  switch (r.op) {
+    case 'arm':
+    case 'commit':
+      return { op: r.op, version }
+    case 'reject':
+      if (typeof r.reason !== 'string' || r.reason.length > 300) throw new RequestError('request.reason: text of at most 300 characters')
+      return { op: 'reject', version, reason: r.reason }
+    case 'write': {
+      if (typeof r.image !== 'string') throw new RequestError('request.image: a file name')
+      let real: string
+      try {
+        real = realpathSync(r.image)
+      } catch {
+        throw new RequestError(`request.image: no such file: ${r.image.slice(0, 200)}`)
+      }
+      const root = realpathSync(imageRoot)
+      if (!real.startsWith(root + sep)) throw new RequestError(`request.image: must be inside ${root}`)
+      return { op: 'write', version, image: real }
+    }
+    default:
+      throw new RequestError(`request.op: one of write, arm, commit, reject; got ${JSON.stringify(r.op)?.slice(0, 40)}`)
+  }
+}
+
+/** What the helper does for one start: a request if there is one, else the boot-time
+ * run (records a trial that fell back) or, with `deadline`, ends a trial boot that
+ * nobody committed. The outcome goes to the result file. */
+export async function runHelper(p: HelperPorts, mode: 'request' | 'deadline', writeSlot: (image: string, target: Parameters<UpdatePorts['writeSlot']>[0], version: string) => Promise<void>): Promise<HelperResult> {
+  let req: Request | undefined
+  let op: HelperResult['op'] = mode === 'deadline' ? 'deadline' : 'boot'
+  const finish = (r: Omit<HelperResult, 'at'>): HelperResult => {
+    const result = { ...r, at: p.now().toISOString() }
+    writeAtomic(p.resultFile, JSON.stringify(result) + '\n')
+    p.log(`${result.op}${result.version ? ` ${result.version}` : ''}: ${result.ok ? 'ok' : `failed: ${result.error}`} (${result.steps.join(', ') || 'nothing to do'})`)
+    return result
+  }
+  try {
+    if (mode === 'request') {
+      const raw = takeRequest(p.requestDir)
+      if (raw !== undefined) {
+        req = parseRequest(raw, p.imageRoot)
+        op = req.op
+      }
+    }
+    // Without the flag the reboot would be an ordinary one: the trial would never run and
+    // the update would be recorded as failed. Say why instead.
+    if (req?.op === 'arm' && !p.trybootSupported()) throw new Error("this kernel cannot pass the tryboot flag to the firmware (reboot '0 tryboot' would be a plain reboot): OS updates need the Raspberry Pi kernel's reboot notifier or the boot-counting fallback (docs/image.md)")
+    const image = req?.op === 'write' ? req.image : undefined
+    const verdict: HealthVerdict =
+      req?.op === 'commit' ? { ok: true } : req?.op === 'reject' ? { ok: false, reason: req.reason } : mode === 'deadline' ? { ok: false, reason: 'no commit within the trial deadline' } : { pending: true }
+    const ports: UpdatePorts = {
+      ...p,
+      healthCheck: async () => verdict,
+      writeSlot: async (target, version) => {
+        if (image === undefined) throw new Error('the slot write was interrupted: the agent must ask again with the image')
+        await writeSlot(image, target, version)
+      },
+    }
+    let run: UpdateRun
+    if (req?.op === 'write') run = await runUpdate(ports, { version: req.version }, { stopBefore: ['arm'] })
+    else if (req?.op === 'arm') run = await runUpdate(ports, undefined, { stopBefore: ['write-slot'] })
+    else run = await runUpdate(ports, undefined, { stopBefore: ['write-slot', 'arm'] })
+    const steps = run.steps.map(s => s.kind)
+    const after = run.record
+    if (req && after && req.version !== after.version && req.op !== 'write') return finish({ op, version: req.version, ok: false, error: `the update in progress is ${after.version}, not ${req.version}`, steps })
+    // asked again after the step was done (the agent restarted): done, not an error
+    const already = after?.version === req?.version && ((req?.op === 'write' && after?.phase === 'written') || (req?.op === 'commit' && after?.phase === 'committed'))
+    const expected = req ? EXPECTED[req.op] : []
+    if (req && !already && !steps.some(k => expected.includes(k))) return finish({ op, version: req.version, ok: false, error: `nothing to ${req.op}: the update record is ${after?.phase ?? 'empty'}`, steps })
+    return finish({ op, ...(req ? { version: req.version } : {}), ok: true, steps })
+  } catch (err) {
+    return finish({ op, ...(req ? { version: req.version } : {}), ok: false, error: (err as Error).message, steps: [] })
+  }
+}
+
+function unlinkQuietly(file: string): void {
+  try {
+    unlinkSync(file)
+  } catch {
+    // already gone
+  }
+}

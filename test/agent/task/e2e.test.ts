@@ -1,0 +1,98 @@
+// End to end through the real executors: a cache task fetched from a loopback origin and
+// then served by the agent's cache server with Range support; an origin serving wrong
+// bytes refused; an inference task on the shipped demo model returning the right label.
+// Dispatched with `cairn task submit`, receipts checked with `cairn task verify`.
+
+import t from 'tap'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { main } from '../../../agent/cli.js'
+import type { TaskReceipt } from '../../../agent/task/format.js'
+import { SUBMIT_EXIT } from '../../../agent/task/task-cli.js'
+import { demoModelPath, demoSamplePath } from '../../../agent/infer/executor.js'
+import { startBroker, type TestBroker } from '../../helpers/broker.js'
+import { Consumer, tmp, until } from '../../helpers/agent.js'
+import { schemaErrors } from '../../helpers/schemas.js'
+import { FLEET, taskAgent } from '../../helpers/task-agent.js'
+import { blob, sha256, startOrigin } from '../../cache/origin.js'
+
+let broker: TestBroker
+t.before(async () => {
+  broker = await startBroker()
+})
+t.teardown(async () => broker.close())
+
+async function cli(args: string[]) {
+  let out = ''
+  let err = ''
+  const code = await main(args, { out: { write: (s: string) => (out += s) }, err: { write: (s: string) => (err += s) }, env: {} })
+  return { code, out, err }
+}
+
+t.test('cache task from a loopback origin, served with Range; wrong bytes refused', async t => {
+  const origin = await startOrigin()
+  t.teardown(() => origin.close())
+  const h = await taskAgent(t, { url: broker.url, builtin: true, tasks: { types: ['cache'] }, values: { cache: { port: 0 } } })
+  await until(() => h.a.agent.tasks!.status().types.includes('cache'), 5000, 'cache executor')
+  const body = blob(300_000)
+  const id = sha256(body)
+  origin.route(`/good/${id}`, { kind: 'ok', body })
+  const dir = tmp()
+  const base = ['task', 'submit', h.device, '--broker', broker.url, '--fleet', FLEET, '--key', h.dispatcher.file, '--type', 'cache']
+  const ok = await cli([...base, '--cid', id, '--origin', `${origin.url}/good/{cid}`, '--request-out', join(dir, 'req.json')])
+  t.equal(ok.code, SUBMIT_EXIT.done, ok.err)
+  const out = JSON.parse(ok.out) as { receipt: TaskReceipt }
+  t.equal(out.receipt.body.backend, 'http')
+  t.same(out.receipt.body.outputs.map(o => o.sha256), [id], 'the receipt names the stored object')
+  writeFileSync(join(dir, 'out.json'), ok.out)
+  const v = await cli(['task', 'verify', join(dir, 'out.json'), '--device', h.device, '--request', join(dir, 'req.json')])
+  t.equal(v.code, 0, v.err)
+
+  const server = h.a.agent.cache.server
+  if (!server) throw new Error('cache server did not start')
+  const res = await fetch(`${server.url}/c/${id}`, { headers: { range: 'bytes=1000-1999' } })
+  t.equal(res.status, 206)
+  t.same(Buffer.from(await res.arrayBuffer()), body.subarray(1000, 2000), 'Range served from the cache')
+
+  const wanted = blob(50_000)
+  const wid = sha256(wanted)
+  origin.route(`/bad/${wid}`, { kind: 'wrong', body: blob(50_000) })
+  const bad = await cli([...base, '--cid', wid, '--origin', `${origin.url}/bad/{cid}`])
+  t.equal(bad.code, SUBMIT_EXIT.failed, bad.err)
+  t.match(JSON.parse(bad.out), { outcome: 'failed', receipt: { body: { error: { code: 'CONTENT_MISMATCH' } } } })
+  t.equal((await fetch(`${server.url}/c/${wid}`)).status, 404, 'the wrong bytes were never stored')
+})
+
+t.test('the inference backend, known once its worker is up, is published in the retained status', async t => {
+  const h = await taskAgent(t, { url: broker.url, builtin: true, values: { cache: { port: 0 } } })
+  const c = await Consumer.connect(broker.url, `cairn/v1/${FLEET}/${h.device}/status`)
+  t.teardown(() => c.close())
+  await until(() => h.a.agent.tasks!.status().types.includes('inference'), 60_000, 'inference worker started')
+  const backend = h.a.agent.tasks!.status().backends.inference
+  t.ok(backend && ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'].includes(backend), `backend ${backend}`)
+  const st = await c.waitFor(m => m.find(x => (x.json as { tasks?: { backends: Record<string, string> } })?.tasks?.backends.inference === backend), 10_000, 'status with the backend')
+  t.equal(schemaErrors('status', st.json), null)
+})
+
+t.test('inference on the demo model returns the right label', async t => {
+  if (demoModelPath() === undefined) {
+    t.comment('SKIP: the demo model (agent/infer/demo/shapes.cairnmodel) is not built in this tree')
+    return
+  }
+  const h = await taskAgent(t, { url: broker.url, builtin: true, values: { cache: { port: 0 } } })
+  await until(() => h.a.agent.tasks!.status().types.includes('inference'), 60_000, 'inference worker started')
+  t.ok(h.a.agent.tasks!.status().backends.inference, `backend ${h.a.agent.tasks!.status().backends.inference}`)
+  const dir = tmp()
+  const res = await cli(['task', 'submit', h.device, '--broker', broker.url, '--fleet', FLEET, '--key', h.dispatcher.file, '--type', 'inference', '--model', 'demo', '--input', demoSamplePath('circle.png'), '--top-k', '2', '--request-out', join(dir, 'req.json')])
+  t.equal(res.code, SUBMIT_EXIT.done, res.err)
+  const out = JSON.parse(res.out) as { result: { labels?: Array<{ label: string }> }; receipt: TaskReceipt }
+  t.equal(out.result.labels?.[0]?.label, 'circle', 'classified as a circle')
+  t.ok(out.receipt.body.model, 'the receipt names the model')
+  t.equal(out.receipt.body.inputs[0]?.sha256, sha256(readFileSync(demoSamplePath('circle.png'))), 'and the input image by hash')
+  writeFileSync(join(dir, 'out.json'), res.out)
+  t.equal((await cli(['task', 'verify', join(dir, 'out.json'), '--device', h.device, '--request', join(dir, 'req.json')])).code, 0)
+  // The local API's path: runLocal through the same queue and receipts.
+  const local = await h.a.agent.tasks!.runLocal('inference', { model: 'demo', input: { image: { data: readFileSync(demoSamplePath('square.png')).toString('base64') } } })
+  t.equal((local.result as { labels?: Array<{ label: string }> }).labels?.[0]?.label, 'square')
+  t.equal((local.receipt.body as { local: boolean }).local, true)
+})

@@ -1,0 +1,186 @@
+// OS updates through the OTA slot interface: the agent's TrybootSlots backend (unprivileged)
+// asks the root helper through a request file; the helper drives the tryboot planner over
+// real files (autoboot.txt, the update record, slot directories) and a stand-in for the Pi
+// bootloader. Also: what the helper refuses from a hostile or confused agent.
+
+import t from 'tap'
+import { copyFileSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { parseAutoboot, type Slot } from '../../image-build/os-update/autoboot.js'
+import { readRecord } from '../../image-build/os-update/execute.js'
+import { REQUEST_FILE, runHelper, type HelperPorts, type HelperResult } from '../../image-build/os-update/helper.js'
+import { bootedFromCmdline, TrybootSlots } from '../../image-build/os-update/slots.js'
+import { tmp } from '../helpers/agent.js'
+import { FirmwareStandIn } from './firmware-stand-in.js'
+
+const SHIPPED_AUTOBOOT = new URL('../../image-build/files/autoboot.txt', import.meta.url).pathname
+const cmdline = (s: Slot) => `console=ttyS1,115200 root=LABEL=cairn-root${s} rootfstype=ext4 rootwait rw\n`
+
+function device(opts: { tryboot?: boolean } = {}) {
+  const dir = tmp('cairn-os-helper-')
+  const p = (n: string) => join(dir, n)
+  const boot = { A: p('p2'), B: p('p3') }
+  const roots = { A: p('p5'), B: p('p6') }
+  const agentDir = p('data/agent')
+  for (const d of [p('p1'), boot.A, boot.B, roots.A, roots.B, p('data/os'), agentDir]) mkdirSync(d, { recursive: true })
+  copyFileSync(SHIPPED_AUTOBOOT, p('p1/autoboot.txt'))
+  writeFileSync(join(boot.A, 'cmdline.txt'), cmdline('A'))
+  writeFileSync(join(roots.A, 'VERSION'), '1.0.0\n')
+  const pi = new FirmwareStandIn(p('p1'), boot)
+  let running = pi.boot()
+  const events: string[] = []
+  const ports: HelperPorts = {
+    autobootFile: p('p1/autoboot.txt'),
+    recordFile: p('data/os/os-update.json'),
+    resultFile: p('data/os/os-update-result.json'),
+    requestDir: join(agentDir, 'os-update'),
+    imageRoot: agentDir,
+    booted: () => running.slot,
+    bootId: () => running.bootId,
+    runningVersion: () => readFileSync(join(roots[running.slot], 'VERSION'), 'utf8').trim(),
+    rebootTryboot: async () => {
+      pi.setTryboot()
+      events.push('reboot tryboot')
+    },
+    reboot: async () => void events.push('reboot'),
+    trybootSupported: () => opts.tryboot ?? true,
+    now: () => new Date(),
+    log: () => {},
+  }
+  // the release image: a file in the agent's state dir (its download dir on the device)
+  const writeSlot = async (image: string, target: Slot, version: string) => {
+    const payload = JSON.parse(readFileSync(image, 'utf8')) as { version: string }
+    if (payload.version !== version) throw new Error(`release image says ${payload.version}, expected ${version}`)
+    writeFileSync(join(roots[target], 'VERSION'), version + '\n')
+    writeFileSync(join(boot[target], 'cmdline.txt'), cmdline(target))
+    events.push(`wrote ${version} to ${target}`)
+  }
+  const helper = (mode: 'request' | 'deadline' = 'request') => runHelper(ports, mode, writeSlot)
+  // cairn-os-update.path: the helper runs while the agent waits
+  const slots = new TrybootSlots({ requestDir: ports.requestDir, recordFile: ports.recordFile, resultFile: ports.resultFile, booted: () => running.slot, sleep: async () => void (await helper()) })
+  const image = (version: string) => {
+    const f = join(agentDir, `os-${version}.img`)
+    writeFileSync(f, JSON.stringify({ version }))
+    return f
+  }
+  const request = (body: unknown) => {
+    mkdirSync(ports.requestDir, { recursive: true })
+    writeFileSync(join(ports.requestDir, REQUEST_FILE), typeof body === 'string' ? body : JSON.stringify(body))
+  }
+  return {
+    ports, pi, events, slots, helper, image, request, agentDir,
+    autoboot: () => parseAutoboot(readFileSync(ports.autobootFile, 'utf8')),
+    record: () => readRecord(ports.recordFile),
+    result: () => JSON.parse(readFileSync(ports.resultFile, 'utf8')) as HelperResult,
+    /** the device restarts; the helper's boot-time run comes first, as its unit does */
+    restart: async () => {
+      running = pi.boot()
+      await helper()
+      return running.slot
+    },
+  }
+}
+
+t.test('an OS release through the slot interface: stage, trial boot, commit', async t => {
+  const d = device()
+  t.same(d.slots.current(), { active: 'a', previous: null, trial: null, bad: [] })
+  t.equal(await d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a' }), 'b', 'written into the inactive pair')
+  t.same(d.events, ['wrote 2.0.0 to B'])
+  t.equal(d.record()?.phase, 'written')
+  t.same(d.autoboot(), { committed: 'A', trial: 'B' })
+
+  d.slots.activateForTrial('b', '2.0.0', { maxAttempts: 1, deadlineS: 900, now: 0 })
+  await d.helper()
+  t.same(d.events.slice(-1), ['reboot tryboot'], "the helper armed the trial and ran reboot '0 tryboot'")
+  t.equal(await d.restart(), 'B', 'the trial boots B')
+  t.match(d.slots.current(), { active: 'b', trial: { slot: 'b', version: '2.0.0' } }, 'on trial until the agent says it is healthy')
+  t.same(d.result().steps, ['health-check'], 'the boot-time run waits for the agent')
+
+  d.slots.commit('2.0.0')
+  await d.helper()
+  t.same(d.autoboot(), { committed: 'B', trial: 'A' }, 'committed by rewriting autoboot.txt')
+  t.match(d.slots.current(), { active: 'b', previous: 'a', trial: null, bad: [] })
+  t.equal(await d.restart(), 'B', 'a plain reboot stays on B')
+  d.slots.commit('2.0.0')
+  await d.helper()
+  t.equal(d.result().ok, true, 'asking to commit again is harmless')
+})
+
+t.test('the agent rejects its trial: reboot, the firmware falls back, the version is bad', async t => {
+  const d = device()
+  await d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a' })
+  d.slots.activateForTrial('b', '2.0.0', { maxAttempts: 1, deadlineS: 900, now: 0 })
+  await d.helper()
+  await d.restart()
+  d.slots.rollback('2.0.0', 'self-test failed: disk')
+  await d.helper()
+  t.same(d.events.slice(-1), ['reboot'])
+  t.equal(await d.restart(), 'A', 'the old slot boots: the tryboot flag is gone')
+  t.match(d.record(), { phase: 'failed', version: '2.0.0', reason: /health check failed in the trial boot: self-test failed: disk/ })
+  t.same(d.slots.current().bad, ['2.0.0'])
+  t.same(d.autoboot(), { committed: 'A', trial: 'B' })
+})
+
+t.test('a trial boot nobody commits ends at the deadline; one that hangs falls back by itself', async t => {
+  const d = device()
+  await d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a' })
+  d.slots.activateForTrial('b', '2.0.0', { maxAttempts: 1, deadlineS: 900, now: 0 })
+  await d.helper()
+  await d.restart()
+  const r = await d.helper('deadline')
+  t.same(r.steps, ['health-check', 'reboot'], 'cairn-os-trial.timer: no commit in time, reboot')
+  t.equal(await d.restart(), 'A')
+  t.match(d.record(), { phase: 'failed', reason: /no commit within the trial deadline/ })
+
+  // the next release; this trial hangs and the watchdog resets the board
+  await d.slots.stage(d.image('2.0.1'), { version: '2.0.1', running: 'a' })
+  d.slots.activateForTrial('b', '2.0.1', { maxAttempts: 1, deadlineS: 900, now: 0 })
+  await d.helper()
+  d.pi.boot() // the trial boot, which never gets as far as the helper
+  t.equal(await d.restart(), 'A', 'the reset boots the committed slot')
+  t.match(d.record(), { phase: 'failed', version: '2.0.1', reason: /did not commit; slot A booted again/ })
+  t.equal((await d.helper('deadline')).steps.length, 1, 'a deadline outside a trial does nothing')
+  t.equal(d.events.filter(e => e === 'reboot').length, 1)
+})
+
+t.test('a kernel that cannot pass the tryboot flag: arming is refused, nothing reboots', async t => {
+  const d = device({ tryboot: false })
+  await d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a' })
+  d.slots.activateForTrial('b', '2.0.0', { maxAttempts: 1, deadlineS: 900, now: 0 })
+  const r = await d.helper()
+  t.equal(r.ok, false)
+  t.match(r.error, /this kernel cannot pass the tryboot flag/)
+  t.notOk(d.events.some(e => e.startsWith('reboot')), 'no reboot into a trial that could not happen')
+  t.equal(d.record()?.phase, 'written', 'the written slot waits')
+})
+
+t.test('what the helper refuses from the agent (untrusted: another user)', async t => {
+  const d = device()
+  const refused = async (body: unknown, re: RegExp, what: string) => {
+    d.request(body)
+    const r = await d.helper()
+    t.equal(r.ok, false, what)
+    t.match(r.error, re, what)
+    t.same(readdirSync(d.ports.requestDir), [], `${what}: the request is gone, nothing written there`)
+  }
+  await refused({ op: 'write', version: '2.0.0', image: '/etc/passwd' }, /request\.image: must be inside/, 'an image outside the state dir')
+  symlinkSync('/etc/hostname', join(d.agentDir, 'link.img'))
+  await refused({ op: 'write', version: '2.0.0', image: join(d.agentDir, 'link.img') }, /request\.image: (must be inside|no such file)/, 'a link out of the state dir')
+  await refused({ op: 'format', version: '2.0.0' }, /request\.op: one of write, arm, commit, reject/, 'an unknown op')
+  await refused({ op: 'commit', version: '../../x' }, /request\.version: not a version/, 'a bad version')
+  await refused('{"op":', /not JSON/, 'not JSON')
+  await refused(JSON.stringify({ op: 'reject', version: '1.0.0', reason: 'x'.repeat(20_000) }), /request is \d+ bytes/, 'an oversized request')
+  await refused({ op: 'commit', version: '2.0.0' }, /nothing to commit: the update record is empty/, 'a commit with no update')
+  mkdirSync(d.ports.requestDir, { recursive: true })
+  symlinkSync(d.ports.autobootFile, join(d.ports.requestDir, REQUEST_FILE))
+  const r = await d.helper()
+  t.match(r, { ok: false, error: /request unreadable \(ELOOP\)/ }, 'a request that is a link is not followed')
+  t.same(readdirSync(d.ports.requestDir), [], 'and removed')
+  t.same(d.autoboot(), { committed: 'A', trial: 'B' }, 'autoboot.txt untouched throughout')
+  t.same(d.events, [])
+})
+
+t.test('the booted slot from the kernel command line', async t => {
+  t.equal(bootedFromCmdline('console=ttyAMA0 root=LABEL=cairn-rootB rootfstype=ext4'), 'B')
+  t.throws(() => bootedFromCmdline('root=/dev/vda5'), /not booted from a Cairn root slot/)
+})
