@@ -6,7 +6,8 @@
 // editor.
 
 import { appendFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs'
-import { createServer, type Server } from 'node:http'
+import { createServer, type IncomingMessage, type Server } from 'node:http'
+import type { Duplex } from 'node:stream'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -67,44 +68,95 @@ export async function loadNodeRed(): Promise<NodeRedModule> {
 
 /** Starts Node-RED once per process (its runtime is a singleton). */
 export async function startNodeRed(o: NodeRedHostOptions): Promise<NodeRedHost> {
+  // Claimed before the first await: two calls at once must not both get past this.
   if (running) throw new Error('Node-RED is already running in this process')
-  const RED = await loadNodeRed()
-  mkdirSync(o.userDir, { recursive: true, mode: 0o700 })
-  if (o.flows) writeFileSync(join(o.userDir, 'flows.json'), JSON.stringify(o.flows, null, 2) + '\n')
-  const packageDir = o.packageDir ?? cairnPackageDir()
-  if (!existsSync(join(packageDir, 'package.json'))) throw new Error(`the Cairn Node-RED package is missing at ${packageDir}`)
-  const log = o.log ?? (() => {})
-
-  // Node-RED's admin app answers first; what it does not serve falls to http-in nodes.
-  const server = createServer((req, res) => {
-    RED.httpAdmin(req, res, () =>
-      RED.httpNode(req, res, () => {
-        res.statusCode = 404
-        res.end()
-      }),
-    )
-  })
-  const port = await listen(server, o.port ?? 1880)
-  RED.init(server, settings(o.userDir, packageDir, log))
   running = true
+  let server: Server | undefined
   try {
+    const RED = await loadNodeRed()
+    const packageDir = o.packageDir ?? cairnPackageDir()
+    if (!existsSync(join(packageDir, 'package.json'))) throw new Error(`the Cairn Node-RED package is missing at ${packageDir}`)
+    mkdirSync(o.userDir, { recursive: true, mode: 0o700 })
+    if (o.flows) writeFileSync(join(o.userDir, 'flows.json'), JSON.stringify(o.flows, null, 2) + '\n')
+    const log = o.log ?? (() => {})
+
+    // Node-RED's admin app answers first; what it does not serve falls to http-in nodes.
+    const srv = createServer((req, res) => {
+      if (!fromThisMachine(req)) {
+        res.statusCode = 403
+        res.end('Cairn: the editor only answers pages on 127.0.0.1 or localhost\n')
+        return
+      }
+      RED.httpAdmin(req, res, () =>
+        RED.httpNode(req, res, () => {
+          res.statusCode = 404
+          res.end()
+        }),
+      )
+    })
+    server = srv
+    guardUpgrades(srv)
+    const port = await listen(srv, o.port ?? 1880)
+    RED.init(srv, settings(o.userDir, packageDir, log))
     await RED.start()
+    return {
+      url: `http://127.0.0.1:${port}/`,
+      port,
+      red: RED,
+      stop: async () => {
+        try {
+          await RED.stop()
+        } finally {
+          srv.closeAllConnections()
+          await new Promise<void>(r => srv.close(() => r()))
+          running = false
+        }
+      },
+    }
   } catch (err) {
     running = false
-    server.close()
+    server?.close()
     throw err
   }
-  return {
-    url: `http://127.0.0.1:${port}/`,
-    port,
-    red: RED,
-    stop: async () => {
-      await RED.stop()
-      server.closeAllConnections()
-      await new Promise<void>(r => server.close(() => r()))
-      running = false
-    },
+}
+
+/**
+ * The editor has no login on 127.0.0.1, so what a web page in the owner's browser can
+ * make it do matters: a DNS-rebound name (Host not a loopback name) or another site's
+ * script (a foreign Origin on a POST or a WebSocket) could deploy flows or watch the
+ * debug sidebar. Only requests naming this machine, and no foreign origin, get through.
+ */
+function fromThisMachine(req: IncomingMessage): boolean {
+  const host = /^(?:\[([^\]]+)\]|([^:]+))(?::\d+)?$/.exec(req.headers.host ?? '')
+  if (!host || !isLoopbackName(host[1] ?? host[2] ?? '')) return false
+  const origin = req.headers.origin
+  if (origin === undefined || origin === '') return true
+  try {
+    return isLoopbackName(new URL(origin).hostname.replace(/^\[|\]$/g, ''))
+  } catch {
+    return false
   }
+}
+
+function isLoopbackName(h: string): boolean {
+  const name = h.toLowerCase()
+  return name === 'localhost' || name === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(name)
+}
+
+/**
+ * The same check for the editor's WebSocket. Node-RED adds its 'upgrade' listener some
+ * time during start, so the event itself is filtered: a refused upgrade reaches no
+ * listener at all.
+ */
+function guardUpgrades(server: Server): void {
+  const emit = server.emit.bind(server) as (event: string | symbol, ...args: unknown[]) => boolean
+  server.emit = ((event: string | symbol, ...args: unknown[]) => {
+    if (event === 'upgrade' && !fromThisMachine(args[0] as IncomingMessage)) {
+      ;(args[1] as Duplex).end('HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: 0\r\n\r\n')
+      return true
+    }
+    return emit(event, ...args)
+  }) as Server['emit']
 }
 
 function settings(userDir: string, packageDir: string, log: (level: string, msg: string) => void): Record<string, unknown> {

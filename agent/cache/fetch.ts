@@ -6,10 +6,29 @@
 // CONTENT_MISMATCH (wrong or truncated bytes), TOO_LARGE (over the size cap).
 
 import { createHash } from 'node:crypto'
+import { lookup as dnsLookup } from 'node:dns'
 import type { FileHandle } from 'node:fs/promises'
 import { request as httpRequest, type IncomingMessage } from 'node:http'
 import { request as httpsRequest } from 'node:https'
-import { CairnError } from '../errors.js'
+import { BlockList, isIP, type LookupFunction } from 'node:net'
+import { CairnError, type ErrorCode } from '../errors.js'
+
+export interface OriginFailure {
+  origin: string
+  code: ErrorCode
+  message: string
+}
+
+/** No origin delivered the object; `failures` says which failed how, in order. */
+export class FetchFailed extends CairnError {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    readonly failures: OriginFailure[],
+  ) {
+    super(code, message)
+  }
+}
 
 export interface FetchLimits {
   signal: AbortSignal
@@ -37,13 +56,18 @@ export async function fetchInto(origin: string, file: FileHandle, sha256: string
   const signal = AbortSignal.any([lim.signal, timeout])
   try {
     let url = checkUrl(origin)
+    // The origin itself was signed by a dispatcher; where it redirects to was not. A
+    // redirect may not lead into this device (loopback) or to link-local addresses (cloud
+    // metadata, other boards' zero-conf services) unless the origin itself was loopback.
+    const guard = isLocalHost(url.hostname) ? undefined : guardedLookup
     for (let hop = 0; ; hop++) {
-      const res = await get(url, signal)
+      const res = await get(url, signal, hop > 0 ? guard : undefined)
       const status = res.statusCode ?? 0
       if (status >= 300 && status < 400 && res.headers.location) {
         res.resume()
         if (hop >= lim.maxRedirects) throw new CairnError('DOWNLOAD', `more than ${lim.maxRedirects} redirects`)
         url = checkUrl(new URL(res.headers.location, url).toString())
+        if (guard && isIP(bareHost(url.hostname)) && redirectBlocked(bareHost(url.hostname))) throw new CairnError('DOWNLOAD', `redirect to a loopback or link-local address refused: ${url.host}`)
         continue
       }
       if (status !== 200) {
@@ -82,9 +106,44 @@ function checkUrl(text: string): URL {
   return url
 }
 
-function get(url: URL, signal: AbortSignal): Promise<IncomingMessage> {
+const bareHost = (h: string) => (h.startsWith('[') && h.endsWith(']') ? h.slice(1, -1) : h)
+
+const BLOCKED = new BlockList()
+BLOCKED.addSubnet('127.0.0.0', 8, 'ipv4')
+BLOCKED.addSubnet('169.254.0.0', 16, 'ipv4')
+BLOCKED.addSubnet('0.0.0.0', 8, 'ipv4')
+BLOCKED.addAddress('::1', 'ipv6')
+BLOCKED.addAddress('::', 'ipv6')
+BLOCKED.addSubnet('fe80::', 10, 'ipv6')
+BLOCKED.addSubnet('::ffff:127.0.0.0', 104, 'ipv6')
+BLOCKED.addSubnet('::ffff:169.254.0.0', 112, 'ipv6')
+
+/** Whether a redirect (from a non-loopback origin) may not go to this IP address. */
+export function redirectBlocked(ip: string): boolean {
+  const v = isIP(ip)
+  return v !== 0 && BLOCKED.check(ip, v === 6 ? 'ipv6' : 'ipv4')
+}
+
+function isLocalHost(hostname: string): boolean {
+  const h = bareHost(hostname).toLowerCase()
+  return h === 'localhost' || h.endsWith('.localhost') || (isIP(h) !== 0 && redirectBlocked(h))
+}
+
+/** dns.lookup that refuses names resolving to loopback or link-local addresses (a host
+ * name is checked where it is resolved, so a rebinding name cannot slip past a check). */
+const guardedLookup: LookupFunction = (hostname, options, cb) => {
+  dnsLookup(hostname, options, (err, address, family) => {
+    if (err) return cb(err, address, family)
+    const list = Array.isArray(address) ? address : [{ address, family }]
+    const bad = list.find(a => redirectBlocked(a.address))
+    if (bad) return cb(Object.assign(new Error(`redirect target ${hostname} resolves to ${bad.address}, a loopback or link-local address`), { code: 'EREDIRECTBLOCKED' }), address, family)
+    cb(null, address, family)
+  })
+}
+
+function get(url: URL, signal: AbortSignal, lookup?: LookupFunction): Promise<IncomingMessage> {
   return new Promise((resolve, reject) => {
-    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, { method: 'GET', signal, headers: { 'accept-encoding': 'identity', 'user-agent': 'cairn-cache' } })
+    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, { method: 'GET', signal, headers: { 'accept-encoding': 'identity', 'user-agent': 'cairn-cache' }, ...(lookup ? { lookup } : {}) })
     req.once('response', resolve)
     req.once('error', reject)
     req.end()

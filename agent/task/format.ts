@@ -180,6 +180,10 @@ export function checkReceipt(input: Buffer | string | unknown, opts: ReceiptChec
   if (env.exp <= env.iat) throw new CairnError('BAD_REQUEST', 'exp must be after iat')
   if (env.body.outcome === 'done' && env.body.error !== null) throw new CairnError('BAD_REQUEST', 'a done receipt carries no error')
   if (env.body.outcome !== 'done' && env.body.error === null) throw new CairnError('BAD_REQUEST', `a ${env.body.outcome} receipt names its error`)
+  // The envelope's sub is who the receipt is for: it must be the dispatcher in the body,
+  // or the body's dispatcher could differ from the envelope's addressee.
+  if (env.sub !== env.body.dispatcher) throw new CairnError('BAD_REQUEST', `receipt is addressed to ${env.sub}, but names dispatcher ${env.body.dispatcher}`)
+  if (env.body.local && env.body.dispatcher !== env.iss) throw new CairnError('BAD_REQUEST', 'a local receipt names the device itself as its dispatcher')
   if (!verifySignatureOnly(env as Envelope, publicKeyFromKeyId(env.iss))) throw new CairnError('BAD_SIGNATURE', 'receipt signature does not verify')
   checked.push(`ed25519 signature by ${env.iss}`)
   if (opts.device !== undefined) {
@@ -187,15 +191,21 @@ export function checkReceipt(input: Buffer | string | unknown, opts: ReceiptChec
     checked.push('signer is the expected device')
   }
   if (opts.request !== undefined) {
-    const req = opts.request
+    const input = opts.request as unknown
+    if (!Value.Check(EnvelopeSchema, input)) {
+      const first = [...Value.Errors(EnvelopeSchema, input)][0]
+      throw new CairnError('BAD_REQUEST', `the request is not a signed envelope (${first ? `${first.path || '/'} ${first.message}` : 'invalid'})`)
+    }
+    const req = checkTaskBody(input, TaskMsg.request)
+    checked.push('request envelope and body match their JSON Schemas')
     const hash = taskMessageHash(req)
     if (env.body.request !== hash) throw new CairnError('BAD_REQUEST', `receipt cites request ${env.body.request}, not ${hash}`)
-    const body = req.body as Partial<TaskRequestBody> | null
-    if (body?.task !== env.body.task || body.type !== env.body.type) throw new CairnError('BAD_REQUEST', 'task id or type differ from the request')
+    if (req.body.task !== env.body.task || req.body.type !== env.body.type) throw new CairnError('BAD_REQUEST', 'task id or type differ from the request')
     if (req.iss !== env.body.dispatcher) throw new CairnError('BAD_REQUEST', 'dispatcher differs from the request signer')
     if (req.sub !== env.iss) throw new CairnError('BAD_REQUEST', `the request was for ${req.sub}, not for the signer ${env.iss}`)
-    checked.push(`bound to request ${req.id} (sha256 ${hash}), same task, type, dispatcher and device`)
-    if (!verifySignatureOnly(req, publicKeyFromKeyId(req.iss))) throw new CairnError('BAD_SIGNATURE', 'request signature does not verify')
+    if (req.fleet !== env.fleet) throw new CairnError('BAD_REQUEST', `the request was for fleet ${req.fleet}, the receipt is for ${env.fleet}`)
+    checked.push(`bound to request ${req.id} (sha256 ${hash}), same task, type, dispatcher, device and fleet`)
+    if (!isKeyId(req.iss) || !verifySignatureOnly(req, publicKeyFromKeyId(req.iss))) throw new CairnError('BAD_SIGNATURE', 'request signature does not verify')
     checked.push(`request signature by ${req.iss}`)
   }
   return { receipt: env, checked }

@@ -34,7 +34,7 @@ export interface TaskRow {
   receipt: Buffer | null
 }
 
-export type TaskSummary = Pick<TaskRow, 'id' | 'type' | 'deadline' | 'priority' | 'seq'>
+export type TaskSummary = Pick<TaskRow, 'id' | 'type' | 'deadline' | 'priority' | 'seq' | 'attempts' | 'local'>
 
 type DbRow = Omit<TaskRow, 'local' | 'requestId' | 'requestHash' | 'replyTopic' | 'errorCode' | 'errorMessage'> & {
   local: number
@@ -85,11 +85,13 @@ export class TaskStore {
       ),
       // Without params and receipt: the planner reads this every tick, and params may be
       // megabytes (an image) per task.
-      byState: db.prepare('SELECT id, type, deadline, priority, seq FROM tasks WHERE state = ? ORDER BY priority DESC, seq ASC'),
+      byState: db.prepare('SELECT id, type, deadline, priority, seq, attempts, local = 1 AS local FROM tasks WHERE state = ? ORDER BY priority DESC, seq ASC'),
       count: db.prepare("SELECT SUM(state = 'queued') AS queued, SUM(state = 'running') AS running FROM tasks WHERE state IN ('queued', 'running')"),
       start: db.prepare("UPDATE tasks SET state = 'running', started = ?, attempts = attempts + 1 WHERE id = ? AND state = 'queued'"),
       requeue: db.prepare("UPDATE tasks SET state = 'queued' WHERE id = ? AND state = 'running'"),
-      finish: db.prepare('UPDATE tasks SET state = ?, finished = ?, error_code = ?, error_message = ?, receipt = ? WHERE id = ?'),
+      // The params are dropped once final: a finished or rejected task never needs them
+      // again, and they may be megabytes kept for tasks.retentionDays otherwise.
+      finish: db.prepare("UPDATE tasks SET state = ?, finished = ?, error_code = ?, error_message = ?, receipt = ?, params = 'null' WHERE id = ?"),
       prune: db.prepare("DELETE FROM tasks WHERE state IN ('done', 'failed', 'cancelled', 'rejected') AND COALESCE(finished, received) < ?"),
     }
   }
@@ -108,7 +110,7 @@ export class TaskStore {
   /** Tasks in one state, in run order (priority, then arrival): ids and what the planner
    * needs; get(id) reads the whole row. */
   inState(state: TaskState): TaskSummary[] {
-    return this.st.byState.all(state) as TaskSummary[]
+    return (this.st.byState.all(state) as Array<Omit<TaskSummary, 'local'> & { local: number }>).map(r => ({ ...r, local: r.local === 1 }))
   }
 
   counts(): { queued: number; running: number } {
@@ -182,14 +184,24 @@ export function planQueue(s: QueueSnapshot): QueueStep[] {
   return steps
 }
 
-export type RecoveryStep = { kind: 'resume'; id: string } | { kind: 'interrupt'; id: string }
+export type RecoveryStep = { kind: 'resume'; id: string } | { kind: 'interrupt'; id: string; why: 'not-idempotent' | 'attempts' | 'local' }
+
+/** Starts of one task across restarts before it is given up: a task that takes the agent
+ * down each time (memory, a native crash) must not do so forever. */
+export const MAX_ATTEMPTS = 3
 
 /** After a restart, for each task the previous run left `running`: an idempotent type
  * (cache: fetching content-addressed bytes again yields the same object) goes back to
- * the queue; any other fails with INTERRUPTED, because running it again could do the
- * work twice. */
-export function planRecovery(running: ReadonlyArray<Pick<TaskRow, 'id' | 'type'>>, idempotent: ReadonlySet<string>): RecoveryStep[] {
-  return running.map(t => (idempotent.has(t.type) ? { kind: 'resume', id: t.id } : { kind: 'interrupt', id: t.id }))
+ * the queue, unless it has been started MAX_ATTEMPTS times already; any other fails
+ * with INTERRUPTED, because running it again could do the work twice. A local task
+ * fails whatever its type: its on-device caller went with the previous run. */
+export function planRecovery(running: ReadonlyArray<Pick<TaskRow, 'id' | 'type' | 'attempts' | 'local'>>, idempotent: ReadonlySet<string>): RecoveryStep[] {
+  return running.map((t): RecoveryStep => {
+    if (t.local) return { kind: 'interrupt', id: t.id, why: 'local' }
+    if (!idempotent.has(t.type)) return { kind: 'interrupt', id: t.id, why: 'not-idempotent' }
+    if (t.attempts >= MAX_ATTEMPTS) return { kind: 'interrupt', id: t.id, why: 'attempts' }
+    return { kind: 'resume', id: t.id }
+  })
 }
 
 export type Admission = { ok: true } | { ok: false; code: Extract<ErrorCode, 'BUSY' | 'TOO_HOT' | 'EXPIRED'>; message: string }

@@ -6,6 +6,7 @@
 //
 // Knows nothing of MQTT: the service (service.ts) turns `notify` calls into updates.
 
+import { Value } from '@sinclair/typebox/value'
 import type { Clock } from '../clock.js'
 import type { Json } from '../canonical.js'
 import type { Config } from '../config-schema.js'
@@ -16,7 +17,7 @@ import type { KeyPair } from '../keys.js'
 import type { Logger } from '../log.js'
 import { MsgClass, type Outbox } from '../outbox.js'
 import type { Db } from '../state-db.js'
-import { asJson, encodeTaskMessage, RECEIPT_TTL_MS, taskMessageHash, TaskMsg, type TaskReceipt, type TaskReceiptBody, type TaskRequest, type TaskState } from './format.js'
+import { asJson, encodeTaskMessage, RECEIPT_TTL_MS, taskMessageHash, TaskMsg, TaskReceiptBodySchema, type TaskReceipt, type TaskReceiptBody, type TaskRequest, type TaskState } from './format.js'
 import { planAdmission, planQueue, planRecovery, TaskStore, type TaskRow } from './queue.js'
 import type { TaskExecutor, TaskOutcome } from './types.js'
 
@@ -67,6 +68,8 @@ export type SubmitResult = { ok: true; row: TaskRow; position: number } | { ok: 
 interface Running {
   ac: AbortController
   lastProgress: number
+  /** The one report of completion (fraction 1) that may bypass the rate limit was sent. */
+  sentFinal: boolean
 }
 
 const PROGRESS_EVERY_MS = 1000
@@ -123,15 +126,26 @@ export class TaskRunner {
   /** Resolves tasks an earlier run left running, then starts the queue. */
   start(): void {
     this.stopped = false
+    const why = {
+      'not-idempotent': 'the agent stopped while the task ran; not resumed because the work is not idempotent',
+      attempts: 'the agent stopped while the task ran, again; not resumed after this many starts',
+      local: 'the agent stopped while the task ran; its on-device caller is gone',
+    }
     for (const step of planRecovery(this.store.inState('running'), this.idempotent)) {
       const row = this.store.get(step.id)!
       if (step.kind === 'resume') {
         this.store.requeue(row.id)
         this.o.log.info({ task: row.id, type: row.type }, 'resuming a task interrupted by a restart (idempotent type)')
       } else {
-        this.o.log.warn({ task: row.id, type: row.type }, 'task interrupted by a restart: failed')
-        this.finalize(row, 'failed', { code: 'INTERRUPTED', message: 'the agent stopped while the task ran; not resumed because the work is not idempotent' }, undefined)
+        this.o.log.warn({ task: row.id, type: row.type, why: step.why }, 'task interrupted by a restart: failed')
+        this.finalize(row, 'failed', { code: 'INTERRUPTED', message: why[step.why] }, undefined)
       }
+    }
+    // A local task still queued has no caller any more either (and its queued -> running
+    // step is not flushed to disk by an update the way a dispatcher's is, so after a
+    // power cut it could even be one that had started).
+    for (const t of this.store.inState('queued')) {
+      if (t.local) this.finalize(this.store.get(t.id)!, 'failed', { code: 'INTERRUPTED', message: why.local }, undefined)
     }
     this.tick = setInterval(() => this.pump(), this.o.tickMs ?? 1000)
     this.tick.unref()
@@ -146,13 +160,19 @@ export class TaskRunner {
     this.stopped = true
     clearInterval(this.tick)
     for (const r of this.running.values()) r.ac.abort(new CairnError('INTERRUPTED', 'the agent is stopping'))
-    const until = this.o.clock.now() + (this.o.graceMs ?? 5000)
+    // Real time, not the injected clock: this waits for real work to stop.
+    const until = Date.now() + (this.o.graceMs ?? 5000)
     while (this.running.size > 0 && Date.now() < until) await new Promise(r => setTimeout(r, 20))
     await Promise.all([...this.executors.values()].map(e => e.close?.().catch(err => this.o.log.warn({ err: (err as Error).message }, 'executor close failed'))))
   }
 
   counts(): { queued: number; running: number } {
     return this.store.counts()
+  }
+
+  /** False before start() and after stop(): nothing would run a task submitted now. */
+  get active(): boolean {
+    return !this.stopped
   }
 
   /** Admission: duplicate id, executor capability, queue rules. Stores the task (or its
@@ -177,7 +197,8 @@ export class TaskRunner {
       received: now,
     }
     const refuse = (code: ErrorCode, message: string): SubmitResult => {
-      if (this.store.insert({ ...base, state: 'rejected' })) this.store.finish(b.task, 'rejected', now, { code, message }, null)
+      // A rejected task keeps its id and reason, not its params (they may be megabytes).
+      if (this.store.insert({ ...base, params: 'null', state: 'rejected' })) this.store.finish(b.task, 'rejected', now, { code, message }, null)
       const row = this.store.get(b.task)!
       this.o.notify({ event: 'rejected', row, error: { code, message } })
       return { ok: false, code, message }
@@ -254,7 +275,7 @@ export class TaskRunner {
     }
     if (!this.store.markRunning(row.id, now)) return
     const ac = new AbortController()
-    const entry: Running = { ac, lastProgress: 0 }
+    const entry: Running = { ac, lastProgress: 0, sentFinal: false }
     this.running.set(row.id, entry)
     const started = { ...row, state: 'running' as const, started: now, attempts: row.attempts + 1 }
     this.o.notify({ event: 'started', row: started })
@@ -273,11 +294,15 @@ export class TaskRunner {
     const settled = await new Promise<{ out: TaskOutcome } | { err: unknown }>(resolve => {
       // A hung executor must not hold the slot forever: after the abort it gets graceMs.
       ac.signal.addEventListener('abort', () => (grace = setTimeout(() => resolve({ err: ac.signal.reason }), this.o.graceMs ?? 5000)), { once: true })
+      // At most one report a second, plus one "complete" (1) report: an executor that
+      // calls progress(1) or progress(NaN) in a loop must not flood the broker.
       const progress = (fraction: number, note?: string) => {
         const t = this.o.clock.now()
-        if (ac.signal.aborted || (t - entry.lastProgress < PROGRESS_EVERY_MS && fraction < 1)) return
+        const f = typeof fraction === 'number' && Number.isFinite(fraction) ? Math.min(1, Math.max(0, fraction)) : 0
+        const final = f === 1 && !entry.sentFinal
+        if (ac.signal.aborted || (t - entry.lastProgress < PROGRESS_EVERY_MS && !final)) return
         entry.lastProgress = t
-        const f = Number.isFinite(fraction) ? Math.min(1, Math.max(0, fraction)) : 0
+        if (f === 1) entry.sentFinal = true
         this.o.notify({ event: 'progress', row, progress: f, ...(note !== undefined ? { note: String(note).slice(0, 200) } : {}) })
       }
       try {
@@ -294,14 +319,24 @@ export class TaskRunner {
     clearTimeout(grace)
     // Stopping: the row stays `running` and the next start resolves it.
     if (this.stopped) return
-    if ('out' in settled) {
-      const size = Buffer.byteLength(JSON.stringify(settled.out.result ?? null))
+    // Once aborted (cancel, timeout) the abort decides, even if the executor ignored the
+    // signal and returned a result within the grace period: the receipt says what the
+    // dispatcher was told would happen, and a late result is discarded.
+    if ('out' in settled && !ac.signal.aborted) {
+      let out: TaskOutcome
+      try {
+        out = plainOutcome(settled.out)
+      } catch (err) {
+        this.finalize(row, 'failed', errorBody(err), undefined)
+        return
+      }
+      const size = Buffer.byteLength(JSON.stringify(out.result))
       if (size > this.o.config.maxResultBytes) {
-        this.finalize(row, 'failed', { code: 'TOO_LARGE', message: `result of ${size} bytes exceeds tasks.maxResultBytes (${this.o.config.maxResultBytes})` }, { ...settled.out, result: null })
-      } else this.finalize(row, 'done', null, settled.out)
+        this.finalize(row, 'failed', { code: 'TOO_LARGE', message: `result of ${size} bytes exceeds tasks.maxResultBytes (${this.o.config.maxResultBytes})` }, { ...out, result: null })
+      } else this.finalize(row, 'done', null, out)
       return
     }
-    const reason = ac.signal.aborted ? ac.signal.reason : settled.err
+    const reason = ac.signal.aborted ? ac.signal.reason : (settled as { err: unknown }).err
     const e = errorBody(reason)
     if (e.code === 'INTERNAL') this.o.log.error({ task: row.id, err: e.message }, 'task executor failed unexpectedly')
     this.finalize(row, e.code === 'CANCELLED' ? 'cancelled' : 'failed', e, undefined)
@@ -330,6 +365,16 @@ export class TaskRunner {
       finished: now,
       attempts: row.attempts,
     }
+    // An executor's outcome that breaks the receipt schema (an uppercase hash, 300
+    // inputs, a 2 kB backend name) must not yield a receipt `cairn task verify` refuses:
+    // the task fails with INTERNAL and a receipt without the executor's figures instead.
+    if (out !== undefined && !Value.Check(TaskReceiptBodySchema, body)) {
+      const first = [...Value.Errors(TaskReceiptBodySchema, body)][0]
+      const why = `the executor returned an invalid outcome (${first ? `${first.path} ${first.message}` : 'schema'})`
+      this.o.log.error({ task: row.id, err: why }, 'task outcome refused')
+      this.finalize(row, 'failed', { code: 'INTERNAL', message: why }, undefined)
+      return
+    }
     let receipt: TaskReceipt | undefined
     let wire: Buffer | undefined
     try {
@@ -355,5 +400,26 @@ export class TaskRunner {
     const keepMs = Math.max(this.o.config.retentionDays * 86_400_000, this.o.minRetentionMs ?? 0)
     const n = this.store.prune(now - keepMs)
     if (n > 0) this.o.log.info({ pruned: n }, 'old finished tasks forgotten')
+  }
+}
+
+/** The outcome as plain JSON (what the receipt can carry): undefined members dropped,
+ * typed arrays and class instances flattened. Throws INTERNAL for what JSON cannot hold
+ * (BigInt, cycles) so the task fails with a receipt instead of hanging `running`. */
+function plainOutcome(out: TaskOutcome): TaskOutcome {
+  let o: Partial<TaskOutcome> | null
+  try {
+    o = JSON.parse(JSON.stringify(out ?? null, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? undefined : v))) as Partial<TaskOutcome> | null
+  } catch (err) {
+    throw new CairnError('INTERNAL', `the executor returned an outcome that is not JSON: ${(err as Error).message}`)
+  }
+  return {
+    inputs: o?.inputs ?? [],
+    ...(o?.model ? { model: o.model } : {}),
+    outputs: o?.outputs ?? [],
+    result: o?.result ?? null,
+    backend: o?.backend ?? 'unknown',
+    timings: o?.timings ?? {},
+    resources: o?.resources ?? {},
   }
 }

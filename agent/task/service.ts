@@ -237,6 +237,8 @@ export class TaskService {
     } catch (err) {
       return Promise.reject(err)
     }
+    // Stopped (or not started): the task would wait in the queue with nobody to run it.
+    if (!this.runner.active) return Promise.reject(new CairnError('INTERRUPTED', 'the task queue is not running (the agent is stopping)'))
     return new Promise<LocalTaskResult>((resolve, reject) => {
       this.waiters.set(body.task, n => {
         this.waiters.delete(body.task)
@@ -297,6 +299,8 @@ export class TaskService {
   private update(u: Omit<TaskUpdate, 'v' | 'id' | 'device' | 'ts'>): Buffer {
     const now = this.o.clock.now()
     const msg: TaskUpdate = { v: 1, id: newId(now), device: this.o.identity.keyId, ts: now, ...u }
+    // Messages may come from an executor or echo input: keep them within the schema.
+    if (msg.error) msg.error = { code: msg.error.code, message: msg.error.message.slice(0, 1000) }
     return Buffer.from(JSON.stringify(msg))
   }
 

@@ -5,8 +5,10 @@
 
 import t from 'tap'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { request } from 'node:http'
 import { join } from 'node:path'
 import { startDemoNodeRed, startNodeRed } from '../../agent/node-red-host.js'
+import WebSocket from 'ws'
 import { tmp, until } from '../helpers/agent.js'
 import { cairnNodes } from './kit.js'
 
@@ -42,6 +44,34 @@ t.test('the demo editor: starter flow, examples, one per process, fail soft', as
   t.equal(editor.status, 200)
   t.match(await editor.text(), /Cairn · Node-RED/, 'the editor, with its title')
 
+  // No login on 127.0.0.1: a page in the owner's browser must not drive the editor.
+  const status = (headers: Record<string, string>, method = 'GET') =>
+    new Promise<number>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port: host.port, path: '/flows', method, headers: { accept: 'application/json', ...headers } }, res => {
+        res.resume()
+        resolve(res.statusCode ?? 0)
+      })
+      req.on('error', reject)
+      req.end()
+    })
+  t.equal(await status({ host: `localhost:${host.port}` }), 200, 'Host localhost is served')
+  t.equal(await status({ host: `rebound.example:${host.port}` }), 403, 'a DNS-rebound Host is refused')
+  t.equal(await status({ host: `127.0.0.1:${host.port}`, origin: 'https://evil.example', 'content-type': 'application/json' }, 'POST'), 403, 'a foreign Origin is refused')
+  const comms = (origin?: string) =>
+    new Promise<number | 'open'>(resolve => {
+      const ws = new WebSocket(`ws://127.0.0.1:${host.port}/comms`, origin ? { origin } : {})
+      ws.on('open', () => {
+        ws.close()
+        resolve('open')
+      })
+      ws.on('unexpected-response', (_req, res) => {
+        resolve(res.statusCode ?? 0)
+        ws.terminate()
+      })
+      ws.on('error', () => resolve(0))
+    })
+  t.equal(await comms(), 'open', 'the editor’s WebSocket opens from this machine')
+  t.equal(await comms('https://evil.example'), 403, 'but not for another site’s page')
 })
 
 t.test('an owner’s edits survive a restart: the starter flow is written only once', async t => {

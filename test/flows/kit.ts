@@ -30,6 +30,7 @@ export async function startFlowAgent(url: string, o: { stateDir?: string; values
       // One sample at start only: tests feed samples through the agent's bus.
       telemetry: { periodS: 86_400 },
       gpio: { driver: 'fake', statusLed: { pin: LED_PIN }, button: { pin: BUTTON_PIN } },
+      tasks: { types: ['inference', 'cache'] },
       ...o.values,
     },
   })
@@ -65,13 +66,13 @@ export class Recorder {
   constructor(node: unknown) {
     ;(node as EmitterNode).on('input', msg => this.msgs.push(msg))
   }
-  async next(pred: (m: NrMsg) => boolean = () => true, what = 'a message', timeoutMs = 10_000): Promise<NrMsg> {
+  async next(pred: (m: NrMsg) => boolean = () => true, what = 'a message', timeoutMs = 20_000): Promise<NrMsg> {
     let hit: NrMsg | undefined
     await until(() => (hit = this.msgs.find(pred)) !== undefined, timeoutMs, `${what}; got ${JSON.stringify(this.msgs.slice(-3)).slice(0, 400)}`)
     return hit!
   }
   /** The error a Catch node reported for the given node. */
-  errorFrom(id: string, timeoutMs = 10_000): Promise<NrMsg> {
+  errorFrom(id: string, timeoutMs = 20_000): Promise<NrMsg> {
     return this.next(m => m.error?.source?.id === id, `an error from ${id}`, timeoutMs)
   }
   clear(): void {
@@ -95,7 +96,7 @@ export function statuses(node: unknown): Status[] {
     .map(c => c.args[0] as Status)
 }
 
-export async function statusMatching(node: unknown, pred: (s: Status) => boolean, what: string, timeoutMs = 10_000): Promise<Status> {
+export async function statusMatching(node: unknown, pred: (s: Status) => boolean, what: string, timeoutMs = 20_000): Promise<Status> {
   let hit: Status | undefined
   await until(
     () => {

@@ -52,6 +52,9 @@ export async function startTestAgent(o: TestAgentOptions): Promise<TestAgent> {
     broker: { url: o.url, mqttVersion: o.mqttVersion ?? 5, reconnectMinMs: 200, reconnectMaxMs: 1000 },
     health: { port: 0 },
     cache: { port: 0 },
+    // Most tests never run inference: not starting its worker (about 1.7 s of CPU per
+    // agent) keeps the suite fast. Tests that infer ask for it.
+    tasks: { types: ['cache'] },
     log: { level: 'debug' },
     ...o.values,
   }

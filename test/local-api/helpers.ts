@@ -41,8 +41,12 @@ export interface ApiAgent extends TestAgent {
   fake(): Promise<FakeGpio>
 }
 
+/** An agent with the fake GPIO and no inference worker: the worker loads TensorFlow in the
+ * background, and `infer` answers BUSY or UNSUPPORTED depending on how far it got, so
+ * tests would race it (and every agent here would pay for it). The infer op's path to the
+ * task queue is tested with a stub runner in api.test.ts. */
 export async function startApiAgent(url: string, values: Record<string, unknown> = {}, stateDir?: string): Promise<ApiAgent> {
-  const a = await startTestAgent({ url, values: { gpio: { driver: 'fake' }, ...values }, ...(stateDir ? { stateDir } : {}) })
+  const a = await startTestAgent({ url, values: { gpio: { driver: 'fake' }, tasks: { types: ['cache'] }, ...values }, ...(stateDir ? { stateDir } : {}) })
   const api = a.agent.localApi
   if (!api?.socketPath) throw new Error(`local API did not start: ${a.logs.filter(l => l.includes('local API')).join('\n')}`)
   return Object.assign(a, {

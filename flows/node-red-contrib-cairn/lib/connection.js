@@ -10,10 +10,13 @@
 const { EventEmitter } = require('node:events')
 
 const TOKEN_RETRY_MS = 5000
+// With no node left using it, the connection closes after this long: a redeploy of the
+// nodes (config node unchanged) picks it up again within the grace, without a reconnect.
+const IDLE_CLOSE_MS = 5000
 
 class AgentConnection extends EventEmitter {
   /**
-   * @param {{ socketPath?: string, url?: string, tokenFile: string, log: { log(m: string): void, warn(m: string): void } }} opts
+   * @param {{ socketPath?: string, url?: string, tokenFile: string, log: { log(m: string): void, warn(m: string): void }, idleCloseMs?: number }} opts
    * @param {() => { LocalApiClient: any, readTokenFile: (p: string) => string }} loadClient
    */
   constructor(opts, loadClient) {
@@ -30,18 +33,38 @@ class AgentConnection extends EventEmitter {
     this.hello = undefined
     this.closed = false
     this.retry = undefined
+    this.idle = undefined
   }
 
   /** Registers a node: it is told the state now and on every change. Returns a release function. */
   use(node, onState) {
     this.users.add(node)
+    if (this.idle) clearTimeout(this.idle)
+    this.idle = undefined
     this.on('state', onState)
-    onState(this.state)
+    safely(this.opts.log, () => onState(this.state))
     this.start()
     return () => {
       this.users.delete(node)
       this.off('state', onState)
+      if (this.users.size === 0 && !this.closed && !this.idle) {
+        this.idle = setTimeout(() => {
+          this.idle = undefined
+          if (this.users.size === 0) this.stop()
+        }, this.opts.idleCloseMs ?? IDLE_CLOSE_MS)
+        this.idle.unref?.()
+      }
     }
+  }
+
+  /**
+   * Fans an agent event out to the nodes. Each listener runs on its own: a throw in one
+   * would otherwise escape into the WebSocket's socket handler and end Node-RED.
+   */
+  onEvent(listener) {
+    const guarded = (topic, data, ts) => safely(this.opts.log, () => listener(topic, data, ts))
+    this.on('event', guarded)
+    return () => this.off('event', guarded)
   }
 
   /** Runs `setup` now if connected and after every reconnect; returns its removal. */
@@ -84,15 +107,24 @@ class AgentConnection extends EventEmitter {
 
   setState(state, reason) {
     this.state = reason ? { state, reason } : { state }
-    this.emit('state', this.state)
+    for (const l of this.listeners('state')) safely(this.opts.log, () => l(this.state))
   }
 
   start() {
     if (this.client || this.closed || this.retry) return
+    let lib
+    try {
+      lib = this.loadClient()
+    } catch (err) {
+      // lib/client.cjs is made by the Cairn repository's `npm run build`; a package
+      // packed without it cannot connect, and retrying will not help.
+      this.opts.log.warn(`cairn: cannot load the local API client: ${reasonText(err)}`)
+      this.setState('error', 'lib/client.cjs missing: rebuild the package')
+      return
+    }
     let token
     try {
-      const { readTokenFile } = this.loadClient()
-      token = readTokenFile(this.opts.tokenFile)
+      token = lib.readTokenFile(this.opts.tokenFile)
     } catch (err) {
       // The agent writes its token at start; Node-RED may have started first, or lack
       // the group that may read it. Say which, and try again.
@@ -107,7 +139,7 @@ class AgentConnection extends EventEmitter {
       }, TOKEN_RETRY_MS)
       return
     }
-    const { LocalApiClient } = this.loadClient()
+    const { LocalApiClient } = lib
     // tokenFile: the client re-reads it before each attempt, so a new token after an
     // agent re-provisioning is picked up without a redeploy.
     const log = this.opts.log
@@ -133,7 +165,9 @@ class AgentConnection extends EventEmitter {
       // client keeps retrying; errors on a live connection are reported by requests.
       if (!this.closed && this.state.state !== 'connected') this.setState(err && err.code === 'UNAUTHORIZED' ? 'error' : 'disconnected', reasonText(err))
     })
-    client.on('event', (topic, data, ts) => this.emit('event', topic, data, ts))
+    client.on('event', (topic, data, ts) => {
+      if (client === this.client) this.emit('event', topic, data, ts)
+    })
     this.setState('connecting')
     client.connect().catch(() => {
       // Reported through 'error' above; the client goes on trying.
@@ -141,7 +175,7 @@ class AgentConnection extends EventEmitter {
   }
 
   async connected() {
-    if (this.closed) return
+    if (this.closed || !this.client) return
     this.setState('connected')
     if (this.topics.size > 0) await this.sendSubscribe()
     for (const s of this.setups) await this.runSetup(s)
@@ -165,14 +199,36 @@ class AgentConnection extends EventEmitter {
     }
   }
 
-  async close() {
-    this.closed = true
+  /** Drops the agent connection while no node uses it; the next `use` starts a new one. */
+  stop() {
     if (this.retry) clearTimeout(this.retry)
     this.retry = undefined
     const c = this.client
     this.client = undefined
+    if (c) {
+      c.removeAllListeners()
+      c.on('error', () => {})
+      c.close()
+    }
+    if (!this.closed) this.setState('idle')
+  }
+
+  async close() {
+    this.closed = true
+    if (this.idle) clearTimeout(this.idle)
+    this.idle = undefined
+    this.stop()
     this.removeAllListeners('event')
-    if (c) c.close()
+    this.removeAllListeners('state')
+  }
+}
+
+/** Runs a node's callback; a throw is logged, never passed up into the socket's handler. */
+function safely(log, fn) {
+  try {
+    fn()
+  } catch (err) {
+    log.warn(`cairn: a node failed handling an agent message: ${reasonText(err)}`)
   }
 }
 

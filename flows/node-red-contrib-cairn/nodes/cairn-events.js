@@ -20,12 +20,13 @@ module.exports = function (RED) {
     const onEvent = (topic, data, ts) => {
       if (topic === 'event' && withEvents && data && typeof data.kind === 'string') {
         if (kinds.length > 0 && !kinds.some(k => data.kind.startsWith(k))) return
-        node.send({ topic: data.kind, payload: data.data ?? {}, ts })
+        // Every events node gets the same parsed frame: each message its own copy.
+        node.send({ topic: data.kind, payload: structuredClone(data.data ?? {}), ts })
       } else if (topic === 'status' && withStatus) {
-        node.send({ topic: 'status', payload: data, ts })
+        node.send({ topic: 'status', payload: structuredClone(data), ts })
       }
     }
-    conn.on('event', onEvent)
+    node.on('close', conn.onEvent(onEvent))
     if (withStatus) {
       // Status events come on changes only: start each connection with the state now.
       node.on(
@@ -36,7 +37,6 @@ module.exports = function (RED) {
         }),
       )
     }
-    node.on('close', () => conn.off('event', onEvent))
   }
 
   RED.nodes.registerType('cairn-events', CairnEventsNode)

@@ -26,6 +26,8 @@ module.exports = function (RED) {
     const sendInitial = config.initial === true || config.initial === 'true'
     let opened = false
     let openError
+    let closing = false
+    let opening // the gpio.open in flight, so close can wait for it
 
     const conn = bindAgent(RED, node, config.agent, st => {
       if (st.state !== 'connected') opened = false
@@ -53,21 +55,26 @@ module.exports = function (RED) {
     node.on(
       'close',
       conn.onConnect(async c => {
+        if (closing) return
         try {
-          await c.request('gpio.open', { pin, mode: 'in', edge, debounceMs, activeLow })
+          opening = c.request('gpio.open', { pin, mode: 'in', edge, debounceMs, activeLow })
+          await opening
           opened = true
           openError = undefined
+          if (closing) return // close() releases the line once this open is done
           const { value } = await c.request('gpio.read', { pin })
+          if (closing) return
           node.status({ fill: 'green', shape: 'dot', text: `${label}: ${value}` })
           if (sendInitial) node.send({ topic: `gpio/${pin}`, payload: value, pin, initial: true })
         } catch (err) {
+          if (closing) return
           openError = err
           node.status({ fill: 'red', shape: 'ring', text: short(`${label}: ${reasonText(err)}`) })
         }
       }),
     )
     const onEvent = (topic, data, ts) => {
-      if (topic !== 'gpio' || !data || data.pin !== pin) return
+      if (closing || topic !== 'gpio' || !data || data.pin !== pin) return
       node.status({ fill: 'green', shape: 'dot', text: `${label}: ${data.value}` })
       node.send({ topic: `gpio/${pin}`, payload: data.value, pin, ts })
     }
@@ -75,12 +82,16 @@ module.exports = function (RED) {
     node.on('close', () => conn.off('event', onEvent))
     node.on('close', (removed, done) => {
       // The agent releases a client's lines when it disconnects; on a redeploy the
-      // connection may stay, so close the line explicitly.
-      if (!opened) return done()
-      conn.request('gpio.close', { pin }).then(
-        () => done(),
-        () => done(),
-      )
+      // connection stays, so close the line explicitly, after an open still in flight
+      // (else the line stays open and the next node on this pin gets PIN_BUSY).
+      closing = true
+      Promise.resolve(opening)
+        .catch(() => {})
+        .then(() => (opened ? conn.request('gpio.close', { pin }) : undefined))
+        .then(
+          () => done(),
+          () => done(),
+        )
     })
   }
 

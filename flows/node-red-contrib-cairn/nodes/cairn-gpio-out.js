@@ -21,6 +21,8 @@ module.exports = function (RED) {
     let level = config.initial === 1 || config.initial === '1' ? 1 : 0
     let opened = false
     let openError
+    let closing = false
+    let opening // the gpio.open in flight, so close can wait for it
 
     const conn = bindAgent(RED, node, config.agent, st => {
       if (st.state !== 'connected') opened = false
@@ -31,23 +33,32 @@ module.exports = function (RED) {
       node.on(
         'close',
         conn.onConnect(async c => {
+          if (closing) return
           try {
-            await c.request('gpio.open', { pin, mode: 'out', activeLow, initial: level })
+            opening = c.request('gpio.open', { pin, mode: 'out', activeLow, initial: level })
+            await opening
             opened = true
             openError = undefined
+            if (closing) return
             node.status({ fill: 'green', shape: 'dot', text: `${label}: ${level}` })
           } catch (err) {
+            if (closing) return
             openError = err
             node.status({ fill: 'red', shape: 'ring', text: short(`${label}: ${reasonText(err)}`) })
           }
         }),
       )
       node.on('close', (removed, done) => {
-        if (!opened) return done()
-        conn.request('gpio.close', { pin }).then(
-          () => done(),
-          () => done(),
-        )
+        // After an open still in flight, else the line stays open on this connection
+        // and the node that replaces this one on a redeploy gets PIN_BUSY.
+        closing = true
+        Promise.resolve(opening)
+          .catch(() => {})
+          .then(() => (opened ? conn.request('gpio.close', { pin }) : undefined))
+          .then(
+            () => done(),
+            () => done(),
+          )
       })
     }
 

@@ -24,13 +24,14 @@ module.exports = function (RED) {
         lastSentAt = ts
         node.send(toMsg({}, last))
       }
-      conn.on('event', onEvent)
-      node.on('close', () => conn.off('event', onEvent))
+      node.on('close', conn.onEvent(onEvent))
     }
 
     function toMsg(msg, { sample, ts }) {
       msg.topic = 'telemetry'
-      msg.payload = pick(sample, fields)
+      // A copy: the sample is shared with every other telemetry node and kept for the
+      // next input message, so a flow that changes its msg.payload must not change it.
+      msg.payload = structuredClone(pick(sample, fields))
       msg.ts = ts
       // Two readings most flows want, without digging through arrays.
       const hottest = hottestCelsius(sample)
@@ -62,7 +63,7 @@ function pick(sample, fields) {
 
 function hottestCelsius(s) {
   let max
-  for (const z of Array.isArray(s.thermal) ? s.thermal : []) if (typeof z.celsius === 'number' && (max === undefined || z.celsius > max)) max = z.celsius
+  for (const z of Array.isArray(s.thermal) ? s.thermal : []) if (z && typeof z.celsius === 'number' && (max === undefined || z.celsius > max)) max = z.celsius
   if (s.gpu && typeof s.gpu.celsius === 'number' && (max === undefined || s.gpu.celsius > max)) max = s.gpu.celsius
   return max
 }
