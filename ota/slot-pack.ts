@@ -4,11 +4,14 @@
 //   VERSION                         its version, checked against the signed metadata
 //   node_modules/better-sqlite3/    package.json, lib/, build/Release/better_sqlite3.node
 //   node_modules/bindings/, node_modules/file-uri-to-path/   what finds the addon
+//   infer-worker.mjs, tfjs-backend-wasm*.wasm, shapes.cairnmodel, demo-samples/
+//                                   the inference worker and its files, from beside the bundle
 // The addon must match the device's architecture and Node ABI: pass `nodeModules`
 // pointing at a tree built for it (image-build/stages/addon.sh cross-compiles one).
 
 import { existsSync, readFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
+import { inferenceAssetPaths } from '../agent/infer/bundle-assets.mjs'
 import { gzip, packTar, treeEntries, type TarEntry } from './tar.js'
 import { BUNDLE_FILE, VERSION_FILE } from './slots.js'
 
@@ -32,6 +35,11 @@ export function slotEntries(o: PackOptions): TarEntry[] {
     { path: BUNDLE_FILE, type: 'file', mode: 0o755, data: readFileSync(o.bundle) },
     { path: VERSION_FILE, type: 'file', mode: 0o644, data: Buffer.from(o.version + '\n') },
   ]
+  // Without these a release would run, but every inference task would fail to start.
+  const assets = inferenceAssetPaths(dirname(o.bundle))
+  if (!assets.includes('infer-worker.mjs')) throw new Error(`${dirname(o.bundle)} has no infer-worker.mjs beside the bundle: build with npm run build`)
+  if (assets.some(a => a.startsWith('demo-samples/'))) entries.push({ path: 'demo-samples', type: 'dir', mode: 0o755 })
+  for (const a of assets) entries.push({ path: a, type: 'file', mode: 0o644, data: readFileSync(join(dirname(o.bundle), a)) })
   for (const [name, data] of Object.entries(o.extra ?? {})) entries.push({ path: name, type: 'file', mode: 0o644, data: Buffer.from(data) })
   entries.push({ path: 'node_modules', type: 'dir', mode: 0o755 })
   for (const pkg of RUNTIME_PACKAGES) {

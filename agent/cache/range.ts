@@ -13,7 +13,8 @@ export type RangeResult =
   | { kind: 'partial'; start: number; end: number } // inclusive end
   | { kind: 'unsatisfiable' }
 
-const SINGLE = /^bytes=[ \t]*(\d*)[ \t]*-[ \t]*(\d*)[ \t]*$/
+// The unit is case-insensitive (§14.1); blanks around the numbers are tolerated.
+const SINGLE = /^bytes=[ \t]*(\d*)[ \t]*-[ \t]*(\d*)[ \t]*$/i
 
 export function parseRange(header: string | undefined, size: number): RangeResult {
   if (header === undefined) return { kind: 'full' }

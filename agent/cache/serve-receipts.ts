@@ -86,6 +86,7 @@ export class ServeReceipts {
   private flushTimer: NodeJS.Timeout | undefined
   private readonly topic: string
   private dbCount: number
+  private stopped = false
 
   constructor(private readonly o: ServeReceiptsOptions) {
     const db = o.db
@@ -118,19 +119,32 @@ export class ServeReceipts {
       if (r.status === 206) a.ranges++
       this.pending.set(r.sha256, a)
       // dbCount + pending over-counts (an object may be in both); distinct() is exact.
-      if (this.pending.size + this.dbCount >= MAX_OBJECTS_PER_RECEIPT && this.distinct() >= MAX_OBJECTS_PER_RECEIPT) this.publish()
+      if (this.pending.size + this.dbCount >= MAX_OBJECTS_PER_RECEIPT) this.guarded('publish', () => this.distinct() >= MAX_OBJECTS_PER_RECEIPT && this.publish())
     }
   }
 
   start(): void {
     const flushMs = Math.min(this.o.flushMs ?? 10_000, this.o.periodS * 1000)
-    this.flushTimer = setInterval(() => this.flush(), flushMs)
+    this.flushTimer = setInterval(() => this.guarded('flush', () => this.flush()), flushMs)
     this.flushTimer.unref()
     this.schedule()
   }
 
+  /** Runs a timer's or a response's work: a failing database (disk full) is logged and
+   * retried later, and never becomes an uncaught exception that takes the agent down.
+   * Counts not yet written stay in memory (flush clears them only once committed). */
+  private guarded(what: string, fn: () => unknown): void {
+    try {
+      fn()
+    } catch (err) {
+      this.o.log?.error({ err: (err as Error).message }, `cache serve receipts: ${what} failed, retrying later`)
+      if (what === 'publish') this.schedule(Math.min(60_000, this.o.periodS * 1000))
+    }
+  }
+
   /** Writes the counters and stops the timers; the open period continues after a restart. */
   stop(): void {
+    this.stopped = true
     clearInterval(this.flushTimer)
     clearTimeout(this.periodTimer)
     this.flush()
@@ -140,6 +154,7 @@ export class ServeReceipts {
   flush(): void {
     if (this.pending.size === 0 && this.pendingNotModified === 0 && this.pendingUnsatisfiable === 0) return
     this.o.db.transaction(() => this.flushInTx())()
+    this.clearPending()
   }
 
   /** The open period as it stands (counters written and pending). */
@@ -158,8 +173,8 @@ export class ServeReceipts {
     if (this.st.count.get()!.n === 0 && p.not_modified === 0 && p.unsatisfiable === 0) {
       this.st.rollEmpty.run(now)
     } else {
+      // flush() above emptied `pending`; nothing records in between (all synchronous).
       this.o.outbox.enqueueWith(() => {
-        this.flushInTx()
         const body = this.body(now)
         env = signEnvelope(this.o.identity, { type: SERVED_TYPE, id: newId(now), fleet: this.o.fleet, sub: '*', iat: now, exp: now + SERVED_TTL_MS, body: body as unknown as Json })
         this.st.clear.run()
@@ -183,6 +198,9 @@ export class ServeReceipts {
   private flushInTx(): void {
     for (const [sha, a] of this.pending) this.st.add.run(sha, a.bytes, a.requests, a.ranges)
     this.st.addPeriod.run(this.pendingNotModified, this.pendingUnsatisfiable)
+  }
+
+  private clearPending(): void {
     this.pending.clear()
     this.pendingNotModified = 0
     this.pendingUnsatisfiable = 0
@@ -195,12 +213,12 @@ export class ServeReceipts {
     return { seq: p.seq, start: p.start, end, objects, totals: { bytes: sum('bytes'), requests: sum('requests'), ranges: sum('ranges'), notModified: p.not_modified, unsatisfiable: p.unsatisfiable } }
   }
 
-  private schedule(): void {
+  private schedule(retryMs?: number): void {
     clearTimeout(this.periodTimer)
-    const p = this.st.period.get()!
+    if (this.stopped) return
     // A period that ended while the agent was down closes at once.
-    const due = Math.max(0, p.start + this.o.periodS * 1000 - this.o.clock.now())
-    this.periodTimer = setTimeout(() => this.publish(), due)
+    const due = retryMs ?? Math.max(0, this.st.period.get()!.start + this.o.periodS * 1000 - this.o.clock.now())
+    this.periodTimer = setTimeout(() => this.guarded('publish', () => this.publish()), due)
     this.periodTimer.unref()
   }
 }

@@ -39,6 +39,11 @@ export interface CacheServerOptions {
   log?: Logger
   clock?: Clock
   onServed?: (r: ServedRecord) => void
+  /** A connection with no socket activity this long is closed (default 60 s): a client
+   * that stops reading would otherwise hold its lease and descriptor for ever. */
+  idleTimeoutMs?: number
+  /** Connections served at once (default 256; each may hold an object descriptor too). */
+  maxConnections?: number
 }
 
 export interface CacheServer {
@@ -59,6 +64,8 @@ export async function startCacheServer(o: CacheServerOptions): Promise<CacheServ
     })
   })
   server.keepAliveTimeout = 5000
+  server.setTimeout(o.idleTimeoutMs ?? 60_000)
+  server.maxConnections = o.maxConnections ?? 256
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(o.port, o.host, () => {
@@ -118,6 +125,14 @@ async function handle(o: CacheServerOptions, clock: Clock, req: IncomingMessage,
     lease.release()
     // Deleted behind the store's back: the next repair forgets it.
     o.log?.warn({ sha256, err: (err as Error).message }, 'cache object missing on disk')
+    return plain(res, 404, `not found: ${sha256}`)
+  }
+  if (size !== lease.bytes) {
+    // Changed behind the store's back (truncated, overwritten): these cannot be the bytes
+    // the name promises. Not served; the next repair re-hashes the file.
+    closeSync(fd)
+    lease.release()
+    o.log?.error({ sha256, size, indexed: lease.bytes }, 'cache object damaged on disk: not served')
     return plain(res, 404, `not found: ${sha256}`)
   }
   let released = false

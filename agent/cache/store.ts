@@ -8,7 +8,7 @@
 // or a file without its index row (re-hashed and re-indexed on open).
 
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdirSync, rmSync } from 'node:fs'
+import { existsSync, mkdirSync, rmSync } from 'node:fs'
 import { open, rename, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { systemClock, type Clock } from '../clock.js'
@@ -16,9 +16,11 @@ import { CairnError, errorBody, type ErrorCode } from '../errors.js'
 import type { Logger } from '../log.js'
 import type { ContentLease, ContentSource } from '../task/types.js'
 import { cidFromSha256, HEX_PATTERN } from './cid.js'
-import { fetchInto } from './fetch.js'
-import { diskFree, fsyncDir, repairIndex, type RepairReport } from './disk.js'
+import { fetchInto, FetchFailed, type OriginFailure } from './fetch.js'
+import { fsyncDir, repairIndex, type RepairReport } from './disk.js'
 import { indexStatements, openIndexDb, type IndexDb, type IndexRow } from './index-db.js'
+import { Quota } from './quota.js'
+import { SharedJobs } from './shared-jobs.js'
 
 export interface ContentStoreOptions {
   /** The cache directory, normally <stateDir>/cache. */
@@ -47,24 +49,8 @@ export interface ObjectInfo {
   leases: number
 }
 
-export type { RepairReport }
-
-export interface OriginFailure {
-  origin: string
-  code: ErrorCode
-  message: string
-}
-
-/** No origin delivered the object; `failures` says which failed how, in order. */
-export class FetchFailed extends CairnError {
-  constructor(
-    code: ErrorCode,
-    message: string,
-    readonly failures: OriginFailure[],
-  ) {
-    super(code, message)
-  }
-}
+export type { RepairReport, OriginFailure }
+export { FetchFailed }
 
 export interface LeaseOptions {
   signal: AbortSignal
@@ -75,17 +61,28 @@ export interface LeaseOptions {
 
 const TOUCH_FLUSH_MS = 10_000
 
+/** A finished download: its length, and a lease taken in the same synchronous step that
+ * indexed it, so no eviction can slip in before the waiting callers take theirs. */
+interface Downloaded {
+  bytes: number
+  birth: ContentLease
+  /** Set by the first waiter to see it: that one takes over `birth` and reports
+   * `fetched: true`; the others take their own leases while `birth` still holds. */
+  claimed: boolean
+}
+
 export class ContentStore implements ContentSource {
   private readonly st
   private readonly leases = new Map<string, number>()
-  private readonly inflight = new Map<string, { done: Promise<number>; waiters: number; ctl: AbortController }>()
+  private readonly downloads = new SharedJobs<Downloaded>()
+  /** Temp files being written (downloads and puts): repair must leave them alone. */
+  private ingesting = 0
   /** Access times not yet written: a SQLite write per HTTP request would cost more than the request. */
   private readonly touches = new Map<string, number>()
   private lastTouchFlush = 0
   /** Which origin delivered each object this process fetched (bounded; for task receipts). */
   private readonly origins = new Map<string, string>()
-  private used: number
-  private reserved = 0
+  private readonly quota: Quota
   private readonly clock: Clock
   private closed = false
 
@@ -95,7 +92,7 @@ export class ContentStore implements ContentSource {
   ) {
     this.clock = o.clock ?? systemClock
     this.st = indexStatements(db)
-    this.used = this.st.total.get()!.b
+    this.quota = new Quota(o, { st: this.st, leased: sha => (this.leases.get(sha) ?? 0) > 0, drop: sha => this.dropBySha(sha), flush: () => this.flushTouches() })
   }
 
   /** Opens (creating) the store, deletes interrupted downloads and repairs the index
@@ -133,7 +130,7 @@ export class ContentStore implements ContentSource {
 
   usage(): { objects: number; bytes: number; pinnedBytes: number; reservedBytes: number; quotaBytes: number } {
     const t = this.st.total.get()!
-    return { objects: t.n, bytes: t.b, pinnedBytes: t.p, reservedBytes: this.reserved, quotaBytes: this.o.quotaBytes }
+    return { objects: t.n, bytes: t.b, pinnedBytes: t.p, reservedBytes: this.quota.reserved, quotaBytes: this.o.quotaBytes }
   }
 
   leaseLocal(sha256: string): ContentLease | undefined {
@@ -149,36 +146,17 @@ export class ContentStore implements ContentSource {
     opts.signal.throwIfAborted()
     const local = this.leaseLocal(sha256)
     if (local) return this.checked(local, opts)
-    let entry = this.inflight.get(sha256)
-    const first = entry === undefined
-    if (!entry) {
-      const ctl = new AbortController()
-      const done = this.download(sha256, origins, { ...opts, signal: ctl.signal }).finally(() => this.inflight.delete(sha256))
-      entry = { done, waiters: 0, ctl }
-      this.inflight.set(sha256, entry)
-    }
-    const e = entry
-    e.waiters++
     // The shared download stops only when every caller waiting on it has given up.
-    let onAbort: (() => void) | undefined
-    const aborted = new Promise<never>((_, reject) => {
-      onAbort = () => {
-        if (--e.waiters === 0) e.ctl.abort(opts.signal.reason)
-        reject(new CairnError('DOWNLOAD', 'cancelled'))
-      }
-      opts.signal.addEventListener('abort', onAbort, { once: true })
-    })
-    aborted.catch(() => undefined)
-    try {
-      const bytes = await Promise.race([e.done, aborted])
-      const lease = this.leaseLocal(sha256)
-      if (!lease) throw new CairnError('INTERNAL', `${sha256} vanished right after its download`)
-      // A shared download ran with the first caller's limits: check this caller's.
-      return this.checked(first ? this.makeLease(sha256, bytes, true, lease) : lease, opts)
-    } finally {
-      opts.signal.removeEventListener('abort', onAbort!)
-      if (!opts.signal.aborted) e.waiters--
+    const { result } = this.downloads.join(sha256, signal => this.download(sha256, origins, { ...opts, signal }), opts.signal)
+    const got = await result
+    // A shared download ran with the first caller's limits: check this caller's.
+    if (!got.claimed) {
+      got.claimed = true
+      return this.checked(got.birth, opts)
     }
+    const lease = this.leaseLocal(sha256)
+    if (!lease) throw new CairnError('INTERNAL', `${sha256} vanished right after its download`)
+    return this.checked(lease, opts)
   }
 
   /** The lease, unless the object breaks the caller's expected length or size cap. */
@@ -197,17 +175,17 @@ export class ContentStore implements ContentSource {
     const got = createHash('sha256').update(data).digest('hex')
     if (got !== sha256) throw new CairnError('CONTENT_MISMATCH', `sha256 of the ${data.length} bytes is ${got}, not ${sha256}`)
     if (this.has(sha256)) return
-    this.checkSize(data.length, this.o.maxObjectBytes)
-    this.makeRoom(data.length)
-    this.reserved += data.length
+    this.quota.checkSize(data.length, this.o.maxObjectBytes)
+    this.quota.reserve(data.length)
     try {
-      await this.ingest(sha256, async fh => {
+      const lease = await this.ingest(sha256, async fh => {
         await fh.write(data)
         await fh.sync()
         return data.length
       })
+      lease.release()
     } finally {
-      this.reserved -= data.length
+      this.quota.reserved -= data.length
     }
   }
 
@@ -236,9 +214,9 @@ export class ContentStore implements ContentSource {
   /** Whether an object of `bytes` (unknown: 0) could be stored now, evicting if need be. */
   admit(bytes: number | undefined, maxBytes = this.o.maxObjectBytes): { ok: true } | { ok: false; code: ErrorCode; message: string } {
     try {
-      this.checkSize(bytes ?? 0, maxBytes)
-      this.checkDisk(bytes ?? 0)
-      this.evictable(bytes ?? 0)
+      this.quota.checkSize(bytes ?? 0, maxBytes)
+      this.quota.checkDisk(bytes ?? 0)
+      this.quota.evictable(bytes ?? 0)
       return { ok: true }
     } catch (err) {
       return { ok: false, ...errorBody(err) }
@@ -247,22 +225,13 @@ export class ContentStore implements ContentSource {
 
   /** Evicts least-recently-used unpinned, unleased objects until usage is within the quota. */
   gc(): { evicted: string[] } {
-    // Frees what it can, even when pins and leases keep usage above the quota.
-    this.flushTouches()
-    const evicted: string[] = []
-    for (const r of this.st.lru.all()) {
-      if (this.used + this.reserved <= this.o.quotaBytes) break
-      if ((this.leases.get(r.sha256) ?? 0) > 0) continue
-      this.dropBySha(r.sha256)
-      evicted.push(r.sha256)
-    }
-    return { evicted }
+    return { evicted: this.quota.gc() }
   }
 
   close(): void {
     if (this.closed) return
     this.closed = true
-    for (const e of this.inflight.values()) e.ctl.abort(new Error('store closed'))
+    this.downloads.abortAll(new Error('store closed'))
     this.flushTouches()
     this.db.close()
   }
@@ -271,8 +240,8 @@ export class ContentStore implements ContentSource {
    * indexed (or deleted if its bytes do not match its name), a row without a file is
    * dropped, interrupted downloads are deleted. */
   async repair(): Promise<RepairReport> {
-    const report = await repairIndex(this.o.dir, this.st, { keepTemps: this.inflight.size > 0 })
-    this.used = this.st.total.get()!.b
+    const report = await repairIndex(this.o.dir, this.st, { keepTemps: this.ingesting > 0 || this.downloads.size > 0 })
+    this.quota.recount()
     return report
   }
 
@@ -282,11 +251,7 @@ export class ContentStore implements ContentSource {
     return { sha256: r.sha256, cid: cidFromSha256(r.sha256), bytes: r.bytes, added: r.added, lastAccess: Math.max(r.last_access, this.touches.get(r.sha256) ?? 0), pinned: r.pinned !== 0, leases: this.leases.get(r.sha256) ?? 0 }
   }
 
-  private makeLease(sha256: string, bytes: number, fetched: boolean, reuse?: ContentLease): ContentLease {
-    if (reuse) {
-      // Same lease count, reported as the fetching one.
-      return { sha256, path: reuse.path, bytes, fetched, release: () => reuse.release() }
-    }
+  private makeLease(sha256: string, bytes: number, fetched: boolean): ContentLease {
     this.leases.set(sha256, (this.leases.get(sha256) ?? 0) + 1)
     this.touch(sha256)
     let released = false
@@ -320,39 +285,6 @@ export class ContentStore implements ContentSource {
     this.touches.clear()
   }
 
-  private checkSize(bytes: number, maxBytes: number): void {
-    const cap = Math.min(maxBytes, this.o.maxObjectBytes)
-    if (bytes > cap) throw new CairnError('TOO_LARGE', `${bytes} bytes is more than the ${cap} allowed for one object`)
-    if (bytes > this.o.quotaBytes) throw new CairnError('NO_SPACE', `${bytes} bytes is more than the whole cache quota (${this.o.quotaBytes})`)
-  }
-
-  private checkDisk(bytes: number): void {
-    const free = this.o.diskFree ? this.o.diskFree() : diskFree(this.o.dir)
-    const keep = this.o.reserveDiskBytes ?? 64 * 1024 * 1024
-    if (bytes + keep > free) throw new CairnError('NO_SPACE', `disk has ${free} bytes free; ${bytes} more would leave less than ${keep}`)
-  }
-
-  /** Which objects would go to make room for `bytes` more; throws NO_SPACE if not enough can. */
-  private evictable(bytes: number): string[] {
-    let need = this.used + this.reserved + bytes - this.o.quotaBytes
-    if (need <= 0) return []
-    this.flushTouches()
-    const out: string[] = []
-    for (const r of this.st.lru.iterate()) {
-      if ((this.leases.get(r.sha256) ?? 0) > 0) continue
-      out.push(r.sha256)
-      need -= r.bytes
-      if (need <= 0) return out
-    }
-    throw new CairnError('NO_SPACE', `cache quota ${this.o.quotaBytes} bytes reached and only pinned or leased objects are left (${this.used} used, ${this.reserved} reserved, ${bytes} more wanted)`)
-  }
-
-  private makeRoom(bytes: number): void {
-    const victims = this.evictable(bytes)
-    for (const sha of victims) this.dropBySha(sha)
-    if (victims.length > 0) this.o.log?.info({ evicted: victims.length }, 'cache evicted least recently used objects')
-  }
-
   private dropBySha(sha256: string): void {
     const row = this.st.get.get(sha256)
     if (row) this.drop(row)
@@ -363,10 +295,10 @@ export class ContentStore implements ContentSource {
     rmSync(this.objectPath(row.sha256), { force: true })
     this.st.del.run(row.sha256)
     this.touches.delete(row.sha256)
-    this.used -= row.bytes
+    this.quota.used -= row.bytes
   }
 
-  private async download(sha256: string, origins: readonly string[], opts: LeaseOptions): Promise<number> {
+  private async download(sha256: string, origins: readonly string[], opts: LeaseOptions): Promise<Downloaded> {
     if (origins.length === 0) throw new FetchFailed('NOT_FOUND', `${sha256} is not stored and no origin was given`, [])
     const maxBytes = Math.min(opts.maxBytes ?? Infinity, this.o.maxObjectBytes)
     const failures: OriginFailure[] = []
@@ -376,18 +308,19 @@ export class ContentStore implements ContentSource {
         // Grow the reservation in 1 MiB steps as bytes arrive, evicting as needed.
         if (total <= held) return
         const step = Math.max(total - held, opts.expectBytes === undefined ? 1024 * 1024 : 0)
-        this.makeRoom(step)
-        this.reserved += step
+        // A known length was checked against the disk up front; an unknown one, per step.
+        if (opts.expectBytes === undefined) this.quota.checkDisk(step)
+        this.quota.reserve(step)
         held += step
       }
       try {
         if (opts.expectBytes !== undefined) {
-          this.checkSize(opts.expectBytes, maxBytes)
-          this.checkDisk(opts.expectBytes)
+          this.quota.checkSize(opts.expectBytes, maxBytes)
+          this.quota.checkDisk(opts.expectBytes)
           hold(opts.expectBytes)
         }
         let from = origin
-        const bytes = await this.ingest(sha256, fh =>
+        const birth = await this.ingest(sha256, fh =>
           fetchInto(origin, fh, sha256, { signal: opts.signal, maxBytes, expectBytes: opts.expectBytes, timeoutMs: this.o.fetchTimeoutMs ?? 600_000, maxRedirects: this.o.maxRedirects ?? 5, onBytes: hold }).then(r => {
             from = r.url
             return r.bytes
@@ -395,14 +328,18 @@ export class ContentStore implements ContentSource {
         )
         if (this.origins.size >= 1000) this.origins.delete(this.origins.keys().next().value!)
         this.origins.set(sha256, from)
-        return bytes
+        // The lease ingest took with the index row: the first waiter takes it over; when
+        // every waiter has left, nobody does, and it goes once they all had their turn.
+        const d: Downloaded = { bytes: birth.bytes, birth, claimed: false }
+        setImmediate(() => d.claimed || birth.release())
+        return d
       } catch (err) {
         const { code, message } = errorBody(err)
         failures.push({ origin, code, message })
         this.o.log?.warn({ sha256, origin, code, err: message }, 'cache origin failed')
         if (code === 'NO_SPACE' || opts.signal.aborted || this.closed) break
       } finally {
-        this.reserved -= held
+        this.quota.reserved -= held
       }
     }
     const codes = new Set(failures.map(f => f.code))
@@ -410,31 +347,47 @@ export class ContentStore implements ContentSource {
     throw new FetchFailed(code, `no origin delivered ${sha256}: ${failures.map(f => `${f.origin}: ${f.code} ${f.message}`).join('; ')}`, failures)
   }
 
-  /** Writes through `fill` into a fresh temp file, then moves it into place and indexes it. */
-  private async ingest(sha256: string, fill: (fh: import('node:fs/promises').FileHandle) => Promise<number>): Promise<number> {
+  /** Writes through `fill` into a fresh temp file, then moves it into place and indexes it.
+   * Returns a lease taken in the same synchronous step as the index row, so nothing can
+   * evict the object before the caller has it. */
+  private async ingest(sha256: string, fill: (fh: import('node:fs/promises').FileHandle) => Promise<number>): Promise<ContentLease> {
     const tmp = join(this.o.dir, 'tmp', `${sha256}.${randomBytes(6).toString('hex')}.part`)
-    const fh = await open(tmp, 'wx', 0o644)
-    let bytes: number
+    this.ingesting++
     try {
-      bytes = await fill(fh)
-      await fh.close()
-    } catch (err) {
-      await fh.close().catch(() => undefined)
-      await unlink(tmp).catch(() => undefined)
-      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new CairnError('NO_SPACE', 'disk full', { cause: err })
-      throw err
+      const fh = await open(tmp, 'wx', 0o644)
+      let bytes: number
+      try {
+        bytes = await fill(fh)
+        await fh.close()
+      } catch (err) {
+        await fh.close().catch(() => undefined)
+        await unlink(tmp).catch(() => undefined)
+        if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new CairnError('NO_SPACE', 'disk full', { cause: err })
+        throw err
+      }
+      if (this.closed) {
+        await unlink(tmp).catch(() => undefined)
+        throw new CairnError('DOWNLOAD', 'cache closed')
+      }
+      const objects = join(this.o.dir, 'objects')
+      const subDir = join(objects, sha256.slice(0, 2))
+      if (!existsSync(subDir)) {
+        mkdirSync(subDir, { recursive: true })
+        // The new directory's own entry must be durable too, or the object is lost with it.
+        await fsyncDir(objects)
+      }
+      await rename(tmp, this.objectPath(sha256))
+      await fsyncDir(subDir)
+      if (this.closed) throw new CairnError('DOWNLOAD', 'cache closed')
+      // The same object may have landed meanwhile (a put beside a download, a repair):
+      // same bytes, one row, counted once.
+      const had = this.st.get.get(sha256)
+      const now = this.clock.now()
+      this.st.put.run(sha256, bytes, had?.added ?? now, now)
+      this.quota.used += bytes - (had?.bytes ?? 0)
+      return this.makeLease(sha256, bytes, true)
+    } finally {
+      this.ingesting--
     }
-    if (this.closed) {
-      await unlink(tmp).catch(() => undefined)
-      throw new CairnError('DOWNLOAD', 'cache closed')
-    }
-    const subDir = join(this.o.dir, 'objects', sha256.slice(0, 2))
-    mkdirSync(subDir, { recursive: true })
-    await rename(tmp, this.objectPath(sha256))
-    await fsyncDir(subDir)
-    const now = this.clock.now()
-    this.st.put.run(sha256, bytes, now, now)
-    this.used += bytes
-    return bytes
   }
 }

@@ -39,3 +39,13 @@ export async function buildInferenceAssets(outDir) {
     for (const f of readdirSync(samples)) copyFileSync(join(samples, f), join(outDir, 'demo-samples', f))
   }
 }
+
+/** The files buildInferenceAssets() puts beside the bundle, relative to its directory:
+ * whatever installs or packs dist/cairn.mjs (OTA slot, .deb, OS image) must ship them
+ * too, or inference fails to start and the demo model is missing. */
+export function inferenceAssetPaths(outDir) {
+  const out = []
+  for (const f of readdirSync(outDir)) if (/^infer-worker\.mjs$|^tfjs-backend-wasm.*\.wasm$|^shapes\.cairnmodel$/.test(f)) out.push(f)
+  if (existsSync(join(outDir, 'demo-samples'))) for (const f of readdirSync(join(outDir, 'demo-samples'))) out.push(`demo-samples/${f}`)
+  return out.sort()
+}

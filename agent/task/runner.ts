@@ -206,7 +206,8 @@ export class TaskRunner {
     const exec = this.executors.get(b.type)
     if (!exec && this.pending.has(b.type)) return refuse('BUSY', `the ${b.type} executor is still starting; try again shortly`)
     if (!exec) return refuse('UNSUPPORTED', `this device runs no ${b.type} tasks (it runs: ${this.types().join(', ') || 'none'})`)
-    if (base.params.length > this.o.config.maxRequestBytes) return refuse('TOO_LARGE', `params of ${base.params.length} bytes exceed ${this.o.config.maxRequestBytes}`)
+    const paramBytes = Buffer.byteLength(base.params)
+    if (paramBytes > this.o.config.maxRequestBytes) return refuse('TOO_LARGE', `params of ${paramBytes} bytes exceed ${this.o.config.maxRequestBytes}`)
     try {
       const admitted = exec.admit(exec.parse(b.params))
       if (!admitted.ok) return refuse(admitted.code, admitted.message)

@@ -140,6 +140,7 @@ async function submitCmd(args: readonly string[], io: Io): Promise<number> {
   const url = v.broker as string
   const clientOptions = toolClientOptions({ url, mqttVersion: version, username: v.username as string | undefined, password: v.password as string | undefined, ca: v.ca as string | undefined })
   const timeoutMs = v.timeout !== undefined ? Number(v.timeout) * 1000 : deadlineS * 1000 + 10_000
+  if (!(timeoutMs > 0 && timeoutMs <= 2_147_000_000)) throw new CairnError('BAD_REQUEST', '--timeout must be a positive number of seconds')
   const res = await submitTask(env, { url, mqttVersion: version, clientOptions, timeoutMs, onUpdate: u => io.err.write(describeUpdate(u) + '\n') })
   if (res.kind === 'timeout') {
     io.err.write(`no receipt within ${timeoutMs} ms (task ${body.task}); the device may be offline or busy\n`)
@@ -149,6 +150,7 @@ async function submitCmd(args: readonly string[], io: Io): Promise<number> {
     io.out.write(JSON.stringify({ task: body.task, rejected: res.update }, null, 2) + '\n')
     return SUBMIT_EXIT.rejected
   }
+  // submitTask took only a receipt that passes these checks; they are printed here.
   const { checked } = checkReceipt(res.receipt, { device, request: env })
   io.err.write(`receipt verified: ${checked.join('; ')}\n`)
   io.out.write(JSON.stringify({ task: body.task, outcome: res.receipt.body.outcome, result: res.receipt.body.result, receipt: res.receipt }, null, 2) + '\n')
@@ -177,7 +179,11 @@ export interface SubmitOptions {
 export type SubmitResult = { kind: 'receipt'; receipt: TaskReceipt; updates: TaskUpdate[] } | { kind: 'rejected'; update: TaskUpdate } | { kind: 'timeout' }
 
 /** Sends one signed request and waits for its receipt (or a rejection, or the timeout).
- * Updates come on the MQTT 5 response topic, or by task id on the plain update topic. */
+ * Updates come on the MQTT 5 response topic, or by task id on the plain update topic.
+ * Only a receipt signed by the device and bound to this very request is taken: anyone
+ * on the broker can publish on the receipt topic, and an earlier request for the same
+ * task id has a receipt of its own (then the DUPLICATE update is the answer). Updates
+ * are unsigned by design: a forged `rejected` can end the wait, never fake a result. */
 export async function submitTask(env: Envelope, o: SubmitOptions): Promise<SubmitResult> {
   const topics = taskTopics(env.fleet, env.sub)
   const task = (env.body as { task: string }).task
@@ -188,6 +194,7 @@ export async function submitTask(env: Envelope, o: SubmitOptions): Promise<Submi
   const seen = new Set<string>()
   try {
     let settle!: (r: SubmitResult) => void
+    let duplicate: TaskUpdate | undefined
     const done = new Promise<SubmitResult>(r => (settle = r))
     client.on('message', (topic, payload) => {
       let msg: unknown
@@ -197,18 +204,26 @@ export async function submitTask(env: Envelope, o: SubmitOptions): Promise<Submi
         return
       }
       if (topic === topics.receipt) {
-        const r = msg as TaskReceipt
-        if (r?.type === TaskMsg.receipt && r.body?.task === task && r.iss === env.sub) settle({ kind: 'receipt', receipt: r, updates })
+        const r = msg as TaskReceipt | null
+        if (r?.type !== TaskMsg.receipt || r.body?.task !== task) return
+        try {
+          settle({ kind: 'receipt', receipt: checkReceipt(r, { device: env.sub, request: env }).receipt, updates })
+        } catch {
+          // The stored receipt of an earlier request for this id, sent with a DUPLICATE
+          // answer, settles as that rejection; anything else (forged) is ignored.
+          if (duplicate && r.iss === env.sub) settle({ kind: 'rejected', update: duplicate })
+        }
         return
       }
-      const u = msg as TaskUpdate
-      if (u?.task !== task && u?.request !== env.id) return
+      const u = msg as TaskUpdate | null
+      if (typeof u?.id !== 'string' || (u.task !== task && u.request !== env.id)) return
       if (seen.has(u.id)) return
       seen.add(u.id)
       updates.push(u)
       o.onUpdate?.(u)
       // A duplicate of a finished task is answered with its receipt too: wait for that.
-      if (u.event === 'rejected' && !(u.error?.code === 'DUPLICATE' && u.state !== undefined && u.state !== 'rejected')) settle({ kind: 'rejected', update: u })
+      if (u.event === 'rejected' && u.error?.code === 'DUPLICATE' && u.state !== undefined && u.state !== 'rejected') duplicate = u
+      else if (u.event === 'rejected') settle({ kind: 'rejected', update: u })
     })
     await client.subscribeAsync([...(o.mqttVersion === 5 ? [responseTopic] : []), topics.update, topics.receipt], { qos: 1 })
     await client.publishAsync(topics.request, encodeTaskMessage(env), {

@@ -8,7 +8,7 @@ import { createInterface } from 'node:readline'
 import { readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { ContentStore } from '../../agent/cache/store.js'
-import { tmp } from '../helpers/agent.js'
+import { tmp, until } from '../helpers/agent.js'
 import { blob, sha256, startOrigin } from './origin.js'
 
 const child = new URL('./crash-child.ts', import.meta.url).pathname
@@ -25,8 +25,10 @@ t.test('killed mid-download: nothing partial is visible after reopening', async 
     createInterface({ input: proc.stdout! }).on('line', line => (line === 'writing' ? resolve() : reject(new Error(line))))
     proc.once('exit', code => reject(new Error(`child exited ${code}`)))
   })
-  // Let a few more chunks reach the temp file, then kill without warning.
-  await new Promise(r => setTimeout(r, 200))
+  // Wait until bytes are in the temp file (however slow a busy machine is), then kill
+  // without warning. The origin trickles 2 MiB over 2.5 s or more, so it cannot be done.
+  const tmpSize = () => readdirSync(join(dir, 'tmp')).reduce((n, f) => n + statSync(join(dir, 'tmp', f)).size, 0)
+  await until(() => tmpSize() > 0, 60_000, 'bytes in the temp file')
   const temps = readdirSync(join(dir, 'tmp'))
   t.equal(temps.length, 1, 'a temp file was being written')
   const partial = statSync(join(dir, 'tmp', temps[0]!)).size

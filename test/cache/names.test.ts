@@ -42,6 +42,7 @@ t.test('Range', async t => {
   t.same(parseRange('bytes=-0', size), { kind: 'unsatisfiable' }, 'empty suffix')
   t.same(parseRange('bytes=0-0', 0), { kind: 'unsatisfiable' }, 'any range of an empty object')
   t.same(parseRange('bytes=-5', 0), { kind: 'unsatisfiable' }, 'suffix of an empty object')
+  t.same(parseRange('Bytes=0-0', size), { kind: 'partial', start: 0, end: 0 }, 'the unit is case-insensitive')
   for (const bad of ['bytes=5-2', 'bytes=abc', 'bytes=-', 'items=0-1', 'bytes=0-1,5-6', 'bytes 0-1', 'bytes=1234567890123456-']) {
     t.same(parseRange(bad, size), { kind: 'full' }, `ignored: ${bad}`)
   }

@@ -6,6 +6,7 @@ import t from 'tap'
 import { request } from 'node:http'
 import { ManualClock } from '../../agent/clock.js'
 import { generateKeyPair } from '../../agent/keys.js'
+import { createLogger } from '../../agent/log.js'
 import { MsgClass, Outbox } from '../../agent/outbox.js'
 import { openStateDb } from '../../agent/state-db.js'
 import { startCacheServer, type ServedRecord } from '../../agent/cache/server.js'
@@ -134,4 +135,21 @@ t.test('receipts count exact bytes, survive a restart and verify', async t => {
   await until(() => served.length === 6, 5000, 'counted')
   clock.advance(1000)
   t.equal((receipts.publish()!.body as unknown as ServedBody).seq, 1, 'the next receipt is seq 1')
+})
+
+t.test('a failing database is logged and retried by the timers, never thrown out of them', async t => {
+  const stateDir = tmp('cairn-receipts-')
+  const db = openStateDb(stateDir)
+  const clock = new ManualClock(1_700_000_000_000)
+  const outbox = new Outbox(db, { clock, maxBytes: 1 << 24, lazyWriteMs: 0, mustKeepDays: 30 })
+  const lines: string[] = []
+  const log = createLogger({ level: 'info', out: { write: (s: string) => lines.push(s) } })
+  const receipts = new ServeReceipts({ db, identity: generateKeyPair(), fleet: FLEET, outbox, clock, periodS: 1, log })
+  receipts.start()
+  outbox.close()
+  db.close()
+  // The period timer fires about a second later; an exception there would end this process.
+  await until(() => lines.some(l => l.includes('publish failed, retrying later')), 60_000, 'the failure logged')
+  receipts.stop()
+  t.pass('logged, not thrown')
 })

@@ -5,7 +5,7 @@
 import t, { type Test } from 'tap'
 import { request } from 'node:http'
 import { connect } from 'node:net'
-import { rmSync } from 'node:fs'
+import { rmSync, writeFileSync } from 'node:fs'
 import { cidFromSha256 } from '../../agent/cache/cid.js'
 import { startCacheServer, type ServedRecord } from '../../agent/cache/server.js'
 import { ContentStore } from '../../agent/cache/store.js'
@@ -161,6 +161,37 @@ t.test('no path escapes the store', async t => {
   t.match(await raw(srv.port, `GET /c/${'a'.repeat(4000)} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`), /^HTTP\/1\.1 414 /, 'very long path')
   t.match(await raw(srv.port, `GET /c/${'a'.repeat(100_000)} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`), /^HTTP\/1\.1 (414|431) /, 'longer than the header limit')
   t.match(await raw(srv.port, `GET http://evil/c/${h} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`), /^HTTP\/1\.1 404 /, 'absolute-form target')
+})
+
+t.test('a file changed behind the store is not served', async t => {
+  const { store, srv, served } = await setup(t)
+  const body = blob(100_000)
+  const h = sha256(body)
+  await store.put(h, body)
+  writeFileSync(store.objectPath(h), body.subarray(0, 99_000))
+  t.equal((await get(`${srv.url}/c/${h}`)).status, 404, 'truncated: not served')
+  t.equal(store.stat(h)?.leases, 0, 'lease released')
+  t.same(served, [], 'nothing counted')
+  t.same((await store.repair()).deleted, 1, 'the next repair re-hashes and deletes it')
+})
+
+t.test('a client that stops reading is cut off after the idle timeout, releasing its lease', async t => {
+  const store = await ContentStore.open({ dir: tmp('cairn-cache-srv-'), quotaBytes: 1 << 26, maxObjectBytes: 1 << 25, diskFree: () => 1e12 })
+  const served: ServedRecord[] = []
+  const srv = await startCacheServer({ store, host: '127.0.0.1', port: 0, idleTimeoutMs: 300, onServed: r => served.push(r) })
+  t.teardown(async () => {
+    await srv.close()
+    store.close()
+  })
+  const body = blob(24 * 1024 * 1024)
+  const h = sha256(body)
+  await store.put(h, body)
+  const r = slowReader(`${srv.url}/c/${h}`)
+  await r.started
+  // The paused reader never resumes: only the server's idle timeout can end this.
+  await until(() => served.length === 1, 60_000, 'the stalled response closed')
+  t.equal(store.stat(h)?.leases, 0, 'lease released')
+  t.ok(served[0]!.bytes < body.length, `counted what was written (${served[0]!.bytes}), not the whole object`)
 })
 
 t.test('many concurrent clients get every byte', async t => {

@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync
 import { join } from 'node:path'
 import { ManualClock } from '../../agent/clock.js'
 import { FetchFailed, ContentStore, type ContentStoreOptions } from '../../agent/cache/store.js'
+import { redirectBlocked } from '../../agent/cache/fetch.js'
 import { tmp, until } from '../helpers/agent.js'
 import { blob, sha256, startOrigin, type Origin } from './origin.js'
 
@@ -109,6 +110,10 @@ t.test('size cap, too many redirects, non-http origins', async t => {
   t.match(e.message, /more than 1 redirects/)
   const f = await refused(store.lease(sha256(body), ['file:///etc/passwd'], { signal: signal() }))
   t.equal(f.failures[0]?.code, 'BAD_REQUEST')
+  // Redirects from a non-loopback origin may not lead into the device or link-local space
+  // (the tests' origins are all loopback, so the rule itself is checked here).
+  for (const ip of ['127.0.0.1', '127.9.9.9', '169.254.169.254', '::1', '::ffff:127.0.0.1', 'fe80::1', '0.0.0.0']) t.ok(redirectBlocked(ip), `redirect to ${ip} refused`)
+  for (const ip of ['10.0.0.5', '192.168.1.2', '93.184.216.34', '2001:db8::1']) t.notOk(redirectBlocked(ip), `redirect to ${ip} allowed`)
 })
 
 t.test('a stalled origin is aborted by the caller signal and by the timeout; the temp file goes', async t => {
@@ -144,6 +149,35 @@ t.test('concurrent leases of one missing object share one download; one caller g
   t.same(got.map(l => l.fetched).sort(), [false, false, false, true], 'one of them did the fetch')
   t.equal(store.stat(h)?.leases, 4)
   for (const l of got) l.release()
+})
+
+t.test('the same object arriving twice at once (put beside a download) is stored and counted once', async t => {
+  const { store } = await openStore(t)
+  const body = blob(200_000)
+  const h = sha256(body)
+  const url = origin.route(path('trickle'), { kind: 'trickle', body, chunk: 50_000, everyMs: 5 })
+  const [lease] = await Promise.all([store.lease(h, [url], { signal: signal() }), store.put(h, body)])
+  t.same(store.usage().bytes, body.length, 'usage counts it once')
+  t.equal(store.list().length, 1)
+  lease.release()
+  t.same(store.gc().evicted, [], 'nothing over the quota')
+  t.same(await store.repair(), { indexed: 0, forgotten: 0, deleted: 0, temps: 0 }, 'index and disk agree')
+  t.equal(store.usage().bytes, body.length)
+})
+
+t.test('a caller arriving after the only other caller gave up gets a fresh download, not its cancellation', async t => {
+  const { store } = await openStore(t)
+  const body = blob(64 * 1024)
+  const h = sha256(body)
+  const url = origin.route(path('trickle'), { kind: 'trickle', body, chunk: 8192, everyMs: 10 })
+  const quitter = new AbortController()
+  const gaveUp = store.lease(h, [url], { signal: quitter.signal }).catch(e => e as Error)
+  quitter.abort()
+  const lease = await store.lease(h, [url], { signal: signal() })
+  t.match(await gaveUp, { code: 'DOWNLOAD', message: 'cancelled' })
+  t.equal(lease.fetched, true)
+  t.equal(lease.bytes, body.length)
+  lease.release()
 })
 
 t.test('quota: LRU eviction of unpinned, unleased objects; NO_SPACE when nothing can go', async t => {

@@ -6,7 +6,8 @@ import { createHash } from 'node:crypto'
 import { CairnError } from '../../agent/errors.js'
 import type { TaskExecutor, TaskOutcome, TaskRunContext, TaskType } from '../../agent/task/types.js'
 
-export type Mode = 'ok' | 'wait' | 'hang' | 'crash' | 'fail' | 'big' | 'no-space' | 'cannot'
+export type Mode = 'ok' | 'wait' | 'hang' | 'crash' | 'fail' | 'big' | 'no-space' | 'cannot' | 'defiant' | 'flood' | 'bad-hash' | 'bigint'
+const MODES: readonly Mode[] = ['ok', 'wait', 'hang', 'crash', 'fail', 'big', 'no-space', 'cannot', 'defiant', 'flood', 'bad-hash', 'bigint']
 export interface TestParams {
   label: string
   mode: Mode
@@ -29,7 +30,7 @@ export class ControlledExecutor implements TaskExecutor<TestParams> {
     const p = params as Partial<TestParams> | null
     if (typeof p !== 'object' || p === null || typeof p.label !== 'string' || p.label.length === 0) throw new CairnError('BAD_REQUEST', 'params.label: a non-empty string is required')
     const mode = p.mode ?? 'ok'
-    if (!['ok', 'wait', 'hang', 'crash', 'fail', 'big', 'no-space', 'cannot'].includes(mode)) throw new CairnError('BAD_REQUEST', `params.mode: unknown ${String(mode)}`)
+    if (!MODES.includes(mode)) throw new CairnError('BAD_REQUEST', `params.mode: unknown ${String(mode)}`)
     return { label: p.label, mode }
   }
 
@@ -53,6 +54,19 @@ export class ControlledExecutor implements TaskExecutor<TestParams> {
       case 'hang':
         // Ignores the signal on purpose: the queue must close the task anyway.
         return new Promise<TaskOutcome>(() => undefined)
+      case 'defiant':
+        // Answers the abort with a full result, as a careless executor would.
+        return new Promise<TaskOutcome>(resolve => ctx.signal.addEventListener('abort', () => resolve(outcome(p)), { once: true }))
+      case 'flood':
+        for (let i = 0; i < 1000; i++) {
+          ctx.progress(1)
+          ctx.progress(Number.NaN)
+        }
+        break
+      case 'bad-hash':
+        return { ...outcome(p), inputs: [{ name: 'label', sha256: 'NOT-A-HASH', bytes: 1 }], timings: { run: Number.NaN } }
+      case 'bigint':
+        return { ...outcome(p), result: { n: 1n } as never }
       case 'wait':
         await new Promise<void>((resolve, reject) => {
           if (ctx.signal.aborted) return reject(ctx.signal.reason)

@@ -95,7 +95,9 @@ t.test('a deadline that passes while queued fails the task without running it', 
   const h = await taskAgent(t, { url: broker.url })
   await h.request('blocker-task-1', { label: 'blocker', mode: 'wait' })
   await h.ex.inference.started('blocker')
-  await h.request('short-dl-task1', { label: 'short' }, { deadline: Date.now() + 300 })
+  // Long enough to be accepted on a loaded machine (else EXPIRED at arrival), short
+  // enough to pass while the blocker holds the only slot.
+  await h.request('short-dl-task1', { label: 'short' }, { deadline: Date.now() + 3000 })
   const r = await h.waitReceipt('short-dl-task1')
   t.equal(r.r.body.error?.code, 'TIMEOUT')
   t.equal(r.r.body.started, null)
@@ -148,6 +150,32 @@ t.test('crashing executors and oversized results fail the task with a code, and 
   t.equal(big.r.body.result, null, 'the result is not sent')
   t.equal(big.r.body.outputs.length, 1, 'its output hashes are')
   t.equal((await h.waitReceipt('fine-task-0001')).r.body.outcome, 'done')
+  // Outcomes a receipt cannot carry: the task fails with INTERNAL and a valid receipt
+  // instead of hanging `running` or signing a receipt that does not verify.
+  await h.request('bad-hash-task1', { label: 'badhash', mode: 'bad-hash' })
+  await h.request('bigint-task-01', { label: 'bigint', mode: 'bigint' })
+  for (const id of ['bad-hash-task1', 'bigint-task-01']) {
+    const r = await h.waitReceipt(id)
+    t.equal(r.r.body.outcome, 'failed', `${id}: failed`)
+    t.equal(r.r.body.error?.code, 'INTERNAL')
+    t.ok(checkReceipt(r.payload, { device: h.device }), `${id}: the receipt verifies`)
+  }
+  // Progress: at most one report a second plus one "complete", however often it is called.
+  await h.request('flood-task-001', { label: 'flood', mode: 'flood' })
+  await h.waitReceipt('flood-task-001')
+  await sleep(200)
+  const floods = h.updates(u => u.task === 'flood-task-001' && u.event === 'progress').length
+  t.ok(floods <= 3, `${floods} progress updates for 4,001 calls`)
+})
+
+t.test('an executor that answers a cancel with a result still ends cancelled', async t => {
+  const h = await taskAgent(t, { url: broker.url })
+  await h.request('defiant-task-1', { label: 'defiant', mode: 'defiant' })
+  await h.ex.inference.started('defiant')
+  await h.cancel('defiant-task-1')
+  const r = await h.waitReceipt('defiant-task-1')
+  t.equal(r.r.body.outcome, 'cancelled', 'the abort decides, not the late result')
+  t.equal(r.r.body.result, null, 'the late result is discarded')
 })
 
 t.test('runLocal: the same queue, executors and receipts, marked local', async t => {

@@ -53,7 +53,7 @@ t.test('every vector verifies, and the receipt is bound to the request', async t
   t.equal(schemaErrors('task-cancel', byName('task.cancel').envelope.body), null)
   t.equal(schemaErrors('task-receipt', rcpt.envelope.body), null)
   const { checked } = checkReceipt(rcpt.wireUtf8, { device: vectors.device.keyId, request: req })
-  t.equal(checked.length, 5, checked.join('\n'))
+  t.equal(checked.length, 6, checked.join('\n'))
   t.equal((rcpt.envelope.body as { request: string }).request, byName('task.request').sha256)
   t.ok(tasksMd.includes(rcpt.wireUtf8), 'docs/tasks.md shows the receipt vector byte for byte')
   t.ok(tasksMd.includes(byName('task.request').wireUtf8), 'and the request it answers')
@@ -75,6 +75,8 @@ t.test('tampered receipts are refused', async t => {
   }
   t.throws(() => checkReceipt(rcpt, { device: vectors.dispatcher.keyId }), { code: 'UNTRUSTED_KEY' }, 'not the expected device')
   t.throws(() => checkReceipt(rcpt, { request: { ...req, id: 'vector-req-0002' } }), { code: 'BAD_REQUEST' }, 'another request')
+  t.throws(() => checkReceipt(rcpt, { request: { ...req, iss: 'x' } as Envelope }), { code: 'BAD_REQUEST', message: /request is not a signed envelope/ }, 'a request file that is no envelope')
+  t.throws(() => checkReceipt(rcpt, { request: byName('task.cancel').envelope as Envelope }), { code: 'BAD_REQUEST' }, 'a cancel is not a request')
 })
 
 // ---- the OpenSSL recipe, run exactly as docs/tasks.md prints it ----

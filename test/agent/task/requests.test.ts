@@ -132,7 +132,8 @@ t.test('TOO_HOT: a hot device defers work and refuses what would miss its deadli
   writeFileSync(join(root, 'sys/class/thermal/thermal_zone0/temp'), '95000\n')
   const h = await taskAgent(t, { url: broker.url, values: { telemetry: { periodS: 1 } }, deps: { hw: { root, run: createCommandRunner() } }, timings: { graceMs: 300, tickMs: 50, coolDownMs: 5000 } })
   await new Promise(r => h.a.agent.bus.once('telemetry', r))
-  await h.request('hot-soon-task1', { label: 'soon' }, { deadline: Date.now() + 2000 })
+  // Inside coolDownMs (5 s) but far enough off not to expire on the way on a loaded machine.
+  await h.request('hot-soon-task1', { label: 'soon' }, { deadline: Date.now() + 4000 })
   const u = await h.waitUpdate(x => x.task === 'hot-soon-task1', 'rejection')
   t.equal(u.error?.code, 'TOO_HOT')
   t.match(u.error?.message, /95/, 'names the temperature')

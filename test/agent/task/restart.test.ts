@@ -15,7 +15,7 @@ import { ReplayGuard } from '../../../agent/replay-guard.js'
 import { openStateDb } from '../../../agent/state-db.js'
 import { TaskService } from '../../../agent/task/service.js'
 import { testExecutors } from '../../helpers/task-executors.js'
-import { planQueue, planRecovery, planAdmission } from '../../../agent/task/queue.js'
+import { MAX_ATTEMPTS, planQueue, planRecovery, planAdmission } from '../../../agent/task/queue.js'
 import { startBroker, type TestBroker } from '../../helpers/broker.js'
 import { operatorKey, sleep, tmp } from '../../helpers/agent.js'
 import { taskAgent } from '../../helpers/task-agent.js'
@@ -79,7 +79,12 @@ t.test('planner rules', async t => {
   t.same(planQueue({ queued: [q('a', 5), q('b', 100)], running: 0, concurrency: 1, now: 10, hot: 'hot' }), [{ kind: 'expire', id: 'a', code: 'TOO_HOT' }], 'hot: nothing starts, expiries blame the heat')
   t.same(planQueue({ queued: [q('a', 100)], running: 3, concurrency: 2, now: 10, hot: undefined }), [], 'over the limit (after a config change): nothing starts')
   t.same(planQueue({ queued: [{ ...q('a', 100), waiting: true }, q('b', 100), { ...q('c', 5), waiting: true }], running: 0, concurrency: 2, now: 10, hot: undefined }), [{ kind: 'start', id: 'b' }, { kind: 'expire', id: 'c', code: 'TIMEOUT' }], 'a task whose executor has not joined waits (until its deadline)')
-  t.same(planRecovery([{ id: 'x', type: 'inference' }, { id: 'y', type: 'cache' }], new Set(['cache'])), [{ kind: 'interrupt', id: 'x' }, { kind: 'resume', id: 'y' }])
+  const r = (id: string, type: 'inference' | 'cache', attempts = 1, local = false) => ({ id, type, attempts, local })
+  t.same(
+    planRecovery([r('x', 'inference'), r('y', 'cache'), r('z', 'cache', MAX_ATTEMPTS), r('l', 'cache', 1, true)], new Set(['cache'])),
+    [{ kind: 'interrupt', id: 'x', why: 'not-idempotent' }, { kind: 'resume', id: 'y' }, { kind: 'interrupt', id: 'z', why: 'attempts' }, { kind: 'interrupt', id: 'l', why: 'local' }],
+    'inference fails, cache resumes (a bounded number of times), local tasks fail (their caller is gone)',
+  )
   const base = { now: 1000, deadline: 100_000, queued: 0, maxQueue: 2, hot: undefined, coolDownMs: 60_000 }
   t.same(planAdmission(base), { ok: true })
   t.match(planAdmission({ ...base, deadline: 1000 }), { ok: false, code: 'EXPIRED' })
