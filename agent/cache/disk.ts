@@ -2,7 +2,7 @@
 // the index agree with the object files, hashing a file, fsyncing a directory, free space.
 
 import { createHash } from 'node:crypto'
-import { createReadStream, readdirSync, rmSync, statfsSync, statSync, unlinkSync } from 'node:fs'
+import { createReadStream, lstatSync, readdirSync, rmSync, statfsSync, unlinkSync } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { join } from 'node:path'
 import { HEX_PATTERN } from './cid.js'
@@ -36,14 +36,15 @@ export async function repairIndex(dir: string, st: ReturnType<typeof indexStatem
   const objects = join(dir, 'objects')
   for (const sub of readdirSync(objects)) {
     const subDir = join(objects, sub)
-    if (!/^[0-9a-f]{2}$/.test(sub) || !statSync(subDir).isDirectory()) {
+    if (!/^[0-9a-f]{2}$/.test(sub) || !lstatSync(subDir).isDirectory()) {
       rmSync(subDir, { force: true, recursive: true })
       report.deleted++
       continue
     }
     for (const name of readdirSync(subDir)) {
       const file = join(subDir, name)
-      const s = statSync(file)
+      // lstat: a symlink, even one named like an object, is never an object.
+      const s = lstatSync(file)
       if (!HEX_PATTERN.test(name) || name.slice(0, 2) !== sub || !s.isFile()) {
         rmSync(file, { force: true, recursive: true })
         report.deleted++

@@ -4,7 +4,7 @@
 // open file descriptor under a lease (eviction waits; an fd also survives an unlink),
 // with backpressure, and every response reports the body bytes the socket accepted.
 
-import { closeSync, createReadStream, fstatSync, openSync, readSync, type ReadStream } from 'node:fs'
+import { closeSync, constants, createReadStream, fstatSync, openSync, readSync, type ReadStream } from 'node:fs'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { systemClock, type Clock } from '../clock.js'
@@ -119,7 +119,8 @@ async function handle(o: CacheServerOptions, clock: Clock, req: IncomingMessage,
   try {
     // Synchronous open and fstat: metadata calls that take microseconds, where a trip
     // through the libuv thread pool for each would cost more than the call.
-    fd = openSync(lease.path, 'r')
+    // O_NOFOLLOW: only the store's own regular files, never a symlink planted among them.
+    fd = openSync(lease.path, constants.O_RDONLY | constants.O_NOFOLLOW)
     size = fstatSync(fd).size
   } catch (err) {
     lease.release()

@@ -109,7 +109,7 @@ t.test('end to end through a running agent', async t => {
   const r = await get(`${server.url}/c/${cidFromSha256(h)}`, { range: 'bytes=-100' })
   t.equal(r.status, 206)
   t.ok(r.body.equals(body.subarray(-100)), 'served with Range')
-  await until(() => a.agent.cache.receipts!.current().totals.bytes === 100, 5000, 'counted')
+  await until(() => a.agent.cache.receipts!.current().totals.bytes === 100, 60_000, 'counted')
   a.agent.cache.receipts!.publish()
   const msg = await c.waitFor(m => m[0], 10_000, 'the receipt over MQTT')
   const env = verifyServeReceipt(msg.json, { fleet: 'test', device })
