@@ -88,6 +88,9 @@ stage_package() {
   install -m 0755 "$WORK/$a/node/bin/node" "$R/opt/cairn/node/bin/node"
   install -m 0644 "$WORK/$a/node/LICENSE" "$R/opt/cairn/node/LICENSE"
   install -m 0755 "$REPO/dist/cairn.mjs" "$R/opt/cairn/cairn.mjs"
+  # the inference worker, tfjs wasm binaries and demo model, beside the bundle
+  (cd "$REPO" && node --input-type=module -e "import('./agent/infer/bundle-assets.mjs').then(m => console.log(m.inferenceAssetPaths('dist').join('\\n')))") |
+    while read -r f; do install -D -m 0644 "$REPO/dist/$f" "$R/opt/cairn/$f"; done
   cp -a "$WORK/$a/node_modules" "$R/opt/cairn/"
   install -m 0755 "$HERE/cairn" "$R/usr/bin/cairn"
   install -m 0644 "$HERE/cairn-agent.service" "$R/lib/systemd/system/cairn-agent.service"

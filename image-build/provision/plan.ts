@@ -128,7 +128,7 @@ export function planBoot(facts: Facts, current: { hostname?: string | undefined 
 export function layoutSteps(L: Layout, cairn: Owner): Step[] {
   return [
     // root:cairn, sticky: the agent creates its local API socket and token here
-    // (api.sock, api.token, for the cairn group: Node-RED) and reprovision.request, and
+    // (api.sock, api.token, for the cairn group: Node-RED), and
     // cannot rename or remove root's entries (etc/, os/)
     { kind: 'mkdir', path: L.data, mode: 0o1775, owner: { uid: 0, gid: cairn.gid } },
     { kind: 'mkdir', path: L.stateDir, mode: 0o700, owner: cairn },

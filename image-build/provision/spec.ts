@@ -266,6 +266,7 @@ export function agentConfig(spec: ProvisionSpec, paths: DevicePaths): Record<str
   const extraBroker = isObj(extra.broker) ? extra.broker : {}
   const extraProof = isObj(extra.proof) ? extra.proof : {}
   const extraHw = isObj(extra.hw) ? extra.hw : {}
+  const extraLocalApi = isObj(extra.localApi) ? extra.localApi : {}
   const { password: _password, ...brokerPublic } = spec.broker
   return {
     ...extra,
@@ -284,9 +285,12 @@ export function agentConfig(spec: ProvisionSpec, paths: DevicePaths): Record<str
       ...(spec.owner !== undefined ? { owner: spec.owner } : {}),
     },
     hw: { diskPaths: ['/', '/var/lib/cairn'], ...extraHw },
+    // The local API at the top of the data partition, not in the agent's 0700 state dir:
+    // Node-RED's user (cairn group) must reach the socket (0660) and token (0640).
+    localApi: { socket: `${dirname(paths.stateDir)}/api.sock`, tokenFile: `${dirname(paths.stateDir)}/api.token`, ...extraLocalApi },
     // The agent runs unprivileged; root path units do the reboot (cairn-reboot.path) and
     // the re-provisioning (cairn-reprovision.path).
-    system: { rebootCommand: ['touch', `${paths.stateDir}/reboot-requested`], reprovisionCommand: ['touch', `${dirname(paths.stateDir)}/reprovision.request`] },
+    system: { rebootCommand: ['touch', `${paths.stateDir}/reboot-requested`], reprovisionCommand: ['touch', `${paths.stateDir}/reprovision.request`] },
   }
 }
 

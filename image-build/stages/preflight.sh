@@ -24,6 +24,7 @@ stage_preflight() {
   ensure_binfmt
   (cd "$REPO" && node agent/bundle.mjs && node image-build/provision/bundle.mjs)
   test -s "$REPO/dist/cairn.mjs"
+  test -s "$REPO/dist/infer-worker.mjs"
   test -s "$REPO/dist/image/provision.mjs"
   note "agent $(du -h "$REPO/dist/cairn.mjs" | cut -f1)"
 }

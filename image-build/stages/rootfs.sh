@@ -20,6 +20,9 @@ stage_rootfs() {
   # the agent
   install -d -m 0755 "$R/opt/cairn"
   install -m 0755 "$REPO/dist/cairn.mjs" "$R/opt/cairn/cairn.mjs"
+  # the inference worker, tfjs wasm binaries and demo model, beside the bundle
+  (cd "$REPO" && node --input-type=module -e "import('./agent/infer/bundle-assets.mjs').then(m => console.log(m.inferenceAssetPaths('dist').join('\\n')))") |
+    while read -r f; do install -D -m 0644 "$REPO/dist/$f" "$R/opt/cairn/$f"; done
   # the OTA launcher: outside both agent slots, updated only with the OS (docs/ota.md)
   install -m 0644 "$REPO/dist/launcher.mjs" "$R/opt/cairn/launcher.mjs"
   install -m 0644 "$REPO/dist/image/provision.mjs" "$R/opt/cairn/provision.mjs"

@@ -118,7 +118,7 @@ t.test('static: agent under the OTA launcher, groups, Node-RED, OS update helper
   if (existsSync(join(repo, 'flows/node-red-contrib-cairn/package.json'))) t.ok(contrib, 'the Cairn nodes installed beside it')
   else t.comment('flows/node-red-contrib-cairn does not exist yet: not checked')
   t.match(root.cat('/etc/systemd/system/cairn-node-red.service') ?? '', /^User=nodered$/m)
-  t.match(root.cat('/etc/systemd/system/cairn-reprovision.path') ?? '', /^PathExists=\/var\/lib\/cairn\/reprovision\.request$/m)
+  t.match(root.cat('/etc/systemd/system/cairn-reprovision.path') ?? '', /^PathExists=\/var\/lib\/cairn\/agent\/reprovision\.request$/m)
   t.match(root.cat('/etc/systemd/system.conf.d/cairn-watchdog.conf') ?? '', /^RuntimeWatchdogSec=15s$/m, 'hardware watchdog')
   t.match(ext4Reader(img, P.data, work).ls('/'), /^\s*2\s+41775 \(2\)\s+0\s+[1-9]\d*\s/m, 'data partition top: root:cairn 1775 (sticky)')
 })
@@ -254,6 +254,12 @@ t.test('first boot provisions itself from cairn.yaml and reaches the host broker
   t.match(guest.console(), /cairn-provision: applied cairn\.yaml: fleet imagetest/, 'provisioning logged on the console')
   t.equal(first.slot, 'fallback', "status carries the launcher's slot: the bundle that came with the OS")
   t.match(guest.console(), /cairn-os-update: boot: ok/, 'the OS update helper ran at boot')
+  t.match(guest.console(), /"socket":"\/var\/lib\/cairn\/api\.sock"[^\n]*"msg":"local API up"|"msg":"local API up"[^\n]*"socket":"\/var\/lib\/cairn\/api\.sock"/, "the agent's local API is up where Node-RED looks for it")
+  // the inference worker (tfjs wasm, bundled beside the agent) starts on arm64: the
+  // status republished when it joins names its backend
+  const backendOf = (m: { json: Record<string, unknown> | undefined }) => ((m.json?.tasks as { backends?: Record<string, string> } | undefined)?.backends ?? {})['inference']
+  const withInference = await sub.waitFor(() => sub.messages.find(m => m.topic === `cairn/v1/${FLEET}/${first.deviceId}/status` && backendOf(m) !== undefined), 240_000, 'inference backend in status')
+  t.equal(backendOf(withInference), 'wasm', 'the inference worker runs on the arm64 image (wasm backend)')
   // Node-RED: its own log line (journal on the console) says where it listens
   const nr = await guest.waitForConsole(/Server now running at (http:\/\/[^\s/]+:1880)\//, 240_000)
   t.equal(nr[1], 'http://127.0.0.1:1880', 'Node-RED editor on 127.0.0.1 only')
@@ -292,6 +298,9 @@ t.test('first boot provisions itself from cairn.yaml and reaches the host broker
   t.match(data.cat('/os/hostname') ?? '', `cairn-${first.deviceId.slice(0, 8)}`)
   t.ok(data.cat('/agent/device.key'), 'device key on the data partition')
   t.match(data.cat('/etc/node-red/settings.js') ?? '', /uiHost: "127\.0\.0\.1"/, 'Node-RED settings from provisioning')
+  // the agent's local API, for Node-RED's user (cairn group): socket 0660, token 0640
+  const top = data.ls('/')
+  t.match(top, /\s100640 \(\d+\)\s+\d+\s+\d+\s+\d+\s.*\sapi\.token\s*\n/, 'the agent made /var/lib/cairn/api.token, 0640')
   t.ok(data.cat('/node-red/flows.json') !== undefined || /\.config\./.test(data.ls('/node-red')), 'Node-RED wrote its user dir on the data partition')
   t.match(data.cat('/os/os-update-result.json') ?? '', /"op":"boot","ok":true/, 'the OS update helper recorded its boot run')
 })

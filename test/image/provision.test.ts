@@ -116,7 +116,8 @@ t.test('the plan: agent settings, secrets in files of their own, OS settings on 
   t.same(cfg.telemetry, { periodS: 30 })
   // the agent's user only: Node-RED's user shares the cairn group
   t.same(write('/var/lib/cairn/etc/broker-password'), { kind: 'write', path: '/var/lib/cairn/etc/broker-password', content: 'hunter2-broker', mode: 0o400, owner: { uid: 990, gid: 0 } })
-  t.same(cfg.system, { rebootCommand: ['touch', '/var/lib/cairn/agent/reboot-requested'], reprovisionCommand: ['touch', '/var/lib/cairn/reprovision.request'] }, 'reboot and re-provisioning through root path units')
+  t.same(cfg.localApi, { socket: '/var/lib/cairn/api.sock', tokenFile: '/var/lib/cairn/api.token' }, 'local API where Node-RED (cairn group) reaches it, not in the 0700 state dir')
+  t.same(cfg.system, { rebootCommand: ['touch', '/var/lib/cairn/agent/reboot-requested'], reprovisionCommand: ['touch', '/var/lib/cairn/agent/reprovision.request'] }, 'reboot and re-provisioning through root path units')
   t.match(steps.find(s => s.kind === 'mkdir' && s.path === '/var/lib/cairn'), { mode: 0o1775, owner: { uid: 0, gid: 990 } }, 'the data top: root:cairn, sticky (local API socket and token)')
   t.equal(write('/var/lib/cairn/os/hostname')!.content, 'garage-pi\n')
   t.same(steps.find(s => s.kind === 'symlink'), { kind: 'symlink', path: '/var/lib/cairn/os/localtime', target: '/usr/share/zoneinfo/Europe/Berlin' })
