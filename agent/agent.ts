@@ -36,7 +36,7 @@ import type { TaskExecutor } from './task/types.js'
 import { startBuiltinExecutors } from './task/executors.js'
 import { OtaService, type LauncherInfo, type OtaHooks } from '../ota/device.js'
 import { OTA_BROADCAST_COMMANDS } from '../ota/commands.js'
-import { createTelemetry, type Board, type HwContext, type TelemetrySample } from '../hw/index.js'
+import { accelerators, createTelemetry, type Board, type HwContext, type TelemetrySample } from '../hw/index.js'
 
 /** 'update': hand over to the OTA launcher (the process exits with EXIT_SWITCH). */
 export type StopReason = 'shutdown' | 'restart' | 'update'
@@ -434,7 +434,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
   ota?.start()
   tasks?.start()
   // The inference worker loads its backend in the background: nothing waits for it.
-  const builtinExecutors = tasks && !deps.taskExecutors ? startBuiltinExecutors({ types: config.tasks.types, store: cache.store, stateDir: config.stateDir, log: log.child({ mod: 'task' }), add: e => tasks.addExecutor(e), failed: type => tasks.executorFailed(type) }) : undefined
+  const builtinExecutors = tasks && !deps.taskExecutors ? startBuiltinExecutors({ types: config.tasks.types, store: cache.store, stateDir: config.stateDir, log: log.child({ mod: 'task' }), add: e => tasks.addExecutor(e), failed: type => tasks.executorFailed(type), accelerators: () => accelerators({ ...deps.hw, diskPaths: config.hw.diskPaths }, board) }) : undefined
   await deviceUi.start()
   localApi = await startAgentLocalApi({ config, log, version: deps.version, deviceId, board, bus, ui: deviceUi, connected: () => link.connected, outboxDepth: () => outbox.depth(), ota: ota?.control, tasks, sample: () => telemetry.sample() })
   publishEvent('agent.started', { version: deps.version, board: board.kind, model: board.model, ...(deps.launcher ? { slot: deps.launcher.slot ?? 'fallback' } : {}) })

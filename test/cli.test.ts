@@ -164,7 +164,7 @@ t.test('broker credentials: a password-protected Mosquitto accepts the right one
   const bad = startAgent(['--broker', secured.url, '--fleet', 'auth', '--state-dir', join(dir, 'b'), '--health-port', '0', '--set', 'broker.username=device', '--set', 'broker.password=wrong'])
   t.teardown(() => bad.kill('SIGKILL'))
   await new Promise(r => setTimeout(r, 2500))
-  t.equal(sub.messages.filter(x => x.json?.state === 'online').length, 1, 'the wrong password never gets online')
+  t.equal(onlineDevices(sub), 1, 'the wrong password never gets online')
   t.equal(bad.exitCode, null, 'the agent keeps retrying rather than dying')
 })
 
@@ -213,5 +213,11 @@ t.test('TLS: mqtts:// to a Mosquitto with its own CA; an untrusted CA is refused
   const bad = startAgent(['--broker', url, '--fleet', 'tls', '--state-dir', join(dir, 'b'), '--health-port', '0', '--set', `broker.ca=${join(dir, 'other.crt')}`])
   t.teardown(() => bad.kill('SIGKILL'))
   await new Promise(r => setTimeout(r, 2500))
-  t.equal(sub.messages.filter(x => x.json?.state === 'online').length, 1, 'a broker certificate from another CA is refused')
+  t.equal(onlineDevices(sub), 1, 'a broker certificate from another CA is refused')
 })
+
+/** Devices seen online (one device may publish online more than once, e.g. when its
+ * inference executor joins and the status is republished). */
+function onlineDevices(sub: Consumer): number {
+  return new Set(sub.messages.filter(x => x.json?.state === 'online').map(x => x.topic)).size
+}

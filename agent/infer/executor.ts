@@ -4,6 +4,7 @@
 // the TaskOutcome the receipt is made of: hashes of inputs, model and outputs, backend,
 // phase timings, peak RSS and CPU time.
 
+import { createHash } from 'node:crypto'
 import { existsSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Json } from '../canonical.js'
@@ -71,12 +72,19 @@ export async function createInferenceExecutor(opts: InferenceExecutorOptions): P
   const haveModel = (m: InferenceParams['model']) => (m.demo && demoModelPath() !== undefined) || unpacked(m.sha256) || opts.content.leaseLocal(m.sha256) !== undefined
 
   async function lease(ref: ContentRef, what: string, signal: AbortSignal, maxBytes: number): Promise<ContentLease> {
+    let l: ContentLease
     if (ref.urls.length === 0) {
-      const l = opts.content.leaseLocal(ref.sha256)
-      if (l === undefined) throw new CairnError('NOT_FOUND', `${what} ${ref.sha256} is not stored on this device and the task gives no URL for it`)
-      return l
+      const local = opts.content.leaseLocal(ref.sha256)
+      if (local === undefined) throw new CairnError('NOT_FOUND', `${what} ${ref.sha256} is not stored on this device and the task gives no URL for it`)
+      l = local
+    } else l = await opts.content.lease(ref.sha256, ref.urls, { signal, maxBytes })
+    // The limit holds for objects already in the cache too (put there by a cache task):
+    // the worker would read all of it into memory.
+    if (l.bytes > maxBytes) {
+      l.release()
+      throw new CairnError('TOO_LARGE', `${what} ${ref.sha256} is ${l.bytes} bytes, more than ${maxBytes}`)
     }
-    return opts.content.lease(ref.sha256, ref.urls, { signal, maxBytes })
+    return l
   }
 
   return {
@@ -118,17 +126,31 @@ export async function createInferenceExecutor(opts: InferenceExecutorOptions): P
           if (l.fetched) bytesFetched += l.bytes
         }
         let input: WorkerInput
+        // The receipt's input hash: of the cached file (its name), else of the decoded
+        // bytes, computed here once the worker has them (below), so it overlaps the run.
+        let inputHash: { name: string; bytes: number; data?: Uint8Array; sha256?: string }
         if (p.input.kind === 'image') {
           if ('ref' in p.input) {
             const l = await lease(p.input.ref, 'input image', ctx.signal, maxInputBytes)
             leases.push(l)
             if (l.fetched) bytesFetched += l.bytes
-            input = { kind: 'image', path: l.path, sha256: l.sha256 }
-          } else input = { kind: 'image', base64: p.input.data }
-        } else input = { kind: 'tensor', shape: p.input.shape, dtype: p.input.dtype, data: p.input.data }
+            input = { kind: 'image', path: l.path }
+            inputHash = { name: 'image', bytes: l.bytes, sha256: l.sha256 }
+          } else {
+            input = { kind: 'image', bytes: p.input.data }
+            inputHash = { name: 'image', bytes: p.input.data.length, data: p.input.data }
+          }
+        } else {
+          input = { kind: 'tensor', shape: p.input.shape, dtype: p.input.dtype, data: p.input.data }
+          inputHash = { name: 'tensor', bytes: p.input.data.byteLength, data: bytesOf(p.input.data) }
+        }
         const fetchMs = performance.now() - t0
         ctx.progress(0.1, 'inputs ready')
-        const r = await host.run({ modelSha256: p.model.sha256, ...(modelFile !== undefined ? { modelFile } : {}), input, topK: p.topK }, ctx.signal)
+        const hashInput = () => {
+          if (inputHash.sha256 === undefined && inputHash.data !== undefined) inputHash.sha256 = createHash('sha256').update(inputHash.data).digest('hex')
+        }
+        const r = await host.run({ modelSha256: p.model.sha256, ...(modelFile !== undefined ? { modelFile } : {}), input, topK: p.topK }, ctx.signal, hashInput)
+        hashInput() // (if the send callback never ran)
         ctx.progress(1)
         const outBytes = r.outputs.reduce((a, o) => a + o.data.length, 0)
         const result: Json = {
@@ -145,7 +167,7 @@ export async function createInferenceExecutor(opts: InferenceExecutorOptions): P
         }
         if (r.evicted.length > 0) log.info({ evicted: r.evicted }, 'models evicted from the warm cache')
         return {
-          inputs: [r.input],
+          inputs: [{ name: inputHash.name, sha256: inputHash.sha256!, bytes: inputHash.bytes }],
           model: { name: r.modelName, sha256: p.model.sha256, bytes: modelBytes, format: r.modelFormat },
           outputs: r.outputs.map(o => ({ name: o.name, sha256: o.sha256, bytes: o.data.length })),
           result,
@@ -163,6 +185,7 @@ export async function createInferenceExecutor(opts: InferenceExecutorOptions): P
 }
 
 const round = (ms: number) => Math.round(ms * 1000) / 1000
+const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
 
 /** The demo model's hash, for callers that build params by hand. */
 export const demoModelRef = () => ({ sha256: DEMO_MODEL_SHA256 })

@@ -4,6 +4,7 @@
 // checked against the pixel limit before anything is decoded, so a small file that
 // claims 100,000 × 100,000 pixels (a decompression bomb) is refused without allocating.
 
+import { inflateSync } from 'node:zlib'
 import jpeg from 'jpeg-js'
 import { PNG } from 'pngjs'
 import { CairnError } from '../errors.js'
@@ -66,6 +67,7 @@ export function decodeImage(buf: Uint8Array, maxPixels: number): DecodedImage {
     if (img.width !== width || img.height !== height || img.data.length !== width * height * 3) throw badInput('input.image: corrupt JPEG (size changed while decoding)')
     return { width, height, rgb: img.data }
   }
+  if (buf[28] === 1) checkInterlacedPng(buf, width, height)
   let png
   try {
     png = PNG.sync.read(Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength))
@@ -82,6 +84,35 @@ export function decodeImage(buf: Uint8Array, maxPixels: number): DecodedImage {
     rgb[j + 2] = src[i + 2]!
   }
   return { width, height, rgb }
+}
+
+/**
+ * pngjs inflates an interlaced PNG's data without a bound (plain zlib.inflateSync; it
+ * bounds only non-interlaced ones), so a small file that inflates to gigabytes would
+ * exhaust memory. Inflate it here first, bounded by what the header's size allows.
+ */
+function checkInterlacedPng(buf: Uint8Array, width: number, height: number): void {
+  const channels = ({ 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 } as Record<number, number>)[buf[25]!] ?? 4
+  const bits = channels * (buf[24] ?? 8)
+  // The pixels' bytes, plus per row of each Adam7 pass (under 2 × height + 7 rows in
+  // all) a filter byte and at most one byte of rounding.
+  const bound = Math.ceil((width * bits) / 8) * height + 2 * (2 * height + 7) + 64
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
+  const idat: Uint8Array[] = []
+  for (let pos = 8; pos + 8 <= buf.length; ) {
+    const len = dv.getUint32(pos)
+    const type = dv.getUint32(pos + 4)
+    if (type === 0x49444154) idat.push(buf.subarray(pos + 8, Math.min(pos + 8 + len, buf.length))) // IDAT
+    if (type === 0x49454e44) break // IEND
+    pos += 12 + len
+  }
+  try {
+    inflateSync(Buffer.concat(idat), { maxOutputLength: bound })
+  } catch (err) {
+    const e = err as { code?: string; message?: string }
+    if (e.code === 'ERR_BUFFER_TOO_LARGE') throw new CairnError('TOO_LARGE', `input.image: PNG data inflates to more than its ${width}×${height} pixels need`)
+    throw badInput(`input.image: corrupt PNG: ${e.message}`, err)
+  }
 }
 
 /**

@@ -8,7 +8,7 @@
 // gives the same hash.
 
 import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
@@ -133,8 +133,10 @@ export function writeModelDir(dir: string, parts: { meta: ModelMeta; modelJson: 
 export function unpackModel(file: string, sha256: string, modelsDir: string): string {
   const dest = join(modelsDir, sha256)
   if (existsSync(join(dest, META_FILE))) return dest
+  // The size from the file system first: reading an oversized package would be the harm.
+  const size = statSync(file).size
+  if (size > MAX_PACKAGE_BYTES) throw invalid(`model package is ${size} bytes, more than ${MAX_PACKAGE_BYTES}`)
   const bytes = readFileSync(file)
-  if (bytes.length > MAX_PACKAGE_BYTES) throw invalid(`model package is ${bytes.length} bytes, more than ${MAX_PACKAGE_BYTES}`)
   const actual = sha256Hex(bytes)
   if (actual !== sha256) throw new CairnError('CONTENT_MISMATCH', `model package hashes to ${actual}, not ${sha256}: not loaded`)
   let entries

@@ -6,7 +6,7 @@
 // fresh worker, which is cheap (~1 s) next to losing the agent.
 
 import { fork, type ChildProcess } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { CairnError, type ErrorCode } from '../errors.js'
 import type { Logger } from '../log.js'
@@ -30,6 +30,16 @@ const fromSources = import.meta.url.endsWith('.ts')
 function workerEntry(): { file: string; execArgv: string[]; cwd?: string } {
   if (fromSources) return { file: fileURLToPath(new URL('./worker-entry.ts', import.meta.url)), execArgv: ['--import', 'tsx'], cwd: fileURLToPath(new URL('../..', import.meta.url)) }
   return { file: fileURLToPath(new URL('./infer-worker.mjs', import.meta.url)), execArgv: [] }
+}
+
+/** Resets a process's VmHWM to its current RSS (Linux >= 4.0), so the peak read after
+ * a task is that task's, not the worker's lifetime peak. Best effort. */
+function resetPeak(pid: number): void {
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, '5')
+  } catch {
+    // off Linux, or an old kernel: the peak is the worker's since it started
+  }
 }
 
 /** VmRSS and VmHWM (peak) of a process in bytes, or undefined off Linux. */
@@ -93,6 +103,9 @@ export class WorkerHost {
       })
     forward(child.stdout, 'info')
     forward(child.stderr, 'warn')
+    // A send to a worker that has just died emits 'error' on the child; unheard, that
+    // would be an uncaught exception in the agent. Its exit fails the task.
+    child.on('error', err => log.warn({ pid: child.pid, err: err.message }, 'inference worker channel error'))
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         child.kill('SIGKILL')
@@ -157,13 +170,15 @@ export class WorkerHost {
     child.kill('SIGKILL')
   }
 
-  /** Runs one request; requests queue behind each other (one worker, one model run at a time). */
-  run(req: Omit<RunMsg, 't' | 'id'>, signal: AbortSignal): Promise<RunOk & { peakRssBytes?: number }> {
+  /** Runs one request; requests queue behind each other (one worker, one model run at a
+   * time). `onSent` is called once the request has been written to the worker: work the
+   * caller does then overlaps the worker's. */
+  run(req: Omit<RunMsg, 't' | 'id'>, signal: AbortSignal, onSent?: () => void): Promise<RunOk & { peakRssBytes?: number }> {
     if (signal.aborted) return Promise.reject(cancelled())
     let started = false
     const job = this.lane.then(() => {
       started = true
-      return this.runNow(req, signal)
+      return this.runNow(req, signal, onSent)
     })
     this.lane = job.catch(() => undefined)
     // Cancelled while queued behind another task: answer at once; runNow skips it later.
@@ -175,7 +190,7 @@ export class WorkerHost {
     })
   }
 
-  private async runNow(req: Omit<RunMsg, 't' | 'id'>, signal: AbortSignal): Promise<RunOk & { peakRssBytes?: number }> {
+  private async runNow(req: Omit<RunMsg, 't' | 'id'>, signal: AbortSignal, onSent?: () => void): Promise<RunOk & { peakRssBytes?: number }> {
     if (signal.aborted) throw cancelled()
     const child = await this.start()
     if (signal.aborted) throw cancelled()
@@ -189,7 +204,12 @@ export class WorkerHost {
     }, this.o.pollMs ?? 25)
     try {
       const msg: RunMsg = { t: 'run', id, ...req }
-      child.send(msg)
+      if (child.pid !== undefined) resetPeak(child.pid)
+      child.send(msg, undefined, {}, err => {
+        // Not written: the worker is gone or going; make sure, and its exit fails the task.
+        if (err) this.kill(child, 'WORKER_CRASHED', `inference worker could not take the task: ${err.message}`)
+        else onSent?.()
+      })
       return await result
     } finally {
       clearInterval(poll)

@@ -1,5 +1,7 @@
 // Messages between the agent and its inference worker process (IPC with Node's
-// "advanced" serialization, so typed arrays travel as bytes, not JSON).
+// "advanced" serialization, so typed arrays travel as raw bytes, not JSON or base64).
+// Inputs arrive decoded: the agent decodes base64 once (while parsing) and hashes the
+// input itself while the worker runs the model, so the worker only builds the tensor.
 
 import type { ErrorCode } from '../errors.js'
 
@@ -24,9 +26,10 @@ export interface InitMsg {
 }
 
 export type WorkerInput =
-  | { kind: 'image'; base64: string }
-  | { kind: 'image'; path: string; sha256: string }
-  | { kind: 'tensor'; shape: number[]; dtype: 'float32' | 'int32'; data: string | number[] }
+  | { kind: 'image'; bytes: Uint8Array }
+  /** A verified file in the content cache, read by the worker. */
+  | { kind: 'image'; path: string }
+  | { kind: 'tensor'; shape: number[]; dtype: 'float32' | 'int32'; data: Float32Array | Int32Array }
 
 export interface RunMsg {
   t: 'run'
@@ -55,7 +58,6 @@ export interface RunOk {
   modelFormat: string
   modelCache: 'hit' | 'miss'
   evicted: string[]
-  input: { name: string; sha256: string; bytes: number }
   outputs: OutputTensor[]
   top?: Array<{ label: string; index: number; score: number }>
   timings: { unpack: number; load: number; decode: number; infer: number }

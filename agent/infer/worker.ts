@@ -1,11 +1,11 @@
 // The inference worker: a child process of the agent that unpacks model packages,
-// loads them (local files only), decodes images, runs the model and hashes inputs and
-// outputs. Whatever goes wrong in here (a hostile package, a corrupt JPEG, a model that
+// loads them (local files only), decodes images, runs the model and hashes its outputs
+// (the agent hashes the inputs it sends). Whatever goes wrong in here (a hostile package, a corrupt JPEG, a model that
 // eats memory) costs this process, not the agent. Started by worker-host.ts; speaks
 // worker-protocol.ts over IPC; keeps loaded models warm in an LRU bounded by memory.
 
 import { createHash } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type * as tfcore from '@tensorflow/tfjs-core'
 import type { io } from '@tensorflow/tfjs-core'
@@ -81,34 +81,45 @@ export class WorkerCore {
       loaded = await this.load(dir)
     }
     const t2 = performance.now()
-    const { tf } = this
-    const x = this.inputTensor(msg, loaded)
+    let x: tfcore.Tensor
+    try {
+      x = this.inputTensor(msg, loaded)
+    } catch (err) {
+      // Neither cached nor used again: its weights would stay in the backend's memory.
+      if (!hit) loaded.model.dispose()
+      throw err
+    }
     const t3 = performance.now()
+    let t4 = t3
     let outputs: OutputTensor[]
     let top: RunOk['top']
     try {
-      const y = loaded.model.predict(x.tensor)
+      const y = loaded.model.predict(x)
       // Layers models give a tensor or an array; graph models may give a name → tensor map.
       const ys: tfcore.Tensor[] = Array.isArray(y) ? y : 'dataId' in y ? [y as tfcore.Tensor] : Object.values(y)
       try {
-        outputs = []
-        for (const [i, t] of ys.entries()) {
-          const values = (await t.data()) as Float32Array | Int32Array | Uint8Array
-          const data = new Uint8Array(bytesOf(values))
-          outputs.push({ name: `output${i}`, shape: t.shape, dtype: t.dtype, sha256: sha256(data), data })
-        }
+        const values: Array<Float32Array | Int32Array | Uint8Array> = []
+        for (const t of ys) values.push((await t.data()) as Float32Array | Int32Array | Uint8Array)
+        // `infer` is predict + read-back, what a bare tfjs loop measures; hashing and
+        // top-k below count to the task path's own cost.
+        t4 = performance.now()
+        // data() gives fresh arrays: their bytes go to the agent as they are, no copy.
+        outputs = ys.map((t, i) => {
+          const data = bytesOf(values[i]!)
+          return { name: `output${i}`, shape: t.shape, dtype: t.dtype, sha256: sha256(data), data }
+        })
         const first = ys[0]
-        if (loaded.meta.output.kind === 'classification' && first !== undefined) top = await this.topK(first, loaded.meta, msg.topK)
+        if (loaded.meta.output.kind === 'classification' && first !== undefined) top = topK(values[0]!, first.shape[first.shape.length - 1] ?? 0, loaded.meta, msg.topK)
       } finally {
         for (const t of ys) t.dispose()
       }
     } catch (err) {
+      if (!hit) loaded.model.dispose()
       if (err instanceof CairnError) throw err
       throw badInput(`the model failed on this input: ${(err as Error).message}`)
     } finally {
-      x.tensor.dispose()
+      x.dispose()
     }
-    const t4 = performance.now()
     // Cache after a successful run only: a model that cannot run should not push out one that can.
     if (!hit) evicted = this.cache.set(msg.modelSha256, loaded, this.estimateBytes(loaded))
     const cpu = process.cpuUsage(cpu0)
@@ -120,7 +131,6 @@ export class WorkerCore {
       modelFormat: loaded.format,
       modelCache: hit ? 'hit' : 'miss',
       evicted,
-      input: x.hashed,
       outputs,
       ...(top !== undefined ? { top } : {}),
       timings: { unpack: t1 - t0, load: t2 - t1, decode: t3 - t2, infer: t4 - t3 },
@@ -150,35 +160,28 @@ export class WorkerCore {
     return loaded
   }
 
-  private inputTensor(msg: RunMsg, l: Loaded): { tensor: tfcore.Tensor; hashed: RunOk['input'] } {
+  private inputTensor(msg: RunMsg, l: Loaded): tfcore.Tensor {
     const spec = l.model.inputs[0]
     if (spec === undefined) throw new CairnError('MODEL_INVALID', 'the model has no inputs')
     const want = spec.shape.map(d => (d === null || d < 0 ? null : d))
     const input = msg.input
     if (input.kind === 'image') {
       if (l.meta.input.kind !== 'image') throw badInput(`input.image: model ${l.meta.name} takes tensors, not images`)
-      const bytes = 'path' in input ? readFileSync(input.path) : Buffer.from(input.base64, 'base64')
-      const img = decodeImage(bytes, this.init.maxImagePixels)
+      const img = decodeImage('path' in input ? readFileSync(input.path) : input.bytes, this.init.maxImagePixels)
       const t = toInputTensor(img, l.meta.input)
       this.checkShape(t.shape, want, 'input.image (after resizing)')
-      return { tensor: this.tf.tensor(t.data, t.shape, 'float32'), hashed: { name: 'image', sha256: 'path' in input ? input.sha256 : sha256(bytes), bytes: bytes.length } }
+      return this.tf.tensor(t.data, t.shape, 'float32')
     }
     let shape = input.shape
     if (shape.length === want.length - 1) shape = [1, ...shape] // a single example without its batch dimension
     this.checkShape(shape, want, 'input.tensor.shape')
     const modelDtype = spec.dtype ?? 'float32'
     if (modelDtype !== input.dtype) throw badInput(`input.tensor.dtype: model ${l.meta.name} takes ${modelDtype}, not ${input.dtype}`)
-    let values: Float32Array | Int32Array
-    if (typeof input.data === 'string') {
-      const raw = Buffer.from(input.data, 'base64')
-      // Copy into an aligned buffer: a Buffer's offset need not be a multiple of 4.
-      const aligned = new Uint8Array(raw.length)
-      aligned.set(raw)
-      values = input.dtype === 'int32' ? new Int32Array(aligned.buffer) : new Float32Array(aligned.buffer)
-    } else values = input.dtype === 'int32' ? Int32Array.from(input.data) : Float32Array.from(input.data)
+    // The values arrive as a typed array (IPC copies them into an aligned one if needed).
+    const values = input.data
     const n = shape.reduce((a, b) => a * b, 1)
     if (values.length !== n) throw badInput(`input.tensor.data: ${values.length} elements, shape needs ${n}`)
-    return { tensor: this.tf.tensor(values, shape, input.dtype), hashed: { name: 'tensor', sha256: sha256(bytesOf(values)), bytes: values.byteLength } }
+    return this.tf.tensor(values, shape, input.dtype)
   }
 
   private checkShape(got: number[], want: Array<number | null>, field: string): void {
@@ -186,20 +189,52 @@ export class WorkerCore {
     if (!ok) throw badInput(`${field}: [${got.join(', ')}] does not fit the model's input [${want.map(d => d ?? '?').join(', ')}]`)
   }
 
-  private async topK(t: tfcore.Tensor, meta: ModelMeta, k: number): Promise<RunOk['top']> {
-    const classes = t.shape[t.shape.length - 1] ?? 0
-    const probs = meta.output.activation === 'logits' ? await this.tf.tidy(() => this.tf.softmax(this.tf.reshape(t, [-1, classes]))).data() : await t.data()
-    const first = Array.from(probs.slice(0, classes))
-    const labels = meta.labels
-    return first
-      .map((score, index) => ({ index, score, label: labels?.[index] ?? `#${index}` }))
-      .sort((a, b) => b.score - a.score)
-      .slice(0, k)
+}
+
+/**
+ * The k most likely classes of the first example, highest first (ties: lower index
+ * first), from the output values already read back: no second read, no extra kernels.
+ * Logits get a softmax here, in double precision.
+ */
+export function topK(values: ArrayLike<number>, classes: number, meta: ModelMeta, k: number): NonNullable<RunOk['top']> {
+  const n = Math.min(classes, values.length)
+  let scores: ArrayLike<number> = values
+  if (meta.output.activation === 'logits') {
+    let max = -Infinity
+    for (let i = 0; i < n; i++) max = Math.max(max, values[i]!)
+    const e = new Float64Array(n)
+    let sum = 0
+    for (let i = 0; i < n; i++) sum += e[i] = Math.exp(values[i]! - max)
+    for (let i = 0; i < n; i++) e[i]! /= sum
+    scores = e
   }
+  // Insertion into a list of at most k: one pass, no sort of all classes.
+  const best: number[] = []
+  for (let i = 0; i < n; i++) {
+    const s = scores[i]!
+    let j: number
+    if (best.length < k) j = best.push(i) - 1
+    else if (s > scores[best[k - 1]!]!) j = k - 1
+    else continue
+    while (j > 0 && scores[best[j - 1]!]! < s) {
+      best[j] = best[j - 1]!
+      j--
+    }
+    best[j] = i
+  }
+  return best.map(index => ({ index, score: scores[index]!, label: meta.labels?.[index] ?? `#${index}` }))
 }
 
 /** The worker's main loop: runs under `fork()`, one request at a time. */
 export async function serveWorker(): Promise<void> {
+  // If memory runs out faster than the agent's RSS polling can react (a model that
+  // allocates gigabytes at once), the kernel's OOM killer should take this process, not
+  // the agent. Raising one's own score needs no privilege.
+  try {
+    writeFileSync('/proc/self/oom_score_adj', '1000')
+  } catch {
+    // not Linux
+  }
   const send = (m: WorkerReply) => process.send?.(m)
   let core: WorkerCore | undefined
   let queue = Promise.resolve()

@@ -4,6 +4,7 @@
 // broker connection) never waits for it. Tests inject their own executors instead.
 
 import { join } from 'node:path'
+import type { Accelerator } from '../../hw/accelerators.js'
 import type { Logger } from '../log.js'
 import type { ContentStore } from '../cache/store.js'
 import { createCacheExecutor } from '../cache/executor.js'
@@ -19,6 +20,9 @@ export interface BuiltinExecutorDeps {
   add: (e: TaskExecutor) => boolean
   /** An executor that will not come after all. */
   failed: (type: TaskType) => void
+  /** The accelerator inventory (hw/accelerators.ts): NPUs show in the inference backend
+   * report as present but unused. */
+  accelerators?: () => Promise<readonly Accelerator[]>
 }
 
 /** Adds the cache executor at once and the inference one when its worker is up.
@@ -28,17 +32,26 @@ export interface BuiltinExecutorDeps {
 export function startBuiltinExecutors(d: BuiltinExecutorDeps): { ready: Promise<void>; close(): Promise<void> } {
   if (d.types.includes('cache')) d.add(createCacheExecutor({ store: d.store, log: d.log.child({ exec: 'cache' }) }))
   let orphan: TaskExecutor | undefined
+  // The inventory only feeds the backend report: failing, it costs the NPU lines, not inference.
+  const inventory = (): Promise<readonly Accelerator[]> =>
+    (d.accelerators?.() ?? Promise.resolve([])).catch((err: unknown) => {
+      d.log.warn({ err: (err as Error).message }, 'accelerator inventory failed: the inference backend report lists no NPUs')
+      return []
+    })
   const ready = d.types.includes('inference')
-    ? createInferenceExecutor({ content: d.store, log: d.log.child({ exec: 'inference' }), workDir: join(d.stateDir, 'infer') }).then(
-        e => {
-          if (d.add(e)) d.log.info({ backend: e.backend }, 'inference executor ready')
-          else orphan = e
-        },
-        err => {
-          d.log.error({ err: (err as Error).message }, 'inference executor not started: inference tasks are refused as UNSUPPORTED')
-          d.failed('inference')
-        },
-      )
+    ? inventory()
+        .then(accelerators => createInferenceExecutor({ content: d.store, log: d.log.child({ exec: 'inference' }), workDir: join(d.stateDir, 'infer'), accelerators }))
+        .then(
+          e => {
+            // The whole report (every backend with its reason, NPUs present but unused) goes to the log.
+            if (d.add(e)) d.log.info({ backend: e.backend, backends: e.backends() }, 'inference executor ready')
+            else orphan = e
+          },
+          err => {
+            d.log.error({ err: (err as Error).message }, 'inference executor not started: inference tasks are refused as UNSUPPORTED')
+            d.failed('inference')
+          },
+        )
     : Promise.resolve()
   return {
     ready,

@@ -141,6 +141,12 @@ t.test('models by hash: unknown without URL, fetched from an origin, wrong bytes
   t.notOk(readdirSync(join(dir, 'work', 'models')).includes(liar))
 })
 
+t.test('an input image already in the cache but over the size limit: TOO_LARGE before the worker reads it', async t => {
+  const big = content.put(Buffer.alloc(16 * 1024 * 1024 + 1, 1))
+  await t.rejects(run({ model: 'demo', input: { image: { sha256: big } } }), { code: 'TOO_LARGE', message: /more than 16777216/ })
+  t.equal(content.leased.get(big), 0, 'lease released')
+})
+
 t.test('packages that are not models: MODEL_INVALID, the worker carries on', async t => {
   const pid = ex.workerPid
   await t.rejects(run({ model: { sha256: content.put(notATar()) }, input: { tensor: { shape: [4], dtype: 'float32', data: [1, 1, 1, 1] } } }), { code: 'MODEL_INVALID', message: /not a valid tar/ })

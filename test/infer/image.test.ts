@@ -4,6 +4,7 @@
 import t from 'tap'
 import jpeg from 'jpeg-js'
 import { PNG } from 'pngjs'
+import { crc32, deflateSync } from 'node:zlib'
 import { decodeImage, probeImage, toInputTensor } from '../../agent/infer/image.js'
 
 function png(width: number, height: number, fill: (x: number, y: number) => [number, number, number]): Buffer {
@@ -65,6 +66,32 @@ t.test('pixel bombs are refused from the header, before decoding', async t => {
   t.throws(() => decodeImage(pngBomb(0, 10), 16e6), { code: 'BAD_INPUT' })
   // Under the limit, the fake header is decoded and found corrupt.
   t.throws(() => decodeImage(pngBomb(10, 10), 16e6), { code: 'BAD_INPUT' })
+})
+
+/** An interlaced (Adam7) RGB PNG of w×h whose IDAT is `raw` deflated. */
+function interlacedPng(w: number, h: number, raw: Buffer): Buffer {
+  const chunk = (type: string, data: Buffer) => {
+    const td = Buffer.concat([Buffer.from(type, 'ascii'), data])
+    const out = Buffer.alloc(12 + data.length)
+    out.writeUInt32BE(data.length, 0)
+    td.copy(out, 4)
+    out.writeUInt32BE(crc32(td), 8 + data.length)
+    return out
+  }
+  const ihdr = Buffer.alloc(13)
+  ihdr.writeUInt32BE(w, 0)
+  ihdr.writeUInt32BE(h, 4)
+  ihdr.set([8, 2, 0, 0, 1], 8) // 8 bits, RGB, interlaced
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0))])
+}
+
+t.test('interlaced PNG: decoded; a zlib bomb inside one is refused before pngjs inflates it', async t => {
+  // 2×2 in Adam7: pass 1 has (0,0), pass 6 (1,0), pass 7 the second row; each row a filter byte.
+  const ok = interlacedPng(2, 2, Buffer.from([0, 10, 20, 30, 0, 40, 50, 60, 0, 70, 80, 90, 100, 110, 120]))
+  t.same([...decodeImage(ok, 100).rgb], [10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120])
+  const bomb = interlacedPng(10, 10, Buffer.alloc(64 * 1024 * 1024))
+  t.ok(bomb.length < 200_000, `a small file (${bomb.length} bytes)`)
+  t.throws(() => decodeImage(bomb, 16e6), { code: 'TOO_LARGE', message: /inflates to more than its 10×10 pixels need/ })
 })
 
 t.test('bilinear resize with half-pixel centres, normalisation, layouts', async t => {

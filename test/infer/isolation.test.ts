@@ -2,6 +2,7 @@
 // its memory limit and a cancelled task each fail the task with a stable code, the
 // worker process is really gone, and the next task runs on a fresh worker.
 import t from 'tap'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createLogger } from '../../agent/log.js'
 import { createInferenceExecutor, type InferenceExecutor } from '../../agent/infer/executor.js'
@@ -36,10 +37,37 @@ const alive = (pid: number) => {
   }
 }
 const zeros = (shape: number[]) => ({ shape, dtype: 'float32', data: new Array(shape.reduce((a, b) => a * b, 1)).fill(0.5) })
-/** Runs the slow model; `onStarted` is called once the worker has the request. */
+/** CPU time (user + system) of a process, in clock ticks (1/100 s). */
+const cpuTicks = (pid: number) => {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ')
+  return Number(rest[11]) + Number(rest[12]) // fields 14 and 15, utime and stime
+}
+/** Calls `fn` once the worker has spent 150 ms of CPU since now: it is then surely
+ * running the model, however slow or loaded the machine (a fixed sleep is not). */
+function whenBusy(pid: number, fn: () => void): () => void {
+  const start = cpuTicks(pid)
+  const timer = setInterval(() => {
+    let now: number
+    try {
+      now = cpuTicks(pid)
+    } catch {
+      return clearInterval(timer) // gone
+    }
+    if (now - start >= 15) {
+      clearInterval(timer)
+      fn()
+    }
+  }, 10)
+  timer.unref()
+  return () => clearInterval(timer)
+}
+/** Runs the slow model; `onStarted` is called once the worker is busy with it. */
 function slowTask(signal: AbortSignal, onStarted: () => void) {
-  const ctx: TaskRunContext = { signal, deadline: Date.now() + 60_000, progress: f => f < 1 && setTimeout(onStarted, 300) }
-  return ex.run(ex.parse({ model: { sha256: slow }, input: { tensor: zeros([1, SLOW_STEPS, 8]) } }), ctx)
+  const pid = ex.workerPid
+  let stop = () => undefined as void
+  const ctx: TaskRunContext = { signal, deadline: Date.now() + 120_000, progress: f => void (f < 1 && pid !== undefined && (stop = whenBusy(pid, onStarted))) }
+  return ex.run(ex.parse({ model: { sha256: slow }, input: { tensor: zeros([1, SLOW_STEPS, 8]) } }), ctx).finally(() => stop())
 }
 const quick = () => ex.run(ex.parse({ model: { sha256: sum }, input: { tensor: zeros([4]) } }), { signal: new AbortController().signal, deadline: Date.now() + 60_000, progress: () => undefined })
 

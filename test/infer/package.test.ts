@@ -1,11 +1,25 @@
 // The model package: deterministic packing, verified and atomic unpacking, refusal of
 // wrong bytes and hostile archives, and the shipped demo model's hash.
 import t from 'tap'
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { DEMO_MODEL_SHA256, demoModelPath } from '../../agent/infer/demo-model.js'
-import { packModel, sha256Hex, unpackModel, writeModelDir, type ModelMeta } from '../../agent/infer/model-package.js'
+import { MAX_PACKAGE_BYTES, packModel, sha256Hex, unpackModel, writeModelDir, type ModelMeta } from '../../agent/infer/model-package.js'
 import { packTar } from '../../ota/tar.js'
+
+/** Rewrites the first header of a ustar archive: another entry type and/or name, with
+ * its checksum fixed, as a hostile packer would write it. */
+function patchFirstHeader(tar: Buffer, opts: { type?: string; name?: string; linkname?: string }): Buffer {
+  const out = Buffer.from(tar)
+  if (opts.name !== undefined) out.fill(0, 0, 100).write(opts.name, 0, 100, 'utf8')
+  if (opts.type !== undefined) out.write(opts.type, 156, 1, 'ascii')
+  if (opts.linkname !== undefined) out.write(opts.linkname, 157, 100, 'utf8')
+  out.write('        ', 148, 8, 'ascii')
+  let sum = 0
+  for (const b of out.subarray(0, 512)) sum += b
+  out.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 8, 'ascii')
+  return out
+}
 
 const meta: ModelMeta = { name: 't', input: { kind: 'tensor' }, output: { kind: 'tensor' } }
 const modelJson = { format: 'layers-model' as const, modelTopology: { class_name: 'Sequential' }, weightsManifest: [{ paths: ['w.bin'], weights: [] }] }
@@ -64,12 +78,33 @@ t.test('bad packages are MODEL_INVALID', async t => {
       /names shard w.bin, which is not in the package/,
     ],
   ]
+  const good = () =>
+    packTar([
+      { path: 'w.bin', type: 'file', mode: 0o644, data: Buffer.from([1, 2, 3]) },
+      { path: 'cairn-model.json', type: 'file', mode: 0o644, data: Buffer.from(JSON.stringify(meta)) },
+      { path: 'model.json', type: 'file', mode: 0o644, data: Buffer.from(JSON.stringify(modelJson)) },
+    ])
+  cases.push(
+    ['a symlink entry', patchFirstHeader(good(), { type: '2', linkname: '/etc/passwd' }), /not a valid tar: unsupported entry type "2"/],
+    ['a hard link entry', patchFirstHeader(good(), { type: '1', linkname: 'model.json' }), /not a valid tar: unsupported entry type "1"/],
+    ['a path with ..', patchFirstHeader(good(), { name: '../../w.bin' }), /not a valid tar: unsafe path/],
+    ['an absolute path', patchFirstHeader(good(), { name: '/tmp/w.bin' }), /not a valid tar: unsafe path/],
+  )
   for (const [name, bytes, message] of cases) {
     const dir = t.testdir({ pkg: bytes })
     const sha = sha256Hex(bytes)
     t.throws(() => unpackModel(join(dir, 'pkg'), sha, join(dir, 'models')), { code: 'MODEL_INVALID', message }, name)
     t.notOk(existsSync(join(dir, 'models', sha)), `${name}: nothing unpacked`)
+    t.same(existsSync(join(dir, 'models')) ? readdirSync(join(dir, 'models')) : [], [], `${name}: no temp dir left`)
   }
+})
+
+t.test('a package over the size limit is refused before it is read', async t => {
+  const dir = t.testdir()
+  const file = join(dir, 'pkg')
+  writeFileSync(file, '')
+  truncateSync(file, MAX_PACKAGE_BYTES + 1) // sparse: no disk used
+  t.throws(() => unpackModel(file, 'f'.repeat(64), join(dir, 'models')), { code: 'MODEL_INVALID', message: /more than/ })
 })
 
 t.test('the shipped demo model is the one DEMO_MODEL_SHA256 names', async t => {

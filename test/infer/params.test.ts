@@ -17,10 +17,14 @@ t.test('demo, hashes and defaults', async t => {
   const p = parse({ model: 'demo', input: { image: { data: 'iVBORw==' } } })
   t.same(p.model, { sha256: DEMO_MODEL_SHA256, urls: [], demo: true })
   t.equal(p.topK, 5)
-  t.same(p.input, { kind: 'image', data: 'iVBORw==', bytes: 4 })
+  t.same(p.input, { kind: 'image', data: Buffer.from([0x89, 0x50, 0x4e, 0x47]), bytes: 4 }, 'decoded once, here')
   const q = parse({ model: { sha256: SHA, urls: ['http://127.0.0.1:1/m'] }, input: { tensor: { shape: [2, 2], dtype: 'int32', data: [1, 2, 3, 4] } }, topK: 3 })
   t.same(q.model, { sha256: SHA, urls: ['http://127.0.0.1:1/m'], demo: false })
-  t.same(q.input, { kind: 'tensor', shape: [2, 2], dtype: 'int32', data: [1, 2, 3, 4], bytes: 16 })
+  t.same(q.input, { kind: 'tensor', shape: [2, 2], dtype: 'int32', data: Int32Array.from([1, 2, 3, 4]), bytes: 16 })
+  t.ok(q.input.kind === 'tensor' && q.input.data instanceof Int32Array)
+  const r = parse({ model: 'demo', input: { tensor: { shape: [3], dtype: 'float32', data: Buffer.from(new Float32Array([1.5, -2, 3]).buffer).toString('base64') } } })
+  t.ok(r.input.kind === 'tensor' && r.input.data instanceof Float32Array, 'base64 comes out as the dtype’s typed array')
+  t.same(r.input.kind === 'tensor' && [...r.input.data], [1.5, -2, 3])
   t.same(parse({ model: 'demo', input: { image: { sha256: SHA } } }).input, { kind: 'image', ref: { sha256: SHA, urls: [] } })
 })
 
@@ -37,6 +41,11 @@ t.test('bad fields are named', async t => {
   refuses(t, { model: 'demo', input: { image: img.image, tensor: {} } }, 'BAD_REQUEST', /^input:/)
   refuses(t, { model: 'demo', input: { image: { data: 'not base64!' } } }, 'BAD_REQUEST', /^input\.image\.data/)
   refuses(t, { model: 'demo', input: { image: { data: '' } } }, 'BAD_REQUEST', /^input\.image\.data: is empty/)
+  // Node's own decoder would skip or accept all of these: the length check catches them.
+  for (const data of ['iVBO Rw==', 'iVB!Rw==', 'iV=ORw==', 'iVBORw=A', 'iVB-Rw==', 'iVB_Rw==', 'iVBORw===', 'A===', '====']) {
+    refuses(t, { model: 'demo', input: { image: { data } } }, 'BAD_REQUEST', /^input\.image\.data: is not valid base64/)
+  }
+  refuses(t, { model: 'demo', input: { tensor: { shape: [1], dtype: 'float32', data: 'AAA!AA==' } } }, 'BAD_REQUEST', /^input\.tensor\.data: is not valid base64/)
   refuses(t, { model: 'demo', input: { image: { sha256: 'x' } } }, 'BAD_REQUEST', /^input\.image\.sha256/)
 })
 
