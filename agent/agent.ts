@@ -437,6 +437,8 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
   const builtinExecutors = tasks && !deps.taskExecutors ? startBuiltinExecutors({ types: config.tasks.types, store: cache.store, stateDir: config.stateDir, log: log.child({ mod: 'task' }), add: e => tasks.addExecutor(e), failed: type => tasks.executorFailed(type), accelerators: () => accelerators({ ...deps.hw, diskPaths: config.hw.diskPaths }, board) }) : undefined
   await deviceUi.start()
   localApi = await startAgentLocalApi({ config, log, version: deps.version, deviceId, board, bus, ui: deviceUi, connected: () => link.connected, outboxDepth: () => outbox.depth(), ota: ota?.control, tasks, sample: () => telemetry.sample() })
+  // A stop that began while the API was starting has already passed its close(): close it here.
+  if (stopping) await localApi?.close()
   publishEvent('agent.started', { version: deps.version, board: board.kind, model: board.model, ...(deps.launcher ? { slot: deps.launcher.slot ?? 'fallback' } : {}) })
   log.info({ deviceId, fleet: config.fleet, broker: config.broker.url, board: board.kind }, 'agent started')
 

@@ -161,7 +161,10 @@ export async function startLocalApi(o: LocalApiOptions): Promise<LocalApi> {
 
   let socketPath: string | undefined
   let port: number | undefined
-  const close = async () => {
+  // Idempotent: the agent may close it from stop() and again from start-up.
+  let closing: Promise<void> | undefined
+  const close = (): Promise<void> => (closing ??= closeOnce())
+  const closeOnce = async () => {
     stopping = true
     host.bus.off('telemetry', onTelemetry)
     host.bus.off('event', onEvent)
