@@ -29,4 +29,18 @@ function parseLevel(v) {
   throw codeError('BAD_REQUEST', `msg.payload must be 0, 1, true or false (or "on"/"off"), not ${shown}`)
 }
 
-module.exports = { MAX_BCM, parseLevel, parsePin }
+/** Closes a node's GPIO line once an open still in flight has settled. The agent
+ * releases a client's lines when it disconnects, but on a redeploy the connection
+ * stays: a line left open would make the node that replaces this one get PIN_BUSY.
+ * Calls `done` whatever happens. */
+function releaseLine(conn, pin, opening, isOpened, done) {
+  Promise.resolve(opening)
+    .catch(() => {})
+    .then(() => (isOpened() ? conn.request('gpio.close', { pin }) : undefined))
+    .then(
+      () => done(),
+      () => done(),
+    )
+}
+
+module.exports = { MAX_BCM, parseLevel, parsePin, releaseLine }

@@ -5,7 +5,7 @@
 'use strict'
 
 const { bindAgent, codeError, fail, guarded, numberOr, reasonText, short } = require('../lib/node-kit.js')
-const { parsePin } = require('../lib/gpio-args.js')
+const { parsePin, releaseLine } = require('../lib/gpio-args.js')
 
 const EDGES = ['rising', 'falling', 'both']
 
@@ -81,17 +81,8 @@ module.exports = function (RED) {
     conn.on('event', onEvent)
     node.on('close', () => conn.off('event', onEvent))
     node.on('close', (removed, done) => {
-      // The agent releases a client's lines when it disconnects; on a redeploy the
-      // connection stays, so close the line explicitly, after an open still in flight
-      // (else the line stays open and the next node on this pin gets PIN_BUSY).
       closing = true
-      Promise.resolve(opening)
-        .catch(() => {})
-        .then(() => (opened ? conn.request('gpio.close', { pin }) : undefined))
-        .then(
-          () => done(),
-          () => done(),
-        )
+      releaseLine(conn, pin, opening, () => opened, done)
     })
   }
 

@@ -4,7 +4,7 @@
 'use strict'
 
 const { bindAgent, fail, guarded, reasonText, short } = require('../lib/node-kit.js')
-const { parseLevel, parsePin } = require('../lib/gpio-args.js')
+const { parseLevel, parsePin, releaseLine } = require('../lib/gpio-args.js')
 
 module.exports = function (RED) {
   function CairnGpioOutNode(config) {
@@ -49,16 +49,8 @@ module.exports = function (RED) {
         }),
       )
       node.on('close', (removed, done) => {
-        // After an open still in flight, else the line stays open on this connection
-        // and the node that replaces this one on a redeploy gets PIN_BUSY.
         closing = true
-        Promise.resolve(opening)
-          .catch(() => {})
-          .then(() => (opened ? conn.request('gpio.close', { pin }) : undefined))
-          .then(
-            () => done(),
-            () => done(),
-          )
+        releaseLine(conn, pin, opening, () => opened, done)
       })
     }
 
