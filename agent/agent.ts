@@ -34,7 +34,8 @@ import type { LocalApi } from './local-api/server.js'
 import { TaskService } from './task/service.js'
 import type { TaskExecutor } from './task/types.js'
 import { startBuiltinExecutors } from './task/executors.js'
-import { OtaService, type LauncherInfo, type OtaHooks } from '../ota/device.js'
+import { OtaService, type LauncherInfo, type OsUpdateDeps, type OtaHooks } from '../ota/device.js'
+import { detectCairnOs, type CairnOsInfo } from '../image-build/os-update/agent-os.js'
 import { OTA_BROADCAST_COMMANDS } from '../ota/commands.js'
 import { accelerators, createTelemetry, type Board, type HwContext, type TelemetrySample } from '../hw/index.js'
 
@@ -56,6 +57,9 @@ export interface AgentDeps {
   launcher?: LauncherInfo | undefined
   /** Test seams of the updater (a release channel of their own, step tracing). */
   otaHooks?: OtaHooks | undefined
+  /** Cairn OS and its OS updates, in place of what the agent finds on this machine
+   * (tests); null: not Cairn OS. */
+  cairnOs?: { info: CairnOsInfo; deps?: OsUpdateDeps } | null | undefined
   /** Task executors in place of the built-in ones (tests); with `taskTimings`, the queue's test seams. */
   taskExecutors?: readonly TaskExecutor[] | undefined
   taskTimings?: { graceMs?: number; coolDownMs?: number; tickMs?: number } | undefined
@@ -120,6 +124,12 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
       log.warn({ cls, count }, 'outbox full: evicted old messages')
     },
   })
+  // Cairn OS: the OS release that runs, and whether it updates itself (image-build/os-update)
+  const cairnOs =
+    deps.cairnOs === undefined
+      ? detectCairnOs({ stateDir: config.stateDir, osDir: config.ota.osDir, enabled: config.ota.osUpdates, now: () => clock.now(), sleep: ms => new Promise(r => setTimeout(r, ms)) })
+      : (deps.cairnOs ?? undefined)
+  if (cairnOs) log.info({ os: cairnOs.info }, cairnOs.info.updates ? 'Cairn OS: OS updates on' : `Cairn OS: OS updates off: ${cairnOs.info.detail}`)
   const cache = await startCacheService({ config, db, outbox, identity, clock, log: log.child({ mod: 'cache' }) })
   let lastUptimeS: number | undefined
   let lastSample: TelemetrySample | undefined
@@ -187,6 +197,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
       since: startedAt,
       version: deps.version,
       ...(deps.launcher ? { slot: deps.launcher.slot ?? 'fallback' } : {}),
+      ...(cairnOs ? { os: cairnOs.info } : {}),
       board: board.kind,
       model: board.model,
       ...(lastUptimeS !== undefined ? { uptimeS: lastUptimeS } : {}),
@@ -290,6 +301,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
   const ota = OtaService.create({
     config,
     launcher: deps.launcher,
+    os: cairnOs?.deps,
     hooks: deps.otaHooks,
     deviceId,
     board: board.kind,

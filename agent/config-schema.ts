@@ -108,6 +108,8 @@ export const OtaSchema = Type.Object(
     hintMinS: Seconds(60, 0, 86400, 'least seconds between two checks triggered by release hints (the hint topic is untrusted)'),
     healthDeadlineS: Seconds(120, 1, 3600, 'a new version must pass its health check (broker connected, status published, self-test) within this many seconds of the switch, or it is rolled back'),
     maxAttempts: Type.Integer({ default: 3, minimum: 1, maximum: 20, description: 'starts of a new version on trial before the launcher rolls it back as a crash loop' }),
+    osUpdates: Type.Boolean({ default: true, description: 'on Cairn OS, also install OS releases (kind os) into the A/B partitions through the root helper, tried once with tryboot (docs/image.md)' }),
+    osDir: Type.String({ default: '/var/lib/cairn/os', description: "Cairn OS: the root helper's directory (update record, results, capability)" }),
   },
   { additionalProperties: false, default: {} },
 )

@@ -23,6 +23,17 @@ export const StatusSchema = Type.Object(
     since: Type.Optional(Type.Integer({ minimum: 0, description: 'when the agent started, ms since the Unix epoch' })),
     version: Type.String(),
     slot: Type.Optional(Type.Union([Type.Literal('a'), Type.Literal('b'), Type.Literal('fallback')], { description: 'OTA slot the agent runs from; fallback: the bundle installed with the launcher. Absent when not started by the launcher' })),
+    os: Type.Optional(
+      Type.Object(
+        {
+          version: Type.String({ description: 'the Cairn OS release running (/etc/cairn-release)' }),
+          slot: Type.Union([Type.Literal('a'), Type.Literal('b')], { description: 'the A/B partition pair it booted from' }),
+          updates: Type.Boolean({ description: 'whether this device installs OS releases' }),
+          detail: Type.Optional(Type.String({ description: 'why not, or how it tries a new slot (tryboot: module, kernel)' })),
+        },
+        { additionalProperties: false, description: 'Cairn OS only: the OS release and its updates' },
+      ),
+    ),
     board: Type.String(),
     model: Type.String(),
     uptimeS: Type.Optional(Type.Number({ minimum: 0, description: 'system uptime in seconds' })),

@@ -1,5 +1,5 @@
 // The agent's one SQLite file (WAL): outbox, replay store, operator trust changes,
-// the heartbeat log, the OTA updater's state, the task queue.
+// the heartbeat log, the OTA updaters' state, the task queue.
 // Opened with an exclusive lock so two agents can never share a state dir.
 
 import Database from 'better-sqlite3'
@@ -90,6 +90,13 @@ const MIGRATIONS: readonly string[] = [
      start INTEGER NOT NULL,
      not_modified INTEGER NOT NULL,
      unsatisfiable INTEGER NOT NULL
+   );`,
+  // OTA for the OS itself (Cairn OS, A/B partitions): the second updater's record, in
+  // a table of its own so agents from before it still read ota_state as they wrote it.
+  `CREATE TABLE ota_os_state (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     record TEXT NOT NULL,
+     updated INTEGER NOT NULL
    );`,
 ]
 

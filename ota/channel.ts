@@ -4,7 +4,7 @@
 import { CairnError } from '../agent/errors.js'
 import type { Logger } from '../agent/log.js'
 import { TufChannel } from './tuf-channel.js'
-import type { ReleaseChannel } from './types.js'
+import type { ReleaseChannel, ReleaseInfo } from './types.js'
 
 export interface ChannelOptions {
   /** The published TUF repository. */
@@ -13,6 +13,8 @@ export interface ChannelOptions {
   releaseRoot: string | undefined
   /** Where the client keeps verified metadata between checks (<otaDir>/tuf). */
   cacheDir: string
+  /** Which releases the channel offers (default agent). */
+  kind?: ReleaseInfo['kind']
   log: Logger
 }
 
@@ -20,5 +22,5 @@ export type ChannelFactory = (o: ChannelOptions) => ReleaseChannel
 
 export const defaultChannelFactory: ChannelFactory = o => {
   if (!o.releaseRoot) throw new CairnError('OTA_DISABLED', 'ota.releaseRoot (--release-root FILE) is required: the trusted TUF root.json that ships with the agent')
-  return new TufChannel({ releaseUrl: o.releaseUrl, metadataDir: o.cacheDir, trustedRoot: o.releaseRoot })
+  return new TufChannel({ releaseUrl: o.releaseUrl, metadataDir: o.cacheDir, trustedRoot: o.releaseRoot, ...(o.kind ? { kind: o.kind } : {}) })
 }

@@ -1,11 +1,14 @@
-// OTA inside the running agent: builds the updater from the configuration and the
+// OTA inside the running agent: builds the updaters from the configuration and the
 // launcher's environment, listens on the fleet's release topic, and feeds the health
-// check. agent/agent.ts only wires this in; the logic lives in ota/.
+// check. Two updaters share one channel URL and never switch at the same time: one for
+// agent releases (directory slots, the launcher), and on Cairn OS one for OS releases
+// (the tryboot backend the caller passes in). agent/agent.ts only wires this in; the
+// logic lives in ota/.
 
 import { join } from 'node:path'
 import type { Clock } from '../agent/clock.js'
 import type { Config } from '../agent/config-schema.js'
-import { errorBody } from '../agent/errors.js'
+import { CairnError, errorBody } from '../agent/errors.js'
 import type { Logger } from '../agent/log.js'
 import type { NewMessage, Outbox } from '../agent/outbox.js'
 import type { Db } from '../agent/state-db.js'
@@ -15,8 +18,9 @@ import type { OtaControl } from './commands.js'
 import { SqlOtaStore, type OtaEvent } from './ota-store.js'
 import type { Step } from './plan.js'
 import { runSelfTest, type SelfTestResult } from './self-test.js'
-import { DirectorySlots, type SlotName } from './slots.js'
-import { Updater } from './updater.js'
+import { DirectorySlots, type SlotBackend, type SlotName } from './slots.js'
+import { Updater, type OtaStatus } from './updater.js'
+import type { ReleaseInfo } from './types.js'
 
 /** Where the launcher says the agent runs from (CAIRN_SLOT, CAIRN_OTA_DIR). */
 export interface LauncherInfo {
@@ -31,6 +35,20 @@ export function launcherFromEnv(env: NodeJS.ProcessEnv): LauncherInfo | undefine
   return { slot: slot === 'fallback' ? null : slot, otaDir }
 }
 
+/** The OS side, on a device whose OS updates itself in A/B slots (Cairn OS). */
+export interface OsUpdateDeps {
+  /** the tryboot backend (image-build/os-update/slots.ts) */
+  slots: SlotBackend
+  /** the running OS release (/etc/cairn-release) and the slot it booted from */
+  version: string
+  slot: SlotName
+}
+
+/** Where each updater's record lives in state.db. */
+const RECORD_TABLE = { agent: 'ota_state', os: 'ota_os_state' } as const
+/** Phases in which an updater has a switch or trial under way: the other one holds. */
+const BUSY = new Set(['switching', 'trial', 'rolling-back'])
+
 /** What tests (and later builds) may plug in. */
 export interface OtaHooks {
   channelFactory?: ChannelFactory
@@ -42,6 +60,8 @@ export interface OtaHooks {
 export interface OtaDeps {
   config: Readonly<Config>
   launcher: LauncherInfo | undefined
+  /** OS updates; absent where the OS is not Cairn OS or cannot switch slots */
+  os?: OsUpdateDeps | undefined
   hooks: OtaHooks | undefined
   deviceId: string
   board: string
@@ -68,6 +88,7 @@ export class OtaService {
   private constructor(
     private readonly d: OtaDeps,
     private readonly updater: Updater,
+    private readonly osUpdater: Updater | undefined,
   ) {
     this.topic = releaseTopic(d.config.fleet)
   }
@@ -86,48 +107,87 @@ export class OtaService {
       return undefined
     }
     const otaDir = d.launcher.otaDir
-    let channel
+    const releaseUrl = cfg.releaseUrl
+    const channelFor = (kind: ReleaseInfo['kind']) =>
+      (d.hooks?.channelFactory ?? defaultChannelFactory)({ releaseUrl, releaseRoot: cfg.releaseRoot, cacheDir: join(otaDir, kind === 'os' ? 'tuf-os' : 'tuf'), kind, log: d.log.child({ mod: 'tuf', kind }) })
+    let self!: OtaService
+    const build = (kind: ReleaseInfo['kind'], slots: SlotBackend, running: { version: string; slot: SlotName | null }, channel: ReturnType<typeof channelFor>, holdSwitch: () => string | undefined) => {
+      // OS events say so: `target: "os"` (agent events carry none, as before).
+      const tag = (data: Record<string, unknown>) => (kind === 'os' ? { ...data, target: 'os' } : data)
+      return new Updater({
+        kind,
+        holdSwitch,
+        store: new SqlOtaStore(d.db, d.outbox, e => d.eventMessage({ kind: e.kind, data: tag(e.data) }), d.clock, RECORD_TABLE[kind]),
+        slots,
+        channel,
+        clock: d.clock,
+        log: kind === 'os' ? d.log.child({ target: 'os' }) : d.log,
+        running,
+        device: { deviceId: d.deviceId, arch: process.arch, board: d.board, channel: cfg.channel },
+        settings: { pollS: cfg.pollS, healthDeadlineS: cfg.healthDeadlineS, maxAttempts: cfg.maxAttempts, hintMinS: cfg.hintMinS },
+        downloadDir: join(otaDir, kind === 'os' ? 'download-os' : 'download'),
+        health: { connected: () => d.connected(), statusPublished: () => self.published },
+        selfTest: () => {
+          const real = () => runSelfTest({ stateDir: d.config.stateDir, sample: d.sample })
+          return d.hooks?.selfTest ? d.hooks.selfTest(real) : real()
+        },
+        emit: (k, data) => d.emit(k, tag(data)),
+        restart: d.restart,
+        ...(d.hooks?.onStep ? { onStep: d.hooks.onStep } : {}),
+      })
+    }
+    let agentUpdater!: Updater
+    let osUpdater: Updater | undefined
     try {
-      channel = (d.hooks?.channelFactory ?? defaultChannelFactory)({ releaseUrl: cfg.releaseUrl, releaseRoot: cfg.releaseRoot, cacheDir: join(otaDir, 'tuf'), log: d.log.child({ mod: 'tuf' }) })
+      const agentSlots = new DirectorySlots(otaDir)
+      agentUpdater = build('agent', agentSlots, { version: d.version, slot: d.launcher.slot }, channelFor('agent'), () =>
+        osUpdater && BUSY.has(osUpdater.phase) ? `an OS update is ${osUpdater.phase}` : undefined,
+      )
+      if (d.os) {
+        osUpdater = build('os', d.os.slots, { version: d.os.version, slot: d.os.slot }, channelFor('os'), () =>
+          BUSY.has(agentUpdater.phase) || agentSlots.current().trial ? 'an agent update is on trial' : undefined,
+        )
+      }
     } catch (err) {
       d.log.error({ err: errorBody(err).message }, 'release channel not available: updates are off')
       return undefined
     }
-    let self!: OtaService
-    const updater = new Updater({
-      store: new SqlOtaStore(d.db, d.outbox, d.eventMessage, d.clock),
-      slots: new DirectorySlots(otaDir),
-      channel,
-      clock: d.clock,
-      log: d.log,
-      running: { version: d.version, slot: d.launcher.slot },
-      device: { deviceId: d.deviceId, arch: process.arch, board: d.board, channel: cfg.channel },
-      settings: { pollS: cfg.pollS, healthDeadlineS: cfg.healthDeadlineS, maxAttempts: cfg.maxAttempts, hintMinS: cfg.hintMinS },
-      downloadDir: join(otaDir, 'download'),
-      health: { connected: () => d.connected(), statusPublished: () => self.published },
-      selfTest: () => {
-        const real = () => runSelfTest({ stateDir: d.config.stateDir, sample: d.sample })
-        return d.hooks?.selfTest ? d.hooks.selfTest(real) : real()
-      },
-      emit: d.emit,
-      restart: d.restart,
-      ...(d.hooks?.onStep ? { onStep: d.hooks.onStep } : {}),
-    })
-    self = new OtaService(d, updater)
+    self = new OtaService(d, agentUpdater, osUpdater)
     return self
   }
 
   get control(): OtaControl {
     const u = this.updater
-    return { checkNow: () => u.checkNow(), setPaused: p => u.setPaused(p), pin: v => u.pin(v), status: () => u.status() }
+    const os = this.osUpdater
+    const both = (s: OtaStatus): OtaStatus => (os ? { ...s, os: os.status() } : s)
+    const pick = (target: ReleaseInfo['kind'] | undefined): Updater[] => {
+      if (target === 'os' && !os) throw new CairnError('OTA_DISABLED', 'OS updates are off on this device (not Cairn OS, or it cannot switch slots: see the status message)')
+      return target === undefined ? [u, ...(os ? [os] : [])] : [target === 'os' ? os! : u]
+    }
+    return {
+      checkNow: () => {
+        os?.checkNow()
+        return both(u.checkNow())
+      },
+      setPaused: (p, target) => {
+        for (const x of pick(target)) x.setPaused(p)
+        return both(u.status())
+      },
+      pin: (v, target) => {
+        pick(target ?? 'agent')[0]!.pin(v)
+        return both(u.status())
+      },
+      status: () => both(u.status()),
+    }
   }
 
   start(): void {
     this.updater.start()
+    this.osUpdater?.start()
   }
 
-  stop(): Promise<void> {
-    return this.updater.stop()
+  async stop(): Promise<void> {
+    await Promise.all([this.updater.stop(), this.osUpdater?.stop()])
   }
 
   /** Subscriptions the link makes on every connection. */
@@ -139,7 +199,10 @@ export class OtaService {
   statusPublished(): void {
     this.published = true
     // After the link has marked itself ready (it does so once onConnect returns).
-    setImmediate(() => this.updater.wake())
+    setImmediate(() => {
+      this.updater.wake()
+      this.osUpdater?.wake()
+    })
   }
 
   /** True when the message was for OTA (the release topic). */
@@ -153,7 +216,9 @@ export class OtaService {
     // A signed broadcast (pause-updates from `cairn fleet rollout halt`, …) is applied;
     // anything else is an untrusted hint that only triggers a rate-limited check.
     if (looksSigned(payload) && (await this.d.broadcast(payload)) !== 'refused') return
-    if (this.updater.hint()) this.d.log.info('release hint: checking')
+    const agent = this.updater.hint()
+    const os = this.osUpdater?.hint() ?? false
+    if (agent || os) this.d.log.info('release hint: checking')
   }
 }
 

@@ -1,4 +1,5 @@
-// Where the updater's record lives: one row in state.db (table ota_state). The same
+// Where an updater's record lives: one row in state.db (table ota_state for the agent
+// updater, ota_os_state for the OS updater). The same
 // SQLite file holds the outbox, so a step's record and the event announcing it commit
 // in ONE transaction (Outbox.enqueueWith): after a kill -9 the device has either both
 // or neither, and an outcome is reported exactly once.
@@ -28,9 +29,10 @@ export class SqlOtaStore implements OtaStore {
     private readonly outbox: Outbox,
     private readonly eventMessage: (e: OtaEvent) => NewMessage,
     private readonly clock: { now(): number },
+    table: 'ota_state' | 'ota_os_state' = 'ota_state',
   ) {
-    this.selectRow = db.prepare('SELECT record FROM ota_state WHERE id = 1')
-    this.upsertRow = db.prepare('INSERT INTO ota_state (id, record, updated) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET record = excluded.record, updated = excluded.updated')
+    this.selectRow = db.prepare(`SELECT record FROM ${table} WHERE id = 1`)
+    this.upsertRow = db.prepare(`INSERT INTO ${table} (id, record, updated) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET record = excluded.record, updated = excluded.updated`)
   }
 
   load(): OtaRecord {

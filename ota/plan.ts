@@ -16,8 +16,8 @@
 
 import { Type, type Static } from '@sinclair/typebox'
 import { compareSemver, isSemver } from './semver.js'
-import type { SlotName, SlotsState } from './slots.js'
-import type { ReleaseCandidate } from './types.js'
+import type { BackendState, SlotName } from './slots.js'
+import type { ReleaseCandidate, ReleaseInfo } from './types.js'
 
 export const PHASES = ['idle', 'downloading', 'verifying', 'staging', 'switching', 'trial', 'committed', 'rolling-back', 'rolled-back', 'failed'] as const
 export type Phase = (typeof PHASES)[number]
@@ -74,9 +74,13 @@ export const INITIAL_RECORD: OtaRecord = { phase: 'idle', failures: 0, times: {}
 export type SelfTestState = 'not-run' | 'ok' | 'failed'
 
 export interface Facts {
+  /** What this updater installs: agent bundles (directory slots) or the OS (tryboot). */
+  kind?: ReleaseInfo['kind']
   now: number
   running: { version: string; slot: SlotName | null }
-  slots: SlotsState
+  slots: BackendState
+  /** Why a switch must wait now (the other updater has one in progress), if it must. */
+  hold?: string | undefined
   /** A poll, a hint or the update command asks for a check. */
   checkDue: boolean
   /** When the next poll is due (for the idle wait). */
@@ -101,8 +105,8 @@ export type Step =
 
 /** Why this device must not install `c` now, or null when it may. Anti-rollback:
  * never a version at or below the running one, whatever the metadata says. */
-export function refusalOf(c: ReleaseCandidate, running: string, bad: readonly string[], pinned: string | null): string | null {
-  if (c.kind !== 'agent') return `not an agent release (${c.kind})`
+export function refusalOf(c: ReleaseCandidate, running: string, bad: readonly string[], pinned: string | null, kind: ReleaseInfo['kind'] = 'agent'): string | null {
+  if (c.kind !== kind) return `not an ${kind === 'os' ? 'OS' : 'agent'} release (${c.kind})`
   if (!isSemver(c.version)) return `not a semantic version: ${JSON.stringify(c.version)}`
   if (!isSemver(running)) return `the running version ${JSON.stringify(running)} is not a semantic version (a development build)`
   if (compareSemver(c.version, running) <= 0) return `not newer than the running ${running}`
@@ -148,10 +152,13 @@ export function plan(r: OtaRecord, f: Facts): Step {
 
   // downloading, verifying, staging, switching (not yet switched)
   if (r.phase === 'switching' && f.slots.bad.includes(c.version) && f.slots.rollback?.version === c.version) {
-    // The launcher rolled it back before the new version could record its trial.
+    // The launcher (or the firmware, for the OS) rolled it back before the new version
+    // could record its trial.
     return { kind: 'rollback', reason: f.slots.rollback.reason }
   }
-  const refusal = refusalOf(c, f.running.version, f.slots.bad, r.pinned)
+  // Switched by arming a reboot (tryboot): nothing to do until the device restarts.
+  if (r.phase === 'switching' && f.slots.rebootPending) return wait(`rebooting into ${f.slots.rebootPending}`, f.now + 60_000)
+  const refusal = refusalOf(c, f.running.version, f.slots.bad, r.pinned, f.kind)
   if (refusal) return { kind: 'abandon', reason: refusal }
   if (r.paused) return wait('paused')
   if (r.retryAt !== undefined && r.retryAt > f.now) return wait(`retrying after ${r.failures} failure(s)`, r.retryAt)
@@ -163,7 +170,9 @@ export function plan(r: OtaRecord, f: Facts): Step {
     case 'staging':
       return { kind: 'stage' }
     case 'switching':
-      return { kind: 'switch' }
+      // Agent and OS updates never overlap: one switches only while the other has no
+      // switch or trial in progress.
+      return f.hold ? wait(f.hold, f.now + 10_000) : { kind: 'switch' }
   }
   return { kind: 'abandon', reason: `unexpected phase ${r.phase}` }
 }

@@ -10,8 +10,8 @@
 // may import nothing): test/ota/slots.test.ts holds the two to the same table.
 //
 // SlotBackend is the interface the updater drives; DirectorySlots is its backend for
-// agent bundles. The OS-level backend (Raspberry Pi tryboot partitions) is described
-// in docs/ota.md and built with the OS image.
+// agent bundles. The OS-level backend (Raspberry Pi tryboot partitions, TrybootSlots)
+// lives with the OS image (image-build/os-update/slots.ts).
 
 import { execFile } from 'node:child_process'
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs'
@@ -162,22 +162,28 @@ export interface StageOptions {
   version: string
   /** The slot that is running now, which is never overwritten. */
   running: SlotName | null
+  /** The release's TUF target name (the OS helper verifies the file against it). */
+  targetPath?: string
 }
+
+/** What a backend reports: the slots state, and for backends that switch by rebooting
+ * (tryboot), that a switch was made and the reboot into it is under way. */
+export type BackendState = SlotsState & { readonly rebootPending?: string }
 
 /** What the updater needs from a slot mechanism: agent directories here, OS partitions
  * (tryboot) on Cairn OS. Every method is idempotent, so a step interrupted by a crash
  * can simply be performed again. */
 export interface SlotBackend {
   readonly kind: 'directory' | 'tryboot'
-  current(): SlotsState
+  current(): BackendState
   /** Unpacks a verified release into the inactive slot and checks it; returns the slot. */
   stage(file: string, opts: StageOptions): Promise<SlotName>
-  /** Makes `slot` the one started next, on trial. */
-  activateForTrial(slot: SlotName, version: string, opts: { maxAttempts: number; deadlineS: number; now: number }): void
+  /** Makes `slot` the one started next, on trial. A StageError says it never can be. */
+  activateForTrial(slot: SlotName, version: string, opts: { maxAttempts: number; deadlineS: number; now: number }): void | Promise<void>
   /** Ends the trial of `version` in its favour; nothing if already committed. */
-  commit(version: string): void
+  commit(version: string): void | Promise<void>
   /** Ends the trial of `version` against it (or marks it bad after the fact). */
-  rollback(version: string, reason: string, now: number): void
+  rollback(version: string, reason: string, now: number): void | Promise<void>
   /** Never install `version` (it failed before it ever ran). */
   markBad(version: string): void
 }

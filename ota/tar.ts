@@ -9,7 +9,7 @@ import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, s
 import { dirname, join, posix, relative, sep } from 'node:path'
 import { gunzipSync, gzipSync } from 'node:zlib'
 
-const BLOCK = 512
+export const BLOCK = 512
 
 export interface TarEntry {
   /** Relative path inside the archive, '/'-separated; directories end without '/'. */
@@ -41,7 +41,8 @@ function splitName(path: string): { name: string; prefix: string } {
   throw new TarError(`path too long for ustar: ${path}`)
 }
 
-function header(entry: TarEntry, size: number): Buffer {
+/** The 512-byte ustar header of one entry holding `size` bytes. */
+export function tarHeader(entry: TarEntry, size: number): Buffer {
   const h = Buffer.alloc(BLOCK)
   const { name, prefix } = splitName(entry.type === 'dir' ? `${entry.path}/` : entry.path)
   h.write(name, 0, 100, 'utf8')
@@ -65,7 +66,7 @@ export function packTar(entries: readonly TarEntry[]): Buffer {
   const parts: Buffer[] = []
   for (const e of entries) {
     const data = e.type === 'file' ? (e.data ?? Buffer.alloc(0)) : Buffer.alloc(0)
-    parts.push(header(e, data.length))
+    parts.push(tarHeader(e, data.length))
     if (data.length > 0) {
       parts.push(data)
       const pad = (BLOCK - (data.length % BLOCK)) % BLOCK
@@ -98,12 +99,12 @@ export function treeEntries(root: string): TarEntry[] {
 
 // ---------- reading ----------
 
-function readString(buf: Buffer, start: number, len: number): string {
+export function readString(buf: Buffer, start: number, len: number): string {
   const end = buf.indexOf(0, start)
   return buf.toString('utf8', start, end === -1 || end > start + len ? start + len : end)
 }
 
-function readOctal(buf: Buffer, start: number, len: number, what: string): number {
+export function readOctal(buf: Buffer, start: number, len: number, what: string): number {
   const field = buf.subarray(start, start + len)
   // GNU base-256 for large values: the high bit of the first byte is set.
   if (field[0]! & 0x80) {
@@ -117,7 +118,7 @@ function readOctal(buf: Buffer, start: number, len: number, what: string): numbe
   return parseInt(text, 8)
 }
 
-function checksumOk(h: Buffer): boolean {
+export function checksumOk(h: Buffer): boolean {
   const stored = readOctal(h, 148, 8, 'checksum')
   let sum = 0
   for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : h[i]!

@@ -14,7 +14,7 @@ import type { OtaStore } from './ota-store.js'
 import type { SelfTestResult } from './self-test.js'
 import { isSemver } from './semver.js'
 import { StageError, type SlotBackend, type SlotName } from './slots.js'
-import type { DeviceFacts, DownloadProgress, ReleaseCandidate, ReleaseChannel } from './types.js'
+import type { DeviceFacts, DownloadProgress, ReleaseCandidate, ReleaseChannel, ReleaseInfo } from './types.js'
 
 export interface UpdaterSettings {
   pollS: number
@@ -25,6 +25,10 @@ export interface UpdaterSettings {
 }
 
 export interface UpdaterOptions {
+  /** What it installs (default 'agent'); 'os' drives the tryboot backend. */
+  kind?: ReleaseInfo['kind']
+  /** Why a switch must wait now, if it must (the other updater's switch or trial). */
+  holdSwitch?: () => string | undefined
   store: OtaStore
   slots: SlotBackend
   channel: ReleaseChannel
@@ -55,6 +59,8 @@ export interface OtaStatus {
   paused: boolean
   pinned: string | null
   running: { version: string; slot: SlotName | null }
+  /** The OS updater's state, on a device that updates its OS (OtaControl replies). */
+  os?: OtaStatus
 }
 
 /** Failures of one step (download, verify, stage I/O) before the release is dropped. */
@@ -75,7 +81,10 @@ export class Updater {
   private timer: NodeJS.Timeout | undefined
   private loop: Promise<void> | undefined
 
+  readonly kind: ReleaseInfo['kind']
+
   constructor(private readonly o: UpdaterOptions) {
+    this.kind = o.kind ?? 'agent'
     this.rec = o.store.load()
     const rnd = o.random ?? Math.random
     // The first check comes soon after start, spread over up to 10 s across a fleet.
@@ -143,6 +152,8 @@ export class Updater {
   private facts(): Facts {
     const now = this.o.clock.now()
     return {
+      kind: this.kind,
+      hold: this.o.holdSwitch?.(),
       now,
       running: this.o.running,
       slots: this.o.slots.current(),
@@ -245,7 +256,7 @@ export class Updater {
         const c = r.candidate!
         let slot: SlotName
         try {
-          slot = await this.o.slots.stage(this.downloadFile(c), { version: c.version, running: this.o.running.slot })
+          slot = await this.o.slots.stage(this.downloadFile(c), { version: c.version, running: this.o.running.slot, targetPath: c.targetPath })
         } catch (err) {
           if (!(err instanceof StageError)) return this.transientFailure(step, err)
           // The release itself is unusable here: never try it again.
@@ -260,7 +271,15 @@ export class Updater {
         const slot = r.slot
         if (!slot) return this.save({ ...r, phase: 'staging' })
         const { healthDeadlineS, maxAttempts } = this.o.settings
-        this.o.slots.activateForTrial(slot, c.version, { maxAttempts, deadlineS: healthDeadlineS, now: now() })
+        try {
+          await this.o.slots.activateForTrial(slot, c.version, { maxAttempts, deadlineS: healthDeadlineS, now: now() })
+        } catch (err) {
+          if (!(err instanceof StageError)) throw err
+          // The slot mechanism says this can never switch (the OS helper refused the trial).
+          this.o.slots.markBad(c.version)
+          this.cleanDownloads()
+          return this.record(step, { ...r, phase: 'failed', reason: 'switch-failed', detail: err.message, times: { ...r.times, done: now() } }, { kind: 'ota.failed', data: { ...this.base(c), step: 'switching', reason: 'switch-failed', detail: err.message } })
+        }
         return this.record(step, { ...r, times: { ...r.times, switched: now() } }, { kind: 'ota.switching', data: { ...this.base(c), slot, healthDeadlineS, maxAttempts } })
       }
       case 'begin-trial': {
@@ -283,7 +302,7 @@ export class Updater {
       }
       case 'commit': {
         const c = r.candidate!
-        this.o.slots.commit(c.version)
+        await this.o.slots.commit(c.version)
         const t = { ...r.times, done: now() }
         const secs = (a?: number, b?: number) => (a !== undefined && b !== undefined ? Math.round((b - a) / 100) / 10 : undefined)
         const timings = {
@@ -304,7 +323,7 @@ export class Updater {
       }
       case 'rollback': {
         const c = r.candidate!
-        this.o.slots.rollback(c.version, step.reason, now())
+        await this.o.slots.rollback(c.version, step.reason, now())
         this.o.log.warn({ version: c.version, reason: step.reason }, 'update rolled back')
         const detail = r.phase === 'rolling-back' ? r.detail : undefined
         this.record(
@@ -348,7 +367,7 @@ export class Updater {
     }
     this.lastCheckError = undefined
     if (this.stopped || !c) return
-    const refusal = refusalOf(c, this.o.running.version, slots.bad, this.rec.pinned)
+    const refusal = refusalOf(c, this.o.running.version, slots.bad, this.rec.pinned, this.kind)
     if (refusal) {
       this.o.log.info({ version: c.version, refusal }, 'release not taken')
       return

@@ -1,16 +1,26 @@
 // Entry of dist/image/os-update.mjs (/opt/cairn/os-update.mjs on the device), run as root
 // by cairn-os-update.service (at boot and on each agent request) and cairn-os-trial.service
 // (`--deadline`). The device ports of helper.ts: partitions found from the disk that holds
-// the data partition, slot writes with tar, dd, mkfs.vfat and e2label, reboots by systemctl.
+// the data partition, the TUF check against the image's own trusted root, slot writes
+// (write-slot.ts), the tryboot flag, reboots by systemctl.
 
-import { execFileSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, copyFileSync, realpathSync } from 'node:fs'
-import { basename, join } from 'node:path'
+import { execFileSync, spawnSync } from 'node:child_process'
+import { readFileSync, realpathSync, writeFileSync } from 'node:fs'
+import { basename } from 'node:path'
+import { classifyModel } from '../../hw/board.js'
 import { SLOT_PARTITION, type Slot } from './autoboot.js'
-import { runHelper } from './helper.js'
+import { writeAtomic } from './execute.js'
+import { CAPABILITY_FILE, runHelper, type TrybootMethod } from './helper.js'
 import { bootedFromCmdline } from './slots.js'
+import { readOtaEnv, verifyOsTarget } from './verify.js'
+import { writeOsSlot } from './write-slot.js'
 
+const OS_DIR = '/var/lib/cairn/os'
+const CONFIG_MOUNT = '/boot/cairn'
 const ROOT_PARTITION: Readonly<Record<Slot, number>> = { A: 5, B: 6 }
+/** The boot test's stand-in for the Pi firmware reads this from the CAIRN partition. */
+const STAND_IN_FLAG = `${CONFIG_MOUNT}/tryboot.flag`
+const MODULE_PARAM = '/sys/module/cairn_tryboot/parameters/armed'
 const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] }).toString()
 
 /** /dev/mmcblk0p<n> or /dev/sda<n>, on the disk that holds the data partition. */
@@ -20,35 +30,28 @@ function partitionDevice(n: number): string {
   return `/dev/${disk}${/\d$/.test(disk) ? 'p' : ''}${n}`
 }
 
-/** An OS release (kind 'os'): a tar of VERSION, boot/ (the slot's FAT files) and
- * root.img (the root ext4 image). The root streams straight onto the partition. */
-async function writeSlot(image: string, target: Slot, version: string): Promise<void> {
-  const work = mkdtempSync('/run/cairn-os-update-')
-  try {
-    sh('tar', ['-xf', image, '-C', work, 'VERSION', 'boot'])
-    const got = readFileSync(join(work, 'VERSION'), 'utf8').trim()
-    if (got !== version) throw new Error(`release image says version ${JSON.stringify(got)}, expected ${version}`)
-    const root = partitionDevice(ROOT_PARTITION[target])
-    execFileSync('sh', ['-c', 'tar -xOf "$1" root.img | dd of="$2" bs=4M conv=fsync status=none', 'sh', image, root], { stdio: 'inherit' })
-    sh('e2fsck', ['-fp', root])
-    sh('e2label', [root, `cairn-root${target}`])
-    const boot = partitionDevice(SLOT_PARTITION[target])
-    sh('mkfs.vfat', ['-n', `CAIRN-BOOT${target}`, boot])
-    const mnt = join(work, 'mnt')
-    mkdirSync(mnt)
-    sh('mount', ['-t', 'vfat', boot, mnt])
-    try {
-      for (const f of readdirSync(join(work, 'boot'))) if (f !== 'cmdline.txt') copyFileSync(join(work, 'boot', f), join(mnt, f))
-      // the slot boots its own root, whatever slot the release was built for
-      const cmdline = readFileSync(join(work, 'boot', 'cmdline.txt'), 'utf8').replace(/root=LABEL=cairn-root[AB]/, `root=LABEL=cairn-root${target}`)
-      writeFileSync(join(mnt, 'cmdline.txt'), cmdline)
-      sh('sync', [])
-    } finally {
-      sh('umount', [mnt])
-    }
-  } finally {
-    rmSync(work, { recursive: true, force: true })
-  }
+const partitionBytes = (dev: string) => Number(readFileSync(`/sys/class/block/${basename(dev)}/size`, 'utf8').trim()) * 512
+
+const cmdline = readFileSync('/proc/cmdline', 'utf8')
+
+/** The ways the tryboot flag can reach the firmware, best first (docs/image.md). */
+async function probeTryboot(): Promise<{ method: TrybootMethod | null; detail: string }> {
+  if (/\srpi_firmware_notify_reboot\b/.test(readFileSync('/proc/kallsyms', 'utf8'))) return { method: 'kernel', detail: "the kernel's Raspberry Pi firmware driver passes reboot '0 tryboot'" }
+  // Debian's kernels: the cairn_tryboot module sends the flag from a reboot notifier.
+  const mod = spawnSync('modprobe', ['cairn_tryboot'], { encoding: 'utf8' })
+  const modDetail = mod.status === 0 ? 'module cairn_tryboot loaded' : `module cairn_tryboot: ${(mod.stderr || mod.error?.message || `exit ${mod.status}`).trim().replace(/^modprobe: /, '')}`
+  if (mod.status === 0) return { method: 'module', detail: modDetail }
+  // qemu has no Pi firmware: the boot test plays it, reading a flag file (never on a Pi:
+  // only a kernel command line that asks for it, which only root can change).
+  if (/(^|\s)cairn\.firmware=stand-in(\s|$)/.test(cmdline)) return { method: 'stand-in', detail: `the boot test's firmware stand-in (${modDetail})` }
+  return { method: null, detail: modDetail }
+}
+
+async function rebootTryboot(method: TrybootMethod): Promise<void> {
+  if (method === 'kernel') return void sh('systemctl', ['reboot', '0 tryboot'])
+  if (method === 'module') writeFileSync(MODULE_PARAM, '1')
+  else writeAtomic(STAND_IN_FLAG, 'tryboot\n')
+  sh('systemctl', ['reboot'])
 }
 
 const release = (() => {
@@ -59,24 +62,50 @@ const release = (() => {
   }
 })()
 
+const board = (() => {
+  try {
+    return classifyModel(readFileSync('/proc/device-tree/model', 'utf8').replace(/\0+$/, ''))
+  } catch {
+    return 'generic'
+  }
+})()
+
+const channel = readOtaEnv('/opt/cairn/ota.env')
+
 const result = await runHelper(
   {
-    autobootFile: '/boot/cairn/autoboot.txt',
-    recordFile: '/var/lib/cairn/os/os-update.json',
-    resultFile: '/var/lib/cairn/os/os-update-result.json',
+    autobootFile: `${CONFIG_MOUNT}/autoboot.txt`,
+    recordFile: `${OS_DIR}/os-update.json`,
+    resultFile: `${OS_DIR}/os-update-result.json`,
+    capabilityFile: `${OS_DIR}/${CAPABILITY_FILE}`,
     requestDir: '/var/lib/cairn/agent/os-update',
     imageRoot: '/var/lib/cairn/agent',
-    booted: () => bootedFromCmdline(readFileSync('/proc/cmdline', 'utf8')),
+    booted: () => bootedFromCmdline(cmdline),
     bootId: () => readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(),
     runningVersion: () => release,
-    rebootTryboot: async () => void sh('systemctl', ['reboot', '0 tryboot']),
+    probeTryboot,
+    rebootTryboot,
     reboot: async () => void sh('systemctl', ['reboot']),
-    // the Raspberry Pi kernel's reboot notifier that sends the flag to the firmware
-    trybootSupported: () => /\srpi_firmware_notify_reboot\b/.test(readFileSync('/proc/kallsyms', 'utf8')),
+    verifyRelease: channel
+      ? req => verifyOsTarget({ releaseUrl: channel.releaseUrl, trustedRoot: channel.releaseRoot, metadataDir: `${OS_DIR}/tuf` }, req, { runningVersion: release, arch: process.arch, board })
+      : undefined,
     now: () => new Date(),
     log: line => process.stdout.write(`cairn-os-update: ${line}\n`),
   },
   process.argv.includes('--deadline') ? 'deadline' : 'request',
-  writeSlot,
+  async (image, target, version, verified) => {
+    const rootDevice = partitionDevice(ROOT_PARTITION[target])
+    const bootDevice = partitionDevice(SLOT_PARTITION[target])
+    const r = await writeOsSlot(image, version, verified, {
+      rootDevice,
+      rootBytes: partitionBytes(rootDevice),
+      rootLabel: `cairn-root${target}`,
+      bootDevice,
+      bootBytes: partitionBytes(bootDevice),
+      bootLabel: `CAIRN-BOOT${target}`,
+      staging: `${OS_DIR}/staging`,
+    })
+    process.stdout.write(`cairn-os-update: wrote ${version} into slot ${target} (${rootDevice}: ${r.rootBytes} bytes, ${bootDevice}: ${r.bootFiles} boot files) in ${r.seconds} s\n`)
+  },
 )
 if (!result.ok) process.exitCode = 1

@@ -8,20 +8,29 @@
 // size-capped and validated, and a release image it names must be a plain file inside
 // the agent's state dir. Nothing is ever written into the agent's directory (a link the
 // agent planted there must not redirect a root write); the request is only unlinked.
+// Nor is the agent's word taken for what the image is: before a write the helper checks
+// the named TUF target itself (verify.ts) and writes only bytes that hash to it.
 
 import { closeSync, constants, fstatSync, openSync, readSync, realpathSync, unlinkSync } from 'node:fs'
 import { sep } from 'node:path'
-import { runUpdate, writeAtomic, type HealthVerdict, type UpdatePorts, type UpdateRun } from './execute.js'
+import type { Slot } from './autoboot.js'
+import { readRecord, runUpdate, writeAtomic, type HealthVerdict, type UpdatePorts, type UpdateRun } from './execute.js'
+import { ReleaseFormatError } from './release-format.js'
+import { VerifyError } from './verify.js'
+import type { Verified } from './write-slot.js'
 
 export const REQUEST_FILE = 'request.json'
 export const RESULT_FILE = 'os-update-result.json'
 const MAX_REQUEST_BYTES = 16 * 1024
 const VERSION_RE = /^[0-9A-Za-z.+-]{1,64}$/
+/** A TUF target path as `cairn release add` names them. */
+const TARGET_RE = /^[A-Za-z0-9._+-]+(\/[A-Za-z0-9._+-]+)*$/
+export const CAPABILITY_FILE = 'os-update-capability.json'
 /** The step that shows a request was carried out. */
 const EXPECTED: Readonly<Record<Request['op'], readonly string[]>> = { write: ['write-slot'], arm: ['reboot-tryboot'], commit: ['commit'], reject: ['reboot', 'mark-failed'] }
 
 export type Request =
-  | { readonly op: 'write'; readonly version: string; readonly image: string }
+  | { readonly op: 'write'; readonly version: string; readonly image: string; readonly target: string }
   | { readonly op: 'arm'; readonly version: string }
   | { readonly op: 'commit'; readonly version: string }
   | { readonly op: 'reject'; readonly version: string; readonly reason: string }
@@ -31,11 +40,26 @@ export interface HelperResult {
   readonly version?: string
   readonly ok: boolean
   readonly error?: string
+  /** the refusal will not change by asking again (a bad request, a release that does
+   * not verify or is not well formed): the agent gives this version up */
+  readonly permanent?: boolean
   readonly steps: readonly string[]
   readonly at: string
 }
 
-export interface HelperPorts extends Omit<UpdatePorts, 'healthCheck' | 'writeSlot'> {
+/** How this device can hand the one-shot tryboot flag to the firmware. */
+export type TrybootMethod = 'kernel' | 'module' | 'stand-in'
+
+export interface Capability {
+  /** null: it cannot, and OS updates are off (`detail` says why) */
+  readonly tryboot: TrybootMethod | null
+  readonly detail: string
+  /** whether the image has a release channel the helper can verify against */
+  readonly channel: boolean
+  readonly at: string
+}
+
+export interface HelperPorts extends Omit<UpdatePorts, 'healthCheck' | 'writeSlot' | 'rebootTryboot'> {
   /** the agent's request dir (its state dir's os-update/) */
   readonly requestDir: string
   /** where release images may be (the agent's state dir) */
@@ -44,10 +68,19 @@ export interface HelperPorts extends Omit<UpdatePorts, 'healthCheck' | 'writeSlo
   readonly resultFile: string
   readonly now: () => Date
   readonly log: (line: string) => void
-  /** whether the running kernel hands `reboot '0 tryboot'` to the Pi firmware (the
-   * Raspberry Pi kernel's reboot notifier; Debian's kernels lack it: docs/image.md) */
-  readonly trybootSupported: () => boolean
+  /** root's file telling the agent whether OS updates can work here */
+  readonly capabilityFile: string
+  /** How the tryboot flag reaches the firmware on this device, probed once per start:
+   * the Raspberry Pi kernel's own reboot notifier, Cairn's cairn_tryboot module (for
+   * Debian's kernels), or the boot test's firmware stand-in; null when none works. */
+  readonly probeTryboot: () => Promise<{ method: TrybootMethod | null; detail: string }>
+  /** sets the flag the way `method` does, then reboots */
+  readonly rebootTryboot: (method: TrybootMethod) => Promise<void>
+  /** the TUF check of a write request (verify.ts); throws when it does not verify */
+  readonly verifyRelease: ((req: { targetPath: string; version: string }) => Promise<Verified>) | undefined
 }
+
+export type SlotWriter = (image: string, target: Slot, version: string, verified: Verified) => Promise<void>
 
 export class RequestError extends Error {
   override readonly name = 'RequestError'
@@ -96,6 +129,7 @@ export function parseRequest(v: unknown, imageRoot: string): Request {
       return { op: 'reject', version, reason: r.reason }
     case 'write': {
       if (typeof r.image !== 'string') throw new RequestError('request.image: a file name')
+      if (typeof r.target !== 'string' || r.target.length > 255 || !TARGET_RE.test(r.target) || r.target.split('/').includes('..')) throw new RequestError(`request.target: a TUF target path: ${JSON.stringify(r.target)?.slice(0, 80)}`)
       let real: string
       try {
         real = realpathSync(r.image)
@@ -104,18 +138,27 @@ export function parseRequest(v: unknown, imageRoot: string): Request {
       }
       const root = realpathSync(imageRoot)
       if (!real.startsWith(root + sep)) throw new RequestError(`request.image: must be inside ${root}`)
-      return { op: 'write', version, image: real }
+      return { op: 'write', version, image: real, target: r.target }
     }
     default:
       throw new RequestError(`request.op: one of write, arm, commit, reject; got ${JSON.stringify(r.op)?.slice(0, 40)}`)
   }
 }
 
+/** A refusal that asking again will not change. */
+class Unavailable extends Error {
+  override readonly name = 'Unavailable'
+}
+
+const isPermanent = (err: unknown) => err instanceof RequestError || err instanceof VerifyError || err instanceof ReleaseFormatError || err instanceof Unavailable
+
 /** What the helper does for one start: a request if there is one, else the boot-time
  * run (records a trial that fell back) or, with `deadline`, ends a trial boot that
- * nobody committed. The outcome goes to the result file. */
-export async function runHelper(p: HelperPorts, mode: 'request' | 'deadline', writeSlot: (image: string, target: Parameters<UpdatePorts['writeSlot']>[0], version: string) => Promise<void>): Promise<HelperResult> {
+ * nobody committed. Each start also says in the capability file whether OS updates can
+ * work here. The outcome goes to the result file. */
+export async function runHelper(p: HelperPorts, mode: 'request' | 'deadline', writeSlot: SlotWriter): Promise<HelperResult> {
   let req: Request | undefined
+  let asked: string | undefined
   let op: HelperResult['op'] = mode === 'deadline' ? 'deadline' : 'boot'
   const finish = (r: Omit<HelperResult, 'at'>): HelperResult => {
     const result = { ...r, at: p.now().toISOString() }
@@ -124,25 +167,44 @@ export async function runHelper(p: HelperPorts, mode: 'request' | 'deadline', wr
     return result
   }
   try {
+    const probe = await p.probeTryboot()
+    const capability: Capability = { tryboot: probe.method, detail: probe.detail, channel: p.verifyRelease !== undefined, at: p.now().toISOString() }
+    writeAtomic(p.capabilityFile, JSON.stringify(capability) + '\n')
     if (mode === 'request') {
       const raw = takeRequest(p.requestDir)
       if (raw !== undefined) {
+        // A refused request is still answered as itself, so the agent waiting for it hears.
+        const r = raw as Record<string, unknown> | null
+        if (typeof r === 'object' && r !== null && typeof r.op === 'string' && r.op in EXPECTED && typeof r.version === 'string' && VERSION_RE.test(r.version)) {
+          op = r.op as Request['op']
+          asked = r.version
+        }
         req = parseRequest(raw, p.imageRoot)
         op = req.op
-      }
+      } else p.log(`tryboot: ${probe.method ?? 'unavailable'} (${probe.detail})`)
     }
     // Without the flag the reboot would be an ordinary one: the trial would never run and
     // the update would be recorded as failed. Say why instead.
-    if (req?.op === 'arm' && !p.trybootSupported()) throw new Error("this kernel cannot pass the tryboot flag to the firmware (reboot '0 tryboot' would be a plain reboot): OS updates need the Raspberry Pi kernel's reboot notifier or the boot-counting fallback (docs/image.md)")
+    if ((req?.op === 'arm' || req?.op === 'write') && !probe.method) throw new Unavailable(`this device cannot pass the tryboot flag to the firmware, so an OS update could never be tried: ${probe.detail} (docs/image.md, "OS updates")`)
+    let verified: Verified | undefined
+    if (req?.op === 'write') {
+      const rec = readRecord(p.recordFile)
+      const done = rec?.phase === 'written' && rec.version === req.version
+      if (!done) {
+        if (!p.verifyRelease) throw new Unavailable('this image has no release channel (built without --release-root/--release-url), so the helper cannot verify an OS release and writes none')
+        verified = await p.verifyRelease({ targetPath: req.target, version: req.version })
+      }
+    }
     const image = req?.op === 'write' ? req.image : undefined
     const verdict: HealthVerdict =
       req?.op === 'commit' ? { ok: true } : req?.op === 'reject' ? { ok: false, reason: req.reason } : mode === 'deadline' ? { ok: false, reason: 'no commit within the trial deadline' } : { pending: true }
     const ports: UpdatePorts = {
       ...p,
+      rebootTryboot: () => p.rebootTryboot(probe.method!),
       healthCheck: async () => verdict,
       writeSlot: async (target, version) => {
-        if (image === undefined) throw new Error('the slot write was interrupted: the agent must ask again with the image')
-        await writeSlot(image, target, version)
+        if (image === undefined || verified === undefined) throw new Error('the slot write was interrupted: the agent must ask again with the image')
+        await writeSlot(image, target, version, verified)
       },
     }
     let run: UpdateRun
@@ -158,7 +220,8 @@ export async function runHelper(p: HelperPorts, mode: 'request' | 'deadline', wr
     if (req && !already && !steps.some(k => expected.includes(k))) return finish({ op, version: req.version, ok: false, error: `nothing to ${req.op}: the update record is ${after?.phase ?? 'empty'}`, steps })
     return finish({ op, ...(req ? { version: req.version } : {}), ok: true, steps })
   } catch (err) {
-    return finish({ op, ...(req ? { version: req.version } : {}), ok: false, error: (err as Error).message, steps: [] })
+    const version = req?.version ?? asked
+    return finish({ op, ...(version ? { version } : {}), ok: false, error: (err as Error).message, ...(isPermanent(err) ? { permanent: true } : {}), steps: [] })
   }
 }
 

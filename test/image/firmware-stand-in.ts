@@ -12,7 +12,21 @@ import { parseAutoboot, type Slot } from '../../image-build/os-update/autoboot.j
  * next reset boots [all] again. */
 export class FirmwareStandIn {
   private tryboot = false
-  constructor(private readonly config: string, private readonly bootDirs: Readonly<Record<Slot, string>>) {}
+  private readonly cmdlineOf: (slot: Slot) => string | undefined
+  /** `boot`: each slot's boot files as a directory, or a reader of its cmdline.txt (a
+   * FAT image read with mtools). */
+  constructor(
+    private readonly config: string,
+    boot: Readonly<Record<Slot, string>> | ((slot: Slot) => string | undefined),
+  ) {
+    this.cmdlineOf =
+      typeof boot === 'function'
+        ? boot
+        : slot => {
+            const f = join(boot[slot], 'cmdline.txt')
+            return existsSync(f) ? readFileSync(f, 'utf8') : undefined
+          }
+  }
 
   setTryboot(): void {
     this.tryboot = true
@@ -33,9 +47,7 @@ export class FirmwareStandIn {
   }
 
   private rootOf(slot: Slot): Slot | undefined {
-    const f = join(this.bootDirs[slot], 'cmdline.txt')
-    if (!existsSync(f)) return undefined
-    const m = /root=LABEL=cairn-root([AB]) /.exec(readFileSync(f, 'utf8'))
+    const m = /root=LABEL=cairn-root([AB])(\s|$)/.exec(this.cmdlineOf(slot) ?? '')
     return m ? (m[1] as Slot) : undefined
   }
 }

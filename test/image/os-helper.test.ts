@@ -8,7 +8,8 @@ import { copyFileSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeF
 import { join } from 'node:path'
 import { parseAutoboot, type Slot } from '../../image-build/os-update/autoboot.js'
 import { readRecord } from '../../image-build/os-update/execute.js'
-import { REQUEST_FILE, runHelper, type HelperPorts, type HelperResult } from '../../image-build/os-update/helper.js'
+import { CAPABILITY_FILE, REQUEST_FILE, runHelper, type Capability, type HelperPorts, type HelperResult, type TrybootMethod } from '../../image-build/os-update/helper.js'
+import { VerifyError } from '../../image-build/os-update/verify.js'
 import { bootedFromCmdline, TrybootSlots } from '../../image-build/os-update/slots.js'
 import { tmp } from '../helpers/agent.js'
 import { FirmwareStandIn } from './firmware-stand-in.js'
@@ -16,7 +17,7 @@ import { FirmwareStandIn } from './firmware-stand-in.js'
 const SHIPPED_AUTOBOOT = new URL('../../image-build/files/autoboot.txt', import.meta.url).pathname
 const cmdline = (s: Slot) => `console=ttyS1,115200 root=LABEL=cairn-root${s} rootfstype=ext4 rootwait rw\n`
 
-function device(opts: { tryboot?: boolean } = {}) {
+function device(opts: { tryboot?: boolean; channel?: boolean; verify?: (req: { targetPath: string; version: string }) => void } = {}) {
   const dir = tmp('cairn-os-helper-')
   const p = (n: string) => join(dir, n)
   const boot = { A: p('p2'), B: p('p3') }
@@ -38,12 +39,22 @@ function device(opts: { tryboot?: boolean } = {}) {
     booted: () => running.slot,
     bootId: () => running.bootId,
     runningVersion: () => readFileSync(join(roots[running.slot], 'VERSION'), 'utf8').trim(),
-    rebootTryboot: async () => {
+    capabilityFile: p(`data/os/${CAPABILITY_FILE}`),
+    probeTryboot: async () => (opts.tryboot ?? true ? { method: 'stand-in', detail: 'the test firmware stand-in' } : { method: null, detail: 'module cairn_tryboot: No such device' }),
+    rebootTryboot: async (method: TrybootMethod) => {
       pi.setTryboot()
-      events.push('reboot tryboot')
+      events.push(`reboot tryboot (${method})`)
     },
     reboot: async () => void events.push('reboot'),
-    trybootSupported: () => opts.tryboot ?? true,
+    // the TUF check is test/image/os-release.test.ts's; here it says what it was asked
+    verifyRelease:
+      opts.channel === false
+        ? undefined
+        : async req => {
+            opts.verify?.(req)
+            events.push(`verified ${req.targetPath}`)
+            return { length: 0, sha256: '' }
+          },
     now: () => new Date(),
     log: () => {},
   }
@@ -57,7 +68,17 @@ function device(opts: { tryboot?: boolean } = {}) {
   }
   const helper = (mode: 'request' | 'deadline' = 'request') => runHelper(ports, mode, writeSlot)
   // cairn-os-update.path: the helper runs while the agent waits
-  const slots = new TrybootSlots({ requestDir: ports.requestDir, recordFile: ports.recordFile, resultFile: ports.resultFile, booted: () => running.slot, sleep: async () => void (await helper()) })
+  const slots = new TrybootSlots({
+    requestDir: ports.requestDir,
+    recordFile: ports.recordFile,
+    resultFile: ports.resultFile,
+    capabilityFile: ports.capabilityFile,
+    booted: () => running.slot,
+    bootId: () => running.bootId,
+    uptimeS: () => 30,
+    now: () => Date.now(),
+    sleep: async () => void (await helper()),
+  })
   const image = (version: string) => {
     const f = join(agentDir, `os-${version}.img`)
     writeFileSync(f, JSON.stringify({ version }))
@@ -72,6 +93,7 @@ function device(opts: { tryboot?: boolean } = {}) {
     autoboot: () => parseAutoboot(readFileSync(ports.autobootFile, 'utf8')),
     record: () => readRecord(ports.recordFile),
     result: () => JSON.parse(readFileSync(ports.resultFile, 'utf8')) as HelperResult,
+    capability: () => JSON.parse(readFileSync(ports.capabilityFile, 'utf8')) as Capability,
     /** the device restarts; the helper's boot-time run comes first, as its unit does */
     restart: async () => {
       running = pi.boot()
@@ -84,36 +106,38 @@ function device(opts: { tryboot?: boolean } = {}) {
 t.test('an OS release through the slot interface: stage, trial boot, commit', async t => {
   const d = device()
   t.same(d.slots.current(), { active: 'a', previous: null, trial: null, bad: [] })
-  t.equal(await d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a' }), 'b', 'written into the inactive pair')
-  t.same(d.events, ['wrote 2.0.0 to B'])
+  t.equal(await d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a', targetPath: 'cairn-os/2.0.0/cairn-os.tar.zst' }), 'b', 'written into the inactive pair')
+  t.same(d.events, [`verified ${'cairn-os/2.0.0/cairn-os.tar.zst'}`, 'wrote 2.0.0 to B'], 'the helper checked the TUF target itself before it wrote')
   t.equal(d.record()?.phase, 'written')
+  t.match(d.capability(), { tryboot: 'stand-in', channel: true }, 'the capability file says how a trial boot is started')
+  await d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a', targetPath: 'cairn-os/2.0.0/cairn-os.tar.zst' })
+  t.equal(d.events.length, 2, 'asked again (an agent restart): done already, no second check or write')
   t.same(d.autoboot(), { committed: 'A', trial: 'B' })
 
-  d.slots.activateForTrial('b', '2.0.0', { maxAttempts: 1, deadlineS: 900, now: 0 })
-  await d.helper()
-  t.same(d.events.slice(-1), ['reboot tryboot'], "the helper armed the trial and ran reboot '0 tryboot'")
+  await d.slots.activateForTrial('b', '2.0.0')
+  t.same(d.events.slice(-1), ['reboot tryboot (stand-in)'], 'the helper armed the trial and rebooted with the tryboot flag')
+  t.match(d.slots.current(), { active: 'a', trial: null, rebootPending: 'slot b with 2.0.0' }, 'until the reboot, the agent sees it coming')
   t.equal(await d.restart(), 'B', 'the trial boots B')
-  t.match(d.slots.current(), { active: 'b', trial: { slot: 'b', version: '2.0.0' } }, 'on trial until the agent says it is healthy')
+  const trial = d.slots.current()
+  t.match(trial, { active: 'b', trial: { slot: 'b', version: '2.0.0', deadlineS: 600 } }, 'on trial until the agent says it is healthy')
+  t.ok(Math.abs(trial.trial!.since - (Date.now() - 30_000)) < 5000, "the trial's window is measured from this boot")
+  t.notOk('rebootPending' in trial)
   t.same(d.result().steps, ['health-check'], 'the boot-time run waits for the agent')
 
-  d.slots.commit('2.0.0')
-  await d.helper()
+  await d.slots.commit('2.0.0')
   t.same(d.autoboot(), { committed: 'B', trial: 'A' }, 'committed by rewriting autoboot.txt')
   t.match(d.slots.current(), { active: 'b', previous: 'a', trial: null, bad: [] })
   t.equal(await d.restart(), 'B', 'a plain reboot stays on B')
-  d.slots.commit('2.0.0')
-  await d.helper()
+  await d.slots.commit('2.0.0')
   t.equal(d.result().ok, true, 'asking to commit again is harmless')
 })
 
 t.test('the agent rejects its trial: reboot, the firmware falls back, the version is bad', async t => {
   const d = device()
-  await d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a' })
-  d.slots.activateForTrial('b', '2.0.0', { maxAttempts: 1, deadlineS: 900, now: 0 })
-  await d.helper()
+  await d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a', targetPath: 'cairn-os/2.0.0/cairn-os.tar.zst' })
+  await d.slots.activateForTrial('b', '2.0.0')
   await d.restart()
-  d.slots.rollback('2.0.0', 'self-test failed: disk')
-  await d.helper()
+  await d.slots.rollback('2.0.0', 'self-test failed: disk')
   t.same(d.events.slice(-1), ['reboot'])
   t.equal(await d.restart(), 'A', 'the old slot boots: the tryboot flag is gone')
   t.match(d.record(), { phase: 'failed', version: '2.0.0', reason: /health check failed in the trial boot: self-test failed: disk/ })
@@ -123,9 +147,8 @@ t.test('the agent rejects its trial: reboot, the firmware falls back, the versio
 
 t.test('a trial boot nobody commits ends at the deadline; one that hangs falls back by itself', async t => {
   const d = device()
-  await d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a' })
-  d.slots.activateForTrial('b', '2.0.0', { maxAttempts: 1, deadlineS: 900, now: 0 })
-  await d.helper()
+  await d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a', targetPath: 'cairn-os/2.0.0/cairn-os.tar.zst' })
+  await d.slots.activateForTrial('b', '2.0.0')
   await d.restart()
   const r = await d.helper('deadline')
   t.same(r.steps, ['health-check', 'reboot'], 'cairn-os-trial.timer: no commit in time, reboot')
@@ -133,9 +156,8 @@ t.test('a trial boot nobody commits ends at the deadline; one that hangs falls b
   t.match(d.record(), { phase: 'failed', reason: /no commit within the trial deadline/ })
 
   // the next release; this trial hangs and the watchdog resets the board
-  await d.slots.stage(d.image('2.0.1'), { version: '2.0.1', running: 'a' })
-  d.slots.activateForTrial('b', '2.0.1', { maxAttempts: 1, deadlineS: 900, now: 0 })
-  await d.helper()
+  await d.slots.stage(d.image('2.0.1'), { version: '2.0.1', running: 'a', targetPath: 'cairn-os/2.0.1/cairn-os.tar.zst' })
+  await d.slots.activateForTrial('b', '2.0.1')
   d.pi.boot() // the trial boot, which never gets as far as the helper
   t.equal(await d.restart(), 'A', 'the reset boots the committed slot')
   t.match(d.record(), { phase: 'failed', version: '2.0.1', reason: /did not commit; slot A booted again/ })
@@ -143,15 +165,36 @@ t.test('a trial boot nobody commits ends at the deadline; one that hangs falls b
   t.equal(d.events.filter(e => e === 'reboot').length, 1)
 })
 
-t.test('a kernel that cannot pass the tryboot flag: arming is refused, nothing reboots', async t => {
+t.test('a device that cannot pass the tryboot flag: writes and trials are refused for good', async t => {
   const d = device({ tryboot: false })
-  await d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a' })
-  d.slots.activateForTrial('b', '2.0.0', { maxAttempts: 1, deadlineS: 900, now: 0 })
-  const r = await d.helper()
-  t.equal(r.ok, false)
-  t.match(r.error, /this kernel cannot pass the tryboot flag/)
+  d.request({ op: 'write', version: '2.0.0', image: d.image('2.0.0'), target: 'cairn-os/2.0.0/cairn-os.tar.zst' })
+  const w = await d.helper()
+  t.match(w, { ok: false, permanent: true, error: /cannot pass the tryboot flag to the firmware, so an OS update could never be tried: module cairn_tryboot: No such device/ })
+  t.same(d.events, [], 'nothing verified, written or rebooted')
+  t.match(d.capability(), { tryboot: null, detail: /No such device/ }, 'and the agent can read why')
+  d.request({ op: 'arm', version: '2.0.0' })
+  t.match(await d.helper(), { ok: false, permanent: true })
+  await t.rejects(d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a', targetPath: 'cairn-os/2.0.0/cairn-os.tar.zst' }), { name: 'StageError', message: /OS slot write refused/ }, 'the agent gives the version up (StageError)')
   t.notOk(d.events.some(e => e.startsWith('reboot')), 'no reboot into a trial that could not happen')
-  t.equal(d.record()?.phase, 'written', 'the written slot waits')
+})
+
+t.test('the helper verifies before it writes: no channel, a refused target', async t => {
+  const none = device({ channel: false })
+  none.request({ op: 'write', version: '2.0.0', image: none.image('2.0.0'), target: 'cairn-os/2.0.0/cairn-os.tar.zst' })
+  t.match(await none.helper(), { ok: false, permanent: true, error: /no release channel .* cannot verify an OS release/ })
+  t.same(none.events, [])
+  t.match(none.capability(), { channel: false })
+
+  const d = device({ verify: req => { throw new VerifyError(`${req.targetPath} is a release of kind agent, not an OS release`) } })
+  await t.rejects(d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a', targetPath: 'cairn/2.0.0/linux-arm64/cairn-agent.tar' }), { name: 'StageError', message: /kind agent, not an OS release/ })
+  t.same(d.events, [], 'nothing written')
+  t.equal(d.record(), undefined, 'no update recorded')
+  await t.rejects(d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a' }), /by its TUF target name/)
+
+  const flaky = device({ verify: () => { throw new Error('release metadata: cannot reach the release server (ECONNREFUSED)') } })
+  const err = await flaky.slots.stage(flaky.image('2.0.0'), { version: '2.0.0', running: 'a', targetPath: 'cairn-os/2.0.0/cairn-os.tar.zst' }).catch(e => e as Error)
+  t.match(err, { message: /OS slot write failed: .*ECONNREFUSED/ })
+  t.not((err as Error).name, 'StageError', 'a network failure is retried, not a reason to give the version up')
 })
 
 t.test('what the helper refuses from the agent (untrusted: another user)', async t => {
@@ -163,9 +206,12 @@ t.test('what the helper refuses from the agent (untrusted: another user)', async
     t.match(r.error, re, what)
     t.same(readdirSync(d.ports.requestDir), [], `${what}: the request is gone, nothing written there`)
   }
-  await refused({ op: 'write', version: '2.0.0', image: '/etc/passwd' }, /request\.image: must be inside/, 'an image outside the state dir')
+  const target = 'cairn-os/2.0.0/cairn-os.tar.zst'
+  await refused({ op: 'write', version: '2.0.0', image: '/etc/passwd', target }, /request\.image: must be inside/, 'an image outside the state dir')
   symlinkSync('/etc/hostname', join(d.agentDir, 'link.img'))
-  await refused({ op: 'write', version: '2.0.0', image: join(d.agentDir, 'link.img') }, /request\.image: (must be inside|no such file)/, 'a link out of the state dir')
+  await refused({ op: 'write', version: '2.0.0', image: join(d.agentDir, 'link.img'), target }, /request\.image: (must be inside|no such file)/, 'a link out of the state dir')
+  await refused({ op: 'write', version: '2.0.0', image: d.image('2.0.0') }, /request\.target: a TUF target path/, 'a write without its target')
+  await refused({ op: 'write', version: '2.0.0', image: d.image('2.0.0'), target: 'cairn-os/../../etc/x' }, /request\.target/, 'a target path with ..')
   await refused({ op: 'format', version: '2.0.0' }, /request\.op: one of write, arm, commit, reject/, 'an unknown op')
   await refused({ op: 'commit', version: '../../x' }, /request\.version: not a version/, 'a bad version')
   await refused('{"op":', /not JSON/, 'not JSON')
