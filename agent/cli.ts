@@ -22,7 +22,7 @@ import { SIM_HELP, simCmd } from './proof/sim-cli.js'
 import { releaseCmd } from '../ota/release-cli.js'
 import { ROLLOUT_HELP, rolloutCmd } from '../ota/fleet-rollout.js'
 import { EXIT_SWITCH } from '../ota/slots.js'
-import { PACK_HELP, packCmd } from '../ota/pack-cli.js'
+import { PACK_HELP, PACK_OS_HELP, packCmd, packOsCmd } from '../ota/pack-cli.js'
 import { TASK_HELP, taskCmd } from './task/task-cli.js'
 import { CACHE_HELP, cacheCmd } from './cache/cache-cli.js'
 
@@ -47,6 +47,7 @@ ${TASK_HELP}
 ${CACHE_HELP}
   cairn release init|add|set-rollout|refresh|rotate|list|serve|client ...   (cairn release --help)
 ${PACK_HELP}
+${PACK_OS_HELP}
   cairn demo [--port P] [--state-dir DIR] [--no-node-red] [--node-red-port P]
   cairn image build [--out DIR] [...]   (as root, from a clone: image-build/build.sh --help)
   cairn help | --version
@@ -82,6 +83,7 @@ export async function main(argv: readonly string[], io: { out: Out; err: Out; en
       case 'release':
         // `release pack` builds the target on the device side's terms (ota/pack-cli.ts).
         if (rest[0] === 'pack') return packCmd(rest.slice(1), io)
+        if (rest[0] === 'pack-os') return await packOsCmd(rest.slice(1), io)
         return await releaseCmd(rest, io)
       case 'demo':
         return await runDemo(parse(rest, { port: { type: 'string' }, 'state-dir': { type: 'string' }, 'no-node-red': { type: 'boolean' }, 'node-red-port': { type: 'string' } }).values as Parameters<typeof runDemo>[0], io)

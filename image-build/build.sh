@@ -4,12 +4,14 @@
 #                        [--slot-b empty|copy] [--no-xz] [--keep-raw] [--keep-work]
 #                        [--until STAGE] [--kernel backports|stable]
 #                        [--release-root FILE --release-url URL [--release-channel NAME]]
-#                        [--no-cairn-nodes]
+#                        [--no-cairn-nodes] [--no-os-release]
 # --kernel: backports (default; Pi 4 and Pi 5) or stable (trixie's 6.12; Pi 4 only).
 # --release-root/--release-url: the TUF root.json and URL of the agent's release channel
 # shipped in the image; without them the image has no OTA channel (and says so).
 # Output: DIR/cairn-<version>-rpi-arm64.img.xz and .sha256 (default DIR: ./image-out);
-# --keep-raw also leaves the raw .img (sparse) there, for the boot test.
+# --keep-raw also leaves the raw .img (sparse) there, for the boot test. Also the same
+# OS as an OS release for devices in the field, DIR/cairn-os-<version>-rpi-arm64.tar.zst
+# and .sha256 (`cairn release add --kind os`); --no-os-release leaves it out.
 # Stages print their elapsed time; a failure names the stage and keeps its log.
 # Needs root, mmdebstrap, qemu-user-static with binfmt, dosfstools, mtools, fdisk,
 # e2fsprogs, xz-utils and g++-aarch64-linux-gnu (image-build/ci-step.sh installs them).
@@ -34,6 +36,7 @@ RELEASE_ROOT=''
 RELEASE_URL=''
 RELEASE_CHANNEL=stable
 CAIRN_NODES=1
+OS_RELEASE=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT=$2; shift 2 ;;
@@ -50,6 +53,7 @@ while [ $# -gt 0 ]; do
     --release-url) RELEASE_URL=$2; shift 2 ;;
     --release-channel) RELEASE_CHANNEL=$2; shift 2 ;;
     --no-cairn-nodes) CAIRN_NODES=0; shift ;;
+    --no-os-release) OS_RELEASE=0; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
@@ -74,13 +78,14 @@ LOG_DIR="$OUT/logs"
 rm -rf "$LOG_DIR"; mkdir -p "$LOG_DIR"
 WORK=$(mktemp -d /var/tmp/cairn-image.XXXXXX)
 IMAGE_NAME="cairn-$VERSION-rpi-arm64.img"
+OS_RELEASE_NAME="cairn-os-$VERSION-rpi-arm64.tar.zst"
 
 BASE_DIR="$CACHE/base-$(base_key)"
 ADDON_DIR="$CACHE/addon-$(addon_key)"
 NODE_RED_DIR="$CACHE/node-red-$(nodered_key)"
 ROOTFS="$WORK/rootfs"
 
-STAGES=(preflight base addon nodered rootfs fs assemble compress)
+STAGES=(preflight base addon nodered rootfs fs osrelease assemble compress)
 IMG_STAGE_TOTAL=${#STAGES[@]}
 say "cairn image $VERSION: out $OUT, cache $CACHE, work $WORK, kernel $KERNEL"
 if [ -n "$RELEASE_URL" ]; then say "agent OTA channel: $RELEASE_URL ($RELEASE_CHANNEL)"; else say "no --release-root/--release-url: the image has no agent OTA channel (updates off)"; fi

@@ -8,9 +8,10 @@
 
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { closeSync, constants, createReadStream, createWriteStream, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, constants, existsSync, fstatSync, read, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { Transform, type Readable } from 'node:stream'
+import { Readable, Transform } from 'node:stream'
+import { promisify } from 'node:util'
 import { isZstd, readOsRelease, ReleaseFormatError, type ChunkWriter, type OsReleaseSink } from './release-format.js'
 
 export interface SlotTarget {
@@ -102,6 +103,8 @@ export async function writeOsSlot(image: string, version: string, verified: Veri
   // the slot boots its own root, whichever slot the release was built from
   if (!/(^|\s)root=LABEL=cairn-root[AB]?(?=\s|$)/.test(cmdline)) throw new ReleaseFormatError('the release\'s cmdline.txt has no root=LABEL=cairn-root… to point at the slot')
   writeFileSync(cmdlineFile, cmdline.replace(/(^|\s)root=LABEL=cairn-root[AB]?(?=\s|$)/, `$1root=LABEL=${t.rootLabel}`))
+  const slotNote = join(t.staging, 'cairn-slot.txt')
+  if (existsSync(slotNote)) writeFileSync(slotNote, readFileSync(slotNote, 'utf8').replace(/^slot=[AB]$/m, `slot=${t.rootLabel.slice(-1)}`))
   await run('mkfs.vfat', ['-n', t.bootLabel, t.bootDevice])
   const entries = readdirSync(t.staging).map(f => join(t.staging, f))
   await run('mcopy', ['-s', '-i', t.bootDevice, ...entries, '::/'])
@@ -110,10 +113,24 @@ export async function writeOsSlot(image: string, version: string, verified: Veri
   return { rootBytes: result.rootBytes, bootFiles: result.bootFiles.length, seconds: Math.round((Date.now() - started) / 100) / 10 }
 }
 
+const readAt = promisify(read)
+
+/** The file from its start, in 1 MiB chunks. */
+async function* readChunks(fd: number): AsyncGenerator<Buffer> {
+  for (let pos = 0; ; ) {
+    const buf = Buffer.allocUnsafe(1 << 20)
+    const { bytesRead } = await readAt(fd, buf, 0, buf.length, pos)
+    if (bytesRead === 0) return
+    pos += bytesRead
+    yield buf.subarray(0, bytesRead)
+  }
+}
+
 async function streamRelease(fd: number, zstd: boolean, version: string, verified: Verified, t: SlotTarget) {
   const hash = createHash('sha256')
   let bytes = 0
-  const raw = createReadStream('', { fd, autoClose: false, start: 0, highWaterMark: 1 << 20 })
+  // (not fs.createReadStream: destroying it closes the fd, which the caller owns)
+  const raw = Readable.from(readChunks(fd))
   // every byte read is hashed on its way to the decompressor
   const tap = new Transform({
     transform(chunk: Buffer, _enc, cb) {

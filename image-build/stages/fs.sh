@@ -12,7 +12,10 @@ export MTOOLS_SKIP_CHECK=1
 
 # The kernel command line of a slot (cmdline.txt). The last console is the one systemd
 # and the emergency shell use: the HDMI screen; the Pi 4's UART (ttyS1) also logs.
-slot_cmdline() { echo "console=ttyS1,115200 console=tty0 root=LABEL=cairn-root$1 rootfstype=ext4 rootwait rw fsck.repair=yes net.ifnames=0"; }
+# panic=10: a boot that fails before systemd runs (no root found, a kernel panic) resets
+# after 10 s instead of waiting in the initramfs shell, so a failed OS trial falls back
+# to the committed slot by itself (the hardware watchdog covers hangs after that).
+slot_cmdline() { echo "console=ttyS1,115200 console=tty0 root=LABEL=cairn-root$1 rootfstype=ext4 rootwait rw fsck.repair=yes net.ifnames=0 panic=10"; }
 
 slot_config_txt() {
   cat <<EOT
