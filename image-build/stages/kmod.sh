@@ -36,9 +36,10 @@ stage_kmod() {
   rm -f "$T/etc/resolv.conf"
   cp -L /etc/resolv.conf "$T/etc/resolv.conf"
 
-  # The headers of exactly the image's kernel package. They, like that kernel, exist only
-  # in trixie-backports for --kernel backports; everything else comes from trixie.
-  in_tree "$T" apt-get update
+  # The headers of exactly the image's kernel package (no -t: for --kernel backports they
+  # exist only in trixie-backports, like the kernel, and apt takes them from there; gcc
+  # and make come from trixie). They pull in the gcc-NN and pahole the kernel was built with.
+  in_tree "$T" apt-get -o Acquire::Languages=none update
   in_tree "$T" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
     "linux-headers-$kver=$kpkgver" gcc make
   local sym missing=()

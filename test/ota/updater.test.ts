@@ -27,6 +27,8 @@ const NOW = 1_000_000
 const committedA: SlotsState = { active: 'a', previous: null, trial: null, bad: [] }
 const trialB = (version = '2.0.0', since = NOW - 1000): SlotsState => ({ active: 'b', previous: 'a', trial: { slot: 'b', version, since, attempts: 1, maxAttempts: 3, deadlineS: 120 }, bad: [] })
 const facts = (f: Partial<Facts> & { version?: string; slot?: SlotName | null } = {}): Facts => ({
+  ...(f.kind ? { kind: f.kind } : {}),
+  ...(f.hold ? { hold: f.hold } : {}),
   now: NOW,
   running: { version: f.version ?? '1.0.0', slot: f.slot === undefined ? 'a' : f.slot },
   slots: f.slots ?? committedA,
@@ -75,6 +77,14 @@ t.test('planner: one next step for every situation', async t => {
     ['launcher starts the installed bundle now', rec(), facts({ slots: { active: null, previous: null, trial: null, bad: [] } }), 'restart'],
     ['first update from the installed bundle', rec({ phase: 'staging', v: '2.0.0' }), facts({ slot: null, slots: { active: null, previous: null, trial: null, bad: [] } }), 'stage'],
     ['a phase with no release recorded', rec({ phase: 'verifying' }), facts(), 'abandon'],
+    // the OS updater (kind os, tryboot backend) and the two updaters' hold on each other
+    ['switching while the other updater has a trial: hold', rec({ phase: 'switching', v: '2.0.0', slot: 'b' }), facts({ hold: 'an agent update is on trial' }), 'wait'],
+    ['staging goes on while the other holds only switches', rec({ phase: 'staging', v: '2.0.0' }), facts({ hold: 'an OS update is trial' }), 'stage'],
+    ['the agent updater refuses an OS release', rec({ phase: 'downloading', candidate: { ...cand('2.0.0'), kind: 'os' } }), facts(), /abandon not an agent release \(os\)/],
+    ['the OS updater refuses an agent release', rec({ phase: 'downloading', v: '2.0.0' }), facts({ kind: 'os' }), /abandon not an OS release \(agent\)/],
+    ['OS: armed, the reboot into the trial is under way', rec({ phase: 'switching', candidate: { ...cand('2.0.0'), kind: 'os' }, slot: 'b', times: { switched: NOW - 500 } }), facts({ kind: 'os', slots: { ...committedA, rebootPending: 'slot b with 2.0.0' } }), 'wait'],
+    ['OS: the trial boot begins its trial', rec({ phase: 'switching', candidate: { ...cand('2.0.0'), kind: 'os' }, slot: 'b' }), facts({ kind: 'os', slots: trialB(), version: '2.0.0', slot: 'b' }), 'begin-trial'],
+    ['OS: the firmware fell back before the trial began', rec({ phase: 'switching', candidate: { ...cand('2.0.0'), kind: 'os' }, slot: 'b' }), facts({ kind: 'os', slots: { ...committedA, bad: ['2.0.0'], rollback: { version: '2.0.0', slot: 'b', reason: 'the trial boot of slot B did not commit; slot A booted again', at: 0 } } }), /rollback the trial boot of slot B did not commit/],
   ]
   for (const [name, r, f, want] of rows) {
     const step = plan(r, f)
