@@ -12,7 +12,10 @@
 // It also watches the trial's deadline: an agent that runs but never commits is
 // stopped and rolled back ("health-timeout") deadline + grace seconds after the switch.
 // Then it runs `node DIR/slots/<active>/cairn.mjs <agent args>` (or the --fallback
-// bundle while no slot is installed) with CAIRN_SLOT and CAIRN_OTA_DIR set, forwards
+// bundle while no slot is installed) with CAIRN_SLOT and CAIRN_OTA_DIR set. A fallback
+// bundle newer than the committed slot's (an OS update brought it: its VERSION file sits
+// beside it) takes over: slots.json is set to no slot first, so the agent and this
+// launcher agree on what runs, and agent updates continue from that version. It forwards
 // SIGTERM/SIGINT/SIGHUP, and exits with the agent's code. Exit code 75 from the agent
 // means "slots.json changed, start again now" and is handled here; systemd's
 // Restart=always handles everything else (every start of the launcher is one attempt).
@@ -129,6 +132,45 @@ export function rolledBack(state, version, reason, now) {
   }
 }
 
+/** Semantic version precedence (semver.org item 11), or null when either is not one;
+ * the same rules as ota/semver.ts (test/ota/slots.test.ts holds them together). */
+export function compareVersions(a, b) {
+  const re = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z.-]+)?$/
+  const pa = re.exec(a)
+  const pb = re.exec(b)
+  if (!pa || !pb) return null
+  for (let i = 1; i <= 3; i++) if (Number(pa[i]) !== Number(pb[i])) return Number(pa[i]) < Number(pb[i]) ? -1 : 1
+  if (pa[4] === undefined || pb[4] === undefined) return pa[4] === pb[4] ? 0 : pa[4] === undefined ? 1 : -1
+  const xa = pa[4].split('.')
+  const xb = pb[4].split('.')
+  for (let i = 0; i < Math.max(xa.length, xb.length); i++) {
+    if (xa[i] === undefined) return -1
+    if (xb[i] === undefined) return 1
+    const na = /^\d+$/.test(xa[i])
+    const nb = /^\d+$/.test(xb[i])
+    if (na && nb && Number(xa[i]) !== Number(xb[i])) return Number(xa[i]) < Number(xb[i]) ? -1 : 1
+    if (na !== nb) return na ? -1 : 1
+    if (!na && xa[i] !== xb[i]) return xa[i] < xb[i] ? -1 : 1
+  }
+  return 0
+}
+
+/** Pure: whether the fallback bundle (version `fallbackVersion`) should run instead of
+ * the committed slot holding `slotVersion`; the state to write when it should. */
+export function preferNewerFallback(state, slotVersion, fallbackVersion) {
+  if (state.trial || !state.active || !slotVersion || !fallbackVersion) return null
+  if (compareVersions(fallbackVersion, slotVersion) !== 1) return null
+  return { ...state, active: null, previous: null }
+}
+
+function readVersion(file) {
+  try {
+    return readFileSync(file, 'utf8').trim()
+  } catch {
+    return undefined
+  }
+}
+
 /** Pure: the state to write before a start, and whether a rollback happened. */
 export function beforeStart(state, now, graceMs) {
   const t = state.trial
@@ -213,6 +255,16 @@ export async function main(argv) {
     if (d.changed) writeSlots(dir, d.state)
     state = d.state
     if (d.rollback) log('warn', `trial of ${read.state.trial.version} rolled back: ${d.rollback}`, { version: read.state.trial.version, reason: d.rollback, active: state.active ?? 'fallback' })
+    if (opts.fallback && state.active) {
+      const slotVersion = readVersion(join(dir, 'slots', state.active, 'VERSION'))
+      const fallbackVersion = readVersion(join(dirname(opts.fallback), 'VERSION'))
+      const newer = preferNewerFallback(state, slotVersion, fallbackVersion)
+      if (newer) {
+        writeSlots(dir, newer)
+        log('info', `the installed bundle ${fallbackVersion} is newer than slot ${state.active}'s ${slotVersion} (an OS update brought it): starting it`, { slot: state.active, slotVersion, fallbackVersion })
+        state = newer
+      }
+    }
     let entry = opts.fallback
     if (state.active) {
       const bundle = join(dir, 'slots', state.active, 'cairn.mjs')

@@ -14,6 +14,7 @@ import { LAUNCHER, readStubLog, stubTar, stubTree } from '../helpers/ota.js'
 import { supervise } from '../helpers/supervisor.js'
 import * as launcher from '../../ota/launcher.mjs'
 import { packTar, readTar, treeEntries, writeEntries, TarError } from '../../ota/tar.js'
+import { compareSemver } from '../../ota/semver.js'
 import { DirectorySlots, GOOD_FILE, parseSlots, readSlots, rolledBack, SLOTS_FILE, StageError, writeSlots, type SlotsState } from '../../ota/slots.js'
 
 t.test('tar: round trip, gzip, long names, and what GNU tar writes', async t => {
@@ -178,6 +179,32 @@ function otaDirWith(modes: { a?: string; b?: string }, versions = { a: '1.0.0', 
 }
 
 const stubLogFor = () => join(tmp(), 'stub.log')
+
+t.test('launcher: its version order is ota/semver.ts\'s; a newer installed bundle wins over an older committed slot (pure)', async t => {
+  const vs = ['0.9.0', '1.0.0-alpha', '1.0.0-alpha.1', '1.0.0-alpha.beta', '1.0.0-beta.2', '1.0.0-beta.11', '1.0.0-rc.1', '1.0.0', '1.0.0+build.5', '1.0.1', '1.10.0', '2.0.0']
+  for (const a of vs) for (const b of vs) t.equal(launcher.compareVersions(a, b), compareSemver(a, b), `${a} vs ${b}`)
+  t.equal(launcher.compareVersions('1.0', '1.0.0'), null, 'not a version: no comparison')
+  const committed: SlotsState = { active: 'a', previous: 'b', trial: null, bad: ['1.5.0'] }
+  t.same(launcher.preferNewerFallback(committed, '1.0.0', '2.0.0'), { active: null, previous: null, trial: null, bad: ['1.5.0'] }, 'an OS update brought 2.0.0: it runs, and slots.json says so')
+  t.equal(launcher.preferNewerFallback(committed, '2.0.0', '2.0.0'), null, 'the same version: the slot stays')
+  t.equal(launcher.preferNewerFallback(committed, '3.0.0', '2.0.0'), null, 'a newer slot stays')
+  t.equal(launcher.preferNewerFallback({ ...committed, trial: { slot: 'a', version: '1.0.0', since: 0, attempts: 0, maxAttempts: 3, deadlineS: 60 } }, '1.0.0', '2.0.0'), null, 'never during a trial')
+  t.equal(launcher.preferNewerFallback(committed, undefined, '2.0.0'), null, 'a slot without VERSION stays as it was')
+  t.equal(launcher.preferNewerFallback(committed, '1.0.0', undefined), null, 'a bundle without VERSION beside it: no change')
+})
+
+t.test('launcher: after an OS update brought a newer bundle, it starts that one', async t => {
+  const ota = otaDirWith({ a: 'exit3' })
+  writeSlots(ota, { active: 'a', previous: null, trial: null, bad: [] })
+  const fallback = join(tmp(), 'opt-cairn')
+  mkdirSync(fallback)
+  writeEntries(stubTree('2.0.0', 'exit3'), fallback)
+  const log = stubLogFor()
+  const child = spawn(process.execPath, [LAUNCHER, '--ota-dir', ota, '--fallback', join(fallback, 'cairn.mjs'), '--', 'agent'], { env: { ...process.env, STUB_LOG: log }, stdio: 'ignore' })
+  t.equal(await new Promise(r => child.once('exit', r)), 3)
+  t.match(readStubLog(log), [{ version: '2.0.0', slot: 'fallback' }], "the OS's 2.0.0 runs, not slot a's 1.0.0")
+  t.same(readSlots(ota).state, { active: null, previous: null, trial: null, bad: [] })
+})
 
 t.test('launcher: no slot yet runs the installed bundle; args, env and exit code pass through', async t => {
   const dir = tmp()
