@@ -83,9 +83,10 @@ OS_RELEASE_NAME="cairn-os-$VERSION-rpi-arm64.tar.zst"
 BASE_DIR="$CACHE/base-$(base_key)"
 ADDON_DIR="$CACHE/addon-$(addon_key)"
 NODE_RED_DIR="$CACHE/node-red-$(nodered_key)"
+KMOD_DIR="$CACHE/kmod-$(kmod_key)"
 ROOTFS="$WORK/rootfs"
 
-STAGES=(preflight base addon nodered rootfs fs osrelease assemble compress)
+STAGES=(preflight base addon nodered kmod rootfs fs osrelease assemble compress)
 IMG_STAGE_TOTAL=${#STAGES[@]}
 say "cairn image $VERSION: out $OUT, cache $CACHE, work $WORK, kernel $KERNEL"
 if [ -n "$RELEASE_URL" ]; then say "agent OTA channel: $RELEASE_URL ($RELEASE_CHANNEL)"; else say "no --release-root/--release-url: the image has no agent OTA channel (updates off)"; fi

@@ -88,6 +88,8 @@ stage_rootfs() {
   # initramfs with the Cairn hooks (modules, data partition, machine id)
   local kver
   kver=$(ls "$R/lib/modules" | sort -V | tail -n 1)
+  # the tryboot flag for Debian's kernel (kmod stage; loaded by the OS update helper)
+  install_kmod "$R" "$kver"
   in_tree "$R" update-initramfs -c -k "$kver"
   in_tree "$R" lsinitramfs "/boot/initrd.img-$kver" >"$WORK/initramfs.list"
   local m missing=()
@@ -141,6 +143,7 @@ check_kernel() {
   local R=$1 kver=$2 list=$3 cfg="$1/boot/config-$2" sym missing=()
   for sym in CONFIG_MMC_SDHCI_IPROC CONFIG_PCIE_BRCMSTB CONFIG_BCM2835_WDT; do grep -Eq "^$sym=(y|m)$" "$cfg" || missing+=("$sym"); done
   for f in bcm2711-rpi-4-b.dtb; do [ -f "$R/usr/lib/linux-image-$kver/broadcom/$f" ] || missing+=("$f"); done
+  [ -f "$R/lib/modules/$kver/updates/cairn_tryboot.ko" ] || missing+=("cairn_tryboot.ko (kmod stage)")
   if [ "$KERNEL" = backports ]; then
     for sym in CONFIG_MMC_SDHCI_BRCMSTB CONFIG_MISC_RP1 CONFIG_PINCTRL_RP1 CONFIG_COMMON_CLK_RP1 CONFIG_MACB CONFIG_USB_XHCI_PLATFORM; do grep -Eq "^$sym=(y|m)$" "$cfg" || missing+=("$sym"); done
     for f in bcm2712-rpi-5-b.dtb bcm2712-d-rpi-5-b.dtb; do [ -f "$R/usr/lib/linux-image-$kver/broadcom/$f" ] || missing+=("$f"); done
