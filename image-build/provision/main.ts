@@ -4,7 +4,8 @@
 // boot: problems go to the result file and the journal, and the agent keeps its previous
 // settings.
 
-import { existsSync, readFileSync, readdirSync, writeFileSync, chownSync, statSync } from 'node:fs'
+import { closeSync, constants, existsSync, fchownSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync, writeSync, chownSync, statSync } from 'node:fs'
+import { PROVISION_ERROR_FILE } from '../../agent/device-ui/agent-state.js'
 import { join } from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { loadOrCreateIdentity, DEVICE_KEY_FILE } from '../../agent/identity.js'
@@ -66,11 +67,13 @@ export function provision(env: ProvisionEnv): ProvisionReport {
       outcome = { status: 'ok', deviceId, hostname, fleet: spec.fleet, broker: spec.broker.url, wifi: spec.wifi ? `${spec.wifi.ssid} (${spec.wifi.country})` : undefined, ssh: spec.sshAuthorizedKeys.length > 0, nodeRed, updates }
       writeDriveFile(at(`${L.configMount}/${APPLIED_FILE}`), redact(text, env.now()))
       wipeAndRemove(driveFile)
+      clearProvisionError(env)
       env.log(`applied ${found}: fleet ${spec.fleet}, broker ${spec.broker.url}; secrets removed from the drive`)
     } catch (err) {
       const problems = err instanceof ProvisionError ? err.problems : [`internal error: ${(err as Error).message}`]
       outcome = { status: 'error', deviceId, problems, kept: true }
       for (const p of problems) env.log(`cairn.yaml not applied: ${p}`)
+      markProvisionError(env, problems)
     }
   } else if (!existsSync(at(`${L.etcDir}/cairn.yaml`))) {
     outcome = { status: 'waiting', deviceId, hostname: currentHostname(env) ?? defaultHostname(deviceId) }
@@ -114,6 +117,30 @@ function baseFacts(env: ProvisionEnv, deviceId: string): Facts {
     },
     now: env.now(),
   }
+}
+
+/** The agent's status LED shows the provisioning-error pattern while this marker exists
+ * in its state dir (agent/device-ui): a headless device says a refused cairn.yaml with
+ * its light. The state dir belongs to the agent, so the marker is made without following
+ * a link planted there, and handed to the agent's user. */
+function markProvisionError(env: ProvisionEnv, problems: readonly string[]): void {
+  const file = join(env.root, env.layout.stateDir, PROVISION_ERROR_FILE)
+  try {
+    rmSync(file, { force: true })
+    const fd = openSync(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
+    try {
+      writeSync(fd, problems.join('\n') + '\n')
+      if (env.privileged) fchownSync(fd, env.cairn.uid, env.cairn.gid)
+    } finally {
+      closeSync(fd)
+    }
+  } catch (err) {
+    env.log(`could not write ${file}: ${(err as Error).message}`)
+  }
+}
+
+function clearProvisionError(env: ProvisionEnv): void {
+  rmSync(join(env.root, env.layout.stateDir, PROVISION_ERROR_FILE), { force: true })
 }
 
 function readIfExists(file: string): string | undefined {

@@ -1,7 +1,11 @@
 // The OS image boot test (`npm run test:image`; not part of `npm test`: it needs a built
-// image and a few minutes). Static checks of what the Pi firmware reads, then two boots
-// of the image's own kernel in qemu (TCG) with a cairn.yaml on the CAIRN partition that
-// points at a Mosquitto on the host's loopback (the guest reaches it as 10.0.2.2).
+// image and a few minutes). Static checks of what the Pi firmware reads, then boots of
+// the image's own kernel in qemu (TCG) with a cairn.yaml on the CAIRN partition that
+// points at a Mosquitto on the host's loopback (the guest reaches it as 10.0.2.2): first
+// boot, second boot, then an OS update from a TUF release channel on the host (the
+// image's own release, republished as a newer version) through tryboot into slot B and
+// committed. The test plays the Pi firmware: before each boot it reads autoboot.txt and
+// the tryboot flag the helper leaves in stand-in mode, and boots that slot's kernel.
 //
 //   CAIRN_IMAGE=path/to/cairn-…-rpi-arm64.img[.xz]   default: image-out/ of this repo
 //   CAIRN_IMAGE_KEEP=1                                keep the work dir (console logs)
@@ -13,8 +17,11 @@ import { join } from 'node:path'
 import { connect } from 'node:net'
 import { startBroker, freePort, type TestBroker } from '../helpers/broker.js'
 import { Consumer, tmp, operatorKey } from '../helpers/agent.js'
+import { cairnRelease, startRepo, type TestRepo } from '../helpers/ota.js'
+import { parseAutoboot, SLOT_PARTITION, type Slot } from '../../image-build/os-update/autoboot.js'
+import { packOsRelease } from '../../image-build/os-update/release-format.js'
 import { bootGuest, type Guest } from './qemu.js'
-import { ext4Reader, fatCopyOut, fatList, fatRead, fatWrite, initramfsList, partition, partitionBytes } from './disk.js'
+import { ext4Reader, ext4Write, fatCopyOut, fatDelete, fatList, fatRead, fatWrite, initramfsList, partition, partitionBytes } from './disk.js'
 
 const repo = new URL('../../', import.meta.url).pathname
 const version = (JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')) as { version: string }).version
@@ -126,6 +133,7 @@ t.test('static: agent under the OTA launcher, groups, Node-RED, OS update helper
 interface BootResult {
   deviceId: string
   slot: unknown
+  os: unknown
   bootToOnlineS: number
   bootToTelemetryS: number
   bootToProofS: number
@@ -134,8 +142,17 @@ interface BootResult {
 
 let broker: TestBroker
 let sub: Consumer
+let releases: TestRepo
 mkdirSync(join(work, 'keys'))
 const op = operatorKey(join(work, 'keys'))
+
+/** The release channel as `build.sh --release-root/--release-url` ships it, pointing at
+ * the host's `cairn release serve` (the guest reaches the host's loopback as 10.0.2.2). */
+function channelFiles(dir: string): Record<string, string> {
+  mkdirSync(dir, { recursive: true })
+  writeFileSync(join(dir, 'ota.env'), `CAIRN_OTA_RELEASE_URL=${releases.url.replace('127.0.0.1', '10.0.2.2')}\nCAIRN_OTA_RELEASE_ROOT=/opt/cairn/root.json\nCAIRN_OTA_CHANNEL=stable\n`)
+  return { '/opt/cairn/root.json': releases.root, '/opt/cairn/ota.env': join(dir, 'ota.env') }
+}
 
 t.before(async () => {
   const pw = join(work, 'mosquitto.passwd')
@@ -143,15 +160,38 @@ t.before(async () => {
   execFileSync('mosquitto_passwd', ['-b', pw, BROKER_USER, BROKER_PASSWORD])
   broker = await startBroker({ anonymous: false, extraConfig: `password_file ${pw}` })
   sub = await Consumer.connect(broker.url, `cairn/v1/${FLEET}/#`, { username: BROKER_USER, password: BROKER_PASSWORD })
+  releases = await startRepo()
+  // this copy of the image follows the test's release channel
+  ext4Write(img, P.rootA, channelFiles(join(work, 'channel')))
 })
 t.teardown(async () => {
   await sub?.close()
   await broker?.close()
+  await releases?.close()
 })
 
-async function boot(name: string, opts: { sshPort?: number; nodeRedPort?: number } = {}): Promise<{ guest: Guest; result: Promise<BootResult> }> {
+/** What the Raspberry Pi firmware would boot now: [all]'s slot, or [tryboot]'s once when
+ * the helper left the flag (the stand-in for the firmware's one-shot flag: consumed here,
+ * whatever the boot does). Its kernel, initramfs and root come from that boot partition. */
+function firmware(name: string): { slot: Slot; trial: boolean; kernel: string; initrd: string; root: string; panic: number } {
+  const ab = parseAutoboot(fatRead(img, P.config, 'autoboot.txt')!.toString())
+  const trial = fatList(img, P.config).includes('tryboot.flag')
+  if (trial) fatDelete(img, P.config, 'tryboot.flag')
+  const slot = trial ? ab.trial : ab.committed
+  const dir = join(work, `${name}-boot${slot}`)
+  mkdirSync(dir, { recursive: true })
+  fatCopyOut(img, SLOT_PARTITION[slot], 'vmlinuz', join(dir, 'vmlinuz'))
+  fatCopyOut(img, SLOT_PARTITION[slot], 'initrd.img', join(dir, 'initrd.img'))
+  const cmdline = fatRead(img, SLOT_PARTITION[slot], 'cmdline.txt')?.toString() ?? ''
+  const root = /(?:^|\s)root=LABEL=(\S+)/.exec(cmdline)?.[1]
+  if (!root) throw new Error(`boot slot ${slot}'s cmdline.txt names no root: ${JSON.stringify(cmdline)}`)
+  return { slot, trial, kernel: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img'), root, panic: Number(/(?:^|\s)panic=(-?\d+)/.exec(cmdline)?.[1] ?? -1) }
+}
+
+async function boot(name: string, opts: { sshPort?: number; nodeRedPort?: number } = {}): Promise<{ guest: Guest; result: Promise<BootResult>; fw: ReturnType<typeof firmware>; seen: number }> {
   const seen = sub.messages.length
-  const guest = bootGuest({ image: img, kernel: join(work, 'vmlinuz'), initrd: join(work, 'initrd.img'), slot: 'A', consoleLog: join(work, `${name}.console.log`), monitorSocket: join(work, `${name}.monitor`), ...(opts.sshPort ? { sshPort: opts.sshPort } : {}), ...(opts.nodeRedPort ? { forwards: [{ host: opts.nodeRedPort, guest: 1880 }] } : {}) })
+  const fw = firmware(name)
+  const guest = bootGuest({ image: img, kernel: fw.kernel, initrd: fw.initrd, root: fw.root, panic: fw.panic, consoleLog: join(work, `${name}.console.log`), monitorSocket: join(work, `${name}.monitor`), ...(opts.sshPort ? { sshPort: opts.sshPort } : {}), ...(opts.nodeRedPort ? { forwards: [{ host: opts.nodeRedPort, guest: 1880 }] } : {}) })
   const since = (m: { topic: string }, suffix: string) => m.topic.endsWith(suffix)
   const fresh = () => sub.messages.slice(seen)
   const result = (async () => {
@@ -163,7 +203,7 @@ async function boot(name: string, opts: { sshPort?: number; nodeRedPort?: number
     await sub.waitFor(() => fresh().find(m => since(m, '/proof')), 120_000, `${name}: proof heartbeat`)
     const bootToProofS = secs()
     const deviceId = online.topic.split('/')[3]!
-    return { deviceId, slot: online.json?.slot, bootToOnlineS, bootToTelemetryS, bootToProofS, console: guest.console() }
+    return { deviceId, slot: online.json?.slot, os: online.json?.os, bootToOnlineS, bootToTelemetryS, bootToProofS, console: guest.console() }
   })()
   result.catch(() => {
     // what the console showed of Cairn's own units, for a failure in CI
@@ -171,7 +211,7 @@ async function boot(name: string, opts: { sshPort?: number; nodeRedPort?: number
     t.comment(`${name} console (${join(work, `${name}.console.log`)}), Cairn and failure lines:\n${lines.slice(-60).join('\n')}`)
     guest.kill()
   })
-  return { guest, result }
+  return { guest, result, fw, seen }
 }
 
 async function shutdown(guest: Guest, deviceId: string, how: 'reboot-command' | 'power-button'): Promise<void> {
@@ -254,6 +294,10 @@ t.test('first boot provisions itself from cairn.yaml and reaches the host broker
   t.match(guest.console(), /cairn-provision: applied cairn\.yaml: fleet imagetest/, 'provisioning logged on the console')
   t.equal(first.slot, 'fallback', "status carries the launcher's slot: the bundle that came with the OS")
   t.match(guest.console(), /cairn-os-update: boot: ok/, 'the OS update helper ran at boot')
+  // Debian's kernel has no tryboot notifier: the helper loads cairn_tryboot, which links
+  // against this kernel (its init ran) and finds no Pi firmware in qemu; then the stand-in
+  t.match(guest.console(), /cairn-os-update: tryboot: stand-in \(the boot test's firmware stand-in \(module cairn_tryboot: .*No such device\)\)/, 'cairn_tryboot loads on this kernel and finds no Raspberry Pi firmware (qemu)')
+  t.same(first.os, { version, slot: 'a', updates: true, detail: 'tryboot: stand-in' }, 'the status names the OS release and slot, and OS updates are on (the channel, the stand-in)')
   t.match(guest.console(), /"socket":"\/var\/lib\/cairn\/api\.sock"[^\n]*"msg":"local API up"|"msg":"local API up"[^\n]*"socket":"\/var\/lib\/cairn\/api\.sock"/, "the agent's local API is up where Node-RED looks for it")
   // the inference worker (tfjs wasm, bundled beside the agent) starts on arm64: the
   // status republished when it joins names its backend
@@ -319,4 +363,92 @@ t.test('second boot: same device, not a first boot', async t => {
   await shutdown(guest, second.deviceId, 'power-button')
   t.equal(ext4Reader(img, P.data, work).cat('/os/machine-id'), machineId, 'same machine id')
   t.notOk(fatList(img, P.config).includes('cairn.yaml'), 'still no cairn.yaml')
+})
+
+/** The image's own OS release (build.sh's osrelease stage) republished as `newVersion`:
+ * its root gets that version in /etc/cairn-release and the test's release channel, as a
+ * build of that version with --release-root/--release-url would have. */
+async function republish(newVersion: string, opts: { brokenRoot?: boolean } = {}): Promise<string> {
+  const built = join(repo, 'image-out', `cairn-os-${version}-rpi-arm64.tar.zst`)
+  if (!existsSync(built)) throw new Error(`no OS release beside the image (${built}): build without --no-os-release`)
+  const dir = join(work, `release-${newVersion}`)
+  mkdirSync(dir, { recursive: true })
+  execFileSync('sh', ['-c', 'zstd -dc "$1" | tar -x -C "$2"', 'sh', built, dir])
+  const root = join(dir, 'root.img')
+  if (opts.brokenRoot) {
+    // a release whose root cannot start: no /sbin/init (the kernel and initramfs are fine)
+    rmSync(root)
+    mkdirSync(join(dir, 'broken', 'etc'), { recursive: true })
+    writeFileSync(join(dir, 'broken', 'etc', 'cairn-release'), `CAIRN_VERSION=${newVersion}\n`)
+    execFileSync('mke2fs', ['-q', '-F', '-t', 'ext4', '-L', 'cairn-root', '-d', join(dir, 'broken'), root, '16M'])
+  } else {
+    const rel = execFileSync('debugfs', ['-R', 'cat /etc/cairn-release', root], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+    writeFileSync(join(dir, 'cairn-release'), rel.replace(/^CAIRN_VERSION=.*$/m, `CAIRN_VERSION=${newVersion}`))
+    ext4Write(root, 'whole', { '/etc/cairn-release': join(dir, 'cairn-release'), ...channelFiles(join(dir, 'channel')) })
+  }
+  const out = join(dir, `cairn-os-${newVersion}-rpi-arm64.tar.zst`)
+  const packed = await packOsRelease({ version: newVersion, bootDir: join(dir, 'boot'), rootImage: root, out, level: 3 })
+  await cairnRelease(['add', '--repo', releases.dir, '--version', newVersion, '--channel', 'stable', '--kind', 'os', '--arch', 'arm64', out])
+  t.comment(`OS release ${newVersion}: ${packed.bytes} bytes (${packed.tarBytes} as tar)`)
+  return out
+}
+
+type Ev = { kind: string; data: Record<string, unknown> }
+const osEvent = (kind: string, v: string, from = 0) => sub.messages.slice(from).find(m => m.topic.endsWith('/event') && (m.json as Ev | undefined)?.kind === kind && (m.json as Ev).data.version === v && (m.json as Ev).data.target === 'os')
+const fleetCmd = (deviceId: string, cmd: string, body?: string) => spawnSync(process.execPath, [join(repo, 'dist/cairn.mjs'), 'fleet', 'cmd', deviceId, cmd, ...(body ? [body] : []), '--broker', broker.url, '--fleet', FLEET, '--key', op.file, '--username', BROKER_USER, '--password', BROKER_PASSWORD, '--timeout', '60'], { encoding: 'utf8' })
+
+/** The next patch version after the image's (0.1.0 → 0.1.1). */
+const bump = (v: string, by = 1) => v.replace(/^(\d+)\.(\d+)\.(\d+).*$/, (_m, a: string, b: string, c: string) => `${a}.${b}.${Number(c) + by}`)
+const NEXT = bump(version)
+
+t.test('OS update: a signed OS release is written into slot B, tried once with tryboot, and committed', async t => {
+  if (!first) return t.fail('skipped: the first boot failed')
+  const started = Date.now()
+  await republish(NEXT)
+  // boot 3: slot A finds the release, downloads it, the helper verifies and writes it,
+  // arms the trial and reboots
+  const b3 = await boot('boot3')
+  t.teardown(() => b3.guest.kill())
+  t.equal(b3.fw.slot, 'A')
+  const online3 = await sub.waitFor(() => sub.messages.slice(b3.seen).find(m => m.topic.endsWith('/status') && m.json?.state === 'online'), 240_000, 'boot 3: online')
+  const reply = fleetCmd(first.deviceId, 'update')
+  t.equal(reply.status, 0, `the update command: ${reply.stderr}`)
+  t.match(JSON.parse(reply.stdout) as unknown, { status: 'ok', data: { os: { running: { version, slot: 'a' } } } }, 'its reply carries the OS updater too')
+  const tOnline = Date.now()
+  const code = await b3.guest.exited(20 * 60_000)
+  const downloadToRebootS = Math.round((Date.now() - tOnline) / 1000)
+  t.equal(code, 0, 'the helper rebooted the device into the trial (qemu ended on the reboot)')
+  const c3 = b3.guest.console()
+  t.match(c3, new RegExp(`cairn-os-update: wrote ${NEXT.replace(/\./g, '\\.')} into slot B \\(/dev/vda6: \\d+ bytes, /dev/vda3: \\d+ boot files\\) in [\\d.]+ s`), 'the helper wrote the release into slot B')
+  const wroteS = Number(new RegExp(`wrote ${NEXT.replace(/\./g, '\\.')} into slot B .* in ([\\d.]+) s`).exec(c3)?.[1])
+  t.ok(osEvent('ota.available', NEXT, b3.seen) && osEvent('ota.staged', NEXT, b3.seen), 'ota.available and ota.staged, target os')
+  t.comment(`boot 3: online after ${Math.round((tOnline - b3.guest.startedAt) / 1000)} s; update command to trial reboot ${downloadToRebootS} s (the helper's verify + write ${wroteS} s)`)
+  void online3
+
+  // boot 4: the firmware (stand-in) boots slot B once; the agent there commits
+  const b4 = await boot('boot4')
+  t.teardown(() => b4.guest.kill())
+  t.same([b4.fw.slot, b4.fw.trial, b4.fw.root], ['B', true, 'cairn-rootB'], 'the trial boots slot B, whose cmdline.txt names root B')
+  const committed = await sub.waitFor(() => osEvent('ota.committed', NEXT, b4.seen), 300_000, `ota.committed for OS ${NEXT}`)
+  t.ok(committed, 'the trial committed')
+  const online4 = sub.messages.slice(b4.seen).find(m => m.topic.endsWith('/status') && m.json?.state === 'online')
+  t.match(online4?.json, { device: first.deviceId, os: { version: NEXT, slot: 'b', updates: true } }, 'the same device, now on the new OS from slot B')
+  t.comment(`boot 4 (trial): committed ${Math.round((Date.now() - b4.guest.startedAt) / 1000)} s after qemu started; whole update ${Math.round((Date.now() - started) / 1000)} s`)
+  await b4.guest.powerdown()
+  await b4.guest.exited(180_000)
+  t.same(parseAutoboot(fatRead(img, P.config, 'autoboot.txt')!.toString()), { committed: 'B', trial: 'A' }, 'autoboot.txt now boots B')
+  t.notOk(fatList(img, P.config).includes('tryboot.flag'), 'no tryboot flag left')
+  t.match(fatRead(img, P.bootB, 'cmdline.txt')?.toString() ?? '', /root=LABEL=cairn-rootB .*panic=10/)
+  t.match(ext4Reader(img, P.data, work).cat('/os/os-update.json') ?? '', new RegExp(`"phase":"committed","target":"B","version":"${NEXT.replace(/\./g, '\\.')}"`))
+
+  // boot 5: a plain boot stays on B
+  const b5 = await boot('boot5')
+  t.teardown(() => b5.guest.kill())
+  t.same([b5.fw.slot, b5.fw.trial], ['B', false], 'the committed slot B boots without the flag')
+  const r5 = await b5.result
+  t.equal(r5.deviceId, first.deviceId, 'same device id')
+  t.match(r5.os, { version: NEXT, slot: 'b' })
+  t.comment(`boot 5 (slot B): first telemetry ${r5.bootToTelemetryS} s`)
+  await b5.guest.powerdown()
+  await b5.guest.exited(180_000)
 })

@@ -46,6 +46,22 @@ export function fatWrite(img: string, n: number, name: string, src: string): voi
   execFileSync('mcopy', ['-o', '-i', fat(img, n), src, `::/${name}`], { env: mtoolsEnv })
 }
 
+export function fatDelete(img: string, n: number, name: string): void {
+  execFileSync('mdel', ['-i', fat(img, n), `::/${name}`], { env: mtoolsEnv })
+}
+
+/** Writes `files` (name → local file) into an ext4 partition in place (debugfs at the
+ * partition's offset), replacing what is there. */
+export function ext4Write(img: string, n: number | 'whole', files: Record<string, string>): void {
+  const target = n === 'whole' ? img : `${img}?offset=${partition(img, n).startBytes}`
+  for (const [dest, src] of Object.entries(files)) {
+    spawnSync('debugfs', ['-w', '-R', `rm ${dest}`, target], { encoding: 'utf8' })
+    const r = spawnSync('debugfs', ['-w', '-R', `write ${src} ${dest}`, target], { encoding: 'utf8' })
+    const back = spawnSync('debugfs', ['-R', `cat ${dest}`, target], { maxBuffer: 64 << 20 })
+    if (r.status !== 0 || !back.stdout.equals(readFileSync(src))) throw new Error(`debugfs could not write ${dest}: ${r.stderr}`)
+  }
+}
+
 /** The raw bytes of a partition (for looking for text left in free clusters). */
 export function partitionBytes(img: string, n: number): Buffer {
   const p = partition(img, n)

@@ -3,7 +3,7 @@
 // secrets leaving the CAIRN drive, the result file, and re-provisioning.
 
 import t from 'tap'
-import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createRequire } from 'node:module'
 import { parse as parseYaml } from 'yaml'
@@ -217,6 +217,22 @@ t.test('a bad file changes nothing, stays on the drive, and the result says why'
   t.match(result, /^status: error\ndevice id: [a-z2-7]{52}\nerror: cairn\.yaml: wifi\.psk: a WPA passphrase is 8 to 63/)
   t.match(result, 'Nothing was changed and cairn.yaml was left on this drive')
   t.equal(report.hostname, `cairn-${report.deviceId.slice(0, 8)}`, 'a default host name all the same')
+  const marker = join(root, 'var/lib/cairn/agent/provision-error')
+  t.match(readFileSync(marker, 'utf8'), /wifi\.psk: a WPA passphrase/, "the agent's status LED shows the provisioning-error pattern (the marker in its state dir)")
+  t.equal(statSync(marker).mode & 0o777, 0o600)
+
+  // a link the agent's user planted there is replaced, never followed
+  const victim = join(root, 'etc-victim')
+  writeFileSync(victim, 'root data\n')
+  rmSync(marker)
+  symlinkSync(victim, marker)
+  provision(env)
+  t.equal(readFileSync(victim, 'utf8'), 'root data\n', 'the link target is untouched')
+  t.notOk(lstatSync(marker).isSymbolicLink(), 'the marker is a file of its own')
+
+  writeFileSync(join(drive, 'cairn.yaml'), GOOD)
+  t.equal(provision(env).outcome?.status, 'ok')
+  t.notOk(existsSync(marker), 'a cairn.yaml that applies clears it')
 })
 
 t.test('no file and never provisioned: the result file says what to do', async t => {

@@ -1,6 +1,8 @@
 // Boots a Cairn OS image in qemu-system-aarch64 -M virt (TCG: KVM does not work on the
 // build host) with the image's own kernel and initramfs, its serial console captured.
-// The Pi firmware is skipped (qemu emulates no Pi 4/5); the static checks cover it.
+// qemu emulates no Pi 4/5, so the test plays the Pi firmware (firmware.ts picks the slot
+// from autoboot.txt and the tryboot flag and hands over that slot's kernel, initramfs
+// and root); `cairn.firmware=stand-in` tells the OS update helper so.
 
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createWriteStream } from 'node:fs'
@@ -10,7 +12,10 @@ export interface QemuOptions {
   readonly image: string
   readonly kernel: string
   readonly initrd: string
-  readonly slot: 'A' | 'B'
+  /** root=LABEL=… from the slot's cmdline.txt */
+  readonly root: string
+  /** panic=… from the slot's cmdline.txt (default -1: reboot at once) */
+  readonly panic?: number
   readonly consoleLog: string
   readonly monitorSocket: string
   /** host port forwarded to the guest's ssh (127.0.0.1 only) */
@@ -39,7 +44,7 @@ export function bootGuest(o: QemuOptions): Guest {
     '-no-reboot',
     '-kernel', o.kernel, '-initrd', o.initrd,
     // the journal on the console too: the agent's own log lines land in the console log
-    '-append', `console=ttyAMA0 root=LABEL=cairn-root${o.slot} rootfstype=ext4 rootwait rw net.ifnames=0 panic=-1 systemd.journald.forward_to_console=1 audit=0`,
+    '-append', `console=ttyAMA0 root=LABEL=${o.root} rootfstype=ext4 rootwait rw net.ifnames=0 panic=${o.panic ?? -1} systemd.journald.forward_to_console=1 audit=0 cairn.firmware=stand-in`,
     '-drive', `file=${o.image},format=raw,if=virtio`,
     '-nic', nic,
     '-device', 'virtio-rng-pci',
