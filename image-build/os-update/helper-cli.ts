@@ -5,14 +5,14 @@
 // (write-slot.ts), the tryboot flag, reboots by systemctl.
 
 import { execFileSync, spawnSync } from 'node:child_process'
-import { readFileSync, realpathSync, writeFileSync } from 'node:fs'
-import { basename } from 'node:path'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { classifyModel } from '../../hw/board.js'
 import { SLOT_PARTITION, type Slot } from './autoboot.js'
 import { writeAtomic } from './execute.js'
 import { CAPABILITY_FILE, runHelper, type TrybootMethod } from './helper.js'
 import { bootedFromCmdline } from './slots.js'
 import { readOtaEnv, verifyOsTarget } from './verify.js'
+import { partitionBytes, siblingPartition } from './partitions.js'
 import { writeOsSlot } from './write-slot.js'
 
 const OS_DIR = '/var/lib/cairn/os'
@@ -23,27 +23,23 @@ const STAND_IN_FLAG = `${CONFIG_MOUNT}/tryboot.flag`
 const MODULE_PARAM = '/sys/module/cairn_tryboot/parameters/armed'
 const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] }).toString()
 
-/** /dev/mmcblk0p<n> or /dev/sda<n>, on the disk that holds the data partition. */
-function partitionDevice(n: number): string {
-  const data = realpathSync(sh('findmnt', ['-no', 'SOURCE', '/var/lib/cairn']).trim())
-  const disk = basename(realpathSync(`/sys/class/block/${basename(data)}/..`))
-  return `/dev/${disk}${/\d$/.test(disk) ? 'p' : ''}${n}`
-}
-
-const partitionBytes = (dev: string) => Number(readFileSync(`/sys/class/block/${basename(dev)}/size`, 'utf8').trim()) * 512
+/** Partition n of the disk that holds the data partition. */
+const partitionDevice = (n: number) => siblingPartition(sh('findmnt', ['-no', 'SOURCE', '/var/lib/cairn']).trim(), n)
 
 const cmdline = readFileSync('/proc/cmdline', 'utf8')
 
-/** The ways the tryboot flag can reach the firmware, best first (docs/image.md). */
+/** The ways the tryboot flag can reach the firmware (docs/image.md). The module first:
+ * it works on Debian's kernel (the image's) and on the Raspberry Pi kernel alike, and
+ * loading it is quick, where reading /proc/kallsyms takes seconds on a Pi at boot. */
 async function probeTryboot(): Promise<{ method: TrybootMethod | null; detail: string }> {
-  if (/\srpi_firmware_notify_reboot\b/.test(readFileSync('/proc/kallsyms', 'utf8'))) return { method: 'kernel', detail: "the kernel's Raspberry Pi firmware driver passes reboot '0 tryboot'" }
-  // Debian's kernels: the cairn_tryboot module sends the flag from a reboot notifier.
   const mod = spawnSync('modprobe', ['cairn_tryboot'], { encoding: 'utf8' })
   const modDetail = mod.status === 0 ? 'module cairn_tryboot loaded' : `module cairn_tryboot: ${(mod.stderr || mod.error?.message || `exit ${mod.status}`).trim().replace(/^modprobe: /, '')}`
   if (mod.status === 0) return { method: 'module', detail: modDetail }
   // qemu has no Pi firmware: the boot test plays it, reading a flag file (never on a Pi:
   // only a kernel command line that asks for it, which only root can change).
   if (/(^|\s)cairn\.firmware=stand-in(\s|$)/.test(cmdline)) return { method: 'stand-in', detail: `the boot test's firmware stand-in (${modDetail})` }
+  // a Raspberry Pi kernel without the module built for it passes reboot '0 tryboot' itself
+  if (/\srpi_firmware_notify_reboot\b/.test(readFileSync('/proc/kallsyms', 'utf8'))) return { method: 'kernel', detail: `the kernel's Raspberry Pi firmware driver passes reboot '0 tryboot' (${modDetail})` }
   return { method: null, detail: modDetail }
 }
 

@@ -43,10 +43,16 @@ stage_addon() {
   cp -a "$so" "$tmp/node_modules/$ADDON_PKG/build/Release/"
   aarch64-linux-gnu-strip --strip-unneeded "$tmp/node_modules/$ADDON_PKG/build/Release/better_sqlite3.node"
   for dep in bindings file-uri-to-path; do cp -a "$REPO/node_modules/$dep" "$tmp/node_modules/"; done
+  echo "$KERNEL" >"$tmp/kernel"
   touch "$tmp/.complete"
   rm -rf "$ADDON_DIR"
   mv "$tmp" "$ADDON_DIR"
+  # one addon per kernel flavour, as for the base trees (switching --kernel then costs no
+  # rebuild); one without a flavour file predates this and goes
   local old
-  for old in "$CACHE"/addon-*; do [ "$old" = "$ADDON_DIR" ] || rm -rf "$old"; done
+  for old in "$CACHE"/addon-*; do
+    [ "$old" = "$ADDON_DIR" ] && continue
+    [ "$(cat "$old/kernel" 2>/dev/null || echo "$KERNEL")" = "$KERNEL" ] && rm -rf "$old"
+  done
   note "built ($(du -h "$ADDON_DIR/node_modules/$ADDON_PKG/build/Release/better_sqlite3.node" | cut -f1))"
 }

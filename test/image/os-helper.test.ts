@@ -10,6 +10,7 @@ import { parseAutoboot, type Slot } from '../../image-build/os-update/autoboot.j
 import { readRecord } from '../../image-build/os-update/execute.js'
 import { CAPABILITY_FILE, REQUEST_FILE, runHelper, type Capability, type HelperPorts, type HelperResult, type TrybootMethod } from '../../image-build/os-update/helper.js'
 import { VerifyError } from '../../image-build/os-update/verify.js'
+import { partitionBytes, siblingPartition } from '../../image-build/os-update/partitions.js'
 import { bootedFromCmdline, TrybootSlots } from '../../image-build/os-update/slots.js'
 import { tmp } from '../helpers/agent.js'
 import { FirmwareStandIn } from './firmware-stand-in.js'
@@ -224,6 +225,26 @@ t.test('what the helper refuses from the agent (untrusted: another user)', async
   t.same(readdirSync(d.ports.requestDir), [], 'and removed')
   t.same(d.autoboot(), { committed: 'A', trial: 'B' }, 'autoboot.txt untouched throughout')
   t.same(d.events, [])
+})
+
+t.test("the slot's partitions from sysfs: the disk of the data partition", async t => {
+  const sys = tmp('cairn-sysfs-')
+  const dev = tmp('cairn-dev-')
+  for (const [disk, parts] of [['vda', ['vda6', 'vda7']], ['mmcblk0', ['mmcblk0p6', 'mmcblk0p7']]] as const) {
+    mkdirSync(join(sys, 'devices', 'platform', 'x', 'block', disk), { recursive: true })
+    for (const p of parts) {
+      mkdirSync(join(sys, 'devices', 'platform', 'x', 'block', disk, p), { recursive: true })
+      writeFileSync(join(sys, 'devices', 'platform', 'x', 'block', disk, p, 'size'), '3145728\n')
+    }
+  }
+  mkdirSync(join(sys, 'class', 'block'), { recursive: true })
+  for (const [link, target] of [['vda', 'vda'], ['vda6', 'vda/vda6'], ['vda7', 'vda/vda7'], ['mmcblk0', 'mmcblk0'], ['mmcblk0p6', 'mmcblk0/mmcblk0p6'], ['mmcblk0p7', 'mmcblk0/mmcblk0p7']]) {
+    symlinkSync(`../../devices/platform/x/block/${target}`, join(sys, 'class', 'block', link!))
+    writeFileSync(join(dev, link!), '')
+  }
+  t.equal(siblingPartition(join(dev, 'vda7'), 6, sys), '/dev/vda6', 'qemu: /dev/vda7 -> /dev/vda6')
+  t.equal(siblingPartition(join(dev, 'mmcblk0p7'), 3, sys), '/dev/mmcblk0p3', 'SD card: mmcblk0 takes a p')
+  t.equal(partitionBytes('/dev/vda6', sys), 1536 * 1024 * 1024)
 })
 
 t.test('the booted slot from the kernel command line', async t => {
