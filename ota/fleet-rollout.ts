@@ -1,7 +1,8 @@
 // `cairn fleet rollout status|halt|resume`: the operator's view of a rollout and its
 // emergency brake.
 //   status: reads every device's retained status on the fleet for a few seconds and
-//     counts versions, plus the ota.* events seen meanwhile (events are not retained:
+//     counts versions (agent releases, or with --os the Cairn OS releases), plus the
+//     ota.* events of that updater seen meanwhile (events are not retained:
 //     the outcome counts cover what happened during the window; the version counts
 //     cover the whole fleet).
 //   halt / resume: ONE signed fleet-wide pause-updates command (envelope sub "*"),
@@ -21,7 +22,7 @@ import { releaseTopic, TOPIC_ROOT } from '../agent/topics.js'
 
 type Out = { write(s: string): unknown }
 
-export const ROLLOUT_HELP = `  cairn fleet rollout status --broker URL --fleet NAME [--version V] [--seconds S] [--json]
+export const ROLLOUT_HELP = `  cairn fleet rollout status --broker URL --fleet NAME [--version V] [--os] [--seconds S] [--json]
   cairn fleet rollout halt|resume --broker URL --fleet NAME --key FILE [--ttl S]`
 
 export interface RolloutReport {
@@ -41,6 +42,9 @@ export interface StatusOptions {
   url: string
   fleet: string
   version?: string
+  /** Count OS releases (Cairn OS: status.os.version, events with target "os") instead
+   * of agent releases. */
+  os?: boolean
   seconds: number
   clientOptions?: IClientOptions
   mqttVersion?: 4 | 5
@@ -58,12 +62,17 @@ export async function rolloutStatus(o: StatusOptions): Promise<RolloutReport> {
       } catch {
         return
       }
-      if (topic.endsWith('/status') && typeof msg.device === 'string' && typeof msg.version === 'string') {
+      // agent releases: status.version, events without a target; OS releases (--os):
+      // status.os.version, events with target "os" (the two may share version numbers)
+      const os = msg.os as { version?: unknown } | undefined
+      const version = o.os ? (typeof os?.version === 'string' ? os.version : '(not Cairn OS)') : msg.version
+      if (topic.endsWith('/status') && typeof msg.device === 'string' && typeof version === 'string') {
         const prev = status.get(msg.device)
         const ts = Number(msg.ts) || 0
-        if (!prev || ts >= prev.ts) status.set(msg.device, { state: String(msg.state), version: msg.version, ts })
+        if (!prev || ts >= prev.ts) status.set(msg.device, { state: String(msg.state), version, ts })
       } else if (topic.endsWith('/event') && typeof msg.kind === 'string' && msg.kind.startsWith('ota.') && typeof msg.id === 'string') {
-        events.set(msg.id, { kind: msg.kind, data: (msg.data ?? {}) as Record<string, unknown> })
+        const data = (msg.data ?? {}) as Record<string, unknown>
+        if ((data.target === 'os') === (o.os === true)) events.set(msg.id, { kind: msg.kind, data })
       }
     })
     const root = `${TOPIC_ROOT}/${o.fleet}`
@@ -152,6 +161,7 @@ export async function rolloutCmd(args: readonly string[], io: { out: Out; err: O
       version: { type: 'string' },
       seconds: { type: 'string', default: '3' },
       json: { type: 'boolean' },
+      os: { type: 'boolean' },
       key: { type: 'string' },
       ttl: { type: 'string', default: '86400' },
       'mqtt-version': { type: 'string', default: '5' },
@@ -170,7 +180,7 @@ export async function rolloutCmd(args: readonly string[], io: { out: Out; err: O
   if (verb === 'status') {
     const seconds = Number(values.seconds)
     if (!(seconds > 0 && seconds <= 3600)) throw new CairnError('BAD_REQUEST', '--seconds must be from 0 to 3600')
-    const report = await rolloutStatus({ url, fleet, seconds, clientOptions, mqttVersion, ...(values.version ? { version: values.version } : {}) })
+    const report = await rolloutStatus({ url, fleet, seconds, clientOptions, mqttVersion, ...(values.version ? { version: values.version } : {}), ...(values.os ? { os: true } : {}) })
     io.out.write((values.json ? JSON.stringify(report, null, 2) : formatReport(report)) + '\n')
     return 0
   }

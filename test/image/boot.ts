@@ -441,7 +441,9 @@ t.test('OS update: a signed OS release is written into slot B, tried once with t
   t.match(fatRead(img, P.bootB, 'cmdline.txt')?.toString() ?? '', /root=LABEL=cairn-rootB .*panic=10/)
   t.match(ext4Reader(img, P.data, work).cat('/os/os-update.json') ?? '', new RegExp(`"phase":"committed","target":"B","version":"${NEXT.replace(/\./g, '\\.')}"`))
 
-  // boot 5: a plain boot stays on B
+  // boot 5: a plain boot stays on B; there, a broken release arrives
+  const BROKEN = bump(version, 2)
+  await republish(BROKEN, { brokenRoot: true })
   const b5 = await boot('boot5')
   t.teardown(() => b5.guest.kill())
   t.same([b5.fw.slot, b5.fw.trial], ['B', false], 'the committed slot B boots without the flag')
@@ -449,6 +451,31 @@ t.test('OS update: a signed OS release is written into slot B, tried once with t
   t.equal(r5.deviceId, first.deviceId, 'same device id')
   t.match(r5.os, { version: NEXT, slot: 'b' })
   t.comment(`boot 5 (slot B): first telemetry ${r5.bootToTelemetryS} s`)
-  await b5.guest.powerdown()
-  await b5.guest.exited(180_000)
+  t.equal(fleetCmd(first.deviceId, 'update').status, 0, 'update command')
+  t.equal(await b5.guest.exited(20 * 60_000), 0, `${BROKEN} written into slot A and armed: the helper rebooted`)
+  t.match(b5.guest.console(), new RegExp(`cairn-os-update: wrote ${BROKEN.replace(/\./g, '\\.')} into slot A`))
+
+  // boot 6: the trial of slot A cannot start its root (no /sbin/init): the kernel's
+  // initramfs panics, panic=10 resets the board, the flag is gone
+  const b6 = await boot('boot6')
+  t.teardown(() => b6.guest.kill())
+  t.same([b6.fw.slot, b6.fw.trial, b6.fw.panic], ['A', true, 10], 'the trial boots slot A, whose cmdline.txt says panic=10')
+  t.equal(await b6.guest.exited(300_000), 0, 'the failed trial boot reset by itself')
+  t.match(b6.guest.console(), /No init found|Target filesystem doesn't have requested/, 'it failed in the initramfs: no init on that root')
+  t.match(b6.guest.console(), /Rebooting automatically due to panic= boot argument|Rebooting in 10 seconds/, 'and rebooted on its own (panic=10)')
+
+  // boot 7: the firmware boots the committed slot B again; the helper records the failed
+  // trial, the agent reports it, and the version is never tried again
+  const b7 = await boot('boot7')
+  t.teardown(() => b7.guest.kill())
+  t.same([b7.fw.slot, b7.fw.trial], ['B', false], 'after the reset: committed slot B')
+  const rolled = await sub.waitFor(() => osEvent('ota.rolled-back', BROKEN, b5.seen), 300_000, `ota.rolled-back for OS ${BROKEN}`)
+  t.match((rolled.json as Ev).data, { reason: /the trial boot of slot A did not commit; slot B booted again/ }, 'the reason names the fallback')
+  const online7 = await sub.waitFor(() => sub.messages.slice(b7.seen).find(m => m.topic.endsWith('/status') && m.json?.state === 'online'), 60_000, 'boot 7: online')
+  t.match(online7.json, { device: first.deviceId, os: { version: NEXT, slot: 'b' } }, `still ${NEXT} from slot B`)
+  t.match(ext4Reader(img, P.data, work).cat('/os/os-update.json') ?? '', new RegExp(`"phase":"failed","target":"A","version":"${BROKEN.replace(/\./g, '\\.')}"`))
+  await b7.guest.powerdown()
+  await b7.guest.exited(180_000)
+  t.same(parseAutoboot(fatRead(img, P.config, 'autoboot.txt')!.toString()), { committed: 'B', trial: 'A' }, 'autoboot.txt still boots B')
+  t.comment(`OS update test: ${Math.round((Date.now() - started) / 1000)} s in all`)
 })

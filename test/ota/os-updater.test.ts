@@ -18,6 +18,7 @@ import { missingOsTools, osDevice, packRelease, type OsDevice } from '../helpers
 import { makeRepo, serveRepo, tmp } from '../helpers/release.js'
 import { schemaErrors } from '../helpers/schemas.js'
 import type { OtaHooks } from '../../ota/device.js'
+import { rolloutStatus } from '../../ota/fleet-rollout.js'
 
 t.setTimeout(240_000)
 const missing = missingOsTools()
@@ -93,6 +94,9 @@ t.test('an OS release: found, verified twice, written to slot B, tried, committe
   t.match(readRecord(join(dev.osDir, 'os-update.json')), { phase: 'committed', version: '2.0.0', target: 'B' })
   const status = (await sub.waitFor(() => sub.on('/status').filter(m => m.json?.state === 'online' && (m.json?.os as { version?: string } | undefined)?.version === '2.0.0')[0], 10_000, 'status from OS 2.0.0')).json
   t.match(status, { os: { version: '2.0.0', slot: 'b', updates: true } })
+  const osReport = await rolloutStatus({ url: broker.url, fleet, seconds: 1, os: true, version: '2.0.0' })
+  t.match(osReport, { devices: 1, versions: { '2.0.0': { devices: 1, online: 1 } }, release: { version: '2.0.0', running: 1 } }, '`cairn fleet rollout status --os` counts OS releases')
+  t.match((await rolloutStatus({ url: broker.url, fleet, seconds: 1 })).versions, { '0.0.0-test': { devices: 1 } }, 'and without --os the agent releases')
   await agent.stop()
   t.equal(await dev.restart(), 'B', 'and a plain reboot stays there')
 
