@@ -127,7 +127,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
   // Cairn OS: the OS release that runs, and whether it updates itself (image-build/os-update)
   const cairnOs =
     deps.cairnOs === undefined
-      ? detectCairnOs({ stateDir: config.stateDir, osDir: config.ota.osDir, enabled: config.ota.osUpdates, now: () => clock.now(), sleep: ms => new Promise(r => setTimeout(r, ms)) })
+      ? detectCairnOs({ stateDir: config.stateDir, osDir: config.ota.osDir, enabled: config.ota.osUpdates, now: () => clock.now(), sleep: ms => new Promise(r => setTimeout(r, ms).unref()) })
       : (deps.cairnOs ?? undefined)
   if (cairnOs) log.info({ os: cairnOs.info }, cairnOs.info.updates ? 'Cairn OS: OS updates on' : `Cairn OS: OS updates off: ${cairnOs.info.detail}`)
   const cache = await startCacheService({ config, db, outbox, identity, clock, log: log.child({ mod: 'cache' }) })

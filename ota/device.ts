@@ -42,12 +42,24 @@ export interface OsUpdateDeps {
   /** the running OS release (/etc/cairn-release) and the slot it booted from */
   version: string
   slot: SlotName
+  /** how long after its boot a trial must commit (reported in ota.switching) */
+  trialDeadlineS?: number
 }
 
 /** Where each updater's record lives in state.db. */
 const RECORD_TABLE = { agent: 'ota_state', os: 'ota_os_state' } as const
-/** Phases in which an updater has a switch or trial under way: the other one holds. */
-const BUSY = new Set(['switching', 'trial', 'rolling-back'])
+
+/** What one updater must know of the other's switch. */
+export interface SwitchState {
+  readonly switchInFlight: boolean
+  readonly switchPending: boolean
+}
+
+/** Agent and OS updates never overlap, and never wait for each other both: the agent's
+ * switch goes first. The agent updater holds only while an OS switch is made and not
+ * over; the OS updater holds while the agent's is pending (staged) or not over. */
+export const agentHold = (os: SwitchState | undefined): string | undefined => (os?.switchInFlight ? 'an OS update is on trial' : undefined)
+export const osHold = (agent: SwitchState, agentTrial: boolean): string | undefined => (agent.switchPending || agentTrial ? 'an agent update is switching or on trial' : undefined)
 
 /** What tests (and later builds) may plug in. */
 export interface OtaHooks {
@@ -124,7 +136,8 @@ export class OtaService {
         log: kind === 'os' ? d.log.child({ target: 'os' }) : d.log,
         running,
         device: { deviceId: d.deviceId, arch: process.arch, board: d.board, channel: cfg.channel },
-        settings: { pollS: cfg.pollS, healthDeadlineS: cfg.healthDeadlineS, maxAttempts: cfg.maxAttempts, hintMinS: cfg.hintMinS },
+        // an OS trial's window is its slot backend's (from its boot), reported as such
+        settings: { pollS: cfg.pollS, healthDeadlineS: kind === 'os' ? (d.os?.trialDeadlineS ?? cfg.healthDeadlineS) : cfg.healthDeadlineS, maxAttempts: cfg.maxAttempts, hintMinS: cfg.hintMinS },
         downloadDir: join(otaDir, kind === 'os' ? 'download-os' : 'download'),
         health: { connected: () => d.connected(), statusPublished: () => self.published },
         selfTest: () => {
@@ -140,14 +153,8 @@ export class OtaService {
     let osUpdater: Updater | undefined
     try {
       const agentSlots = new DirectorySlots(otaDir)
-      agentUpdater = build('agent', agentSlots, { version: d.version, slot: d.launcher.slot }, channelFor('agent'), () =>
-        osUpdater && BUSY.has(osUpdater.phase) ? `an OS update is ${osUpdater.phase}` : undefined,
-      )
-      if (d.os) {
-        osUpdater = build('os', d.os.slots, { version: d.os.version, slot: d.os.slot }, channelFor('os'), () =>
-          BUSY.has(agentUpdater.phase) || agentSlots.current().trial ? 'an agent update is on trial' : undefined,
-        )
-      }
+      agentUpdater = build('agent', agentSlots, { version: d.version, slot: d.launcher.slot }, channelFor('agent'), () => agentHold(osUpdater))
+      if (d.os) osUpdater = build('os', d.os.slots, { version: d.os.version, slot: d.os.slot }, channelFor('os'), () => osHold(agentUpdater, agentSlots.current().trial !== null))
     } catch (err) {
       d.log.error({ err: errorBody(err).message }, 'release channel not available: updates are off')
       return undefined

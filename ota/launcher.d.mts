@@ -10,7 +10,7 @@ export declare function readSlots(dir: string): { state: SlotsState; source: 'sl
 export declare function writeSlots(dir: string, state: SlotsState): void
 export declare function rolledBack(state: SlotsState, version: string, reason: string, now: number): SlotsState
 export declare function compareVersions(a: string, b: string): -1 | 0 | 1 | null
-export declare function preferNewerFallback(state: SlotsState, slotVersion: string | undefined, fallbackVersion: string | undefined): SlotsState | null
+export declare function preferNewerFallback(state: SlotsState, slotVersion: string | undefined, fallbackVersion: string | undefined, osOnTrial?: boolean): SlotsState | null
 export declare function beforeStart(state: SlotsState, now: number, graceMs: number): { state: SlotsState; changed: boolean; rollback?: 'crash-loop' | 'health-timeout' }
 export declare function trialRemainingMs(trial: Trial, now: number, graceMs: number): number
 export declare function main(argv: readonly string[]): Promise<number>

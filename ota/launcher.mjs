@@ -3,7 +3,7 @@
 // that a broken release cannot break its own rollback. Plain JavaScript importing only
 // node:* modules; it never loads anything from a slot.
 //
-//   node launcher.mjs --ota-dir DIR [--fallback FILE] [--grace-s S] -- <agent args>
+//   node launcher.mjs --ota-dir DIR [--fallback FILE] [--grace-s S] [--os-record FILE] -- <agent args>
 //
 // Each start it reads DIR/slots.json (same rules as ota/slots.ts: validated, falling
 // back to the last good state, then to no slot). If a trial is pending it counts the
@@ -15,7 +15,9 @@
 // bundle while no slot is installed) with CAIRN_SLOT and CAIRN_OTA_DIR set. A fallback
 // bundle newer than the committed slot's (an OS update brought it: its VERSION file sits
 // beside it) takes over: slots.json is set to no slot first, so the agent and this
-// launcher agree on what runs, and agent updates continue from that version. It forwards
+// launcher agree on what runs, and agent updates continue from that version; but not
+// while an OS update is on trial (--os-record, Cairn OS's update record, says so): a
+// trial that fails must find the agent it left. It forwards
 // SIGTERM/SIGINT/SIGHUP, and exits with the agent's code. Exit code 75 from the agent
 // means "slots.json changed, start again now" and is handled here; systemd's
 // Restart=always handles everything else (every start of the launcher is one attempt).
@@ -135,7 +137,8 @@ export function rolledBack(state, version, reason, now) {
 /** Semantic version precedence (semver.org item 11), or null when either is not one;
  * the same rules as ota/semver.ts (test/ota/slots.test.ts holds them together). */
 export function compareVersions(a, b) {
-  const re = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z.-]+)?$/
+  const id = '(?:0|[1-9]\\d*|\\d*[A-Za-z-][0-9A-Za-z-]*)'
+  const re = new RegExp(`^(0|[1-9]\\d*)\\.(0|[1-9]\\d*)\\.(0|[1-9]\\d*)(?:-(${id}(?:\\.${id})*))?(?:\\+[0-9A-Za-z-]+(?:\\.[0-9A-Za-z-]+)*)?$`)
   const pa = re.exec(a)
   const pb = re.exec(b)
   if (!pa || !pb) return null
@@ -157,10 +160,20 @@ export function compareVersions(a, b) {
 
 /** Pure: whether the fallback bundle (version `fallbackVersion`) should run instead of
  * the committed slot holding `slotVersion`; the state to write when it should. */
-export function preferNewerFallback(state, slotVersion, fallbackVersion) {
-  if (state.trial || !state.active || !slotVersion || !fallbackVersion) return null
+export function preferNewerFallback(state, slotVersion, fallbackVersion, osOnTrial = false) {
+  if (osOnTrial || state.trial || !state.active || !slotVersion || !fallbackVersion) return null
   if (compareVersions(fallbackVersion, slotVersion) !== 1) return null
   return { ...state, active: null, previous: null }
+}
+
+/** Whether Cairn OS's update record says a trial is on (image-build/os-update/plan.ts). */
+function osOnTrial(file) {
+  if (!file) return false
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')).phase === 'trial'
+  } catch {
+    return false
+  }
 }
 
 function readVersion(file) {
@@ -197,7 +210,7 @@ function parseArgs(argv) {
   const sep = argv.indexOf('--')
   const own = sep === -1 ? argv : argv.slice(0, sep)
   const agentArgs = sep === -1 ? [] : argv.slice(sep + 1)
-  const opts = { otaDir: undefined, fallback: undefined, graceS: 15, node: process.execPath, agentArgs }
+  const opts = { otaDir: undefined, fallback: undefined, graceS: 15, node: process.execPath, osRecord: undefined, agentArgs }
   for (let i = 0; i < own.length; i++) {
     const a = own[i]
     const val = () => {
@@ -209,6 +222,7 @@ function parseArgs(argv) {
     else if (a === '--fallback') opts.fallback = val()
     else if (a === '--grace-s') opts.graceS = Number(val())
     else if (a === '--node') opts.node = val()
+    else if (a === '--os-record') opts.osRecord = val()
     else throw new Error(`unknown option ${a}`)
   }
   if (!opts.otaDir) throw new Error('--ota-dir DIR is required')
@@ -227,7 +241,7 @@ export async function main(argv) {
   try {
     opts = parseArgs(argv)
   } catch (err) {
-    process.stderr.write(`cairn launcher: ${err.message}\nusage: node launcher.mjs --ota-dir DIR [--fallback FILE] [--grace-s S] -- <agent args>\n`)
+    process.stderr.write(`cairn launcher: ${err.message}\nusage: node launcher.mjs --ota-dir DIR [--fallback FILE] [--grace-s S] [--os-record FILE] -- <agent args>\n`)
     return 2
   }
   const dir = opts.otaDir
@@ -258,7 +272,7 @@ export async function main(argv) {
     if (opts.fallback && state.active) {
       const slotVersion = readVersion(join(dir, 'slots', state.active, 'VERSION'))
       const fallbackVersion = readVersion(join(dirname(opts.fallback), 'VERSION'))
-      const newer = preferNewerFallback(state, slotVersion, fallbackVersion)
+      const newer = preferNewerFallback(state, slotVersion, fallbackVersion, osOnTrial(opts.osRecord))
       if (newer) {
         writeSlots(dir, newer)
         log('info', `the installed bundle ${fallbackVersion} is newer than slot ${state.active}'s ${slotVersion} (an OS update brought it): starting it`, { slot: state.active, slotVersion, fallbackVersion })

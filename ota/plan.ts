@@ -73,6 +73,9 @@ export const INITIAL_RECORD: OtaRecord = { phase: 'idle', failures: 0, times: {}
 
 export type SelfTestState = 'not-run' | 'ok' | 'failed'
 
+/** How long a switch that arms a reboot (tryboot) waits for that reboot before asking again. */
+export const REBOOT_WAIT_MS = 10 * 60_000
+
 export interface Facts {
   /** What this updater installs: agent bundles (directory slots) or the OS (tryboot). */
   kind?: ReleaseInfo['kind']
@@ -156,8 +159,13 @@ export function plan(r: OtaRecord, f: Facts): Step {
     // could record its trial.
     return { kind: 'rollback', reason: f.slots.rollback.reason }
   }
-  // Switched by arming a reboot (tryboot): nothing to do until the device restarts.
-  if (r.phase === 'switching' && f.slots.rebootPending) return wait(`rebooting into ${f.slots.rebootPending}`, f.now + 60_000)
+  // Switched by arming a reboot (tryboot): nothing to do until the device restarts, but
+  // a reboot that never came (10 min) is asked for again.
+  if (r.phase === 'switching' && f.slots.rebootPending) {
+    const since = r.times.switched ?? f.now
+    if (f.now - since < REBOOT_WAIT_MS) return wait(`rebooting into ${f.slots.rebootPending}`, Math.min(since + REBOOT_WAIT_MS, f.now + 60_000))
+    return { kind: 'switch' }
+  }
   const refusal = refusalOf(c, f.running.version, f.slots.bad, r.pinned, f.kind)
   if (refusal) return { kind: 'abandon', reason: refusal }
   if (r.paused) return wait('paused')

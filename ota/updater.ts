@@ -274,7 +274,8 @@ export class Updater {
         try {
           await this.o.slots.activateForTrial(slot, c.version, { maxAttempts, deadlineS: healthDeadlineS, now: now() })
         } catch (err) {
-          if (!(err instanceof StageError)) throw err
+          // counted and given up after MAX_FAILURES like any other step, never retried for ever
+          if (!(err instanceof StageError)) return this.transientFailure(step, err)
           // The slot mechanism says this can never switch (the OS helper refused the trial).
           this.o.slots.markBad(c.version)
           this.cleanDownloads()
@@ -454,6 +455,17 @@ export class Updater {
 
   get resting(): boolean {
     return RESTING.has(this.rec.phase)
+  }
+
+  /** A switch was made and its trial (or rollback) is not over. */
+  get switchInFlight(): boolean {
+    const r = this.rec
+    return r.phase === 'trial' || r.phase === 'rolling-back' || (r.phase === 'switching' && r.times.switched !== undefined)
+  }
+
+  /** Staged and about to switch, or switched and not over. */
+  get switchPending(): boolean {
+    return this.switchInFlight || this.rec.phase === 'switching'
   }
 }
 

@@ -8,6 +8,9 @@ import type { OsUpdateDeps } from '../../ota/device.js'
 import { CAPABILITY_FILE } from './helper.js'
 import { bootedFromCmdline, TrybootSlots } from './slots.js'
 
+/** How long after its boot an OS trial must commit. */
+export const OS_TRIAL_DEADLINE_S = 600
+
 export interface CairnOsInfo {
   readonly version: string
   readonly slot: 'a' | 'b'
@@ -58,12 +61,15 @@ export function detectCairnOs(o: CairnOsOptions): { info: CairnOsInfo; deps?: Os
     uptimeS: () => Number(read(root, 'proc/uptime')?.split(' ')[0] ?? 0),
     now: o.now,
     sleep: o.sleep,
+    // the OS trial's window (the agent's own healthDeadlineS is for agent slots)
+    trialDeadlineS: OS_TRIAL_DEADLINE_S,
   })
   const off = (detail: string) => ({ info: { version, slot, updates: false, detail } as CairnOsInfo })
   if (!o.enabled) return off('ota.osUpdates is false')
   const cap = slots.capability()
-  if (!cap) return off('the OS update helper has not run in this boot (cairn-os-update.service)')
+  const bootId = read(root, 'proc/sys/kernel/random/boot_id')?.trim()
+  if (!cap || (cap.bootId !== undefined && cap.bootId !== bootId)) return off('the OS update helper has not run in this boot (cairn-os-boot.service)')
   if (!cap.channel) return off('this image has no release channel (built without --release-root/--release-url)')
   if (!cap.tryboot) return off(`this device cannot pass the tryboot flag to the firmware: ${cap.detail}`)
-  return { info: { version, slot, updates: true, detail: `tryboot: ${cap.tryboot}` }, deps: { slots, version, slot } }
+  return { info: { version, slot, updates: true, detail: `tryboot: ${cap.tryboot}` }, deps: { slots, version, slot, trialDeadlineS: OS_TRIAL_DEADLINE_S } }
 }

@@ -1,11 +1,11 @@
 // Entry of dist/image/os-update.mjs (/opt/cairn/os-update.mjs on the device), run as root
-// by cairn-os-update.service (at boot and on each agent request) and cairn-os-trial.service
-// (`--deadline`). The device ports of helper.ts: partitions found from the disk that holds
+// by cairn-os-boot.service (`--boot`, before the agent), cairn-os-update.service (on each
+// agent request) and cairn-os-trial.service (`--deadline`), one at a time (flock). The device ports of helper.ts: partitions found from the disk that holds
 // the data partition, the TUF check against the image's own trusted root, slot writes
 // (write-slot.ts), the tryboot flag, reboots by systemctl.
 
 import { execFileSync, spawnSync } from 'node:child_process'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readFileSync, statSync, writeFileSync } from 'node:fs'
 import { classifyModel } from '../../hw/board.js'
 import { SLOT_PARTITION, type Slot } from './autoboot.js'
 import { writeAtomic } from './execute.js'
@@ -16,6 +16,7 @@ import { partitionBytes, siblingPartition } from './partitions.js'
 import { writeOsSlot } from './write-slot.js'
 
 const OS_DIR = '/var/lib/cairn/os'
+const AGENT_DIR = '/var/lib/cairn/agent'
 const CONFIG_MOUNT = '/boot/cairn'
 const ROOT_PARTITION: Readonly<Record<Slot, number>> = { A: 5, B: 6 }
 /** The boot test's stand-in for the Pi firmware reads this from the CAIRN partition. */
@@ -74,8 +75,8 @@ const result = await runHelper(
     recordFile: `${OS_DIR}/os-update.json`,
     resultFile: `${OS_DIR}/os-update-result.json`,
     capabilityFile: `${OS_DIR}/${CAPABILITY_FILE}`,
-    requestDir: '/var/lib/cairn/agent/os-update',
-    imageRoot: '/var/lib/cairn/agent',
+    requestDir: `${AGENT_DIR}/os-update`,
+    imageRoot: AGENT_DIR,
     booted: () => bootedFromCmdline(cmdline),
     bootId: () => readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(),
     runningVersion: () => release,
@@ -88,7 +89,7 @@ const result = await runHelper(
     now: () => new Date(),
     log: line => process.stdout.write(`cairn-os-update: ${line}\n`),
   },
-  process.argv.includes('--deadline') ? 'deadline' : 'request',
+  process.argv.includes('--deadline') ? 'deadline' : process.argv.includes('--boot') ? 'boot' : 'request',
   async (image, target, version, verified) => {
     const rootDevice = partitionDevice(ROOT_PARTITION[target])
     const bootDevice = partitionDevice(SLOT_PARTITION[target])
@@ -100,6 +101,8 @@ const result = await runHelper(
       bootBytes: partitionBytes(bootDevice),
       bootLabel: `CAIRN-BOOT${target}`,
       staging: `${OS_DIR}/staging`,
+      // the release must be the agent's own file, whatever its path resolved to
+      imageOwner: statSync(AGENT_DIR).uid,
     })
     process.stdout.write(`cairn-os-update: wrote ${version} into slot ${target} (${rootDevice}: ${r.rootBytes} bytes, ${bootDevice}: ${r.bootFiles} boot files) in ${r.seconds} s\n`)
   },

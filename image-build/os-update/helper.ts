@@ -56,6 +56,8 @@ export interface Capability {
   readonly detail: string
   /** whether the image has a release channel the helper can verify against */
   readonly channel: boolean
+  /** the boot it was found in (a file from an earlier boot says nothing of this one) */
+  readonly bootId: string
   readonly at: string
 }
 
@@ -152,11 +154,13 @@ class Unavailable extends Error {
 
 const isPermanent = (err: unknown) => err instanceof RequestError || err instanceof VerifyError || err instanceof ReleaseFormatError || err instanceof Unavailable
 
-/** What the helper does for one start: a request if there is one, else the boot-time
- * run (records a trial that fell back) or, with `deadline`, ends a trial boot that
- * nobody committed. Each start also says in the capability file whether OS updates can
- * work here. The outcome goes to the result file. */
-export async function runHelper(p: HelperPorts, mode: 'request' | 'deadline', writeSlot: SlotWriter): Promise<HelperResult> {
+/** What the helper does for one start: `request`, the agent's request (cairn-os-update.path);
+ * `boot`, the boot-time run (cairn-os-boot.service, before the agent: records a trial that
+ * fell back, and drops a request left from before the reboot, which the agent will make
+ * again if it still wants it); `deadline`, ends a trial boot that nobody committed. Each
+ * start also says in the capability file whether OS updates can work here. The outcome
+ * goes to the result file. */
+export async function runHelper(p: HelperPorts, mode: 'request' | 'boot' | 'deadline', writeSlot: SlotWriter): Promise<HelperResult> {
   let req: Request | undefined
   let asked: string | undefined
   let op: HelperResult['op'] = mode === 'deadline' ? 'deadline' : 'boot'
@@ -167,11 +171,13 @@ export async function runHelper(p: HelperPorts, mode: 'request' | 'deadline', wr
     return result
   }
   try {
+    // the request first: whatever fails below, it is not left to trigger the path unit again
+    const raw = mode === 'deadline' ? undefined : takeRequest(p.requestDir)
+    if (mode === 'boot' && raw !== undefined) p.log(`dropped a request left from before the reboot (${JSON.stringify(raw)?.slice(0, 120)}): the agent asks again if it still wants it`)
     const probe = await p.probeTryboot()
-    const capability: Capability = { tryboot: probe.method, detail: probe.detail, channel: p.verifyRelease !== undefined, at: p.now().toISOString() }
+    const capability: Capability = { tryboot: probe.method, detail: probe.detail, channel: p.verifyRelease !== undefined, bootId: p.bootId(), at: p.now().toISOString() }
     writeAtomic(p.capabilityFile, JSON.stringify(capability) + '\n')
     if (mode === 'request') {
-      const raw = takeRequest(p.requestDir)
       if (raw !== undefined) {
         // A refused request is still answered as itself, so the agent waiting for it hears.
         const r = raw as Record<string, unknown> | null
@@ -181,11 +187,17 @@ export async function runHelper(p: HelperPorts, mode: 'request' | 'deadline', wr
         }
         req = parseRequest(raw, p.imageRoot)
         op = req.op
-      } else p.log(`tryboot: ${probe.method ?? 'unavailable'} (${probe.detail})`)
-    }
+      }
+    } else if (mode === 'boot') p.log(`tryboot: ${probe.method ?? 'unavailable'} (${probe.detail})`)
     // Without the flag the reboot would be an ordinary one: the trial would never run and
     // the update would be recorded as failed. Say why instead.
     if ((req?.op === 'arm' || req?.op === 'write') && !probe.method) throw new Unavailable(`this device cannot pass the tryboot flag to the firmware, so an OS update could never be tried: ${probe.detail} (docs/image.md, "OS updates")`)
+    // arm, commit and reject name the update they are about: check before acting on it
+    if (req && req.op !== 'write') {
+      const rec = readRecord(p.recordFile)
+      if (!rec) throw new RequestError(`nothing to ${req.op}: the update record is empty`)
+      if (rec.version !== req.version) throw new RequestError(`the update in progress is ${rec.version}, not ${req.version}`)
+    }
     let verified: Verified | undefined
     if (req?.op === 'write') {
       const rec = readRecord(p.recordFile)
@@ -220,6 +232,12 @@ export async function runHelper(p: HelperPorts, mode: 'request' | 'deadline', wr
     if (req && !already && !steps.some(k => expected.includes(k))) return finish({ op, version: req.version, ok: false, error: `nothing to ${req.op}: the update record is ${after?.phase ?? 'empty'}`, steps })
     return finish({ op, ...(req ? { version: req.version } : {}), ok: true, steps })
   } catch (err) {
+    // A release that cannot be written is not left half written as "writing": the next
+    // boot would keep it, and it is no candidate any more.
+    if (req?.op === 'write' && isPermanent(err)) {
+      const rec = readRecord(p.recordFile)
+      if (rec?.phase === 'writing' && rec.version === req.version) writeAtomic(p.recordFile, JSON.stringify({ ...rec, phase: 'failed', reason: `the slot write failed: ${(err as Error).message}`.slice(0, 300) }) + '\n')
+    }
     const version = req?.version ?? asked
     return finish({ op, ...(version ? { version } : {}), ok: false, error: (err as Error).message, ...(isPermanent(err) ? { permanent: true } : {}), steps: [] })
   }

@@ -196,14 +196,16 @@ class ByteReader {
     for await (const _ of this.take(n)) void _
   }
 
-  /** Reads to the end; true when everything left was zero padding. */
-  async onlyZerosLeft(): Promise<boolean> {
-    let zeros = true
+  /** Reads to the end; true when everything left was zero padding, and no more of it
+   * than `max` bytes (tar pads to its record size, 10 KiB for GNU tar). */
+  async onlyZerosLeft(max: number): Promise<boolean> {
+    let seen = 0
     do {
-      if (!this.pending.every(b => b === 0)) zeros = false
+      seen += this.pending.length
+      if (seen > max || !this.pending.every(b => b === 0)) return false
       this.pending = Buffer.alloc(0)
     } while (await this.fill())
-    return zeros
+    return true
   }
 }
 
@@ -268,9 +270,8 @@ export async function readOsRelease(source: AsyncIterable<Buffer>, expectVersion
       if (h.size === 0 || h.size > limits.maxRootBytes) throw new ReleaseFormatError(`${ROOT_IMAGE} is ${h.size} bytes; the root partition holds ${limits.maxRootBytes}`)
       for (const f of REQUIRED_BOOT_FILES) if (!bootFiles.includes(f)) throw new ReleaseFormatError(`the release's boot files lack ${f}`)
       await drain(r, h.size, sink.root(h.size))
-      // Only the end-of-archive blocks may follow.
       // Only the end-of-archive blocks (and tar's zero padding) may follow.
-      if (!(await r.onlyZerosLeft())) throw new ReleaseFormatError(`not a Cairn OS release: data after ${ROOT_IMAGE}`)
+      if (!(await r.onlyZerosLeft(64 * 1024))) throw new ReleaseFormatError(`not a Cairn OS release: data after ${ROOT_IMAGE}`)
       return { bootFiles, bootBytes, rootBytes: h.size }
     }
     const parts = h.path.split('/')

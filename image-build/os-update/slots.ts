@@ -63,8 +63,10 @@ export class TrybootSlots implements SlotBackend {
     const r = readRecord(this.o.recordFile)
     const booted = this.o.booted()
     const onTrial = r?.phase === 'trial' && r.target === booted
+    // the helper's record keeps only the latest update: a failed one joins the agent's own
+    // list for good, or two broken releases would take turns for ever
+    if (r?.phase === 'failed') this.markBad(r.version)
     const bad = new Set(this.ownBad())
-    if (r?.phase === 'failed') bad.add(r.version)
     return {
       active: lower(booted),
       previous: r && r.phase !== 'writing' && r.phase !== 'written' ? lower(booted === 'A' ? 'B' : 'A') : null,
@@ -103,10 +105,10 @@ export class TrybootSlots implements SlotBackend {
   /** Rejects the trial (the helper reboots, the firmware starts the committed slot); a
    * trial that already fell back needs nothing more. */
   async rollback(version: string, reason: string): Promise<void> {
+    // bad first: the reject below reboots the device
+    this.markBad(version)
     const r = readRecord(this.o.recordFile)
-    if (r?.version === version && r.phase === 'failed') return
-    if (r?.version !== version || r.phase !== 'trial') return this.markBad(version)
-    await this.ask({ op: 'reject', version, reason: reason.slice(0, 300) })
+    if (r?.version === version && r.phase === 'trial') await this.ask({ op: 'reject', version, reason: reason.slice(0, 300) })
   }
 
   /** A version refused before it ever booted (it would fail the same way again). */

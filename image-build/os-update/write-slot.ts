@@ -1,16 +1,17 @@
 // Writes a verified OS release into the inactive slot's two partitions, as root. The
 // release file sits in the agent's state dir, so the agent could change it while it is
-// read: it is opened once (no links followed) and read in ONE pass that both hashes the
-// bytes and writes them out, so what lands on the partitions is exactly what was hashed.
-// Until that hash matches the signed metadata nothing written counts: the root partition
-// keeps its neutral label, the boot partition is not touched (its files wait in root's
-// staging dir), and the caller does not record the slot as written.
+// read, or name a file that is not its own. So nothing from it reaches a partition
+// before it verified: the file is opened once (no links followed, no FIFOs), must be the
+// agent's own plain file of the signed length, and is copied into root's staging dir
+// while its bytes are hashed. Only a copy whose hash is the signed one is unpacked onto
+// the partitions, and only from that copy, which no other user can open: what lands on
+// the disk is exactly what was signed, and a file that is not never touches it (its
+// bytes could otherwise carry any file system label the next boot might mount).
 
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { closeSync, constants, existsSync, fstatSync, read, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, constants, createReadStream, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, read, readdirSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { Readable, Transform } from 'node:stream'
 import { promisify } from 'node:util'
 import { isZstd, readOsRelease, ReleaseFormatError, type ChunkWriter, type OsReleaseSink } from './release-format.js'
 
@@ -23,8 +24,11 @@ export interface SlotTarget {
   readonly bootDevice: string
   readonly bootBytes: number
   readonly bootLabel: string
-  /** root's own scratch dir for the boot files (emptied first, removed after) */
+  /** root's own scratch dir (emptied first, removed after): the verified copy of the
+   * release and the boot files */
   readonly staging: string
+  /** the uid the release file must belong to (the agent's); any, when undefined (tests) */
+  readonly imageOwner?: number
 }
 
 export interface Verified {
@@ -47,9 +51,17 @@ const run = (cmd: string, args: readonly string[], okCodes: readonly number[] = 
     })
   })
 
+const readAt = promisify(read)
+
 /** Plain-file chunk writer (a boot file in the staging dir). */
 function fileWriter(path: string): ChunkWriter {
-  const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
+  let fd: number
+  try {
+    fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new ReleaseFormatError(`the release holds ${path.split('/boot/')[1] ?? path} twice`)
+    throw err
+  }
   return {
     write: async b => void writeSync(fd, b),
     close: async () => {
@@ -75,109 +87,118 @@ function deviceWriter(path: string): ChunkWriter {
   }
 }
 
-/** Streams the release at `image` onto `t`, checks it against `verified`, then makes the
- * slot bootable: root checked, grown to its partition and labelled; boot partition
- * formatted and filled, its cmdline.txt naming this slot's root. */
-export async function writeOsSlot(image: string, version: string, verified: Verified, t: SlotTarget): Promise<WriteReport> {
-  const started = Date.now()
-  const fd = openSync(image, constants.O_RDONLY | constants.O_NOFOLLOW)
-  let result
+/** Copies exactly `verified.length` bytes of the agent's file into `dest` (root's),
+ * hashing them; refuses before writing a partition unless they are the signed bytes. */
+async function copyVerified(image: string, verified: Verified, dest: string, owner: number | undefined): Promise<void> {
+  // O_NONBLOCK: a FIFO planted as the image must not hang the helper on open
+  const fd = openSync(image, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
   try {
     const st = fstatSync(fd)
     if (!st.isFile()) throw new ReleaseFormatError('the release image is not a plain file')
-    if (st.size !== verified.length) throw new ReleaseFormatError(`the release image is ${st.size} bytes; the signed metadata says ${verified.length}`)
-    const head = Buffer.alloc(4)
-    readSync(fd, head, 0, 4, 0)
-    rmSync(t.staging, { recursive: true, force: true })
-    mkdirSync(t.staging, { recursive: true, mode: 0o700 })
-    result = await streamRelease(fd, isZstd(head), version, verified, t)
+    if (owner !== undefined && st.uid !== owner) throw new ReleaseFormatError(`the release image does not belong to the agent (uid ${owner})`)
+    if (st.size !== verified.length) throw new ReleaseFormatError(`the release image is not the signed length (${verified.length} bytes)`)
+    const out = openSync(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
+    const hash = createHash('sha256')
+    try {
+      const buf = Buffer.allocUnsafe(1 << 20)
+      let pos = 0
+      // never past the signed length, whatever the file does meanwhile
+      while (pos < verified.length) {
+        const { bytesRead } = await readAt(fd, buf, 0, Math.min(buf.length, verified.length - pos), pos)
+        if (bytesRead === 0) break
+        hash.update(buf.subarray(0, bytesRead))
+        for (let off = 0; off < bytesRead; ) off += writeSync(out, buf, off, bytesRead - off)
+        pos += bytesRead
+      }
+      fsyncSync(out)
+      if (pos !== verified.length || hash.digest('hex') !== verified.sha256) throw new ReleaseFormatError('the release image does not match the signed metadata (changed or corrupted after download)')
+    } finally {
+      closeSync(out)
+    }
   } finally {
     closeSync(fd)
   }
-  // Verified: from here on the bytes are the signed release's.
-  await run('e2fsck', ['-f', '-p', t.rootDevice], [0, 1])
-  await run('resize2fs', [t.rootDevice])
-  await run('e2label', [t.rootDevice, t.rootLabel])
-  const cmdlineFile = join(t.staging, 'cmdline.txt')
-  const cmdline = readFileSync(cmdlineFile, 'utf8')
-  // the slot boots its own root, whichever slot the release was built from
-  if (!/(^|\s)root=LABEL=cairn-root[AB]?(?=\s|$)/.test(cmdline)) throw new ReleaseFormatError('the release\'s cmdline.txt has no root=LABEL=cairn-root… to point at the slot')
-  writeFileSync(cmdlineFile, cmdline.replace(/(^|\s)root=LABEL=cairn-root[AB]?(?=\s|$)/, `$1root=LABEL=${t.rootLabel}`))
-  const slotNote = join(t.staging, 'cairn-slot.txt')
-  if (existsSync(slotNote)) writeFileSync(slotNote, readFileSync(slotNote, 'utf8').replace(/^slot=[AB]$/m, `slot=${t.rootLabel.slice(-1)}`))
-  await run('mkfs.vfat', ['-n', t.bootLabel, t.bootDevice])
-  const entries = readdirSync(t.staging).map(f => join(t.staging, f))
-  await run('mcopy', ['-s', '-i', t.bootDevice, ...entries, '::/'])
-  await run('sync', [])
-  rmSync(t.staging, { recursive: true, force: true })
-  return { rootBytes: result.rootBytes, bootFiles: result.bootFiles.length, seconds: Math.round((Date.now() - started) / 100) / 10 }
 }
 
-const readAt = promisify(read)
-
-/** The file from its start, in 1 MiB chunks. */
-async function* readChunks(fd: number): AsyncGenerator<Buffer> {
-  for (let pos = 0; ; ) {
-    const buf = Buffer.allocUnsafe(1 << 20)
-    const { bytesRead } = await readAt(fd, buf, 0, buf.length, pos)
-    if (bytesRead === 0) return
-    pos += bytesRead
-    yield buf.subarray(0, bytesRead)
+/** Verifies the release at `image` (a copy in root's staging dir), then unpacks that copy
+ * onto `t` and makes the slot bootable: root checked, grown to its partition and
+ * labelled; boot partition formatted and filled, its cmdline.txt naming this slot's root. */
+export async function writeOsSlot(image: string, version: string, verified: Verified, t: SlotTarget): Promise<WriteReport> {
+  const started = Date.now()
+  rmSync(t.staging, { recursive: true, force: true })
+  mkdirSync(join(t.staging, 'boot'), { recursive: true, mode: 0o700 })
+  const copy = join(t.staging, 'release')
+  const boot = join(t.staging, 'boot')
+  try {
+    await copyVerified(image, verified, copy, t.imageOwner)
+    // Verified: from here on every byte is the signed release's.
+    const result = await unpack(copy, version, t, boot)
+    await run('e2fsck', ['-f', '-p', t.rootDevice], [0, 1])
+    await run('resize2fs', [t.rootDevice])
+    await run('e2label', [t.rootDevice, t.rootLabel])
+    const cmdlineFile = join(boot, 'cmdline.txt')
+    const cmdline = readFileSync(cmdlineFile, 'utf8')
+    // the slot boots its own root, whichever slot the release was built from
+    if (!/(^|\s)root=LABEL=cairn-root[AB]?(?=\s|$)/.test(cmdline)) throw new ReleaseFormatError("the release's cmdline.txt has no root=LABEL=cairn-root… to point at the slot")
+    writeFileSync(cmdlineFile, cmdline.replace(/(^|\s)root=LABEL=cairn-root[AB]?(?=\s|$)/, `$1root=LABEL=${t.rootLabel}`))
+    const slotNote = join(boot, 'cairn-slot.txt')
+    if (existsSync(slotNote)) writeFileSync(slotNote, readFileSync(slotNote, 'utf8').replace(/^slot=[AB]$/m, `slot=${t.rootLabel.slice(-1)}`))
+    await run('mkfs.vfat', ['-n', t.bootLabel, t.bootDevice])
+    const entries = readdirSync(boot).map(f => join(boot, f))
+    await run('mcopy', ['-s', '-i', t.bootDevice, ...entries, '::/'])
+    await run('sync', [])
+    return { rootBytes: result.rootBytes, bootFiles: result.bootFiles.length, seconds: Math.round((Date.now() - started) / 100) / 10 }
+  } finally {
+    rmSync(t.staging, { recursive: true, force: true })
   }
 }
 
-async function streamRelease(fd: number, zstd: boolean, version: string, verified: Verified, t: SlotTarget) {
-  const hash = createHash('sha256')
-  let bytes = 0
-  // (not fs.createReadStream: destroying it closes the fd, which the caller owns)
-  const raw = Readable.from(readChunks(fd))
-  // every byte read is hashed on its way to the decompressor
-  const tap = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      hash.update(chunk)
-      bytes += chunk.length
-      cb(null, chunk)
-    },
-  })
-  const hashed = new Promise<void>((resolve, reject) => tap.once('finish', resolve).once('error', reject))
-  hashed.catch(() => undefined) // awaited below; a failure surfaces through the reader too
-  raw.once('error', err => tap.destroy(err))
-  raw.pipe(tap)
-  let source: Readable = tap
-  let child: ChildProcess | undefined
-  let childExit: Promise<number | null> | undefined
-  if (zstd) {
-    const z = spawn('zstd', ['-d', '-c', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] })
-    child = z
-    let err = ''
-    z.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-500)))
-    childExit = new Promise(resolve => z.once('exit', code => resolve(code)))
-    z.stdin!.on('error', () => undefined) // zstd stopped reading: its exit code says why
-    tap.pipe(z.stdin!)
-    source = z.stdout!
-    void childExit.then(code => {
-      if (code !== 0) z.stdout!.destroy(new ReleaseFormatError(`the release does not decompress (zstd: ${err.trim() || `exit ${code}`})`))
-    })
+/** The verified copy, decompressed (zstd) and read into the root partition and `boot`. */
+async function unpack(copy: string, version: string, t: SlotTarget, boot: string) {
+  const head = Buffer.alloc(4)
+  const hfd = openSync(copy, 'r')
+  try {
+    readSync(hfd, head, 0, 4, 0)
+  } finally {
+    closeSync(hfd)
   }
   const sink: OsReleaseSink = {
-    bootDir: rel => mkdirSync(join(t.staging, rel), { mode: 0o700 }),
+    bootDir: rel => mkdirSync(join(boot, rel), { mode: 0o700 }),
     bootFile: rel => {
-      mkdirSync(dirname(join(t.staging, rel)), { recursive: true, mode: 0o700 })
-      return fileWriter(join(t.staging, rel))
+      mkdirSync(dirname(join(boot, rel)), { recursive: true, mode: 0o700 })
+      return fileWriter(join(boot, rel))
     },
     root: () => deviceWriter(t.rootDevice),
   }
+  const limits = { maxRootBytes: t.rootBytes, maxBootBytes: t.bootBytes - 4 * 1024 * 1024 }
+  if (!isZstd(head)) {
+    const plain = createReadStream(copy, { highWaterMark: 1 << 20 })
+    try {
+      return await readOsRelease(plain, version, limits, sink)
+    } finally {
+      plain.destroy()
+    }
+  }
+  const z = spawn('zstd', ['-d', '-c', '-q', copy], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let err = ''
+  z.stderr.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-500)))
+  const exited = new Promise<number | null>(resolve => {
+    z.once('error', e => {
+      err = e.message
+      resolve(-1)
+    })
+    z.once('exit', code => resolve(code))
+  })
   try {
-    const r = await readOsRelease(source as AsyncIterable<Buffer>, version, { maxRootBytes: t.rootBytes, maxBootBytes: t.bootBytes - 4 * 1024 * 1024 }, sink)
-    if (childExit && (await childExit) !== 0) throw new ReleaseFormatError('the release does not decompress')
-    await hashed
-    const sha256 = hash.digest('hex')
-    if (bytes !== verified.length || sha256 !== verified.sha256) throw new ReleaseFormatError(`the release image does not match the signed metadata (read ${bytes} bytes, sha256 ${sha256.slice(0, 16)}…): changed or corrupted after download`)
+    const r = await readOsRelease(z.stdout, version, limits, sink)
+    const code = await exited
+    if (code !== 0) throw new ReleaseFormatError(`the release does not decompress (zstd: ${err.trim() || `exit ${code}`})`)
     return r
-  } catch (err) {
-    raw.destroy()
-    tap.destroy()
-    child?.kill('SIGKILL')
-    throw err
+  } catch (e) {
+    z.kill('SIGKILL')
+    const code = await exited
+    // zstd's own complaint says more than a truncated tar
+    if (code !== 0 && code !== null && err.trim()) throw new ReleaseFormatError(`the release does not decompress (zstd: ${err.trim()})`)
+    throw e
   }
 }

@@ -22,7 +22,11 @@ export function applySteps(steps: readonly Step[], opts: ApplyOptions): void {
     const p = at(step.path)
     switch (step.kind) {
       case 'mkdir':
+        // A directory the agent's user owns (its state dir) could have been swapped for a
+        // link since the last boot: root must never chmod or chown through it.
+        if (isLink(p)) rmSync(p)
         mkdirSync(p, { recursive: true })
+        if (isLink(p)) throw new Error(`${p} is a symbolic link`)
         chmodSync(p, step.mode)
         own(p, step.owner)
         break
@@ -55,6 +59,14 @@ export function applySteps(steps: readonly Step[], opts: ApplyOptions): void {
     }
   }
   syncDirs(steps.map(s => dirname(at(s.path))))
+}
+
+function isLink(p: string): boolean {
+  try {
+    return lstatSync(p).isSymbolicLink()
+  } catch {
+    return false
+  }
 }
 
 function exists(p: string): boolean {

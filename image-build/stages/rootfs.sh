@@ -6,7 +6,7 @@
 ENABLE_UNITS=(systemd-networkd.service systemd-resolved.service systemd-timesyncd.service
   avahi-daemon.service ssh.service cairn-provision.service cairn-grow-data.service
   cairn-agent.service cairn-reboot.path cairn-reprovision.path cairn-node-red.service
-  cairn-os-update.service cairn-os-update.path cairn-os-trial.timer)
+  cairn-os-boot.service cairn-os-update.path cairn-os-trial.timer)
 
 stage_rootfs() {
   local R=$ROOTFS
@@ -37,7 +37,9 @@ stage_rootfs() {
     echo "no release channel given: agent OTA is off in this image"
   fi
   chown -R 0:0 "$R/opt/cairn"
-  printf '%s\n' "$VERSION" >"$R/opt/cairn/VERSION"
+  # the bundle's own version (the launcher compares it with the committed agent slot's;
+  # the image's --version may differ)
+  node "$REPO/dist/cairn.mjs" --version >"$R/opt/cairn/VERSION"
 
   # the unprivileged user the agent runs as (no login, no password); video for
   # /dev/vcio (vcgencmd), gpio for the GPIO character devices (60-cairn-gpio.rules)

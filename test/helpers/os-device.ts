@@ -59,7 +59,7 @@ export interface OsDevice {
   running(): { slot: Slot; bootId: string; trial: boolean }
   /** the device restarts: the firmware picks a slot, the helper's boot-time run comes first */
   restart(): Promise<Slot>
-  helper(mode?: 'request' | 'deadline'): Promise<HelperResult>
+  helper(mode?: 'request' | 'boot' | 'deadline'): Promise<HelperResult>
   /** the agent's side for the current boot */
   slots(): TrybootSlots
   osVersion(slot?: Slot): string | undefined
@@ -114,7 +114,7 @@ export function osDevice(trust: { releaseUrl: string; trustedRoot: string } | un
     now: () => new Date(),
     log: line => events.push(`log: ${line}`),
   }
-  const helper = (mode: 'request' | 'deadline' = 'request') =>
+  const helper = (mode: 'request' | 'boot' | 'deadline' = 'request') =>
     runHelper(ports, mode, async (image, target, version, verified) => {
       const root = p(ROOT_PARTITION[target])
       const boot = p(SLOT_PARTITION[target])
@@ -146,7 +146,7 @@ export function osDevice(trust: { releaseUrl: string; trustedRoot: string } | un
     running: () => running,
     restart: async () => {
       running = pi.boot()
-      await helper()
+      await helper('boot')
       return running.slot
     },
     helper,

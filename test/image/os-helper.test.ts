@@ -10,6 +10,7 @@ import { parseAutoboot, type Slot } from '../../image-build/os-update/autoboot.j
 import { readRecord } from '../../image-build/os-update/execute.js'
 import { CAPABILITY_FILE, REQUEST_FILE, runHelper, type Capability, type HelperPorts, type HelperResult, type TrybootMethod } from '../../image-build/os-update/helper.js'
 import { VerifyError } from '../../image-build/os-update/verify.js'
+import { ReleaseFormatError } from '../../image-build/os-update/release-format.js'
 import { partitionBytes, siblingPartition } from '../../image-build/os-update/partitions.js'
 import { bootedFromCmdline, TrybootSlots } from '../../image-build/os-update/slots.js'
 import { tmp } from '../helpers/agent.js'
@@ -61,13 +62,14 @@ function device(opts: { tryboot?: boolean; channel?: boolean; verify?: (req: { t
   }
   // the release image: a file in the agent's state dir (its download dir on the device)
   const writeSlot = async (image: string, target: Slot, version: string) => {
-    const payload = JSON.parse(readFileSync(image, 'utf8')) as { version: string }
+    const payload = JSON.parse(readFileSync(image, 'utf8')) as { version: string; broken?: boolean }
     if (payload.version !== version) throw new Error(`release image says ${payload.version}, expected ${version}`)
+    if (payload.broken) throw new ReleaseFormatError('not a Cairn OS release: no root.img')
     writeFileSync(join(roots[target], 'VERSION'), version + '\n')
     writeFileSync(join(boot[target], 'cmdline.txt'), cmdline(target))
     events.push(`wrote ${version} to ${target}`)
   }
-  const helper = (mode: 'request' | 'deadline' = 'request') => runHelper(ports, mode, writeSlot)
+  const helper = (mode: 'request' | 'boot' | 'deadline' = 'request') => runHelper(ports, mode, writeSlot)
   // cairn-os-update.path: the helper runs while the agent waits
   const slots = new TrybootSlots({
     requestDir: ports.requestDir,
@@ -80,9 +82,9 @@ function device(opts: { tryboot?: boolean; channel?: boolean; verify?: (req: { t
     now: () => Date.now(),
     sleep: async () => void (await helper()),
   })
-  const image = (version: string) => {
+  const image = (version: string, opts: { broken?: boolean } = {}) => {
     const f = join(agentDir, `os-${version}.img`)
-    writeFileSync(f, JSON.stringify({ version }))
+    writeFileSync(f, JSON.stringify({ version, ...opts }))
     return f
   }
   const request = (body: unknown) => {
@@ -98,7 +100,7 @@ function device(opts: { tryboot?: boolean; channel?: boolean; verify?: (req: { t
     /** the device restarts; the helper's boot-time run comes first, as its unit does */
     restart: async () => {
       running = pi.boot()
-      await helper()
+      await helper('boot')
       return running.slot
     },
   }
@@ -225,6 +227,49 @@ t.test('what the helper refuses from the agent (untrusted: another user)', async
   t.same(readdirSync(d.ports.requestDir), [], 'and removed')
   t.same(d.autoboot(), { committed: 'A', trial: 'B' }, 'autoboot.txt untouched throughout')
   t.same(d.events, [])
+})
+
+t.test('a slot written but never armed is replaced by the next release; one that cannot be written is failed, not left half written', async t => {
+  const d = device()
+  const target = (v: string) => `cairn/${v}/cairn-os-${v}-rpi-arm64.tar.zst`
+  await d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a', targetPath: target('2.0.0') })
+  t.equal(d.record()?.phase, 'written')
+  t.equal(await d.slots.stage(d.image('2.0.1'), { version: '2.0.1', running: 'a', targetPath: target('2.0.1') }), 'b', 'a newer release while 2.0.0 waits unarmed')
+  t.match(d.record(), { phase: 'written', version: '2.0.1', target: 'B' })
+  t.same(d.events.filter(e => e.startsWith('wrote')), ['wrote 2.0.0 to B', 'wrote 2.0.1 to B'])
+
+  await t.rejects(d.slots.stage(d.image('2.0.2', { broken: true }), { version: '2.0.2', running: 'a', targetPath: target('2.0.2') }), { name: 'StageError', message: /no root\.img/ }, 'a release that cannot be written: given up')
+  t.match(d.record(), { phase: 'failed', version: '2.0.2', reason: /the slot write failed: not a Cairn OS release/ }, 'recorded failed, not left "writing" for the next boot')
+  t.ok(d.slots.current().bad.includes('2.0.2'))
+  await d.slots.stage(d.image('2.0.3'), { version: '2.0.3', running: 'a', targetPath: target('2.0.3') })
+  t.match(d.record(), { phase: 'written', version: '2.0.3' }, 'and the next release goes through')
+  await d.slots.activateForTrial('b', '2.0.3')
+  t.equal(await d.restart(), 'B')
+  t.same(d.slots.current().bad.sort(), ['2.0.2'], 'failed versions stay bad on the agent side')
+})
+
+t.test('arm, commit and reject for another version than the update in progress change nothing', async t => {
+  const d = device()
+  await d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a', targetPath: 'cairn/2.0.0/x.tar.zst' })
+  for (const op of ['arm', 'commit', 'reject'] as const) {
+    d.request({ op, version: '9.9.9', ...(op === 'reject' ? { reason: 'x' } : {}) })
+    t.match(await d.helper(), { ok: false, permanent: true, error: 'the update in progress is 2.0.0, not 9.9.9' }, op)
+  }
+  t.notOk(d.events.some(e => e.startsWith('reboot')), 'nothing armed, nothing rebooted')
+  t.same(d.autoboot(), { committed: 'A', trial: 'B' })
+  t.equal(d.record()?.phase, 'written')
+})
+
+t.test('the boot-time run drops requests left from before the reboot', async t => {
+  const d = device()
+  await d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a', targetPath: 'cairn/2.0.0/x.tar.zst' })
+  d.request({ op: 'arm', version: '2.0.0' }) // the power went before the helper saw it
+  const r = await d.helper('boot')
+  t.match(r, { op: 'boot', ok: true })
+  t.notOk(d.events.some(e => e.startsWith('reboot')), 'no surprise reboot at boot')
+  t.same(readdirSync(d.ports.requestDir), [], 'the request is gone: the agent asks again if it still wants it')
+  t.equal(d.record()?.phase, 'written', 'the written slot still waits')
+  t.match(d.capability(), { bootId: /^[0-9a-f-]{36}$/ }, 'the capability names the boot it was found in')
 })
 
 t.test("the slot's partitions from sysfs: the disk of the data partition", async t => {

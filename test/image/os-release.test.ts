@@ -7,7 +7,7 @@
 import t from 'tap'
 import { execFileSync, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { packOsRelease, readOsRelease, ReleaseFormatError, type ChunkWriter, type OsReleaseSink } from '../../image-build/os-update/release-format.js'
 import { writeOsSlot, type SlotTarget } from '../../image-build/os-update/write-slot.js'
@@ -49,6 +49,8 @@ function slotB(dir: string): SlotTarget {
   return { rootDevice, rootBytes: 24 << 20, rootLabel: 'cairn-rootB', bootDevice, bootBytes: 16 << 20, bootLabel: 'CAIRN-BOOTB', staging: join(dir, 'staging') }
 }
 
+const file = (path: string, data: string | Buffer): TarEntry => ({ path, type: 'file', mode: 0o644, data: Buffer.from(data) })
+const dir_ = (path: string): TarEntry => ({ path, type: 'dir', mode: 0o755 })
 const labelOf = (dev: string) => spawnSync('e2label', [dev], { encoding: 'utf8' }).stdout.trim()
 
 t.test('pack and write: the inactive pair ends up bootable, named after its slot', { skip: missing.length > 0 && `needs ${missing.join(', ')}` }, async t => {
@@ -65,8 +67,9 @@ t.test('pack and write: the inactive pair ends up bootable, named after its slot
   const report = await writeOsSlot(out, '2.0.0', { length: packed.bytes, sha256: packed.sha256 }, target)
   t.match(report, { rootBytes: statSync(root).size, bootFiles: 4 })
   t.equal(labelOf(target.rootDevice), 'cairn-rootB', 'the root is named after its slot only now')
-  const blocks = /Block count:\s+(\d+)/.exec(execFileSync('dumpe2fs', ['-h', target.rootDevice], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }))![1]
-  t.equal(Number(blocks) * 1024 >= 23 << 20 || Number(blocks) * 4096 >= 23 << 20, true, 'grown to fill the partition')
+  const sb = execFileSync('dumpe2fs', ['-h', target.rootDevice], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+  const fsBytes = Number(/Block count:\s+(\d+)/.exec(sb)![1]) * Number(/Block size:\s+(\d+)/.exec(sb)![1])
+  t.ok(statSync(root).size < 9 << 20 && fsBytes === 24 << 20, `grown from the 8 MiB image to fill the 24 MiB partition (${fsBytes} bytes)`)
   t.equal(execFileSync('debugfs', ['-R', 'cat /etc/cairn-release', target.rootDevice], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }), 'CAIRN_VERSION=2.0.0\n', 'the release root is on the partition')
   execFileSync('e2fsck', ['-fn', target.rootDevice], { stdio: 'ignore' })
   const files = execFileSync('mdir', ['-b', '-i', target.bootDevice, '::/'], mtools).split('\n').filter(Boolean).map(l => l.replace(/^::\//, ''))
@@ -84,28 +87,56 @@ t.test('pack and write: the inactive pair ends up bootable, named after its slot
   t.equal(labelOf(t2.rootDevice), 'cairn-rootB')
 })
 
-t.test('a release that does not match its signed hash writes nothing that counts', { skip: missing.length > 0 && `needs ${missing.join(', ')}` }, async t => {
+t.test('nothing that is not the signed release reaches a partition', { skip: missing.length > 0 && `needs ${missing.join(', ')}` }, async t => {
   const dir = tmp('cairn-os-tamper-')
   const { boot, root } = buildRelease(dir, '2.0.0')
   const out = join(dir, 'r.tar.zst')
   const packed = await packOsRelease({ version: '2.0.0', bootDir: boot, rootImage: root, out })
+  const signed = { length: packed.bytes, sha256: packed.sha256 }
   const target = slotB(dir)
-  // the agent's copy changed after the TUF check (a compromised agent, a bad SD card)
+  const before = { root: sha256(target.rootDevice), boot: sha256(target.bootDevice) }
+  const untouched = (what: string) => {
+    t.equal(sha256(target.rootDevice), before.root, `${what}: the root partition is untouched`)
+    t.equal(sha256(target.bootDevice), before.boot, `${what}: the boot partition is untouched`)
+    t.notOk(existsSync(target.staging), `${what}: nothing left in root's staging dir`)
+  }
+  const refused = async (image: string, re: RegExp, what: string, v = signed, extra: Partial<SlotTarget> = {}) => {
+    const err = await writeOsSlot(image, '2.0.0', v, { ...target, ...extra }).then(() => undefined, (e: unknown) => e)
+    t.ok(err instanceof ReleaseFormatError, `${what}: refused (${(err as Error | undefined)?.message})`)
+    t.match((err as Error | undefined)?.message, re, what)
+    untouched(what)
+  }
+
+  // a hostile release the agent wrote under the signed name, at the signed length: its
+  // root image calls itself cairn-rootA, which the next boot could have mounted as root
+  const evil = buildRelease(join(dir, 'evil'), '2.0.0')
+  execFileSync('e2label', [evil.root, 'cairn-rootA'])
+  const evilOut = join(dir, 'evil.tar.zst')
+  await packOsRelease({ version: '2.0.0', bootDir: evil.boot, rootImage: evil.root, out: evilOut, level: 0 })
+  const sized = Buffer.alloc(packed.bytes)
+  readFileSync(evilOut).copy(sized)
+  writeFileSync(evilOut, sized)
+  await refused(evilOut, /does not match the signed metadata/, 'a hostile root image (label cairn-rootA) of the signed length')
+  // one byte changed after the agent's own check
   const bytes = readFileSync(out)
   bytes[bytes.length - 10] = bytes[bytes.length - 10]! ^ 0xff
-  writeFileSync(out, bytes)
-  await t.rejects(writeOsSlot(out, '2.0.0', { length: packed.bytes, sha256: packed.sha256 }, target), { name: 'ReleaseFormatError' })
-  t.not(labelOf(target.rootDevice), 'cairn-rootB', 'the root partition is not named after the slot')
-  t.not(spawnSync('mdir', ['-i', target.bootDevice, '::/'], mtools).status, 0, 'the boot partition was not formatted')
+  writeFileSync(join(dir, 'flipped'), bytes)
+  await refused(join(dir, 'flipped'), /does not match the signed metadata/, 'one byte flipped')
+  await refused(out, /not the signed length/, 'the wrong length, refused before reading', { ...signed, length: signed.length + 1 })
+  execFileSync('mkfifo', [join(dir, 'fifo')])
+  await refused(join(dir, 'fifo'), /not a plain file/, 'a FIFO (no hang on open)')
+  await refused(out, /does not belong to the agent/, "a file that is not the agent's own", signed, { imageOwner: process.getuid!() + 4242 })
 
-  // same length, another release's bytes: refused once read, nothing finalised
-  const other = buildRelease(join(dir, 'o'), '2.0.0')
-  const o = join(dir, 'other.tar.zst')
-  await packOsRelease({ version: '2.0.0', bootDir: other.boot, rootImage: other.root, out: o })
-  writeFileSync(out, readFileSync(o).subarray(0, packed.bytes))
-  if (statSync(out).size === packed.bytes) await t.rejects(writeOsSlot(out, '2.0.0', { length: packed.bytes, sha256: packed.sha256 }, slotB(dir)), /does not match the signed metadata|truncated|decompress/)
-  await t.rejects(writeOsSlot(out, '2.0.0', { length: packed.bytes + 1, sha256: packed.sha256 }, slotB(dir)), /the signed metadata says/, 'the wrong length is refused before reading')
-  await t.rejects(writeOsSlot(join(dir, 'p6'), '2.0.0', { length: 24 << 20, sha256: packed.sha256 }, slotB(join(dir, 'x'))), /./, 'not a release at all')
+  // a signed archive that is not well formed: a boot file twice
+  const dup = join(dir, 'dup.tar')
+  writeFileSync(dup, packTar([file('VERSION', '2.0.0\n'), dir_('boot'), file('boot/config.txt', 'x'), file('boot/config.txt', 'y'), file('boot/cmdline.txt', 'root=LABEL=cairn-rootA'), file('root.img', readFileSync(root))]))
+  const dupErr = await writeOsSlot(dup, '2.0.0', { length: statSync(dup).size, sha256: sha256(dup) }, target).then(() => undefined, (e: unknown) => e)
+  t.match(dupErr, { name: 'ReleaseFormatError', message: /config\.txt twice/ }, 'a boot file twice: a format error, not a retry')
+  t.equal(sha256(target.bootDevice), before.boot, 'the boot partition is untouched')
+
+  // and the genuine one still goes through
+  await writeOsSlot(out, '2.0.0', signed, target)
+  t.equal(labelOf(target.rootDevice), 'cairn-rootB')
 })
 
 /** Reads a tar through readOsRelease into memory. */
@@ -121,9 +152,7 @@ async function read(entries: TarEntry[] | Buffer, version = '2.0.0', limits = { 
   return { r, got }
 }
 
-const file = (path: string, data: string | Buffer): TarEntry => ({ path, type: 'file', mode: 0o644, data: Buffer.from(data) })
-const dir = (path: string): TarEntry => ({ path, type: 'dir', mode: 0o755 })
-const good = () => [file('VERSION', '2.0.0\n'), dir('boot'), file('boot/config.txt', 'x'), file('boot/cmdline.txt', 'root=LABEL=cairn-rootA'), file('root.img', Buffer.alloc(5000, 1))]
+const good = () => [file('VERSION', '2.0.0\n'), dir_('boot'), file('boot/config.txt', 'x'), file('boot/cmdline.txt', 'root=LABEL=cairn-rootA'), file('root.img', Buffer.alloc(5000, 1))]
 
 t.test('the reader: the one layout, and what it refuses', async t => {
   const ok = await read(good())

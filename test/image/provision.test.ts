@@ -233,6 +233,19 @@ t.test('a bad file changes nothing, stays on the drive, and the result says why'
   writeFileSync(join(drive, 'cairn.yaml'), GOOD)
   t.equal(provision(env).outcome?.status, 'ok')
   t.notOk(existsSync(marker), 'a cairn.yaml that applies clears it')
+
+  // the agent's user owns its state dir, so it can rename it and leave a link to a
+  // directory of root's in its place: the next boot's provisioning must not follow it
+  const agentDir = join(root, 'var/lib/cairn/agent')
+  const rootsDir = join(root, 'etc-of-root')
+  mkdirSync(rootsDir, { mode: 0o755 })
+  const { renameSync } = await import('node:fs')
+  renameSync(agentDir, `${agentDir}.moved`)
+  symlinkSync(rootsDir, agentDir)
+  provision(env)
+  t.notOk(lstatSync(agentDir).isSymbolicLink(), 'the link is replaced by a real state dir')
+  t.equal(statSync(rootsDir).mode & 0o777, 0o755, "root's directory kept its mode (not chmod 0700 through the link)")
+  t.notOk(existsSync(join(rootsDir, 'device.key')), 'and no key written into it')
 })
 
 t.test('no file and never provisioned: the result file says what to do', async t => {

@@ -7,7 +7,7 @@
 // a device that cannot pass the tryboot flag never downloads one.
 
 import t from 'tap'
-import { readFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseAutoboot } from '../../image-build/os-update/autoboot.js'
 import { readRecord } from '../../image-build/os-update/execute.js'
@@ -32,13 +32,18 @@ t.teardown(() => broker?.close())
 
 type Ev = { id: string; kind: string; data: Record<string, unknown> }
 
-/** The agent as it starts in the device's current boot. */
+/** The agent as it starts in the device's current boot, finding Cairn OS the way it does
+ * on the device (detectCairnOs) in a fixture of the files it reads there. */
 async function boot(dev: OsDevice, trust: { url: string; root: string }, fleet: string, hooks?: OtaHooks): Promise<TestAgent> {
-  const slot = dev.running().slot === 'A' ? 'a' : 'b'
-  const version = dev.osVersion()!
-  const slots = dev.slots()
-  const cap = slots.capability()
-  const updates = cap?.tryboot != null
+  const root = join(dev.dir, 'fixture-root')
+  mkdirSync(join(root, 'etc'), { recursive: true })
+  mkdirSync(join(root, 'proc', 'sys', 'kernel', 'random'), { recursive: true })
+  writeFileSync(join(root, 'etc', 'cairn-release'), `CAIRN_VERSION=${dev.osVersion()}\n`)
+  writeFileSync(join(root, 'proc', 'cmdline'), `console=ttyS1,115200 root=LABEL=cairn-root${dev.running().slot} rootfstype=ext4 rootwait rw panic=10\n`)
+  writeFileSync(join(root, 'proc', 'uptime'), '20.00 30.00\n')
+  writeFileSync(join(root, 'proc', 'sys', 'kernel', 'random', 'boot_id'), dev.running().bootId + '\n')
+  // cairn-os-update.path: the helper runs while the agent waits for its answer
+  const cairnOs = detectCairnOs({ stateDir: dev.stateDir, osDir: dev.osDir, root, enabled: true, now: () => Date.now(), sleep: async () => void (await dev.helper()) }) ?? null
   return startTestAgent({
     url: broker.url,
     stateDir: dev.stateDir,
@@ -46,7 +51,7 @@ async function boot(dev: OsDevice, trust: { url: string; root: string }, fleet: 
     values: { ota: { releaseUrl: trust.url, releaseRoot: trust.root, pollS: 1, hintMinS: 0, healthDeadlineS: 60 }, proof: { enabled: false }, telemetry: { periodS: 3600 } },
     deps: {
       launcher: { slot: null, otaDir: join(dev.stateDir, 'ota') },
-      cairnOs: { info: { version, slot, updates, detail: updates ? `tryboot: ${cap!.tryboot}` : `cannot: ${cap?.detail}` }, ...(updates ? { deps: { slots, version, slot } } : {}) },
+      cairnOs,
       ...(hooks ? { otaHooks: hooks } : {}),
     },
   })
@@ -58,7 +63,7 @@ t.test('an OS release: found, verified twice, written to slot B, tried, committe
   t.teardown(() => server.close())
   const root = join(repo.paths.metadata, '1.root.json')
   const dev = osDevice({ releaseUrl: server.url, trustedRoot: root })
-  await dev.helper() // cairn-os-update.service at boot, before the agent
+  await dev.helper('boot') // cairn-os-boot.service, before the agent
   const fleet = 'osupd'
   const sub = await Consumer.connect(broker.url, [`cairn/v1/${fleet}/+/event`, `cairn/v1/${fleet}/+/status`])
   t.teardown(() => sub.close())
@@ -118,8 +123,25 @@ t.test('an OS release: found, verified twice, written to slot B, tried, committe
   agent = await boot(dev, { url: server.url, root }, fleet)
   const s = await sub.waitFor(() => sub.on('/status').slice(seen).find(m => m.json?.state === 'online'), 10_000, 'online')
   t.match(s.json, { os: { version: '2.0.0', slot: 'b' } }, 'back on 2.0.0')
-  await new Promise(r => setTimeout(r, 3000))
-  t.equal(dev.events.filter(e => e.startsWith('wrote 3.0.0')).length, 1, 'the failed version is never written again')
+  await agent.stop()
+
+  // 3.1.0 fails its trial too. With both in the channel, neither is tried again (the
+  // helper's record remembers only the latest: the agent keeps its own list)
+  const v31 = await packRelease(rel, '3.1.0')
+  repo.addRelease([v31.file], { version: '3.1.0', channel: 'stable', rollout: 100, kind: 'os', arch: [process.arch] })
+  agent = await boot(dev, { url: server.url, root }, fleet)
+  await until(() => dev.events.filter(e => e === 'reboot tryboot (stand-in)').length === 3, 60_000, 'the 3.1.0 trial armed')
+  await agent.stop()
+  t.equal(await dev.restart(), 'A')
+  agent = await boot(dev, { url: server.url, root }, fleet, { selfTest: async () => ({ ok: false, failures: ['telemetry sample failed (test)'] }) })
+  await until(() => osEvents('ota.rolled-back', '3.1.0').length > 0, 60_000, 'ota.rolled-back for OS 3.1.0')
+  await agent.stop()
+  t.equal(await dev.restart(), 'B')
+  agent = await boot(dev, { url: server.url, root }, fleet)
+  await until(() => server.requests.filter(r => r.includes('timestamp.json')).length >= 3, 20_000, 'a few more release checks')
+  await new Promise(r => setTimeout(r, 2500))
+  t.same(dev.events.filter(e => e.startsWith('wrote')), ['wrote 2.0.0 to B', 'wrote 3.0.0 to A', 'wrote 3.1.0 to A'], 'neither failed version is written again')
+  t.match(dev.slots().current().bad.sort(), ['3.0.0', '3.1.0'])
   await agent.stop()
 })
 
@@ -129,7 +151,7 @@ t.test('a device that cannot pass the tryboot flag does not download OS releases
   t.teardown(() => server.close())
   const root = join(repo.paths.metadata, '1.root.json')
   const dev = osDevice({ releaseUrl: server.url, trustedRoot: root }, { tryboot: false })
-  await dev.helper()
+  await dev.helper('boot')
   const rel = tmp('cairn-os-rel-')
   const v2 = await packRelease(rel, '2.0.0')
   repo.addRelease([v2.file], { version: '2.0.0', channel: 'stable', rollout: 100, kind: 'os', arch: [process.arch] })
@@ -158,13 +180,16 @@ t.test('detectCairnOs: what the agent finds on a Cairn OS root', async t => {
   writeFileSync(join(root, 'proc', 'cmdline'), 'console=ttyAMA0 root=/dev/vda2\n')
   t.equal(detectCairnOs(o), undefined, 'not booted from a Cairn root slot')
   writeFileSync(join(root, 'proc', 'cmdline'), 'console=ttyAMA0 root=LABEL=cairn-rootB rootfstype=ext4\n')
-  t.same(detectCairnOs(o)?.info, { version: '1.2.0', slot: 'b', updates: false, detail: 'the OS update helper has not run in this boot (cairn-os-update.service)' })
+  t.same(detectCairnOs(o)?.info, { version: '1.2.0', slot: 'b', updates: false, detail: 'the OS update helper has not run in this boot (cairn-os-boot.service)' })
+  writeFileSync(join(root, 'proc', 'sys', 'kernel', 'random', 'boot_id'), 'this-boot\n')
+  writeFileSync(join(os, 'os-update-capability.json'), JSON.stringify({ tryboot: 'module', detail: 'module cairn_tryboot loaded', channel: true, bootId: 'an-earlier-boot', at: '' }))
+  t.match(detectCairnOs(o)?.info, { updates: false, detail: /has not run in this boot/ }, "a capability file from an earlier boot says nothing of this one")
   t.same(detectCairnOs({ ...o, enabled: false })?.info, { version: '1.2.0', slot: 'b', updates: false, detail: 'ota.osUpdates is false' })
-  writeFileSync(join(os, 'os-update-capability.json'), JSON.stringify({ tryboot: null, detail: 'module cairn_tryboot: No such device', channel: true, at: '' }))
+  writeFileSync(join(os, 'os-update-capability.json'), JSON.stringify({ tryboot: null, detail: 'module cairn_tryboot: No such device', channel: true, bootId: 'this-boot', at: '' }))
   t.match(detectCairnOs(o)?.info, { updates: false, detail: /cannot pass the tryboot flag to the firmware: module cairn_tryboot: No such device/ })
-  writeFileSync(join(os, 'os-update-capability.json'), JSON.stringify({ tryboot: 'module', detail: 'module cairn_tryboot loaded', channel: false, at: '' }))
+  writeFileSync(join(os, 'os-update-capability.json'), JSON.stringify({ tryboot: 'module', detail: 'module cairn_tryboot loaded', channel: false, bootId: 'this-boot', at: '' }))
   t.match(detectCairnOs(o)?.info, { updates: false, detail: /no release channel/ })
-  writeFileSync(join(os, 'os-update-capability.json'), JSON.stringify({ tryboot: 'module', detail: 'module cairn_tryboot loaded', channel: true, at: '' }))
+  writeFileSync(join(os, 'os-update-capability.json'), JSON.stringify({ tryboot: 'module', detail: 'module cairn_tryboot loaded', channel: true, bootId: 'this-boot', at: '' }))
   const on = detectCairnOs(o)
   t.same(on?.info, { version: '1.2.0', slot: 'b', updates: true, detail: 'tryboot: module' })
   t.match(on?.deps, { version: '1.2.0', slot: 'b' })

@@ -191,6 +191,8 @@ t.test('launcher: its version order is ota/semver.ts\'s; a newer installed bundl
   t.equal(launcher.preferNewerFallback({ ...committed, trial: { slot: 'a', version: '1.0.0', since: 0, attempts: 0, maxAttempts: 3, deadlineS: 60 } }, '1.0.0', '2.0.0'), null, 'never during a trial')
   t.equal(launcher.preferNewerFallback(committed, undefined, '2.0.0'), null, 'a slot without VERSION stays as it was')
   t.equal(launcher.preferNewerFallback(committed, '1.0.0', undefined), null, 'a bundle without VERSION beside it: no change')
+  t.equal(launcher.preferNewerFallback(committed, '1.0.0', '2.0.0', true), null, 'not while an OS update is on trial: a failed trial must find the agent it left')
+  t.equal(launcher.compareVersions('1.0.0-01', '1.0.0'), null, 'a numeric pre-release with a leading zero is no version (as in ota/semver.ts)')
 })
 
 t.test('launcher: after an OS update brought a newer bundle, it starts that one', async t => {
@@ -204,6 +206,16 @@ t.test('launcher: after an OS update brought a newer bundle, it starts that one'
   t.equal(await new Promise(r => child.once('exit', r)), 3)
   t.match(readStubLog(log), [{ version: '2.0.0', slot: 'fallback' }], "the OS's 2.0.0 runs, not slot a's 1.0.0")
   t.same(readSlots(ota).state, { active: null, previous: null, trial: null, bad: [] })
+
+  // during the OS update's trial boot, slot a keeps running as it is
+  writeSlots(ota, { active: 'a', previous: null, trial: null, bad: [] })
+  const record = join(tmp(), 'os-update.json')
+  writeFileSync(record, JSON.stringify({ phase: 'trial', target: 'B', version: '9.0.0', armedBootId: 'x' }))
+  const log2 = stubLogFor()
+  const during = spawn(process.execPath, [LAUNCHER, '--ota-dir', ota, '--fallback', join(fallback, 'cairn.mjs'), '--os-record', record, '--', 'agent'], { env: { ...process.env, STUB_LOG: log2 }, stdio: 'ignore' })
+  t.equal(await new Promise(r => during.once('exit', r)), 3)
+  t.match(readStubLog(log2), [{ version: '1.0.0', slot: 'a' }], 'an OS trial: slot a runs, slots.json unchanged')
+  t.same(readSlots(ota).state, { active: 'a', previous: null, trial: null, bad: [] })
 })
 
 t.test('launcher: no slot yet runs the installed bundle; args, env and exit code pass through', async t => {

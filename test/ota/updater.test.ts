@@ -17,6 +17,7 @@ import { INITIAL_RECORD, plan, type Facts, type OtaRecord } from '../../ota/plan
 import { DirectorySlots, readSlots, writeSlots, type SlotName, type SlotsState } from '../../ota/slots.js'
 import type { ReleaseCandidate } from '../../ota/types.js'
 import { Updater, type UpdaterOptions } from '../../ota/updater.js'
+import { agentHold, osHold } from '../../ota/device.js'
 import { tmp, until } from '../helpers/agent.js'
 import { DirReleaseChannel, stubTar } from '../helpers/ota.js'
 
@@ -83,6 +84,7 @@ t.test('planner: one next step for every situation', async t => {
     ['the agent updater refuses an OS release', rec({ phase: 'downloading', candidate: { ...cand('2.0.0'), kind: 'os' } }), facts(), /abandon not an agent release \(os\)/],
     ['the OS updater refuses an agent release', rec({ phase: 'downloading', v: '2.0.0' }), facts({ kind: 'os' }), /abandon not an OS release \(agent\)/],
     ['OS: armed, the reboot into the trial is under way', rec({ phase: 'switching', candidate: { ...cand('2.0.0'), kind: 'os' }, slot: 'b', times: { switched: NOW - 500 } }), facts({ kind: 'os', slots: { ...committedA, rebootPending: 'slot b with 2.0.0' } }), 'wait'],
+    ['OS: armed 10 min ago and still no reboot: arm again', rec({ phase: 'switching', candidate: { ...cand('2.0.0'), kind: 'os' }, slot: 'b', times: { switched: NOW - 600_001 } }), facts({ kind: 'os', slots: { ...committedA, rebootPending: 'slot b with 2.0.0' } }), 'switch'],
     ['OS: the trial boot begins its trial', rec({ phase: 'switching', candidate: { ...cand('2.0.0'), kind: 'os' }, slot: 'b' }), facts({ kind: 'os', slots: trialB(), version: '2.0.0', slot: 'b' }), 'begin-trial'],
     ['OS: the firmware fell back before the trial began', rec({ phase: 'switching', candidate: { ...cand('2.0.0'), kind: 'os' }, slot: 'b' }), facts({ kind: 'os', slots: { ...committedA, bad: ['2.0.0'], rollback: { version: '2.0.0', slot: 'b', reason: 'the trial boot of slot B did not commit; slot A booted again', at: 0 } } }), /rollback the trial boot of slot B did not commit/],
   ]
@@ -92,6 +94,19 @@ t.test('planner: one next step for every situation', async t => {
     if (typeof want === 'string') t.equal(step.kind, want, name)
     else t.match(got, want, name)
   }
+})
+
+t.test('agent and OS updaters: never switching together, never waiting for each other both', async t => {
+  const st = (switchPending: boolean, switchInFlight: boolean) => ({ switchPending, switchInFlight })
+  t.equal(agentHold(undefined), undefined, 'no OS updater: the agent never holds')
+  t.equal(agentHold(st(true, false)), undefined, 'an OS release staged but not switched does not hold the agent')
+  t.match(agentHold(st(true, true)), /OS update is on trial/, 'an OS switch made: the agent holds')
+  t.match(osHold(st(true, false), false), /agent update/, 'an agent release staged: the OS holds (the agent goes first)')
+  t.match(osHold(st(false, false), true), /agent update/, 'an agent trial in slots.json: the OS holds')
+  t.equal(osHold(st(false, false), false), undefined)
+  // both staged at once: the agent switches, the OS waits, nobody waits for ever
+  const both = st(true, false)
+  t.ok(agentHold(both) === undefined && osHold(both, false) !== undefined, 'both staged: exactly one may switch')
 })
 
 // ---------------------------------------------------------------- executor
