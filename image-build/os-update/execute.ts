@@ -107,9 +107,9 @@ export function readRecord(file: string): UpdateRecord | undefined {
 
 /** New content under a temporary name, synced, renamed over the old, directory synced:
  * a power cut leaves the old file or the new one. */
-export function writeAtomic(file: string, text: string): void {
-  const tmp = `${file}.new`
-  const fd = openSync(tmp, 'w')
+export function writeAtomic(file: string, text: string, mode = 0o644): void {
+  const tmp = `${file}.${process.pid}.new`
+  const fd = openSync(tmp, 'w', mode)
   try {
     writeSync(fd, text)
     fsyncSync(fd)

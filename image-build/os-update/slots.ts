@@ -9,11 +9,11 @@
 // helper refused. A reboot replaces the launcher's restart: arming ends with the helper
 // rebooting into the trial, and until it does the state says `rebootPending`.
 
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { StageError, type BackendState, type SlotBackend, type SlotName, type StageOptions } from '../../ota/slots.js'
 import type { Slot } from './autoboot.js'
-import { readRecord } from './execute.js'
+import { readRecord, writeAtomic } from './execute.js'
 import { REQUEST_FILE, type Capability, type HelperResult, type Request } from './helper.js'
 
 export interface TrybootSlotsOptions {
@@ -151,16 +151,7 @@ export class TrybootSlots implements SlotBackend {
 
   private writeOwn(name: string, text: string): void {
     mkdirSync(this.o.requestDir, { recursive: true, mode: 0o700 })
-    const file = join(this.o.requestDir, name)
-    const tmp = `${file}.${process.pid}.tmp`
-    const fd = openSync(tmp, 'w', 0o600)
-    try {
-      writeSync(fd, text)
-      fsyncSync(fd)
-    } finally {
-      closeSync(fd)
-    }
-    renameSync(tmp, file)
+    writeAtomic(join(this.o.requestDir, name), text, 0o600)
   }
 }
 
