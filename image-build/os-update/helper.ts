@@ -16,7 +16,7 @@ import { sep } from 'node:path'
 import type { Slot } from './autoboot.js'
 import { readRecord, runUpdate, writeAtomic, type HealthVerdict, type UpdatePorts, type UpdateRun } from './execute.js'
 import { ReleaseFormatError } from './release-format.js'
-import { VerifyError } from './verify.js'
+import { VerifyError } from './verify-error.js'
 import type { Verified } from './write-slot.js'
 
 export const REQUEST_FILE = 'request.json'

@@ -5,11 +5,11 @@
 // downloaded; its own verification is not trusted, so a compromised agent cannot get
 // anything but a signed OS release of a newer version written onto the partitions.
 
-import { readFileSync } from 'node:fs'
 import { compareSemver, isSemver } from '../../ota/semver.js'
 import { refreshMetadata, seedTrustedRoot, targetInfo } from '../../ota/tuf-client.js'
 import { parseReleaseInfo } from '../../ota/tuf-repo.js'
 import type { Verified } from './write-slot.js'
+import { VerifyError } from './verify-error.js'
 
 export interface ReleaseTrust {
   /** the published repository (metadata/ below it) */
@@ -28,26 +28,7 @@ export interface DeviceOs {
   readonly board: string
 }
 
-/** A release the helper refuses on the evidence: permanent for this version. */
-export class VerifyError extends Error {
-  override readonly name = 'VerifyError'
-}
-
-/** The channel settings of /opt/cairn/ota.env (written by build.sh --release-*), or
- * undefined when the image was built without a release channel. */
-export function readOtaEnv(file: string): { releaseUrl: string; releaseRoot: string } | undefined {
-  let text: string
-  try {
-    text = readFileSync(file, 'utf8')
-  } catch {
-    return undefined
-  }
-  const get = (k: string) => new RegExp(`^${k}=(.*)$`, 'm').exec(text)?.[1]?.trim()
-  const releaseUrl = get('CAIRN_OTA_RELEASE_URL')
-  const releaseRoot = get('CAIRN_OTA_RELEASE_ROOT')
-  if (!releaseUrl || !releaseRoot || !/^https?:\/\//.test(releaseUrl)) return undefined
-  return { releaseUrl, releaseRoot }
-}
+export { VerifyError } from './verify-error.js'
 
 /** Refreshes TUF metadata and returns what the signed targets say of `targetPath`,
  * after checking it is an OS release of `version`, for this device, newer than the
