@@ -1,7 +1,8 @@
 // The shared connection of a cairn-agent config node (flows/.../lib/connection.js) on
 // its own, against a real agent: a node's event handler that throws cannot take the
 // host down, the connection closes once no node uses it and comes back for the next,
-// and a package packed without its client bundle says so instead of blaming the token.
+// a node goes green only once the agent has its subscription, and a package packed
+// without its client bundle says so instead of blaming the token.
 
 import t from 'tap'
 import { createRequire } from 'node:module'
@@ -70,6 +71,26 @@ t.test('a node whose event handler throws: logged, the other nodes still get the
     'the event at the second node',
   )
   t.ok(warnings.some(w => /a node failed handling an agent message: a node bug/.test(w)), 'the throw is logged')
+  drop()
+  release()
+})
+
+t.test('green means subscribed: an event sent the moment the state turns connected arrives', async t => {
+  const { conn } = connection()
+  t.teardown(() => conn.close())
+  const seen: string[] = []
+  conn.onEvent((topic, data) => {
+    if (topic === 'event') seen.push((data as { kind: string }).kind)
+  })
+  const drop = conn.subscribe('event')
+  // Published from inside the state change, before anything else runs: with the
+  // subscription sent after the change (as it once was), the agent has no subscriber yet.
+  const release = conn.use({}, s => {
+    if (s.state === 'connected') a.agent.publishEvent('task.done', { task: 'at-green' })
+  })
+  await until(() => conn.state.state === 'connected', 10_000, 'connected')
+  await until(() => seen.includes('task.done'), 5_000, 'the event sent at green')
+  t.pass('the event sent at green arrived')
   drop()
   release()
 })

@@ -175,20 +175,28 @@ class AgentConnection extends EventEmitter {
   }
 
   async connected() {
-    if (this.closed || !this.client) return
+    const client = this.client
+    if (this.closed || !client) return
+    // Subscribed before the nodes turn green: a flow that acts on 'connected' (or a node
+    // that asks for the latest sample then) sees every event that follows it.
+    const sent = await this.sendSubscribe()
+    if (this.closed || this.client !== client || !client.connected) return
     this.setState('connected')
-    if (this.topics.size > 0) await this.sendSubscribe()
+    // A node that subscribed while the first request was out was not in it.
+    if ([...this.topics.keys()].some(topic => !sent.includes(topic))) await this.sendSubscribe()
     for (const s of this.setups) await this.runSetup(s)
   }
 
+  /** Sends the whole subscription; returns the topics it held. */
   async sendSubscribe() {
     const topics = [...this.topics.keys()]
-    if (topics.length === 0 || !this.client) return
+    if (topics.length === 0 || !this.client) return topics
     try {
       await this.client.request('subscribe', { topics })
     } catch (err) {
       this.opts.log.warn(`cairn: subscribe ${topics.join(',')} failed: ${reasonText(err)}`)
     }
+    return topics
   }
 
   async runSetup(setup) {
