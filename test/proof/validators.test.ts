@@ -63,17 +63,22 @@ t.test('two processes on one store: one beacon per slot, each heartbeat stored o
     t.match(att.body.counts, { slotsLive: 4, slotsCovered: 4, equivocations: 0, forks: 0 }, 'every slot beaconed and covered')
     t.equal(att.body.score, 1_000_000)
   }
+  // One synchronous read of the store and both processes' counters (they run in this
+  // process: no beacon can land between these lines); the validators go on beaconing.
   const rows = va.db.prepare('SELECT slot, hash FROM beacons ORDER BY slot').all() as Array<{ slot: number; hash: string }>
-  const seen = beacons.messages.map(m => m.json as unknown as Beacon)
+  const a = va.snapshot()
+  const b = vb.snapshot()
+  const stored = (va.db.prepare('SELECT COUNT(*) AS n FROM heartbeats').get() as { n: number }).n
+  // The last beacon stored may still be on its way to the test's subscriber.
+  const lastSlot = rows.at(-1)!.slot
+  const topicSlots = () => beacons.messages.map(m => (m.json as unknown as Beacon).body.slot).filter(s => s <= lastSlot)
+  await until(() => rows.every(r => topicSlots().includes(r.slot)), 5000, 'every stored beacon on the beacon topic')
   const perSlot = new Map<number, number>()
-  for (const b of seen) perSlot.set(b.body.slot, (perSlot.get(b.body.slot) ?? 0) + 1)
+  for (const slot of topicSlots()) perSlot.set(slot, (perSlot.get(slot) ?? 0) + 1)
   t.same([...perSlot.values()].filter(n => n !== 1), [], 'the beacon topic shows one beacon per slot')
   t.same([...perSlot.keys()].sort((x, y) => x - y), rows.map(r => r.slot), 'the same slots as the store holds')
   t.same(rows.map(r => r.slot), [...Array(rows.length).keys()].map(i => rows[0]!.slot + i), 'no slot skipped while one process leads')
 
-  const a = va.snapshot()
-  const b = vb.snapshot()
-  const stored = (va.db.prepare('SELECT COUNT(*) AS n FROM heartbeats').get() as { n: number }).n
   t.ok(a.heartbeats > 0 && b.heartbeats > 0, `both processes took heartbeats (${a.heartbeats} + ${b.heartbeats})`)
   t.equal(a.heartbeats + b.heartbeats, stored, 'each stored exactly once between them')
   t.equal(a.evidence + b.evidence, 0)
