@@ -50,12 +50,19 @@ export function bootGuest(o: QemuOptions): Guest {
     '-device', 'virtio-rng-pci',
   ]
   const child = spawn('qemu-system-aarch64', args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  // the log file's lines carry the seconds since qemu started (what the boot spent where,
+  // under TCG); console() gives the text as the guest wrote it
   const log = createWriteStream(o.consoleLog)
+  const t0 = Date.now()
+  let lineStart = true
   let text = ''
   const waiters = new Set<() => void>()
   const onData = (d: Buffer) => {
-    log.write(d)
-    text += d.toString('utf8')
+    const chunk = d.toString('utf8')
+    const stamp = () => `[+${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}] `
+    log.write((lineStart ? stamp() : '') + chunk.replace(/\n(?=.)/gs, () => `\n${stamp()}`))
+    lineStart = chunk.endsWith('\n')
+    text += chunk
     for (const w of waiters) w()
   }
   child.stdout!.on('data', onData)
