@@ -200,7 +200,7 @@ async function boot(name: string, opts: { sshPort?: number; nodeRedPort?: number
   if (opts.fails) return { guest, result: new Promise<BootResult>(() => {}), fw, seen }
   const result = (async () => {
     const secs = () => Math.round((Date.now() - guest.startedAt) / 100) / 10
-    const online = await sub.waitFor(() => fresh().find(m => since(m, '/status') && m.json?.state === 'online'), 240_000, `${name}: status online`)
+    const online = await sub.waitFor(() => fresh().find(m => since(m, '/status') && m.json?.state === 'online'), 420_000, `${name}: status online`)
     const bootToOnlineS = secs()
     await sub.waitFor(() => fresh().find(m => since(m, '/telemetry')), 120_000, `${name}: telemetry`)
     const bootToTelemetryS = secs()
@@ -477,9 +477,11 @@ t.test('OS update: a signed OS release is written into slot B, tried once with t
   const onlineAgain = await sub.waitFor(() => sub.messages.slice(backOnB.seen).find(m => m.topic.endsWith('/status') && m.json?.state === 'online'), 60_000, 'boot 5: online')
   t.match(onlineAgain.json, { device: first.deviceId, os: { version: NEXT, slot: 'b' } }, `still ${NEXT} from slot B`)
   t.comment(`boot 5 (committed slot B, a plain boot): first telemetry ${(await backOnB.result).bootToTelemetryS} s`)
-  t.match(ext4Reader(img, P.data, work).cat('/os/os-update.json') ?? '', new RegExp(`"phase":"failed","target":"A","version":"${BROKEN.replace(/\./g, '\\.')}"`))
   await backOnB.guest.powerdown()
   await backOnB.guest.exited(180_000)
+  // read only once the guest is down: debugfs does not replay ext4's journal, and a
+  // running guest's last renames may sit there (it read the trial record once)
+  t.match(ext4Reader(img, P.data, work).cat('/os/os-update.json') ?? '', new RegExp(`"phase":"failed","target":"A","version":"${BROKEN.replace(/\./g, '\\.')}"`), 'the helper recorded the failed trial')
   t.same(parseAutoboot(fatRead(img, P.config, 'autoboot.txt')!.toString()), { committed: 'B', trial: 'A' }, 'autoboot.txt still boots B')
   t.comment(`OS update test: ${Math.round((Date.now() - started) / 1000)} s in all`)
 })
