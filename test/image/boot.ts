@@ -109,7 +109,10 @@ t.test('static: agent under the OTA launcher, groups, Node-RED, OS update helper
   const unit = root.cat('/etc/systemd/system/cairn-agent.service') ?? ''
   t.match(unit, /^ExecStart=\/usr\/bin\/node \/opt\/cairn\/launcher\.mjs --ota-dir \/var\/lib\/cairn\/agent\/ota --fallback \/opt\/cairn\/cairn\.mjs --os-record \/var\/lib\/cairn\/os\/os-update\.json -- agent --config \/var\/lib\/cairn\/etc\/cairn\.yaml$/m, 'the agent starts through the launcher')
   t.equal(root.cat('/opt/cairn/VERSION')?.trim(), version, "the bundle's own version beside it (the launcher compares it with the agent slot's)")
-  t.match(root.cat('/etc/systemd/system/cairn-os-boot.service') ?? '', /^ExecStart=\/usr\/bin\/flock \/var\/lib\/cairn\/os\/\.lock \/usr\/bin\/node \/opt\/cairn\/os-update\.mjs --boot$/m, 'the helper runs one at a time (flock), at boot in its own mode')
+  const osBoot = root.cat('/etc/systemd/system/cairn-os-boot.service') ?? ''
+  t.match(osBoot, /^ExecStart=\/usr\/bin\/flock \/var\/lib\/cairn\/os\/\.lock \/usr\/bin\/node \/opt\/cairn\/os-update\.mjs --boot$/m, 'the helper runs one at a time (flock), at boot in its own mode')
+  t.match(osBoot, /^Before=cairn-agent\.service\b/m, 'the boot run before the agent')
+  t.notMatch(osBoot, /^After=.*cairn-provision/m, 'beside provisioning, not after it (one Node start fewer before the agent)')
   t.match(unit, /^SupplementaryGroups=video gpio$/m)
   t.notMatch(unit, /^WatchdogSec=/m, 'no service watchdog without sd_notify pings')
   const opt = root.ls('/opt/cairn') // (names: cat would exceed spawnSync's buffer for the 2 MB bundle)
