@@ -121,7 +121,12 @@ export function planBoot(facts: Facts, current: { hostname?: string | undefined 
   const L = facts.layout
   const steps: Step[] = [...layoutSteps(L, facts.cairn)]
   if (!current.hostname) steps.push({ kind: 'write', path: `${L.osDir}/hostname`, content: defaultHostname(facts.deviceId) + '\n', mode: 0o644, owner: ROOT })
-  steps.push({ kind: 'write', path: `${L.osDir}/avahi-cairn.service`, content: avahiService(facts.deviceId), mode: 0o644, owner: ROOT })
+  // A directory of its own: the image's avahi drop-in binds it over /etc/avahi/services
+  // (avahi chroots into /etc/avahi, where a symlink into /var/lib/cairn cannot resolve).
+  steps.push({ kind: 'mkdir', path: `${L.osDir}/avahi`, mode: 0o755, owner: ROOT })
+  steps.push({ kind: 'write', path: `${L.osDir}/avahi/cairn.service`, content: avahiService(facts.deviceId), mode: 0o644, owner: ROOT })
+  // where earlier builds wrote it (behind a symlink avahi could not follow)
+  steps.push({ kind: 'remove', path: `${L.osDir}/avahi-cairn.service` })
   return steps
 }
 

@@ -62,7 +62,8 @@ stage_rootfs() {
   rm -f "$R/etc/timezone"
   install -d -m 0755 "$R/etc/wpa_supplicant" "$R/etc/avahi/services"
   ln -sfn /var/lib/cairn/os/wpa_supplicant-wlan0.conf "$R/etc/wpa_supplicant/wpa_supplicant-wlan0.conf"
-  ln -sfn /var/lib/cairn/os/avahi-cairn.service "$R/etc/avahi/services/cairn.service"
+  # (/etc/avahi/services stays an empty directory: the avahi drop-in binds
+  # /var/lib/cairn/os/avahi over it, since avahi chroots into /etc/avahi)
   # no host key baked into the image: each device makes its own (cairn-provision)
   rm -f "$R"/etc/ssh/ssh_host_*
   # systemd-resolved's stub resolver

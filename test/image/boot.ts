@@ -300,6 +300,9 @@ t.test('first boot provisions itself from cairn.yaml and reaches the host broker
   const status = sub.messages.find(m => m.topic === `cairn/v1/${FLEET}/${first.deviceId}/status` && m.json?.state === 'online')
   t.ok(status, 'status online')
   t.match(guest.console(), /cairn-provision: applied cairn\.yaml: fleet imagetest/, 'provisioning logged on the console')
+  // avahi chroots into /etc/avahi: the record reaches it only through its drop-in's bind
+  t.ok(await guest.waitForConsole(/avahi-daemon\[\d+\]: Service "Cairn cairn-[a-z2-7]{8}" \(\/services\/cairn\.service\) successfully established/, 60_000), 'mDNS: avahi publishes the _cairn._tcp record cairn-provision wrote')
+  t.notMatch(guest.console(), /Failed to load service group file/, 'avahi loaded every service file')
   t.equal(first.slot, 'fallback', "status carries the launcher's slot: the bundle that came with the OS")
   t.match(guest.console(), /cairn-os-update: boot: ok/, 'the OS update helper ran at boot')
   t.notMatch(guest.console(), /Ordering cycle found/, 'no ordering cycle among the units (systemd would drop one of them)')

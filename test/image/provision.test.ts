@@ -177,7 +177,7 @@ t.test('first boot: applies cairn.yaml, removes the secrets from the drive, repo
   t.ok(existsSync(join(root, 'var/lib/cairn/agent/device.key')))
   t.equal(statSync(join(root, 'var/lib/cairn/agent')).mode & 0o777, 0o700)
   t.equal(readlinkSync(join(root, 'var/lib/cairn/os/localtime')), '/usr/share/zoneinfo/Europe/Berlin')
-  t.match(readFileSync(join(root, 'var/lib/cairn/os/avahi-cairn.service'), 'utf8'), `<txt-record>id=${report.deviceId}</txt-record>`)
+  t.match(readFileSync(join(root, 'var/lib/cairn/os/avahi/cairn.service'), 'utf8'), `<txt-record>id=${report.deviceId}</txt-record>`)
 
   // the agent accepts what was written (paths rebased into the temp root)
   const cfgText = readFileSync(join(root, 'var/lib/cairn/etc/cairn.yaml'), 'utf8').replaceAll('/var/lib/cairn/', join(root, 'var/lib/cairn') + '/')
