@@ -89,6 +89,8 @@ t.test('static: what the Raspberry Pi firmware and kernel will read', async t =>
     ['virtio disks (this test)', /\/virtio_blk\.ko/],
     ['the data partition script', /scripts\/local-bottom\/cairn-data$/],
     ['e2fsck', /sbin\/e2fsck$/],
+    ['fsck: the root is checked before it is mounted', /sbin\/fsck$/],
+    ['fsck.ext4', /sbin\/fsck\.ext4$/],
   ] as const)
     t.ok(has(re), `initramfs: ${what}`)
   // built into Debian's arm64 kernel rather than modules
@@ -303,6 +305,7 @@ t.test('first boot provisions itself from cairn.yaml and reaches the host broker
   // avahi chroots into /etc/avahi: the record reaches it only through its drop-in's bind
   t.ok(await guest.waitForConsole(/avahi-daemon\[\d+\]: Service "Cairn cairn-[a-z2-7]{8}" \(\/services\/cairn\.service\) successfully established/, 60_000), 'mDNS: avahi publishes the _cairn._tcp record cairn-provision wrote')
   t.notMatch(guest.console(), /Failed to load service group file/, 'avahi loaded every service file')
+  t.notMatch(guest.console(), /fsck not present/, 'the initramfs checked the root file system')
   t.equal(first.slot, 'fallback', "status carries the launcher's slot: the bundle that came with the OS")
   t.match(guest.console(), /cairn-os-update: boot: ok/, 'the OS update helper ran at boot')
   t.notMatch(guest.console(), /Ordering cycle found/, 'no ordering cycle among the units (systemd would drop one of them)')
