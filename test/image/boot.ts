@@ -11,7 +11,8 @@
 //   CAIRN_IMAGE_KEEP=1                                keep the work dir (console logs)
 
 import t from 'tap'
-import { execFileSync, spawnSync } from 'node:child_process'
+import { execFile, execFileSync, spawn } from 'node:child_process'
+import { promisify } from 'node:util'
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { connect } from 'node:net'
@@ -226,7 +227,7 @@ async function boot(name: string, opts: { sshPort?: number; nodeRedPort?: number
 async function shutdown(guest: Guest, deviceId: string, how: 'reboot-command' | 'power-button'): Promise<void> {
   if (how === 'reboot-command') {
     // the operator's signed reboot: agent -> reboot-requested -> cairn-reboot.path -> reboot; -no-reboot ends qemu
-    const r = spawnSync(process.execPath, [join(repo, 'dist/cairn.mjs'), 'fleet', 'cmd', deviceId, 'reboot', '--broker', broker.url, '--fleet', FLEET, '--key', op.file, '--username', BROKER_USER, '--password', BROKER_PASSWORD, '--timeout', '60'], { encoding: 'utf8' })
+    const r = await fleetCmd(deviceId, 'reboot')
     if (r.status !== 0) throw new Error(`reboot command failed: ${r.stdout}${r.stderr}`)
   } else await guest.powerdown()
   await guest.exited(180_000)
@@ -391,7 +392,7 @@ async function republish(newVersion: string, opts: { brokenRoot?: boolean } = {}
   if (!existsSync(built)) throw new Error(`no OS release beside the image (${built}): build without --no-os-release`)
   const dir = join(work, `release-${newVersion}`)
   mkdirSync(dir, { recursive: true })
-  execFileSync('sh', ['-c', 'zstd -dc "$1" | tar -x -C "$2"', 'sh', built, dir])
+  await promisify(execFile)('sh', ['-c', 'zstd -dc "$1" | tar -x -C "$2"', 'sh', built, dir])
   const root = join(dir, 'root.img')
   if (opts.brokenRoot) {
     // a release whose root cannot start: no /sbin/init (the kernel and initramfs are fine)
@@ -413,7 +414,21 @@ async function republish(newVersion: string, opts: { brokenRoot?: boolean } = {}
 
 type Ev = { kind: string; data: Record<string, unknown> }
 const osEvent = (kind: string, v: string, from = 0) => sub.messages.slice(from).find(m => m.topic.endsWith('/event') && (m.json as Ev | undefined)?.kind === kind && (m.json as Ev).data.version === v && (m.json as Ev).data.target === 'os')
-const fleetCmd = (deviceId: string, cmd: string, body?: string) => spawnSync(process.execPath, [join(repo, 'dist/cairn.mjs'), 'fleet', 'cmd', deviceId, cmd, ...(body ? [body] : []), '--broker', broker.url, '--fleet', FLEET, '--key', op.file, '--username', BROKER_USER, '--password', BROKER_PASSWORD, '--timeout', '60'], { encoding: 'utf8' })
+
+/** `cairn fleet cmd`, without blocking: while the event loop waits, nothing reads qemu's
+ * console pipe, and once it is full the guest's console, journald and then the agent
+ * logging through it stall (a spawnSync here once kept the device from answering). */
+function fleetCmd(deviceId: string, cmd: string, body?: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [join(repo, 'dist/cairn.mjs'), 'fleet', 'cmd', deviceId, cmd, ...(body ? [body] : []), '--broker', broker.url, '--fleet', FLEET, '--key', op.file, '--username', BROKER_USER, '--password', BROKER_PASSWORD, '--timeout', '60'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+  return new Promise((resolve, reject) => {
+    child.on('error', reject)
+    child.on('close', status => resolve({ status, stdout, stderr }))
+  })
+}
 
 /** The next patch version after the image's (0.1.0 → 0.1.1). */
 const bump = (v: string, by = 1) => v.replace(/^(\d+)\.(\d+)\.(\d+).*$/, (_m, a: string, b: string, c: string) => `${a}.${b}.${Number(c) + by}`)
@@ -427,7 +442,7 @@ t.test('OS update: a signed OS release is written into slot B, tried once with t
   const onA = { guest: second.guest, seen: second.seen }
   t.teardown(() => onA.guest.kill())
   await republish(NEXT)
-  const reply = fleetCmd(first.deviceId, 'update')
+  const reply = await fleetCmd(first.deviceId, 'update')
   t.equal(reply.status, 0, `the update command: ${reply.stderr}`)
   t.match(JSON.parse(reply.stdout) as unknown, { status: 'ok', data: { os: { running: { version, slot: 'a' } } } }, 'its reply carries the OS updater too')
   const tOnline = Date.now()
@@ -456,7 +471,7 @@ t.test('OS update: a signed OS release is written into slot B, tried once with t
   // down and booting B plainly first; boot 5 below is that plain boot of committed B)
   const BROKEN = bump(version, 2)
   await republish(BROKEN, { brokenRoot: true })
-  t.equal(fleetCmd(first.deviceId, 'update').status, 0, 'update command')
+  t.equal((await fleetCmd(first.deviceId, 'update')).status, 0, 'update command')
   t.equal(await trialB.guest.exited(20 * 60_000), 0, `${BROKEN} written into slot A and armed: the helper rebooted`)
   t.match(trialB.guest.console(), new RegExp(`cairn-os-update: wrote ${BROKEN.replace(/\./g, '\\.')} into slot A`))
   t.ok(osEvent('ota.staged', BROKEN, trialB.seen), `ota.staged for OS ${BROKEN}`)

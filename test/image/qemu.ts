@@ -49,6 +49,9 @@ export function bootGuest(o: QemuOptions): Guest {
     '-nic', nic,
     '-device', 'virtio-rng-pci',
   ]
+  // The console is a pipe read on this process's event loop: a test that blocks the loop
+  // (spawnSync, a long execFileSync) while a guest runs lets the pipe fill, and the
+  // guest's console writes, journald and every service logging through it stall.
   const child = spawn('qemu-system-aarch64', args, { stdio: ['ignore', 'pipe', 'pipe'] })
   // the log file's lines carry the seconds since qemu started (what the boot spent where,
   // under TCG); console() gives the text as the guest wrote it
