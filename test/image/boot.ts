@@ -297,7 +297,7 @@ t.test('first boot provisions itself from cairn.yaml and reaches the host broker
   first = await result
   t.match(first.deviceId, /^[a-z2-7]{52}$/, `device ${first.deviceId} online`)
   t.comment(`boot 1: online ${first.bootToOnlineS} s, first telemetry ${first.bootToTelemetryS} s, first proof ${first.bootToProofS} s after qemu started`)
-  // (a figure, not an assertion: TCG speed depends on the host; the wait above is 240 s.
+  // (a figure, not an assertion: TCG speed depends on the host; the wait above is 420 s.
   // Goal on this test: 90 s. docs/image.md keeps the measurements.)
 
   const status = sub.messages.find(m => m.topic === `cairn/v1/${FLEET}/${first.deviceId}/status` && m.json?.state === 'online')
