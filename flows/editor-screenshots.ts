@@ -12,7 +12,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { cairnPackageDir } from '../agent/node-red-host.js'
+import { cairnPackageDir } from './node-red-host.js'
 
 type FlowNode = Record<string, unknown> & { id: string; type: string }
 

@@ -1,10 +1,10 @@
 // How the agent gets its release channel: TUF (ota/tuf-channel.ts) from the agent
 // settings; tests may inject their own through RunAgentOptions.ota.channelFactory.
 
-import { CairnError } from '../agent/errors.js'
-import type { Logger } from '../agent/log.js'
+import { CairnError } from '../protocol/errors.js'
+import type { Logger } from '../protocol/log.js'
 import { TufChannel } from './tuf-channel.js'
-import type { ReleaseChannel, ReleaseInfo } from './types.js'
+import type { ReleaseChannel, ReleaseInfo } from './release-types.js'
 
 export interface ChannelOptions {
   /** The published TUF repository. */

@@ -9,8 +9,8 @@ import { createHash } from 'node:crypto'
 import { createReadStream, closeSync, existsSync, fsyncSync, ftruncateSync, openSync, rmSync, statSync, writeSync } from 'node:fs'
 import { request as httpRequest, type IncomingMessage } from 'node:http'
 import { request as httpsRequest } from 'node:https'
-import { CairnError, isCairnError } from '../agent/errors.js'
-import type { DownloadProgress } from './types.js'
+import { CairnError, isCairnError } from '../protocol/errors.js'
+import type { DownloadProgress } from './release-types.js'
 
 export interface FetchTargetOptions {
   url: string

@@ -135,7 +135,7 @@ export function rolledBack(state, version, reason, now) {
 }
 
 /** Semantic version precedence (semver.org item 11), or null when either is not one;
- * the same rules as ota/semver.ts (test/ota/slots.test.ts holds them together). */
+ * the same rules as protocol/semver.ts (test/ota/slots.test.ts holds them together). */
 export function compareVersions(a, b) {
   const id = '(?:0|[1-9]\\d*|\\d*[A-Za-z-][0-9A-Za-z-]*)'
   const re = new RegExp(`^(0|[1-9]\\d*)\\.(0|[1-9]\\d*)\\.(0|[1-9]\\d*)(?:-(${id}(?:\\.${id})*))?(?:\\+[0-9A-Za-z-]+(?:\\.[0-9A-Za-z-]+)*)?$`)
@@ -166,7 +166,7 @@ export function preferNewerFallback(state, slotVersion, fallbackVersion, osOnTri
   return { ...state, active: null, previous: null }
 }
 
-/** Whether Cairn OS's update record says a trial is on (image-build/os-update/plan.ts). */
+/** Whether Cairn OS's update record says a trial is on (image-build/os-update/tryboot-plan.ts). */
 function osOnTrial(file) {
   if (!file) return false
   try {

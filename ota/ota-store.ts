@@ -5,9 +5,9 @@
 // or neither, and an outcome is reported exactly once.
 
 import { Value } from '@sinclair/typebox/value'
-import type { Db } from '../agent/state-db.js'
-import type { NewMessage, Outbox } from '../agent/outbox.js'
-import { INITIAL_RECORD, OtaRecordSchema, type OtaRecord } from './plan.js'
+import type { Db } from '../agent/core/state-db.js'
+import type { NewMessage, Outbox } from '../agent/core/outbox.js'
+import { INITIAL_RECORD, OtaRecordSchema, type OtaRecord } from './update-plan.js'
 
 export interface OtaEvent {
   kind: string

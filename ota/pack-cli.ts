@@ -5,8 +5,8 @@
 import { createHash } from 'node:crypto'
 import { closeSync, openSync, readSync, writeFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
-import { CairnError } from '../agent/errors.js'
-import { isSemver } from './semver.js'
+import { CairnError } from '../protocol/errors.js'
+import { isSemver } from '../protocol/semver.js'
 import { packSlot } from './slot-pack.js'
 import { NEUTRAL_ROOT_LABEL, packOsRelease } from '../image-build/os-update/release-format.js'
 

@@ -4,7 +4,7 @@
 import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
-import { CairnError } from '../agent/errors.js'
+import { CairnError } from '../protocol/errors.js'
 import { fetchTarget, sha256File } from './fetcher.js'
 import { refreshMetadata, targetInfo, targetUrl } from './tuf-client.js'
 import { lockRepo, parseDuration } from './tuf-layout.js'

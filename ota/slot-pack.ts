@@ -12,7 +12,7 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { inferenceAssetPaths } from '../agent/infer/bundle-assets.mjs'
-import { gzip, packTar, treeEntries, type TarEntry } from './tar.js'
+import { gzip, packTar, treeEntries, type TarEntry } from '../protocol/tar.js'
 import { BUNDLE_FILE, VERSION_FILE } from './slots.js'
 
 export interface PackOptions {

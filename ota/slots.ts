@@ -11,14 +11,14 @@
 //
 // SlotBackend is the interface the updater drives; DirectorySlots is its backend for
 // agent bundles. The OS-level backend (Raspberry Pi tryboot partitions, TrybootSlots)
-// lives with the OS image (image-build/os-update/slots.ts).
+// lives with the OS image (image-build/os-update/tryboot-slots.ts).
 
 import { execFile } from 'node:child_process'
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
-import { fsyncDir, readTar, TarError, writeEntries } from './tar.js'
+import { fsyncDir, readTar, TarError, writeEntries } from '../protocol/tar.js'
 
 export const SLOT_NAMES = ['a', 'b'] as const
 export type SlotName = (typeof SLOT_NAMES)[number]

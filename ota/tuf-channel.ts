@@ -1,14 +1,14 @@
-// The device's release channel (ReleaseChannel in ota/types.ts) over TUF: each check runs
+// The device's release channel (ReleaseChannel in ota/release-types.ts) over TUF: each check runs
 // the full TUF client workflow with tuf-js, then picks the newest release this device may
 // take; downloads go through ota/fetcher.ts (Range resume, TUF length cap, SHA-256).
 
-import { CairnError } from '../agent/errors.js'
+import { CairnError } from '../protocol/errors.js'
 import { fetchTarget, type FetchResult, type FetchTargetOptions } from './fetcher.js'
-import { rolloutAdmits } from './rollout.js'
-import { compareSemver, parseSemver, type SemVer } from './semver.js'
+import { rolloutAdmits } from './rollout-bucket.js'
+import { compareSemver, parseSemver, type SemVer } from '../protocol/semver.js'
 import { listTargetPaths, refreshMetadata, seedTrustedRoot, targetInfo, targetUrl } from './tuf-client.js'
 import { parseReleaseInfo } from './tuf-repo.js'
-import type { DeviceFacts, DownloadProgress, ReleaseCandidate, ReleaseChannel, ReleaseInfo } from './types.js'
+import type { DeviceFacts, DownloadProgress, ReleaseCandidate, ReleaseChannel, ReleaseInfo } from './release-types.js'
 
 export interface TufChannelOptions {
   /** The published tree (agent setting --release-url): metadata/ and targets/ below it. */

@@ -9,7 +9,7 @@ import { Metadata, MetadataKind, type Root, type TargetFile, type Targets } from
 import { LengthOrHashMismatchError, UnsignedMetadataError } from '@tufjs/models/dist/error.js'
 import { Updater } from 'tuf-js'
 import { BadVersionError, DownloadHTTPError, DownloadLengthMismatchError, ExpiredMetadataError, RuntimeError } from 'tuf-js/dist/error.js'
-import { CairnError, isCairnError } from '../agent/errors.js'
+import { CairnError, isCairnError } from '../protocol/errors.js'
 
 export interface TufClientOptions {
   /** Where the trusted metadata lives (root.json, timestamp.json, snapshot.json, targets.json). */

@@ -7,9 +7,9 @@ import { createHash, createPrivateKey, createPublicKey, sign, type KeyObject } f
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { Key, Signature } from '@tufjs/models'
-import { canonicalJson } from '../agent/canonical.js'
-import { CairnError } from '../agent/errors.js'
-import { generateKeyPair, rawPublicKey, writeFileAtomic } from '../agent/keys.js'
+import { canonicalJson } from '../protocol/canonical.js'
+import { CairnError } from '../protocol/errors.js'
+import { generateKeyPair, rawPublicKey, writeFileAtomic } from '../protocol/keys.js'
 
 export type RoleName = 'root' | 'targets' | 'snapshot' | 'timestamp'
 export const ROLES: readonly RoleName[] = ['root', 'targets', 'snapshot', 'timestamp']
@@ -27,7 +27,7 @@ export function tufKeyJson(publicKey: KeyObject): { keytype: 'ed25519'; scheme: 
 }
 
 /** Key id per the TUF spec: hex SHA-256 of the canonical JSON of the key object. The
- * object holds only ASCII strings, where RFC 8785 (agent/canonical.ts) and TUF's OLPC
+ * object holds only ASCII strings, where RFC 8785 (protocol/canonical.ts) and TUF's OLPC
  * canonical JSON produce the same bytes. */
 export function tufKeyId(publicKey: KeyObject): string {
   return createHash('sha256').update(canonicalJson(tufKeyJson(publicKey))).digest('hex')
@@ -65,7 +65,7 @@ export class KeyStore {
   generate(role: RoleName, near: readonly string[] = []): TufSigner {
     const dir = this.dirs.find(d => near.some(id => existsSync(join(d, `${role}.${id}.key`)))) ?? this.dirs[0]!
     mkdirSync(dir, { recursive: true, mode: 0o700 })
-    const { privateKey } = generateKeyPair() // agent/keys.ts: avoids a Node 20 key-export deadlock
+    const { privateKey } = generateKeyPair() // protocol/keys.ts: avoids a Node 20 key-export deadlock
     const signer = signerOf(role, privateKey)
     writeFileAtomic(join(dir, `${role}.${signer.keyId}.key`), privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(), 0o600, true)
     return signer

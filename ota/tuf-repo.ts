@@ -8,15 +8,15 @@ import { createHash, createPublicKey } from 'node:crypto'
 import { closeSync, existsSync, mkdirSync, openSync, readSync, statSync } from 'node:fs'
 import { basename, join } from 'node:path'
 import { Metadata, MetadataKind, type Root, type Snapshot, type Targets, type Timestamp } from '@tufjs/models'
-import type { Json } from '../agent/canonical.js'
-import { CairnError } from '../agent/errors.js'
-import { isSemver } from './semver.js'
+import type { Json } from '../protocol/canonical.js'
+import { CairnError } from '../protocol/errors.js'
+import { isSemver } from '../protocol/semver.js'
 import { KeyStore, signWith, tufKeyJson, ROLES, type RoleName, type TufSigner } from './tuf-keys.js'
 import {
   expiresIn, latestRootVersion, metadataName, publishTargetFile, readMetadataFile, readSettings, repoPaths, sha256Hex, SPEC_VERSION, writeMetadata, writeSettings,
   type Expiries, type RepoPaths, type RepoSettings,
 } from './tuf-layout.js'
-import type { ReleaseInfo } from './types.js'
+import type { ReleaseInfo } from './release-types.js'
 
 export interface RepoOptions {
   dir: string

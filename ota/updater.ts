@@ -1,4 +1,4 @@
-// The executor of the OTA state machine (ota/plan.ts): asks the planner for the next
+// The executor of the OTA state machine (ota/update-plan.ts): asks the planner for the next
 // step, performs it, and records that it did (with the event that announces it, in
 // one transaction). Waiting (poll period, backoff, the health-check window) is the
 // planner's `wait` step; hints, commands and health changes wake it early.
@@ -6,15 +6,15 @@
 import { createHash } from 'node:crypto'
 import { createReadStream, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import type { Clock } from '../agent/clock.js'
-import { errorBody } from '../agent/errors.js'
-import type { Logger } from '../agent/log.js'
-import { plan, refusalOf, RESTING, type Facts, type OtaRecord, type SelfTestState, type Step } from './plan.js'
+import type { Clock } from '../protocol/clock.js'
+import { errorBody } from '../protocol/errors.js'
+import type { Logger } from '../protocol/log.js'
+import { plan, refusalOf, RESTING, type Facts, type OtaRecord, type SelfTestState, type Step } from './update-plan.js'
 import type { OtaStore } from './ota-store.js'
-import type { SelfTestResult } from './self-test.js'
-import { isSemver } from './semver.js'
+import type { SelfTestResult } from '../agent/core/self-test.js'
+import { isSemver } from '../protocol/semver.js'
 import { StageError, type SlotBackend, type SlotName } from './slots.js'
-import type { DeviceFacts, DownloadProgress, ReleaseCandidate, ReleaseChannel, ReleaseInfo } from './types.js'
+import type { DeviceFacts, DownloadProgress, ReleaseCandidate, ReleaseChannel, ReleaseInfo } from './release-types.js'
 
 export interface UpdaterSettings {
   pollS: number

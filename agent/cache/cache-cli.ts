@@ -4,8 +4,8 @@
 import { copyFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { CacheSchema } from '../config-schema.js'
-import { CairnError } from '../errors.js'
+import { CacheSchema } from '../config/config-schema.js'
+import { CairnError } from '../../protocol/errors.js'
 import { toSha256 } from './cid.js'
 import { ContentStore } from './store.js'
 

@@ -3,8 +3,8 @@
 // which always starts "bafkrei". Only this one CID shape is accepted: any other codec
 // or hash names bytes that the store cannot verify with SHA-256 alone.
 
-import { base32Decode, base32Encode } from '../base32.js'
-import { CairnError } from '../errors.js'
+import { base32Decode, base32Encode } from '../../protocol/base32.js'
+import { CairnError } from '../../protocol/errors.js'
 
 /** version 1, raw (0x55), sha2-256 (0x12), 32-byte digest: the fixed 4-byte prefix. */
 const CID_PREFIX = Uint8Array.from([0x01, 0x55, 0x12, 0x20])

@@ -11,7 +11,7 @@ import type { FileHandle } from 'node:fs/promises'
 import { request as httpRequest, type IncomingMessage } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { BlockList, isIP, type LookupFunction } from 'node:net'
-import { CairnError, type ErrorCode } from '../errors.js'
+import { CairnError, type ErrorCode } from '../../protocol/errors.js'
 
 export interface OriginFailure {
   origin: string

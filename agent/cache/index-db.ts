@@ -6,7 +6,7 @@
 
 import Database from 'better-sqlite3'
 import { join } from 'node:path'
-import { CairnError } from '../errors.js'
+import { CairnError } from '../../protocol/errors.js'
 
 export type IndexDb = Database.Database
 export const INDEX_FILE = 'index.db'

@@ -3,8 +3,8 @@
 // least-recently-used objects go to make room. Pinned objects are never candidates
 // (the index's `lru` statement skips them); leased ones are skipped here.
 
-import { CairnError } from '../errors.js'
-import type { Logger } from '../log.js'
+import { CairnError } from '../../protocol/errors.js'
+import type { Logger } from '../../protocol/log.js'
 import { diskFree } from './disk.js'
 import type { indexStatements } from './index-db.js'
 

@@ -1,5 +1,5 @@
 // Serve receipts: what the cache server sent, per object, aggregated over a period and
-// signed by the device key (type `cache.served`, the one envelope of agent/envelope.ts),
+// signed by the device key (type `cache.served`, the one envelope of protocol/envelope.ts),
 // queued as a must-keep outbox record on cairn/v1/<fleet>/<device>/cache/served.
 //
 // Counters live in the agent's state.db (not the cache index) so that closing a period
@@ -10,17 +10,17 @@
 
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
-import { canonicalJson, type Json } from '../canonical.js'
-import type { Clock } from '../clock.js'
-import { signEnvelope, verifyEnvelope, type Envelope } from '../envelope.js'
-import { CairnError } from '../errors.js'
-import { newId } from '../ids.js'
-import type { KeyPair } from '../keys.js'
-import type { Logger } from '../log.js'
-import { MsgClass, type Outbox } from '../outbox.js'
-import type { Db } from '../state-db.js'
-import { cacheServedTopic } from '../topics.js'
-import type { ServedRecord } from './server.js'
+import { canonicalJson, type Json } from '../../protocol/canonical.js'
+import type { Clock } from '../../protocol/clock.js'
+import { signEnvelope, verifyEnvelope, type Envelope } from '../../protocol/envelope.js'
+import { CairnError } from '../../protocol/errors.js'
+import { newId } from '../../protocol/ids.js'
+import type { KeyPair } from '../../protocol/keys.js'
+import type { Logger } from '../../protocol/log.js'
+import { MsgClass, type Outbox } from '../core/outbox.js'
+import type { Db } from '../core/state-db.js'
+import { cacheServedTopic } from '../../protocol/topics.js'
+import type { ServedRecord } from './http-server.js'
 
 export const SERVED_TYPE = 'cache.served'
 /** A receipt stays valid evidence forever; exp only bounds how long a relay may hold it. */

@@ -3,7 +3,7 @@
 // The job runs under its own AbortSignal, aborted only when every waiter has given up;
 // a caller arriving after that starts a fresh job instead of joining one being torn down.
 
-import { CairnError } from '../errors.js'
+import { CairnError } from '../../protocol/errors.js'
 
 interface Job<T> {
   done: Promise<T>

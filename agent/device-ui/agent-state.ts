@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events'
 import { existsSync } from 'node:fs'
 import { networkInterfaces } from 'node:os'
 import { ledStateFor, type LedState } from '../../hw/gpio/index.js'
-import type { LocalBus, LocalEvent } from '../local-bus.js'
+import type { LocalBus, LocalEvent } from '../core/local-bus.js'
 
 /** Written by cairn-provision when the provisioning file was refused, removed when one applies. */
 export const PROVISION_ERROR_FILE = 'provision-error'

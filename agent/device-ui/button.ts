@@ -5,7 +5,7 @@
 
 import { spawn } from 'node:child_process'
 import { watchButton, type ButtonAction, type GpioLine } from '../../hw/gpio/index.js'
-import type { Logger } from '../log.js'
+import type { Logger } from '../../protocol/log.js'
 import { gpioCairnError, type GpioHost } from './gpio-host.js'
 
 export interface ButtonOptions {

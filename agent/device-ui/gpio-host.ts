@@ -5,8 +5,8 @@
 
 import { createGpio, GpioError, releaseOnExit, systemTimers, type DriverName, type GpioDriver, type GpioTimers } from '../../hw/gpio/index.js'
 import type { HwContext } from '../../hw/index.js'
-import { CairnError } from '../errors.js'
-import type { Logger } from '../log.js'
+import { CairnError } from '../../protocol/errors.js'
+import type { Logger } from '../../protocol/log.js'
 
 export interface GpioHostOptions {
   hw: Omit<HwContext, 'diskPaths'>

@@ -3,9 +3,9 @@
 // from. Hardware that cannot be opened is logged and left out; it never stops the agent.
 
 import { join } from 'node:path'
-import type { Config } from '../config-schema.js'
-import type { Logger } from '../log.js'
-import type { LocalBus } from '../local-bus.js'
+import type { Config } from '../config/config-schema.js'
+import type { Logger } from '../../protocol/log.js'
+import type { LocalBus } from '../core/local-bus.js'
 import type { HwContext } from '../../hw/index.js'
 import type { DriverName, GpioTimers } from '../../hw/gpio/index.js'
 import { AgentState, hasNetwork, PROVISION_ERROR_FILE, provisionErrorCheck, type AgentStateSnapshot } from './agent-state.js'

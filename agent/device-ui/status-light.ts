@@ -4,8 +4,8 @@
 // burst of state changes and overrides cannot interleave on the line.
 
 import { StatusLed, type GpioLine, type LedState } from '../../hw/gpio/index.js'
-import { CairnError } from '../errors.js'
-import type { Logger } from '../log.js'
+import { CairnError } from '../../protocol/errors.js'
+import type { Logger } from '../../protocol/log.js'
 import type { LedSetPattern } from '../local-api/protocol.js'
 import { gpioCairnError, type GpioHost } from './gpio-host.js'
 

@@ -18,7 +18,7 @@ import { version_cpu } from '@tensorflow/tfjs-backend-cpu'
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm'
 import * as tfl from '@tensorflow/tfjs-layers'
 import * as tfc from '@tensorflow/tfjs-converter'
-import { CairnError } from '../errors.js'
+import { CairnError } from '../../protocol/errors.js'
 import type { BackendChoice, BackendName, BackendReport } from './worker-protocol.js'
 
 /** The part of the tfjs API the worker uses; the bundled packages or a native one's. */

@@ -1,4 +1,4 @@
-// Part of the build (agent/bundle.mjs): the inference worker as a second bundle,
+// Part of the build (cli/bundle.mjs): the inference worker as a second bundle,
 // dist/infer-worker.mjs (it runs in its own process, so it is not part of cairn.mjs,
 // which stays free of tfjs), and the files it needs next to it: the tfjs wasm binaries
 // and the demo model with its sample images. Paths are resolved at run time relative

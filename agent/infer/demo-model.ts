@@ -1,7 +1,7 @@
 // The demo model that ships with Cairn (trained by agent/infer/demo/train.ts, 4 shape
 // classes, 32×32 RGB), so `npm start`, `cairn task submit --model demo` and the tests
 // run a true classification with no network. From TypeScript sources the files are in
-// agent/infer/demo/; in the bundle, agent/bundle.mjs copies them next to cairn.mjs.
+// agent/infer/demo/; in the bundle, cli/bundle.mjs copies them next to cairn.mjs.
 
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'

@@ -7,7 +7,7 @@
 import { inflateSync } from 'node:zlib'
 import jpeg from 'jpeg-js'
 import { PNG } from 'pngjs'
-import { CairnError } from '../errors.js'
+import { CairnError } from '../../protocol/errors.js'
 import type { ModelMeta } from './model-package.js'
 
 export interface DecodedImage {

@@ -1,5 +1,5 @@
 // The Cairn model package: one file, so that one SHA-256 names a model exactly. It is
-// a plain ustar archive (ota/tar.ts, whose reader refuses links and paths outside the
+// a plain ustar archive (protocol/tar.ts, whose reader refuses links and paths outside the
 // archive) holding
 //   cairn-model.json   what Cairn needs to feed and read the model (ModelMeta below)
 //   model.json         a TensorFlow.js model, layers or graph format
@@ -12,8 +12,8 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writ
 import { dirname, join } from 'node:path'
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
-import { CairnError } from '../errors.js'
-import { fsyncDir, packTar, readTar, safeRelative, treeEntries, TarError, writeEntries } from '../../ota/tar.js'
+import { CairnError } from '../../protocol/errors.js'
+import { fsyncDir, packTar, readTar, safeRelative, treeEntries, TarError, writeEntries } from '../../protocol/tar.js'
 
 export const META_FILE = 'cairn-model.json'
 export const MODEL_FILE = 'model.json'

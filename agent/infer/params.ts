@@ -6,7 +6,7 @@
 
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
-import { CairnError } from '../errors.js'
+import { CairnError } from '../../protocol/errors.js'
 import { DEMO_MODEL_SHA256 } from './demo-model.js'
 
 const Sha256 = Type.String({ pattern: '^[0-9a-f]{64}$', description: 'lowercase hex SHA-256 of the exact bytes' })

@@ -8,8 +8,8 @@
 import { fork, type ChildProcess } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { CairnError, type ErrorCode } from '../errors.js'
-import type { Logger } from '../log.js'
+import { CairnError, type ErrorCode } from '../../protocol/errors.js'
+import type { Logger } from '../../protocol/log.js'
 import type { BackendChoice, BackendName, BackendReport, InitMsg, RunMsg, RunOk, WorkerReply } from './worker-protocol.js'
 
 export interface WorkerHostOptions {

@@ -3,7 +3,7 @@
 // Inputs arrive decoded: the agent decodes base64 once (while parsing) and hashes the
 // input itself while the worker runs the model, so the worker only builds the tensor.
 
-import type { ErrorCode } from '../errors.js'
+import type { ErrorCode } from '../../protocol/errors.js'
 
 export type BackendName = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu'
 export type BackendChoice = 'auto' | BackendName

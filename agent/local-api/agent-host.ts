@@ -2,15 +2,15 @@
 // and starts the server. A local API that cannot start (socket path too long, another
 // agent on the socket) is logged and left off: it must never keep the device off its fleet.
 
-import type { Config } from '../config-schema.js'
-import type { Json } from '../canonical.js'
-import type { Logger } from '../log.js'
-import type { LocalBus } from '../local-bus.js'
+import type { Config } from '../config/config-schema.js'
+import type { Json } from '../../protocol/canonical.js'
+import type { Logger } from '../../protocol/log.js'
+import type { LocalBus } from '../core/local-bus.js'
 import type { DeviceUi } from '../device-ui/index.js'
 import type { Board } from '../../hw/index.js'
-import { runSelfTest } from '../../ota/self-test.js'
+import { runSelfTest } from '../core/self-test.js'
 import type { LocalApiHost } from './ops.js'
-import { startLocalApi, type LocalApi } from './server.js'
+import { startLocalApi, type LocalApi } from './api-server.js'
 
 export interface AgentParts {
   config: Readonly<Config>

@@ -3,9 +3,9 @@
 // never touch the MQTT link, the outbox or the task queue directly.
 
 import type { GpioDriver, GpioLine } from '../../hw/gpio/index.js'
-import type { Json } from '../canonical.js'
-import { CairnError } from '../errors.js'
-import type { LocalBus } from '../local-bus.js'
+import type { Json } from '../../protocol/canonical.js'
+import { CairnError } from '../../protocol/errors.js'
+import type { LocalBus } from '../core/local-bus.js'
 import type { AgentState } from '../device-ui/agent-state.js'
 import { gpioCairnError, type GpioHost } from '../device-ui/gpio-host.js'
 import type { LedInfo } from '../device-ui/status-light.js'

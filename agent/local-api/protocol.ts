@@ -4,7 +4,7 @@
 // `npm run docs:gen` writes from them (docs/schemas/local-api-*.json).
 
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
-import { ErrorCodes } from '../errors.js'
+import { ErrorCodes } from '../../protocol/errors.js'
 
 /** Bumped only for changes an existing client would misread (docs/local-api.md, "Versioning"). */
 export const API_VERSION = 1
@@ -183,7 +183,7 @@ export type GpioEventData = Static<typeof GpioEventDataSchema>
 
 export type ServerFrame = Hello | Response | ErrorFrame | { v: 1; type: 'event'; topic: Topic; ts: number; data: unknown }
 
-/** Schemas published under docs/schemas/ (agent/docs-gen.ts). */
+/** Schemas published under docs/schemas/ (cli/docs-gen.ts). */
 export function localApiSchemas(): Record<string, unknown> {
   const defs: Record<string, unknown> = {}
   for (const op of OP_NAMES) {

@@ -5,8 +5,8 @@
 
 import { Value } from '@sinclair/typebox/value'
 import type WebSocket from 'ws'
-import { CairnError, errorBody, type ErrorCode } from '../errors.js'
-import type { Logger } from '../log.js'
+import { CairnError, errorBody, type ErrorCode } from '../../protocol/errors.js'
+import type { Logger } from '../../protocol/log.js'
 import { releaseLines, runOp, type LentLine, type LocalApiHost, type OpSession } from './ops.js'
 import { OPS, RequestEnvelopeSchema, type Op, type Topic } from './protocol.js'
 
@@ -189,7 +189,7 @@ export class Session implements OpSession {
    * ws closes a connection whose frame is over maxPayload (1009) before its 'error'
    * event, so the client would never learn why. Its receiver reports the error first:
    * an error frame sent from there goes out just ahead of the close frame. This
-   * reaches into ws's `_receiver` (checked by test/local-api/limits.test.ts); without
+   * reaches into ws's `_receiver` (checked by test/agent/local-api/limits.test.ts); without
    * it the client still gets close code 1009.
    */
   private interceptOversized(): void {

@@ -1,13 +1,13 @@
-// The task queue: one SQLite row per task id (agent/state-db.ts, table `tasks`) and a
+// The task queue: one SQLite row per task id (agent/core/state-db.ts, table `tasks`) and a
 // pure planner that decides what happens next. The service (service.ts) asks the
 // planner, performs each step, and records that it did in the same transaction as the
 // message that announces it, so a crash between steps resumes or fails a task with a
 // reason and never runs one id twice.
 
-import type { Db } from '../state-db.js'
-import type { ErrorCode } from '../errors.js'
+import type { Db } from '../core/state-db.js'
+import type { ErrorCode } from '../../protocol/errors.js'
 import type { TaskType } from './types.js'
-import type { TaskState } from './format.js'
+import type { TaskState } from '../../protocol/task-format.js'
 
 export interface TaskRow {
   id: string

@@ -3,8 +3,8 @@
 // cancellation and receipts; an executor only turns validated parameters into an
 // outcome. Kept here, apart from both sides, so neither imports the other's internals.
 
-import type { Json } from '../canonical.js'
-import type { ErrorCode } from '../errors.js'
+import type { Json } from '../../protocol/canonical.js'
+import type { ErrorCode } from '../../protocol/errors.js'
 
 export type TaskType = 'inference' | 'cache'
 

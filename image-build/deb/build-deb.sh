@@ -37,7 +37,7 @@ IMG_STAGE_TOTAL=$((1 + 3 * ${#ARCHES[@]}))
 npm_arch() { case "$1" in arm64) echo arm64 ;; amd64) echo x64 ;; *) die "unsupported arch $1" ;; esac; }
 
 stage_bundle() {
-  (cd "$REPO" && node agent/bundle.mjs)
+  (cd "$REPO" && node cli/bundle.mjs)
   note "agent $(du -h "$REPO/dist/cairn.mjs" | cut -f1)"
 }
 

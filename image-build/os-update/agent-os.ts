@@ -1,12 +1,12 @@
 // What the agent learns of Cairn OS at start: which OS release runs, from which slot,
 // and whether OS updates can work here (the root helper's capability file). The agent
-// builds its OS updater (ota/device.ts) only when they can, and says why not otherwise.
+// builds its OS updater (ota/ota-service.ts) only when they can, and says why not otherwise.
 
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import type { OsUpdateDeps } from '../../ota/device.js'
+import type { OsUpdateDeps } from '../../ota/ota-service.js'
 import { CAPABILITY_FILE } from './helper.js'
-import { bootedFromCmdline, TrybootSlots } from './slots.js'
+import { bootedFromCmdline, TrybootSlots } from './tryboot-slots.js'
 
 /** How long after its boot an OS trial must commit. */
 export const OS_TRIAL_DEADLINE_S = 600

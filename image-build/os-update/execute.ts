@@ -5,7 +5,7 @@
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { formatAutoboot, otherSlot, parseAutoboot, type Slot } from './autoboot.js'
-import { planUpdate, type Step, type UpdateRecord } from './plan.js'
+import { planUpdate, type Step, type UpdateRecord } from './tryboot-plan.js'
 
 export interface UpdatePorts {
   /** autoboot.txt on the CAIRN partition */

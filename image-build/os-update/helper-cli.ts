@@ -10,7 +10,7 @@ import { classifyModel } from '../../hw/board.js'
 import { SLOT_PARTITION, type Slot } from './autoboot.js'
 import { writeAtomic } from './execute.js'
 import { CAPABILITY_FILE, runHelper, type TrybootMethod } from './helper.js'
-import { bootedFromCmdline } from './slots.js'
+import { bootedFromCmdline } from './tryboot-slots.js'
 import { readOtaEnv } from './verify-error.js'
 import { partitionBytes, siblingPartition } from './partitions.js'
 import { writeOsSlot } from './write-slot.js'
@@ -84,7 +84,7 @@ const result = await runHelper(
     rebootTryboot,
     reboot: async () => void sh('systemctl', ['reboot']),
     verifyRelease: channel
-      ? async req => (await import('./verify.js')).verifyOsTarget({ releaseUrl: channel.releaseUrl, trustedRoot: channel.releaseRoot, metadataDir: `${OS_DIR}/tuf` }, req, { runningVersion: release, arch: process.arch, board })
+      ? async req => (await import('./verify-release.js')).verifyOsTarget({ releaseUrl: channel.releaseUrl, trustedRoot: channel.releaseRoot, metadataDir: `${OS_DIR}/tuf` }, req, { runningVersion: release, arch: process.arch, board })
       : undefined,
     now: () => new Date(),
     log: line => process.stdout.write(`cairn-os-update: ${line}\n`),

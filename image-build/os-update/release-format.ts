@@ -18,7 +18,7 @@ import { createReadStream, createWriteStream, readdirSync, statSync } from 'node
 import { join } from 'node:path'
 import { PassThrough, Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { BLOCK, checksumOk, readOctal, readString, safeRelative, tarHeader, TarError } from '../../ota/tar.js'
+import { BLOCK, checksumOk, readOctal, readString, safeRelative, tarHeader, TarError } from '../../protocol/tar.js'
 
 export const ROOT_IMAGE = 'root.img'
 export const VERSION_ENTRY = 'VERSION'

@@ -4,7 +4,7 @@
 
 import { chownSync, closeSync, fsyncSync, lstatSync, mkdirSync, openSync, renameSync, rmSync, symlinkSync, writeSync, chmodSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import type { Owner, Step } from './plan.js'
+import type { Owner, Step } from './provision-plan.js'
 
 export interface ApplyOptions {
   /** prefix for every absolute path in the steps */

@@ -2,7 +2,7 @@
 // cairn-provision.service as root. Logs one line per action to the journal.
 
 import { readFileSync } from 'node:fs'
-import { DEVICE_LAYOUT } from './plan.js'
+import { DEVICE_LAYOUT } from './provision-plan.js'
 import { lookupCairnUser, provision } from './main.js'
 
 /** Whether a path is a mount point, from the kernel's mount table. */

@@ -8,10 +8,10 @@ import { closeSync, constants, existsSync, fchownSync, openSync, readFileSync, r
 import { PROVISION_ERROR_FILE } from '../../agent/device-ui/agent-state.js'
 import { join } from 'node:path'
 import { execFileSync } from 'node:child_process'
-import { loadOrCreateIdentity, DEVICE_KEY_FILE } from '../../agent/identity.js'
-import { VERSION } from '../../agent/version.js'
+import { loadOrCreateIdentity, DEVICE_KEY_FILE } from '../../protocol/identity.js'
+import { VERSION } from '../../protocol/version.js'
 import { parseProvisioning, ProvisionError } from './spec.js'
-import { defaultHostname, layoutSteps, parseWpaConfig, planBoot, planProvision, type Facts, type Layout, type Owner } from './plan.js'
+import { defaultHostname, layoutSteps, parseWpaConfig, planBoot, planProvision, type Facts, type Layout, type Owner } from './provision-plan.js'
 import { applySteps } from './apply.js'
 import { APPLIED_FILE, PROVISION_FILE, RESULT_FILE, findProvisionFile, redact, resultText, wipeAndRemove, writeDriveFile, type Outcome } from './drive.js'
 

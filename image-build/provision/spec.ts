@@ -4,10 +4,10 @@
 
 import { dirname } from 'node:path'
 import { parse as parseYaml, YAMLParseError } from 'yaml'
-import { isKeyId, parsePublicKey } from '../../agent/keys.js'
-import { NAME_PATTERN } from '../../agent/envelope.js'
-import { OWNER_PATTERN } from '../../agent/proof/format.js'
-import { resolveConfig } from '../../agent/config.js'
+import { isKeyId, parsePublicKey } from '../../protocol/keys.js'
+import { NAME_PATTERN } from '../../protocol/envelope.js'
+import { OWNER_PATTERN } from '../../protocol/proof-format.js'
+import { resolveConfig } from '../../agent/config/load-config.js'
 
 /** A secret that was applied earlier and removed from the drive; writing this marker back
  * (e.g. in a copy of cairn-applied.yaml) keeps the value stored on the device. */

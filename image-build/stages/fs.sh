@@ -88,7 +88,7 @@ stage_fs() {
   if [ "$SLOT_B" = copy ]; then make_ext4 "$F/rootb.ext4" "$ROOT_MIB" cairn-rootB "$ROOTFS"
   else make_ext4 "$F/rootb.ext4" "$ROOT_MIB" cairn-rootB "$S/empty"; fi
 
-  # data: the layout from image-build/provision/plan.ts (layoutSteps), owners numeric
+  # data: the layout from image-build/provision/provision-plan.ts (layoutSteps), owners numeric
   local uid gid nuid ngid
   uid=$(chroot "$ROOTFS" id -u cairn)
   gid=$(chroot "$ROOTFS" id -g cairn)

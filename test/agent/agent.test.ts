@@ -7,10 +7,10 @@ import { join } from 'node:path'
 import { startBroker, type TestBroker } from '../helpers/broker.js'
 import { Consumer, operatorKey, sleep, startTestAgent, tmp, until, type TestAgent } from '../helpers/agent.js'
 import { schemaErrors } from '../helpers/schemas.js'
-import { sendCommand, signCommand } from '../../agent/fleet-client.js'
-import type { Json } from '../../agent/canonical.js'
-import type { KeyPair } from '../../agent/keys.js'
-import type { ReplyMessage } from '../../agent/messages.js'
+import { sendCommand, signCommand } from '../../fleet/command-client.js'
+import type { Json } from '../../protocol/canonical.js'
+import type { KeyPair } from '../../protocol/keys.js'
+import type { ReplyMessage } from '../../protocol/messages.js'
 
 let broker: TestBroker
 t.before(async () => {

@@ -6,10 +6,10 @@ import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { startBroker, type TestBroker } from '../helpers/broker.js'
 import { Consumer, sleep, startTestAgent, tmp, until } from '../helpers/agent.js'
-import { ManualClock } from '../../agent/clock.js'
-import { loadOrCreateIdentity } from '../../agent/identity.js'
-import { MsgClass, Outbox } from '../../agent/outbox.js'
-import { openStateDb } from '../../agent/state-db.js'
+import { ManualClock } from '../../protocol/clock.js'
+import { loadOrCreateIdentity } from '../../protocol/identity.js'
+import { MsgClass, Outbox } from '../../agent/core/outbox.js'
+import { openStateDb } from '../../agent/core/state-db.js'
 
 const bundle = new URL('../../dist/cairn.mjs', import.meta.url).pathname
 let broker: TestBroker

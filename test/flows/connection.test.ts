@@ -9,7 +9,7 @@ import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { startBroker, type TestBroker } from '../helpers/broker.js'
 import { until, type TestAgent } from '../helpers/agent.js'
-import { cairnPackageDir } from '../../agent/node-red-host.js'
+import { cairnPackageDir } from '../../flows/node-red-host.js'
 import { agentConfig, cairnNodes, startFlowAgent } from './kit.js'
 
 interface State {

@@ -1,4 +1,4 @@
-// End to end: an embedded Node-RED (agent/node-red-host.ts, what `npm start` runs)
+// End to end: an embedded Node-RED (flows/node-red-host.ts, what `npm start` runs)
 // loads the four shipped example flows against a real agent on a real Mosquitto with
 // the fake GPIO driver. The LED flow follows the broker going away and coming back, a
 // button press on the fake GPIO reaches MQTT and the flow, the classify flow answers an
@@ -9,7 +9,7 @@ import t from 'tap'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { PNG } from 'pngjs'
-import { cairnPackageDir, startNodeRed, type NodeRedHost } from '../../agent/node-red-host.js'
+import { cairnPackageDir, startNodeRed, type NodeRedHost } from '../../flows/node-red-host.js'
 import { demoModelPath, demoSamplePath } from '../../agent/infer/demo-model.js'
 import { drawShape, seededRandom } from '../../agent/infer/demo/shapes.js'
 import { startBroker, type TestBroker } from '../helpers/broker.js'

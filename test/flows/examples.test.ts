@@ -8,7 +8,7 @@ import t from 'tap'
 import { readdirSync, readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
-import { cairnPackageDir } from '../../agent/node-red-host.js'
+import { cairnPackageDir } from '../../flows/node-red-host.js'
 
 const pkgDir = cairnPackageDir()
 const examplesDir = join(pkgDir, 'examples')

@@ -1,4 +1,4 @@
-// The embedded Node-RED of `cairn demo` (agent/node-red-host.ts): it starts on
+// The embedded Node-RED of `cairn demo` (flows/node-red-host.ts): it starts on
 // 127.0.0.1 with the Cairn package loaded, writes a starter flow wired to the demo
 // agent's socket and token only into a fresh user dir, serves the package's examples to
 // the editor's Import menu, and fails soft (a printed reason, no throw) when it cannot run.
@@ -7,7 +7,7 @@ import t from 'tap'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { join } from 'node:path'
-import { startDemoNodeRed, startNodeRed } from '../../agent/node-red-host.js'
+import { startDemoNodeRed, startNodeRed } from '../../flows/node-red-host.js'
 import WebSocket from 'ws'
 import { tmp, until } from '../helpers/agent.js'
 import { cairnNodes } from './kit.js'

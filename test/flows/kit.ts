@@ -4,7 +4,7 @@
 
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
-import { cairnPackageDir } from '../../agent/node-red-host.js'
+import { cairnPackageDir } from '../../flows/node-red-host.js'
 import type { FakeGpio } from '../../hw/gpio/fake.js'
 import { startTestAgent, until, type TestAgent } from '../helpers/agent.js'
 import { ensureNodeRedClient } from '../../flows/build-client.mjs'

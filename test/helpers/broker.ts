@@ -8,7 +8,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { createServer, connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { startEmbeddedBroker, type EmbeddedBroker } from '../../agent/embedded-broker.js'
+import { startEmbeddedBroker, type EmbeddedBroker } from '../../cli/embedded-broker.js'
 
 export interface TestBroker {
   kind: 'mosquitto' | 'aedes'

@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { CairnError } from '../../agent/errors.js'
+import { CairnError } from '../../protocol/errors.js'
 import type { ContentLease, ContentSource } from '../../agent/task/types.js'
 
 export class ContentDir implements ContentSource {

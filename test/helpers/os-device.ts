@@ -10,10 +10,10 @@ import { join } from 'node:path'
 import { SLOT_PARTITION, type Slot } from '../../image-build/os-update/autoboot.js'
 import { CAPABILITY_FILE, runHelper, type HelperPorts, type HelperResult } from '../../image-build/os-update/helper.js'
 import { packOsRelease, type Packed } from '../../image-build/os-update/release-format.js'
-import { TrybootSlots } from '../../image-build/os-update/slots.js'
-import { verifyOsTarget } from '../../image-build/os-update/verify.js'
+import { TrybootSlots } from '../../image-build/os-update/tryboot-slots.js'
+import { verifyOsTarget } from '../../image-build/os-update/verify-release.js'
 import { writeOsSlot } from '../../image-build/os-update/write-slot.js'
-import { FirmwareStandIn } from '../image/firmware-stand-in.js'
+import { FirmwareStandIn } from '../image-build/firmware-stand-in.js'
 import { tmp } from './agent.js'
 
 export const OS_TOOLS = ['mke2fs', 'e2fsck', 'resize2fs', 'e2label', 'debugfs', 'mkfs.vfat', 'mcopy', 'mdir', 'mtype', 'zstd']

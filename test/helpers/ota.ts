@@ -1,6 +1,6 @@
 // OTA test helpers: stub slot trees (a tiny cairn.mjs that logs how it was started and
 // behaves as told), a ReleaseChannel backed by plain files, real agent bundles built
-// with agent/bundle.mjs for a given version, and a TUF repository driven through the
+// with cli/bundle.mjs for a given version, and a TUF repository driven through the
 // `cairn release` CLI of the built bundle.
 
 import { execFile, spawn } from 'node:child_process'
@@ -8,12 +8,12 @@ import { createHash } from 'node:crypto'
 import { appendFileSync, cpSync, existsSync, mkdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { CairnError } from '../../agent/errors.js'
+import { CairnError } from '../../protocol/errors.js'
 import { packSlot } from '../../ota/slot-pack.js'
 import { DirectorySlots, readSlots, writeSlots, type SlotsState } from '../../ota/slots.js'
-import { packTar, type TarEntry } from '../../ota/tar.js'
+import { packTar, type TarEntry } from '../../protocol/tar.js'
 import { selectRelease } from '../../ota/tuf-channel.js'
-import type { DeviceFacts, DownloadProgress, ReleaseCandidate, ReleaseChannel, ReleaseInfo } from '../../ota/types.js'
+import type { DeviceFacts, DownloadProgress, ReleaseCandidate, ReleaseChannel, ReleaseInfo } from '../../ota/release-types.js'
 import { tmp } from './agent.js'
 import { supervise, type Supervisor } from './supervisor.js'
 

@@ -3,7 +3,7 @@
 // Params: { label: string, mode?: Mode }. Each label is one task's handle in a test.
 
 import { createHash } from 'node:crypto'
-import { CairnError } from '../../agent/errors.js'
+import { CairnError } from '../../protocol/errors.js'
 import type { TaskExecutor, TaskOutcome, TaskRunContext, TaskType } from '../../agent/task/types.js'
 
 export type Mode = 'ok' | 'wait' | 'hang' | 'crash' | 'fail' | 'big' | 'no-space' | 'cannot' | 'defiant' | 'flood' | 'bad-hash' | 'bigint'

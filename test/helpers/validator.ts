@@ -2,10 +2,10 @@
 // stopped when the test ends.
 
 import type { Test } from 'tap'
-import { systemClock } from '../../agent/clock.js'
-import { createLogger } from '../../agent/log.js'
-import { toolClientOptions } from '../../agent/mqtt-link.js'
-import { Validator, type ValidatorOptions } from '../../agent/proof/validator.js'
+import { systemClock } from '../../protocol/clock.js'
+import { createLogger } from '../../protocol/log.js'
+import { toolClientOptions } from '../../agent/core/mqtt-link.js'
+import { Validator, type ValidatorOptions } from '../../validator/validator.js'
 
 export function testValidator(t: Test, url: string, o: Pick<ValidatorOptions, 'stateDir' | 'key' | 'params'> & Partial<ValidatorOptions>): Validator {
   const v = new Validator({

@@ -7,10 +7,10 @@
 import t, { type Test } from 'tap'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import type { Json } from '../../agent/canonical.js'
+import type { Json } from '../../protocol/canonical.js'
 import { sha256Hex } from '../../ota/tuf-layout.js'
 import { TufChannel } from '../../ota/tuf-channel.js'
-import type { DeviceFacts } from '../../ota/types.js'
+import type { DeviceFacts } from '../../ota/release-types.js'
 import { attackServer, clientDir, forge, header, makeRepo, payload, publishedJson, refresh, serveRepo, tmp } from '../helpers/release.js'
 
 type J = Record<string, Json>

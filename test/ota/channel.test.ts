@@ -5,10 +5,10 @@
 import t from 'tap'
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { rolloutBucket } from '../../ota/rollout.js'
+import { rolloutBucket } from '../../ota/rollout-bucket.js'
 import { refusal, selectRelease, TufChannel } from '../../ota/tuf-channel.js'
 import { seedTrustedRoot } from '../../ota/tuf-client.js'
-import type { DeviceFacts, ReleaseCandidate } from '../../ota/types.js'
+import type { DeviceFacts, ReleaseCandidate } from '../../ota/release-types.js'
 import { makeRepo, payload, serveRepo, tmp } from '../helpers/release.js'
 
 const facts = (over: Partial<DeviceFacts> = {}): DeviceFacts => ({ deviceId: 'dev-1', runningVersion: '1.0.0', arch: 'arm64', board: 'rpi5', channel: 'stable', badVersions: new Set(), ...over })

@@ -17,8 +17,8 @@ import { startBroker, type TestBroker } from '../helpers/broker.js'
 import { missingOsTools, osDevice, packRelease, type OsDevice } from '../helpers/os-device.js'
 import { makeRepo, serveRepo, tmp } from '../helpers/release.js'
 import { schemaErrors } from '../helpers/schemas.js'
-import type { OtaHooks } from '../../ota/device.js'
-import { rolloutStatus } from '../../ota/fleet-rollout.js'
+import type { OtaHooks } from '../../ota/ota-service.js'
+import { rolloutStatus } from '../../fleet/rollout-cli.js'
 
 t.setTimeout(240_000)
 const missing = missingOsTools()

@@ -13,8 +13,8 @@ import { tmp, until } from '../helpers/agent.js'
 import { LAUNCHER, readStubLog, stubTar, stubTree } from '../helpers/ota.js'
 import { supervise } from '../helpers/supervisor.js'
 import * as launcher from '../../ota/launcher.mjs'
-import { packTar, readTar, treeEntries, writeEntries, TarError } from '../../ota/tar.js'
-import { compareSemver } from '../../ota/semver.js'
+import { packTar, readTar, treeEntries, writeEntries, TarError } from '../../protocol/tar.js'
+import { compareSemver } from '../../protocol/semver.js'
 import { DirectorySlots, GOOD_FILE, parseSlots, readSlots, rolledBack, SLOTS_FILE, StageError, writeSlots, type SlotsState } from '../../ota/slots.js'
 
 t.test('tar: round trip, gzip, long names, and what GNU tar writes', async t => {
@@ -180,7 +180,7 @@ function otaDirWith(modes: { a?: string; b?: string }, versions = { a: '1.0.0', 
 
 const stubLogFor = () => join(tmp(), 'stub.log')
 
-t.test('launcher: its version order is ota/semver.ts\'s; a newer installed bundle wins over an older committed slot (pure)', async t => {
+t.test('launcher: its version order is protocol/semver.ts\'s; a newer installed bundle wins over an older committed slot (pure)', async t => {
   const vs = ['0.9.0', '1.0.0-alpha', '1.0.0-alpha.1', '1.0.0-alpha.beta', '1.0.0-beta.2', '1.0.0-beta.11', '1.0.0-rc.1', '1.0.0', '1.0.0+build.5', '1.0.1', '1.10.0', '2.0.0']
   for (const a of vs) for (const b of vs) t.equal(launcher.compareVersions(a, b), compareSemver(a, b), `${a} vs ${b}`)
   t.equal(launcher.compareVersions('1.0', '1.0.0'), null, 'not a version: no comparison')
@@ -192,7 +192,7 @@ t.test('launcher: its version order is ota/semver.ts\'s; a newer installed bundl
   t.equal(launcher.preferNewerFallback(committed, undefined, '2.0.0'), null, 'a slot without VERSION stays as it was')
   t.equal(launcher.preferNewerFallback(committed, '1.0.0', undefined), null, 'a bundle without VERSION beside it: no change')
   t.equal(launcher.preferNewerFallback(committed, '1.0.0', '2.0.0', true), null, 'not while an OS update is on trial: a failed trial must find the agent it left')
-  t.equal(launcher.compareVersions('1.0.0-01', '1.0.0'), null, 'a numeric pre-release with a leading zero is no version (as in ota/semver.ts)')
+  t.equal(launcher.compareVersions('1.0.0-01', '1.0.0'), null, 'a numeric pre-release with a leading zero is no version (as in protocol/semver.ts)')
 })
 
 t.test('launcher: after an OS update brought a newer bundle, it starts that one', async t => {

@@ -7,17 +7,17 @@
 import t from 'tap'
 import { existsSync, mkdirSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { systemClock } from '../../agent/clock.js'
-import { createLogger } from '../../agent/log.js'
-import { loadOrCreateIdentity } from '../../agent/identity.js'
-import { MsgClass, Outbox } from '../../agent/outbox.js'
-import { openStateDb } from '../../agent/state-db.js'
+import { systemClock } from '../../protocol/clock.js'
+import { createLogger } from '../../protocol/log.js'
+import { loadOrCreateIdentity } from '../../protocol/identity.js'
+import { MsgClass, Outbox } from '../../agent/core/outbox.js'
+import { openStateDb } from '../../agent/core/state-db.js'
 import { MemoryOtaStore, SqlOtaStore, type OtaEvent } from '../../ota/ota-store.js'
-import { INITIAL_RECORD, plan, type Facts, type OtaRecord } from '../../ota/plan.js'
+import { INITIAL_RECORD, plan, type Facts, type OtaRecord } from '../../ota/update-plan.js'
 import { DirectorySlots, readSlots, writeSlots, type SlotName, type SlotsState } from '../../ota/slots.js'
-import type { ReleaseCandidate } from '../../ota/types.js'
+import type { ReleaseCandidate } from '../../ota/release-types.js'
 import { Updater, type UpdaterOptions } from '../../ota/updater.js'
-import { agentHold, osHold } from '../../ota/device.js'
+import { agentHold, osHold } from '../../ota/ota-service.js'
 import { tmp, until } from '../helpers/agent.js'
 import { DirReleaseChannel, stubTar } from '../helpers/ota.js'
 
@@ -325,7 +325,7 @@ t.test('executor: a release that does not start is refused at staging and marked
   await installV1(r)
   const rel = join(r.dir, 'rel')
   mkdirSync(rel, { recursive: true })
-  const { packTar } = await import('../../ota/tar.js')
+  const { packTar } = await import('../../protocol/tar.js')
   const { writeFileSync } = await import('node:fs')
   const bad = join(rel, 'bad.tar')
   writeFileSync(bad, packTar([{ path: 'cairn.mjs', type: 'file', mode: 0o755, data: Buffer.from('process.exit(9)') }, { path: 'VERSION', type: 'file', mode: 0o644, data: Buffer.from('2.0.0\n') }]))

@@ -4,7 +4,7 @@
 // every user node its state so each can show it, re-subscribes and re-runs the users'
 // set-up (GPIO lines are released by the agent when a client goes away) after every
 // reconnect, and fans events out. The protocol itself lives in lib/client.cjs, bundled
-// from the agent's own agent/local-api/client.ts.
+// from the agent's own agent/local-api/api-client.ts.
 'use strict'
 
 const { EventEmitter } = require('node:events')

@@ -7,13 +7,13 @@
 import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { signEnvelope } from '../../../agent/envelope.js'
-import { newId } from '../../../agent/ids.js'
-import { loadOrCreateIdentity } from '../../../agent/identity.js'
-import type { TaskReceipt, TaskUpdate } from '../../../agent/task/format.js'
+import { signEnvelope } from '../../../protocol/envelope.js'
+import { newId } from '../../../protocol/ids.js'
+import { loadOrCreateIdentity } from '../../../protocol/identity.js'
+import type { TaskReceipt, TaskUpdate } from '../../../protocol/task-format.js'
 import { startBroker } from '../../helpers/broker.js'
 import { Consumer, operatorKey, tmp } from '../../helpers/agent.js'
-import { blob, sha256, startOrigin } from '../../cache/origin.js'
+import { blob, sha256, startOrigin } from '../cache/origin.js'
 
 const bundle = new URL('../../../dist/cairn.mjs', import.meta.url).pathname
 const FLEET = 'test'

@@ -6,15 +6,15 @@
 import t from 'tap'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { main } from '../../../agent/cli.js'
-import type { TaskReceipt } from '../../../agent/task/format.js'
-import { SUBMIT_EXIT } from '../../../agent/task/task-cli.js'
-import { demoModelPath, demoSamplePath } from '../../../agent/infer/executor.js'
+import { main } from '../../../cli/cli.js'
+import type { TaskReceipt } from '../../../protocol/task-format.js'
+import { SUBMIT_EXIT } from '../../../fleet/task-cli.js'
+import { demoModelPath, demoSamplePath } from '../../../agent/infer/infer-executor.js'
 import { startBroker, type TestBroker } from '../../helpers/broker.js'
 import { Consumer, tmp, until } from '../../helpers/agent.js'
 import { schemaErrors } from '../../helpers/schemas.js'
 import { FLEET, taskAgent } from '../../helpers/task-agent.js'
-import { blob, sha256, startOrigin } from '../../cache/origin.js'
+import { blob, sha256, startOrigin } from '../cache/origin.js'
 
 let broker: TestBroker
 t.before(async () => {

@@ -5,7 +5,7 @@
 // Every final state has a signed receipt that says what happened.
 
 import t from 'tap'
-import { checkReceipt } from '../../../agent/task/format.js'
+import { checkReceipt } from '../../../protocol/task-format.js'
 import { startBroker, type TestBroker } from '../../helpers/broker.js'
 import { Consumer, operatorKey, sleep, tmp } from '../../helpers/agent.js'
 import { schemaErrors } from '../../helpers/schemas.js'

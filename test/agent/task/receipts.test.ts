@@ -8,12 +8,12 @@ import { spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { main } from '../../../agent/cli.js'
-import { signedBytes, type Envelope } from '../../../agent/envelope.js'
-import { checkReceipt, encodeTaskMessage, taskMessageHash, type TaskReceipt } from '../../../agent/task/format.js'
-import { SUBMIT_EXIT } from '../../../agent/task/task-cli.js'
-import { taskVectors } from '../../../agent/task/vectors.js'
-import { generatedDocFiles } from '../../../agent/docs-gen.js'
+import { main } from '../../../cli/cli.js'
+import { signedBytes, type Envelope } from '../../../protocol/envelope.js'
+import { checkReceipt, encodeTaskMessage, taskMessageHash, type TaskReceipt } from '../../../protocol/task-format.js'
+import { SUBMIT_EXIT } from '../../../fleet/task-cli.js'
+import { taskVectors } from '../../../cli/vectors/task-vectors.js'
+import { generatedDocFiles } from '../../../cli/docs-gen.js'
 import { startBroker, type TestBroker } from '../../helpers/broker.js'
 import { tmp } from '../../helpers/agent.js'
 import { schemaErrors } from '../../helpers/schemas.js'
@@ -168,7 +168,7 @@ t.test('cairn task submit and cairn task verify against a real agent', async t =
 })
 
 t.test('submit flags build the executors params', async t => {
-  const { paramsFromFlags } = await import('../../../agent/task/task-cli.js')
+  const { paramsFromFlags } = await import('../../../fleet/task-cli.js')
   const dir = tmp()
   writeFileSync(join(dir, 'x.png'), Buffer.from([0x89, 0x50, 0x4e, 0x47]))
   writeFileSync(join(dir, 't.json'), JSON.stringify({ shape: [1, 2], dtype: 'float32', data: [1, 2] }))

@@ -6,7 +6,7 @@
 import t, { type Test } from 'tap'
 import { cpSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { checkReceipt, taskMessageHash } from '../../../agent/task/format.js'
+import { checkReceipt, taskMessageHash } from '../../../protocol/task-format.js'
 import { createCommandRunner } from '../../../hw/index.js'
 import { startBroker, type TestBroker } from '../../helpers/broker.js'
 import { operatorKey, sleep, tmp, until } from '../../helpers/agent.js'

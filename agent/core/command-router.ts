@@ -1,0 +1,189 @@
+// Turns an incoming cmd/<name> message into a reply: size, JSON, signed envelope
+// (trusted operator, this fleet and device, unexpired), replay, body schema, handler.
+// Replies to authenticated commands go through the outbox (durable, QoS 1); refusals of
+// unauthenticated input are sent once, QoS 0 and rate-limited, so junk on the command
+// topic can neither fill the outbox nor wear the SD card.
+
+import type { IPublishPacket } from 'mqtt'
+import { Value } from '@sinclair/typebox/value'
+import type { Clock } from '../../protocol/clock.js'
+import type { Json } from '../../protocol/canonical.js'
+import { findCommand, type CommandContext } from './commands.js'
+import { verifyEnvelope, type Envelope } from '../../protocol/envelope.js'
+import { CairnError, errorBody, type ErrorCode } from '../../protocol/errors.js'
+import type { Logger } from '../../protocol/log.js'
+import type { Metrics } from './metrics.js'
+import type { OperatorKeys } from './operators.js'
+import { MsgClass, type Outbox, type PublishProps } from './outbox.js'
+import type { ReplayGuard } from '../../protocol/replay-guard.js'
+import type { ReplyMessage } from '../../protocol/messages.js'
+import { commandName, deviceTopics, isAllowedResponseTopic } from '../../protocol/topics.js'
+import { newId } from '../../protocol/ids.js'
+
+export interface RouterOptions {
+  fleet: string
+  deviceId: string
+  clock: Clock
+  maxPayloadBytes: number
+  maxTtlMs: number
+  skewMs: number
+  operators: OperatorKeys
+  replay: ReplayGuard
+  outbox: Outbox
+  log: Logger
+  metrics: Metrics
+  /** QoS 0 publish for refusals; may drop when offline. */
+  publishQuick(topic: string, payload: Buffer, props: PublishProps | undefined): void
+  context(env: Envelope): CommandContext
+}
+
+const UNAUTH_REPLY_BURST = 10
+const UNAUTH_REPLY_PER_S = 2
+const ID_RE = /^[A-Za-z0-9_-]{8,64}$/
+
+export class CommandRouter {
+  private tokens = UNAUTH_REPLY_BURST
+  private tokensAt = 0
+
+  constructor(private readonly o: RouterOptions) {}
+
+  async handle(topic: string, payload: Buffer, packet: IPublishPacket): Promise<void> {
+    const o = this.o
+    const topics = deviceTopics(o.fleet, o.deviceId)
+    const responseTopic = packet.properties?.responseTopic
+    const replyTopic = responseTopic !== undefined && isAllowedResponseTopic(responseTopic, topics.reply) ? responseTopic : topics.reply
+    const corr = packet.properties?.correlationData
+    const props: PublishProps | undefined = corr ? { correlationData: Buffer.from(corr).toString('base64') } : undefined
+    let env: Envelope | undefined
+    let requestId: string | null = null
+    try {
+      const name = commandName(topic, o.fleet, o.deviceId)
+      if (name === null) throw new CairnError('UNKNOWN_COMMAND', `not a command topic: ${topic.slice(0, 200)}`)
+      if (payload.length > o.maxPayloadBytes) throw new CairnError('TOO_LARGE', `payload of ${payload.length} bytes exceeds ${o.maxPayloadBytes}`)
+      let parsed: unknown
+      try {
+        parsed = JSON.parse(payload.toString('utf8'))
+      } catch {
+        throw new CairnError('BAD_JSON', 'payload is not JSON')
+      }
+      // Echo the id when the request carries a well-formed one, even if it is refused.
+      const maybeId = (parsed as { id?: unknown } | null)?.id
+      if (typeof maybeId === 'string' && ID_RE.test(maybeId)) requestId = maybeId
+      const now = o.clock.now()
+      env = verifyEnvelope(parsed, {
+        trusted: keyId => o.operators.isTrusted(keyId),
+        fleet: o.fleet,
+        sub: o.deviceId,
+        now,
+        maxTtlMs: o.maxTtlMs,
+        skewMs: o.skewMs,
+        expectType: t => t === `cmd.${name}`,
+      })
+      // Admitted before anything can fail, so a replay of even a refused command is
+      // answered with REPLAY (cheap, not durable) rather than processed again.
+      o.replay.admit(env.id, env.exp, now)
+      const cmd = findCommand(name)
+      if (!Value.Check(cmd.body, env.body)) {
+        const e = [...Value.Errors(cmd.body, env.body)][0]
+        throw new CairnError('BAD_REQUEST', `${name}: body${e?.path ?? ''} ${e?.message ?? 'invalid'}`)
+      }
+      const data = await cmd.run(env.body as never, o.context(env))
+      o.metrics.inc('cairn_commands_total', { result: 'ok' })
+      o.log.info({ cmd: name, id: env.id, by: env.iss.slice(0, 12) }, 'command done')
+      this.replyDurableOrQuick(replyTopic, props, { id: env.id, status: 'ok', data }, env.exp)
+    } catch (err) {
+      const body = errorBody(err)
+      o.metrics.inc('cairn_commands_total', { result: body.code })
+      if (body.code === 'INTERNAL') o.log.error({ err, topic }, 'command failed')
+      else o.log.warn({ topic: topic.slice(0, 200), code: body.code, msg: body.message }, 'command refused')
+      const reply: ReplyMessage = { id: env?.id ?? requestId, status: 'error', error: body }
+      // Only a command we authenticated earns a durable reply.
+      if (env && authenticatedFailure(body.code)) this.replyDurableOrQuick(replyTopic, props, reply, env.exp)
+      else this.replyQuick(replyTopic, props, reply)
+    }
+  }
+
+  /** A signed command on a fleet-wide topic (the OTA release topic): sub "*" or this
+   * device, one of `allowed`, verified and replay-checked like any command, and run
+   * without a reply (no one waits on a reply topic). The outcome tells the caller
+   * whether it was a genuine command; anything else there is untrusted input. */
+  async handleBroadcast(payload: Buffer, allowed: ReadonlySet<string>): Promise<{ ok: true; name: string; data: Json } | { ok: false; code: ErrorCode; message: string }> {
+    const o = this.o
+    try {
+      if (payload.length > o.maxPayloadBytes) throw new CairnError('TOO_LARGE', `payload of ${payload.length} bytes exceeds ${o.maxPayloadBytes}`)
+      let parsed: unknown
+      try {
+        parsed = JSON.parse(payload.toString('utf8'))
+      } catch {
+        throw new CairnError('BAD_JSON', 'payload is not JSON')
+      }
+      const now = o.clock.now()
+      const env = verifyEnvelope(parsed, {
+        trusted: keyId => o.operators.isTrusted(keyId),
+        fleet: o.fleet,
+        sub: o.deviceId,
+        allowBroadcast: true,
+        now,
+        maxTtlMs: o.maxTtlMs,
+        skewMs: o.skewMs,
+        expectType: t => t.startsWith('cmd.') && allowed.has(t.slice(4)),
+      })
+      o.replay.admit(env.id, env.exp, now)
+      const name = env.type.slice(4)
+      const cmd = findCommand(name)
+      if (!Value.Check(cmd.body, env.body)) {
+        const e = [...Value.Errors(cmd.body, env.body)][0]
+        throw new CairnError('BAD_REQUEST', `${name}: body${e?.path ?? ''} ${e?.message ?? 'invalid'}`)
+      }
+      const data = await cmd.run(env.body as never, o.context(env))
+      o.metrics.inc('cairn_commands_total', { result: 'ok' })
+      o.log.info({ cmd: name, id: env.id, by: env.iss.slice(0, 12), broadcast: env.sub === '*' }, 'broadcast command done')
+      return { ok: true, name, data }
+    } catch (err) {
+      const body = errorBody(err)
+      // A retained broadcast comes again with every reconnect: REPLAY is the normal case.
+      if (body.code !== 'REPLAY') o.metrics.inc('cairn_commands_total', { result: body.code })
+      o.log.debug({ code: body.code, msg: body.message }, 'not a broadcast command')
+      return { ok: false, ...body }
+    }
+  }
+
+  /** A reply that cannot be stored (disk full) is still sent once, directly. */
+  private replyDurableOrQuick(topic: string, props: PublishProps | undefined, reply: ReplyMessage, exp: number): void {
+    try {
+      this.replyDurable(topic, props, reply, exp)
+    } catch (err) {
+      this.o.log.error({ err: (err as Error).message }, 'reply could not be stored; sending it once without the outbox')
+      this.o.publishQuick(topic, Buffer.from(JSON.stringify(reply)), props)
+    }
+  }
+
+  private replyDurable(topic: string, props: PublishProps | undefined, reply: ReplyMessage, exp: number): void {
+    const o = this.o
+    o.outbox.enqueue({
+      id: newId(o.clock.now()),
+      cls: MsgClass.reply,
+      topic,
+      payload: Buffer.from(JSON.stringify(reply)),
+      ...(props ? { props } : {}),
+      expires: exp,
+    })
+  }
+
+  private replyQuick(topic: string, props: PublishProps | undefined, reply: ReplyMessage): void {
+    const now = this.o.clock.now()
+    this.tokens = Math.min(UNAUTH_REPLY_BURST, this.tokens + ((now - this.tokensAt) / 1000) * UNAUTH_REPLY_PER_S)
+    this.tokensAt = now
+    if (this.tokens < 1) {
+      this.o.metrics.inc('cairn_replies_suppressed_total')
+      return
+    }
+    this.tokens -= 1
+    this.o.publishQuick(topic, Buffer.from(JSON.stringify(reply)), props)
+  }
+}
+
+/** Errors raised after the envelope verified: the sender is a trusted operator. */
+function authenticatedFailure(code: ErrorCode): boolean {
+  return code !== 'REPLAY' && code !== 'BAD_JSON' && code !== 'BAD_SIGNATURE' && code !== 'UNTRUSTED_KEY' && code !== 'TOO_LARGE'
+}

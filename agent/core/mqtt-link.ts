@@ -1,0 +1,303 @@
+// The device's connection to its fleet broker (mqtt.js): MQTT 5 or 3.1.1, TLS and
+// credentials, reconnect with exponential backoff and jitter, a Will that marks the
+// device offline, and the drain that moves the outbox to the broker with a bounded
+// number of unacknowledged publishes.
+
+import { readFileSync } from 'node:fs'
+import mqtt, { type IClientOptions, type IClientPublishOptions, type IPublishPacket, type MqttClient } from 'mqtt'
+import type { Config } from '../config/config-schema.js'
+import type { Logger } from '../../protocol/log.js'
+import type { Metrics } from './metrics.js'
+import { CLASS_NAMES, type Outbox, type OutboxRecord } from './outbox.js'
+
+export interface LinkOptions {
+  broker: Config['broker']
+  clientId: string
+  will: () => { topic: string; payload: Buffer }
+  outbox: Outbox
+  maxInflight: number
+  log: Logger
+  metrics: Metrics
+  /** Called on every (re)connection, before the outbox drains. */
+  onConnect(link: MqttLink, info: { sessionPresent: boolean }): Promise<void> | void
+  onMessage(topic: string, payload: Buffer, packet: IPublishPacket): void
+  random?: () => number
+}
+
+// Reason codes after which a publish is dropped rather than retried: the broker will
+// refuse it the same way every time.
+const PREFETCH = 256
+
+const PERMANENT_REFUSALS = new Set([0x87, 0x90, 0x95, 0x99])
+
+export function brokerClientOptions(broker: Config['broker']): IClientOptions {
+  const opts: IClientOptions = {
+    protocolVersion: broker.mqttVersion,
+    keepalive: broker.keepaliveS,
+    connectTimeout: broker.connectTimeoutMs,
+    rejectUnauthorized: broker.rejectUnauthorized,
+  }
+  if (broker.username !== undefined) opts.username = broker.username
+  const password = broker.passwordFile !== undefined ? readFileSync(broker.passwordFile, 'utf8').replace(/\r?\n$/, '') : broker.password
+  if (password !== undefined) opts.password = password
+  if (broker.ca !== undefined) opts.ca = readFileSync(broker.ca)
+  if (broker.cert !== undefined) opts.cert = readFileSync(broker.cert)
+  if (broker.key !== undefined) opts.key = readFileSync(broker.key)
+  return opts
+}
+
+/** Turns off Nagle's algorithm on the connection: a small publish (a challenge response,
+ * a reply) otherwise waits for the peer's delayed ACK, adding ~40 ms to every round trip. */
+export function noDelay(client: MqttClient): void {
+  const stream = client.stream as { setNoDelay?: (on: boolean) => unknown } | undefined
+  stream?.setNoDelay?.(true)
+}
+
+/** Client options for the command-line tools (fleet cmd, validator, sim, rollout):
+ * the agent's defaults plus what their --username/--password/--ca flags give. */
+export function toolClientOptions(o: { url: string; mqttVersion: 4 | 5; username?: string | undefined; password?: string | undefined; ca?: string | undefined; keepaliveS?: number; connectTimeoutMs?: number }): IClientOptions {
+  return brokerClientOptions({
+    url: o.url,
+    mqttVersion: o.mqttVersion,
+    rejectUnauthorized: true,
+    keepaliveS: o.keepaliveS ?? 30,
+    connectTimeoutMs: o.connectTimeoutMs ?? 10_000,
+    reconnectMinMs: 1000,
+    reconnectMaxMs: 60_000,
+    sessionExpiryS: 0,
+    ...(o.username ? { username: o.username } : {}),
+    ...(o.password ? { password: o.password } : {}),
+    ...(o.ca ? { ca: o.ca } : {}),
+  })
+}
+
+export class MqttLink {
+  private client: MqttClient | undefined
+  private readonly inflight = new Set<number>()
+  // Records read ahead from the outbox, so the drain queries SQLite once per batch
+  // rather than once per acknowledgement.
+  private prefetched: OutboxRecord[] = []
+  private prefetchPos = 0
+  private receiveMaximum = 65535
+  private attempt = 0
+  private reconnectTimer: NodeJS.Timeout | undefined
+  private retryTimer: NodeJS.Timeout | undefined
+  private stopping = false
+  private generation = 0
+  private pumping = false
+  private ready = false
+  private unsubscribeOutbox: (() => void) | undefined
+
+  constructor(private readonly opts: LinkOptions) {}
+
+  get connected(): boolean {
+    return this.ready && this.client?.connected === true
+  }
+
+  get mqttVersion(): 4 | 5 {
+    return this.opts.broker.mqttVersion
+  }
+
+  start(): void {
+    this.unsubscribeOutbox = this.opts.outbox.onEnqueue(() => this.pump())
+    this.connect()
+  }
+
+  /** One fresh mqtt.js client per connection attempt. Reusing a client across
+   * reconnects (client.reconnect()) swaps in empty message stores and strands the
+   * callbacks of publishes that were in flight; a new client per attempt, plus a
+   * generation check on every callback, keeps no state from a dead connection. The
+   * outbox still holds every unacknowledged record and sends it again. */
+  private connect(): void {
+    const o = this.opts
+    const gen = ++this.generation
+    const options: IClientOptions = {
+      ...brokerClientOptions(o.broker),
+      clientId: o.clientId,
+      // Persistent session: commands published while the device is offline wait at the broker.
+      clean: false,
+      reconnectPeriod: 0, // we reconnect ourselves, with backoff and jitter
+      resubscribe: false,
+      will: { ...o.will(), qos: 1, retain: true },
+      ...(o.broker.mqttVersion === 5 ? { properties: { sessionExpiryInterval: o.broker.sessionExpiryS } } : {}),
+    }
+    const client = mqtt.connect(o.broker.url, options)
+    this.client = client
+    client.on('connect', connack => {
+      if (gen !== this.generation) return
+      noDelay(client)
+      this.attempt = 0
+      this.receiveMaximum = connack.properties?.receiveMaximum ?? 65535
+      o.log.info({ sessionPresent: connack.sessionPresent, receiveMaximum: this.receiveMaximum }, 'connected to broker')
+      void this.afterConnect(gen, connack.sessionPresent)
+    })
+    client.on('message', (topic, payload, packet) => {
+      if (gen !== this.generation) return
+      try {
+        o.onMessage(topic, payload, packet)
+      } catch (err) {
+        o.log.error({ err, topic }, 'message handler failed')
+      }
+    })
+    client.on('error', err => o.log.warn({ err: err.message, code: (err as { code?: unknown }).code }, 'broker connection error'))
+    client.on('close', () => this.connectionClosed(gen))
+  }
+
+  private connectionClosed(gen: number): void {
+    if (gen !== this.generation || this.stopping) return
+    this.generation++ // every callback of the dead client is now stale
+    const wasReady = this.ready
+    this.ready = false
+    this.inflight.clear() // still in the outbox: sent again on the next connection
+    this.prefetched = []
+    this.prefetchPos = 0
+    const dead = this.client
+    this.client = undefined
+    dead?.removeAllListeners('close')
+    dead?.end(true)
+    if (wasReady) this.opts.log.warn('broker connection lost')
+    this.scheduleReconnect()
+  }
+
+  private async afterConnect(gen: number, sessionPresent: boolean): Promise<void> {
+    try {
+      await this.opts.onConnect(this, { sessionPresent })
+      if (gen !== this.generation) return
+      this.ready = true
+      this.pump()
+    } catch (err) {
+      if (gen !== this.generation) return
+      this.opts.log.error({ err }, 'connection set-up failed; reconnecting')
+      this.connectionClosed(gen)
+    }
+  }
+
+  private scheduleReconnect(): void {
+    if (this.reconnectTimer) return
+    const { reconnectMinMs, reconnectMaxMs } = this.opts.broker
+    const ceiling = Math.min(reconnectMaxMs, reconnectMinMs * 2 ** Math.min(this.attempt, 20))
+    // "Equal jitter": half fixed, half random, so a fleet that lost its broker at the
+    // same moment does not come back in lockstep.
+    const delay = Math.round(ceiling / 2 + (this.opts.random ?? Math.random)() * (ceiling / 2))
+    this.attempt++
+    this.opts.metrics.inc('cairn_mqtt_reconnects_total')
+    this.opts.log.info({ delayMs: delay, attempt: this.attempt }, 'reconnecting')
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined
+      if (!this.stopping) this.connect()
+    }, delay)
+  }
+
+  /** Subscribe (QoS 1) and wait for the SUBACK. */
+  subscribe(filter: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const client = this.client
+      if (!client) return reject(new Error('not started'))
+      client.subscribe(filter, { qos: 1 }, (err, granted) => {
+        if (err) return reject(err)
+        const bad = granted?.find(g => g.qos > 2)
+        if (bad) return reject(new Error(`subscription to ${filter} refused (reason ${bad.qos})`))
+        resolve()
+      })
+    })
+  }
+
+  /** Publish directly, outside the outbox (retained status): resolves on PUBACK. */
+  publishNow(topic: string, payload: Buffer, opts: IClientPublishOptions): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const client = this.client
+      if (!client?.connected) return reject(new Error('not connected'))
+      client.publish(topic, payload, opts, err => (err ? reject(err) : resolve()))
+    })
+  }
+
+  inflightCount(): number {
+    return this.inflight.size
+  }
+
+  /** Moves outbox records to the broker while connected, keeping at most
+   * min(maxInflight, broker receive-maximum) unacknowledged. */
+  pump(): void {
+    if (this.pumping || this.stopping || !this.connected) return
+    this.pumping = true
+    try {
+      const cap = Math.min(this.opts.maxInflight, this.receiveMaximum)
+      while (this.connected && this.inflight.size < cap) {
+        if (this.prefetchPos >= this.prefetched.length) {
+          this.prefetched = this.opts.outbox.peek(PREFETCH, this.inflight)
+          this.prefetchPos = 0
+          if (this.prefetched.length === 0) break
+        }
+        this.send(this.prefetched[this.prefetchPos++]!)
+      }
+    } finally {
+      this.pumping = false
+    }
+  }
+
+  private send(rec: OutboxRecord): void {
+    const client = this.client!
+    this.inflight.add(rec.seq)
+    const opts: IClientPublishOptions = { qos: 1, retain: rec.retain }
+    if (this.opts.broker.mqttVersion === 5 && rec.props) {
+      const p = rec.props
+      opts.properties = {
+        ...(p.responseTopic !== undefined ? { responseTopic: p.responseTopic } : {}),
+        ...(p.correlationData !== undefined ? { correlationData: Buffer.from(p.correlationData, 'base64') } : {}),
+        ...(p.messageExpiryInterval !== undefined ? { messageExpiryInterval: p.messageExpiryInterval } : {}),
+        ...(p.userProperties !== undefined ? { userProperties: p.userProperties } : {}),
+      }
+    }
+    const gen = this.generation
+    client.publish(rec.topic, rec.payload, opts, (err, packet) => {
+      // A callback from a closed connection: its record is sent again on the next one.
+      if (gen !== this.generation) return
+      this.inflight.delete(rec.seq)
+      const reason = (packet as { reasonCode?: number } | undefined)?.reasonCode ?? (err as { code?: number } | undefined)?.code
+      if (!err) {
+        this.opts.outbox.ack(rec.seq)
+        this.opts.metrics.inc('cairn_messages_sent_total', { class: CLASS_NAMES[rec.cls] })
+        this.pump()
+      } else if (typeof reason === 'number' && PERMANENT_REFUSALS.has(reason)) {
+        this.opts.log.error({ topic: rec.topic, id: rec.id, reason }, 'broker refused message permanently; dropped')
+        this.opts.outbox.ack(rec.seq)
+        this.opts.metrics.inc('cairn_messages_refused_total')
+        this.pump()
+      } else {
+        // Quota exceeded, a passing broker problem, or the client going away: try again
+        // shortly rather than at once, so an error that repeats cannot spin.
+        this.retryTimer ??= setTimeout(() => {
+          this.retryTimer = undefined
+          this.prefetched = []
+          this.prefetchPos = 0
+          this.pump()
+        }, 1000)
+      }
+    })
+  }
+
+  /** Waits until nothing is in flight (or the time is up). */
+  async settle(timeoutMs: number): Promise<boolean> {
+    const until = Date.now() + timeoutMs
+    while (this.inflight.size > 0 && Date.now() < until && this.connected) await new Promise(r => setTimeout(r, 20))
+    return this.inflight.size === 0
+  }
+
+  /** Publishes the final status (if connected) and disconnects cleanly. */
+  async stop(final?: { topic: string; payload: Buffer }): Promise<void> {
+    this.unsubscribeOutbox?.()
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer)
+    if (this.retryTimer) clearTimeout(this.retryTimer)
+    const client = this.client
+    const wasConnected = this.connected
+    this.stopping = true
+    this.ready = false
+    if (!client) return
+    if (final && wasConnected) {
+      await Promise.race([this.publishNow(final.topic, final.payload, { qos: 1, retain: true }).catch(() => undefined), new Promise(r => setTimeout(r, 2000))])
+    }
+    // A clean DISCONNECT (no Will) when connected; never wait on a dead connection.
+    await Promise.race([new Promise<void>(resolve => client.end(!client.connected, {}, () => resolve())), new Promise(r => setTimeout(r, 3000))])
+    if (!client.disconnected) client.end(true)
+  }
+}

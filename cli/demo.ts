@@ -1,0 +1,157 @@
+// `cairn demo` (what `npm start` runs): a local fleet of one with no set-up. An embedded
+// broker (unless --broker/CAIRN_BROKER names one), an operator key, one agent reading
+// this machine's real hardware, and a validator with short slots, with a
+// human-readable view of the telemetry, beacons, heartbeats and scores going by.
+
+import { createWriteStream, existsSync, mkdirSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import mqtt from 'mqtt'
+import { startEmbeddedBroker, type EmbeddedBroker } from './embedded-broker.js'
+import { generateKeyPair, readKeyPairFile, writeKeyPairFiles } from '../protocol/keys.js'
+import { runDemoTasks } from './demo-tasks.js'
+import { runAgent } from './run-agent.js'
+import { startDemoNodeRed, type NodeRedHost } from '../flows/node-red-host.js'
+import type { TelemetryMessage } from '../protocol/messages.js'
+import { systemClock } from '../protocol/clock.js'
+import { createLogger } from '../protocol/log.js'
+import { brokerClientOptions } from '../agent/core/mqtt-link.js'
+import type { Attestation, Heartbeat } from '../protocol/proof-format.js'
+import { DEFAULT_WEIGHTS } from '../validator/score.js'
+import { Validator } from '../validator/validator.js'
+import { validatorKey, VALIDATOR_KEY_FILE } from '../validator/validator-cli.js'
+
+// Short slots so a newcomer sees a score within two minutes (production: 60 s x 60).
+const DEMO_SLOT_MS = 10_000
+const DEMO_EPOCH_SLOTS = 6
+
+type Out = { write(s: string): unknown }
+
+export async function runDemo(opts: { port?: string; 'state-dir'?: string; 'no-node-red'?: boolean; 'node-red-port'?: string }, io: { out: Out; env: NodeJS.ProcessEnv }): Promise<number> {
+  const say = (s: string) => io.out.write(s + '\n')
+  const dir = resolve(opts['state-dir'] ?? '.cairn-demo')
+  mkdirSync(dir, { recursive: true, mode: 0o700 })
+  const opKey = join(dir, 'operator.key')
+  if (!existsSync(opKey)) writeKeyPairFiles(opKey, generateKeyPair())
+  const dispatcherKey = join(dir, 'dispatcher.key')
+  if (!existsSync(dispatcherKey)) writeKeyPairFiles(dispatcherKey, generateKeyPair())
+  let broker: EmbeddedBroker | undefined
+  let url = io.env.CAIRN_BROKER ?? io.env.CAIRN_BROKER_URL
+  if (!url) {
+    try {
+      broker = await startEmbeddedBroker({ port: opts.port ? Number(opts.port) : 1883 })
+    } catch {
+      broker = await startEmbeddedBroker({ port: 0 }) // 1883 busy: any free port
+    }
+    url = broker.url
+  }
+  const port = new URL(url).port || '1883'
+  const fleet = 'demo'
+  const logFile = join(dir, 'agent.log')
+  say(`Cairn demo: a fleet of one on this machine`)
+  say(`  broker    ${url}${broker ? ' (embedded, MQTT 3.1.1)' : ''}`)
+  say(`  state     ${dir}  (agent log: ${logFile})`)
+
+  const valDir = join(dir, 'validator')
+  const vkey = validatorKey(valDir)
+  const mqttVersion = broker ? 4 : 5
+  const validator = new Validator({
+    brokerUrl: url,
+    mqtt: brokerClientOptions({ url, mqttVersion, rejectUnauthorized: true, keepaliveS: 30, connectTimeoutMs: 10_000, reconnectMinMs: 1000, reconnectMaxMs: 10_000, sessionExpiryS: 86_400 }),
+    fleet,
+    stateDir: valDir,
+    key: vkey,
+    params: { slotMs: DEMO_SLOT_MS, epochSlots: DEMO_EPOCH_SLOTS, maxAgeMs: DEMO_SLOT_MS, skewMs: 30_000, ...DEFAULT_WEIGHTS },
+    instance: 'demo',
+    // The embedded broker (aedes) has no shared subscriptions: one plain subscriber.
+    shareGroup: broker ? null : 'cairn-demo',
+    challengesPerEpoch: 1,
+    challengeTimeoutMs: 5000,
+    clock: systemClock,
+    log: createLogger({ level: 'info', out: createWriteStream(join(dir, 'validator.log'), { flags: 'a' }) }),
+  })
+  await validator.start()
+  say(`  validator ${vkey.keyId}  (slot ${DEMO_SLOT_MS / 1000} s, epoch ${DEMO_EPOCH_SLOTS} slots; log: ${join(dir, 'validator.log')})`)
+
+  const watcher = mqtt.connect(url, { protocolVersion: 4, reconnectPeriod: 1000 })
+  watcher.on('connect', () => watcher.subscribe(`cairn/v1/${fleet}/#`))
+  watcher.on('message', (topic, payload) => {
+    const parts = topic.split('/')
+    const kind = ['beacon', 'attestation', 'evidence'].includes(parts[3] ?? '') ? parts[3]! : parts.slice(4).join('/')
+    try {
+      if (payload.length === 0) return
+      const msg = JSON.parse(payload.toString()) as Record<string, unknown>
+      if (kind === 'beacon') say(`  beacon    slot ${(msg.body as { slot: number }).slot} from validator ${String(msg.iss).slice(0, 8)}…`)
+      else if (kind === 'proof' && msg.type === 'proof.heartbeat') {
+        const b = (msg as unknown as Heartbeat).body
+        say(`  heartbeat seq ${b.seq}, cites ${b.beacons.map(x => `slot ${x.slot}`).join(', ') || 'no beacon yet'}, prev ${b.prev.slice(0, 8)}…`)
+      } else if (kind === 'proof') say(`  challenge answered`)
+      else if (kind === 'attestation') {
+        const a = (msg as unknown as Attestation).body
+        say(`  SCORE     epoch ${a.epoch}: ${(a.score / 10_000).toFixed(1)} % (${a.counts.slotsCovered}/${a.counts.slotsLive} slots, challenges ${a.counts.passed}/${a.counts.challenges})  → cairn validator export --state-dir ${valDir} --device ${a.device} --epoch ${a.epoch} --out e.json && cairn verify e.json`)
+      } else if (kind === 'evidence') say(`  EVIDENCE  ${(msg.body as { kind: string }).kind}`)
+      else if (kind === 'challenge' || kind.startsWith('task/')) return // tasks: printed by runDemoTasks
+      else if (kind === 'telemetry') say(`  telemetry ${summarise(msg as unknown as TelemetryMessage)}`)
+      else if (kind === 'status') say(`  status    ${msg.state} (${msg.board}, ${msg.model})`)
+      else if (kind === 'event') say(`  event     ${msg.kind}`)
+      else say(`  ${kind.padEnd(9)} ${payload.toString().slice(0, 120)}`)
+    } catch {
+      say(`  ${kind} (not JSON)`)
+    }
+  })
+
+  let nodeRed: Promise<NodeRedHost | undefined> | undefined
+  let demoTasks: Promise<void> | undefined
+  const code = await runAgent({
+    flags: {
+      name: 'demo',
+      values: {
+        fleet,
+        stateDir: dir,
+        operatorKeys: [`${opKey}.pub`],
+        broker: { url, mqttVersion },
+        health: { port: 0 },
+        proof: { validatorKeys: [join(valDir, `${VALIDATOR_KEY_FILE}.pub`)], jitterMs: 1000 },
+        tasks: { dispatcherKeys: [`${dispatcherKey}.pub`] },
+      },
+    },
+    env: io.env,
+    out: createWriteStream(logFile, { flags: 'a' }),
+    onStart: agent => {
+      // Node-RED once (the agent may restart in place), after the agent's local API is up.
+      if (opts['no-node-red'] !== true && !nodeRed) {
+        nodeRed = startDemoNodeRed({ stateDir: dir, say, ...(opts['node-red-port'] ? { port: Number(opts['node-red-port']) } : {}) })
+      }
+      const id = agent.deviceId
+      // One cache and one inference task, once (the agent may restart in place).
+      demoTasks ??= runDemoTasks({ agent, url, mqttVersion, fleet, dispatcher: readKeyPairFile(dispatcherKey), dir, say })
+      say(`  device    ${id}`)
+      if (agent.healthPort) say(`  health    http://127.0.0.1:${agent.healthPort}/healthz  and /metrics`)
+      say('')
+      say('Try, in another terminal:')
+      say(`  mosquitto_sub -p ${port} -t 'cairn/#' -v`)
+      say(`  npx cairn fleet cmd ${id} ping --broker ${url} --fleet ${fleet} --key ${opKey}${broker ? ' --mqtt-version 4' : ''}`)
+      say(`  npx cairn task submit ${id} --broker ${url} --fleet ${fleet} --key ${dispatcherKey} --type inference --model demo --input <photo.png>${broker ? ' --mqtt-version 4' : ''}`)
+      say('Ctrl-C stops the agent (it publishes offline first).')
+      say('')
+    },
+  })
+  watcher.end(true)
+  await demoTasks
+  await (await nodeRed)?.stop()
+  await validator.stop()
+  await broker?.close()
+  return code
+}
+
+function summarise(m: TelemetryMessage): string {
+  const s = m.sample
+  const parts: string[] = []
+  if (s.cpu?.percent !== undefined) parts.push(`cpu ${s.cpu.percent.toFixed(0)}%`)
+  if (s.load) parts.push(`load ${s.load[0].toFixed(2)}`)
+  if (s.memory?.usedPercent !== undefined) parts.push(`mem ${s.memory.usedPercent.toFixed(0)}%`)
+  const hottest = (s.thermal ?? []).reduce<number | undefined>((a, z) => (a === undefined || z.celsius > a ? z.celsius : a), undefined)
+  if (hottest !== undefined) parts.push(`${hottest.toFixed(1)}°C`)
+  if (s.throttle) parts.push(s.throttle.now.throttled ? 'THROTTLED' : 'not throttled')
+  if (s.gpu?.loadPercent !== undefined) parts.push(`gpu ${s.gpu.loadPercent.toFixed(0)}%`)
+  return parts.join(', ') || '(no readings)'
+}

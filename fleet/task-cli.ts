@@ -1,0 +1,282 @@
+// `cairn task submit` (the dispatcher side: sign one request, send it, follow its
+// updates, print the receipt) and `cairn task verify` (check a receipt offline).
+
+import { randomBytes } from 'node:crypto'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { extname } from 'node:path'
+import { parseArgs } from 'node:util'
+import mqtt from 'mqtt'
+import type { Json } from '../protocol/canonical.js'
+import { signEnvelope, type Envelope } from '../protocol/envelope.js'
+import { CairnError, isCairnError } from '../protocol/errors.js'
+import { newId } from '../protocol/ids.js'
+import { isKeyId, keyIdOf, readKeyPairFile, readPublicKeyFile } from '../protocol/keys.js'
+import { toolClientOptions } from '../agent/core/mqtt-link.js'
+import { taskTopics } from '../protocol/topics.js'
+import { asJson, checkReceipt, encodeTaskMessage, MAX_PRIORITY, TaskMsg, type TaskReceipt, type TaskRequestBody, type TaskUpdate } from '../protocol/task-format.js'
+
+export const TASK_HELP = `  cairn task submit <device> --broker URL --fleet NAME --key FILE --type inference|cache
+              [--model demo|SHA256] [--model-url URL]... [--input FILE (.png/.jpg or .json tensor)]
+              [--top-k N] [--cid ID]... [--origin URL]... [--pin] [--params JSON]
+              [--deadline S] [--priority N] [--task ID] [--timeout S] [--mqtt-version 5|4]
+              [--request-out FILE] [--print] [--username U] [--password P] [--ca FILE]
+  cairn task verify RECEIPT_FILE [--device KEYID|PUBFILE] [--request FILE]`
+
+/** Exit codes of `cairn task submit`, one per way it can end. */
+export const SUBMIT_EXIT = { done: 0, error: 1, usage: 2, rejected: 3, failed: 4, cancelled: 5, timeout: 6 } as const
+
+type Out = { write(s: string): unknown }
+type Io = { out: Out; err: Out }
+
+export async function taskCmd(args: readonly string[], io: Io): Promise<number> {
+  const [verb, ...rest] = args
+  if (verb === 'submit') return submitCmd(rest, io)
+  if (verb === 'verify') return verifyReceiptCmd(rest, io)
+  throw new CairnError('BAD_REQUEST', `unknown task command ${JSON.stringify(verb)}: use submit or verify\n${TASK_HELP}`)
+}
+
+/** The params of a request from the submit flags (or --params as given). */
+export function paramsFromFlags(v: Record<string, unknown>): Json {
+  if (typeof v.params === 'string') {
+    try {
+      return JSON.parse(v.params) as Json
+    } catch {
+      throw new CairnError('BAD_REQUEST', '--params is not JSON')
+    }
+  }
+  if (v.type === 'inference') {
+    const model = (v.model as string | undefined) ?? 'demo'
+    const urls = (v['model-url'] as string[] | undefined) ?? []
+    if (model !== 'demo' && !/^[0-9a-f]{64}$/.test(model)) throw new CairnError('BAD_REQUEST', '--model is demo or a lowercase hex SHA-256')
+    const file = v.input as string | undefined
+    if (!file) throw new CairnError('BAD_REQUEST', '--input FILE is required for inference (.png, .jpg or a .json tensor)')
+    let bytes: Buffer
+    try {
+      bytes = readFileSync(file)
+    } catch (err) {
+      throw new CairnError('BAD_REQUEST', `--input ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+    }
+    let input: Json
+    if (extname(file).toLowerCase() === '.json') {
+      try {
+        const parsed = JSON.parse(bytes.toString('utf8')) as Record<string, Json>
+        input = { tensor: (parsed.tensor ?? parsed) as Json }
+      } catch {
+        throw new CairnError('BAD_REQUEST', `--input ${file}: not JSON`)
+      }
+    } else input = { image: { data: bytes.toString('base64') } }
+    const topK = v['top-k'] === undefined ? undefined : Number(v['top-k'])
+    if (topK !== undefined && !(Number.isInteger(topK) && topK >= 1)) throw new CairnError('BAD_REQUEST', '--top-k must be a positive integer')
+    return { model: model === 'demo' ? 'demo' : { sha256: model, ...(urls.length ? { urls } : {}) }, input, ...(topK !== undefined ? { topK } : {}) }
+  }
+  if (v.type === 'cache') {
+    const cids = (v.cid as string[] | undefined) ?? []
+    const origins = (v.origin as string[] | undefined) ?? []
+    if (cids.length === 0 || origins.length === 0) throw new CairnError('BAD_REQUEST', 'a cache task needs --cid ID and --origin URL (each repeatable)')
+    // An origin with {cid} or {sha256} names each object's URL; one without serves them all.
+    return {
+      objects: cids.map(id => {
+        const key = /^[0-9a-f]{64}$/.test(id) ? { sha256: id } : { cid: id }
+        return { ...key, origins: origins.map(o => o.replaceAll('{cid}', id).replaceAll('{sha256}', id)), ...(v.pin ? { pin: true } : {}) }
+      }),
+    }
+  }
+  throw new CairnError('BAD_REQUEST', '--type must be inference or cache')
+}
+
+async function submitCmd(args: readonly string[], io: Io): Promise<number> {
+  const { values: v, positionals } = parseArgs({
+    args: [...args],
+    allowPositionals: true,
+    strict: true,
+    options: {
+      broker: { type: 'string', default: 'mqtt://127.0.0.1:1883' },
+      fleet: { type: 'string' },
+      key: { type: 'string' },
+      type: { type: 'string' },
+      model: { type: 'string' },
+      'model-url': { type: 'string', multiple: true },
+      input: { type: 'string' },
+      'top-k': { type: 'string' },
+      cid: { type: 'string', multiple: true },
+      origin: { type: 'string', multiple: true },
+      pin: { type: 'boolean' },
+      params: { type: 'string' },
+      deadline: { type: 'string', default: '60' },
+      priority: { type: 'string', default: '0' },
+      task: { type: 'string' },
+      timeout: { type: 'string' },
+      'mqtt-version': { type: 'string', default: '5' },
+      'request-out': { type: 'string' },
+      print: { type: 'boolean' },
+      username: { type: 'string' },
+      password: { type: 'string' },
+      ca: { type: 'string' },
+    },
+  })
+  const device = positionals[0]
+  if (!device || positionals.length > 1) throw new CairnError('BAD_REQUEST', `usage:\n${TASK_HELP}`)
+  for (const req of ['fleet', 'key', 'type'] as const) if (!v[req]) throw new CairnError('BAD_REQUEST', `--${req} is required`)
+  if (v.type !== 'inference' && v.type !== 'cache') throw new CairnError('BAD_REQUEST', '--type must be inference or cache')
+  const deadlineS = Number(v.deadline)
+  const priority = Number(v.priority)
+  const version = Number(v['mqtt-version'])
+  if (!(deadlineS > 0)) throw new CairnError('BAD_REQUEST', '--deadline must be a positive number of seconds')
+  if (!(Number.isInteger(priority) && priority >= 0 && priority <= MAX_PRIORITY)) throw new CairnError('BAD_REQUEST', `--priority must be an integer 0..${MAX_PRIORITY}`)
+  if (version !== 4 && version !== 5) throw new CairnError('BAD_REQUEST', '--mqtt-version must be 5 or 4')
+  const params = paramsFromFlags(v)
+  const key = readKeyPairFile(v.key as string)
+  const now = Date.now()
+  const body: TaskRequestBody = { task: (v.task as string | undefined) ?? newId(now), type: v.type as TaskRequestBody['type'], params, deadline: now + deadlineS * 1000, priority }
+  // The request lives a little past the deadline, so a device that reconnects late
+  // still reads it and answers EXPIRED rather than never.
+  const env = signEnvelope(key, { type: TaskMsg.request, id: newId(now), fleet: v.fleet as string, sub: device, iat: now, exp: now + deadlineS * 1000 + 60_000, body: asJson(body) })
+  // Canonical bytes (JCS), so SHA-256 of the file is the hash a receipt cites.
+  if (v['request-out']) writeFileSync(v['request-out'] as string, encodeTaskMessage(env))
+  if (v.print) {
+    io.out.write(encodeTaskMessage(env).toString('utf8') + '\n')
+    return 0
+  }
+  const url = v.broker as string
+  const clientOptions = toolClientOptions({ url, mqttVersion: version, username: v.username as string | undefined, password: v.password as string | undefined, ca: v.ca as string | undefined })
+  const timeoutMs = v.timeout !== undefined ? Number(v.timeout) * 1000 : deadlineS * 1000 + 10_000
+  if (!(timeoutMs > 0 && timeoutMs <= 2_147_000_000)) throw new CairnError('BAD_REQUEST', '--timeout must be a positive number of seconds')
+  const res = await submitTask(env, { url, mqttVersion: version, clientOptions, timeoutMs, onUpdate: u => io.err.write(describeUpdate(u) + '\n') })
+  if (res.kind === 'timeout') {
+    io.err.write(`no receipt within ${timeoutMs} ms (task ${body.task}); the device may be offline or busy\n`)
+    return SUBMIT_EXIT.timeout
+  }
+  if (res.kind === 'rejected') {
+    io.out.write(JSON.stringify({ task: body.task, rejected: res.update }, null, 2) + '\n')
+    return SUBMIT_EXIT.rejected
+  }
+  // submitTask took only a receipt that passes these checks; they are printed here.
+  const { checked } = checkReceipt(res.receipt, { device, request: env })
+  io.err.write(`receipt verified: ${checked.join('; ')}\n`)
+  io.out.write(JSON.stringify({ task: body.task, outcome: res.receipt.body.outcome, result: res.receipt.body.result, receipt: res.receipt }, null, 2) + '\n')
+  return SUBMIT_EXIT[res.receipt.body.outcome]
+}
+
+function describeUpdate(u: TaskUpdate): string {
+  const parts = [`task ${u.task ?? '?'}: ${u.event}`]
+  if (u.progress !== undefined) parts.push(`${Math.round(u.progress * 100)}%`)
+  if (u.position !== undefined) parts.push(`(${u.position} ahead)`)
+  if (u.error) parts.push(`${u.error.code}: ${u.error.message}`)
+  if (u.note) parts.push(u.note)
+  return parts.join(' ')
+}
+
+export interface SubmitOptions {
+  url: string
+  mqttVersion: 4 | 5
+  clientOptions?: mqtt.IClientOptions
+  timeoutMs: number
+  onUpdate?: (u: TaskUpdate) => void
+  /** Stops waiting (as a timeout) when aborted. */
+  signal?: AbortSignal
+}
+
+export type SubmitResult = { kind: 'receipt'; receipt: TaskReceipt; updates: TaskUpdate[] } | { kind: 'rejected'; update: TaskUpdate } | { kind: 'timeout' }
+
+/** Sends one signed request and waits for its receipt (or a rejection, or the timeout).
+ * Updates come on the MQTT 5 response topic, or by task id on the plain update topic.
+ * Only a receipt signed by the device and bound to this very request is taken: anyone
+ * on the broker can publish on the receipt topic, and an earlier request for the same
+ * task id has a receipt of its own (then the DUPLICATE update is the answer). Updates
+ * are unsigned by design: a forged `rejected` can end the wait, never fake a result. */
+export async function submitTask(env: Envelope, o: SubmitOptions): Promise<SubmitResult> {
+  const topics = taskTopics(env.fleet, env.sub)
+  const task = (env.body as { task: string }).task
+  const nonce = randomBytes(6).toString('hex')
+  const responseTopic = `${topics.update}/${nonce}`
+  const client = await mqtt.connectAsync(o.url, { ...o.clientOptions, protocolVersion: o.mqttVersion, clientId: `cairn-dispatch-${nonce}`, reconnectPeriod: 0, connectTimeout: 10_000 })
+  const updates: TaskUpdate[] = []
+  const seen = new Set<string>()
+  try {
+    let settle!: (r: SubmitResult) => void
+    let duplicate: TaskUpdate | undefined
+    const done = new Promise<SubmitResult>(r => (settle = r))
+    client.on('message', (topic, payload) => {
+      let msg: unknown
+      try {
+        msg = JSON.parse(payload.toString('utf8'))
+      } catch {
+        return
+      }
+      if (topic === topics.receipt) {
+        const r = msg as TaskReceipt | null
+        if (r?.type !== TaskMsg.receipt || r.body?.task !== task) return
+        try {
+          settle({ kind: 'receipt', receipt: checkReceipt(r, { device: env.sub, request: env }).receipt, updates })
+        } catch {
+          // The stored receipt of an earlier request for this id, sent with a DUPLICATE
+          // answer, settles as that rejection; anything else (forged) is ignored.
+          if (duplicate && r.iss === env.sub) settle({ kind: 'rejected', update: duplicate })
+        }
+        return
+      }
+      const u = msg as TaskUpdate | null
+      if (typeof u?.id !== 'string' || (u.task !== task && u.request !== env.id)) return
+      if (seen.has(u.id)) return
+      seen.add(u.id)
+      updates.push(u)
+      o.onUpdate?.(u)
+      // A duplicate of a finished task is answered with its receipt too: wait for that.
+      if (u.event === 'rejected' && u.error?.code === 'DUPLICATE' && u.state !== undefined && u.state !== 'rejected') duplicate = u
+      else if (u.event === 'rejected') settle({ kind: 'rejected', update: u })
+    })
+    await client.subscribeAsync([...(o.mqttVersion === 5 ? [responseTopic] : []), topics.update, topics.receipt], { qos: 1 })
+    await client.publishAsync(topics.request, encodeTaskMessage(env), {
+      qos: 1,
+      ...(o.mqttVersion === 5 ? { properties: { responseTopic, correlationData: Buffer.from(env.id), messageExpiryInterval: Math.max(1, Math.ceil((env.exp - Date.now()) / 1000)) } } : {}),
+    })
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<SubmitResult>(r => {
+      timer = setTimeout(() => r({ kind: 'timeout' }), o.timeoutMs)
+      o.signal?.addEventListener('abort', () => r({ kind: 'timeout' }), { once: true })
+    })
+    try {
+      return await Promise.race([done, timeout])
+    } finally {
+      clearTimeout(timer)
+    }
+  } finally {
+    await client.endAsync()
+  }
+}
+
+function verifyReceiptCmd(args: readonly string[], io: Io): number {
+  const { values: v, positionals } = parseArgs({ args: [...args], allowPositionals: true, strict: true, options: { device: { type: 'string' }, request: { type: 'string' } } })
+  const file = positionals[0]
+  if (!file || positionals.length > 1) throw new CairnError('BAD_REQUEST', 'usage: cairn task verify RECEIPT_FILE [--device KEYID|PUBFILE] [--request FILE]')
+  const read = (f: string, what: string): unknown => {
+    let text: string
+    try {
+      text = readFileSync(f, 'utf8')
+    } catch (err) {
+      throw new CairnError('BAD_REQUEST', `${what} ${f}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+    }
+    try {
+      return JSON.parse(text)
+    } catch {
+      throw new CairnError('BAD_JSON', `${what} ${f}: not JSON`)
+    }
+  }
+  // Accepts the receipt itself or what `cairn task submit` printed ({ ..., receipt }).
+  const unwrap = (x: unknown) => (x !== null && typeof x === 'object' && 'receipt' in x && !('sig' in x) ? (x as { receipt: unknown }).receipt : x)
+  const device = v.device === undefined ? undefined : isKeyId(v.device as string) ? (v.device as string) : keyIdOf(readPublicKeyFile(v.device as string))
+  const request = v.request === undefined ? undefined : (unwrap(read(v.request as string, 'request')) as Envelope)
+  try {
+    const { receipt, checked } = checkReceipt(unwrap(read(file, 'receipt')), { ...(device ? { device } : {}), ...(request ? { request } : {}) })
+    for (const c of checked) io.out.write(`ok  ${c}\n`)
+    const b = receipt.body
+    io.out.write(`valid receipt: task ${b.task} (${b.type}) ${b.outcome}${b.error ? ` ${b.error.code}` : ''}, by device ${receipt.iss}, for dispatcher ${b.dispatcher}${b.local ? ' (local)' : ''}\n`)
+    if (!device) io.out.write('note: the signer was not compared with an expected device (use --device)\n')
+    if (!request) io.out.write('note: not checked against its request (use --request)\n')
+    return 0
+  } catch (err) {
+    if (!isCairnError(err)) throw err
+    io.err.write(`INVALID receipt (${err.code}): ${err.message}\n`)
+    return 1
+  }
+}

@@ -1,0 +1,280 @@
+// The signed structures of uptime proofs: heartbeats, beacons, challenges and their
+// responses, fetch requests, receive logs, attestations and fraud evidence. All of
+// them are the agent core's one signing envelope (protocol/envelope.ts) with a
+// `proof.*` type; this module fixes each body's schema, the hash that chains
+// heartbeats and cites beacons, and the wire form. Specified byte for byte in
+// docs/proofs.md.
+//
+// Wire form = JCS(envelope, sig included). Publishing the canonical bytes means the
+// message hash is simply SHA-256 of the payload, and the signed bytes are the payload
+// with `,"sig":"…"` removed: both can be checked with coreutils and OpenSSL alone.
+
+import { createHash, type KeyObject } from 'node:crypto'
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+import { canonicalJson, type Json } from './canonical.js'
+import { EnvelopeSchema, ID_PATTERN, verifySignatureOnly, type Envelope } from './envelope.js'
+import { CairnError } from './errors.js'
+import { isKeyId, publicKeyFromKeyId } from './keys.js'
+
+export const ProofType = {
+  heartbeat: 'proof.heartbeat',
+  beacon: 'proof.beacon',
+  challenge: 'proof.challenge',
+  response: 'proof.response',
+  fetch: 'proof.fetch',
+  receiveLog: 'proof.receive-log',
+  attestation: 'proof.attestation',
+  evidence: 'proof.evidence',
+} as const
+export type ProofType = (typeof ProofType)[keyof typeof ProofType]
+
+/** prev of the first heartbeat (seq 0). */
+export const ZERO_HASH = '0'.repeat(64)
+
+const Hash = Type.String({ pattern: '^[0-9a-f]{64}$', description: 'SHA-256, lowercase hex' })
+const KeyId = Type.String({ pattern: '^[a-z2-7]{52}$', description: 'key id: lowercase base32 of the raw ed25519 public key' })
+const Seq = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
+const Ms = Type.Integer({ minimum: 0, description: 'ms since the Unix epoch' })
+export const OWNER_PATTERN = '^[A-Za-z0-9][A-Za-z0-9:._@-]{0,127}$'
+
+export const BeaconRefSchema = Type.Object(
+  {
+    v: { ...KeyId, description: 'validator key id' },
+    slot: Seq,
+    h: { ...Hash, description: 'hash of the beacon message' },
+  },
+  { additionalProperties: false },
+)
+export type BeaconRef = Static<typeof BeaconRefSchema>
+
+export const HeartbeatBodySchema = Type.Object(
+  {
+    seq: { ...Seq, description: '0 for the first heartbeat of this device key, then +1 each' },
+    prev: { ...Hash, description: 'hash of heartbeat seq-1 (64 zeros for seq 0)' },
+    beacons: Type.Array(BeaconRefSchema, { maxItems: 16, description: 'the newest genuine beacon of each trusted validator the device has seen' }),
+    tel: Type.Union([Hash, Type.Null()], { description: 'SHA-256 of JCS(latest telemetry sample), null before the first' }),
+    owner: Type.Union([Type.String({ pattern: OWNER_PATTERN }), Type.Null()], { description: 'payout identity named at provisioning' }),
+    period: Type.Integer({ minimum: 1, maximum: 86_400, description: "the device's heartbeat period, seconds" }),
+  },
+  { additionalProperties: false },
+)
+export type HeartbeatBody = Static<typeof HeartbeatBodySchema>
+
+export const BeaconBodySchema = Type.Object(
+  {
+    slot: { ...Seq, description: 'floor(slot start ms / slotMs)' },
+    slotMs: Type.Integer({ minimum: 100, maximum: 86_400_000 }),
+    epochSlots: Type.Integer({ minimum: 1, maximum: 100_000 }),
+    rand: { ...Hash, description: '32 fresh random bytes, hex' },
+  },
+  { additionalProperties: false },
+)
+export type BeaconBody = Static<typeof BeaconBodySchema>
+
+export const ChallengeBodySchema = Type.Object({ nonce: { ...Hash, description: '32 random bytes, hex' } }, { additionalProperties: false })
+export type ChallengeBody = Static<typeof ChallengeBodySchema>
+
+export const ResponseBodySchema = Type.Object(
+  {
+    challenge: Type.String({ pattern: ID_PATTERN, description: 'id of the challenge answered' }),
+    ch: { ...Hash, description: 'hash of the challenge message' },
+    nonce: Hash,
+    seq: Type.Union([Seq, Type.Null()], { description: "the device's newest heartbeat seq, null before the first" }),
+    head: Type.Union([Hash, Type.Null()], { description: 'hash of that heartbeat' }),
+  },
+  { additionalProperties: false },
+)
+export type ResponseBody = Static<typeof ResponseBodySchema>
+
+export const FetchBodySchema = Type.Object(
+  { from: Seq, to: Seq },
+  { additionalProperties: false, description: 'republish stored heartbeats from..to (inclusive, at most 1000)' },
+)
+export type FetchBody = Static<typeof FetchBodySchema>
+
+export const ScoreParamsSchema = Type.Object(
+  {
+    slotMs: Type.Integer({ minimum: 100 }),
+    epochSlots: Type.Integer({ minimum: 1 }),
+    maxAgeMs: Type.Integer({ minimum: 1, description: 'a heartbeat citing beacon b counts if received within [b*slotMs, b*slotMs + maxAgeMs]' }),
+    skewMs: Type.Integer({ minimum: 0, description: 'largest |device time - receive time| accepted' }),
+    wCoverage: Type.Integer({ minimum: 0, maximum: 1_000_000, description: 'weight of slot coverage, ppm' }),
+    wChallenge: Type.Integer({ minimum: 0, maximum: 1_000_000, description: 'weight of the challenge pass rate, ppm' }),
+  },
+  { additionalProperties: false },
+)
+export type ScoreParams = Static<typeof ScoreParamsSchema>
+
+export const CountsSchema = Type.Object(
+  {
+    heartbeats: Type.Integer({ minimum: 0, description: 'heartbeats in the epoch record' }),
+    fresh: Type.Integer({ minimum: 0, description: 'heartbeats that covered a slot or could have (fresh, genuine beacon, clock in bounds)' }),
+    stale: Type.Integer({ minimum: 0, description: 'cited no fresh beacon of this validator' }),
+    badBeacon: Type.Integer({ minimum: 0, description: 'cited a beacon this validator never published' }),
+    skewed: Type.Integer({ minimum: 0, description: 'device clock outside the bound' }),
+    slotsLive: Type.Integer({ minimum: 0, description: 'slots of the epoch in which the validator published a beacon' }),
+    slotsCovered: Type.Integer({ minimum: 0 }),
+    challenges: Type.Integer({ minimum: 0 }),
+    passed: Type.Integer({ minimum: 0 }),
+    equivocations: Type.Integer({ minimum: 0 }),
+    forks: Type.Integer({ minimum: 0 }),
+  },
+  { additionalProperties: false },
+)
+export type Counts = Static<typeof CountsSchema>
+
+export const AttestationBodySchema = Type.Object(
+  {
+    device: KeyId,
+    owner: Type.Union([Type.String({ pattern: OWNER_PATTERN }), Type.Null()]),
+    epoch: Seq,
+    params: ScoreParamsSchema,
+    score: Type.Integer({ minimum: 0, maximum: 1_000_000, description: 'ppm; see docs/proofs.md for the formula' }),
+    fraud: Type.Boolean({ description: 'the record holds two conflicting heartbeats signed by the device' }),
+    counts: CountsSchema,
+    root: { ...Hash, description: 'RFC 6962 Merkle root over the hashes of the epoch record, in (seq, hash) order' },
+  },
+  { additionalProperties: false },
+)
+export type AttestationBody = Static<typeof AttestationBodySchema>
+
+export const ReceiveLogBodySchema = Type.Object(
+  {
+    device: KeyId,
+    epoch: Seq,
+    heartbeats: Type.Array(Type.Tuple([Hash, Ms]), { description: '[heartbeat hash, receive time]' }),
+    responses: Type.Array(Type.Tuple([Type.String({ pattern: ID_PATTERN }), Ms]), { description: '[challenge id, time its response was received]' }),
+  },
+  { additionalProperties: false },
+)
+export type ReceiveLogBody = Static<typeof ReceiveLogBodySchema>
+
+export const EvidenceKinds = ['equivocation', 'fork', 'forged-beacon', 'stale-beacon', 'replay', 'clock-skew'] as const
+export type EvidenceKind = (typeof EvidenceKinds)[number]
+
+export const EvidenceBodySchema = Type.Object(
+  {
+    kind: Type.Union(EvidenceKinds.map(k => Type.Literal(k))),
+    device: KeyId,
+    note: Type.String({ maxLength: 500 }),
+    /** Messages signed by the device (and, for beacon cases, the genuine beacon). */
+    messages: Type.Array(Type.Unknown(), { minItems: 1, maxItems: 4 }),
+    /** The validator's statement of when it received each device message, same order. */
+    received: Type.Array(Ms, { maxItems: 4 }),
+    params: ScoreParamsSchema,
+  },
+  { additionalProperties: false },
+)
+export type EvidenceBody = Static<typeof EvidenceBodySchema>
+
+export const BODY_SCHEMAS = {
+  [ProofType.heartbeat]: HeartbeatBodySchema,
+  [ProofType.beacon]: BeaconBodySchema,
+  [ProofType.challenge]: ChallengeBodySchema,
+  [ProofType.response]: ResponseBodySchema,
+  [ProofType.fetch]: FetchBodySchema,
+  [ProofType.receiveLog]: ReceiveLogBodySchema,
+  [ProofType.attestation]: AttestationBodySchema,
+  [ProofType.evidence]: EvidenceBodySchema,
+} satisfies Record<ProofType, TSchema>
+
+export type ProofEnvelope<B> = Omit<Envelope, 'body'> & { body: B }
+export type Heartbeat = ProofEnvelope<HeartbeatBody>
+export type Beacon = ProofEnvelope<BeaconBody>
+export type Challenge = ProofEnvelope<ChallengeBody>
+export type Response = ProofEnvelope<ResponseBody>
+export type Attestation = ProofEnvelope<AttestationBody>
+export type ReceiveLog = ProofEnvelope<ReceiveLogBody>
+export type Evidence = ProofEnvelope<EvidenceBody>
+
+export function sha256Hex(data: string | Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex')
+}
+
+/** The wire form: canonical JSON of the whole envelope, signature included. */
+export function encodeProof(env: Envelope | ProofEnvelope<unknown>): Buffer {
+  return Buffer.from(canonicalJson(env), 'utf8')
+}
+
+/** hash(m) = SHA-256(JCS(m)), lowercase hex: chains heartbeats, cites beacons. */
+export function messageHash(env: Envelope | ProofEnvelope<unknown>): string {
+  return sha256Hex(canonicalJson(env))
+}
+
+/** Digest of a telemetry sample as a heartbeat carries it. */
+export function telemetryDigest(sample: unknown): string {
+  return sha256Hex(canonicalJson(sample))
+}
+
+export interface CheckOptions {
+  fleet?: string
+  /** Required signer (key id); for heartbeats and responses, the device. */
+  signer?: string | ((keyId: string) => boolean)
+}
+
+/** Parses wire bytes (or an already parsed value) into a proof message of the given
+ * type: envelope schema, body schema, signer and signature. No clock checks: those
+ * belong to the receiver, which judges freshness by its own receive time. */
+export function checkProof<T extends ProofType>(input: Buffer | string | unknown, type: T, opts: CheckOptions = {}): ProofEnvelope<Static<(typeof BODY_SCHEMAS)[T]>> {
+  let value: unknown = input
+  if (Buffer.isBuffer(input) || typeof input === 'string') {
+    try {
+      value = JSON.parse(input.toString())
+    } catch {
+      throw new CairnError('BAD_JSON', `${type}: not JSON`)
+    }
+  }
+  if (!Value.Check(EnvelopeSchema, value)) {
+    const first = [...Value.Errors(EnvelopeSchema, value)][0]
+    throw new CairnError('BAD_REQUEST', `${type}: not a signed envelope (${first ? `${first.path || '/'} ${first.message}` : 'invalid'})`)
+  }
+  const env = value as Envelope
+  if (env.type !== type) throw new CairnError('BAD_REQUEST', `expected ${type}, got ${env.type}`)
+  if (opts.fleet !== undefined && env.fleet !== opts.fleet) throw new CairnError('WRONG_TARGET', `${type} is for fleet ${env.fleet}, not ${opts.fleet}`)
+  const schema = BODY_SCHEMAS[type]
+  if (!Value.Check(schema, env.body)) {
+    const first = [...Value.Errors(schema, env.body)][0]
+    throw new CairnError('BAD_REQUEST', `${type}: body ${first ? `${first.path || '/'} ${first.message}` : 'invalid'}`)
+  }
+  if (type === ProofType.heartbeat) {
+    const b = env.body as HeartbeatBody
+    if ((b.seq === 0) !== (b.prev === ZERO_HASH)) throw new CairnError('BAD_REQUEST', `${type}: prev is 64 zeros exactly when seq is 0`)
+  }
+  if (opts.signer !== undefined) {
+    const ok = typeof opts.signer === 'string' ? env.iss === opts.signer : opts.signer(env.iss)
+    if (!ok) throw new CairnError('UNTRUSTED_KEY', `${type} signed by ${env.iss.slice(0, 12)}…, not by the expected key`)
+  }
+  if (env.exp <= env.iat) throw new CairnError('BAD_REQUEST', `${type}: exp must be after iat`)
+  if (!isKeyId(env.iss)) throw new CairnError('BAD_REQUEST', `${type}: iss is not a key id`)
+  if (!verifySignatureOnly(env, cachedKey(env.iss))) throw new CairnError('BAD_SIGNATURE', `${type}: signature does not verify`)
+  return env as ProofEnvelope<Static<(typeof BODY_SCHEMAS)[T]>>
+}
+
+/** Checks only the body of an envelope already verified elsewhere (verifyEnvelope). */
+export function checkBody<T extends ProofType>(env: Envelope, type: T): ProofEnvelope<Static<(typeof BODY_SCHEMAS)[T]>> {
+  const schema = BODY_SCHEMAS[type]
+  if (env.type !== type) throw new CairnError('BAD_REQUEST', `expected ${type}, got ${env.type}`)
+  if (!Value.Check(schema, env.body)) {
+    const first = [...Value.Errors(schema, env.body)][0]
+    throw new CairnError('BAD_REQUEST', `${type}: body ${first ? `${first.path || '/'} ${first.message}` : 'invalid'}`)
+  }
+  return env as ProofEnvelope<Static<(typeof BODY_SCHEMAS)[T]>>
+}
+
+// A validator sees the same few thousand device keys over and over; importing each key
+// once saves a third of the per-message cost. Bounded: cleared when it grows too big.
+const keyCache = new Map<string, KeyObject>()
+function cachedKey(keyId: string): KeyObject {
+  let key = keyCache.get(keyId)
+  if (!key) {
+    if (keyCache.size >= 100_000) keyCache.clear()
+    key = publicKeyFromKeyId(keyId)
+    keyCache.set(keyId, key)
+  }
+  return key
+}
+
+export function asJson<T>(v: T): Json {
+  return v as unknown as Json
+}

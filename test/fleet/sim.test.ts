@@ -1,0 +1,156 @@
+// `cairn sim` against a real Mosquitto and a real validator with short slots: honest
+// devices earn no evidence, an equivocating device is caught with evidence that
+// `cairn verify` proves offline, a device with a clock two minutes fast is flagged, and
+// every heartbeat the broker acknowledged reaches the validator's store.
+
+import t from 'tap'
+import { spawnSync } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { keyIdOf } from '../../protocol/keys.js'
+import { validatorKey } from '../../validator/validator-cli.js'
+import { DEFAULT_WEIGHTS } from '../../validator/score.js'
+import { startSim, type SimDevice } from '../../fleet/sim/sim.js'
+import { parseMisbehaviour } from '../../fleet/sim/sim-cli.js'
+import { startBroker } from '../helpers/broker.js'
+import { testValidator } from '../helpers/validator.js'
+import { tmp, until } from '../helpers/agent.js'
+
+const CLI = join(import.meta.dirname, '../../dist/cairn.mjs')
+
+t.test('--misbehave specs', async t => {
+  t.same(parseMisbehaviour('equivocate:0.01'), { kind: 'equivocate', who: { fraction: 0.01 } })
+  t.same(parseMisbehaviour('clock:@3:+120s'), { kind: 'clock', who: { index: 3 }, arg: 120 })
+  t.same(parseMisbehaviour('offline:0.5:30:10'), { kind: 'offline', who: { fraction: 0.5 }, arg: 30, at: 10 })
+  t.same(parseMisbehaviour('fork:@0:2'), { kind: 'fork', who: { index: 0 }, arg: 2 })
+  for (const bad of ['lie:0.1', 'clock:0.1', 'equivocate', 'equivocate:2', 'replay:0.1:0', 'offline:0.1', 'fork:0.1:1:5']) {
+    t.throws(() => parseMisbehaviour(bad), { code: 'BAD_REQUEST' }, bad)
+  }
+})
+
+t.test('20 honest devices, one equivocating, one with a fast clock, one validator', async t => {
+  const broker = await startBroker()
+  t.teardown(() => broker.close())
+  const vdir = tmp('cairn-val-')
+  const key = validatorKey(vdir)
+  const params = { slotMs: 2000, epochSlots: 4, maxAgeMs: 2000, skewMs: 30_000, ...DEFAULT_WEIGHTS }
+  const validator = testValidator(t, broker.url, { stateDir: vdir, key, params })
+  await validator.start()
+
+  // jitter 0, as in live.test.ts: a heartbeat sent late in a slot can cite a beacon older
+  // than maxAge and earn an honest device stale-beacon evidence (the validator's rule).
+  const sim = startSim({
+    devices: 22,
+    brokerUrl: broker.url,
+    fleet: 'test',
+    validators: [key.keyId],
+    periodS: 4,
+    jitterMs: 0,
+    misbehave: [
+      { kind: 'equivocate', who: { index: 20 }, arg: 2 },
+      { kind: 'clock', who: { index: 21 }, arg: 120 },
+    ],
+  })
+  t.teardown(() => sim.stop())
+  await sim.ready
+  const [liar, skewed] = [sim.devices[20]!, sim.devices[21]!]
+  const honest = sim.devices.slice(0, 20)
+  t.equal(keyIdOf(liar.key.publicKey), liar.id, 'device id = key id of its public key')
+  t.same(liar.faultNames(), ['equivocate/2'])
+  t.same(skewed.faultNames(), ['clock+120s'])
+
+  type Ev = { device: string; kind: string; payload: Buffer }
+  const evidence = () => validator.db.prepare('SELECT device, kind, payload FROM evidence ORDER BY created').all() as Ev[]
+  await until(() => evidence().some(e => e.kind === 'equivocation') && evidence().some(e => e.kind === 'clock-skew'), 15_000, 'equivocation and clock-skew evidence')
+  // A few more slots, so honest devices have had time to earn evidence if they were going to.
+  const seen = () => sim.stats().totals.heartbeats
+  const before = seen()
+  await until(() => honest.every(d => d.counts.acked >= 4), 15_000, 'four heartbeats from every honest device')
+  t.ok(seen() > before)
+
+  const ch = validator.challenge(honest[0]!.id)
+  await until(() => validator.snapshot().responses === 1, 5000, 'challenge response')
+  // The broker may deliver the response to the validator before its PUBACK reaches the
+  // device (the sim counts an answer on its PUBACK), so the device's count is awaited too.
+  await until(() => honest[0]!.counts.challenges >= 1, 5000, 'the PUBACK of the response')
+  t.equal(honest[0]!.counts.challenges, 1, 'the sim device answered the challenge once')
+  t.equal(validator.snapshot().responses, 1, 'the validator recorded one response')
+  t.ok(ch.id)
+
+  const ev = evidence()
+  t.same([...new Set(ev.filter(e => e.kind === 'equivocation').map(e => e.device))], [liar.id], 'equivocation evidence names exactly the equivocating device')
+  t.same([...new Set(ev.filter(e => e.kind === 'clock-skew').map(e => e.device))], [skewed.id], 'clock-skew evidence names exactly the fast-clock device')
+  const honestIds = new Set(honest.map(d => d.id))
+  t.same(ev.filter(e => honestIds.has(e.device)).map(e => `${e.kind} ${e.device}`), [], 'no evidence against honest devices')
+  t.ok(liar.counts.equivocations >= 1)
+
+  const file = join(vdir, 'equivocation.json')
+  writeFileSync(file, ev.find(e => e.kind === 'equivocation')!.payload)
+  const ver = spawnSync(process.execPath, [CLI, 'verify', file], { encoding: 'utf8' })
+  t.equal(ver.status, 0, `cairn verify exits 0: ${ver.stdout}${ver.stderr}`)
+  t.match(ver.stdout, /PROVEN/)
+  t.match(ver.stdout, new RegExp(`device ${liar.id}`))
+
+  // Accounting: every heartbeat the broker acknowledged is in the validator's store.
+  const final = await sim.stop()
+  const stored = () => new Map((validator.db.prepare('SELECT device, COUNT(*) AS n FROM heartbeats GROUP BY device').all() as Array<{ device: string; n: number }>).map(r => [r.device, r.n]))
+  await until(() => sim.devices.every(d => (stored().get(d.id) ?? 0) >= d.counts.acked), 5000, 'acknowledged heartbeats stored')
+  t.equal(final.totals.failed, 0, 'no publish failed')
+  t.equal(final.everConnected, 22)
+})
+
+t.test('the other misbehaviours earn the evidence they should', async t => {
+  const broker = await startBroker()
+  t.teardown(() => broker.close())
+  const vdir = tmp('cairn-val-')
+  const key = validatorKey(vdir)
+  const validator = testValidator(t, broker.url, { stateDir: vdir, key, params: { slotMs: 2000, epochSlots: 4, maxAgeMs: 2000, skewMs: 30_000, ...DEFAULT_WEIGHTS } })
+  await validator.start()
+  const sim = startSim({
+    devices: 5,
+    brokerUrl: broker.url,
+    fleet: 'test',
+    validators: [key.keyId],
+    periodS: 4,
+    jitterMs: 0,
+    misbehave: ['fork:@0:2', 'forge-beacon:@1:2', 'replay:@2:2', 'offline:@3:3:1'].map(parseMisbehaviour),
+  })
+  t.teardown(() => sim.stop())
+  await sim.ready
+  const [fork, forge, replay, offline, honest] = sim.devices as [SimDevice, SimDevice, SimDevice, SimDevice, SimDevice]
+  const kinds = (d: SimDevice) => [...new Set((validator.db.prepare('SELECT kind FROM evidence WHERE device = ?').all(d.id) as Array<{ kind: string }>).map(r => r.kind))].sort()
+  await until(() => kinds(fork).length > 0 && kinds(forge).length > 0 && kinds(replay).length > 0 && offline.counts.connects >= 2 && offline.counts.acked >= 4, 20_000, 'evidence and a device back from offline')
+  t.same(kinds(fork), ['fork'], 'a heartbeat not chained to its predecessor')
+  t.same(kinds(forge), ['forged-beacon'], 'a beacon hash the validator never signed')
+  t.same(kinds(replay), ['replay'], 'an old heartbeat published again')
+  t.same(kinds(offline), [], 'a device that was offline for a while is not a cheat')
+  t.same(kinds(honest), [])
+  t.ok(fork.counts.forks >= 1 && forge.counts.forgedBeacons >= 1 && replay.counts.replays >= 1)
+})
+
+t.test('cairn sim CLI: runs for --duration and prints a final summary', async t => {
+  const broker = await startBroker()
+  t.teardown(() => broker.close())
+  const dir = tmp('cairn-sim-cli-')
+  const summary = join(dir, 'summary.json')
+  const r = spawnSync(process.execPath, [CLI, 'sim', '--devices', '3', '--broker', broker.url, '--fleet', 'test', '--period', '1', '--duration', '2.5', '--status-every', '1', '--misbehave', 'fork:@1:1', '--summary-file', summary], { encoding: 'utf8', timeout: 20_000 })
+  t.equal(r.status, 0, r.stderr)
+  const lines = r.stdout.trim().split('\n').map(l => JSON.parse(l) as Record<string, unknown>)
+  t.equal(lines[0]!.event, 'sim.started')
+  t.ok(lines.some(l => l.event === 'sim.status'), 'status lines')
+  const last = lines[lines.length - 1]! as { event: string; reason: string; totals: { heartbeats: number; acked: number; forks: number } }
+  t.equal(last.event, 'sim.summary')
+  t.equal(last.reason, 'duration')
+  t.ok(last.totals.acked >= 3, 'heartbeats on the period timer alone')
+  t.equal(last.totals.acked, last.totals.heartbeats)
+  t.ok(last.totals.forks >= 1)
+  t.match(r.stderr, /no --validator-key/)
+
+  // Out of file descriptors: a clear message naming the fix, exit 1, no hang.
+  const script = `ulimit -n 60; exec "$0" "$@"`
+  const e = spawnSync('bash', ['-c', script, process.execPath, CLI, 'sim', '--devices', '200', '--broker', broker.url, '--fleet', 'test', '--ramp', '1000', '--duration', '10'], { encoding: 'utf8', timeout: 20_000 })
+  t.equal(e.status, 1, e.stderr)
+  t.match(e.stderr, /limit here is 60/, 'warned before starting')
+  t.match(e.stderr, /out of file descriptors \(EMFILE\).*ulimit -n/)
+  t.match(e.stdout, /"reason":"fatal"/)
+})

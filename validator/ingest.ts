@@ -1,0 +1,237 @@
+// What a validator does with one message from `cairn/v1/<fleet>/+/proof`: check it,
+// record it with the validator's receive time, and notice fraud. Synchronous: the
+// caller acknowledges the MQTT message only after `handle` returns, so a crash never
+// loses a heartbeat the broker thinks was delivered.
+
+import { CairnError } from '../protocol/errors.js'
+import { newId } from '../protocol/ids.js'
+import { signedBytes, signEnvelope, type Envelope } from '../protocol/envelope.js'
+import type { KeyPair } from '../protocol/keys.js'
+import { proofDevice } from '../protocol/topics.js'
+import { asJson, checkProof, messageHash, ProofType, type EvidenceBody, type EvidenceKind, type Heartbeat, type ScoreParams } from '../protocol/proof-format.js'
+import type { VDb } from './validator-store.js'
+
+export type IngestOutcome =
+  | { kind: 'heartbeat'; device: string; seq: number; verdict: 'new' | 'duplicate'; evidence: Envelope[]; fetch?: { from: number; to: number } }
+  | { kind: 'response'; device: string; challenge: string; recorded: boolean; evidence: Envelope[] }
+  | { kind: 'ignored'; reason: string }
+
+export interface IngestOptions {
+  db: VDb
+  fleet: string
+  key: KeyPair
+  params: ScoreParams
+  /** How long after a heartbeat's first receipt a copy counts as a replay, not a redelivery. */
+  replayAfterMs?: number
+}
+
+const EVIDENCE_TTL_MS = 365 * 86_400_000
+/** A heartbeat citing 16 beacons is under 3 KB; anything far larger is refused unread. */
+export const MAX_PROOF_BYTES = 16_384
+
+export function epochOf(p: Pick<ScoreParams, 'slotMs' | 'epochSlots'>, ms: number): number {
+  return Math.floor(Math.floor(ms / p.slotMs) / p.epochSlots)
+}
+
+export class ProofIngest {
+  private readonly st
+
+  constructor(private readonly o: IngestOptions) {
+    const db = o.db
+    this.st = {
+      byHash: db.prepare('SELECT recv FROM heartbeats WHERE device = ? AND hash = ?'),
+      bySeq: db.prepare('SELECT hash, recv, payload FROM heartbeats WHERE device = ? AND seq = ?'),
+      below: db.prepare('SELECT MAX(seq) AS s FROM heartbeats WHERE device = ? AND seq < ?'),
+      insert: db.prepare('INSERT INTO heartbeats (device, hash, seq, recv, payload) VALUES (?, ?, ?, ?, ?)'),
+      device: db.prepare('SELECT head_seq, fetch_at, flagged_epoch FROM devices WHERE device = ?'),
+      upsertDevice: db.prepare(
+        `INSERT INTO devices (device, first_seen, last_seen, head_seq, owner) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (device) DO UPDATE SET last_seen = excluded.last_seen, head_seq = MAX(head_seq, excluded.head_seq),
+           owner = CASE WHEN excluded.head_seq >= head_seq THEN excluded.owner ELSE owner END`,
+      ),
+      setFetch: db.prepare('UPDATE devices SET fetch_at = ? WHERE device = ?'),
+      setFlagged: db.prepare('UPDATE devices SET flagged_epoch = ? WHERE device = ?'),
+      beacon: db.prepare('SELECT hash, payload FROM beacons WHERE slot = ?'),
+      fresher: db.prepare('SELECT 1 FROM beacons WHERE slot > ? AND published <= ? LIMIT 1'),
+      challenge: db.prepare('SELECT device, response FROM challenges WHERE id = ?'),
+      respond: db.prepare('UPDATE challenges SET response = ?, recv = ? WHERE id = ? AND response IS NULL'),
+      evidence: db.prepare('INSERT OR IGNORE INTO evidence (id, device, kind, created, payload) VALUES (?, ?, ?, ?, ?)'),
+      evidenceSince: db.prepare('SELECT 1 FROM evidence WHERE device = ? AND kind = ? AND created >= ? LIMIT 1'),
+    }
+  }
+
+  /** `recv` is the receive time, or a clock read once the store's write lock is held:
+   * a heartbeat that waited for the lock must not commit with a time an attestation
+   * already made has judged. */
+  handle(topic: string, payload: Buffer, recv: number | (() => number)): IngestOutcome {
+    const device = proofDevice(topic, this.o.fleet)
+    if (!device) throw new CairnError('BAD_REQUEST', `not a proof topic: ${topic}`)
+    if (payload.length > MAX_PROOF_BYTES) throw new CairnError('TOO_LARGE', `proof message of ${payload.length} bytes (at most ${MAX_PROOF_BYTES})`)
+    const now = typeof recv === 'number' ? () => recv : recv
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(payload.toString())
+    } catch {
+      throw new CairnError('BAD_JSON', 'proof message is not JSON')
+    }
+    const type = (parsed as { type?: unknown } | null)?.type
+    if (type === ProofType.heartbeat) return this.heartbeat(device, checkProof(parsed, ProofType.heartbeat, { fleet: this.o.fleet, signer: device }), now)
+    if (type === ProofType.response) {
+      const r = checkProof(parsed, ProofType.response, { fleet: this.o.fleet, signer: device })
+      if (r.sub !== this.o.key.keyId) return { kind: 'ignored', reason: 'response to another validator' }
+      return this.o.db
+        .transaction((): IngestOutcome => {
+          const recvMs = now()
+          const ch = this.st.challenge.get(r.body.challenge) as { device: string; response: Buffer | null } | undefined
+          if (!ch || ch.device !== device) return { kind: 'ignored' as const, reason: 'response to an unknown challenge' }
+          const recorded = this.st.respond.run(Buffer.from(JSON.stringify(r)), recvMs, r.body.challenge).changes === 1
+          // A response naming a head that contradicts a stored heartbeat of that seq is
+          // the device signing two histories: an equivocation.
+          const evidence: Envelope[] = []
+          if (recorded && r.body.seq !== null && r.body.head !== null) {
+            const known = this.st.bySeq.all(device, r.body.seq) as Array<{ hash: string; recv: number; payload: Buffer }>
+            if (known.length > 0 && !known.some(k => k.hash === r.body.head)) {
+              evidence.push(this.evidence('equivocation', device, `challenge response names another head for seq ${r.body.seq}`, [parse(known[0]!.payload), r], [known[0]!.recv, recvMs]))
+            }
+          }
+          return { kind: 'response' as const, device, challenge: r.body.challenge, recorded, evidence }
+        })
+        .immediate()
+    }
+    throw new CairnError('BAD_REQUEST', `unexpected message type ${JSON.stringify(type)} on a proof topic`)
+  }
+
+  private heartbeat(device: string, hb: Heartbeat, now: () => number): IngestOutcome {
+    const p = this.o.params
+    const hash = messageHash(hb)
+    const wire = Buffer.from(JSON.stringify(hb)) // stored as parsed: JCS is recomputed on read
+    return this.o.db
+      .transaction((): IngestOutcome => {
+        const recvMs = now()
+        const seen = this.st.byHash.get(device, hash) as { recv: number } | undefined
+        const evidence: Envelope[] = []
+        if (seen) {
+          // A QoS 1 redelivery or a requested refetch is normal; the same heartbeat
+          // arriving long after it was first received is someone replaying it. It
+          // cannot earn anything (its first receive time stands), but it is recorded.
+          // Once per device per epoch: replaying costs an attacker nothing, storing it must
+          // not cost the validator much either.
+          if (recvMs - seen.recv > (this.o.replayAfterMs ?? p.maxAgeMs) && !this.recentlyFetched(device, recvMs) && this.st.evidenceSince.get(device, 'replay', this.epochStart(recvMs)) === undefined) {
+            evidence.push(this.evidence('replay', device, `heartbeat seq ${hb.body.seq} received again ${recvMs - seen.recv} ms after its first receipt`, [hb], [seen.recv, recvMs]))
+          }
+          return { kind: 'heartbeat', device, seq: hb.body.seq, verdict: 'duplicate', evidence }
+        }
+        const seq = hb.body.seq
+        const twins = this.st.bySeq.all(device, seq) as Array<{ hash: string; recv: number; payload: Buffer }>
+        for (const other of twins) {
+          // Equivocation is two different signed statements, not two spellings of one.
+          if (sameStatement(parse(other.payload), hb)) return { kind: 'heartbeat', device, seq, verdict: 'duplicate', evidence }
+        }
+        // Two conflicting heartbeats prove it; a third and more prove nothing new, and
+        // storing each (with evidence against every earlier one) would let one device
+        // key fill the validator's disk.
+        if (twins.length >= 2) return { kind: 'heartbeat', device, seq, verdict: 'duplicate', evidence }
+        if (twins.length === 1) {
+          evidence.push(this.evidence('equivocation', device, `two different heartbeats with seq ${seq}`, [parse(twins[0]!.payload), hb], [twins[0]!.recv, recvMs]))
+        }
+        const below = this.st.bySeq.all(device, seq - 1) as Array<{ hash: string; recv: number; payload: Buffer }>
+        if (seq > 0 && below.length > 0 && !below.some(b => b.hash === hb.body.prev)) {
+          evidence.push(this.evidence('fork', device, `heartbeat seq ${seq} does not chain to seq ${seq - 1}`, [parse(below[0]!.payload), hb], [below[0]!.recv, recvMs]))
+        }
+        for (const above of this.st.bySeq.all(device, seq + 1) as Array<{ hash: string; recv: number; payload: Buffer }>) {
+          const next = parse(above.payload)
+          if (next.body.prev !== hash) evidence.push(this.evidence('fork', device, `heartbeat seq ${seq + 1} does not chain to seq ${seq}`, [hb, next], [recvMs, above.recv]))
+        }
+        // The device row exists before the beacon checks, so a device's very first
+        // heartbeat can already mark its epoch as flagged.
+        const dev = this.st.device.get(device) as { head_seq: number; fetch_at: number; flagged_epoch: number } | undefined
+        this.st.upsertDevice.run(device, recvMs, recvMs, seq, hb.body.owner)
+        evidence.push(...this.beaconChecks(device, hb, recvMs, dev?.head_seq))
+        this.st.insert.run(device, hash, seq, recvMs, wire)
+        // A gap below a heartbeat of a device we already follow: ask it to send the
+        // missing ones again (at most once a slot per device).
+        let fetch: { from: number; to: number } | undefined
+        if (dev && seq > 0 && below.length === 0 && recvMs - dev.fetch_at >= p.slotMs) {
+          const prev = (this.st.below.get(device, seq) as { s: number | null }).s
+          if (prev !== null) {
+            fetch = { from: prev + 1, to: seq - 1 }
+            this.st.setFetch.run(recvMs, device)
+          }
+        }
+        return { kind: 'heartbeat', device, seq, verdict: 'new', evidence, ...(fetch ? { fetch } : {}) }
+      })
+      .immediate()
+  }
+
+  /** Forged beacon citations always; stale beacons and clock skew once per device per
+   * epoch (they are often a sick device rather than a cheat). */
+  private beaconChecks(device: string, hb: Heartbeat, recvMs: number, headBefore: number | undefined): Envelope[] {
+    const p = this.o.params
+    const out: Envelope[] = []
+    const cite = hb.body.beacons.find(b => b.v === this.o.key.keyId)
+    if (cite) {
+      const genuine = this.st.beacon.get(cite.slot) as { hash: string; payload: Buffer } | undefined
+      if (genuine && genuine.hash !== cite.h) {
+        out.push(this.evidence('forged-beacon', device, `heartbeat seq ${hb.body.seq} cites a beacon for slot ${cite.slot} that this validator never published`, [hb, JSON.parse(genuine.payload.toString())], [recvMs]))
+        return out
+      }
+    }
+    // A heartbeat below one already received (fetched again, reordered) is late by
+    // nature: its lateness says nothing about the device's beacons or clock. Nor does
+    // one signed long before it arrived (a backlog flushed after an outage).
+    if (headBefore !== undefined && hb.body.seq < headBefore) return out
+    const epoch = epochOf(p, recvMs)
+    const dev = this.st.device.get(device) as { flagged_epoch: number } | undefined
+    if (dev && dev.flagged_epoch >= epoch) return out
+    // Stale only counts against a device when a beacon fresher than the one it cites
+    // had been out for a whole slot (not while the validator itself was down).
+    let flagged = false
+    // A stale citation from a heartbeat signed long before it arrived is a backlog
+    // flushed after an outage (the agent keeps signing while offline), not a cheat.
+    const backlog = recvMs - hb.iat > p.skewMs
+    if (cite && !backlog && recvMs - cite.slot * p.slotMs > p.maxAgeMs && this.st.fresher.get(cite.slot, recvMs - p.slotMs) !== undefined) {
+      out.push(this.evidence('stale-beacon', device, `heartbeat seq ${hb.body.seq} cites slot ${cite.slot}, ${recvMs - cite.slot * p.slotMs} ms old at receipt`, [hb], [recvMs]))
+      flagged = true
+    } else if (cite && this.citesFresh(cite, recvMs) && Math.abs(hb.iat - recvMs) > p.skewMs) {
+      // Only a heartbeat citing a fresh genuine beacon was provably signed moments ago;
+      // any other one may simply have waited at the broker (a validator restart).
+      out.push(this.evidence('clock-skew', device, `device clock ${hb.iat - recvMs} ms off at seq ${hb.body.seq}`, [hb], [recvMs]))
+      flagged = true
+    }
+    if (flagged) this.st.setFlagged.run(epoch, device)
+    return out
+  }
+
+  /** The cited beacon is this validator's genuine one and was fresh at receipt (the
+   * scoring's test, so clock-skew evidence goes with a 'skewed' verdict). */
+  private citesFresh(cite: { slot: number; h: string }, recvMs: number): boolean {
+    const genuine = this.st.beacon.get(cite.slot) as { hash: string } | undefined
+    const start = cite.slot * this.o.params.slotMs
+    return genuine?.hash === cite.h && recvMs >= start && recvMs <= start + this.o.params.maxAgeMs
+  }
+
+  private epochStart(ms: number): number {
+    return epochOf(this.o.params, ms) * this.o.params.epochSlots * this.o.params.slotMs
+  }
+
+  private recentlyFetched(device: string, recvMs: number): boolean {
+    const dev = this.st.device.get(device) as { fetch_at: number } | undefined
+    return dev !== undefined && recvMs - dev.fetch_at < 10 * this.o.params.slotMs
+  }
+
+  private evidence(kind: EvidenceKind, device: string, note: string, messages: unknown[], received: number[]): Envelope {
+    const now = received[received.length - 1]!
+    const body: EvidenceBody = { kind, device, note, messages, received, params: this.o.params }
+    const env = signEnvelope(this.o.key, { type: ProofType.evidence, id: newId(now), fleet: this.o.fleet, sub: device, iat: now, exp: now + EVIDENCE_TTL_MS, body: asJson(body) })
+    this.st.evidence.run(env.id, device, kind, now, Buffer.from(JSON.stringify(env)))
+    return env
+  }
+}
+
+function sameStatement(a: Heartbeat, b: Heartbeat): boolean {
+  return signedBytes(a as unknown as Envelope).equals(signedBytes(b as unknown as Envelope))
+}
+
+function parse(payload: Buffer): Heartbeat {
+  return JSON.parse(payload.toString()) as Heartbeat
+}
