@@ -7,7 +7,7 @@ import type { Server } from 'node:http'
 import type { Level } from 'pino'
 import type { Clock } from '../protocol/clock.js'
 import { CommandRouter } from './core/command-router.js'
-import type { CommandContext } from './core/commands.js'
+import { BUILTIN_COMMANDS, CommandTable, type CommandContext } from './core/commands.js'
 import { REMOTE_SETTABLE, type Config } from './config/config-schema.js'
 import { REMOTE_CONFIG_FILE, remoteLayer, UNSAFE_KEYS, type LoadedConfig } from './config/load-config.js'
 import { CairnError } from '../protocol/errors.js'
@@ -36,7 +36,7 @@ import type { TaskExecutor } from './task/types.js'
 import { startBuiltinExecutors } from './task/builtin-executors.js'
 import { OtaService, type LauncherInfo, type OsUpdateDeps, type OtaHooks } from '../ota/ota-service.js'
 import { detectCairnOs, type CairnOsInfo } from '../image-build/os-update/agent-os.js'
-import { OTA_BROADCAST_COMMANDS } from '../ota/ota-commands.js'
+import { OTA_BROADCAST_COMMANDS, otaCommands } from '../ota/ota-commands.js'
 import { accelerators, createTelemetry, type Board, type HwContext, type TelemetrySample } from '../hw/index.js'
 
 /** 'update': hand over to the OTA launcher (the process exits with EXIT_SWITCH). */
@@ -229,7 +229,6 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     uptimeS: () => lastUptimeS,
     getConfig: () => ({ config: redact(config), sources: Object.fromEntries(sources) }),
     setConfig: patch => applyRemotePatch(patch),
-    ota: ota?.control,
     afterReply: action => {
       pendingAction = action
       // Let the reply reach the outbox and the broker before acting on it.
@@ -271,6 +270,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
       link.publishNow(topic, payload, { qos: 0, ...(properties && config.broker.mqttVersion === 5 ? { properties } : {}) }).catch(() => undefined)
     },
     context,
+    commands: new CommandTable([...BUILTIN_COMMANDS, ...otaCommands(() => ota?.control)]),
   })
 
   const link: MqttLink = new MqttLink({

@@ -1,9 +1,10 @@
-// The fleet's OTA controls, as signed commands (agent/core/commands.ts lists them with the
-// rest). Each may also arrive as a signed fleet-wide broadcast on the release topic.
+// The fleet's OTA controls, as signed commands that the OTA extension registers in the
+// agent's command table (agent/core/commands.ts). Each may also arrive as a signed
+// fleet-wide broadcast on the release topic.
 
 import { Type } from '@sinclair/typebox'
 import type { Json } from '../protocol/canonical.js'
-import type { CommandContext, CommandDef } from '../agent/core/commands.js'
+import type { CommandDef } from '../agent/core/commands.js'
 import { CairnError } from '../protocol/errors.js'
 import { compareSemver, isSemver } from '../protocol/semver.js'
 import type { OtaStatus } from './updater.js'
@@ -27,32 +28,38 @@ export const OTA_BROADCAST_COMMANDS: ReadonlySet<string> = new Set(['update', 'p
 const Empty = Type.Object({}, { additionalProperties: false })
 const SEMVER_PATTERN = '^(0|[1-9]\\d*)\\.(0|[1-9]\\d*)\\.(0|[1-9]\\d*)(-[0-9A-Za-z.-]+)?(\\+[0-9A-Za-z.-]+)?$'
 
-function ota(ctx: CommandContext): OtaControl {
-  if (!ctx.ota) throw new CairnError('OTA_DISABLED', 'updates are off on this device (set ota.releaseUrl, and run the agent under the launcher: docs/ota.md)')
-  return ctx.ota
-}
+/** What the commands act on; undefined where updates are off. */
+export type OtaControlSource = () => OtaControl | undefined
 
 const json = (s: OtaStatus): Json => JSON.parse(JSON.stringify(s)) as Json
 
-export const OTA_COMMANDS = [
+/** The OTA commands over `control`. With no updater (`() => undefined`) each answers
+ * OTA_DISABLED; that form also serves as the table's specs (names, summaries, bodies). */
+export function otaCommands(control: OtaControlSource): readonly CommandDef[] {
+  const ota = (): OtaControl => {
+    const c = control()
+    if (!c) throw new CairnError('OTA_DISABLED', 'updates are off on this device (set ota.releaseUrl, and run the agent under the launcher: docs/ota.md)')
+    return c
+  }
+  return [
   {
     name: 'update',
     summary: 'check the release channel now (OTA); replies with the updater state',
     body: Empty,
-    run: (_b: unknown, ctx: CommandContext) => json(ota(ctx).checkNow()),
+    run: () => json(ota().checkNow()),
   },
   {
     name: 'pause-updates',
     summary: 'pause or resume OTA updates ({"paused": true|false}, "target": "agent"|"os" for one of them); a trial in progress still commits or rolls back',
     body: Type.Object({ paused: Type.Boolean(), target: Target }, { additionalProperties: false }),
-    run: (b: { paused: boolean; target?: UpdateTarget }, ctx: CommandContext) => json(ota(ctx).setPaused(b.paused, b.target)),
+    run: (b: { paused: boolean; target?: UpdateTarget }) => json(ota().setPaused(b.paused, b.target)),
   },
   {
     name: 'pin-version',
     summary: 'hold at a version: nothing newer is installed ({"version": "1.4.0"}; null unpins; "target": "os" pins the OS). Never a downgrade',
     body: Type.Object({ version: Type.Union([Type.String({ pattern: SEMVER_PATTERN, maxLength: 64 }), Type.Null()]), target: Target }, { additionalProperties: false }),
-    run: (b: { version: string | null; target?: UpdateTarget }, ctx: CommandContext) => {
-      const o = ota(ctx)
+    run: (b: { version: string | null; target?: UpdateTarget }) => {
+      const o = ota()
       if (b.version !== null && !isSemver(b.version)) throw new CairnError('BAD_REQUEST', `not a semantic version: ${b.version}`)
       const s = o.pin(b.version, b.target)
       const running = (b.target === 'os' ? s.os?.running.version : undefined) ?? s.running.version
@@ -61,3 +68,4 @@ export const OTA_COMMANDS = [
     },
   },
 ] as unknown as readonly CommandDef[]
+}

@@ -8,7 +8,7 @@ import type { IPublishPacket } from 'mqtt'
 import { Value } from '@sinclair/typebox/value'
 import type { Clock } from '../../protocol/clock.js'
 import type { Json } from '../../protocol/canonical.js'
-import { findCommand, type CommandContext } from './commands.js'
+import type { CommandContext, CommandTable } from './commands.js'
 import { verifyEnvelope, type Envelope } from '../../protocol/envelope.js'
 import { CairnError, errorBody, type ErrorCode } from '../../protocol/errors.js'
 import type { Logger } from '../../protocol/log.js'
@@ -35,6 +35,7 @@ export interface RouterOptions {
   /** QoS 0 publish for refusals; may drop when offline. */
   publishQuick(topic: string, payload: Buffer, props: PublishProps | undefined): void
   context(env: Envelope): CommandContext
+  commands: CommandTable
 }
 
 const UNAUTH_REPLY_BURST = 10
@@ -82,7 +83,7 @@ export class CommandRouter {
       // Admitted before anything can fail, so a replay of even a refused command is
       // answered with REPLAY (cheap, not durable) rather than processed again.
       o.replay.admit(env.id, env.exp, now)
-      const cmd = findCommand(name)
+      const cmd = o.commands.find(name)
       if (!Value.Check(cmd.body, env.body)) {
         const e = [...Value.Errors(cmd.body, env.body)][0]
         throw new CairnError('BAD_REQUEST', `${name}: body${e?.path ?? ''} ${e?.message ?? 'invalid'}`)
@@ -130,7 +131,7 @@ export class CommandRouter {
       })
       o.replay.admit(env.id, env.exp, now)
       const name = env.type.slice(4)
-      const cmd = findCommand(name)
+      const cmd = o.commands.find(name)
       if (!Value.Check(cmd.body, env.body)) {
         const e = [...Value.Errors(cmd.body, env.body)][0]
         throw new CairnError('BAD_REQUEST', `${name}: body${e?.path ?? ''} ${e?.message ?? 'invalid'}`)

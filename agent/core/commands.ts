@@ -1,5 +1,7 @@
-// The commands an operator can send a device. Each has a body schema and a handler;
-// the router (command-router.ts) verifies the signature, replay and expiry first.
+// The commands an operator can send a device: the core's own, and a table that features
+// add theirs to (OTA registers update, pause-updates, pin-version). Each has a body
+// schema and a handler; the router (command-router.ts) verifies the signature, replay
+// and expiry first.
 
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import type { Json } from '../../protocol/canonical.js'
@@ -7,7 +9,6 @@ import { CairnError } from '../../protocol/errors.js'
 import { keyIdOf, parsePublicKey } from '../../protocol/keys.js'
 import type { OperatorKeys } from './operators.js'
 import type { LogRing } from '../../protocol/log.js'
-import { OTA_COMMANDS, type OtaControl } from '../../ota/ota-commands.js'
 
 export interface CommandContext {
   /** Key id of the operator who signed the command. */
@@ -22,8 +23,6 @@ export interface CommandContext {
   /** Runs after the reply is on its way. */
   afterReply(action: 'restart-agent' | 'reboot'): void
   uptimeS(): number | undefined
-  /** The OTA updater; undefined when updates are off. */
-  ota: OtaControl | undefined
 }
 
 export interface CommandDef<S extends TSchema = TSchema> {
@@ -37,7 +36,8 @@ const Empty = Type.Object({}, { additionalProperties: false })
 
 const def = <S extends TSchema>(d: CommandDef<S>): CommandDef => d as unknown as CommandDef
 
-export const COMMANDS: readonly CommandDef[] = [
+/** The core's own commands. */
+export const BUILTIN_COMMANDS: readonly CommandDef[] = [
   def({
     name: 'ping',
     summary: 'liveness check; replies with the device time and uptime',
@@ -112,11 +112,35 @@ export const COMMANDS: readonly CommandDef[] = [
       return { revoked: body.keyId, keys: ctx.operators.list() }
     },
   }),
-  ...OTA_COMMANDS,
 ]
 
-export function findCommand(name: string): CommandDef {
-  const cmd = COMMANDS.find(c => c.name === name)
-  if (!cmd) throw new CairnError('UNKNOWN_COMMAND', `unknown command ${name}; known: ${COMMANDS.map(c => c.name).join(', ')}`)
-  return cmd
+/** Every command a device answers: the built-in ones and those features registered. */
+export class CommandTable {
+  private readonly byName = new Map<string, CommandDef>()
+
+  constructor(defs: readonly CommandDef[]) {
+    for (const d of defs) {
+      if (this.byName.has(d.name)) throw new Error(`command ${d.name} registered twice`)
+      this.byName.set(d.name, d)
+    }
+  }
+
+  get(name: string): CommandDef | undefined {
+    return this.byName.get(name)
+  }
+
+  /** The command, or UNKNOWN_COMMAND naming those there are. */
+  find(name: string): CommandDef {
+    const cmd = this.byName.get(name)
+    if (!cmd) throw new CairnError('UNKNOWN_COMMAND', `unknown command ${name}; known: ${this.names().join(', ')}`)
+    return cmd
+  }
+
+  names(): string[] {
+    return [...this.byName.keys()]
+  }
+
+  all(): CommandDef[] {
+    return [...this.byName.values()]
+  }
 }
