@@ -1,46 +1,49 @@
-// Wires the agent together: identity, state DB, outbox, broker link, command router,
-// telemetry loop, health server. Nothing here runs at import time; `startAgent` builds
-// one running agent and `runAgent` keeps it going across in-place restarts.
+// The device agent, composed: the core (identity, state DB, outbox, broker link, signed
+// commands, status, telemetry, live configuration, health endpoint) and the features
+// that plug into it through the extension port (agent/core/extension.ts): uptime
+// proofs, tasks, and whatever the composition room hands in (OTA, in cli/run-agent.ts).
+// The content cache, the status LED and button, and the local API are on-device parts
+// the core builds alongside. Nothing runs at import time; `startAgent` builds one
+// running agent, and cli/run-agent.ts keeps it going across in-place restarts.
 
-import { join } from 'node:path'
 import type { Server } from 'node:http'
+import type { IPublishPacket } from 'mqtt'
 import type { Level } from 'pino'
+import { accelerators, createTelemetry, type Board, type HwContext, type TelemetrySample } from '../hw/index.js'
 import type { Clock } from '../protocol/clock.js'
-import { CommandRouter } from './core/command-router.js'
-import { BUILTIN_COMMANDS, CommandTable, type CommandContext } from './core/commands.js'
-import { REMOTE_SETTABLE, type Config } from './config/config-schema.js'
-import { REMOTE_CONFIG_FILE, remoteLayer, UNSAFE_KEYS, type LoadedConfig } from './config/load-config.js'
-import { CairnError } from '../protocol/errors.js'
-import { startHealthServer } from './core/health-server.js'
 import { loadOrCreateIdentity, type Identity } from '../protocol/identity.js'
 import { newId } from '../protocol/ids.js'
-import { publicKeyPem, readPublicKeyFile, writeFileAtomic } from '../protocol/keys.js'
+import { readPublicKeyFile } from '../protocol/keys.js'
 import type { Logger, LogRing } from '../protocol/log.js'
-import type { EventMessage, StatusMessage, TelemetryMessage } from '../protocol/messages.js'
+import type { EventMessage } from '../protocol/messages.js'
+import { deviceTopics } from '../protocol/topics.js'
+import { startCacheService, type CacheService } from './cache/cache-service.js'
+import type { LoadedConfig } from './config/load-config.js'
+import { describeAgentMetrics, refreshLinkGauges } from './core/agent-metrics.js'
+import { CommandRouter } from './core/command-router.js'
+import { BUILTIN_COMMANDS, CommandTable, type CommandContext } from './core/commands.js'
+import type { AgentCore, AgentExtension, ExtensionFactory, StatusFields, StopReason } from './core/extension.js'
+import { startHealthServer } from './core/health-server.js'
+import { LiveConfig } from './core/live-config.js'
+import { LocalBus } from './core/local-bus.js'
 import { Metrics } from './core/metrics.js'
 import { MqttLink } from './core/mqtt-link.js'
 import { OperatorKeys } from './core/operators.js'
-import { CLASS_NAMES, MsgClass, Outbox } from './core/outbox.js'
+import { CLASS_NAMES, MsgClass, Outbox, type NewMessage } from './core/outbox.js'
 import { ReplayGuard } from '../protocol/replay-guard.js'
 import { openStateDb, type Db } from './core/state-db.js'
+import { statusMessage } from './core/status.js'
 import type { SystemPort } from './core/system.js'
-import { deviceTopics } from '../protocol/topics.js'
-import { LocalBus } from './core/local-bus.js'
-import { DeviceProofs } from './proof/device-proofs.js'
-import { startCacheService, type CacheService } from './cache/cache-service.js'
+import { TelemetryLoop } from './core/telemetry-loop.js'
 import { DeviceUi } from './device-ui/index.js'
 import { startAgentLocalApi } from './local-api/agent-host.js'
 import type { LocalApi } from './local-api/api-server.js'
+import { DeviceProofs } from './proof/device-proofs.js'
+import { startBuiltinExecutors } from './task/builtin-executors.js'
 import { TaskService } from './task/task-service.js'
 import type { TaskExecutor } from './task/types.js'
-import { startBuiltinExecutors } from './task/builtin-executors.js'
-import { OtaService, type LauncherInfo, type OsUpdateDeps, type OtaHooks } from '../ota/ota-service.js'
-import { detectCairnOs, type CairnOsInfo } from '../image-build/os-update/agent-os.js'
-import { OTA_BROADCAST_COMMANDS, otaCommands } from '../ota/ota-commands.js'
-import { accelerators, createTelemetry, type Board, type HwContext, type TelemetrySample } from '../hw/index.js'
 
-/** 'update': hand over to the OTA launcher (the process exits with EXIT_SWITCH). */
-export type StopReason = 'shutdown' | 'restart' | 'update'
+export type { StopReason }
 
 export interface AgentDeps {
   loaded: LoadedConfig
@@ -53,13 +56,8 @@ export interface AgentDeps {
   hw: Omit<HwContext, 'diskPaths'>
   system: SystemPort
   version: string
-  /** Set when started by the OTA launcher (CAIRN_SLOT, CAIRN_OTA_DIR). */
-  launcher?: LauncherInfo | undefined
-  /** Test seams of the updater (a release channel of their own, step tracing). */
-  otaHooks?: OtaHooks | undefined
-  /** Cairn OS and its OS updates, in place of what the agent finds on this machine
-   * (tests); null: not Cairn OS. */
-  cairnOs?: { info: CairnOsInfo; deps?: OsUpdateDeps } | null | undefined
+  /** Features of other rooms, built afresh for each run (OTA: cli/run-agent.ts). */
+  extensions?: readonly ExtensionFactory[] | undefined
   /** Task executors in place of the built-in ones (tests); with `taskTimings`, the queue's test seams. */
   taskExecutors?: readonly TaskExecutor[] | undefined
   taskTimings?: { graceMs?: number; coolDownMs?: number; tickMs?: number } | undefined
@@ -93,149 +91,109 @@ export interface RunningAgent {
 }
 
 export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
-  let { config, sources } = deps.loaded
-  const { clock, ring } = deps
-  const log = deps.log
-  log.level = config.log.level as Level
+  const { clock, ring, log } = deps
+  const startConfig = deps.loaded.config
+  log.level = startConfig.log.level as Level
   const startedAt = clock.now()
-  const { identity, created } = loadOrCreateIdentity(config.stateDir)
+
+  // The core's parts.
+  const { identity, created } = loadOrCreateIdentity(startConfig.stateDir)
   const deviceId = identity.deviceId
   if (created) log.info({ deviceId }, 'made a new device key')
-  const operatorKeyObjects = config.operatorKeys.map(f => readPublicKeyFile(f))
-  const validatorKeyObjects = config.proof.validatorKeys.map(f => readPublicKeyFile(f))
-  const dispatcherKeyObjects = config.tasks.dispatcherKeys.map(f => readPublicKeyFile(f))
-  const db: Db = openStateDb(config.stateDir)
+  const operatorKeyObjects = startConfig.operatorKeys.map(f => readPublicKeyFile(f))
+  const db: Db = openStateDb(startConfig.stateDir)
   const metrics = new Metrics()
-  describeMetrics(metrics)
+  describeAgentMetrics(metrics)
   const bus = new LocalBus()
-  const topics = deviceTopics(config.fleet, deviceId)
-  const telemetry = createTelemetry({ ...deps.hw, diskPaths: config.hw.diskPaths }, { now: () => clock.now() })
-  const board: Board = await telemetry.board()
+  const topics = deviceTopics(startConfig.fleet, deviceId)
+  const hwSource = createTelemetry({ ...deps.hw, diskPaths: startConfig.hw.diskPaths }, { now: () => clock.now() })
+  const board: Board = await hwSource.board()
   const operators = new OperatorKeys(db, operatorKeyObjects)
   if (operators.count() === 0) log.warn('no operator key is trusted: every command will be refused (use --operator-key FILE)')
-  const replay = new ReplayGuard(db, config.commands.skewS * 1000)
+  const replay = new ReplayGuard(db, startConfig.commands.skewS * 1000)
   const outbox = new Outbox(db, {
     clock,
-    maxBytes: config.outbox.maxBytes,
-    lazyWriteMs: config.outbox.lazyWriteMs,
-    mustKeepDays: config.outbox.mustKeepDays,
+    maxBytes: startConfig.outbox.maxBytes,
+    lazyWriteMs: startConfig.outbox.lazyWriteMs,
+    mustKeepDays: startConfig.outbox.mustKeepDays,
     onEvict: (cls, count) => {
       metrics.inc('cairn_outbox_evicted_total', { class: CLASS_NAMES[cls] }, count)
       log.warn({ cls, count }, 'outbox full: evicted old messages')
     },
   })
-  // Cairn OS: the OS release that runs, and whether it updates itself (image-build/os-update)
-  const cairnOs =
-    deps.cairnOs === undefined
-      ? detectCairnOs({ stateDir: config.stateDir, osDir: config.ota.osDir, enabled: config.ota.osUpdates, now: () => clock.now(), sleep: ms => new Promise(r => setTimeout(r, ms).unref()) })
-      : (deps.cairnOs ?? undefined)
-  if (cairnOs) log.info({ os: cairnOs.info }, cairnOs.info.updates ? 'Cairn OS: OS updates on' : `Cairn OS: OS updates off: ${cairnOs.info.detail}`)
-  const cache = await startCacheService({ config, db, outbox, identity, clock, log: log.child({ mod: 'cache' }) })
-  let lastUptimeS: number | undefined
-  let lastSample: TelemetrySample | undefined
-  const proofs = config.proof.enabled
-    ? new DeviceProofs({
-        db,
-        identity,
-        fleet: config.fleet,
-        outbox,
-        clock,
-        config: config.proof,
-        validators: validatorKeyObjects,
-        replay,
-        skewMs: config.commands.skewS * 1000,
-        telemetry: () => lastSample,
-        log: log.child({ mod: 'proof' }),
-        metrics,
-        onEvent: (kind, data) => publishEvent(kind, data),
-        publishNow: (topic, payload) => link.publishNow(topic, payload, { qos: 1 }),
-      })
-    : undefined
-  const tasks = config.tasks.enabled
-    ? new TaskService({
-        db,
-        outbox,
-        clock,
-        log: log.child({ mod: 'task' }),
-        metrics,
-        identity,
-        fleet: config.fleet,
-        config: config.tasks,
-        mqttVersion: config.broker.mqttVersion,
-        dispatchers: dispatcherKeyObjects,
-        isOperator: k => operators.isTrusted(k),
-        replay,
-        skewMs: config.commands.skewS * 1000,
-        maxTtlMs: config.commands.maxTtlS * 1000,
-        executors: deps.taskExecutors ?? [],
-        // The built-in executors join after start (startBuiltinExecutors); tasks wait for them.
-        pendingTypes: deps.taskExecutors ? [] : config.tasks.types,
-        telemetry: () => lastSample,
-        bus,
-        publishQuick: (topic, payload, props) => {
-          const properties = props?.correlationData && config.broker.mqttVersion === 5 ? { correlationData: Buffer.from(props.correlationData, 'base64') } : undefined
-          link.publishNow(topic, payload, { qos: 0, ...(properties ? { properties } : {}) }).catch(() => undefined)
-        },
-        // The inference backend is known only once its worker is up: say so in the status.
-        onExecutorAdded: () => {
-          if (link.connected) link.publishNow(topics.status, status('online'), { qos: 1, retain: true }).catch(() => undefined)
-        },
-        ...deps.taskTimings,
-      })
-    : undefined
-  if (tasks && dispatcherKeyObjects.length === 0) log.info('no dispatcher key is trusted: every task request will be refused (use --dispatcher-key FILE)')
-  if (proofs && validatorKeyObjects.length === 0) log.info('no validator key is trusted: heartbeats will cite no beacon (use --validator-key FILE)')
-  const status = (state: 'online' | 'offline', reason?: StatusMessage['reason']): Buffer => {
-    const msg: StatusMessage = {
-      v: 1,
-      id: newId(clock.now()),
-      device: deviceId,
-      fleet: config.fleet,
-      state,
-      ...(reason ? { reason } : {}),
-      ts: clock.now(),
-      since: startedAt,
-      version: deps.version,
-      ...(deps.launcher ? { slot: deps.launcher.slot ?? 'fallback' } : {}),
-      ...(cairnOs ? { os: cairnOs.info } : {}),
-      board: board.kind,
-      model: board.model,
-      ...(lastUptimeS !== undefined ? { uptimeS: lastUptimeS } : {}),
-      mqtt: config.broker.mqttVersion,
-      publicKey: publicKeyPem(identity.publicKey),
-      ...(tasks ? { tasks: tasks.status() } : {}),
-    }
-    return Buffer.from(JSON.stringify(msg))
-  }
-
-  let resolveDone!: (r: StopReason) => void
-  const done = new Promise<StopReason>(r => (resolveDone = r))
-  let stopping: Promise<void> | undefined
-  let pendingAction: 'restart-agent' | 'reboot' | undefined
-
-  const publishEvent = (kind: string, data: Record<string, unknown>) => {
-    const msg: EventMessage = { v: 1, id: newId(clock.now()), device: deviceId, ts: clock.now(), kind, data }
-    outbox.enqueue({ id: msg.id, cls: MsgClass.event, topic: topics.event, payload: Buffer.from(JSON.stringify(msg)) })
+  const eventMessage = (kind: string, data: Record<string, unknown>): EventMessage => ({ v: 1, id: newId(clock.now()), device: deviceId, ts: clock.now(), kind, data })
+  const recordOf = (msg: EventMessage): NewMessage => ({ id: msg.id, cls: MsgClass.event, topic: topics.event, payload: Buffer.from(JSON.stringify(msg)) })
+  const eventRecord = (kind: string, data: Record<string, unknown>): NewMessage => recordOf(eventMessage(kind, data))
+  const publishEvent = (kind: string, data: Record<string, unknown>): void => {
+    const msg = eventMessage(kind, data)
+    outbox.enqueue(recordOf(msg))
     bus.emit('event', { kind, ts: msg.ts, data })
   }
-
-  const context = (env: { iss: string }): CommandContext => ({
-    issuer: env.iss,
-    now: clock.now(),
-    deviceId,
-    startedAt,
-    operators,
-    logs: ring,
-    uptimeS: () => lastUptimeS,
-    getConfig: () => ({ config: redact(config), sources: Object.fromEntries(sources) }),
-    setConfig: patch => applyRemotePatch(patch),
-    afterReply: action => {
-      pendingAction = action
-      // Let the reply reach the outbox and the broker before acting on it.
-      setTimeout(() => void act(), 50)
+  const telemetry = new TelemetryLoop({ deviceId, topic: topics.telemetry, clock, log, outbox, metrics, bus, periodS: () => live.config.telemetry.periodS, sample: () => hwSource.sample() })
+  const live = new LiveConfig({
+    loaded: deps.loaded,
+    reload: deps.reload,
+    log,
+    publishEvent,
+    restart: () => void stop('restart'),
+    applied: before => {
+      const c = live.config
+      log.level = c.log.level as Level
+      outbox.configure({ maxBytes: c.outbox.maxBytes, lazyWriteMs: c.outbox.lazyWriteMs, mustKeepDays: c.outbox.mustKeepDays })
+      if (before.telemetry.periodS !== c.telemetry.periodS) telemetry.reschedule()
     },
   })
+  const lastSample = (): TelemetrySample | undefined => telemetry.lastSample
+  const cache = await startCacheService({ config: startConfig, db, outbox, identity, clock, log: log.child({ mod: 'cache' }) })
 
+  let stopping: Promise<void> | undefined
+  let link!: MqttLink
+  let router!: CommandRouter
+  const core: AgentCore = {
+    deviceId,
+    identity,
+    board,
+    version: deps.version,
+    clock,
+    log,
+    db,
+    outbox,
+    metrics,
+    bus,
+    config: () => live.config,
+    connected: () => link.connected,
+    publishEvent,
+    eventRecord,
+    sample: () => hwSource.sample(),
+    runBroadcast: async (payload, allowed) => {
+      const res = await router.handleBroadcast(payload, allowed)
+      return res.ok ? 'applied' : res.code === 'REPLAY' ? 'seen' : 'refused'
+    },
+    stop: reason => void stop(reason),
+  }
+
+  // The agent's own features, then those handed in.
+  const proofs = startConfig.proof.enabled ? proofsFeature(core, replay, lastSample, (topic, payload) => link.publishNow(topic, payload, { qos: 1 })) : undefined
+  const tasks = startConfig.tasks.enabled ? tasksFeature(core, deps, replay, operators, lastSample, () => link, () => publishStatus()) : undefined
+  let builtinExecutors: { close(): Promise<void> } | undefined
+  const extensions: AgentExtension[] = [
+    ...(proofs ? [proofs.extension] : []),
+    ...(tasks ? [tasks.extension] : []),
+    ...(deps.extensions ?? []).flatMap(f => f(core) ?? []),
+  ]
+  const statusFields = (): StatusFields => Object.assign({}, ...extensions.map(x => x.statusFields?.() ?? {})) as StatusFields
+  const status = (state: 'online' | 'offline', reason?: 'shutdown' | 'connection-lost' | 'restart'): Buffer =>
+    statusMessage(
+      { deviceId, fleet: startConfig.fleet, version: deps.version, board, publicKey: identity.publicKey, mqttVersion: startConfig.broker.mqttVersion, clock, startedAt, uptimeS: () => lastSample()?.uptimeS, fields: statusFields },
+      state,
+      reason,
+    )
+  const publishStatus = (): void => {
+    if (link.connected) link.publishNow(topics.status, status('online'), { qos: 1, retain: true }).catch(() => undefined)
+  }
+
+  // Signed commands: the core's and those the features registered.
+  let pendingAction: 'restart-agent' | 'reboot' | undefined
   const act = async () => {
     const action = pendingAction
     pendingAction = undefined
@@ -251,14 +209,29 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
       }
     }
   }
-
-  const router = new CommandRouter({
-    fleet: config.fleet,
+  const context = (env: { iss: string }): CommandContext => ({
+    issuer: env.iss,
+    now: clock.now(),
+    deviceId,
+    startedAt,
+    operators,
+    logs: ring,
+    uptimeS: () => lastSample()?.uptimeS,
+    getConfig: () => live.view(),
+    setConfig: patch => live.setRemote(patch),
+    afterReply: action => {
+      pendingAction = action
+      // Let the reply reach the outbox and the broker before acting on it.
+      setTimeout(() => void act(), 50)
+    },
+  })
+  router = new CommandRouter({
+    fleet: startConfig.fleet,
     deviceId,
     clock,
-    maxPayloadBytes: config.commands.maxPayloadBytes,
-    maxTtlMs: config.commands.maxTtlS * 1000,
-    skewMs: config.commands.skewS * 1000,
+    maxPayloadBytes: startConfig.commands.maxPayloadBytes,
+    maxTtlMs: startConfig.commands.maxTtlS * 1000,
+    skewMs: startConfig.commands.skewS * 1000,
     operators,
     replay,
     outbox,
@@ -267,162 +240,59 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     publishQuick: (topic, payload, props) => {
       // publishNow refuses when there is no connection: a refusal is never queued.
       const properties = props?.correlationData ? { correlationData: Buffer.from(props.correlationData, 'base64') } : undefined
-      link.publishNow(topic, payload, { qos: 0, ...(properties && config.broker.mqttVersion === 5 ? { properties } : {}) }).catch(() => undefined)
+      link.publishNow(topic, payload, { qos: 0, ...(properties && startConfig.broker.mqttVersion === 5 ? { properties } : {}) }).catch(() => undefined)
     },
     context,
-    commands: new CommandTable([...BUILTIN_COMMANDS, ...otaCommands(() => ota?.control)]),
+    commands: new CommandTable([...BUILTIN_COMMANDS, ...extensions.flatMap(x => x.commands ?? [])]),
   })
 
-  const link: MqttLink = new MqttLink({
-    broker: config.broker,
+  link = new MqttLink({
+    broker: startConfig.broker,
     clientId: `cairn-${deviceId}`,
     // A fresh Will (new id) for every connection, so consumers de-duplicating by id see each loss.
     will: () => ({ topic: topics.status, payload: status('offline', 'connection-lost') }),
     outbox,
-    maxInflight: config.outbox.maxInflight,
+    maxInflight: startConfig.outbox.maxInflight,
     log: log.child({ mod: 'mqtt' }),
     metrics,
     onConnect: async l => {
       await l.subscribe(topics.cmdFilter)
-      for (const f of proofs?.filters() ?? []) await l.subscribe(f)
-      for (const f of ota?.filters() ?? []) await l.subscribe(f)
-      for (const f of tasks?.filters() ?? []) await l.subscribe(f)
+      for (const x of extensions) for (const f of x.filters?.() ?? []) await l.subscribe(f)
       await l.publishNow(topics.status, status('online'), { qos: 1, retain: true })
-      ota?.statusPublished()
+      for (const x of extensions) x.onStatusPublished?.()
     },
-    onMessage: (topic, payload, packet) => {
-      if (proofs?.handle(topic, payload)) return
-      if (ota?.handle(topic, payload)) return
-      if (tasks?.handle(topic, payload, packet)) return
+    onMessage: (topic: string, payload: Buffer, packet: IPublishPacket) => {
+      for (const x of extensions) if (x.handle?.(topic, payload, packet)) return
       void router.handle(topic, payload, packet).catch(err => log.error({ err }, 'command handling failed'))
     },
   })
 
-  const ota = OtaService.create({
-    config,
-    launcher: deps.launcher,
-    os: cairnOs?.deps,
-    hooks: deps.otaHooks,
-    deviceId,
-    board: board.kind,
-    version: deps.version,
-    clock,
-    log: log.child({ mod: 'ota' }),
-    db,
-    outbox,
-    eventMessage: e => {
-      const msg: EventMessage = { v: 1, id: newId(clock.now()), device: deviceId, ts: clock.now(), kind: e.kind, data: e.data }
-      return { id: msg.id, cls: MsgClass.event, topic: topics.event, payload: Buffer.from(JSON.stringify(msg)) }
-    },
-    emit: (kind, data) => publishEvent(kind, data),
-    sample: () => telemetry.sample(),
-    connected: () => link.connected,
-    broadcast: async payload => {
-      const res = await router.handleBroadcast(payload, OTA_BROADCAST_COMMANDS)
-      return res.ok ? 'applied' : res.code === 'REPLAY' ? 'seen' : 'refused'
-    },
-    restart: () => void stop('update'),
-  })
-
-  // Telemetry loop: sample, queue, and mirror the values into /metrics.
-  let telemetryTimer: NodeJS.Timeout | undefined
-  const sampleOnce = async () => {
-    try {
-      const sample = await telemetry.sample()
-      lastUptimeS = sample.uptimeS
-      lastSample = sample
-      const msg: TelemetryMessage = { v: 1, id: newId(clock.now()), device: deviceId, ts: clock.now(), sample }
-      outbox.enqueue({ id: msg.id, cls: MsgClass.telemetry, topic: topics.telemetry, payload: Buffer.from(JSON.stringify(msg)) })
-      mirrorTelemetry(metrics, sample)
-      bus.emit('telemetry', sample, msg.ts)
-    } catch (err) {
-      log.error({ err }, 'telemetry sample failed')
-    }
-  }
-  const scheduleTelemetry = (first: boolean) => {
-    if (telemetryTimer) clearTimeout(telemetryTimer)
-    telemetryTimer = setTimeout(
-      async () => {
-        await sampleOnce()
-        if (!stopping) scheduleTelemetry(false)
-      },
-      first ? 0 : config.telemetry.periodS * 1000,
-    )
-  }
-
-  const applyRemotePatch = (patch: Record<string, unknown>): { applied: string[]; shadowed: string[] } => {
-    for (const k of Object.keys(patch)) if (!(REMOTE_SETTABLE as readonly string[]).includes(k)) throw new CairnError('BAD_REQUEST', `${k} cannot be set remotely`)
-    const nextRemote = mergeDeep(remoteLayer(config.stateDir).values, patch)
-    // Validate on top of every other layer before anything is written.
-    const after = deps.reload(nextRemote)
-    try {
-      writeFileAtomic(join(config.stateDir, REMOTE_CONFIG_FILE), JSON.stringify(nextRemote, null, 2) + '\n', 0o600, false)
-    } catch (err) {
-      throw new CairnError('STATE_DIR', `cannot persist remote config: ${(err as Error).message}`)
-    }
-    const applied: string[] = []
-    const shadowed: string[] = []
-    for (const path of leafPaths(patch)) {
-      const src = after.sources.get(path) ?? ''
-      if (src.startsWith('remote')) applied.push(path)
-      else shadowed.push(`${path} (overridden by ${src})`)
-    }
-    if (!applyLive(after)) {
-      // The file or environment changed too, in settings that need a fresh start.
-      log.info('other settings changed since start; restarting in place after the reply')
-      setTimeout(() => void stop('restart'), 50)
-    }
-    publishEvent('config.changed', { applied, shadowed })
-    return { applied, shadowed }
-  }
-
-  /** Applies what can change live; returns false (and changes nothing) when the new
-   * configuration differs in settings that need a fresh start. */
-  const applyLive = (next: LoadedConfig): boolean => {
-    const live = new Set(['telemetry', 'outbox', 'log'])
-    const cur = config as Record<string, unknown>
-    const nxt = next.config as Record<string, unknown>
-    if (!Object.keys(nxt).every(k => live.has(k) || JSON.stringify(cur[k]) === JSON.stringify(nxt[k]))) return false
-    const oldPeriod = config.telemetry.periodS
-    config = next.config
-    sources = next.sources
-    log.level = config.log.level as Level
-    outbox.configure({ maxBytes: config.outbox.maxBytes, lazyWriteMs: config.outbox.lazyWriteMs, mustKeepDays: config.outbox.mustKeepDays })
-    if (oldPeriod !== config.telemetry.periodS) scheduleTelemetry(false)
-    return true
-  }
-
+  // On-device parts: the health endpoint, the status LED and button, the local API.
   let health: { server: Server; port: number } | undefined
-  const deviceUi = new DeviceUi({ config, hw: deps.hw, bus, log: log.child({ mod: 'gpio' }), connected: () => link.connected, publishEvent: (k, d) => publishEvent(k, d), settle: ms => link.settle(ms) })
-  let localApi: LocalApi | undefined
-  if (config.health.enabled) {
+  if (startConfig.health.enabled) {
     try {
-      health = await startHealthServer(config.health.host, config.health.port, {
+      health = await startHealthServer(startConfig.health.host, startConfig.health.port, {
         metrics,
         health: () => ({ ok: true, connected: link.connected, outboxDepth: outbox.depth(), device: deviceId }),
       })
-      log.info({ url: `http://${config.health.host}:${health.port}/healthz` }, 'health endpoint up')
+      log.info({ url: `http://${startConfig.health.host}:${health.port}/healthz` }, 'health endpoint up')
     } catch (err) {
       // Health is a convenience; a busy port must not keep the device off its fleet.
-      log.error({ err: (err as Error).message, port: config.health.port }, 'health endpoint not started')
+      log.error({ err, port: startConfig.health.port }, 'health endpoint not started')
     }
   }
-
-  const refreshGauges = setInterval(() => {
-    metrics.set('cairn_outbox_depth', outbox.depth())
-    metrics.set('cairn_outbox_bytes', outbox.sizeBytes())
-    metrics.set('cairn_mqtt_connected', link.connected ? 1 : 0)
-    metrics.set('cairn_mqtt_inflight', link.inflightCount())
-  }, 1000)
+  const deviceUi = new DeviceUi({ config: startConfig, hw: deps.hw, bus, log: log.child({ mod: 'gpio' }), connected: () => link.connected, publishEvent, settle: ms => link.settle(ms) })
+  const refreshGauges = setInterval(() => refreshLinkGauges(metrics, outbox, link), 1000)
   refreshGauges.unref()
 
+  let localApi: LocalApi | undefined
+  let resolveDone!: (r: StopReason) => void
+  const done = new Promise<StopReason>(r => (resolveDone = r))
   const stop = (reason: StopReason): Promise<void> => {
     stopping ??= (async () => {
       log.info({ reason }, 'stopping')
-      if (telemetryTimer) clearTimeout(telemetryTimer)
-      proofs?.stop()
-      await ota?.stop()
-      await tasks?.stop()
+      telemetry.stop()
+      for (const x of extensions) await x.stop?.()
       await builtinExecutors?.close()
       await cache.stop()
       await localApi?.close()
@@ -441,18 +311,19 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
 
   outbox.start()
   link.start()
-  scheduleTelemetry(true)
-  proofs?.start()
-  ota?.start()
-  tasks?.start()
+  telemetry.start()
+  for (const x of extensions) x.start?.()
   // The inference worker loads its backend in the background: nothing waits for it.
-  const builtinExecutors = tasks && !deps.taskExecutors ? startBuiltinExecutors({ types: config.tasks.types, store: cache.store, stateDir: config.stateDir, log: log.child({ mod: 'task' }), add: e => tasks.addExecutor(e), failed: type => tasks.executorFailed(type), accelerators: () => accelerators({ ...deps.hw, diskPaths: config.hw.diskPaths }, board) }) : undefined
+  builtinExecutors =
+    tasks && !deps.taskExecutors
+      ? startBuiltinExecutors({ types: startConfig.tasks.types, store: cache.store, stateDir: startConfig.stateDir, log: log.child({ mod: 'task' }), add: e => tasks.service.addExecutor(e), failed: type => tasks.service.executorFailed(type), accelerators: () => accelerators({ ...deps.hw, diskPaths: startConfig.hw.diskPaths }, board) })
+      : undefined
   await deviceUi.start()
-  localApi = await startAgentLocalApi({ config, log, version: deps.version, deviceId, board, bus, ui: deviceUi, connected: () => link.connected, outboxDepth: () => outbox.depth(), ota: ota?.control, tasks, sample: () => telemetry.sample() })
+  localApi = await startAgentLocalApi({ config: startConfig, log, version: deps.version, deviceId, board, bus, ui: deviceUi, connected: () => link.connected, outboxDepth: () => outbox.depth(), extensions, tasks: tasks?.service, sample: () => hwSource.sample() })
   // A stop that began while the API was starting has already passed its close(): close it here.
   if (stopping) await localApi?.close()
-  publishEvent('agent.started', { version: deps.version, board: board.kind, model: board.model, ...(deps.launcher ? { slot: deps.launcher.slot ?? 'fallback' } : {}) })
-  log.info({ deviceId, fleet: config.fleet, broker: config.broker.url, board: board.kind }, 'agent started')
+  publishEvent('agent.started', { version: deps.version, board: board.kind, model: board.model, ...startedFields(statusFields()) })
+  log.info({ deviceId, fleet: startConfig.fleet, broker: startConfig.broker.url, board: board.kind }, 'agent started')
 
   return {
     deviceId,
@@ -460,9 +331,9 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     outbox,
     link,
     metrics,
-    proofs,
+    proofs: proofs?.proofs,
     cache,
-    tasks,
+    tasks: tasks?.service,
     healthPort: health?.port,
     done,
     stop,
@@ -470,79 +341,94 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     bus,
     localApi,
     deviceUi,
-    reload: () => {
-      let next: LoadedConfig
-      try {
-        next = deps.reload()
-      } catch (err) {
-        log.error({ err: (err as Error).message }, 'reload failed; keeping the running configuration')
-        return
-      }
-      if (!applyLive(next)) {
-        log.info('settings changed that need a restart; restarting in place')
-        void stop('restart')
-      } else log.info('configuration reloaded')
+    reload: () => live.reload(),
+  }
+}
+
+/** agent.started names the slot the agent runs from (the rest of the status is in status). */
+function startedFields(f: StatusFields): Record<string, unknown> {
+  return f.slot !== undefined ? { slot: f.slot } : {}
+}
+
+/** Uptime proofs, device side (docs/proofs.md), as a feature of the core. */
+function proofsFeature(core: AgentCore, replay: ReplayGuard, lastSample: () => TelemetrySample | undefined, publishNow: (topic: string, payload: Buffer) => Promise<void>): { proofs: DeviceProofs; extension: AgentExtension } {
+  const config = core.config()
+  const validators = config.proof.validatorKeys.map(f => readPublicKeyFile(f))
+  if (validators.length === 0) core.log.info('no validator key is trusted: heartbeats will cite no beacon (use --validator-key FILE)')
+  const proofs = new DeviceProofs({
+    db: core.db,
+    identity: core.identity,
+    fleet: config.fleet,
+    outbox: core.outbox,
+    clock: core.clock,
+    config: config.proof,
+    validators,
+    replay,
+    skewMs: config.commands.skewS * 1000,
+    telemetry: lastSample,
+    log: core.log.child({ mod: 'proof' }),
+    metrics: core.metrics,
+    onEvent: (kind, data) => core.publishEvent(kind, data),
+    publishNow,
+  })
+  return {
+    proofs,
+    extension: { name: 'proof', filters: () => proofs.filters(), handle: (topic, payload) => proofs.handle(topic, payload), start: () => proofs.start(), stop: () => proofs.stop() },
+  }
+}
+
+/** Inference and cache tasks (docs/tasks.md), as a feature of the core. */
+function tasksFeature(
+  core: AgentCore,
+  deps: AgentDeps,
+  replay: ReplayGuard,
+  operators: OperatorKeys,
+  lastSample: () => TelemetrySample | undefined,
+  link: () => MqttLink,
+  publishStatus: () => void,
+): { service: TaskService; extension: AgentExtension } {
+  const config = core.config()
+  const dispatchers = config.tasks.dispatcherKeys.map(f => readPublicKeyFile(f))
+  const service = new TaskService({
+    db: core.db,
+    outbox: core.outbox,
+    clock: core.clock,
+    log: core.log.child({ mod: 'task' }),
+    metrics: core.metrics,
+    identity: core.identity,
+    fleet: config.fleet,
+    config: config.tasks,
+    mqttVersion: config.broker.mqttVersion,
+    dispatchers,
+    isOperator: k => operators.isTrusted(k),
+    replay,
+    skewMs: config.commands.skewS * 1000,
+    maxTtlMs: config.commands.maxTtlS * 1000,
+    executors: deps.taskExecutors ?? [],
+    // The built-in executors join after start (startBuiltinExecutors); tasks wait for them.
+    pendingTypes: deps.taskExecutors ? [] : config.tasks.types,
+    telemetry: lastSample,
+    bus: core.bus,
+    publishQuick: (topic, payload, props) => {
+      const properties = props?.correlationData && config.broker.mqttVersion === 5 ? { correlationData: Buffer.from(props.correlationData, 'base64') } : undefined
+      link()
+        .publishNow(topic, payload, { qos: 0, ...(properties ? { properties } : {}) })
+        .catch(() => undefined)
+    },
+    // The inference backend is known only once its worker is up: say so in the status.
+    onExecutorAdded: () => publishStatus(),
+    ...deps.taskTimings,
+  })
+  if (dispatchers.length === 0) core.log.info('no dispatcher key is trusted: every task request will be refused (use --dispatcher-key FILE)')
+  return {
+    service,
+    extension: {
+      name: 'tasks',
+      filters: () => service.filters(),
+      handle: (topic, payload, packet) => service.handle(topic, payload, packet),
+      statusFields: () => ({ tasks: service.status() }),
+      start: () => service.start(),
+      stop: () => service.stop(),
     },
   }
 }
-
-function describeMetrics(m: Metrics): void {
-  m.describe('cairn_outbox_depth', 'messages waiting for a broker acknowledgement')
-  m.describe('cairn_outbox_bytes', 'bytes held by the outbox')
-  m.describe('cairn_mqtt_connected', '1 while connected to the broker')
-  m.describe('cairn_mqtt_reconnects_total', 'reconnection attempts')
-  m.describe('cairn_mqtt_inflight', 'unacknowledged QoS 1 publishes')
-  m.describe('cairn_messages_sent_total', 'messages acknowledged by the broker, by class')
-  m.describe('cairn_commands_total', 'commands handled, by result code')
-  m.describe('cairn_outbox_evicted_total', 'messages evicted by the outbox size cap, by class')
-  m.describe('cairn_replies_suppressed_total', 'refusal replies dropped by the rate limit')
-  m.describe('cairn_messages_refused_total', 'messages the broker refused for good (dropped)')
-  m.describe('cairn_heartbeats_total', 'uptime heartbeats signed')
-  m.describe('cairn_beacons_total', 'new genuine validator beacons seen')
-  m.describe('cairn_challenges_answered_total', 'validator challenges answered')
-  m.describe('cairn_proof_refused_total', 'beacons, challenges and fetch requests refused, by code')
-}
-
-function mirrorTelemetry(m: Metrics, s: TelemetrySample): void {
-  const set = (name: string, v: number | undefined, labels?: Record<string, string>) => {
-    if (v !== undefined && Number.isFinite(v)) m.set(name, v, labels)
-  }
-  set('cairn_cpu_percent', s.cpu?.percent)
-  set('cairn_load1', s.load?.[0])
-  set('cairn_memory_used_percent', s.memory?.usedPercent)
-  set('cairn_uptime_seconds', s.uptimeS)
-  m.clear('cairn_thermal_celsius')
-  for (const z of s.thermal ?? []) set('cairn_thermal_celsius', z.celsius, { zone: z.zone, type: z.type })
-  if (s.throttle) set('cairn_throttled', s.throttle.now.throttled ? 1 : 0)
-  if (s.throttle) set('cairn_under_voltage', s.throttle.now.underVoltage ? 1 : 0)
-  set('cairn_gpu_load_percent', s.gpu?.loadPercent)
-  set('cairn_fan_rpm', s.fan?.rpm)
-  set('cairn_power_watts', s.power?.totalWatts)
-}
-
-function redact(config: Readonly<Config>): unknown {
-  const copy = structuredClone(config) as Config
-  if (copy.broker.password !== undefined) copy.broker.password = '(redacted)'
-  return copy
-}
-
-function leafPaths(obj: Record<string, unknown>, prefix = ''): string[] {
-  const out: string[] = []
-  for (const [k, v] of Object.entries(obj)) {
-    const p = prefix ? `${prefix}.${k}` : k
-    if (v !== null && typeof v === 'object' && !Array.isArray(v)) out.push(...leafPaths(v as Record<string, unknown>, p))
-    else out.push(p)
-  }
-  return out
-}
-
-function mergeDeep(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = structuredClone(a)
-  for (const [k, v] of Object.entries(b)) {
-    if (UNSAFE_KEYS.has(k)) throw new CairnError('INVALID_CONFIG', `${k}: not a setting`)
-    const cur = out[k]
-    out[k] = v !== null && typeof v === 'object' && !Array.isArray(v) && cur !== null && typeof cur === 'object' ? mergeDeep(cur as Record<string, unknown>, v as Record<string, unknown>) : v
-  }
-  return out
-}
-

@@ -1,15 +1,19 @@
-// `cairn agent`: loads the configuration, runs the agent, restarts it in place when
-// asked (restart-agent, SIGHUP with changed settings), and stops cleanly on SIGTERM.
+// `cairn agent`: loads the configuration, runs the agent with the features of other
+// rooms plugged in (OTA, and on Cairn OS the OS updater found by image-build/os-update),
+// restarts it in place when asked (restart-agent, SIGHUP with changed settings), and
+// stops cleanly on SIGTERM.
 
 import { systemClock } from '../protocol/clock.js'
 import { loadConfig, type Layer, type LoadedConfig } from '../agent/config/load-config.js'
 import type { Level } from 'pino'
 import { createLogger, LogRing } from '../protocol/log.js'
 import { startAgent, type RunningAgent } from '../agent/agent.js'
+import type { AgentCore } from '../agent/core/extension.js'
 import { createSystemPort } from '../agent/core/system.js'
 import { createCommandRunner } from '../hw/index.js'
 import { VERSION } from '../protocol/version.js'
-import { launcherFromEnv, type OtaHooks } from '../ota/ota-service.js'
+import { launcherFromEnv, otaExtension, type OtaHooks } from '../ota/ota-service.js'
+import { detectCairnOs } from '../image-build/os-update/agent-os.js'
 import { EXIT_SWITCH } from '../ota/slots.js'
 
 export interface RunAgentOptions {
@@ -58,8 +62,7 @@ export async function runAgent(opts: RunAgentOptions): Promise<number> {
         hw: { root: loaded.config.hw.root, run: createCommandRunner() },
         system: createSystemPort(loaded.config.system.rebootCommand),
         version: opts.version ?? VERSION,
-        launcher,
-        otaHooks: opts.ota,
+        extensions: [otaExtension({ launcher, hooks: opts.ota, os: findCairnOs })],
       })
       opts.onStart?.(current)
       if (shuttingDown) void current.stop('shutdown')
@@ -83,4 +86,10 @@ export async function runAgent(opts: RunAgentOptions): Promise<number> {
   }
   log.info(exitCode === EXIT_SWITCH ? 'agent stopped: the launcher starts the new slot' : 'agent stopped')
   return exitCode
+}
+
+/** Cairn OS on this machine: the OS release that runs, and whether it updates itself. */
+function findCairnOs(core: AgentCore): ReturnType<typeof detectCairnOs> {
+  const c = core.config()
+  return detectCairnOs({ stateDir: c.stateDir, osDir: c.ota.osDir, enabled: c.ota.osUpdates, now: () => core.clock.now(), sleep: ms => new Promise(r => setTimeout(r, ms).unref()) })
 }

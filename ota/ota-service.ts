@@ -1,20 +1,23 @@
-// OTA inside the running agent: builds the updaters from the configuration and the
-// launcher's environment, listens on the fleet's release topic, and feeds the health
-// check. Two updaters share one channel URL and never switch at the same time: one for
-// agent releases (directory slots, the launcher), and on Cairn OS one for OS releases
-// (the tryboot backend the caller passes in). agent/agent.ts only wires this in; the
-// logic lives in ota/.
+// OTA inside the running agent, as an extension of it (agent/core/extension.ts): builds
+// the updaters from the configuration and the launcher's environment, registers the
+// OTA commands, listens on the fleet's release topic, adds the slot and Cairn OS to the
+// status, and feeds the health check. Two updaters share one channel URL and never
+// switch at the same time: one for agent releases (directory slots, the launcher), and
+// on Cairn OS one for OS releases (the tryboot backend that the composition room finds
+// with image-build/os-update/agent-os.ts and hands in).
 
 import { join } from 'node:path'
+import type { AgentCore, BroadcastOutcome, ExtensionFactory } from '../agent/core/extension.js'
 import type { Clock } from '../protocol/clock.js'
 import type { Config } from '../agent/config/config-schema.js'
 import { CairnError, errorBody } from '../protocol/errors.js'
 import type { Logger } from '../protocol/log.js'
 import type { NewMessage, Outbox } from '../agent/core/outbox.js'
 import type { Db } from '../agent/core/state-db.js'
+import type { StatusMessage } from '../protocol/messages.js'
 import { releaseTopic } from '../protocol/topics.js'
 import { defaultChannelFactory, type ChannelFactory } from './channel.js'
-import type { OtaControl } from './ota-commands.js'
+import { OTA_BROADCAST_COMMANDS, otaCommands, type OtaControl } from './ota-commands.js'
 import { SqlOtaStore, type OtaEvent } from './ota-store.js'
 import type { Step } from './update-plan.js'
 import { runSelfTest, type SelfTestResult } from '../agent/core/self-test.js'
@@ -88,9 +91,66 @@ export interface OtaDeps {
   connected(): boolean
   /** Runs a signed broadcast command: 'applied', 'seen' (a replay, e.g. the retained
    * copy again after a reconnect) or 'refused' (not a valid signed command). */
-  broadcast(payload: Buffer): Promise<'applied' | 'seen' | 'refused'>
+  broadcast(payload: Buffer): Promise<BroadcastOutcome>
   /** Stops the agent so that it exits with EXIT_SWITCH. */
   restart(): void
+}
+
+/** Cairn OS as the composition room found it at start. */
+export type OsInfo = NonNullable<StatusMessage['os']>
+export interface CairnOsFound {
+  info: OsInfo
+  /** present when this device installs OS releases */
+  deps?: OsUpdateDeps | undefined
+}
+
+export interface OtaExtensionOptions {
+  /** Where the launcher says the agent runs from; undefined: not started by it. */
+  launcher: LauncherInfo | undefined
+  /** Finds Cairn OS on this machine (undefined: not Cairn OS). */
+  os?: ((core: AgentCore) => CairnOsFound | undefined) | undefined
+  hooks?: OtaHooks | undefined
+}
+
+/** OTA as an agent extension: always reports the slot and Cairn OS in the status; runs
+ * updaters only when updates are on (and says why not otherwise). */
+export function otaExtension(o: OtaExtensionOptions): ExtensionFactory {
+  return core => {
+    const config = core.config()
+    const cairnOs = o.os?.(core)
+    if (cairnOs) core.log.info({ os: cairnOs.info }, cairnOs.info.updates ? 'Cairn OS: OS updates on' : `Cairn OS: OS updates off: ${cairnOs.info.detail}`)
+    const log = core.log.child({ mod: 'ota' })
+    const service = OtaService.create({
+      config,
+      launcher: o.launcher,
+      os: cairnOs?.deps,
+      hooks: o.hooks,
+      deviceId: core.deviceId,
+      board: core.board.kind,
+      version: core.version,
+      clock: core.clock,
+      log,
+      db: core.db,
+      outbox: core.outbox,
+      eventMessage: e => core.eventRecord(e.kind, e.data),
+      emit: (kind, data) => core.publishEvent(kind, data),
+      sample: () => core.sample(),
+      connected: () => core.connected(),
+      broadcast: payload => core.runBroadcast(payload, OTA_BROADCAST_COMMANDS),
+      restart: () => core.stop('update'),
+    })
+    return {
+      name: 'ota',
+      commands: otaCommands(() => service?.control),
+      filters: () => service?.filters() ?? [],
+      handle: (topic, payload) => service?.handle(topic, payload) ?? false,
+      statusFields: () => ({ ...(o.launcher ? { slot: o.launcher.slot ?? 'fallback' } : {}), ...(cairnOs ? { os: cairnOs.info } : {}) }),
+      ...(service ? { localStatus: () => service.control.status() } : {}),
+      onStatusPublished: () => service?.statusPublished(),
+      start: () => service?.start(),
+      stop: () => service?.stop(),
+    }
+  }
 }
 
 export class OtaService {

@@ -8,6 +8,7 @@ import type { Logger } from '../../protocol/log.js'
 import type { LocalBus } from '../core/local-bus.js'
 import type { DeviceUi } from '../device-ui/index.js'
 import type { Board } from '../../hw/index.js'
+import type { AgentExtension } from '../core/extension.js'
 import { runSelfTest } from '../core/self-test.js'
 import type { LocalApiHost } from './ops.js'
 import { startLocalApi, type LocalApi } from './api-server.js'
@@ -22,7 +23,8 @@ export interface AgentParts {
   ui: DeviceUi
   connected(): boolean
   outboxDepth(): number
-  ota: { status(): unknown } | undefined
+  /** Features whose state the status shows, each under its name. */
+  extensions: readonly AgentExtension[]
   tasks: { status(): unknown; runLocal(type: 'inference', params: unknown, opts?: { timeoutMs?: number }): Promise<{ taskId: string; result: Json; receipt: unknown }> } | undefined
   sample(): Promise<unknown>
 }
@@ -37,7 +39,7 @@ export function agentHost(p: AgentParts): LocalApiHost {
       model: p.board.model,
       outboxDepth: p.outboxDepth(),
       ...(tasks ? { tasks: tasks.status() } : {}),
-      ...(p.ota ? { ota: p.ota.status() } : {}),
+      ...Object.fromEntries(p.extensions.flatMap(x => (x.localStatus ? [[x.name, x.localStatus()]] : []))),
     }),
     bus: p.bus,
     state: p.ui.state,
@@ -55,7 +57,7 @@ export async function startAgentLocalApi(p: AgentParts): Promise<LocalApi | unde
   try {
     return await startLocalApi({ config: p.config.localApi, stateDir: p.config.stateDir, log, host: agentHost(p) })
   } catch (err) {
-    log.error({ err: (err as Error).message }, 'local API not started')
+    log.error({ err }, 'local API not started')
     return undefined
   }
 }

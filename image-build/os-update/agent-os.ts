@@ -1,10 +1,12 @@
 // What the agent learns of Cairn OS at start: which OS release runs, from which slot,
-// and whether OS updates can work here (the root helper's capability file). The agent
-// builds its OS updater (ota/ota-service.ts) only when they can, and says why not otherwise.
+// and whether OS updates can work here (the root helper's capability file). The
+// composition room (cli/run-agent.ts) hands this to the OTA extension
+// (ota/ota-service.ts), which builds its OS updater only when they can, and says why
+// not otherwise.
 
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import type { OsUpdateDeps } from '../../ota/ota-service.js'
+import type { CairnOsFound } from '../../ota/ota-service.js'
 import { CAPABILITY_FILE } from './helper.js'
 import { bootedFromCmdline, TrybootSlots } from './tryboot-slots.js'
 
@@ -40,7 +42,7 @@ const read = (root: string, path: string): string | undefined => {
 }
 
 /** undefined: not Cairn OS (no /etc/cairn-release, or not booted from a root slot). */
-export function detectCairnOs(o: CairnOsOptions): { info: CairnOsInfo; deps?: OsUpdateDeps } | undefined {
+export function detectCairnOs(o: CairnOsOptions): (CairnOsFound & { info: CairnOsInfo }) | undefined {
   const root = o.root ?? '/'
   const version = /^CAIRN_VERSION=(.+)$/m.exec(read(root, 'etc/cairn-release') ?? '')?.[1]?.trim()
   if (!version) return undefined

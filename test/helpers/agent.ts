@@ -13,6 +13,7 @@ import { generateKeyPair, writeKeyPairFiles, type KeyPair } from '../../protocol
 import type { SystemPort } from '../../agent/core/system.js'
 import { createCommandRunner } from '../../hw/index.js'
 import { loadConfig } from '../../agent/config/load-config.js'
+import { otaExtension } from '../../ota/ota-service.js'
 
 export const tmp = (p = 'cairn-test-') => mkdtempSync(join(tmpdir(), p))
 
@@ -82,6 +83,9 @@ export async function startTestAgent(o: TestAgentOptions): Promise<TestAgent> {
       },
     },
     version: '0.0.0-test',
+    // Composed as `cairn agent` composes it outside the launcher (cli/run-agent.ts):
+    // OTA plugged in, updates off for want of a launcher.
+    extensions: [otaExtension({ launcher: undefined })],
     ...o.deps,
   })
   return t

@@ -17,7 +17,7 @@ import { startBroker, type TestBroker } from '../helpers/broker.js'
 import { missingOsTools, osDevice, packRelease, type OsDevice } from '../helpers/os-device.js'
 import { makeRepo, serveRepo, tmp } from '../helpers/release.js'
 import { schemaErrors } from '../helpers/schemas.js'
-import type { OtaHooks } from '../../ota/ota-service.js'
+import { otaExtension, type OtaHooks } from '../../ota/ota-service.js'
 import { rolloutStatus } from '../../fleet/rollout-cli.js'
 
 t.setTimeout(240_000)
@@ -43,16 +43,14 @@ async function boot(dev: OsDevice, trust: { url: string; root: string }, fleet: 
   writeFileSync(join(root, 'proc', 'uptime'), '20.00 30.00\n')
   writeFileSync(join(root, 'proc', 'sys', 'kernel', 'random', 'boot_id'), dev.running().bootId + '\n')
   // cairn-os-update.path: the helper runs while the agent waits for its answer
-  const cairnOs = detectCairnOs({ stateDir: dev.stateDir, osDir: dev.osDir, root, enabled: true, now: () => Date.now(), sleep: async () => void (await dev.helper()) }) ?? null
+  const cairnOs = detectCairnOs({ stateDir: dev.stateDir, osDir: dev.osDir, root, enabled: true, now: () => Date.now(), sleep: async () => void (await dev.helper()) })
   return startTestAgent({
     url: broker.url,
     stateDir: dev.stateDir,
     fleet,
     values: { ota: { releaseUrl: trust.url, releaseRoot: trust.root, pollS: 1, hintMinS: 0, healthDeadlineS: 60 }, proof: { enabled: false }, telemetry: { periodS: 3600 } },
     deps: {
-      launcher: { slot: null, otaDir: join(dev.stateDir, 'ota') },
-      cairnOs,
-      ...(hooks ? { otaHooks: hooks } : {}),
+      extensions: [otaExtension({ launcher: { slot: null, otaDir: join(dev.stateDir, 'ota') }, os: () => cairnOs, hooks })],
     },
   })
 }
