@@ -1,16 +1,17 @@
 // Bundles the CLI into one ESM file (dist/cairn.mjs) for the device and for OTA.
 // Native addons stay external and ship beside it (node_modules/better-sqlite3).
-// The OTA launcher (ota/launcher.mjs, plain JS) is copied beside the bundle as is.
+// The OTA launcher (ota/launcher.mjs, plain JS) is copied beside the bundle as is, and
+// bundle-assets.json lists the files the bundle loads from beside itself.
 //
 //   node cli/bundle.mjs [--outfile FILE] [--entry FILE]
 //   CAIRN_VERSION=x.y.z overrides the version from package.json (tests build v2, v3…
 //   into temp dirs with --outfile, never over dist/cairn.mjs).
 import { build } from 'esbuild'
-import { chmodSync, copyFileSync, readFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { buildNodeRedClient } from '../flows/build-client.mjs'
-import { buildInferenceAssets } from '../agent/infer/bundle-assets.mjs'
+import { buildInferenceAssets, inferenceAssetPaths } from '../agent/infer/bundle-assets.mjs'
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'))
 const { values } = parseArgs({ options: { outfile: { type: 'string' }, entry: { type: 'string' } }, strict: true })
@@ -43,6 +44,10 @@ chmodSync(outfile, 0o755)
 copyFileSync(new URL('../ota/launcher.mjs', import.meta.url), join(dirname(outfile), 'launcher.mjs'))
 // The inference worker bundle, tfjs wasm binaries and the demo model (agent/infer/).
 await buildInferenceAssets(dirname(outfile))
+// What a copy of the bundle needs beside it, for whatever installs or packs it (an OTA
+// slot: ota/slot-pack.ts; the .deb; the OS image): they read this list instead of
+// importing the build's code.
+writeFileSync(join(dirname(outfile), 'bundle-assets.json'), JSON.stringify({ version, assets: inferenceAssetPaths(dirname(outfile)) }, null, 1) + '\n')
 
 // The Node-RED package's copy of the local-API client (flows/build-client.mjs); only
 // for the default build, not for the test builds into temp dirs.

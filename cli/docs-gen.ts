@@ -2,12 +2,11 @@
 // payload and the signing test vectors. `npm run docs:gen` writes them; a test fails
 // when docs/ and the code disagree.
 
-import { createPrivateKey, createPublicKey } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { spliceSettings } from '../agent/config/settings-table.js'
 import { ConfigSchema } from '../agent/config/config-schema.js'
 import { EnvelopeSchema, signEnvelope, signedBytes, type SignInput } from '../protocol/envelope.js'
-import { keyIdOf, publicKeyPem, type KeyPair } from '../protocol/keys.js'
+import { keyPairFromSeed, publicKeyPem } from '../protocol/keys.js'
 import { PAYLOAD_SCHEMAS } from '../protocol/messages.js'
 import { BODY_SCHEMAS } from '../protocol/proof-format.js'
 import { proofVectors } from './vectors/proof-vectors.js'
@@ -16,14 +15,6 @@ import { TASK_BODY_SCHEMAS, TaskUpdateSchema } from '../protocol/task-format.js'
 import { ServedBodySchema } from '../agent/cache/serve-receipts.js'
 import { CacheParamsSchema } from '../agent/cache/cache-executor.js'
 import { taskVectors } from './vectors/task-vectors.js'
-
-/** A key pair from a fixed 32-byte seed (RFC 8032 private key), for test vectors only. */
-export function keyPairFromSeed(seedHex: string): KeyPair {
-  const der = Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), Buffer.from(seedHex, 'hex')])
-  const privateKey = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' })
-  const publicKey = createPublicKey(privateKey)
-  return { privateKey, publicKey, keyId: keyIdOf(publicKey) }
-}
 
 export function generatedSchemas(): Record<string, unknown> {
   return { envelope: EnvelopeSchema, config: ConfigSchema, ...PAYLOAD_SCHEMAS, ...proofBodySchemas(), ...taskSchemas(), ...localApiSchemas(), 'cache-served': ServedBodySchema, 'cache-task-params': CacheParamsSchema }

@@ -5,15 +5,18 @@
 //   node_modules/better-sqlite3/    package.json, lib/, build/Release/better_sqlite3.node
 //   node_modules/bindings/, node_modules/file-uri-to-path/   what finds the addon
 //   infer-worker.mjs, tfjs-backend-wasm*.wasm, shapes.cairnmodel, demo-samples/
-//                                   the inference worker and its files, from beside the bundle
+//                                   the inference worker and its files, from beside the
+//                                   bundle, as its bundle-assets.json lists them
 // The addon must match the device's architecture and Node ABI: pass `nodeModules`
 // pointing at a tree built for it (image-build/stages/addon.sh cross-compiles one).
 
 import { existsSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { inferenceAssetPaths } from '../agent/infer/bundle-assets.mjs'
 import { gzip, packTar, treeEntries, type TarEntry } from '../protocol/tar.js'
 import { BUNDLE_FILE, VERSION_FILE } from './slots.js'
+
+/** Written by the build beside cairn.mjs. */
+export const BUNDLE_ASSETS_FILE = 'bundle-assets.json'
 
 export interface PackOptions {
   /** The bundle (dist/cairn.mjs). */
@@ -36,7 +39,7 @@ export function slotEntries(o: PackOptions): TarEntry[] {
     { path: VERSION_FILE, type: 'file', mode: 0o644, data: Buffer.from(o.version + '\n') },
   ]
   // Without these a release would run, but every inference task would fail to start.
-  const assets = inferenceAssetPaths(dirname(o.bundle))
+  const assets = bundleAssets(dirname(o.bundle))
   if (!assets.includes('infer-worker.mjs')) throw new Error(`${dirname(o.bundle)} has no infer-worker.mjs beside the bundle: build with npm run build`)
   if (assets.some(a => a.startsWith('demo-samples/'))) entries.push({ path: 'demo-samples', type: 'dir', mode: 0o755 })
   for (const a of assets) entries.push({ path: a, type: 'file', mode: 0o644, data: readFileSync(join(dirname(o.bundle), a)) })
@@ -51,6 +54,19 @@ export function slotEntries(o: PackOptions): TarEntry[] {
   }
   if (!entries.some(e => e.path.endsWith('better_sqlite3.node'))) throw new Error('better-sqlite3 has no built addon (build/Release/better_sqlite3.node)')
   return entries
+}
+
+/** The files the bundle needs beside it, as the build listed them (cli/bundle.mjs). */
+export function bundleAssets(dir: string): string[] {
+  const file = join(dir, BUNDLE_ASSETS_FILE)
+  let list: unknown
+  try {
+    list = (JSON.parse(readFileSync(file, 'utf8')) as { assets?: unknown }).assets
+  } catch (err) {
+    throw new Error(`${file}: ${(err as Error).message}: build with npm run build`)
+  }
+  if (!Array.isArray(list) || !list.every(a => typeof a === 'string' && a !== '' && !a.startsWith('/') && !a.split('/').includes('..'))) throw new Error(`${file}: not a list of relative file names`)
+  return list as string[]
 }
 
 /** The release target's bytes (tar, or tar.gz with `gzip`). */

@@ -19,12 +19,23 @@ export interface KeyPair {
 
 // SPKI DER of an ed25519 public key = this 12-byte prefix || the 32 raw key bytes.
 const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
+// PKCS#8 DER of an ed25519 private key = this 16-byte prefix || the 32-byte seed.
+const PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex')
 
 export function generateKeyPair(): KeyPair {
   // Made as DER and re-imported: Node 20.20 can deadlock exporting a freshly generated
   // key as JWK while a GC finalises the key-generation job (seen in 3 of ~40 processes
   // making 5,000 keys each). DER round trips never touch that path.
   const { privateKey: der } = generateKeyPairSync('ed25519', { privateKeyEncoding: { format: 'der', type: 'pkcs8' }, publicKeyEncoding: { format: 'der', type: 'spki' } })
+  const privateKey = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' })
+  const publicKey = createPublicKey(privateKey)
+  return { privateKey, publicKey, keyId: keyIdOf(publicKey) }
+}
+
+/** The key pair of a fixed 32-byte seed (an RFC 8032 private key, hex): for published
+ * test vectors only; a real key never comes from a known seed. */
+export function keyPairFromSeed(seedHex: string): KeyPair {
+  const der = Buffer.concat([PKCS8_PREFIX, Buffer.from(seedHex, 'hex')])
   const privateKey = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' })
   const publicKey = createPublicKey(privateKey)
   return { privateKey, publicKey, keyId: keyIdOf(publicKey) }

@@ -5,7 +5,7 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { ID_PATTERN, NAME_PATTERN } from './envelope.js'
 import { ErrorCodes } from './errors.js'
-import { TelemetrySampleSchema } from '../hw/index.js'
+import { TelemetrySampleSchema } from '../hw/schema.js'
 
 const DeviceId = Type.String({ pattern: '^[a-z2-7]{52}$', description: 'device id: lowercase base32 of the device public key' })
 const MsgId = Type.String({ pattern: ID_PATTERN, description: 'unique message id; consumers de-duplicate on it' })

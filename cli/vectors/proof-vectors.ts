@@ -6,9 +6,8 @@
 
 import { createHash } from 'node:crypto'
 import { type Json } from '../../protocol/canonical.js'
-import { keyPairFromSeed } from '../docs-gen.js'
 import { signEnvelope, signedBytes, type Envelope, type SignInput } from '../../protocol/envelope.js'
-import { publicKeyPem, rawPublicKey, type KeyPair } from '../../protocol/keys.js'
+import { keyPairFromSeed, publicKeyPem, rawPublicKey, type KeyPair } from '../../protocol/keys.js'
 import {
   asJson,
   encodeProof,

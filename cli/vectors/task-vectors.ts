@@ -4,9 +4,8 @@
 // bytes against ours. Deterministic: fixed ids and times, and ed25519 signs
 // deterministically, so `npm run docs:gen` always writes the same file.
 
-import { keyPairFromSeed } from '../docs-gen.js'
 import { signEnvelope, signedBytes, type Envelope, type SignInput } from '../../protocol/envelope.js'
-import { publicKeyPem, rawPublicKey, type KeyPair } from '../../protocol/keys.js'
+import { keyPairFromSeed, publicKeyPem, rawPublicKey, type KeyPair } from '../../protocol/keys.js'
 import { asJson, encodeTaskMessage, taskMessageHash, TaskMsg, type TaskReceiptBody, type TaskRequestBody } from '../../protocol/task-format.js'
 
 /** RFC 8032 section 7.1 TEST 1 (dispatcher) and TEST 2 (device) secret keys. */

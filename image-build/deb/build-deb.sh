@@ -89,7 +89,7 @@ stage_package() {
   install -m 0644 "$WORK/$a/node/LICENSE" "$R/opt/cairn/node/LICENSE"
   install -m 0755 "$REPO/dist/cairn.mjs" "$R/opt/cairn/cairn.mjs"
   # the inference worker, tfjs wasm binaries and demo model, beside the bundle
-  (cd "$REPO" && node --input-type=module -e "import('./agent/infer/bundle-assets.mjs').then(m => console.log(m.inferenceAssetPaths('dist').join('\\n')))") |
+  node -e "for (const f of JSON.parse(require('fs').readFileSync(process.argv[1], 'utf8')).assets) console.log(f)" "$REPO/dist/bundle-assets.json" |
     while read -r f; do install -D -m 0644 "$REPO/dist/$f" "$R/opt/cairn/$f"; done
   cp -a "$WORK/$a/node_modules" "$R/opt/cairn/"
   install -m 0755 "$HERE/cairn" "$R/usr/bin/cairn"

@@ -4,7 +4,7 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { canonicalJson } from '../../../protocol/canonical.js'
-import { keyPairFromSeed } from '../../../cli/docs-gen.js'
+import { keyPairFromSeed } from '../../../protocol/keys.js'
 import { signEnvelope, signedBytes, type Envelope } from '../../../protocol/envelope.js'
 import { verifyServeReceipt } from '../../../agent/cache/serve-receipts.js'
 
