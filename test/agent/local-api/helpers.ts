@@ -11,7 +11,7 @@ import type { FakeGpio } from '../../../hw/gpio/index.js'
 
 const ajv = new Ajv({ allErrors: true, strict: true, strictTuples: false })
 for (const name of ['hello', 'request', 'response', 'error', 'event', 'ops']) {
-  ajv.addSchema(JSON.parse(readFileSync(new URL(`../../docs/schemas/local-api-${name}.json`, import.meta.url), 'utf8')))
+  ajv.addSchema(JSON.parse(readFileSync(new URL(`../../../docs/schemas/local-api-${name}.json`, import.meta.url), 'utf8')))
 }
 const validator = (id: string): ValidateFunction => ajv.getSchema(id)!
 
