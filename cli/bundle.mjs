@@ -12,13 +12,14 @@ import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { buildNodeRedClient } from '../flows/build-client.mjs'
 import { buildInferenceAssets, inferenceAssetPaths } from '../agent/infer/bundle-assets.mjs'
+import { SEMVER_PATTERN } from '../protocol/semver-pattern.mjs'
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'))
 const { values } = parseArgs({ options: { outfile: { type: 'string' }, entry: { type: 'string' } }, strict: true })
 const outfile = values.outfile ? resolve(values.outfile) : new URL('../dist/cairn.mjs', import.meta.url).pathname
 const entry = values.entry ? resolve(values.entry) : new URL('./bin.ts', import.meta.url).pathname
 const version = process.env.CAIRN_VERSION || pkg.version
-if (!/^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$/.test(version)) {
+if (!new RegExp(SEMVER_PATTERN).test(version)) {
   process.stderr.write(`bundle: CAIRN_VERSION ${JSON.stringify(version)} is not a semantic version\n`)
   process.exit(2)
 }

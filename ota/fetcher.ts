@@ -5,11 +5,11 @@
 // tuf-js fetches the metadata itself; this is only for targets, which are large and
 // downloaded over flaky links where restarting from zero would never finish.
 
-import { createHash } from 'node:crypto'
-import { createReadStream, closeSync, existsSync, fsyncSync, ftruncateSync, openSync, rmSync, statSync, writeSync } from 'node:fs'
+import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, rmSync, statSync, writeSync } from 'node:fs'
 import { request as httpRequest, type IncomingMessage } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { CairnError, isCairnError } from '../protocol/errors.js'
+import { sha256File } from '../protocol/hash.js'
 import type { DownloadProgress } from './release-types.js'
 
 export interface FetchTargetOptions {
@@ -182,8 +182,3 @@ function get(url: string, range: string | undefined, opts: FetchTargetOptions): 
   })
 }
 
-export async function sha256File(file: string): Promise<string> {
-  const hash = createHash('sha256')
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer)
-  return hash.digest('hex')
-}

@@ -1,7 +1,11 @@
 #!/usr/bin/env node
 // The Cairn launcher: the one piece of the agent that lives OUTSIDE the A/B slots, so
 // that a broken release cannot break its own rollback. Plain JavaScript importing only
-// node:* modules; it never loads anything from a slot.
+// node:* modules; it never loads anything from a slot. It is copied beside the bundle on
+// its own, so it cannot share code with the TypeScript: it keeps its own copies of the
+// slots.json rules (ota/slots.ts), the atomic write (protocol/durable-files.ts) and the
+// version order (protocol/semver.ts), and test/ota/slots.test.ts holds each copy to
+// the original.
 //
 //   node launcher.mjs --ota-dir DIR [--fallback FILE] [--grace-s S] [--os-record FILE] -- <agent args>
 //

@@ -6,7 +6,7 @@ import { Type } from '@sinclair/typebox'
 import type { Json } from '../protocol/canonical.js'
 import type { CommandDef } from '../agent/core/commands.js'
 import { CairnError } from '../protocol/errors.js'
-import { compareSemver, isSemver } from '../protocol/semver.js'
+import { compareSemver, isSemver, SEMVER_PATTERN } from '../protocol/semver.js'
 import type { OtaStatus } from './updater.js'
 
 /** What the commands may ask of the updaters; `target` picks the agent or the OS one
@@ -26,7 +26,6 @@ const Target = Type.Optional(Type.Union([Type.Literal('agent'), Type.Literal('os
 export const OTA_BROADCAST_COMMANDS: ReadonlySet<string> = new Set(['update', 'pause-updates', 'pin-version'])
 
 const Empty = Type.Object({}, { additionalProperties: false })
-const SEMVER_PATTERN = '^(0|[1-9]\\d*)\\.(0|[1-9]\\d*)\\.(0|[1-9]\\d*)(-[0-9A-Za-z.-]+)?(\\+[0-9A-Za-z.-]+)?$'
 
 /** What the commands act on; undefined where updates are off. */
 export type OtaControlSource = () => OtaControl | undefined

@@ -5,7 +5,7 @@
 // or neither, and an outcome is reported exactly once.
 
 import { Value } from '@sinclair/typebox/value'
-import type { Db } from '../agent/core/state-db.js'
+import type { Db } from '../protocol/sqlite.js'
 import type { NewMessage, Outbox } from '../agent/core/outbox.js'
 import { INITIAL_RECORD, OtaRecordSchema, type OtaRecord } from './update-plan.js'
 

@@ -2,15 +2,14 @@
 // slot tree (ota/slot-pack.ts), ready for `cairn release add`; `cairn release pack-os`
 // the target of a Cairn OS release (image-build/os-update/release-format.ts).
 
-import { createHash } from 'node:crypto'
 import { closeSync, openSync, readSync, writeFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { CairnError } from '../protocol/errors.js'
+import { sha256Hex } from '../protocol/hash.js'
 import { isSemver } from '../protocol/semver.js'
 import { packSlot } from './slot-pack.js'
 import { NEUTRAL_ROOT_LABEL, packOsRelease } from '../image-build/os-update/release-format.js'
 
-const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex')
 
 type Out = { write(s: string): unknown }
 
@@ -32,7 +31,7 @@ export function packCmd(args: readonly string[], io: { out: Out }): number {
     throw new CairnError('BAD_REQUEST', (err as Error).message)
   }
   writeFileSync(values.out!, data)
-  io.out.write(`wrote ${values.out} (${data.length} bytes, sha256 ${sha256(data)}): cairn release add --repo DIR --version ${values.version} --channel NAME ${values.out}\n`)
+  io.out.write(`wrote ${values.out} (${data.length} bytes, sha256 ${sha256Hex(data)}): cairn release add --repo DIR --version ${values.version} --channel NAME ${values.out}\n`)
   return 0
 }
 

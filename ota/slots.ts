@@ -14,11 +14,12 @@
 // lives with the OS image (image-build/os-update/tryboot-slots.ts).
 
 import { execFile } from 'node:child_process'
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
-import { fsyncDir, readTar, TarError, writeEntries } from '../protocol/tar.js'
+import { fsyncDirSync, writeFileAtomic } from '../protocol/durable-files.js'
+import { readTar, TarError, writeEntries } from '../protocol/tar.js'
 
 export const SLOT_NAMES = ['a', 'b'] as const
 export type SlotName = (typeof SLOT_NAMES)[number]
@@ -106,21 +107,6 @@ export function readSlots(dir: string): { state: SlotsState; source: SlotsSource
   return { state: structuredClone(EMPTY_SLOTS), source: 'default', damaged }
 }
 
-function writeAtomic(dir: string, file: string, text: string): void {
-  const target = join(dir, file)
-  const tmp = join(dir, `.${file}.${process.pid}.tmp`)
-  rmSync(tmp, { force: true })
-  const fd = openSync(tmp, 'wx', 0o644)
-  try {
-    writeSync(fd, text)
-    fsyncSync(fd)
-  } finally {
-    closeSync(fd)
-  }
-  renameSync(tmp, target)
-  fsyncDir(dir)
-}
-
 /** Writes slots.json atomically and durably; a state without a trial is also the new
  * last good state. Unknown fields of `state` are kept (a newer agent may add some). */
 export function writeSlots(dir: string, state: SlotsState): void {
@@ -129,8 +115,8 @@ export function writeSlots(dir: string, state: SlotsState): void {
   }
   mkdirSync(dir, { recursive: true, mode: 0o755 })
   const text = JSON.stringify(state, null, 2) + '\n'
-  writeAtomic(dir, SLOTS_FILE, text)
-  if (!state.trial) writeAtomic(dir, GOOD_FILE, text)
+  writeFileAtomic(join(dir, SLOTS_FILE), text)
+  if (!state.trial) writeFileAtomic(join(dir, GOOD_FILE), text)
 }
 
 export function otherSlot(s: SlotName): SlotName {
@@ -260,7 +246,7 @@ export class DirectorySlots implements SlotBackend {
     await this.smokeTest(tmp, o.version)
     rmSync(target, { recursive: true, force: true })
     renameSync(tmp, target)
-    fsyncDir(join(this.dir, 'slots'))
+    fsyncDirSync(join(this.dir, 'slots'))
     return slot
   }
 

@@ -9,7 +9,8 @@ import { dirname, join } from 'node:path'
 import { Key, Signature } from '@tufjs/models'
 import { canonicalJson } from '../protocol/canonical.js'
 import { CairnError } from '../protocol/errors.js'
-import { generateKeyPair, rawPublicKey, writeFileAtomic } from '../protocol/keys.js'
+import { writeFileAtomic } from '../protocol/durable-files.js'
+import { generateKeyPair, rawPublicKey } from '../protocol/keys.js'
 
 export type RoleName = 'root' | 'targets' | 'snapshot' | 'timestamp'
 export const ROLES: readonly RoleName[] = ['root', 'targets', 'snapshot', 'timestamp']
@@ -67,7 +68,7 @@ export class KeyStore {
     mkdirSync(dir, { recursive: true, mode: 0o700 })
     const { privateKey } = generateKeyPair() // protocol/keys.ts: avoids a Node 20 key-export deadlock
     const signer = signerOf(role, privateKey)
-    writeFileAtomic(join(dir, `${role}.${signer.keyId}.key`), privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(), 0o600, true)
+    writeFileAtomic(join(dir, `${role}.${signer.keyId}.key`), privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(), { mode: 0o600, exclusive: true })
     return signer
   }
 

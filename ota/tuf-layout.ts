@@ -9,12 +9,11 @@
 //   <repo>/published/metadata/<v>.targets.json, <v>.snapshot.json, timestamp.json
 //   <repo>/published/targets/<dir>/<sha256>.<basename>   for target path <dir>/<basename>
 
-import { createHash } from 'node:crypto'
 import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs'
 import { dirname, join, posix } from 'node:path'
 import { Metadata, MetadataKind, type Root, type Snapshot, type Targets, type Timestamp } from '@tufjs/models'
 import { CairnError } from '../protocol/errors.js'
-import { writeFileAtomic } from '../protocol/keys.js'
+import { writeFileAtomic } from '../protocol/durable-files.js'
 import type { RoleName } from './tuf-keys.js'
 
 export const SPEC_VERSION = '1.0.31'
@@ -122,7 +121,7 @@ export function readSettings(paths: RepoPaths): RepoSettings {
 
 export function writeSettings(paths: RepoPaths, settings: RepoSettings): void {
   const expiry = Object.fromEntries(Object.entries(settings.expiry).map(([k, v]) => [k, formatDuration(v)]))
-  writeFileAtomic(paths.config, JSON.stringify({ expiry }, null, 2) + '\n', 0o644, false)
+  writeFileAtomic(paths.config, JSON.stringify({ expiry }, null, 2) + '\n')
 }
 
 // ---- metadata files -------------------------------------------------------------------
@@ -131,10 +130,6 @@ export type AnyMetadata = Metadata<Root> | Metadata<Timestamp> | Metadata<Snapsh
 
 export function metadataBytes(md: AnyMetadata): Buffer {
   return Buffer.from(JSON.stringify(md.toJSON(), null, 2) + '\n', 'utf8')
-}
-
-export function sha256Hex(data: Buffer | string): string {
-  return createHash('sha256').update(data).digest('hex')
 }
 
 /** File name of a role's metadata in the published tree (consistent snapshots). */
@@ -146,7 +141,7 @@ export function metadataName(role: RoleName, version: number): string {
 export function writeMetadata(paths: RepoPaths, role: RoleName, md: AnyMetadata): Buffer {
   mkdirSync(paths.metadata, { recursive: true })
   const bytes = metadataBytes(md)
-  writeFileAtomic(join(paths.metadata, metadataName(role, md.signed.version)), bytes.toString('utf8'), 0o644, false)
+  writeFileAtomic(join(paths.metadata, metadataName(role, md.signed.version)), bytes)
   return bytes
 }
 

@@ -13,9 +13,10 @@ import { CairnError } from '../protocol/errors.js'
 import { isSemver } from '../protocol/semver.js'
 import { KeyStore, signWith, tufKeyJson, ROLES, type RoleName, type TufSigner } from './tuf-keys.js'
 import {
-  expiresIn, latestRootVersion, metadataName, publishTargetFile, readMetadataFile, readSettings, repoPaths, sha256Hex, SPEC_VERSION, writeMetadata, writeSettings,
+  expiresIn, latestRootVersion, metadataName, publishTargetFile, readMetadataFile, readSettings, repoPaths, SPEC_VERSION, writeMetadata, writeSettings,
   type Expiries, type RepoPaths, type RepoSettings,
 } from './tuf-layout.js'
+import { sha256Hex } from '../protocol/hash.js'
 import type { ReleaseInfo } from './release-types.js'
 
 export interface RepoOptions {

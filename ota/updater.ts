@@ -3,11 +3,11 @@
 // one transaction). Waiting (poll period, backoff, the health-check window) is the
 // planner's `wait` step; hints, commands and health changes wake it early.
 
-import { createHash } from 'node:crypto'
-import { createReadStream, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs'
+import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Clock } from '../protocol/clock.js'
 import { errorBody } from '../protocol/errors.js'
+import { sha256File } from '../protocol/hash.js'
 import type { Logger } from '../protocol/log.js'
 import { plan, refusalOf, RESTING, type Facts, type OtaRecord, type SelfTestState, type Step } from './update-plan.js'
 import type { OtaStore } from './ota-store.js'
@@ -483,12 +483,3 @@ function fileSize(file: string): number {
   }
 }
 
-function sha256File(file: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const h = createHash('sha256')
-    createReadStream(file)
-      .on('data', d => h.update(d))
-      .on('error', reject)
-      .on('end', () => resolve(h.digest('hex')))
-  })
-}

@@ -5,8 +5,7 @@ import { existsSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { CairnError } from './errors.js'
 import { generateKeyPair, readKeyPairFile, writeKeyPairFiles, type KeyPair } from './keys.js'
-
-export const DEVICE_KEY_FILE = 'device.key'
+import { DEVICE_KEY_FILE } from './state-files.js'
 
 export interface Identity extends KeyPair {
   readonly deviceId: string

@@ -3,9 +3,9 @@
 // (anyone can verify a signature from the id alone) and safe in topics and file names.
 
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto'
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs'
-import { dirname, basename, join } from 'node:path'
+import { readFileSync, statSync } from 'node:fs'
 import { base32Decode, base32Encode } from './base32.js'
+import { writeFileAtomic as writeDurable } from './durable-files.js'
 import { CairnError } from './errors.js'
 
 export const KEY_ID_LENGTH = 52
@@ -119,37 +119,6 @@ export function publicKeyPem(publicKey: KeyObject): string {
 /** Writes a key pair as FILE (private, 0600) and FILE.pub, each atomically and durably.
  * Never overwrites an existing private key. */
 export function writeKeyPairFiles(file: string, pair: KeyPair): void {
-  writeFileAtomic(file, privateKeyPem(pair), 0o600, true)
-  writeFileAtomic(`${file}.pub`, publicKeyPem(pair.publicKey), 0o644, false)
-}
-
-export function writeFileAtomic(file: string, data: string, mode: number, exclusive: boolean): void {
-  const tmp = join(dirname(file), `.${basename(file)}.${process.pid}.tmp`)
-  // A temp file left by a crash keeps its old mode if reopened: remove it and create
-  // afresh ('wx'), so a private key is never written into a file others can read.
-  rmSync(tmp, { force: true })
-  const fd = openSync(tmp, 'wx', mode)
-  try {
-    writeSync(fd, data)
-    fsyncSync(fd)
-  } finally {
-    closeSync(fd)
-  }
-  if (exclusive) {
-    let exists = true
-    try {
-      statSync(file)
-    } catch {
-      exists = false
-    }
-    if (exists) throw new CairnError('BAD_REQUEST', `${file} already exists; refusing to overwrite a key`)
-  }
-  renameSync(tmp, file)
-  try {
-    const dfd = openSync(dirname(file), 'r')
-    fsyncSync(dfd)
-    closeSync(dfd)
-  } catch {
-    // directory fsync is best effort (not all filesystems allow opening a directory)
-  }
+  writeDurable(file, privateKeyPem(pair), { mode: 0o600, exclusive: true })
+  writeDurable(`${file}.pub`, publicKeyPem(pair.publicKey), { mode: 0o644 })
 }

@@ -9,10 +9,11 @@
 // message hash is simply SHA-256 of the payload, and the signed bytes are the payload
 // with `,"sig":"…"` removed: both can be checked with coreutils and OpenSSL alone.
 
-import { createHash, type KeyObject } from 'node:crypto'
+import type { KeyObject } from 'node:crypto'
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { canonicalJson, type Json } from './canonical.js'
+import { sha256Hex } from './hash.js'
 import { EnvelopeSchema, ID_PATTERN, verifySignatureOnly, type Envelope } from './envelope.js'
 import { CairnError } from './errors.js'
 import { isKeyId, publicKeyFromKeyId } from './keys.js'
@@ -187,10 +188,6 @@ export type Response = ProofEnvelope<ResponseBody>
 export type Attestation = ProofEnvelope<AttestationBody>
 export type ReceiveLog = ProofEnvelope<ReceiveLogBody>
 export type Evidence = ProofEnvelope<EvidenceBody>
-
-export function sha256Hex(data: string | Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex')
-}
 
 /** The wire form: canonical JSON of the whole envelope, signature included. */
 export function encodeProof(env: Envelope | ProofEnvelope<unknown>): Buffer {

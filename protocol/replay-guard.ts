@@ -2,7 +2,7 @@
 // replayed command is refused even across restarts. Expired envelopes are refused by
 // verifyEnvelope, so an id only needs keeping until its own expiry (plus clock skew).
 
-import type { Db } from '../agent/core/state-db.js'
+import type { Db } from './sqlite.js'
 import { CairnError } from './errors.js'
 
 export class ReplayGuard {

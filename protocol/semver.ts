@@ -2,6 +2,10 @@
 // Release selection and anti-rollback hinge on this comparison, so it refuses anything
 // the spec does not allow ("v1.2.3", "1.2", "01.2.3", "1.2.3-01") instead of guessing.
 
+import { SEMVER_PATTERN } from './semver-pattern.mjs'
+
+export { SEMVER_PATTERN }
+
 export interface SemVer {
   readonly major: number
   readonly minor: number
@@ -12,9 +16,7 @@ export interface SemVer {
   readonly build: ReadonlyArray<string>
 }
 
-const NUM = '0|[1-9]\\d*'
-const PRE_ID = `(?:${NUM}|\\d*[a-zA-Z-][0-9a-zA-Z-]*)`
-const SEMVER_RE = new RegExp(`^(${NUM})\\.(${NUM})\\.(${NUM})(?:-(${PRE_ID}(?:\\.${PRE_ID})*))?(?:\\+([0-9a-zA-Z-]+(?:\\.[0-9a-zA-Z-]+)*))?$`)
+const SEMVER_RE = new RegExp(SEMVER_PATTERN)
 
 /** Parses a version, or returns null when it is not strict SemVer 2.0.0. */
 export function parseSemver(text: string): SemVer | null {

@@ -8,6 +8,7 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeSync } from 'node:fs'
 import { dirname, join, posix, relative, sep } from 'node:path'
 import { gunzipSync, gzipSync } from 'node:zlib'
+import { fsyncDirSync } from './durable-files.js'
 
 export const BLOCK = 512
 
@@ -249,20 +250,7 @@ export function writeEntries(entries: readonly TarEntry[], dest: string): void {
       closeSync(fd)
     }
   }
-  for (const d of [...dirs].sort((a, b) => b.length - a.length)) fsyncDir(d)
-}
-
-export function fsyncDir(dir: string): void {
-  try {
-    const fd = openSync(dir, 'r')
-    try {
-      fsyncSync(fd)
-    } finally {
-      closeSync(fd)
-    }
-  } catch {
-    // best effort: some file systems refuse to open a directory
-  }
+  for (const d of [...dirs].sort((a, b) => b.length - a.length)) fsyncDirSync(d)
 }
 
 export function gzip(buf: Buffer): Buffer {

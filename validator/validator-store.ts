@@ -4,12 +4,12 @@
 // all processes see it: here. Processes on several machines would need a server
 // database instead (docs/validator.md).
 
-import Database from 'better-sqlite3'
 import { join } from 'node:path'
 import { CairnError } from '../protocol/errors.js'
 import type { ScoreParams } from '../protocol/proof-format.js'
+import { openSqlite, type Db } from '../protocol/sqlite.js'
 
-export type VDb = Database.Database
+export type VDb = Db
 export const VALIDATOR_DB_FILE = 'validator.db'
 
 const MIGRATIONS: readonly string[] = [
@@ -41,31 +41,16 @@ const MIGRATIONS: readonly string[] = [
 ]
 
 export function openValidatorDb(stateDir: string): VDb {
-  const file = join(stateDir, VALIDATOR_DB_FILE)
-  let db: VDb
-  try {
-    db = new Database(file)
-  } catch (err) {
-    throw new CairnError('STATE_DIR', `${file}: cannot open (${(err as Error).message})`, { cause: err })
-  }
-  try {
-    db.pragma('journal_mode = WAL')
+  return openSqlite(join(stateDir, VALIDATOR_DB_FILE), {
+    migrations: MIGRATIONS,
+    // Shared by every process of the validator: they wait for each other's short
+    // transactions instead of holding the file.
+    busyTimeoutMs: 5000,
     // NORMAL in WAL: a process crash loses nothing committed; a power cut may lose the
     // last transactions, which devices still hold in their heartbeat logs.
-    db.pragma('synchronous = NORMAL')
-    db.pragma('busy_timeout = 5000')
-    db.transaction(() => {
-      const version = db.pragma('user_version', { simple: true }) as number
-      if (version > MIGRATIONS.length) throw new CairnError('STATE_DIR', `${file}: schema version ${version} is newer than this validator understands`)
-      for (let v = version; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v]!)
-      db.pragma(`user_version = ${MIGRATIONS.length}`)
-    }).immediate()
-  } catch (err) {
-    db.close()
-    if (err instanceof CairnError) throw err
-    throw new CairnError('STATE_DIR', `${file}: ${(err as Error).message}`, { cause: err })
-  }
-  return db
+    synchronous: 'NORMAL',
+    newerSchema: 'refuse',
+  })
 }
 
 /** The scoring parameters are fixed for the life of a store: changing the slot length

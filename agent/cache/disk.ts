@@ -1,10 +1,9 @@
 // What the content store does straight on the filesystem: the repair scan that makes
-// the index agree with the object files, hashing a file, fsyncing a directory, free space.
+// the index agree with the object files (hashing each with protocol/hash.ts), free space.
 
-import { createHash } from 'node:crypto'
-import { createReadStream, lstatSync, readdirSync, rmSync, statfsSync, unlinkSync } from 'node:fs'
-import { open } from 'node:fs/promises'
+import { lstatSync, readdirSync, rmSync, statfsSync, unlinkSync } from 'node:fs'
 import { join } from 'node:path'
+import { sha256File } from '../../protocol/hash.js'
 import { HEX_PATTERN } from './cid.js'
 import type { indexStatements } from './index-db.js'
 
@@ -55,7 +54,7 @@ export async function repairIndex(dir: string, st: ReturnType<typeof indexStatem
         onDisk.add(name)
         continue
       }
-      if ((await hashFile(file)) !== name) {
+      if ((await sha256File(file)) !== name) {
         unlinkSync(file)
         if (row) st.del.run(name)
         report.deleted++
@@ -74,26 +73,6 @@ export async function repairIndex(dir: string, st: ReturnType<typeof indexStatem
     }
   }
   return report
-}
-
-export function hashFile(file: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const h = createHash('sha256')
-    createReadStream(file)
-      .on('data', c => h.update(c))
-      .on('error', reject)
-      .on('end', () => resolve(h.digest('hex')))
-  })
-}
-
-/** Makes a rename inside `dir` durable. */
-export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r')
-  try {
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
 }
 
 export function diskFree(dir: string): number {

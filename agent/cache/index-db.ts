@@ -4,11 +4,10 @@
 // and access times. Leases are not stored: they belong to the running process and
 // would be stale after any crash.
 
-import Database from 'better-sqlite3'
 import { join } from 'node:path'
-import { CairnError } from '../../protocol/errors.js'
+import { openSqlite, type Db } from '../../protocol/sqlite.js'
 
-export type IndexDb = Database.Database
+export type IndexDb = Db
 export const INDEX_FILE = 'index.db'
 
 const MIGRATIONS: readonly string[] = [
@@ -31,33 +30,15 @@ export interface IndexRow {
 }
 
 export function openIndexDb(dir: string): IndexDb {
-  const file = join(dir, INDEX_FILE)
-  let db: IndexDb
-  try {
-    db = new Database(file, { timeout: 0 })
-  } catch (err) {
-    throw new CairnError('STATE_DIR', `${file}: cannot open (${(err as Error).message})`, { cause: err })
-  }
-  try {
+  return openSqlite(join(dir, INDEX_FILE), {
+    migrations: MIGRATIONS,
     // One process manages a store: a CLI `gc` beside a running agent could delete an
     // object the agent has leased, so the second one fails fast instead.
-    db.pragma('locking_mode = EXCLUSIVE')
-    db.pragma('journal_mode = WAL')
-    db.pragma('synchronous = NORMAL')
-    const version = db.pragma('user_version', { simple: true }) as number
-    for (let v = version; v < MIGRATIONS.length; v++) {
-      db.transaction(() => {
-        db.exec(MIGRATIONS[v]!)
-        db.pragma(`user_version = ${v + 1}`)
-      })()
-    }
-  } catch (err) {
-    db.close()
-    const code = (err as { code?: string }).code ?? ''
-    if (code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED') throw new CairnError('LOCKED', `${file} is in use: is an agent running with this state dir?`, { cause: err })
-    throw new CairnError('STATE_DIR', `${file}: ${(err as Error).message}`, { cause: err })
-  }
-  return db
+    exclusive: { inUseHint: 'is an agent running with this state dir?' },
+    busyTimeoutMs: 0,
+    synchronous: 'NORMAL',
+    newerSchema: 'open',
+  })
 }
 
 export function indexStatements(db: IndexDb) {

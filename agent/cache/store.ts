@@ -12,12 +12,13 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs'
 import { open, rename, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { systemClock, type Clock } from '../../protocol/clock.js'
+import { fsyncDir } from '../../protocol/durable-files.js'
 import { CairnError, errorBody, type ErrorCode } from '../../protocol/errors.js'
 import type { Logger } from '../../protocol/log.js'
 import type { ContentLease, ContentSource } from '../task/types.js'
 import { cidFromSha256, HEX_PATTERN } from './cid.js'
 import { fetchInto, FetchFailed, type OriginFailure } from './fetch.js'
-import { fsyncDir, repairIndex, type RepairReport } from './disk.js'
+import { repairIndex, type RepairReport } from './disk.js'
 import { indexStatements, openIndexDb, type IndexDb, type IndexRow } from './index-db.js'
 import { Quota } from './quota.js'
 import { SharedJobs } from './shared-jobs.js'
@@ -374,10 +375,10 @@ export class ContentStore implements ContentSource {
       if (!existsSync(subDir)) {
         mkdirSync(subDir, { recursive: true })
         // The new directory's own entry must be durable too, or the object is lost with it.
-        await fsyncDir(objects)
+        await fsyncDir(objects, { required: true })
       }
       await rename(tmp, this.objectPath(sha256))
-      await fsyncDir(subDir)
+      await fsyncDir(subDir, { required: true })
       if (this.closed) throw new CairnError('DOWNLOAD', 'cache closed')
       // The same object may have landed meanwhile (a put beside a download, a repair):
       // same bytes, one row, counted once.

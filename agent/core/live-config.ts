@@ -6,7 +6,7 @@
 
 import { join } from 'node:path'
 import { CairnError } from '../../protocol/errors.js'
-import { writeFileAtomic } from '../../protocol/keys.js'
+import { writeFileAtomic } from '../../protocol/durable-files.js'
 import type { Logger } from '../../protocol/log.js'
 import { REMOTE_SETTABLE, type Config } from '../config/config-schema.js'
 import { REMOTE_CONFIG_FILE, remoteLayer, UNSAFE_KEYS, type LoadedConfig } from '../config/load-config.js'
@@ -51,7 +51,7 @@ export class LiveConfig {
     // Validate on top of every other layer before anything is written.
     const after = this.o.reload(nextRemote)
     try {
-      writeFileAtomic(join(stateDir, REMOTE_CONFIG_FILE), JSON.stringify(nextRemote, null, 2) + '\n', 0o600, false)
+      writeFileAtomic(join(stateDir, REMOTE_CONFIG_FILE), JSON.stringify(nextRemote, null, 2) + '\n', { mode: 0o600 })
     } catch (err) {
       throw new CairnError('STATE_DIR', `cannot persist remote config: ${(err as Error).message}`)
     }

@@ -5,7 +5,7 @@
 import { sign, verify } from 'node:crypto'
 import { closeSync, fsyncSync, openSync, rmSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
-import { DEVICE_KEY_FILE } from '../../protocol/identity.js'
+import { DEVICE_KEY_FILE } from '../../protocol/state-files.js'
 import { readKeyPairFile } from '../../protocol/keys.js'
 
 export interface SelfTestDeps {

@@ -2,11 +2,10 @@
 // the heartbeat log, the OTA updaters' state, the task queue.
 // Opened with an exclusive lock so two agents can never share a state dir.
 
-import Database from 'better-sqlite3'
 import { join } from 'node:path'
-import { CairnError } from '../../protocol/errors.js'
+import { openSqlite, type Db } from '../../protocol/sqlite.js'
 
-export type Db = Database.Database
+export type { Db }
 export const STATE_DB_FILE = 'state.db'
 
 const MIGRATIONS: readonly string[] = [
@@ -101,50 +100,18 @@ const MIGRATIONS: readonly string[] = [
 ]
 
 export function openStateDb(stateDir: string, opts: { file?: string } = {}): Db {
-  const file = join(stateDir, opts.file ?? STATE_DB_FILE)
-  let db: Db
-  try {
-    db = new Database(file, { timeout: 0 })
-  } catch (err) {
-    throw new CairnError('STATE_DIR', `${file}: cannot open (${(err as Error).message})`, { cause: err })
-  }
-  try {
-    // EXCLUSIVE locking: a second agent on the same state dir fails fast instead of
-    // interleaving with this one. In WAL mode it also avoids the shared-memory file.
-    db.pragma('locking_mode = EXCLUSIVE')
-    db.pragma('journal_mode = WAL')
+  return openSqlite(join(stateDir, opts.file ?? STATE_DB_FILE), {
+    migrations: MIGRATIONS,
+    // A second agent on the same state dir fails fast instead of interleaving with this one.
+    exclusive: { inUseHint: 'is another agent running with this state dir?' },
+    busyTimeoutMs: 0,
     // FULL: a committed must-keep record survives power loss. Telemetry is batched
     // (outbox.lazyWriteMs), so the fsyncs this costs are few.
-    db.pragma('synchronous = FULL')
-    db.pragma('journal_size_limit = 4194304')
-    db.pragma('busy_timeout = 0')
-    migrate(db)
-  } catch (err) {
-    db.close()
-    const code = (err as { code?: string }).code ?? ''
-    if (code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED') {
-      throw new CairnError('LOCKED', `${file} is in use: is another agent running with this state dir?`, { cause: err })
-    }
-    if (code === 'SQLITE_READONLY' || code.startsWith('SQLITE_READONLY') || code === 'SQLITE_CANTOPEN') {
-      throw new CairnError('STATE_DIR', `${file}: state dir is read-only or not writable (${code})`, { cause: err })
-    }
-    if (code === 'SQLITE_FULL') throw new CairnError('STATE_DIR', `${file}: disk full`, { cause: err })
-    throw new CairnError('STATE_DIR', `${file}: ${(err as Error).message}`, { cause: err })
-  }
-  return db
-}
-
-function migrate(db: Db): void {
-  const version = db.pragma('user_version', { simple: true }) as number
-  // A newer schema is opened as it is: after an OTA rollback (ota/), the older agent
-  // must run on the file the newer one migrated. That is why migrations are append-only
-  // and additive (new tables and nullable columns only): older code never sees a
-  // change to what it reads.
-  if (version >= MIGRATIONS.length) return
-  for (let v = version; v < MIGRATIONS.length; v++) {
-    db.transaction(() => {
-      db.exec(MIGRATIONS[v]!)
-      db.pragma(`user_version = ${v + 1}`)
-    })()
-  }
+    synchronous: 'FULL',
+    journalSizeLimit: 4 * 1024 * 1024,
+    // After an OTA rollback (ota/) the older agent must run on the file the newer one
+    // migrated. That is why migrations are append-only and additive (new tables and
+    // nullable columns only): older code never sees a change to what it reads.
+    newerSchema: 'open',
+  })
 }

@@ -1,16 +1,13 @@
-// What the agent is doing, in the terms the status LED shows: provisioning error,
-// updating, no network, broker unreachable, online. Checked every `pollMs` (the broker
+// What the agent is doing, in the terms the status LED shows (led-patterns.ts): provisioning
+// error, updating, no network, broker unreachable, online. Checked every `pollMs` (the broker
 // link has no change events, and a 2-byte stat per second costs nothing) and fed by the
 // OTA events on the local bus; emits 'change' when the state or the connection flips.
 
 import { EventEmitter } from 'node:events'
 import { existsSync } from 'node:fs'
 import { networkInterfaces } from 'node:os'
-import { ledStateFor, type LedState } from '../../hw/gpio/index.js'
 import type { LocalBus, LocalEvent } from '../core/local-bus.js'
-
-/** Written by cairn-provision when the provisioning file was refused, removed when one applies. */
-export const PROVISION_ERROR_FILE = 'provision-error'
+import { ledStateFor, type LedState } from './led-patterns.js'
 
 export interface AgentStateOptions {
   bus: LocalBus

@@ -1,10 +1,11 @@
-// The button inside the agent: hw/gpio/button.ts decides press / long-press /
-// reprovision / cancel; this publishes each as an MQTT event (kind `button.<action>`)
-// and, on a confirmed re-provision, runs `system.reprovisionCommand` once the event has
-// had its chance to reach the broker. One long press alone never re-provisions.
+// The button inside the agent: hw/gpio/button.ts tells the gestures apart; this gives
+// each its meaning (BUTTON_ACTIONS), publishes it as an MQTT event (kind `button.<action>`)
+// and, on a confirmed long press, runs `system.reprovisionCommand` once the event has
+// had its chance to reach the broker. Re-provisioning wipes the device's enrolment, so
+// one long press alone never does it: it takes a second one inside the window.
 
 import { spawn } from 'node:child_process'
-import { watchButton, type ButtonAction, type GpioLine } from '../../hw/gpio/index.js'
+import { watchButton, type ButtonGesture, type GpioLine } from '../../hw/gpio/index.js'
 import type { Logger } from '../../protocol/log.js'
 import { gpioCairnError, type GpioHost } from './gpio-host.js'
 
@@ -20,6 +21,16 @@ export interface ButtonOptions {
   /** Waits (bounded) until queued messages reached the broker. */
   settle(ms: number): Promise<unknown>
   log: Logger
+}
+
+export type ButtonAction = 'press' | 'long-press' | 'reprovision' | 'cancel'
+
+/** What each gesture means to the agent. */
+export const BUTTON_ACTIONS: Readonly<Record<ButtonGesture, ButtonAction>> = {
+  press: 'press',
+  'long-press': 'long-press',
+  'confirmed-long-press': 'reprovision',
+  cancel: 'cancel',
 }
 
 /** How long stop() waits for a running re-provision command before leaving it be. */
@@ -43,7 +54,7 @@ export class AgentButton {
       this.watcher = await watchButton(this.line, {
         timers: this.o.host.timers,
         timing: { longPressMs: this.o.longPressMs, confirmWindowMs: this.o.confirmWindowMs },
-        onAction: action => this.act(action),
+        onGesture: gesture => this.act(BUTTON_ACTIONS[gesture]),
       })
     } catch (err) {
       await this.line.close().catch(() => undefined)

@@ -8,12 +8,13 @@ import type { Logger } from '../../protocol/log.js'
 import type { LocalBus } from '../core/local-bus.js'
 import type { HwContext } from '../../hw/index.js'
 import type { DriverName, GpioTimers } from '../../hw/gpio/index.js'
-import { AgentState, hasNetwork, PROVISION_ERROR_FILE, provisionErrorCheck, type AgentStateSnapshot } from './agent-state.js'
+import { PROVISION_ERROR_FILE } from '../../protocol/state-files.js'
+import { AgentState, hasNetwork, provisionErrorCheck, type AgentStateSnapshot } from './agent-state.js'
 import { AgentButton } from './button.js'
 import { GpioHost } from './gpio-host.js'
 import { StatusLight, type LedInfo } from './status-light.js'
 
-export { AgentState, GpioHost, StatusLight, PROVISION_ERROR_FILE, hasNetwork }
+export { AgentState, GpioHost, StatusLight, hasNetwork }
 export type { AgentStateSnapshot, LedInfo }
 
 export interface DeviceUiOptions {

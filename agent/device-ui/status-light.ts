@@ -1,13 +1,14 @@
 // The status LED inside the agent: shows the agent's state (agent-state.ts) with the
-// blink patterns of hw/gpio/status-led.ts, unless a local API client has set a pattern
+// blink patterns of led-patterns.ts, played by hw/gpio's LedPlayer, unless a local API client has set a pattern
 // with `led.set`, which holds until the client sets 'auto'. Writes are serialised so a
 // burst of state changes and overrides cannot interleave on the line.
 
-import { StatusLed, type GpioLine, type LedState } from '../../hw/gpio/index.js'
+import { LedPlayer, type GpioLine } from '../../hw/gpio/index.js'
 import { CairnError } from '../../protocol/errors.js'
 import type { Logger } from '../../protocol/log.js'
 import type { LedSetPattern } from '../local-api/protocol.js'
 import { gpioCairnError, type GpioHost } from './gpio-host.js'
+import { LED_PATTERNS, type LedState } from './led-patterns.js'
 
 export interface LedInfo {
   pin?: number
@@ -29,7 +30,7 @@ const OVERRIDES: Record<Exclude<LedSetPattern, 'auto'>, LedState | 'on' | 'off'>
 
 export class StatusLight {
   private line: GpioLine | undefined
-  private led: StatusLed | undefined
+  private led: LedPlayer | undefined
   private agentState: LedState
   private override: Exclude<LedSetPattern, 'auto'> | undefined
   private shown = 'off'
@@ -47,7 +48,7 @@ export class StatusLight {
     const driver = await this.o.host.driver()
     this.driverName = driver.name
     try {
-      // Opened active-high: StatusLed's frames carry the inversion for active-low wiring.
+      // Opened active-high: LedPlayer's frames carry the inversion for active-low wiring.
       this.line = await driver.open(this.o.pin, { direction: 'out', initial: this.o.activeLow ? 1 : 0 })
     } catch (err) {
       throw gpioCairnError(err, this.o.pin)
@@ -95,8 +96,8 @@ export class StatusLight {
         this.led = undefined
         await this.write(want === 'on' !== this.o.activeLow ? 1 : 0)
       } else {
-        this.led ??= new StatusLed(line, { timers: this.o.host.timers, activeLow: this.o.activeLow, log: this.o.log })
-        this.led.show(want)
+        this.led ??= new LedPlayer(line, { timers: this.o.host.timers, activeLow: this.o.activeLow, log: this.o.log })
+        this.led.play(LED_PATTERNS[want].steps)
       }
       this.shown = want
     })

@@ -7,13 +7,14 @@
 // Packing is deterministic (sorted entries, fixed mtime), so the same directory always
 // gives the same hash.
 
-import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { CairnError } from '../../protocol/errors.js'
-import { fsyncDir, packTar, readTar, safeRelative, treeEntries, TarError, writeEntries } from '../../protocol/tar.js'
+import { fsyncDirSync } from '../../protocol/durable-files.js'
+import { sha256Hex } from '../../protocol/hash.js'
+import { packTar, readTar, safeRelative, treeEntries, TarError, writeEntries } from '../../protocol/tar.js'
 
 export const META_FILE = 'cairn-model.json'
 export const MODEL_FILE = 'model.json'
@@ -58,10 +59,6 @@ export interface ModelJson {
   signature?: unknown
   userDefinedMetadata?: unknown
   modelInitializer?: unknown
-}
-
-export function sha256Hex(data: Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex')
 }
 
 function invalid(message: string, cause?: unknown): CairnError {
@@ -164,7 +161,7 @@ export function unpackModel(file: string, sha256: string, modelsDir: string): st
       // Another process unpacked the same model meanwhile: same bytes, keep theirs.
       if (!existsSync(join(dest, META_FILE))) throw err
     }
-    fsyncDir(dirname(dest))
+    fsyncDirSync(dirname(dest))
   } finally {
     rmSync(tmp, { recursive: true, force: true })
   }

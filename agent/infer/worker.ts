@@ -4,12 +4,12 @@
 // eats memory) costs this process, not the agent. Started by worker-host.ts; speaks
 // worker-protocol.ts over IPC; keeps loaded models warm in an LRU bounded by memory.
 
-import { createHash } from 'node:crypto'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type * as tfcore from '@tensorflow/tfjs-core'
 import type { io } from '@tensorflow/tfjs-core'
 import { CairnError, errorBody } from '../../protocol/errors.js'
+import { sha256Hex } from '../../protocol/hash.js'
 import { quietTf, selectBackend, type TfApi } from './backends.js'
 import { decodeImage, toInputTensor } from './image.js'
 import { MemoryLru } from './lru.js'
@@ -29,7 +29,6 @@ interface Loaded {
 }
 
 const badInput = (m: string) => new CairnError('BAD_INPUT', m)
-const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
 const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
 
 /** A tfjs IOHandler over an unpacked model directory: reads model.json and its shards
@@ -106,7 +105,7 @@ export class WorkerCore {
         // data() gives fresh arrays: their bytes go to the agent as they are, no copy.
         outputs = ys.map((t, i) => {
           const data = bytesOf(values[i]!)
-          return { name: `output${i}`, shape: t.shape, dtype: t.dtype, sha256: sha256(data), data }
+          return { name: `output${i}`, shape: t.shape, dtype: t.dtype, sha256: sha256Hex(data), data }
         })
         const first = ys[0]
         if (loaded.meta.output.kind === 'classification' && first !== undefined) top = topK(values[0]!, first.shape[first.shape.length - 1] ?? 0, loaded.meta, msg.topK)

@@ -5,6 +5,7 @@
 
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { ErrorCodes } from '../../protocol/errors.js'
+import { LED_STATES } from '../device-ui/led-patterns.js'
 
 /** Bumped only for changes an existing client would misread (docs/local-api.md, "Versioning"). */
 export const API_VERSION = 1
@@ -17,8 +18,8 @@ export type Topic = (typeof TOPICS)[number]
 export const LED_SET_PATTERNS = ['off', 'on', 'online', 'offline', 'error', 'updating', 'blink', 'auto'] as const
 export type LedSetPattern = (typeof LED_SET_PATTERNS)[number]
 
-/** What the agent's state can be, most urgent first (hw/gpio/status-led.ts `LedState`). */
-export const AGENT_STATES = ['provisioning-error', 'updating', 'no-network', 'broker-unreachable', 'online'] as const
+/** What the agent's state can be, most urgent first (the status LED's states). */
+export const AGENT_STATES = LED_STATES
 
 const lit = <T extends string>(values: readonly T[], description?: string) => Type.Union(values.map(v => Type.Literal(v)), description ? { description } : {})
 const Ms = Type.Integer({ minimum: 0, description: 'ms since the Unix epoch' })

@@ -21,7 +21,8 @@ import { MsgClass, type Outbox } from '../core/outbox.js'
 import type { ReplayGuard } from '../../protocol/replay-guard.js'
 import type { Db } from '../core/state-db.js'
 import { proofTopics } from '../../protocol/topics.js'
-import { asJson, checkBody, checkProof, encodeProof, messageHash, ProofType, sha256Hex, telemetryDigest, ZERO_HASH, type BeaconRef, type HeartbeatBody, type ResponseBody } from '../../protocol/proof-format.js'
+import { asJson, checkBody, checkProof, encodeProof, messageHash, ProofType, telemetryDigest, ZERO_HASH, type BeaconRef, type HeartbeatBody, type ResponseBody } from '../../protocol/proof-format.js'
+import { sha256Hex } from '../../protocol/hash.js'
 
 /** Heartbeats stay valid evidence forever; exp only bounds how long a relay may hold one. */
 const HEARTBEAT_TTL_MS = 24 * 3600_000

@@ -27,13 +27,13 @@ import {
   FetchBodySchema,
   messageHash,
   ProofType,
-  sha256Hex,
   telemetryDigest,
   ZERO_HASH,
   type BeaconRef,
   type HeartbeatBody,
   type ResponseBody,
 } from '../../protocol/proof-format.js'
+import { sha256Hex } from '../../protocol/hash.js'
 
 // The same limits as device-proofs.ts, so a sim device refuses what an agent refuses.
 const HEARTBEAT_TTL_MS = 24 * 3600_000

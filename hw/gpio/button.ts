@@ -1,14 +1,15 @@
-// The optional button: a pure state machine over debounced press/release times,
-// and a small watcher that feeds it from a GPIO line. Behaviour:
+// A push button's gestures: a pure state machine over debounced press/release times,
+// and a small watcher that feeds it from a GPIO line. Gestures:
 //   short press (released before longPressMs)  → 'press'
 //   held for longPressMs                        → 'long-press' (while still held)
 //   then, released, a confirmation window opens:
-//     another press held longPressMs inside it  → 'reprovision'
+//     another press held longPressMs inside it  → 'confirmed-long-press'
 //     a short press inside it, or no press      → 'cancel'
-// Reprovisioning wipes the device's enrolment, so one long press alone never does it.
+// What a gesture means is the caller's business; the two-step confirmed long press is
+// for actions too drastic to follow from one long press alone.
 import type { GpioEvent, GpioLine, GpioTimers, TimerHandle } from './types.js'
 
-export type ButtonAction = 'press' | 'long-press' | 'reprovision' | 'cancel'
+export type ButtonGesture = 'press' | 'long-press' | 'confirmed-long-press' | 'cancel'
 
 export interface ButtonTiming {
   longPressMs: number
@@ -37,14 +38,14 @@ export class ButtonMachine {
     this.s = { kind: 'ignore-until-release' }
   }
 
-  press(atMs: number): ButtonAction[] {
+  press(atMs: number): ButtonGesture[] {
     const out = this.tick(atMs)
     if (this.s.kind === 'idle') this.s = { kind: 'down', since: atMs, confirming: false, longSent: false }
     else if (this.s.kind === 'armed') this.s = { kind: 'down', since: atMs, confirming: true, longSent: false }
     return out
   }
 
-  release(atMs: number): ButtonAction[] {
+  release(atMs: number): ButtonGesture[] {
     const out = this.tick(atMs)
     const s = this.s
     if (s.kind === 'ignore-until-release') this.s = { kind: 'idle' }
@@ -59,11 +60,11 @@ export class ButtonMachine {
   }
 
   /** Lets time pass: a held button crosses the long-press threshold, a window expires. */
-  tick(atMs: number): ButtonAction[] {
+  tick(atMs: number): ButtonGesture[] {
     const s = this.s
     if (s.kind === 'down' && !s.longSent && atMs - s.since >= this.timing.longPressMs) {
       this.s = { ...s, longSent: true }
-      return [s.confirming ? 'reprovision' : 'long-press']
+      return [s.confirming ? 'confirmed-long-press' : 'long-press']
     }
     if (s.kind === 'armed' && atMs >= s.until) {
       this.s = { kind: 'idle' }
@@ -84,7 +85,7 @@ export class ButtonMachine {
 export interface ButtonWatchOptions {
   timers: GpioTimers
   timing?: ButtonTiming
-  onAction: (action: ButtonAction, atMs: number) => void
+  onGesture: (gesture: ButtonGesture, atMs: number) => void
 }
 
 /**
@@ -97,8 +98,8 @@ export async function watchButton(line: GpioLine, opts: ButtonWatchOptions): Pro
   let timer: TimerHandle | undefined
   let stopped = false
 
-  const emit = (actions: ButtonAction[], atMs: number) => {
-    for (const a of actions) opts.onAction(a, atMs)
+  const emit = (gestures: ButtonGesture[], atMs: number) => {
+    for (const g of gestures) opts.onGesture(g, atMs)
   }
   const schedule = () => {
     if (timer !== undefined) opts.timers.clearTimeout(timer)

@@ -22,10 +22,10 @@ export type { SysfsFiles, SysfsOptions } from './sysfs.js'
 export { createProcessSpawner } from './spawn.js'
 export type { ProcessSpawner, ToolProcess } from './spawn.js'
 export { ManualTimers, systemTimers } from './timers.js'
-export { describeSteps, LED_PATTERNS, ledFrames, ledStateFor, StatusLed } from './status-led.js'
-export type { AgentConditions, LedPattern, LedState, LedStep, StatusLedOptions } from './status-led.js'
+export { describeSteps, ledFrames, LedPlayer } from './led-player.js'
+export type { LedFrame, LedPlayerOptions, LedStep } from './led-player.js'
 export { ButtonMachine, DEFAULT_BUTTON_TIMING, watchButton } from './button.js'
-export type { ButtonAction, ButtonState, ButtonTiming, ButtonWatchOptions } from './button.js'
+export type { ButtonGesture, ButtonState, ButtonTiming, ButtonWatchOptions } from './button.js'
 
 export interface CreateGpioOptions {
   /** Skip detection (config `gpio.driver`); 'fake' always succeeds. */
@@ -73,7 +73,7 @@ export async function createGpio(ctx: HwContext, opts: CreateGpioOptions = {}): 
 /**
  * Releases every line when the process exits (unexport, or end the gpioset and
  * gpiomon children), including exits through process.exit(). Returns the remover.
- * Call it from the one place that wires the agent, not at import time.
+ * Call it from the one place that wires the program, not at import time.
  */
 export function releaseOnExit(driver: GpioDriver, proc: Pick<NodeJS.Process, 'on' | 'off'> = process): () => void {
   const handler = () => driver.releaseSync()

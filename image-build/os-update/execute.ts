@@ -2,8 +2,8 @@
 // is planned. The device's side effects (writing a slot, rebooting, the health check)
 // are ports; the record and autoboot.txt are real files written atomically.
 
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs'
-import { dirname } from 'node:path'
+import { readFileSync } from 'node:fs'
+import { writeFileAtomic } from '../../protocol/durable-files.js'
 import { formatAutoboot, otherSlot, parseAutoboot, type Slot } from './autoboot.js'
 import { planUpdate, type Step, type UpdateRecord } from './tryboot-plan.js'
 
@@ -105,22 +105,9 @@ export function readRecord(file: string): UpdateRecord | undefined {
   return JSON.parse(text) as UpdateRecord
 }
 
-/** New content under a temporary name, synced, renamed over the old, directory synced:
- * a power cut leaves the old file or the new one. */
+/** The OS updater's files (autoboot.txt, the update record, requests and results): a power
+ * cut leaves the old file or the new one. Here the directory sync must succeed, not just
+ * be tried: a rename of autoboot.txt that is not durable could boot the wrong slot. */
 export function writeAtomic(file: string, text: string, mode = 0o644): void {
-  const tmp = `${file}.${process.pid}.new`
-  const fd = openSync(tmp, 'w', mode)
-  try {
-    writeSync(fd, text)
-    fsyncSync(fd)
-  } finally {
-    closeSync(fd)
-  }
-  renameSync(tmp, file)
-  const dfd = openSync(dirname(file), 'r')
-  try {
-    fsyncSync(dfd)
-  } finally {
-    closeSync(dfd)
-  }
+  writeFileAtomic(file, text, { mode, requireDirSync: true })
 }

@@ -4,6 +4,7 @@
 
 import { chownSync, closeSync, fsyncSync, lstatSync, mkdirSync, openSync, renameSync, rmSync, symlinkSync, writeSync, chmodSync } from 'node:fs'
 import { dirname, join } from 'node:path'
+import { fsyncDirSync } from '../../protocol/durable-files.js'
 import type { Owner, Step } from './provision-plan.js'
 
 export interface ApplyOptions {
@@ -79,16 +80,6 @@ function exists(p: string): boolean {
 }
 
 function syncDirs(dirs: readonly string[]): void {
-  for (const d of new Set(dirs)) {
-    try {
-      const fd = openSync(d, 'r')
-      try {
-        fsyncSync(fd)
-      } finally {
-        closeSync(fd)
-      }
-    } catch {
-      // a directory removed by a later step
-    }
-  }
+  // Best effort: a directory may have been removed by a later step.
+  for (const d of new Set(dirs)) fsyncDirSync(d)
 }

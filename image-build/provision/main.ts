@@ -5,10 +5,10 @@
 // settings.
 
 import { closeSync, constants, existsSync, fchownSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync, writeSync, chownSync, statSync } from 'node:fs'
-import { PROVISION_ERROR_FILE } from '../../agent/device-ui/agent-state.js'
 import { join } from 'node:path'
 import { execFileSync } from 'node:child_process'
-import { loadOrCreateIdentity, DEVICE_KEY_FILE } from '../../protocol/identity.js'
+import { loadOrCreateIdentity } from '../../protocol/identity.js'
+import { DEVICE_KEY_FILE, PROVISION_ERROR_FILE } from '../../protocol/state-files.js'
 import { VERSION } from '../../protocol/version.js'
 import { parseProvisioning, ProvisionError } from './spec.js'
 import { defaultHostname, layoutSteps, parseWpaConfig, planBoot, planProvision, type Facts, type Layout, type Owner } from './provision-plan.js'

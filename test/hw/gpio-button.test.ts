@@ -1,12 +1,13 @@
-// The button: the pure press classifier on hand-picked times, then the watcher
-// on the fake GPIO with a bouncing contact and a manual clock.
+// The button's gestures: the pure press classifier on hand-picked times, then the
+// watcher on the fake GPIO with a bouncing contact and a manual clock. What a gesture
+// means is the agent's (test/agent/device-ui/button.test.ts).
 import t from 'tap'
 import {
   ButtonMachine,
   createFakeGpio,
   ManualTimers,
   watchButton,
-  type ButtonAction,
+  type ButtonGesture,
   type Level,
 } from '../../hw/gpio/index.js'
 
@@ -25,7 +26,7 @@ t.test('short press, long press, confirmation', async (t) => {
   t.match(m.state, { kind: 'armed', until: 15_000 })
 
   t.strictSame(m.press(9000), [])
-  t.strictSame(m.tick(12_000), ['reprovision'], 'a second long press inside the window confirms')
+  t.strictSame(m.tick(12_000), ['confirmed-long-press'], 'a second long press inside the window confirms')
   t.strictSame(m.release(12_500), [])
   t.strictSame(m.state, { kind: 'idle' })
 })
@@ -62,9 +63,9 @@ t.test('watchButton: a bouncing active-low button on the fake GPIO', async (t) =
   const gpio = createFakeGpio({ timers })
   gpio.setInput(4, 1) // pulled up, not pressed
   const line = await gpio.open(4, { direction: 'in', activeLow: true, debounceMs: 30 })
-  const actions: Array<[ButtonAction, number]> = []
+  const gestures: Array<[ButtonGesture, number]> = []
   const start = timers.now()
-  const button = await watchButton(line, { timers, timing, onAction: (a, at) => void actions.push([a, at - start]) })
+  const button = await watchButton(line, { timers, timing, onGesture: (a, at) => void gestures.push([a, at - start]) })
 
   const contact = async (levels: Level[], ms: number) => {
     for (const l of levels) {
@@ -75,13 +76,13 @@ t.test('watchButton: a bouncing active-low button on the fake GPIO', async (t) =
   }
   await contact([0, 1, 0, 1, 0], 200) // press with bounce, held ~200 ms
   await contact([1, 0, 1], 500) // release with bounce
-  t.strictSame(actions, [['press', 214]], 'one press, stamped when the release settled (last bounce at 214 ms)')
+  t.strictSame(gestures, [['press', 214]], 'one press, stamped when the release settled (last bounce at 214 ms)')
 
   await contact([0, 1, 0], 3100) // held 3 s
-  t.strictSame(actions.map((a) => a[0]), ['press', 'long-press'], 'long press reported while held')
+  t.strictSame(gestures.map((a) => a[0]), ['press', 'long-press'], 'long press reported while held')
   await contact([1], 2000)
   await contact([0], 3100)
-  t.strictSame(actions.map((a) => a[0]), ['press', 'long-press', 'reprovision'])
+  t.strictSame(gestures.map((a) => a[0]), ['press', 'long-press', 'confirmed-long-press'])
   await contact([1], 500)
   button.stop()
   t.equal(timers.scheduled, 0, 'nothing scheduled after stop')
@@ -92,16 +93,16 @@ t.test('watchButton: a button held at start is ignored until released', async (t
   const gpio = createFakeGpio({ timers })
   gpio.setInput(4, 0) // held (active-low)
   const line = await gpio.open(4, { direction: 'in', activeLow: true, debounceMs: 20 })
-  const actions: ButtonAction[] = []
-  const button = await watchButton(line, { timers, timing, onAction: (a) => void actions.push(a) })
+  const gestures: ButtonGesture[] = []
+  const button = await watchButton(line, { timers, timing, onGesture: (a) => void gestures.push(a) })
   await timers.advance(5000)
   gpio.setInput(4, 1)
   await timers.advance(100)
-  t.strictSame(actions, [], 'no long press from a button held through start-up')
+  t.strictSame(gestures, [], 'no long press from a button held through start-up')
   gpio.setInput(4, 0)
   await timers.advance(100)
   gpio.setInput(4, 1)
   await timers.advance(100)
-  t.strictSame(actions, ['press'])
+  t.strictSame(gestures, ['press'])
   button.stop()
 })

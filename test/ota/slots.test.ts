@@ -6,7 +6,7 @@
 
 import t from 'tap'
 import { execFileSync, spawn } from 'node:child_process'
-import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { tmp, until } from '../helpers/agent.js'
@@ -118,6 +118,15 @@ t.test('slots.json: atomic writes, validation, last good state; launcher rules a
   }
   t.same(launcher.rolledBack(trial, '2.0.0', 'crash-loop', 9), rolledBack(trial, '2.0.0', 'crash-loop', 9), 'same rollback rule')
   t.same(rolledBack(trial, '2.0.0', 'crash-loop', 9), { active: 'a', previous: null, trial: null, bad: ['0.9.0', '2.0.0'], rollback: { version: '2.0.0', slot: 'b', reason: 'crash-loop', at: 9 } })
+
+  // The launcher's copy of the atomic write (protocol/durable-files.ts) leaves the same files.
+  const written = (write: (d: string, s: SlotsState) => void) => {
+    const d = tmp()
+    write(d, trial)
+    write(d, committed)
+    return readdirSync(d).sort().map(f => [f, statSync(join(d, f)).mode & 0o777, readFileSync(join(d, f), 'utf8')])
+  }
+  t.same(written(launcher.writeSlots), written(writeSlots), 'launcher and slots.ts write the same files, modes and bytes (no temp file left)')
 })
 
 t.test('launcher: start counting and deadline rules (pure)', async t => {

@@ -4,7 +4,8 @@ import t from 'tap'
 import { existsSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { DEMO_MODEL_SHA256, demoModelPath } from '../../../agent/infer/demo-model.js'
-import { MAX_PACKAGE_BYTES, packModel, sha256Hex, unpackModel, writeModelDir, type ModelMeta } from '../../../agent/infer/model-package.js'
+import { MAX_PACKAGE_BYTES, packModel, unpackModel, writeModelDir, type ModelMeta } from '../../../agent/infer/model-package.js'
+import { sha256Hex } from '../../../protocol/hash.js'
 import { packTar } from '../../../protocol/tar.js'
 
 /** Rewrites the first header of a ustar archive: another entry type and/or name, with
