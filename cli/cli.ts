@@ -1,278 +1,194 @@
-// The `cairn` command line: one binary, subcommands. Parsing and dispatch only; the
-// work lives in the modules each subcommand calls.
+// The `cairn` command line: one binary, one commander tree. Each program brings its own
+// commands and flags (its *-cli.ts); this room puts them together and turns what went
+// wrong into an exit code and one line on stderr: usage errors 2, a CairnError 2 or 1 by
+// its code, a broker out of reach 1. Only a genuine bug reaches bin.ts's stack trace.
 
-import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { coerce, setPath, type Layer } from '../agent/config/load-config.js'
-import { ConfigSchema, leafSettings } from '../agent/config/config-schema.js'
+import { Command, CommanderError } from 'commander'
 import { CairnError, isCairnError } from '../protocol/errors.js'
-import { generateKeyPair, publicKeyPem, readKeyPairFile, writeKeyPairFiles } from '../protocol/keys.js'
-import { loadOrCreateIdentity, readIdentity } from '../protocol/identity.js'
-import { runAgent } from './run-agent.js'
-import { sendCommand, signCommand } from '../fleet/command-client.js'
-import { runDemo } from './demo.js'
-import { toolClientOptions } from '../agent/core/mqtt-link.js'
-import { Value } from '@sinclair/typebox/value'
-import type { Json } from '../protocol/canonical.js'
 import { VERSION } from '../protocol/version.js'
-import { VALIDATOR_HELP, validatorCmd, verifyCmd } from '../validator/validator-cli.js'
-import { SIM_HELP, simCmd } from '../fleet/sim/sim-cli.js'
-import { releaseCmd } from '../ota/release-cli.js'
-import { ROLLOUT_HELP, rolloutCmd } from '../fleet/rollout-cli.js'
-import { EXIT_SWITCH } from '../ota/slots.js'
-import { PACK_HELP, PACK_OS_HELP, packCmd, packOsCmd } from '../ota/pack-cli.js'
-import { TASK_HELP, taskCmd } from '../fleet/task-cli.js'
-import { CACHE_HELP, cacheCmd } from '../agent/cache/cache-cli.js'
+import { agentCommand, idCommand } from './agent-cli.js'
+import { deviceCommandTable } from './command-table.js'
+import { demoCommand } from './demo.js'
+import { fleetCommand } from '../fleet/fleet-cli.js'
+import { simCommand } from '../fleet/sim/sim-cli.js'
+import { taskCommand } from '../fleet/task-cli.js'
+import { validatorCommand, verifyCommand } from '../validator/validator-cli.js'
+import { cacheCommand } from '../agent/cache/cache-cli.js'
+import { releaseCommand } from '../ota/release-cli.js'
+import { packCommand } from '../ota/pack-cli.js'
+import { packOsCommand } from '../image-build/os-update/pack-os-cli.js'
 
-const HELP = `cairn ${VERSION}: the agent for DePIN edge nodes
+type Out = { write(s: string): unknown }
+type CliIo = { out: Out; err: Out; env: NodeJS.ProcessEnv }
+/** What each command is given: where to write, and where to leave its exit code. */
+type CommandIo = CliIo & { setExitCode(code: number): void }
 
-Usage:
-  cairn agent [--config FILE] [--broker URL] [--fleet NAME] [--state-dir DIR]
-              [--operator-key FILE]... [--mqtt-version 5|4] [--telemetry-period S]
-              [--health-port P] [--log-level LEVEL] [--proof-period S]
-              [--validator-key FILE]... [--owner ID] [--set path=value]...
-              [--dispatcher-key FILE]...
-              [--release-url URL] [--release-root FILE] [--channel NAME]
-  cairn id --state-dir DIR [--init] [--json]
-  cairn fleet keygen --out FILE
-  cairn fleet cmd <device> <command> [json-body] --broker URL --fleet NAME --key FILE
-              [--ttl S] [--timeout S] [--mqtt-version 5|4] [--no-wait] [--print]
-              [--username U] [--password P] [--ca FILE]
-${ROLLOUT_HELP}
-${VALIDATOR_HELP}
-${SIM_HELP}
-${TASK_HELP}
-${CACHE_HELP}
-  cairn release init|add|set-rollout|refresh|rotate|list|serve|client ...   (cairn release --help)
-${PACK_HELP}
-${PACK_OS_HELP}
-  cairn demo [--port P] [--state-dir DIR] [--no-node-red] [--node-red-port P]
-  cairn image build [--out DIR] [...]   (as root, from a clone: image-build/build.sh --help)
-  cairn help | --version
+const DOCS = `
+Run cairn <command> --help (or cairn help <command>) for a command's options and examples.
+
+Examples:
+  cairn demo                  # a fleet of one on this machine, no set-up
+  cairn agent --broker mqtt://broker:1883 --fleet demo --state-dir /var/lib/cairn --operator-key op.pub
+  cairn fleet cmd <device-id> ping --broker mqtt://broker:1883 --fleet demo --key op
 
 Docs: docs/configuration.md (settings), docs/protocol.md (topics, signing),
 docs/proofs.md (uptime proofs), docs/validator.md (running a validator),
 docs/ota.md (updates), docs/tasks.md (tasks and receipts).`
 
-type Out = { write(s: string): unknown }
-
-export async function main(argv: readonly string[], io: { out: Out; err: Out; env: NodeJS.ProcessEnv } = { out: process.stdout, err: process.stderr, env: process.env }): Promise<number> {
-  const [sub, ...rest] = argv
-  try {
-    switch (sub) {
-      case 'agent':
-        return await agentCmd(rest, io.env)
-      case 'id':
-        return idCmd(rest, io.out)
-      case 'fleet':
-        return await fleetCmd(rest, io)
-      case 'validator':
-        return await validatorCmd(rest, io)
-      case 'verify':
-        return verifyCmd(rest, io)
-      case 'task':
-        return await taskCmd(rest, io)
-      case 'cache':
-        return await cacheCmd(rest, io)
-      case 'sim':
-        return await simCmd(rest, io)
-      case 'image':
-        return await imageCmd(rest)
-      case 'release':
-        // `release pack` builds the target on the device side's terms (ota/pack-cli.ts).
-        if (rest[0] === 'pack') return packCmd(rest.slice(1), io)
-        if (rest[0] === 'pack-os') return await packOsCmd(rest.slice(1), io)
-        return await releaseCmd(rest, io)
-      case 'demo':
-        return await runDemo(parse(rest, { port: { type: 'string' }, 'state-dir': { type: 'string' }, 'no-node-red': { type: 'boolean' }, 'node-red-port': { type: 'string' } }).values as Parameters<typeof runDemo>[0], io)
-      case '--version':
-      case 'version':
-        io.out.write(VERSION + '\n')
-        return 0
-      case undefined:
-      case 'help':
-      case '--help':
-      case '-h':
-        io.out.write(HELP + '\n')
-        return 0
-      default:
-        io.err.write(`cairn: unknown command ${JSON.stringify(sub)}\n\n${HELP}\n`)
-        return 2
-    }
-  } catch (err) {
-    if (isCairnError(err)) {
-      io.err.write(`cairn ${sub}: ${err.message}\n`)
-      return err.code === 'INVALID_CONFIG' || err.code === 'BAD_REQUEST' ? 2 : 1
-    }
-    if ((err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      io.err.write(`cairn ${sub}: ${(err as Error).message}\n`)
-      return 2
-    }
-    throw err
+/** The whole command tree, writing to `io`. */
+export function cairnProgram(io: CommandIo): Command {
+  const release = releaseCommand(io).addCommand(packCommand(io)).addCommand(packOsCommand(io))
+  const program = new Command('cairn')
+    .description(`cairn ${VERSION}: the agent for DePIN edge nodes`)
+    .version(VERSION, '--version', 'print the version')
+    .addCommand(agentCommand(io))
+    .addCommand(idCommand(io))
+    .addCommand(fleetCommand(io, deviceCommandTable()))
+    .addCommand(validatorCommand(io))
+    .addCommand(verifyCommand(io))
+    .addCommand(simCommand(io))
+    .addCommand(taskCommand(io))
+    .addCommand(cacheCommand(io))
+    .addCommand(release)
+    .addCommand(demoCommand(io))
+    .addCommand(imageCommand(io))
+    .addCommand(versionCommand(io))
+    .addHelpText('after', DOCS)
+  // Commands made apart and added with addCommand inherit nothing: give each the same
+  // output, errors that throw rather than exit, and suggestions. Options go with the
+  // command they follow (`cairn validator id --key F` is id's --key, not validator's).
+  for (const cmd of tree(program)) {
+    const name = commandPath(cmd)
+    cmd
+      .exitOverride()
+      .showSuggestionAfterError()
+      .enablePositionalOptions()
+      .configureOutput({
+        writeOut: s => io.out.write(s),
+        writeErr: s => io.err.write(s),
+        // "error: unknown option '--brokr'" as "cairn agent: unknown option '--brokr'".
+        outputError: (s, write) => write(s.replace(/^error: /, `${name}: `)),
+      })
   }
+  return program
 }
 
-function parse(args: readonly string[], options: NonNullable<ParseArgsConfig['options']>, allowPositionals = false) {
-  return parseArgs({ args: [...args], options, allowPositionals, strict: true })
-}
-
-async function agentCmd(args: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
-  const code = await runAgent({ ...parseAgentArgs(args), env })
-  // Handing over to the OTA launcher: everything is closed and flushed, so leave now
-  // rather than when the release client's idle keep-alive sockets time out (seconds).
-  if (code === EXIT_SWITCH) process.exit(code)
-  return code
-}
-
-/** `cairn agent` flags as a config file name and a flag layer. */
-export function parseAgentArgs(args: readonly string[]): { configFile: string | undefined; flags: Layer } {
-  const { values } = parse(args, {
-    config: { type: 'string' },
-    broker: { type: 'string' },
-    fleet: { type: 'string' },
-    'state-dir': { type: 'string' },
-    'operator-key': { type: 'string', multiple: true },
-    'mqtt-version': { type: 'string' },
-    'telemetry-period': { type: 'string' },
-    'health-port': { type: 'string' },
-    'log-level': { type: 'string' },
-    'proof-period': { type: 'string' },
-    'validator-key': { type: 'string', multiple: true },
-    'dispatcher-key': { type: 'string', multiple: true },
-    owner: { type: 'string' },
-    'release-url': { type: 'string' },
-    'release-root': { type: 'string' },
-    channel: { type: 'string' },
-    set: { type: 'string', multiple: true },
+export async function main(argv: readonly string[], io: CliIo = { out: process.stdout, err: process.stderr, env: process.env }): Promise<number> {
+  let code = 0
+  let running: Command | undefined
+  const program = cairnProgram({ ...io, setExitCode: c => (code = c) })
+  program.hook('preAction', (_root, action) => {
+    running = action
   })
-  return { configFile: values.config as string | undefined, flags: flagLayer(values) }
+  try {
+    // `cairn` alone prints the help (to stdout, exit 0), as --help does; a group alone
+    // (`cairn fleet`) prints its help as commander does, on stderr, as a usage error.
+    await program.parseAsync(argv.length === 0 ? ['--help'] : [...argv], { from: 'user' })
+    return code
+  } catch (err) {
+    return failure(err, running, argv, io.err)
+  }
 }
 
-/** Flags as a config layer; each value coerced by the schema so errors name the flag. */
-export function flagLayer(values: Record<string, unknown>): Layer {
-  const out: Record<string, unknown> = {}
-  const sourceOf: Record<string, string> = {}
-  const leaves = new Map(leafSettings().map(l => [l.path.join('.'), l]))
-  const put = (flag: string, path: string, raw: unknown) => {
-    if (raw === undefined) return
-    const leaf = leaves.get(path)!
-    setPath(out, path.split('.'), Array.isArray(raw) ? raw : coerce(String(raw), leaf.schema, `flag --${flag}`))
-    sourceOf[path] = `flag --${flag}`
+/** The exit code of a run that threw, after one line on stderr (commander has written
+ * its own). Anything not recognised is a bug: rethrown, for bin.ts's stack trace. */
+function failure(err: unknown, running: Command | undefined, argv: readonly string[], errOut: Out): number {
+  if (err instanceof CommanderError) {
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return 0
+    if (err.code === 'commander.help') return err.exitCode === 0 ? 0 : 2
+    return 2
   }
-  put('broker', 'broker.url', values.broker)
-  put('fleet', 'fleet', values.fleet)
-  put('state-dir', 'stateDir', values['state-dir'])
-  put('operator-key', 'operatorKeys', values['operator-key'])
-  put('mqtt-version', 'broker.mqttVersion', values['mqtt-version'])
-  put('telemetry-period', 'telemetry.periodS', values['telemetry-period'])
-  put('health-port', 'health.port', values['health-port'])
-  put('log-level', 'log.level', values['log-level'])
-  put('proof-period', 'proof.periodS', values['proof-period'])
-  put('validator-key', 'proof.validatorKeys', values['validator-key'])
-  put('dispatcher-key', 'tasks.dispatcherKeys', values['dispatcher-key'])
-  put('owner', 'proof.owner', values.owner)
-  put('release-url', 'ota.releaseUrl', values['release-url'])
-  put('release-root', 'ota.releaseRoot', values['release-root'])
-  put('channel', 'ota.channel', values.channel)
-  for (const kv of (values.set as string[] | undefined) ?? []) {
-    const eq = kv.indexOf('=')
-    const path = eq > 0 ? kv.slice(0, eq) : ''
-    const leaf = leaves.get(path)
-    if (!leaf) throw new CairnError('INVALID_CONFIG', `flag --set ${kv}: unknown setting ${JSON.stringify(path)} (see docs/configuration.md)`)
-    setPath(out, path.split('.'), coerce(kv.slice(eq + 1), leaf.schema, `flag --set ${path}`))
-    sourceOf[path] = `flag --set ${path}`
+  const name = running ? commandPath(running) : `cairn ${argv[0] ?? ''}`.trim()
+  if (isCairnError(err)) {
+    // A message that names its command already ("cache get: …") is not prefixed twice.
+    const own = name.replace(/^cairn /, '')
+    errOut.write(`${name}: ${err.message.startsWith(`${own}: `) ? err.message.slice(own.length + 2) : err.message}\n`)
+    return err.code === 'INVALID_CONFIG' || err.code === 'BAD_REQUEST' ? 2 : 1
   }
-  return { name: 'flags', values: out, sourceOf }
+  const broker = running?.getOptionValue('broker') as string | undefined
+  const why = broker === undefined ? undefined : unreachable(err)
+  if (broker !== undefined && why !== undefined) {
+    errOut.write(`${name}: ${why.refused ? `the broker at ${broker} refused the connection` : `cannot reach the broker at ${broker}`} (${why.reason})\n`)
+    return 1
+  }
+  // A file named on the command line (--ca, --password-file …) that cannot be opened.
+  const e = err as NodeJS.ErrnoException
+  if (e instanceof Error && e.syscall === 'open' && typeof e.path === 'string' && FILE_ERRORS.has(e.code ?? '')) {
+    errOut.write(`${name}: cannot open ${e.path} (${e.code})\n`)
+    return 1
+  }
+  throw err
 }
 
-function idCmd(args: readonly string[], out: Out): number {
-  const { values } = parse(args, { 'state-dir': { type: 'string' }, init: { type: 'boolean' }, json: { type: 'boolean' } })
-  const stateDir = (values['state-dir'] as string | undefined) ?? process.env.CAIRN_STATE_DIR ?? (Value.Default(ConfigSchema.properties.stateDir, undefined) as string)
-  const identity = values.init ? loadOrCreateIdentity(stateDir).identity : readIdentity(stateDir)
-  const pem = publicKeyPem(identity.publicKey)
-  if (values.json) out.write(JSON.stringify({ deviceId: identity.deviceId, publicKey: pem }) + '\n')
-  else out.write(`device id: ${identity.deviceId}\n${pem}`)
-  return 0
+const FILE_ERRORS = new Set(['ENOENT', 'EACCES', 'EPERM', 'EISDIR', 'ENOTDIR'])
+
+const NETWORK_ERRORS: Readonly<Record<string, string>> = {
+  ECONNREFUSED: 'connection refused',
+  ENOTFOUND: 'no such host',
+  EAI_AGAIN: 'name lookup failed',
+  ETIMEDOUT: 'connect timeout',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+  ECONNRESET: 'connection reset',
 }
 
-async function fleetCmd(args: readonly string[], io: { out: Out; err: Out }): Promise<number> {
-  const [verb, ...rest] = args
-  if (verb === 'keygen') {
-    const { values } = parse(rest, { out: { type: 'string' } })
-    const file = values.out as string | undefined
-    if (!file) throw new CairnError('BAD_REQUEST', '--out FILE is required')
-    const pair = generateKeyPair()
-    writeKeyPairFiles(file, pair)
-    io.out.write(`wrote ${file} (private, 0600) and ${file}.pub\nkey id: ${pair.keyId}\n`)
-    return 0
-  }
-  if (verb === 'cmd') {
-    const { values, positionals } = parse(
-      rest,
-      {
-        broker: { type: 'string' },
-        fleet: { type: 'string' },
-        key: { type: 'string' },
-        ttl: { type: 'string', default: '300' },
-        timeout: { type: 'string', default: '15' },
-        'mqtt-version': { type: 'string', default: '5' },
-        'no-wait': { type: 'boolean' },
-        print: { type: 'boolean' },
-        username: { type: 'string' },
-        password: { type: 'string' },
-        ca: { type: 'string' },
-      },
-      true,
-    )
-    const [device, name, bodyText] = positionals
-    if (!device || !name) throw new CairnError('BAD_REQUEST', 'usage: cairn fleet cmd <device> <command> [json-body] --broker URL --fleet NAME --key FILE')
-    for (const req of ['fleet', 'key'] as const) if (!values[req]) throw new CairnError('BAD_REQUEST', `--${req} is required`)
-    let body: Json = {}
-    if (bodyText !== undefined) {
-      try {
-        body = JSON.parse(bodyText) as Json
-      } catch {
-        throw new CairnError('BAD_REQUEST', `json-body is not JSON: ${bodyText}`)
-      }
-    }
-    const ttl = Number(values.ttl)
-    const timeout = Number(values.timeout)
-    const version = Number(values['mqtt-version'])
-    if (!(ttl > 0)) throw new CairnError('BAD_REQUEST', '--ttl must be a positive number of seconds')
-    if (!(timeout >= 0)) throw new CairnError('BAD_REQUEST', '--timeout must be a number of seconds')
-    if (version !== 4 && version !== 5) throw new CairnError('BAD_REQUEST', '--mqtt-version must be 5 or 4')
-    const env = signCommand({ fleet: values.fleet as string, device, name, body, key: readKeyPairFile(values.key as string), ttlMs: ttl * 1000 })
-    if (values.print) {
-      io.out.write(JSON.stringify(env) + '\n')
-      return 0
-    }
-    const url = (values.broker as string | undefined) ?? 'mqtt://127.0.0.1:1883'
-    const clientOptions = toolClientOptions({ url, mqttVersion: version, username: values.username as string | undefined, password: values.password as string | undefined, ca: values.ca as string | undefined })
-    const reply = await sendCommand(env, { url, mqttVersion: version, clientOptions, timeoutMs: values['no-wait'] ? 0 : timeout * 1000 })
-    if (!reply) {
-      io.out.write(JSON.stringify({ id: env.id, queued: true }) + '\n')
-      return 0
-    }
-    io.out.write(JSON.stringify(reply, null, 2) + '\n')
-    return reply.status === 'ok' ? 0 : 1
-  }
-  if (verb === 'rollout') return rolloutCmd(rest, io)
-  throw new CairnError('BAD_REQUEST', `unknown fleet command ${JSON.stringify(verb)}: use keygen, cmd or rollout`)
+/** Why a broker connection failed, where it is the network's or the broker's doing
+ * rather than ours: an errno from the socket, mqtt.js's connect timeout, a TLS
+ * certificate refused, or a CONNACK that refuses us (credentials). */
+function unreachable(err: unknown): { reason: string; refused?: true } | undefined {
+  if (!(err instanceof Error)) return undefined
+  const e = err as NodeJS.ErrnoException & { errors?: unknown[] }
+  const code = typeof e.code === 'string' ? e.code : (e.errors?.[0] as NodeJS.ErrnoException | undefined)?.code
+  if (code !== undefined && NETWORK_ERRORS[code]) return { reason: NETWORK_ERRORS[code] }
+  if (e.message === 'connack timeout') return { reason: 'connect timeout' }
+  if (code !== undefined && /CERT|SELF_SIGNED|UNABLE_TO_|TLS|SSL/.test(code)) return { reason: e.message }
+  if (e.message.startsWith('Connection refused: ')) return { reason: e.message.slice('Connection refused: '.length), refused: true }
+  return undefined
 }
 
+function* tree(cmd: Command): Generator<Command> {
+  yield cmd
+  for (const sub of cmd.commands) yield* tree(sub)
+}
+
+/** "cairn fleet cmd" for the fleet group's cmd. */
+function commandPath(cmd: Command): string {
+  const names: string[] = []
+  for (let c: Command | null = cmd; c; c = c.parent) names.unshift(c.name())
+  return names.join(' ')
+}
 
 /** `cairn image build`: the OS image pipeline is a shell script beside the sources
  * (image-build/build.sh); this passes the arguments through. */
-async function imageCmd(args: readonly string[]): Promise<number> {
-  const [verb, ...rest] = args
-  if (verb !== 'build') throw new CairnError('BAD_REQUEST', 'usage: cairn image build [--out DIR] [options of image-build/build.sh --help]')
-  const script = fileURLToPath(new URL('../image-build/build.sh', import.meta.url))
-  if (!existsSync(script)) throw new CairnError('BAD_REQUEST', `${script} not found: cairn image build runs from a clone of the Cairn repository`)
-  const child = spawn(script, rest, { stdio: 'inherit' })
-  return new Promise(resolve => {
-    child.on('error', () => resolve(1))
-    child.on('exit', code => resolve(code ?? 1))
-  })
+function imageCommand(io: CommandIo): Command {
+  const build = new Command('build')
+    .description('build the Cairn OS image (as root, from a clone of the repository): runs image-build/build.sh with these arguments')
+    .argument('[build-args...]', 'the arguments of image-build/build.sh (image-build/build.sh --help lists them)')
+    .allowUnknownOption()
+    .passThroughOptions()
+    .addHelpText('after', '\nExamples:\n  sudo cairn image build --out out/\n  sudo cairn image build --os-release --out out/')
+    .action(async (args: string[]) => {
+      const script = fileURLToPath(new URL('../image-build/build.sh', import.meta.url))
+      if (!existsSync(script)) throw new CairnError('BAD_REQUEST', `${script} not found: cairn image build runs from a clone of the Cairn repository`)
+      const child = spawn(script, args, { stdio: 'inherit' })
+      io.setExitCode(
+        await new Promise<number>(resolve => {
+          child.on('error', () => resolve(1))
+          child.on('exit', code => resolve(code ?? 1))
+        }),
+      )
+    })
+  return new Command('image').description('the Cairn OS image').enablePositionalOptions().addCommand(build).addHelpText('after', '\nExample:\n  sudo cairn image build --out out/')
+}
+
+function versionCommand(io: CommandIo): Command {
+  return new Command('version')
+    .description('print the version')
+    .addHelpText('after', '\nExample:\n  cairn version')
+    .action(() => {
+      io.out.write(VERSION + '\n')
+    })
 }

@@ -5,6 +5,7 @@
 
 import { createWriteStream, existsSync, mkdirSync } from 'node:fs'
 import { join, resolve } from 'node:path'
+import { Command } from 'commander'
 import mqtt from 'mqtt'
 import { startEmbeddedBroker, type EmbeddedBroker } from './embedded-broker.js'
 import { generateKeyPair, readKeyPairFile, writeKeyPairFiles } from '../protocol/keys.js'
@@ -26,7 +27,20 @@ const DEMO_EPOCH_SLOTS = 6
 
 type Out = { write(s: string): unknown }
 
-export async function runDemo(opts: { port?: string; 'state-dir'?: string; 'no-node-red'?: boolean; 'node-red-port'?: string }, io: { out: Out; env: NodeJS.ProcessEnv }): Promise<number> {
+export function demoCommand(io: { out: Out; env: NodeJS.ProcessEnv; setExitCode(code: number): void }): Command {
+  return new Command('demo')
+    .description('a local fleet of one, no set-up: an embedded broker, an agent on this machine, a validator and a Node-RED editor, with a readable view of what goes by')
+    .option('--port <p>', 'the embedded broker port (busy: any free one); $CAIRN_BROKER names an outside broker instead', '1883')
+    .option('--state-dir <dir>', 'where the demo keeps its keys, state and logs', '.cairn-demo')
+    .option('--no-node-red', 'without the Node-RED editor')
+    .option('--node-red-port <p>', 'the Node-RED editor port')
+    .addHelpText('after', '\nExamples:\n  cairn demo\n  cairn demo --state-dir /tmp/demo --no-node-red')
+    .action(async (o: { port: string; stateDir: string; nodeRed: boolean; nodeRedPort?: string }) =>
+      io.setExitCode(await runDemo({ port: o.port, 'state-dir': o.stateDir, 'no-node-red': !o.nodeRed, ...(o.nodeRedPort ? { 'node-red-port': o.nodeRedPort } : {}) }, io)),
+    )
+}
+
+async function runDemo(opts: { port?: string; 'state-dir'?: string; 'no-node-red'?: boolean; 'node-red-port'?: string }, io: { out: Out; env: NodeJS.ProcessEnv }): Promise<number> {
   const say = (s: string) => io.out.write(s + '\n')
   const dir = resolve(opts['state-dir'] ?? '.cairn-demo')
   mkdirSync(dir, { recursive: true, mode: 0o700 })

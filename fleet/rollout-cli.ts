@@ -11,7 +11,7 @@
 //     `cairn release set-rollout --version V --pct 0`, so that the next signed
 //     metadata stops the release for devices that missed the broadcast.
 
-import { parseArgs } from 'node:util'
+import { Command } from 'commander'
 import mqtt, { type IClientOptions } from 'mqtt'
 import { signEnvelope, type Envelope } from '../protocol/envelope.js'
 import { CairnError } from '../protocol/errors.js'
@@ -21,9 +21,6 @@ import { toolClientOptions } from '../agent/core/mqtt-link.js'
 import { releaseTopic, TOPIC_ROOT } from '../protocol/topics.js'
 
 type Out = { write(s: string): unknown }
-
-export const ROLLOUT_HELP = `  cairn fleet rollout status --broker URL --fleet NAME [--version V] [--os] [--seconds S] [--json]
-  cairn fleet rollout halt|resume --broker URL --fleet NAME --key FILE [--ttl S]`
 
 export interface RolloutReport {
   fleet: string
@@ -151,47 +148,87 @@ export async function publishPause(o: HaltOptions): Promise<Envelope> {
   return env
 }
 
-export async function rolloutCmd(args: readonly string[], io: { out: Out; err: Out }): Promise<number> {
-  const [verb, ...rest] = args
-  const { values } = parseArgs({
-    args: [...rest],
-    options: {
-      broker: { type: 'string' },
-      fleet: { type: 'string' },
-      version: { type: 'string' },
-      seconds: { type: 'string', default: '3' },
-      json: { type: 'boolean' },
-      os: { type: 'boolean' },
-      key: { type: 'string' },
-      ttl: { type: 'string', default: '86400' },
-      'mqtt-version': { type: 'string', default: '5' },
-      username: { type: 'string' },
-      password: { type: 'string' },
-      ca: { type: 'string' },
-    },
-    strict: true,
-  })
-  const fleet = values.fleet
-  if (!fleet) throw new CairnError('BAD_REQUEST', '--fleet is required')
-  const url = values.broker ?? 'mqtt://127.0.0.1:1883'
-  const mqttVersion = Number(values['mqtt-version'])
+interface ConnectOptions {
+  broker: string
+  fleet: string
+  mqttVersion: string
+  username?: string
+  password?: string
+  ca?: string
+}
+
+/** The broker options every rollout command takes. */
+function withBroker(cmd: Command): Command {
+  return cmd
+    .option('--broker <url>', 'MQTT broker URL', 'mqtt://127.0.0.1:1883')
+    .requiredOption('--fleet <name>', 'the fleet name')
+    .option('--mqtt-version <version>', '5 or 4 (MQTT 3.1.1)', '5')
+    .option('--username <u>', 'broker user name')
+    .option('--password <p>', 'broker password')
+    .option('--ca <file>', 'PEM file of the CA that signed the broker certificate')
+}
+
+function connection(o: ConnectOptions): { url: string; mqttVersion: 4 | 5; clientOptions: IClientOptions } {
+  const mqttVersion = Number(o.mqttVersion)
   if (mqttVersion !== 4 && mqttVersion !== 5) throw new CairnError('BAD_REQUEST', '--mqtt-version must be 5 or 4')
-  const clientOptions = toolClientOptions({ url, mqttVersion, username: values.username, password: values.password, ca: values.ca })
-  if (verb === 'status') {
-    const seconds = Number(values.seconds)
-    if (!(seconds > 0 && seconds <= 3600)) throw new CairnError('BAD_REQUEST', '--seconds must be from 0 to 3600')
-    const report = await rolloutStatus({ url, fleet, seconds, clientOptions, mqttVersion, ...(values.version ? { version: values.version } : {}), ...(values.os ? { os: true } : {}) })
-    io.out.write((values.json ? JSON.stringify(report, null, 2) : formatReport(report)) + '\n')
-    return 0
-  }
-  if (verb === 'halt' || verb === 'resume') {
-    if (!values.key) throw new CairnError('BAD_REQUEST', '--key FILE is required (an operator key the devices trust)')
-    const ttl = Number(values.ttl)
-    if (!(ttl > 0)) throw new CairnError('BAD_REQUEST', '--ttl must be a positive number of seconds')
-    const env = await publishPause({ url, fleet, key: readKeyPairFile(values.key), paused: verb === 'halt', ttlMs: ttl * 1000, clientOptions, mqttVersion })
-    io.out.write(JSON.stringify({ id: env.id, topic: releaseTopic(fleet), paused: verb === 'halt', expires: new Date(env.exp).toISOString() }) + '\n')
-    if (verb === 'halt') io.err.write('also run: cairn release set-rollout --repo DIR --version V --pct 0   (so the next signed metadata stops the release everywhere)\n')
-    return 0
-  }
-  throw new CairnError('BAD_REQUEST', `usage:\n${ROLLOUT_HELP}`)
+  return { url: o.broker, mqttVersion, clientOptions: toolClientOptions({ url: o.broker, mqttVersion, username: o.username, password: o.password, ca: o.ca }) }
+}
+
+export function rolloutCommand(io: { out: Out; err: Out }): Command {
+  const status = withBroker(new Command('status'))
+    .description("count the fleet's devices by version (their retained status) and the ota.* events seen for a few seconds")
+    .option('--version <v>', 'also report how this release is doing: running, committed, rolled back, failed')
+    .option('--os', 'count Cairn OS releases instead of agent releases')
+    .option('--seconds <s>', 'how long to listen', '3')
+    .option('--json', 'the report as JSON')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  cairn fleet rollout status --broker mqtt://broker:1883 --fleet demo
+  cairn fleet rollout status --broker mqtt://broker:1883 --fleet demo --version 1.4.0 --seconds 10 --json`,
+    )
+    .action(async (o: ConnectOptions & { version?: string; os?: boolean; seconds: string; json?: boolean }) => {
+      const c = connection(o)
+      const seconds = Number(o.seconds)
+      if (!(seconds > 0 && seconds <= 3600)) throw new CairnError('BAD_REQUEST', '--seconds must be from 0 to 3600')
+      const report = await rolloutStatus({ ...c, fleet: o.fleet, seconds, ...(o.version ? { version: o.version } : {}), ...(o.os ? { os: true } : {}) })
+      io.out.write((o.json ? JSON.stringify(report, null, 2) : formatReport(report)) + '\n')
+    })
+  const pause = (verb: 'halt' | 'resume') =>
+    withBroker(new Command(verb))
+      .description(
+        verb === 'halt'
+          ? 'pause updates fleet-wide: one signed pause-updates command, retained on the release topic (also run cairn release set-rollout --pct 0)'
+          : 'resume updates fleet-wide: the signed counterpart of halt',
+      )
+      .requiredOption('--key <file>', 'an operator private key the devices trust')
+      .option('--ttl <s>', 'the command expires after this many seconds', '86400')
+      .addHelpText(
+        'after',
+        `
+Example:
+  cairn fleet rollout ${verb} --broker mqtt://broker:1883 --fleet demo --key op`,
+      )
+      .action(async (o: ConnectOptions & { key: string; ttl: string }) => {
+        const c = connection(o)
+        const ttl = Number(o.ttl)
+        if (!(ttl > 0)) throw new CairnError('BAD_REQUEST', '--ttl must be a positive number of seconds')
+        const env = await publishPause({ ...c, fleet: o.fleet, key: readKeyPairFile(o.key), paused: verb === 'halt', ttlMs: ttl * 1000 })
+        io.out.write(JSON.stringify({ id: env.id, topic: releaseTopic(o.fleet), paused: verb === 'halt', expires: new Date(env.exp).toISOString() }) + '\n')
+        if (verb === 'halt') io.err.write('also run: cairn release set-rollout --repo DIR --version V --pct 0   (so the next signed metadata stops the release everywhere)\n')
+      })
+  return new Command('rollout')
+    .description('watch a rollout, and stop or resume it fleet-wide')
+    .addCommand(status)
+    .addCommand(pause('halt'))
+    .addCommand(pause('resume'))
+    .addHelpText(
+      'after',
+      `
+Examples:
+  cairn fleet rollout status --broker URL --fleet NAME [--version V] [--os] [--seconds S] [--json]
+  cairn fleet rollout halt   --broker URL --fleet NAME --key OPERATOR_KEY [--ttl 86400]
+  cairn fleet rollout resume --broker URL --fleet NAME --key OPERATOR_KEY`,
+    )
 }

@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { extname } from 'node:path'
-import { parseArgs } from 'node:util'
+import { Command } from 'commander'
 import mqtt from 'mqtt'
 import type { Json } from '../protocol/canonical.js'
 import { signEnvelope, type Envelope } from '../protocol/envelope.js'
@@ -15,24 +15,77 @@ import { toolClientOptions } from '../agent/core/mqtt-link.js'
 import { taskTopics } from '../protocol/topics.js'
 import { asJson, checkReceipt, encodeTaskMessage, MAX_PRIORITY, TaskMsg, type TaskReceipt, type TaskRequestBody, type TaskUpdate } from '../protocol/task-format.js'
 
-export const TASK_HELP = `  cairn task submit <device> --broker URL --fleet NAME --key FILE --type inference|cache
-              [--model demo|SHA256] [--model-url URL]... [--input FILE (.png/.jpg or .json tensor)]
-              [--top-k N] [--cid ID]... [--origin URL]... [--pin] [--params JSON]
-              [--deadline S] [--priority N] [--task ID] [--timeout S] [--mqtt-version 5|4]
-              [--request-out FILE] [--print] [--username U] [--password P] [--ca FILE]
-  cairn task verify RECEIPT_FILE [--device KEYID|PUBFILE] [--request FILE]`
-
 /** Exit codes of `cairn task submit`, one per way it can end. */
 export const SUBMIT_EXIT = { done: 0, error: 1, usage: 2, rejected: 3, failed: 4, cancelled: 5, timeout: 6 } as const
 
 type Out = { write(s: string): unknown }
 type Io = { out: Out; err: Out }
 
-export async function taskCmd(args: readonly string[], io: Io): Promise<number> {
-  const [verb, ...rest] = args
-  if (verb === 'submit') return submitCmd(rest, io)
-  if (verb === 'verify') return verifyReceiptCmd(rest, io)
-  throw new CairnError('BAD_REQUEST', `unknown task command ${JSON.stringify(verb)}: use submit or verify\n${TASK_HELP}`)
+const many = (v: string, prev: string[] | undefined): string[] => [...(prev ?? []), v]
+
+/** The option values keyed by flag name (--top-k: 'top-k'), as paramsFromFlags takes them. */
+const byFlag = (cmd: Command): Record<string, unknown> => Object.fromEntries(cmd.options.map(o => [o.name(), cmd.getOptionValue(o.attributeName())]))
+
+export function taskCommand(io: Io & { setExitCode(code: number): void }): Command {
+  const submit = new Command('submit')
+    .description('sign one task request for a device, send it, follow its updates (on stderr) and print the verified receipt')
+    .argument('<device>', 'the device id')
+    .option('--broker <url>', 'MQTT broker URL', 'mqtt://127.0.0.1:1883')
+    .requiredOption('--fleet <name>', 'the fleet name')
+    .requiredOption('--key <file>', "the dispatcher's private key file (one the device trusts: --dispatcher-key)")
+    .requiredOption('--type <type>', 'inference or cache')
+    .option('--model <model>', 'inference: demo, or the SHA-256 of a model package', 'demo')
+    .option('--model-url <url>', 'inference: where the device may fetch the model package (repeatable)', many)
+    .option('--input <file>', 'inference: a .png or .jpg image, or a .json tensor')
+    .option('--top-k <n>', 'inference: how many classes to return')
+    .option('--cid <id>', 'cache: a content id (sha256 hex or CIDv1) to fetch (repeatable)', many)
+    .option('--origin <url>', 'cache: where to fetch from; {cid} or {sha256} in it names each object (repeatable)', many)
+    .option('--pin', 'cache: pin the objects (never evicted)')
+    .option('--params <json>', 'the params as JSON, instead of the flags above')
+    .option('--deadline <s>', 'the task must finish within this many seconds', '60')
+    .option('--priority <n>', `0 to ${MAX_PRIORITY}, higher first`, '0')
+    .option('--task <id>', 'the task id (default: a new one)')
+    .option('--timeout <s>', 'how long to wait for the receipt (default: the deadline + 10 s)')
+    .option('--mqtt-version <version>', '5 or 4 (MQTT 3.1.1)', '5')
+    .option('--request-out <file>', 'also write the signed request (canonical bytes: its SHA-256 is what the receipt cites)')
+    .option('--print', 'print the signed request instead of sending it')
+    .option('--username <u>', 'broker user name')
+    .option('--password <p>', 'broker password')
+    .option('--ca <file>', 'PEM file of the CA that signed the broker certificate')
+    .addHelpText(
+      'after',
+      `
+Exit codes: 0 done, 1 error, 2 usage, 3 rejected, 4 failed, 5 cancelled, 6 no receipt in time.
+
+Examples:
+  cairn task submit <device-id> --broker mqtt://broker:1883 --fleet demo --key dispatcher --type inference --input cat.png --top-k 3
+  cairn task submit <device-id> --fleet demo --key dispatcher --type cache --cid <sha256> --origin 'https://mirror.example/{sha256}' --pin`,
+    )
+    .action(async (device: string, _o: unknown, cmd: Command) => io.setExitCode(await submitCmd(device, byFlag(cmd), io)))
+  const verify = new Command('verify')
+    .description('check a task receipt offline: its signature, and optionally its device and its request')
+    .argument('<receipt-file>', 'the receipt, or what cairn task submit printed')
+    .option('--device <id>', "the device's key id, or a file with its public key")
+    .option('--request <file>', 'the signed request (cairn task submit --request-out)')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  cairn task verify receipt.json --device <device-id>
+  cairn task verify out.json --device <device-id> --request req.json`,
+    )
+    .action((file: string, o: { device?: string; request?: string }) => io.setExitCode(verifyReceiptCmd(file, o, io)))
+  return new Command('task')
+    .description('send a task to a device (inference, cache) as a dispatcher, and check its receipt')
+    .addCommand(submit)
+    .addCommand(verify)
+    .addHelpText(
+      'after',
+      `
+Examples:
+  cairn task submit <device-id> --broker mqtt://broker:1883 --fleet demo --key dispatcher --type inference --input cat.png
+  cairn task verify receipt.json --device <device-id> --request req.json`,
+    )
 }
 
 /** The params of a request from the submit flags (or --params as given). */
@@ -84,39 +137,7 @@ export function paramsFromFlags(v: Record<string, unknown>): Json {
   throw new CairnError('BAD_REQUEST', '--type must be inference or cache')
 }
 
-async function submitCmd(args: readonly string[], io: Io): Promise<number> {
-  const { values: v, positionals } = parseArgs({
-    args: [...args],
-    allowPositionals: true,
-    strict: true,
-    options: {
-      broker: { type: 'string', default: 'mqtt://127.0.0.1:1883' },
-      fleet: { type: 'string' },
-      key: { type: 'string' },
-      type: { type: 'string' },
-      model: { type: 'string' },
-      'model-url': { type: 'string', multiple: true },
-      input: { type: 'string' },
-      'top-k': { type: 'string' },
-      cid: { type: 'string', multiple: true },
-      origin: { type: 'string', multiple: true },
-      pin: { type: 'boolean' },
-      params: { type: 'string' },
-      deadline: { type: 'string', default: '60' },
-      priority: { type: 'string', default: '0' },
-      task: { type: 'string' },
-      timeout: { type: 'string' },
-      'mqtt-version': { type: 'string', default: '5' },
-      'request-out': { type: 'string' },
-      print: { type: 'boolean' },
-      username: { type: 'string' },
-      password: { type: 'string' },
-      ca: { type: 'string' },
-    },
-  })
-  const device = positionals[0]
-  if (!device || positionals.length > 1) throw new CairnError('BAD_REQUEST', `usage:\n${TASK_HELP}`)
-  for (const req of ['fleet', 'key', 'type'] as const) if (!v[req]) throw new CairnError('BAD_REQUEST', `--${req} is required`)
+async function submitCmd(device: string, v: Record<string, unknown>, io: Io): Promise<number> {
   if (v.type !== 'inference' && v.type !== 'cache') throw new CairnError('BAD_REQUEST', '--type must be inference or cache')
   const deadlineS = Number(v.deadline)
   const priority = Number(v.priority)
@@ -245,10 +266,7 @@ export async function submitTask(env: Envelope, o: SubmitOptions): Promise<Submi
   }
 }
 
-function verifyReceiptCmd(args: readonly string[], io: Io): number {
-  const { values: v, positionals } = parseArgs({ args: [...args], allowPositionals: true, strict: true, options: { device: { type: 'string' }, request: { type: 'string' } } })
-  const file = positionals[0]
-  if (!file || positionals.length > 1) throw new CairnError('BAD_REQUEST', 'usage: cairn task verify RECEIPT_FILE [--device KEYID|PUBFILE] [--request FILE]')
+function verifyReceiptCmd(file: string, v: { device?: string; request?: string }, io: Io): number {
   const read = (f: string, what: string): unknown => {
     let text: string
     try {

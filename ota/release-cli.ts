@@ -3,7 +3,7 @@
 
 import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { Command } from 'commander'
 import { CairnError } from '../protocol/errors.js'
 import { fetchTarget } from './fetcher.js'
 import { sha256File } from '../protocol/hash.js'
@@ -15,9 +15,9 @@ import { serveStatic } from './tuf-serve.js'
 import type { Expiries } from './tuf-layout.js'
 
 type Out = { write(s: string): unknown }
-type Io = { out: Out; err: Out }
+type Io = { out: Out; err: Out; setExitCode(code: number): void }
 
-export const RELEASE_HELP = `  cairn release init --repo DIR [--root-keys N] [--root-threshold M] [--expiry ROLE=DUR]...
+const SYNOPSIS = `  cairn release init --repo DIR [--root-keys N] [--root-threshold M] [--expiry ROLE=DUR]...
   cairn release add --repo DIR --version V --channel NAME [--min-version V] [--arch arm64,x64]
               [--board rpi4,rpi5] [--rollout PCT] [--kind agent|os] FILE...
   cairn release set-rollout --repo DIR --version V --pct P [--channel NAME]
@@ -31,19 +31,11 @@ export const RELEASE_HELP = `  cairn release init --repo DIR [--root-keys N] [--
               (signing commands take --keys DIR, repeatable: where the private keys are, default
               <repo>/keys; new keys from init and rotate go beside the role's old keys)`
 
-const HELP = `cairn release: the signed OTA release channel (TUF). See docs/ota.md.
-
-${RELEASE_HELP}
-
-Roles and defaults: root 2 of 3 keys, 1 year; targets 1 key, 3 months (root and targets
+const ROLES_NOTE = `Roles and defaults: root 2 of 3 keys, 1 year; targets 1 key, 3 months (root and targets
 keys offline); snapshot 1 key, 1 week; timestamp 1 key, 1 day (online). Run
 \`cairn release refresh\` at least daily (a timer) so the timestamp never expires.`
 
-const REPO_OPTS = { repo: { type: 'string' }, keys: { type: 'string', multiple: true } } as const
-
-function parse(args: readonly string[], options: NonNullable<ParseArgsConfig['options']>, allowPositionals = false, strict = true) {
-  return parseArgs({ args: [...args], options, allowPositionals, strict })
-}
+const many = (v: string, prev: string[] | undefined): string[] => [...(prev ?? []), v]
 
 function intFlag(v: unknown, flag: string, min: number, max: number): number | undefined {
   if (v === undefined) return undefined
@@ -64,57 +56,188 @@ function list(v: unknown): string[] | undefined {
   return String(v).split(',').map(s => s.trim()).filter(s => s !== '')
 }
 
-function openRepo(values: Record<string, unknown>): TufRepo {
-  const dir = values.repo as string | undefined
-  if (!dir) throw new CairnError('BAD_REQUEST', '--repo DIR is required')
-  return TufRepo.open({ dir, ...(values.keys ? { keysDir: values.keys as string[] } : {}) })
+interface RepoOptions {
+  repo: string
+  keys?: string[]
+}
+
+function openRepo(o: RepoOptions): TufRepo {
+  return TufRepo.open({ dir: o.repo, ...(o.keys ? { keysDir: o.keys } : {}) })
 }
 
 function versions(repo: TufRepo): string {
   return `root v${repo.root.signed.version}, targets v${repo.targets.signed.version}, snapshot v${repo.snapshot.signed.version}, timestamp v${repo.timestamp.signed.version} (expires ${repo.timestamp.signed.expires})`
 }
 
-export async function releaseCmd(args: readonly string[], io: Io): Promise<number> {
-  const [verb, ...rest] = args
-  if (verb === 'init' || verb === 'add' || verb === 'set-rollout' || verb === 'refresh' || verb === 'rotate') {
-    const dir = parse(rest, { repo: { type: 'string' } }, true, false).values.repo
-    if (typeof dir !== 'string' || dir === '') throw new CairnError('BAD_REQUEST', '--repo DIR is required')
-    const unlock = lockRepo(dir)
-    try {
-      return signingCmd(verb, rest, io)
-    } finally {
-      unlock()
-    }
-  }
-  switch (verb) {
-    case 'list': {
-      const { values } = parse(rest, { ...REPO_OPTS, json: { type: 'boolean' } })
-      const targets = openRepo(values).list()
-      if (values.json) io.out.write(JSON.stringify(targets, null, 2) + '\n')
-      else for (const t of targets) io.out.write(`${t.path}  ${t.length} B  ${t.info ? `${t.info.channel} ${t.info.kind} rollout ${t.info.rollout} %` : '(no cairn metadata)'}\n`)
-      return 0
-    }
-    case 'serve':
-      return serveCmd(rest, io)
-    case 'client':
-      return clientCmd(rest, io)
-    case undefined:
-    case 'help':
-    case '--help':
-    case '-h':
-      io.out.write(HELP + '\n')
-      return 0
-    default:
-      throw new CairnError('BAD_REQUEST', `unknown release command ${JSON.stringify(verb)}: use init, add, set-rollout, refresh, rotate, list, serve or client (cairn release --help)`)
+/** A command on a repository: --repo, and --keys where it signs. */
+function repoCommand(name: string, description: string, example: string, signs = true): Command {
+  const cmd = new Command(name).description(description).requiredOption('--repo <dir>', 'the release repository')
+  if (signs) cmd.option('--keys <dir>', 'where the private keys are (repeatable; default <repo>/keys)', many)
+  return cmd.addHelpText('after', `\nExample:\n  ${example}`)
+}
+
+/** Runs a signing command while holding the repository lock. */
+function withLock(dir: string, fn: () => void): void {
+  const unlock = lockRepo(dir)
+  try {
+    fn()
+  } finally {
+    unlock()
   }
 }
 
-async function serveCmd(args: readonly string[], io: Io): Promise<number> {
-  const { values } = parse(args, { repo: { type: 'string' }, port: { type: 'string' } })
-  if (!values.repo) throw new CairnError('BAD_REQUEST', '--repo DIR is required')
-  const root = join(values.repo as string, 'published')
+/** \`cairn release\`: the signed OTA release channel (TUF). \`release pack\` and \`pack-os\`
+ * are added beside these by the composition room. */
+export function releaseCommand(io: Io): Command {
+  const init = repoCommand('init', 'create a repository: root, targets, snapshot and timestamp keys and signed metadata', 'cairn release init --repo ./releases')
+    .option('--root-keys <n>', 'how many root keys (default 3)')
+    .option('--root-threshold <m>', 'how many of them must sign (default 2)')
+    .option('--expiry <role=dur>', 'how long a role\'s metadata lives, e.g. timestamp=1d, root=1y (repeatable)', many)
+    .action((o: RepoOptions & { rootKeys?: string; rootThreshold?: string; expiry?: string[] }) =>
+      withLock(o.repo, () => {
+        const expiry: Partial<Expiries> = {}
+        for (const kv of o.expiry ?? []) {
+          const [role, dur] = kv.split('=', 2)
+          if (!ROLES.includes(role as RoleName) || dur === undefined) throw new CairnError('BAD_REQUEST', `--expiry ${kv}: use ROLE=DURATION, e.g. timestamp=1d, root=1y`)
+          expiry[role as RoleName] = parseDuration(dur, `--expiry ${role}`)
+        }
+        const rootKeys = intFlag(o.rootKeys, 'root-keys', 1, 20)
+        const rootThreshold = intFlag(o.rootThreshold, 'root-threshold', 1, 20)
+        const repo = TufRepo.init({
+          dir: o.repo,
+          ...(o.keys ? { keysDir: o.keys } : {}),
+          ...(rootKeys !== undefined ? { rootKeys } : {}),
+          ...(rootThreshold !== undefined ? { rootThreshold } : {}),
+          expiry,
+        })
+        const root = repo.root.signed.roles.root!
+        io.out.write(
+          `created ${repo.paths.published} (${versions(repo)})\n` +
+            `keys in ${repo.paths.keys} (0600): root ${root.threshold} of ${root.keyIDs.length}, targets, snapshot, timestamp\n` +
+            `trusted root to ship with the agent: ${join(repo.paths.metadata, '1.root.json')}\n` +
+            `next: move the root and targets keys offline (docs/ota.md, key ceremony)\n`,
+        )
+      }),
+    )
+  const add = repoCommand('add', 'add a release: its files as signed targets (cairn release pack makes an agent one, pack-os an OS one)', 'cairn release add --repo ./releases --version 1.4.0 --channel stable --arch arm64 cairn-agent-arm64.tar')
+    .argument('<file...>', 'the release files')
+    .requiredOption('--version <v>', 'the release version (semver)')
+    .requiredOption('--channel <name>', 'the channel, e.g. stable or beta')
+    .option('--min-version <v>', 'devices older than this skip it')
+    .option('--arch <list>', 'architectures it is for, comma-separated (arm64,x64)')
+    .option('--board <list>', 'boards it is for, comma-separated (rpi4,rpi5)')
+    .option('--rollout <pct>', 'percentage of devices that take it', '100')
+    .option('--kind <kind>', 'agent or os', 'agent')
+    .action((files: string[], o: RepoOptions & { version: string; channel: string; minVersion?: string; arch?: string; board?: string; rollout: string; kind: string }) =>
+      withLock(o.repo, () => {
+        if (o.kind !== 'agent' && o.kind !== 'os') throw new CairnError('BAD_REQUEST', '--kind must be agent or os')
+        const repo = openRepo(o)
+        const arch = list(o.arch)
+        const boards = list(o.board)
+        const added = repo.addRelease(files, {
+          version: o.version,
+          channel: o.channel,
+          rollout: pctFlag(o.rollout, 'rollout') ?? 100,
+          kind: o.kind,
+          ...(o.minVersion ? { minVersion: o.minVersion } : {}),
+          ...(arch ? { arch } : {}),
+          ...(boards ? { boards } : {}),
+        })
+        for (const t of added) io.out.write(`added ${t.path} (${t.length} bytes, sha256 ${t.sha256})\n`)
+        io.out.write(`signed: ${versions(repo)}\n`)
+      }),
+    )
+  const setRollout = repoCommand('set-rollout', 'change the share of devices that take a release (0 halts it)', 'cairn release set-rollout --repo ./releases --version 1.4.0 --pct 50')
+    .requiredOption('--version <v>', 'the release version')
+    .requiredOption('--pct <p>', 'percentage of devices, 0 to 100 (0 halts the release)')
+    .option('--channel <name>', 'only in this channel')
+    .action((o: RepoOptions & { version: string; pct: string; channel?: string }) =>
+      withLock(o.repo, () => {
+        const pct = pctFlag(o.pct, 'pct')!
+        const repo = openRepo(o)
+        const changed = repo.setRollout(o.version, pct, o.channel)
+        io.out.write(`rollout ${pct} % for ${changed.join(', ')}\nsigned: ${versions(repo)}\n`)
+      }),
+    )
+  const refresh = repoCommand('refresh', 're-sign the timestamp and snapshot (daily, from a timer), and targets or root when asked', 'cairn release refresh --repo /srv/releases')
+    .option('--targets', 'also re-sign targets')
+    .option('--root', 'also re-sign root')
+    .action((o: RepoOptions & { targets?: boolean; root?: boolean }) =>
+      withLock(o.repo, () => {
+        const repo = openRepo(o)
+        const { signed, warnings } = repo.refresh({ targets: o.targets === true, root: o.root === true })
+        io.out.write(`re-signed ${signed.join(', ')}: ${versions(repo)}\n`)
+        for (const w of warnings) io.err.write(`warning: ${w}\n`)
+      }),
+    )
+  const rotate = repoCommand('rotate', "replace a role's keys; the old ones move to <keys>/retired", 'cairn release rotate --repo R --keys /media/root-keys --keys R/keys --role timestamp')
+    .requiredOption('--role <role>', 'root, targets, snapshot or timestamp')
+    .option('--root-keys <n>', 'with --role root: how many new root keys')
+    .option('--root-threshold <m>', 'with --role root: how many must sign')
+    .action((o: RepoOptions & { role: string; rootKeys?: string; rootThreshold?: string }) =>
+      withLock(o.repo, () => {
+        const role = o.role as RoleName
+        if (!ROLES.includes(role)) throw new CairnError('BAD_REQUEST', '--role must be root, targets, snapshot or timestamp')
+        const rootKeys = intFlag(o.rootKeys, 'root-keys', 1, 20)
+        const rootThreshold = intFlag(o.rootThreshold, 'root-threshold', 1, 20)
+        if (role !== 'root' && (rootKeys !== undefined || rootThreshold !== undefined)) throw new CairnError('BAD_REQUEST', '--root-keys and --root-threshold go with --role root')
+        const repo = openRepo(o)
+        const r = repo.rotate(role, { ...(rootKeys !== undefined ? { rootKeys } : {}), ...(rootThreshold !== undefined ? { rootThreshold } : {}) })
+        io.out.write(
+          `rotated ${role}: new key${r.newKeyIds.length > 1 ? 's' : ''} ${r.newKeyIds.join(', ')}\n` +
+            `old keys moved to ${join(repo.paths.keys, 'retired')}: destroy them once the new root is published everywhere\n` +
+            `signed: ${versions(repo)}\n`,
+        )
+      }),
+    )
+  const listCommand = repoCommand('list', 'list the targets and their channel, kind and rollout', 'cairn release list --repo ./releases --json')
+    .option('--json', 'the list as JSON')
+    .action((o: RepoOptions & { json?: boolean }) => {
+      const targets = openRepo(o).list()
+      if (o.json) io.out.write(JSON.stringify(targets, null, 2) + '\n')
+      else for (const t of targets) io.out.write(`${t.path}  ${t.length} B  ${t.info ? `${t.info.channel} ${t.info.kind} rollout ${t.info.rollout} %` : '(no cairn metadata)'}\n`)
+    })
+  const serve = repoCommand('serve', 'serve the published repository over HTTP on 127.0.0.1 (for tests and demos; use any static host in production)', 'cairn release serve --repo ./releases --port 8080', false)
+    .option('--port <p>', 'the port (0: any free one)', '8080')
+    .action((o: { repo: string; port: string }) => serveCmd(o, io))
+  const client = new Command('client')
+    .description('a TUF client, as the tuf-conformance suite runs one: exit 0 on success, 1 on any failure')
+    .argument('[command]', 'init ROOT_FILE, refresh or download')
+    .argument('[operands...]', 'init: the trusted root file')
+    // The conformance suite takes any failure, a usage error too, as exit 1: unknown
+    // flags come through to clientCmd, which refuses them with the rest.
+    .allowUnknownOption()
+    .option('--metadata-dir <d>', 'where the trusted metadata is kept (required)')
+    .option('--metadata-url <u>', 'refresh, download: the metadata base URL')
+    .option('--target-name <p>', 'download: the target path')
+    .option('--target-base-url <t>', 'download: the targets base URL')
+    .option('--target-dir <o>', 'download: where to put it')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  cairn release client --metadata-dir D init ROOT_FILE
+  cairn release client --metadata-dir D --metadata-url U refresh
+  cairn release client --metadata-dir D --metadata-url U --target-name P --target-base-url T --target-dir O download`,
+    )
+    .action(async (command: string | undefined, operands: string[], o: ClientOptions) => io.setExitCode(await clientCmd(command, operands, o, io)))
+  return new Command('release')
+    .description('the signed OTA release channel (TUF): make and sign releases, serve them; see docs/ota.md')
+    .addCommand(init)
+    .addCommand(add)
+    .addCommand(setRollout)
+    .addCommand(refresh)
+    .addCommand(rotate)
+    .addCommand(listCommand)
+    .addCommand(serve)
+    .addCommand(client)
+    .addHelpText('after', `\nForms:\n${SYNOPSIS}\n\n${ROLES_NOTE}\n\nExample:\n  cairn release init --repo ./releases`)
+}
+
+async function serveCmd(o: { repo: string; port: string }, io: Io): Promise<void> {
+  const root = join(o.repo, 'published')
   if (!existsSync(join(root, 'metadata'))) throw new CairnError('BAD_REQUEST', `${root}/metadata not found: run \`cairn release init\` first`)
-  const port = intFlag(values.port ?? '8080', 'port', 0, 65535)!
+  const port = intFlag(o.port, 'port', 0, 65535)!
   const server = await serveStatic({ root, port, onRequest: (m, p, s) => io.out.write(`${s} ${m} ${p}\n`) })
   io.out.write(`serving ${root} on ${server.url} (loopback only): --release-url ${server.url}\n`)
   await new Promise<void>(resolve => {
@@ -122,118 +245,26 @@ async function serveCmd(args: readonly string[], io: Io): Promise<number> {
     process.once('SIGTERM', resolve)
   })
   await server.close()
-  return 0
 }
 
-/** The commands that sign, run while holding the repository lock. */
-function signingCmd(verb: string, rest: readonly string[], io: Io): number {
-  switch (verb) {
-    case 'init': {
-      const { values } = parse(rest, { ...REPO_OPTS, 'root-keys': { type: 'string' }, 'root-threshold': { type: 'string' }, expiry: { type: 'string', multiple: true } })
-      if (!values.repo) throw new CairnError('BAD_REQUEST', '--repo DIR is required')
-      const expiry: Partial<Expiries> = {}
-      for (const kv of (values.expiry as string[] | undefined) ?? []) {
-        const [role, dur] = kv.split('=', 2)
-        if (!ROLES.includes(role as RoleName) || dur === undefined) throw new CairnError('BAD_REQUEST', `--expiry ${kv}: use ROLE=DURATION, e.g. timestamp=1d, root=1y`)
-        expiry[role as RoleName] = parseDuration(dur, `--expiry ${role}`)
-      }
-      const rootKeys = intFlag(values['root-keys'], 'root-keys', 1, 20)
-      const rootThreshold = intFlag(values['root-threshold'], 'root-threshold', 1, 20)
-      const repo = TufRepo.init({
-        dir: values.repo as string,
-        ...(values.keys ? { keysDir: values.keys as string[] } : {}),
-        ...(rootKeys !== undefined ? { rootKeys } : {}),
-        ...(rootThreshold !== undefined ? { rootThreshold } : {}),
-        expiry,
-      })
-      const root = repo.root.signed.roles.root!
-      io.out.write(
-        `created ${repo.paths.published} (${versions(repo)})\n` +
-          `keys in ${repo.paths.keys} (0600): root ${root.threshold} of ${root.keyIDs.length}, targets, snapshot, timestamp\n` +
-          `trusted root to ship with the agent: ${join(repo.paths.metadata, '1.root.json')}\n` +
-          `next: move the root and targets keys offline (docs/ota.md, key ceremony)\n`,
-      )
-      return 0
-    }
-    case 'add': {
-      const { values, positionals } = parse(
-        rest,
-        { ...REPO_OPTS, version: { type: 'string' }, channel: { type: 'string' }, 'min-version': { type: 'string' }, arch: { type: 'string' }, board: { type: 'string' }, rollout: { type: 'string' }, kind: { type: 'string' } },
-        true,
-      )
-      for (const req of ['version', 'channel'] as const) if (!values[req]) throw new CairnError('BAD_REQUEST', `--${req} is required`)
-      const kind = (values.kind as string | undefined) ?? 'agent'
-      if (kind !== 'agent' && kind !== 'os') throw new CairnError('BAD_REQUEST', '--kind must be agent or os')
-      const repo = openRepo(values)
-      const arch = list(values.arch)
-      const boards = list(values.board)
-      const added = repo.addRelease(positionals, {
-        version: values.version as string,
-        channel: values.channel as string,
-        rollout: pctFlag(values.rollout, 'rollout') ?? 100,
-        kind,
-        ...(values['min-version'] ? { minVersion: values['min-version'] as string } : {}),
-        ...(arch ? { arch } : {}),
-        ...(boards ? { boards } : {}),
-      })
-      for (const t of added) io.out.write(`added ${t.path} (${t.length} bytes, sha256 ${t.sha256})\n`)
-      io.out.write(`signed: ${versions(repo)}\n`)
-      return 0
-    }
-    case 'set-rollout': {
-      const { values } = parse(rest, { ...REPO_OPTS, version: { type: 'string' }, pct: { type: 'string' }, channel: { type: 'string' } })
-      if (!values.version) throw new CairnError('BAD_REQUEST', '--version is required')
-      const pct = pctFlag(values.pct, 'pct')
-      if (pct === undefined) throw new CairnError('BAD_REQUEST', '--pct is required (0 halts the release)')
-      const repo = openRepo(values)
-      const changed = repo.setRollout(values.version as string, pct, values.channel as string | undefined)
-      io.out.write(`rollout ${pct} % for ${changed.join(', ')}\nsigned: ${versions(repo)}\n`)
-      return 0
-    }
-    case 'refresh': {
-      const { values } = parse(rest, { ...REPO_OPTS, targets: { type: 'boolean' }, root: { type: 'boolean' } })
-      const repo = openRepo(values)
-      const { signed, warnings } = repo.refresh({ targets: values.targets === true, root: values.root === true })
-      io.out.write(`re-signed ${signed.join(', ')}: ${versions(repo)}\n`)
-      for (const w of warnings) io.err.write(`warning: ${w}\n`)
-      return 0
-    }
-    case 'rotate': {
-      const { values } = parse(rest, { ...REPO_OPTS, role: { type: 'string' }, 'root-keys': { type: 'string' }, 'root-threshold': { type: 'string' } })
-      const role = values.role as RoleName | undefined
-      if (!role || !ROLES.includes(role)) throw new CairnError('BAD_REQUEST', '--role must be root, targets, snapshot or timestamp')
-      const rootKeys = intFlag(values['root-keys'], 'root-keys', 1, 20)
-      const rootThreshold = intFlag(values['root-threshold'], 'root-threshold', 1, 20)
-      if (role !== 'root' && (rootKeys !== undefined || rootThreshold !== undefined)) throw new CairnError('BAD_REQUEST', '--root-keys and --root-threshold go with --role root')
-      const repo = openRepo(values)
-      const r = repo.rotate(role, { ...(rootKeys !== undefined ? { rootKeys } : {}), ...(rootThreshold !== undefined ? { rootThreshold } : {}) })
-      io.out.write(
-        `rotated ${role}: new key${r.newKeyIds.length > 1 ? 's' : ''} ${r.newKeyIds.join(', ')}\n` +
-          `old keys moved to ${join(repo.paths.keys, 'retired')}: destroy them once the new root is published everywhere\n` +
-          `signed: ${versions(repo)}\n`,
-      )
-      return 0
-    }
-    default:
-      throw new CairnError('BAD_REQUEST', `unknown release command ${JSON.stringify(verb)}`)
-  }
+interface ClientOptions {
+  metadataDir?: string
+  metadataUrl?: string
+  targetName?: string
+  targetBaseUrl?: string
+  targetDir?: string
 }
 
 /** The tuf-conformance client CLI: exit 0 on success, 1 on any failure. */
-async function clientCmd(args: readonly string[], io: Io): Promise<number> {
+async function clientCmd(command: string | undefined, operands: string[], o: ClientOptions, io: Io): Promise<number> {
   try {
-    const { values, positionals } = parse(
-      args,
-      { 'metadata-dir': { type: 'string' }, 'metadata-url': { type: 'string' }, 'target-name': { type: 'string' }, 'target-base-url': { type: 'string' }, 'target-dir': { type: 'string' } },
-      true,
-    )
-    const need = (name: string): string => {
-      const v = values[name]
-      if (typeof v !== 'string' || v === '') throw new CairnError('BAD_REQUEST', `--${name} is required`)
+    const unknown = [command, ...operands].find(a => a?.startsWith('-'))
+    if (unknown !== undefined) throw new CairnError('BAD_REQUEST', `unknown option ${unknown}`)
+    const need = (flag: string, v: string | undefined): string => {
+      if (v === undefined || v === '') throw new CairnError('BAD_REQUEST', `--${flag} is required`)
       return v
     }
-    const [command, ...operands] = positionals
-    const metadataDir = need('metadata-dir')
+    const metadataDir = need('metadata-dir', o.metadataDir)
     if (command === 'init') {
       if (operands.length !== 1) throw new CairnError('BAD_REQUEST', 'usage: cairn release client --metadata-dir D init ROOT_FILE')
       mkdirSync(metadataDir, { recursive: true })
@@ -242,18 +273,18 @@ async function clientCmd(args: readonly string[], io: Io): Promise<number> {
       return 0
     }
     if (command === 'refresh') {
-      await refreshMetadata({ metadataDir, metadataUrl: need('metadata-url'), fetchRetries: 0 })
+      await refreshMetadata({ metadataDir, metadataUrl: need('metadata-url', o.metadataUrl), fetchRetries: 0 })
       io.out.write(`refreshed ${metadataDir}\n`)
       return 0
     }
     if (command === 'download') {
-      const updater = await refreshMetadata({ metadataDir, metadataUrl: need('metadata-url'), fetchRetries: 0 })
-      const name = need('target-name')
+      const updater = await refreshMetadata({ metadataDir, metadataUrl: need('metadata-url', o.metadataUrl), fetchRetries: 0 })
+      const name = need('target-name', o.targetName)
       const info = await targetInfo(updater, name)
       if (!info) throw new CairnError('TUF_METADATA', `${name}: no such target in the signed metadata`)
       const sha256 = info.hashes.sha256
       if (!sha256) throw new CairnError('TUF_METADATA', `${name}: the signed metadata gives no sha256`)
-      const targetDir = need('target-dir')
+      const targetDir = need('target-dir', o.targetDir)
       mkdirSync(targetDir, { recursive: true })
       const dest = join(targetDir, encodeURIComponent(name))
       if (existsSync(dest) && (await sha256File(dest)) === sha256) {
@@ -261,7 +292,7 @@ async function clientCmd(args: readonly string[], io: Io): Promise<number> {
         return 0
       }
       const partial = `${dest}.partial`
-      await fetchTarget({ url: targetUrl(need('target-base-url'), name, sha256), file: partial, length: info.length, sha256, retries: 1, retryDelayMs: 200 })
+      await fetchTarget({ url: targetUrl(need('target-base-url', o.targetBaseUrl), name, sha256), file: partial, length: info.length, sha256, retries: 1, retryDelayMs: 200 })
       rmSync(dest, { force: true })
       renameSync(partial, dest)
       io.out.write(`downloaded ${name} to ${dest}\n`)

@@ -89,23 +89,37 @@ export function readPublicKeyFile(file: string): KeyObject {
 /** Reads a private key file, refusing files that others can read (as ssh does). */
 export function readKeyPairFile(file: string): KeyPair {
   let st
+  let text: string
   try {
     st = statSync(file)
+    text = readFileSync(file, 'utf8')
   } catch (err) {
     throw new CairnError('BAD_REQUEST', `${file}: cannot read private key (${(err as NodeJS.ErrnoException).code ?? err})`, { cause: err })
+  }
+  // Checked before the mode: a public key is meant to be readable, and "chmod 600" would
+  // send the user after the wrong fix.
+  if (isPublicKeyText(text)) {
+    const hint = file.endsWith('.pub') ? ` (${file.slice(0, -4)}, without .pub)` : ''
+    throw new CairnError('BAD_REQUEST', `${file}: that is a public key; this needs the private key file${hint}`)
   }
   if ((st.mode & 0o077) !== 0) {
     throw new CairnError('BAD_REQUEST', `${file}: private key is readable by others (mode ${(st.mode & 0o777).toString(8)}); run: chmod 600 ${file}`)
   }
   let privateKey: KeyObject
   try {
-    privateKey = createPrivateKey(readFileSync(file, 'utf8'))
+    privateKey = createPrivateKey(text)
   } catch (err) {
     throw new CairnError('BAD_REQUEST', `${file}: not a PEM (PKCS#8) private key`, { cause: err })
   }
   if (privateKey.asymmetricKeyType !== 'ed25519') throw new CairnError('BAD_REQUEST', `${file}: key is ${privateKey.asymmetricKeyType}, expected ed25519`)
   const publicKey = createPublicKey(privateKey)
   return { privateKey, publicKey, keyId: keyIdOf(publicKey) }
+}
+
+/** A PEM public key (SPKI, or an OpenSSH-style one-liner) or a bare key id. */
+function isPublicKeyText(text: string): boolean {
+  const t = text.trim()
+  return /^-----BEGIN (RSA )?PUBLIC KEY-----/.test(t) || /^ssh-[a-z0-9-]+ /.test(t) || isKeyId(t)
 }
 
 export function privateKeyPem(pair: KeyPair): string {

@@ -2,21 +2,14 @@
 // summary; the simulated devices themselves are in sim.ts.
 
 import { readFileSync, writeFileSync } from 'node:fs'
-import { parseArgs } from 'node:util'
+import { Command } from 'commander'
+import mqtt from 'mqtt'
 import { CairnError } from '../../protocol/errors.js'
 import { keyIdOf, readPublicKeyFile } from '../../protocol/keys.js'
 import { toolClientOptions } from '../../agent/core/mqtt-link.js'
 import { MisbehaviourKinds, startSim, type Misbehaviour, type MisbehaviourKind, type SimStats } from './sim.js'
 
 type Out = { write(s: string): unknown }
-
-export const SIM_HELP = `  cairn sim --devices N --broker URL --fleet NAME [--validator-key FILE]...
-              [--period S] [--ramp PER_SECOND] [--jitter MS] [--misbehave SPEC]...
-              [--duration S] [--owner ID] [--mqtt-version 5|4] [--username U]
-              [--password P] [--ca FILE] [--status-every S] [--summary-file FILE]
-      SPEC = KIND:WHO[:ARG[:AT]], WHO a fraction (0.01) or a device index (@3):
-      equivocate|fork|forge-beacon|replay:WHO[:EVERY], clock:WHO:+SECONDS,
-      offline:WHO:SECONDS[:AT]`
 
 /** Parses one --misbehave SPEC, e.g. `equivocate:0.01`, `clock:@3:+120`, `offline:0.1:30`. */
 export function parseMisbehaviour(spec: string): Misbehaviour {
@@ -68,46 +61,83 @@ const EMFILE_ADVICE =
   'out of file descriptors (EMFILE): every simulated device holds its own connection. Node cannot raise the limit itself; ' +
   "start the sim from a shell with a higher one, e.g. bash -c 'ulimit -n 65536; exec cairn sim …' (root may raise the hard limit too)"
 
-export async function simCmd(args: readonly string[], io: { out: Out; err: Out }): Promise<number> {
-  const { values } = parseArgs({
-    args: [...args],
-    options: {
-      devices: { type: 'string' },
-      broker: { type: 'string' },
-      fleet: { type: 'string' },
-      'validator-key': { type: 'string', multiple: true },
-      period: { type: 'string', default: '60' },
-      ramp: { type: 'string', default: '200' },
-      jitter: { type: 'string', default: '5000' },
-      misbehave: { type: 'string', multiple: true },
-      duration: { type: 'string' },
-      owner: { type: 'string' },
-      'mqtt-version': { type: 'string', default: '5' },
-      username: { type: 'string' },
-      password: { type: 'string' },
-      ca: { type: 'string' },
-      'status-every': { type: 'string', default: '10' },
-      'summary-file': { type: 'string' },
-    },
-    strict: true,
-  })
-  const num = (flag: keyof typeof values, min: number, max: number, integer = false): number | undefined => {
-    const v = values[flag]
+interface SimOptions {
+  devices?: string
+  broker: string
+  fleet: string
+  validatorKey?: string[]
+  period: string
+  ramp: string
+  jitter: string
+  misbehave?: string[]
+  duration?: string
+  owner?: string
+  mqttVersion: string
+  username?: string
+  password?: string
+  ca?: string
+  statusEvery: string
+  summaryFile?: string
+}
+
+const many = (v: string, prev: string[] | undefined): string[] => [...(prev ?? []), v]
+
+export function simCommand(io: { out: Out; err: Out; setExitCode(code: number): void }): Command {
+  return new Command('sim')
+    .description('simulate a fleet: N devices, each with its own key and MQTT connection, sending signed heartbeats (and misbehaving on request)')
+    .requiredOption('--devices <n>', 'how many simulated devices')
+    .option('--broker <url>', 'MQTT broker URL', 'mqtt://127.0.0.1:1883')
+    .requiredOption('--fleet <name>', 'the fleet name')
+    .option('--validator-key <file>', "a validator's public key: heartbeats cite its beacons (repeatable)", many)
+    .option('--period <s>', 'heartbeat period', '60')
+    .option('--ramp <per-second>', 'devices connected per second at the start', '200')
+    .option('--jitter <ms>', 'longest random delay of a heartbeat after a beacon', '5000')
+    .option('--misbehave <spec>', 'make some devices misbehave (repeatable; SPEC below)', many)
+    .option('--duration <s>', 'stop after this long (default: at SIGINT/SIGTERM)')
+    .option('--owner <id>', 'payout identity carried in every heartbeat')
+    .option('--mqtt-version <version>', '5 or 4 (MQTT 3.1.1)', '5')
+    .option('--username <u>', 'broker user name')
+    .option('--password <p>', 'broker password')
+    .option('--ca <file>', 'PEM file of the CA that signed the broker certificate')
+    .option('--status-every <s>', 'a status line this often', '10')
+    .option('--summary-file <file>', 'also write the final summary, with every device, here')
+    .addHelpText(
+      'after',
+      `
+SPEC = KIND:WHO[:ARG[:AT]], WHO a fraction (0.01) or a device index (@3):
+  equivocate|fork|forge-beacon|replay:WHO[:EVERY], clock:WHO:+SECONDS,
+  offline:WHO:SECONDS[:AT]
+
+Examples:
+  cairn sim --devices 1000 --broker mqtt://127.0.0.1:1883 --fleet load --validator-key validator.key.pub
+  cairn sim --devices 50 --fleet demo --misbehave equivocate:0.1 --misbehave offline:@3:30:10 --duration 300`,
+    )
+    .action(async (values: SimOptions) => io.setExitCode(await runSim(values, io)))
+}
+
+async function runSim(values: SimOptions, io: { out: Out; err: Out }): Promise<number> {
+  const num = (v: string | undefined, flag: string, min: number, max: number, integer = false): number | undefined => {
     if (v === undefined) return undefined
     const n = Number(v)
     if (!Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) throw new CairnError('BAD_REQUEST', `--${flag} must be ${integer ? 'an integer' : 'a number'} from ${min} to ${max}, got ${JSON.stringify(v)}`)
     return n
   }
-  const devices = num('devices', 1, 1_000_000, true)
+  const devices = num(values.devices, 'devices', 1, 1_000_000, true)
   if (devices === undefined) throw new CairnError('BAD_REQUEST', '--devices N is required')
-  if (!values.fleet) throw new CairnError('BAD_REQUEST', '--fleet is required')
-  const version = Number(values['mqtt-version'])
+  const version = Number(values.mqttVersion)
   if (version !== 4 && version !== 5) throw new CairnError('BAD_REQUEST', '--mqtt-version must be 5 or 4')
-  const validators = (values['validator-key'] ?? []).map(f => keyIdOf(readPublicKeyFile(f)))
+  const validators = (values.validatorKey ?? []).map(f => keyIdOf(readPublicKeyFile(f)))
   const misbehave = (values.misbehave ?? []).map(parseMisbehaviour)
-  const url = values.broker ?? 'mqtt://127.0.0.1:1883'
-  const durationS = num('duration', 0.1, 365 * 86_400)
-  const statusEveryS = num('status-every', 0.1, 86_400)!
+  const url = values.broker
+  const durationS = num(values.duration, 'duration', 0.1, 365 * 86_400)
+  const statusEveryS = num(values.statusEvery, 'status-every', 0.1, 86_400)!
+  const periodS = num(values.period, 'period', 1, 86_400, true)!
+  const rampPerS = num(values.ramp, 'ramp', 0.1, 1_000_000)!
+  const jitterMs = num(values.jitter, 'jitter', 0, 600_000, true)!
+  const mqttOptions = toolClientOptions({ url, mqttVersion: version, username: values.username, password: values.password, ca: values.ca, keepaliveS: 60, connectTimeoutMs: 30_000 })
+  // Simulated devices retry a broker that is down, as real ones do; one that cannot be
+  // reached at all at the start is a mistake in the command line, said at once.
+  await (await mqtt.connectAsync(url, { ...mqttOptions, protocolVersion: version, reconnectPeriod: 0 })).endAsync()
 
   const limit = openFileLimit()
   if (limit !== undefined && devices + 64 > limit) {
@@ -122,10 +152,10 @@ export async function simCmd(args: readonly string[], io: { out: Out; err: Out }
     brokerUrl: url,
     fleet: values.fleet,
     validators,
-    mqtt: toolClientOptions({ url, mqttVersion: version, username: values.username, password: values.password, ca: values.ca, keepaliveS: 60, connectTimeoutMs: 30_000 }),
-    periodS: num('period', 1, 86_400, true)!,
-    rampPerS: num('ramp', 0.1, 1_000_000)!,
-    jitterMs: num('jitter', 0, 600_000, true)!,
+    mqtt: mqttOptions,
+    periodS,
+    rampPerS,
+    jitterMs,
     ...(values.owner ? { owner: values.owner } : {}),
     misbehave,
     onFatal: err => {
@@ -161,7 +191,7 @@ export async function simCmd(args: readonly string[], io: { out: Out; err: Out }
     heartbeatsAckedPerDevice: { min: Math.min(...acked), max: Math.max(...acked), mean: acked.reduce((a, b) => a + b, 0) / Math.max(1, acked.length) },
     misbehaving: per.filter(d => d.faults.length > 0),
   }
-  if (values['summary-file']) writeFileSync(values['summary-file'], JSON.stringify({ ...summary, perDevice: per }) + '\n')
+  if (values.summaryFile) writeFileSync(values.summaryFile, JSON.stringify({ ...summary, perDevice: per }) + '\n')
   io.out.write(line(summary, { event: 'sim.summary', reason }) + '\n')
   if (fatal) {
     io.err.write(`cairn sim: ${(fatal as NodeJS.ErrnoException).code === 'EMFILE' ? EMFILE_ADVICE : fatal.message}\n`)

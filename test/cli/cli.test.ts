@@ -4,10 +4,13 @@
 import t from 'tap'
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import type { Command } from 'commander'
 import { startBroker, type TestBroker } from '../helpers/broker.js'
 import { Consumer, tmp } from '../helpers/agent.js'
+import { cairnProgram, main } from '../../cli/cli.js'
 
 const run = promisify(execFile)
 const bundle = new URL('../../dist/cairn.mjs', import.meta.url).pathname
@@ -95,7 +98,128 @@ t.test('bad configuration and bad state dirs fail fast with a clear message', as
   const r4 = await cairn(['fleet', 'cmd', 'x'])
   t.equal((r4 as { code: number }).code, 2)
   const r5 = await cairn(['nonsense'])
-  t.match(r5.stderr, /unknown command "nonsense"/)
+  t.match(r5.stderr, /unknown command 'nonsense'/)
+})
+
+/** `main` in this process, its output captured. */
+async function inProcess(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = ''
+  let err = ''
+  const code = await main(args, { out: { write: (s: string) => (out += s) }, err: { write: (s: string) => (err += s) }, env: {} })
+  return { code, out, err }
+}
+
+/** Every command path of the tree: [], ['agent'], ['fleet'], ['fleet', 'cmd'], … */
+function commandPaths(cmd: Command, path: string[] = []): string[][] {
+  return [path, ...cmd.commands.flatMap(c => commandPaths(c, [...path, c.name()]))]
+}
+
+/** A port nothing listens on: one the kernel handed out, then closed. */
+async function closedPort(): Promise<number> {
+  const server = createServer()
+  await new Promise<void>(r => server.listen(0, '127.0.0.1', r))
+  const { port } = server.address() as { port: number }
+  await new Promise(r => server.close(r))
+  return port
+}
+
+t.test('every command and subcommand answers --help and -h with its usage and an example', async t => {
+  const nothing = { write: () => true }
+  const paths = commandPaths(cairnProgram({ out: nothing, err: nothing, env: {}, setExitCode: () => undefined }))
+  t.ok(paths.length > 30, `the whole tree is walked (${paths.length} commands)`)
+  for (const path of paths) {
+    for (const flag of ['--help', '-h']) {
+      const r = await inProcess([...path, flag])
+      const name = ['cairn', ...path].join(' ')
+      t.equal(r.code, 0, `${name} ${flag} exits 0`)
+      t.equal(r.err, '', `${name} ${flag}: nothing on stderr`)
+      t.match(r.out, new RegExp(`^Usage: ${name} `, 'm'), `${name} ${flag}: a usage line naming it`)
+      t.match(r.out, /^Examples?:\n {2}(sudo )?cairn /m, `${name} ${flag}: an example`)
+    }
+  }
+  const all = await inProcess(['help'])
+  t.equal(all.code, 0)
+  for (const [top] of paths.filter(p => p.length === 1)) t.match(all.out, new RegExp(`^  ${top}\\b`, 'm'), `cairn help lists ${top}`)
+  t.same(await inProcess([]), all, 'cairn alone is cairn help')
+  const one = await inProcess(['help', 'fleet'])
+  t.equal(one.code, 0)
+  t.match(one.out, /^Usage: cairn fleet /m, 'cairn help <command>')
+})
+
+t.test('unknown commands and flags: one line and the nearest name, exit 2', async t => {
+  const cmd = await inProcess(['valdator'])
+  t.equal(cmd.code, 2)
+  t.equal(cmd.err, "cairn: unknown command 'valdator'\n(Did you mean validator?)\n")
+  t.equal(cmd.out, '')
+  const flag = await inProcess(['agent', '--brokr', 'x'])
+  t.equal(flag.code, 2)
+  t.equal(flag.err, "cairn agent: unknown option '--brokr'\n(Did you mean --broker?)\n")
+  const deep = await inProcess(['fleet', 'rollout', 'stauts'])
+  t.equal(deep.code, 2)
+  t.match(deep.err, /^cairn fleet rollout: unknown command 'stauts'\n\(Did you mean status\?\)\n$/)
+})
+
+t.test('fleet cmd checks the device id, the command and its body before it connects', async t => {
+  const dir = tmp()
+  const key = join(dir, 'op')
+  t.equal((await inProcess(['fleet', 'keygen', '--out', key])).code, 0)
+  const port = await closedPort()
+  const cmd = (...args: string[]) => inProcess(['fleet', 'cmd', ...args, '--broker', `mqtt://127.0.0.1:${port}`, '--fleet', 'demo', '--key', key])
+  const cases: Array<[string[], RegExp]> = [
+    [['Not/A-Device', 'ping'], /^cairn fleet cmd: "Not\/A-Device" is not a device id: /],
+    [['abc', 'pnig'], /^cairn fleet cmd: unknown command "pnig"; did you mean ping\? \(known: ping, /],
+    [['abc', 'restart-agnet'], /did you mean restart-agent\?/],
+    [['abc', 'logs', '{"lines":0}'], /^cairn fleet cmd: body of logs: \/lines .*greater or equal to 1/],
+    [['abc', 'pin-version', '{"version":"latest"}'], /^cairn fleet cmd: body of pin-version: \/version /],
+    [['abc', 'ping', '{"extra":1}'], /^cairn fleet cmd: body of ping: /],
+    [['abc', 'ping', '{nope'], /^cairn fleet cmd: json-body is not JSON/],
+  ]
+  for (const [args, message] of cases) {
+    const r = await cmd(...args)
+    t.equal(r.code, 2, `${args.join(' ')}: exit 2`)
+    t.match(r.err, message, `${args.join(' ')}: says why`)
+    t.equal(r.err.split('\n').length, 2, `${args.join(' ')}: one line`)
+    t.notMatch(r.err, /broker/, `${args.join(' ')}: never tried the broker`)
+  }
+  const good = await cmd('abc', 'logs', '{"lines":5}')
+  t.equal(good.code, 1, 'a good command does go to the broker')
+  t.match(good.err, /cannot reach the broker/)
+})
+
+t.test('a broker that cannot be reached is one line and exit 1, no stack', async t => {
+  const dir = tmp()
+  const key = join(dir, 'op')
+  await cairn(['fleet', 'keygen', '--out', key])
+  const url = `mqtt://127.0.0.1:${await closedPort()}`
+  const r = (await cairn(['fleet', 'cmd', 'abc', 'ping', '--broker', url, '--fleet', 'demo', '--key', key])) as { code?: number; stderr: string }
+  t.equal(r.code, 1)
+  t.equal(r.stderr, `cairn fleet cmd: cannot reach the broker at ${url} (connection refused)\n`)
+  t.notMatch(r.stderr, /^ {4}at /m, 'no stack trace')
+  const task = await inProcess(['task', 'submit', 'abc', '--broker', url, '--fleet', 'demo', '--key', key, '--type', 'cache', '--cid', 'a'.repeat(64), '--origin', 'http://127.0.0.1:1/'])
+  t.equal(task.code, 1)
+  t.equal(task.err, `cairn task submit: cannot reach the broker at ${url} (connection refused)\n`)
+  const rollout = await inProcess(['fleet', 'rollout', 'status', '--broker', url, '--fleet', 'demo'])
+  t.equal(rollout.code, 1)
+  t.equal(rollout.err, `cairn fleet rollout status: cannot reach the broker at ${url} (connection refused)\n`)
+})
+
+t.test('--key given a public key says so, rather than "chmod 600"', async t => {
+  const dir = tmp()
+  const key = join(dir, 'op')
+  await inProcess(['fleet', 'keygen', '--out', key])
+  const r = await inProcess(['fleet', 'cmd', 'abc', 'ping', '--fleet', 'demo', '--key', `${key}.pub`, '--print'])
+  t.equal(r.code, 2)
+  t.match(r.err, /op\.pub: that is a public key; this needs the private key file/)
+  t.notMatch(r.err, /chmod/)
+})
+
+t.test('cairn id --id-only prints just the device id', async t => {
+  const state = tmp()
+  const r = await inProcess(['id', '--state-dir', state, '--init', '--id-only'])
+  t.equal(r.code, 0, r.err)
+  const { deviceId } = JSON.parse((await inProcess(['id', '--state-dir', state, '--json'])).out) as { deviceId: string }
+  t.equal(r.out, `${deviceId}\n`)
+  t.equal((await inProcess(['id', '--state-dir', state, '--id-only', '--json'])).code, 2, '--id-only and --json do not mix')
 })
 
 t.test('read-only and full state dirs (tmpfs mounts; needs root)', async t => {

@@ -29,6 +29,16 @@ t.test('a private key readable by others is refused, with the fix in the message
   t.throws(() => readKeyPairFile(join(dir, 'k')), /readable by others .*chmod 600/)
 })
 
+t.test('a public key given where the private key is needed says so, not "chmod 600"', async t => {
+  const dir = tmp()
+  const pair = generateKeyPair()
+  writeKeyPairFiles(join(dir, 'k'), pair)
+  t.throws(() => readKeyPairFile(join(dir, 'k.pub')), { code: 'BAD_REQUEST', message: /k\.pub: that is a public key; this needs the private key file \(.*\/k, without \.pub\)$/ })
+  writeFileSync(join(dir, 'id'), pair.keyId + '\n', { mode: 0o600 })
+  t.throws(() => readKeyPairFile(join(dir, 'id')), /that is a public key/, 'a bare key id too')
+  t.equal(readKeyPairFile(join(dir, 'k')).keyId, pair.keyId, 'the private key still reads')
+})
+
 t.test('keygen never overwrites a key', async t => {
   const dir = tmp()
   writeKeyPairFiles(join(dir, 'k'), generateKeyPair())

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { envLayer, loadConfig } from '../../../agent/config/load-config.js'
 import { envName, leafSettings } from '../../../agent/config/config-schema.js'
-import { flagLayer } from '../../../cli/cli.js'
+import { flagLayer } from '../../../cli/agent-cli.js'
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'cairn-cfg-'))
 const noFlags = { name: 'flags', values: {} }
