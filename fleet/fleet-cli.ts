@@ -9,7 +9,7 @@ import type { Json } from '../protocol/canonical.js'
 import { NAME_PATTERN } from '../protocol/envelope.js'
 import { CairnError } from '../protocol/errors.js'
 import { generateKeyPair, readKeyPairFile, writeKeyPairFiles } from '../protocol/keys.js'
-import type { CommandTable } from '../agent/core/commands.js'
+import type { TSchema } from '@sinclair/typebox'
 import { toolClientOptions } from '../agent/core/mqtt-link.js'
 import { sendCommand, signCommand } from './command-client.js'
 import { rolloutCommand } from './rollout-cli.js'
@@ -17,7 +17,14 @@ import { rolloutCommand } from './rollout-cli.js'
 type Out = { write(s: string): unknown }
 type Io = { out: Out; err: Out; setExitCode(code: number): void }
 
-export function fleetCommand(io: Io, deviceCommands: CommandTable): Command {
+/** What `fleet cmd` needs to know of the commands a device answers: their names, and
+ * each body's schema (the composition room hands in the agent's table). */
+export interface DeviceCommandSpecs {
+  get(name: string): { readonly summary: string; readonly body: TSchema } | undefined
+  names(): string[]
+}
+
+export function fleetCommand(io: Io, deviceCommands: DeviceCommandSpecs): Command {
   return new Command('fleet')
     .description("the operator's tools: keys, signed commands to one device, fleet-wide rollouts")
     .addCommand(keygenCommand(io))
@@ -65,11 +72,11 @@ interface CmdOptions {
   ca?: string
 }
 
-function cmdCommand(io: Io, deviceCommands: CommandTable): Command {
+function cmdCommand(io: Io, deviceCommands: DeviceCommandSpecs): Command {
   const width = Math.max(...deviceCommands.names().map(n => n.length))
   const table = deviceCommands
-    .all()
-    .map(c => `  ${c.name.padEnd(width)}  ${c.summary}`)
+    .names()
+    .map(name => `  ${name.padEnd(width)}  ${deviceCommands.get(name)?.summary ?? ''}`)
     .join('\n')
   return new Command('cmd')
     .description('sign one command, send it to a device (QoS 1) and print its reply')
@@ -125,7 +132,7 @@ Examples:
 
 /** The body of a command that a device would accept in shape: the device id, the name
  * and the body checked here, as the device checks them (its signature aside). */
-function checkCommand(table: CommandTable, device: string, name: string, bodyText: string): Json {
+function checkCommand(table: DeviceCommandSpecs, device: string, name: string, bodyText: string): Json {
   if (!new RegExp(NAME_PATTERN).test(device)) {
     throw new CairnError('BAD_REQUEST', `${JSON.stringify(device.slice(0, 80))} is not a device id: lowercase letters, digits, - and _, at most 64 (cairn id prints one)`)
   }
