@@ -153,7 +153,7 @@ export class DirReleaseChannel implements ReleaseChannel {
 export async function buildBundle(version: string, opts: { entry?: string; dir?: string } = {}): Promise<string> {
   const dir = opts.dir ?? tmp(`cairn-build-${version}-`)
   const outfile = join(dir, 'cairn.mjs')
-  await run(process.execPath, [join(REPO_ROOT, 'agent', 'bundle.mjs'), '--outfile', outfile, ...(opts.entry ? ['--entry', opts.entry] : [])], { env: { ...process.env, CAIRN_VERSION: version }, timeout: 120_000 })
+  await run(process.execPath, [join(REPO_ROOT, 'cli', 'bundle.mjs'), '--outfile', outfile, ...(opts.entry ? ['--entry', opts.entry] : [])], { env: { ...process.env, CAIRN_VERSION: version }, timeout: 120_000 })
   return outfile
 }
 
