@@ -18,7 +18,7 @@ import { publicKeyPem, readPublicKeyFile, writeFileAtomic } from '../protocol/ke
 import type { Logger, LogRing } from '../protocol/log.js'
 import type { EventMessage, StatusMessage, TelemetryMessage } from '../protocol/messages.js'
 import { Metrics } from './core/metrics.js'
-import { MqttLink } from './core/mqtt-link.js'
+import { MqttLink, packetLimitFor } from './core/mqtt-link.js'
 import { OperatorKeys } from './core/operators.js'
 import { CLASS_NAMES, MsgClass, Outbox } from './core/outbox.js'
 import { ReplayGuard } from '../protocol/replay-guard.js'
@@ -26,7 +26,7 @@ import { openStateDb, type Db } from './core/state-db.js'
 import type { SystemPort } from './core/system.js'
 import { deviceTopics } from '../protocol/topics.js'
 import { LocalBus } from './core/local-bus.js'
-import { DeviceProofs } from './proof/device-proofs.js'
+import { DeviceProofs, MAX_PROOF_REQUEST_BYTES } from './proof/device-proofs.js'
 import { startCacheService, type CacheService } from './cache/cache-service.js'
 import { DeviceUi } from './device-ui/index.js'
 import { startAgentLocalApi } from './local-api/agent-host.js'
@@ -161,7 +161,6 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
         identity,
         fleet: config.fleet,
         config: config.tasks,
-        mqttVersion: config.broker.mqttVersion,
         dispatchers: dispatcherKeyObjects,
         isOperator: k => operators.isTrusted(k),
         replay,
@@ -172,10 +171,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
         pendingTypes: deps.taskExecutors ? [] : config.tasks.types,
         telemetry: () => lastSample,
         bus,
-        publishQuick: (topic, payload, props) => {
-          const properties = props?.correlationData && config.broker.mqttVersion === 5 ? { correlationData: Buffer.from(props.correlationData, 'base64') } : undefined
-          link.publishNow(topic, payload, { qos: 0, ...(properties ? { properties } : {}) }).catch(() => undefined)
-        },
+        publishQuick: (topic, payload, props) => link.publishQuick(topic, payload, props),
         // The inference backend is known only once its worker is up: say so in the status.
         onExecutorAdded: () => {
           if (link.connected) link.publishNow(topics.status, status('online'), { qos: 1, retain: true }).catch(() => undefined)
@@ -264,11 +260,8 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     outbox,
     log: log.child({ mod: 'cmd' }),
     metrics,
-    publishQuick: (topic, payload, props) => {
-      // publishNow refuses when there is no connection: a refusal is never queued.
-      const properties = props?.correlationData ? { correlationData: Buffer.from(props.correlationData, 'base64') } : undefined
-      link.publishNow(topic, payload, { qos: 0, ...(properties && config.broker.mqttVersion === 5 ? { properties } : {}) }).catch(() => undefined)
-    },
+    // Dropped when there is no connection: a refusal is never queued.
+    publishQuick: (topic, payload, props) => link.publishQuick(topic, payload, props),
     context,
     commands: new CommandTable([...BUILTIN_COMMANDS, ...otaCommands(() => ota?.control)]),
   })
@@ -280,6 +273,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     will: () => ({ topic: topics.status, payload: status('offline', 'connection-lost') }),
     outbox,
     maxInflight: config.outbox.maxInflight,
+    maximumPacketSize: packetLimitFor(config.commands.maxPayloadBytes, config.tasks.enabled ? config.tasks.maxRequestBytes : 0, config.proof.enabled ? MAX_PROOF_REQUEST_BYTES : 0),
     log: log.child({ mod: 'mqtt' }),
     metrics,
     onConnect: async l => {
