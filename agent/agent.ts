@@ -27,7 +27,7 @@ import { startHealthServer } from './core/health-server.js'
 import { LiveConfig } from './core/live-config.js'
 import { LocalBus } from './core/local-bus.js'
 import { Metrics } from './core/metrics.js'
-import { MqttLink } from './core/mqtt-link.js'
+import { MqttLink, packetLimitFor } from './core/mqtt-link.js'
 import { OperatorKeys } from './core/operators.js'
 import { CLASS_NAMES, MsgClass, Outbox, type NewMessage } from './core/outbox.js'
 import { ReplayGuard } from '../protocol/replay-guard.js'
@@ -38,7 +38,7 @@ import { TelemetryLoop } from './core/telemetry-loop.js'
 import { DeviceUi } from './device-ui/index.js'
 import { startAgentLocalApi } from './local-api/agent-host.js'
 import type { LocalApi } from './local-api/api-server.js'
-import { DeviceProofs } from './proof/device-proofs.js'
+import { DeviceProofs, MAX_PROOF_REQUEST_BYTES } from './proof/device-proofs.js'
 import { startBuiltinExecutors } from './task/builtin-executors.js'
 import { TaskService } from './task/task-service.js'
 import type { TaskExecutor } from './task/types.js'
@@ -237,11 +237,8 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     outbox,
     log: log.child({ mod: 'cmd' }),
     metrics,
-    publishQuick: (topic, payload, props) => {
-      // publishNow refuses when there is no connection: a refusal is never queued.
-      const properties = props?.correlationData ? { correlationData: Buffer.from(props.correlationData, 'base64') } : undefined
-      link.publishNow(topic, payload, { qos: 0, ...(properties && startConfig.broker.mqttVersion === 5 ? { properties } : {}) }).catch(() => undefined)
-    },
+    // Dropped when there is no connection: a refusal is never queued.
+    publishQuick: (topic, payload, props) => link.publishQuick(topic, payload, props),
     context,
     commands: new CommandTable([...BUILTIN_COMMANDS, ...extensions.flatMap(x => x.commands ?? [])]),
   })
@@ -253,6 +250,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     will: () => ({ topic: topics.status, payload: status('offline', 'connection-lost') }),
     outbox,
     maxInflight: startConfig.outbox.maxInflight,
+    maximumPacketSize: packetLimitFor(startConfig.commands.maxPayloadBytes, startConfig.tasks.enabled ? startConfig.tasks.maxRequestBytes : 0, startConfig.proof.enabled ? MAX_PROOF_REQUEST_BYTES : 0),
     log: log.child({ mod: 'mqtt' }),
     metrics,
     onConnect: async l => {
@@ -398,7 +396,6 @@ function tasksFeature(
     identity: core.identity,
     fleet: config.fleet,
     config: config.tasks,
-    mqttVersion: config.broker.mqttVersion,
     dispatchers,
     isOperator: k => operators.isTrusted(k),
     replay,
@@ -409,12 +406,7 @@ function tasksFeature(
     pendingTypes: deps.taskExecutors ? [] : config.tasks.types,
     telemetry: lastSample,
     bus: core.bus,
-    publishQuick: (topic, payload, props) => {
-      const properties = props?.correlationData && config.broker.mqttVersion === 5 ? { correlationData: Buffer.from(props.correlationData, 'base64') } : undefined
-      link()
-        .publishNow(topic, payload, { qos: 0, ...(properties ? { properties } : {}) })
-        .catch(() => undefined)
-    },
+    publishQuick: (topic, payload, props) => link().publishQuick(topic, payload, props),
     // The inference backend is known only once its worker is up: say so in the status.
     onExecutorAdded: () => publishStatus(),
     ...deps.taskTimings,

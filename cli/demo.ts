@@ -6,7 +6,6 @@
 import { createWriteStream, existsSync, mkdirSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Command } from 'commander'
-import mqtt from 'mqtt'
 import { startEmbeddedBroker, type EmbeddedBroker } from './embedded-broker.js'
 import { generateKeyPair, readKeyPairFile, writeKeyPairFiles } from '../protocol/keys.js'
 import { runDemoTasks } from './demo-tasks.js'
@@ -15,7 +14,7 @@ import { startDemoNodeRed, type NodeRedHost } from '../flows/node-red-host.js'
 import type { TelemetryMessage } from '../protocol/messages.js'
 import { systemClock } from '../protocol/clock.js'
 import { createLogger } from '../protocol/log.js'
-import { brokerClientOptions } from '../agent/core/mqtt-link.js'
+import { connectMqtt, toolClientOptions } from '../protocol/mqtt-client.js'
 import type { Attestation, Heartbeat } from '../protocol/proof-format.js'
 import { DEFAULT_WEIGHTS } from '../validator/score.js'
 import { Validator } from '../validator/validator.js'
@@ -70,7 +69,7 @@ async function runDemo(opts: { port?: string; 'state-dir'?: string; 'no-node-red
   const mqttVersion = broker ? 4 : 5
   const validator = new Validator({
     brokerUrl: url,
-    mqtt: brokerClientOptions({ url, mqttVersion, rejectUnauthorized: true, keepaliveS: 30, connectTimeoutMs: 10_000, reconnectMinMs: 1000, reconnectMaxMs: 10_000, sessionExpiryS: 86_400 }),
+    mqtt: toolClientOptions({ url, mqttVersion }),
     fleet,
     stateDir: valDir,
     key: vkey,
@@ -86,7 +85,7 @@ async function runDemo(opts: { port?: string; 'state-dir'?: string; 'no-node-red
   await validator.start()
   say(`  validator ${vkey.keyId}  (slot ${DEMO_SLOT_MS / 1000} s, epoch ${DEMO_EPOCH_SLOTS} slots; log: ${join(dir, 'validator.log')})`)
 
-  const watcher = mqtt.connect(url, { protocolVersion: 4, reconnectPeriod: 1000 })
+  const watcher = connectMqtt({ url, mqttVersion: 4, reconnectPeriodMs: 1000 })
   watcher.on('connect', () => watcher.subscribe(`cairn/v1/${fleet}/#`))
   watcher.on('message', (topic, payload) => {
     const parts = topic.split('/')

@@ -3,13 +3,14 @@
 // the device's reply topic.
 
 import { randomBytes } from 'node:crypto'
-import mqtt, { type IClientOptions } from 'mqtt'
+import type { IClientOptions } from 'mqtt'
 import type { Json } from '../protocol/canonical.js'
 import { signEnvelope, type Envelope } from '../protocol/envelope.js'
 import { CairnError } from '../protocol/errors.js'
 import { newId } from '../protocol/ids.js'
 import type { KeyPair } from '../protocol/keys.js'
 import type { ReplyMessage } from '../protocol/messages.js'
+import { connectMqttAsync } from '../protocol/mqtt-client.js'
 import { deviceTopics } from '../protocol/topics.js'
 
 export interface CommandRequest {
@@ -47,13 +48,7 @@ export async function sendCommand(env: Envelope, opts: SendOptions): Promise<Rep
   const topics = deviceTopics(env.fleet, env.sub)
   const name = env.type.replace(/^cmd\./, '')
   const nonce = randomBytes(6).toString('hex')
-  const client = await mqtt.connectAsync(opts.url, {
-    ...opts.clientOptions,
-    protocolVersion: opts.mqttVersion,
-    clientId: `cairn-op-${nonce}`,
-    reconnectPeriod: 0,
-    connectTimeout: 10_000,
-  })
+  const client = await connectMqttAsync({ url: opts.url, ...(opts.clientOptions ? { base: opts.clientOptions } : {}), mqttVersion: opts.mqttVersion, clientId: `cairn-op-${nonce}`, reconnectPeriodMs: 0, connectTimeoutMs: 10_000 })
   try {
     const wait = opts.timeoutMs > 0
     const responseTopic = opts.mqttVersion === 5 ? `${topics.reply}/${nonce}` : topics.reply

@@ -10,7 +10,7 @@ import { NAME_PATTERN } from '../protocol/envelope.js'
 import { CairnError } from '../protocol/errors.js'
 import { generateKeyPair, readKeyPairFile, writeKeyPairFiles } from '../protocol/keys.js'
 import type { TSchema } from '@sinclair/typebox'
-import { toolClientOptions } from '../agent/core/mqtt-link.js'
+import { toolClientOptions } from '../protocol/mqtt-client.js'
 import { sendCommand, signCommand } from './command-client.js'
 import { rolloutCommand } from './rollout-cli.js'
 

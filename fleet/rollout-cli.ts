@@ -12,12 +12,12 @@
 //     metadata stops the release for devices that missed the broadcast.
 
 import { Command } from 'commander'
-import mqtt, { type IClientOptions } from 'mqtt'
+import type { IClientOptions } from 'mqtt'
 import { signEnvelope, type Envelope } from '../protocol/envelope.js'
 import { CairnError } from '../protocol/errors.js'
 import { newId } from '../protocol/ids.js'
 import { readKeyPairFile, type KeyPair } from '../protocol/keys.js'
-import { toolClientOptions } from '../agent/core/mqtt-link.js'
+import { connectMqttAsync, toolClientOptions } from '../protocol/mqtt-client.js'
 import { releaseTopic, TOPIC_ROOT } from '../protocol/topics.js'
 
 type Out = { write(s: string): unknown }
@@ -48,7 +48,7 @@ export interface StatusOptions {
 }
 
 export async function rolloutStatus(o: StatusOptions): Promise<RolloutReport> {
-  const client = await mqtt.connectAsync(o.url, { ...o.clientOptions, protocolVersion: o.mqttVersion ?? 5, clean: true, reconnectPeriod: 0, connectTimeout: 10_000 })
+  const client = await connectMqttAsync({ url: o.url, ...(o.clientOptions ? { base: o.clientOptions } : {}), mqttVersion: o.mqttVersion ?? 5, clean: true, reconnectPeriodMs: 0, connectTimeoutMs: 10_000 })
   const status = new Map<string, { state: string; version: string; ts: number }>()
   const events = new Map<string, { kind: string; data: Record<string, unknown> }>()
   try {
@@ -139,7 +139,7 @@ export interface HaltOptions {
 export async function publishPause(o: HaltOptions): Promise<Envelope> {
   const env = signPause(o.key, o.fleet, o.paused, o.ttlMs)
   const v5 = (o.mqttVersion ?? 5) === 5
-  const client = await mqtt.connectAsync(o.url, { ...o.clientOptions, protocolVersion: o.mqttVersion ?? 5, clean: true, reconnectPeriod: 0, connectTimeout: 10_000 })
+  const client = await connectMqttAsync({ url: o.url, ...(o.clientOptions ? { base: o.clientOptions } : {}), mqttVersion: o.mqttVersion ?? 5, clean: true, reconnectPeriodMs: 0, connectTimeoutMs: 10_000 })
   try {
     await client.publishAsync(releaseTopic(o.fleet), JSON.stringify(env), { qos: 1, retain: true, ...(v5 ? { properties: { messageExpiryInterval: Math.ceil(o.ttlMs / 1000) } } : {}) })
   } finally {

@@ -5,13 +5,13 @@ import { randomBytes } from 'node:crypto'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { extname } from 'node:path'
 import { Command } from 'commander'
-import mqtt from 'mqtt'
+import type { IClientOptions } from 'mqtt'
 import type { Json } from '../protocol/canonical.js'
 import { signEnvelope, type Envelope } from '../protocol/envelope.js'
 import { CairnError, isCairnError } from '../protocol/errors.js'
 import { newId } from '../protocol/ids.js'
 import { isKeyId, keyIdOf, readKeyPairFile, readPublicKeyFile } from '../protocol/keys.js'
-import { toolClientOptions } from '../agent/core/mqtt-link.js'
+import { connectMqttAsync, toolClientOptions } from '../protocol/mqtt-client.js'
 import { taskTopics } from '../protocol/topics.js'
 import { asJson, checkReceipt, encodeTaskMessage, MAX_PRIORITY, TaskMsg, type TaskReceipt, type TaskRequestBody, type TaskUpdate } from '../protocol/task-format.js'
 
@@ -190,7 +190,7 @@ function describeUpdate(u: TaskUpdate): string {
 export interface SubmitOptions {
   url: string
   mqttVersion: 4 | 5
-  clientOptions?: mqtt.IClientOptions
+  clientOptions?: IClientOptions
   timeoutMs: number
   onUpdate?: (u: TaskUpdate) => void
   /** Stops waiting (as a timeout) when aborted. */
@@ -210,7 +210,7 @@ export async function submitTask(env: Envelope, o: SubmitOptions): Promise<Submi
   const task = (env.body as { task: string }).task
   const nonce = randomBytes(6).toString('hex')
   const responseTopic = `${topics.update}/${nonce}`
-  const client = await mqtt.connectAsync(o.url, { ...o.clientOptions, protocolVersion: o.mqttVersion, clientId: `cairn-dispatch-${nonce}`, reconnectPeriod: 0, connectTimeout: 10_000 })
+  const client = await connectMqttAsync({ url: o.url, ...(o.clientOptions ? { base: o.clientOptions } : {}), mqttVersion: o.mqttVersion, clientId: `cairn-dispatch-${nonce}`, reconnectPeriodMs: 0, connectTimeoutMs: 10_000 })
   const updates: TaskUpdate[] = []
   const seen = new Set<string>()
   try {

@@ -65,13 +65,30 @@ export function signEnvelope(key: KeyPair, input: SignInput): Envelope {
   return { ...unsigned, sig }
 }
 
-export interface VerifyOptions {
+/** The checks every signed inbound message passes, in one order: shape, type, fleet,
+ * target, signer, lifetime and clock, the caller's body check, and the signature last.
+ * Cheap checks first: a flood of junk from an untrusted key costs a set lookup, not an
+ * ed25519 verification. protocol/signed-inbound.ts runs these on raw MQTT payloads. */
+export interface EnvelopeChecks {
   /** Is this key id allowed to sign this type of message? */
   trusted(keyId: string, type: string): boolean
-  fleet: string
-  /** This receiver's id; envelopes for '*' are accepted only when allowBroadcast. */
-  sub: string
+  /** null: any fleet (a file checked offline, which names its own). */
+  fleet: string | null
+  /** This receiver's id; envelopes for '*' are accepted only when allowBroadcast. null
+   * where the target is the caller's business: beacons are fleet-wide, and a validator
+   * reads every device's proofs and ignores responses addressed to another validator. */
+  sub: string | null
   allowBroadcast?: boolean
+  expectType?: (type: string) => boolean
+  /** Lifetime and clock checks by the receiver's clock, or null for proof messages,
+   * whose freshness the receiver judges by its own rule (a heartbeat stays evidence
+   * forever; a beacon is judged by its slot). */
+  clock: ClockChecks | null
+  /** A body schema, checked with the cheap checks (before the signature). Throws. */
+  body?: (env: Envelope) => void
+}
+
+export interface ClockChecks {
   now: number
   /** Longest exp - iat accepted. */
   maxTtlMs: number
@@ -80,31 +97,59 @@ export interface VerifyOptions {
   /** Tolerated clock difference for exp too (short-lived messages such as challenges,
    * whose lateness the sender judges by its own clock). Default 0. */
   expSkewMs?: number
-  expectType?: (type: string) => boolean
 }
 
-/** Parses and checks an envelope; throws CairnError with a stable code. Does NOT do
+/** Checks an already parsed envelope; throws CairnError with a stable code. Does NOT do
  * replay detection, which needs the receiver's store (see replay-guard). */
-export function verifyEnvelope(input: unknown, opts: VerifyOptions): Envelope {
+export function checkEnvelope(input: unknown, c: EnvelopeChecks): Envelope {
   if (!Value.Check(EnvelopeSchema, input)) {
     const first = [...Value.Errors(EnvelopeSchema, input)][0]
     throw new CairnError('BAD_REQUEST', `not a signed envelope: ${first ? `${first.path || '/'} ${first.message}` : 'invalid'}`)
   }
   const env = input
-  if (opts.expectType && !opts.expectType(env.type)) throw new CairnError('BAD_REQUEST', `unexpected message type ${env.type}`)
-  if (env.fleet !== opts.fleet) throw new CairnError('WRONG_TARGET', `envelope is for fleet ${env.fleet}, not ${opts.fleet}`)
-  if (env.sub !== opts.sub && !(env.sub === '*' && opts.allowBroadcast)) throw new CairnError('WRONG_TARGET', `envelope is for ${env.sub}, not this device`)
+  if (c.expectType && !c.expectType(env.type)) throw new CairnError('BAD_REQUEST', `unexpected message type ${env.type}`)
+  if (c.fleet !== null && env.fleet !== c.fleet) throw new CairnError('WRONG_TARGET', `envelope is for fleet ${env.fleet}, not ${c.fleet}`)
+  if (c.sub !== null && env.sub !== c.sub && !(env.sub === '*' && c.allowBroadcast)) throw new CairnError('WRONG_TARGET', `envelope is for ${env.sub}, not this device`)
   if (!isKeyId(env.iss)) throw new CairnError('BAD_REQUEST', 'iss is not a key id')
-  // Cheap checks first, the signature last: a flood of junk from an untrusted key
-  // costs a set lookup, not an ed25519 verification.
-  if (!opts.trusted(env.iss, env.type)) throw new CairnError('UNTRUSTED_KEY', `key ${env.iss.slice(0, 12)}… is not trusted for ${env.type}`)
+  if (!c.trusted(env.iss, env.type)) throw new CairnError('UNTRUSTED_KEY', `key ${env.iss.slice(0, 12)}… is not trusted for ${env.type}`)
   if (env.exp <= env.iat) throw new CairnError('BAD_REQUEST', 'exp must be after iat')
-  if (env.exp - env.iat > opts.maxTtlMs) throw new CairnError('TTL_TOO_LONG', `lifetime ${env.exp - env.iat} ms exceeds the ${opts.maxTtlMs} ms allowed`)
-  if (env.iat > opts.now + opts.skewMs) throw new CairnError('NOT_YET_VALID', 'issued in the future (check the clocks)')
-  if (env.exp + (opts.expSkewMs ?? 0) <= opts.now) throw new CairnError('EXPIRED', 'expired')
-  const sigOk = edVerify(null, signedBytes(env), publicKeyFromKeyId(env.iss), Buffer.from(env.sig, 'base64url'))
-  if (!sigOk) throw new CairnError('BAD_SIGNATURE', 'signature does not verify')
+  const t = c.clock
+  if (t) {
+    if (env.exp - env.iat > t.maxTtlMs) throw new CairnError('TTL_TOO_LONG', `lifetime ${env.exp - env.iat} ms exceeds the ${t.maxTtlMs} ms allowed`)
+    if (env.iat > t.now + t.skewMs) throw new CairnError('NOT_YET_VALID', 'issued in the future (check the clocks)')
+    if (env.exp + (t.expSkewMs ?? 0) <= t.now) throw new CairnError('EXPIRED', 'expired')
+  }
+  c.body?.(env)
+  if (!verifySignatureOnly(env, cachedKey(env.iss))) throw new CairnError('BAD_SIGNATURE', 'signature does not verify')
   return env
+}
+
+/** checkEnvelope's options with the clock checks always on, for callers that verify a
+ * parsed value (a served-content receipt, the test vectors). */
+export interface VerifyOptions extends ClockChecks {
+  trusted(keyId: string, type: string): boolean
+  fleet: string
+  sub: string
+  allowBroadcast?: boolean
+  expectType?: (type: string) => boolean
+}
+
+export function verifyEnvelope(input: unknown, opts: VerifyOptions): Envelope {
+  const { now, maxTtlMs, skewMs, expSkewMs, ...rest } = opts
+  return checkEnvelope(input, { ...rest, clock: { now, maxTtlMs, skewMs, ...(expSkewMs !== undefined ? { expSkewMs } : {}) } })
+}
+
+// A validator sees the same few thousand device keys over and over; importing each key
+// once saves a third of the per-message cost. Bounded: cleared when it grows too big.
+const keyCache = new Map<string, KeyObject>()
+export function cachedKey(keyId: string): KeyObject {
+  let key = keyCache.get(keyId)
+  if (!key) {
+    if (keyCache.size >= 100_000) keyCache.clear()
+    key = publicKeyFromKeyId(keyId)
+    keyCache.set(keyId, key)
+  }
+  return key
 }
 
 export function verifySignatureOnly(env: Envelope, publicKey: KeyObject): boolean {

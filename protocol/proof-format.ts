@@ -9,14 +9,12 @@
 // message hash is simply SHA-256 of the payload, and the signed bytes are the payload
 // with `,"sig":"…"` removed: both can be checked with coreutils and OpenSSL alone.
 
-import type { KeyObject } from 'node:crypto'
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { canonicalJson, type Json } from './canonical.js'
+import { checkEnvelope, ID_PATTERN, type Envelope } from './envelope.js'
 import { sha256Hex } from './hash.js'
-import { EnvelopeSchema, ID_PATTERN, verifySignatureOnly, type Envelope } from './envelope.js'
 import { CairnError } from './errors.js'
-import { isKeyId, publicKeyFromKeyId } from './keys.js'
 
 export const ProofType = {
   heartbeat: 'proof.heartbeat',
@@ -211,8 +209,10 @@ export interface CheckOptions {
 }
 
 /** Parses wire bytes (or an already parsed value) into a proof message of the given
- * type: envelope schema, body schema, signer and signature. No clock checks: those
- * belong to the receiver, which judges freshness by its own receive time. */
+ * type: envelope schema, body schema, signer and signature (checkEnvelope's checks). No
+ * clock checks: those belong to the receiver, which judges freshness by its own receive
+ * time. For files (exports, evidence); messages from the broker go through
+ * signed-inbound.ts. Messages name the type, for a person reading a verdict. */
 export function checkProof<T extends ProofType>(input: Buffer | string | unknown, type: T, opts: CheckOptions = {}): ProofEnvelope<Static<(typeof BODY_SCHEMAS)[T]>> {
   let value: unknown = input
   if (Buffer.isBuffer(input) || typeof input === 'string') {
@@ -222,14 +222,29 @@ export function checkProof<T extends ProofType>(input: Buffer | string | unknown
       throw new CairnError('BAD_JSON', `${type}: not JSON`)
     }
   }
-  if (!Value.Check(EnvelopeSchema, value)) {
-    const first = [...Value.Errors(EnvelopeSchema, value)][0]
-    throw new CairnError('BAD_REQUEST', `${type}: not a signed envelope (${first ? `${first.path || '/'} ${first.message}` : 'invalid'})`)
+  const signer = opts.signer
+  try {
+    const env = checkEnvelope(value, {
+      fleet: opts.fleet ?? null,
+      sub: null,
+      trusted: signer === undefined ? () => true : typeof signer === 'string' ? k => k === signer : signer,
+      expectType: t => t === type,
+      clock: null,
+      body: e => checkBody(e, type),
+    })
+    return env as ProofEnvelope<Static<(typeof BODY_SCHEMAS)[T]>>
+  } catch (err) {
+    if (err instanceof CairnError && !err.message.startsWith(`${type}: `)) throw new CairnError(err.code, `${type}: ${err.message}`)
+    throw err
   }
-  const env = value as Envelope
-  if (env.type !== type) throw new CairnError('BAD_REQUEST', `expected ${type}, got ${env.type}`)
-  if (opts.fleet !== undefined && env.fleet !== opts.fleet) throw new CairnError('WRONG_TARGET', `${type} is for fleet ${env.fleet}, not ${opts.fleet}`)
+}
+
+/** Checks the type and body of an envelope: its schema, and for heartbeats that prev is
+ * 64 zeros exactly when seq is 0. The inbound gate (signed-inbound.ts) runs it before
+ * the signature; checkProof runs it on files. */
+export function checkBody<T extends ProofType>(env: Envelope, type: T): ProofEnvelope<Static<(typeof BODY_SCHEMAS)[T]>> {
   const schema = BODY_SCHEMAS[type]
+  if (env.type !== type) throw new CairnError('BAD_REQUEST', `expected ${type}, got ${env.type}`)
   if (!Value.Check(schema, env.body)) {
     const first = [...Value.Errors(schema, env.body)][0]
     throw new CairnError('BAD_REQUEST', `${type}: body ${first ? `${first.path || '/'} ${first.message}` : 'invalid'}`)
@@ -238,38 +253,7 @@ export function checkProof<T extends ProofType>(input: Buffer | string | unknown
     const b = env.body as HeartbeatBody
     if ((b.seq === 0) !== (b.prev === ZERO_HASH)) throw new CairnError('BAD_REQUEST', `${type}: prev is 64 zeros exactly when seq is 0`)
   }
-  if (opts.signer !== undefined) {
-    const ok = typeof opts.signer === 'string' ? env.iss === opts.signer : opts.signer(env.iss)
-    if (!ok) throw new CairnError('UNTRUSTED_KEY', `${type} signed by ${env.iss.slice(0, 12)}…, not by the expected key`)
-  }
-  if (env.exp <= env.iat) throw new CairnError('BAD_REQUEST', `${type}: exp must be after iat`)
-  if (!isKeyId(env.iss)) throw new CairnError('BAD_REQUEST', `${type}: iss is not a key id`)
-  if (!verifySignatureOnly(env, cachedKey(env.iss))) throw new CairnError('BAD_SIGNATURE', `${type}: signature does not verify`)
   return env as ProofEnvelope<Static<(typeof BODY_SCHEMAS)[T]>>
-}
-
-/** Checks only the body of an envelope already verified elsewhere (verifyEnvelope). */
-export function checkBody<T extends ProofType>(env: Envelope, type: T): ProofEnvelope<Static<(typeof BODY_SCHEMAS)[T]>> {
-  const schema = BODY_SCHEMAS[type]
-  if (env.type !== type) throw new CairnError('BAD_REQUEST', `expected ${type}, got ${env.type}`)
-  if (!Value.Check(schema, env.body)) {
-    const first = [...Value.Errors(schema, env.body)][0]
-    throw new CairnError('BAD_REQUEST', `${type}: body ${first ? `${first.path || '/'} ${first.message}` : 'invalid'}`)
-  }
-  return env as ProofEnvelope<Static<(typeof BODY_SCHEMAS)[T]>>
-}
-
-// A validator sees the same few thousand device keys over and over; importing each key
-// once saves a third of the per-message cost. Bounded: cleared when it grows too big.
-const keyCache = new Map<string, KeyObject>()
-function cachedKey(keyId: string): KeyObject {
-  let key = keyCache.get(keyId)
-  if (!key) {
-    if (keyCache.size >= 100_000) keyCache.clear()
-    key = publicKeyFromKeyId(keyId)
-    keyCache.set(keyId, key)
-  }
-  return key
 }
 
 export function asJson<T>(v: T): Json {

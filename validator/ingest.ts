@@ -8,7 +8,8 @@ import { newId } from '../protocol/ids.js'
 import { signedBytes, signEnvelope, type Envelope } from '../protocol/envelope.js'
 import type { KeyPair } from '../protocol/keys.js'
 import { proofDevice } from '../protocol/topics.js'
-import { asJson, checkProof, messageHash, ProofType, type EvidenceBody, type EvidenceKind, type Heartbeat, type ScoreParams } from '../protocol/proof-format.js'
+import { asJson, checkBody, messageHash, ProofType, type EvidenceBody, type EvidenceKind, type Heartbeat, type Response, type ScoreParams } from '../protocol/proof-format.js'
+import { readSignedInbound } from '../protocol/signed-inbound.js'
 import type { VDb } from './validator-store.js'
 
 export type IngestOutcome =
@@ -66,39 +67,42 @@ export class ProofIngest {
   handle(topic: string, payload: Buffer, recv: number | (() => number)): IngestOutcome {
     const device = proofDevice(topic, this.o.fleet)
     if (!device) throw new CairnError('BAD_REQUEST', `not a proof topic: ${topic}`)
-    if (payload.length > MAX_PROOF_BYTES) throw new CairnError('TOO_LARGE', `proof message of ${payload.length} bytes (at most ${MAX_PROOF_BYTES})`)
     const now = typeof recv === 'number' ? () => recv : recv
-    let parsed: unknown
-    try {
-      parsed = JSON.parse(payload.toString())
-    } catch {
-      throw new CairnError('BAD_JSON', 'proof message is not JSON')
-    }
-    const type = (parsed as { type?: unknown } | null)?.type
-    if (type === ProofType.heartbeat) return this.heartbeat(device, checkProof(parsed, ProofType.heartbeat, { fleet: this.o.fleet, signer: device }), now)
-    if (type === ProofType.response) {
-      const r = checkProof(parsed, ProofType.response, { fleet: this.o.fleet, signer: device })
-      if (r.sub !== this.o.key.keyId) return { kind: 'ignored', reason: 'response to another validator' }
-      return this.o.db
-        .transaction((): IngestOutcome => {
-          const recvMs = now()
-          const ch = this.st.challenge.get(r.body.challenge) as { device: string; response: Buffer | null } | undefined
-          if (!ch || ch.device !== device) return { kind: 'ignored' as const, reason: 'response to an unknown challenge' }
-          const recorded = this.st.respond.run(Buffer.from(JSON.stringify(r)), recvMs, r.body.challenge).changes === 1
-          // A response naming a head that contradicts a stored heartbeat of that seq is
-          // the device signing two histories: an equivocation.
-          const evidence: Envelope[] = []
-          if (recorded && r.body.seq !== null && r.body.head !== null) {
-            const known = this.st.bySeq.all(device, r.body.seq) as Array<{ hash: string; recv: number; payload: Buffer }>
-            if (known.length > 0 && !known.some(k => k.hash === r.body.head)) {
-              evidence.push(this.evidence('equivocation', device, `challenge response names another head for seq ${r.body.seq}`, [parse(known[0]!.payload), r], [known[0]!.recv, recvMs]))
-            }
+    // Signed by the device the topic names; no clock checks (a heartbeat stays evidence
+    // forever: its freshness is judged by the receive time, below) and no replay store
+    // (a copy received again is recorded, not refused).
+    const read = readSignedInbound(payload, {
+      what: 'proof message',
+      maxBytes: MAX_PROOF_BYTES,
+      fleet: this.o.fleet,
+      sub: null,
+      trusted: k => k === device,
+      expectType: t => t === ProofType.heartbeat || t === ProofType.response,
+      clock: null,
+      body: env => checkBody(env, env.type as typeof ProofType.heartbeat | typeof ProofType.response),
+    })
+    if (!read.ok) throw read.error
+    if (read.env.type === ProofType.heartbeat) return this.heartbeat(device, read.env as Heartbeat, now)
+    const r = read.env as Response
+    if (r.sub !== this.o.key.keyId) return { kind: 'ignored', reason: 'response to another validator' }
+    return this.o.db
+      .transaction((): IngestOutcome => {
+        const recvMs = now()
+        const ch = this.st.challenge.get(r.body.challenge) as { device: string; response: Buffer | null } | undefined
+        if (!ch || ch.device !== device) return { kind: 'ignored' as const, reason: 'response to an unknown challenge' }
+        const recorded = this.st.respond.run(Buffer.from(JSON.stringify(r)), recvMs, r.body.challenge).changes === 1
+        // A response naming a head that contradicts a stored heartbeat of that seq is
+        // the device signing two histories: an equivocation.
+        const evidence: Envelope[] = []
+        if (recorded && r.body.seq !== null && r.body.head !== null) {
+          const known = this.st.bySeq.all(device, r.body.seq) as Array<{ hash: string; recv: number; payload: Buffer }>
+          if (known.length > 0 && !known.some(k => k.hash === r.body.head)) {
+            evidence.push(this.evidence('equivocation', device, `challenge response names another head for seq ${r.body.seq}`, [parse(known[0]!.payload), r], [known[0]!.recv, recvMs]))
           }
-          return { kind: 'response' as const, device, challenge: r.body.challenge, recorded, evidence }
-        })
-        .immediate()
-    }
-    throw new CairnError('BAD_REQUEST', `unexpected message type ${JSON.stringify(type)} on a proof topic`)
+        }
+        return { kind: 'response' as const, device, challenge: r.body.challenge, recorded, evidence }
+      })
+      .immediate()
   }
 
   private heartbeat(device: string, hb: Heartbeat, now: () => number): IngestOutcome {

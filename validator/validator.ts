@@ -4,7 +4,7 @@
 // signs the attestations once an epoch is over.
 
 import { randomBytes, randomUUID } from 'node:crypto'
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
+import type { IClientOptions, MqttClient } from 'mqtt'
 import type { Clock } from '../protocol/clock.js'
 import type { Envelope } from '../protocol/envelope.js'
 import { signEnvelope } from '../protocol/envelope.js'
@@ -12,7 +12,7 @@ import { CairnError, errorBody } from '../protocol/errors.js'
 import { newId } from '../protocol/ids.js'
 import type { KeyPair } from '../protocol/keys.js'
 import type { Logger } from '../protocol/log.js'
-import { noDelay } from '../agent/core/mqtt-link.js'
+import { connectMqtt } from '../protocol/mqtt-client.js'
 import { validatorTopics } from '../protocol/topics.js'
 import { attestEpoch } from './attest.js'
 import { asJson, encodeProof, messageHash, ProofType, type ScoreParams } from '../protocol/proof-format.js'
@@ -98,26 +98,26 @@ export class Validator {
   async start(): Promise<void> {
     const clientId = `cairn-val-${this.id.slice(0, 16)}-${this.o.instance}`.slice(0, 64)
     const filter = this.o.shareGroup ? `$share/${this.o.shareGroup}/${this.topics.proofFilter}` : this.topics.proofFilter
-    const v5 = this.o.mqtt.protocolVersion === 5
     const persistent = this.o.shareGroup === null
-    const client = mqtt.connect(this.o.brokerUrl, {
-      ...this.o.mqtt,
+    const client = connectMqtt({
+      url: this.o.brokerUrl,
+      base: this.o.mqtt,
       clientId,
       // A single process keeps a persistent session, so heartbeats published while it
       // restarts wait at the broker (mind its queue limits: docs/validator.md). In a
       // share group the session ends with the connection: brokers keep handing an
       // offline member its round-robin share, which would strand heartbeats there
       // while the other processes run. Anything missed is fetched from the device's log.
-      clean: persistent ? false : true,
-      ...(v5 ? { properties: { sessionExpiryInterval: persistent ? 86_400 : 0, maximumPacketSize: MAX_PACKET } } : {}),
-      reconnectPeriod: 1000,
+      clean: !persistent,
+      sessionExpiryS: persistent ? 86_400 : 0,
+      maximumPacketSize: MAX_PACKET,
+      reconnectPeriodMs: 1000,
       resubscribe: false,
       // QoS 1 messages are acknowledged only once stored (or refused for good): a
       // storage error (the store busy past its timeout) retries, holding the PUBACK.
       customHandleAcks: (topic, payload, _packet, done) => this.ingestWithRetry(topic, payload, done),
     })
     this.client = client
-    client.on('connect', () => noDelay(client))
     // QoS 0 publishes do not go through customHandleAcks.
     client.on('message', (topic, payload, packet) => {
       if (packet.qos === 0) this.onMessage(topic, payload)

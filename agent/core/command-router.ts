@@ -1,5 +1,6 @@
-// Turns an incoming cmd/<name> message into a reply: size, JSON, signed envelope
-// (trusted operator, this fleet and device, unexpired), replay, body schema, handler.
+// Turns an incoming cmd/<name> message into a reply: the signed-inbound gate (size,
+// JSON, envelope from a trusted operator for this fleet and device, unexpired, replay
+// store), then body schema and handler.
 // Replies to authenticated commands go through the outbox (durable, QoS 1); refusals of
 // unauthenticated input are sent once, QoS 0 and rate-limited, so junk on the command
 // topic can neither fill the outbox nor wear the SD card.
@@ -8,16 +9,18 @@ import type { IPublishPacket } from 'mqtt'
 import { Value } from '@sinclair/typebox/value'
 import type { Clock } from '../../protocol/clock.js'
 import type { Json } from '../../protocol/canonical.js'
-import type { CommandContext, CommandTable } from './commands.js'
-import { verifyEnvelope, type Envelope } from '../../protocol/envelope.js'
+import type { CommandContext, CommandDef, CommandTable } from './commands.js'
+import type { Envelope } from '../../protocol/envelope.js'
 import { CairnError, errorBody, type ErrorCode } from '../../protocol/errors.js'
 import type { Logger } from '../../protocol/log.js'
 import type { Metrics } from './metrics.js'
 import type { OperatorKeys } from './operators.js'
-import { MsgClass, type Outbox, type PublishProps } from './outbox.js'
-import type { ReplayGuard } from '../../protocol/replay-guard.js'
+import { MsgClass, type Outbox } from './outbox.js'
+import { correlationProps, replyRoute, type PublishProps } from '../../protocol/mqtt-props.js'
+import type { ReplayStore } from '../../protocol/replay-guard.js'
+import { readSignedInbound } from '../../protocol/signed-inbound.js'
 import type { ReplyMessage } from '../../protocol/messages.js'
-import { commandName, deviceTopics, isAllowedResponseTopic } from '../../protocol/topics.js'
+import { commandName, deviceTopics } from '../../protocol/topics.js'
 import { newId } from '../../protocol/ids.js'
 
 export interface RouterOptions {
@@ -28,7 +31,7 @@ export interface RouterOptions {
   maxTtlMs: number
   skewMs: number
   operators: OperatorKeys
-  replay: ReplayGuard
+  replay: ReplayStore
   outbox: Outbox
   log: Logger
   metrics: Metrics
@@ -40,7 +43,6 @@ export interface RouterOptions {
 
 const UNAUTH_REPLY_BURST = 10
 const UNAUTH_REPLY_PER_S = 2
-const ID_RE = /^[A-Za-z0-9_-]{8,64}$/
 
 export class CommandRouter {
   private tokens = UNAUTH_REPLY_BURST
@@ -50,46 +52,24 @@ export class CommandRouter {
 
   async handle(topic: string, payload: Buffer, packet: IPublishPacket): Promise<void> {
     const o = this.o
-    const topics = deviceTopics(o.fleet, o.deviceId)
-    const responseTopic = packet.properties?.responseTopic
-    const replyTopic = responseTopic !== undefined && isAllowedResponseTopic(responseTopic, topics.reply) ? responseTopic : topics.reply
-    const corr = packet.properties?.correlationData
-    const props: PublishProps | undefined = corr ? { correlationData: Buffer.from(corr).toString('base64') } : undefined
+    const { reply } = deviceTopics(o.fleet, o.deviceId)
+    const route = replyRoute(packet, reply)
+    const replyTopic = route.responseTopic ?? reply
+    const props = correlationProps(route.correlation)
     let env: Envelope | undefined
     let requestId: string | null = null
     try {
       const name = commandName(topic, o.fleet, o.deviceId)
       if (name === null) throw new CairnError('UNKNOWN_COMMAND', `not a command topic: ${topic.slice(0, 200)}`)
-      if (payload.length > o.maxPayloadBytes) throw new CairnError('TOO_LARGE', `payload of ${payload.length} bytes exceeds ${o.maxPayloadBytes}`)
-      let parsed: unknown
-      try {
-        parsed = JSON.parse(payload.toString('utf8'))
-      } catch {
-        throw new CairnError('BAD_JSON', 'payload is not JSON')
-      }
+      // The id is admitted before anything can fail, so a replay of even a refused
+      // command is answered with REPLAY (cheap, not durable) rather than processed again.
+      const read = this.read(payload, { sub: o.deviceId, expectType: t => t === `cmd.${name}` })
       // Echo the id when the request carries a well-formed one, even if it is refused.
-      const maybeId = (parsed as { id?: unknown } | null)?.id
-      if (typeof maybeId === 'string' && ID_RE.test(maybeId)) requestId = maybeId
-      const now = o.clock.now()
-      env = verifyEnvelope(parsed, {
-        trusted: keyId => o.operators.isTrusted(keyId),
-        fleet: o.fleet,
-        sub: o.deviceId,
-        now,
-        maxTtlMs: o.maxTtlMs,
-        skewMs: o.skewMs,
-        expectType: t => t === `cmd.${name}`,
-      })
-      // Admitted before anything can fail, so a replay of even a refused command is
-      // answered with REPLAY (cheap, not durable) rather than processed again.
-      o.replay.admit(env.id, env.exp, now)
+      requestId = read.echo.id
+      if (!read.ok) throw read.error
+      env = read.env
       const cmd = o.commands.find(name)
-      if (!Value.Check(cmd.body, env.body)) {
-        const e = [...Value.Errors(cmd.body, env.body)][0]
-        throw new CairnError('BAD_REQUEST', `${name}: body${e?.path ?? ''} ${e?.message ?? 'invalid'}`)
-      }
-      const data = await cmd.run(env.body as never, o.context(env))
-      o.metrics.inc('cairn_commands_total', { result: 'ok' })
+      const data = await this.run(name, cmd, env)
       o.log.info({ cmd: name, id: env.id, by: env.iss.slice(0, 12) }, 'command done')
       this.replyDurableOrQuick(replyTopic, props, { id: env.id, status: 'ok', data }, env.exp)
     } catch (err) {
@@ -111,33 +91,11 @@ export class CommandRouter {
   async handleBroadcast(payload: Buffer, allowed: ReadonlySet<string>): Promise<{ ok: true; name: string; data: Json } | { ok: false; code: ErrorCode; message: string }> {
     const o = this.o
     try {
-      if (payload.length > o.maxPayloadBytes) throw new CairnError('TOO_LARGE', `payload of ${payload.length} bytes exceeds ${o.maxPayloadBytes}`)
-      let parsed: unknown
-      try {
-        parsed = JSON.parse(payload.toString('utf8'))
-      } catch {
-        throw new CairnError('BAD_JSON', 'payload is not JSON')
-      }
-      const now = o.clock.now()
-      const env = verifyEnvelope(parsed, {
-        trusted: keyId => o.operators.isTrusted(keyId),
-        fleet: o.fleet,
-        sub: o.deviceId,
-        allowBroadcast: true,
-        now,
-        maxTtlMs: o.maxTtlMs,
-        skewMs: o.skewMs,
-        expectType: t => t.startsWith('cmd.') && allowed.has(t.slice(4)),
-      })
-      o.replay.admit(env.id, env.exp, now)
+      const read = this.read(payload, { sub: o.deviceId, allowBroadcast: true, expectType: t => t.startsWith('cmd.') && allowed.has(t.slice(4)) })
+      if (!read.ok) throw read.error
+      const env = read.env
       const name = env.type.slice(4)
-      const cmd = o.commands.find(name)
-      if (!Value.Check(cmd.body, env.body)) {
-        const e = [...Value.Errors(cmd.body, env.body)][0]
-        throw new CairnError('BAD_REQUEST', `${name}: body${e?.path ?? ''} ${e?.message ?? 'invalid'}`)
-      }
-      const data = await cmd.run(env.body as never, o.context(env))
-      o.metrics.inc('cairn_commands_total', { result: 'ok' })
+      const data = await this.run(name, o.commands.find(name), env)
       o.log.info({ cmd: name, id: env.id, by: env.iss.slice(0, 12), broadcast: env.sub === '*' }, 'broadcast command done')
       return { ok: true, name, data }
     } catch (err) {
@@ -147,6 +105,30 @@ export class CommandRouter {
       o.log.debug({ code: body.code, msg: body.message }, 'not a broadcast command')
       return { ok: false, ...body }
     }
+  }
+
+  /** The signed-inbound gate with the command settings: operator keys, this fleet, the
+   * command lifetime and clock bounds, and the replay store (admitted at once). */
+  private read(payload: Buffer, target: { sub: string; allowBroadcast?: boolean; expectType: (t: string) => boolean }) {
+    const o = this.o
+    return readSignedInbound(payload, {
+      maxBytes: o.maxPayloadBytes,
+      fleet: o.fleet,
+      ...target,
+      trusted: keyId => o.operators.isTrusted(keyId),
+      clock: { now: o.clock.now(), maxTtlMs: o.maxTtlMs, skewMs: o.skewMs },
+      replay: o.replay,
+    })
+  }
+
+  private async run(name: string, cmd: CommandDef, env: Envelope): Promise<Json> {
+    if (!Value.Check(cmd.body, env.body)) {
+      const e = [...Value.Errors(cmd.body, env.body)][0]
+      throw new CairnError('BAD_REQUEST', `${name}: body${e?.path ?? ''} ${e?.message ?? 'invalid'}`)
+    }
+    const data = await cmd.run(env.body as never, this.o.context(env))
+    this.o.metrics.inc('cairn_commands_total', { result: 'ok' })
+    return data
   }
 
   /** A reply that cannot be stored (disk full) is still sent once, directly. */

@@ -3,9 +3,10 @@
 // device offline, and the drain that moves the outbox to the broker with a bounded
 // number of unacknowledged publishes.
 
-import { readFileSync } from 'node:fs'
-import mqtt, { type IClientOptions, type IClientPublishOptions, type IPublishPacket, type MqttClient } from 'mqtt'
+import type { IClientPublishOptions, IPublishPacket, MqttClient } from 'mqtt'
 import type { Config } from '../config/config-schema.js'
+import { brokerClientOptions, connectMqtt } from '../../protocol/mqtt-client.js'
+import { publishProperties, type PublishProps } from '../../protocol/mqtt-props.js'
 import type { Logger } from '../../protocol/log.js'
 import type { Metrics } from './metrics.js'
 import { CLASS_NAMES, type Outbox, type OutboxRecord } from './outbox.js'
@@ -21,54 +22,26 @@ export interface LinkOptions {
   /** Called on every (re)connection, before the outbox drains. */
   onConnect(link: MqttLink, info: { sessionPresent: boolean }): Promise<void> | void
   onMessage(topic: string, payload: Buffer, packet: IPublishPacket): void
+  /** MQTT 5 Maximum Packet Size (packetLimitFor); none announced when absent. */
+  maximumPacketSize?: number
   random?: () => number
 }
 
-// Reason codes after which a publish is dropped rather than retried: the broker will
-// refuse it the same way every time.
 const PREFETCH = 256
 
+// Reason codes after which a publish is dropped rather than retried: the broker will
+// refuse it the same way every time.
 const PERMANENT_REFUSALS = new Set([0x87, 0x90, 0x95, 0x99])
 
-export function brokerClientOptions(broker: Config['broker']): IClientOptions {
-  const opts: IClientOptions = {
-    protocolVersion: broker.mqttVersion,
-    keepalive: broker.keepaliveS,
-    connectTimeout: broker.connectTimeoutMs,
-    rejectUnauthorized: broker.rejectUnauthorized,
-  }
-  if (broker.username !== undefined) opts.username = broker.username
-  const password = broker.passwordFile !== undefined ? readFileSync(broker.passwordFile, 'utf8').replace(/\r?\n$/, '') : broker.password
-  if (password !== undefined) opts.password = password
-  if (broker.ca !== undefined) opts.ca = readFileSync(broker.ca)
-  if (broker.cert !== undefined) opts.cert = readFileSync(broker.cert)
-  if (broker.key !== undefined) opts.key = readFileSync(broker.key)
-  return opts
-}
+/** Headroom over the largest accepted payload for the topic and properties of a packet. */
+const PACKET_HEADROOM = 64 * 1024
 
-/** Turns off Nagle's algorithm on the connection: a small publish (a challenge response,
- * a reply) otherwise waits for the peer's delayed ACK, adding ~40 ms to every round trip. */
-export function noDelay(client: MqttClient): void {
-  const stream = client.stream as { setNoDelay?: (on: boolean) => unknown } | undefined
-  stream?.setNoDelay?.(true)
-}
-
-/** Client options for the command-line tools (fleet cmd, validator, sim, rollout):
- * the agent's defaults plus what their --username/--password/--ca flags give. */
-export function toolClientOptions(o: { url: string; mqttVersion: 4 | 5; username?: string | undefined; password?: string | undefined; ca?: string | undefined; keepaliveS?: number; connectTimeoutMs?: number }): IClientOptions {
-  return brokerClientOptions({
-    url: o.url,
-    mqttVersion: o.mqttVersion,
-    rejectUnauthorized: true,
-    keepaliveS: o.keepaliveS ?? 30,
-    connectTimeoutMs: o.connectTimeoutMs ?? 10_000,
-    reconnectMinMs: 1000,
-    reconnectMaxMs: 60_000,
-    sessionExpiryS: 0,
-    ...(o.username ? { username: o.username } : {}),
-    ...(o.password ? { password: o.password } : {}),
-    ...(o.ca ? { ca: o.ca } : {}),
-  })
+/** The MQTT 5 Maximum Packet Size for the agent: the largest payload any of its parts
+ * accepts (commands.maxPayloadBytes, tasks.maxRequestBytes, proof requests) plus
+ * headroom. A payload a little over a limit still arrives and is answered TOO_LARGE; a
+ * far larger one is dropped by the broker and never reaches the device. */
+export function packetLimitFor(...payloadLimits: number[]): number {
+  return Math.max(0, ...payloadLimits) + PACKET_HEADROOM
 }
 
 export class MqttLink {
@@ -111,21 +84,21 @@ export class MqttLink {
   private connect(): void {
     const o = this.opts
     const gen = ++this.generation
-    const options: IClientOptions = {
-      ...brokerClientOptions(o.broker),
+    const client = connectMqtt({
+      url: o.broker.url,
+      base: brokerClientOptions(o.broker),
       clientId: o.clientId,
       // Persistent session: commands published while the device is offline wait at the broker.
       clean: false,
-      reconnectPeriod: 0, // we reconnect ourselves, with backoff and jitter
+      sessionExpiryS: o.broker.sessionExpiryS,
+      ...(o.maximumPacketSize !== undefined ? { maximumPacketSize: o.maximumPacketSize } : {}),
+      reconnectPeriodMs: 0, // we reconnect ourselves, with backoff and jitter
       resubscribe: false,
       will: { ...o.will(), qos: 1, retain: true },
-      ...(o.broker.mqttVersion === 5 ? { properties: { sessionExpiryInterval: o.broker.sessionExpiryS } } : {}),
-    }
-    const client = mqtt.connect(o.broker.url, options)
+    })
     this.client = client
     client.on('connect', connack => {
       if (gen !== this.generation) return
-      noDelay(client)
       this.attempt = 0
       this.receiveMaximum = connack.properties?.receiveMaximum ?? 65535
       o.log.info({ sessionPresent: connack.sessionPresent, receiveMaximum: this.receiveMaximum }, 'connected to broker')
@@ -211,6 +184,13 @@ export class MqttLink {
     })
   }
 
+  /** QoS 0 at once, never queued (refusals, progress): dropped when not connected. MQTT 5
+   * properties (the request's correlation data) go along on an MQTT 5 connection only. */
+  publishQuick(topic: string, payload: Buffer, props: PublishProps | undefined): void {
+    const properties = publishProperties(props, this.mqttVersion)
+    this.publishNow(topic, payload, { qos: 0, ...(properties ? { properties } : {}) }).catch(() => undefined)
+  }
+
   inflightCount(): number {
     return this.inflight.size
   }
@@ -238,16 +218,8 @@ export class MqttLink {
   private send(rec: OutboxRecord): void {
     const client = this.client!
     this.inflight.add(rec.seq)
-    const opts: IClientPublishOptions = { qos: 1, retain: rec.retain }
-    if (this.opts.broker.mqttVersion === 5 && rec.props) {
-      const p = rec.props
-      opts.properties = {
-        ...(p.responseTopic !== undefined ? { responseTopic: p.responseTopic } : {}),
-        ...(p.correlationData !== undefined ? { correlationData: Buffer.from(p.correlationData, 'base64') } : {}),
-        ...(p.messageExpiryInterval !== undefined ? { messageExpiryInterval: p.messageExpiryInterval } : {}),
-        ...(p.userProperties !== undefined ? { userProperties: p.userProperties } : {}),
-      }
-    }
+    const properties = publishProperties(rec.props, this.mqttVersion)
+    const opts: IClientPublishOptions = { qos: 1, retain: rec.retain, ...(properties ? { properties } : {}) }
     const gen = this.generation
     client.publish(rec.topic, rec.payload, opts, (err, packet) => {
       // A callback from a closed connection: its record is sent again on the next one.

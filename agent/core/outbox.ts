@@ -8,17 +8,13 @@
 import type { Db } from './state-db.js'
 import { CairnError } from '../../protocol/errors.js'
 import type { Clock } from '../../protocol/clock.js'
+import type { PublishProps } from '../../protocol/mqtt-props.js'
 
 export const MsgClass = { telemetry: 0, event: 1, reply: 2, mustKeep: 3 } as const
 export type MsgClass = (typeof MsgClass)[keyof typeof MsgClass]
 export const CLASS_NAMES = ['telemetry', 'event', 'reply', 'must-keep'] as const
 
-export interface PublishProps {
-  responseTopic?: string
-  correlationData?: string // base64
-  messageExpiryInterval?: number
-  userProperties?: Record<string, string>
-}
+export type { PublishProps }
 
 export interface NewMessage {
   id: string

@@ -1,6 +1,11 @@
 // The device side of uptime proofs. Signs a hash-chained heartbeat every period and
 // soon after each new genuine validator beacon, answers validator challenges at once,
-// and republishes stored heartbeats a validator asks for again.
+// and republishes stored heartbeats a validator asks for again. Every message from a
+// validator passes the signed-inbound gate (protocol/signed-inbound.ts) first.
+//
+// The fleet simulator (fleet/sim/) runs this same code for each simulated device, with
+// its log in memory (proof-log.ts) and fault hooks that make chosen devices cheat; the
+// agent passes no hooks.
 //
 // Crash safety: a heartbeat's row in the log (which is also the chain head) and its
 // outbox record are written in one SQLite transaction before the link may publish it.
@@ -11,53 +16,80 @@ import type { KeyObject } from 'node:crypto'
 import { randomInt } from 'node:crypto'
 import type { Clock } from '../../protocol/clock.js'
 import type { Config } from '../config/config-schema.js'
-import { signEnvelope, verifyEnvelope } from '../../protocol/envelope.js'
+import { signEnvelope, type ClockChecks } from '../../protocol/envelope.js'
 import { CairnError, errorBody } from '../../protocol/errors.js'
 import { newId } from '../../protocol/ids.js'
 import { keyIdOf, type KeyPair } from '../../protocol/keys.js'
 import type { Logger } from '../../protocol/log.js'
 import type { Metrics } from '../core/metrics.js'
-import { MsgClass, type Outbox } from '../core/outbox.js'
-import type { ReplayGuard } from '../../protocol/replay-guard.js'
+import { MsgClass, type NewMessage } from '../core/outbox.js'
+import type { ReplayStore } from '../../protocol/replay-guard.js'
+import { readSignedInbound } from '../../protocol/signed-inbound.js'
 import type { Db } from '../core/state-db.js'
 import { proofTopics } from '../../protocol/topics.js'
-import { asJson, checkBody, checkProof, encodeProof, messageHash, ProofType, telemetryDigest, ZERO_HASH, type BeaconRef, type HeartbeatBody, type ResponseBody } from '../../protocol/proof-format.js'
+import { asJson, checkBody, encodeProof, messageHash, ProofType, telemetryDigest, ZERO_HASH, type Beacon, type BeaconRef, type HeartbeatBody, type ResponseBody } from '../../protocol/proof-format.js'
+import { sqliteProofLog, type ProofLog } from './proof-log.js'
 import { sha256Hex } from '../../protocol/hash.js'
 
 /** Heartbeats stay valid evidence forever; exp only bounds how long a relay may hold one. */
 const HEARTBEAT_TTL_MS = 24 * 3600_000
 const MAX_FETCH = 1000
 const MAX_CHALLENGE_TTL_MS = 10 * 60_000
-/** Beacons, challenges and fetch requests are a few hundred bytes. */
-const MAX_REQUEST_BYTES = 8192
+/** Beacons, challenges and fetch requests are a few hundred bytes; larger ones are refused unread. */
+export const MAX_PROOF_REQUEST_BYTES = 8192
 
-export interface DeviceProofsOptions {
-  db: Db
+/** What DeviceProofs needs of the outbox (the agent's Outbox; the simulator's port
+ * publishes at once). */
+export interface ProofOutbox {
+  enqueue(msg: NewMessage): unknown
+  enqueueBatch(msgs: readonly NewMessage[]): unknown
+  /** `make` runs inside the store's transaction, so the heartbeat log row it writes
+   * and the outbox record commit together. */
+  enqueueWith(make: () => NewMessage): unknown
+}
+
+/** Ways to make a device misbehave, for the fleet simulator's fraud drills
+ * (fleet/sim/). The agent passes none, and every hook is skipped. */
+export interface ProofFaults {
+  /** Rewrites a heartbeat body just before it is signed (a fork, a forged beacon citation). */
+  heartbeatBody?(body: HeartbeatBody): HeartbeatBody
+  /** Runs once a heartbeat is stored and queued (an equivocating twin, a replayed old heartbeat). */
+  afterBeat?(beat: { body: HeartbeatBody; now: number }): void
+}
+
+interface DeviceProofsCommon {
   identity: KeyPair
   fleet: string
-  outbox: Outbox
+  outbox: ProofOutbox
   clock: Clock
-  config: Config['proof']
+  config: Pick<Config['proof'], 'periodS' | 'jitterMs' | 'owner' | 'retentionDays'>
   /** Trusted validator public keys. */
   validators: readonly KeyObject[]
-  replay: ReplayGuard
+  replay: ReplayStore
   skewMs: number
   /** Digest input: the newest telemetry sample, if any. */
   telemetry: () => unknown
   log: Logger
-  metrics: Metrics
+  metrics: Pick<Metrics, 'inc'>
   onEvent?: (kind: string, data: Record<string, unknown>) => void
   /** Publishes at once (QoS 1) when connected; rejects otherwise. Challenge responses go
    * this way: their round trip is a liveness signal, so it should measure the device and
    * the network, not an fsync of the SD card. They fall back to the outbox. */
   publishNow?: (topic: string, payload: Buffer) => Promise<void>
   random?: (maxExclusive: number) => number
+  /** Lets a process holding many simulated devices check each distinct beacon once
+   * (`verify` is this device's own check); the agent leaves it out. */
+  verifyBeacon?: (payload: Buffer, verify: (payload: Buffer) => Beacon) => Beacon
+  faults?: ProofFaults
 }
+
+/** The log lives in the agent's state file (`db`), or is given (`proofLog`). */
+export type DeviceProofsOptions = DeviceProofsCommon & ({ db: Db; proofLog?: undefined } | { proofLog: ProofLog; db?: undefined })
 
 export class DeviceProofs {
   private readonly validators: ReadonlySet<string>
   private readonly topics
-  private readonly st
+  private readonly st: ProofLog
   private timer: NodeJS.Timeout | undefined
   private pendingBeat: NodeJS.Timeout | undefined
   private pruneTimer: NodeJS.Timeout | undefined
@@ -70,15 +102,7 @@ export class DeviceProofs {
   constructor(private readonly o: DeviceProofsOptions) {
     this.validators = new Set(o.validators.map(k => keyIdOf(k)))
     this.topics = proofTopics(o.fleet, o.identity.keyId)
-    this.st = {
-      head: o.db.prepare('SELECT seq, hash FROM heartbeats ORDER BY seq DESC LIMIT 1'),
-      insert: o.db.prepare('INSERT INTO heartbeats (seq, hash, created, payload) VALUES (?, ?, ?, ?)'),
-      range: o.db.prepare('SELECT seq, payload FROM heartbeats WHERE seq BETWEEN ? AND ? ORDER BY seq'),
-      prune: o.db.prepare('DELETE FROM heartbeats WHERE created < ? AND seq < (SELECT MAX(seq) FROM heartbeats)'),
-      beacons: o.db.prepare('SELECT validator, slot, hash FROM beacons ORDER BY validator'),
-      beacon: o.db.prepare('SELECT slot FROM beacons WHERE validator = ?'),
-      saveBeacon: o.db.prepare('INSERT INTO beacons (validator, slot, hash, received) VALUES (?, ?, ?, ?) ON CONFLICT (validator) DO UPDATE SET slot = excluded.slot, hash = excluded.hash, received = excluded.received'),
-    }
+    this.st = o.proofLog ?? sqliteProofLog(o.db)
   }
 
   /** MQTT filters this part needs (the link subscribes on every connection). */
@@ -102,15 +126,12 @@ export class DeviceProofs {
   }
 
   head(): { seq: number; hash: string } | undefined {
-    return this.st.head.get() as { seq: number; hash: string } | undefined
+    return this.st.head()
   }
 
   /** Handles an incoming message if it is on one of this part's topics. */
   handle(topic: string, payload: Buffer): boolean {
     try {
-      if (payload.length > MAX_REQUEST_BYTES && (topic.startsWith(this.topics.beaconPrefix) || topic === this.topics.challenge || topic === this.topics.fetch)) {
-        throw new CairnError('TOO_LARGE', `${payload.length} bytes on ${topic} (at most ${MAX_REQUEST_BYTES})`)
-      }
       if (topic.startsWith(this.topics.beaconPrefix)) this.onBeacon(topic.slice(this.topics.beaconPrefix.length), payload)
       else if (topic === this.topics.challenge) this.onChallenge(payload)
       else if (topic === this.topics.fetch) this.onFetch(payload)
@@ -128,13 +149,14 @@ export class DeviceProofs {
   beat(): { seq: number; hash: string } {
     const now = this.o.clock.now()
     const tel = this.o.telemetry()
-    const beacons = (this.st.beacons.all() as Array<{ validator: string; slot: number; hash: string }>)
+    const beacons = this.st
+      .beacons()
       .filter(b => this.validators.has(b.validator))
       .map((b): BeaconRef => ({ v: b.validator, slot: b.slot, h: b.hash }))
-    let out: { seq: number; hash: string } | undefined
+    let out: { seq: number; hash: string; body: HeartbeatBody } | undefined
     this.o.outbox.enqueueWith(() => {
       const head = this.head()
-      const body: HeartbeatBody = {
+      let body: HeartbeatBody = {
         seq: head ? head.seq + 1 : 0,
         prev: head ? head.hash : ZERO_HASH,
         beacons,
@@ -143,17 +165,24 @@ export class DeviceProofs {
         owner: this.o.config.owner ?? null,
         period: this.o.config.periodS,
       }
-      const env = signEnvelope(this.o.identity, { type: ProofType.heartbeat, id: newId(now), fleet: this.o.fleet, sub: '*', iat: now, exp: now + HEARTBEAT_TTL_MS, body: asJson(body) })
-      const payload = encodeProof(env)
+      if (this.o.faults?.heartbeatBody) body = this.o.faults.heartbeatBody(body)
+      const { id, payload } = this.signHeartbeat(body, now)
       const hash = sha256Hex(payload)
-      this.st.insert.run(body.seq, hash, now, payload)
-      out = { seq: body.seq, hash }
-      return { id: env.id, cls: MsgClass.mustKeep, topic: this.topics.proof, payload }
+      this.st.append(body.seq, hash, now, payload)
+      out = { seq: body.seq, hash, body }
+      return { id, cls: MsgClass.mustKeep, topic: this.topics.proof, payload }
     })
     this.lastBeatAt = now
     this.o.metrics.inc('cairn_heartbeats_total')
     this.o.log.debug({ seq: out!.seq }, 'heartbeat signed')
-    return out!
+    this.o.faults?.afterBeat?.({ body: out!.body, now })
+    return { seq: out!.seq, hash: out!.hash }
+  }
+
+  /** A heartbeat's wire bytes (canonical JSON, so its hash is SHA-256 of the payload). */
+  signHeartbeat(body: HeartbeatBody, now: number): { id: string; payload: Buffer } {
+    const env = signEnvelope(this.o.identity, { type: ProofType.heartbeat, id: newId(now), fleet: this.o.fleet, sub: '*', iat: now, exp: now + HEARTBEAT_TTL_MS, body: asJson(body) })
+    return { id: env.id, payload: encodeProof(env) }
   }
 
   private schedule(delayMs: number): void {
@@ -179,9 +208,9 @@ export class DeviceProofs {
     // Only trusted validators' beacons are read at all: a retained junk message under
     // another id must not cost a parse on every reconnect.
     if (!this.validators.has(validatorInTopic)) throw new CairnError('UNTRUSTED_KEY', 'beacon from a validator this device does not trust')
-    const env = checkProof(payload, ProofType.beacon, { fleet: this.o.fleet, signer: k => this.validators.has(k) })
+    const env = this.o.verifyBeacon ? this.o.verifyBeacon(payload, p => this.readBeacon(p)) : this.readBeacon(payload)
     if (env.iss !== validatorInTopic) throw new CairnError('WRONG_TARGET', 'beacon published under another validator id')
-    const known = this.st.beacon.get(env.iss) as { slot: number; slotMs?: number } | undefined
+    const known = this.st.beacon(env.iss)
     const now = this.o.clock.now()
     // Old or repeated (a retained copy): ignored, unless the known one lies in the
     // future by this clock (a validator clock that jumped ahead once must not freeze
@@ -189,7 +218,7 @@ export class DeviceProofs {
     const knownInFuture = known !== undefined && known.slot * env.body.slotMs > now + this.o.skewMs
     if (known && known.slot >= env.body.slot && !knownInFuture) return
     if (env.body.slot * env.body.slotMs > now + this.o.skewMs) this.o.log.warn({ slot: env.body.slot }, 'beacon is from the future by this device clock')
-    this.st.saveBeacon.run(env.iss, env.body.slot, messageHash(env), now)
+    this.st.saveBeacon(env.iss, env.body.slot, messageHash(env), now)
     this.o.metrics.inc('cairn_beacons_total')
     // One heartbeat per new beacon, after a random delay so a fleet does not answer in
     // one burst; beacons of several validators in that window share it.
@@ -204,7 +233,6 @@ export class DeviceProofs {
   private onChallenge(payload: Buffer): void {
     const now = this.o.clock.now()
     const ch = this.fromValidator(payload, ProofType.challenge, now)
-    this.o.replay.admit(ch.id, ch.exp, now)
     const head = this.head()
     const body: ResponseBody = { challenge: ch.id, ch: messageHash(ch), nonce: ch.body.nonce, seq: head?.seq ?? null, head: head?.hash ?? null }
     // Expires with the challenge, or a moment from now when this clock already sees
@@ -228,40 +256,49 @@ export class DeviceProofs {
   private onFetch(payload: Buffer): void {
     const now = this.o.clock.now()
     const req = this.fromValidator(payload, ProofType.fetch, now)
-    this.o.replay.admit(req.id, req.exp, now)
     const to = Math.min(req.body.to, req.body.from + MAX_FETCH - 1)
-    const rows = this.st.range.all(req.body.from, to) as Array<{ seq: number; payload: Buffer }>
+    const rows = this.st.range(req.body.from, to)
     // One transaction (one fsync) for the lot, not one per heartbeat.
     this.o.outbox.enqueueBatch(rows.map(row => ({ id: newId(now), cls: MsgClass.reply, topic: this.topics.proof, payload: row.payload, expires: req.exp })))
     this.o.log.info({ from: req.body.from, to, sent: rows.length }, 'validator asked for stored heartbeats')
   }
 
-  /** A signed request from a trusted validator to this device: one signature check. */
+  /** A beacon of a trusted validator: no clock checks (a beacon is judged by its slot,
+   * above) and no replay store (an old or repeated one is simply not newer). */
+  private readBeacon(payload: Buffer): Beacon {
+    return this.read(payload, ProofType.beacon, { sub: null, clock: null })
+  }
+
+  /** A signed request from a trusted validator to this device, admitted to the replay
+   * store once its signature verified. */
   private fromValidator<T extends typeof ProofType.challenge | typeof ProofType.fetch>(payload: Buffer, type: T, now: number) {
-    let parsed: unknown
-    try {
-      parsed = JSON.parse(payload.toString())
-    } catch {
-      throw new CairnError('BAD_JSON', `${type} is not JSON`)
-    }
-    const env = verifyEnvelope(parsed, {
-      trusted: (k, t) => t === type && this.validators.has(k),
-      fleet: this.o.fleet,
+    return this.read(payload, type, {
       sub: this.o.identity.keyId,
-      now,
-      maxTtlMs: MAX_CHALLENGE_TTL_MS,
-      skewMs: this.o.skewMs,
       // A device clock that runs a little fast must not fail every challenge: the
       // validator judges lateness by its own receive time anyway.
-      expSkewMs: this.o.skewMs,
-      expectType: t => t === type,
+      clock: { now, maxTtlMs: MAX_CHALLENGE_TTL_MS, skewMs: this.o.skewMs, expSkewMs: this.o.skewMs },
+      replay: this.o.replay,
     })
-    return checkBody(env, type)
+  }
+
+  /** The signed-inbound gate for a message a trusted validator of this fleet signed. */
+  private read<T extends ProofType>(payload: Buffer, type: T, target: { sub: string | null } & ({ clock: null } | { clock: ClockChecks; replay: ReplayStore })): ReturnType<typeof checkBody<T>> {
+    const r = readSignedInbound(payload, {
+      what: type,
+      maxBytes: MAX_PROOF_REQUEST_BYTES,
+      fleet: this.o.fleet,
+      trusted: k => this.validators.has(k),
+      expectType: t => t === type,
+      body: env => checkBody(env, type),
+      ...target,
+    })
+    if (!r.ok) throw r.error
+    return r.env as ReturnType<typeof checkBody<T>>
   }
 
   private prune(): void {
     const cutoff = this.o.clock.now() - this.o.config.retentionDays * 86_400_000
-    const n = this.st.prune.run(cutoff).changes
+    const n = this.st.prune(cutoff)
     if (n > 0) this.o.log.info({ pruned: n }, 'heartbeat log pruned')
   }
 }

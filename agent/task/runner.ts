@@ -16,6 +16,7 @@ import { newId } from '../../protocol/ids.js'
 import type { KeyPair } from '../../protocol/keys.js'
 import type { Logger } from '../../protocol/log.js'
 import { MsgClass, type Outbox } from '../core/outbox.js'
+import { correlationProps } from '../../protocol/mqtt-props.js'
 import type { Db } from '../core/state-db.js'
 import { asJson, encodeTaskMessage, RECEIPT_TTL_MS, taskMessageHash, TaskMsg, TaskReceiptBodySchema, type TaskReceipt, type TaskReceiptBody, type TaskRequest, type TaskState } from '../../protocol/task-format.js'
 import { planAdmission, planQueue, planRecovery, TaskStore, type TaskRow } from './queue.js'
@@ -60,7 +61,6 @@ export interface TaskRunnerOptions {
   tickMs?: number
   /** Final rows older than retentionDays but never younger than this stay (request lifetime). */
   minRetentionMs?: number
-  mqttVersion?: 4 | 5
 }
 
 export type SubmitResult = { ok: true; row: TaskRow; position: number } | { ok: false; code: ErrorCode; message: string; existing?: TaskRow }
@@ -383,8 +383,8 @@ export class TaskRunner {
         receipt = signEnvelope(this.o.identity, { type: TaskMsg.receipt, id: newId(now), fleet: this.o.fleet, sub: row.dispatcher, iat: now, exp: now + RECEIPT_TTL_MS, body: asJson(body) }) as TaskReceipt
         wire = encodeTaskMessage(receipt)
         this.store.finish(row.id, outcome, now, error, wire)
-        const corr = this.o.mqttVersion === 5 && row.correlation ? { props: { correlationData: row.correlation } } : {}
-        return { id: receipt.id, cls: MsgClass.mustKeep, topic: this.o.receiptTopic, payload: wire, ...corr }
+        const props = correlationProps(row.correlation)
+        return { id: receipt.id, cls: MsgClass.mustKeep, topic: this.o.receiptTopic, payload: wire, ...(props ? { props } : {}) }
       })
     } catch (err) {
       this.o.log.error({ task: row.id, err: (err as Error).message }, 'task receipt could not be stored; the task stays open and is resolved at the next start')

@@ -1,5 +1,5 @@
-// The MQTT edge of tasks: reads signed task.request and task.cancel messages (size cap
-// before parse, envelope and signer, replay store, body schema), hands them to the
+// The MQTT edge of tasks: reads signed task.request and task.cancel messages (the
+// signed-inbound gate, then body schema and replay store), hands them to the
 // runner, and publishes what happens as updates on …/task/update (or the MQTT 5
 // response topic) and on the local bus. Refusals of unauthenticated input are sent
 // once, QoS 0 and rate-limited, like command refusals, so junk can neither fill the
@@ -11,17 +11,19 @@ import type { IPublishPacket } from 'mqtt'
 import type { Clock } from '../../protocol/clock.js'
 import type { Json } from '../../protocol/canonical.js'
 import type { Config } from '../config/config-schema.js'
-import { signEnvelope, verifyEnvelope, type Envelope } from '../../protocol/envelope.js'
+import { signEnvelope, type Envelope } from '../../protocol/envelope.js'
 import { CairnError, errorBody, type ErrorCode } from '../../protocol/errors.js'
 import { newId } from '../../protocol/ids.js'
 import { keyIdOf, type KeyPair } from '../../protocol/keys.js'
 import type { LocalBus } from '../core/local-bus.js'
 import type { Logger } from '../../protocol/log.js'
 import type { Metrics } from '../core/metrics.js'
-import { MsgClass, type Outbox, type PublishProps } from '../core/outbox.js'
-import type { ReplayGuard } from '../../protocol/replay-guard.js'
+import { MsgClass, type Outbox } from '../core/outbox.js'
+import { correlationProps, replyRoute, type PublishProps } from '../../protocol/mqtt-props.js'
+import type { ReplayStore } from '../../protocol/replay-guard.js'
+import { readSignedInbound } from '../../protocol/signed-inbound.js'
 import type { Db } from '../core/state-db.js'
-import { isAllowedResponseTopic, taskTopics } from '../../protocol/topics.js'
+import { taskTopics } from '../../protocol/topics.js'
 import type { TelemetrySample } from '../../hw/index.js'
 import { asJson, checkTaskBody, TaskMsg, type TaskReceipt, type TaskRequest, type TaskRequestBody, type TaskUpdate } from '../../protocol/task-format.js'
 import type { TaskRow } from './queue.js'
@@ -37,11 +39,10 @@ export interface TaskServiceOptions {
   identity: KeyPair
   fleet: string
   config: Config['tasks']
-  mqttVersion: 4 | 5
   dispatchers: readonly KeyObject[]
   /** Operators may cancel any task (they cannot dispatch unless also dispatchers). */
   isOperator: (keyId: string) => boolean
-  replay: ReplayGuard
+  replay: ReplayStore
   skewMs: number
   maxTtlMs: number
   executors: readonly TaskExecutor[]
@@ -91,7 +92,6 @@ export class TaskService {
       hot: () => hotReason(o.telemetry(), o.config.maxTempC),
       receiptTopic: this.topics.receipt,
       notify: n => this.onNotice(n),
-      mqttVersion: o.mqttVersion,
       minRetentionMs: o.maxTtlMs + o.skewMs,
       ...(o.pendingTypes ? { pendingTypes: o.pendingTypes } : {}),
       ...(o.graceMs !== undefined ? { graceMs: o.graceMs } : {}),
@@ -143,36 +143,29 @@ export class TaskService {
   /** Handles an incoming message if it is on one of this part's topics. */
   handle(topic: string, payload: Buffer, packet?: IPublishPacket): boolean {
     if (topic !== this.topics.request && topic !== this.topics.cancel) return false
-    const responseTopic = packet?.properties?.responseTopic
-    const replyTopic = responseTopic !== undefined && isAllowedResponseTopic(responseTopic, this.topics.update) ? responseTopic : null
-    const corr = packet?.properties?.correlationData
-    const correlation = corr ? Buffer.from(corr).toString('base64') : null
+    const { responseTopic: replyTopic, correlation } = replyRoute(packet, this.topics.update)
     const isRequest = topic === this.topics.request
     const type = isRequest ? TaskMsg.request : TaskMsg.cancel
     let env: Envelope | undefined
     let requestId: string | null = null
     let taskId: string | null = null
     try {
-      if (payload.length > this.o.config.maxRequestBytes) throw new CairnError('TOO_LARGE', `${payload.length} bytes on ${type} (at most ${this.o.config.maxRequestBytes})`)
-      let parsed: unknown
-      try {
-        parsed = JSON.parse(payload.toString('utf8'))
-      } catch {
-        throw new CairnError('BAD_JSON', `${type} is not JSON`)
-      }
-      const p = parsed as { id?: unknown; body?: { task?: unknown } } | null
-      if (typeof p?.id === 'string' && /^[A-Za-z0-9_-]{8,64}$/.test(p.id)) requestId = p.id
-      if (typeof p?.body?.task === 'string' && /^[A-Za-z0-9_-]{8,64}$/.test(p.body.task)) taskId = p.body.task
       const now = this.o.clock.now()
-      env = verifyEnvelope(parsed, {
+      // No replay store here: onRequest answers a known task id (DUPLICATE) before its
+      // request id is admitted, and a cancel is admitted once its body checked.
+      const read = readSignedInbound(payload, {
+        what: type,
+        maxBytes: this.o.config.maxRequestBytes,
         trusted: (k, t) => (t === TaskMsg.request ? this.dispatchers.has(k) : this.dispatchers.has(k) || this.o.isOperator(k)),
         fleet: this.o.fleet,
         sub: this.o.identity.keyId,
-        now,
-        maxTtlMs: this.o.maxTtlMs,
-        skewMs: this.o.skewMs,
+        clock: { now, maxTtlMs: this.o.maxTtlMs, skewMs: this.o.skewMs },
         expectType: t => t === type,
       })
+      requestId = read.echo.id
+      taskId = read.echo.task
+      if (!read.ok) throw read.error
+      env = read.env
       if (isRequest) this.onRequest(checkTaskBody(env, TaskMsg.request), replyTopic, correlation, now)
       else this.onCancel(checkTaskBody(env, TaskMsg.cancel), replyTopic, correlation, now)
     } catch (err) {
@@ -304,12 +297,8 @@ export class TaskService {
     return Buffer.from(JSON.stringify(msg))
   }
 
-  private props(correlation: string | null): PublishProps | undefined {
-    return correlation && this.o.mqttVersion === 5 ? { correlationData: correlation } : undefined
-  }
-
   private durable(topic: string, payload: Buffer, correlation: string | null, expires: number): void {
-    const props = this.props(correlation)
+    const props = correlationProps(correlation)
     try {
       this.o.outbox.enqueue({ id: newId(this.o.clock.now()), cls: MsgClass.reply, topic, payload, expires, ...(props ? { props } : {}) })
     } catch (err) {
@@ -330,7 +319,7 @@ export class TaskService {
       }
       this.tokens -= 1
     }
-    this.o.publishQuick(topic, payload, this.props(correlation))
+    this.o.publishQuick(topic, payload, correlationProps(correlation))
     return true
   }
 

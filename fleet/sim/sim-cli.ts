@@ -6,7 +6,7 @@ import { Command } from 'commander'
 import mqtt from 'mqtt'
 import { CairnError } from '../../protocol/errors.js'
 import { keyIdOf, readPublicKeyFile } from '../../protocol/keys.js'
-import { toolClientOptions } from '../../agent/core/mqtt-link.js'
+import { toolClientOptions } from '../../protocol/mqtt-client.js'
 import { MisbehaviourKinds, startSim, type Misbehaviour, type MisbehaviourKind, type SimStats } from './sim.js'
 
 type Out = { write(s: string): unknown }

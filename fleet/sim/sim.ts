@@ -1,46 +1,19 @@
 // `cairn sim`: many simulated devices in one process, for load tests and fraud drills.
-// Each device has its own ed25519 key, its own MQTT connection (clean session, QoS 1)
-// and its own heartbeat chain, and signs real heartbeats with the agent's own format
-// code (format.ts, envelope.ts), on the agent's schedule (device-proofs.ts): one soon
-// after each new genuine beacon, one per period when no beacon came. Only the storage
-// differs: the chain lives in memory, not SQLite. Chosen devices can misbehave
-// (equivocate, fork, replay, forge beacons, run a wrong clock, drop offline) so the
-// validator's fraud checks can be exercised against real traffic.
+// Each device has its own ed25519 key, its own MQTT connection and its own heartbeat
+// chain, and runs the agent's own device-side proof code (sim-device.ts): the same
+// heartbeat schedule, beacon rule, request checks and signing as a real device. Only
+// the storage differs: the newest heartbeats live in memory, not SQLite. Chosen devices
+// can misbehave (equivocate, fork, replay, forge beacons, run a wrong clock, drop
+// offline) so the validator's fraud checks can be exercised against real traffic.
 
-import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto'
-import { Value } from '@sinclair/typebox/value'
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
+import { pino } from 'pino'
+import type { IClientOptions } from 'mqtt'
 import { systemClock, type Clock } from '../../protocol/clock.js'
-import { signEnvelope, verifyEnvelope } from '../../protocol/envelope.js'
-import { noDelay } from '../../agent/core/mqtt-link.js'
-import { errorBody } from '../../protocol/errors.js'
-import { newId } from '../../protocol/ids.js'
-import { base32Encode } from '../../protocol/base32.js'
-import type { KeyPair } from '../../protocol/keys.js'
+import { publicKeyFromKeyId } from '../../protocol/keys.js'
 import type { Logger } from '../../protocol/log.js'
-import { proofTopics } from '../../protocol/topics.js'
-import {
-  asJson,
-  ChallengeBodySchema,
-  checkProof,
-  encodeProof,
-  FetchBodySchema,
-  messageHash,
-  ProofType,
-  telemetryDigest,
-  ZERO_HASH,
-  type BeaconRef,
-  type HeartbeatBody,
-  type ResponseBody,
-} from '../../protocol/proof-format.js'
-import { sha256Hex } from '../../protocol/hash.js'
+import { BeaconCache, SimDevice, zeroCounts, type DeviceCounts, type Faults, type Shared } from './sim-device.js'
 
-// The same limits as device-proofs.ts, so a sim device refuses what an agent refuses.
-const HEARTBEAT_TTL_MS = 24 * 3600_000
-const MAX_FETCH = 1000
-const MAX_CHALLENGE_TTL_MS = 10 * 60_000
-/** Heartbeats kept per device for fetch requests and replays (memory, not a log). */
-const RING = 8
+export { SimDevice, type DeviceCounts }
 
 export const MisbehaviourKinds = ['equivocate', 'replay', 'clock', 'offline', 'fork', 'forge-beacon'] as const
 export type MisbehaviourKind = (typeof MisbehaviourKinds)[number]
@@ -54,15 +27,6 @@ export interface Misbehaviour {
   arg?: number
   /** offline: seconds after the first connection (default: random within two periods). */
   at?: number
-}
-
-interface Faults {
-  equivocate?: number
-  fork?: number
-  forge?: number
-  replay?: number
-  clockMs: number
-  offline?: { ms: number; atMs: number | undefined }
 }
 
 export interface SimOptions {
@@ -88,24 +52,6 @@ export interface SimOptions {
   log?: Logger
   /** Called once with an error that stops the ramp (EMFILE: out of file descriptors). */
   onFatal?: (err: Error) => void
-}
-
-export interface DeviceCounts {
-  connects: number
-  beacons: number
-  /** Heartbeats signed and published (an equivocation's twin included, replays not). */
-  heartbeats: number
-  /** Of those, acknowledged by the broker (PUBACK). */
-  acked: number
-  failed: number
-  equivocations: number
-  forks: number
-  forgedBeacons: number
-  replays: number
-  fetched: number
-  /** Challenge responses acknowledged by the broker. */
-  challenges: number
-  refused: number
 }
 
 export interface SimDeviceStats extends DeviceCounts {
@@ -135,348 +81,6 @@ export interface Sim {
   stats(opts?: { perDevice?: boolean }): SimStats
   /** Stops timers, waits (bounded) for in-flight acknowledgements, disconnects. */
   stop(): Promise<SimStats>
-}
-
-type BeaconCheck = { ok: true; iss: string; slot: number; slotMs: number; hash: string } | { ok: false; code: string }
-
-/** Checks each distinct beacon payload once per process. Every simulated device still
- * receives each beacon on its own connection and keeps its own newest slot per
- * validator; only the JSON parse and the ed25519 verification, identical for all
- * devices of a process, are shared. A real fleet pays that once per device, so the
- * sim's CPU is not N times an agent's. */
-class BeaconCache {
-  verified = 0
-  private readonly seen = new Map<string, BeaconCheck>()
-  constructor(
-    private readonly fleet: string,
-    private readonly validators: ReadonlySet<string>,
-  ) {}
-
-  check(payload: Buffer): BeaconCheck {
-    const key = sha256Hex(payload)
-    const hit = this.seen.get(key)
-    if (hit) return hit
-    let r: BeaconCheck
-    try {
-      const env = checkProof(payload, ProofType.beacon, { fleet: this.fleet, signer: k => this.validators.has(k) })
-      r = { ok: true, iss: env.iss, slot: env.body.slot, slotMs: env.body.slotMs, hash: messageHash(env) }
-    } catch (err) {
-      r = { ok: false, code: errorBody(err).code }
-    }
-    this.verified++
-    if (this.seen.size >= 256) this.seen.delete(this.seen.keys().next().value!)
-    this.seen.set(key, r)
-    return r
-  }
-}
-
-interface Shared {
-  o: Required<Pick<SimOptions, 'brokerUrl' | 'fleet' | 'periodS' | 'jitterMs' | 'skewMs' | 'keepaliveS'>> & { owner: string | null; mqtt: IClientOptions }
-  validators: ReadonlySet<string>
-  beacons: BeaconCache
-  clock: Clock
-  random: () => number
-  refused: Map<string, number>
-  fatal(err: Error): void
-  firstConnect(): void
-}
-
-export class SimDevice {
-  readonly key: KeyPair
-  readonly id: string
-  readonly counts: DeviceCounts = { connects: 0, beacons: 0, heartbeats: 0, acked: 0, failed: 0, equivocations: 0, forks: 0, forgedBeacons: 0, replays: 0, fetched: 0, challenges: 0, refused: 0 }
-  connected = false
-  offline = false
-  private client: MqttClient | undefined
-  private readonly topics
-  private head: { seq: number; hash: string } | undefined
-  private readonly beacons = new Map<string, BeaconRef>()
-  private readonly ring: Array<{ seq: number; payload: Buffer }> = []
-  private readonly answered = new Map<string, number>()
-  private timer: NodeJS.Timeout | undefined
-  private pendingBeat: NodeJS.Timeout | undefined
-  private offlineTimer: NodeJS.Timeout | undefined
-  private stopped = true
-  private everConnected = false
-
-  constructor(
-    readonly index: number,
-    private readonly faults: Faults,
-    private readonly s: Shared,
-  ) {
-    this.key = newDeviceKey()
-    this.id = this.key.keyId
-    this.topics = proofTopics(s.o.fleet, this.id)
-  }
-
-  faultNames(): string[] {
-    const f = this.faults
-    const out: string[] = []
-    if (f.equivocate) out.push(`equivocate/${f.equivocate}`)
-    if (f.fork) out.push(`fork/${f.fork}`)
-    if (f.forge) out.push(`forge-beacon/${f.forge}`)
-    if (f.replay) out.push(`replay/${f.replay}`)
-    if (f.clockMs) out.push(`clock${f.clockMs > 0 ? '+' : ''}${f.clockMs / 1000}s`)
-    if (f.offline) out.push(`offline/${f.offline.ms / 1000}s`)
-    return out
-  }
-
-  /** The device's own clock (a `clock` fault makes it wrong). */
-  now(): number {
-    return this.s.clock.now() + this.faults.clockMs
-  }
-
-  start(): void {
-    this.stopped = false
-    this.connect()
-    this.schedule(this.s.o.periodS * 1000)
-  }
-
-  async stop(graceMs = 10_000): Promise<void> {
-    this.stopped = true
-    this.clearTimers()
-    clearTimeout(this.offlineTimer)
-    await this.disconnect(graceMs)
-  }
-
-  private connect(): void {
-    const o = this.s.o
-    const client = mqtt.connect(o.brokerUrl, {
-      ...o.mqtt,
-      clientId: `cairn-sim-${this.id.slice(0, 20)}`,
-      clean: true,
-      keepalive: o.keepaliveS,
-      // Spread reconnects so a broker restart is not met by every device at once.
-      reconnectPeriod: 1000 + Math.floor(this.s.random() * 4000),
-      connectTimeout: 30_000,
-      resubscribe: false,
-    })
-    this.client = client
-    client.on('connect', () => {
-      noDelay(client)
-      // mqtt.js can complete a reconnect already under way after end() (seen after
-      // EMFILE); a connection this device no longer owns is closed at once.
-      if (this.client !== client) return void client.end(true)
-      this.connected = true
-      this.counts.connects++
-      client.subscribe([this.topics.beaconFilter, this.topics.challenge, this.topics.fetch], { qos: 1 })
-      if (!this.everConnected) {
-        this.everConnected = true
-        this.s.firstConnect()
-        this.planOffline()
-      }
-    })
-    client.on('close', () => (this.connected = false))
-    client.on('error', err => {
-      if ((err as NodeJS.ErrnoException).code === 'EMFILE') this.s.fatal(err)
-      else this.refuse(`mqtt:${(err as NodeJS.ErrnoException).code ?? 'error'}`)
-    })
-    client.on('message', (topic, payload) => this.onMessage(topic, payload))
-  }
-
-  private disconnect(graceMs: number): Promise<void> {
-    const c = this.client
-    this.client = undefined
-    this.connected = false
-    if (!c) return Promise.resolve()
-    return new Promise<void>(resolve => {
-      // end(false) waits for in-flight publishes, which only a live connection can
-      // finish; a dead broker must not hang stop().
-      if (!c.connected) return void c.end(true, {}, () => resolve())
-      const force = setTimeout(() => c.end(true, {}, () => resolve()), graceMs)
-      c.end(false, {}, () => {
-        clearTimeout(force)
-        resolve()
-      })
-    })
-  }
-
-  private clearTimers(): void {
-    clearTimeout(this.timer)
-    clearTimeout(this.pendingBeat)
-    this.pendingBeat = undefined
-  }
-
-  private planOffline(): void {
-    const off = this.faults.offline
-    if (!off) return
-    const at = off.atMs ?? Math.floor(this.s.random() * 2 * this.s.o.periodS * 1000)
-    this.offlineTimer = setTimeout(() => {
-      if (this.stopped) return
-      this.offline = true
-      this.clearTimers()
-      void this.disconnect(1000)
-      this.offlineTimer = setTimeout(() => {
-        if (this.stopped) return
-        this.offline = false
-        this.connect()
-        this.schedule(this.s.o.periodS * 1000)
-      }, off.ms)
-    }, at)
-  }
-
-  private refuse(code: string): void {
-    this.counts.refused++
-    this.s.refused.set(code, (this.s.refused.get(code) ?? 0) + 1)
-  }
-
-  private onMessage(topic: string, payload: Buffer): void {
-    try {
-      if (topic.startsWith(this.topics.beaconPrefix)) this.onBeacon(topic.slice(this.topics.beaconPrefix.length), payload)
-      else if (topic === this.topics.challenge) this.onChallenge(payload)
-      else if (topic === this.topics.fetch) this.onFetch(payload)
-    } catch (err) {
-      this.refuse(errorBody(err).code)
-    }
-  }
-
-  // ------------------------------------------------------------ heartbeats
-
-  private schedule(delayMs: number): void {
-    if (this.stopped || this.offline) return
-    clearTimeout(this.timer)
-    this.timer = setTimeout(() => this.tick(), delayMs)
-  }
-
-  private tick(): void {
-    clearTimeout(this.pendingBeat)
-    this.pendingBeat = undefined
-    this.beat()
-    this.schedule(this.s.o.periodS * 1000)
-  }
-
-  private onBeacon(validatorInTopic: string, payload: Buffer): void {
-    if (payload.length === 0) return
-    const b = this.s.beacons.check(payload)
-    if (!b.ok) return this.refuse(b.code)
-    if (b.iss !== validatorInTopic) return this.refuse('WRONG_TARGET')
-    const known = this.beacons.get(b.iss)
-    if (known && known.slot >= b.slot) return
-    this.beacons.set(b.iss, { v: b.iss, slot: b.slot, h: b.hash })
-    this.counts.beacons++
-    if (this.pendingBeat || this.stopped || this.offline) return
-    const jitter = Math.min(this.s.o.jitterMs, Math.floor((b.slotMs * 3) / 10))
-    this.pendingBeat = setTimeout(() => this.tick(), Math.floor(this.s.random() * (jitter + 1)))
-  }
-
-  /** Signs and publishes the next heartbeat, misbehaving where this device's faults say. */
-  beat(): void {
-    const now = this.now()
-    const f = this.faults
-    const seq = this.head ? this.head.seq + 1 : 0
-    const due = (every: number | undefined) => every !== undefined && seq >= 1 && (seq - 1) % every === 0
-    const beacons = [...this.beacons.values()].filter(b => this.s.validators.has(b.v)).sort((a, b) => (a.v < b.v ? -1 : 1))
-    if (due(f.forge) && beacons[0]) {
-      beacons[0] = { ...beacons[0], h: randomHex() }
-      this.counts.forgedBeacons++
-    }
-    const forked = due(f.fork)
-    if (forked) this.counts.forks++
-    const body: HeartbeatBody = {
-      seq,
-      prev: forked ? randomHex() : (this.head?.hash ?? ZERO_HASH),
-      beacons,
-      tel: telemetryDigest({ ts: now, load: Math.round(this.s.random() * 1000) / 1000 }),
-      owner: this.s.o.owner,
-      period: this.s.o.periodS,
-    }
-    const payload = this.signHeartbeat(body, now)
-    this.head = { seq, hash: sha256Hex(payload) }
-    this.publishHeartbeat(payload)
-    if (due(f.equivocate)) {
-      // Same seq and prev, different content: two statements for one link of the chain.
-      this.publishHeartbeat(this.signHeartbeat({ ...body, tel: randomHex() }, now))
-      this.counts.equivocations++
-    }
-    if (due(f.replay) && this.ring.length >= 2) {
-      this.publish(this.ring[0]!.payload, () => undefined)
-      this.counts.replays++
-    }
-    this.ring.push({ seq, payload })
-    if (this.ring.length > RING) this.ring.shift()
-  }
-
-  private signHeartbeat(body: HeartbeatBody, now: number): Buffer {
-    const env = signEnvelope(this.key, { type: ProofType.heartbeat, id: newId(now), fleet: this.s.o.fleet, sub: '*', iat: now, exp: now + HEARTBEAT_TTL_MS, body: asJson(body) })
-    return encodeProof(env)
-  }
-
-  private publishHeartbeat(payload: Buffer): void {
-    this.counts.heartbeats++
-    this.publish(payload, ok => (ok ? this.counts.acked++ : this.counts.failed++))
-  }
-
-  private publish(payload: Buffer, done: (ok: boolean) => void): void {
-    const c = this.client
-    if (!c) return done(false)
-    c.publish(this.topics.proof, payload, { qos: 1 }, err => done(!err))
-  }
-
-  // ------------------------------------------------------------ validator requests
-
-  /** The agent's checks (device-proofs.ts): signed by a trusted validator, for this
-   * device, fresh by this device's clock, not seen before. */
-  private admit(payload: Buffer, type: typeof ProofType.challenge | typeof ProofType.fetch) {
-    const now = this.now()
-    let parsed: unknown
-    try {
-      parsed = JSON.parse(payload.toString())
-    } catch {
-      return this.refuse('BAD_JSON')
-    }
-    const env = verifyEnvelope(parsed, {
-      trusted: (k, t) => t === type && this.s.validators.has(k),
-      fleet: this.s.o.fleet,
-      sub: this.id,
-      now,
-      maxTtlMs: MAX_CHALLENGE_TTL_MS,
-      skewMs: this.s.o.skewMs,
-      expectType: t => t === type,
-    })
-    if (this.answered.has(env.id)) return this.refuse('REPLAY')
-    for (const [id, exp] of this.answered) if (exp <= now) this.answered.delete(id)
-    this.answered.set(env.id, env.exp)
-    return { env, now }
-  }
-
-  private onChallenge(payload: Buffer): void {
-    const a = this.admit(payload, ProofType.challenge)
-    if (!a) return
-    const { env, now } = a
-    if (!Value.Check(ChallengeBodySchema, env.body)) return this.refuse('BAD_REQUEST')
-    const body: ResponseBody = { challenge: env.id, ch: messageHash(env), nonce: env.body.nonce, seq: this.head?.seq ?? null, head: this.head?.hash ?? null }
-    const resp = signEnvelope(this.key, { type: ProofType.response, id: newId(now), fleet: this.s.o.fleet, sub: env.iss, iat: now, exp: env.exp, body: asJson(body) })
-    this.publish(encodeProof(resp), ok => ok && this.counts.challenges++)
-  }
-
-  private onFetch(payload: Buffer): void {
-    const a = this.admit(payload, ProofType.fetch)
-    if (!a) return
-    if (!Value.Check(FetchBodySchema, a.env.body)) return this.refuse('BAD_REQUEST')
-    const { from } = a.env.body
-    const to = Math.min(a.env.body.to, from + MAX_FETCH - 1)
-    for (const r of this.ring) {
-      if (r.seq < from || r.seq > to) continue
-      this.publish(r.payload, () => undefined)
-      this.counts.fetched++
-    }
-  }
-}
-
-/** A fresh ed25519 key pair, made from DER rather than with keys.ts's generateKeyPair.
- * Node 20.20 deadlocked here (seen with gdb: the main thread in ExportJWKEdKey holding
- * the key's mutex, a GC in it running ~KeyGenJob, which locks the same mutex) in about
- * one of eight processes making 5,000 keys: a JWK export of a KeyObject that still
- * shares its key with the generating job. DER output and fresh KeyObjects share nothing
- * with the job, and the key id comes straight from the SPKI bytes. */
-function newDeviceKey(): KeyPair {
-  const { publicKey: spki, privateKey: pkcs8 } = generateKeyPairSync('ed25519', { publicKeyEncoding: { type: 'spki', format: 'der' }, privateKeyEncoding: { type: 'pkcs8', format: 'der' } })
-  // An ed25519 SPKI is a fixed 12-byte header and the 32-byte raw public key.
-  return { privateKey: createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' }), publicKey: createPublicKey({ key: spki, format: 'der', type: 'spki' }), keyId: base32Encode(spki.subarray(12)) }
-}
-
-function randomHex(): string {
-  return randomBytes(32).toString('hex')
 }
 
 /** Which devices get which faults: an index names one; a fraction picks that many at
@@ -516,7 +120,6 @@ function assignFaults(n: number, specs: readonly Misbehaviour[], random: () => n
 export function startSim(opts: SimOptions): Sim {
   if (!Number.isInteger(opts.devices) || opts.devices < 1) throw new RangeError('devices must be a positive integer')
   const random = opts.random ?? Math.random
-  const validators = new Set(opts.validators)
   let fatal: Error | undefined
   let everConnected = 0
   let resolveReady!: () => void
@@ -532,8 +135,9 @@ export function startSim(opts: SimOptions): Sim {
       owner: opts.owner ?? null,
       mqtt: opts.mqtt ?? { protocolVersion: 5 },
     },
-    validators,
-    beacons: new BeaconCache(opts.fleet, validators),
+    validators: [...new Set(opts.validators)].map(publicKeyFromKeyId),
+    beacons: new BeaconCache(),
+    log: pino({ level: 'silent' }),
     clock: opts.clock ?? systemClock,
     random,
     refused: new Map(),
@@ -564,7 +168,7 @@ export function startSim(opts: SimOptions): Sim {
   pump()
 
   const stats = (o: { perDevice?: boolean } = {}): SimStats => {
-    const totals: DeviceCounts = { connects: 0, beacons: 0, heartbeats: 0, acked: 0, failed: 0, equivocations: 0, forks: 0, forgedBeacons: 0, replays: 0, fetched: 0, challenges: 0, refused: 0 }
+    const totals = zeroCounts()
     let connected = 0
     let offline = 0
     for (const d of devices) {

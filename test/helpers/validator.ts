@@ -4,7 +4,7 @@
 import type { Test } from 'tap'
 import { systemClock } from '../../protocol/clock.js'
 import { createLogger } from '../../protocol/log.js'
-import { toolClientOptions } from '../../agent/core/mqtt-link.js'
+import { toolClientOptions } from '../../protocol/mqtt-client.js'
 import { Validator, type ValidatorOptions } from '../../validator/validator.js'
 
 export function testValidator(t: Test, url: string, o: Pick<ValidatorOptions, 'stateDir' | 'key' | 'params'> & Partial<ValidatorOptions>): Validator {

@@ -105,7 +105,7 @@ t.test('executors that join after start: BUSY while starting, then run; UNSUPPOR
   let statusChanges = 0
   const svc = new TaskService({
     db, outbox, clock, log, metrics: new Metrics(), identity: generateKeyPair(), fleet: 'test',
-    config: Value.Default(TasksSchema, {}) as never, mqttVersion: 5, dispatchers: [], isOperator: () => false,
+    config: Value.Default(TasksSchema, {}) as never, dispatchers: [], isOperator: () => false,
     replay: new ReplayGuard(db, 1000), skewMs: 1000, maxTtlMs: 86_400_000, executors: [], telemetry: () => undefined, bus,
     publishQuick: () => undefined, pendingTypes: ['inference', 'cache'], onExecutorAdded: () => statusChanges++,
   })

@@ -1,0 +1,83 @@
+// The MQTT client factory against a real Mosquitto: both protocol versions connect, an
+// MQTT 5 client's Maximum Packet Size makes the broker hold back larger messages, and
+// every (re)connected socket has TCP_NODELAY set.
+
+import t from 'tap'
+import { Socket } from 'node:net'
+import type { MqttClient } from 'mqtt'
+import { connectMqtt, connectMqttAsync, mqttClientOptions, toolClientOptions } from '../../protocol/mqtt-client.js'
+import { startBroker, type TestBroker } from '../helpers/broker.js'
+import { until } from '../helpers/agent.js'
+
+let broker: TestBroker
+t.before(async () => {
+  broker = await startBroker()
+})
+t.teardown(async () => broker.close())
+
+const ended = (c: MqttClient) => new Promise<void>(r => c.end(true, {}, () => r()))
+
+t.test('MQTT 5 and 3.1.1 connect, with the tool options, and carry messages', async t => {
+  for (const mqttVersion of [5, 4] as const) {
+    const c = await connectMqttAsync({ url: broker.url, base: toolClientOptions({ url: broker.url, mqttVersion }), reconnectPeriodMs: 0 })
+    t.teardown(() => ended(c))
+    t.equal(c.options.protocolVersion, mqttVersion, `protocol version ${mqttVersion}`)
+    t.equal(c.options.reconnectPeriod, 0, 'one-shot: no reconnect')
+    const got = new Promise<string>(r => c.once('message', (_topic, payload) => r(payload.toString())))
+    await c.subscribeAsync(`factory/${mqttVersion}`, { qos: 1 })
+    await c.publishAsync(`factory/${mqttVersion}`, 'hello', { qos: 1 })
+    t.equal(await got, 'hello')
+  }
+  t.notOk(mqttClientOptions({ url: broker.url, mqttVersion: 4, maximumPacketSize: 1000, sessionExpiryS: 60, reconnectPeriodMs: 0 }).properties, 'a 3.1.1 CONNECT has no properties')
+})
+
+t.test('MQTT 5 Maximum Packet Size: the broker does not send a larger message', async t => {
+  const topic = 'factory/big'
+  const pub = await connectMqttAsync({ url: broker.url, mqttVersion: 5, reconnectPeriodMs: 0 })
+  t.teardown(() => ended(pub))
+  const receive = async (maximumPacketSize: number | undefined) => {
+    const c = await connectMqttAsync({ url: broker.url, mqttVersion: 5, reconnectPeriodMs: 0, ...(maximumPacketSize ? { maximumPacketSize } : {}) })
+    t.teardown(() => ended(c))
+    const sizes: number[] = []
+    c.on('message', (_topic, payload) => sizes.push(payload.length))
+    await c.subscribeAsync(topic, { qos: 1 })
+    return { c, sizes }
+  }
+  const limited = await receive(1024)
+  const open = await receive(undefined)
+  t.equal(limited.c.options.properties?.maximumPacketSize, 1024, 'the CONNECT carries it')
+  // The broker keeps the order of one publisher's messages: once the small one that
+  // followed the big one has arrived, the big one would have arrived before it.
+  await pub.publishAsync(topic, Buffer.alloc(2000, 0x61), { qos: 1 })
+  await pub.publishAsync(topic, Buffer.alloc(10, 0x62), { qos: 1 })
+  await until(() => limited.sizes.includes(10) && open.sizes.includes(10), 5000, 'the small message at both')
+  t.same(open.sizes, [2000, 10], 'without a limit both arrive')
+  t.same(limited.sizes, [10], 'with a 1024-byte limit the 2000-byte message is held back')
+})
+
+t.test('TCP_NODELAY on the socket of every connection, reconnects included', async t => {
+  const b = await startBroker()
+  t.teardown(() => b.close())
+  const calls: Array<{ socket: Socket; on: boolean }> = []
+  const original = Socket.prototype.setNoDelay
+  Socket.prototype.setNoDelay = function (this: Socket, on?: boolean) {
+    calls.push({ socket: this, on: on !== false })
+    return original.call(this, on)
+  }
+  t.teardown(() => {
+    Socket.prototype.setNoDelay = original
+  })
+  const c = connectMqtt({ url: b.url, mqttVersion: 5, reconnectPeriodMs: 100 })
+  t.teardown(() => ended(c))
+  let connects = 0
+  c.on('connect', () => connects++)
+  await until(() => connects === 1, 5000, 'connected')
+  const first = c.stream as unknown as Socket
+  t.ok(calls.some(x => x.socket === first && x.on), 'set on the first socket')
+  await b.stop()
+  await b.start()
+  await until(() => connects === 2, 10_000, 'reconnected')
+  const second = c.stream as unknown as Socket
+  t.not(second, first, 'a new socket')
+  t.ok(calls.some(x => x.socket === second && x.on), 'set on the new socket too')
+})
