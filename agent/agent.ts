@@ -35,13 +35,13 @@ import { openStateDb, type Db } from './core/state-db.js'
 import { statusMessage } from './core/status.js'
 import type { SystemPort } from './core/system.js'
 import { TelemetryLoop } from './core/telemetry-loop.js'
-import { DeviceUi } from './device-ui/index.js'
+import { DeviceUi } from './device-ui/device-ui.js'
 import { startAgentLocalApi } from './local-api/agent-host.js'
 import type { LocalApi } from './local-api/api-server.js'
 import { DeviceProofs, MAX_PROOF_REQUEST_BYTES } from './proof/device-proofs.js'
 import { startBuiltinExecutors } from './task/builtin-executors.js'
 import { TaskService } from './task/task-service.js'
-import type { TaskExecutor } from './task/types.js'
+import type { TaskExecutor } from './task/executor-port.js'
 
 export type { StopReason }
 

@@ -6,7 +6,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { CairnError } from '../../protocol/errors.js'
 import type { Logger } from '../../protocol/log.js'
-import type { AdmitResult, HashedBlob, TaskExecutor, TaskOutcome, TaskRunContext } from '../task/types.js'
+import type { AdmitResult, HashedBlob, TaskExecutor, TaskOutcome, TaskRunContext } from '../task/executor-port.js'
 import { cidFromSha256, toSha256 } from './cid.js'
 import type { ContentStore } from './store.js'
 

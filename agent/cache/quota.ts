@@ -5,7 +5,7 @@
 
 import { CairnError } from '../../protocol/errors.js'
 import type { Logger } from '../../protocol/log.js'
-import { diskFree } from './disk.js'
+import { diskFree } from './store-files.js'
 import type { indexStatements } from './index-db.js'
 
 export interface QuotaOptions {

@@ -1,4 +1,4 @@
-// The `inference` task executor (agent/task/types.ts's TaskExecutor): parses params,
+// The `inference` task executor (agent/task/executor-port.ts's TaskExecutor): parses params,
 // fetches the model package and image inputs through the ContentSource (verified,
 // content-addressed), hands the work to the isolated worker, and turns its answer into
 // the TaskOutcome the receipt is made of: hashes of inputs, model and outputs, backend,
@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import type { Json } from '../../protocol/canonical.js'
 import { CairnError } from '../../protocol/errors.js'
 import type { Logger } from '../../protocol/log.js'
-import type { ContentLease, ContentSource, TaskExecutor, TaskOutcome, TaskRunContext } from '../task/types.js'
+import type { ContentLease, ContentSource, TaskExecutor, TaskOutcome, TaskRunContext } from '../task/executor-port.js'
 import type { Accelerator } from '../../hw/accelerators.js'
 import { DEMO_MODEL_SHA256, demoModelPath } from './demo-model.js'
 import { MAX_PACKAGE_BYTES, META_FILE } from './model-package.js'

@@ -9,7 +9,7 @@ import type { Logger } from '../../protocol/log.js'
 import type { ContentStore } from '../cache/store.js'
 import { createCacheExecutor } from '../cache/cache-executor.js'
 import { createInferenceExecutor } from '../infer/infer-executor.js'
-import type { TaskExecutor, TaskType } from './types.js'
+import type { TaskExecutor, TaskType } from './executor-port.js'
 
 export interface BuiltinExecutorDeps {
   types: readonly TaskType[]

@@ -6,7 +6,7 @@
 
 import type { Db } from '../core/state-db.js'
 import type { ErrorCode } from '../../protocol/errors.js'
-import type { TaskType } from './types.js'
+import type { TaskType } from './executor-port.js'
 import type { TaskState } from '../../protocol/task-format.js'
 
 export interface TaskRow {

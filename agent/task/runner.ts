@@ -20,7 +20,7 @@ import { correlationProps } from '../../protocol/mqtt-props.js'
 import type { Db } from '../core/state-db.js'
 import { asJson, encodeTaskMessage, RECEIPT_TTL_MS, taskMessageHash, TaskMsg, TaskReceiptBodySchema, type TaskReceipt, type TaskReceiptBody, type TaskRequest, type TaskState } from '../../protocol/task-format.js'
 import { planAdmission, planQueue, planRecovery, TaskStore, type TaskRow } from './queue.js'
-import type { TaskExecutor, TaskOutcome } from './types.js'
+import type { TaskExecutor, TaskOutcome } from './executor-port.js'
 
 export type TaskEventKind = 'accepted' | 'rejected' | 'started' | 'progress' | 'done' | 'failed' | 'cancelled'
 

@@ -28,7 +28,7 @@ import type { TelemetrySample } from '../../hw/index.js'
 import { asJson, checkTaskBody, TaskMsg, type TaskReceipt, type TaskRequest, type TaskRequestBody, type TaskUpdate } from '../../protocol/task-format.js'
 import type { TaskRow } from './queue.js'
 import { TaskRunner, type TaskNotice } from './runner.js'
-import type { TaskExecutor, TaskType } from './types.js'
+import type { TaskExecutor, TaskType } from './executor-port.js'
 
 export interface TaskServiceOptions {
   db: Db

@@ -22,7 +22,7 @@ stage_preflight() {
     return 1
   fi
   ensure_binfmt
-  (cd "$REPO" && node cli/bundle.mjs && node image-build/provision/bundle.mjs)
+  (cd "$REPO" && node cli/bundle.mjs && node image-build/bundle-image.mjs)
   test -s "$REPO/dist/cairn.mjs"
   test -s "$REPO/dist/infer-worker.mjs"
   test -s "$REPO/dist/image/provision.mjs"

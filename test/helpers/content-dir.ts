@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { CairnError } from '../../protocol/errors.js'
-import type { ContentLease, ContentSource } from '../../agent/task/types.js'
+import type { ContentLease, ContentSource } from '../../agent/task/executor-port.js'
 
 export class ContentDir implements ContentSource {
   readonly leased = new Map<string, number>()

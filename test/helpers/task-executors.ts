@@ -4,7 +4,7 @@
 
 import { createHash } from 'node:crypto'
 import { CairnError } from '../../protocol/errors.js'
-import type { TaskExecutor, TaskOutcome, TaskRunContext, TaskType } from '../../agent/task/types.js'
+import type { TaskExecutor, TaskOutcome, TaskRunContext, TaskType } from '../../agent/task/executor-port.js'
 
 export type Mode = 'ok' | 'wait' | 'hang' | 'crash' | 'fail' | 'big' | 'no-space' | 'cannot' | 'defiant' | 'flood' | 'bad-hash' | 'bigint'
 const MODES: readonly Mode[] = ['ok', 'wait', 'hang', 'crash', 'fail', 'big', 'no-space', 'cannot', 'defiant', 'flood', 'bad-hash', 'bigint']

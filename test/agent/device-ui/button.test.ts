@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { createFixtureRunner } from '../../../hw/index.js'
 import { ManualTimers, type FakeGpio } from '../../../hw/gpio/index.js'
 import { createLogger } from '../../../protocol/log.js'
-import { AgentButton, BUTTON_ACTIONS } from '../../../agent/device-ui/button.js'
+import { AgentButton, BUTTON_ACTIONS } from '../../../agent/device-ui/button-actions.js'
 import { GpioHost } from '../../../agent/device-ui/gpio-host.js'
 import { until } from '../../helpers/agent.js'
 

@@ -8,7 +8,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { startBroker } from '../../helpers/broker.js'
 import { Consumer, tmp, until } from '../../helpers/agent.js'
-import { hasNetwork } from '../../../agent/device-ui/index.js'
+import { hasNetwork } from '../../../agent/device-ui/device-ui.js'
 import { PROVISION_ERROR_FILE } from '../../../protocol/state-files.js'
 import { RawClient, startApiAgent } from '../local-api/helpers.js'
 

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { createLogger } from '../../../protocol/log.js'
 import { createInferenceExecutor, demoSamplePath, type InferenceExecutor } from '../../../agent/infer/infer-executor.js'
 import { sha256Hex } from '../../../protocol/hash.js'
-import type { TaskRunContext } from '../../../agent/task/types.js'
+import type { TaskRunContext } from '../../../agent/task/executor-port.js'
 import { ContentDir } from '../../helpers/content-dir.js'
 import { brokenTopologyPackage, notATar, sumModel } from './models.js'
 

@@ -10,7 +10,7 @@ import type { HwContext } from '../../hw/index.js'
 import type { DriverName, GpioTimers } from '../../hw/gpio/index.js'
 import { PROVISION_ERROR_FILE } from '../../protocol/state-files.js'
 import { AgentState, hasNetwork, provisionErrorCheck, type AgentStateSnapshot } from './agent-state.js'
-import { AgentButton } from './button.js'
+import { AgentButton } from './button-actions.js'
 import { GpioHost } from './gpio-host.js'
 import { StatusLight, type LedInfo } from './status-light.js'
 

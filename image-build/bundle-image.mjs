@@ -5,11 +5,11 @@
 import { build } from 'esbuild'
 import { readFileSync } from 'node:fs'
 
-const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'))
+const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'))
 
-for (const [entry, out] of [['./cli.ts', 'provision.mjs'], ['../os-update/helper-cli.ts', 'os-update.mjs']]) await build({
+for (const [entry, out] of [['./provision/provision-cli.ts', 'provision.mjs'], ['./os-update/helper-cli.ts', 'os-update.mjs']]) await build({
   entryPoints: [new URL(entry, import.meta.url).pathname],
-  outfile: new URL(`../../dist/image/${out}`, import.meta.url).pathname,
+  outfile: new URL(`../dist/image/${out}`, import.meta.url).pathname,
   bundle: true,
   platform: 'node',
   format: 'esm',
