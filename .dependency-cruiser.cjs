@@ -71,7 +71,8 @@ module.exports = {
     },
     {
       name: 'image-build-not-agent-internals',
-      comment: "The image's programs (provisioning, the OS-update helper) use the protocol, hw/, OTA's verifier and slot port, and the agent's configuration schema (the file format cairn.yaml carries); the agent itself reaches the image as the bundle.",
+      comment:
+        "The image's programs (provisioning, the OS-update helper) use the protocol, hw/, OTA's verifier and slot port, and the agent's configuration schema (the file format cairn.yaml carries); the agent itself reaches the image as the bundle.",
       severity: 'error',
       from: { path: '^image-build/' },
       to: { path: ['^(validator|fleet|cli|flows)/', '^agent/(?!config/)', '^(bench|test)/'] },

@@ -174,17 +174,34 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
 
   // The agent's own features, then those handed in.
   const proofs = startConfig.proof.enabled ? proofsFeature(core, replay, lastSample, (topic, payload) => link.publishNow(topic, payload, { qos: 1 })) : undefined
-  const tasks = startConfig.tasks.enabled ? tasksFeature(core, deps, replay, operators, lastSample, () => link, () => publishStatus()) : undefined
+  const tasks = startConfig.tasks.enabled
+    ? tasksFeature(
+        core,
+        deps,
+        replay,
+        operators,
+        lastSample,
+        () => link,
+        () => publishStatus(),
+      )
+    : undefined
   let builtinExecutors: { close(): Promise<void> } | undefined
-  const extensions: AgentExtension[] = [
-    ...(proofs ? [proofs.extension] : []),
-    ...(tasks ? [tasks.extension] : []),
-    ...(deps.extensions ?? []).flatMap(f => f(core) ?? []),
-  ]
+  const extensions: AgentExtension[] = [...(proofs ? [proofs.extension] : []), ...(tasks ? [tasks.extension] : []), ...(deps.extensions ?? []).flatMap(f => f(core) ?? [])]
   const statusFields = (): StatusFields => Object.assign({}, ...extensions.map(x => x.statusFields?.() ?? {})) as StatusFields
   const status = (state: 'online' | 'offline', reason?: 'shutdown' | 'connection-lost' | 'restart'): Buffer =>
     statusMessage(
-      { deviceId, fleet: startConfig.fleet, version: deps.version, board, publicKey: identity.publicKey, mqttVersion: startConfig.broker.mqttVersion, clock, startedAt, uptimeS: () => lastSample()?.uptimeS, fields: statusFields },
+      {
+        deviceId,
+        fleet: startConfig.fleet,
+        version: deps.version,
+        board,
+        publicKey: identity.publicKey,
+        mqttVersion: startConfig.broker.mqttVersion,
+        clock,
+        startedAt,
+        uptimeS: () => lastSample()?.uptimeS,
+        fields: statusFields,
+      },
       state,
       reason,
     )
@@ -314,10 +331,31 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
   // The inference worker loads its backend in the background: nothing waits for it.
   builtinExecutors =
     tasks && !deps.taskExecutors
-      ? startBuiltinExecutors({ types: startConfig.tasks.types, store: cache.store, stateDir: startConfig.stateDir, log: log.child({ mod: 'task' }), add: e => tasks.service.addExecutor(e), failed: type => tasks.service.executorFailed(type), accelerators: () => accelerators({ ...deps.hw, diskPaths: startConfig.hw.diskPaths }, board) })
+      ? startBuiltinExecutors({
+          types: startConfig.tasks.types,
+          store: cache.store,
+          stateDir: startConfig.stateDir,
+          log: log.child({ mod: 'task' }),
+          add: e => tasks.service.addExecutor(e),
+          failed: type => tasks.service.executorFailed(type),
+          accelerators: () => accelerators({ ...deps.hw, diskPaths: startConfig.hw.diskPaths }, board),
+        })
       : undefined
   await deviceUi.start()
-  localApi = await startAgentLocalApi({ config: startConfig, log, version: deps.version, deviceId, board, bus, ui: deviceUi, connected: () => link.connected, outboxDepth: () => outbox.depth(), extensions, tasks: tasks?.service, sample: () => hwSource.sample() })
+  localApi = await startAgentLocalApi({
+    config: startConfig,
+    log,
+    version: deps.version,
+    deviceId,
+    board,
+    bus,
+    ui: deviceUi,
+    connected: () => link.connected,
+    outboxDepth: () => outbox.depth(),
+    extensions,
+    tasks: tasks?.service,
+    sample: () => hwSource.sample(),
+  })
   // A stop that began while the API was starting has already passed its close(): close it here.
   if (stopping) await localApi?.close()
   publishEvent('agent.started', { version: deps.version, board: board.kind, model: board.model, ...startedFields(statusFields()) })
@@ -349,7 +387,12 @@ function startedFields(f: StatusFields): Record<string, unknown> {
 }
 
 /** Uptime proofs, device side (docs/proofs.md), as a feature of the core. */
-function proofsFeature(core: AgentCore, replay: ReplayGuard, lastSample: () => TelemetrySample | undefined, publishNow: (topic: string, payload: Buffer) => Promise<void>): { proofs: DeviceProofs; extension: AgentExtension } {
+function proofsFeature(
+  core: AgentCore,
+  replay: ReplayGuard,
+  lastSample: () => TelemetrySample | undefined,
+  publishNow: (topic: string, payload: Buffer) => Promise<void>,
+): { proofs: DeviceProofs; extension: AgentExtension } {
   const config = core.config()
   const validators = config.proof.validatorKeys.map(f => readPublicKeyFile(f))
   if (validators.length === 0) core.log.info('no validator key is trusted: heartbeats will cite no beacon (use --validator-key FILE)')

@@ -102,7 +102,11 @@ export async function benchCache(kit: BenchKit): Promise<Record<string, unknown>
   for (const o of objects) await store.put(o.sha, o.body)
   store.close()
   const cairnPort = await freePort()
-  const agent = spawn(process.execPath, [kit.bundle, 'agent', '--broker', broker.url, '--fleet', 'bench', '--state-dir', stateDir, '--health-port', '0', '--set', `cache.port=${cairnPort}`, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const agent = spawn(
+    process.execPath,
+    [kit.bundle, 'agent', '--broker', broker.url, '--fleet', 'bench', '--state-dir', stateDir, '--health-port', '0', '--set', `cache.port=${cairnPort}`, '--log-level', 'warn'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  )
   kit.track(agent)
   let ng: ChildProcess | undefined
   const cairn: Load[][] = objects.map(() => [])
@@ -137,20 +141,33 @@ export async function benchCache(kit: BenchKit): Promise<Record<string, unknown>
   } finally {
     agent.kill('SIGTERM')
     ng?.kill('SIGTERM')
-    await Promise.all([agent, ng].map(c => (!c || c.exitCode !== null ? undefined : new Promise(r => c.once('exit', r)))))
+    await Promise.all([agent, ng].map(c => (!c || c.exitCode !== null ? Promise.resolve() : new Promise(r => c.once('exit', r)))))
     await broker.close()
   }
 
   const note = `${tool}, ${CONNECTIONS} keep-alive connections, median of ${rounds} alternating ${durationS} s rounds per server after a 2 s warm-up; the load generator shares the machine's cores with the server; nginx 1 worker, sendfile`
   const details: Record<string, unknown> = { tool, connections: CONNECTIONS, durationS, rounds, nginx: nginxWhy || 'nginx 1 worker' }
   objects.forEach((o, i) => {
-    const pick = (runs: Load[]): Load | undefined => (runs.length === 0 ? undefined : { reqPerS: median(runs.map(x => x.reqPerS)), p50Ms: median(runs.map(x => x.p50Ms)), p99Ms: median(runs.map(x => x.p99Ms)), bytesPerS: median(runs.map(x => x.bytesPerS)) })
+    const pick = (runs: Load[]): Load | undefined =>
+      runs.length === 0
+        ? undefined
+        : { reqPerS: median(runs.map(x => x.reqPerS)), p50Ms: median(runs.map(x => x.p50Ms)), p99Ms: median(runs.map(x => x.p99Ms)), bytesPerS: median(runs.map(x => x.bytesPerS)) }
     const c = pick(cairn[i]!)!
     const n = pick(nginx[i]!)
     const ratio = n ? c.reqPerS / n.reqPerS : undefined
     const label = o.size === SIZE ? '1 MiB' : `${o.size} B`
     const goal = o.size === SIZE
-    kit.row({ bench: 'cache', figure: `GET ${label} object: requests/s`, value: c.reqPerS, unit: 'req/s', baseline: n?.reqPerS, ratio, ...(goal ? { goal: '>= 0.6x nginx' } : {}), verdict: ratio === undefined || !goal ? 'info' : ratio >= 0.6 ? 'pass' : 'FAIL', note: n ? note : `${note}; ${nginxWhy}` })
+    kit.row({
+      bench: 'cache',
+      figure: `GET ${label} object: requests/s`,
+      value: c.reqPerS,
+      unit: 'req/s',
+      baseline: n?.reqPerS,
+      ratio,
+      ...(goal ? { goal: '>= 0.6x nginx' } : {}),
+      verdict: ratio === undefined || !goal ? 'info' : ratio >= 0.6 ? 'pass' : 'FAIL',
+      note: n ? note : `${note}; ${nginxWhy}`,
+    })
     kit.row({ bench: 'cache', figure: `GET ${label} object: p99 latency`, value: c.p99Ms, unit: 'ms', baseline: n?.p99Ms, ratio: n ? c.p99Ms / n.p99Ms : undefined, verdict: 'info' })
     details[label] = { cairn: c, nginx: n, ratio, rounds: { cairn: cairn[i]!.map(x => x.reqPerS), nginx: nginx[i]!.map(x => x.reqPerS) } }
   })

@@ -13,7 +13,6 @@
 import { join } from 'node:path'
 import * as tf from '@tensorflow/tfjs-core'
 import '@tensorflow/tfjs-backend-cpu'
-import * as tfl from '@tensorflow/tfjs-layers'
 import { createLogger } from '../protocol/log.js'
 import { selectBackend } from '../agent/infer/backends.js'
 import { DEMO_MODEL_SHA256, demoModelPath } from '../agent/infer/demo-model.js'
@@ -148,7 +147,14 @@ export async function benchInference(kit: BenchKit): Promise<Record<string, unkn
       kit.log(
         `  ${backend} ${c.name}: bare predict ${b.toFixed(3)} ms (mean ${bMean.toFixed(3)}), task path ${t.toFixed(3)} ms (mean ${tMean.toFixed(3)}): ${ratio.toFixed(3)}x by medians, ${(tMean / bMean).toFixed(3)}x by means; predict inside the worker ${inWorker.toFixed(3)} ms, task path's own cost ${ownMs.toFixed(3)} ms`,
       )
-      kit.row({ bench: '5 inference', figure: `${c.name} on ${backend}: bare predict`, value: b, unit: 'ms', verdict: 'info', note: `median of ${n} (mean ${bMean.toFixed(2)}); in the bench process, interleaved with the task path` })
+      kit.row({
+        bench: '5 inference',
+        figure: `${c.name} on ${backend}: bare predict`,
+        value: b,
+        unit: 'ms',
+        verdict: 'info',
+        note: `median of ${n} (mean ${bMean.toFixed(2)}); in the bench process, interleaved with the task path`,
+      })
       const heavy = c.shape[1] === 224
       kit.row({
         bench: '5 inference',
@@ -169,6 +175,14 @@ export async function benchInference(kit: BenchKit): Promise<Record<string, unkn
     .filter(([k]) => k.endsWith('MobileNet-class 224x224x3'))
     .sort((a, b) => a[1] - b[1])[0]?.[0]
     .split('/')[0]
-  kit.row({ bench: '5 inference', figure: `backend picked automatically: ${probe.name}`, value: fastest === probe.name ? 1 : 0, unit: 'fastest?', goal: 'fastest', verdict: fastest === probe.name ? 'pass' : 'FAIL', note: `fastest measured on MobileNet-class: ${fastest}` })
+  kit.row({
+    bench: '5 inference',
+    figure: `backend picked automatically: ${probe.name}`,
+    value: fastest === probe.name ? 1 : 0,
+    unit: 'fastest?',
+    goal: 'fastest',
+    verdict: fastest === probe.name ? 'pass' : 'FAIL',
+    note: `fastest measured on MobileNet-class: ${fastest}`,
+  })
   return { ...out, perBackend, fastest }
 }

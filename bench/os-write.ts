@@ -47,7 +47,15 @@ export async function benchOsWrite(kit: BenchKit): Promise<Record<string, unknow
     mkdirSync(d, { recursive: true })
     execFileSync('truncate', ['-s', `${rootMiB + 64}M`, join(d, 'root')])
     execFileSync('truncate', ['-s', '64M', join(d, 'boot')])
-    return { rootDevice: join(d, 'root'), rootBytes: (rootMiB + 64) << 20, rootLabel: 'cairn-rootB', bootDevice: join(d, 'boot'), bootBytes: 64 << 20, bootLabel: 'CAIRN-BOOTB', staging: join(d, 'staging') }
+    return {
+      rootDevice: join(d, 'root'),
+      rootBytes: (rootMiB + 64) << 20,
+      rootLabel: 'cairn-rootB',
+      bootDevice: join(d, 'boot'),
+      bootBytes: 64 << 20,
+      bootLabel: 'CAIRN-BOOTB',
+      staging: join(d, 'staging'),
+    }
   }
   const helper = async (): Promise<number> => {
     const t = target('helper')
@@ -64,7 +72,13 @@ export async function benchOsWrite(kit: BenchKit): Promise<Record<string, unknow
     if (sha !== packed.sha256) throw new Error('baseline: hash mismatch')
     execFileSync('sh', ['-c', 'zstd -dc "$1" | tar -xO root.img | dd of="$2" bs=4M conv=fsync,notrunc status=none', 'sh', release, t.rootDevice])
     execFileSync('sh', ['-c', 'zstd -dc "$1" | tar -x -C "$2" --strip-components=1 boot', 'sh', release, stage])
-    for (const [cmd, args] of [['e2fsck', ['-f', '-p', t.rootDevice]], ['resize2fs', [t.rootDevice]], ['e2label', [t.rootDevice, 'cairn-rootB']], ['mkfs.vfat', ['-n', 'CAIRN-BOOTB', t.bootDevice]]] as const) execFileSync(cmd, [...args], { stdio: 'ignore' })
+    for (const [cmd, args] of [
+      ['e2fsck', ['-f', '-p', t.rootDevice]],
+      ['resize2fs', [t.rootDevice]],
+      ['e2label', [t.rootDevice, 'cairn-rootB']],
+      ['mkfs.vfat', ['-n', 'CAIRN-BOOTB', t.bootDevice]],
+    ] as const)
+      execFileSync(cmd, [...args], { stdio: 'ignore' })
     execFileSync('sh', ['-c', 'mcopy -s -i "$1" "$2"/* ::/ && sync', 'sh', t.bootDevice, stage], mtools)
     return (performance.now() - t0) / 1000
   }
@@ -79,6 +93,15 @@ export async function benchOsWrite(kit: BenchKit): Promise<Record<string, unknow
   const hs = median(h)
   const ps = median(p)
   const mbps = (s: number) => Math.round((statSync(root).size / s / 1e6) * 10) / 10
-  kit.row({ bench: 'os-write', figure: `OS slot write (${rootMiB} MiB root, ${(packed.bytes / 1e6).toFixed(0)} MB release): seconds`, value: Math.round(hs * 100) / 100, unit: 's', baseline: Math.round(ps * 100) / 100, ratio: hs / ps, verdict: 'info', note: `helper ${mbps(hs)} MB/s of root image vs the check-then-write pipeline ${mbps(ps)} MB/s; the helper also copies the release once (what closes the gap between check and write)` })
+  kit.row({
+    bench: 'os-write',
+    figure: `OS slot write (${rootMiB} MiB root, ${(packed.bytes / 1e6).toFixed(0)} MB release): seconds`,
+    value: Math.round(hs * 100) / 100,
+    unit: 's',
+    baseline: Math.round(ps * 100) / 100,
+    ratio: hs / ps,
+    verdict: 'info',
+    note: `helper ${mbps(hs)} MB/s of root image vs the check-then-write pipeline ${mbps(ps)} MB/s; the helper also copies the release once (what closes the gap between check and write)`,
+  })
   return { rootMiB, releaseBytes: packed.bytes, helperS: h, pipelineS: p, ratio: hs / ps }
 }

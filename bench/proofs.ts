@@ -121,10 +121,47 @@ function benchVerify(kit: BenchKit) {
   const openssl = opensslVerifyPerS(seconds)
   const nodeRatio = nodeVerifyPerS / openssl.verifyPerS
   const src = `${signed.length} signed bytes of a ${payload.length}-byte heartbeat`
-  kit.row({ bench: '5 proofs', figure: 'ed25519 verify, node:crypto (one core)', value: nodeVerifyPerS, unit: 'verify/s', baseline: openssl.verifyPerS, ratio: nodeRatio, goal: '>= 0.8x', verdict: nodeRatio >= 0.8 ? 'pass' : 'FAIL', note: `${src}; baseline: openssl speed -seconds ${seconds} ed25519 (${openssl.version}), verify/s column` })
-  kit.row({ bench: '5 proofs', figure: 'checkProof(heartbeat): JSON + schemas + verify', value: checkProofPerS, unit: 'verify/s', baseline: openssl.verifyPerS, ratio: checkProofPerS / openssl.verifyPerS, verdict: 'info', note: 'the validator path per heartbeat, before SQLite' })
-  kit.row({ bench: '5 proofs', figure: 'ed25519 verify, tweetnacl (one core)', value: tweetnaclPerS, unit: 'verify/s', baseline: openssl.verifyPerS, ratio: tweetnaclPerS / openssl.verifyPerS, verdict: 'info', note: 'pure JS (nacl-fast); for the browser console only' })
-  return { seconds, signedBytes: signed.length, payloadBytes: payload.length, nodeVerifyPerS, checkProofPerS, tweetnaclPerS, openssl, ratios: { nodeOverOpenssl: nodeRatio, checkProofOverOpenssl: checkProofPerS / openssl.verifyPerS, tweetnaclOverOpenssl: tweetnaclPerS / openssl.verifyPerS } }
+  kit.row({
+    bench: '5 proofs',
+    figure: 'ed25519 verify, node:crypto (one core)',
+    value: nodeVerifyPerS,
+    unit: 'verify/s',
+    baseline: openssl.verifyPerS,
+    ratio: nodeRatio,
+    goal: '>= 0.8x',
+    verdict: nodeRatio >= 0.8 ? 'pass' : 'FAIL',
+    note: `${src}; baseline: openssl speed -seconds ${seconds} ed25519 (${openssl.version}), verify/s column`,
+  })
+  kit.row({
+    bench: '5 proofs',
+    figure: 'checkProof(heartbeat): JSON + schemas + verify',
+    value: checkProofPerS,
+    unit: 'verify/s',
+    baseline: openssl.verifyPerS,
+    ratio: checkProofPerS / openssl.verifyPerS,
+    verdict: 'info',
+    note: 'the validator path per heartbeat, before SQLite',
+  })
+  kit.row({
+    bench: '5 proofs',
+    figure: 'ed25519 verify, tweetnacl (one core)',
+    value: tweetnaclPerS,
+    unit: 'verify/s',
+    baseline: openssl.verifyPerS,
+    ratio: tweetnaclPerS / openssl.verifyPerS,
+    verdict: 'info',
+    note: 'pure JS (nacl-fast); for the browser console only',
+  })
+  return {
+    seconds,
+    signedBytes: signed.length,
+    payloadBytes: payload.length,
+    nodeVerifyPerS,
+    checkProofPerS,
+    tweetnaclPerS,
+    openssl,
+    ratios: { nodeOverOpenssl: nodeRatio, checkProofOverOpenssl: checkProofPerS / openssl.verifyPerS, tweetnaclOverOpenssl: tweetnaclPerS / openssl.verifyPerS },
+  }
 }
 
 // ---------------------------------------------------------------- (b) devices against one validator
@@ -210,7 +247,16 @@ async function startMosquitto(kit: BenchKit): Promise<{ url: string; proc: Child
   const dir = kit.tmp('cairn-bench-mosq-')
   const port = await freePort()
   const conf = join(dir, 'mosquitto.conf')
-  const lines = [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'max_queued_messages 100000', 'set_tcp_nodelay true', 'log_dest stderr', 'log_type error', 'log_type warning']
+  const lines = [
+    `listener ${port} 127.0.0.1`,
+    'allow_anonymous true',
+    'persistence false',
+    'max_queued_messages 100000',
+    'set_tcp_nodelay true',
+    'log_dest stderr',
+    'log_type error',
+    'log_type warning',
+  ]
   if (process.getuid?.() === 0) lines.push('user root')
   writeFileSync(conf, lines.join('\n') + '\n')
   const proc = spawnLimited(kit, [bin, '-c', conf])
@@ -263,7 +309,27 @@ async function benchLoad(kit: BenchKit, nodeVerifyPerS: number): Promise<Record<
   const sims = Array.from({ length: nProcs }, (_, i) => {
     const devices = Math.floor(n / nProcs) + (i < n % nProcs ? 1 : 0)
     const summaryFile = join(vdir, `sim-${i}.json`)
-    const c = spawnLimited(kit, [process.execPath, kit.bundle, 'sim', '--devices', String(devices), '--broker', url, '--fleet', 'bench', '--validator-key', pub, '--period', String(2 * slotS), '--ramp', String(rampTotal / nProcs), '--jitter', String(jitterMs), '--summary-file', summaryFile])
+    const c = spawnLimited(kit, [
+      process.execPath,
+      kit.bundle,
+      'sim',
+      '--devices',
+      String(devices),
+      '--broker',
+      url,
+      '--fleet',
+      'bench',
+      '--validator-key',
+      pub,
+      '--period',
+      String(2 * slotS),
+      '--ramp',
+      String(rampTotal / nProcs),
+      '--jitter',
+      String(jitterMs),
+      '--summary-file',
+      summaryFile,
+    ])
     return { c, devices, summaryFile }
   })
   const tRamp0 = Date.now()
@@ -330,7 +396,10 @@ async function benchLoad(kit: BenchKit, nodeVerifyPerS: number): Promise<Record<
   const inWindow = (db.prepare('SELECT COUNT(*) AS c FROM heartbeats WHERE recv >= ? AND recv < ?').get(w0, w1) as { c: number }).c
   const evidence = Object.fromEntries((db.prepare('SELECT kind, COUNT(*) AS n FROM evidence GROUP BY kind').all() as Array<{ kind: string; n: number }>).map(r => [r.kind, r.n]))
   // Challenges sent in the window whose deadline passed while the devices still ran.
-  const challenges = db.prepare('SELECT COUNT(*) AS sent, COUNT(response) AS answered FROM challenges WHERE sent >= ? AND sent < ? AND deadline < ?').get(w0, w1, stoppedAt) as { sent: number; answered: number }
+  const challenges = db.prepare('SELECT COUNT(*) AS sent, COUNT(response) AS answered FROM challenges WHERE sent >= ? AND sent < ? AND deadline < ?').get(w0, w1, stoppedAt) as {
+    sent: number
+    answered: number
+  }
   const beacons = (db.prepare('SELECT COUNT(*) AS c FROM beacons').get() as { c: number }).c
   db.close()
   let unaccounted = 0
@@ -351,11 +420,51 @@ async function benchLoad(kit: BenchKit, nodeVerifyPerS: number): Promise<Record<
   const refused = summaries.map(s => s.refusedByCode)
 
   const setup = `${n} devices in ${nProcs} sim process(es), slot ${slotS} s, one heartbeat per beacon (jitter <= ${jitterCapMs / 1000} s), window ${dt.toFixed(0)} s after a ${rampS.toFixed(0)} s ramp`
-  kit.row({ bench: '5 proofs', figure: `validator CPU, ${n} devices at 1 heartbeat/slot`, value: validatorCpu, unit: '% core', baseline: verifyOnlyPct, ratio: verifyOnlyPct > 0 ? validatorCpu / verifyOnlyPct : undefined, goal: '<= 25 %', verdict: validatorCpu <= 25 ? 'pass' : 'FAIL', note: `${setup}; ${hbPerS.toFixed(1)} heartbeats/s stored; baseline = the ed25519 verifies alone at node:crypto's rate; ${challenges.sent} challenges sent in the window, ${challenges.answered} answered` })
-  kit.row({ bench: '5 proofs', figure: 'unaccounted heartbeats (PUBACKed, not stored)', value: unaccounted, unit: 'msgs', goal: '0', verdict: unaccounted === 0 ? 'pass' : 'FAIL', note: `acked ${ackedTotal}, stored ${storedTotal} (over the whole run, per device); sim publish failures ${simFailed}; evidence ${JSON.stringify(evidence)}` })
-  kit.row({ bench: '5 proofs', figure: 'largest N sustained (this run)', value: sustained ? n : 0, unit: 'devices', goal: kit.quick ? `>= ${n}` : '>= 10000', verdict: sustained && (kit.quick || n >= 10_000) ? 'pass' : 'FAIL', note: `one N per run (BENCH_PROOF_DEVICES=N to try another); sustained = validator CPU <= 25 % and 0 unaccounted` })
-  kit.row({ bench: '5 proofs', figure: 'sim RSS per device', value: kbPerDevice, unit: 'KB', verdict: 'info', note: `sim processes ${simRss.map(x => x.toFixed(0)).join('+')} MB RSS (max), CPU ${simCpu.map(x => x.toFixed(1)).join('+')} % core; each device its own mqtt.js connection and key` })
-  kit.row({ bench: '5 proofs', figure: `mosquitto CPU, ${n} connections`, value: mosqCpu, unit: '% core', verdict: 'info', note: `RSS ${rssMax[1]!.toFixed(0)} MB; open-file limit mosquitto ${limits.mosquitto}, sim ${limits.sim}` })
+  kit.row({
+    bench: '5 proofs',
+    figure: `validator CPU, ${n} devices at 1 heartbeat/slot`,
+    value: validatorCpu,
+    unit: '% core',
+    baseline: verifyOnlyPct,
+    ratio: verifyOnlyPct > 0 ? validatorCpu / verifyOnlyPct : undefined,
+    goal: '<= 25 %',
+    verdict: validatorCpu <= 25 ? 'pass' : 'FAIL',
+    note: `${setup}; ${hbPerS.toFixed(1)} heartbeats/s stored; baseline = the ed25519 verifies alone at node:crypto's rate; ${challenges.sent} challenges sent in the window, ${challenges.answered} answered`,
+  })
+  kit.row({
+    bench: '5 proofs',
+    figure: 'unaccounted heartbeats (PUBACKed, not stored)',
+    value: unaccounted,
+    unit: 'msgs',
+    goal: '0',
+    verdict: unaccounted === 0 ? 'pass' : 'FAIL',
+    note: `acked ${ackedTotal}, stored ${storedTotal} (over the whole run, per device); sim publish failures ${simFailed}; evidence ${JSON.stringify(evidence)}`,
+  })
+  kit.row({
+    bench: '5 proofs',
+    figure: 'largest N sustained (this run)',
+    value: sustained ? n : 0,
+    unit: 'devices',
+    goal: kit.quick ? `>= ${n}` : '>= 10000',
+    verdict: sustained && (kit.quick || n >= 10_000) ? 'pass' : 'FAIL',
+    note: `one N per run (BENCH_PROOF_DEVICES=N to try another); sustained = validator CPU <= 25 % and 0 unaccounted`,
+  })
+  kit.row({
+    bench: '5 proofs',
+    figure: 'sim RSS per device',
+    value: kbPerDevice,
+    unit: 'KB',
+    verdict: 'info',
+    note: `sim processes ${simRss.map(x => x.toFixed(0)).join('+')} MB RSS (max), CPU ${simCpu.map(x => x.toFixed(1)).join('+')} % core; each device its own mqtt.js connection and key`,
+  })
+  kit.row({
+    bench: '5 proofs',
+    figure: `mosquitto CPU, ${n} connections`,
+    value: mosqCpu,
+    unit: '% core',
+    verdict: 'info',
+    note: `RSS ${rssMax[1]!.toFixed(0)} MB; open-file limit mosquitto ${limits.mosquitto}, sim ${limits.sim}`,
+  })
   return {
     devices: n,
     simProcesses: nProcs,

@@ -286,14 +286,7 @@ async function benchIdle(): Promise<Record<string, unknown>> {
   await Promise.all([agent.waitLine(isConnectedLog, 20_000), eager.waitLine(isConnectedLog, 20_000), base.waitLine(l => l === 'connected', 20_000)])
   await sleep(CFG.warmupS * 1000 - (performance.now() - agent.spawnedAt))
   console.log(`  idle window ${CFG.idleWindowS} s (telemetry every 10 s)…`)
-  const [wa, we, wb] = await observe(
-    [
-      { pid: agent.child.pid!, dir: dirDefault },
-      { pid: eager.child.pid!, dir: dirEager },
-      { pid: base.child.pid! },
-    ],
-    CFG.idleWindowS,
-  )
+  const [wa, we, wb] = await observe([{ pid: agent.child.pid!, dir: dirDefault }, { pid: eager.child.pid!, dir: dirEager }, { pid: base.child.pid! }], CFG.idleWindowS)
   await Promise.all([agent, eager, base].map(p => stopProc(p.child)))
 
   // Short, separate measurement at a 1 s period: enough samples for a per-sample figure.
@@ -316,9 +309,28 @@ async function benchIdle(): Promise<Record<string, unknown>> {
 
   const w = { agent: wa!, eager: we!, base: wb!, fastDefault: fd!, fastEager: fe! }
   const deltaMb = w.agent.rssMbMean - w.base.rssMbMean
-  row({ bench: '1 idle', figure: 'RSS (mean over window)', value: w.agent.rssMbMean, unit: 'MB', baseline: w.base.rssMbMean, ratio: w.agent.rssMbMean / w.base.rssMbMean, verdict: 'info', note: `max ${fmt(w.agent.rssMbMax)} MB; baseline = bare node + 1 mqtt.js connection` })
+  row({
+    bench: '1 idle',
+    figure: 'RSS (mean over window)',
+    value: w.agent.rssMbMean,
+    unit: 'MB',
+    baseline: w.base.rssMbMean,
+    ratio: w.agent.rssMbMean / w.base.rssMbMean,
+    verdict: 'info',
+    note: `max ${fmt(w.agent.rssMbMax)} MB; baseline = bare node + 1 mqtt.js connection`,
+  })
   row({ bench: '1 idle', figure: 'RSS delta vs baseline', value: deltaMb, unit: 'MB', goal: '<= +20 MB', verdict: deltaMb <= 20 ? 'pass' : 'FAIL' })
-  row({ bench: '1 idle', figure: 'CPU (one core)', value: w.agent.cpuPercent, unit: '%', baseline: w.base.cpuPercent, ratio: w.base.cpuPercent > 0 ? w.agent.cpuPercent / w.base.cpuPercent : undefined, goal: '<= 0.5 %', verdict: w.agent.cpuPercent <= 0.5 ? 'pass' : 'FAIL', note: `${w.agent.seconds.toFixed(0)} s window, 1/100 s tick resolution` })
+  row({
+    bench: '1 idle',
+    figure: 'CPU (one core)',
+    value: w.agent.cpuPercent,
+    unit: '%',
+    baseline: w.base.cpuPercent,
+    ratio: w.base.cpuPercent > 0 ? w.agent.cpuPercent / w.base.cpuPercent : undefined,
+    goal: '<= 0.5 %',
+    verdict: w.agent.cpuPercent <= 0.5 ? 'pass' : 'FAIL',
+    note: `${w.agent.seconds.toFixed(0)} s window, 1/100 s tick resolution`,
+  })
 
   // Bytes per day. Primary: /proc/PID/io write_bytes (bytes this process caused to be
   // written to the block device: SQLite DB + WAL + fsyncs; stdout logs go to a pipe and do
@@ -329,10 +341,42 @@ async function benchIdle(): Promise<Record<string, unknown>> {
   // 1 s period: bytes per telemetry sample, scaled to 8640 samples/day (the 10 s default).
   const perSample = (x: Window) => written(x) / x.seconds // one sample per second
   const perDayFrom1s = (x: Window) => perSample(x) * (DAY_S / 10)
-  row({ bench: '2 writes', figure: 'state dir writes/day, default (10 s, direct)', value: mb(perDay(w.agent)), unit: 'MB/day', baseline: mb(perDay(w.eager)), ratio: perDay(w.eager) > 0 ? perDay(w.agent) / perDay(w.eager) : undefined, verdict: 'info', note: `${src} delta ${written(w.agent)} B over ${w.agent.seconds.toFixed(0)} s x ${DAY_S}/window; baseline = same agent with outbox.lazyWriteMs=0; dir growth ${w.agent.dirGrowth} B` })
-  row({ bench: '2 writes', figure: 'state dir writes/day, lazyWriteMs=0 (10 s, direct)', value: mb(perDay(w.eager)), unit: 'MB/day', verdict: 'info', note: `${src} delta ${written(w.eager)} B over ${w.eager.seconds.toFixed(0)} s; dir growth ${w.eager.dirGrowth} B` })
-  row({ bench: '2 writes', figure: 'writes/day at 10 s, default (from 1 s period)', value: mb(perDayFrom1s(w.fastDefault)), unit: 'MB/day', baseline: mb(perDayFrom1s(w.fastEager)), ratio: perDayFrom1s(w.fastEager) > 0 ? perDayFrom1s(w.fastDefault) / perDayFrom1s(w.fastEager) : undefined, verdict: 'info', note: `${fmt(perSample(w.fastDefault), 0)} B/sample x 8640 samples/day; dir growth ${w.fastDefault.dirGrowth} B` })
-  row({ bench: '2 writes', figure: 'writes/day at 10 s, lazyWriteMs=0 (from 1 s period)', value: mb(perDayFrom1s(w.fastEager)), unit: 'MB/day', verdict: 'info', note: `${fmt(perSample(w.fastEager), 0)} B/sample x 8640 samples/day; dir growth ${w.fastEager.dirGrowth} B` })
+  row({
+    bench: '2 writes',
+    figure: 'state dir writes/day, default (10 s, direct)',
+    value: mb(perDay(w.agent)),
+    unit: 'MB/day',
+    baseline: mb(perDay(w.eager)),
+    ratio: perDay(w.eager) > 0 ? perDay(w.agent) / perDay(w.eager) : undefined,
+    verdict: 'info',
+    note: `${src} delta ${written(w.agent)} B over ${w.agent.seconds.toFixed(0)} s x ${DAY_S}/window; baseline = same agent with outbox.lazyWriteMs=0; dir growth ${w.agent.dirGrowth} B`,
+  })
+  row({
+    bench: '2 writes',
+    figure: 'state dir writes/day, lazyWriteMs=0 (10 s, direct)',
+    value: mb(perDay(w.eager)),
+    unit: 'MB/day',
+    verdict: 'info',
+    note: `${src} delta ${written(w.eager)} B over ${w.eager.seconds.toFixed(0)} s; dir growth ${w.eager.dirGrowth} B`,
+  })
+  row({
+    bench: '2 writes',
+    figure: 'writes/day at 10 s, default (from 1 s period)',
+    value: mb(perDayFrom1s(w.fastDefault)),
+    unit: 'MB/day',
+    baseline: mb(perDayFrom1s(w.fastEager)),
+    ratio: perDayFrom1s(w.fastEager) > 0 ? perDayFrom1s(w.fastDefault) / perDayFrom1s(w.fastEager) : undefined,
+    verdict: 'info',
+    note: `${fmt(perSample(w.fastDefault), 0)} B/sample x 8640 samples/day; dir growth ${w.fastDefault.dirGrowth} B`,
+  })
+  row({
+    bench: '2 writes',
+    figure: 'writes/day at 10 s, lazyWriteMs=0 (from 1 s period)',
+    value: mb(perDayFrom1s(w.fastEager)),
+    unit: 'MB/day',
+    verdict: 'info',
+    note: `${fmt(perSample(w.fastEager), 0)} B/sample x 8640 samples/day; dir growth ${w.fastEager.dirGrowth} B`,
+  })
   return { ...w, bytesSource: src, derivation: 'direct: delta over the idle window x 86400/window; from 1 s: (delta/window) bytes per sample x 8640 samples/day' }
 }
 
@@ -443,9 +487,35 @@ async function benchDrain(): Promise<Record<string, unknown>> {
   const lostBase = Math.max(...rounds.map(r => n - r.baseReceived!))
   const per = (k: string) => rounds.map(r => fmt(r[k])).join('/')
   const m = CFG.drainRounds > 1 ? `median of ${CFG.drainRounds}, ` : ''
-  row({ bench: '3 drain', figure: `drain ${n} events after outage (from CONNACK)`, value: agentRate, unit: 'msg/s', baseline: baseRate, ratio, goal: '>= 0.7x', verdict: ratio >= 0.7 ? 'pass' : 'FAIL', note: `${m}agent ${per('agentFromConnectS')} s vs raw mqtt.js QoS 1 loop, 20 in flight, ${per('baseFromConnectS')} s; ${payloadBytes} B payloads` })
-  row({ bench: '3 drain', figure: 'drain incl. agent start (from spawn)', value: n / agentFromSpawnS, unit: 'msg/s', verdict: 'info', note: `${m}${fmt(agentFromSpawnS)} s; spawn to CONNACK: agent ${per('agentSpawnToConnectS')} s, baseline ${per('baseSpawnToConnectS')} s` })
-  row({ bench: '3 drain', figure: 'lost (worst round)', value: lostAgent, unit: 'msgs', baseline: lostBase, goal: '0', verdict: lostAgent === 0 ? 'pass' : 'FAIL', note: `broker max_queued_messages 100000 (default 1000 drops for a slow consumer); consumer deliveries on the agent's event topic incl. agent.started and duplicates: ${per('agentDeliveries')}` })
+  row({
+    bench: '3 drain',
+    figure: `drain ${n} events after outage (from CONNACK)`,
+    value: agentRate,
+    unit: 'msg/s',
+    baseline: baseRate,
+    ratio,
+    goal: '>= 0.7x',
+    verdict: ratio >= 0.7 ? 'pass' : 'FAIL',
+    note: `${m}agent ${per('agentFromConnectS')} s vs raw mqtt.js QoS 1 loop, 20 in flight, ${per('baseFromConnectS')} s; ${payloadBytes} B payloads`,
+  })
+  row({
+    bench: '3 drain',
+    figure: 'drain incl. agent start (from spawn)',
+    value: n / agentFromSpawnS,
+    unit: 'msg/s',
+    verdict: 'info',
+    note: `${m}${fmt(agentFromSpawnS)} s; spawn to CONNACK: agent ${per('agentSpawnToConnectS')} s, baseline ${per('baseSpawnToConnectS')} s`,
+  })
+  row({
+    bench: '3 drain',
+    figure: 'lost (worst round)',
+    value: lostAgent,
+    unit: 'msgs',
+    baseline: lostBase,
+    goal: '0',
+    verdict: lostAgent === 0 ? 'pass' : 'FAIL',
+    note: `broker max_queued_messages 100000 (default 1000 drops for a slow consumer); consumer deliveries on the agent's event topic incl. agent.started and duplicates: ${per('agentDeliveries')}`,
+  })
   return { n, payloadBytes, rounds, medians: { agentFromConnectS, baseFromConnectS, agentFromSpawnS }, agentRate, baseRate, ratio, lostAgent, lostBase, brokerConfig: 'max_queued_messages 100000' }
 }
 
@@ -496,7 +566,16 @@ async function benchStartup(): Promise<Record<string, unknown>> {
   await closeBroker(b)
   const ma = median(agentMs)
   const mbase = median(baseMs)
-  row({ bench: '4 startup', figure: `spawn to first publish (median of ${CFG.startupRepeats})`, value: ma, unit: 'ms', baseline: mbase, ratio: ma / mbase, verdict: 'info', note: `first message: ${[...new Set(firstTopics)].join(', ')}; agent ${agentMs.map(x => x.toFixed(0)).join('/')} ms, baseline ${baseMs.map(x => x.toFixed(0)).join('/')} ms; fresh state dir (key generated)` })
+  row({
+    bench: '4 startup',
+    figure: `spawn to first publish (median of ${CFG.startupRepeats})`,
+    value: ma,
+    unit: 'ms',
+    baseline: mbase,
+    ratio: ma / mbase,
+    verdict: 'info',
+    note: `first message: ${[...new Set(firstTopics)].join(', ')}; agent ${agentMs.map(x => x.toFixed(0)).join('/')} ms, baseline ${baseMs.map(x => x.toFixed(0)).join('/')} ms; fresh state dir (key generated)`,
+  })
   return { agentMs, baselineMs: baseMs, medianAgentMs: ma, medianBaselineMs: mbase, ratio: ma / mbase, firstTopics }
 }
 
@@ -580,7 +659,11 @@ async function main(): Promise<number> {
   }
   writeFileSync(
     out,
-    JSON.stringify({ date: new Date().toISOString(), quick: QUICK, node: process.version, ...(only ? { only } : {}), config: CFG, totalS: (performance.now() - t0) / 1000, rows: allRows, details: allDetails }, null, 2) + '\n',
+    JSON.stringify(
+      { date: new Date().toISOString(), quick: QUICK, node: process.version, ...(only ? { only } : {}), config: CFG, totalS: (performance.now() - t0) / 1000, rows: allRows, details: allDetails },
+      null,
+      2,
+    ) + '\n',
   )
   console.log(`\nwrote ${out} (${((performance.now() - t0) / 1000).toFixed(0)} s)`)
   return failed ? 1 : 0

@@ -28,9 +28,23 @@ export async function benchTaskQueue(n = 300): Promise<{ n: number; directMsPerT
   const ex = new ControlledExecutor('inference')
   const config = { ...(Value.Default(TasksSchema, {}) as Config['tasks']), maxQueue: n + 1 }
   const svc = new TaskService({
-    db, outbox, clock: systemClock, log: createLogger({ level: 'warn', ring: new LogRing(10) }), metrics: new Metrics(), identity: generateKeyPair(), fleet: 'bench',
-    config, dispatchers: [], isOperator: () => false, replay: new ReplayGuard(db, 1000), skewMs: 1000, maxTtlMs: 86_400_000,
-    executors: [ex], telemetry: () => undefined, bus: new LocalBus(), publishQuick: () => undefined,
+    db,
+    outbox,
+    clock: systemClock,
+    log: createLogger({ level: 'warn', ring: new LogRing(10) }),
+    metrics: new Metrics(),
+    identity: generateKeyPair(),
+    fleet: 'bench',
+    config,
+    dispatchers: [],
+    isOperator: () => false,
+    replay: new ReplayGuard(db, 1000),
+    skewMs: 1000,
+    maxTtlMs: 86_400_000,
+    executors: [ex],
+    telemetry: () => undefined,
+    bus: new LocalBus(),
+    publishQuick: () => undefined,
   })
   svc.start()
   try {

@@ -49,7 +49,8 @@ export async function runDemoTasks(o: DemoTasksOptions): Promise<void> {
     const sample = demoSamplePath('circle.png')
     if (!tasks.status().types.includes('inference')) say('  task      inference: no executor (its worker did not start; see the agent log)')
     else if (demoModelPath() === undefined || !existsSync(sample)) say('  task      inference: the demo model is not in this build (npm run build)')
-    else if (!stop.signal.aborted) await one(o, stop.signal, 'inference', { model: 'demo', input: { image: { data: readFileSync(sample).toString('base64') } }, topK: 2 }, 'inference (demo model, circle.png)')
+    else if (!stop.signal.aborted)
+      await one(o, stop.signal, 'inference', { model: 'demo', input: { image: { data: readFileSync(sample).toString('base64') } }, topK: 2 }, 'inference (demo model, circle.png)')
   } catch (err) {
     say(`  task      demo task failed: ${(err as Error).message}`)
   } finally {

@@ -100,9 +100,12 @@ async function runDemo(opts: { port?: string; 'state-dir'?: string; 'no-node-red
       } else if (kind === 'proof') say(`  challenge answered`)
       else if (kind === 'attestation') {
         const a = (msg as unknown as Attestation).body
-        say(`  SCORE     epoch ${a.epoch}: ${(a.score / 10_000).toFixed(1)} % (${a.counts.slotsCovered}/${a.counts.slotsLive} slots, challenges ${a.counts.passed}/${a.counts.challenges})  → cairn validator export --state-dir ${valDir} --device ${a.device} --epoch ${a.epoch} --out e.json && cairn verify e.json`)
+        say(
+          `  SCORE     epoch ${a.epoch}: ${(a.score / 10_000).toFixed(1)} % (${a.counts.slotsCovered}/${a.counts.slotsLive} slots, challenges ${a.counts.passed}/${a.counts.challenges})  → cairn validator export --state-dir ${valDir} --device ${a.device} --epoch ${a.epoch} --out e.json && cairn verify e.json`,
+        )
       } else if (kind === 'evidence') say(`  EVIDENCE  ${(msg.body as { kind: string }).kind}`)
-      else if (kind === 'challenge' || kind.startsWith('task/')) return // tasks: printed by runDemoTasks
+      else if (kind === 'challenge' || kind.startsWith('task/'))
+        return // tasks: printed by runDemoTasks
       else if (kind === 'telemetry') say(`  telemetry ${summarise(msg as unknown as TelemetryMessage)}`)
       else if (kind === 'status') say(`  status    ${msg.state} (${msg.board}, ${msg.model})`)
       else if (kind === 'event') say(`  event     ${msg.kind}`)

@@ -17,7 +17,16 @@ import { CacheParamsSchema } from '../agent/cache/cache-executor.js'
 import { taskVectors } from './vectors/task-vectors.js'
 
 export function generatedSchemas(): Record<string, unknown> {
-  return { envelope: EnvelopeSchema, config: ConfigSchema, ...PAYLOAD_SCHEMAS, ...proofBodySchemas(), ...taskSchemas(), ...localApiSchemas(), 'cache-served': ServedBodySchema, 'cache-task-params': CacheParamsSchema }
+  return {
+    envelope: EnvelopeSchema,
+    config: ConfigSchema,
+    ...PAYLOAD_SCHEMAS,
+    ...proofBodySchemas(),
+    ...taskSchemas(),
+    ...localApiSchemas(),
+    'cache-served': ServedBodySchema,
+    'cache-task-params': CacheParamsSchema,
+  }
 }
 
 /** The body of each proof.* envelope, as docs/schemas/proof-<name>.json. */

@@ -48,7 +48,14 @@ export async function sendCommand(env: Envelope, opts: SendOptions): Promise<Rep
   const topics = deviceTopics(env.fleet, env.sub)
   const name = env.type.replace(/^cmd\./, '')
   const nonce = randomBytes(6).toString('hex')
-  const client = await connectMqttAsync({ url: opts.url, ...(opts.clientOptions ? { base: opts.clientOptions } : {}), mqttVersion: opts.mqttVersion, clientId: `cairn-op-${nonce}`, reconnectPeriodMs: 0, connectTimeoutMs: 10_000 })
+  const client = await connectMqttAsync({
+    url: opts.url,
+    ...(opts.clientOptions ? { base: opts.clientOptions } : {}),
+    mqttVersion: opts.mqttVersion,
+    clientId: `cairn-op-${nonce}`,
+    reconnectPeriodMs: 0,
+    connectTimeoutMs: 10_000,
+  })
   try {
     const wait = opts.timeoutMs > 0
     const responseTopic = opts.mqttVersion === 5 ? `${topics.reply}/${nonce}` : topics.reply

@@ -48,7 +48,14 @@ export interface StatusOptions {
 }
 
 export async function rolloutStatus(o: StatusOptions): Promise<RolloutReport> {
-  const client = await connectMqttAsync({ url: o.url, ...(o.clientOptions ? { base: o.clientOptions } : {}), mqttVersion: o.mqttVersion ?? 5, clean: true, reconnectPeriodMs: 0, connectTimeoutMs: 10_000 })
+  const client = await connectMqttAsync({
+    url: o.url,
+    ...(o.clientOptions ? { base: o.clientOptions } : {}),
+    mqttVersion: o.mqttVersion ?? 5,
+    clean: true,
+    reconnectPeriodMs: 0,
+    connectTimeoutMs: 10_000,
+  })
   const status = new Map<string, { state: string; version: string; ts: number }>()
   const events = new Map<string, { kind: string; data: Record<string, unknown> }>()
   try {
@@ -139,7 +146,14 @@ export interface HaltOptions {
 export async function publishPause(o: HaltOptions): Promise<Envelope> {
   const env = signPause(o.key, o.fleet, o.paused, o.ttlMs)
   const v5 = (o.mqttVersion ?? 5) === 5
-  const client = await connectMqttAsync({ url: o.url, ...(o.clientOptions ? { base: o.clientOptions } : {}), mqttVersion: o.mqttVersion ?? 5, clean: true, reconnectPeriodMs: 0, connectTimeoutMs: 10_000 })
+  const client = await connectMqttAsync({
+    url: o.url,
+    ...(o.clientOptions ? { base: o.clientOptions } : {}),
+    mqttVersion: o.mqttVersion ?? 5,
+    clean: true,
+    reconnectPeriodMs: 0,
+    connectTimeoutMs: 10_000,
+  })
   try {
     await client.publishAsync(releaseTopic(o.fleet), JSON.stringify(env), { qos: 1, retain: true, ...(v5 ? { properties: { messageExpiryInterval: Math.ceil(o.ttlMs / 1000) } } : {}) })
   } finally {

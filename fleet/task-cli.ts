@@ -210,7 +210,14 @@ export async function submitTask(env: Envelope, o: SubmitOptions): Promise<Submi
   const task = (env.body as { task: string }).task
   const nonce = randomBytes(6).toString('hex')
   const responseTopic = `${topics.update}/${nonce}`
-  const client = await connectMqttAsync({ url: o.url, ...(o.clientOptions ? { base: o.clientOptions } : {}), mqttVersion: o.mqttVersion, clientId: `cairn-dispatch-${nonce}`, reconnectPeriodMs: 0, connectTimeoutMs: 10_000 })
+  const client = await connectMqttAsync({
+    url: o.url,
+    ...(o.clientOptions ? { base: o.clientOptions } : {}),
+    mqttVersion: o.mqttVersion,
+    clientId: `cairn-dispatch-${nonce}`,
+    reconnectPeriodMs: 0,
+    connectTimeoutMs: 10_000,
+  })
   const updates: TaskUpdate[] = []
   const seen = new Set<string>()
   try {

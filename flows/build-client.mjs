@@ -16,7 +16,9 @@ export async function buildNodeRedClient(outfile = clientBundle) {
   // ws is MIT: its notice travels with every copy, and this bundle is one.
   const wsLicense = readFileSync(join(dirname(createRequire(import.meta.url).resolve('ws/package.json')), 'LICENSE'), 'utf8').trim()
   await build({
-    banner: { js: `// Bundled from agent/local-api/api-client.ts by flows/build-client.mjs; do not edit.\n/*! ws (https://github.com/websockets/ws), bundled here:\n${wsLicense.replace(/\*\//g, '* /')}\n*/` },
+    banner: {
+      js: `// Bundled from agent/local-api/api-client.ts by flows/build-client.mjs; do not edit.\n/*! ws (https://github.com/websockets/ws), bundled here:\n${wsLicense.replace(/\*\//g, '* /')}\n*/`,
+    },
     entryPoints: [clientSource],
     outfile,
     bundle: true,

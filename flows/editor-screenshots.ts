@@ -49,7 +49,11 @@ try {
     .flatMap(f => JSON.parse(readFileSync(join(dir, f), 'utf8')) as FlowNode[])
     .filter(n => n.type !== 'cairn-agent')
     .map(n => (typeof n.agent === 'string' ? { ...n, agent: cfg } : n))
-  const res = await fetch(url + 'flows', { method: 'POST', headers: { ...api, 'node-red-deployment-type': 'full' }, body: JSON.stringify({ rev: current.rev, flows: [...current.flows, ...examples] }) })
+  const res = await fetch(url + 'flows', {
+    method: 'POST',
+    headers: { ...api, 'node-red-deployment-type': 'full' },
+    body: JSON.stringify({ rev: current.rev, flows: [...current.flows, ...examples] }),
+  })
   if (!res.ok) throw new Error(`deploy failed: HTTP ${res.status} ${await res.text()}`)
 
   const shots: Array<[string, string]> = [

@@ -32,7 +32,7 @@ async function jetsonGpuAccelerator(ctx: HwContext, board: Board | undefined): P
   const name = `NVIDIA ${model.replace(/^NVIDIA /, '')} integrated GPU`
   const devfreq = await findGpuDevfreq(ctx)
   if (devfreq !== undefined) return { kind: 'nvidia-gpu', name, source: `/sys/class/devfreq/${devfreq}` }
-  const node = (await listDir(ctx, '/dev')).find((e) => /^nvhost-(ctrl-)?gpu$/.test(e))
+  const node = (await listDir(ctx, '/dev')).find(e => /^nvhost-(ctrl-)?gpu$/.test(e))
   if (node !== undefined) return { kind: 'nvidia-gpu', name, source: `/dev/${node}` }
   return undefined
 }
@@ -59,8 +59,8 @@ async function discreteNvidia(ctx: HwContext): Promise<Accelerator[]> {
 }
 
 async function hailo(ctx: HwContext): Promise<Accelerator[]> {
-  const nodes = (await listDir(ctx, '/dev')).filter((e) => /^hailo\d+$/.test(e))
-  return nodes.map((n) => ({ kind: 'hailo', name: `Hailo accelerator (${n})`, source: `/dev/${n}` }))
+  const nodes = (await listDir(ctx, '/dev')).filter(e => /^hailo\d+$/.test(e))
+  return nodes.map(n => ({ kind: 'hailo', name: `Hailo accelerator (${n})`, source: `/dev/${n}` }))
 }
 
 // USB Edge TPUs have no /dev node: they show up as 1a6e:089a before the runtime
@@ -69,7 +69,7 @@ const CORAL_USB_IDS = new Set(['1a6e:089a', '18d1:9302'])
 
 async function coral(ctx: HwContext): Promise<Accelerator[]> {
   const out: Accelerator[] = []
-  for (const n of (await listDir(ctx, '/dev')).filter((e) => /^apex_\d+$/.test(e))) {
+  for (const n of (await listDir(ctx, '/dev')).filter(e => /^apex_\d+$/.test(e))) {
     out.push({ kind: 'coral-tpu', name: `Coral Edge TPU, PCIe (${n})`, source: `/dev/${n}` })
   }
   for (const dev of await listDir(ctx, '/sys/bus/usb/devices')) {

@@ -27,27 +27,22 @@ export function createCommandRunner(opts: CommandRunnerOptions = {}): CommandRun
   const env = opts.env ?? { ...process.env, LC_ALL: 'C' }
   return {
     run(cmd, args) {
-      return new Promise((resolve) => {
+      return new Promise(resolve => {
         try {
-          execFile(
-            cmd,
-            [...args],
-            { timeout, env, maxBuffer: MAX_OUTPUT_BYTES, killSignal: 'SIGKILL', encoding: 'utf8', windowsHide: true },
-            (err, stdout) => {
-              if (err === null) {
-                resolve({ code: 0, stdout })
-                return
-              }
-              // A numeric code is a real exit status (vcgencmd exits non-zero when
-              // /dev/vcio is missing); a string code (ENOENT, EACCES, maxBuffer) or a
-              // kill by our own timeout means there is no trustworthy output at all.
-              if (typeof err.code === 'number' && err.killed !== true) {
-                resolve({ code: err.code, stdout })
-                return
-              }
-              resolve(null)
-            },
-          )
+          execFile(cmd, [...args], { timeout, env, maxBuffer: MAX_OUTPUT_BYTES, killSignal: 'SIGKILL', encoding: 'utf8', windowsHide: true }, (err, stdout) => {
+            if (err === null) {
+              resolve({ code: 0, stdout })
+              return
+            }
+            // A numeric code is a real exit status (vcgencmd exits non-zero when
+            // /dev/vcio is missing); a string code (ENOENT, EACCES, maxBuffer) or a
+            // kill by our own timeout means there is no trustworthy output at all.
+            if (typeof err.code === 'number' && err.killed !== true) {
+              resolve({ code: err.code, stdout })
+              return
+            }
+            resolve(null)
+          })
         } catch {
           resolve(null)
         }

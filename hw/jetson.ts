@@ -38,7 +38,7 @@ export async function readJetsonGpu(ctx: HwContext, thermal: readonly ThermalSam
   const hz = await readInt(ctx, `${base}/cur_freq`)
   if (hz !== undefined && hz > 0) gpu.freqMhz = round(hz / 1e6, 2)
   // Nano names its zone "GPU-therm", Orin "gpu-thermal".
-  const zone = thermal.find((z) => /^gpu[-_]?therm/i.test(z.type))
+  const zone = thermal.find(z => /^gpu[-_]?therm/i.test(z.type))
   if (zone !== undefined) gpu.celsius = zone.celsius
   return gpu.loadPercent === undefined && gpu.freqMhz === undefined ? undefined : gpu
 }

@@ -21,8 +21,11 @@ export function parseNetDev(text: string): Map<string, NetCounters> {
     if (colon < 0) continue
     const iface = line.slice(0, colon).trim()
     if (!/^[A-Za-z0-9_.@-]{1,32}$/.test(iface) || iface === 'lo') continue
-    const fields = line.slice(colon + 1).trim().split(/\s+/)
-    if (fields.length !== 16 || !fields.every((f) => /^\d{1,20}$/.test(f))) continue
+    const fields = line
+      .slice(colon + 1)
+      .trim()
+      .split(/\s+/)
+    if (fields.length !== 16 || !fields.every(f => /^\d{1,20}$/.test(f))) continue
     out.set(iface, { rxBytes: Number(fields[0]), txBytes: Number(fields[8]) })
   }
   return out
@@ -35,10 +38,7 @@ export async function readNetDev(ctx: HwContext): Promise<Map<string, NetCounter
   return counters.size > 0 ? counters : undefined
 }
 
-export function buildNetSample(
-  prev: { at: number; counters: Map<string, NetCounters> } | undefined,
-  cur: { at: number; counters: Map<string, NetCounters> },
-): NetSample[] {
+export function buildNetSample(prev: { at: number; counters: Map<string, NetCounters> } | undefined, cur: { at: number; counters: Map<string, NetCounters> }): NetSample[] {
   const seconds = prev === undefined ? 0 : (cur.at - prev.at) / 1000
   const out: NetSample[] = []
   for (const [iface, c] of cur.counters) {

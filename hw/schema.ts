@@ -10,13 +10,7 @@ const Percent = () => Type.Number({ minimum: 0, maximum: 100 })
 const NonNegative = () => Type.Number({ minimum: 0 })
 
 export const BoardSchema = strict({
-  kind: Type.Union([
-    Type.Literal('rpi4'),
-    Type.Literal('rpi5'),
-    Type.Literal('jetson-nano'),
-    Type.Literal('jetson-orin'),
-    Type.Literal('generic'),
-  ]),
+  kind: Type.Union([Type.Literal('rpi4'), Type.Literal('rpi5'), Type.Literal('jetson-nano'), Type.Literal('jetson-orin'), Type.Literal('generic')]),
   model: Type.String(),
   arch: Type.String(),
 })
@@ -52,12 +46,13 @@ export const TelemetrySampleSchema = strict(
     uptimeS: Type.Optional(NonNegative()),
     load: Type.Optional(Type.Tuple([NonNegative(), NonNegative(), NonNegative()], { description: '1, 5, 15 minute load averages' })),
     cpu: Type.Optional(
-      strict({
-        percent: Type.Optional(Percent()),
-        cores: Type.Optional(
-          Type.Array(strict({ cpu: Type.Integer({ minimum: 0 }), percent: Type.Optional(Percent()), mhz: Type.Optional(NonNegative()) })),
-        ),
-      }, 'percent is absent on the first sample: it needs two /proc/stat snapshots'),
+      strict(
+        {
+          percent: Type.Optional(Percent()),
+          cores: Type.Optional(Type.Array(strict({ cpu: Type.Integer({ minimum: 0 }), percent: Type.Optional(Percent()), mhz: Type.Optional(NonNegative()) }))),
+        },
+        'percent is absent on the first sample: it needs two /proc/stat snapshots',
+      ),
     ),
     memory: Type.Optional(
       strict({

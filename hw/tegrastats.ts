@@ -48,7 +48,10 @@ export function parseTegrastats(line: string): TegrastatsSnapshot {
     out.gpu = {}
     if (gr3d[1] !== undefined) out.gpu.loadPercent = Number(gr3d[1])
     // One clock per GPC on multi-GPC parts; they move together, report the highest.
-    const clocks = (gr3d[2] ?? gr3d[3] ?? '').split(',').filter((s) => s !== '').map(Number)
+    const clocks = (gr3d[2] ?? gr3d[3] ?? '')
+      .split(',')
+      .filter(s => s !== '')
+      .map(Number)
     if (clocks.length > 0) out.gpu.freqMhz = Math.max(...clocks)
   }
 
@@ -70,7 +73,7 @@ export function parseTegrastats(line: string): TegrastatsSnapshot {
 }
 
 function parseCpuList(list: string, sharedMhz: string | undefined): Array<{ percent: number; mhz?: number } | null> {
-  return list.split(',').map((item) => {
+  return list.split(',').map(item => {
     const m = /^\s*(\d+)%(?:@(\d+))?\s*$/.exec(item)
     if (m?.[1] === undefined) return null
     const core: { percent: number; mhz?: number } = { percent: Number(m[1]) }

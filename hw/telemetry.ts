@@ -105,7 +105,7 @@ export function createTelemetry(ctx: HwContext, opts: TelemetryOptions = {}): Te
     if (!isRaspberryPi(b)) return undefined
     const fromFirmware = await readVcgencmdThrottle(ctx)
     if (fromFirmware !== undefined) return fromFirmware
-    const busiest = Math.max(-1, ...(cores ?? []).map((c) => c.percent ?? -1))
+    const busiest = Math.max(-1, ...(cores ?? []).map(c => c.percent ?? -1))
     const fromHwmon = await readHwmonThrottle(ctx, busiest >= 0 ? { busiestCorePercent: busiest } : {})
     if (fromHwmon === undefined) return undefined
     throttleSeen = accumulateFlags(throttleSeen, fromHwmon.now)
@@ -116,7 +116,7 @@ export function createTelemetry(ctx: HwContext, opts: TelemetryOptions = {}): Te
 }
 
 async function readDisks(paths: readonly string[]): Promise<DiskSample[]> {
-  const all = await Promise.all(paths.map((p) => readDisk(p)))
+  const all = await Promise.all(paths.map(p => readDisk(p)))
   return all.filter((d): d is DiskSample => d !== undefined)
 }
 

@@ -181,4 +181,3 @@ function get(url: string, range: string | undefined, opts: FetchTargetOptions): 
     req.end()
   })
 }
-

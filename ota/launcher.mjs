@@ -279,7 +279,11 @@ export async function main(argv) {
       const newer = preferNewerFallback(state, slotVersion, fallbackVersion, osOnTrial(opts.osRecord))
       if (newer) {
         writeSlots(dir, newer)
-        log('info', `the installed bundle ${fallbackVersion} is newer than slot ${state.active}'s ${slotVersion} (an OS update brought it): starting it`, { slot: state.active, slotVersion, fallbackVersion })
+        log('info', `the installed bundle ${fallbackVersion} is newer than slot ${state.active}'s ${slotVersion} (an OS update brought it): starting it`, {
+          slot: state.active,
+          slotVersion,
+          fallbackVersion,
+        })
         state = newer
       }
     }
@@ -307,14 +311,17 @@ export async function main(argv) {
     let timedOut = false
     let killTimer
     const deadline = trial
-      ? setTimeout(() => {
-          const now = readSlots(dir).state
-          if (!now.trial || now.trial.version !== trial.version) return
-          timedOut = true
-          log('warn', `trial of ${trial.version} did not commit within ${trial.deadlineS} s (+${opts.graceS} s grace): stopping it`)
-          started.kill('SIGTERM')
-          killTimer = setTimeout(() => started.kill('SIGKILL'), 10_000)
-        }, trialRemainingMs(trial, Date.now(), graceMs))
+      ? setTimeout(
+          () => {
+            const now = readSlots(dir).state
+            if (!now.trial || now.trial.version !== trial.version) return
+            timedOut = true
+            log('warn', `trial of ${trial.version} did not commit within ${trial.deadlineS} s (+${opts.graceS} s grace): stopping it`)
+            started.kill('SIGTERM')
+            killTimer = setTimeout(() => started.kill('SIGKILL'), 10_000)
+          },
+          trialRemainingMs(trial, Date.now(), graceMs),
+        )
       : undefined
     const { code, signal } = await new Promise(resolve => {
       started.once('error', err => {

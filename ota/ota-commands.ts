@@ -41,30 +41,33 @@ export function otaCommands(control: OtaControlSource): readonly CommandDef[] {
     return c
   }
   return [
-  {
-    name: 'update',
-    summary: 'check the release channel now (OTA); replies with the updater state',
-    body: Empty,
-    run: () => json(ota().checkNow()),
-  },
-  {
-    name: 'pause-updates',
-    summary: 'pause or resume OTA updates ({"paused": true|false}, "target": "agent"|"os" for one of them); a trial in progress still commits or rolls back',
-    body: Type.Object({ paused: Type.Boolean(), target: Target }, { additionalProperties: false }),
-    run: (b: { paused: boolean; target?: UpdateTarget }) => json(ota().setPaused(b.paused, b.target)),
-  },
-  {
-    name: 'pin-version',
-    summary: 'hold at a version: nothing newer is installed ({"version": "1.4.0"}; null unpins; "target": "os" pins the OS). Never a downgrade',
-    body: Type.Object({ version: Type.Union([Type.String({ pattern: SEMVER_PATTERN, maxLength: 64 }), Type.Null()]), target: Target }, { additionalProperties: false }),
-    run: (b: { version: string | null; target?: UpdateTarget }) => {
-      const o = ota()
-      if (b.version !== null && !isSemver(b.version)) throw new CairnError('BAD_REQUEST', `not a semantic version: ${b.version}`)
-      const s = o.pin(b.version, b.target)
-      const running = (b.target === 'os' ? s.os?.running.version : undefined) ?? s.running.version
-      const note = b.version !== null && isSemver(running) && compareSemver(b.version, running) < 0 ? `${running} runs and is newer: it stays (never a downgrade); nothing newer is installed until the pin is raised or removed` : undefined
-      return json({ ...s, ...(note ? { note } : {}) } as OtaStatus)
+    {
+      name: 'update',
+      summary: 'check the release channel now (OTA); replies with the updater state',
+      body: Empty,
+      run: () => json(ota().checkNow()),
     },
-  },
-] as unknown as readonly CommandDef[]
+    {
+      name: 'pause-updates',
+      summary: 'pause or resume OTA updates ({"paused": true|false}, "target": "agent"|"os" for one of them); a trial in progress still commits or rolls back',
+      body: Type.Object({ paused: Type.Boolean(), target: Target }, { additionalProperties: false }),
+      run: (b: { paused: boolean; target?: UpdateTarget }) => json(ota().setPaused(b.paused, b.target)),
+    },
+    {
+      name: 'pin-version',
+      summary: 'hold at a version: nothing newer is installed ({"version": "1.4.0"}; null unpins; "target": "os" pins the OS). Never a downgrade',
+      body: Type.Object({ version: Type.Union([Type.String({ pattern: SEMVER_PATTERN, maxLength: 64 }), Type.Null()]), target: Target }, { additionalProperties: false }),
+      run: (b: { version: string | null; target?: UpdateTarget }) => {
+        const o = ota()
+        if (b.version !== null && !isSemver(b.version)) throw new CairnError('BAD_REQUEST', `not a semantic version: ${b.version}`)
+        const s = o.pin(b.version, b.target)
+        const running = (b.target === 'os' ? s.os?.running.version : undefined) ?? s.running.version
+        const note =
+          b.version !== null && isSemver(running) && compareSemver(b.version, running) < 0
+            ? `${running} runs and is newer: it stays (never a downgrade); nothing newer is installed until the pin is raised or removed`
+            : undefined
+        return json({ ...s, ...(note ? { note } : {}) } as OtaStatus)
+      },
+    },
+  ] as unknown as readonly CommandDef[]
 }

@@ -181,9 +181,21 @@ export class OtaService {
     const otaDir = d.launcher.otaDir
     const releaseUrl = cfg.releaseUrl
     const channelFor = (kind: ReleaseInfo['kind']) =>
-      (d.hooks?.channelFactory ?? defaultChannelFactory)({ releaseUrl, releaseRoot: cfg.releaseRoot, cacheDir: join(otaDir, kind === 'os' ? 'tuf-os' : 'tuf'), kind, log: d.log.child({ mod: 'tuf', kind }) })
+      (d.hooks?.channelFactory ?? defaultChannelFactory)({
+        releaseUrl,
+        releaseRoot: cfg.releaseRoot,
+        cacheDir: join(otaDir, kind === 'os' ? 'tuf-os' : 'tuf'),
+        kind,
+        log: d.log.child({ mod: 'tuf', kind }),
+      })
     let self!: OtaService
-    const build = (kind: ReleaseInfo['kind'], slots: SlotBackend, running: { version: string; slot: SlotName | null }, channel: ReturnType<typeof channelFor>, holdSwitch: () => string | undefined) => {
+    const build = (
+      kind: ReleaseInfo['kind'],
+      slots: SlotBackend,
+      running: { version: string; slot: SlotName | null },
+      channel: ReturnType<typeof channelFor>,
+      holdSwitch: () => string | undefined,
+    ) => {
       // OS events say so: `target: "os"` (agent events carry none, as before).
       const tag = (data: Record<string, unknown>) => (kind === 'os' ? { ...data, target: 'os' } : data)
       return new Updater({

@@ -53,7 +53,10 @@ function pctFlag(v: unknown, flag: string): number | undefined {
 
 function list(v: unknown): string[] | undefined {
   if (v === undefined) return undefined
-  return String(v).split(',').map(s => s.trim()).filter(s => s !== '')
+  return String(v)
+    .split(',')
+    .map(s => s.trim())
+    .filter(s => s !== '')
 }
 
 interface RepoOptions {
@@ -92,7 +95,7 @@ export function releaseCommand(io: Io): Command {
   const init = repoCommand('init', 'create a repository: root, targets, snapshot and timestamp keys and signed metadata', 'cairn release init --repo ./releases')
     .option('--root-keys <n>', 'how many root keys (default 3)')
     .option('--root-threshold <m>', 'how many of them must sign (default 2)')
-    .option('--expiry <role=dur>', 'how long a role\'s metadata lives, e.g. timestamp=1d, root=1y (repeatable)', many)
+    .option('--expiry <role=dur>', "how long a role's metadata lives, e.g. timestamp=1d, root=1y (repeatable)", many)
     .action((o: RepoOptions & { rootKeys?: string; rootThreshold?: string; expiry?: string[] }) =>
       withLock(o.repo, () => {
         const expiry: Partial<Expiries> = {}
@@ -119,7 +122,11 @@ export function releaseCommand(io: Io): Command {
         )
       }),
     )
-  const add = repoCommand('add', 'add a release: its files as signed targets (cairn release pack makes an agent one, pack-os an OS one)', 'cairn release add --repo ./releases --version 1.4.0 --channel stable --arch arm64 cairn-agent-arm64.tar')
+  const add = repoCommand(
+    'add',
+    'add a release: its files as signed targets (cairn release pack makes an agent one, pack-os an OS one)',
+    'cairn release add --repo ./releases --version 1.4.0 --channel stable --arch arm64 cairn-agent-arm64.tar',
+  )
     .argument('<file...>', 'the release files')
     .requiredOption('--version <v>', 'the release version (semver)')
     .requiredOption('--channel <name>', 'the channel, e.g. stable or beta')
@@ -197,7 +204,12 @@ export function releaseCommand(io: Io): Command {
       if (o.json) io.out.write(JSON.stringify(targets, null, 2) + '\n')
       else for (const t of targets) io.out.write(`${t.path}  ${t.length} B  ${t.info ? `${t.info.channel} ${t.info.kind} rollout ${t.info.rollout} %` : '(no cairn metadata)'}\n`)
     })
-  const serve = repoCommand('serve', 'serve the published repository over HTTP on 127.0.0.1 (for tests and demos; use any static host in production)', 'cairn release serve --repo ./releases --port 8080', false)
+  const serve = repoCommand(
+    'serve',
+    'serve the published repository over HTTP on 127.0.0.1 (for tests and demos; use any static host in production)',
+    'cairn release serve --repo ./releases --port 8080',
+    false,
+  )
     .option('--port <p>', 'the port (0: any free one)', '8080')
     .action((o: { repo: string; port: string }) => serveCmd(o, io))
   const client = new Command('client')

@@ -49,7 +49,8 @@ export function slotEntries(o: PackOptions): TarEntry[] {
     const dir = join(nm, pkg)
     if (!existsSync(dir)) throw new Error(`${dir} is missing: cannot pack the native addon`)
     entries.push({ path: `node_modules/${pkg}`, type: 'dir', mode: 0o755 })
-    const keep = (p: string) => pkg !== 'better-sqlite3' || p === 'package.json' || p === 'LICENSE' || p.startsWith('lib') || p === 'build' || p === 'build/Release' || p === 'build/Release/better_sqlite3.node'
+    const keep = (p: string) =>
+      pkg !== 'better-sqlite3' || p === 'package.json' || p === 'LICENSE' || p.startsWith('lib') || p === 'build' || p === 'build/Release' || p === 'build/Release/better_sqlite3.node'
     for (const e of treeEntries(dir)) if (keep(e.path)) entries.push({ ...e, path: `node_modules/${pkg}/${e.path}` })
   }
   if (!entries.some(e => e.path.endsWith('better_sqlite3.node'))) throw new Error('better-sqlite3 has no built addon (build/Release/better_sqlite3.node)')
@@ -63,7 +64,7 @@ export function bundleAssets(dir: string): string[] {
   try {
     list = (JSON.parse(readFileSync(file, 'utf8')) as { assets?: unknown }).assets
   } catch (err) {
-    throw new Error(`${file}: ${(err as Error).message}: build with npm run build`)
+    throw new Error(`${file}: ${(err as Error).message}: build with npm run build`, { cause: err })
   }
   if (!Array.isArray(list) || !list.every(a => typeof a === 'string' && a !== '' && !a.startsWith('/') && !a.split('/').includes('..'))) throw new Error(`${file}: not a list of relative file names`)
   return list as string[]

@@ -235,7 +235,10 @@ export class DirectorySlots implements SlotBackend {
       if (err instanceof TarError) throw new StageError(`release archive: ${err.message}`)
       throw err
     }
-    const version = entries.find(e => e.path === VERSION_FILE)?.data?.toString('utf8').trim()
+    const version = entries
+      .find(e => e.path === VERSION_FILE)
+      ?.data?.toString('utf8')
+      .trim()
     if (!entries.some(e => e.path === BUNDLE_FILE && e.type === 'file')) throw new StageError(`release archive has no ${BUNDLE_FILE}`)
     if (version !== o.version) throw new StageError(`release archive says version ${JSON.stringify(version)}, the signed metadata ${o.version}`)
     const target = this.slotDir(slot)
@@ -303,6 +306,9 @@ export class DirectorySlots implements SlotBackend {
 
 /** The line of a Node error output that says what went wrong (not the stack). */
 function firstError(text: string): string {
-  const lines = text.split('\n').map(l => l.trim()).filter(l => l !== '')
+  const lines = text
+    .split('\n')
+    .map(l => l.trim())
+    .filter(l => l !== '')
   return (lines.find(l => /^[A-Za-z]*Error\b|^Error \[/.test(l)) ?? lines[0] ?? 'failed').slice(0, 300)
 }

@@ -31,7 +31,9 @@ export function tufKeyJson(publicKey: KeyObject): { keytype: 'ed25519'; scheme: 
  * object holds only ASCII strings, where RFC 8785 (protocol/canonical.ts) and TUF's OLPC
  * canonical JSON produce the same bytes. */
 export function tufKeyId(publicKey: KeyObject): string {
-  return createHash('sha256').update(canonicalJson(tufKeyJson(publicKey))).digest('hex')
+  return createHash('sha256')
+    .update(canonicalJson(tufKeyJson(publicKey)))
+    .digest('hex')
 }
 
 export function tufKey(publicKey: KeyObject): Key {
@@ -102,7 +104,10 @@ export class KeyStore {
     const have = this.signers(role, keyIds)
     if (have.length < threshold) {
       const missing = keyIds.filter(id => !have.some(s => s.keyId === id)).map(id => `${role}.${id}.key`)
-      throw new CairnError('TUF_KEYS', `signing ${role} needs ${threshold} of its keys, ${have.length} found in ${this.dirs.join(', ')}; missing: ${missing.join(', ')} (mount the offline keys and pass --keys DIR)`)
+      throw new CairnError(
+        'TUF_KEYS',
+        `signing ${role} needs ${threshold} of its keys, ${have.length} found in ${this.dirs.join(', ')}; missing: ${missing.join(', ')} (mount the offline keys and pass --keys DIR)`,
+      )
     }
     return have
   }

@@ -13,8 +13,19 @@ import { CairnError } from '../protocol/errors.js'
 import { isSemver } from '../protocol/semver.js'
 import { KeyStore, signWith, tufKeyJson, ROLES, type RoleName, type TufSigner } from './tuf-keys.js'
 import {
-  expiresIn, latestRootVersion, metadataName, publishTargetFile, readMetadataFile, readSettings, repoPaths, SPEC_VERSION, writeMetadata, writeSettings,
-  type Expiries, type RepoPaths, type RepoSettings,
+  expiresIn,
+  latestRootVersion,
+  metadataName,
+  publishTargetFile,
+  readMetadataFile,
+  readSettings,
+  repoPaths,
+  SPEC_VERSION,
+  writeMetadata,
+  writeSettings,
+  type Expiries,
+  type RepoPaths,
+  type RepoSettings,
 } from './tuf-layout.js'
 import { sha256Hex } from '../protocol/hash.js'
 import type { ReleaseInfo } from './release-types.js'
@@ -191,7 +202,10 @@ export class TufRepo {
       signed.push('timestamp')
     }
     const warnings: string[] = []
-    for (const [role, md] of [['root', this.root], ['targets', this.targets]] as const) {
+    for (const [role, md] of [
+      ['root', this.root],
+      ['targets', this.targets],
+    ] as const) {
       if (this.expiresWithin(md.signed.expires, 30 * 86_400)) warnings.push(`${role} metadata expires ${md.signed.expires}: run \`cairn release refresh --${role}\` with the ${role} keys`)
     }
     return { signed, warnings }

@@ -262,7 +262,11 @@ export class Updater {
           // The release itself is unusable here: never try it again.
           this.o.slots.markBad(c.version)
           this.cleanDownloads()
-          return this.record(step, { ...r, phase: 'failed', reason: 'stage-failed', detail: err.message, times: { ...r.times, done: now() } }, { kind: 'ota.failed', data: { ...this.base(c), step: 'staging', reason: 'stage-failed', detail: err.message } })
+          return this.record(
+            step,
+            { ...r, phase: 'failed', reason: 'stage-failed', detail: err.message, times: { ...r.times, done: now() } },
+            { kind: 'ota.failed', data: { ...this.base(c), step: 'staging', reason: 'stage-failed', detail: err.message } },
+          )
         }
         return this.record(step, { ...r, phase: 'switching', slot, failures: 0, times: { ...r.times, staged: now() } }, { kind: 'ota.staged', data: { ...this.base(c), slot } })
       }
@@ -279,7 +283,11 @@ export class Updater {
           // The slot mechanism says this can never switch (the OS helper refused the trial).
           this.o.slots.markBad(c.version)
           this.cleanDownloads()
-          return this.record(step, { ...r, phase: 'failed', reason: 'switch-failed', detail: err.message, times: { ...r.times, done: now() } }, { kind: 'ota.failed', data: { ...this.base(c), step: 'switching', reason: 'switch-failed', detail: err.message } })
+          return this.record(
+            step,
+            { ...r, phase: 'failed', reason: 'switch-failed', detail: err.message, times: { ...r.times, done: now() } },
+            { kind: 'ota.failed', data: { ...this.base(c), step: 'switching', reason: 'switch-failed', detail: err.message } },
+          )
         }
         return this.record(step, { ...r, times: { ...r.times, switched: now() } }, { kind: 'ota.switching', data: { ...this.base(c), slot, healthDeadlineS, maxAttempts } })
       }
@@ -314,7 +322,11 @@ export class Updater {
           totalS: secs(t.available, t.done),
         }
         this.o.log.info({ version: c.version, from: this.base(c).from, ...timings }, 'update committed')
-        this.record(step, { ...r, phase: 'committed', failures: 0, times: t }, { kind: 'ota.committed', data: { ...this.base(c), slot: this.o.running.slot, ...Object.fromEntries(Object.entries(timings).filter(([, v]) => v !== undefined)) } })
+        this.record(
+          step,
+          { ...r, phase: 'committed', failures: 0, times: t },
+          { kind: 'ota.committed', data: { ...this.base(c), slot: this.o.running.slot, ...Object.fromEntries(Object.entries(timings).filter(([, v]) => v !== undefined)) } },
+        )
         this.cleanDownloads()
         return
       }
@@ -338,7 +350,11 @@ export class Updater {
       case 'abandon': {
         const c = r.candidate
         this.cleanDownloads()
-        return this.record(step, { ...r, phase: 'failed', reason: 'abandoned', detail: step.reason, times: { ...r.times, done: now() } }, { kind: 'ota.failed', data: { ...(c ? this.base(c) : {}), step: r.phase, reason: 'abandoned', detail: step.reason } })
+        return this.record(
+          step,
+          { ...r, phase: 'failed', reason: 'abandoned', detail: step.reason, times: { ...r.times, done: now() } },
+          { kind: 'ota.failed', data: { ...(c ? this.base(c) : {}), step: r.phase, reason: 'abandoned', detail: step.reason } },
+        )
       }
     }
   }
@@ -417,7 +433,14 @@ export class Updater {
       return this.transientFailure(step, err, { bytes: fileSize(file) })
     }
     const now = this.o.clock.now()
-    this.record(step, { ...omit(this.rec, 'retryAt'), phase: 'verifying', failures: 0, times: { ...this.rec.times, downloaded: now } }, { kind: 'ota.download', data: { version: c.version, state: 'done', bytes: c.length, total: c.length, percent: 100, resumedFrom: had, refetched: last.refetched, seconds: Math.round((now - started) / 100) / 10 } })
+    this.record(
+      step,
+      { ...omit(this.rec, 'retryAt'), phase: 'verifying', failures: 0, times: { ...this.rec.times, downloaded: now } },
+      {
+        kind: 'ota.download',
+        data: { version: c.version, state: 'done', bytes: c.length, total: c.length, percent: 100, resumedFrom: had, refetched: last.refetched, seconds: Math.round((now - started) / 100) / 10 },
+      },
+    )
   }
 
   private async verify(step: Step, c: ReleaseCandidate): Promise<void> {
@@ -439,13 +462,26 @@ export class Updater {
     this.o.log.warn({ step: step.kind, failures, code: e.code, msg: e.message }, 'ota step failed')
     if (failures >= MAX_FAILURES) {
       this.cleanDownloads()
-      return this.record(step, { ...omit(r, 'retryAt'), phase: 'failed', reason: `${r.phase}-failed`, detail: e.message.slice(0, 500), failures, times: { ...r.times, done: this.o.clock.now() } }, {
-        kind: 'ota.failed',
-        data: { ...this.base(c), step: r.phase, reason: `${r.phase}-failed`, code: e.code, detail: e.message.slice(0, 500), failures },
-      })
+      return this.record(
+        step,
+        { ...omit(r, 'retryAt'), phase: 'failed', reason: `${r.phase}-failed`, detail: e.message.slice(0, 500), failures, times: { ...r.times, done: this.o.clock.now() } },
+        {
+          kind: 'ota.failed',
+          data: { ...this.base(c), step: r.phase, reason: `${r.phase}-failed`, code: e.code, detail: e.message.slice(0, 500), failures },
+        },
+      )
     }
     const retryAt = this.o.clock.now() + backoffMs(this.o.retryBaseMs ?? 15_000, failures)
-    this.record(step, { ...r, ...(phase ? { phase } : {}), failures, retryAt }, r.phase === 'downloading' || phase === 'downloading' ? { kind: 'ota.download', data: { version: c.version, state: 'interrupted', code: e.code, detail: e.message.slice(0, 300), failures, retryInS: Math.round((retryAt - this.o.clock.now()) / 1000), ...extra } } : undefined)
+    this.record(
+      step,
+      { ...r, ...(phase ? { phase } : {}), failures, retryAt },
+      r.phase === 'downloading' || phase === 'downloading'
+        ? {
+            kind: 'ota.download',
+            data: { version: c.version, state: 'interrupted', code: e.code, detail: e.message.slice(0, 300), failures, retryInS: Math.round((retryAt - this.o.clock.now()) / 1000), ...extra },
+          }
+        : undefined,
+    )
   }
 
   /** For tests and status: is a check or step in progress or pending? */
@@ -482,4 +518,3 @@ function fileSize(file: string): number {
     return 0
   }
 }
-

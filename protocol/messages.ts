@@ -22,7 +22,11 @@ export const StatusSchema = Type.Object(
     ts: Ms,
     since: Type.Optional(Type.Integer({ minimum: 0, description: 'when the agent started, ms since the Unix epoch' })),
     version: Type.String(),
-    slot: Type.Optional(Type.Union([Type.Literal('a'), Type.Literal('b'), Type.Literal('fallback')], { description: 'OTA slot the agent runs from; fallback: the bundle installed with the launcher. Absent when not started by the launcher' })),
+    slot: Type.Optional(
+      Type.Union([Type.Literal('a'), Type.Literal('b'), Type.Literal('fallback')], {
+        description: 'OTA slot the agent runs from; fallback: the bundle installed with the launcher. Absent when not started by the launcher',
+      }),
+    ),
     os: Type.Optional(
       Type.Object(
         {

@@ -46,7 +46,15 @@ export function brokerClientOptions(broker: BrokerOptions): IClientOptions {
 
 /** Client options for the command-line tools (fleet cmd, validator, sim, rollout, task):
  * the agent's defaults plus what their --username/--password/--ca flags give. */
-export function toolClientOptions(o: { url: string; mqttVersion: 4 | 5; username?: string | undefined; password?: string | undefined; ca?: string | undefined; keepaliveS?: number; connectTimeoutMs?: number }): IClientOptions {
+export function toolClientOptions(o: {
+  url: string
+  mqttVersion: 4 | 5
+  username?: string | undefined
+  password?: string | undefined
+  ca?: string | undefined
+  keepaliveS?: number
+  connectTimeoutMs?: number
+}): IClientOptions {
   return brokerClientOptions({
     url: o.url,
     mqttVersion: o.mqttVersion,

@@ -86,10 +86,7 @@ export const ResponseBodySchema = Type.Object(
 )
 export type ResponseBody = Static<typeof ResponseBodySchema>
 
-export const FetchBodySchema = Type.Object(
-  { from: Seq, to: Seq },
-  { additionalProperties: false, description: 'republish stored heartbeats from..to (inclusive, at most 1000)' },
-)
+export const FetchBodySchema = Type.Object({ from: Seq, to: Seq }, { additionalProperties: false, description: 'republish stored heartbeats from..to (inclusive, at most 1000)' })
 export type FetchBody = Static<typeof FetchBodySchema>
 
 export const ScoreParamsSchema = Type.Object(

@@ -113,7 +113,10 @@ export function readOctal(buf: Buffer, start: number, len: number, what: string)
     for (let i = 1; i < field.length; i++) v = v * 256 + field[i]!
     return v
   }
-  const text = field.toString('ascii').replace(/[\0 ]+$/g, '').replace(/^ +/, '')
+  const text = field
+    .toString('ascii')
+    .replace(/[\0 ]+$/g, '')
+    .replace(/^ +/, '')
   if (text === '') return 0
   if (!/^[0-7]+$/.test(text)) throw new TarError(`bad ${what} field in tar header`)
   return parseInt(text, 8)

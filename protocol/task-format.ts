@@ -36,10 +36,7 @@ const KeyId = Type.String({ pattern: '^[a-z2-7]{52}$', description: 'key id: low
 const Ms = Type.Integer({ minimum: 0, description: 'ms since the Unix epoch' })
 const TaskId = Type.String({ pattern: ID_PATTERN, description: 'task id chosen by the dispatcher; a device runs each id at most once' })
 const TaskTypeSchema = Type.Union(TASK_TYPES.map(t => Type.Literal(t)))
-const ErrorSchema = Type.Object(
-  { code: Type.Union(ErrorCodes.map(c => Type.Literal(c))), message: Type.String({ maxLength: 1000 }) },
-  { additionalProperties: false },
-)
+const ErrorSchema = Type.Object({ code: Type.Union(ErrorCodes.map(c => Type.Literal(c))), message: Type.String({ maxLength: 1000 }) }, { additionalProperties: false })
 
 export const TaskRequestBodySchema = Type.Object(
   {
@@ -107,7 +104,12 @@ export const TaskUpdateSchema = Type.Object(
     task: Type.Union([TaskId, Type.Null()], { description: 'the task, null when the request could not be read' }),
     request: Type.Union([Type.String({ pattern: ID_PATTERN }), Type.Null()], { description: 'id of the request (or cancel) envelope this answers, when known' }),
     event: Type.Union(['accepted', 'rejected', 'started', 'progress', 'done', 'failed', 'cancelled'].map(e => Type.Literal(e))),
-    state: Type.Optional(Type.Union(TASK_STATES.map(s => Type.Literal(s)), { description: "the task's stored state (e.g. for a DUPLICATE)" })),
+    state: Type.Optional(
+      Type.Union(
+        TASK_STATES.map(s => Type.Literal(s)),
+        { description: "the task's stored state (e.g. for a DUPLICATE)" },
+      ),
+    ),
     error: Type.Optional(ErrorSchema),
     progress: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
     note: Type.Optional(Type.String({ maxLength: 200 })),

@@ -23,14 +23,21 @@ function cruise(dir: string, files: Record<string, string[]>): Violation[] {
   for (const [file, imports] of Object.entries(files)) {
     mkdirSync(join(dir, dirname(file)), { recursive: true })
     const rel = (to: string) => {
-      const r = join(dirname(file), '/').split('/').filter(Boolean).map(() => '..').join('/')
+      const r = join(dirname(file), '/')
+        .split('/')
+        .filter(Boolean)
+        .map(() => '..')
+        .join('/')
       return `${r || '.'}/${to.replace(/\.ts$/, '.js')}`
     }
     writeFileSync(join(dir, file), imports.map((to, i) => `import * as m${i} from '${rel(to)}'\nvoid m${i}\n`).join('') + 'export const here = 1\n')
   }
   let out: string
   try {
-    out = execFileSync(DEPCRUISE, ['--config', join(REPO, '.dependency-cruiser.cjs'), '--output-type', 'json', ...new Set(Object.keys(files).map(f => f.split('/')[0]!))], { cwd: dir, encoding: 'utf8' })
+    out = execFileSync(DEPCRUISE, ['--config', join(REPO, '.dependency-cruiser.cjs'), '--output-type', 'json', ...new Set(Object.keys(files).map(f => f.split('/')[0]!))], {
+      cwd: dir,
+      encoding: 'utf8',
+    })
   } catch (err) {
     // depcruise exits non-zero when it finds violations; the report is still on stdout
     out = (err as { stdout: string }).stdout
@@ -70,7 +77,10 @@ t.test('each forbidden import is reported under its rule', async t => {
   t.ok(rules('image-build/os-update/helper.ts').includes('image-build-not-agent-internals'), 'image-build-not-agent-internals: image-build/os-update/helper.ts')
   t.ok(rules('flows/node-red-host.ts').includes('flows-through-the-local-api-client'), 'flows-through-the-local-api-client: flows/node-red-host.ts')
   t.ok(rules('agent/local-api/api-client.ts').includes('nothing-imports-the-composition-room'), 'nothing-imports-the-composition-room: agent/local-api/api-client.ts')
-  t.ok(found.some(v => v.rule.name === 'no-cycles' && v.from.startsWith('agent/cache/')), 'a cycle')
+  t.ok(
+    found.some(v => v.rule.name === 'no-cycles' && v.from.startsWith('agent/cache/')),
+    'a cycle',
+  )
 })
 
 t.test('what the layout allows passes', async t => {

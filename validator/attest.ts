@@ -5,7 +5,20 @@ import { signEnvelope } from '../protocol/envelope.js'
 import { CairnError } from '../protocol/errors.js'
 import { newId } from '../protocol/ids.js'
 import type { KeyPair } from '../protocol/keys.js'
-import { asJson, messageHash, type Attestation, type AttestationBody, type Beacon, type Challenge, type Heartbeat, ProofType, type ReceiveLog, type ReceiveLogBody, type Response, type ScoreParams } from '../protocol/proof-format.js'
+import {
+  asJson,
+  messageHash,
+  type Attestation,
+  type AttestationBody,
+  type Beacon,
+  type Challenge,
+  type Heartbeat,
+  ProofType,
+  type ReceiveLog,
+  type ReceiveLogBody,
+  type Response,
+  type ScoreParams,
+} from '../protocol/proof-format.js'
 import { epochBounds, recordWindow, scoreEpoch, type EpochRecord, type EpochResult } from './score.js'
 import type { VDb } from './validator-store.js'
 
@@ -27,11 +40,19 @@ export function loadRecord(db: VDb, validator: string, params: ScoreParams, devi
   const b = epochBounds(params, epoch)
   const w = recordWindow(params, epoch)
   const beacons = (db.prepare('SELECT payload FROM beacons WHERE slot BETWEEN ? AND ? ORDER BY slot').all(b.firstSlot, b.lastSlot) as Array<{ payload: Buffer }>).map(r => json<Beacon>(r.payload))
-  const heartbeats = (db.prepare('SELECT payload, recv FROM heartbeats WHERE device = ? AND recv >= ? AND recv < ? ORDER BY seq, hash').all(device, w.fromMs, w.toMs) as Array<{ payload: Buffer; recv: number }>).map(r => ({
+  const heartbeats = (
+    db.prepare('SELECT payload, recv FROM heartbeats WHERE device = ? AND recv >= ? AND recv < ? ORDER BY seq, hash').all(device, w.fromMs, w.toMs) as Array<{ payload: Buffer; recv: number }>
+  ).map(r => ({
     env: json<Heartbeat>(r.payload),
     recvMs: r.recv,
   }))
-  const challenges = (db.prepare('SELECT payload, response, recv FROM challenges WHERE device = ? AND sent >= ? AND sent < ? ORDER BY sent, id').all(device, b.startMs, b.endMs) as Array<{ payload: Buffer; response: Buffer | null; recv: number | null }>).map(r => ({
+  const challenges = (
+    db.prepare('SELECT payload, response, recv FROM challenges WHERE device = ? AND sent >= ? AND sent < ? ORDER BY sent, id').all(device, b.startMs, b.endMs) as Array<{
+      payload: Buffer
+      response: Buffer | null
+      recv: number | null
+    }>
+  ).map(r => ({
     env: json<Challenge>(r.payload),
     response: r.response ? json<Response>(r.response) : null,
     recvMs: r.response ? r.recv : null,
@@ -55,7 +76,15 @@ function attestLocked(db: VDb, key: KeyPair, fleet: string, params: ScoreParams,
   if (existing) return { env: json<Attestation>(existing.payload), created: false }
   const rec = loadRecord(db, key.keyId, params, device, epoch)
   const result = scoreEpoch(rec)
-  const env = signEnvelope(key, { type: ProofType.attestation, id: newId(now), fleet, sub: device, iat: now, exp: now + ATTESTATION_TTL_MS, body: asJson(attestationBody(rec, result)) }) as unknown as Attestation
+  const env = signEnvelope(key, {
+    type: ProofType.attestation,
+    id: newId(now),
+    fleet,
+    sub: device,
+    iat: now,
+    exp: now + ATTESTATION_TTL_MS,
+    body: asJson(attestationBody(rec, result)),
+  }) as unknown as Attestation
   const created = db.prepare('INSERT OR IGNORE INTO attestations (device, epoch, score, payload) VALUES (?, ?, ?, ?)').run(device, epoch, result.score, Buffer.from(JSON.stringify(env))).changes === 1
   if (!created) throw new CairnError('INTERNAL', 'attestation appeared during its own transaction')
   return { env, created }

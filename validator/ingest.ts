@@ -120,7 +120,11 @@ export class ProofIngest {
           // cannot earn anything (its first receive time stands), but it is recorded.
           // Once per device per epoch: replaying costs an attacker nothing, storing it must
           // not cost the validator much either.
-          if (recvMs - seen.recv > (this.o.replayAfterMs ?? p.maxAgeMs) && !this.recentlyFetched(device, recvMs) && this.st.evidenceSince.get(device, 'replay', this.epochStart(recvMs)) === undefined) {
+          if (
+            recvMs - seen.recv > (this.o.replayAfterMs ?? p.maxAgeMs) &&
+            !this.recentlyFetched(device, recvMs) &&
+            this.st.evidenceSince.get(device, 'replay', this.epochStart(recvMs)) === undefined
+          ) {
             evidence.push(this.evidence('replay', device, `heartbeat seq ${hb.body.seq} received again ${recvMs - seen.recv} ms after its first receipt`, [hb], [seen.recv, recvMs]))
           }
           return { kind: 'heartbeat', device, seq: hb.body.seq, verdict: 'duplicate', evidence }
@@ -176,7 +180,15 @@ export class ProofIngest {
     if (cite) {
       const genuine = this.st.beacon.get(cite.slot) as { hash: string; payload: Buffer } | undefined
       if (genuine && genuine.hash !== cite.h) {
-        out.push(this.evidence('forged-beacon', device, `heartbeat seq ${hb.body.seq} cites a beacon for slot ${cite.slot} that this validator never published`, [hb, JSON.parse(genuine.payload.toString())], [recvMs]))
+        out.push(
+          this.evidence(
+            'forged-beacon',
+            device,
+            `heartbeat seq ${hb.body.seq} cites a beacon for slot ${cite.slot} that this validator never published`,
+            [hb, JSON.parse(genuine.payload.toString())],
+            [recvMs],
+          ),
+        )
         return out
       }
     }

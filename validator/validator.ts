@@ -68,7 +68,19 @@ export class Validator {
   private readonly ingest: ProofIngest
   private readonly topics
   private readonly token = randomUUID()
-  private readonly stats: ValidatorStats = { received: 0, heartbeats: 0, duplicates: 0, responses: 0, rejected: 0, storeErrors: 0, evidence: 0, beacons: 0, challenges: 0, attestations: 0, leader: false }
+  private readonly stats: ValidatorStats = {
+    received: 0,
+    heartbeats: 0,
+    duplicates: 0,
+    responses: 0,
+    rejected: 0,
+    storeErrors: 0,
+    evidence: 0,
+    beacons: 0,
+    challenges: 0,
+    attestations: 0,
+    leader: false,
+  }
   private timer: NodeJS.Timeout | undefined
   private stopped = false
   private lastChallengeSlot = -1
@@ -157,7 +169,15 @@ export class Validator {
   /** Sends a challenge to one device now (the leader also does this at random). */
   challenge(device: string): Envelope {
     const now = this.o.clock.now()
-    const env = signEnvelope(this.o.key, { type: ProofType.challenge, id: newId(now), fleet: this.o.fleet, sub: device, iat: now, exp: now + this.o.challengeTimeoutMs, body: { nonce: randomBytes(32).toString('hex') } })
+    const env = signEnvelope(this.o.key, {
+      type: ProofType.challenge,
+      id: newId(now),
+      fleet: this.o.fleet,
+      sub: device,
+      iat: now,
+      exp: now + this.o.challengeTimeoutMs,
+      body: { nonce: randomBytes(32).toString('hex') },
+    })
     this.db.prepare('INSERT INTO challenges (id, device, sent, deadline, payload) VALUES (?, ?, ?, ?, ?)').run(env.id, device, now, env.exp, Buffer.from(JSON.stringify(env)))
     this.publish(this.topics.challenge(device), encodeProof(env), false)
     this.stats.challenges++
@@ -306,7 +326,8 @@ export class Validator {
       body: asJson({ slot, slotMs, epochSlots, rand: randomBytes(32).toString('hex') }),
     })
     const wire = encodeProof(env)
-    const inserted = this.db.prepare('INSERT OR IGNORE INTO beacons (slot, hash, published, payload) VALUES (?, ?, ?, ?)').run(slot, messageHash(env), now, Buffer.from(JSON.stringify(env))).changes === 1
+    const inserted =
+      this.db.prepare('INSERT OR IGNORE INTO beacons (slot, hash, published, payload) VALUES (?, ?, ?, ?)').run(slot, messageHash(env), now, Buffer.from(JSON.stringify(env))).changes === 1
     if (!inserted) return
     this.stats.beacons++
     this.publish(this.topics.beacon, wire, true)
@@ -329,7 +350,9 @@ export class Validator {
     const next = done + 1
     const b = epochBounds(p, next)
     if (now < b.endMs + p.maxAgeMs + this.o.challengeTimeoutMs + 1000) return
-    const devices = (this.db.prepare('SELECT device FROM devices WHERE last_seen >= ? AND first_seen < ? ORDER BY device').all(b.startMs - 86_400_000, b.endMs + p.maxAgeMs) as Array<{ device: string }>).map(r => r.device)
+    const devices = (
+      this.db.prepare('SELECT device FROM devices WHERE last_seen >= ? AND first_seen < ? ORDER BY device').all(b.startMs - 86_400_000, b.endMs + p.maxAgeMs) as Array<{ device: string }>
+    ).map(r => r.device)
     this.attesting = true
     let i = 0
     const step = () => {

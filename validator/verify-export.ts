@@ -74,7 +74,10 @@ function verifyExport(value: unknown, opts: { validator?: string }): VerifyRepor
   if (mismatch.length > 0) throw new CairnError('BAD_REQUEST', `recomputed result does not match the attestation: ${mismatch.join('; ')}`)
   const c = r.counts
   // Round trips, from the challenge's signed issue time to the signed receive time.
-  const rtts = challenges.filter(ch => ch.recvMs !== null).map(ch => ch.recvMs! - ch.env.iat).sort((a, b) => a - b)
+  const rtts = challenges
+    .filter(ch => ch.recvMs !== null)
+    .map(ch => ch.recvMs! - ch.env.iat)
+    .sort((a, b) => a - b)
   const rtt = rtts.length ? `; round trips ${rtts[0]}–${rtts[rtts.length - 1]} ms (median ${rtts[Math.floor(rtts.length / 2)]} ms)` : ''
   return {
     kind: 'export',

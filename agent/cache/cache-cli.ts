@@ -67,7 +67,11 @@ export function cacheCommand(io: { out: Out }): Command {
         io.out.write(JSON.stringify({ evicted, usage: store.usage() }) + '\n')
       }),
     )
-  const get = action('get', 'fetch an object into the cache from its origins, verified against its content id', "cairn cache get <sha256|cid> --state-dir /var/lib/cairn --origin 'https://mirror.example/{sha256}' --pin")
+  const get = action(
+    'get',
+    'fetch an object into the cache from its origins, verified against its content id',
+    "cairn cache get <sha256|cid> --state-dir /var/lib/cairn --origin 'https://mirror.example/{sha256}' --pin",
+  )
     .argument('<sha256|cid>', 'the content id: a lowercase hex sha256 or a CIDv1 (bafkrei…)')
     .option('--origin <url>', 'where to fetch it from (repeatable)', many)
     .option('--bytes <n>', 'the expected length')

@@ -106,7 +106,7 @@ async function run(o: CacheExecutorOptions, params: CacheParams, ctx: TaskRunCon
     const lease = await o.store.lease(obj.sha256, obj.origins, { signal: ctx.signal, ...(obj.bytes !== undefined ? { expectBytes: obj.bytes } : {}) })
     try {
       if (obj.pin) o.store.pin(obj.sha256)
-      const origin = lease.fetched ? o.store.origin(obj.sha256) ?? obj.origins[0]! : 'local'
+      const origin = lease.fetched ? (o.store.origin(obj.sha256) ?? obj.origins[0]!) : 'local'
       if (lease.fetched) bytesFetched += lease.bytes
       inputs.push({ name: origin, sha256: obj.sha256, bytes: lease.bytes })
       outputs.push({ name: obj.cid, sha256: obj.sha256, bytes: lease.bytes })

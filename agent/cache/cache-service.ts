@@ -32,7 +32,14 @@ export interface CacheServiceDeps {
 
 export async function startCacheService(d: CacheServiceDeps): Promise<CacheService> {
   const c = d.config.cache
-  const store = await ContentStore.open({ dir: join(d.config.stateDir, 'cache'), quotaBytes: c.quotaBytes, maxObjectBytes: c.maxObjectBytes, fetchTimeoutMs: c.fetchTimeoutS * 1000, clock: d.clock, log: d.log })
+  const store = await ContentStore.open({
+    dir: join(d.config.stateDir, 'cache'),
+    quotaBytes: c.quotaBytes,
+    maxObjectBytes: c.maxObjectBytes,
+    fetchTimeoutMs: c.fetchTimeoutS * 1000,
+    clock: d.clock,
+    log: d.log,
+  })
   // A lowered quota takes effect at start.
   store.gc()
   let server: CacheServer | undefined

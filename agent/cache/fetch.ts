@@ -143,7 +143,12 @@ const guardedLookup: LookupFunction = (hostname, options, cb) => {
 
 function get(url: URL, signal: AbortSignal, lookup?: LookupFunction): Promise<IncomingMessage> {
   return new Promise((resolve, reject) => {
-    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, { method: 'GET', signal, headers: { 'accept-encoding': 'identity', 'user-agent': 'cairn-cache' }, ...(lookup ? { lookup } : {}) })
+    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, {
+      method: 'GET',
+      signal,
+      headers: { 'accept-encoding': 'identity', 'user-agent': 'cairn-cache' },
+      ...(lookup ? { lookup } : {}),
+    })
     req.once('response', resolve)
     req.once('error', reject)
     req.end()

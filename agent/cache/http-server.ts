@@ -183,7 +183,6 @@ async function handle(o: CacheServerOptions, clock: Clock, req: IncomingMessage,
     // Write callbacks of the last chunks run before 'close'; one turn later is safe.
     setImmediate(() => done(status, sent, range))
   })
-  let stream: ReadStream | undefined
   if (length <= SMALL) {
     // One synchronous read and one write. For a small object in the page cache a trip
     // through the thread pool costs more than the read itself (4 KiB objects here: about
@@ -206,7 +205,7 @@ async function handle(o: CacheServerOptions, clock: Clock, req: IncomingMessage,
     res.end()
     return
   }
-  stream = createReadStream('', { fd, start, end, highWaterMark: CHUNK, autoClose: true })
+  const stream: ReadStream = createReadStream('', { fd, start, end, highWaterMark: CHUNK, autoClose: true })
   stream.on('data', chunk => {
     const n = chunk.length
     const more = res.write(chunk, err => {

@@ -249,7 +249,15 @@ export class ContentStore implements ContentSource {
   // ------------------------------------------------------------------ internals
 
   private info(r: IndexRow): ObjectInfo {
-    return { sha256: r.sha256, cid: cidFromSha256(r.sha256), bytes: r.bytes, added: r.added, lastAccess: Math.max(r.last_access, this.touches.get(r.sha256) ?? 0), pinned: r.pinned !== 0, leases: this.leases.get(r.sha256) ?? 0 }
+    return {
+      sha256: r.sha256,
+      cid: cidFromSha256(r.sha256),
+      bytes: r.bytes,
+      added: r.added,
+      lastAccess: Math.max(r.last_access, this.touches.get(r.sha256) ?? 0),
+      pinned: r.pinned !== 0,
+      leases: this.leases.get(r.sha256) ?? 0,
+    }
   }
 
   private makeLease(sha256: string, bytes: number, fetched: boolean): ContentLease {
@@ -279,7 +287,7 @@ export class ContentStore implements ContentSource {
 
   private flushTouches(): void {
     this.lastTouchFlush = this.clock.now()
-    if (this.touches.size === 0 || this.closed && !this.db.open) return
+    if (this.touches.size === 0 || (this.closed && !this.db.open)) return
     this.db.transaction(() => {
       for (const [sha, t] of this.touches) this.st.touch.run(t, sha)
     })()
@@ -322,7 +330,14 @@ export class ContentStore implements ContentSource {
         }
         let from = origin
         const birth = await this.ingest(sha256, fh =>
-          fetchInto(origin, fh, sha256, { signal: opts.signal, maxBytes, expectBytes: opts.expectBytes, timeoutMs: this.o.fetchTimeoutMs ?? 600_000, maxRedirects: this.o.maxRedirects ?? 5, onBytes: hold }).then(r => {
+          fetchInto(origin, fh, sha256, {
+            signal: opts.signal,
+            maxBytes,
+            expectBytes: opts.expectBytes,
+            timeoutMs: this.o.fetchTimeoutMs ?? 600_000,
+            maxRedirects: this.o.maxRedirects ?? 5,
+            onBytes: hold,
+          }).then(r => {
             from = r.url
             return r.bytes
           }),

@@ -5,8 +5,7 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { NAME_PATTERN } from '../../protocol/envelope.js'
 import { OWNER_PATTERN } from '../../protocol/proof-format.js'
 
-const Seconds = (def: number, min: number, max: number, description: string) =>
-  Type.Integer({ default: def, minimum: min, maximum: max, description })
+const Seconds = (def: number, min: number, max: number, description: string) => Type.Integer({ default: def, minimum: min, maximum: max, description })
 
 export const BrokerSchema = Type.Object(
   {
@@ -37,9 +36,18 @@ export const TelemetrySchema = Type.Object(
 
 export const OutboxSchema = Type.Object(
   {
-    maxBytes: Type.Integer({ default: 32 * 1024 * 1024, minimum: 64 * 1024, description: 'outbox size cap; old telemetry is evicted first, then events; must-keep records are never evicted before their retention' }),
+    maxBytes: Type.Integer({
+      default: 32 * 1024 * 1024,
+      minimum: 64 * 1024,
+      description: 'outbox size cap; old telemetry is evicted first, then events; must-keep records are never evicted before their retention',
+    }),
     maxInflight: Type.Integer({ default: 20, minimum: 1, maximum: 1000, description: 'most unacknowledged QoS 1 publishes (also capped by the broker receive-maximum)' }),
-    lazyWriteMs: Type.Integer({ default: 30_000, minimum: 0, maximum: 3_600_000, description: 'telemetry is kept in memory this long before it is written to disk; acknowledged sooner, it never touches the SD card. 0 writes every sample at once' }),
+    lazyWriteMs: Type.Integer({
+      default: 30_000,
+      minimum: 0,
+      maximum: 3_600_000,
+      description: 'telemetry is kept in memory this long before it is written to disk; acknowledged sooner, it never touches the SD card. 0 writes every sample at once',
+    }),
     mustKeepDays: Seconds(30, 1, 3650, 'days a must-keep record (proof, receipt) is kept while undelivered'),
   },
   { additionalProperties: false, default: {} },
@@ -65,7 +73,10 @@ export const HealthSchema = Type.Object(
 
 export const LogSchema = Type.Object(
   {
-    level: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace'].map(l => Type.Literal(l)), { default: 'info', description: 'log level' }),
+    level: Type.Union(
+      ['fatal', 'error', 'warn', 'info', 'debug', 'trace'].map(l => Type.Literal(l)),
+      { default: 'info', description: 'log level' },
+    ),
   },
   { additionalProperties: false, default: {} },
 )
@@ -81,7 +92,11 @@ export const HwSchema = Type.Object(
 export const SystemSchema = Type.Object(
   {
     rebootCommand: Type.Array(Type.String(), { default: ['systemctl', 'reboot'], minItems: 1, description: 'argv run by the reboot command' }),
-    reprovisionCommand: Type.Array(Type.String(), { default: ['systemctl', 'start', 'cairn-reprovision.service'], minItems: 1, description: 'argv run when the button confirms re-provisioning (docs/local-api.md, "Status LED and button")' }),
+    reprovisionCommand: Type.Array(Type.String(), {
+      default: ['systemctl', 'start', 'cairn-reprovision.service'],
+      minItems: 1,
+      description: 'argv run when the button confirms re-provisioning (docs/local-api.md, "Status LED and button")',
+    }),
   },
   { additionalProperties: false, default: {} },
 )
@@ -117,15 +132,34 @@ export const OtaSchema = Type.Object(
 export const TasksSchema = Type.Object(
   {
     enabled: Type.Boolean({ default: true, description: 'accept inference and cache tasks from trusted dispatchers (docs/tasks.md)' }),
-    types: Type.Array(Type.Union([Type.Literal('inference'), Type.Literal('cache')]), { default: ['inference', 'cache'], uniqueItems: true, description: 'task types this device offers; inference starts a worker process that loads TensorFlow.js in the background' }),
+    types: Type.Array(Type.Union([Type.Literal('inference'), Type.Literal('cache')]), {
+      default: ['inference', 'cache'],
+      uniqueItems: true,
+      description: 'task types this device offers; inference starts a worker process that loads TensorFlow.js in the background',
+    }),
     dispatcherKeys: Type.Array(Type.String(), { default: [], maxItems: 64, description: 'files of trusted task dispatcher public keys (PEM SPKI or key id); they grant no command powers' }),
     concurrency: Type.Integer({ default: 1, minimum: 1, maximum: 16, description: 'tasks run at the same time' }),
     maxQueue: Type.Integer({ default: 32, minimum: 1, maximum: 10_000, description: 'queued tasks beyond this are rejected with BUSY' }),
     maxRunS: Seconds(600, 1, 86_400, 'longest a task may run; its timeout is the sooner of this and its deadline'),
     maxTempC: Type.Number({ default: 80, minimum: 30, maximum: 120, description: 'no new task starts while a thermal zone is hotter than this (or the board reports throttling)' }),
-    maxRequestBytes: Type.Integer({ default: 8 * 1024 * 1024, minimum: 1024, maximum: 64 * 1024 * 1024, description: 'larger task requests (an image inline in the params, say) are refused unread; bounds the params stored per task' }),
-    maxResultBytes: Type.Integer({ default: 64 * 1024, minimum: 256, maximum: 4 * 1024 * 1024, description: 'a larger result fails the task with TOO_LARGE (the receipt still names its output hashes)' }),
-    retentionDays: Type.Integer({ default: 30, minimum: 1, maximum: 3650, description: 'days a finished task (its id, state and receipt) is remembered; never less than the longest request lifetime (commands.maxTtlS), so no copy of a request runs twice' }),
+    maxRequestBytes: Type.Integer({
+      default: 8 * 1024 * 1024,
+      minimum: 1024,
+      maximum: 64 * 1024 * 1024,
+      description: 'larger task requests (an image inline in the params, say) are refused unread; bounds the params stored per task',
+    }),
+    maxResultBytes: Type.Integer({
+      default: 64 * 1024,
+      minimum: 256,
+      maximum: 4 * 1024 * 1024,
+      description: 'a larger result fails the task with TOO_LARGE (the receipt still names its output hashes)',
+    }),
+    retentionDays: Type.Integer({
+      default: 30,
+      minimum: 1,
+      maximum: 3650,
+      description: 'days a finished task (its id, state and receipt) is remembered; never less than the longest request lifetime (commands.maxTtlS), so no copy of a request runs twice',
+    }),
   },
   { additionalProperties: false, default: {} },
 )
@@ -138,8 +172,18 @@ export const LocalApiSchema = Type.Object(
     host: Type.String({ default: '127.0.0.1', description: 'TCP listen address, used only when port is set' }),
     port: Type.Integer({ default: 0, minimum: 0, maximum: 65535, description: 'TCP port for the local API as well as the socket; 0: no TCP' }),
     maxClients: Type.Integer({ default: 16, minimum: 1, maximum: 1024, description: 'connections served at once; more are refused with HTTP 503' }),
-    maxFrameBytes: Type.Integer({ default: 8 * 1024 * 1024, minimum: 64 * 1024, maximum: 64 * 1024 * 1024, description: 'largest frame a client may send (images for inference); larger closes the connection with 1009' }),
-    maxQueueBytes: Type.Integer({ default: 2 * 1024 * 1024, minimum: 16 * 1024, maximum: 256 * 1024 * 1024, description: 'bytes queued to a client that does not read: past half of it telemetry is dropped, past all of it events too, and a client over it for 2 s is closed (1008)' }),
+    maxFrameBytes: Type.Integer({
+      default: 8 * 1024 * 1024,
+      minimum: 64 * 1024,
+      maximum: 64 * 1024 * 1024,
+      description: 'largest frame a client may send (images for inference); larger closes the connection with 1009',
+    }),
+    maxQueueBytes: Type.Integer({
+      default: 2 * 1024 * 1024,
+      minimum: 16 * 1024,
+      maximum: 256 * 1024 * 1024,
+      description: 'bytes queued to a client that does not read: past half of it telemetry is dropped, past all of it events too, and a client over it for 2 s is closed (1008)',
+    }),
   },
   { additionalProperties: false, default: {} },
 )
@@ -147,7 +191,10 @@ export const LocalApiSchema = Type.Object(
 const Pin = (description: string) => Type.Integer({ minimum: 0, maximum: 63, description })
 export const GpioSchema = Type.Object(
   {
-    driver: Type.Union(['auto', 'sysfs', 'gpiod', 'fake'].map(d => Type.Literal(d)), { default: 'auto', description: 'GPIO driver (docs/gpio.md); auto: sysfs, else libgpiod tools, else an in-memory fake' }),
+    driver: Type.Union(
+      ['auto', 'sysfs', 'gpiod', 'fake'].map(d => Type.Literal(d)),
+      { default: 'auto', description: 'GPIO driver (docs/gpio.md); auto: sysfs, else libgpiod tools, else an in-memory fake' },
+    ),
     statusLed: Type.Optional(
       Type.Object(
         {
@@ -176,7 +223,11 @@ export const GpioSchema = Type.Object(
 export const CacheSchema = Type.Object(
   {
     enabled: Type.Boolean({ default: true, description: 'serve cached objects over HTTP and publish signed serve receipts (docs/cache.md); the store itself (cache tasks, models) is always there' }),
-    quotaBytes: Type.Integer({ default: 2 * 1024 * 1024 * 1024, minimum: 1024 * 1024, description: 'bytes the content cache may hold; least recently used unpinned objects are evicted to stay under it' }),
+    quotaBytes: Type.Integer({
+      default: 2 * 1024 * 1024 * 1024,
+      minimum: 1024 * 1024,
+      description: 'bytes the content cache may hold; least recently used unpinned objects are evicted to stay under it',
+    }),
     maxObjectBytes: Type.Integer({ default: 1024 * 1024 * 1024, minimum: 1024, description: 'largest single object fetched or stored' }),
     host: Type.String({ default: '127.0.0.1', description: 'listen address of the cache HTTP server (0.0.0.0 to serve the network)' }),
     port: Type.Integer({ default: 9751, minimum: 0, maximum: 65535, description: 'cache HTTP port (0: any free port, logged)' }),

@@ -67,7 +67,11 @@ export function envLayer(env: NodeJS.ProcessEnv): Layer {
 
 export function coerce(raw: string, schema: TSchema, where: string): unknown {
   const kinds = schema.anyOf ? (schema.anyOf as TSchema[]).map(s => s.type ?? typeof s.const) : [schema.type]
-  if (kinds.includes('array')) return raw.split(',').map(s => s.trim()).filter(s => s.length > 0)
+  if (kinds.includes('array'))
+    return raw
+      .split(',')
+      .map(s => s.trim())
+      .filter(s => s.length > 0)
   if (kinds.includes('boolean')) {
     if (/^(1|true|yes|on)$/i.test(raw)) return true
     if (/^(0|false|no|off)$/i.test(raw)) return false

@@ -2,7 +2,12 @@
 
 type Labels = Record<string, string>
 
-const key = (name: string, labels?: Labels) => (labels && Object.keys(labels).length ? `${name}{${Object.entries(labels).map(([k, v]) => `${k}="${v.replace(/["\\\n]/g, '_')}"`).join(',')}}` : name)
+const key = (name: string, labels?: Labels) =>
+  labels && Object.keys(labels).length
+    ? `${name}{${Object.entries(labels)
+        .map(([k, v]) => `${k}="${v.replace(/["\\\n]/g, '_')}"`)
+        .join(',')}}`
+    : name
 
 export class Metrics {
   private readonly counters = new Map<string, number>()

@@ -31,7 +31,11 @@ export class OperatorKeys {
   }
 
   private record(keyId: string, state: 'trusted' | 'revoked', by: string, now: number): void {
-    this.db.prepare('INSERT INTO operator_keys (key_id, state, changed_at, changed_by) VALUES (?, ?, ?, ?) ON CONFLICT (key_id) DO UPDATE SET state = excluded.state, changed_at = excluded.changed_at, changed_by = excluded.changed_by').run(keyId, state, now, by)
+    this.db
+      .prepare(
+        'INSERT INTO operator_keys (key_id, state, changed_at, changed_by) VALUES (?, ?, ?, ?) ON CONFLICT (key_id) DO UPDATE SET state = excluded.state, changed_at = excluded.changed_at, changed_by = excluded.changed_by',
+      )
+      .run(keyId, state, now, by)
     this.reload()
   }
 

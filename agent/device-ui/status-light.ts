@@ -38,9 +38,7 @@ export class StatusLight {
   private driverName: string | undefined
   private stopped = false
 
-  constructor(
-    private readonly o: { host: GpioHost; pin: number; activeLow: boolean; log: Logger; initial: LedState },
-  ) {
+  constructor(private readonly o: { host: GpioHost; pin: number; activeLow: boolean; log: Logger; initial: LedState }) {
     this.agentState = o.initial
   }
 
@@ -94,7 +92,7 @@ export class StatusLight {
       if (want === 'on' || want === 'off') {
         await this.led?.stop()
         this.led = undefined
-        await this.write(want === 'on' !== this.o.activeLow ? 1 : 0)
+        await this.write((want === 'on') !== this.o.activeLow ? 1 : 0)
       } else {
         this.led ??= new LedPlayer(line, { timers: this.o.host.timers, activeLow: this.o.activeLow, log: this.o.log })
         this.led.play(LED_PATTERNS[want].steps)

@@ -75,7 +75,9 @@ async function importNative(pkg: string): Promise<TfApi> {
 
 const why = (err: unknown) => {
   const e = err as { code?: string; message?: string }
-  return e.code === 'ERR_MODULE_NOT_FOUND' || e.code === 'MODULE_NOT_FOUND' ? 'not installed (optional dependency; its install downloads libtensorflow)' : `failed to load: ${String(e.message ?? err).split('\n')[0]}`
+  return e.code === 'ERR_MODULE_NOT_FOUND' || e.code === 'MODULE_NOT_FOUND'
+    ? 'not installed (optional dependency; its install downloads libtensorflow)'
+    : `failed to load: ${String(e.message ?? err).split('\n')[0]}`
 }
 
 /** Tries the backends in order (or only the one asked for) and returns the first that

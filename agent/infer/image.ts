@@ -99,7 +99,7 @@ function checkInterlacedPng(buf: Uint8Array, width: number, height: number): voi
   const bound = Math.ceil((width * bits) / 8) * height + 2 * (2 * height + 7) + 64
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
   const idat: Uint8Array[] = []
-  for (let pos = 8; pos + 8 <= buf.length; ) {
+  for (let pos = 8; pos + 8 <= buf.length;) {
     const len = dv.getUint32(pos)
     const type = dv.getUint32(pos + 4)
     if (type === 0x49444154) idat.push(buf.subarray(pos + 8, Math.min(pos + 8 + len, buf.length))) // IDAT

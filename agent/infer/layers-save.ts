@@ -9,10 +9,12 @@ export const WEIGHTS_FILE = 'weights.bin'
 
 export async function layersArtifacts(model: tfl.LayersModel): Promise<{ modelJson: ModelJson; shards: Record<string, Uint8Array> }> {
   let saved: tf.io.ModelArtifacts | undefined
-  await model.save(tf.io.withSaveHandler(async artifacts => {
-    saved = artifacts
-    return { modelArtifactsInfo: { dateSaved: new Date(0), modelTopologyType: 'JSON' } }
-  }))
+  await model.save(
+    tf.io.withSaveHandler(async artifacts => {
+      saved = artifacts
+      return { modelArtifactsInfo: { dateSaved: new Date(0), modelTopologyType: 'JSON' } }
+    }),
+  )
   if (saved === undefined) throw new Error('model.save gave no artifacts')
   const data = saved.weightData === undefined ? new Uint8Array(0) : new Uint8Array(tf.io.concatenateArrayBuffers(Array.isArray(saved.weightData) ? saved.weightData : [saved.weightData]))
   return {

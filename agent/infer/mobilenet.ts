@@ -21,7 +21,21 @@ export function buildMobileNetLike(seed: number, alpha = 0.25): tfl.LayersModel 
   let x = tfl.layers.conv2d({ filters: ch(32), kernelSize: 3, strides: 2, padding: 'same', useBias: false, kernelInitializer: init() }).apply(input) as tfl.SymbolicTensor
   x = tfl.layers.reLU({ maxValue: 6 }).apply(tfl.layers.batchNormalization().apply(x)) as tfl.SymbolicTensor
   // [filters, stride] of MobileNet v1's 13 separable blocks
-  const blocks: Array<[number, number]> = [[64, 1], [128, 2], [128, 1], [256, 2], [256, 1], [512, 2], [512, 1], [512, 1], [512, 1], [512, 1], [512, 1], [1024, 2], [1024, 1]]
+  const blocks: Array<[number, number]> = [
+    [64, 1],
+    [128, 2],
+    [128, 1],
+    [256, 2],
+    [256, 1],
+    [512, 2],
+    [512, 1],
+    [512, 1],
+    [512, 1],
+    [512, 1],
+    [512, 1],
+    [1024, 2],
+    [1024, 1],
+  ]
   for (const [filters, strides] of blocks) {
     x = tfl.layers.depthwiseConv2d({ kernelSize: 3, strides, padding: 'same', useBias: false, depthwiseInitializer: init() }).apply(x) as tfl.SymbolicTensor
     x = tfl.layers.reLU({ maxValue: 6 }).apply(tfl.layers.batchNormalization().apply(x)) as tfl.SymbolicTensor

@@ -163,7 +163,8 @@ export function parseInferenceParams(raw: unknown, limits: ParamLimits): Inferen
       data = typedValues(decodeBase64(t.data, 'input.tensor.data'), t.dtype)
     } else if (Array.isArray(t.data)) {
       if (t.data.length !== elements) throw bad('input.tensor.data', `holds ${t.data.length} numbers; shape [${shape.join(', ')}] needs ${elements}`)
-      const okNum = t.dtype === 'int32' ? (n: unknown) => Number.isInteger(n) && (n as number) >= -2147483648 && (n as number) <= 2147483647 : (n: unknown) => typeof n === 'number' && Number.isFinite(n)
+      const okNum =
+        t.dtype === 'int32' ? (n: unknown) => Number.isInteger(n) && (n as number) >= -2147483648 && (n as number) <= 2147483647 : (n: unknown) => typeof n === 'number' && Number.isFinite(n)
       const i = t.data.findIndex(n => !okNum(n))
       if (i !== -1) throw bad(`input.tensor.data[${i}]`, t.dtype === 'int32' ? 'must be a 32-bit integer' : 'must be a finite number')
       data = t.dtype === 'int32' ? Int32Array.from(t.data as number[]) : Float32Array.from(t.data as number[])

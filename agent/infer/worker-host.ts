@@ -200,7 +200,8 @@ export class WorkerHost {
     signal.addEventListener('abort', onAbort, { once: true })
     const poll = setInterval(() => {
       const mem = child.pid === undefined ? undefined : procMemory(child.pid)
-      if (mem !== undefined && mem.rss > this.o.memoryLimitBytes) this.kill(child, 'MEMORY_LIMIT', `inference worker went over its memory limit of ${mb(this.o.memoryLimitBytes)} MiB (${mb(mem.rss)} MiB): killed`)
+      if (mem !== undefined && mem.rss > this.o.memoryLimitBytes)
+        this.kill(child, 'MEMORY_LIMIT', `inference worker went over its memory limit of ${mb(this.o.memoryLimitBytes)} MiB (${mb(mem.rss)} MiB): killed`)
     }, this.o.pollMs ?? 25)
     try {
       const msg: RunMsg = { t: 'run', id, ...req }

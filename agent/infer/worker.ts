@@ -187,7 +187,6 @@ export class WorkerCore {
     const ok = got.length === want.length && want.every((d, i) => d === null || d === got[i])
     if (!ok) throw badInput(`${field}: [${got.join(', ')}] does not fit the model's input [${want.map(d => d ?? '?').join(', ')}]`)
   }
-
 }
 
 /**

@@ -108,10 +108,13 @@ export class LocalApiClient extends EventEmitter<LocalApiClientEvents> {
     const id = String(++this.nextId)
     const frame = JSON.stringify({ v: 1, type: 'req', id, op, ...(args === undefined ? {} : { args }) })
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id)
-        reject(new LocalApiError('TIMEOUT', `no reply to ${op} within ${timeoutMs ?? this.opts.timeoutMs ?? 30_000} ms`))
-      }, timeoutMs ?? this.opts.timeoutMs ?? 30_000)
+      const timer = setTimeout(
+        () => {
+          this.pending.delete(id)
+          reject(new LocalApiError('TIMEOUT', `no reply to ${op} within ${timeoutMs ?? this.opts.timeoutMs ?? 30_000} ms`))
+        },
+        timeoutMs ?? this.opts.timeoutMs ?? 30_000,
+      )
       this.pending.set(id, {
         resolve: data => {
           if (op === 'subscribe' || op === 'unsubscribe') this.remember(data)
@@ -168,7 +171,10 @@ export class LocalApiClient extends EventEmitter<LocalApiClientEvents> {
     let failure: LocalApiError | undefined
     ws.on('unexpected-response', (_req, res) => {
       const code = res.statusCode === 401 ? 'UNAUTHORIZED' : res.statusCode === 503 ? 'UNAVAILABLE' : 'DISCONNECTED'
-      failure = new LocalApiError(code, `the agent refused the connection: HTTP ${res.statusCode}${code === 'UNAUTHORIZED' ? ' (wrong or missing token)' : code === 'UNAVAILABLE' ? ' (too many clients)' : ''}`)
+      failure = new LocalApiError(
+        code,
+        `the agent refused the connection: HTTP ${res.statusCode}${code === 'UNAUTHORIZED' ? ' (wrong or missing token)' : code === 'UNAVAILABLE' ? ' (too many clients)' : ''}`,
+      )
       res.resume()
       ws.terminate()
     })
@@ -185,7 +191,7 @@ export class LocalApiClient extends EventEmitter<LocalApiClientEvents> {
       const wasUp = this.helloSeen !== undefined
       this.helloSeen = undefined
       const why = failure?.message ?? `closed (${code}${reason.length ? ` ${reason.toString()}` : ''})`
-      this.failPending(code === 1009 ? 'TOO_LARGE' : 'DISCONNECTED', code === 1009 ? 'a frame was over the agent\'s localApi.maxFrameBytes; the agent closed the connection' : `connection lost: ${why}`)
+      this.failPending(code === 1009 ? 'TOO_LARGE' : 'DISCONNECTED', code === 1009 ? "a frame was over the agent's localApi.maxFrameBytes; the agent closed the connection" : `connection lost: ${why}`)
       if (wasUp) {
         this.opts.log?.('warn', `disconnected from the Cairn agent: ${why}`)
         this.emit('disconnected', why)

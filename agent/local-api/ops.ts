@@ -46,7 +46,10 @@ export async function runOp<O extends Op>(op: O, args: OpArgs<O>, s: OpSession, 
     case 'subscribe':
     case 'unsubscribe': {
       const a = args as OpArgs<'subscribe'>
-      for (const t of a.topics) op === 'subscribe' ? s.topics.add(t) : s.topics.delete(t)
+      for (const t of a.topics) {
+        if (op === 'subscribe') s.topics.add(t)
+        else s.topics.delete(t)
+      }
       if (op === 'subscribe' && a.kinds) s.kinds = a.kinds
       if (!s.topics.has('event')) s.kinds = undefined
       return { topics: [...s.topics], ...(s.kinds ? { kinds: s.kinds } : {}) }

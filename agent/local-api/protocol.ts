@@ -21,7 +21,11 @@ export type LedSetPattern = (typeof LED_SET_PATTERNS)[number]
 /** What the agent's state can be, most urgent first (the status LED's states). */
 export const AGENT_STATES = LED_STATES
 
-const lit = <T extends string>(values: readonly T[], description?: string) => Type.Union(values.map(v => Type.Literal(v)), description ? { description } : {})
+const lit = <T extends string>(values: readonly T[], description?: string) =>
+  Type.Union(
+    values.map(v => Type.Literal(v)),
+    description ? { description } : {},
+  )
 const Ms = Type.Integer({ minimum: 0, description: 'ms since the Unix epoch' })
 const ReqId = Type.String({ minLength: 1, maxLength: 64, description: 'chosen by the client; echoed in the reply' })
 const Pin = Type.Integer({ minimum: 0, maximum: 63, description: 'BCM pin number (GPIO17 = 17)' })
@@ -31,7 +35,9 @@ const AgentState = lit(AGENT_STATES, 'what the agent is doing, as the status LED
 const SubscribeArgs = Type.Object(
   {
     topics: Type.Array(lit(TOPICS), { minItems: 1, maxItems: 4, uniqueItems: true }),
-    kinds: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 32, description: "event kind prefixes for the 'event' topic, e.g. ['task.', 'proof.']; absent: every kind" })),
+    kinds: Type.Optional(
+      Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 32, description: "event kind prefixes for the 'event' topic, e.g. ['task.', 'proof.']; absent: every kind" }),
+    ),
   },
   { additionalProperties: false },
 )
@@ -147,13 +153,21 @@ export type RequestEnvelope = Static<typeof RequestEnvelopeSchema>
 
 /** Every valid request, op by op (for the docs; the server checks in two steps). */
 export const RequestSchema = Type.Union(
-  OP_NAMES.map(op => Type.Object({ v: Type.Literal(1), type: Type.Literal('req'), id: ReqId, op: Type.Literal(op), args: OPS[op].args === Empty ? Type.Optional(Empty) : OPS[op].args }, { additionalProperties: false })),
+  OP_NAMES.map(op =>
+    Type.Object(
+      { v: Type.Literal(1), type: Type.Literal('req'), id: ReqId, op: Type.Literal(op), args: OPS[op].args === Empty ? Type.Optional(Empty) : OPS[op].args },
+      { additionalProperties: false },
+    ),
+  ),
   { $id: 'https://cairn.dev/schemas/local-api-request.json', title: 'local API: request (client → server)' },
 )
 
 export const ResponseSchema = Type.Union(
   [
-    Type.Object({ v: Type.Literal(1), type: Type.Literal('res'), id: ReqId, ok: Type.Literal(true), data: Type.Unknown({ description: "the op's result (local-api-ops.json)" }) }, { additionalProperties: false }),
+    Type.Object(
+      { v: Type.Literal(1), type: Type.Literal('res'), id: ReqId, ok: Type.Literal(true), data: Type.Unknown({ description: "the op's result (local-api-ops.json)" }) },
+      { additionalProperties: false },
+    ),
     Type.Object({ v: Type.Literal(1), type: Type.Literal('res'), id: ReqId, ok: Type.Literal(false), error: ErrorBody }, { additionalProperties: false }),
   ],
   { $id: 'https://cairn.dev/schemas/local-api-response.json', title: 'local API: reply to a request (server → client)' },
@@ -173,7 +187,10 @@ export const GpioEventDataSchema = Type.Object({ pin: Pin, value: Level, edge: T
 export const EventFrameSchema = Type.Union(
   [
     ev('telemetry', Type.Record(Type.String(), Type.Unknown(), { description: 'a telemetry sample (docs/schemas/telemetry.json, `sample`)' })),
-    ev('event', Type.Object({ kind: Type.String(), data: Type.Record(Type.String(), Type.Unknown()) }, { additionalProperties: false, description: 'an event the agent published (docs/schemas/event.json)' })),
+    ev(
+      'event',
+      Type.Object({ kind: Type.String(), data: Type.Record(Type.String(), Type.Unknown()) }, { additionalProperties: false, description: 'an event the agent published (docs/schemas/event.json)' }),
+    ),
     ev('status', StatusEventDataSchema),
     ev('gpio', GpioEventDataSchema),
   ],

@@ -204,7 +204,7 @@ export class Session implements OpSession {
     this.closed = true
     if (this.overTimer) clearTimeout(this.overTimer)
     this.o.onClosed(this)
-    await releaseLines(this).catch(err => this.o.log.warn({ err: (err as Error).message }, 'releasing a client\'s GPIO lines failed'))
+    await releaseLines(this).catch(err => this.o.log.warn({ err: (err as Error).message }, "releasing a client's GPIO lines failed"))
   }
 }
 

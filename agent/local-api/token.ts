@@ -22,7 +22,9 @@ export function readTokenFile(file: string): string {
   try {
     text = readFileSync(file, 'utf8').trim()
   } catch (err) {
-    throw Object.assign(new Error(`cannot read the local API token ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message} (is this user in the cairn group?)`), { code: 'UNAUTHORIZED' })
+    throw Object.assign(new Error(`cannot read the local API token ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message} (is this user in the cairn group?)`), {
+      code: 'UNAUTHORIZED',
+    })
   }
   if (!TOKEN_RE.test(text)) throw Object.assign(new Error(`${file} does not hold a local API token`), { code: 'UNAUTHORIZED' })
   return text

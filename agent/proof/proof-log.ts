@@ -35,7 +35,9 @@ export function sqliteProofLog(db: Db): ProofLog {
     prune: db.prepare('DELETE FROM heartbeats WHERE created < ? AND seq < (SELECT MAX(seq) FROM heartbeats)'),
     beacons: db.prepare('SELECT validator, slot, hash FROM beacons ORDER BY validator'),
     beacon: db.prepare('SELECT slot FROM beacons WHERE validator = ?'),
-    saveBeacon: db.prepare('INSERT INTO beacons (validator, slot, hash, received) VALUES (?, ?, ?, ?) ON CONFLICT (validator) DO UPDATE SET slot = excluded.slot, hash = excluded.hash, received = excluded.received'),
+    saveBeacon: db.prepare(
+      'INSERT INTO beacons (validator, slot, hash, received) VALUES (?, ?, ?, ?) ON CONFLICT (validator) DO UPDATE SET slot = excluded.slot, hash = excluded.hash, received = excluded.received',
+    ),
   }
   return {
     head: () => st.head.get() as { seq: number; hash: string } | undefined,

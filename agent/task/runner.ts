@@ -18,7 +18,18 @@ import type { Logger } from '../../protocol/log.js'
 import { MsgClass, type Outbox } from '../core/outbox.js'
 import { correlationProps } from '../../protocol/mqtt-props.js'
 import type { Db } from '../core/state-db.js'
-import { asJson, encodeTaskMessage, RECEIPT_TTL_MS, taskMessageHash, TaskMsg, TaskReceiptBodySchema, type TaskReceipt, type TaskReceiptBody, type TaskRequest, type TaskState } from '../../protocol/task-format.js'
+import {
+  asJson,
+  encodeTaskMessage,
+  RECEIPT_TTL_MS,
+  taskMessageHash,
+  TaskMsg,
+  TaskReceiptBodySchema,
+  type TaskReceipt,
+  type TaskReceiptBody,
+  type TaskRequest,
+  type TaskState,
+} from '../../protocol/task-format.js'
 import { planAdmission, planQueue, planRecovery, TaskStore, type TaskRow } from './queue.js'
 import type { TaskExecutor, TaskOutcome } from './executor-port.js'
 
@@ -163,7 +174,7 @@ export class TaskRunner {
     // Real time, not the injected clock: this waits for real work to stop.
     const until = Date.now() + (this.o.graceMs ?? 5000)
     while (this.running.size > 0 && Date.now() < until) await new Promise(r => setTimeout(r, 20))
-    await Promise.all([...this.executors.values()].map(e => e.close?.().catch(err => this.o.log.warn({ err: (err as Error).message }, 'executor close failed'))))
+    await Promise.all([...this.executors.values()].map(e => Promise.resolve(e.close?.()).catch((err: unknown) => this.o.log.warn({ err }, 'executor close failed'))))
   }
 
   counts(): { queued: number; running: number } {
@@ -255,7 +266,13 @@ export class TaskRunner {
     this.prune(now)
     const queued = this.store.inState('queued')
     if (queued.length === 0) return
-    const steps = planQueue({ queued: queued.map(r => ({ id: r.id, deadline: r.deadline, waiting: this.pending.has(r.type) })), running: this.running.size, concurrency: this.o.config.concurrency, now, hot: this.o.hot() })
+    const steps = planQueue({
+      queued: queued.map(r => ({ id: r.id, deadline: r.deadline, waiting: this.pending.has(r.type) })),
+      running: this.running.size,
+      concurrency: this.o.config.concurrency,
+      now,
+      hot: this.o.hot(),
+    })
     for (const step of steps) {
       const row = this.store.get(step.id)
       if (!row || row.state !== 'queued') continue
@@ -380,7 +397,15 @@ export class TaskRunner {
     let wire: Buffer | undefined
     try {
       this.o.outbox.enqueueWith(() => {
-        receipt = signEnvelope(this.o.identity, { type: TaskMsg.receipt, id: newId(now), fleet: this.o.fleet, sub: row.dispatcher, iat: now, exp: now + RECEIPT_TTL_MS, body: asJson(body) }) as TaskReceipt
+        receipt = signEnvelope(this.o.identity, {
+          type: TaskMsg.receipt,
+          id: newId(now),
+          fleet: this.o.fleet,
+          sub: row.dispatcher,
+          iat: now,
+          exp: now + RECEIPT_TTL_MS,
+          body: asJson(body),
+        }) as TaskReceipt
         wire = encodeTaskMessage(receipt)
         this.store.finish(row.id, outcome, now, error, wire)
         const props = correlationProps(row.correlation)

@@ -197,7 +197,13 @@ export class TaskService {
 
   private answerDuplicate(row: TaskRow, requestId: string, replyTopic: string | null, correlation: string | null): void {
     this.o.metrics.inc('cairn_task_messages_refused_total', { code: 'DUPLICATE' })
-    const update = this.update({ task: row.id, request: requestId, event: 'rejected', state: row.state, error: { code: 'DUPLICATE', message: `task ${row.id} exists (${row.state}); it never runs twice` } })
+    const update = this.update({
+      task: row.id,
+      request: requestId,
+      event: 'rejected',
+      state: row.state,
+      error: { code: 'DUPLICATE', message: `task ${row.id} exists (${row.state}); it never runs twice` },
+    })
     // The receipt goes again only with an answer the rate limit let through: replaying a
     // genuine request must not make the device publish without bound.
     if (this.quick(replyTopic ?? this.topics.update, update, correlation) && row.receipt) this.quick(this.topics.receipt, row.receipt, correlation, true)
@@ -226,7 +232,15 @@ export class TaskService {
     const body: TaskRequestBody = { task: newId(now), type, params, deadline: now + timeoutMs, priority: opts.priority ?? 0 }
     let req: TaskRequest
     try {
-      req = signEnvelope(this.o.identity, { type: TaskMsg.request, id: newId(now), fleet: this.o.fleet, sub: this.o.identity.keyId, iat: now, exp: now + timeoutMs + 60_000, body: asJson(body) }) as TaskRequest
+      req = signEnvelope(this.o.identity, {
+        type: TaskMsg.request,
+        id: newId(now),
+        fleet: this.o.fleet,
+        sub: this.o.identity.keyId,
+        iat: now,
+        exp: now + timeoutMs + 60_000,
+        body: asJson(body),
+      }) as TaskRequest
     } catch (err) {
       return Promise.reject(err)
     }

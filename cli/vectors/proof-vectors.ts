@@ -189,7 +189,10 @@ export function proofVectors() {
 /** RFC 6962 over three leaves, every intermediate hash spelled out:
  * root = H(01 || H(01 || H(00||d0) || H(00||d1)) || H(00||d2)). */
 function merkleExample(leaves: string[]) {
-  const h = (...hex: string[]) => createHash('sha256').update(Buffer.from(hex.join(''), 'hex')).digest('hex')
+  const h = (...hex: string[]) =>
+    createHash('sha256')
+      .update(Buffer.from(hex.join(''), 'hex'))
+      .digest('hex')
   const leafHashes = leaves.map(d => h('00', d))
   const node01 = h('01', leafHashes[0]!, leafHashes[1]!)
   const root = h('01', node01, leafHashes[2]!)

@@ -57,7 +57,12 @@ export function taskVectors() {
     inputs: [{ name: 'input', sha256: '3'.repeat(64), bytes: 8 }],
     model: { name: 'demo', sha256: 'a'.repeat(64), bytes: 302_412, format: 'tfjs-layers' },
     outputs: [{ name: 'output', sha256: '4'.repeat(64), bytes: 16 }],
-    result: { top: [{ label: 'circle', p: 0.875 }, { label: 'square', p: 0.125 }] },
+    result: {
+      top: [
+        { label: 'circle', p: 0.875 },
+        { label: 'square', p: 0.125 },
+      ],
+    },
     backend: 'wasm',
     timings: { fetch: 0, load: 12.5, decode: 0.25, infer: 3.75 },
     resources: { peakRssBytes: 52_428_800, cpuMs: 17 },

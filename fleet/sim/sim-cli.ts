@@ -119,7 +119,8 @@ async function runSim(values: SimOptions, io: { out: Out; err: Out }): Promise<n
   const num = (v: string | undefined, flag: string, min: number, max: number, integer = false): number | undefined => {
     if (v === undefined) return undefined
     const n = Number(v)
-    if (!Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) throw new CairnError('BAD_REQUEST', `--${flag} must be ${integer ? 'an integer' : 'a number'} from ${min} to ${max}, got ${JSON.stringify(v)}`)
+    if (!Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n)))
+      throw new CairnError('BAD_REQUEST', `--${flag} must be ${integer ? 'an integer' : 'a number'} from ${min} to ${max}, got ${JSON.stringify(v)}`)
     return n
   }
   const devices = num(values.devices, 'devices', 1, 1_000_000, true)
@@ -166,10 +167,19 @@ async function runSim(values: SimOptions, io: { out: Out; err: Out }): Promise<n
   const t0 = Date.now()
   const line = (s: SimStats, extra: Record<string, unknown>) => {
     const mem = process.memoryUsage()
-    return JSON.stringify({ t: new Date().toISOString(), uptimeS: Math.round((Date.now() - t0) / 1000), ...extra, ...s, rssMb: Math.round(mem.rss / 1048576), heapMb: Math.round(mem.heapUsed / 1048576) })
+    return JSON.stringify({
+      t: new Date().toISOString(),
+      uptimeS: Math.round((Date.now() - t0) / 1000),
+      ...extra,
+      ...s,
+      rssMb: Math.round(mem.rss / 1048576),
+      heapMb: Math.round(mem.heapUsed / 1048576),
+    })
   }
   const misbehaving = sim.devices.filter(d => d.faultNames().length > 0)
-  io.out.write(JSON.stringify({ event: 'sim.started', devices, fleet: values.fleet, broker: url, validators, misbehaving: misbehaving.map(d => ({ index: d.index, id: d.id, faults: d.faultNames() })) }) + '\n')
+  io.out.write(
+    JSON.stringify({ event: 'sim.started', devices, fleet: values.fleet, broker: url, validators, misbehaving: misbehaving.map(d => ({ index: d.index, id: d.id, faults: d.faultNames() })) }) + '\n',
+  )
   void sim.ready.then(() => io.out.write(line(sim.stats(), { event: 'sim.ramped', rampS: (Date.now() - t0) / 1000 }) + '\n'))
   const status = setInterval(() => io.out.write(line(sim.stats(), { event: 'sim.status' }) + '\n'), statusEveryS * 1000)
 

@@ -47,7 +47,20 @@ export interface DeviceCounts {
   refused: number
 }
 
-export const zeroCounts = (): DeviceCounts => ({ connects: 0, beacons: 0, heartbeats: 0, acked: 0, failed: 0, equivocations: 0, forks: 0, forgedBeacons: 0, replays: 0, fetched: 0, challenges: 0, refused: 0 })
+export const zeroCounts = (): DeviceCounts => ({
+  connects: 0,
+  beacons: 0,
+  heartbeats: 0,
+  acked: 0,
+  failed: 0,
+  equivocations: 0,
+  forks: 0,
+  forgedBeacons: 0,
+  replays: 0,
+  fetched: 0,
+  challenges: 0,
+  refused: 0,
+})
 
 /** One device's faults: equivocate, fork, forge and replay act on heartbeat seq 1 and
  * every n-th after it. */

@@ -18,11 +18,7 @@ export interface ButtonTiming {
 
 export const DEFAULT_BUTTON_TIMING: ButtonTiming = { longPressMs: 3000, confirmWindowMs: 10_000 }
 
-export type ButtonState =
-  | { kind: 'idle' }
-  | { kind: 'down'; since: number; confirming: boolean; longSent: boolean }
-  | { kind: 'armed'; until: number }
-  | { kind: 'ignore-until-release' }
+export type ButtonState = { kind: 'idle' } | { kind: 'down'; since: number; confirming: boolean; longSent: boolean } | { kind: 'armed'; until: number } | { kind: 'ignore-until-release' }
 
 export class ButtonMachine {
   private s: ButtonState = { kind: 'idle' }

@@ -26,7 +26,7 @@ export const HEADER_CHIP_LABELS: readonly string[] = ['pinctrl-rp1', 'pinctrl-bc
 
 export function headerChip(chips: readonly GpioChip[]): GpioChip | undefined {
   for (const label of HEADER_CHIP_LABELS) {
-    const chip = chips.find((c) => c.label === label)
+    const chip = chips.find(c => c.label === label)
     if (chip !== undefined) return chip
   }
   return undefined

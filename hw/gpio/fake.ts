@@ -4,17 +4,7 @@
 // the real drivers, because the same contract test runs against it.
 import { EdgeFilter } from './edge-filter.js'
 import { systemTimers } from './timers.js'
-import {
-  checkBcm,
-  GpioError,
-  invert,
-  type GpioDriver,
-  type GpioEvent,
-  type GpioLine,
-  type GpioTimers,
-  type Level,
-  type OpenOptions,
-} from './types.js'
+import { checkBcm, GpioError, invert, type GpioDriver, type GpioEvent, type GpioLine, type GpioTimers, type Level, type OpenOptions } from './types.js'
 
 export interface FakeGpioOptions {
   timers?: GpioTimers
@@ -125,6 +115,6 @@ export function createFakeGpio(opts: FakeGpioOptions = {}): FakeGpio {
       line?.sense()
     },
     physical,
-    isOpen: (bcm) => open.has(bcm),
+    isOpen: bcm => open.has(bcm),
   }
 }

@@ -12,28 +12,10 @@
 import { listDir, type HwContext } from '../context.js'
 import { chipForBcm, headerChip, type GpioChip } from './chips.js'
 import { EdgeFilter } from './edge-filter.js'
-import {
-  parseGpiodetect,
-  parseGpiodVersion,
-  parseGpioget,
-  parseGpioinfo,
-  parseGpiomonEvent,
-  type GpiodVersion,
-  type GpioinfoChip,
-} from './gpiod-parse.js'
+import { parseGpiodetect, parseGpiodVersion, parseGpioget, parseGpioinfo, parseGpiomonEvent, type GpiodVersion, type GpioinfoChip } from './gpiod-parse.js'
 import { createProcessSpawner, whenExited, type ProcessSpawner, type ToolProcess } from './spawn.js'
 import { systemTimers } from './timers.js'
-import {
-  GpioError,
-  silentLog,
-  type GpioDriver,
-  type GpioEvent,
-  type GpioLine,
-  type GpioLog,
-  type GpioTimers,
-  type Level,
-  type OpenOptions,
-} from './types.js'
+import { GpioError, silentLog, type GpioDriver, type GpioEvent, type GpioLine, type GpioLog, type GpioTimers, type Level, type OpenOptions } from './types.js'
 
 export interface GpiodSetup {
   version: GpiodVersion
@@ -48,28 +30,23 @@ export function gpiodCommands(version: GpiodVersion, chip: string) {
   if (version === 2) {
     return {
       info: (): string[] => ['gpioinfo', '-c', chip],
-      get: (offset: number, activeLow: boolean): string[] =>
-        ['gpioget', '-c', chip, '-C', CONSUMER, '--numeric', ...low(activeLow), String(offset)],
-      set: (offset: number, value: Level, activeLow: boolean): string[] =>
-        ['gpioset', '--banner', '-c', chip, '-C', CONSUMER, ...low(activeLow), `${offset}=${value}`],
-      mon: (offset: number, activeLow: boolean): string[] =>
-        ['gpiomon', '-c', chip, '-C', CONSUMER, '-e', 'both', '-F', '%o %e', ...low(activeLow), String(offset)],
+      get: (offset: number, activeLow: boolean): string[] => ['gpioget', '-c', chip, '-C', CONSUMER, '--numeric', ...low(activeLow), String(offset)],
+      set: (offset: number, value: Level, activeLow: boolean): string[] => ['gpioset', '--banner', '-c', chip, '-C', CONSUMER, ...low(activeLow), `${offset}=${value}`],
+      mon: (offset: number, activeLow: boolean): string[] => ['gpiomon', '-c', chip, '-C', CONSUMER, '-e', 'both', '-F', '%o %e', ...low(activeLow), String(offset)],
     }
   }
   return {
     info: (): string[] => ['gpioinfo', chip],
     get: (offset: number, activeLow: boolean): string[] => ['gpioget', ...low(activeLow), chip, String(offset)],
-    set: (offset: number, value: Level, activeLow: boolean): string[] =>
-      ['gpioset', '--mode=signal', ...low(activeLow), chip, `${offset}=${value}`],
+    set: (offset: number, value: Level, activeLow: boolean): string[] => ['gpioset', '--mode=signal', ...low(activeLow), chip, `${offset}=${value}`],
     // -b: v1 block-buffers stdout into a pipe without it, holding events back.
-    mon: (offset: number, activeLow: boolean): string[] =>
-      ['gpiomon', '-b', '-F', '%o %e', ...low(activeLow), chip, String(offset)],
+    mon: (offset: number, activeLow: boolean): string[] => ['gpiomon', '-b', '-F', '%o %e', ...low(activeLow), chip, String(offset)],
   }
 }
 
 /** The libgpiod version and header chip, or why the character device cannot be used here. */
 export async function probeGpiod(ctx: HwContext): Promise<GpiodSetup | { reason: string }> {
-  const nodes = (await listDir(ctx, '/dev')).filter((e) => /^gpiochip\d+$/.test(e))
+  const nodes = (await listDir(ctx, '/dev')).filter(e => /^gpiochip\d+$/.test(e))
   if (nodes.length === 0) return { reason: 'no /dev/gpiochip*' }
   const ver = await ctx.run.run('gpiodetect', ['--version'])
   const version = ver?.code === 0 ? parseGpiodVersion(ver.stdout) : undefined
@@ -82,16 +59,16 @@ export async function probeGpiod(ctx: HwContext): Promise<GpiodSetup | { reason:
   // Unknown label (a future board or DT): the chip whose line n is named "GPIO<n>".
   for (const chip of chips) {
     const info = await gpioinfo(ctx, version, chip.name)
-    if (info?.lines.some((l) => l.name === `GPIO${l.offset}`) === true) return { version, chip }
+    if (info?.lines.some(l => l.name === `GPIO${l.offset}`) === true) return { version, chip }
   }
-  return { reason: `no header chip among ${chips.map((c) => `${c.name} [${c.label}]`).join(', ')}` }
+  return { reason: `no header chip among ${chips.map(c => `${c.name} [${c.label}]`).join(', ')}` }
 }
 
 async function gpioinfo(ctx: HwContext, version: GpiodVersion, chip: string): Promise<GpioinfoChip | undefined> {
   const [cmd = 'gpioinfo', ...args] = gpiodCommands(version, chip).info()
   const res = await ctx.run.run(cmd, args)
   if (res?.code !== 0) return undefined
-  return parseGpioinfo(res.stdout).find((c) => c.chip === chip)
+  return parseGpioinfo(res.stdout).find(c => c.chip === chip)
 }
 
 export interface GpiodOptions {
@@ -119,7 +96,7 @@ export function createGpiodDriver(ctx: HwContext, setup: GpiodSetup, opts: Gpiod
       if (lines.has(bcm)) throw new GpioError('busy', `BCM ${bcm} is already open`)
       const { offset } = chipForBcm(setup.chip, bcm)
       const info = await gpioinfo(ctx, setup.version, setup.chip.name)
-      const consumer = info?.lines.find((l) => l.offset === offset)?.consumer
+      const consumer = info?.lines.find(l => l.offset === offset)?.consumer
       if (consumer !== undefined) {
         throw new GpioError('busy', `${setup.chip.name} line ${offset} (BCM ${bcm}) is used by "${consumer}"`)
       }
@@ -135,7 +112,7 @@ export function createGpiodDriver(ctx: HwContext, setup: GpiodSetup, opts: Gpiod
       return line
     },
     async close() {
-      await Promise.all([...lines.values()].map((l) => l.close()))
+      await Promise.all([...lines.values()].map(l => l.close()))
     },
     releaseSync() {
       for (const line of lines.values()) line.releaseSync()
@@ -275,7 +252,7 @@ class GpiodLine implements GpioLine {
       }, this.deps.setTimeoutMs)
       proc.onExit((code, stderr) => finish(toolError(proc.command, code, stderr)))
       if (this.deps.setup.version === 2) {
-        proc.onLine((line) => {
+        proc.onLine(line => {
           if (line.startsWith('Setting line')) finish()
         })
       } else {
@@ -296,7 +273,7 @@ class GpiodLine implements GpioLine {
     const [cmd = 'gpiomon', ...args] = this.deps.cmds.mon(this.offset, this.o.activeLow === true)
     const proc = this.deps.spawner.spawn(cmd, args)
     this.monitor = proc
-    proc.onLine((line) => {
+    proc.onLine(line => {
       const ev = parseGpiomonEvent(line, this.deps.setup.version)
       if (ev === undefined || ev.offset !== this.offset || this.monitor !== proc) return
       this.lastRaw = ev.level

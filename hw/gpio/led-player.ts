@@ -15,15 +15,14 @@ export interface LedFrame {
 
 /** The frames to write to a line opened active-high: active-low wiring inverts each level. */
 export function ledFrames(steps: readonly LedStep[], activeLow = false): LedFrame[] {
-  return steps.map((s) => ({ level: (s.on !== activeLow ? 1 : 0) as Level, ms: s.ms }))
+  return steps.map(s => ({ level: (s.on !== activeLow ? 1 : 0) as Level, ms: s.ms }))
 }
 
 export function describeSteps(steps: readonly LedStep[]): string {
-  return steps.map((s) => `${s.on ? 'on' : 'off'} ${s.ms}`).join(', ')
+  return steps.map(s => `${s.on ? 'on' : 'off'} ${s.ms}`).join(', ')
 }
 
-const sameSteps = (a: readonly LedStep[], b: readonly LedStep[]): boolean =>
-  a.length === b.length && a.every((s, i) => s.on === b[i]?.on && s.ms === b[i]?.ms)
+const sameSteps = (a: readonly LedStep[], b: readonly LedStep[]): boolean => a.length === b.length && a.every((s, i) => s.on === b[i]?.on && s.ms === b[i]?.ms)
 
 export interface LedPlayerOptions {
   timers: GpioTimers
@@ -57,7 +56,7 @@ export class LedPlayer {
 
   play(steps: readonly LedStep[]): void {
     // A zero-length loop would spin the timers without ever yielding.
-    if (steps.length === 0 || !steps.every((s) => s.ms > 0)) throw new RangeError(`LED pattern needs steps of positive length: [${describeSteps(steps)}]`)
+    if (steps.length === 0 || !steps.every(s => s.ms > 0)) throw new RangeError(`LED pattern needs steps of positive length: [${describeSteps(steps)}]`)
     if (this.stopped || (this.current !== undefined && sameSteps(steps, this.current))) return
     this.current = steps
     this.frames = ledFrames(steps, this.opts.activeLow === true)

@@ -35,12 +35,12 @@ export function createProcessSpawner(env: NodeJS.ProcessEnv = { ...process.env, 
       }
       child.on('error', () => finish(null))
       // 'close' (not 'exit') so every stdout line has been delivered first.
-      child.on('close', (code) => finish(typeof code === 'number' ? code : null))
+      child.on('close', code => finish(typeof code === 'number' ? code : null))
       child.stderr.setEncoding('utf8')
       child.stderr.on('data', (chunk: string) => {
         stderr = (stderr + chunk).slice(-STDERR_KEEP)
       })
-      createInterface({ input: child.stdout }).on('line', (line) => {
+      createInterface({ input: child.stdout }).on('line', line => {
         for (const cb of lineCbs) cb(line)
       })
       return {
@@ -65,5 +65,5 @@ export function createProcessSpawner(env: NodeJS.ProcessEnv = { ...process.env, 
 
 /** Resolves when the process has exited (immediately if it already has). */
 export function whenExited(proc: ToolProcess): Promise<number | null> {
-  return new Promise((resolve) => proc.onExit((code) => resolve(code)))
+  return new Promise(resolve => proc.onExit(code => resolve(code)))
 }

@@ -14,19 +14,7 @@ import { underRoot, type HwContext } from '../context.js'
 import { chipForBcm, headerChip, HEADER_CHIP_LABELS, sysfsChips, type GpioChip } from './chips.js'
 import { EdgeFilter } from './edge-filter.js'
 import { systemTimers } from './timers.js'
-import {
-  GpioError,
-  invert,
-  silentLog,
-  type GpioDriver,
-  type GpioEvent,
-  type GpioLine,
-  type GpioLog,
-  type GpioTimers,
-  type Level,
-  type OpenOptions,
-  type TimerHandle,
-} from './types.js'
+import { GpioError, invert, silentLog, type GpioDriver, type GpioEvent, type GpioLine, type GpioLog, type GpioTimers, type Level, type OpenOptions, type TimerHandle } from './types.js'
 
 /** File access seam: the device uses node:fs under the root; tests add the kernel's side effects. */
 export interface SysfsFiles {
@@ -38,9 +26,9 @@ export interface SysfsFiles {
 
 export function nodeSysfsFiles(ctx: Pick<HwContext, 'root'>): SysfsFiles {
   return {
-    read: (path) => readFile(underRoot(ctx, path), 'utf8'),
+    read: path => readFile(underRoot(ctx, path), 'utf8'),
     write: (path, data) => writeFile(underRoot(ctx, path), data),
-    exists: (path) =>
+    exists: path =>
       access(underRoot(ctx, path), constants.W_OK).then(
         () => true,
         () => false,
@@ -67,7 +55,7 @@ export async function probeSysfs(ctx: Pick<HwContext, 'root'>): Promise<{ chip: 
   if (chips.length === 0) return { reason: `no ${CLASS}/gpiochip* (kernel without CONFIG_GPIO_SYSFS, or no GPIO)` }
   const chip = headerChip(chips)
   if (chip === undefined) {
-    const seen = chips.map((c) => c.label).join(', ')
+    const seen = chips.map(c => c.label).join(', ')
     return { reason: `no header chip in ${CLASS} (labels ${seen}; want one of ${HEADER_CHIP_LABELS.join(', ')})` }
   }
   const writable = await nodeSysfsFiles(ctx).exists(`${CLASS}/export`)
@@ -83,7 +71,7 @@ export function createSysfsDriver(ctx: Pick<HwContext, 'root'>, chip: GpioChip, 
   const exportWaitMs = opts.exportWaitMs ?? 1000
   const lines = new Map<number, SysfsLine>()
 
-  const sleep = (ms: number) => new Promise<void>((resolve) => timers.setTimeout(resolve, ms))
+  const sleep = (ms: number) => new Promise<void>(resolve => timers.setTimeout(resolve, ms))
 
   async function waitWritable(dir: string): Promise<boolean> {
     for (let waited = 0; ; waited += 10) {
@@ -127,7 +115,7 @@ export function createSysfsDriver(ctx: Pick<HwContext, 'root'>, chip: GpioChip, 
       return line
     },
     async close() {
-      await Promise.all([...lines.values()].map((l) => l.close()))
+      await Promise.all([...lines.values()].map(l => l.close()))
     },
     releaseSync() {
       for (const line of lines.values()) line.releaseSync()

@@ -71,9 +71,7 @@ export class ManualTimers implements GpioTimers {
   async advance(ms: number): Promise<void> {
     const end = this.t + ms
     for (;;) {
-      const due = [...this.pending.values()]
-        .filter((p) => p.at <= end)
-        .sort((a, b) => a.at - b.at || a.seq - b.seq)[0]
+      const due = [...this.pending.values()].filter(p => p.at <= end).sort((a, b) => a.at - b.at || a.seq - b.seq)[0]
       if (due === undefined) break
       this.pending.delete(due.id)
       this.t = Math.max(this.t, due.at)
@@ -87,5 +85,5 @@ export class ManualTimers implements GpioTimers {
 
 /** Lets promise chains and fs callbacks started by a callback run to completion. */
 export async function flush(rounds = 5): Promise<void> {
-  for (let i = 0; i < rounds; i++) await new Promise<void>((resolve) => setImmediate(resolve))
+  for (let i = 0; i < rounds; i++) await new Promise<void>(resolve => setImmediate(resolve))
 }

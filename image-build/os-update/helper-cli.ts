@@ -40,7 +40,8 @@ async function probeTryboot(): Promise<{ method: TrybootMethod | null; detail: s
   // only a kernel command line that asks for it, which only root can change).
   if (/(^|\s)cairn\.firmware=stand-in(\s|$)/.test(cmdline)) return { method: 'stand-in', detail: `the boot test's firmware stand-in (${modDetail})` }
   // a Raspberry Pi kernel without the module built for it passes reboot '0 tryboot' itself
-  if (/\srpi_firmware_notify_reboot\b/.test(readFileSync('/proc/kallsyms', 'utf8'))) return { method: 'kernel', detail: `the kernel's Raspberry Pi firmware driver passes reboot '0 tryboot' (${modDetail})` }
+  if (/\srpi_firmware_notify_reboot\b/.test(readFileSync('/proc/kallsyms', 'utf8')))
+    return { method: 'kernel', detail: `the kernel's Raspberry Pi firmware driver passes reboot '0 tryboot' (${modDetail})` }
   return { method: null, detail: modDetail }
 }
 
@@ -84,7 +85,12 @@ const result = await runHelper(
     rebootTryboot,
     reboot: async () => void sh('systemctl', ['reboot']),
     verifyRelease: channel
-      ? async req => (await import('./verify-release.js')).verifyOsTarget({ releaseUrl: channel.releaseUrl, trustedRoot: channel.releaseRoot, metadataDir: `${OS_DIR}/tuf` }, req, { runningVersion: release, arch: process.arch, board })
+      ? async req =>
+          (await import('./verify-release.js')).verifyOsTarget({ releaseUrl: channel.releaseUrl, trustedRoot: channel.releaseRoot, metadataDir: `${OS_DIR}/tuf` }, req, {
+            runningVersion: release,
+            arch: process.arch,
+            board,
+          })
       : undefined,
     now: () => new Date(),
     log: line => process.stdout.write(`cairn-os-update: ${line}\n`),

@@ -131,7 +131,8 @@ export function parseRequest(v: unknown, imageRoot: string): Request {
       return { op: 'reject', version, reason: r.reason }
     case 'write': {
       if (typeof r.image !== 'string') throw new RequestError('request.image: a file name')
-      if (typeof r.target !== 'string' || r.target.length > 255 || !TARGET_RE.test(r.target) || r.target.split('/').includes('..')) throw new RequestError(`request.target: a TUF target path: ${JSON.stringify(r.target)?.slice(0, 80)}`)
+      if (typeof r.target !== 'string' || r.target.length > 255 || !TARGET_RE.test(r.target) || r.target.split('/').includes('..'))
+        throw new RequestError(`request.target: a TUF target path: ${JSON.stringify(r.target)?.slice(0, 80)}`)
       let real: string
       try {
         real = realpathSync(r.image)
@@ -191,7 +192,8 @@ export async function runHelper(p: HelperPorts, mode: 'request' | 'boot' | 'dead
     } else if (mode === 'boot') p.log(`tryboot: ${probe.method ?? 'unavailable'} (${probe.detail})`)
     // Without the flag the reboot would be an ordinary one: the trial would never run and
     // the update would be recorded as failed. Say why instead.
-    if ((req?.op === 'arm' || req?.op === 'write') && !probe.method) throw new Unavailable(`this device cannot pass the tryboot flag to the firmware, so an OS update could never be tried: ${probe.detail} (docs/image.md, "OS updates")`)
+    if ((req?.op === 'arm' || req?.op === 'write') && !probe.method)
+      throw new Unavailable(`this device cannot pass the tryboot flag to the firmware, so an OS update could never be tried: ${probe.detail} (docs/image.md, "OS updates")`)
     // arm, commit and reject name the update they are about: check before acting on it
     if (req && req.op !== 'write') {
       const rec = readRecord(p.recordFile)
@@ -209,7 +211,13 @@ export async function runHelper(p: HelperPorts, mode: 'request' | 'boot' | 'dead
     }
     const image = req?.op === 'write' ? req.image : undefined
     const verdict: HealthVerdict =
-      req?.op === 'commit' ? { ok: true } : req?.op === 'reject' ? { ok: false, reason: req.reason } : mode === 'deadline' ? { ok: false, reason: 'no commit within the trial deadline' } : { pending: true }
+      req?.op === 'commit'
+        ? { ok: true }
+        : req?.op === 'reject'
+          ? { ok: false, reason: req.reason }
+          : mode === 'deadline'
+            ? { ok: false, reason: 'no commit within the trial deadline' }
+            : { pending: true }
     const ports: UpdatePorts = {
       ...p,
       rebootTryboot: () => p.rebootTryboot(probe.method!),
@@ -225,18 +233,21 @@ export async function runHelper(p: HelperPorts, mode: 'request' | 'boot' | 'dead
     else run = await runUpdate(ports, undefined, { stopBefore: ['write-slot', 'arm'] })
     const steps = run.steps.map(s => s.kind)
     const after = run.record
-    if (req && after && req.version !== after.version && req.op !== 'write') return finish({ op, version: req.version, ok: false, error: `the update in progress is ${after.version}, not ${req.version}`, steps })
+    if (req && after && req.version !== after.version && req.op !== 'write')
+      return finish({ op, version: req.version, ok: false, error: `the update in progress is ${after.version}, not ${req.version}`, steps })
     // asked again after the step was done (the agent restarted): done, not an error
     const already = after?.version === req?.version && ((req?.op === 'write' && after?.phase === 'written') || (req?.op === 'commit' && after?.phase === 'committed'))
     const expected = req ? EXPECTED[req.op] : []
-    if (req && !already && !steps.some(k => expected.includes(k))) return finish({ op, version: req.version, ok: false, error: `nothing to ${req.op}: the update record is ${after?.phase ?? 'empty'}`, steps })
+    if (req && !already && !steps.some(k => expected.includes(k)))
+      return finish({ op, version: req.version, ok: false, error: `nothing to ${req.op}: the update record is ${after?.phase ?? 'empty'}`, steps })
     return finish({ op, ...(req ? { version: req.version } : {}), ok: true, steps })
   } catch (err) {
     // A release that cannot be written is not left half written as "writing": the next
     // boot would keep it, and it is no candidate any more.
     if (req?.op === 'write' && isPermanent(err)) {
       const rec = readRecord(p.recordFile)
-      if (rec?.phase === 'writing' && rec.version === req.version) writeAtomic(p.recordFile, JSON.stringify({ ...rec, phase: 'failed', reason: `the slot write failed: ${(err as Error).message}`.slice(0, 300) }) + '\n')
+      if (rec?.phase === 'writing' && rec.version === req.version)
+        writeAtomic(p.recordFile, JSON.stringify({ ...rec, phase: 'failed', reason: `the slot write failed: ${(err as Error).message}`.slice(0, 300) }) + '\n')
     }
     const version = req?.version ?? asked
     return finish({ op, ...(version ? { version } : {}), ok: false, error: (err as Error).message, ...(isPermanent(err) ? { permanent: true } : {}), steps: [] })

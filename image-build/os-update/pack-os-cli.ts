@@ -38,14 +38,20 @@ Example:
       const level = o.level === undefined ? undefined : Number(o.level)
       if (level !== undefined && !(Number.isInteger(level) && level >= 0 && level <= 19)) throw new CairnError('BAD_REQUEST', `--level must be 0 (no compression) to 19, got ${o.level}`)
       const label = labelOf(o.root)
-      if (label !== NEUTRAL_ROOT_LABEL) throw new CairnError('BAD_REQUEST', `${o.root}: its ext4 label is ${JSON.stringify(label)}; an OS release's root carries ${NEUTRAL_ROOT_LABEL} (the device names it after the slot it lands in)`)
+      if (label !== NEUTRAL_ROOT_LABEL)
+        throw new CairnError(
+          'BAD_REQUEST',
+          `${o.root}: its ext4 label is ${JSON.stringify(label)}; an OS release's root carries ${NEUTRAL_ROOT_LABEL} (the device names it after the slot it lands in)`,
+        )
       let packed
       try {
         packed = await packOsRelease({ version: o.version, bootDir: o.boot, rootImage: o.root, out: o.out, ...(level !== undefined ? { level } : {}) })
       } catch (err) {
         throw new CairnError('BAD_REQUEST', (err as Error).message)
       }
-      io.out.write(`wrote ${o.out} (${packed.bytes} bytes from ${packed.tarBytes}, sha256 ${packed.sha256}): cairn release add --repo DIR --kind os --arch arm64 --version ${o.version} --channel NAME ${o.out}\n`)
+      io.out.write(
+        `wrote ${o.out} (${packed.bytes} bytes from ${packed.tarBytes}, sha256 ${packed.sha256}): cairn release add --repo DIR --kind os --arch arm64 --version ${o.version} --channel NAME ${o.out}\n`,
+      )
     })
 }
 

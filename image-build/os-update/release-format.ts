@@ -275,7 +275,8 @@ export async function readOsRelease(source: AsyncIterable<Buffer>, expectVersion
       return { bootFiles, bootBytes, rootBytes: h.size }
     }
     const parts = h.path.split('/')
-    if (parts[0] !== BOOT_DIR || parts.length < 2 || parts.length > 3 || !parts.slice(1).every(p => NAME_RE.test(p)) || (h.type === 'dir' && parts.length !== 2)) throw new ReleaseFormatError(`not a Cairn OS release: unexpected entry ${JSON.stringify(h.path)}`)
+    if (parts[0] !== BOOT_DIR || parts.length < 2 || parts.length > 3 || !parts.slice(1).every(p => NAME_RE.test(p)) || (h.type === 'dir' && parts.length !== 2))
+      throw new ReleaseFormatError(`not a Cairn OS release: unexpected entry ${JSON.stringify(h.path)}`)
     if (++entries > MAX_BOOT_ENTRIES) throw new ReleaseFormatError(`more than ${MAX_BOOT_ENTRIES} boot entries`)
     const rel = parts.slice(1).join('/')
     if (h.type === 'dir') {

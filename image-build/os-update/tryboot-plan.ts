@@ -49,13 +49,15 @@ export type Step =
 export function planUpdate(o: Observed): Step {
   const r = o.record
   if (!r || r.phase === 'committed' || r.phase === 'failed') {
-    if (o.offer && o.offer.version !== o.runningVersion && !(r?.phase === 'failed' && r.version === o.offer.version)) return { kind: 'write-slot', target: otherSlot(o.booted), version: o.offer.version }
+    if (o.offer && o.offer.version !== o.runningVersion && !(r?.phase === 'failed' && r.version === o.offer.version))
+      return { kind: 'write-slot', target: otherSlot(o.booted), version: o.offer.version }
     return { kind: 'idle' }
   }
   // A slot written (or half written) but never armed is nobody's yet: a request for
   // another version replaces it, so one release that failed to write cannot block the
   // next.
-  if ((r.phase === 'writing' || r.phase === 'written') && o.offer && o.offer.version !== r.version && o.offer.version !== o.runningVersion) return { kind: 'write-slot', target: otherSlot(o.booted), version: o.offer.version }
+  if ((r.phase === 'writing' || r.phase === 'written') && o.offer && o.offer.version !== r.version && o.offer.version !== o.runningVersion)
+    return { kind: 'write-slot', target: otherSlot(o.booted), version: o.offer.version }
   switch (r.phase) {
     case 'writing':
       // interrupted while writing: write again from the start

@@ -71,7 +71,9 @@ export class TrybootSlots implements SlotBackend {
       active: lower(booted),
       previous: r && r.phase !== 'writing' && r.phase !== 'written' ? lower(booted === 'A' ? 'B' : 'A') : null,
       // measured from this boot, so a clock that NTP sets late cannot shorten it
-      trial: onTrial ? { slot: lower(booted), version: r.version, since: Math.max(0, Math.round(this.o.now() - this.o.uptimeS() * 1000)), attempts: 1, maxAttempts: 1, deadlineS: this.o.trialDeadlineS ?? 600 } : null,
+      trial: onTrial
+        ? { slot: lower(booted), version: r.version, since: Math.max(0, Math.round(this.o.now() - this.o.uptimeS() * 1000)), attempts: 1, maxAttempts: 1, deadlineS: this.o.trialDeadlineS ?? 600 }
+        : null,
       bad: [...bad],
       ...(r?.phase === 'failed' ? { rollback: { version: r.version, slot: lower(r.target), reason: (r.reason ?? 'the trial boot did not commit').slice(0, 200), at: 0 } } : {}),
       // armed in this boot: the helper is rebooting into the trial

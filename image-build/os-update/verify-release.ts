@@ -48,7 +48,8 @@ export async function verifyOsTarget(trust: ReleaseTrust, req: { targetPath: str
   if (info.boards && !info.boards.includes(os.board)) throw new VerifyError(`${req.targetPath} is not for board ${os.board} (${info.boards.join(', ')})`)
   // Anti-rollback on the helper's side too: an older release, however well signed, could
   // bring back what a newer one fixed. A running version it cannot read refuses too.
-  if (!isSemver(os.runningVersion)) throw new VerifyError(`the running OS version ${JSON.stringify(os.runningVersion)} (/etc/cairn-release) is not a semantic version: no release can be shown to be newer`)
+  if (!isSemver(os.runningVersion))
+    throw new VerifyError(`the running OS version ${JSON.stringify(os.runningVersion)} (/etc/cairn-release) is not a semantic version: no release can be shown to be newer`)
   if (compareSemver(info.version, os.runningVersion) <= 0) throw new VerifyError(`${info.version} is not newer than the running OS ${os.runningVersion}`)
   if (info.minVersion !== undefined && compareSemver(os.runningVersion, info.minVersion) < 0) throw new VerifyError(`${info.version} needs OS ${info.minVersion} or newer to update from`)
   return { length: t.length, sha256 }

@@ -77,7 +77,7 @@ function deviceWriter(path: string): ChunkWriter {
   let pos = 0
   return {
     write: async b => {
-      for (let off = 0; off < b.length; ) off += writeSync(fd, b, off, b.length - off, pos + off)
+      for (let off = 0; off < b.length;) off += writeSync(fd, b, off, b.length - off, pos + off)
       pos += b.length
     },
     close: async () => {
@@ -107,7 +107,7 @@ async function copyVerified(image: string, verified: Verified, dest: string, own
         const { bytesRead } = await readAt(fd, buf, 0, Math.min(buf.length, verified.length - pos), pos)
         if (bytesRead === 0) break
         hash.update(buf.subarray(0, bytesRead))
-        for (let off = 0; off < bytesRead; ) off += writeSync(out, buf, off, bytesRead - off)
+        for (let off = 0; off < bytesRead;) off += writeSync(out, buf, off, bytesRead - off)
         pos += bytesRead
       }
       fsyncSync(out)

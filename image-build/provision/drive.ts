@@ -49,7 +49,17 @@ export function wipeAndRemove(file: string): void {
 }
 
 export type Outcome =
-  | { readonly status: 'ok'; readonly deviceId: string; readonly hostname: string; readonly fleet: string; readonly broker: string; readonly wifi?: string | undefined; readonly ssh: boolean; readonly nodeRed?: string | undefined; readonly updates?: string | undefined }
+  | {
+      readonly status: 'ok'
+      readonly deviceId: string
+      readonly hostname: string
+      readonly fleet: string
+      readonly broker: string
+      readonly wifi?: string | undefined
+      readonly ssh: boolean
+      readonly nodeRed?: string | undefined
+      readonly updates?: string | undefined
+    }
   | { readonly status: 'error'; readonly deviceId?: string | undefined; readonly problems: readonly string[]; readonly kept: boolean }
   | { readonly status: 'waiting'; readonly deviceId: string; readonly hostname: string }
 

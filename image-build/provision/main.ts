@@ -60,11 +60,25 @@ export function provision(env: ProvisionEnv): ProvisionReport {
       const spec = parseProvisioning(text, { file: found })
       apply(planProvision(spec, facts))
       const hostname = spec.hostname ?? defaultHostname(deviceId)
-      const nodeRed = !spec.nodeRed.enabled ? 'off' : spec.nodeRed.lan ? `on, editor at http://${hostname}.local:1880 (admin password)` : 'on, editor on the device only (ssh -L 1880:127.0.0.1:1880, then http://127.0.0.1:1880)'
+      const nodeRed = !spec.nodeRed.enabled
+        ? 'off'
+        : spec.nodeRed.lan
+          ? `on, editor at http://${hostname}.local:1880 (admin password)`
+          : 'on, editor on the device only (ssh -L 1880:127.0.0.1:1880, then http://127.0.0.1:1880)'
       // the image's release channel (build.sh --release-root/--release-url), if it has one
       const channel = /^CAIRN_OTA_RELEASE_URL=(.*)$/m.exec(readIfExists(at('/opt/cairn/ota.env')) ?? '')?.[1]
       const updates = channel ? `on, from ${channel}` : 'off (this image was built without a release channel)'
-      outcome = { status: 'ok', deviceId, hostname, fleet: spec.fleet, broker: spec.broker.url, wifi: spec.wifi ? `${spec.wifi.ssid} (${spec.wifi.country})` : undefined, ssh: spec.sshAuthorizedKeys.length > 0, nodeRed, updates }
+      outcome = {
+        status: 'ok',
+        deviceId,
+        hostname,
+        fleet: spec.fleet,
+        broker: spec.broker.url,
+        wifi: spec.wifi ? `${spec.wifi.ssid} (${spec.wifi.country})` : undefined,
+        ssh: spec.sshAuthorizedKeys.length > 0,
+        nodeRed,
+        updates,
+      }
       writeDriveFile(at(`${L.configMount}/${APPLIED_FILE}`), redact(text, env.now()))
       wipeAndRemove(driveFile)
       clearProvisionError(env)
@@ -176,7 +190,9 @@ function persistMachineId(env: ProvisionEnv): void {
 }
 
 export function lookupCairnUser(root: string): Owner {
-  const line = readFileSync(join(root, 'etc/passwd'), 'utf8').split('\n').find(l => l.startsWith('cairn:'))
+  const line = readFileSync(join(root, 'etc/passwd'), 'utf8')
+    .split('\n')
+    .find(l => l.startsWith('cairn:'))
   const f = line?.split(':')
   if (!f || f.length < 4) throw new Error('no cairn user in /etc/passwd')
   return { uid: Number(f[2]), gid: Number(f[3]) }

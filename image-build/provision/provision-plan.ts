@@ -67,11 +67,14 @@ export function defaultHostname(deviceId: string): string {
 export function planProvision(spec: ProvisionSpec, facts: Facts): Step[] {
   const { layout: L, cairn } = facts
   const problems: string[] = []
-  if (spec.timezone !== undefined && !facts.timezoneExists(spec.timezone)) problems.push(`cairn.yaml: timezone: ${JSON.stringify(spec.timezone)} is not a known time zone (see /usr/share/zoneinfo; e.g. Europe/Berlin, America/New_York, UTC)`)
-  if (spec.broker.password === KEPT_SECRET && !facts.stored.brokerPassword) problems.push(`cairn.yaml: broker.password: "${KEPT_SECRET}" keeps the stored password, but this device has none: write the password`)
+  if (spec.timezone !== undefined && !facts.timezoneExists(spec.timezone))
+    problems.push(`cairn.yaml: timezone: ${JSON.stringify(spec.timezone)} is not a known time zone (see /usr/share/zoneinfo; e.g. Europe/Berlin, America/New_York, UTC)`)
+  if (spec.broker.password === KEPT_SECRET && !facts.stored.brokerPassword)
+    problems.push(`cairn.yaml: broker.password: "${KEPT_SECRET}" keeps the stored password, but this device has none: write the password`)
   let pskHex: string | undefined
   if (spec.wifi?.psk === KEPT_SECRET) {
-    if (facts.stored.wifi?.ssid !== spec.wifi.ssid) problems.push(`cairn.yaml: wifi.psk: "${KEPT_SECRET}" keeps the stored passphrase, but none is stored for network ${JSON.stringify(spec.wifi.ssid)}: write the passphrase`)
+    if (facts.stored.wifi?.ssid !== spec.wifi.ssid)
+      problems.push(`cairn.yaml: wifi.psk: "${KEPT_SECRET}" keeps the stored passphrase, but none is stored for network ${JSON.stringify(spec.wifi.ssid)}: write the passphrase`)
     else pskHex = facts.stored.wifi.pskHex
   } else if (spec.wifi?.psk !== undefined) pskHex = wpaPskHex(spec.wifi.ssid, spec.wifi.psk)
   if (problems.length) throw new ProvisionError(problems)
@@ -87,7 +90,10 @@ export function planProvision(spec: ProvisionSpec, facts: Facts): Step[] {
   else if (spec.broker.password !== KEPT_SECRET) steps.push({ kind: 'write', path: `${L.etcDir}/broker-password`, content: spec.broker.password, mode: 0o400, owner: { uid: cairn.uid, gid: 0 } })
   if (spec.broker.ca !== undefined) steps.push(etcFile('broker-ca.pem', spec.broker.ca, 0o644))
   else steps.push({ kind: 'remove', path: `${L.etcDir}/broker-ca.pem` })
-  for (const [dir, keys] of [['operators', spec.operatorKeys], ['validators', spec.validatorKeys]] as const) {
+  for (const [dir, keys] of [
+    ['operators', spec.operatorKeys],
+    ['validators', spec.validatorKeys],
+  ] as const) {
     steps.push({ kind: 'remove', path: `${L.etcDir}/${dir}`, recursive: true })
     steps.push({ kind: 'mkdir', path: `${L.etcDir}/${dir}`, mode: 0o755, owner: ROOT })
     keys.forEach((k, i) => steps.push(etcFile(`${dir}/${i + 1}.pub`, k.endsWith('\n') ? k : k + '\n', 0o644)))

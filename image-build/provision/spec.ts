@@ -68,7 +68,10 @@ const BROKER_KEYS = ['url', 'username', 'password', 'mqttVersion', 'ca'] as cons
 const WIFI_KEYS = ['ssid', 'psk', 'country', 'hidden'] as const
 const SSH_KEYS = ['authorizedKeys'] as const
 /** Fields whose values are removed from the drive once applied. */
-export const SECRET_FIELDS = [['broker', 'password'], ['wifi', 'psk']] as const
+export const SECRET_FIELDS = [
+  ['broker', 'password'],
+  ['wifi', 'psk'],
+] as const
 
 const HOSTNAME_RE = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/
 const TIMEZONE_RE = /^(UTC|[A-Za-z][A-Za-z0-9_+-]*(\/[A-Za-z0-9_+-]+){0,2})$/
@@ -114,7 +117,8 @@ function validate(doc: Obj, file: string): ProvisionSpec {
   if (fleet !== undefined && !new RegExp(NAME_PATTERN).test(fleet)) bad('fleet', `${JSON.stringify(fleet)} is not a fleet name: use lowercase letters, digits, - and _ (at most 64)`)
 
   let broker: ProvisionSpec['broker'] | undefined
-  if (!isObj(doc.broker)) bad('broker', doc.broker === undefined ? 'required (at least "broker: { url: mqtt://host:1883 }")' : `expected a mapping with url, username, password, got ${describe(doc.broker)}`)
+  if (!isObj(doc.broker))
+    bad('broker', doc.broker === undefined ? 'required (at least "broker: { url: mqtt://host:1883 }")' : `expected a mapping with url, username, password, got ${describe(doc.broker)}`)
   else {
     const b = doc.broker
     unknownKeys(b, BROKER_KEYS, 'broker.', bad)
@@ -175,7 +179,8 @@ function validate(doc: Obj, file: string): ProvisionSpec {
   if (owner !== undefined && !new RegExp(OWNER_PATTERN).test(owner)) bad('owner', `${JSON.stringify(owner)} is not a payout identity: letters, digits and : . _ @ - (at most 128)`)
 
   const hostname = str(doc.hostname, 'hostname', false)
-  if (hostname !== undefined && !HOSTNAME_RE.test(hostname)) bad('hostname', `${JSON.stringify(hostname)} is not a host name: lowercase letters, digits and -, at most 63, not starting or ending with -`)
+  if (hostname !== undefined && !HOSTNAME_RE.test(hostname))
+    bad('hostname', `${JSON.stringify(hostname)} is not a host name: lowercase letters, digits and -, at most 63, not starting or ending with -`)
 
   const timezone = str(doc.timezone, 'timezone', false)
   if (timezone !== undefined && !TIMEZONE_RE.test(timezone)) bad('timezone', `${JSON.stringify(timezone)} is not a time zone name such as Europe/Berlin or UTC`)
@@ -202,7 +207,7 @@ function validate(doc: Obj, file: string): ProvisionSpec {
     }
   }
 
-  let sshAuthorizedKeys: string[] = []
+  const sshAuthorizedKeys: string[] = []
   if (doc.ssh !== undefined && doc.ssh !== null) {
     if (!isObj(doc.ssh)) bad('ssh', `expected "ssh: { authorizedKeys: [ssh-ed25519 AAAA… you@laptop] }", got ${describe(doc.ssh)}`)
     else {
@@ -212,7 +217,8 @@ function validate(doc: Obj, file: string): ProvisionSpec {
       else if (list)
         list.forEach((k: unknown, i: number) => {
           const line = typeof k === 'string' ? k.trim() : ''
-          if (!SSH_KEY_RE.test(line)) bad(`ssh.authorizedKeys[${i}]`, 'expected one public key line such as "ssh-ed25519 AAAAC3Nz… you@laptop" (the contents of ~/.ssh/id_ed25519.pub, not the private key)')
+          if (!SSH_KEY_RE.test(line))
+            bad(`ssh.authorizedKeys[${i}]`, 'expected one public key line such as "ssh-ed25519 AAAAC3Nz… you@laptop" (the contents of ~/.ssh/id_ed25519.pub, not the private key)')
           else sshAuthorizedKeys.push(line)
         })
     }
@@ -314,11 +320,17 @@ function nodeRedSpec(v: unknown, bad: (field: string, msg: string) => void): Nod
   let adminPasswordHash: string | undefined
   if (hash !== undefined && hash !== null) {
     if (typeof hash !== 'string' || !BCRYPT_RE.test(hash.trim()))
-      bad('nodeRed.adminPasswordHash', 'expected a bcrypt hash ($2b$10$ followed by 53 characters), never a plain password: make one with `npx node-red-admin hash-pw` (or `node-red admin hash-pw`) and quote it in the file')
+      bad(
+        'nodeRed.adminPasswordHash',
+        'expected a bcrypt hash ($2b$10$ followed by 53 characters), never a plain password: make one with `npx node-red-admin hash-pw` (or `node-red admin hash-pw`) and quote it in the file',
+      )
     else adminPasswordHash = hash.trim()
   }
   if (lan && enabled && adminPasswordHash === undefined && (hash === undefined || hash === null))
-    bad('nodeRed.lan', 'LAN access to the Node-RED editor needs nodeRed.adminPasswordHash (a bcrypt hash of the admin password): an open editor on the network would let anyone on it run code on this device')
+    bad(
+      'nodeRed.lan',
+      'LAN access to the Node-RED editor needs nodeRed.adminPasswordHash (a bcrypt hash of the admin password): an open editor on the network would let anyone on it run code on this device',
+    )
   return { enabled, lan, ...(adminPasswordHash !== undefined ? { adminPasswordHash } : {}) }
 }
 
@@ -340,7 +352,6 @@ function describe(v: unknown): string {
 function editDistance(a: string, b: string): number {
   const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)])
   for (let j = 1; j <= b.length; j++) d[0]![j] = j
-  for (let i = 1; i <= a.length; i++)
-    for (let j = 1; j <= b.length; j++) d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
+  for (let i = 1; i <= a.length; i++) for (let j = 1; j <= b.length; j++) d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
   return d[a.length]![b.length]!
 }

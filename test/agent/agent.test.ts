@@ -68,7 +68,7 @@ for (const version of [5, 4] as const) {
     t.equal((ping as { data: { pong: boolean } }).data.pong, true)
     const logs = await cmd(a, op, 'logs', { lines: 5 }, { version })
     t.equal(logs.status, 'ok')
-    t.ok(((logs as { data: { lines: string[] } }).data.lines.length) > 0)
+    t.ok((logs as { data: { lines: string[] } }).data.lines.length > 0)
     const unknown = await cmd(a, op, 'self-destruct', {}, { version })
     t.same(unknown.status === 'error' && unknown.error.code, 'UNKNOWN_COMMAND')
     const badBody = await cmd(a, op, 'logs', { lines: 'all' }, { version })
@@ -154,7 +154,10 @@ t.test('the replay store and trust changes survive a restart', async t => {
   const replay = await sendCommand(env, { url: broker.url, mqttVersion: 4, timeoutMs: 8000 })
   t.same(replay?.status === 'error' && replay.error.code, 'UNTRUSTED_KEY', 'the configured key stays revoked after restart')
   const list = await cmd(a, op2, 'operator-list')
-  t.same((list as { data: { keys: Array<{ keyId: string }> } }).data.keys.map(k => k.keyId), [op2.keyId])
+  t.same(
+    (list as { data: { keys: Array<{ keyId: string }> } }).data.keys.map(k => k.keyId),
+    [op2.keyId],
+  )
   await cmd(a, op2, 'operator-add', { publicKey: op.keyId })
   const replay2 = await sendCommand(env, { url: broker.url, mqttVersion: 4, timeoutMs: 8000 })
   t.same(replay2?.status === 'error' && replay2.error.code, 'REPLAY', 're-trusted, the old command is still a replay')

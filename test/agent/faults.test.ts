@@ -57,7 +57,11 @@ t.test('broker stopped and restarted under steady load: every event arrives', as
   const loadEvents = () => c.on('/event').filter(m => m.json?.kind === 'load.test')
   const unique = () => new Set(loadEvents().map(m => (m.json?.data as { i: number }).i))
   await c.waitFor(() => unique().size >= total || undefined, 30_000, `${total} events after the broker restart`)
-  t.same([...unique()].sort((x, y) => x - y), [...Array(total).keys()], 'every event arrived')
+  t.same(
+    [...unique()].sort((x, y) => x - y),
+    [...Array(total).keys()],
+    'every event arrived',
+  )
   const dupes = loadEvents().length - unique().size
   t.comment(`duplicates delivered (de-duplicated by id): ${dupes}`)
   t.ok(a.agent.metrics.get('cairn_mqtt_reconnects_total')! >= 1, 'the agent reconnected')
@@ -129,7 +133,12 @@ t.test('SIGTERM in the middle of a large backlog: a prompt clean exit, nothing l
   t.equal(code, 0, 'clean exit')
   t.ok(Date.now() - t0 < 10_000, `exited in ${Date.now() - t0} ms`)
   await sleep(300)
-  const delivered = new Set(c.on('/event').map(m => m.json?.id as string).filter(x => x?.startsWith('term-')))
+  const delivered = new Set(
+    c
+      .on('/event')
+      .map(m => m.json?.id as string)
+      .filter(x => x?.startsWith('term-')),
+  )
   const db = openStateDb(stateDir)
   // The agent's own records (its start event, status) share the outbox: only the backlog counts.
   const left = (db.prepare('SELECT id FROM outbox').all() as Array<{ id: string }>).map(r => r.id).filter(x => x.startsWith('term-'))

@@ -282,7 +282,20 @@ t.test('broker credentials: a password-protected Mosquitto accepts the right one
   writeFileSync(join(dir, 'pw'), 's3cret\n', { mode: 0o600 })
   const sub = await Consumer.connect(secured.url, 'cairn/v1/auth/+/status', { protocolVersion: 4, username: 'device', password: 's3cret' })
   t.teardown(() => sub.close())
-  const good = startAgent(['--broker', secured.url, '--fleet', 'auth', '--state-dir', join(dir, 'a'), '--health-port', '0', '--set', 'broker.username=device', '--set', `broker.passwordFile=${join(dir, 'pw')}`])
+  const good = startAgent([
+    '--broker',
+    secured.url,
+    '--fleet',
+    'auth',
+    '--state-dir',
+    join(dir, 'a'),
+    '--health-port',
+    '0',
+    '--set',
+    'broker.username=device',
+    '--set',
+    `broker.passwordFile=${join(dir, 'pw')}`,
+  ])
   t.teardown(() => good.kill('SIGKILL'))
   await sub.waitFor(m => m.find(x => x.json?.state === 'online'), 15_000, 'online with the right password')
   const bad = startAgent(['--broker', secured.url, '--fleet', 'auth', '--state-dir', join(dir, 'b'), '--health-port', '0', '--set', 'broker.username=device', '--set', 'broker.password=wrong'])

@@ -81,7 +81,11 @@ t.test('20 honest devices, one equivocating, one with a fast clock, one validato
   t.same([...new Set(ev.filter(e => e.kind === 'equivocation').map(e => e.device))], [liar.id], 'equivocation evidence names exactly the equivocating device')
   t.same([...new Set(ev.filter(e => e.kind === 'clock-skew').map(e => e.device))], [skewed.id], 'clock-skew evidence names exactly the fast-clock device')
   const honestIds = new Set(honest.map(d => d.id))
-  t.same(ev.filter(e => honestIds.has(e.device)).map(e => `${e.kind} ${e.device}`), [], 'no evidence against honest devices')
+  t.same(
+    ev.filter(e => honestIds.has(e.device)).map(e => `${e.kind} ${e.device}`),
+    [],
+    'no evidence against honest devices',
+  )
   t.ok(liar.counts.equivocations >= 1)
 
   const file = join(vdir, 'equivocation.json')
@@ -119,7 +123,11 @@ t.test('the other misbehaviours earn the evidence they should', async t => {
   await sim.ready
   const [fork, forge, replay, offline, honest] = sim.devices as [SimDevice, SimDevice, SimDevice, SimDevice, SimDevice]
   const kinds = (d: SimDevice) => [...new Set((validator.db.prepare('SELECT kind FROM evidence WHERE device = ?').all(d.id) as Array<{ kind: string }>).map(r => r.kind))].sort()
-  await until(() => kinds(fork).length > 0 && kinds(forge).length > 0 && kinds(replay).length > 0 && offline.counts.connects >= 2 && offline.counts.acked >= 4, 20_000, 'evidence and a device back from offline')
+  await until(
+    () => kinds(fork).length > 0 && kinds(forge).length > 0 && kinds(replay).length > 0 && offline.counts.connects >= 2 && offline.counts.acked >= 4,
+    20_000,
+    'evidence and a device back from offline',
+  )
   t.same(kinds(fork), ['fork'], 'a heartbeat not chained to its predecessor')
   t.same(kinds(forge), ['forged-beacon'], 'a beacon hash the validator never signed')
   t.same(kinds(replay), ['replay'], 'an old heartbeat published again')
@@ -133,11 +141,21 @@ t.test('cairn sim CLI: runs for --duration and prints a final summary', async t 
   t.teardown(() => broker.close())
   const dir = tmp('cairn-sim-cli-')
   const summary = join(dir, 'summary.json')
-  const r = spawnSync(process.execPath, [CLI, 'sim', '--devices', '3', '--broker', broker.url, '--fleet', 'test', '--period', '1', '--duration', '2.5', '--status-every', '1', '--misbehave', 'fork:@1:1', '--summary-file', summary], { encoding: 'utf8', timeout: 20_000 })
+  const r = spawnSync(
+    process.execPath,
+    [CLI, 'sim', '--devices', '3', '--broker', broker.url, '--fleet', 'test', '--period', '1', '--duration', '2.5', '--status-every', '1', '--misbehave', 'fork:@1:1', '--summary-file', summary],
+    { encoding: 'utf8', timeout: 20_000 },
+  )
   t.equal(r.status, 0, r.stderr)
-  const lines = r.stdout.trim().split('\n').map(l => JSON.parse(l) as Record<string, unknown>)
+  const lines = r.stdout
+    .trim()
+    .split('\n')
+    .map(l => JSON.parse(l) as Record<string, unknown>)
   t.equal(lines[0]!.event, 'sim.started')
-  t.ok(lines.some(l => l.event === 'sim.status'), 'status lines')
+  t.ok(
+    lines.some(l => l.event === 'sim.status'),
+    'status lines',
+  )
   const last = lines[lines.length - 1]! as { event: string; reason: string; totals: { heartbeats: number; acked: number; forks: number } }
   t.equal(last.event, 'sim.summary')
   t.equal(last.reason, 'duration')
@@ -148,7 +166,10 @@ t.test('cairn sim CLI: runs for --duration and prints a final summary', async t 
 
   // Out of file descriptors: a clear message naming the fix, exit 1, no hang.
   const script = `ulimit -n 60; exec "$0" "$@"`
-  const e = spawnSync('bash', ['-c', script, process.execPath, CLI, 'sim', '--devices', '200', '--broker', broker.url, '--fleet', 'test', '--ramp', '1000', '--duration', '10'], { encoding: 'utf8', timeout: 20_000 })
+  const e = spawnSync('bash', ['-c', script, process.execPath, CLI, 'sim', '--devices', '200', '--broker', broker.url, '--fleet', 'test', '--ramp', '1000', '--duration', '10'], {
+    encoding: 'utf8',
+    timeout: 20_000,
+  })
   t.equal(e.status, 1, e.stderr)
   t.match(e.stderr, /limit here is 60/, 'warned before starting')
   t.match(e.stderr, /out of file descriptors \(EMFILE\).*ulimit -n/)

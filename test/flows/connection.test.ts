@@ -70,7 +70,10 @@ t.test('a node whose event handler throws: logged, the other nodes still get the
     10_000,
     'the event at the second node',
   )
-  t.ok(warnings.some(w => /a node failed handling an agent message: a node bug/.test(w)), 'the throw is logged')
+  t.ok(
+    warnings.some(w => /a node failed handling an agent message: a node bug/.test(w)),
+    'the throw is logged',
+  )
   drop()
   release()
 })

@@ -22,7 +22,9 @@ type FlowNode = Record<string, unknown> & { id: string; type: string }
 function shippedFlows(agent: Record<string, unknown>): FlowNode[] {
   const dir = join(cairnPackageDir(), 'examples')
   const out: FlowNode[] = []
-  for (const f of readdirSync(dir).filter(f => f.endsWith('.json')).sort()) {
+  for (const f of readdirSync(dir)
+    .filter(f => f.endsWith('.json'))
+    .sort()) {
     for (const n of JSON.parse(readFileSync(join(dir, f), 'utf8')) as FlowNode[]) {
       if (n.type === 'cairn-agent') continue
       out.push(n)

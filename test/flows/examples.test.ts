@@ -27,7 +27,11 @@ function coreTypes(): Set<string> {
   const core = join(dirname(require.resolve('@node-red/nodes/package.json')), 'core')
   const files = readdirSync(core, { withFileTypes: true })
     .filter(d => d.isDirectory())
-    .flatMap(d => readdirSync(join(core, d.name)).filter(f => f.endsWith('.js')).map(f => join(core, d.name, f)))
+    .flatMap(d =>
+      readdirSync(join(core, d.name))
+        .filter(f => f.endsWith('.js'))
+        .map(f => join(core, d.name, f)),
+    )
   return registeredTypes(files)
 }
 

@@ -85,10 +85,14 @@ t.test('an owner’s edits survive a restart: the starter flow is written only o
   t.teardown(() => host.stop())
   t.same(JSON.parse(readFileSync(join(userDir, 'flows.json'), 'utf8')), mine, 'flows.json untouched')
   let deployed: unknown
-  await until(async () => {
-    deployed = await (await fetch(host.url + 'flows', { headers: { accept: 'application/json' } })).json()
-    return JSON.stringify(deployed) === JSON.stringify(mine)
-  }, 10_000, 'the owner’s flow deployed')
+  await until(
+    async () => {
+      deployed = await (await fetch(host.url + 'flows', { headers: { accept: 'application/json' } })).json()
+      return JSON.stringify(deployed) === JSON.stringify(mine)
+    },
+    10_000,
+    'the owner’s flow deployed',
+  )
   t.same(deployed, mine, 'the owner’s flow runs')
 })
 
@@ -101,5 +105,5 @@ t.test('fail soft: a reason printed, never a throw', async t => {
   t.teardown(() => host.stop())
   said.length = 0
   t.equal(await startDemoNodeRed({ stateDir: tmp('cairn-demo-nr-'), port: 0, say }), undefined, 'a second one in the same process is refused…')
-  t.match(said[0], /^  node-red  not started: Node-RED is already running in this process/, '…with the reason printed')
+  t.match(said[0], /^ {2}node-red {2}not started: Node-RED is already running in this process/, '…with the reason printed')
 })

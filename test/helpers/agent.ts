@@ -129,7 +129,13 @@ export class Consumer {
       const hit = pred(this.messages)
       if (hit) return hit
       const left = until - Date.now()
-      if (left <= 0) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; saw ${this.messages.length} messages: ${this.messages.slice(-3).map(m => m.topic).join(', ')}`)
+      if (left <= 0)
+        throw new Error(
+          `timed out after ${timeoutMs} ms waiting for ${what}; saw ${this.messages.length} messages: ${this.messages
+            .slice(-3)
+            .map(m => m.topic)
+            .join(', ')}`,
+        )
       await new Promise<void>(r => {
         const timer = setTimeout(r, Math.min(left, 250))
         this.waiters.push(() => {

@@ -111,7 +111,7 @@ export async function startBroker(opts: { extraConfig?: string; anonymous?: bool
       await waitForPort(port, 10_000)
     } catch (err) {
       c.kill('SIGKILL')
-      throw new Error(`${(err as Error).message}\n${stderr}`)
+      throw new Error(`${(err as Error).message}\n${stderr}`, { cause: err })
     }
   }
   const stop = async (signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM') => {

@@ -118,7 +118,15 @@ export function osDevice(trust: { releaseUrl: string; trustedRoot: string } | un
     runHelper(ports, mode, async (image, target, version, verified) => {
       const root = p(ROOT_PARTITION[target])
       const boot = p(SLOT_PARTITION[target])
-      await writeOsSlot(image, version, verified, { rootDevice: root, rootBytes: ROOT_MIB << 20, rootLabel: `cairn-root${target}`, bootDevice: boot, bootBytes: BOOT_MIB << 20, bootLabel: `CAIRN-BOOT${target}`, staging: join(osDir, 'staging') })
+      await writeOsSlot(image, version, verified, {
+        rootDevice: root,
+        rootBytes: ROOT_MIB << 20,
+        rootLabel: `cairn-root${target}`,
+        bootDevice: boot,
+        bootBytes: BOOT_MIB << 20,
+        bootLabel: `CAIRN-BOOT${target}`,
+        staging: join(osDir, 'staging'),
+      })
       events.push(`wrote ${version} to ${target}`)
     })
   // cairn-os-update.path: the helper runs while the agent waits for its answer

@@ -153,7 +153,10 @@ export class DirReleaseChannel implements ReleaseChannel {
 export async function buildBundle(version: string, opts: { entry?: string; dir?: string } = {}): Promise<string> {
   const dir = opts.dir ?? tmp(`cairn-build-${version}-`)
   const outfile = join(dir, 'cairn.mjs')
-  await run(process.execPath, [join(REPO_ROOT, 'cli', 'bundle.mjs'), '--outfile', outfile, ...(opts.entry ? ['--entry', opts.entry] : [])], { env: { ...process.env, CAIRN_VERSION: version }, timeout: 120_000 })
+  await run(process.execPath, [join(REPO_ROOT, 'cli', 'bundle.mjs'), '--outfile', outfile, ...(opts.entry ? ['--entry', opts.entry] : [])], {
+    env: { ...process.env, CAIRN_VERSION: version },
+    timeout: 120_000,
+  })
   return outfile
 }
 
@@ -254,18 +257,36 @@ export function startDevice(o: {
   writeSlots(otaDir, { active: 'a', previous: null, trial: null, bad: [] })
   const agentArgs = [
     'agent',
-    '--broker', o.brokerUrl,
-    '--fleet', o.fleet,
-    '--state-dir', stateDir,
-    '--health-port', '0',
-    '--telemetry-period', '3600',
-    '--release-url', o.repo.url,
-    '--release-root', o.repo.root,
-    '--channel', o.channel ?? 'stable',
-    '--set', 'proof.enabled=false',
-    '--set', 'broker.reconnectMinMs=200',
+    '--broker',
+    o.brokerUrl,
+    '--fleet',
+    o.fleet,
+    '--state-dir',
+    stateDir,
+    '--health-port',
+    '0',
+    '--telemetry-period',
+    '3600',
+    '--release-url',
+    o.repo.url,
+    '--release-root',
+    o.repo.root,
+    '--channel',
+    o.channel ?? 'stable',
+    '--set',
+    'proof.enabled=false',
+    '--set',
+    'broker.reconnectMinMs=200',
     ...(o.set ?? []).flatMap(s => ['--set', s]),
   ]
-  const sup = supervise({ launcher: LAUNCHER, otaDir, agentArgs, ...(o.graceS !== undefined ? { graceS: o.graceS } : {}), ...(o.env ? { env: o.env } : {}), ...(o.onLine ? { onLine: o.onLine } : {}), restartDelayMs: 200 })
+  const sup = supervise({
+    launcher: LAUNCHER,
+    otaDir,
+    agentArgs,
+    ...(o.graceS !== undefined ? { graceS: o.graceS } : {}),
+    ...(o.env ? { env: o.env } : {}),
+    ...(o.onLine ? { onLine: o.onLine } : {}),
+    restartDelayMs: 200,
+  })
   return { stateDir, otaDir, sup, slots: () => readSlots(otaDir).state, stop: () => sup.stop(), kill: () => sup.kill() }
 }

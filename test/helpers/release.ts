@@ -22,7 +22,12 @@ export const tmp = (p = 'cairn-ota-'): string => mkdtempSync(join(tmpdir(), p))
 export function makeRepo(opts: Partial<RepoOptions> & { rootKeys?: number; rootThreshold?: number } = {}): { repo: TufRepo; dir: string; clock: { offsetMs: number } } {
   const dir = opts.dir ?? join(tmp(), 'repo')
   const clock = { offsetMs: 0 }
-  const repo = TufRepo.init({ dir, now: () => new Date(Date.now() + clock.offsetMs), ...(opts.rootKeys ? { rootKeys: opts.rootKeys } : {}), ...(opts.rootThreshold ? { rootThreshold: opts.rootThreshold } : {}) })
+  const repo = TufRepo.init({
+    dir,
+    now: () => new Date(Date.now() + clock.offsetMs),
+    ...(opts.rootKeys ? { rootKeys: opts.rootKeys } : {}),
+    ...(opts.rootThreshold ? { rootThreshold: opts.rootThreshold } : {}),
+  })
   return { repo, dir, clock }
 }
 

@@ -84,10 +84,14 @@ export async function taskAgent(t: Test, o: TaskAgentOptions) {
     return env
   }
   const updates = (pred: (u: TaskUpdate) => boolean = () => true) =>
-    c.messages.filter(m => m.topic.includes('/task/update')).map(m => m.json as unknown as TaskUpdate).filter(pred)
+    c.messages
+      .filter(m => m.topic.includes('/task/update'))
+      .map(m => m.json as unknown as TaskUpdate)
+      .filter(pred)
   const waitUpdate = (pred: (u: TaskUpdate) => boolean, what: string, timeoutMs = 10_000) => c.waitFor(() => updates(pred)[0], timeoutMs, what)
   const receipts = (task?: string): Array<Received & { r: TaskReceipt }> =>
-    c.on('/task/receipt')
+    c
+      .on('/task/receipt')
       .map(m => ({ ...m, r: m.json as unknown as TaskReceipt }))
       .filter(m => task === undefined || m.r.body.task === task)
   const waitReceipt = (task: string, timeoutMs = 10_000) => c.waitFor(() => receipts(task)[0], timeoutMs, `receipt of ${task}`)

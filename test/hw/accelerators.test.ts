@@ -2,7 +2,7 @@
 import t from 'tap'
 import { accelerators, createFixtureRunner } from '../../hw/index.js'
 
-t.test('NVIDIA without /proc/driver/nvidia: nvidia-smi names and sizes the GPUs', async (t) => {
+t.test('NVIDIA without /proc/driver/nvidia: nvidia-smi names and sizes the GPUs', async t => {
   const run = createFixtureRunner({
     'nvidia-smi --query-gpu=name,memory.total --format=csv,noheader': 'NVIDIA GeForce RTX 3060, 12288 MiB\nNVIDIA RTX A2000 12GB, 12282 MiB\n',
   })
@@ -12,22 +12,19 @@ t.test('NVIDIA without /proc/driver/nvidia: nvidia-smi names and sizes the GPUs'
   ])
 })
 
-t.test('nvidia-smi errors are not GPUs', async (t) => {
+t.test('nvidia-smi errors are not GPUs', async t => {
   const run = createFixtureRunner({
-    'nvidia-smi --query-gpu=name,memory.total --format=csv,noheader':
-      'NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver.\n',
+    'nvidia-smi --query-gpu=name,memory.total --format=csv,noheader': "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n",
   })
   t.strictSame(await accelerators({ root: t.testdir({}), run }), [])
 })
 
-t.test('Jetson without devfreq: the nvhost GPU node is enough', async (t) => {
+t.test('Jetson without devfreq: the nvhost GPU node is enough', async t => {
   const root = t.testdir({ proc: { 'device-tree': { model: 'NVIDIA Jetson Nano Developer Kit\0' } }, dev: { 'nvhost-ctrl-gpu': '' } })
-  t.strictSame(await accelerators({ root, run: createFixtureRunner({}) }), [
-    { kind: 'nvidia-gpu', name: 'NVIDIA Jetson Nano Developer Kit integrated GPU', source: '/dev/nvhost-ctrl-gpu' },
-  ])
+  t.strictSame(await accelerators({ root, run: createFixtureRunner({}) }), [{ kind: 'nvidia-gpu', name: 'NVIDIA Jetson Nano Developer Kit integrated GPU', source: '/dev/nvhost-ctrl-gpu' }])
 })
 
-t.test('PCIe Coral, two Hailo devices, accel class without uevent driver', async (t) => {
+t.test('PCIe Coral, two Hailo devices, accel class without uevent driver', async t => {
   const root = t.testdir({
     dev: { apex_0: '', hailo0: '', hailo1: '', 'hailo-not': '' },
     sys: { class: { accel: { accel0: { dev: '261:0\n' }, accel1: { dev: 'garbage' } } } },
@@ -40,9 +37,7 @@ t.test('PCIe Coral, two Hailo devices, accel class without uevent driver', async
   ])
 })
 
-t.test('USB Coral before its firmware is loaded (1a6e:089a)', async (t) => {
+t.test('USB Coral before its firmware is loaded (1a6e:089a)', async t => {
   const root = t.testdir({ sys: { bus: { usb: { devices: { '1-1.3': { idVendor: '1a6e\n', idProduct: '089a\n' } } } } } })
-  t.strictSame(await accelerators({ root, run: createFixtureRunner({}) }), [
-    { kind: 'coral-tpu', name: 'Coral Edge TPU, USB (1-1.3)', source: '/sys/bus/usb/devices/1-1.3' },
-  ])
+  t.strictSame(await accelerators({ root, run: createFixtureRunner({}) }), [{ kind: 'coral-tpu', name: 'Coral Edge TPU, USB (1-1.3)', source: '/sys/bus/usb/devices/1-1.3' }])
 })

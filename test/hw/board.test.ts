@@ -2,7 +2,7 @@
 import t from 'tap'
 import { classifyModel, createFixtureRunner, detectBoard } from '../../hw/index.js'
 
-t.test('model strings map to board kinds', async (t) => {
+t.test('model strings map to board kinds', async t => {
   const table: Array<[string, string]> = [
     ['Raspberry Pi 4 Model B Rev 1.4', 'rpi4'],
     ['Raspberry Pi 4 Model B Rev 1.1', 'rpi4'],
@@ -22,19 +22,19 @@ t.test('model strings map to board kinds', async (t) => {
   for (const [model, kind] of table) t.equal(classifyModel(model), kind, model)
 })
 
-t.test('NUL-terminated device-tree model, arch from uname', async (t) => {
+t.test('NUL-terminated device-tree model, arch from uname', async t => {
   const root = t.testdir({ proc: { 'device-tree': { model: 'Raspberry Pi 5 Model B Rev 1.0\0' } } })
   const board = await detectBoard({ root, run: createFixtureRunner({ 'uname -m': 'aarch64\n' }) })
   t.strictSame(board, { kind: 'rpi5', model: 'Raspberry Pi 5 Model B Rev 1.0', arch: 'aarch64' })
 })
 
-t.test('sysfs device-tree path when /proc/device-tree is not mounted', async (t) => {
+t.test('sysfs device-tree path when /proc/device-tree is not mounted', async t => {
   const root = t.testdir({ sys: { firmware: { devicetree: { base: { model: 'NVIDIA Jetson Orin Nano Developer Kit\0' } } } } })
   const board = await detectBoard({ root, run: createFixtureRunner({ 'uname -m': 'aarch64\n' }) })
   t.equal(board.kind, 'jetson-orin')
 })
 
-t.test('generic host: arch falls back to process.arch, CPU from /proc/cpuinfo', async (t) => {
+t.test('generic host: arch falls back to process.arch, CPU from /proc/cpuinfo', async t => {
   const uname = ({ x64: 'x86_64', arm64: 'aarch64' } as Record<string, string>)[process.arch] ?? process.arch
   const x86 = t.testdir({ proc: { cpuinfo: 'processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD Ryzen 7 5800U with Radeon Graphics\n' } })
   t.strictSame(await detectBoard({ root: x86, run: createFixtureRunner({}) }), {
@@ -47,7 +47,7 @@ t.test('generic host: arch falls back to process.arch, CPU from /proc/cpuinfo', 
   t.equal(b.model, 'generic armv7l (ARMv7 Processor rev 5 (v7l))')
 })
 
-t.test('unprintable model is treated as absent', async (t) => {
+t.test('unprintable model is treated as absent', async t => {
   const root = t.testdir({ proc: { 'device-tree': { model: Buffer.from([0xff, 0x00, 0x1b, 0x41]) } } })
   const b = await detectBoard({ root, run: createFixtureRunner({ 'uname -m': 'riscv64\n' }) })
   t.strictSame(b, { kind: 'generic', model: 'generic riscv64', arch: 'riscv64' })

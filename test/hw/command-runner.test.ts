@@ -5,13 +5,13 @@ import { createCommandRunner, createFixtureRunner } from '../../hw/index.js'
 
 const node = process.execPath
 
-t.test('real runner: stdout and exit status', async (t) => {
+t.test('real runner: stdout and exit status', async t => {
   const run = createCommandRunner()
   t.strictSame(await run.run(node, ['-e', 'process.stdout.write("throttled=0x0\\n")']), { code: 0, stdout: 'throttled=0x0\n' })
   t.strictSame(await run.run(node, ['-e', 'process.stdout.write("partial"); process.exit(3)']), { code: 3, stdout: 'partial' })
 })
 
-t.test('real runner: missing command and timeout are null, never a throw', async (t) => {
+t.test('real runner: missing command and timeout are null, never a throw', async t => {
   const run = createCommandRunner({ timeoutMs: 300 })
   t.equal(await run.run('cairn-no-such-command-xyz', []), null)
   const started = Date.now()
@@ -19,14 +19,14 @@ t.test('real runner: missing command and timeout are null, never a throw', async
   t.ok(Date.now() - started < 3000, 'killed at the timeout')
 })
 
-t.test('real runner: runs in the C locale unless told otherwise', async (t) => {
+t.test('real runner: runs in the C locale unless told otherwise', async t => {
   const out = await createCommandRunner().run(node, ['-e', 'process.stdout.write(String(process.env.LC_ALL))'])
   t.equal(out?.stdout, 'C')
   const own = await createCommandRunner({ env: { LC_ALL: 'de_DE.UTF-8' } }).run(node, ['-e', 'process.stdout.write(String(process.env.LC_ALL))'])
   t.equal(own?.stdout, 'de_DE.UTF-8')
 })
 
-t.test('fixture runner: exact command line, others missing', async (t) => {
+t.test('fixture runner: exact command line, others missing', async t => {
   const run = createFixtureRunner({ 'vcgencmd get_throttled': 'throttled=0x50005\n' })
   t.strictSame(await run.run('vcgencmd', ['get_throttled']), { code: 0, stdout: 'throttled=0x50005\n' })
   t.equal(await run.run('vcgencmd', ['pmic_read_adc']), null)

@@ -50,7 +50,10 @@ const EXPECTED: Record<FixtureBoard, Expected> = {
         now: { underVoltage: true, armFreqCapped: false, throttled: true, softTempLimit: false },
         sinceBoot: { underVoltage: true, armFreqCapped: false, throttled: true, softTempLimit: false },
       })
-      t.strictSame(s.cpu?.cores?.map((c) => c.mhz), [1800, 1800, 1800, 1800])
+      t.strictSame(
+        s.cpu?.cores?.map(c => c.mhz),
+        [1800, 1800, 1800, 1800],
+      )
       t.strictSame(s.accelerators, [{ kind: 'coral-tpu', name: 'Coral Edge TPU, USB (2-1)', source: '/sys/bus/usb/devices/2-1' }])
       t.equal(s.fan, undefined)
       t.equal(s.power, undefined, 'pmic_read_adc is a Pi 5 command')
@@ -94,10 +97,13 @@ const EXPECTED: Record<FixtureBoard, Expected> = {
       t.equal(s.power?.inputVolts, 5.15766)
       t.equal(s.power?.rails.length, 14, '12 paired rails plus EXT5V and BATT voltages')
       t.strictSame(
-        s.power?.rails.find((r) => r.name === 'VDD_CORE'),
+        s.power?.rails.find(r => r.name === 'VDD_CORE'),
         { name: 'VDD_CORE', amps: 0.8126299, volts: 0.72, watts: 0.5851 },
       )
-      t.strictSame(s.power?.rails.find((r) => r.name === 'EXT5V'), { name: 'EXT5V', volts: 5.15766 })
+      t.strictSame(
+        s.power?.rails.find(r => r.name === 'EXT5V'),
+        { name: 'EXT5V', volts: 5.15766 },
+      )
       t.strictSame(s.accelerators, [{ kind: 'hailo', name: 'Hailo accelerator (hailo0)', source: '/dev/hailo0' }])
     },
   },
@@ -119,9 +125,7 @@ const EXPECTED: Record<FixtureBoard, Expected> = {
     net: { dummy0: [0, 0], eth0: [64000, 3200], l4tbr0: [0, 0], rndis0: [0, 0], usb0: [0, 0] },
     first(s, t) {
       t.strictSame(s.gpu, { name: '57000000.gpu', source: 'devfreq', loadPercent: 31.2, freqMhz: 921.6, celsius: 30.5 })
-      t.strictSame(s.accelerators, [
-        { kind: 'nvidia-gpu', name: 'NVIDIA Jetson Nano Developer Kit integrated GPU', source: '/sys/class/devfreq/57000000.gpu' },
-      ])
+      t.strictSame(s.accelerators, [{ kind: 'nvidia-gpu', name: 'NVIDIA Jetson Nano Developer Kit integrated GPU', source: '/sys/class/devfreq/57000000.gpu' }])
       t.equal(s.throttle, undefined)
     },
   },
@@ -174,7 +178,7 @@ const EXPECTED: Record<FixtureBoard, Expected> = {
 }
 
 for (const name of BOARDS) {
-  t.test(name, async (t) => {
+  t.test(name, async t => {
     const fx = await openBoard(t, name)
     const want = EXPECTED[name]
 
@@ -185,10 +189,19 @@ for (const name of BOARDS) {
     t.equal(first.uptimeS, want.uptimeS)
     t.strictSame(first.load, want.load)
     t.strictSame(first.memory, want.memory)
-    t.strictSame(first.thermal?.map((z) => [z.type, z.celsius]), want.thermal)
+    t.strictSame(
+      first.thermal?.map(z => [z.type, z.celsius]),
+      want.thermal,
+    )
     t.equal(first.cpu?.percent, undefined, 'utilisation needs two snapshots')
-    t.ok(first.net?.every((n) => n.rxBytesPerS === undefined && n.txBytesPerS === undefined), 'no rates on the first sample')
-    t.notOk(first.net?.some((n) => n.iface === 'lo'), 'loopback is left out')
+    t.ok(
+      first.net?.every(n => n.rxBytesPerS === undefined && n.txBytesPerS === undefined),
+      'no rates on the first sample',
+    )
+    t.notOk(
+      first.net?.some(n => n.iface === 'lo'),
+      'loopback is left out',
+    )
     t.equal(first.disk?.[0]?.path, fx.dir)
     t.ok((first.disk?.[0]?.totalBytes ?? 0) > 0)
     want.first?.(first, t)
@@ -197,8 +210,11 @@ for (const name of BOARDS) {
     const second = await fx.telemetry.sample()
     t.ok(Value.Check(TelemetrySampleSchema, second), 'second sample validates')
     t.equal(second.cpu?.percent, want.cpuPercent)
-    t.strictSame(second.cpu?.cores?.map((c) => c.percent), want.corePercents)
-    const rates = Object.fromEntries((second.net ?? []).map((n) => [n.iface, [n.rxBytesPerS, n.txBytesPerS]]))
+    t.strictSame(
+      second.cpu?.cores?.map(c => c.percent),
+      want.corePercents,
+    )
+    const rates = Object.fromEntries((second.net ?? []).map(n => [n.iface, [n.rxBytesPerS, n.txBytesPerS]]))
     t.strictSame(rates, want.net)
     want.second?.(second, t)
   })

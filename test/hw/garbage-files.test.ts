@@ -33,11 +33,11 @@ async function scramble(dir: string, next: () => number): Promise<void> {
 const MEASUREMENTS = ['uptimeS', 'load', 'cpu', 'memory', 'net', 'thermal', 'throttle', 'fan', 'power', 'gpu'] as const
 
 BOARDS.forEach((name, i) => {
-  t.test(name, async (t) => {
+  t.test(name, async t => {
     const fx = await openBoard(t, name)
     const next = prng(0xc0ffee + i)
     await scramble(fx.ctx.root, next)
-    const commands = Object.fromEntries(Object.keys(fx.commands).map((k) => [k, garbage(next).toString('latin1')]))
+    const commands = Object.fromEntries(Object.keys(fx.commands).map(k => [k, garbage(next).toString('latin1')]))
     let clock = 0
     const telemetry = createTelemetry({ ...fx.ctx, run: createFixtureRunner(commands) }, { now: () => clock })
     for (let n = 0; n < 2; n++) {
@@ -45,7 +45,10 @@ BOARDS.forEach((name, i) => {
       t.ok(Value.Check(TelemetrySampleSchema, s), `sample ${n + 1} validates`)
       for (const field of MEASUREMENTS) t.equal(s[field], undefined, `${field} absent`)
       t.equal(s.board.kind, 'generic', 'an unreadable model string names no board')
-      t.ok((s.accelerators ?? []).every((a) => a.source.startsWith('/dev/')), 'only device-node findings survive')
+      t.ok(
+        (s.accelerators ?? []).every(a => a.source.startsWith('/dev/')),
+        'only device-node findings survive',
+      )
       await scramble(fx.ctx.root, next)
       clock += 1000
     }

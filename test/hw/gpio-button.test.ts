@@ -2,18 +2,11 @@
 // watcher on the fake GPIO with a bouncing contact and a manual clock. What a gesture
 // means is the agent's (test/agent/device-ui/button.test.ts).
 import t from 'tap'
-import {
-  ButtonMachine,
-  createFakeGpio,
-  ManualTimers,
-  watchButton,
-  type ButtonGesture,
-  type Level,
-} from '../../hw/gpio/index.js'
+import { ButtonMachine, createFakeGpio, ManualTimers, watchButton, type ButtonGesture, type Level } from '../../hw/gpio/index.js'
 
 const timing = { longPressMs: 3000, confirmWindowMs: 10_000 }
 
-t.test('short press, long press, confirmation', async (t) => {
+t.test('short press, long press, confirmation', async t => {
   const m = new ButtonMachine(timing)
   t.strictSame(m.press(0), [])
   t.strictSame(m.release(400), ['press'], 'short press')
@@ -31,7 +24,7 @@ t.test('short press, long press, confirmation', async (t) => {
   t.strictSame(m.state, { kind: 'idle' })
 })
 
-t.test('the window expires, or a tap cancels it', async (t) => {
+t.test('the window expires, or a tap cancels it', async t => {
   const m = new ButtonMachine(timing)
   m.press(0)
   t.strictSame(m.release(3500), ['long-press'], 'threshold crossed by release time is still reported')
@@ -49,7 +42,7 @@ t.test('the window expires, or a tap cancels it', async (t) => {
   t.strictSame(m.state, { kind: 'down', since: 50_000, confirming: false, longSent: false }, '…starts fresh')
 })
 
-t.test('a press that began outside the window cannot confirm', async (t) => {
+t.test('a press that began outside the window cannot confirm', async t => {
   const m = new ButtonMachine(timing)
   m.press(0)
   m.tick(3000)
@@ -58,7 +51,7 @@ t.test('a press that began outside the window cannot confirm', async (t) => {
   t.strictSame(m.tick(16_000), ['long-press'], 'so this is a new first long press')
 })
 
-t.test('watchButton: a bouncing active-low button on the fake GPIO', async (t) => {
+t.test('watchButton: a bouncing active-low button on the fake GPIO', async t => {
   const timers = new ManualTimers()
   const gpio = createFakeGpio({ timers })
   gpio.setInput(4, 1) // pulled up, not pressed
@@ -79,22 +72,29 @@ t.test('watchButton: a bouncing active-low button on the fake GPIO', async (t) =
   t.strictSame(gestures, [['press', 214]], 'one press, stamped when the release settled (last bounce at 214 ms)')
 
   await contact([0, 1, 0], 3100) // held 3 s
-  t.strictSame(gestures.map((a) => a[0]), ['press', 'long-press'], 'long press reported while held')
+  t.strictSame(
+    gestures.map(a => a[0]),
+    ['press', 'long-press'],
+    'long press reported while held',
+  )
   await contact([1], 2000)
   await contact([0], 3100)
-  t.strictSame(gestures.map((a) => a[0]), ['press', 'long-press', 'confirmed-long-press'])
+  t.strictSame(
+    gestures.map(a => a[0]),
+    ['press', 'long-press', 'confirmed-long-press'],
+  )
   await contact([1], 500)
   button.stop()
   t.equal(timers.scheduled, 0, 'nothing scheduled after stop')
 })
 
-t.test('watchButton: a button held at start is ignored until released', async (t) => {
+t.test('watchButton: a button held at start is ignored until released', async t => {
   const timers = new ManualTimers()
   const gpio = createFakeGpio({ timers })
   gpio.setInput(4, 0) // held (active-low)
   const line = await gpio.open(4, { direction: 'in', activeLow: true, debounceMs: 20 })
   const gestures: ButtonGesture[] = []
-  const button = await watchButton(line, { timers, timing, onGesture: (a) => void gestures.push(a) })
+  const button = await watchButton(line, { timers, timing, onGesture: a => void gestures.push(a) })
   await timers.advance(5000)
   gpio.setInput(4, 1)
   await timers.advance(100)

@@ -18,26 +18,26 @@ async function rejectsWith(t: Test, p: Promise<unknown>, code: string, what: str
 
 function collect(line: GpioLine): { events: GpioEvent[]; stop: () => void } {
   const events: GpioEvent[] = []
-  const stop = line.watch((e) => events.push(e))
+  const stop = line.watch(e => events.push(e))
   return { events, stop }
 }
 
 for (const [name, make] of HARNESSES) {
-  t.test(name, async (t) => {
+  t.test(name, async t => {
     const setup = async (t: Test): Promise<Harness> => {
       const h = await make(t)
       t.teardown(() => h.driver.close())
       return h
     }
 
-    t.test('BCM 17 resolves to the header chip line for this board and kernel', async (t) => {
+    t.test('BCM 17 resolves to the header chip line for this board and kernel', async t => {
       const h = await setup(t)
       const line = await h.driver.open(17, { direction: 'out' })
       t.strictSame(line.location, h.bcm17)
       t.equal(line.bcm, 17)
     })
 
-    t.test('output: write then read round-trips, and drives the pin', async (t) => {
+    t.test('output: write then read round-trips, and drives the pin', async t => {
       const h = await setup(t)
       const line = await h.driver.open(17, { direction: 'out' })
       t.equal(await h.physical(17), 0, 'opens low by default')
@@ -49,7 +49,7 @@ for (const [name, make] of HARNESSES) {
       t.equal(await h.physical(17), 0)
     })
 
-    t.test('output: active-low inverts the pin, initial level honoured', async (t) => {
+    t.test('output: active-low inverts the pin, initial level honoured', async t => {
       const h = await setup(t)
       const line = await h.driver.open(17, { direction: 'out', activeLow: true, initial: 1 })
       t.equal(await h.physical(17), 0, 'logical 1 = pin low')
@@ -58,7 +58,7 @@ for (const [name, make] of HARNESSES) {
       t.equal(await line.read(), 0)
     })
 
-    t.test('input: read follows the pin, active-low inverted', async (t) => {
+    t.test('input: read follows the pin, active-low inverted', async t => {
       const h = await setup(t)
       await h.setPhysical(17, 1)
       const high = await h.driver.open(17, { direction: 'in' })
@@ -70,7 +70,7 @@ for (const [name, make] of HARNESSES) {
       t.equal(await low.read(), 1, 'pin low reads as logical 1')
     })
 
-    t.test('edges: contact bounce inside debounceMs is one event', async (t) => {
+    t.test('edges: contact bounce inside debounceMs is one event', async t => {
       const h = await setup(t)
       const line = await h.driver.open(17, { direction: 'in', debounceMs: 20 })
       const { events } = collect(line)
@@ -93,7 +93,7 @@ for (const [name, make] of HARNESSES) {
       }
       await h.timers.advance(30)
       t.strictSame(
-        events.map((e) => e.edge),
+        events.map(e => e.edge),
         ['rising', 'falling'],
       )
       await h.setPhysical(17, 1)
@@ -103,7 +103,7 @@ for (const [name, make] of HARNESSES) {
       t.equal(events.length, 2, 'a 5 ms glitch is no event at all')
     })
 
-    t.test('edges: only the requested direction, active-low flips the sense', async (t) => {
+    t.test('edges: only the requested direction, active-low flips the sense', async t => {
       const h = await setup(t)
       const line = await h.driver.open(17, { direction: 'in', edge: 'falling', activeLow: true })
       const { events } = collect(line)
@@ -113,12 +113,12 @@ for (const [name, make] of HARNESSES) {
       await h.setPhysical(17, 0) // logical 1: rising, filtered out
       await h.timers.advance(5)
       t.strictSame(
-        events.map((e) => [e.edge, e.value]),
+        events.map(e => [e.edge, e.value]),
         [['falling', 0]],
       )
     })
 
-    t.test('close releases the line; later use fails with "closed"', async (t) => {
+    t.test('close releases the line; later use fails with "closed"', async t => {
       const h = await setup(t)
       const out = await h.driver.open(17, { direction: 'out' })
       await out.write(1)
@@ -141,7 +141,7 @@ for (const [name, make] of HARNESSES) {
       t.ok(again, 'the pin can be opened again')
     })
 
-    t.test('driver.close() and releaseSync() release every open line', async (t) => {
+    t.test('driver.close() and releaseSync() release every open line', async t => {
       const h = await setup(t)
       await h.driver.open(17, { direction: 'out', initial: 1 })
       const input = await h.driver.open(27, { direction: 'in' })
@@ -155,7 +155,7 @@ for (const [name, make] of HARNESSES) {
       t.ok(await h.released(22), 'releaseSync()')
     })
 
-    t.test('misuse is a typed error', async (t) => {
+    t.test('misuse is a typed error', async t => {
       const h = await setup(t)
       const out = await h.driver.open(17, { direction: 'out' })
       await rejectsWith(t, h.driver.open(17, { direction: 'in' }), 'busy', 'same pin twice')

@@ -4,18 +4,7 @@
 import { cp, readFile, writeFile, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import {
-  createGpiodDriver,
-  createSysfsDriver,
-  EdgeFilter,
-  GpioError,
-  ManualTimers,
-  nodeSysfsFiles,
-  probeGpiod,
-  type GpioEvent,
-  type GpioLog,
-  type SysfsFiles,
-} from '../../hw/gpio/index.js'
+import { createGpiodDriver, createSysfsDriver, EdgeFilter, GpioError, ManualTimers, nodeSysfsFiles, probeGpiod, type GpioEvent, type GpioLog, type SysfsFiles } from '../../hw/gpio/index.js'
 import { GPIO_FIXTURES, gpiodContext } from './gpio-harness.js'
 
 const PI4 = { name: 'gpiochip512', label: 'pinctrl-bcm2711', lines: 58, base: 512 }
@@ -36,16 +25,21 @@ async function drive<T>(timers: ManualTimers, p: Promise<T>, stepMs = 5): Promis
   })
   for (let i = 0; i < 200 && !settled; i++) {
     await timers.advance(stepMs)
-    await new Promise((r) => setTimeout(r, 1))
+    await new Promise(r => setTimeout(r, 1))
   }
   return watched
 }
 
-t.test('sysfs: a line someone else exported is reused and left exported', async (t) => {
+t.test('sysfs: a line someone else exported is reused and left exported', async t => {
   const root = await pi4Root(t)
   const dir = join(root, 'sys/class/gpio/gpio529')
   await mkdir(dir)
-  for (const [f, v] of [['value', '1\n'], ['direction', 'in\n'], ['active_low', '0\n']] as const) await writeFile(join(dir, f), v)
+  for (const [f, v] of [
+    ['value', '1\n'],
+    ['direction', 'in\n'],
+    ['active_low', '0\n'],
+  ] as const)
+    await writeFile(join(dir, f), v)
   const infos: string[] = []
   const log: GpioLog = { info: (_o, m) => void infos.push(m), warn() {} }
   const driver = createSysfsDriver({ root }, PI4, { timers: new ManualTimers(), log })
@@ -56,12 +50,16 @@ t.test('sysfs: a line someone else exported is reused and left exported', async 
   t.match(infos, [/already exported/])
 })
 
-t.test('sysfs: the kernel refusing an export is a typed error', async (t) => {
+t.test('sysfs: the kernel refusing an export is a typed error', async t => {
   const root = await pi4Root(t)
-  for (const [code, want] of [['EBUSY', 'busy'], ['EINVAL', 'no-such-pin'], ['EACCES', 'io']] as const) {
+  for (const [code, want] of [
+    ['EBUSY', 'busy'],
+    ['EINVAL', 'no-such-pin'],
+    ['EACCES', 'io'],
+  ] as const) {
     const files: SysfsFiles = {
       ...nodeSysfsFiles({ root }),
-      write: async (path) => {
+      write: async path => {
         if (path.endsWith('/export')) throw errno(code)
       },
     }
@@ -70,7 +68,7 @@ t.test('sysfs: the kernel refusing an export is a typed error', async (t) => {
   }
 })
 
-t.test('sysfs: waits for udev to make a fresh gpioN writable, then gives up', async (t) => {
+t.test('sysfs: waits for udev to make a fresh gpioN writable, then gives up', async t => {
   const root = await pi4Root(t)
   const timers = new ManualTimers()
   const plain = nodeSysfsFiles({ root })
@@ -96,12 +94,15 @@ t.test('sysfs: waits for udev to make a fresh gpioN writable, then gives up', as
 
   // The default node:fs files on a tree where nothing ever creates gpioN.
   const never = createSysfsDriver({ root }, PI4, { timers, exportWaitMs: 30 })
-  const caught = await drive(timers, never.open(5, { direction: 'out' }).catch((e: unknown) => e))
+  const caught = await drive(
+    timers,
+    never.open(5, { direction: 'out' }).catch((e: unknown) => e),
+  )
   t.match(caught, { code: 'io', message: /did not become writable/ })
   t.equal(await readFile(join(root, 'sys/class/gpio/unexport'), 'utf8'), '517', 'the half-done export is undone')
 })
 
-t.test('gpiod: a line held by another consumer is refused up front', async (t) => {
+t.test('gpiod: a line held by another consumer is refused up front', async t => {
   const { ctx } = await gpiodContext(t, 'pi4-libgpiod1.6')
   const setup = await probeGpiod(ctx)
   if (!('chip' in setup)) throw new Error(setup.reason)
@@ -110,7 +111,7 @@ t.test('gpiod: a line held by another consumer is refused up front', async (t) =
   await t.rejects(driver.open(7, { direction: 'out' }), { code: 'busy', message: /used by "spi0 CS1"/ })
 })
 
-t.test('gpiod: gpiomon dying is logged and reads fall back to gpioget', async (t) => {
+t.test('gpiod: gpiomon dying is logged and reads fall back to gpioget', async t => {
   const { ctx, sim } = await gpiodContext(t, 'pi5-libgpiod2.2-kernel6.12')
   const setup = await probeGpiod(ctx)
   if (!('chip' in setup)) throw new Error(setup.reason)
@@ -127,10 +128,10 @@ t.test('gpiod: gpiomon dying is logged and reads fall back to gpioget', async (t
   const driver = createGpiodDriver(ctx, setup, { timers: new ManualTimers(), spawner, log })
   const line = await driver.open(23, { direction: 'in' })
   line.watch(() => undefined)
-  await new Promise((r) => setImmediate(r))
+  await new Promise(r => setImmediate(r))
   t.equal(spawned.length, 1, 'gpiomon started')
   spawned[0]?.kill() // someone else ends our gpiomon
-  await new Promise((r) => setImmediate(r))
+  await new Promise(r => setImmediate(r))
   t.match(warnings, [/gpiomon exited/])
   sim.setPhysical(23, 1)
   t.equal(await line.read(), 1, 'answered by gpioget now that nothing holds the line')
@@ -138,14 +139,14 @@ t.test('gpiod: gpiomon dying is logged and reads fall back to gpioget', async (t
   await driver.close()
 })
 
-t.test('edge filter: debounce, edge selection, a throwing subscriber', async (t) => {
+t.test('edge filter: debounce, edge selection, a throwing subscriber', async t => {
   const timers = new ManualTimers()
   const f = new EdgeFilter({ edge: 'rising', debounceMs: 10, timers, initial: 0 })
   const seen: GpioEvent[] = []
   f.subscribe(() => {
     throw new Error('subscriber bug')
   })
-  f.subscribe((e) => seen.push(e))
+  f.subscribe(e => seen.push(e))
   f.sample(1)
   f.sample(1) // repeats are not changes
   await timers.advance(9)

@@ -28,12 +28,7 @@ import {
 
 export const GPIO_FIXTURES = fileURLToPath(new URL('../fixtures/gpio/', import.meta.url))
 export const SYSFS_BOARDS = ['pi4-kernel6.1', 'pi4-kernel6.12', 'pi5-kernel6.12'] as const
-export const GPIOD_BOARDS = [
-  'pi4-libgpiod1.6',
-  'pi4-libgpiod2.2',
-  'pi5-libgpiod1.6-kernel6.6.20',
-  'pi5-libgpiod2.2-kernel6.12',
-] as const
+export const GPIOD_BOARDS = ['pi4-libgpiod1.6', 'pi4-libgpiod2.2', 'pi5-libgpiod1.6-kernel6.6.20', 'pi5-libgpiod2.2-kernel6.12'] as const
 
 export interface Harness {
   name: string
@@ -52,8 +47,8 @@ export interface Harness {
 
 export const HARNESSES: Array<[string, (t: Test) => Promise<Harness>]> = [
   ['fake', fakeHarness],
-  ...SYSFS_BOARDS.map((b): [string, (t: Test) => Promise<Harness>] => [`sysfs ${b}`, (t) => sysfsHarness(t, b)]),
-  ...GPIOD_BOARDS.map((b): [string, (t: Test) => Promise<Harness>] => [`gpiod ${b}`, (t) => gpiodHarness(t, b)]),
+  ...SYSFS_BOARDS.map((b): [string, (t: Test) => Promise<Harness>] => [`sysfs ${b}`, t => sysfsHarness(t, b)]),
+  ...GPIOD_BOARDS.map((b): [string, (t: Test) => Promise<Harness>] => [`gpiod ${b}`, t => gpiodHarness(t, b)]),
 ]
 
 export async function fakeHarness(): Promise<Harness> {
@@ -67,8 +62,8 @@ export async function fakeHarness(): Promise<Harness> {
     async setPhysical(bcm, level) {
       fake.setInput(bcm, level)
     },
-    physical: async (bcm) => fake.physical(bcm),
-    released: async (bcm) => !fake.isOpen(bcm),
+    physical: async bcm => fake.physical(bcm),
+    released: async bcm => !fake.isOpen(bcm),
     commands: [],
   }
 }
@@ -96,8 +91,8 @@ export async function sysfsHarness(t: Test, board: (typeof SYSFS_BOARDS)[number]
     timers,
     bcm17: BCM17[board],
     setPhysical: (bcm, level) => kernel.setPhysical(base + bcm, level),
-    physical: async (bcm) => kernel.physical(base + bcm),
-    released: async (bcm) =>
+    physical: async bcm => kernel.physical(base + bcm),
+    released: async bcm =>
       stat(join(root, `sys/class/gpio/gpio${base + bcm}`)).then(
         () => false,
         () => true,
@@ -161,7 +156,11 @@ class SysfsKernel {
       const line: KernelLine = { physical: this.pins.get(n) ?? 0, activeLow: false, out: false }
       this.exported.set(n, line)
       mkdirSync(this.dir(n), { recursive: true })
-      for (const [f, v] of [['direction', 'in'], ['active_low', '0'], ['edge', 'none']]) {
+      for (const [f, v] of [
+        ['direction', 'in'],
+        ['active_low', '0'],
+        ['edge', 'none'],
+      ]) {
         writeFileSync(join(this.dir(n), f ?? ''), `${v}\n`)
       }
       this.sync(n, line)
@@ -204,10 +203,7 @@ const GPIOD_BCM17: Record<(typeof GPIOD_BOARDS)[number], LineLocation> = {
 export async function gpiodContext(t: Test, board: (typeof GPIOD_BOARDS)[number]) {
   const root = t.testdir()
   await cp(join(GPIO_FIXTURES, 'gpiod', board, 'root'), root, { recursive: true })
-  const recorded = JSON.parse(await readFile(join(GPIO_FIXTURES, 'gpiod', board, 'commands.json'), 'utf8')) as Record<
-    string,
-    string
-  >
+  const recorded = JSON.parse(await readFile(join(GPIO_FIXTURES, 'gpiod', board, 'commands.json'), 'utf8')) as Record<string, string>
   const version = parseGpiodVersion(recorded['gpiodetect --version'] ?? '') ?? 1
   const sim = new GpiodBoard(version, GPIOD_BCM17[board].chip, recorded)
   const ctx: HwContext = { root, run: sim.runner }
@@ -226,8 +222,8 @@ export async function gpiodHarness(t: Test, board: (typeof GPIOD_BOARDS)[number]
     timers,
     bcm17: GPIOD_BCM17[board],
     setPhysical: async (bcm, level) => sim.setPhysical(bcm, level),
-    physical: async (bcm) => sim.level(bcm),
-    released: async (bcm) => !sim.held(bcm),
+    physical: async bcm => sim.level(bcm),
+    released: async bcm => !sim.held(bcm),
     commands: sim.commands,
   }
 }
@@ -271,7 +267,7 @@ export class GpiodBoard {
   }
 
   held(offset: number): boolean {
-    return [...this.procs].some((p) => p.offset === offset && p.exited === undefined)
+    return [...this.procs].some(p => p.offset === offset && p.exited === undefined)
   }
 
   setPhysical(offset: number, level: Level): void {
@@ -332,8 +328,8 @@ export class GpiodBoard {
     })
     return {
       command: [cmd, ...args].join(' '),
-      onLine: (cb) => void p.lines.push(cb),
-      onExit: (cb) => (p.exited === undefined ? void p.exits.push(cb) : cb(p.exited.code, p.exited.stderr)),
+      onLine: cb => void p.lines.push(cb),
+      onExit: cb => (p.exited === undefined ? void p.exits.push(cb) : cb(p.exited.code, p.exited.stderr)),
       get running() {
         return p.exited === undefined
       },

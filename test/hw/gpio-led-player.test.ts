@@ -11,7 +11,7 @@ const SLOW = [on(1000), off(1000)]
 const DOUBLE = [on(150), off(150), on(150), off(1550)]
 const WINK = [on(2850), off(150)]
 
-t.test('active-low wiring inverts every frame', async (t) => {
+t.test('active-low wiring inverts every frame', async t => {
   t.strictSame(ledFrames(SLOW), [
     { level: 1, ms: 1000 },
     { level: 0, ms: 1000 },
@@ -36,7 +36,7 @@ async function trace(timers: ManualTimers, read: () => Level, ms: number, step =
   return out
 }
 
-t.test('the player loops the pattern on the pin and switches cleanly', async (t) => {
+t.test('the player loops the pattern on the pin and switches cleanly', async t => {
   const timers = new ManualTimers()
   const gpio = createFakeGpio({ timers })
   const line = await gpio.open(17, { direction: 'out' })
@@ -44,17 +44,41 @@ t.test('the player loops the pattern on the pin and switches cleanly', async (t)
   led.play(DOUBLE)
   await timers.advance(0)
   t.strictSame(await trace(timers, () => gpio.physical(17), 4000), [
-    [1, 150], [0, 150], [1, 150], [0, 1550],
-    [1, 150], [0, 150], [1, 150], [0, 1550],
+    [1, 150],
+    [0, 150],
+    [1, 150],
+    [0, 1550],
+    [1, 150],
+    [0, 150],
+    [1, 150],
+    [0, 1550],
   ])
   await timers.advance(150) // into the first dark step of the third loop
-  led.play(DOUBLE.map((s) => ({ ...s })))
+  led.play(DOUBLE.map(s => ({ ...s })))
   t.equal(led.playing, DOUBLE, 'an equal pattern is the one already playing')
   await timers.advance(0)
-  t.strictSame(await trace(timers, () => gpio.physical(17), 2000), [[0, 150], [1, 150], [0, 1550], [1, 150]], 'and keeps its phase')
+  t.strictSame(
+    await trace(timers, () => gpio.physical(17), 2000),
+    [
+      [0, 150],
+      [1, 150],
+      [0, 1550],
+      [1, 150],
+    ],
+    'and keeps its phase',
+  )
   led.play(WINK)
   await timers.advance(0)
-  t.strictSame(await trace(timers, () => gpio.physical(17), 6000), [[1, 2850], [0, 150], [1, 2850], [0, 150]], 'a new pattern starts at its first step')
+  t.strictSame(
+    await trace(timers, () => gpio.physical(17), 6000),
+    [
+      [1, 2850],
+      [0, 150],
+      [1, 2850],
+      [0, 150],
+    ],
+    'a new pattern starts at its first step',
+  )
   await led.stop()
   t.equal(gpio.physical(17), 0, 'dark after stop')
   t.equal(timers.scheduled, 0, 'no timer left')
@@ -62,7 +86,7 @@ t.test('the player loops the pattern on the pin and switches cleanly', async (t)
   t.equal(timers.scheduled, 0, 'a stopped player stays stopped')
 })
 
-t.test('a pattern with no steps, or a step of no length, is refused', async (t) => {
+t.test('a pattern with no steps, or a step of no length, is refused', async t => {
   const timers = new ManualTimers()
   const gpio = createFakeGpio({ timers })
   const led = new LedPlayer(await gpio.open(17, { direction: 'out' }), { timers })
@@ -71,18 +95,23 @@ t.test('a pattern with no steps, or a step of no length, is refused', async (t) 
   t.equal(timers.scheduled, 0)
 })
 
-t.test('active-low LED: lit is low, stop leaves the pin high', async (t) => {
+t.test('active-low LED: lit is low, stop leaves the pin high', async t => {
   const timers = new ManualTimers()
   const gpio = createFakeGpio({ timers })
   const led = new LedPlayer(await gpio.open(17, { direction: 'out', initial: 1 }), { timers, activeLow: true })
   led.play(SLOW)
   await timers.advance(0)
-  t.strictSame(await trace(timers, () => gpio.physical(17), 4000, 100), [[0, 1000], [1, 1000], [0, 1000], [1, 1000]])
+  t.strictSame(await trace(timers, () => gpio.physical(17), 4000, 100), [
+    [0, 1000],
+    [1, 1000],
+    [0, 1000],
+    [1, 1000],
+  ])
   await led.stop()
   t.equal(gpio.physical(17), 1)
 })
 
-t.test('a failing line is logged once and does not stop the loop', async (t) => {
+t.test('a failing line is logged once and does not stop the loop', async t => {
   const timers = new ManualTimers()
   const warnings: string[] = []
   let writes = 0

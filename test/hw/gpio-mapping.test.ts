@@ -4,26 +4,14 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import {
-  chipForBcm,
-  gpiodCommands,
-  parseGpiodetect,
-  parseGpiodVersion,
-  parseGpioget,
-  parseGpioinfo,
-  parseGpiomonEvent,
-  probeGpiod,
-  probeSysfs,
-  sysfsChips,
-} from '../../hw/gpio/index.js'
+import { chipForBcm, gpiodCommands, parseGpiodetect, parseGpiodVersion, parseGpioget, parseGpioinfo, parseGpiomonEvent, probeGpiod, probeSysfs, sysfsChips } from '../../hw/gpio/index.js'
 import { createFixtureRunner } from '../../hw/index.js'
 import { GPIO_FIXTURES, gpiodContext } from './gpio-harness.js'
 
 const sysfsRoot = (board: string) => join(GPIO_FIXTURES, 'sysfs', board, 'root')
-const recorded = async (board: string) =>
-  JSON.parse(await readFile(join(GPIO_FIXTURES, 'gpiod', board, 'commands.json'), 'utf8')) as Record<string, string>
+const recorded = async (board: string) => JSON.parse(await readFile(join(GPIO_FIXTURES, 'gpiod', board, 'commands.json'), 'utf8')) as Record<string, string>
 
-t.test('sysfs: the header chip by label, and BCM 17 as base + 17', async (t) => {
+t.test('sysfs: the header chip by label, and BCM 17 as base + 17', async t => {
   const table: Array<[string, string, string, number, number]> = [
     ['pi4-kernel6.1', 'gpiochip0', 'pinctrl-bcm2711', 0, 17],
     ['pi4-kernel6.12', 'gpiochip512', 'pinctrl-bcm2711', 512, 529],
@@ -40,7 +28,7 @@ t.test('sysfs: the header chip by label, and BCM 17 as base + 17', async (t) => 
   }
 })
 
-t.test('sysfs: on a Pi 5 the lowest-numbered chip is not the header', async (t) => {
+t.test('sysfs: on a Pi 5 the lowest-numbered chip is not the header', async t => {
   // onoff's unmerged PR #204 takes a gpiochip directory's number as the base without
   // checking its label; on this Pi 5 that is gpiochip512, a BCM2712 bank.
   const chips = await sysfsChips({ root: sysfsRoot('pi5-kernel6.12') })
@@ -49,12 +37,12 @@ t.test('sysfs: on a Pi 5 the lowest-numbered chip is not the header', async (t) 
   t.equal(lowest.label, 'gpio-brcmstb@107d517c00')
   t.equal((lowest.base ?? 0) + 17, 529, 'the number the naive lookup would export for BCM 17')
   t.strictSame(
-    chips.map((c) => c.label),
+    chips.map(c => c.label),
     ['gpio-brcmstb@107d517c00', 'gpio-brcmstb@107d517c20', 'gpio-brcmstb@107d508500', 'gpio-brcmstb@107d508520', 'pinctrl-rp1'],
   )
 })
 
-t.test('sysfs: boards without a usable header chip say why', async (t) => {
+t.test('sysfs: boards without a usable header chip say why', async t => {
   const none = await probeSysfs({ root: t.testdir({}) })
   t.match(none, { reason: /no \/sys\/class\/gpio\/gpiochip\*/ })
   const other = t.testdir({ sys: { class: { gpio: { export: '', gpiochip0: { label: 'gpio-mockup-A\n', base: '0\n', ngpio: '8\n' } } } } })
@@ -64,7 +52,7 @@ t.test('sysfs: boards without a usable header chip say why', async (t) => {
   t.throws(() => chipForBcm({ name: 'gpiochip0', label: 'pinctrl-bcm2835', lines: 54, base: 0 }, 54), { code: 'no-such-pin' })
 })
 
-t.test('gpiod: libgpiod version and header chip on each recorded board', async (t) => {
+t.test('gpiod: libgpiod version and header chip on each recorded board', async t => {
   const table: Array<[Parameters<typeof gpiodContext>[1], 1 | 2, string]> = [
     ['pi4-libgpiod1.6', 1, 'gpiochip0'],
     ['pi4-libgpiod2.2', 2, 'gpiochip0'],
@@ -79,7 +67,7 @@ t.test('gpiod: libgpiod version and header chip on each recorded board', async (
   }
 })
 
-t.test('gpiod: an unknown label falls back to the chip with GPIO<n> line names', async (t) => {
+t.test('gpiod: an unknown label falls back to the chip with GPIO<n> line names', async t => {
   const v2 = await recorded('pi5-libgpiod2.2-kernel6.12')
   const run = createFixtureRunner({
     'gpiodetect --version': v2['gpiodetect --version'] ?? '',
@@ -91,7 +79,7 @@ t.test('gpiod: an unknown label falls back to the chip with GPIO<n> line names',
   t.match(await probeGpiod({ root, run }), { version: 2, chip: { name: 'gpiochip1', label: 'pinctrl-rp1-next' } })
 })
 
-t.test('gpiod: reasons when the character device cannot be used', async (t) => {
+t.test('gpiod: reasons when the character device cannot be used', async t => {
   t.match(await probeGpiod({ root: t.testdir({}), run: createFixtureRunner({}) }), { reason: 'no /dev/gpiochip*' })
   const dev = t.testdir({ dev: { gpiochip0: '' } })
   t.match(await probeGpiod({ root: dev, run: createFixtureRunner({}) }), { reason: /apt install gpiod/ })
@@ -99,7 +87,7 @@ t.test('gpiod: reasons when the character device cannot be used', async (t) => {
   t.match(await probeGpiod({ root: dev, run: noHeader }), { reason: /no header chip among gpiochip0 \[gpio-mockup-A\]/ })
 })
 
-t.test('gpiod: command lines in each generation\'s syntax', async (t) => {
+t.test("gpiod: command lines in each generation's syntax", async t => {
   const v2 = gpiodCommands(2, 'gpiochip0')
   t.strictSame(v2.get(17, false), ['gpioget', '-c', 'gpiochip0', '-C', 'cairn', '--numeric', '17'])
   t.strictSame(v2.set(17, 1, true), ['gpioset', '--banner', '-c', 'gpiochip0', '-C', 'cairn', '-l', '17=1'])
@@ -112,15 +100,18 @@ t.test('gpiod: command lines in each generation\'s syntax', async (t) => {
   t.strictSame(v1.info(), ['gpioinfo', 'gpiochip4'])
 })
 
-t.test('parsers: recorded gpiodetect and gpioinfo, v1 and v2', async (t) => {
+t.test('parsers: recorded gpiodetect and gpioinfo, v1 and v2', async t => {
   const pi5v1 = await recorded('pi5-libgpiod1.6-kernel6.6.20')
-  t.strictSame(parseGpiodetect(pi5v1.gpiodetect ?? '').map((c) => [c.name, c.label, c.lines]), [
-    ['gpiochip0', 'gpio-brcmstb@107d508500', 32],
-    ['gpiochip1', 'gpio-brcmstb@107d508520', 4],
-    ['gpiochip2', 'gpio-brcmstb@107d517c00', 17],
-    ['gpiochip3', 'gpio-brcmstb@107d517c20', 6],
-    ['gpiochip4', 'pinctrl-rp1', 54],
-  ])
+  t.strictSame(
+    parseGpiodetect(pi5v1.gpiodetect ?? '').map(c => [c.name, c.label, c.lines]),
+    [
+      ['gpiochip0', 'gpio-brcmstb@107d508500', 32],
+      ['gpiochip1', 'gpio-brcmstb@107d508520', 4],
+      ['gpiochip2', 'gpio-brcmstb@107d517c00', 17],
+      ['gpiochip3', 'gpio-brcmstb@107d517c20', 6],
+      ['gpiochip4', 'pinctrl-rp1', 54],
+    ],
+  )
   const [v1] = parseGpioinfo(pi5v1['gpioinfo gpiochip4'] ?? '')
   t.equal(v1?.chip, 'gpiochip4')
   t.equal(v1?.lines.length, 54)
@@ -146,11 +137,17 @@ t.test('parsers: recorded gpiodetect and gpioinfo, v1 and v2', async (t) => {
   })
 })
 
-t.test('parsers: version, gpioget and gpiomon lines', async (t) => {
+t.test('parsers: version, gpioget and gpiomon lines', async t => {
   t.equal(parseGpiodVersion('gpiodetect (libgpiod) v1.6.3\nCopyright (C) 2017-2018 Bartosz Golaszewski\nLicense: LGPLv2.1\n'), 1)
   t.equal(parseGpiodVersion('gpiodetect (libgpiod) v2.2.1\n'), 2)
   t.equal(parseGpiodVersion('gpiodetect 0.1'), undefined)
-  for (const [text, level] of [['1\n', 1], ['0', 0], ['"17"=active\n', 1], ['17=inactive', 0], ['"GPIO17"=inactive', 0]] as const) {
+  for (const [text, level] of [
+    ['1\n', 1],
+    ['0', 0],
+    ['"17"=active\n', 1],
+    ['17=inactive', 0],
+    ['"GPIO17"=inactive', 0],
+  ] as const) {
     t.equal(parseGpioget(text), level, JSON.stringify(text))
   }
   t.equal(parseGpioget('error'), undefined)

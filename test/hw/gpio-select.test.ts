@@ -18,7 +18,7 @@ function recordingLog(): GpioLog & { lines: Array<[string, object, string]> } {
   }
 }
 
-t.test('sysfs first when the header chip is there', async (t) => {
+t.test('sysfs first when the header chip is there', async t => {
   const root = t.testdir()
   await cp(join(GPIO_FIXTURES, 'sysfs', 'pi5-kernel6.12', 'root'), root, { recursive: true })
   const log = recordingLog()
@@ -28,7 +28,7 @@ t.test('sysfs first when the header chip is there', async (t) => {
   t.match(log.lines, [['info', { driver: 'sysfs', chip: { name: 'gpiochip571', base: 571 } }, 'gpio driver selected']])
 })
 
-t.test('the libgpiod tools when sysfs has no GPIO (kernels without CONFIG_GPIO_SYSFS)', async (t) => {
+t.test('the libgpiod tools when sysfs has no GPIO (kernels without CONFIG_GPIO_SYSFS)', async t => {
   const { ctx } = await gpiodContext(t, 'pi5-libgpiod2.2-kernel6.12')
   const log = recordingLog()
   const { driver, reasons } = await createGpio(ctx, { log })
@@ -38,7 +38,7 @@ t.test('the libgpiod tools when sysfs has no GPIO (kernels without CONFIG_GPIO_S
   await driver.close()
 })
 
-t.test('the fake, with every reason, on a machine without GPIO', async (t) => {
+t.test('the fake, with every reason, on a machine without GPIO', async t => {
   const log = recordingLog()
   const { driver, reasons } = await createGpio({ root: t.testdir({}), run: createFixtureRunner({}) }, { log })
   t.equal(driver.name, 'fake')
@@ -46,7 +46,7 @@ t.test('the fake, with every reason, on a machine without GPIO', async (t) => {
   t.match(log.lines, [['warn', { driver: 'fake', reasons }, 'no usable GPIO; using the in-memory fake']])
 })
 
-t.test('a configured driver skips detection; an unusable one falls back loudly', async (t) => {
+t.test('a configured driver skips detection; an unusable one falls back loudly', async t => {
   const root = t.testdir()
   await cp(join(GPIO_FIXTURES, 'sysfs', 'pi4-kernel6.12', 'root'), root, { recursive: true })
   const ctx = { root, run: createFixtureRunner({}) }
@@ -58,7 +58,7 @@ t.test('a configured driver skips detection; an unusable one falls back loudly',
   t.match(log.lines, [['warn', { wanted: 'gpiod' }, /unusable/]])
 })
 
-t.test('releaseOnExit releases every line on process exit', async (t) => {
+t.test('releaseOnExit releases every line on process exit', async t => {
   const proc = new EventEmitter()
   const driver = createFakeGpio()
   await driver.open(17, { direction: 'out', initial: 1 })

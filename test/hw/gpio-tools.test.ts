@@ -8,13 +8,7 @@ import { delimiter, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import { createCommandRunner, type HwContext } from '../../hw/index.js'
-import {
-  createGpiodDriver,
-  createProcessSpawner,
-  probeGpiod,
-  type GpioDriver,
-  type GpioEvent,
-} from '../../hw/gpio/index.js'
+import { createGpiodDriver, createProcessSpawner, probeGpiod, type GpioDriver, type GpioEvent } from '../../hw/gpio/index.js'
 
 // One script answers as every tool, by the name it was called with.
 const TOOL = `#!/usr/bin/env node
@@ -76,11 +70,11 @@ async function until(what: string, check: () => Promise<boolean> | boolean, ms =
   const end = Date.now() + ms
   while (!(await check())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
+    await new Promise(r => setTimeout(r, 10))
   }
 }
 
-t.test('an output is a live gpioset; each write replaces it; close ends it', async (t) => {
+t.test('an output is a live gpioset; each write replaces it; close ends it', async t => {
   const box = await toolbox(t)
   const setup = await probeGpiod(box.ctx)
   if (!('chip' in setup)) throw new Error(setup.reason)
@@ -100,14 +94,14 @@ t.test('an output is a live gpioset; each write replaces it; close ends it', asy
   await until('gpioset to exit', () => !alive(second))
 })
 
-t.test('a watched input is a live gpiomon; edges arrive; releaseSync ends it', async (t) => {
+t.test('a watched input is a live gpiomon; edges arrive; releaseSync ends it', async t => {
   const box = await toolbox(t)
   const setup = await probeGpiod(box.ctx)
   if (!('chip' in setup)) throw new Error(setup.reason)
   const driver = createGpiodDriver(box.ctx, setup, { spawner: createProcessSpawner(box.env) })
   const line = await driver.open(27, { direction: 'in', debounceMs: 5 })
   const events: GpioEvent[] = []
-  line.watch((e) => events.push(e))
+  line.watch(e => events.push(e))
   await until('gpiomon to hold the line', async () => (await box.holder(27)) !== undefined)
   const pid = await box.holder(27)
   await writeFile(box.state('level-27'), '1')
@@ -119,7 +113,7 @@ t.test('a watched input is a live gpiomon; edges arrive; releaseSync ends it', a
   await until('the holder file to go', async () => (await box.holder(27)) === undefined)
 })
 
-t.test('process exit releases held lines (releaseOnExit)', async (t) => {
+t.test('process exit releases held lines (releaseOnExit)', async t => {
   const box = await toolbox(t)
   const script = join(box.ctx.root, '..', 'hold-and-exit.ts')
   const gpio = fileURLToPath(new URL('../../hw/gpio/index.js', import.meta.url)).replace(/\.js$/, '.ts')
@@ -139,15 +133,15 @@ process.exit(0)
   const child = spawn(process.execPath, ['--import', 'tsx', script], { env: box.env, stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''
   child.stdout.on('data', (d: Buffer) => (out += d.toString()))
-  await new Promise((resolve) => child.on('close', resolve))
+  await new Promise(resolve => child.on('close', resolve))
   t.equal(out, 'held\n')
   await until('the gpioset child to be ended', async () => (await box.holder(22)) === undefined)
   await stat(box.state('level-22')).then(() => t.pass('the line had been set'))
 })
 
-t.test('spawner: a missing tool exits with null instead of throwing', async (t) => {
+t.test('spawner: a missing tool exits with null instead of throwing', async t => {
   const proc = createProcessSpawner().spawn('cairn-no-such-gpio-tool', [])
-  const code = await new Promise((resolve) => proc.onExit((c) => resolve(c)))
+  const code = await new Promise(resolve => proc.onExit(c => resolve(c)))
   t.equal(code, null)
   t.notOk(proc.running)
   proc.kill() // harmless after exit

@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { createCommandRunner, createTelemetry, TelemetrySampleSchema } from '../../hw/index.js'
 
-t.test('root "/" with real commands', { skip: process.platform !== 'linux' && 'needs Linux /proc' }, async (t) => {
+t.test('root "/" with real commands', { skip: process.platform !== 'linux' && 'needs Linux /proc' }, async t => {
   const telemetry = createTelemetry({ root: '/', run: createCommandRunner() })
   const first = await telemetry.sample()
   t.ok(Value.Check(TelemetrySampleSchema, first), JSON.stringify([...Value.Errors(TelemetrySampleSchema, first)].slice(0, 3)))
@@ -31,7 +31,10 @@ t.test('root "/" with real commands', { skip: process.platform !== 'linux' && 'n
   t.ok(Value.Check(TelemetrySampleSchema, second))
   const pct = second.cpu?.percent
   t.ok(pct !== undefined && pct >= 0 && pct <= 100, `cpu percent ${pct} within 0..100`)
-  t.equal(second.cpu?.cores?.filter((c) => c.percent !== undefined).length, os.cpus().length, 'a percent for every online core')
-  t.ok(second.net?.every((n) => n.rxBytesPerS !== undefined), 'rates on the second sample')
+  t.equal(second.cpu?.cores?.filter(c => c.percent !== undefined).length, os.cpus().length, 'a percent for every online core')
+  t.ok(
+    second.net?.every(n => n.rxBytesPerS !== undefined),
+    'rates on the second sample',
+  )
   t.comment(JSON.stringify(second))
 })

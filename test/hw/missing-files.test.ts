@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { accelerators, createFixtureRunner, createTelemetry, detectBoard, TelemetrySampleSchema } from '../../hw/index.js'
 
-t.test('empty root and no commands', async (t) => {
+t.test('empty root and no commands', async t => {
   const root = t.testdir({})
   const ctx = { root, run: createFixtureRunner({}), diskPaths: [join(root, 'no-such-mount')] }
   let clock = 0
@@ -21,7 +21,7 @@ t.test('empty root and no commands', async (t) => {
   t.strictSame(await accelerators(ctx), [])
 })
 
-t.test('root that does not exist at all', async (t) => {
+t.test('root that does not exist at all', async t => {
   const ctx = { root: join(t.testdir({}), 'absent'), run: createFixtureRunner({}), diskPaths: [] }
   const s = await createTelemetry(ctx).sample()
   t.ok(Value.Check(TelemetrySampleSchema, s))

@@ -11,7 +11,7 @@ const flags = (uv: boolean, cap: boolean, thr: boolean, soft: boolean) => ({
   softTempLimit: soft,
 })
 
-t.test('decodes each bit on its own', async (t) => {
+t.test('decodes each bit on its own', async t => {
   const cases: Array<[string, ReturnType<typeof flags>, ReturnType<typeof flags>]> = [
     ['0x0', flags(false, false, false, false), flags(false, false, false, false)],
     ['0x1', flags(true, false, false, false), flags(false, false, false, false)],
@@ -30,13 +30,13 @@ t.test('decodes each bit on its own', async (t) => {
   }
 })
 
-t.test('rejects what is not a throttle word', async (t) => {
+t.test('rejects what is not a throttle word', async t => {
   for (const out of ['', 'throttled=', 'throttled=50005', 'VCHI initialization failed', 'throttled=0x1\nextra', 'throttled=0xZZ']) {
     t.equal(decodeThrottled(out), undefined, JSON.stringify(out))
   }
 })
 
-t.test('vcgencmd failing (no /dev/vcio) yields nothing, so the caller falls back', async (t) => {
+t.test('vcgencmd failing (no /dev/vcio) yields nothing, so the caller falls back', async t => {
   const root = t.testdir({})
   const failing = { run: () => Promise.resolve({ code: 255, stdout: '' }) }
   t.equal(await readVcgencmdThrottle({ root, run: failing }), undefined)
@@ -52,7 +52,7 @@ function upstreamPi(alarm: string, curKhz: string) {
   }
 }
 
-t.test('hwmon fallback: under-voltage now, capping only judged when busy', async (t) => {
+t.test('hwmon fallback: under-voltage now, capping only judged when busy', async t => {
   const run = createFixtureRunner({})
   const low = { root: t.testdir(upstreamPi('1\n', '600000\n')), run }
   t.strictSame(await readHwmonThrottle(low, {}), { source: 'hwmon', now: { underVoltage: true } }, 'utilisation unknown')
@@ -67,7 +67,7 @@ t.test('hwmon fallback: under-voltage now, capping only judged when busy', async
   t.equal(await readHwmonThrottle({ root: t.testdir({}), run }, {}), undefined, 'no rpi_volt device')
 })
 
-t.test('since-start record only ever gains flags', async (t) => {
+t.test('since-start record only ever gains flags', async t => {
   let seen = accumulateFlags({}, { underVoltage: false })
   t.strictSame(seen, { underVoltage: false })
   seen = accumulateFlags(seen, { underVoltage: true, armFreqCapped: false })

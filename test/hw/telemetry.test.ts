@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { createFixtureRunner, createTelemetry } from '../../hw/index.js'
 
-t.test('accelerator inventory is reused for a minute, then refreshed', async (t) => {
+t.test('accelerator inventory is reused for a minute, then refreshed', async t => {
   const root = t.testdir({ dev: { null: '' } })
   let clock = 0
   let smiCalls = 0
@@ -21,11 +21,14 @@ t.test('accelerator inventory is reused for a minute, then refreshed', async (t)
   clock += 30_000
   t.equal((await telemetry.sample()).accelerators, undefined, 'still the cached inventory')
   clock += 30_000
-  t.strictSame((await telemetry.sample()).accelerators?.map((a) => a.source), ['/dev/hailo0'])
+  t.strictSame(
+    (await telemetry.sample()).accelerators?.map(a => a.source),
+    ['/dev/hailo0'],
+  )
   t.equal(smiCalls, 2, 'nvidia-smi asked once per refresh, not once per sample')
 })
 
-t.test('overlapping sample() calls run one after the other', async (t) => {
+t.test('overlapping sample() calls run one after the other', async t => {
   const root = t.testdir({ proc: { stat: 'cpu  10 0 0 90\ncpu0 10 0 0 90\n' } })
   const telemetry = createTelemetry({ root, run: createFixtureRunner({}), diskPaths: [] })
   const [a, b] = await Promise.all([telemetry.sample(), telemetry.sample()])
@@ -36,7 +39,7 @@ t.test('overlapping sample() calls run one after the other', async (t) => {
   t.equal((await telemetry.sample()).cpu?.percent, 30)
 })
 
-t.test('board is detected once', async (t) => {
+t.test('board is detected once', async t => {
   let unames = 0
   const run = {
     run(cmd: string) {

@@ -65,7 +65,19 @@ t.test('static: what the Raspberry Pi firmware and kernel will read', async t =>
   t.equal(partition(img, P.config).type, 'c', 'config partition is FAT32 LBA (what a PC shows)')
 
   const boot = fatList(img, P.bootA)
-  for (const f of ['start4.elf', 'fixup4.dat', 'bootcode.bin', 'bcm2711-rpi-4-b.dtb', 'bcm2711-rpi-400.dtb', 'bcm2711-rpi-cm4-io.dtb', 'bcm2712-rpi-5-b.dtb', 'config.txt', 'cmdline.txt', 'vmlinuz', 'initrd.img'])
+  for (const f of [
+    'start4.elf',
+    'fixup4.dat',
+    'bootcode.bin',
+    'bcm2711-rpi-4-b.dtb',
+    'bcm2711-rpi-400.dtb',
+    'bcm2711-rpi-cm4-io.dtb',
+    'bcm2712-rpi-5-b.dtb',
+    'config.txt',
+    'cmdline.txt',
+    'vmlinuz',
+    'initrd.img',
+  ])
     t.ok(boot.includes(f), `boot slot A has ${f}`)
   const cfg = fatRead(img, P.bootA, 'config.txt')!.toString()
   for (const line of ['arm_64bit=1', 'upstream_kernel=1', 'kernel=vmlinuz', 'initramfs initrd.img followkernel']) t.match(cfg, new RegExp(`^${line}$`, 'm'), `config.txt: ${line}`)
@@ -96,7 +108,8 @@ t.test('static: what the Raspberry Pi firmware and kernel will read', async t =>
     t.ok(has(re), `initramfs: ${what}`)
   // built into Debian's arm64 kernel rather than modules
   const kconfig = ext4Reader(img, P.rootA, work).cat(`/boot/config-${initrd.find(f => /^usr\/lib\/modules\/[^/]+$/.test(f))!.split('/')[3]}`) ?? ''
-  for (const opt of ['CONFIG_MMC_BLOCK=y', 'CONFIG_PCIE_BRCMSTB=y', 'CONFIG_CLK_RASPBERRYPI=y', 'CONFIG_RASPBERRYPI_FIRMWARE=y', 'CONFIG_GPIO_RASPBERRYPI_EXP=y']) t.match(kconfig, new RegExp(`^${opt}$`, 'm'), `kernel: ${opt}`)
+  for (const opt of ['CONFIG_MMC_BLOCK=y', 'CONFIG_PCIE_BRCMSTB=y', 'CONFIG_CLK_RASPBERRYPI=y', 'CONFIG_RASPBERRYPI_FIRMWARE=y', 'CONFIG_GPIO_RASPBERRYPI_EXP=y'])
+    t.match(kconfig, new RegExp(`^${opt}$`, 'm'), `kernel: ${opt}`)
   // Pi 5 (the default backports kernel): SD controller, RP1, D0-stepping device tree
   const kernelFlavour = /^CAIRN_KERNEL=(\w+)$/m.exec(ext4Reader(img, P.rootA, work).cat('/etc/cairn-release') ?? '')?.[1]
   if (kernelFlavour === 'backports') {
@@ -110,7 +123,11 @@ t.test('static: what the Raspberry Pi firmware and kernel will read', async t =>
 t.test('static: agent under the OTA launcher, groups, Node-RED, OS update helper', async t => {
   const root = ext4Reader(img, P.rootA, work)
   const unit = root.cat('/etc/systemd/system/cairn-agent.service') ?? ''
-  t.match(unit, /^ExecStart=\/usr\/bin\/node \/opt\/cairn\/launcher\.mjs --ota-dir \/var\/lib\/cairn\/agent\/ota --fallback \/opt\/cairn\/cairn\.mjs --os-record \/var\/lib\/cairn\/os\/os-update\.json -- agent --config \/var\/lib\/cairn\/etc\/cairn\.yaml$/m, 'the agent starts through the launcher')
+  t.match(
+    unit,
+    /^ExecStart=\/usr\/bin\/node \/opt\/cairn\/launcher\.mjs --ota-dir \/var\/lib\/cairn\/agent\/ota --fallback \/opt\/cairn\/cairn\.mjs --os-record \/var\/lib\/cairn\/os\/os-update\.json -- agent --config \/var\/lib\/cairn\/etc\/cairn\.yaml$/m,
+    'the agent starts through the launcher',
+  )
   t.equal(root.cat('/opt/cairn/VERSION')?.trim(), version, "the bundle's own version beside it (the launcher compares it with the agent slot's)")
   const osBoot = root.cat('/etc/systemd/system/cairn-os-boot.service') ?? ''
   t.match(osBoot, /^ExecStart=\/usr\/bin\/flock \/var\/lib\/cairn\/os\/\.lock \/usr\/bin\/node \/opt\/cairn\/os-update\.mjs --boot$/m, 'the helper runs one at a time (flock), at boot in its own mode')
@@ -196,10 +213,23 @@ function firmware(name: string): { slot: Slot; trial: boolean; kernel: string; i
   return { slot, trial, kernel: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img'), root, panic: Number(/(?:^|\s)panic=(-?\d+)/.exec(cmdline)?.[1] ?? -1) }
 }
 
-async function boot(name: string, opts: { sshPort?: number; nodeRedPort?: number; fails?: boolean } = {}): Promise<{ guest: Guest; result: Promise<BootResult>; fw: ReturnType<typeof firmware>; seen: number }> {
+async function boot(
+  name: string,
+  opts: { sshPort?: number; nodeRedPort?: number; fails?: boolean } = {},
+): Promise<{ guest: Guest; result: Promise<BootResult>; fw: ReturnType<typeof firmware>; seen: number }> {
   const seen = sub.messages.length
   const fw = firmware(name)
-  const guest = bootGuest({ image: img, kernel: fw.kernel, initrd: fw.initrd, root: fw.root, panic: fw.panic, consoleLog: join(work, `${name}.console.log`), monitorSocket: join(work, `${name}.monitor`), ...(opts.sshPort ? { sshPort: opts.sshPort } : {}), ...(opts.nodeRedPort ? { forwards: [{ host: opts.nodeRedPort, guest: 1880 }] } : {}) })
+  const guest = bootGuest({
+    image: img,
+    kernel: fw.kernel,
+    initrd: fw.initrd,
+    root: fw.root,
+    panic: fw.panic,
+    consoleLog: join(work, `${name}.console.log`),
+    monitorSocket: join(work, `${name}.monitor`),
+    ...(opts.sshPort ? { sshPort: opts.sshPort } : {}),
+    ...(opts.nodeRedPort ? { forwards: [{ host: opts.nodeRedPort, guest: 1880 }] } : {}),
+  })
   const since = (m: { topic: string }, suffix: string) => m.topic.endsWith(suffix)
   const fresh = () => sub.messages.slice(seen)
   // a boot expected to fail never comes online: nothing to wait for
@@ -217,7 +247,10 @@ async function boot(name: string, opts: { sshPort?: number; nodeRedPort?: number
   })()
   result.catch(() => {
     // what the console showed of Cairn's own units, for a failure in CI
-    const lines = guest.console().split('\n').filter(l => /cairn|FAILED|Failed|error|emergency/i.test(l))
+    const lines = guest
+      .console()
+      .split('\n')
+      .filter(l => /cairn|FAILED|Failed|error|emergency/i.test(l))
     t.comment(`${name} console (${join(work, `${name}.console.log`)}), Cairn and failure lines:\n${lines.slice(-60).join('\n')}`)
     guest.kill()
   })
@@ -304,7 +337,10 @@ t.test('first boot provisions itself from cairn.yaml and reaches the host broker
   t.ok(status, 'status online')
   t.match(guest.console(), /cairn-provision: applied cairn\.yaml: fleet imagetest/, 'provisioning logged on the console')
   // avahi chroots into /etc/avahi: the record reaches it only through its drop-in's bind
-  t.ok(await guest.waitForConsole(/avahi-daemon\[\d+\]: Service "Cairn cairn-[a-z2-7]{8}" \(\/services\/cairn\.service\) successfully established/, 60_000), 'mDNS: avahi publishes the _cairn._tcp record cairn-provision wrote')
+  t.ok(
+    await guest.waitForConsole(/avahi-daemon\[\d+\]: Service "Cairn cairn-[a-z2-7]{8}" \(\/services\/cairn\.service\) successfully established/, 60_000),
+    'mDNS: avahi publishes the _cairn._tcp record cairn-provision wrote',
+  )
   t.notMatch(guest.console(), /Failed to load service group file/, 'avahi loaded every service file')
   t.notMatch(guest.console(), /fsck not present/, 'the initramfs checked the root file system')
   t.equal(first.slot, 'fallback', "status carries the launcher's slot: the bundle that came with the OS")
@@ -312,9 +348,17 @@ t.test('first boot provisions itself from cairn.yaml and reaches the host broker
   t.notMatch(guest.console(), /Ordering cycle found/, 'no ordering cycle among the units (systemd would drop one of them)')
   // Debian's kernel has no tryboot notifier: the helper loads cairn_tryboot, which links
   // against this kernel (its init ran) and finds no Pi firmware in qemu; then the stand-in
-  t.match(guest.console(), /cairn-os-update: tryboot: stand-in \(the boot test's firmware stand-in \(module cairn_tryboot: .*No such device\)\)/, 'cairn_tryboot loads on this kernel and finds no Raspberry Pi firmware (qemu)')
+  t.match(
+    guest.console(),
+    /cairn-os-update: tryboot: stand-in \(the boot test's firmware stand-in \(module cairn_tryboot: .*No such device\)\)/,
+    'cairn_tryboot loads on this kernel and finds no Raspberry Pi firmware (qemu)',
+  )
   t.same(first.os, { version, slot: 'a', updates: true, detail: 'tryboot: stand-in' }, 'the status names the OS release and slot, and OS updates are on (the channel, the stand-in)')
-  t.match(guest.console(), /"socket":"\/var\/lib\/cairn\/api\.sock"[^\n]*"msg":"local API up"|"msg":"local API up"[^\n]*"socket":"\/var\/lib\/cairn\/api\.sock"/, "the agent's local API is up where Node-RED looks for it")
+  t.match(
+    guest.console(),
+    /"socket":"\/var\/lib\/cairn\/api\.sock"[^\n]*"msg":"local API up"|"msg":"local API up"[^\n]*"socket":"\/var\/lib\/cairn\/api\.sock"/,
+    "the agent's local API is up where Node-RED looks for it",
+  )
   // the inference worker (tfjs wasm, bundled beside the agent) starts on arm64: the
   // status republished when it joins names its backend
   const backendOf = (m: { json: Record<string, unknown> | undefined }) => ((m.json?.tasks as { backends?: Record<string, string> } | undefined)?.backends ?? {})['inference']
@@ -324,7 +368,7 @@ t.test('first boot provisions itself from cairn.yaml and reaches the host broker
   const nr = await guest.waitForConsole(/Server now running at (http:\/\/[^\s/]+:1880)\//, 240_000)
   t.equal(nr[1], 'http://127.0.0.1:1880', 'Node-RED editor on 127.0.0.1 only')
   t.notMatch(guest.console(), /node-red.*(Error loading settings|\[error\])/i, 'Node-RED started without errors')
-  t.equal(await httpVia(nodeRedPort), '', 'nothing answers on the LAN address (forwarded to the guest\'s eth0:1880)')
+  t.equal(await httpVia(nodeRedPort), '', "nothing answers on the LAN address (forwarded to the guest's eth0:1880)")
   t.match(guest.console(), /cairn-grow-data: \/dev\/vda7 grew from 256 MiB to 12\d\d MiB/, 'data partition grown')
   t.match(await sshBanner(sshPort), /^SSH-2\.0-OpenSSH/, 'ssh answers (a key was provisioned)')
 
@@ -413,13 +457,37 @@ async function republish(newVersion: string, opts: { brokenRoot?: boolean } = {}
 }
 
 type Ev = { kind: string; data: Record<string, unknown> }
-const osEvent = (kind: string, v: string, from = 0) => sub.messages.slice(from).find(m => m.topic.endsWith('/event') && (m.json as Ev | undefined)?.kind === kind && (m.json as Ev).data.version === v && (m.json as Ev).data.target === 'os')
+const osEvent = (kind: string, v: string, from = 0) =>
+  sub.messages.slice(from).find(m => m.topic.endsWith('/event') && (m.json as Ev | undefined)?.kind === kind && (m.json as Ev).data.version === v && (m.json as Ev).data.target === 'os')
 
 /** `cairn fleet cmd`, without blocking: while the event loop waits, nothing reads qemu's
  * console pipe, and once it is full the guest's console, journald and then the agent
  * logging through it stall (a spawnSync here once kept the device from answering). */
 function fleetCmd(deviceId: string, cmd: string, body?: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [join(repo, 'dist/cairn.mjs'), 'fleet', 'cmd', deviceId, cmd, ...(body ? [body] : []), '--broker', broker.url, '--fleet', FLEET, '--key', op.file, '--username', BROKER_USER, '--password', BROKER_PASSWORD, '--timeout', '60'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(
+    process.execPath,
+    [
+      join(repo, 'dist/cairn.mjs'),
+      'fleet',
+      'cmd',
+      deviceId,
+      cmd,
+      ...(body ? [body] : []),
+      '--broker',
+      broker.url,
+      '--fleet',
+      FLEET,
+      '--key',
+      op.file,
+      '--username',
+      BROKER_USER,
+      '--password',
+      BROKER_PASSWORD,
+      '--timeout',
+      '60',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  )
   let stdout = ''
   let stderr = ''
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
@@ -450,7 +518,11 @@ t.test('OS update: a signed OS release is written into slot B, tried once with t
   const downloadToRebootS = Math.round((Date.now() - tOnline) / 1000)
   t.equal(code, 0, 'the helper rebooted the device into the trial (qemu ended on the reboot)')
   const consoleA = onA.guest.console()
-  t.match(consoleA, new RegExp(`cairn-os-update: wrote ${NEXT.replace(/\./g, '\\.')} into slot B \\(/dev/vda6: \\d+ bytes, /dev/vda3: \\d+ boot files\\) in [\\d.]+ s`), 'the helper wrote the release into slot B')
+  t.match(
+    consoleA,
+    new RegExp(`cairn-os-update: wrote ${NEXT.replace(/\./g, '\\.')} into slot B \\(/dev/vda6: \\d+ bytes, /dev/vda3: \\d+ boot files\\) in [\\d.]+ s`),
+    'the helper wrote the release into slot B',
+  )
   const wroteS = Number(new RegExp(`wrote ${NEXT.replace(/\./g, '\\.')} into slot B .* in ([\\d.]+) s`).exec(consoleA)?.[1])
   t.ok(osEvent('ota.available', NEXT, onA.seen) && osEvent('ota.staged', NEXT, onA.seen), 'ota.available and ota.staged, target os')
   t.comment(`boot 2: update command to trial reboot ${downloadToRebootS} s (the helper's verify + write ${wroteS} s)`)
@@ -480,7 +552,11 @@ t.test('OS update: a signed OS release is written into slot B, tried once with t
   t.ok(fatList(img, P.config).includes('tryboot.flag'), 'the new trial is armed (the stand-in for the one-shot flag)')
   t.match(fatRead(img, P.bootB, 'cmdline.txt')?.toString() ?? '', /root=LABEL=cairn-rootB .*panic=10/)
   t.match(fatRead(img, P.bootA, 'cmdline.txt')?.toString() ?? '', /root=LABEL=cairn-rootA .*panic=10/, "slot A's cmdline.txt names root A")
-  t.match(ext4Reader(img, P.data, work).cat('/os/os-update.json') ?? '', new RegExp(`"phase":"trial","target":"A","version":"${BROKEN.replace(/\./g, '\\.')}"`), 'the helper recorded the trial of slot A')
+  t.match(
+    ext4Reader(img, P.data, work).cat('/os/os-update.json') ?? '',
+    new RegExp(`"phase":"trial","target":"A","version":"${BROKEN.replace(/\./g, '\\.')}"`),
+    'the helper recorded the trial of slot A',
+  )
 
   // boot 4: the trial of slot A cannot start its root (no /sbin/init): the kernel's
   // initramfs panics, panic=10 resets the board, the flag is gone
@@ -505,7 +581,11 @@ t.test('OS update: a signed OS release is written into slot B, tried once with t
   await backOnB.guest.exited(180_000)
   // read only once the guest is down: debugfs does not replay ext4's journal, and a
   // running guest's last renames may sit there (it read the trial record once)
-  t.match(ext4Reader(img, P.data, work).cat('/os/os-update.json') ?? '', new RegExp(`"phase":"failed","target":"A","version":"${BROKEN.replace(/\./g, '\\.')}"`), 'the helper recorded the failed trial')
+  t.match(
+    ext4Reader(img, P.data, work).cat('/os/os-update.json') ?? '',
+    new RegExp(`"phase":"failed","target":"A","version":"${BROKEN.replace(/\./g, '\\.')}"`),
+    'the helper recorded the failed trial',
+  )
   t.same(parseAutoboot(fatRead(img, P.config, 'autoboot.txt')!.toString()), { committed: 'B', trial: 'A' }, 'autoboot.txt still boots B')
   t.comment(`OS update test: ${Math.round((Date.now() - started) / 1000)} s in all`)
 })

@@ -14,7 +14,9 @@ export interface Partition {
 }
 
 export function partitions(img: string): Partition[] {
-  const t = JSON.parse(execFileSync('sfdisk', ['-J', img], { encoding: 'utf8' })) as { partitiontable: { sectorsize?: number; partitions: Array<{ node: string; start: number; size: number; type: string }> } }
+  const t = JSON.parse(execFileSync('sfdisk', ['-J', img], { encoding: 'utf8' })) as {
+    partitiontable: { sectorsize?: number; partitions: Array<{ node: string; start: number; size: number; type: string }> }
+  }
   const sector = t.partitiontable.sectorsize ?? 512
   return t.partitiontable.partitions.map(p => ({ n: Number(/(\d+)$/.exec(p.node)![1]), startBytes: p.start * sector, sizeBytes: p.size * sector, type: p.type }))
 }
@@ -30,7 +32,10 @@ const fat = (img: string, n: number) => `${img}@@${partition(img, n).startBytes}
 
 export function fatList(img: string, n: number): string[] {
   const out = execFileSync('mdir', ['-b', '-i', fat(img, n), '::/'], { encoding: 'utf8', env: mtoolsEnv })
-  return out.split('\n').filter(Boolean).map(l => l.replace(/^::\//, ''))
+  return out
+    .split('\n')
+    .filter(Boolean)
+    .map(l => l.replace(/^::\//, ''))
 }
 
 export function fatRead(img: string, n: number, name: string): Buffer | undefined {

@@ -51,4 +51,3 @@ export class FirmwareStandIn {
     return m ? (m[1] as Slot) : undefined
   }
 }
-

@@ -50,7 +50,8 @@ t.test('with an admin password hash the editor API needs the password', async t 
   const nr = await startNodeRed(t, settings)
   t.match(await (await fetch(`${nr.url}/auth/login`)).json(), { type: 'credentials' })
   t.equal((await fetch(`${nr.url}/flows`)).status, 401, 'the flows API refuses without a token')
-  const token = (password: string) => fetch(`${nr.url}/auth/token`, { method: 'POST', body: new URLSearchParams({ client_id: 'node-red-editor', grant_type: 'password', scope: '*', username: 'admin', password }) })
+  const token = (password: string) =>
+    fetch(`${nr.url}/auth/token`, { method: 'POST', body: new URLSearchParams({ client_id: 'node-red-editor', grant_type: 'password', scope: '*', username: 'admin', password }) })
   const wrong = await token('wrong-password')
   t.ok(wrong.status >= 400 && wrong.status < 500, `a wrong password is refused (${wrong.status})`)
   t.notMatch(await wrong.text(), /access_token/, 'and gets no token')

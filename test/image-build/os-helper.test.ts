@@ -42,7 +42,7 @@ function device(opts: { tryboot?: boolean; channel?: boolean; verify?: (req: { t
     bootId: () => running.bootId,
     runningVersion: () => readFileSync(join(roots[running.slot], 'VERSION'), 'utf8').trim(),
     capabilityFile: p(`data/os/${CAPABILITY_FILE}`),
-    probeTryboot: async () => (opts.tryboot ?? true ? { method: 'stand-in', detail: 'the test firmware stand-in' } : { method: null, detail: 'module cairn_tryboot: No such device' }),
+    probeTryboot: async () => ((opts.tryboot ?? true) ? { method: 'stand-in', detail: 'the test firmware stand-in' } : { method: null, detail: 'module cairn_tryboot: No such device' }),
     rebootTryboot: async (method: TrybootMethod) => {
       pi.setTryboot()
       events.push(`reboot tryboot (${method})`)
@@ -92,7 +92,14 @@ function device(opts: { tryboot?: boolean; channel?: boolean; verify?: (req: { t
     writeFileSync(join(ports.requestDir, REQUEST_FILE), typeof body === 'string' ? body : JSON.stringify(body))
   }
   return {
-    ports, pi, events, slots, helper, image, request, agentDir,
+    ports,
+    pi,
+    events,
+    slots,
+    helper,
+    image,
+    request,
+    agentDir,
     autoboot: () => parseAutoboot(readFileSync(ports.autobootFile, 'utf8')),
     record: () => readRecord(ports.recordFile),
     result: () => JSON.parse(readFileSync(ports.resultFile, 'utf8')) as HelperResult,
@@ -177,8 +184,15 @@ t.test('a device that cannot pass the tryboot flag: writes and trials are refuse
   t.match(d.capability(), { tryboot: null, detail: /No such device/ }, 'and the agent can read why')
   d.request({ op: 'arm', version: '2.0.0' })
   t.match(await d.helper(), { ok: false, permanent: true })
-  await t.rejects(d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a', targetPath: 'cairn-os/2.0.0/cairn-os.tar.zst' }), { name: 'StageError', message: /OS slot write refused/ }, 'the agent gives the version up (StageError)')
-  t.notOk(d.events.some(e => e.startsWith('reboot')), 'no reboot into a trial that could not happen')
+  await t.rejects(
+    d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a', targetPath: 'cairn-os/2.0.0/cairn-os.tar.zst' }),
+    { name: 'StageError', message: /OS slot write refused/ },
+    'the agent gives the version up (StageError)',
+  )
+  t.notOk(
+    d.events.some(e => e.startsWith('reboot')),
+    'no reboot into a trial that could not happen',
+  )
 })
 
 t.test('the helper verifies before it writes: no channel, a refused target', async t => {
@@ -188,13 +202,24 @@ t.test('the helper verifies before it writes: no channel, a refused target', asy
   t.same(none.events, [])
   t.match(none.capability(), { channel: false })
 
-  const d = device({ verify: req => { throw new VerifyError(`${req.targetPath} is a release of kind agent, not an OS release`) } })
-  await t.rejects(d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a', targetPath: 'cairn/2.0.0/linux-arm64/cairn-agent.tar' }), { name: 'StageError', message: /kind agent, not an OS release/ })
+  const d = device({
+    verify: req => {
+      throw new VerifyError(`${req.targetPath} is a release of kind agent, not an OS release`)
+    },
+  })
+  await t.rejects(d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a', targetPath: 'cairn/2.0.0/linux-arm64/cairn-agent.tar' }), {
+    name: 'StageError',
+    message: /kind agent, not an OS release/,
+  })
   t.same(d.events, [], 'nothing written')
   t.equal(d.record(), undefined, 'no update recorded')
   await t.rejects(d.slots.stage(d.image('2.0.0'), { version: '2.0.0', running: 'a' }), /by its TUF target name/)
 
-  const flaky = device({ verify: () => { throw new Error('release metadata: cannot reach the release server (ECONNREFUSED)') } })
+  const flaky = device({
+    verify: () => {
+      throw new Error('release metadata: cannot reach the release server (ECONNREFUSED)')
+    },
+  })
   const err = await flaky.slots.stage(flaky.image('2.0.0'), { version: '2.0.0', running: 'a', targetPath: 'cairn-os/2.0.0/cairn-os.tar.zst' }).catch(e => e as Error)
   t.match(err, { message: /OS slot write failed: .*ECONNREFUSED/ })
   t.not((err as Error).name, 'StageError', 'a network failure is retried, not a reason to give the version up')
@@ -236,9 +261,16 @@ t.test('a slot written but never armed is replaced by the next release; one that
   t.equal(d.record()?.phase, 'written')
   t.equal(await d.slots.stage(d.image('2.0.1'), { version: '2.0.1', running: 'a', targetPath: target('2.0.1') }), 'b', 'a newer release while 2.0.0 waits unarmed')
   t.match(d.record(), { phase: 'written', version: '2.0.1', target: 'B' })
-  t.same(d.events.filter(e => e.startsWith('wrote')), ['wrote 2.0.0 to B', 'wrote 2.0.1 to B'])
+  t.same(
+    d.events.filter(e => e.startsWith('wrote')),
+    ['wrote 2.0.0 to B', 'wrote 2.0.1 to B'],
+  )
 
-  await t.rejects(d.slots.stage(d.image('2.0.2', { broken: true }), { version: '2.0.2', running: 'a', targetPath: target('2.0.2') }), { name: 'StageError', message: /no root\.img/ }, 'a release that cannot be written: given up')
+  await t.rejects(
+    d.slots.stage(d.image('2.0.2', { broken: true }), { version: '2.0.2', running: 'a', targetPath: target('2.0.2') }),
+    { name: 'StageError', message: /no root\.img/ },
+    'a release that cannot be written: given up',
+  )
   t.match(d.record(), { phase: 'failed', version: '2.0.2', reason: /the slot write failed: not a Cairn OS release/ }, 'recorded failed, not left "writing" for the next boot')
   t.ok(d.slots.current().bad.includes('2.0.2'))
   await d.slots.stage(d.image('2.0.3'), { version: '2.0.3', running: 'a', targetPath: target('2.0.3') })
@@ -255,7 +287,10 @@ t.test('arm, commit and reject for another version than the update in progress c
     d.request({ op, version: '9.9.9', ...(op === 'reject' ? { reason: 'x' } : {}) })
     t.match(await d.helper(), { ok: false, permanent: true, error: 'the update in progress is 2.0.0, not 9.9.9' }, op)
   }
-  t.notOk(d.events.some(e => e.startsWith('reboot')), 'nothing armed, nothing rebooted')
+  t.notOk(
+    d.events.some(e => e.startsWith('reboot')),
+    'nothing armed, nothing rebooted',
+  )
   t.same(d.autoboot(), { committed: 'A', trial: 'B' })
   t.equal(d.record()?.phase, 'written')
 })
@@ -266,7 +301,10 @@ t.test('the boot-time run drops requests left from before the reboot', async t =
   d.request({ op: 'arm', version: '2.0.0' }) // the power went before the helper saw it
   const r = await d.helper('boot')
   t.match(r, { op: 'boot', ok: true })
-  t.notOk(d.events.some(e => e.startsWith('reboot')), 'no surprise reboot at boot')
+  t.notOk(
+    d.events.some(e => e.startsWith('reboot')),
+    'no surprise reboot at boot',
+  )
   t.same(readdirSync(d.ports.requestDir), [], 'the request is gone: the agent asks again if it still wants it')
   t.equal(d.record()?.phase, 'written', 'the written slot still waits')
   t.match(d.capability(), { bootId: /^[0-9a-f-]{36}$/ }, 'the capability names the boot it was found in')
@@ -275,7 +313,10 @@ t.test('the boot-time run drops requests left from before the reboot', async t =
 t.test("the slot's partitions from sysfs: the disk of the data partition", async t => {
   const sys = tmp('cairn-sysfs-')
   const dev = tmp('cairn-dev-')
-  for (const [disk, parts] of [['vda', ['vda6', 'vda7']], ['mmcblk0', ['mmcblk0p6', 'mmcblk0p7']]] as const) {
+  for (const [disk, parts] of [
+    ['vda', ['vda6', 'vda7']],
+    ['mmcblk0', ['mmcblk0p6', 'mmcblk0p7']],
+  ] as const) {
     mkdirSync(join(sys, 'devices', 'platform', 'x', 'block', disk), { recursive: true })
     for (const p of parts) {
       mkdirSync(join(sys, 'devices', 'platform', 'x', 'block', disk, p), { recursive: true })
@@ -283,7 +324,14 @@ t.test("the slot's partitions from sysfs: the disk of the data partition", async
     }
   }
   mkdirSync(join(sys, 'class', 'block'), { recursive: true })
-  for (const [link, target] of [['vda', 'vda'], ['vda6', 'vda/vda6'], ['vda7', 'vda/vda7'], ['mmcblk0', 'mmcblk0'], ['mmcblk0p6', 'mmcblk0/mmcblk0p6'], ['mmcblk0p7', 'mmcblk0/mmcblk0p7']]) {
+  for (const [link, target] of [
+    ['vda', 'vda'],
+    ['vda6', 'vda/vda6'],
+    ['vda7', 'vda/vda7'],
+    ['mmcblk0', 'mmcblk0'],
+    ['mmcblk0p6', 'mmcblk0/mmcblk0p6'],
+    ['mmcblk0p7', 'mmcblk0/mmcblk0p7'],
+  ]) {
     symlinkSync(`../../devices/platform/x/block/${target}`, join(sys, 'class', 'block', link!))
     writeFileSync(join(dev, link!), '')
   }

@@ -61,7 +61,11 @@ t.test('pack and write: the inactive pair ends up bootable, named after its slot
   t.equal(packed.bytes, statSync(out).size)
   t.equal(packed.sha256, sha256(out), 'the packer reports the hash TUF will sign')
   t.ok(packed.bytes < packed.tarBytes / 4, `zstd: ${packed.tarBytes} tar bytes in ${packed.bytes}`)
-  t.same(execFileSync('sh', ['-c', 'zstd -dc "$1" | tar -t', 'sh', out], { encoding: 'utf8' }).trim().split('\n'), ['VERSION', 'boot/', 'boot/cmdline.txt', 'boot/config.txt', 'boot/overlays/', 'boot/overlays/disable-bt.dtbo', 'boot/vmlinuz', 'root.img'], 'GNU tar reads it: VERSION, boot/, root.img, in that order')
+  t.same(
+    execFileSync('sh', ['-c', 'zstd -dc "$1" | tar -t', 'sh', out], { encoding: 'utf8' }).trim().split('\n'),
+    ['VERSION', 'boot/', 'boot/cmdline.txt', 'boot/config.txt', 'boot/overlays/', 'boot/overlays/disable-bt.dtbo', 'boot/vmlinuz', 'root.img'],
+    'GNU tar reads it: VERSION, boot/, root.img, in that order',
+  )
 
   const target = slotB(dir)
   const report = await writeOsSlot(out, '2.0.0', { length: packed.bytes, sha256: packed.sha256 }, target)
@@ -70,12 +74,23 @@ t.test('pack and write: the inactive pair ends up bootable, named after its slot
   const sb = execFileSync('dumpe2fs', ['-h', target.rootDevice], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
   const fsBytes = Number(/Block count:\s+(\d+)/.exec(sb)![1]) * Number(/Block size:\s+(\d+)/.exec(sb)![1])
   t.ok(statSync(root).size < 9 << 20 && fsBytes === 24 << 20, `grown from the 8 MiB image to fill the 24 MiB partition (${fsBytes} bytes)`)
-  t.equal(execFileSync('debugfs', ['-R', 'cat /etc/cairn-release', target.rootDevice], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }), 'CAIRN_VERSION=2.0.0\n', 'the release root is on the partition')
+  t.equal(
+    execFileSync('debugfs', ['-R', 'cat /etc/cairn-release', target.rootDevice], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }),
+    'CAIRN_VERSION=2.0.0\n',
+    'the release root is on the partition',
+  )
   execFileSync('e2fsck', ['-fn', target.rootDevice], { stdio: 'ignore' })
-  const files = execFileSync('mdir', ['-b', '-i', target.bootDevice, '::/'], mtools).split('\n').filter(Boolean).map(l => l.replace(/^::\//, ''))
+  const files = execFileSync('mdir', ['-b', '-i', target.bootDevice, '::/'], mtools)
+    .split('\n')
+    .filter(Boolean)
+    .map(l => l.replace(/^::\//, ''))
   t.same(files.sort(), ['cmdline.txt', 'config.txt', 'overlays/', 'vmlinuz'])
   t.equal(execFileSync('mtype', ['-i', target.bootDevice, '::/overlays/disable-bt.dtbo'], mtools), 'dtbo', 'with its overlays/ directory')
-  t.equal(execFileSync('mtype', ['-i', target.bootDevice, '::/cmdline.txt'], mtools), 'console=ttyS1,115200 root=LABEL=cairn-rootB rootfstype=ext4 rootwait rw panic=10\n', "cmdline.txt names this slot's root")
+  t.equal(
+    execFileSync('mtype', ['-i', target.bootDevice, '::/cmdline.txt'], mtools),
+    'console=ttyS1,115200 root=LABEL=cairn-rootB rootfstype=ext4 rootwait rw panic=10\n',
+    "cmdline.txt names this slot's root",
+  )
   t.match(execFileSync('sh', ['-c', 'dosfslabel "$1" 2>/dev/null || mlabel -s -i "$1" ::', 'sh', target.bootDevice], mtools), /CAIRN-BOOTB/)
   t.equal(readFileSync(join(dir, 'p3')).length, 16 << 20)
 
@@ -101,7 +116,10 @@ t.test('nothing that is not the signed release reaches a partition', { skip: mis
     t.notOk(existsSync(target.staging), `${what}: nothing left in root's staging dir`)
   }
   const refused = async (image: string, re: RegExp, what: string, v = signed, extra: Partial<SlotTarget> = {}) => {
-    const err = await writeOsSlot(image, '2.0.0', v, { ...target, ...extra }).then(() => undefined, (e: unknown) => e)
+    const err = await writeOsSlot(image, '2.0.0', v, { ...target, ...extra }).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
     t.ok(err instanceof ReleaseFormatError, `${what}: refused (${(err as Error | undefined)?.message})`)
     t.match((err as Error | undefined)?.message, re, what)
     untouched(what)
@@ -129,8 +147,21 @@ t.test('nothing that is not the signed release reaches a partition', { skip: mis
 
   // a signed archive that is not well formed: a boot file twice
   const dup = join(dir, 'dup.tar')
-  writeFileSync(dup, packTar([file('VERSION', '2.0.0\n'), dir_('boot'), file('boot/config.txt', 'x'), file('boot/config.txt', 'y'), file('boot/cmdline.txt', 'root=LABEL=cairn-rootA'), file('root.img', readFileSync(root))]))
-  const dupErr = await writeOsSlot(dup, '2.0.0', { length: statSync(dup).size, sha256: sha256(dup) }, target).then(() => undefined, (e: unknown) => e)
+  writeFileSync(
+    dup,
+    packTar([
+      file('VERSION', '2.0.0\n'),
+      dir_('boot'),
+      file('boot/config.txt', 'x'),
+      file('boot/config.txt', 'y'),
+      file('boot/cmdline.txt', 'root=LABEL=cairn-rootA'),
+      file('root.img', readFileSync(root)),
+    ]),
+  )
+  const dupErr = await writeOsSlot(dup, '2.0.0', { length: statSync(dup).size, sha256: sha256(dup) }, target).then(
+    () => undefined,
+    (e: unknown) => e,
+  )
   t.match(dupErr, { name: 'ReleaseFormatError', message: /config\.txt twice/ }, 'a boot file twice: a format error, not a retry')
   t.equal(sha256(target.bootDevice), before.boot, 'the boot partition is untouched')
 
@@ -159,14 +190,21 @@ t.test('the reader: the one layout, and what it refuses', async t => {
   t.same(ok.got, { 'boot/config.txt': 1, 'boot/cmdline.txt': 22, 'root.img': 5000 })
   t.same(ok.r, { bootFiles: ['config.txt', 'cmdline.txt'], bootBytes: 23, rootBytes: 5000 })
   const refused = async (entries: TarEntry[] | Buffer, re: RegExp, what: string, version?: string, limits?: { maxRootBytes: number; maxBootBytes: number }) => {
-    const err = await read(entries, version, limits).then(() => undefined, (e: unknown) => e)
+    const err = await read(entries, version, limits).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
     t.ok(err instanceof ReleaseFormatError, `${what}: a ReleaseFormatError`)
     t.match((err as Error | undefined)?.message, re, what)
   }
   await refused(good(), /says version "2\.0\.0", the signed metadata 2\.1\.0/, 'another version than signed', '2.1.0')
   await refused(good().slice(1), /first entry must be VERSION/, 'no VERSION first')
   await refused([good()[0]!, ...good().slice(2)], /boot\/ must follow VERSION/, 'no boot/')
-  await refused(good().filter(e => e.path !== 'boot/cmdline.txt'), /lack cmdline\.txt/, 'no cmdline.txt')
+  await refused(
+    good().filter(e => e.path !== 'boot/cmdline.txt'),
+    /lack cmdline\.txt/,
+    'no cmdline.txt',
+  )
   await refused(good().slice(0, 4), /no root\.img/, 'no root.img')
   await refused([...good(), file('extra', 'x')], /data after root\.img/, 'anything after root.img')
   await refused([...good().slice(0, 4), file('boot/../../etc/passwd', 'x'), good()[4]!], /unsafe path/, 'a path out of boot/')
@@ -218,7 +256,10 @@ t.test("the helper's own TUF check of the target the agent names", async t => {
   const v = await verifyOsTarget(trust, { targetPath: 'cairn/2.0.0/cairn-os-2.0.0-rpi-arm64.tar.zst', version: '2.0.0' }, dev)
   t.same(v, { length: statSync(os).size, sha256: sha256(os) }, 'length and hash from the signed targets')
   const refused = async (req: { targetPath: string; version: string }, re: RegExp, what: string, device = dev) => {
-    const err = await verifyOsTarget(trust, req, device).then(() => undefined, (e: unknown) => e)
+    const err = await verifyOsTarget(trust, req, device).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
     t.ok(err instanceof VerifyError, `${what}: VerifyError`)
     t.match((err as Error | undefined)?.message, re, what)
   }
@@ -226,10 +267,16 @@ t.test("the helper's own TUF check of the target the agent names", async t => {
   await refused({ targetPath: 'cairn/2.0.0/cairn-os-2.0.0-rpi-arm64.tar.zst', version: '9.9.9' }, /version 2\.0\.0 in the signed metadata, not 9\.9\.9/, 'a version the metadata does not say')
   await refused({ targetPath: 'cairn/9.0.0/x.tar.zst', version: '9.0.0' }, /not in the signed targets/, 'a target nobody signed')
   await refused({ targetPath: 'cairn/3.0.0/cairn-os-3.0.0-rpi-arm64.tar.zst', version: '3.0.0' }, /not for board rpi4/, 'another board')
-  await refused({ targetPath: 'cairn/2.0.0/cairn-os-2.0.0-rpi-arm64.tar.zst', version: '2.0.0' }, /not newer than the running OS 2\.0\.0/, 'no downgrade or reinstall', { ...dev, runningVersion: '2.0.0' })
+  await refused({ targetPath: 'cairn/2.0.0/cairn-os-2.0.0-rpi-arm64.tar.zst', version: '2.0.0' }, /not newer than the running OS 2\.0\.0/, 'no downgrade or reinstall', {
+    ...dev,
+    runningVersion: '2.0.0',
+  })
   await refused({ targetPath: 'cairn/2.0.0/cairn-os-2.0.0-rpi-arm64.tar.zst', version: '2.0.0' }, /not built for x64/, 'another architecture', { ...dev, arch: 'x64' })
   await server.close()
-  const down = await verifyOsTarget(trust, { targetPath: 'cairn/2.0.0/cairn-os-2.0.0-rpi-arm64.tar.zst', version: '2.0.0' }, dev).then(() => undefined, (e: unknown) => e)
+  const down = await verifyOsTarget(trust, { targetPath: 'cairn/2.0.0/cairn-os-2.0.0-rpi-arm64.tar.zst', version: '2.0.0' }, dev).then(
+    () => undefined,
+    (e: unknown) => e,
+  )
   t.match(down, { message: /cannot reach the release server|HTTP|fetch/ }, 'a release server that is down fails')
   t.notOk(down instanceof VerifyError, 'as a failure to retry, not a verdict on the release')
 })

@@ -27,7 +27,11 @@ operatorKeys:
   - ${op.keyId}
 validatorKeys:
   - |
-${publicKeyPem(validator.publicKey).trim().split('\n').map(l => '    ' + l).join('\n')}
+${publicKeyPem(validator.publicKey)
+  .trim()
+  .split('\n')
+  .map(l => '    ' + l)
+  .join('\n')}
 owner: alice@example.org
 hostname: garage-pi
 timezone: Europe/Berlin
@@ -69,9 +73,14 @@ t.test('errors name the field and say what to write', async t => {
   t.match(problems('fleet: My Fleet\nbroker: {url: mqtt://h}'), [/fleet: "My Fleet" is not a fleet name: use lowercase letters/])
   t.match(problems('fleet: f\nbroker: {url: http://h}'), [/broker\.url: "http:\/\/h" is not a broker URL: write mqtt:\/\/host:1883/])
   t.match(problems('fleet: f\nbroker: {url: mqtt://h}\nwif: {}'), [/wif: unknown setting \(did you mean wifi\?\)/])
-  t.match(problems('fleet: f\nbroker: {url: mqtt://h}\nwifi: {ssid: x, psk: short, country: de}'), [/wifi\.psk: a WPA passphrase is 8 to 63 printable ASCII characters \(got 5\)/, /wifi\.country: "de" is not a two-letter country code/])
+  t.match(problems('fleet: f\nbroker: {url: mqtt://h}\nwifi: {ssid: x, psk: short, country: de}'), [
+    /wifi\.psk: a WPA passphrase is 8 to 63 printable ASCII characters \(got 5\)/,
+    /wifi\.country: "de" is not a two-letter country code/,
+  ])
   t.match(problems('fleet: f\nbroker: {url: mqtt://h}\noperatorKeys: [nope]'), [/operatorKeys\[0\]: not an ed25519 public key: give the key id/])
-  t.match(problems('fleet: f\nbroker: {url: mqtt://h}\nssh: {authorizedKeys: ["-----BEGIN OPENSSH PRIVATE KEY-----"]}'), [/ssh\.authorizedKeys\[0\]: expected one public key line.*not the private key/])
+  t.match(problems('fleet: f\nbroker: {url: mqtt://h}\nssh: {authorizedKeys: ["-----BEGIN OPENSSH PRIVATE KEY-----"]}'), [
+    /ssh\.authorizedKeys\[0\]: expected one public key line.*not the private key/,
+  ])
   t.match(problems('fleet: f\nbroker: {url: mqtt://h}\nhostname: Bad_Name'), [/hostname: "Bad_Name" is not a host name/])
   t.match(problems('fleet: f\nbroker:\n  url: mqtt://h\n  url: mqtt://g'), ['cairn.yaml: not valid YAML (line 4, column 3): Map keys must be unique'])
   t.match(problems(''), [/the file is empty or not a mapping/])
@@ -107,7 +116,7 @@ const facts = (over: Partial<Facts> = {}): Facts => ({
 t.test('the plan: agent settings, secrets in files of their own, OS settings on the data partition', async t => {
   const steps = planProvision(parseProvisioning(GOOD), facts())
   const write = (p: string) => steps.find(s => s.kind === 'write' && s.path === p) as { content: string; mode: number; owner: { uid: number; gid: number } } | undefined
-  const cfg = parseYaml(write('/var/lib/cairn/etc/cairn.yaml')!.content) as Record<string, any>
+  const cfg = parseYaml(write('/var/lib/cairn/etc/cairn.yaml')!.content) as Record<string, unknown>
   t.equal(cfg.stateDir, '/var/lib/cairn/agent')
   t.same(cfg.broker, { url: 'mqtt://broker.example.net:1883', username: 'node-17', passwordFile: '/var/lib/cairn/etc/broker-password' })
   t.notMatch(write('/var/lib/cairn/etc/cairn.yaml')!.content, /hunter2/, 'the password is not in the agent config')
@@ -117,10 +126,21 @@ t.test('the plan: agent settings, secrets in files of their own, OS settings on 
   // the agent's user only: Node-RED's user shares the cairn group
   t.same(write('/var/lib/cairn/etc/broker-password'), { kind: 'write', path: '/var/lib/cairn/etc/broker-password', content: 'hunter2-broker', mode: 0o400, owner: { uid: 990, gid: 0 } })
   t.same(cfg.localApi, { socket: '/var/lib/cairn/api.sock', tokenFile: '/var/lib/cairn/api.token' }, 'local API where Node-RED (cairn group) reaches it, not in the 0700 state dir')
-  t.same(cfg.system, { rebootCommand: ['touch', '/var/lib/cairn/agent/reboot-requested'], reprovisionCommand: ['touch', '/var/lib/cairn/agent/reprovision.request'] }, 'reboot and re-provisioning through root path units')
-  t.match(steps.find(s => s.kind === 'mkdir' && s.path === '/var/lib/cairn'), { mode: 0o1775, owner: { uid: 0, gid: 990 } }, 'the data top: root:cairn, sticky (local API socket and token)')
+  t.same(
+    cfg.system,
+    { rebootCommand: ['touch', '/var/lib/cairn/agent/reboot-requested'], reprovisionCommand: ['touch', '/var/lib/cairn/agent/reprovision.request'] },
+    'reboot and re-provisioning through root path units',
+  )
+  t.match(
+    steps.find(s => s.kind === 'mkdir' && s.path === '/var/lib/cairn'),
+    { mode: 0o1775, owner: { uid: 0, gid: 990 } },
+    'the data top: root:cairn, sticky (local API socket and token)',
+  )
   t.equal(write('/var/lib/cairn/os/hostname')!.content, 'garage-pi\n')
-  t.same(steps.find(s => s.kind === 'symlink'), { kind: 'symlink', path: '/var/lib/cairn/os/localtime', target: '/usr/share/zoneinfo/Europe/Berlin' })
+  t.same(
+    steps.find(s => s.kind === 'symlink'),
+    { kind: 'symlink', path: '/var/lib/cairn/os/localtime', target: '/usr/share/zoneinfo/Europe/Berlin' },
+  )
   const wpa = write('/var/lib/cairn/os/wpa_supplicant-wlan0.conf')!
   t.equal(wpa.mode, 0o600)
   t.match(wpa.content, /country=DE\n/)
@@ -135,10 +155,19 @@ t.test('the WPA key matches wpa_passphrase (IEEE 802.11i test vector)', async t 
 
 t.test('the plan refuses what the device cannot honour', async t => {
   const spec = parseProvisioning(GOOD.replace('Europe/Berlin', 'Mars/Olympus'))
-  t.match(planProblems(() => planProvision(spec, facts())), [/timezone: "Mars\/Olympus" is not a known time zone/])
+  t.match(
+    planProblems(() => planProvision(spec, facts())),
+    [/timezone: "Mars\/Olympus" is not a known time zone/],
+  )
   const kept = parseProvisioning(GOOD.replace('"hunter2-broker"', `"${KEPT_SECRET}"`))
-  t.match(planProblems(() => planProvision(kept, facts())), [/broker\.password: .* this device has none/])
-  t.ok(planProvision(kept, facts({ stored: { brokerPassword: true } })).every(s => s.path !== '/var/lib/cairn/etc/broker-password' || s.kind !== 'write'), 'a kept password is not rewritten')
+  t.match(
+    planProblems(() => planProvision(kept, facts())),
+    [/broker\.password: .* this device has none/],
+  )
+  t.ok(
+    planProvision(kept, facts({ stored: { brokerPassword: true } })).every(s => s.path !== '/var/lib/cairn/etc/broker-password' || s.kind !== 'write'),
+    'a kept password is not rewritten',
+  )
 })
 
 /** A device root in a temp dir: the CAIRN drive, the data partition, zoneinfo, machine id. */
@@ -292,10 +321,18 @@ const ADMIN_PASSWORD = 's3cret-admin'
 const ADMIN_HASH = '$2b$08$BgKiMW5QTgnGs4xXEsV1r.9vtz2n4APJaYtx7zmUy4vPV.uu38Bla'
 
 /** Loads a settings.js text the way Node-RED does (require of a CommonJS module). */
-function loadSettings(text: string): Record<string, any> {
+interface NodeRedSettings {
+  uiHost?: string
+  uiPort?: number
+  adminAuth?: { type: string; users: Array<{ username: string; password: string; permissions: string }> }
+  httpNodeAuth?: unknown
+  telemetry?: unknown
+}
+
+function loadSettings(text: string): NodeRedSettings {
   const f = join(tmp('cairn-nr-settings-'), 'settings.js')
   writeFileSync(f, text)
-  return createRequire(import.meta.url)(f) as Record<string, any>
+  return createRequire(import.meta.url)(f) as NodeRedSettings
 }
 
 t.test('nodeRed: on by default, editor on 127.0.0.1 only, no admin password needed there', async t => {
@@ -321,7 +358,7 @@ t.test('nodeRed: LAN access only with a bcrypt admin password hash, which guards
   t.same(s.adminAuth, { type: 'credentials', users: [{ username: 'admin', password: ADMIN_HASH, permissions: '*' }] })
   t.same(s.httpNodeAuth, { user: 'admin', pass: ADMIN_HASH })
   const bcrypt = createRequire(import.meta.url)('bcryptjs') as { compareSync(p: string, h: string): boolean }
-  t.ok(bcrypt.compareSync(ADMIN_PASSWORD, s.adminAuth.users[0].password), 'the hash in settings.js checks the owner\'s password')
+  t.ok(bcrypt.compareSync(ADMIN_PASSWORD, s.adminAuth!.users[0]!.password), "the hash in settings.js checks the owner's password")
   t.notMatch(w.content, ADMIN_PASSWORD)
 
   t.match(problems(GOOD + 'nodeRed:\n  lan: true\n'), [/nodeRed\.lan: LAN access to the Node-RED editor needs nodeRed\.adminPasswordHash/])
@@ -331,9 +368,12 @@ t.test('nodeRed: LAN access only with a bcrypt admin password hash, which guards
   t.match(problems(GOOD + 'nodeRed:\n  lan: yes please\n  enabeld: true\n'), [/nodeRed\.enabeld: unknown setting \(did you mean nodeRed\.enabled\?\)/, /nodeRed\.lan: expected true or false/])
   t.match(problems(GOOD + 'nodeRed: on\n'), [/nodeRed: expected a mapping/])
   // local-only with a hash: the editor asks for it too
-  const local = loadSettings((planProvision(parseProvisioning(GOOD + `nodeRed:\n  adminPasswordHash: '${ADMIN_HASH}'\n`), facts()).find(s => s.kind === 'write' && s.path.endsWith('settings.js')) as { content: string }).content)
+  const local = loadSettings(
+    (planProvision(parseProvisioning(GOOD + `nodeRed:\n  adminPasswordHash: '${ADMIN_HASH}'\n`), facts()).find(s => s.kind === 'write' && s.path.endsWith('settings.js')) as { content: string })
+      .content,
+  )
   t.equal(local.uiHost, '127.0.0.1')
-  t.equal(local.adminAuth.users[0].password, ADMIN_HASH)
+  t.equal(local.adminAuth!.users[0]!.password, ADMIN_HASH)
   t.equal(local.httpNodeAuth, undefined, 'HTTP nodes stay open on loopback')
 })
 

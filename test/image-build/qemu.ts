@@ -39,15 +39,34 @@ export function bootGuest(o: QemuOptions): Guest {
   const fwd = [...(o.sshPort ? [{ host: o.sshPort, guest: 22 }] : []), ...(o.forwards ?? [])]
   const nic = `user,model=virtio-net-pci${fwd.map(f => `,hostfwd=tcp:127.0.0.1:${f.host}-:${f.guest}`).join('')}`
   const args = [
-    '-M', 'virt', '-cpu', 'cortex-a72', '-smp', '2', '-m', '1024',
-    '-display', 'none', '-serial', 'stdio', '-monitor', `unix:${o.monitorSocket},server,nowait`,
+    '-M',
+    'virt',
+    '-cpu',
+    'cortex-a72',
+    '-smp',
+    '2',
+    '-m',
+    '1024',
+    '-display',
+    'none',
+    '-serial',
+    'stdio',
+    '-monitor',
+    `unix:${o.monitorSocket},server,nowait`,
     '-no-reboot',
-    '-kernel', o.kernel, '-initrd', o.initrd,
+    '-kernel',
+    o.kernel,
+    '-initrd',
+    o.initrd,
     // the journal on the console too: the agent's own log lines land in the console log
-    '-append', `console=ttyAMA0 root=LABEL=${o.root} rootfstype=ext4 rootwait rw net.ifnames=0 panic=${o.panic ?? -1} systemd.journald.forward_to_console=1 audit=0 cairn.firmware=stand-in`,
-    '-drive', `file=${o.image},format=raw,if=virtio`,
-    '-nic', nic,
-    '-device', 'virtio-rng-pci',
+    '-append',
+    `console=ttyAMA0 root=LABEL=${o.root} rootfstype=ext4 rootwait rw net.ifnames=0 panic=${o.panic ?? -1} systemd.journald.forward_to_console=1 audit=0 cairn.firmware=stand-in`,
+    '-drive',
+    `file=${o.image},format=raw,if=virtio`,
+    '-nic',
+    nic,
+    '-device',
+    'virtio-rng-pci',
   ]
   // The console is a pipe read on this process's event loop: a test that blocks the loop
   // (spawnSync, a long execFileSync) while a guest runs lets the pipe fill, and the

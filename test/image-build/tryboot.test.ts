@@ -82,15 +82,24 @@ t.test('the shipped autoboot.txt: normal boot from slot A, trial from slot B', a
 t.test('an update commits after a healthy trial boot, and the next one goes back to A', async t => {
   const d = device()
   let run = await runUpdate(d.ports, { version: '2.0.0' })
-  t.same(run.steps.map(s => s.kind), ['write-slot', 'arm', 'reboot-tryboot'])
+  t.same(
+    run.steps.map(s => s.kind),
+    ['write-slot', 'arm', 'reboot-tryboot'],
+  )
   t.same(d.autoboot(), { committed: 'A', trial: 'B' }, 'nothing committed before the trial')
   t.equal(d.restart().slot, 'B', 'the trial boots B')
   run = await runUpdate(d.ports)
-  t.same(run.steps.map(s => s.kind), ['health-check', 'commit', 'idle'])
+  t.same(
+    run.steps.map(s => s.kind),
+    ['health-check', 'commit', 'idle'],
+  )
   t.same(d.autoboot(), { committed: 'B', trial: 'A' })
   t.equal(d.record()?.phase, 'committed')
   t.equal(d.restart().slot, 'B', 'a plain reboot now boots B')
-  t.same((await runUpdate(d.ports)).steps.map(s => s.kind), ['idle'])
+  t.same(
+    (await runUpdate(d.ports)).steps.map(s => s.kind),
+    ['idle'],
+  )
 
   // the next release goes to A; arming points [tryboot] at partition 2
   run = await runUpdate(d.ports, { version: '3.0.0' })
@@ -109,7 +118,11 @@ t.test('a trial boot that crashes falls back to the old slot by itself', async t
   // the new slot hangs or crashes before committing: the watchdog or the owner resets it
   t.equal(d.restart().slot, 'A', 'the firmware boots A again')
   const run = await runUpdate(d.ports, { version: '2.0.0' })
-  t.same(run.steps.map(s => s.kind), ['mark-failed', 'idle'], 'recorded, and the same release is not retried')
+  t.same(
+    run.steps.map(s => s.kind),
+    ['mark-failed', 'idle'],
+    'recorded, and the same release is not retried',
+  )
   t.match(d.record(), { phase: 'failed', version: '2.0.0', reason: /did not commit; slot A booted again/ })
   t.same(d.autoboot(), { committed: 'A', trial: 'B' })
   t.same((await runUpdate(d.ports, { version: '2.0.1' })).steps[0], { kind: 'write-slot', target: 'B', version: '2.0.1' }, 'a newer release is tried')
@@ -120,7 +133,10 @@ t.test('a failed health check reboots into the old slot', async t => {
   await runUpdate(d.ports, { version: '2.0.0' })
   d.restart()
   const run = await runUpdate(d.ports)
-  t.same(run.steps.map(s => s.kind), ['health-check', 'reboot'])
+  t.same(
+    run.steps.map(s => s.kind),
+    ['health-check', 'reboot'],
+  )
   t.equal(d.restart().slot, 'A')
   await runUpdate(d.ports)
   t.match(d.record(), { phase: 'failed', reason: 'health check failed in the trial boot: broker not reached in 120 s' })
@@ -143,7 +159,10 @@ t.test('a power cut while writing the slot: the write starts again', async t => 
   t.equal(d.restart().slot, 'A')
   d.setCrash(undefined)
   const run = await runUpdate(d.ports)
-  t.same(run.steps.map(s => s.kind), ['write-slot', 'arm', 'reboot-tryboot'])
+  t.same(
+    run.steps.map(s => s.kind),
+    ['write-slot', 'arm', 'reboot-tryboot'],
+  )
   t.equal(d.restart().slot, 'B')
 })
 
@@ -156,7 +175,10 @@ t.test('a power cut after the commit wrote autoboot.txt but before the record: c
   t.equal(d.record()?.phase, 'trial')
   t.equal(d.restart().slot, 'B', 'autoboot.txt already says B')
   const run = await runUpdate(d.ports)
-  t.same(run.steps.map(s => s.kind), ['commit', 'idle'])
+  t.same(
+    run.steps.map(s => s.kind),
+    ['commit', 'idle'],
+  )
   t.equal(d.record()?.phase, 'committed')
 })
 

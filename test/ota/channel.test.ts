@@ -13,7 +13,14 @@ import { makeRepo, payload, serveRepo, tmp } from '../helpers/release.js'
 
 const facts = (over: Partial<DeviceFacts> = {}): DeviceFacts => ({ deviceId: 'dev-1', runningVersion: '1.0.0', arch: 'arm64', board: 'rpi5', channel: 'stable', badVersions: new Set(), ...over })
 const cand = (over: Partial<ReleaseCandidate> = {}): ReleaseCandidate => ({
-  version: '1.1.0', channel: 'stable', rollout: 100, kind: 'agent', targetPath: `cairn/${over.version ?? '1.1.0'}/cairn-agent.tar`, length: 1, sha256: '0'.repeat(64), ...over,
+  version: '1.1.0',
+  channel: 'stable',
+  rollout: 100,
+  kind: 'agent',
+  targetPath: `cairn/${over.version ?? '1.1.0'}/cairn-agent.tar`,
+  length: 1,
+  sha256: '0'.repeat(64),
+  ...over,
 })
 
 t.test('refusal names each rule', async t => {

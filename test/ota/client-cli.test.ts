@@ -82,7 +82,10 @@ t.test('operator workflow and the conformance client', async t => {
   // A tampered timestamp (one byte of the signed part changed) fails refresh with exit 1.
   const ts = join(repo, 'published/metadata/timestamp.json')
   const good = readFileSync(ts, 'utf8')
-  writeFileSync(ts, good.replace(/"expires": "(\d{4})/, (_m, y: string) => `"expires": "${Number(y) + 1}`))
+  writeFileSync(
+    ts,
+    good.replace(/"expires": "(\d{4})/, (_m, y: string) => `"expires": "${Number(y) + 1}`),
+  )
   r = await client(...common, 'refresh')
   t.equal(r.code, 1)
   t.match(r.stderr, /signed by 0\/1 keys/)

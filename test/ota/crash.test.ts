@@ -87,7 +87,8 @@ async function runScenario(t: Test, s: Scenario): Promise<{ seconds: number }> {
     const finalSlot = s.channel === 'stable' ? 'b' : 'a'
     // The device settles on the final version: its online status says so.
     await events.waitFor(
-      m => m.some(x => x.topic.endsWith('/status') && x.json?.state === 'online' && x.json.version === finalVersion && x.json.slot === finalSlot && Number(x.json.ts) > Number(ota(want)[0]!.ts) - 60_000),
+      m =>
+        m.some(x => x.topic.endsWith('/status') && x.json?.state === 'online' && x.json.version === finalVersion && x.json.slot === finalSlot && Number(x.json.ts) > Number(ota(want)[0]!.ts) - 60_000),
       30_000,
       `online on ${finalVersion}`,
     )

@@ -75,7 +75,9 @@ t.test('v1 → v2 committed; broken v3 rolled back with the reason; rollout stat
   const v2online = await sub.waitFor(() => status().find(s => s.state === 'online' && s.version === '2.0.0'), 10_000, 'v2 online')
   t.equal(v2online.slot, 'b', 'v2 runs from slot b')
   t.same(
-    events().filter(e => e.kind.startsWith('ota.') && e.kind !== 'ota.download').map(e => e.kind),
+    events()
+      .filter(e => e.kind.startsWith('ota.') && e.kind !== 'ota.download')
+      .map(e => e.kind),
     ['ota.available', 'ota.staged', 'ota.switching', 'ota.committed'],
     'the update reported each step',
   )
@@ -120,7 +122,13 @@ t.test('v1 → v2 committed; broken v3 rolled back with the reason; rollout stat
   const unpin = await cairn(['fleet', 'cmd', device, 'pin-version', '{"version":null}', '--broker', broker.url, '--fleet', fleet, '--key', op.file])
   t.match(JSON.parse(unpin.stdout), { status: 'ok', data: { pinned: null } })
   await sleep(500)
-  t.same(status().filter(s => s.state === 'online').at(-1)?.version, '2.0.0', 'still on 2.0.0')
+  t.same(
+    status()
+      .filter(s => s.state === 'online')
+      .at(-1)?.version,
+    '2.0.0',
+    'still on 2.0.0',
+  )
 
   // ---- fleet view
   const st = await cairn(['fleet', 'rollout', 'status', '--broker', broker.url, '--fleet', fleet, '--version', '3.0.0', '--seconds', '1', '--json'])
@@ -160,5 +168,8 @@ t.test('an agent not started by the launcher has updates off and says so', async
   const env = signCommand({ fleet: 'test', device: a.agent.deviceId, name: 'update', body: {}, key: op, ttlMs: 60_000 })
   const reply = await sendCommand(env, { url: broker.url, mqttVersion: 5, timeoutMs: 10_000 })
   t.match(reply, { status: 'error', error: { code: 'OTA_DISABLED' } })
-  t.ok(a.logs.some(l => /not started by the launcher/.test(l)), 'the log says why')
+  t.ok(
+    a.logs.some(l => /not started by the launcher/.test(l)),
+    'the log says why',
+  )
 })

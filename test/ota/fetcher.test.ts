@@ -54,7 +54,10 @@ t.test('plain download with progress; a second call finds it complete and fetche
   const r = await fetchTarget({ url: s.url, file: out, length: SIZE, sha256, onProgress: p => seen.push(p.bytes), ...fast })
   t.same(r, { received: SIZE, refetched: 0, cached: false, attempts: 1 })
   t.equal(seen.at(-1), SIZE, 'progress reaches the total')
-  t.ok(seen.every((b, i) => i === 0 || b >= seen[i - 1]!), 'progress never goes back')
+  t.ok(
+    seen.every((b, i) => i === 0 || b >= seen[i - 1]!),
+    'progress never goes back',
+  )
   t.ok(readFileSync(out).equals(body))
   const again = await fetchTarget({ url: s.url, file: out, length: SIZE, sha256, ...fast })
   t.equal(again.cached, true)

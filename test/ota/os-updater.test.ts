@@ -81,7 +81,9 @@ t.test('an OS release: found, verified twice, written to slot B, tried, committe
   t.equal(readRecord(join(dev.osDir, 'os-update.json'))?.phase, 'trial')
   await until(() => osEvents('ota.switching', '2.0.0').length > 0, 10_000, 'ota.switching')
   t.same(
-    events().filter(e => e.data.target === 'os' && e.kind !== 'ota.download').map(e => e.kind),
+    events()
+      .filter(e => e.data.target === 'os' && e.kind !== 'ota.download')
+      .map(e => e.kind),
     ['ota.available', 'ota.staged', 'ota.switching'],
     'each step reported, tagged target: os',
   )
@@ -95,7 +97,9 @@ t.test('an OS release: found, verified twice, written to slot B, tried, committe
   await until(() => osEvents('ota.committed', '2.0.0').length > 0, 60_000, 'ota.committed for OS 2.0.0')
   t.same(parseAutoboot(readFileSync(join(dev.dir, 'p1', 'autoboot.txt'), 'utf8')), { committed: 'B', trial: 'A' }, 'autoboot.txt now boots B')
   t.match(readRecord(join(dev.osDir, 'os-update.json')), { phase: 'committed', version: '2.0.0', target: 'B' })
-  const status = (await sub.waitFor(() => sub.on('/status').filter(m => m.json?.state === 'online' && (m.json?.os as { version?: string } | undefined)?.version === '2.0.0')[0], 10_000, 'status from OS 2.0.0')).json
+  const status = (
+    await sub.waitFor(() => sub.on('/status').filter(m => m.json?.state === 'online' && (m.json?.os as { version?: string } | undefined)?.version === '2.0.0')[0], 10_000, 'status from OS 2.0.0')
+  ).json
   t.match(status, { os: { version: '2.0.0', slot: 'b', updates: true } })
   const osReport = await rolloutStatus({ url: broker.url, fleet, seconds: 1, os: true, version: '2.0.0' })
   t.match(osReport, { devices: 1, versions: { '2.0.0': { devices: 1, online: 1 } }, release: { version: '2.0.0', running: 1 } }, '`cairn fleet rollout status --os` counts OS releases')
@@ -119,7 +123,15 @@ t.test('an OS release: found, verified twice, written to slot B, tried, committe
   t.match(readRecord(join(dev.osDir, 'os-update.json')), { phase: 'failed', version: '3.0.0', reason: /self-test failed|self-test-failed/ })
   const seen = sub.on('/status').length
   agent = await boot(dev, { url: server.url, root }, fleet)
-  const s = await sub.waitFor(() => sub.on('/status').slice(seen).find(m => m.json?.state === 'online'), 10_000, 'online')
+  const s = await sub.waitFor(
+    () =>
+      sub
+        .on('/status')
+        .slice(seen)
+        .find(m => m.json?.state === 'online'),
+    10_000,
+    'online',
+  )
   t.match(s.json, { os: { version: '2.0.0', slot: 'b' } }, 'back on 2.0.0')
   await agent.stop()
 
@@ -138,7 +150,11 @@ t.test('an OS release: found, verified twice, written to slot B, tried, committe
   agent = await boot(dev, { url: server.url, root }, fleet)
   await until(() => server.requests.filter(r => r.includes('timestamp.json')).length >= 3, 20_000, 'a few more release checks')
   await new Promise(r => setTimeout(r, 2500))
-  t.same(dev.events.filter(e => e.startsWith('wrote')), ['wrote 2.0.0 to B', 'wrote 3.0.0 to A', 'wrote 3.1.0 to A'], 'neither failed version is written again')
+  t.same(
+    dev.events.filter(e => e.startsWith('wrote')),
+    ['wrote 2.0.0 to B', 'wrote 3.0.0 to A', 'wrote 3.1.0 to A'],
+    'neither failed version is written again',
+  )
   t.match(dev.slots().current().bad.sort(), ['3.0.0', '3.1.0'])
   await agent.stop()
 })
@@ -160,7 +176,10 @@ t.test('a device that cannot pass the tryboot flag does not download OS releases
   const online = await sub.waitFor(() => sub.on('/status').find(m => m.json?.state === 'online'), 20_000, 'online')
   t.match(online.json?.os, { version: '1.0.0', slot: 'a', updates: false, detail: /No such device/ })
   await new Promise(r => setTimeout(r, 3000))
-  t.notOk(server.requests.some(r => r.includes('cairn-os-2.0.0')), 'the release is never downloaded')
+  t.notOk(
+    server.requests.some(r => r.includes('cairn-os-2.0.0')),
+    'the release is never downloaded',
+  )
   t.notOk(dev.events.some(e => e.startsWith('wrote') || e.startsWith('reboot')))
   await agent.stop()
 })
@@ -181,7 +200,7 @@ t.test('detectCairnOs: what the agent finds on a Cairn OS root', async t => {
   t.same(detectCairnOs(o)?.info, { version: '1.2.0', slot: 'b', updates: false, detail: 'the OS update helper has not run in this boot (cairn-os-boot.service)' })
   writeFileSync(join(root, 'proc', 'sys', 'kernel', 'random', 'boot_id'), 'this-boot\n')
   writeFileSync(join(os, 'os-update-capability.json'), JSON.stringify({ tryboot: 'module', detail: 'module cairn_tryboot loaded', channel: true, bootId: 'an-earlier-boot', at: '' }))
-  t.match(detectCairnOs(o)?.info, { updates: false, detail: /has not run in this boot/ }, "a capability file from an earlier boot says nothing of this one")
+  t.match(detectCairnOs(o)?.info, { updates: false, detail: /has not run in this boot/ }, 'a capability file from an earlier boot says nothing of this one')
   t.same(detectCairnOs({ ...o, enabled: false })?.info, { version: '1.2.0', slot: 'b', updates: false, detail: 'ota.osUpdates is false' })
   writeFileSync(join(os, 'os-update-capability.json'), JSON.stringify({ tryboot: null, detail: 'module cairn_tryboot: No such device', channel: true, bootId: 'this-boot', at: '' }))
   t.match(detectCairnOs(o)?.info, { updates: false, detail: /cannot pass the tryboot flag to the firmware: module cairn_tryboot: No such device/ })

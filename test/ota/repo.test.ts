@@ -11,8 +11,7 @@ import { TufRepo } from '../../ota/tuf-repo.js'
 import { listTargetPaths, targetInfo } from '../../ota/tuf-client.js'
 import { clientDir, makeRepo, payload, refresh, serveRepo, tmp } from '../helpers/release.js'
 
-const walk = (dir: string): string[] =>
-  readdirSync(dir, { withFileTypes: true }).flatMap(e => (e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)]))
+const walk = (dir: string): string[] => readdirSync(dir, { withFileTypes: true }).flatMap(e => (e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)]))
 
 t.test('init: roles, thresholds, key ids, file layout and modes', async t => {
   const { repo, dir } = makeRepo()
@@ -27,7 +26,9 @@ t.test('init: roles, thresholds, key ids, file layout and modes', async t => {
     t.equal(key.keyType, 'ed25519')
     t.match(key.keyVal.public, /^[0-9a-f]{64}$/)
   }
-  const published = walk(repo.paths.published).map(f => relative(repo.paths.published, f)).sort()
+  const published = walk(repo.paths.published)
+    .map(f => relative(repo.paths.published, f))
+    .sort()
   t.same(published, ['metadata/1.root.json', 'metadata/1.snapshot.json', 'metadata/1.targets.json', 'metadata/timestamp.json'])
   const keyFiles = readdirSync(repo.paths.keys)
   t.equal(keyFiles.length, 6, 'six private keys')
@@ -65,9 +66,18 @@ t.test('add, set-rollout, refresh: tuf-js accepts every step and sees the custom
 
   const files = tmp()
   const added = repo.addRelease([payload(files, 'cairn-agent-arm64.tar', 5000), payload(files, 'cairn-agent-x64.tar', 6000, 2)], {
-    version: '1.2.0', channel: 'stable', minVersion: '1.0.0', arch: ['arm64'], boards: ['rpi4', 'rpi5'], rollout: 25, kind: 'agent',
+    version: '1.2.0',
+    channel: 'stable',
+    minVersion: '1.0.0',
+    arch: ['arm64'],
+    boards: ['rpi4', 'rpi5'],
+    rollout: 25,
+    kind: 'agent',
   })
-  t.same(added.map(a => a.path), ['cairn/1.2.0/cairn-agent-arm64.tar', 'cairn/1.2.0/cairn-agent-x64.tar'])
+  t.same(
+    added.map(a => a.path),
+    ['cairn/1.2.0/cairn-agent-arm64.tar', 'cairn/1.2.0/cairn-agent-x64.tar'],
+  )
   for (const a of added) {
     const stored = join(repo.paths.targets, 'cairn', '1.2.0', `${a.sha256}.${a.path.split('/').pop()}`)
     t.equal(createHash('sha256').update(readFileSync(stored)).digest('hex'), a.sha256, `${a.path} stored as targets/cairn/1.2.0/<sha256>.<name>`)
@@ -77,7 +87,11 @@ t.test('add, set-rollout, refresh: tuf-js accepts every step and sees the custom
   let updater = await refresh(md, server)
   t.same(listTargetPaths(md), ['cairn/1.2.0/cairn-agent-arm64.tar', 'cairn/1.2.0/cairn-agent-x64.tar'])
   const info = await targetInfo(updater, 'cairn/1.2.0/cairn-agent-arm64.tar')
-  t.same(info?.custom, { cairn: { version: '1.2.0', channel: 'stable', rollout: 25, kind: 'agent', minVersion: '1.0.0', arch: ['arm64'], boards: ['rpi4', 'rpi5'] } }, 'custom.cairn is the ReleaseInfo')
+  t.same(
+    info?.custom,
+    { cairn: { version: '1.2.0', channel: 'stable', rollout: 25, kind: 'agent', minVersion: '1.0.0', arch: ['arm64'], boards: ['rpi4', 'rpi5'] } },
+    'custom.cairn is the ReleaseInfo',
+  )
   t.equal(info?.length, 5000)
 
   t.throws(() => repo.addRelease([payload(files, 'cairn-agent-arm64.tar', 5001)], { version: '1.2.0', channel: 'stable', rollout: 25, kind: 'agent' }), /immutable/, 'a published path cannot change')
@@ -87,7 +101,11 @@ t.test('add, set-rollout, refresh: tuf-js accepts every step and sees the custom
 
   t.same(repo.setRollout('1.2.0', 0), ['cairn/1.2.0/cairn-agent-arm64.tar', 'cairn/1.2.0/cairn-agent-x64.tar'], 'halt: rollout 0')
   updater = await refresh(md, server)
-  t.equal((await targetInfo(updater, 'cairn/1.2.0/cairn-agent-x64.tar'))?.custom.cairn && ((await targetInfo(updater, 'cairn/1.2.0/cairn-agent-x64.tar'))!.custom.cairn as { rollout: number }).rollout, 0, 'the device sees the halt')
+  t.equal(
+    (await targetInfo(updater, 'cairn/1.2.0/cairn-agent-x64.tar'))?.custom.cairn && ((await targetInfo(updater, 'cairn/1.2.0/cairn-agent-x64.tar'))!.custom.cairn as { rollout: number }).rollout,
+    0,
+    'the device sees the halt',
+  )
   t.throws(() => repo.setRollout('9.9.9', 50), /no published target/)
 
   const before = repo.timestamp.signed.version
@@ -98,7 +116,10 @@ t.test('add, set-rollout, refresh: tuf-js accepts every step and sees the custom
   // Reopening reads the state back from the published tree.
   const again = TufRepo.open({ dir: repo.paths.dir })
   t.same([again.root.signed.version, again.targets.signed.version, again.snapshot.signed.version, again.timestamp.signed.version], [1, 3, 3, 4])
-  t.same(again.list().map(x => x.info?.rollout), [0, 0])
+  t.same(
+    again.list().map(x => x.info?.rollout),
+    [0, 0],
+  )
 })
 
 t.test('refresh re-signs the snapshot past half its life, and warns about offline roles', async t => {
@@ -136,7 +157,10 @@ t.test('rotate: every role, the client follows', async t => {
   t.same(repo.root.signed.roles.root!.threshold, 3)
   const sigs = Object.keys(repo.root.signatures)
   t.ok(sigs.filter(id => oldRoot.includes(id)).length >= 2, 'new root signed by the old threshold (2 of the old keys)')
-  t.ok(r.newKeyIds.every(id => sigs.includes(id)), 'and by every new root key')
+  t.ok(
+    r.newKeyIds.every(id => sigs.includes(id)),
+    'and by every new root key',
+  )
   await refresh(md, server)
   t.equal(JSON.parse(readFileSync(join(md, 'root.json'), 'utf8')).signed.version, 5)
   t.throws(() => TufRepo.open({ dir: repo.paths.dir, keysDir: tmp() }).refresh(), { code: 'TUF_KEYS' }, 'signing without the keys names what is missing')
@@ -149,14 +173,20 @@ t.test('keys split across media: offline root and targets keys, online keys on t
   for (const f of readdirSync(repo.paths.keys)) if (/^(root|targets)\./.test(f)) renameSync(join(repo.paths.keys, f), join(offline, f))
   const online = TufRepo.open({ dir: repo.paths.dir })
   t.same(online.refresh().signed, ['timestamp'], 'the publishing machine refreshes with the online keys alone')
-  t.throws(() => online.addRelease([payload(tmp(), 'a.tar', 10)], { version: '1.0.0', channel: 'stable', rollout: 100, kind: 'agent' }), { code: 'TUF_KEYS', message: /signing targets needs 1 of its keys, 0 found/ })
+  t.throws(() => online.addRelease([payload(tmp(), 'a.tar', 10)], { version: '1.0.0', channel: 'stable', rollout: 100, kind: 'agent' }), {
+    code: 'TUF_KEYS',
+    message: /signing targets needs 1 of its keys, 0 found/,
+  })
   t.throws(() => online.rotate('timestamp'), { code: 'TUF_KEYS', message: /signing root needs 2/ })
   const both = TufRepo.open({ dir: repo.paths.dir, keysDir: [offline, repo.paths.keys] })
   const r = both.rotate('timestamp')
   t.ok(statSync(join(repo.paths.keys, `timestamp.${r.newKeyIds[0]}.key`)).isFile(), 'the new timestamp key is written beside the old one (online)')
   both.addRelease([payload(tmp(), 'a.tar', 10)], { version: '1.0.0', channel: 'stable', rollout: 100, kind: 'agent' })
   const rr = both.rotate('root')
-  t.ok(rr.newKeyIds.every(id => statSync(join(offline, `root.${id}.key`)).isFile()), 'new root keys go to the offline medium')
+  t.ok(
+    rr.newKeyIds.every(id => statSync(join(offline, `root.${id}.key`)).isFile()),
+    'new root keys go to the offline medium',
+  )
   t.ok(statSync(join(offline, 'retired')).isDirectory(), 'old root keys retired on the medium')
 })
 

@@ -35,7 +35,10 @@ t.test('raising the percentage only adds devices', async t => {
   let prev = new Set<string>()
   for (let pct = 0; pct <= 100; pct += 5) {
     const now = admitted(pct)
-    t.ok([...prev].every(id => now.has(id)), `${pct} % keeps every device admitted before`)
+    t.ok(
+      [...prev].every(id => now.has(id)),
+      `${pct} % keeps every device admitted before`,
+    )
     prev = now
   }
 })

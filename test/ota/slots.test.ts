@@ -28,7 +28,10 @@ t.test('tar: round trip, gzip, long names, and what GNU tar writes', async t => 
   const tar = packTar(entries)
   t.equal(tar.length % 512, 0)
   const back = readTar(tar)
-  t.same(back.map(e => [e.path, e.type, e.mode, e.data?.length]), entries.map(e => [e.path, e.type, e.mode, e.data?.length]))
+  t.same(
+    back.map(e => [e.path, e.type, e.mode, e.data?.length]),
+    entries.map(e => [e.path, e.type, e.mode, e.data?.length]),
+  )
   t.ok(back[2]!.data!.equals(entries[2]!.data!), 'content survives')
   t.same(readTar(gzipSync(tar)).length, 4, 'gzip is read transparently')
   t.ok(packTar(entries).equals(tar), 'the same tree packs to the same bytes')
@@ -42,13 +45,26 @@ t.test('tar: round trip, gzip, long names, and what GNU tar writes', async t => 
     const file = join(dir, `${format}.tar`)
     execFileSync('tar', ['--format', format, '-cf', file, '-C', src, '.'])
     const got = readTar(readFileSync(file))
-    t.same(got.filter(e => e.type === 'file').map(e => e.path).sort(), [`a/b/${'n'.repeat(120)}.txt`, 'top'], `reads tar --format ${format} (long names)`)
+    t.same(
+      got
+        .filter(e => e.type === 'file')
+        .map(e => e.path)
+        .sort(),
+      [`a/b/${'n'.repeat(120)}.txt`, 'top'],
+      `reads tar --format ${format} (long names)`,
+    )
   }
   const src2 = join(dir, 'src2')
   mkdirSync(join(src2, 'p'.repeat(80)), { recursive: true })
   writeFileSync(join(src2, 'p'.repeat(80), `${'q'.repeat(60)}.txt`), 'split name')
   execFileSync('tar', ['--format', 'ustar', '-cf', join(dir, 'ustar.tar'), '-C', src2, '.'])
-  t.same(readTar(readFileSync(join(dir, 'ustar.tar'))).filter(e => e.type === 'file').map(e => e.path), [`${'p'.repeat(80)}/${'q'.repeat(60)}.txt`], 'reads ustar prefix/name splits')
+  t.same(
+    readTar(readFileSync(join(dir, 'ustar.tar')))
+      .filter(e => e.type === 'file')
+      .map(e => e.path),
+    [`${'p'.repeat(80)}/${'q'.repeat(60)}.txt`],
+    'reads ustar prefix/name splits',
+  )
 })
 
 t.test('tar: refuses what could escape or is not a plain tree', async t => {
@@ -72,7 +88,10 @@ t.test('tar: refuses what could escape or is not a plain tree', async t => {
   mkdirSync(out)
   writeEntries(readTar(good), out)
   t.equal(readFileSync(join(out, 'f')).length, 2000)
-  t.same(treeEntries(out).map(e => e.path), ['f'])
+  t.same(
+    treeEntries(out).map(e => e.path),
+    ['f'],
+  )
 })
 
 t.test('slots.json: atomic writes, validation, last good state; launcher rules agree', async t => {
@@ -124,7 +143,9 @@ t.test('slots.json: atomic writes, validation, last good state; launcher rules a
     const d = tmp()
     write(d, trial)
     write(d, committed)
-    return readdirSync(d).sort().map(f => [f, statSync(join(d, f)).mode & 0o777, readFileSync(join(d, f), 'utf8')])
+    return readdirSync(d)
+      .sort()
+      .map(f => [f, statSync(join(d, f)).mode & 0o777, readFileSync(join(d, f), 'utf8')])
   }
   t.same(written(launcher.writeSlots), written(writeSlots), 'launcher and slots.ts write the same files, modes and bytes (no temp file left)')
 })
@@ -189,7 +210,7 @@ function otaDirWith(modes: { a?: string; b?: string }, versions = { a: '1.0.0', 
 
 const stubLogFor = () => join(tmp(), 'stub.log')
 
-t.test('launcher: its version order is protocol/semver.ts\'s; a newer installed bundle wins over an older committed slot (pure)', async t => {
+t.test("launcher: its version order is protocol/semver.ts's; a newer installed bundle wins over an older committed slot (pure)", async t => {
   const vs = ['0.9.0', '1.0.0-alpha', '1.0.0-alpha.1', '1.0.0-alpha.beta', '1.0.0-beta.2', '1.0.0-beta.11', '1.0.0-rc.1', '1.0.0', '1.0.0+build.5', '1.0.1', '1.10.0', '2.0.0']
   for (const a of vs) for (const b of vs) t.equal(launcher.compareVersions(a, b), compareSemver(a, b), `${a} vs ${b}`)
   t.equal(launcher.compareVersions('1.0', '1.0.0'), null, 'not a version: no comparison')
@@ -221,7 +242,10 @@ t.test('launcher: after an OS update brought a newer bundle, it starts that one'
   const record = join(tmp(), 'os-update.json')
   writeFileSync(record, JSON.stringify({ phase: 'trial', target: 'B', version: '9.0.0', armedBootId: 'x' }))
   const log2 = stubLogFor()
-  const during = spawn(process.execPath, [LAUNCHER, '--ota-dir', ota, '--fallback', join(fallback, 'cairn.mjs'), '--os-record', record, '--', 'agent'], { env: { ...process.env, STUB_LOG: log2 }, stdio: 'ignore' })
+  const during = spawn(process.execPath, [LAUNCHER, '--ota-dir', ota, '--fallback', join(fallback, 'cairn.mjs'), '--os-record', record, '--', 'agent'], {
+    env: { ...process.env, STUB_LOG: log2 },
+    stdio: 'ignore',
+  })
   t.equal(await new Promise(r => during.once('exit', r)), 3)
   t.match(readStubLog(log2), [{ version: '1.0.0', slot: 'a' }], 'an OS trial: slot a runs, slots.json unchanged')
   t.same(readSlots(ota).state, { active: 'a', previous: null, trial: null, bad: [] })
@@ -234,7 +258,10 @@ t.test('launcher: no slot yet runs the installed bundle; args, env and exit code
   writeEntries(stubTree('0.5.0', 'exit3'), fallback)
   const log = stubLogFor()
   const ota = join(dir, 'ota')
-  const child = spawn(process.execPath, [LAUNCHER, '--ota-dir', ota, '--fallback', join(fallback, 'cairn.mjs'), '--', 'agent', '--fleet', 'x'], { env: { ...process.env, STUB_LOG: log }, stdio: 'ignore' })
+  const child = spawn(process.execPath, [LAUNCHER, '--ota-dir', ota, '--fallback', join(fallback, 'cairn.mjs'), '--', 'agent', '--fleet', 'x'], {
+    env: { ...process.env, STUB_LOG: log },
+    stdio: 'ignore',
+  })
   const code = await new Promise(r => child.once('exit', r))
   t.equal(code, 3, "exits with the agent's code")
   t.match(readStubLog(log), [{ version: '0.5.0', slot: 'fallback', args: ['agent', '--fleet', 'x'] }])
@@ -263,10 +290,17 @@ t.test('launcher: a crash-looping trial is rolled back after maxAttempts; attemp
     ],
     'each start of the trial saw its attempt already counted in slots.json; the 4th start rolled back',
   )
-  t.same(sup.exits.map(e => e.code), [1, 1, 1], 'each crash ended that launcher run (systemd restarts it)')
+  t.same(
+    sup.exits.map(e => e.code),
+    [1, 1, 1],
+    'each crash ended that launcher run (systemd restarts it)',
+  )
   const s = readSlots(ota).state
   t.match(s, { active: 'a', previous: null, trial: null, bad: ['2.0.0'], rollback: { version: '2.0.0', slot: 'b', reason: 'crash-loop' } })
-  t.ok(sup.lines.some(l => /rolled back: crash-loop/.test(l)), 'the launcher logs why')
+  t.ok(
+    sup.lines.some(l => /rolled back: crash-loop/.test(l)),
+    'the launcher logs why',
+  )
 })
 
 t.test('launcher: a trial that runs but never commits is stopped and rolled back (health-timeout)', async t => {
@@ -280,7 +314,11 @@ t.test('launcher: a trial that runs but never commits is stopped and rolled back
   const elapsed = Date.now() - t0
   t.ok(elapsed >= 1500 && elapsed < 15_000, `rolled back after deadline + grace (${elapsed} ms)`)
   t.same(sup.exits, [], 'within one launcher run: the old slot started at once')
-  t.match(readStubLog(log), [{ version: '2.0.0', event: 'start' }, { version: '2.0.0', event: 'SIGTERM' }, { version: '1.0.0', event: 'start' }])
+  t.match(readStubLog(log), [
+    { version: '2.0.0', event: 'start' },
+    { version: '2.0.0', event: 'SIGTERM' },
+    { version: '1.0.0', event: 'start' },
+  ])
   t.match(readSlots(ota).state, { active: 'a', trial: null, bad: ['2.0.0'], rollback: { reason: 'health-timeout' } })
 })
 
@@ -294,7 +332,10 @@ t.test('launcher: a trial that commits in time is left running', async t => {
   await until(() => readStubLog(log).some(e => e.event === 'committed'), 10_000, 'v2 to commit')
   await new Promise(r => setTimeout(r, Math.max(0, since + 3500 - Date.now())))
   t.match(readSlots(ota).state, { active: 'b', trial: null, bad: [] }, 'committed, not rolled back when the deadline passed')
-  t.notOk(readStubLog(log).some(e => e.event === 'SIGTERM'), 'the committed version was left alone')
+  t.notOk(
+    readStubLog(log).some(e => e.event === 'SIGTERM'),
+    'the committed version was left alone',
+  )
 })
 
 t.test('launcher: exit 75 re-reads slots.json without leaving the launcher', async t => {
@@ -304,7 +345,11 @@ t.test('launcher: exit 75 re-reads slots.json without leaving the launcher', asy
   const sup = supervise({ launcher: LAUNCHER, otaDir: ota, agentArgs: [], env: { STUB_LOG: log } })
   t.teardown(() => sup.stop())
   await until(() => readStubLog(log).length >= 2, 10_000, 'two starts')
-  t.same(readStubLog(log).map(e => e.version), ['1.0.0', '1.0.0'], 'started again after exit 75')
+  t.same(
+    readStubLog(log).map(e => e.version),
+    ['1.0.0', '1.0.0'],
+    'started again after exit 75',
+  )
   t.same(sup.exits, [], 'the launcher itself kept running')
 })
 
@@ -318,7 +363,10 @@ t.test('launcher: SIGTERM and SIGHUP reach the agent; the exit code comes back',
   await until(() => readStubLog(log).some(e => e.event === 'SIGHUP'), 5000, 'SIGHUP forwarded')
   child.kill('SIGTERM')
   t.equal(await new Promise(r => child.once('exit', r)), 0)
-  t.ok(readStubLog(log).some(e => e.event === 'SIGTERM'), 'SIGTERM forwarded')
+  t.ok(
+    readStubLog(log).some(e => e.event === 'SIGTERM'),
+    'SIGTERM forwarded',
+  )
 })
 
 t.test('launcher: damaged slots.json runs the last good slot and repairs the file; a missing trial bundle rolls back', async t => {

@@ -63,15 +63,55 @@ t.test('planner: one next step for every situation', async t => {
     ['switched, new process starts its trial', rec({ phase: 'switching', v: '2.0.0', slot: 'b' }), facts({ slots: trialB(), version: '2.0.0', slot: 'b' }), 'begin-trial'],
     ['switched and paused: the trial still runs', rec({ phase: 'switching', v: '2.0.0', slot: 'b', paused: true }), facts({ slots: trialB(), version: '2.0.0', slot: 'b' }), 'begin-trial'],
     ['trial: self-test first', rec({ phase: 'trial', v: '2.0.0', slot: 'b' }), facts({ slots: trialB(), version: '2.0.0', slot: 'b' }), 'self-test'],
-    ['trial: all healthy', rec({ phase: 'trial', v: '2.0.0', slot: 'b' }), facts({ slots: trialB(), version: '2.0.0', slot: 'b', health: { connected: true, statusPublished: true, selfTest: 'ok' } }), 'commit'],
-    ['trial: not connected yet', rec({ phase: 'trial', v: '2.0.0', slot: 'b' }), facts({ slots: trialB(), version: '2.0.0', slot: 'b', health: { connected: false, statusPublished: false, selfTest: 'ok' } }), 'wait'],
-    ['trial: status not acknowledged yet', rec({ phase: 'trial', v: '2.0.0', slot: 'b' }), facts({ slots: trialB(), version: '2.0.0', slot: 'b', health: { connected: true, statusPublished: false, selfTest: 'ok' } }), 'wait'],
-    ['trial: self-test failed', rec({ phase: 'trial', v: '2.0.0', slot: 'b' }), facts({ slots: trialB(), version: '2.0.0', slot: 'b', health: { connected: true, statusPublished: true, selfTest: 'failed' } }), /decide-rollback self-test-failed/],
-    ['trial: deadline passed', rec({ phase: 'trial', v: '2.0.0', slot: 'b' }), facts({ slots: trialB('2.0.0', NOW - 121_000), version: '2.0.0', slot: 'b', health: { connected: false, statusPublished: false, selfTest: 'ok' } }), /decide-rollback health-timeout/],
+    [
+      'trial: all healthy',
+      rec({ phase: 'trial', v: '2.0.0', slot: 'b' }),
+      facts({ slots: trialB(), version: '2.0.0', slot: 'b', health: { connected: true, statusPublished: true, selfTest: 'ok' } }),
+      'commit',
+    ],
+    [
+      'trial: not connected yet',
+      rec({ phase: 'trial', v: '2.0.0', slot: 'b' }),
+      facts({ slots: trialB(), version: '2.0.0', slot: 'b', health: { connected: false, statusPublished: false, selfTest: 'ok' } }),
+      'wait',
+    ],
+    [
+      'trial: status not acknowledged yet',
+      rec({ phase: 'trial', v: '2.0.0', slot: 'b' }),
+      facts({ slots: trialB(), version: '2.0.0', slot: 'b', health: { connected: true, statusPublished: false, selfTest: 'ok' } }),
+      'wait',
+    ],
+    [
+      'trial: self-test failed',
+      rec({ phase: 'trial', v: '2.0.0', slot: 'b' }),
+      facts({ slots: trialB(), version: '2.0.0', slot: 'b', health: { connected: true, statusPublished: true, selfTest: 'failed' } }),
+      /decide-rollback self-test-failed/,
+    ],
+    [
+      'trial: deadline passed',
+      rec({ phase: 'trial', v: '2.0.0', slot: 'b' }),
+      facts({ slots: trialB('2.0.0', NOW - 121_000), version: '2.0.0', slot: 'b', health: { connected: false, statusPublished: false, selfTest: 'ok' } }),
+      /decide-rollback health-timeout/,
+    ],
     ['trial slot runs another version', rec({ phase: 'trial', v: '2.0.0', slot: 'b' }), facts({ slots: trialB(), version: '1.9.0', slot: 'b' }), /decide-rollback slot b runs 1.9.0/],
-    ['trial: committed but not recorded (kill -9)', rec({ phase: 'trial', v: '2.0.0', slot: 'b' }), facts({ slots: { active: 'b', previous: 'a', trial: null, bad: [] }, version: '2.0.0', slot: 'b' }), 'commit'],
-    ['trial: launcher rolled back (crash-loop)', rec({ phase: 'trial', v: '2.0.0', slot: 'b' }), facts({ slots: { ...committedA, bad: ['2.0.0'], rollback: { version: '2.0.0', slot: 'b', reason: 'crash-loop', at: NOW } } }), /rollback crash-loop/],
-    ['switching: launcher rolled back before the trial began', rec({ phase: 'switching', v: '2.0.0', slot: 'b' }), facts({ slots: { ...committedA, bad: ['2.0.0'], rollback: { version: '2.0.0', slot: 'b', reason: 'crash-loop', at: NOW } } }), /rollback crash-loop/],
+    [
+      'trial: committed but not recorded (kill -9)',
+      rec({ phase: 'trial', v: '2.0.0', slot: 'b' }),
+      facts({ slots: { active: 'b', previous: 'a', trial: null, bad: [] }, version: '2.0.0', slot: 'b' }),
+      'commit',
+    ],
+    [
+      'trial: launcher rolled back (crash-loop)',
+      rec({ phase: 'trial', v: '2.0.0', slot: 'b' }),
+      facts({ slots: { ...committedA, bad: ['2.0.0'], rollback: { version: '2.0.0', slot: 'b', reason: 'crash-loop', at: NOW } } }),
+      /rollback crash-loop/,
+    ],
+    [
+      'switching: launcher rolled back before the trial began',
+      rec({ phase: 'switching', v: '2.0.0', slot: 'b' }),
+      facts({ slots: { ...committedA, bad: ['2.0.0'], rollback: { version: '2.0.0', slot: 'b', reason: 'crash-loop', at: NOW } } }),
+      /rollback crash-loop/,
+    ],
     ['trial: slots reset under it', rec({ phase: 'trial', v: '2.0.0', slot: 'b' }), facts(), /rollback interrupted/],
     ['rolling-back, new process', rec({ phase: 'rolling-back', v: '2.0.0', slot: 'b', reason: 'health-timeout' }), facts({ slots: trialB(), version: '2.0.0', slot: 'b' }), /rollback health-timeout/],
     ['rolled back in slots.json, new process still running', rec({ phase: 'rolled-back', v: '2.0.0' }), facts({ version: '2.0.0', slot: 'b' }), 'restart'],
@@ -83,10 +123,30 @@ t.test('planner: one next step for every situation', async t => {
     ['staging goes on while the other holds only switches', rec({ phase: 'staging', v: '2.0.0' }), facts({ hold: 'an OS update is trial' }), 'stage'],
     ['the agent updater refuses an OS release', rec({ phase: 'downloading', candidate: { ...cand('2.0.0'), kind: 'os' } }), facts(), /abandon not an agent release \(os\)/],
     ['the OS updater refuses an agent release', rec({ phase: 'downloading', v: '2.0.0' }), facts({ kind: 'os' }), /abandon not an OS release \(agent\)/],
-    ['OS: armed, the reboot into the trial is under way', rec({ phase: 'switching', candidate: { ...cand('2.0.0'), kind: 'os' }, slot: 'b', times: { switched: NOW - 500 } }), facts({ kind: 'os', slots: { ...committedA, rebootPending: 'slot b with 2.0.0' } }), 'wait'],
-    ['OS: armed 10 min ago and still no reboot: arm again', rec({ phase: 'switching', candidate: { ...cand('2.0.0'), kind: 'os' }, slot: 'b', times: { switched: NOW - 600_001 } }), facts({ kind: 'os', slots: { ...committedA, rebootPending: 'slot b with 2.0.0' } }), 'switch'],
-    ['OS: the trial boot begins its trial', rec({ phase: 'switching', candidate: { ...cand('2.0.0'), kind: 'os' }, slot: 'b' }), facts({ kind: 'os', slots: trialB(), version: '2.0.0', slot: 'b' }), 'begin-trial'],
-    ['OS: the firmware fell back before the trial began', rec({ phase: 'switching', candidate: { ...cand('2.0.0'), kind: 'os' }, slot: 'b' }), facts({ kind: 'os', slots: { ...committedA, bad: ['2.0.0'], rollback: { version: '2.0.0', slot: 'b', reason: 'the trial boot of slot B did not commit; slot A booted again', at: 0 } } }), /rollback the trial boot of slot B did not commit/],
+    [
+      'OS: armed, the reboot into the trial is under way',
+      rec({ phase: 'switching', candidate: { ...cand('2.0.0'), kind: 'os' }, slot: 'b', times: { switched: NOW - 500 } }),
+      facts({ kind: 'os', slots: { ...committedA, rebootPending: 'slot b with 2.0.0' } }),
+      'wait',
+    ],
+    [
+      'OS: armed 10 min ago and still no reboot: arm again',
+      rec({ phase: 'switching', candidate: { ...cand('2.0.0'), kind: 'os' }, slot: 'b', times: { switched: NOW - 600_001 } }),
+      facts({ kind: 'os', slots: { ...committedA, rebootPending: 'slot b with 2.0.0' } }),
+      'switch',
+    ],
+    [
+      'OS: the trial boot begins its trial',
+      rec({ phase: 'switching', candidate: { ...cand('2.0.0'), kind: 'os' }, slot: 'b' }),
+      facts({ kind: 'os', slots: trialB(), version: '2.0.0', slot: 'b' }),
+      'begin-trial',
+    ],
+    [
+      'OS: the firmware fell back before the trial began',
+      rec({ phase: 'switching', candidate: { ...cand('2.0.0'), kind: 'os' }, slot: 'b' }),
+      facts({ kind: 'os', slots: { ...committedA, bad: ['2.0.0'], rollback: { version: '2.0.0', slot: 'b', reason: 'the trial boot of slot B did not commit; slot A booted again', at: 0 } } }),
+      /rollback the trial boot of slot B did not commit/,
+    ],
   ]
   for (const [name, r, f, want] of rows) {
     const step = plan(r, f)
@@ -328,7 +388,13 @@ t.test('executor: a release that does not start is refused at staging and marked
   const { packTar } = await import('../../protocol/tar.js')
   const { writeFileSync } = await import('node:fs')
   const bad = join(rel, 'bad.tar')
-  writeFileSync(bad, packTar([{ path: 'cairn.mjs', type: 'file', mode: 0o755, data: Buffer.from('process.exit(9)') }, { path: 'VERSION', type: 'file', mode: 0o644, data: Buffer.from('2.0.0\n') }]))
+  writeFileSync(
+    bad,
+    packTar([
+      { path: 'cairn.mjs', type: 'file', mode: 0o755, data: Buffer.from('process.exit(9)') },
+      { path: 'VERSION', type: 'file', mode: 0o644, data: Buffer.from('2.0.0\n') },
+    ]),
+  )
   r.channel.add('2.0.0', bad)
   const u = r.start('1.0.0', 'a')
   t.teardown(() => u.stop())
@@ -385,12 +451,17 @@ t.test('state.db: the record and its event commit together', async t => {
   store.save({ ...INITIAL_RECORD, phase: 'downloading', candidate: cand('2.0.0') }, { kind: 'ota.available', data: { version: '2.0.0' } })
   t.equal(store.load().phase, 'downloading')
   t.equal(outbox.depth(), 1, 'event stored with the record')
-  const failing = new SqlOtaStore(db, outbox, () => {
-    throw new Error('no event')
-  }, systemClock)
+  const failing = new SqlOtaStore(
+    db,
+    outbox,
+    () => {
+      throw new Error('no event')
+    },
+    systemClock,
+  )
   t.throws(() => failing.save({ ...INITIAL_RECORD, phase: 'verifying', candidate: cand('2.0.0') }, { kind: 'x', data: {} }))
   t.equal(store.load().phase, 'downloading', 'no record without its event')
-  db.prepare("UPDATE ota_state SET record = '{\"phase\":\"from-the-future\"}'").run()
+  db.prepare('UPDATE ota_state SET record = \'{"phase":"from-the-future"}\'').run()
   t.same(store.load(), INITIAL_RECORD, 'an unreadable record starts over from the facts')
   t.ok(existsSync(join(dir, 'state.db')))
 })

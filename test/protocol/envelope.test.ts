@@ -81,7 +81,14 @@ t.test('OpenSSL alone verifies the documented vectors (docs/protocol.md commands
   for (const v of doc.vectors) {
     // Rebuild the signed bytes from the documented recipe, not from our code.
     const { sig, ...rest } = v.envelope
-    const sorted = (x: unknown): unknown => (x && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.keys(x).sort().map(k => [k, sorted((x as Record<string, unknown>)[k])])) : x)
+    const sorted = (x: unknown): unknown =>
+      x && typeof x === 'object' && !Array.isArray(x)
+        ? Object.fromEntries(
+            Object.keys(x)
+              .sort()
+              .map(k => [k, sorted((x as Record<string, unknown>)[k])]),
+          )
+        : x
     const recipe = Buffer.from(`CAIRN-SIG-1\n${v.envelope.type}\n${JSON.stringify(sorted(rest))}`)
     t.equal(recipe.toString('hex'), v.signedBytesHex, `${v.name}: recipe gives the documented bytes`)
     t.equal(signedBytes(v.envelope).toString('hex'), v.signedBytesHex, `${v.name}: code gives the documented bytes`)
@@ -92,6 +99,9 @@ t.test('OpenSSL alone verifies the documented vectors (docs/protocol.md commands
     const bad = Buffer.from(v.signedBytesHex, 'hex')
     bad[bad.length - 2]! ^= 1
     writeFileSync(join(dir, 'msg.bin'), bad)
-    t.throws(() => execFileSync('openssl', ['pkeyutl', '-verify', '-pubin', '-inkey', 'pub.pem', '-rawin', '-in', 'msg.bin', '-sigfile', 'sig.bin'], { cwd: dir, stdio: 'pipe' }), `${v.name}: openssl refuses one flipped bit`)
+    t.throws(
+      () => execFileSync('openssl', ['pkeyutl', '-verify', '-pubin', '-inkey', 'pub.pem', '-rawin', '-in', 'msg.bin', '-sigfile', 'sig.bin'], { cwd: dir, stdio: 'pipe' }),
+      `${v.name}: openssl refuses one flipped bit`,
+    )
   }
 })

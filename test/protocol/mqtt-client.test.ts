@@ -73,11 +73,17 @@ t.test('TCP_NODELAY on the socket of every connection, reconnects included', asy
   c.on('connect', () => connects++)
   await until(() => connects === 1, 5000, 'connected')
   const first = c.stream as unknown as Socket
-  t.ok(calls.some(x => x.socket === first && x.on), 'set on the first socket')
+  t.ok(
+    calls.some(x => x.socket === first && x.on),
+    'set on the first socket',
+  )
   await b.stop()
   await b.start()
   await until(() => connects === 2, 10_000, 'reconnected')
   const second = c.stream as unknown as Socket
   t.not(second, first, 'a new socket')
-  t.ok(calls.some(x => x.socket === second && x.on), 'set on the new socket too')
+  t.ok(
+    calls.some(x => x.socket === second && x.on),
+    'set on the new socket too',
+  )
 })

@@ -67,7 +67,10 @@ t.test('the vectors chain, cite and attest as documented', async t => {
   const att = byName('attestation').envelope.body as { score: number; root: string }
   t.equal(att.score, 733_333, 'floor((800000*2*1 + 200000*1*3) / 3)')
   t.equal(att.root, doc.merkle.root)
-  t.same(doc.merkle.leaves, doc.record.heartbeats.map(h => h.hash))
+  t.same(
+    doc.merkle.leaves,
+    doc.record.heartbeats.map(h => h.hash),
+  )
   t.equal(doc.merkle.emptyRoot, 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855')
   for (const i of [0, 1]) {
     const v = byName(`heartbeat seq ${i}`)

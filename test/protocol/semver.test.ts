@@ -5,14 +5,44 @@ import t from 'tap'
 import { compareSemver, formatSemver, isSemver, parseSemver } from '../../protocol/semver.js'
 
 t.test('valid versions', async t => {
-  for (const v of ['0.0.0', '1.2.3', '10.20.30', '1.1.2-prerelease+meta', '1.0.0-alpha', '1.0.0-alpha.beta.1', '1.0.0-0A.is.legal', '1.0.0+0.build.1-rc.10000aaa-kk-0.1', '1.0.0-x-y-z.--', '99999999999999.0.0']) {
+  for (const v of [
+    '0.0.0',
+    '1.2.3',
+    '10.20.30',
+    '1.1.2-prerelease+meta',
+    '1.0.0-alpha',
+    '1.0.0-alpha.beta.1',
+    '1.0.0-0A.is.legal',
+    '1.0.0+0.build.1-rc.10000aaa-kk-0.1',
+    '1.0.0-x-y-z.--',
+    '99999999999999.0.0',
+  ]) {
     t.ok(isSemver(v), v)
     t.equal(formatSemver(parseSemver(v)!), v, `${v} round-trips`)
   }
 })
 
 t.test('invalid versions are refused, not guessed', async t => {
-  for (const v of ['', '1', '1.2', 'v1.2.3', '1.2.3.4', '01.2.3', '1.02.3', '1.2.03', '1.2.3-', '1.2.3-01', '1.2.3+', '1.2.3-a..b', '1.2.3 ', ' 1.2.3', '1.2.3-a_b', '-1.2.3', '1.2.3+a+b', '9999999999999999999.0.0']) {
+  for (const v of [
+    '',
+    '1',
+    '1.2',
+    'v1.2.3',
+    '1.2.3.4',
+    '01.2.3',
+    '1.02.3',
+    '1.2.03',
+    '1.2.3-',
+    '1.2.3-01',
+    '1.2.3+',
+    '1.2.3-a..b',
+    '1.2.3 ',
+    ' 1.2.3',
+    '1.2.3-a_b',
+    '-1.2.3',
+    '1.2.3+a+b',
+    '9999999999999999999.0.0',
+  ]) {
     t.equal(parseSemver(v), null, JSON.stringify(v))
   }
   t.throws(() => compareSemver('1.0', '1.0.0'), TypeError)

@@ -9,7 +9,22 @@ import { signEnvelope } from '../../protocol/envelope.js'
 import { newId } from '../../protocol/ids.js'
 import { generateKeyPair, type KeyPair } from '../../protocol/keys.js'
 import { attestEpoch, buildExport, loadRecord, type ProofExport } from '../../validator/attest.js'
-import { asJson, encodeProof, messageHash, ProofType, ZERO_HASH, type Attestation, type Beacon, type Challenge, type Counts, type Evidence, type Heartbeat, type HeartbeatBody, type ResponseBody, type ScoreParams } from '../../protocol/proof-format.js'
+import {
+  asJson,
+  encodeProof,
+  messageHash,
+  ProofType,
+  ZERO_HASH,
+  type Attestation,
+  type Beacon,
+  type Challenge,
+  type Counts,
+  type Evidence,
+  type Heartbeat,
+  type HeartbeatBody,
+  type ResponseBody,
+  type ScoreParams,
+} from '../../protocol/proof-format.js'
 import { ProofIngest, type IngestOutcome } from '../../validator/ingest.js'
 import { DEFAULT_WEIGHTS, scoreEpoch } from '../../validator/score.js'
 import { openValidatorDb, pinParams, type VDb } from '../../validator/validator-store.js'
@@ -24,7 +39,20 @@ const slot = (i: number) => EPOCH * P.epochSlots + i
 const at = (i: number) => slot(i) * P.slotMs
 const ALL = [...Array(P.epochSlots).keys()]
 const hex = (s: string) => createHash('sha256').update(s).digest('hex')
-const counts = (c: Partial<Counts>): Counts => ({ heartbeats: 0, fresh: 0, stale: 0, badBeacon: 0, skewed: 0, slotsLive: 0, slotsCovered: 0, challenges: 0, passed: 0, equivocations: 0, forks: 0, ...c })
+const counts = (c: Partial<Counts>): Counts => ({
+  heartbeats: 0,
+  fresh: 0,
+  stale: 0,
+  badBeacon: 0,
+  skewed: 0,
+  slotsLive: 0,
+  slotsCovered: 0,
+  challenges: 0,
+  passed: 0,
+  equivocations: 0,
+  forks: 0,
+  ...c,
+})
 const json = <T>(b: Buffer): T => JSON.parse(b.toString()) as T
 /** The kinds of evidence an ingest outcome recorded. */
 const kinds = (o: IngestOutcome) => (o.kind === 'heartbeat' ? o.evidence.map(e => (e.body as { kind: string }).kind) : [])
@@ -66,7 +94,15 @@ class World {
   /** Publishes (stores) the beacon of slot i as Validator.beacon does. */
   beacon(i: number): Beacon {
     const now = at(i) + 2
-    const env = signEnvelope(this.v, { type: ProofType.beacon, id: newId(now), fleet: FLEET, sub: '*', iat: now, exp: at(i + 2) + P.maxAgeMs, body: { slot: slot(i), slotMs: P.slotMs, epochSlots: P.epochSlots, rand: randomBytes(32).toString('hex') } }) as unknown as Beacon
+    const env = signEnvelope(this.v, {
+      type: ProofType.beacon,
+      id: newId(now),
+      fleet: FLEET,
+      sub: '*',
+      iat: now,
+      exp: at(i + 2) + P.maxAgeMs,
+      body: { slot: slot(i), slotMs: P.slotMs, epochSlots: P.epochSlots, rand: randomBytes(32).toString('hex') },
+    }) as unknown as Beacon
     this.db.prepare('INSERT INTO beacons (slot, hash, published, payload) VALUES (?, ?, ?, ?)').run(slot(i), messageHash(env), now, Buffer.from(JSON.stringify(env)))
     this.beacons.set(i, env)
     return env
@@ -140,7 +176,11 @@ t.test('validator down in slots 2-3: those slots are not live, the device still 
   const { att } = w.attest(t)
   t.same(att.body.counts, counts({ heartbeats: 10, fresh: 8, stale: 2, slotsLive: 8, slotsCovered: 8 }))
   t.equal(att.body.score, 1_000_000)
-  t.same(late.map(o => kinds(o)), [[], []], 'no evidence against a device for the validator being down')
+  t.same(
+    late.map(o => kinds(o)),
+    [[], []],
+    'no evidence against a device for the validator being down',
+  )
   t.equal(w.count('evidence'), 0)
 })
 
@@ -151,7 +191,11 @@ t.test('validator down longer than skewMs: the backlog delivered at its restart 
   // Slots 2-8: the device beats every slot citing beacon 1; the broker queues them for
   // the validator and delivers them all 100 ms into slot 9, before its new beacon is out.
   const backlog = [2, 3, 4, 5, 6, 7, 8].map(i => w.dev.beat(at(i) + 200, w.b(1)))
-  t.same(backlog.map(hb => kinds(w.send(hb, at(9) + 100))), backlog.map(() => []), 'delivery delay is not clock skew')
+  t.same(
+    backlog.map(hb => kinds(w.send(hb, at(9) + 100))),
+    backlog.map(() => []),
+    'delivery delay is not clock skew',
+  )
   w.honest(9)
   const { att } = w.attest(t)
   t.same(att.body.counts, counts({ heartbeats: 10, fresh: 3, stale: 7, slotsLive: 3, slotsCovered: 3 }))
@@ -176,7 +220,10 @@ t.test('a beacon forged without the validator key: bad-beacon, evidence, slot no
   const out = w.send(hb, at(5) + 200)
   t.match(out, { kind: 'heartbeat', verdict: 'new' })
   const ev = w.evidence()
-  t.same(ev.map(e => e.body.kind), ['forged-beacon'])
+  t.same(
+    ev.map(e => e.body.kind),
+    ['forged-beacon'],
+  )
   t.same(ev[0]!.body.messages, [hb, w.b(5)], 'the heartbeat and the genuine beacon of that slot')
   t.equal(w.verdict(hb), 'bad-beacon')
   const report = verifyProofFile(ev[0], { validator: w.v.keyId })
@@ -290,7 +337,15 @@ t.test('challenges: passed, late, unanswered and wrong nonce, by the exact formu
   for (const i of [0, 1, 2, 3, 4, 5, 6]) w.honest(i)
   const challenge = (i: number): Challenge => {
     const now = at(i) + 500
-    const env = signEnvelope(w.v, { type: ProofType.challenge, id: newId(now), fleet: FLEET, sub: w.dev.key.keyId, iat: now, exp: now + 1500, body: { nonce: randomBytes(32).toString('hex') } }) as unknown as Challenge
+    const env = signEnvelope(w.v, {
+      type: ProofType.challenge,
+      id: newId(now),
+      fleet: FLEET,
+      sub: w.dev.key.keyId,
+      iat: now,
+      exp: now + 1500,
+      body: { nonce: randomBytes(32).toString('hex') },
+    }) as unknown as Challenge
     w.db.prepare('INSERT INTO challenges (id, device, sent, deadline, payload) VALUES (?, ?, ?, ?, ?)').run(env.id, w.dev.key.keyId, now, env.exp, Buffer.from(JSON.stringify(env)))
     return env
   }
@@ -304,7 +359,10 @@ t.test('challenges: passed, late, unanswered and wrong nonce, by the exact formu
   respond(late, late.exp + 1)
   respond(wrong, wrong.iat + 100, { nonce: hex('not the nonce') })
   const r = scoreEpoch(loadRecord(w.db, w.v.keyId, P, w.dev.key.keyId, EPOCH))
-  t.same([passed, late, silent, wrong].map(c => r.challengeVerdicts.get(c.id)), ['passed', 'late', 'no-response', 'bad-response'])
+  t.same(
+    [passed, late, silent, wrong].map(c => r.challengeVerdicts.get(c.id)),
+    ['passed', 'late', 'no-response', 'bad-response'],
+  )
   const { att } = w.attest(t)
   t.same(att.body.counts, counts({ heartbeats: 7, fresh: 7, slotsLive: 9, slotsCovered: 7, challenges: 4, passed: 1 }))
   t.equal(att.body.score, Math.floor((800_000 * 7 * 4 + 200_000 * 1 * 9) / (9 * 4)))
@@ -412,7 +470,15 @@ t.test('a response naming another head for a stored seq is equivocation evidence
   w.honest(0)
   w.honest(1)
   const now = at(1) + 500
-  const c = signEnvelope(w.v, { type: ProofType.challenge, id: newId(now), fleet: FLEET, sub: w.dev.key.keyId, iat: now, exp: now + 1500, body: { nonce: randomBytes(32).toString('hex') } }) as unknown as Challenge
+  const c = signEnvelope(w.v, {
+    type: ProofType.challenge,
+    id: newId(now),
+    fleet: FLEET,
+    sub: w.dev.key.keyId,
+    iat: now,
+    exp: now + 1500,
+    body: { nonce: randomBytes(32).toString('hex') },
+  }) as unknown as Challenge
   w.db.prepare('INSERT INTO challenges (id, device, sent, deadline, payload) VALUES (?, ?, ?, ?, ?)').run(c.id, w.dev.key.keyId, now, c.exp, Buffer.from(JSON.stringify(c)))
   const body: ResponseBody = { challenge: c.id, ch: messageHash(c), nonce: c.body.nonce, seq: 1, head: hex('another history') }
   const out2 = w.send(signEnvelope(w.dev.key, { type: ProofType.response, id: newId(now + 10), fleet: FLEET, sub: w.v.keyId, iat: now + 10, exp: c.exp, body: asJson(body) }), now + 20)

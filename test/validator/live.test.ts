@@ -58,7 +58,10 @@ t.test('device and validator: beacons, heartbeats, challenge, attestation, expor
   t.match(ver, /challenges 1\/1 passed/, 'the challenge is in the export and passed')
   const x = JSON.parse(readFileSync(out, 'utf8')) as { heartbeats: unknown[]; challenges: Array<{ challenge: { id: string } }> }
   t.ok(x.heartbeats.length >= 4, 'the export carries the heartbeats')
-  t.same(x.challenges.map(c => c.challenge.id), [ch.id])
+  t.same(
+    x.challenges.map(c => c.challenge.id),
+    [ch.id],
+  )
   const pinned = execFileSync(process.execPath, [CLI, 'verify', out, '--validator', join(vdir, 'validator.key.pub')], { encoding: 'utf8' })
   t.notMatch(pinned, /WARNING/, 'pinned to the validator key file')
   t.match(ver, /WARNING: validator key not pinned/)

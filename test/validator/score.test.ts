@@ -77,7 +77,10 @@ t.test('every live slot covered scores 1,000,000', async t => {
   t.equal(r.score, 1_000_000)
   t.equal(r.fraud, false)
   t.match(r.counts, { heartbeats: 10, fresh: 10, slotsLive: 10, slotsCovered: 10, stale: 0, badBeacon: 0, skewed: 0 })
-  t.same(r.coveredSlots, ALL.map(i => FIRST + i))
+  t.same(
+    r.coveredSlots,
+    ALL.map(i => FIRST + i),
+  )
   t.equal(r.owner, 'carol')
   t.equal(r.root, merkleRoot(hbs.map(h => messageHash(h.env))), 'root over the hashes in seq order')
 })
@@ -112,9 +115,16 @@ t.test('bad-beacon: a citation that is not the hash of the validator beacon', as
 })
 
 t.test('skewed: device clock further than skewMs from the receive time', async t => {
-  const hbs = chain([{ cite: 0, skew: P.skewMs }, { cite: 1, skew: -P.skewMs - 1 }, { cite: 2, skew: P.skewMs + 1 }])
+  const hbs = chain([
+    { cite: 0, skew: P.skewMs },
+    { cite: 1, skew: -P.skewMs - 1 },
+    { cite: 2, skew: P.skewMs + 1 },
+  ])
   const r = scoreEpoch(record(ALL, hbs))
-  t.same(hbs.map(h => r.heartbeatVerdicts.get(messageHash(h.env))), ['fresh', 'skewed', 'skewed'])
+  t.same(
+    hbs.map(h => r.heartbeatVerdicts.get(messageHash(h.env))),
+    ['fresh', 'skewed', 'skewed'],
+  )
   t.match(r.counts, { skewed: 2, slotsCovered: 1 })
 })
 

@@ -75,9 +75,21 @@ t.test('two processes on one store: one beacon per slot, each heartbeat stored o
   await until(() => rows.every(r => topicSlots().includes(r.slot)), 5000, 'every stored beacon on the beacon topic')
   const perSlot = new Map<number, number>()
   for (const slot of topicSlots()) perSlot.set(slot, (perSlot.get(slot) ?? 0) + 1)
-  t.same([...perSlot.values()].filter(n => n !== 1), [], 'the beacon topic shows one beacon per slot')
-  t.same([...perSlot.keys()].sort((x, y) => x - y), rows.map(r => r.slot), 'the same slots as the store holds')
-  t.same(rows.map(r => r.slot), [...Array(rows.length).keys()].map(i => rows[0]!.slot + i), 'no slot skipped while one process leads')
+  t.same(
+    [...perSlot.values()].filter(n => n !== 1),
+    [],
+    'the beacon topic shows one beacon per slot',
+  )
+  t.same(
+    [...perSlot.keys()].sort((x, y) => x - y),
+    rows.map(r => r.slot),
+    'the same slots as the store holds',
+  )
+  t.same(
+    rows.map(r => r.slot),
+    [...Array(rows.length).keys()].map(i => rows[0]!.slot + i),
+    'no slot skipped while one process leads',
+  )
 
   t.ok(a.heartbeats > 0 && b.heartbeats > 0, `both processes took heartbeats (${a.heartbeats} + ${b.heartbeats})`)
   t.equal(a.heartbeats + b.heartbeats, stored, 'each stored exactly once between them')
@@ -113,13 +125,21 @@ t.test('a validator restarted mid-epoch loses no heartbeat; slots without a beac
   adb.close()
   const stored = () => new Set((second.db.prepare('SELECT hash FROM heartbeats WHERE device = ?').all(device) as Array<{ hash: string }>).map(r => r.hash))
   await until(() => published.every(h => stored().has(h.hash)), 10_000, 'every heartbeat in the validator store').catch(() => undefined)
-  t.same(published.filter(h => !stored().has(h.hash)).map(h => h.seq), [], `all ${published.length} heartbeats the device signed are stored`)
+  t.same(
+    published.filter(h => !stored().has(h.hash)).map(h => h.seq),
+    [],
+    `all ${published.length} heartbeats the device signed are stored`,
+  )
 
   const slots = [...Array(params.epochSlots).keys()].map(i => firstSlot + i)
   const missing = slots.filter(s => s * params.slotMs >= stoppedAt && (s + 1) * params.slotMs <= startedAt)
   const live = (second.db.prepare('SELECT slot FROM beacons WHERE slot BETWEEN ? AND ? ORDER BY slot').all(slots[0], slots[slots.length - 1]) as Array<{ slot: number }>).map(r => r.slot)
   t.same(missing, [firstSlot + 2, firstSlot + 3], 'the validator was down for two whole slots')
-  t.same(live, slots.filter(s => !missing.includes(s)), 'a beacon in every other slot')
+  t.same(
+    live,
+    slots.filter(s => !missing.includes(s)),
+    'a beacon in every other slot',
+  )
   const att = attestation(second, device, epoch)!
   t.equal(att.body.counts.slotsLive, live.length, 'slotsLive excludes exactly the slots without a beacon')
   t.equal(att.body.counts.slotsCovered, live.length, 'the device covered every live slot')
@@ -138,7 +158,11 @@ t.test('a second process with the same instance name on the same store is refuse
   t.ok(other, 'another name is welcome')
 
   const run = promisify(execFile)
-  const cli = await run(process.execPath, [bundle, 'validator', '--broker', broker.url, '--fleet', FLEET, '--state-dir', vdir, '--slot', '1', '--epoch-slots', '4', '--max-age', '1', '--instance', 'a'], { timeout: 15_000 }).catch((e: { code: number; stderr: string }) => e)
+  const cli = await run(
+    process.execPath,
+    [bundle, 'validator', '--broker', broker.url, '--fleet', FLEET, '--state-dir', vdir, '--slot', '1', '--epoch-slots', '4', '--max-age', '1', '--instance', 'a'],
+    { timeout: 15_000 },
+  ).catch((e: { code: number; stderr: string }) => e)
   t.not((cli as { code?: number }).code ?? 0, 0, 'the CLI exits non-zero')
   t.match((cli as { stderr: string }).stderr, /already running/, 'and says why')
 

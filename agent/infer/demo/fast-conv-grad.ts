@@ -8,7 +8,13 @@ import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu'
 
 const conv2DBackpropFilter: KernelFunc = ({ inputs, backend, attrs }) => {
   const { x, dy } = inputs as { x: TensorInfo; dy: TensorInfo }
-  const a = attrs as unknown as { strides: [number, number] | number; pad: 'same' | 'valid'; dataFormat: 'NHWC' | 'NCHW'; dimRoundingMode?: 'floor' | 'round' | 'ceil'; filterShape: [number, number, number, number] }
+  const a = attrs as unknown as {
+    strides: [number, number] | number
+    pad: 'same' | 'valid'
+    dataFormat: 'NHWC' | 'NCHW'
+    dimRoundingMode?: 'floor' | 'round' | 'ceil'
+    filterShape: [number, number, number, number]
+  }
   if (a.dataFormat === 'NCHW') throw new Error('fast Conv2DBackpropFilter: NHWC only')
   const info = backend_util.computeConv2DInfo(x.shape as [number, number, number, number], a.filterShape, a.strides, 1, a.pad, a.dimRoundingMode, false, 'channelsLast')
   const cpu = backend as MathBackendCPU

@@ -25,7 +25,7 @@ function parseLevel(v) {
     if (s === '1' || s === 'true' || s === 'on') return 1
     if (s === '0' || s === 'false' || s === 'off') return 0
   }
-  const shown = Buffer.isBuffer(v) ? 'a Buffer' : JSON.stringify(v) ?? String(v)
+  const shown = Buffer.isBuffer(v) ? 'a Buffer' : (JSON.stringify(v) ?? String(v))
   throw codeError('BAD_REQUEST', `msg.payload must be 0, 1, true or false (or "on"/"off"), not ${shown}`)
 }
 

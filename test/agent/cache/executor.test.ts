@@ -40,7 +40,15 @@ t.test('params: clear errors naming the field', async t => {
     [{ objects: [{ sha256: h, origins: [] }] }, /\/objects\/0\/origins/],
     [{ objects: [{ sha256: h, origins: ['http://a/'], extra: 1 }] }, /\/objects\/0/],
     [{ objects: Array.from({ length: 65 }, () => ({ sha256: h, origins: ['http://a/'] })) }, /\/objects/],
-    [{ objects: [{ sha256: h, origins: ['http://a/'] }, { cid: cidFromSha256(h), origins: ['http://b/'] }] }, /listed twice/],
+    [
+      {
+        objects: [
+          { sha256: h, origins: ['http://a/'] },
+          { cid: cidFromSha256(h), origins: ['http://b/'] },
+        ],
+      },
+      /listed twice/,
+    ],
   ]
   for (const [params, msg] of bad) t.throws(() => ex.parse(params), { code: 'BAD_REQUEST', message: msg }, JSON.stringify(params).slice(0, 80))
   const p = ex.parse({ objects: [{ cid: cidFromSha256(h), origins: ['http://a/'], bytes: 1, pin: true }] })
@@ -66,7 +74,11 @@ t.test('run: fetches, pins, reports hashes; a re-run finds the objects present',
     { name: cidFromSha256(sha256(a)), sha256: sha256(a), bytes: a.length },
     { name: cidFromSha256(sha256(b)), sha256: sha256(b), bytes: b.length },
   ])
-  t.same(out.inputs.map(i => i.name), [`${origin.url}/ex-a`, `${origin.url}/ex-b`], 'inputs name the origin that delivered')
+  t.same(
+    out.inputs.map(i => i.name),
+    [`${origin.url}/ex-a`, `${origin.url}/ex-b`],
+    'inputs name the origin that delivered',
+  )
   t.equal(out.resources.bytesFetched, 30_000)
   t.equal(out.backend, 'http')
   t.same(c.seen, [0, 0.5, 1])

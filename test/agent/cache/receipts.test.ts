@@ -119,7 +119,11 @@ t.test('receipts count exact bytes, survive a restart and verify', async t => {
   t.same(body, want, 'the body, exactly')
   const checked = verifyServeReceipt(JSON.parse(JSON.stringify(env)), { fleet: FLEET, device: identity.keyId, now: clock.now() })
   t.equal(checked.type, 'cache.served')
-  t.throws(() => verifyServeReceipt({ ...env, body: { ...body, totals: { ...body.totals, bytes: body.totals.bytes + 1 } } }, { fleet: FLEET, device: identity.keyId, now: clock.now() }), { code: 'BAD_SIGNATURE' }, 'altered body refused')
+  t.throws(
+    () => verifyServeReceipt({ ...env, body: { ...body, totals: { ...body.totals, bytes: body.totals.bytes + 1 } } }, { fleet: FLEET, device: identity.keyId, now: clock.now() }),
+    { code: 'BAD_SIGNATURE' },
+    'altered body refused',
+  )
   t.throws(() => verifyServeReceipt(env, { fleet: FLEET, device: generateKeyPair().keyId, now: clock.now() }), { code: 'UNTRUSTED_KEY' }, 'another device’s key refused')
 
   const rows = db.prepare('SELECT topic, cls, payload FROM outbox').all() as Array<{ topic: string; cls: number; payload: Buffer }>

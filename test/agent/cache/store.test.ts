@@ -76,7 +76,11 @@ t.test('wrong bytes, cut-off and short bodies, HTTP errors: refused, nothing sto
     )
     t.ok(err instanceof FetchFailed, `${name}: refused`)
     t.equal(err?.code, code, `${name}: ${code}`)
-    t.same(err?.failures.map(f => [f.origin, f.code]), [[url, code]], `${name}: which origin failed how`)
+    t.same(
+      err?.failures.map(f => [f.origin, f.code]),
+      [[url, code]],
+      `${name}: which origin failed how`,
+    )
     t.notOk(store.has(h), `${name}: nothing stored`)
     t.notOk(existsSync(join(dir, 'objects', h.slice(0, 2), h)), `${name}: no file`)
     t.same(tmpFiles(dir), [], `${name}: temp file removed`)
@@ -255,7 +259,14 @@ t.test('index repair: files deleted or added behind the store, corrupt files, st
   mkdirSync(join(dir, 'objects', sh.slice(0, 2)), { recursive: true })
   symlinkSync(outside, join(dir, 'objects', sh.slice(0, 2), sh))
   const { store: again } = await openStore(t, { dir })
-  t.same(again.list().map(o => o.sha256).sort(), [sha256(y), zh].sort(), 'index matches the verified files')
+  t.same(
+    again
+      .list()
+      .map(o => o.sha256)
+      .sort(),
+    [sha256(y), zh].sort(),
+    'index matches the verified files',
+  )
   t.equal(again.stat(sha256(y))?.pinned, true, 'pins survive')
   t.notOk(existsSync(join(dir, 'objects', sh.slice(0, 2), sh)), 'a symlink is never an object: deleted')
   t.ok(existsSync(outside), 'and what it pointed at is untouched')

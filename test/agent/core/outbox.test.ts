@@ -31,7 +31,10 @@ t.test('records come out oldest first, across memory and disk, and leave on ack'
   for (let i = 0; i < 50; i++) ob.enqueue(msg(i, i % 3 === 0 ? MsgClass.telemetry : MsgClass.event))
   t.equal(ob.depth(), 50)
   const ids = drainAll(ob)
-  t.same(ids, [...Array(50).keys()].map(i => `msg-${String(i).padStart(6, '0')}`))
+  t.same(
+    ids,
+    [...Array(50).keys()].map(i => `msg-${String(i).padStart(6, '0')}`),
+  )
   t.equal(ob.depth(), 0)
   ob.flush()
   t.equal(ob.sizeBytes(), 0, 'deletes are batched; after a flush nothing is held')
@@ -42,7 +45,10 @@ t.test('in-flight records are skipped by peek', async t => {
   for (let i = 0; i < 5; i++) ob.enqueue(msg(i))
   const first = ob.peek(2, new Set())
   const next = ob.peek(2, new Set(first.map(r => r.seq)))
-  t.same(next.map(r => r.id), ['msg-000002', 'msg-000003'])
+  t.same(
+    next.map(r => r.id),
+    ['msg-000002', 'msg-000003'],
+  )
 })
 
 t.test('durable records survive closing without flush (a crash); lazy telemetry is written on flush', async t => {
@@ -86,7 +92,11 @@ t.test('the size cap evicts telemetry first, then events, never must-keep', asyn
   for (let i = 40; i < 100; i++) ob.enqueue(msg(i, MsgClass.telemetry, size))
   t.ok(ob.sizeBytes() <= 64 * 1024, 'under the cap')
   const ids = drainAll(ob)
-  t.same(ids.slice(0, 40), [...Array(40).keys()].map(i => `msg-${String(i).padStart(6, '0')}`), 'all must-keep and events kept')
+  t.same(
+    ids.slice(0, 40),
+    [...Array(40).keys()].map(i => `msg-${String(i).padStart(6, '0')}`),
+    'all must-keep and events kept',
+  )
   t.ok(ids.length < 100 && ids.length > 40, 'some telemetry evicted')
   t.equal(ids[ids.length - 1], 'msg-000099', 'the newest telemetry is kept')
   t.ok(evicted.every(([c]) => c === MsgClass.telemetry))
@@ -100,7 +110,10 @@ t.test('expired replies are dropped; must-keep records go after their retention'
   ob.enqueue({ ...msg(1, MsgClass.reply), expires: clock.now() + 1000 })
   ob.enqueue(msg(2, MsgClass.mustKeep))
   clock.advance(2000)
-  t.same(ob.peek(10, new Set()).map(r => r.id), ['msg-000002'])
+  t.same(
+    ob.peek(10, new Set()).map(r => r.id),
+    ['msg-000002'],
+  )
   clock.advance(31 * 86_400_000)
   ;(ob as unknown as { tick(): void }).tick()
   t.equal(ob.depth(), 0)
@@ -128,9 +141,12 @@ t.test('disk full: a durable record fails loudly and nothing already stored is l
   const { ob, db } = open(tmp(), { lazyWriteMs: 0 })
   const pages = db.pragma('page_count', { simple: true }) as number
   db.pragma(`max_page_count = ${pages + 2}`)
-  t.throws(() => {
-    for (let i = 0; i < 100; i++) ob.enqueue(msg(i, MsgClass.mustKeep, 4000))
-  }, { code: 'STATE_DIR', message: /SQLITE_FULL/ })
+  t.throws(
+    () => {
+      for (let i = 0; i < 100; i++) ob.enqueue(msg(i, MsgClass.mustKeep, 4000))
+    },
+    { code: 'STATE_DIR', message: /SQLITE_FULL/ },
+  )
   const depth = ob.depth()
   t.ok(depth > 0, 'what was stored is still there')
   t.same(drainAll(ob).length, depth)

@@ -53,15 +53,25 @@ t.test('gestures become events; the confirmed long press runs the command after 
 
   await press(200)
   await press(3100)
-  t.strictSame(events.map(e => e[0]), ['button.press', 'button.long-press'])
+  t.strictSame(
+    events.map(e => e[0]),
+    ['button.press', 'button.long-press'],
+  )
   t.strictSame(events[1]![1], { pin: PIN, confirmWindowMs: 10_000 })
   await timers.advance(10_000)
-  t.strictSame(events.map(e => e[0]), ['button.press', 'button.long-press', 'button.cancel'], 'the window closed unconfirmed')
+  t.strictSame(
+    events.map(e => e[0]),
+    ['button.press', 'button.long-press', 'button.cancel'],
+    'the window closed unconfirmed',
+  )
   t.notOk(existsSync(done), 'one long press alone never re-provisions')
 
   await press(3100)
   await press(3100)
-  t.strictSame(events.slice(3).map(e => e[0]), ['button.long-press', 'button.reprovision'])
+  t.strictSame(
+    events.slice(3).map(e => e[0]),
+    ['button.long-press', 'button.reprovision'],
+  )
   t.match(events[4]![1], { pin: PIN, command: [process.execPath] })
   await until(() => existsSync(done), 10_000, 'the re-provision command ran')
   t.equal(settled, 1, 'after letting the event reach the broker')

@@ -11,23 +11,29 @@ const STATES = Object.keys(LED_PATTERNS) as LedState[]
 /** What an eye counts over one loop: the lengths of the on-flashes, and the period. */
 const signature = (s: LedState) => {
   const steps = LED_PATTERNS[s].steps
-  return JSON.stringify([steps.filter((x) => x.on).map((x) => x.ms), steps.reduce((a, x) => a + x.ms, 0)])
+  return JSON.stringify([steps.filter(x => x.on).map(x => x.ms), steps.reduce((a, x) => a + x.ms, 0)])
 }
 
-t.test('every state has its own pattern, alternating on/off, 2-3 s loops', async (t) => {
+t.test('every state has its own pattern, alternating on/off, 2-3 s loops', async t => {
   t.strictSame([...STATES].sort(), ['broker-unreachable', 'no-network', 'online', 'provisioning-error', 'updating'])
   t.strictSame([...STATES].sort(), [...LED_STATES].sort(), 'LED_STATES lists every patterned state')
   t.equal(new Set(STATES.map(signature)).size, STATES.length, 'no two patterns look alike')
   for (const s of STATES) {
     const steps = LED_PATTERNS[s].steps
-    t.ok(steps.every((x, i) => x.on === (i % 2 === 0)), `${s}: starts on and alternates`)
-    t.ok(steps.every((x) => x.ms >= 100), `${s}: no step under 100 ms (visible, and cheap for the gpiod driver)`)
+    t.ok(
+      steps.every((x, i) => x.on === (i % 2 === 0)),
+      `${s}: starts on and alternates`,
+    )
+    t.ok(
+      steps.every(x => x.ms >= 100),
+      `${s}: no step under 100 ms (visible, and cheap for the gpiod driver)`,
+    )
     const period = steps.reduce((a, x) => a + x.ms, 0)
     t.ok(period <= 3000, `${s}: loops within 3 s (${describeSteps(steps)})`)
   }
 })
 
-t.test('the most urgent condition wins', async (t) => {
+t.test('the most urgent condition wins', async t => {
   const ok = { provisioningError: false, updating: false, network: true, broker: true }
   t.equal(ledStateFor(ok), 'online')
   t.equal(ledStateFor({ ...ok, broker: false }), 'broker-unreachable')
@@ -37,7 +43,7 @@ t.test('the most urgent condition wins', async (t) => {
   t.strictSame(AGENT_STATES, LED_STATES, 'the local API lists the same states, most urgent first')
 })
 
-t.test('each pattern reaches the pin as written', async (t) => {
+t.test('each pattern reaches the pin as written', async t => {
   for (const s of STATES) {
     const timers = new ManualTimers()
     const gpio = createFakeGpio({ timers })

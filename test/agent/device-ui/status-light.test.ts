@@ -92,7 +92,11 @@ t.test('button: a short press is an MQTT event; long press + confirmation runs t
   fake.setInput(BUTTON, 1)
   await until(() => existsSync(done), 10_000, 'the re-provision command ran')
   t.equal(readFileSync(done, 'utf8'), 'yes')
-  t.same(kinds().filter(k => k.startsWith('button.')), ['button.press', 'button.long-press', 'button.reprovision'], 'events in order, the event before the command')
+  t.same(
+    kinds().filter(k => k.startsWith('button.')),
+    ['button.press', 'button.long-press', 'button.reprovision'],
+    'events in order, the event before the command',
+  )
   await a.stop()
   t.ok(!fake.isOpen(LED) && !fake.isOpen(BUTTON), 'both lines released on stop')
   t.equal(fake.physical(LED), 1, 'an active-low LED is left dark (pin high)')
@@ -126,15 +130,33 @@ t.test('a broken GPIO setting does not stop the agent', async t => {
   const a = await startApiAgent(broker.url, { gpio: { driver: 'fake', statusLed: { pin: 4 }, button: { pin: 4 } } })
   t.teardown(() => a.stop())
   await until(() => a.agent.link.connected, 10_000, 'connected')
-  t.ok(a.logs.some(l => l.includes('button not started')), 'the failure is logged')
+  t.ok(
+    a.logs.some(l => l.includes('button not started')),
+    'the failure is logged',
+  )
   t.ok(a.agent.deviceUi.light, 'the LED still works')
 })
 
 t.test('network detection: a loopback broker needs none; link-local addresses do not count', async t => {
   const iface = (address: string, family: 'IPv4' | 'IPv6', internal = false) => ({ address, family, internal, netmask: '', mac: '', cidr: null }) as never
-  t.equal(hasNetwork('mqtt://127.0.0.1:1883', () => ({})), true)
-  t.equal(hasNetwork('mqtt://broker.example:1883', () => ({ lo: [iface('127.0.0.1', 'IPv4', true)] })), false)
-  t.equal(hasNetwork('mqtt://broker.example:1883', () => ({ eth0: [iface('169.254.3.4', 'IPv4'), iface('fe80::1', 'IPv6')] })), false)
-  t.equal(hasNetwork('mqtts://broker.example:8883', () => ({ wlan0: [iface('192.168.1.20', 'IPv4')] })), true)
-  t.equal(hasNetwork('mqtt://[2001:db8::1]:1883', () => ({ eth0: [iface('2001:db8::2', 'IPv6')] })), true)
+  t.equal(
+    hasNetwork('mqtt://127.0.0.1:1883', () => ({})),
+    true,
+  )
+  t.equal(
+    hasNetwork('mqtt://broker.example:1883', () => ({ lo: [iface('127.0.0.1', 'IPv4', true)] })),
+    false,
+  )
+  t.equal(
+    hasNetwork('mqtt://broker.example:1883', () => ({ eth0: [iface('169.254.3.4', 'IPv4'), iface('fe80::1', 'IPv6')] })),
+    false,
+  )
+  t.equal(
+    hasNetwork('mqtts://broker.example:8883', () => ({ wlan0: [iface('192.168.1.20', 'IPv4')] })),
+    true,
+  )
+  t.equal(
+    hasNetwork('mqtt://[2001:db8::1]:1883', () => ({ eth0: [iface('2001:db8::2', 'IPv6')] })),
+    true,
+  )
 })

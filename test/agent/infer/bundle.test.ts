@@ -27,7 +27,14 @@ t.test('bundled worker: wasm from dist, demo model classifies a sample', async t
   const wasm = replies[0]!.t === 'ready' ? replies[0]!.backends.find(b => b.name === 'wasm') : undefined
   t.match(wasm?.reason, new RegExp(`SIMD.*${out}`), 'wasm binaries from the bundle dir')
   reply = next()
-  child.send({ t: 'run', id: 1, modelSha256: DEMO_MODEL_SHA256, modelFile: join(out, 'shapes.cairnmodel'), input: { kind: 'image', path: join(out, 'demo-samples', 'triangle.jpg'), sha256: 'x' }, topK: 1 })
+  child.send({
+    t: 'run',
+    id: 1,
+    modelSha256: DEMO_MODEL_SHA256,
+    modelFile: join(out, 'shapes.cairnmodel'),
+    input: { kind: 'image', path: join(out, 'demo-samples', 'triangle.jpg'), sha256: 'x' },
+    topK: 1,
+  })
   const r = await reply
   t.match(r, { t: 'result', ok: true, top: [{ label: 'triangle' }] })
 })

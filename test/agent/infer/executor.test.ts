@@ -84,10 +84,16 @@ t.test('tensor input: base64 or numbers, batch dimension optional; outputs hashe
 
 t.test('tensor shape or dtype that does not fit the model: BAD_INPUT', async t => {
   const sha = content.put(await sumModel())
-  await t.rejects(run({ model: { sha256: sha }, input: { tensor: { shape: [1, 5], dtype: 'float32', data: [1, 2, 3, 4, 5] } } }), { code: 'BAD_INPUT', message: /input\.tensor\.shape: \[1, 5\] does not fit the model's input \[\?, 4\]/ })
+  await t.rejects(run({ model: { sha256: sha }, input: { tensor: { shape: [1, 5], dtype: 'float32', data: [1, 2, 3, 4, 5] } } }), {
+    code: 'BAD_INPUT',
+    message: /input\.tensor\.shape: \[1, 5\] does not fit the model's input \[\?, 4\]/,
+  })
   await t.rejects(run({ model: { sha256: sha }, input: { tensor: { shape: [1, 4], dtype: 'int32', data: [1, 2, 3, 4] } } }), { code: 'BAD_INPUT', message: /input\.tensor\.dtype/ })
   await t.rejects(run({ model: 'demo', input: { tensor: { shape: [1, 4], dtype: 'float32', data: [1, 2, 3, 4] } } }), { code: 'BAD_INPUT', message: /input\.tensor\.shape/ })
-  await t.rejects(run({ model: { sha256: sha }, input: { image: { data: readFileSync(demoSamplePath('circle.png')).toString('base64') } } }), { code: 'BAD_INPUT', message: /takes tensors, not images/ })
+  await t.rejects(run({ model: { sha256: sha }, input: { image: { data: readFileSync(demoSamplePath('circle.png')).toString('base64') } } }), {
+    code: 'BAD_INPUT',
+    message: /takes tensors, not images/,
+  })
 })
 
 t.test('corrupt images and pixel bombs fail cleanly; the next task runs', async t => {
@@ -150,7 +156,10 @@ t.test('an input image already in the cache but over the size limit: TOO_LARGE b
 t.test('packages that are not models: MODEL_INVALID, the worker carries on', async t => {
   const pid = ex.workerPid
   await t.rejects(run({ model: { sha256: content.put(notATar()) }, input: { tensor: { shape: [4], dtype: 'float32', data: [1, 1, 1, 1] } } }), { code: 'MODEL_INVALID', message: /not a valid tar/ })
-  await t.rejects(run({ model: { sha256: content.put(brokenTopologyPackage()) }, input: { tensor: { shape: [4], dtype: 'float32', data: [1, 1, 1, 1] } } }), { code: 'MODEL_INVALID', message: /does not load/ })
+  await t.rejects(run({ model: { sha256: content.put(brokenTopologyPackage()) }, input: { tensor: { shape: [4], dtype: 'float32', data: [1, 1, 1, 1] } } }), {
+    code: 'MODEL_INVALID',
+    message: /does not load/,
+  })
   t.equal(ex.workerPid, pid, 'same worker')
   const ok = await run({ model: 'demo', input: { image: { data: readFileSync(demoSamplePath('cross.png')).toString('base64') } } })
   t.equal((ok.result as { labels: Array<{ label: string }> }).labels[0]?.label, 'cross')
@@ -163,7 +172,11 @@ t.test('warm models: an LRU by memory; a tiny budget keeps only the last model',
   const cache = async (e: InferenceExecutor, params: unknown) => ((await e.run(e.parse(params), ctx())).result as { modelCache: string }).modelCache
   const sum = { model: { sha256: sha }, input: { tensor: { shape: [4], dtype: 'float32', data: [1, 2, 3, 4] } } }
   const demo = { model: 'demo', input: { image: { data: readFileSync(demoSamplePath('circle.png')).toString('base64') } } }
-  t.same([await cache(small, sum), await cache(small, sum), await cache(small, demo), await cache(small, sum)], ['miss', 'hit', 'miss', 'miss'], 'the demo model (~20 kB of weights) pushed out the other')
+  t.same(
+    [await cache(small, sum), await cache(small, sum), await cache(small, demo), await cache(small, sum)],
+    ['miss', 'hit', 'miss', 'miss'],
+    'the demo model (~20 kB of weights) pushed out the other',
+  )
   // The shared executor's 256 MiB holds both.
   await cache(ex, sum)
   await cache(ex, demo)

@@ -103,7 +103,13 @@ t.test('bilinear resize with half-pixel centres, normalisation, layouts', async 
   t.same([...nhwc.data], [-1, -1, -1, 1, 1, 1, 1, 1, 1, -1, -1, -1])
   const gray = toInputTensor(img, { kind: 'image', height: 2, width: 2, channels: 1, scale: 1 / 200, layout: 'NCHW' })
   t.same(gray.shape, [1, 1, 2, 2])
-  t.same([...gray.data].map(v => Math.round(v * 1000) / 1000), [0, 1, 1, 0])
+  t.same(
+    [...gray.data].map(v => Math.round(v * 1000) / 1000),
+    [0, 1, 1, 0],
+  )
   const up = toInputTensor({ width: 2, height: 1, rgb: new Uint8Array([0, 0, 0, 100, 100, 100]) }, { kind: 'image', height: 1, width: 4, channels: 3, scale: 1 })
-  t.same([...up.data].filter((_, i) => i % 3 === 0), [0, 25, 75, 100])
+  t.same(
+    [...up.data].filter((_, i) => i % 3 === 0),
+    [0, 25, 75, 100],
+  )
 })

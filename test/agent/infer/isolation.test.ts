@@ -90,7 +90,11 @@ t.test('worker killed mid-task: WORKER_CRASHED, next task on a fresh worker', as
 t.test('over the memory limit: killed, MEMORY_LIMIT, next task runs', async t => {
   await quick()
   const pid = ex.workerPid!
-  const task = ex.run(ex.parse({ model: { sha256: hog }, input: { tensor: zeros([1, 32, 32, 3]) } }), { signal: new AbortController().signal, deadline: Date.now() + 60_000, progress: () => undefined })
+  const task = ex.run(ex.parse({ model: { sha256: hog }, input: { tensor: zeros([1, 32, 32, 3]) } }), {
+    signal: new AbortController().signal,
+    deadline: Date.now() + 60_000,
+    progress: () => undefined,
+  })
   await t.rejects(task, { code: 'MEMORY_LIMIT', message: /limit of 600 MiB/ })
   await until(() => !alive(pid), 5000, 'worker gone')
   t.ok((await quick()).outputs.length === 1)
@@ -108,7 +112,10 @@ t.test('abort: the worker is stopped at once, CANCELLED, next task runs', async 
   const pid2 = ex.workerPid
   const ac2 = new AbortController()
   ac2.abort()
-  await t.rejects(slowTask(ac2.signal, () => undefined), { code: 'CANCELLED' })
+  await t.rejects(
+    slowTask(ac2.signal, () => undefined),
+    { code: 'CANCELLED' },
+  )
   t.equal(ex.workerPid, pid2)
 })
 

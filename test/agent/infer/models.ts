@@ -37,7 +37,9 @@ export function memoryHogModel(): Promise<Buffer> {
 export const SLOW_STEPS = 8000
 export function slowModel(): Promise<Buffer> {
   const m = tfl.sequential({
-    layers: [tfl.layers.lstm({ inputShape: [SLOW_STEPS, 8], units: 32, kernelInitializer: tfl.initializers.glorotUniform({ seed: 1 }), recurrentInitializer: tfl.initializers.glorotUniform({ seed: 2 }) })],
+    layers: [
+      tfl.layers.lstm({ inputShape: [SLOW_STEPS, 8], units: 32, kernelInitializer: tfl.initializers.glorotUniform({ seed: 1 }), recurrentInitializer: tfl.initializers.glorotUniform({ seed: 2 }) }),
+    ],
   })
   return pack(m, tensorMeta('slow'))
 }

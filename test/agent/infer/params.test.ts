@@ -8,7 +8,6 @@ const parse = (p: unknown, maxInputBytes = 1024) => parseInferenceParams(p, { ma
 const SHA = 'a'.repeat(64)
 const f32 = (n: number) => Buffer.from(new Float32Array(n).buffer).toString('base64')
 
-
 function refuses(t: Test, p: unknown, code: string, field: RegExp, maxInputBytes?: number) {
   t.throws(() => parse(p, maxInputBytes), { name: 'CairnError', code, message: field }, `${code} ${field}`)
 }

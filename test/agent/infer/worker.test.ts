@@ -33,7 +33,14 @@ async function logitsModel(): Promise<string> {
 }
 
 const run = (sha: string, shape: number[], id = 1) =>
-  core.run({ t: 'run', id, modelSha256: sha, modelFile: join(content.dir, sha), input: { kind: 'tensor', shape, dtype: 'float32', data: new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(1) }, topK: 2 })
+  core.run({
+    t: 'run',
+    id,
+    modelSha256: sha,
+    modelFile: join(content.dir, sha),
+    input: { kind: 'tensor', shape, dtype: 'float32', data: new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(1) },
+    topK: 2,
+  })
 
 t.test('a bad input to a model not yet cached: BAD_INPUT, and its weights are freed', async t => {
   const sha = await logitsModel()
@@ -46,7 +53,10 @@ t.test('a logits model: softmax for the top-k, no tensor left per task', async t
   const sha = await logitsModel()
   const first = await run(sha, [1, 4])
   t.equal(first.modelCache, 'miss')
-  t.same(first.top?.map(x => Math.round(x.score * 1000) / 1000), [0.333, 0.333])
+  t.same(
+    first.top?.map(x => Math.round(x.score * 1000) / 1000),
+    [0.333, 0.333],
+  )
   const held = tf.memory().numTensors // the cached model's weights
   for (let i = 0; i < 3; i++) t.equal((await run(sha, [4], i + 2)).modelCache, 'hit')
   t.equal(tf.memory().numTensors, held, 'steady: inputs, outputs and the softmax are disposed')
@@ -55,13 +65,21 @@ t.test('a logits model: softmax for the top-k, no tensor left per task', async t
 t.test('topK: the same as a full sort, ties by index, logits through a softmax', async t => {
   const meta = (activation: 'softmax' | 'logits'): ModelMeta => ({ name: 'x', input: { kind: 'tensor' }, output: { kind: 'classification', activation } })
   let seed = 7
-  const rnd = () => ((seed = (seed * 16807) % 2147483647) / 2147483647)
+  const rnd = () => (seed = (seed * 16807) % 2147483647) / 2147483647
   const values = Float32Array.from({ length: 1000 }, () => Math.round(rnd() * 50) / 50) // many ties
   const sorted = [...values].map((score, index) => ({ index, score })).sort((a, b) => b.score - a.score)
-  for (const k of [1, 5, 100]) t.same(topK(values, 1000, meta('softmax'), k).map(x => x.index), sorted.slice(0, k).map(x => x.index), `k=${k}`)
+  for (const k of [1, 5, 100])
+    t.same(
+      topK(values, 1000, meta('softmax'), k).map(x => x.index),
+      sorted.slice(0, k).map(x => x.index),
+      `k=${k}`,
+    )
   t.equal(topK(values.subarray(0, 3), 3, meta('softmax'), 10).length, 3, 'k above the class count')
   const logits = topK(new Float32Array([1, 3, 2]), 3, meta('logits'), 3)
-  t.same(logits.map(x => x.index), [1, 2, 0])
+  t.same(
+    logits.map(x => x.index),
+    [1, 2, 0],
+  )
   t.ok(Math.abs(logits.reduce((a, x) => a + x.score, 0) - 1) < 1e-9, 'probabilities sum to 1')
   t.ok(Math.abs(logits[0]!.score - Math.exp(3) / (Math.exp(1) + Math.exp(2) + Math.exp(3))) < 1e-9)
 })

@@ -37,7 +37,10 @@ t.test('socket and token: file modes, 401 without the right token, 404 off /v1, 
   const c = new LocalApiClient({ socketPath: a.socket, token: 'x'.repeat(43) })
   await t.rejects(c.connect(), { code: 'UNAUTHORIZED' }, 'the client reports UNAUTHORIZED')
   c.close()
-  t.ok(a.logs.some(l => l.includes('missing or wrong token')), 'refusal logged')
+  t.ok(
+    a.logs.some(l => l.includes('missing or wrong token')),
+    'refusal logged',
+  )
 })
 
 t.test('hello, status, self-test, infer without a model runner, all as documented', async t => {
@@ -66,7 +69,7 @@ t.test('hello, status, self-test, infer without a model runner, all as documente
   t.same(c.schemaProblems, [], 'every frame matched docs/schemas')
 })
 
-t.test('infer goes to the task queue\'s local runner with the executor\'s model shape', async t => {
+t.test("infer goes to the task queue's local runner with the executor's model shape", async t => {
   const dir = tmp('cairn-lapi-')
   const bus = new LocalBus()
   const calls: Array<{ type: string; params: unknown }> = []
@@ -214,10 +217,14 @@ t.test('client library: typed errors, reconnect after an agent restart, subscrip
   t.teardown(() => b.stop())
   t.equal(b.token, a.token, 'the token survives a restart')
   await until(() => seen.filter(s => s === 'connected').length === 2, 15_000, 'reconnected')
-  await until(async () => {
-    b.agent.publishEvent('demo.after-restart', {})
-    await new Promise(r => setTimeout(r, 100))
-    return events.some(e => (e.data as { kind: string }).kind === 'demo.after-restart')
-  }, 10_000, 'an event after the restart, without subscribing again')
+  await until(
+    async () => {
+      b.agent.publishEvent('demo.after-restart', {})
+      await new Promise(r => setTimeout(r, 100))
+      return events.some(e => (e.data as { kind: string }).kind === 'demo.after-restart')
+    },
+    10_000,
+    'an event after the restart, without subscribing again',
+  )
   t.pass('re-subscribed by itself')
 })

@@ -72,7 +72,11 @@ t.test('token file: owned by another user is refused; junk is replaced atomicall
   t.equal(made.created, true)
   t.equal(statSync(junk).mode & 0o777, 0o640, 'the replacement is 0640, not the old 0644')
   t.equal(readFileSync(junk, 'utf8'), made.token + '\n')
-  t.same(readdirSync(dir).filter(f => f.endsWith('.tmp')), [], 'no temporary file left')
+  t.same(
+    readdirSync(dir).filter(f => f.endsWith('.tmp')),
+    [],
+    'no temporary file left',
+  )
   chmodSync(junk, 0o644)
   t.same(loadOrCreateToken(junk), { token: made.token, created: false }, 'a valid token is kept')
   t.equal(statSync(junk).mode & 0o777, 0o640, 'and its mode tightened')

@@ -93,7 +93,11 @@ t.test('a flood of requests on one connection: every one answered, ok or UNAVAIL
   }
   t.comment(`replies: ${JSON.stringify(Object.fromEntries(codes))}`)
   t.ok((codes.get('ok') ?? 0) > 0, 'some status requests answered ok')
-  t.same([...codes.keys()].filter(k => !['ok', 'UNAVAILABLE', 'BAD_REQUEST'].includes(k)), [], 'nothing but ok, UNAVAILABLE (in-flight cap) and BAD_REQUEST (pin not open)')
+  t.same(
+    [...codes.keys()].filter(k => !['ok', 'UNAVAILABLE', 'BAD_REQUEST'].includes(k)),
+    [],
+    'nothing but ok, UNAVAILABLE (in-flight cap) and BAD_REQUEST (pin not open)',
+  )
   t.ok((codes.get('ok') ?? 0) + (codes.get('BAD_REQUEST') ?? 0) > n / 2, 'back-pressure, not refusal, handles most of a flood')
   t.equal(new Set(c.frames.filter(f => f.type === 'res').map(f => f.id)).size, n, 'each id answered once')
   t.same(c.schemaProblems, [])
@@ -116,7 +120,10 @@ t.test('a client that stops reading loses telemetry and events, then is closed (
     await sleep(5) // let the reading client keep up, as a real one would
   }
   await until(() => a.agent.localApi!.clientCount === 1, 15_000, 'the slow client closed')
-  t.ok(a.logs.some(l => l.includes('does not read; closing it')), 'closing logged')
+  t.ok(
+    a.logs.some(l => l.includes('does not read; closing it')),
+    'closing logged',
+  )
   await until(() => good.frames.filter(f => f.topic === 'event').length === total, 15_000, 'every event at the reading client')
   t.equal(good.closed, undefined, 'the reading client stays connected')
   slow.ws.resume()

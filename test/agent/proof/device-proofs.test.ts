@@ -70,7 +70,10 @@ t.test('a forged beacon is refused and never cited; a genuine one is', async t =
   const cited = await c.waitFor(() => heartbeats(c).find(m => hbOf(m).body.beacons.length > 0), 5000, 'a heartbeat citing a beacon')
   t.same(hbOf(cited).body.beacons, [{ v: v.keyId, slot, h: messageHash(genuine) }], 'cites the genuine beacon by its hash')
   t.equal(a.agent.metrics.get('cairn_beacons_total'), 1)
-  t.notOk(heartbeats(c).some(m => hbOf(m).body.beacons.some(b => b.h !== messageHash(genuine))), 'no heartbeat ever cited a forgery')
+  t.notOk(
+    heartbeats(c).some(m => hbOf(m).body.beacons.some(b => b.h !== messageHash(genuine))),
+    'no heartbeat ever cited a forgery',
+  )
 })
 
 t.test('killed between signing and publishing: the chain resumes without a fork', async t => {
@@ -82,7 +85,14 @@ t.test('killed between signing and publishing: the chain resumes without a fork'
   let signed = 0
   const start = (): ChildProcess => {
     const child = spawn(process.execPath, [bundle, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-    child.stdout!.on('data', (d: Buffer) => (signed += d.toString().split('\n').filter(l => l.includes('"heartbeat signed"')).length))
+    child.stdout!.on(
+      'data',
+      (d: Buffer) =>
+        (signed += d
+          .toString()
+          .split('\n')
+          .filter(l => l.includes('"heartbeat signed"')).length),
+    )
     child.stderr!.resume()
     t.teardown(() => child.kill('SIGKILL'))
     return child
@@ -120,7 +130,11 @@ t.test('killed between signing and publishing: the chain resumes without a fork'
   const seqs = [...bySeq.keys()].sort((x, y) => x - y)
   t.same(seqs, [...Array(seqs.length).keys()], 'seqs are contiguous from 0')
   t.ok(seqs.length > want)
-  t.same(seqs.filter(s => bySeq.get(s)!.size !== 1), [], 'every seq has exactly one hash: no equivocation')
+  t.same(
+    seqs.filter(s => bySeq.get(s)!.size !== 1),
+    [],
+    'every seq has exactly one hash: no equivocation',
+  )
   const hashes = seqs.map(s => [...bySeq.get(s)!][0]!)
   const broken = seqs.filter(s => payloadOf.get(hashes[s]!)!.body.prev !== (s === 0 ? ZERO_HASH : hashes[s - 1]))
   t.same(broken, [], 'each prev is the hash of the heartbeat before it')
@@ -136,14 +150,21 @@ t.test('stored heartbeats are republished byte for byte on a trusted fetch only'
   await publish(`${device}/proof-fetch`, encodeProof(sign(stranger, ProofType.fetch, device, { from: 0, to: 2 })))
   await until(() => refused('UNTRUSTED_KEY') === 1, 5000, 'the stranger refused')
   await sleep(500)
-  t.same([0, 1, 2].map(s => copies(s).length), [1, 1, 1], 'nothing republished for a stranger')
+  t.same(
+    [0, 1, 2].map(s => copies(s).length),
+    [1, 1, 1],
+    'nothing republished for a stranger',
+  )
 
   const fetch = sign(v, ProofType.fetch, device, { from: 0, to: 2 })
   await publish(`${device}/proof-fetch`, encodeProof(fetch))
   await c.waitFor(() => [0, 1, 2].every(s => copies(s).length >= 2) || undefined, 5000, 'seq 0-2 again')
   for (const s of [0, 1, 2]) {
     const [orig, ...again] = copies(s)
-    t.ok(again.every(m => m.payload.equals(orig!.payload)), `seq ${s}: identical bytes`)
+    t.ok(
+      again.every(m => m.payload.equals(orig!.payload)),
+      `seq ${s}: identical bytes`,
+    )
   }
   await publish(`${device}/proof-fetch`, encodeProof(fetch))
   await until(() => refused('REPLAY') === 1, 5000, 'the same fetch replayed is refused')

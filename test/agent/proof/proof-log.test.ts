@@ -34,7 +34,10 @@ for (const [name, make] of impls) {
     )
     t.same(log.range(7, 9), [])
     t.equal(log.prune(1003), 3, 'created before 1003')
-    t.same(log.range(0, 10).map(r => r.seq), [3, 4])
+    t.same(
+      log.range(0, 10).map(r => r.seq),
+      [3, 4],
+    )
     t.equal(log.prune(10_000), 1, 'never the head')
     t.same(log.head(), { seq: 4, hash: 'h4' })
   })
@@ -57,6 +60,12 @@ for (const [name, make] of impls) {
 t.test('memory: holds the newest `capacity` heartbeats only', async t => {
   const log = new MemoryProofLog(3)
   for (let seq = 0; seq < 5; seq++) log.append(seq, `h${seq}`, seq, Buffer.from(String(seq)))
-  t.same(log.held().map(r => r.seq), [2, 3, 4])
-  t.same(log.range(0, 10).map(r => r.seq), [2, 3, 4])
+  t.same(
+    log.held().map(r => r.seq),
+    [2, 3, 4],
+  )
+  t.same(
+    log.range(0, 10).map(r => r.seq),
+    [2, 3, 4],
+  )
 })

@@ -33,7 +33,25 @@ t.test('kill -9 mid-task: INTERRUPTED or resumed as documented, one receipt each
   const base = `cairn/v1/${FLEET}/${device}/task`
   const c = await Consumer.connect(broker.url, [`${base}/update`, `${base}/receipt`, `cairn/v1/${FLEET}/${device}/status`])
   t.teardown(() => c.close())
-  const args = ['agent', '--broker', broker.url, '--fleet', FLEET, '--state-dir', state, '--health-port', '0', '--dispatcher-key', d.pub, '--set', 'cache.port=0', '--set', 'proof.enabled=false', '--set', 'tasks.concurrency=2']
+  const args = [
+    'agent',
+    '--broker',
+    broker.url,
+    '--fleet',
+    FLEET,
+    '--state-dir',
+    state,
+    '--health-port',
+    '0',
+    '--dispatcher-key',
+    d.pub,
+    '--set',
+    'cache.port=0',
+    '--set',
+    'proof.enabled=false',
+    '--set',
+    'tasks.concurrency=2',
+  ]
   const start = (): ChildProcess => {
     const child = spawn(process.execPath, [bundle, ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
     child.stderr!.resume()
@@ -44,11 +62,27 @@ t.test('kill -9 mid-task: INTERRUPTED or resumed as documented, one receipt each
     c.waitFor(m => m.slice(after).find(x => (x.json as { tasks?: { types: string[] } } | undefined)?.tasks?.types.includes('inference')), 60_000, 'inference ready in status')
   const send = async (task: string, type: string, params: unknown) => {
     const now = Date.now()
-    const env = signEnvelope(d, { type: 'task.request', id: newId(now), fleet: FLEET, sub: device, iat: now, exp: now + 120_000, body: { task, type, params: params as never, deadline: now + 110_000, priority: 0 } })
+    const env = signEnvelope(d, {
+      type: 'task.request',
+      id: newId(now),
+      fleet: FLEET,
+      sub: device,
+      iat: now,
+      exp: now + 120_000,
+      body: { task, type, params: params as never, deadline: now + 110_000, priority: 0 },
+    })
     await c.client.publishAsync(`${base}/request`, JSON.stringify(env), { qos: 1 })
   }
-  const updates = (task: string) => c.on('/task/update').map(m => m.json as unknown as TaskUpdate).filter(u => u.task === task)
-  const receipts = (task: string) => c.on('/task/receipt').map(m => m.json as unknown as TaskReceipt).filter(r => r.body.task === task)
+  const updates = (task: string) =>
+    c
+      .on('/task/update')
+      .map(m => m.json as unknown as TaskUpdate)
+      .filter(u => u.task === task)
+  const receipts = (task: string) =>
+    c
+      .on('/task/receipt')
+      .map(m => m.json as unknown as TaskReceipt)
+      .filter(r => r.body.task === task)
 
   const first = start()
   await inferenceReady(0)
@@ -75,7 +109,10 @@ t.test('kill -9 mid-task: INTERRUPTED or resumed as documented, one receipt each
   const cache = await c.waitFor(() => receipts('crash-cache-01')[0], 30_000, 'cache receipt')
   t.equal(cache.body.outcome, 'done', `the cache task was resumed and finished: ${JSON.stringify(cache.body.error)}`)
   t.equal(cache.body.attempts, 2)
-  t.same(cache.body.outputs.map(o => o.sha256), [sha256(object)])
+  t.same(
+    cache.body.outputs.map(o => o.sha256),
+    [sha256(object)],
+  )
   await inferenceReady(seen)
 
   // Sent again: duplicates, stored state back, no new run.
@@ -84,7 +121,15 @@ t.test('kill -9 mid-task: INTERRUPTED or resumed as documented, one receipt each
   t.equal(dup.state, 'failed')
   // QoS 1 and an outbox whose acknowledgements a kill -9 can lose: updates may come
   // twice, with the same id (consumers de-duplicate on it). Distinct starts: one.
-  t.equal(new Set(updates('crash-infer-01').filter(u => u.event === 'started').map(u => u.id)).size, 1, 'started once only')
+  t.equal(
+    new Set(
+      updates('crash-infer-01')
+        .filter(u => u.event === 'started')
+        .map(u => u.id),
+    ).size,
+    1,
+    'started once only',
+  )
   t.equal(new Set(receipts('crash-infer-01').map(r => r.id)).size, 1, 'one receipt for the inference task')
   t.equal(new Set(receipts('crash-cache-01').map(r => r.id)).size, 1, 'one receipt for the cache task')
 })

@@ -43,7 +43,11 @@ t.test('cache task from a loopback origin, served with Range; wrong bytes refuse
   t.equal(ok.code, SUBMIT_EXIT.done, ok.err)
   const out = JSON.parse(ok.out) as { receipt: TaskReceipt }
   t.equal(out.receipt.body.backend, 'http')
-  t.same(out.receipt.body.outputs.map(o => o.sha256), [id], 'the receipt names the stored object')
+  t.same(
+    out.receipt.body.outputs.map(o => o.sha256),
+    [id],
+    'the receipt names the stored object',
+  )
   writeFileSync(join(dir, 'out.json'), ok.out)
   const v = await cli(['task', 'verify', join(dir, 'out.json'), '--device', h.device, '--request', join(dir, 'req.json')])
   t.equal(v.code, 0, v.err)
@@ -83,7 +87,27 @@ t.test('inference on the demo model returns the right label', async t => {
   await until(() => h.a.agent.tasks!.status().types.includes('inference'), 60_000, 'inference worker started')
   t.ok(h.a.agent.tasks!.status().backends.inference, `backend ${h.a.agent.tasks!.status().backends.inference}`)
   const dir = tmp()
-  const res = await cli(['task', 'submit', h.device, '--broker', broker.url, '--fleet', FLEET, '--key', h.dispatcher.file, '--type', 'inference', '--model', 'demo', '--input', demoSamplePath('circle.png'), '--top-k', '2', '--request-out', join(dir, 'req.json')])
+  const res = await cli([
+    'task',
+    'submit',
+    h.device,
+    '--broker',
+    broker.url,
+    '--fleet',
+    FLEET,
+    '--key',
+    h.dispatcher.file,
+    '--type',
+    'inference',
+    '--model',
+    'demo',
+    '--input',
+    demoSamplePath('circle.png'),
+    '--top-k',
+    '2',
+    '--request-out',
+    join(dir, 'req.json'),
+  ])
   t.equal(res.code, SUBMIT_EXIT.done, res.err)
   const out = JSON.parse(res.out) as { result: { labels?: Array<{ label: string }> }; receipt: TaskReceipt }
   t.equal(out.result.labels?.[0]?.label, 'circle', 'classified as a circle')

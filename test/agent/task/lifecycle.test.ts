@@ -187,7 +187,11 @@ t.test('runLocal: the same queue, executors and receipts, marked local', async t
   t.equal(receipt.body.local, true)
   t.equal(receipt.body.dispatcher, h.device, 'the device itself signed the request')
   t.equal((await h.waitReceipt(r.taskId)).r.sig, r.receipt.sig, 'the receipt is published like any other')
-  t.same(h.updates(u => u.task === r.taskId), [], 'no MQTT updates for a local task')
+  t.same(
+    h.updates(u => u.task === r.taskId),
+    [],
+    'no MQTT updates for a local task',
+  )
   await t.rejects(tasks.runLocal('inference', { nolabel: 1 }), { code: 'BAD_REQUEST' })
   await t.rejects(tasks.runLocal('cache', { label: 'x', mode: 'fail' }), { code: 'CONTENT_MISMATCH', receipt: { body: { outcome: 'failed' } } })
   await t.rejects(tasks.runLocal('inference', { label: 'w', mode: 'wait' }, { timeoutMs: 300 }), { code: 'TIMEOUT' })
@@ -196,5 +200,9 @@ t.test('runLocal: the same queue, executors and receipts, marked local', async t
   t.teardown(() => c.close())
   const status = await c.waitFor(m => m.find(x => x.retain && x.json?.state === 'online'), 5000, 'retained status')
   t.equal(schemaErrors('status', status.json), null, 'status matches status.json')
-  t.same((status.json as { tasks: unknown }).tasks, { types: ['cache', 'inference'], backends: { cache: 'test', inference: 'test' }, queued: 0, running: 0 }, 'status reports task types, backends and queue')
+  t.same(
+    (status.json as { tasks: unknown }).tasks,
+    { types: ['cache', 'inference'], backends: { cache: 'test', inference: 'test' }, queued: 0, running: 0 },
+    'status reports task types, backends and queue',
+  )
 })

@@ -38,7 +38,11 @@ t.test('happy path: accepted, started, progress, done, and a receipt bound to th
   const done = await h.waitUpdate(u => u.task === 'happy-task-01' && u.event === 'done', 'done update')
   const { r, payload } = await h.waitReceipt('happy-task-01')
   const seq = h.updates(u => u.task === 'happy-task-01').map(u => u.event)
-  t.same(seq.filter(e => e !== 'progress'), ['accepted', 'started', 'done'], 'updates in order')
+  t.same(
+    seq.filter(e => e !== 'progress'),
+    ['accepted', 'started', 'done'],
+    'updates in order',
+  )
   t.ok(seq.includes('progress'), 'progress reported')
   t.equal(done.request, req.id, 'updates name the request id')
   t.equal(r.iss, h.device, 'receipt signed by the device')
@@ -54,7 +58,11 @@ t.test('happy path: accepted, started, progress, done, and a receipt bound to th
   t.ok(checked.length >= 4, 'receipt verifies offline with its request')
   t.same(h.ex.inference.runs, ['cat'], 'ran once')
   await until(() => events.includes('task.done'), 2000, 'bus event')
-  t.same(events.filter(e => e !== 'task.progress'), ['task.accepted', 'task.started', 'task.done'], 'lifecycle on the local bus')
+  t.same(
+    events.filter(e => e !== 'task.progress'),
+    ['task.accepted', 'task.started', 'task.done'],
+    'lifecycle on the local bus',
+  )
   t.same(h.a.agent.tasks!.status(), { types: ['cache', 'inference'], backends: { cache: 'test', inference: 'test' }, queued: 0, running: 0 })
   schemasHold(t, h)
 })
@@ -65,7 +73,10 @@ t.test('MQTT 5 response topic and correlation data are honoured; 3.1.1 works fro
   await h.request('corr-task-001', { label: 'x' }, { opts: { properties: { responseTopic: rt, correlationData: Buffer.from('abc') } } })
   await h.c.waitFor(m => m.find(x => x.topic === rt && x.json?.event === 'done'), 10_000, 'done on the response topic')
   const onRt = h.c.messages.filter(x => x.topic === rt)
-  t.ok(onRt.every(x => Buffer.from(x.properties?.correlationData ?? []).toString() === 'abc'), 'correlation data echoed')
+  t.ok(
+    onRt.every(x => Buffer.from(x.properties?.correlationData ?? []).toString() === 'abc'),
+    'correlation data echoed',
+  )
   const { properties } = await h.waitReceipt('corr-task-001')
   t.equal(Buffer.from(properties?.correlationData ?? []).toString(), 'abc', 'receipt carries the correlation data')
   // A response topic outside the device's update topic is ignored (it is not signed).
@@ -114,7 +125,14 @@ t.test('rejections: every reason code, each with a message, nothing runs', async
   await h.request('busy-b4-task', { label: 'b4' })
   await h.waitUpdate(u => u.task === 'busy-b4-task' && u.event === 'done', 'b4 done on retry')
   t.same(h.ex.inference.runs, ['b1', 'b2', 'b3', 'b4'], 'no rejected task ran')
-  t.same(h.receipts().map(r => r.r.body.task).sort(), ['busy-b1-task', 'busy-b2-task', 'busy-b3-task', 'busy-b4-task', 'rej-unsup-01'], 'receipts only for tasks that were accepted')
+  t.same(
+    h
+      .receipts()
+      .map(r => r.r.body.task)
+      .sort(),
+    ['busy-b1-task', 'busy-b2-task', 'busy-b3-task', 'busy-b4-task', 'rej-unsup-01'],
+    'receipts only for tasks that were accepted',
+  )
   schemasHold(t, h)
 })
 
@@ -158,7 +176,7 @@ t.test('requests that never reach the queue: forged, unsigned, wrong key, expire
   await sendRaw(JSON.stringify(h.sign('task.request', body('forged-task-01'), stranger)))
   await sendRaw(JSON.stringify(h.sign('task.request', body('operator-task-1'), h.operator)))
   const genuine = h.sign('task.request', body('tampered-task1'))
-  await sendRaw(JSON.stringify({ ...genuine, body: { ...genuine.body as object, priority: 99 } }))
+  await sendRaw(JSON.stringify({ ...genuine, body: { ...(genuine.body as object), priority: 99 } }))
   // Unsigned: no sig at all; a command envelope on the task topic.
   const { sig: _sig, ...unsigned } = h.sign('task.request', body('unsigned-task-1'))
   await sendRaw(JSON.stringify(unsigned))
@@ -177,11 +195,15 @@ t.test('requests that never reach the queue: forged, unsigned, wrong key, expire
   // Answers to unauthenticated junk are QoS 0 and rate-limited: 10 at once at most.
   const answers = h.updates(u => u.event === 'rejected')
   t.ok(answers.length >= 1 && answers.length <= 10, `${answers.length} refusals answered`)
-  t.ok(answers.every(u => u.error !== undefined), 'each names its code')
+  t.ok(
+    answers.every(u => u.error !== undefined),
+    'each names its code',
+  )
   await sleep(300)
   t.same(h.ex.inference.runs, [], 'nothing ran')
   const tasks = h.a.agent.tasks!.runner.store
-  for (const id of ['forged-task-01', 'operator-task-1', 'tampered-task1', 'unsigned-task-1', 'expired-task-1', 'other-dev-task1']) t.equal(tasks.get(id), undefined, `${id} left no trace in the queue`)
+  for (const id of ['forged-task-01', 'operator-task-1', 'tampered-task1', 'unsigned-task-1', 'expired-task-1', 'other-dev-task1'])
+    t.equal(tasks.get(id), undefined, `${id} left no trace in the queue`)
   schemasHold(t, h)
 })
 

@@ -75,14 +75,37 @@ t.test('stopped mid-task: inference INTERRUPTED, cache resumed, queued run, neve
 t.test('planner rules', async t => {
   const q = (id: string, deadline: number) => ({ id, deadline })
   t.same(planQueue({ queued: [q('a', 100), q('b', 100), q('c', 100)], running: 1, concurrency: 2, now: 10, hot: undefined }), [{ kind: 'start', id: 'a' }], 'one free slot, first in order')
-  t.same(planQueue({ queued: [q('a', 5), q('b', 100)], running: 0, concurrency: 1, now: 10, hot: undefined }), [{ kind: 'expire', id: 'a', code: 'TIMEOUT' }, { kind: 'start', id: 'b' }], 'expired tasks fail, the next one starts')
-  t.same(planQueue({ queued: [q('a', 5), q('b', 100)], running: 0, concurrency: 1, now: 10, hot: 'hot' }), [{ kind: 'expire', id: 'a', code: 'TOO_HOT' }], 'hot: nothing starts, expiries blame the heat')
+  t.same(
+    planQueue({ queued: [q('a', 5), q('b', 100)], running: 0, concurrency: 1, now: 10, hot: undefined }),
+    [
+      { kind: 'expire', id: 'a', code: 'TIMEOUT' },
+      { kind: 'start', id: 'b' },
+    ],
+    'expired tasks fail, the next one starts',
+  )
+  t.same(
+    planQueue({ queued: [q('a', 5), q('b', 100)], running: 0, concurrency: 1, now: 10, hot: 'hot' }),
+    [{ kind: 'expire', id: 'a', code: 'TOO_HOT' }],
+    'hot: nothing starts, expiries blame the heat',
+  )
   t.same(planQueue({ queued: [q('a', 100)], running: 3, concurrency: 2, now: 10, hot: undefined }), [], 'over the limit (after a config change): nothing starts')
-  t.same(planQueue({ queued: [{ ...q('a', 100), waiting: true }, q('b', 100), { ...q('c', 5), waiting: true }], running: 0, concurrency: 2, now: 10, hot: undefined }), [{ kind: 'start', id: 'b' }, { kind: 'expire', id: 'c', code: 'TIMEOUT' }], 'a task whose executor has not joined waits (until its deadline)')
+  t.same(
+    planQueue({ queued: [{ ...q('a', 100), waiting: true }, q('b', 100), { ...q('c', 5), waiting: true }], running: 0, concurrency: 2, now: 10, hot: undefined }),
+    [
+      { kind: 'start', id: 'b' },
+      { kind: 'expire', id: 'c', code: 'TIMEOUT' },
+    ],
+    'a task whose executor has not joined waits (until its deadline)',
+  )
   const r = (id: string, type: 'inference' | 'cache', attempts = 1, local = false) => ({ id, type, attempts, local })
   t.same(
     planRecovery([r('x', 'inference'), r('y', 'cache'), r('z', 'cache', MAX_ATTEMPTS), r('l', 'cache', 1, true)], new Set(['cache'])),
-    [{ kind: 'interrupt', id: 'x', why: 'not-idempotent' }, { kind: 'resume', id: 'y' }, { kind: 'interrupt', id: 'z', why: 'attempts' }, { kind: 'interrupt', id: 'l', why: 'local' }],
+    [
+      { kind: 'interrupt', id: 'x', why: 'not-idempotent' },
+      { kind: 'resume', id: 'y' },
+      { kind: 'interrupt', id: 'z', why: 'attempts' },
+      { kind: 'interrupt', id: 'l', why: 'local' },
+    ],
     'inference fails, cache resumes (a bounded number of times), local tasks fail (their caller is gone)',
   )
   const base = { now: 1000, deadline: 100_000, queued: 0, maxQueue: 2, hot: undefined, coolDownMs: 60_000 }
@@ -104,10 +127,25 @@ t.test('executors that join after start: BUSY while starting, then run; UNSUPPOR
   bus.on('event', e => events.push(e.kind))
   let statusChanges = 0
   const svc = new TaskService({
-    db, outbox, clock, log, metrics: new Metrics(), identity: generateKeyPair(), fleet: 'test',
-    config: Value.Default(TasksSchema, {}) as never, dispatchers: [], isOperator: () => false,
-    replay: new ReplayGuard(db, 1000), skewMs: 1000, maxTtlMs: 86_400_000, executors: [], telemetry: () => undefined, bus,
-    publishQuick: () => undefined, pendingTypes: ['inference', 'cache'], onExecutorAdded: () => statusChanges++,
+    db,
+    outbox,
+    clock,
+    log,
+    metrics: new Metrics(),
+    identity: generateKeyPair(),
+    fleet: 'test',
+    config: Value.Default(TasksSchema, {}) as never,
+    dispatchers: [],
+    isOperator: () => false,
+    replay: new ReplayGuard(db, 1000),
+    skewMs: 1000,
+    maxTtlMs: 86_400_000,
+    executors: [],
+    telemetry: () => undefined,
+    bus,
+    publishQuick: () => undefined,
+    pendingTypes: ['inference', 'cache'],
+    onExecutorAdded: () => statusChanges++,
   })
   svc.start()
   t.teardown(async () => {
