@@ -43,8 +43,6 @@ import { startBuiltinExecutors } from './task/builtin-executors.js'
 import { TaskService } from './task/task-service.js'
 import type { TaskExecutor } from './task/executor-port.js'
 
-export type { StopReason }
-
 export interface AgentDeps {
   loaded: LoadedConfig
   /** Re-reads file, env and flags (SIGHUP, restart-agent); with `remote`, uses those

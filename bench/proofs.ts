@@ -35,7 +35,7 @@ import { validatorKey } from '../validator/validator-cli.js'
 import { freePort, mosquittoPath } from '../test/helpers/broker.js'
 
 /** Same shape as bench/run.ts's rows. */
-export interface BenchRow {
+interface BenchRow {
   bench: string
   figure: string
   value: number

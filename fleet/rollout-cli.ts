@@ -112,7 +112,7 @@ export async function rolloutStatus(o: StatusOptions): Promise<RolloutReport> {
   return report
 }
 
-export function formatReport(r: RolloutReport): string {
+function formatReport(r: RolloutReport): string {
   const lines = [`fleet ${r.fleet}: ${r.devices} device(s), ${r.online} online (retained status, read for ${r.seconds} s)`]
   const versions = Object.entries(r.versions).sort(([a], [b]) => (a < b ? 1 : -1))
   for (const [v, c] of versions) lines.push(`  ${v.padEnd(16)} ${String(c.devices).padStart(5)} device(s), ${c.online} online`)
@@ -127,11 +127,11 @@ export function formatReport(r: RolloutReport): string {
 }
 
 /** The signed fleet-wide pause-updates command (sub "*"). */
-export function signPause(key: KeyPair, fleet: string, paused: boolean, ttlMs: number, now = Date.now()): Envelope {
+function signPause(key: KeyPair, fleet: string, paused: boolean, ttlMs: number, now = Date.now()): Envelope {
   return signEnvelope(key, { type: 'cmd.pause-updates', id: newId(now), fleet, sub: '*', iat: now, exp: now + ttlMs, body: { paused } })
 }
 
-export interface HaltOptions {
+interface HaltOptions {
   url: string
   fleet: string
   key: KeyPair
@@ -143,7 +143,7 @@ export interface HaltOptions {
 
 /** Publishes the signed pause (or resume), retained, so devices that connect later
  * still get it until it expires. */
-export async function publishPause(o: HaltOptions): Promise<Envelope> {
+async function publishPause(o: HaltOptions): Promise<Envelope> {
   const env = signPause(o.key, o.fleet, o.paused, o.ttlMs)
   const v5 = (o.mqttVersion ?? 5) === 5
   const client = await connectMqttAsync({

@@ -37,7 +37,7 @@ export interface NodeRedHost {
 }
 
 /** The slice of `require('node-red')` used here. */
-export interface NodeRedModule {
+interface NodeRedModule {
   init(server: Server, settings: Record<string, unknown>): void
   start(): Promise<void>
   stop(): Promise<void>
@@ -55,7 +55,7 @@ const LEVELS: Record<number, string> = { 10: 'fatal', 20: 'error', 30: 'warn', 4
 let running = false
 
 /** Loads Node-RED; throws an Error saying so when it is not installed. */
-export async function loadNodeRed(): Promise<NodeRedModule> {
+async function loadNodeRed(): Promise<NodeRedModule> {
   try {
     // A variable specifier: Node-RED ships no types, and the bundle must not inline it.
     const name = 'node-red'
@@ -221,7 +221,7 @@ async function listen(server: Server, port: number): Promise<number> {
 }
 
 /** A first flow for a fresh editor: the agent's telemetry, events and LED, wired to this device. */
-export function starterFlow(agent: { socketPath: string; tokenFile: string }): unknown[] {
+function starterFlow(agent: { socketPath: string; tokenFile: string }): unknown[] {
   const tab = 'cairn-demo-tab'
   const cfg = 'cairn-demo-agent'
   return [

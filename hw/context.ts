@@ -1,7 +1,7 @@
 // What every collector receives (a filesystem root and a command runner), and the
 // tolerant file readers they share: a missing or unreadable file is `undefined`,
 // never an exception, because boards differ in which files they have at all.
-import { access, readdir, readFile } from 'node:fs/promises'
+import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { CommandRunner } from './command-runner.js'
 
@@ -49,15 +49,6 @@ export async function listDir(ctx: Pick<HwContext, 'root'>, path: string): Promi
   }
 }
 
-export async function exists(ctx: Pick<HwContext, 'root'>, path: string): Promise<boolean> {
-  try {
-    await access(underRoot(ctx, path))
-    return true
-  } catch {
-    return false
-  }
-}
-
 /** hwmon numbers change between boots; the `name` attribute is the stable handle. */
 export async function findHwmon(ctx: Pick<HwContext, 'root'>, names: readonly string[]): Promise<string | undefined> {
   for (const entry of await listDir(ctx, '/sys/class/hwmon')) {
@@ -68,13 +59,8 @@ export async function findHwmon(ctx: Pick<HwContext, 'root'>, names: readonly st
   return undefined
 }
 
-export function parseIntStrict(text: string | undefined): number | undefined {
+function parseIntStrict(text: string | undefined): number | undefined {
   if (text === undefined || !/^-?\d{1,18}$/.test(text.trim())) return undefined
-  return Number(text.trim())
-}
-
-export function parseFloatStrict(text: string | undefined): number | undefined {
-  if (text === undefined || !/^-?\d{1,18}(\.\d{1,18})?$/.test(text.trim())) return undefined
   return Number(text.trim())
 }
 
@@ -88,6 +74,6 @@ export function round(value: number, digits: number): number {
 }
 
 /** "thermal_zone10" after "thermal_zone9", "cpu10" after "cpu9". */
-export function naturalCompare(a: string, b: string): number {
+function naturalCompare(a: string, b: string): number {
   return a.localeCompare(b, 'en', { numeric: true })
 }

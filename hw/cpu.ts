@@ -15,7 +15,7 @@ export interface ProcStat {
   cores: Map<number, CpuTimes>
 }
 
-export interface CoreSample {
+interface CoreSample {
   cpu: number
   percent?: number
   mhz?: number

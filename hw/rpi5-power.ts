@@ -4,7 +4,7 @@
 // reads below wall power. It is reported as measured, without a fudge factor.
 import { round, type HwContext } from './context.js'
 
-export interface PowerRail {
+interface PowerRail {
   name: string
   volts?: number
   amps?: number

@@ -6,7 +6,7 @@ import type { Logger } from '../protocol/log.js'
 import { TufChannel } from './tuf-channel.js'
 import type { ReleaseChannel, ReleaseInfo } from './release-types.js'
 
-export interface ChannelOptions {
+interface ChannelOptions {
   /** The published TUF repository. */
   releaseUrl: string
   /** The trusted root.json shipped with the agent. */

@@ -19,7 +19,7 @@ export interface OtaControl {
   status(): OtaStatus
 }
 
-export type UpdateTarget = 'agent' | 'os'
+type UpdateTarget = 'agent' | 'os'
 const Target = Type.Optional(Type.Union([Type.Literal('agent'), Type.Literal('os')], { description: 'which updater: the agent or the OS (Cairn OS)' }))
 
 /** Commands accepted as signed broadcasts on cairn/v1/<fleet>/release. */

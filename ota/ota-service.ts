@@ -39,7 +39,7 @@ export function launcherFromEnv(env: NodeJS.ProcessEnv): LauncherInfo | undefine
 }
 
 /** The OS side, on a device whose OS updates itself in A/B slots (Cairn OS). */
-export interface OsUpdateDeps {
+interface OsUpdateDeps {
   /** the tryboot backend (image-build/os-update/tryboot-slots.ts) */
   slots: SlotBackend
   /** the running OS release (/etc/cairn-release) and the slot it booted from */
@@ -72,7 +72,7 @@ export interface OtaHooks {
   selfTest?: (real: () => Promise<SelfTestResult>) => Promise<SelfTestResult>
 }
 
-export interface OtaDeps {
+interface OtaDeps {
   config: Readonly<Config>
   launcher: LauncherInfo | undefined
   /** OS updates; absent where the OS is not Cairn OS or cannot switch slots */
@@ -97,7 +97,7 @@ export interface OtaDeps {
 }
 
 /** Cairn OS as the composition room found it at start. */
-export type OsInfo = NonNullable<StatusMessage['os']>
+type OsInfo = NonNullable<StatusMessage['os']>
 export interface CairnOsFound {
   info: OsInfo
   /** present when this device installs OS releases */
@@ -153,7 +153,7 @@ export function otaExtension(o: OtaExtensionOptions): ExtensionFactory {
   }
 }
 
-export class OtaService {
+class OtaService {
   readonly topic: string
   private published = false
 

@@ -16,7 +16,7 @@ import { gzip, packTar, treeEntries, type TarEntry } from '../protocol/tar.js'
 import { BUNDLE_FILE, VERSION_FILE } from './slots.js'
 
 /** Written by the build beside cairn.mjs. */
-export const BUNDLE_ASSETS_FILE = 'bundle-assets.json'
+const BUNDLE_ASSETS_FILE = 'bundle-assets.json'
 
 export interface PackOptions {
   /** The bundle (dist/cairn.mjs). */
@@ -32,7 +32,7 @@ export interface PackOptions {
 
 const RUNTIME_PACKAGES = ['better-sqlite3', 'bindings', 'file-uri-to-path'] as const
 
-export function slotEntries(o: PackOptions): TarEntry[] {
+function slotEntries(o: PackOptions): TarEntry[] {
   const nm = o.nodeModules ?? new URL('../node_modules', import.meta.url).pathname
   const entries: TarEntry[] = [
     { path: BUNDLE_FILE, type: 'file', mode: 0o755, data: readFileSync(o.bundle) },
@@ -58,7 +58,7 @@ export function slotEntries(o: PackOptions): TarEntry[] {
 }
 
 /** The files the bundle needs beside it, as the build listed them (cli/bundle.mjs). */
-export function bundleAssets(dir: string): string[] {
+function bundleAssets(dir: string): string[] {
   const file = join(dir, BUNDLE_ASSETS_FILE)
   let list: unknown
   try {

@@ -21,7 +21,7 @@ import { Value } from '@sinclair/typebox/value'
 import { fsyncDirSync, writeFileAtomic } from '../protocol/durable-files.js'
 import { readTar, TarError, writeEntries } from '../protocol/tar.js'
 
-export const SLOT_NAMES = ['a', 'b'] as const
+const SLOT_NAMES = ['a', 'b'] as const
 export type SlotName = (typeof SLOT_NAMES)[number]
 export const SLOTS_FILE = 'slots.json'
 export const GOOD_FILE = 'slots.good.json'
@@ -34,7 +34,7 @@ export const EXIT_SWITCH = 75
 const Slot = Type.Union([Type.Literal('a'), Type.Literal('b')])
 const VersionText = Type.String({ minLength: 1, maxLength: 64, pattern: '^[0-9A-Za-z.+-]+$' })
 
-export const TrialSchema = Type.Object({
+const TrialSchema = Type.Object({
   slot: Slot,
   version: VersionText,
   /** When the switch was made, ms since the Unix epoch. */
@@ -47,16 +47,15 @@ export const TrialSchema = Type.Object({
 })
 export type Trial = Static<typeof TrialSchema>
 
-export const RollbackNoteSchema = Type.Object({
+const RollbackNoteSchema = Type.Object({
   version: VersionText,
   /** The slot the failed version ran from. */
   slot: Type.Optional(Slot),
   reason: Type.String({ maxLength: 200 }),
   at: Type.Integer({ minimum: 0 }),
 })
-export type RollbackNote = Static<typeof RollbackNoteSchema>
 
-export const SlotsStateSchema = Type.Object({
+const SlotsStateSchema = Type.Object({
   /** The slot the launcher starts; null: the bundle the launcher was installed beside. */
   active: Type.Union([Slot, Type.Null()]),
   /** What a rollback returns to (null: that installed bundle). */
@@ -70,7 +69,7 @@ export const SlotsStateSchema = Type.Object({
 })
 export type SlotsState = Static<typeof SlotsStateSchema>
 
-export const EMPTY_SLOTS: SlotsState = Object.freeze({ active: null, previous: null, trial: null, bad: [] }) as SlotsState
+const EMPTY_SLOTS: SlotsState = Object.freeze({ active: null, previous: null, trial: null, bad: [] }) as SlotsState
 
 /** Parses and validates slots.json text; null when it is not a valid state. */
 export function parseSlots(text: string): SlotsState | null {
@@ -119,7 +118,7 @@ export function writeSlots(dir: string, state: SlotsState): void {
   if (!state.trial) writeFileAtomic(join(dir, GOOD_FILE), text)
 }
 
-export function otherSlot(s: SlotName): SlotName {
+function otherSlot(s: SlotName): SlotName {
   return s === 'a' ? 'b' : 'a'
 }
 
@@ -139,7 +138,7 @@ export function rolledBack(state: SlotsState, version: string, reason: string, n
 
 /** The state with `version` marked bad and nothing else changed (a release refused
  * before it ever ran). */
-export function markedBad(state: SlotsState, version: string): SlotsState {
+function markedBad(state: SlotsState, version: string): SlotsState {
   return state.bad.includes(version) ? state : { ...state, bad: [...state.bad, version] }
 }
 

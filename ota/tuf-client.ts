@@ -112,7 +112,7 @@ export function targetUrl(targetBaseUrl: string, targetPath: string, sha256: str
 }
 
 /** Maps a tuf-js / @tufjs/models error to a CairnError naming the check that refused. */
-export function tufError(err: unknown, what: string): CairnError {
+function tufError(err: unknown, what: string): CairnError {
   if (isCairnError(err)) return err
   const message = err instanceof Error ? err.message : String(err)
   const refused = (why: string): CairnError => new CairnError('TUF_METADATA', `${what} refused (${why}): ${message}`, { cause: err })

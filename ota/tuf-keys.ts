@@ -30,13 +30,13 @@ export function tufKeyJson(publicKey: KeyObject): { keytype: 'ed25519'; scheme: 
 /** Key id per the TUF spec: hex SHA-256 of the canonical JSON of the key object. The
  * object holds only ASCII strings, where RFC 8785 (protocol/canonical.ts) and TUF's OLPC
  * canonical JSON produce the same bytes. */
-export function tufKeyId(publicKey: KeyObject): string {
+function tufKeyId(publicKey: KeyObject): string {
   return createHash('sha256')
     .update(canonicalJson(tufKeyJson(publicKey)))
     .digest('hex')
 }
 
-export function tufKey(publicKey: KeyObject): Key {
+function tufKey(publicKey: KeyObject): Key {
   const json = tufKeyJson(publicKey)
   return new Key({ keyID: tufKeyId(publicKey), keyType: json.keytype, scheme: json.scheme, keyVal: json.keyval })
 }

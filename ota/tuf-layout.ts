@@ -79,7 +79,7 @@ export function parseDuration(text: string, what: string): number {
   return n
 }
 
-export function formatDuration(s: number): string {
+function formatDuration(s: number): string {
   for (const u of ['y', 'w', 'd', 'h', 'm'] as const) if (s % UNIT_S[u]! === 0) return `${s / UNIT_S[u]!}${u}`
   return `${s}s`
 }
@@ -96,7 +96,7 @@ export function expiresIn(now: Date, seconds: number): string {
 // ---- settings -------------------------------------------------------------------------
 
 export type Expiries = Record<RoleName, number>
-export const DEFAULT_EXPIRY: Expiries = { root: 365 * 86_400, targets: 90 * 86_400, snapshot: 7 * 86_400, timestamp: 86_400 }
+const DEFAULT_EXPIRY: Expiries = { root: 365 * 86_400, targets: 90 * 86_400, snapshot: 7 * 86_400, timestamp: 86_400 }
 
 export interface RepoSettings {
   /** Validity period of each role's metadata, in seconds. */
@@ -178,7 +178,7 @@ export function latestRootVersion(paths: RepoPaths): number {
 
 /** Where the bytes of a target live under targets/ (consistent snapshots: hash-prefixed
  * file name, as tuf-js and python-tuf request them). */
-export function targetFileName(targetPath: string, sha256: string): string {
+function targetFileName(targetPath: string, sha256: string): string {
   const { dir, base } = posix.parse(targetPath)
   return dir ? `${dir}/${sha256}.${base}` : `${sha256}.${base}`
 }

@@ -19,7 +19,7 @@ import { compareSemver, isSemver } from '../protocol/semver.js'
 import type { BackendState, SlotName } from './slots.js'
 import type { ReleaseCandidate, ReleaseInfo } from './release-types.js'
 
-export const PHASES = ['idle', 'downloading', 'verifying', 'staging', 'switching', 'trial', 'committed', 'rolling-back', 'rolled-back', 'failed'] as const
+const PHASES = ['idle', 'downloading', 'verifying', 'staging', 'switching', 'trial', 'committed', 'rolling-back', 'rolled-back', 'failed'] as const
 export type Phase = (typeof PHASES)[number]
 /** Phases in which nothing is in progress: a new check may start. */
 export const RESTING: ReadonlySet<Phase> = new Set(['idle', 'committed', 'rolled-back', 'failed'])
@@ -27,7 +27,7 @@ export const RESTING: ReadonlySet<Phase> = new Set(['idle', 'committed', 'rolled
 const Slot = Type.Union([Type.Literal('a'), Type.Literal('b')])
 const Ms = Type.Integer({ minimum: 0 })
 
-export const CandidateSchema = Type.Object({
+const CandidateSchema = Type.Object({
   version: Type.String(),
   channel: Type.String(),
   minVersion: Type.Optional(Type.String()),
@@ -74,7 +74,7 @@ export const INITIAL_RECORD: OtaRecord = { phase: 'idle', failures: 0, times: {}
 export type SelfTestState = 'not-run' | 'ok' | 'failed'
 
 /** How long a switch that arms a reboot (tryboot) waits for that reboot before asking again. */
-export const REBOOT_WAIT_MS = 10 * 60_000
+const REBOOT_WAIT_MS = 10 * 60_000
 
 export interface Facts {
   /** What this updater installs: agent bundles (directory slots) or the OS (tryboot). */

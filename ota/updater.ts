@@ -16,7 +16,7 @@ import { isSemver } from '../protocol/semver.js'
 import { StageError, type SlotBackend, type SlotName } from './slots.js'
 import type { DeviceFacts, DownloadProgress, ReleaseCandidate, ReleaseChannel, ReleaseInfo } from './release-types.js'
 
-export interface UpdaterSettings {
+interface UpdaterSettings {
   pollS: number
   healthDeadlineS: number
   maxAttempts: number

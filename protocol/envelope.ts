@@ -13,11 +13,11 @@ import { canonicalJson, type Json } from './canonical.js'
 import { CairnError } from './errors.js'
 import { isKeyId, publicKeyFromKeyId, type KeyPair } from './keys.js'
 
-export const SIG_PREFIX = 'CAIRN-SIG-1\n'
-export const ENVELOPE_VERSION = 1
+const SIG_PREFIX = 'CAIRN-SIG-1\n'
+const ENVELOPE_VERSION = 1
 /** Anything that names a device or fleet in a topic: no '/', '+', '#', no spaces. */
 export const NAME_PATTERN = '^[a-z0-9][a-z0-9_-]{0,63}$'
-export const TYPE_PATTERN = '^[a-z][a-z0-9-]*(\\.[a-z0-9][a-z0-9-]*)*$'
+const TYPE_PATTERN = '^[a-z][a-z0-9-]*(\\.[a-z0-9][a-z0-9-]*)*$'
 export const ID_PATTERN = '^[A-Za-z0-9_-]{8,64}$'
 
 export const EnvelopeSchema = Type.Object(
@@ -142,7 +142,7 @@ export function verifyEnvelope(input: unknown, opts: VerifyOptions): Envelope {
 // A validator sees the same few thousand device keys over and over; importing each key
 // once saves a third of the per-message cost. Bounded: cleared when it grows too big.
 const keyCache = new Map<string, KeyObject>()
-export function cachedKey(keyId: string): KeyObject {
+function cachedKey(keyId: string): KeyObject {
   let key = keyCache.get(keyId)
   if (!key) {
     if (keyCache.size >= 100_000) keyCache.clear()

@@ -8,7 +8,6 @@ import { base32Decode, base32Encode } from './base32.js'
 import { writeFileAtomic as writeDurable } from './durable-files.js'
 import { CairnError } from './errors.js'
 
-export const KEY_ID_LENGTH = 52
 const KEY_ID_RE = /^[a-z2-7]{52}$/
 
 export interface KeyPair {
@@ -122,7 +121,7 @@ function isPublicKeyText(text: string): boolean {
   return /^-----BEGIN (RSA )?PUBLIC KEY-----/.test(t) || /^ssh-[a-z0-9-]+ /.test(t) || isKeyId(t)
 }
 
-export function privateKeyPem(pair: KeyPair): string {
+function privateKeyPem(pair: KeyPair): string {
   return pair.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString()
 }
 

@@ -11,7 +11,7 @@ const DeviceId = Type.String({ pattern: '^[a-z2-7]{52}$', description: 'device i
 const MsgId = Type.String({ pattern: ID_PATTERN, description: 'unique message id; consumers de-duplicate on it' })
 const Ms = Type.Integer({ minimum: 0, description: 'ms since the Unix epoch' })
 
-export const StatusSchema = Type.Object(
+const StatusSchema = Type.Object(
   {
     v: Type.Literal(1),
     id: MsgId,
@@ -59,7 +59,7 @@ export const StatusSchema = Type.Object(
 )
 export type StatusMessage = Static<typeof StatusSchema>
 
-export const TelemetryMessageSchema = Type.Object(
+const TelemetryMessageSchema = Type.Object(
   {
     v: Type.Literal(1),
     id: MsgId,
@@ -71,7 +71,7 @@ export const TelemetryMessageSchema = Type.Object(
 )
 export type TelemetryMessage = Static<typeof TelemetryMessageSchema>
 
-export const EventSchema = Type.Object(
+const EventSchema = Type.Object(
   {
     v: Type.Literal(1),
     id: MsgId,
@@ -84,7 +84,7 @@ export const EventSchema = Type.Object(
 )
 export type EventMessage = Static<typeof EventSchema>
 
-export const ReplySchema = Type.Union(
+const ReplySchema = Type.Union(
   [
     Type.Object({ id: Type.Union([MsgId, Type.Null()]), status: Type.Literal('ok'), data: Type.Unknown() }, { additionalProperties: false }),
     Type.Object(

@@ -136,7 +136,7 @@ export async function connectMqttAsync(o: MqttConnectOptions): Promise<MqttClien
 
 /** Turns off Nagle's algorithm on the connection: a small publish (a challenge response,
  * a reply) otherwise waits for the peer's delayed ACK, adding ~40 ms to every round trip. */
-export function noDelay(client: MqttClient): void {
+function noDelay(client: MqttClient): void {
   const stream = client.stream as { setNoDelay?: (on: boolean) => unknown } | undefined
   stream?.setNoDelay?.(true)
 }

@@ -37,7 +37,7 @@ const Seq = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
 const Ms = Type.Integer({ minimum: 0, description: 'ms since the Unix epoch' })
 export const OWNER_PATTERN = '^[A-Za-z0-9][A-Za-z0-9:._@-]{0,127}$'
 
-export const BeaconRefSchema = Type.Object(
+const BeaconRefSchema = Type.Object(
   {
     v: { ...KeyId, description: 'validator key id' },
     slot: Seq,
@@ -47,7 +47,7 @@ export const BeaconRefSchema = Type.Object(
 )
 export type BeaconRef = Static<typeof BeaconRefSchema>
 
-export const HeartbeatBodySchema = Type.Object(
+const HeartbeatBodySchema = Type.Object(
   {
     seq: { ...Seq, description: '0 for the first heartbeat of this device key, then +1 each' },
     prev: { ...Hash, description: 'hash of heartbeat seq-1 (64 zeros for seq 0)' },
@@ -60,7 +60,7 @@ export const HeartbeatBodySchema = Type.Object(
 )
 export type HeartbeatBody = Static<typeof HeartbeatBodySchema>
 
-export const BeaconBodySchema = Type.Object(
+const BeaconBodySchema = Type.Object(
   {
     slot: { ...Seq, description: 'floor(slot start ms / slotMs)' },
     slotMs: Type.Integer({ minimum: 100, maximum: 86_400_000 }),
@@ -69,12 +69,12 @@ export const BeaconBodySchema = Type.Object(
   },
   { additionalProperties: false },
 )
-export type BeaconBody = Static<typeof BeaconBodySchema>
+type BeaconBody = Static<typeof BeaconBodySchema>
 
-export const ChallengeBodySchema = Type.Object({ nonce: { ...Hash, description: '32 random bytes, hex' } }, { additionalProperties: false })
-export type ChallengeBody = Static<typeof ChallengeBodySchema>
+const ChallengeBodySchema = Type.Object({ nonce: { ...Hash, description: '32 random bytes, hex' } }, { additionalProperties: false })
+type ChallengeBody = Static<typeof ChallengeBodySchema>
 
-export const ResponseBodySchema = Type.Object(
+const ResponseBodySchema = Type.Object(
   {
     challenge: Type.String({ pattern: ID_PATTERN, description: 'id of the challenge answered' }),
     ch: { ...Hash, description: 'hash of the challenge message' },
@@ -86,10 +86,9 @@ export const ResponseBodySchema = Type.Object(
 )
 export type ResponseBody = Static<typeof ResponseBodySchema>
 
-export const FetchBodySchema = Type.Object({ from: Seq, to: Seq }, { additionalProperties: false, description: 'republish stored heartbeats from..to (inclusive, at most 1000)' })
-export type FetchBody = Static<typeof FetchBodySchema>
+const FetchBodySchema = Type.Object({ from: Seq, to: Seq }, { additionalProperties: false, description: 'republish stored heartbeats from..to (inclusive, at most 1000)' })
 
-export const ScoreParamsSchema = Type.Object(
+const ScoreParamsSchema = Type.Object(
   {
     slotMs: Type.Integer({ minimum: 100 }),
     epochSlots: Type.Integer({ minimum: 1 }),
@@ -102,7 +101,7 @@ export const ScoreParamsSchema = Type.Object(
 )
 export type ScoreParams = Static<typeof ScoreParamsSchema>
 
-export const CountsSchema = Type.Object(
+const CountsSchema = Type.Object(
   {
     heartbeats: Type.Integer({ minimum: 0, description: 'heartbeats in the epoch record' }),
     fresh: Type.Integer({ minimum: 0, description: 'heartbeats that covered a slot or could have (fresh, genuine beacon, clock in bounds)' }),
@@ -120,7 +119,7 @@ export const CountsSchema = Type.Object(
 )
 export type Counts = Static<typeof CountsSchema>
 
-export const AttestationBodySchema = Type.Object(
+const AttestationBodySchema = Type.Object(
   {
     device: KeyId,
     owner: Type.Union([Type.String({ pattern: OWNER_PATTERN }), Type.Null()]),
@@ -135,7 +134,7 @@ export const AttestationBodySchema = Type.Object(
 )
 export type AttestationBody = Static<typeof AttestationBodySchema>
 
-export const ReceiveLogBodySchema = Type.Object(
+const ReceiveLogBodySchema = Type.Object(
   {
     device: KeyId,
     epoch: Seq,
@@ -146,10 +145,10 @@ export const ReceiveLogBodySchema = Type.Object(
 )
 export type ReceiveLogBody = Static<typeof ReceiveLogBodySchema>
 
-export const EvidenceKinds = ['equivocation', 'fork', 'forged-beacon', 'stale-beacon', 'replay', 'clock-skew'] as const
+const EvidenceKinds = ['equivocation', 'fork', 'forged-beacon', 'stale-beacon', 'replay', 'clock-skew'] as const
 export type EvidenceKind = (typeof EvidenceKinds)[number]
 
-export const EvidenceBodySchema = Type.Object(
+const EvidenceBodySchema = Type.Object(
   {
     kind: Type.Union(EvidenceKinds.map(k => Type.Literal(k))),
     device: KeyId,

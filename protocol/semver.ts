@@ -42,7 +42,7 @@ export function isSemver(text: string): boolean {
 }
 
 /** Like parseSemver, but throws a TypeError naming `what` (for inputs that must be valid). */
-export function mustParseSemver(text: string, what: string): SemVer {
+function mustParseSemver(text: string, what: string): SemVer {
   const v = parseSemver(text)
   if (!v) throw new TypeError(`${what}: ${JSON.stringify(text)} is not a semantic version (MAJOR.MINOR.PATCH[-PRE][+BUILD])`)
   return v

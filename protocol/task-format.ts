@@ -22,10 +22,9 @@ export const TaskMsg = {
 } as const
 export type TaskMsgType = (typeof TaskMsg)[keyof typeof TaskMsg]
 
-export const TASK_TYPES = ['inference', 'cache'] as const
-export const TASK_STATES = ['queued', 'running', 'done', 'failed', 'cancelled', 'rejected'] as const
+const TASK_TYPES = ['inference', 'cache'] as const
+const TASK_STATES = ['queued', 'running', 'done', 'failed', 'cancelled', 'rejected'] as const
 export type TaskState = (typeof TASK_STATES)[number]
-export const TERMINAL_STATES: ReadonlySet<TaskState> = new Set(['done', 'failed', 'cancelled', 'rejected'])
 
 /** Receipts stay valid evidence forever; exp only bounds how long a relay may hold one. */
 export const RECEIPT_TTL_MS = 30 * 86_400_000
@@ -38,7 +37,7 @@ const TaskId = Type.String({ pattern: ID_PATTERN, description: 'task id chosen b
 const TaskTypeSchema = Type.Union(TASK_TYPES.map(t => Type.Literal(t)))
 const ErrorSchema = Type.Object({ code: Type.Union(ErrorCodes.map(c => Type.Literal(c))), message: Type.String({ maxLength: 1000 }) }, { additionalProperties: false })
 
-export const TaskRequestBodySchema = Type.Object(
+const TaskRequestBodySchema = Type.Object(
   {
     task: TaskId,
     type: TaskTypeSchema,
@@ -50,8 +49,7 @@ export const TaskRequestBodySchema = Type.Object(
 )
 export type TaskRequestBody = Static<typeof TaskRequestBodySchema>
 
-export const TaskCancelBodySchema = Type.Object({ task: TaskId }, { additionalProperties: false })
-export type TaskCancelBody = Static<typeof TaskCancelBodySchema>
+const TaskCancelBodySchema = Type.Object({ task: TaskId }, { additionalProperties: false })
 
 const BlobSchema = Type.Object(
   {
@@ -128,7 +126,6 @@ export const TASK_BODY_SCHEMAS = {
 
 export type TaskEnvelope<B> = Omit<Envelope, 'body'> & { body: B }
 export type TaskRequest = TaskEnvelope<TaskRequestBody>
-export type TaskCancel = TaskEnvelope<TaskCancelBody>
 export type TaskReceipt = TaskEnvelope<TaskReceiptBody>
 
 /** SHA-256(JCS(m)), lowercase hex: a request's hash as a receipt cites it. */

@@ -2,10 +2,6 @@
 
 export const TOPIC_ROOT = 'cairn/v1'
 
-export function fleetRoot(fleet: string): string {
-  return `${TOPIC_ROOT}/${fleet}`
-}
-
 export function deviceTopics(fleet: string, device: string) {
   const base = `${TOPIC_ROOT}/${fleet}/${device}`
   return {

@@ -60,7 +60,7 @@ export function loadRecord(db: VDb, validator: string, params: ScoreParams, devi
   return { validator, device, epoch, params, beacons, heartbeats, challenges }
 }
 
-export function attestationBody(rec: EpochRecord, result: EpochResult): AttestationBody {
+function attestationBody(rec: EpochRecord, result: EpochResult): AttestationBody {
   return { device: rec.device, owner: result.owner, epoch: rec.epoch, params: rec.params, score: result.score, fraud: result.fraud, counts: result.counts, root: result.root }
 }
 

@@ -28,7 +28,7 @@ export interface IngestOptions {
 
 const EVIDENCE_TTL_MS = 365 * 86_400_000
 /** A heartbeat citing 16 beacons is under 3 KB; anything far larger is refused unread. */
-export const MAX_PROOF_BYTES = 16_384
+const MAX_PROOF_BYTES = 16_384
 
 export function epochOf(p: Pick<ScoreParams, 'slotMs' | 'epochSlots'>, ms: number): number {
   return Math.floor(Math.floor(ms / p.slotMs) / p.epochSlots)

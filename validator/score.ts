@@ -23,8 +23,8 @@ export interface EpochRecord {
   challenges: ReadonlyArray<{ env: Challenge; response: Response | null; recvMs: number | null }>
 }
 
-export type HeartbeatVerdict = 'fresh' | 'stale' | 'bad-beacon' | 'skewed'
-export type ChallengeVerdict = 'passed' | 'no-response' | 'late' | 'bad-response' | 'conflicting-head'
+type HeartbeatVerdict = 'fresh' | 'stale' | 'bad-beacon' | 'skewed'
+type ChallengeVerdict = 'passed' | 'no-response' | 'late' | 'bad-response' | 'conflicting-head'
 
 export interface EpochResult {
   score: number
@@ -157,7 +157,7 @@ function challengeVerdict(c: EpochRecord['challenges'][number], rec: EpochRecord
 
 /** score (ppm) = floor(1e6 * covered/live) without challenges; with them,
  * floor((wCoverage * covered * challenges + wChallenge * passed * live) / (live * challenges)). */
-export function combine(p: ScoreParams, c: Counts): number {
+function combine(p: ScoreParams, c: Counts): number {
   if (c.slotsLive === 0) return 0
   const live = BigInt(c.slotsLive)
   const cov = BigInt(c.slotsCovered)

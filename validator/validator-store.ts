@@ -10,7 +10,7 @@ import type { ScoreParams } from '../protocol/proof-format.js'
 import { openSqlite, type Db } from '../protocol/sqlite.js'
 
 export type VDb = Db
-export const VALIDATOR_DB_FILE = 'validator.db'
+const VALIDATOR_DB_FILE = 'validator.db'
 
 const MIGRATIONS: readonly string[] = [
   `CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;

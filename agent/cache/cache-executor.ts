@@ -10,9 +10,9 @@ import type { AdmitResult, HashedBlob, TaskExecutor, TaskOutcome, TaskRunContext
 import { cidFromSha256, toSha256 } from './cid.js'
 import type { ContentStore } from './store.js'
 
-export const MAX_TASK_OBJECTS = 64
+const MAX_TASK_OBJECTS = 64
 
-export const CacheObjectSchema = Type.Object(
+const CacheObjectSchema = Type.Object(
   {
     cid: Type.Optional(Type.String({ maxLength: 128, description: 'CIDv1 raw sha2-256 (bafkrei…); give this or sha256' })),
     sha256: Type.Optional(Type.String({ pattern: '^[0-9a-f]{64}$', description: 'lowercase hex SHA-256 of the bytes' })),
@@ -27,7 +27,7 @@ export const CacheParamsSchema = Type.Object(
   { additionalProperties: false, $id: 'https://cairn.dev/schemas/cache-task-params.json', title: 'cache task params' },
 )
 
-export interface CacheObjectParams {
+interface CacheObjectParams {
   sha256: string
   cid: string
   origins: string[]
@@ -52,7 +52,7 @@ export function createCacheExecutor(o: CacheExecutorOptions): TaskExecutor<Cache
   }
 }
 
-export function parseCacheParams(params: unknown): CacheParams {
+function parseCacheParams(params: unknown): CacheParams {
   if (!Value.Check(CacheParamsSchema, params)) {
     const first = [...Value.Errors(CacheParamsSchema, params)][0]
     throw new CairnError('BAD_REQUEST', `cache params: ${first ? `${first.path || '/'} ${first.message}` : 'invalid'}`)

@@ -10,7 +10,7 @@ import { CairnError } from '../../protocol/errors.js'
 const CID_PREFIX = Uint8Array.from([0x01, 0x55, 0x12, 0x20])
 export const HEX_PATTERN = /^[0-9a-f]{64}$/
 /** 'b' + base32 of 36 bytes = 1 + 58 characters. */
-export const CID_PATTERN = /^bafkrei[a-z2-7]{52}$/
+const CID_PATTERN = /^bafkrei[a-z2-7]{52}$/
 
 export function cidFromSha256(sha256: string): string {
   if (!HEX_PATTERN.test(sha256)) throw new CairnError('BAD_REQUEST', `not a lowercase hex sha256: ${sha256.slice(0, 80)}`)

@@ -13,7 +13,7 @@ import { cidFromSha256, parseContentId } from './cid.js'
 import { ifRangeAllows, noneMatch, parseRange } from './range.js'
 import type { ContentStore } from './store.js'
 
-export const CACHE_PATH_PREFIX = '/c/'
+const CACHE_PATH_PREFIX = '/c/'
 const MAX_URL = 1024
 const CHUNK = 256 * 1024
 /** Bodies up to this size are read in one call and sent in one write. */

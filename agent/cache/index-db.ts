@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { openSqlite, type Db } from '../../protocol/sqlite.js'
 
 export type IndexDb = Db
-export const INDEX_FILE = 'index.db'
+const INDEX_FILE = 'index.db'
 
 const MIGRATIONS: readonly string[] = [
   `CREATE TABLE objects (

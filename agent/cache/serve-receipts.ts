@@ -22,11 +22,11 @@ import type { Db } from '../core/state-db.js'
 import { cacheServedTopic } from '../../protocol/topics.js'
 import type { ServedRecord } from './http-server.js'
 
-export const SERVED_TYPE = 'cache.served'
+const SERVED_TYPE = 'cache.served'
 /** A receipt stays valid evidence forever; exp only bounds how long a relay may hold it. */
-export const SERVED_TTL_MS = 7 * 86_400_000
+const SERVED_TTL_MS = 7 * 86_400_000
 /** A period closes early when this many distinct objects were served (bounds the payload). */
-export const MAX_OBJECTS_PER_RECEIPT = 1000
+const MAX_OBJECTS_PER_RECEIPT = 1000
 
 const Hex64 = Type.String({ pattern: '^[0-9a-f]{64}$' })
 const Count = Type.Integer({ minimum: 0 })

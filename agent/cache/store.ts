@@ -50,7 +50,7 @@ export interface ObjectInfo {
   leases: number
 }
 
-export type { RepairReport, OriginFailure }
+export type { RepairReport }
 export { FetchFailed }
 
 export interface LeaseOptions {

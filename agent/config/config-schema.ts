@@ -7,7 +7,7 @@ import { OWNER_PATTERN } from '../../protocol/proof-format.js'
 
 const Seconds = (def: number, min: number, max: number, description: string) => Type.Integer({ default: def, minimum: min, maximum: max, description })
 
-export const BrokerSchema = Type.Object(
+const BrokerSchema = Type.Object(
   {
     url: Type.String({ default: 'mqtt://127.0.0.1:1883', pattern: '^(mqtts?|wss?)://', description: 'broker URL: mqtt://, mqtts:// (TLS), ws:// or wss://' }),
     mqttVersion: Type.Union([Type.Literal(5), Type.Literal(4)], { default: 5, description: '5 for MQTT 5, 4 for MQTT 3.1.1' }),
@@ -27,14 +27,14 @@ export const BrokerSchema = Type.Object(
   { additionalProperties: false, default: {} },
 )
 
-export const TelemetrySchema = Type.Object(
+const TelemetrySchema = Type.Object(
   {
     periodS: Seconds(10, 1, 86400, 'seconds between telemetry samples'),
   },
   { additionalProperties: false, default: {} },
 )
 
-export const OutboxSchema = Type.Object(
+const OutboxSchema = Type.Object(
   {
     maxBytes: Type.Integer({
       default: 32 * 1024 * 1024,
@@ -53,7 +53,7 @@ export const OutboxSchema = Type.Object(
   { additionalProperties: false, default: {} },
 )
 
-export const CommandsSchema = Type.Object(
+const CommandsSchema = Type.Object(
   {
     maxTtlS: Seconds(7 * 86400, 1, 30 * 86400, 'longest command lifetime (exp - iat) accepted; bounds the replay store'),
     skewS: Seconds(300, 0, 86400, 'tolerated clock difference for a command issued "in the future"'),
@@ -62,7 +62,7 @@ export const CommandsSchema = Type.Object(
   { additionalProperties: false, default: {} },
 )
 
-export const HealthSchema = Type.Object(
+const HealthSchema = Type.Object(
   {
     enabled: Type.Boolean({ default: true, description: 'serve /healthz and /metrics' }),
     host: Type.String({ default: '127.0.0.1', description: 'listen address; the default keeps it on the device' }),
@@ -71,7 +71,7 @@ export const HealthSchema = Type.Object(
   { additionalProperties: false, default: {} },
 )
 
-export const LogSchema = Type.Object(
+const LogSchema = Type.Object(
   {
     level: Type.Union(
       ['fatal', 'error', 'warn', 'info', 'debug', 'trace'].map(l => Type.Literal(l)),
@@ -81,7 +81,7 @@ export const LogSchema = Type.Object(
   { additionalProperties: false, default: {} },
 )
 
-export const HwSchema = Type.Object(
+const HwSchema = Type.Object(
   {
     root: Type.String({ default: '/', description: 'filesystem root the collectors read /proc and /sys under (tests point it at fixtures)' }),
     diskPaths: Type.Array(Type.String(), { default: ['/'], description: 'mount points whose space is reported' }),
@@ -89,7 +89,7 @@ export const HwSchema = Type.Object(
   { additionalProperties: false, default: {} },
 )
 
-export const SystemSchema = Type.Object(
+const SystemSchema = Type.Object(
   {
     rebootCommand: Type.Array(Type.String(), { default: ['systemctl', 'reboot'], minItems: 1, description: 'argv run by the reboot command' }),
     reprovisionCommand: Type.Array(Type.String(), {
@@ -101,7 +101,7 @@ export const SystemSchema = Type.Object(
   { additionalProperties: false, default: {} },
 )
 
-export const ProofSchema = Type.Object(
+const ProofSchema = Type.Object(
   {
     enabled: Type.Boolean({ default: true, description: 'sign and publish uptime heartbeats' }),
     periodS: Type.Integer({ default: 60, minimum: 1, maximum: 86_400, description: 'heartbeat period, seconds (a new validator beacon also triggers one)' }),
@@ -113,7 +113,7 @@ export const ProofSchema = Type.Object(
   { additionalProperties: false, default: {} },
 )
 
-export const OtaSchema = Type.Object(
+const OtaSchema = Type.Object(
   {
     enabled: Type.Optional(Type.Boolean({ description: 'install agent updates from the release channel; default: on when releaseUrl is set. Needs the launcher (docs/ota.md)' })),
     releaseUrl: Type.Optional(Type.String({ pattern: '^https?://', description: 'URL of the published TUF repository (cairn release serve, a CDN, any static host)' })),
@@ -164,7 +164,7 @@ export const TasksSchema = Type.Object(
   { additionalProperties: false, default: {} },
 )
 
-export const LocalApiSchema = Type.Object(
+const LocalApiSchema = Type.Object(
   {
     enabled: Type.Boolean({ default: true, description: 'serve the local API (docs/local-api.md) to programs on the device' }),
     socket: Type.Optional(Type.String({ minLength: 1, description: 'Unix socket path (mode 0660); default <stateDir>/api.sock' })),
@@ -189,7 +189,7 @@ export const LocalApiSchema = Type.Object(
 )
 
 const Pin = (description: string) => Type.Integer({ minimum: 0, maximum: 63, description })
-export const GpioSchema = Type.Object(
+const GpioSchema = Type.Object(
   {
     driver: Type.Union(
       ['auto', 'sysfs', 'gpiod', 'fake'].map(d => Type.Literal(d)),

@@ -26,7 +26,7 @@ type Obj = Record<string, unknown>
 export const UNSAFE_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype'])
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v)
 
-export function readConfigFile(file: string): Layer {
+function readConfigFile(file: string): Layer {
   let text: string
   try {
     text = readFileSync(file, 'utf8')

@@ -14,8 +14,6 @@ export const MsgClass = { telemetry: 0, event: 1, reply: 2, mustKeep: 3 } as con
 export type MsgClass = (typeof MsgClass)[keyof typeof MsgClass]
 export const CLASS_NAMES = ['telemetry', 'event', 'reply', 'must-keep'] as const
 
-export type { PublishProps }
-
 export interface NewMessage {
   id: string
   cls: MsgClass

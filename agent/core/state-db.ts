@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { openSqlite, type Db } from '../../protocol/sqlite.js'
 
 export type { Db }
-export const STATE_DB_FILE = 'state.db'
+const STATE_DB_FILE = 'state.db'
 
 const MIGRATIONS: readonly string[] = [
   `CREATE TABLE outbox (

@@ -15,7 +15,7 @@ import { GpioHost } from './gpio-host.js'
 import { StatusLight, type LedInfo } from './status-light.js'
 
 export { AgentState, GpioHost, StatusLight, hasNetwork }
-export type { AgentStateSnapshot, LedInfo }
+export type { LedInfo }
 
 export interface DeviceUiOptions {
   config: Readonly<Config>

@@ -44,7 +44,7 @@ const bundledApi: TfApi = {
 
 /** Where the tfjs wasm binaries are: next to the bundled worker (dist/), else in the
  * package under node_modules. Never a URL: nothing is fetched. */
-export function wasmDir(): string | undefined {
+function wasmDir(): string | undefined {
   const here = dirname(fileURLToPath(import.meta.url))
   if (existsSync(join(here, 'tfjs-backend-wasm-simd.wasm'))) return here
   try {

@@ -8,8 +8,7 @@ import { fileURLToPath } from 'node:url'
 
 /** SHA-256 of agent/infer/demo/shapes.cairnmodel; a test checks it against the file. */
 export const DEMO_MODEL_SHA256 = 'a370c11eb560ed408c1c68abc81d6a6a277cef75c22434fb637e4187a1909fe3'
-export const DEMO_MODEL_FILE = 'shapes.cairnmodel'
-export const DEMO_LABELS = ['circle', 'square', 'triangle', 'cross'] as const
+const DEMO_MODEL_FILE = 'shapes.cairnmodel'
 
 const fromSources = import.meta.url.endsWith('.ts')
 

@@ -12,15 +12,13 @@ import { CairnError } from '../../protocol/errors.js'
 import type { Logger } from '../../protocol/log.js'
 import type { ContentLease, ContentSource, TaskExecutor, TaskOutcome, TaskRunContext } from '../task/executor-port.js'
 import type { Accelerator } from '../../hw/accelerators.js'
-import { DEMO_MODEL_SHA256, demoModelPath } from './demo-model.js'
+import { demoModelPath } from './demo-model.js'
 import { MAX_PACKAGE_BYTES, META_FILE } from './model-package.js'
 import { parseInferenceParams, type ContentRef, type InferenceParams } from './params.js'
 import { WorkerHost } from './worker-host.js'
 import type { BackendChoice, BackendReport, WorkerInput } from './worker-protocol.js'
 
-export { DEMO_MODEL_SHA256, demoModelPath, demoSamplePath } from './demo-model.js'
-export { InferenceParamsSchema, type InferenceParams } from './params.js'
-export type { BackendReport } from './worker-protocol.js'
+export { demoModelPath, demoSamplePath } from './demo-model.js'
 
 export interface InferenceExecutorOptions {
   content: ContentSource
@@ -186,6 +184,3 @@ export async function createInferenceExecutor(opts: InferenceExecutorOptions): P
 
 const round = (ms: number) => Math.round(ms * 1000) / 1000
 const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
-
-/** The demo model's hash, for callers that build params by hand. */
-export const demoModelRef = () => ({ sha256: DEMO_MODEL_SHA256 })

@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs-core'
 import type * as tfl from '@tensorflow/tfjs-layers'
 import type { ModelJson } from './model-package.js'
 
-export const WEIGHTS_FILE = 'weights.bin'
+const WEIGHTS_FILE = 'weights.bin'
 
 export async function layersArtifacts(model: tfl.LayersModel): Promise<{ modelJson: ModelJson; shards: Record<string, Uint8Array> }> {
   let saved: tf.io.ModelArtifacts | undefined

@@ -17,11 +17,11 @@ import { sha256Hex } from '../../protocol/hash.js'
 import { packTar, readTar, safeRelative, treeEntries, TarError, writeEntries } from '../../protocol/tar.js'
 
 export const META_FILE = 'cairn-model.json'
-export const MODEL_FILE = 'model.json'
+const MODEL_FILE = 'model.json'
 /** Model packages above this are refused before unpacking (a Pi has little RAM). */
 export const MAX_PACKAGE_BYTES = 512 * 1024 * 1024
 
-export const ModelMetaSchema = Type.Object(
+const ModelMetaSchema = Type.Object(
   {
     name: Type.String({ minLength: 1, maxLength: 100 }),
     version: Type.Optional(Type.Integer({ minimum: 0 })),
@@ -50,7 +50,7 @@ export const ModelMetaSchema = Type.Object(
 )
 export type ModelMeta = Static<typeof ModelMetaSchema>
 
-export type ModelFormat = 'layers-model' | 'graph-model'
+type ModelFormat = 'layers-model' | 'graph-model'
 
 export interface ModelJson {
   format: ModelFormat
@@ -66,7 +66,7 @@ function invalid(message: string, cause?: unknown): CairnError {
 }
 
 /** Checks cairn-model.json; throws MODEL_INVALID naming the field. */
-export function checkMeta(raw: unknown): ModelMeta {
+function checkMeta(raw: unknown): ModelMeta {
   if (!Value.Check(ModelMetaSchema, raw)) {
     const e = [...Value.Errors(ModelMetaSchema, raw)][0]
     throw invalid(`${META_FILE}: ${e ? `${e.path || '/'}: ${e.message}` : 'invalid'}`)
@@ -83,7 +83,7 @@ export function checkMeta(raw: unknown): ModelMeta {
 }
 
 /** Checks model.json's shape and that every shard it names is a safe relative path. */
-export function checkModelJson(raw: unknown): ModelJson {
+function checkModelJson(raw: unknown): ModelJson {
   const m = raw as Partial<ModelJson> | null
   if (typeof m !== 'object' || m === null) throw invalid(`${MODEL_FILE}: not a JSON object`)
   if (m.format !== 'layers-model' && m.format !== 'graph-model') throw invalid(`${MODEL_FILE}: /format must be "layers-model" or "graph-model"`)

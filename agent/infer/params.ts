@@ -4,7 +4,7 @@
 // every error names the field, and also checks sizes: bytes, element count vs shape.
 // Inputs come out decoded (base64 once, here), ready to go to the worker as raw bytes.
 
-import { Type, type Static } from '@sinclair/typebox'
+import { Type } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { CairnError } from '../../protocol/errors.js'
 import { DEMO_MODEL_SHA256 } from './demo-model.js'
@@ -13,7 +13,7 @@ const Sha256 = Type.String({ pattern: '^[0-9a-f]{64}$', description: 'lowercase 
 const Urls = Type.Array(Type.String({ maxLength: 2048 }), { maxItems: 8, description: 'origins to fetch from (http/https) when the device does not have it' })
 const Base64 = Type.String({ description: 'standard base64' })
 
-export const InferenceParamsSchema = Type.Object(
+const InferenceParamsSchema = Type.Object(
   {
     model: Type.Union([Type.Literal('demo'), Type.Object({ sha256: Sha256, urls: Type.Optional(Urls) }, { additionalProperties: false })], { description: 'a Cairn model package by hash, or "demo"' }),
     input: Type.Union([
@@ -39,13 +39,12 @@ export const InferenceParamsSchema = Type.Object(
   },
   { additionalProperties: false },
 )
-export type InferenceParamsJson = Static<typeof InferenceParamsSchema>
 
 export interface ContentRef {
   sha256: string
   urls: string[]
 }
-export type InferenceInput =
+type InferenceInput =
   /** The image file's bytes, decoded from base64. */
   | { kind: 'image'; data: Uint8Array; bytes: number }
   | { kind: 'image'; ref: ContentRef }
@@ -98,7 +97,7 @@ function contentRef(v: Record<string, unknown>, field: string): ContentRef {
  * 1 ms less for a 224×224×3 float32 tensor). Node also takes the URL-safe '-' and '_',
  * refused here: one encoding, the documented one.
  */
-export function decodeBase64(s: string, field: string): Buffer {
+function decodeBase64(s: string, field: string): Buffer {
   const want = (s.length / 4) * 3 - (s.endsWith('==') ? 2 : s.endsWith('=') ? 1 : 0)
   if (s.length % 4 !== 0 || s.includes('-') || s.includes('_')) throw bad(field, 'is not valid base64')
   const bytes = Buffer.from(s, 'base64')

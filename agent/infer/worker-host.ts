@@ -43,7 +43,7 @@ function resetPeak(pid: number): void {
 }
 
 /** VmRSS and VmHWM (peak) of a process in bytes, or undefined off Linux. */
-export function procMemory(pid: number): { rss: number; peak: number } | undefined {
+function procMemory(pid: number): { rss: number; peak: number } | undefined {
   try {
     const s = readFileSync(`/proc/${pid}/status`, 'utf8')
     const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? NaN) * 1024

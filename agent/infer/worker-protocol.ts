@@ -64,7 +64,7 @@ export interface RunOk {
   cpuMs: number
 }
 
-export interface RunFail {
+interface RunFail {
   t: 'result'
   id: number
   ok: false

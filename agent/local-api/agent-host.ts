@@ -29,7 +29,7 @@ export interface AgentParts {
   sample(): Promise<unknown>
 }
 
-export function agentHost(p: AgentParts): LocalApiHost {
+function agentHost(p: AgentParts): LocalApiHost {
   const tasks = p.tasks
   return {
     hello: { device: p.deviceId, fleet: p.config.fleet, version: p.version },

@@ -20,8 +20,6 @@ import { API_PATH, API_VERSION, type Hello } from './protocol.js'
 import { Session } from './session.js'
 import { loadOrCreateToken, SOCKET_FILE, TOKEN_FILE, tokenMatches } from './token.js'
 
-export type { LocalApiHost }
-
 export interface LocalApiOptions {
   config: Config['localApi']
   stateDir: string

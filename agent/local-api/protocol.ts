@@ -11,11 +11,11 @@ import { LED_STATES } from '../device-ui/led-patterns.js'
 export const API_VERSION = 1
 export const API_PATH = '/v1'
 
-export const TOPICS = ['telemetry', 'event', 'status', 'gpio'] as const
+const TOPICS = ['telemetry', 'event', 'status', 'gpio'] as const
 export type Topic = (typeof TOPICS)[number]
 
 /** Patterns `led.set` takes; 'auto' hands the LED back to the agent's own state. */
-export const LED_SET_PATTERNS = ['off', 'on', 'online', 'offline', 'error', 'updating', 'blink', 'auto'] as const
+const LED_SET_PATTERNS = ['off', 'on', 'online', 'offline', 'error', 'updating', 'blink', 'auto'] as const
 export type LedSetPattern = (typeof LED_SET_PATTERNS)[number]
 
 /** What the agent's state can be, most urgent first (the status LED's states). */
@@ -44,7 +44,7 @@ const SubscribeArgs = Type.Object(
 const Subscribed = Type.Object({ topics: Type.Array(lit(TOPICS)), kinds: Type.Optional(Type.Array(Type.String())) }, { additionalProperties: false })
 const Empty = Type.Object({}, { additionalProperties: false })
 
-export const LedInfoSchema = Type.Object(
+const LedInfoSchema = Type.Object(
   {
     pin: Type.Optional(Pin),
     shown: Type.String({ description: 'the pattern on the LED now: an agent state, or what led.set chose' }),
@@ -125,13 +125,13 @@ export const OPS = {
 export type Op = keyof typeof OPS
 export type OpArgs<O extends Op> = Static<(typeof OPS)[O]['args']>
 export type OpResult<O extends Op> = Static<(typeof OPS)[O]['result']>
-export const OP_NAMES = Object.keys(OPS) as Op[]
+const OP_NAMES = Object.keys(OPS) as Op[]
 
 // ---- frames -------------------------------------------------------------------------
 
 const ErrorBody = Type.Object({ code: lit(ErrorCodes), message: Type.String() }, { additionalProperties: false })
 
-export const HelloSchema = Type.Object(
+const HelloSchema = Type.Object(
   {
     v: Type.Literal(1),
     type: Type.Literal('hello'),
@@ -149,10 +149,9 @@ export const RequestEnvelopeSchema = Type.Object(
   { v: Type.Literal(1), type: Type.Literal('req'), id: ReqId, op: Type.String({ maxLength: 64 }), args: Type.Optional(Type.Unknown()) },
   { additionalProperties: false },
 )
-export type RequestEnvelope = Static<typeof RequestEnvelopeSchema>
 
 /** Every valid request, op by op (for the docs; the server checks in two steps). */
-export const RequestSchema = Type.Union(
+const RequestSchema = Type.Union(
   OP_NAMES.map(op =>
     Type.Object(
       { v: Type.Literal(1), type: Type.Literal('req'), id: ReqId, op: Type.Literal(op), args: OPS[op].args === Empty ? Type.Optional(Empty) : OPS[op].args },
@@ -162,7 +161,7 @@ export const RequestSchema = Type.Union(
   { $id: 'https://cairn.dev/schemas/local-api-request.json', title: 'local API: request (client → server)' },
 )
 
-export const ResponseSchema = Type.Union(
+const ResponseSchema = Type.Union(
   [
     Type.Object(
       { v: Type.Literal(1), type: Type.Literal('res'), id: ReqId, ok: Type.Literal(true), data: Type.Unknown({ description: "the op's result (local-api-ops.json)" }) },
@@ -172,19 +171,17 @@ export const ResponseSchema = Type.Union(
   ],
   { $id: 'https://cairn.dev/schemas/local-api-response.json', title: 'local API: reply to a request (server → client)' },
 )
-export type Response = Static<typeof ResponseSchema>
 
 /** For a frame that could not be read as a request at all (no id to answer to). */
-export const ErrorFrameSchema = Type.Object(
+const ErrorFrameSchema = Type.Object(
   { v: Type.Literal(1), type: Type.Literal('error'), error: ErrorBody },
   { additionalProperties: false, $id: 'https://cairn.dev/schemas/local-api-error.json', title: 'local API: error without a request id (server → client)' },
 )
-export type ErrorFrame = Static<typeof ErrorFrameSchema>
 
 const ev = <T extends Topic>(topic: T, data: TSchema) => Type.Object({ v: Type.Literal(1), type: Type.Literal('event'), topic: Type.Literal(topic), ts: Ms, data }, { additionalProperties: false })
-export const StatusEventDataSchema = Type.Object({ connected: Type.Boolean(), state: AgentState }, { additionalProperties: false })
-export const GpioEventDataSchema = Type.Object({ pin: Pin, value: Level, edge: Type.Optional(lit(['rising', 'falling'] as const)) }, { additionalProperties: false })
-export const EventFrameSchema = Type.Union(
+const StatusEventDataSchema = Type.Object({ connected: Type.Boolean(), state: AgentState }, { additionalProperties: false })
+const GpioEventDataSchema = Type.Object({ pin: Pin, value: Level, edge: Type.Optional(lit(['rising', 'falling'] as const)) }, { additionalProperties: false })
+const EventFrameSchema = Type.Union(
   [
     ev('telemetry', Type.Record(Type.String(), Type.Unknown(), { description: 'a telemetry sample (docs/schemas/telemetry.json, `sample`)' })),
     ev(
@@ -196,10 +193,6 @@ export const EventFrameSchema = Type.Union(
   ],
   { $id: 'https://cairn.dev/schemas/local-api-event.json', title: 'local API: event (server → client, after subscribe)' },
 )
-export type StatusEventData = Static<typeof StatusEventDataSchema>
-export type GpioEventData = Static<typeof GpioEventDataSchema>
-
-export type ServerFrame = Hello | Response | ErrorFrame | { v: 1; type: 'event'; topic: Topic; ts: number; data: unknown }
 
 /** Schemas published under docs/schemas/ (cli/docs-gen.ts). */
 export function localApiSchemas(): Record<string, unknown> {

@@ -11,12 +11,12 @@ import { releaseLines, runOp, type LentLine, type LocalApiHost, type OpSession }
 import { OPS, RequestEnvelopeSchema, type Op, type Topic } from './protocol.js'
 
 /** How long a client may stay over its queue bound before it is closed. */
-export const SLOW_CLIENT_GRACE_MS = 2000
+const SLOW_CLIENT_GRACE_MS = 2000
 /** Requests one client may have running at once before its socket stops being read
  * (TCP back-pressure slows a flood without refusing anything)... */
-export const PAUSE_IN_FLIGHT = 32
+const PAUSE_IN_FLIGHT = 32
 /** ...and, counting frames already read when reading paused, the most before a request is answered UNAVAILABLE. */
-export const MAX_IN_FLIGHT = 256
+const MAX_IN_FLIGHT = 256
 
 export interface SessionOptions {
   host: LocalApiHost

@@ -93,7 +93,6 @@ export class DeviceProofs {
   private timer: NodeJS.Timeout | undefined
   private pendingBeat: NodeJS.Timeout | undefined
   private pruneTimer: NodeJS.Timeout | undefined
-  private lastBeatAt = 0
   /** After a beacon-triggered heartbeat, the period timer waits this long at least, so it
    * never fires just before the next beacon (two heartbeats in one slot). */
   private beaconGapMs = 0
@@ -172,7 +171,6 @@ export class DeviceProofs {
       out = { seq: body.seq, hash, body }
       return { id, cls: MsgClass.mustKeep, topic: this.topics.proof, payload }
     })
-    this.lastBeatAt = now
     this.o.metrics.inc('cairn_heartbeats_total')
     this.o.log.debug({ seq: out!.seq }, 'heartbeat signed')
     this.o.faults?.afterBeat?.({ body: out!.body, now })

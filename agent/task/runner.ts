@@ -33,7 +33,7 @@ import {
 import { planAdmission, planQueue, planRecovery, TaskStore, type TaskRow } from './queue.js'
 import type { TaskExecutor, TaskOutcome } from './executor-port.js'
 
-export type TaskEventKind = 'accepted' | 'rejected' | 'started' | 'progress' | 'done' | 'failed' | 'cancelled'
+type TaskEventKind = 'accepted' | 'rejected' | 'started' | 'progress' | 'done' | 'failed' | 'cancelled'
 
 export interface TaskNotice {
   event: TaskEventKind

@@ -25,7 +25,7 @@ import { readSignedInbound } from '../../protocol/signed-inbound.js'
 import type { Db } from '../core/state-db.js'
 import { taskTopics } from '../../protocol/topics.js'
 import type { TelemetrySample } from '../../hw/index.js'
-import { asJson, checkTaskBody, TaskMsg, type TaskReceipt, type TaskRequest, type TaskRequestBody, type TaskUpdate } from '../../protocol/task-format.js'
+import { asJson, checkTaskBody, TaskMsg, type TaskRequest, type TaskRequestBody, type TaskUpdate } from '../../protocol/task-format.js'
 import type { TaskRow } from './queue.js'
 import { TaskRunner, type TaskNotice } from './runner.js'
 import type { TaskExecutor, TaskType } from './executor-port.js'
@@ -345,15 +345,10 @@ export class TaskService {
 }
 
 /** Why the device should not start work now, from the newest telemetry sample. */
-export function hotReason(sample: TelemetrySample | undefined, maxTempC: number): string | undefined {
+function hotReason(sample: TelemetrySample | undefined, maxTempC: number): string | undefined {
   if (!sample) return undefined
   if (sample.throttle?.now.throttled || sample.throttle?.now.softTempLimit) return 'the board reports thermal throttling'
   const hottest = (sample.thermal ?? []).reduce<{ zone: string; celsius: number } | undefined>((a, z) => (a === undefined || z.celsius > a.celsius ? z : a), undefined)
   if (hottest && hottest.celsius > maxTempC) return `${hottest.zone} at ${hottest.celsius.toFixed(1)} °C (over tasks.maxTempC ${maxTempC})`
   return undefined
-}
-
-/** Receipt wire bytes for a stored row (the CLI and tests read them back). */
-export function receiptOf(row: TaskRow): TaskReceipt | undefined {
-  return row.receipt ? (JSON.parse(row.receipt.toString()) as TaskReceipt) : undefined
 }

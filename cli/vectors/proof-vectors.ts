@@ -28,8 +28,8 @@ import { merkleRoot } from '../../validator/merkle.js'
 import { DEFAULT_WEIGHTS, recordWindow, scoreEpoch, type EpochRecord } from '../../validator/score.js'
 
 /** RFC 8032 section 7.1 TEST 2 and TEST 3 secret keys: anyone can recreate them. */
-export const DEVICE_SEED = '4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb'
-export const VALIDATOR_SEED = 'c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7'
+const DEVICE_SEED = '4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb'
+const VALIDATOR_SEED = 'c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7'
 
 const FLEET = 'demo'
 const PARAMS: ScoreParams = { slotMs: 60_000, epochSlots: 60, maxAgeMs: 120_000, skewMs: 30_000, ...DEFAULT_WEIGHTS }

@@ -9,8 +9,8 @@ import { keyPairFromSeed, publicKeyPem, rawPublicKey, type KeyPair } from '../..
 import { asJson, encodeTaskMessage, taskMessageHash, TaskMsg, type TaskReceiptBody, type TaskRequestBody } from '../../protocol/task-format.js'
 
 /** RFC 8032 section 7.1 TEST 1 (dispatcher) and TEST 2 (device) secret keys. */
-export const DISPATCHER_SEED = '9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60'
-export const DEVICE_SEED = '4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb'
+const DISPATCHER_SEED = '9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60'
+const DEVICE_SEED = '4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb'
 
 const FLEET = 'demo'
 /** 2026-01-01T00:00:00Z */

@@ -13,7 +13,7 @@ import { publicKeyFromKeyId } from '../../protocol/keys.js'
 import type { Logger } from '../../protocol/log.js'
 import { BeaconCache, SimDevice, zeroCounts, type DeviceCounts, type Faults, type Shared } from './sim-device.js'
 
-export { SimDevice, type DeviceCounts }
+export { SimDevice }
 
 export const MisbehaviourKinds = ['equivocate', 'replay', 'clock', 'offline', 'fork', 'forge-beacon'] as const
 export type MisbehaviourKind = (typeof MisbehaviourKinds)[number]
@@ -54,7 +54,7 @@ export interface SimOptions {
   onFatal?: (err: Error) => void
 }
 
-export interface SimDeviceStats extends DeviceCounts {
+interface SimDeviceStats extends DeviceCounts {
   index: number
   id: string
   faults: string[]

@@ -25,7 +25,7 @@ export function parseGpiodetect(text: string): GpioChip[] {
   return chips
 }
 
-export interface GpioinfoLine {
+interface GpioinfoLine {
   offset: number
   /** undefined for "unnamed" lines. */
   name?: string

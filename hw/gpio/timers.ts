@@ -84,6 +84,6 @@ export class ManualTimers implements GpioTimers {
 }
 
 /** Lets promise chains and fs callbacks started by a callback run to completion. */
-export async function flush(rounds = 5): Promise<void> {
+async function flush(rounds = 5): Promise<void> {
   for (let i = 0; i < rounds; i++) await new Promise<void>(resolve => setImmediate(resolve))
 }

@@ -11,7 +11,7 @@ import { CAPABILITY_FILE } from './helper.js'
 import { bootedFromCmdline, TrybootSlots } from './tryboot-slots.js'
 
 /** How long after its boot an OS trial must commit. */
-export const OS_TRIAL_DEADLINE_S = 600
+const OS_TRIAL_DEADLINE_S = 600
 
 export interface CairnOsInfo {
   readonly version: string

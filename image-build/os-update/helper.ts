@@ -20,7 +20,6 @@ import { VerifyError } from './verify-error.js'
 import type { Verified } from './write-slot.js'
 
 export const REQUEST_FILE = 'request.json'
-export const RESULT_FILE = 'os-update-result.json'
 const MAX_REQUEST_BYTES = 16 * 1024
 const VERSION_RE = /^[0-9A-Za-z.+-]{1,64}$/
 /** A TUF target path as `cairn release add` names them. */
@@ -84,12 +83,12 @@ export interface HelperPorts extends Omit<UpdatePorts, 'healthCheck' | 'writeSlo
 
 export type SlotWriter = (image: string, target: Slot, version: string, verified: Verified) => Promise<void>
 
-export class RequestError extends Error {
+class RequestError extends Error {
   override readonly name = 'RequestError'
 }
 
 /** Reads and removes the pending request; undefined when there is none. */
-export function takeRequest(dir: string): unknown {
+function takeRequest(dir: string): unknown {
   const file = `${dir}/${REQUEST_FILE}`
   let fd: number
   try {
@@ -117,7 +116,7 @@ export function takeRequest(dir: string): unknown {
 }
 
 /** Validates a request; a release image must resolve to a plain file under imageRoot. */
-export function parseRequest(v: unknown, imageRoot: string): Request {
+function parseRequest(v: unknown, imageRoot: string): Request {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new RequestError('request must be a JSON object')
   const r = v as Record<string, unknown>
   const version = r.version

@@ -20,13 +20,13 @@ import { PassThrough, Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { BLOCK, checksumOk, readOctal, readString, safeRelative, tarHeader, TarError } from '../../protocol/tar.js'
 
-export const ROOT_IMAGE = 'root.img'
-export const VERSION_ENTRY = 'VERSION'
-export const BOOT_DIR = 'boot'
+const ROOT_IMAGE = 'root.img'
+const VERSION_ENTRY = 'VERSION'
+const BOOT_DIR = 'boot'
 /** The label root.img carries until the helper names it after its slot. */
 export const NEUTRAL_ROOT_LABEL = 'cairn-root'
 /** Files a boot slot cannot boot without (the firmware reads both). */
-export const REQUIRED_BOOT_FILES = ['config.txt', 'cmdline.txt'] as const
+const REQUIRED_BOOT_FILES = ['config.txt', 'cmdline.txt'] as const
 const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd])
 const NAME_RE = /^[A-Za-z0-9._+-]{1,64}$/
 const MAX_BOOT_ENTRIES = 1000

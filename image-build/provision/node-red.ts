@@ -5,10 +5,9 @@
 
 import type { NodeRedSpec } from './spec.js'
 
-export const NODE_RED_PORT = 1880
+const NODE_RED_PORT = 1880
 
 /** The user dir (flows, credentials, installed nodes) on the data partition. */
-export const NODE_RED_USER_DIR = '/var/lib/cairn/node-red'
 
 export function nodeRedSettings(spec: NodeRedSpec, at: Date): string {
   const host = spec.lan ? '0.0.0.0' : '127.0.0.1'

@@ -154,7 +154,7 @@ export function wpaPskHex(ssid: string, psk: string): string {
   return pbkdf2Sync(psk, ssid, 4096, 32, 'sha1').toString('hex')
 }
 
-export function wpaConfig(ssid: string, country: string, hidden: boolean, pskHex: string | undefined): string {
+function wpaConfig(ssid: string, country: string, hidden: boolean, pskHex: string | undefined): string {
   const lines = [
     '# Written by cairn-provision from cairn.yaml (wifi). The passphrase is stored hashed.',
     'ctrl_interface=DIR=/run/wpa_supplicant GROUP=netdev',

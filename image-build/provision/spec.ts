@@ -13,7 +13,7 @@ import { resolveConfig } from '../../agent/config/load-config.js'
  * (e.g. in a copy of cairn-applied.yaml) keeps the value stored on the device. */
 export const KEPT_SECRET = '<kept on device>'
 
-export interface WifiSpec {
+interface WifiSpec {
   readonly ssid: string
   /** absent: an open network */
   readonly psk?: string | typeof KEPT_SECRET
@@ -63,7 +63,7 @@ export class ProvisionError extends Error {
 const TOP_KEYS = ['fleet', 'broker', 'operatorKeys', 'validatorKeys', 'owner', 'hostname', 'timezone', 'wifi', 'ssh', 'nodeRed', 'agent'] as const
 const NODE_RED_KEYS = ['enabled', 'lan', 'adminPasswordHash'] as const
 /** bcrypt as Node-RED's adminAuth takes it ($2a$/$2b$/$2y$, cost 04-31, 53 characters of salt and hash) */
-export const BCRYPT_RE = /^\$2[aby]\$(0[4-9]|[12]\d|3[01])\$[./A-Za-z0-9]{53}$/
+const BCRYPT_RE = /^\$2[aby]\$(0[4-9]|[12]\d|3[01])\$[./A-Za-z0-9]{53}$/
 const BROKER_KEYS = ['url', 'username', 'password', 'mqttVersion', 'ca'] as const
 const WIFI_KEYS = ['ssid', 'psk', 'country', 'hidden'] as const
 const SSH_KEYS = ['authorizedKeys'] as const

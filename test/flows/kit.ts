@@ -11,7 +11,7 @@ import { ensureNodeRedClient } from '../../flows/build-client.mjs'
 
 export const LED_PIN = 17
 export const BUTTON_PIN = 27
-export const NODE_TYPES = ['cairn-agent', 'cairn-telemetry', 'cairn-events', 'cairn-infer', 'cairn-gpio-in', 'cairn-gpio-out', 'cairn-led'] as const
+const NODE_TYPES = ['cairn-agent', 'cairn-telemetry', 'cairn-events', 'cairn-infer', 'cairn-gpio-in', 'cairn-gpio-out', 'cairn-led'] as const
 
 const require = createRequire(import.meta.url)
 

@@ -16,7 +16,7 @@ import { writeOsSlot } from '../../image-build/os-update/write-slot.js'
 import { FirmwareStandIn } from '../image-build/firmware-stand-in.js'
 import { tmp } from './agent.js'
 
-export const OS_TOOLS = ['mke2fs', 'e2fsck', 'resize2fs', 'e2label', 'debugfs', 'mkfs.vfat', 'mcopy', 'mdir', 'mtype', 'zstd']
+const OS_TOOLS = ['mke2fs', 'e2fsck', 'resize2fs', 'e2label', 'debugfs', 'mkfs.vfat', 'mcopy', 'mdir', 'mtype', 'zstd']
 export const missingOsTools = (): string[] => OS_TOOLS.filter(c => spawnSync('sh', ['-c', `command -v ${c} || test -x /usr/sbin/${c} || test -x /sbin/${c}`]).status !== 0)
 
 const mtools = { env: { ...process.env, MTOOLS_SKIP_CHECK: '1' }, encoding: 'utf8' as const }
@@ -24,10 +24,10 @@ const SHIPPED_AUTOBOOT = new URL('../../image-build/files/autoboot.txt', import.
 const ROOT_PARTITION: Readonly<Record<Slot, number>> = { A: 5, B: 6 }
 const ROOT_MIB = 24
 const BOOT_MIB = 16
-export const cmdlineFor = (label: string) => `console=ttyS1,115200 root=LABEL=${label} rootfstype=ext4 rootwait rw panic=10\n`
+const cmdlineFor = (label: string) => `console=ttyS1,115200 root=LABEL=${label} rootfstype=ext4 rootwait rw panic=10\n`
 
 /** A release's boot files and root image, as the build makes them (small). */
-export function releaseParts(dir: string, version: string, opts: { cmdline?: string } = {}): { boot: string; root: string } {
+function releaseParts(dir: string, version: string, opts: { cmdline?: string } = {}): { boot: string; root: string } {
   const boot = join(dir, `boot-${version}`)
   const tree = join(dir, `tree-${version}`)
   mkdirSync(join(boot, 'overlays'), { recursive: true })

@@ -25,7 +25,7 @@ export const DIST_BUNDLE = join(REPO_ROOT, 'dist', 'cairn.mjs')
 /** A stand-in agent: logs {version, slot, args, attempts, mode} to $STUB_LOG, then acts
  * by its MODE file: exit0, crash (exit 1), run (until SIGTERM), commit (ends the trial in
  * its favour, then runs), switch (exits 75 once). */
-export const STUB_BUNDLE = `
+const STUB_BUNDLE = `
 import { appendFileSync, readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -86,7 +86,7 @@ export function readStubLog(file: string): Array<{ version: string; slot: string
     .map(l => JSON.parse(l))
 }
 
-export const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex')
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex')
 
 /** A ReleaseChannel over plain files, with the selection rules of the TUF channel (no
  * signatures: for updater tests only). It can cut a download short once, or corrupt it. */

@@ -7,7 +7,7 @@ import { Ajv, type ValidateFunction } from 'ajv'
 const ajv = new Ajv({ allErrors: true, strict: true, strictTuples: false })
 const cache = new Map<string, ValidateFunction>()
 
-export function docSchema(name: string): ValidateFunction {
+function docSchema(name: string): ValidateFunction {
   let v = cache.get(name)
   if (!v) {
     const schema = JSON.parse(readFileSync(new URL(`../../docs/schemas/${name}.json`, import.meta.url), 'utf8'))

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto'
 import { CairnError } from '../../protocol/errors.js'
 import type { TaskExecutor, TaskOutcome, TaskRunContext, TaskType } from '../../agent/task/executor-port.js'
 
-export type Mode = 'ok' | 'wait' | 'hang' | 'crash' | 'fail' | 'big' | 'no-space' | 'cannot' | 'defiant' | 'flood' | 'bad-hash' | 'bigint'
+type Mode = 'ok' | 'wait' | 'hang' | 'crash' | 'fail' | 'big' | 'no-space' | 'cannot' | 'defiant' | 'flood' | 'bad-hash' | 'bigint'
 const MODES: readonly Mode[] = ['ok', 'wait', 'hang', 'crash', 'fail', 'big', 'no-space', 'cannot', 'defiant', 'flood', 'bad-hash', 'bigint']
 export interface TestParams {
   label: string
@@ -96,7 +96,7 @@ export class ControlledExecutor implements TaskExecutor<TestParams> {
   }
 }
 
-export function outcome(p: TestParams): TaskOutcome {
+function outcome(p: TestParams): TaskOutcome {
   const echo = `echo:${p.label}`
   return {
     inputs: [{ name: 'label', sha256: sha(p.label), bytes: Buffer.byteLength(p.label) }],

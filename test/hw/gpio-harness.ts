@@ -27,7 +27,7 @@ import {
 } from '../../hw/gpio/index.js'
 
 export const GPIO_FIXTURES = fileURLToPath(new URL('../fixtures/gpio/', import.meta.url))
-export const SYSFS_BOARDS = ['pi4-kernel6.1', 'pi4-kernel6.12', 'pi5-kernel6.12'] as const
+const SYSFS_BOARDS = ['pi4-kernel6.1', 'pi4-kernel6.12', 'pi5-kernel6.12'] as const
 export const GPIOD_BOARDS = ['pi4-libgpiod1.6', 'pi4-libgpiod2.2', 'pi5-libgpiod1.6-kernel6.6.20', 'pi5-libgpiod2.2-kernel6.12'] as const
 
 export interface Harness {
@@ -51,7 +51,7 @@ export const HARNESSES: Array<[string, (t: Test) => Promise<Harness>]> = [
   ...GPIOD_BOARDS.map((b): [string, (t: Test) => Promise<Harness>] => [`gpiod ${b}`, t => gpiodHarness(t, b)]),
 ]
 
-export async function fakeHarness(): Promise<Harness> {
+async function fakeHarness(): Promise<Harness> {
   const timers = new ManualTimers()
   const fake = createFakeGpio({ timers })
   return {
@@ -76,7 +76,7 @@ const BCM17: Record<(typeof SYSFS_BOARDS)[number], LineLocation> = {
   'pi5-kernel6.12': { driver: 'sysfs', chip: 'gpiochip571', line: 588 },
 }
 
-export async function sysfsHarness(t: Test, board: (typeof SYSFS_BOARDS)[number]): Promise<Harness> {
+async function sysfsHarness(t: Test, board: (typeof SYSFS_BOARDS)[number]): Promise<Harness> {
   const root = t.testdir()
   await cp(join(GPIO_FIXTURES, 'sysfs', board, 'root'), root, { recursive: true })
   const probe = await probeSysfs({ root })
@@ -210,7 +210,7 @@ export async function gpiodContext(t: Test, board: (typeof GPIOD_BOARDS)[number]
   return { ctx, sim, version }
 }
 
-export async function gpiodHarness(t: Test, board: (typeof GPIOD_BOARDS)[number]): Promise<Harness> {
+async function gpiodHarness(t: Test, board: (typeof GPIOD_BOARDS)[number]): Promise<Harness> {
   const { ctx, sim } = await gpiodContext(t, board)
   const probe = await probeGpiod(ctx)
   if (!('chip' in probe)) throw new Error(probe.reason)
@@ -238,7 +238,7 @@ interface SimProc {
 }
 
 /** One header chip as libgpiod's tools see it; other chips only exist in the recorded outputs. */
-export class GpiodBoard {
+class GpiodBoard {
   readonly commands: string[] = []
   private readonly levels = new Map<number, Level>()
   private readonly procs = new Set<SimProc>()

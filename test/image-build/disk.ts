@@ -13,7 +13,7 @@ export interface Partition {
   readonly type: string
 }
 
-export function partitions(img: string): Partition[] {
+function partitions(img: string): Partition[] {
   const t = JSON.parse(execFileSync('sfdisk', ['-J', img], { encoding: 'utf8' })) as {
     partitiontable: { sectorsize?: number; partitions: Array<{ node: string; start: number; size: number; type: string }> }
   }

@@ -4,7 +4,7 @@
 // is the same on every run.
 
 export const SHAPE_LABELS = ['circle', 'square', 'triangle', 'cross'] as const
-export type ShapeLabel = (typeof SHAPE_LABELS)[number]
+type ShapeLabel = (typeof SHAPE_LABELS)[number]
 
 /** mulberry32: small, fast, good enough for data generation. */
 export function seededRandom(seed: number): () => number {

@@ -43,4 +43,4 @@ function releaseLine(conn, pin, opening, isOpened, done) {
     )
 }
 
-module.exports = { MAX_BCM, parseLevel, parsePin, releaseLine }
+module.exports = { parseLevel, parsePin, releaseLine }

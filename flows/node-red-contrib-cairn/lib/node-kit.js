@@ -80,4 +80,4 @@ function list(v) {
     .filter(Boolean)
 }
 
-module.exports = { bindAgent, codeError, fail, guarded, list, numberOr, reasonText, short, stateStatus }
+module.exports = { bindAgent, codeError, fail, guarded, list, numberOr, reasonText, short }

@@ -5,7 +5,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { createServer, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 
-export type Behaviour =
+type Behaviour =
   | { kind: 'ok'; body: Buffer }
   /** Serves these bytes (not the ones the test asks for). */
   | { kind: 'wrong'; body: Buffer }

@@ -16,7 +16,7 @@ for (const name of ['hello', 'request', 'response', 'error', 'event', 'ops']) {
 const validator = (id: string): ValidateFunction => ajv.getSchema(id)!
 
 /** Null when `frame` matches what docs/schemas says the server sends, else the errors. */
-export function frameErrors(frame: unknown): string | null {
+function frameErrors(frame: unknown): string | null {
   const type = (frame as { type?: string }).type
   const v = validator(`https://cairn.dev/schemas/local-api-${type === 'res' ? 'response' : type}.json`)
   if (!v) return `no schema for frame type ${type}`
