@@ -74,7 +74,7 @@ export async function runAgent(opts: RunAgentOptions): Promise<number> {
         loaded = load()
       } catch (err) {
         // A configuration broken since the last start must not keep the device off its fleet.
-        log.error({ err: (err as Error).message }, 'configuration no longer valid; restarting with the previous one')
+        log.error({ err }, 'configuration no longer valid; restarting with the previous one')
       }
     }
   } finally {

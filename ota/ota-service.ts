@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import type { AgentCore, BroadcastOutcome, ExtensionFactory } from '../agent/core/extension.js'
 import type { Clock } from '../protocol/clock.js'
 import type { Config } from '../agent/config/config-schema.js'
-import { CairnError, errorBody } from '../protocol/errors.js'
+import { CairnError } from '../protocol/errors.js'
 import type { Logger } from '../protocol/log.js'
 import type { NewMessage, Outbox } from '../agent/core/outbox.js'
 import type { Db } from '../protocol/sqlite.js'
@@ -228,7 +228,7 @@ class OtaService {
       agentUpdater = build('agent', agentSlots, { version: d.version, slot: d.launcher.slot }, channelFor('agent'), () => agentHold(osUpdater))
       if (d.os) osUpdater = build('os', d.os.slots, { version: d.os.version, slot: d.os.slot }, channelFor('os'), () => osHold(agentUpdater, agentSlots.current().trial !== null))
     } catch (err) {
-      d.log.error({ err: errorBody(err).message }, 'release channel not available: updates are off')
+      d.log.error({ err }, 'release channel not available: updates are off')
       return undefined
     }
     self = new OtaService(d, agentUpdater, osUpdater)

@@ -134,7 +134,7 @@ export class Validator {
     client.on('message', (topic, payload, packet) => {
       if (packet.qos === 0) this.onMessage(topic, payload)
     })
-    client.on('error', err => this.o.log.warn({ err: err.message }, 'broker error'))
+    client.on('error', err => this.o.log.warn({ err }, 'broker error'))
     client.on('offline', () => this.o.log.warn('broker connection lost'))
     await new Promise<void>((resolve, reject) => {
       const onFirst = () => {
@@ -216,7 +216,7 @@ export class Validator {
     } catch (err) {
       if (!(err instanceof CairnError)) {
         this.stats.storeErrors++
-        this.o.log.warn({ topic, err: (err as Error).message }, 'store error; will retry')
+        this.o.log.warn({ topic, err }, 'store error; will retry')
         return false
       }
       this.stats.rejected++
@@ -243,7 +243,7 @@ export class Validator {
 
   private publish(topic: string, payload: Buffer, retain: boolean): void {
     this.client?.publish(topic, payload, { qos: 1, retain }, err => {
-      if (err && !this.stopped) this.o.log.warn({ topic, err: err.message }, 'publish failed')
+      if (err && !this.stopped) this.o.log.warn({ topic, err }, 'publish failed')
     })
   }
 
@@ -256,7 +256,7 @@ export class Validator {
     try {
       this.tick()
     } catch (err) {
-      this.o.log.error({ err: (err as Error).message }, 'validator maintenance failed')
+      this.o.log.error({ err }, 'validator maintenance failed')
     }
     // Wake at the next slot boundary, or sooner to keep the lease fresh.
     const now = this.o.clock.now()
@@ -371,7 +371,7 @@ export class Validator {
         setMeta(this.db, 'attested', String(next))
         this.o.log.info({ epoch: next, devices: devices.length }, 'epoch attested')
       } catch (err) {
-        this.o.log.error({ err: (err as Error).message, epoch: next }, 'attestation failed')
+        this.o.log.error({ err, epoch: next }, 'attestation failed')
       }
       this.attesting = false
     }

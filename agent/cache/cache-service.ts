@@ -52,7 +52,7 @@ export async function startCacheService(d: CacheServiceDeps): Promise<CacheServi
       d.log.info({ url: `${server.url}/c/<sha256|cid>` }, 'cache server up')
     } catch (err) {
       // Like the health endpoint: a busy port must not keep the device off its fleet.
-      d.log.error({ err: (err as Error).message, port: c.port }, 'cache server not started')
+      d.log.error({ err, port: c.port }, 'cache server not started')
     }
     receipts.start()
   }

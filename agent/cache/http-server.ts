@@ -58,7 +58,7 @@ export async function startCacheServer(o: CacheServerOptions): Promise<CacheServ
   const clock = o.clock ?? systemClock
   const server = createServer((req, res) => {
     handle(o, clock, req, res).catch(err => {
-      o.log?.error({ err: (err as Error).message }, 'cache request failed')
+      o.log?.error({ err }, 'cache request failed')
       if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' }).end('internal error\n')
       else res.destroy()
     })
@@ -125,7 +125,7 @@ async function handle(o: CacheServerOptions, clock: Clock, req: IncomingMessage,
   } catch (err) {
     lease.release()
     // Deleted behind the store's back: the next repair forgets it.
-    o.log?.warn({ sha256, err: (err as Error).message }, 'cache object missing on disk')
+    o.log?.warn({ sha256, err }, 'cache object missing on disk')
     return plain(res, 404, `not found: ${sha256}`)
   }
   if (size !== lease.bytes) {
@@ -183,6 +183,7 @@ async function handle(o: CacheServerOptions, clock: Clock, req: IncomingMessage,
     // Write callbacks of the last chunks run before 'close'; one turn later is safe.
     setImmediate(() => done(status, sent, range))
   })
+  let stream: ReadStream | undefined
   if (length <= SMALL) {
     // One synchronous read and one write. For a small object in the page cache a trip
     // through the thread pool costs more than the read itself (4 KiB objects here: about
@@ -205,7 +206,7 @@ async function handle(o: CacheServerOptions, clock: Clock, req: IncomingMessage,
     res.end()
     return
   }
-  const stream: ReadStream = createReadStream('', { fd, start, end, highWaterMark: CHUNK, autoClose: true })
+  stream = createReadStream('', { fd, start, end, highWaterMark: CHUNK, autoClose: true })
   stream.on('data', chunk => {
     const n = chunk.length
     const more = res.write(chunk, err => {
@@ -218,7 +219,7 @@ async function handle(o: CacheServerOptions, clock: Clock, req: IncomingMessage,
   })
   stream.once('end', () => res.end())
   stream.once('error', err => {
-    o.log?.error({ sha256, err: err.message }, 'cache read failed')
+    o.log?.error({ sha256, err }, 'cache read failed')
     res.destroy(err)
   })
 }

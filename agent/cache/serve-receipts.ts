@@ -137,7 +137,7 @@ export class ServeReceipts {
     try {
       fn()
     } catch (err) {
-      this.o.log?.error({ err: (err as Error).message }, `cache serve receipts: ${what} failed, retrying later`)
+      this.o.log?.error({ err }, `cache serve receipts: ${what} failed, retrying later`)
       if (what === 'publish') this.schedule(Math.min(60_000, this.o.periodS * 1000))
     }
   }

@@ -136,7 +136,7 @@ export class CommandRouter {
     try {
       this.replyDurable(topic, props, reply, exp)
     } catch (err) {
-      this.o.log.error({ err: (err as Error).message }, 'reply could not be stored; sending it once without the outbox')
+      this.o.log.error({ err }, 'reply could not be stored; sending it once without the outbox')
       this.o.publishQuick(topic, Buffer.from(JSON.stringify(reply)), props)
     }
   }

@@ -112,7 +112,7 @@ export class MqttLink {
         o.log.error({ err, topic }, 'message handler failed')
       }
     })
-    client.on('error', err => o.log.warn({ err: err.message, code: (err as { code?: unknown }).code }, 'broker connection error'))
+    client.on('error', err => o.log.warn({ err }, 'broker connection error'))
     client.on('close', () => this.connectionClosed(gen))
   }
 

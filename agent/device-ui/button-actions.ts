@@ -81,7 +81,7 @@ export class AgentButton {
     try {
       this.actNow(action)
     } catch (err) {
-      this.o.log.error({ err: (err as Error).message, action }, 'button action failed')
+      this.o.log.error({ err, action }, 'button action failed')
     }
   }
 
@@ -108,7 +108,7 @@ export class AgentButton {
       })
       this.o.log.warn({ command: this.o.reprovisionCommand }, 're-provisioning started by the button')
     } catch (err) {
-      this.o.log.error({ err: (err as Error).message }, 're-provisioning command failed')
+      this.o.log.error({ err }, 're-provisioning command failed')
       try {
         this.o.publishEvent('system.reprovision-failed', { message: (err as Error).message })
       } catch {

@@ -68,7 +68,7 @@ export class DeviceUi {
         log.info({ pin: gpio.statusLed.pin }, 'status LED on')
       } catch (err) {
         this.state.off('change', follow)
-        log.error({ err: (err as Error).message, pin: gpio.statusLed.pin }, 'status LED not started')
+        log.error({ err, pin: gpio.statusLed.pin }, 'status LED not started')
       }
     }
     if (gpio.button) {
@@ -79,7 +79,7 @@ export class DeviceUi {
         this.button = button
         log.info({ pin: b.pin }, 'button watched')
       } catch (err) {
-        log.error({ err: (err as Error).message, pin: b.pin }, 'button not started')
+        log.error({ err, pin: b.pin }, 'button not started')
       }
     }
   }
@@ -92,6 +92,6 @@ export class DeviceUi {
     this.state.stop()
     await this.button?.stop().catch(() => undefined)
     await this.light?.stop().catch(() => undefined)
-    await this.gpio.close().catch(err => this.o.log.warn({ err: (err as Error).message }, 'releasing GPIO failed'))
+    await this.gpio.close().catch(err => this.o.log.warn({ err }, 'releasing GPIO failed'))
   }
 }

@@ -105,12 +105,12 @@ export class StatusLight {
     try {
       await this.line?.write(level)
     } catch (err) {
-      this.o.log.warn({ err: (err as Error).message, pin: this.o.pin }, 'status LED write failed')
+      this.o.log.warn({ err, pin: this.o.pin }, 'status LED write failed')
     }
   }
 
   private enqueue(step: () => Promise<void>): Promise<void> {
-    const next = this.chain.then(step).catch(err => this.o.log.warn({ err: (err as Error).message }, 'status LED update failed'))
+    const next = this.chain.then(step).catch(err => this.o.log.warn({ err }, 'status LED update failed'))
     this.chain = next
     return next
   }

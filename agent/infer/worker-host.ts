@@ -105,7 +105,7 @@ export class WorkerHost {
     forward(child.stderr, 'warn')
     // A send to a worker that has just died emits 'error' on the child; unheard, that
     // would be an uncaught exception in the agent. Its exit fails the task.
-    child.on('error', err => log.warn({ pid: child.pid, err: err.message }, 'inference worker channel error'))
+    child.on('error', err => log.warn({ pid: child.pid, err }, 'inference worker channel error'))
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         child.kill('SIGKILL')

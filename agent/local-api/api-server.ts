@@ -94,7 +94,7 @@ export async function startLocalApi(o: LocalApiOptions): Promise<LocalApi> {
     socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
   }
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    socket.on('error', err => log.debug({ err: err.message }, 'local API socket error'))
+    socket.on('error', err => log.debug({ err }, 'local API socket error'))
     if (stopping) return refuse(socket, 503, 'Service Unavailable', 'the agent is stopping\n')
     const path = (req.url ?? '').split('?')[0]
     if (path !== API_PATH) return refuse(socket, 404, 'Not Found', `the local API is at ${API_PATH}\n`)
@@ -256,7 +256,7 @@ function removeSocket(path: string, log?: Logger): void {
   try {
     if (lstatOrUndefined(path)?.isSocket()) unlinkSync(path)
   } catch (err) {
-    log?.warn({ err: (err as Error).message, path }, 'could not remove the local API socket')
+    log?.warn({ err, path }, 'could not remove the local API socket')
   }
 }
 

@@ -55,7 +55,7 @@ export class Session implements OpSession {
         this.errorFrame('INTERNAL', 'the agent could not handle this frame')
       }
     })
-    ws.on('error', err => o.log.debug({ err: err.message, code: (err as { code?: string }).code }, 'local API client error'))
+    ws.on('error', err => o.log.debug({ err }, 'local API client error'))
     ws.on('close', () => void this.onClose())
     this.interceptOversized()
   }
@@ -83,7 +83,7 @@ export class Session implements OpSession {
       return this.watchBacklog()
     }
     this.ws.send(text, err => {
-      if (err) return this.o.log.debug({ err: err.message }, 'local API send failed')
+      if (err) return this.o.log.debug({ err }, 'local API send failed')
       // Called once this frame reached the socket: the backlog may have drained.
       if (this.backlogged && this.ws.bufferedAmount <= max / 2) {
         this.backlogged = false
@@ -204,7 +204,7 @@ export class Session implements OpSession {
     this.closed = true
     if (this.overTimer) clearTimeout(this.overTimer)
     this.o.onClosed(this)
-    await releaseLines(this).catch(err => this.o.log.warn({ err: (err as Error).message }, "releasing a client's GPIO lines failed"))
+    await releaseLines(this).catch(err => this.o.log.warn({ err }, "releasing a client's GPIO lines failed"))
   }
 }
 

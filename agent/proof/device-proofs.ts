@@ -195,7 +195,7 @@ export class DeviceProofs {
     try {
       this.beat()
     } catch (err) {
-      this.o.log.error({ err: (err as Error).message }, 'heartbeat not stored')
+      this.o.log.error({ err }, 'heartbeat not stored')
       this.o.onEvent?.('proof.failed', { message: (err as Error).message })
     }
     this.schedule(fromBeacon ? Math.max(this.o.config.periodS * 1000, this.beaconGapMs) : this.o.config.periodS * 1000)
@@ -243,7 +243,7 @@ export class DeviceProofs {
       try {
         queue()
       } catch (err) {
-        this.o.log.error({ err: (err as Error).message }, 'challenge response could not be queued')
+        this.o.log.error({ err }, 'challenge response could not be queued')
       }
     }
     if (this.o.publishNow) this.o.publishNow(this.topics.proof, wire).catch(queueSafely)

@@ -35,7 +35,7 @@ export function startBuiltinExecutors(d: BuiltinExecutorDeps): { ready: Promise<
   // The inventory only feeds the backend report: failing, it costs the NPU lines, not inference.
   const inventory = (): Promise<readonly Accelerator[]> =>
     (d.accelerators?.() ?? Promise.resolve([])).catch((err: unknown) => {
-      d.log.warn({ err: (err as Error).message }, 'accelerator inventory failed: the inference backend report lists no NPUs')
+      d.log.warn({ err }, 'accelerator inventory failed: the inference backend report lists no NPUs')
       return []
     })
   const ready = d.types.includes('inference')
@@ -48,7 +48,7 @@ export function startBuiltinExecutors(d: BuiltinExecutorDeps): { ready: Promise<
             else orphan = e
           },
           err => {
-            d.log.error({ err: (err as Error).message }, 'inference executor not started: inference tasks are refused as UNSUPPORTED')
+            d.log.error({ err }, 'inference executor not started: inference tasks are refused as UNSUPPORTED')
             d.failed('inference')
           },
         )
@@ -56,7 +56,7 @@ export function startBuiltinExecutors(d: BuiltinExecutorDeps): { ready: Promise<
   return {
     ready,
     close: async () => {
-      void ready.then(() => orphan?.close?.()).catch(err => d.log.warn({ err: (err as Error).message }, 'inference executor close failed'))
+      void ready.then(() => orphan?.close?.()).catch(err => d.log.warn({ err }, 'inference executor close failed'))
     },
   }
 }

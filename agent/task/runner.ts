@@ -356,7 +356,7 @@ export class TaskRunner {
     }
     const reason = ac.signal.aborted ? ac.signal.reason : (settled as { err: unknown }).err
     const e = errorBody(reason)
-    if (e.code === 'INTERNAL') this.o.log.error({ task: row.id, err: e.message }, 'task executor failed unexpectedly')
+    if (e.code === 'INTERNAL') this.o.log.error({ task: row.id, err: reason }, 'task executor failed unexpectedly')
     this.finalize(row, e.code === 'CANCELLED' ? 'cancelled' : 'failed', e, undefined)
   }
 
@@ -412,7 +412,7 @@ export class TaskRunner {
         return { id: receipt.id, cls: MsgClass.mustKeep, topic: this.o.receiptTopic, payload: wire, ...(props ? { props } : {}) }
       })
     } catch (err) {
-      this.o.log.error({ task: row.id, err: (err as Error).message }, 'task receipt could not be stored; the task stays open and is resolved at the next start')
+      this.o.log.error({ task: row.id, err }, 'task receipt could not be stored; the task stays open and is resolved at the next start')
       return
     }
     const final = this.store.get(row.id) ?? { ...row, state: outcome }

@@ -316,7 +316,7 @@ export class TaskService {
     try {
       this.o.outbox.enqueue({ id: newId(this.o.clock.now()), cls: MsgClass.reply, topic, payload, expires, ...(props ? { props } : {}) })
     } catch (err) {
-      this.o.log.error({ err: (err as Error).message }, 'task update could not be stored; sending it once')
+      this.o.log.error({ err }, 'task update could not be stored; sending it once')
       this.o.publishQuick(topic, payload, props)
     }
   }

@@ -145,7 +145,7 @@ export function startSim(opts: SimOptions): Sim {
       if (fatal) return
       fatal = err
       clearTimeout(rampTimer)
-      opts.log?.error({ err: err.message, started }, 'sim stopped ramping')
+      opts.log?.error({ err, started }, 'sim stopped ramping')
       opts.onFatal?.(err)
     },
     firstConnect() {

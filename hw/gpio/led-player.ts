@@ -85,7 +85,7 @@ export class LedPlayer {
     try {
       await this.line.write(level)
     } catch (err) {
-      if (!this.warned) (this.opts.log ?? silentLog).warn({ bcm: this.line.bcm, err: String(err) }, 'LED write failed')
+      if (!this.warned) (this.opts.log ?? silentLog).warn({ bcm: this.line.bcm, err }, 'LED write failed')
       this.warned = true
     }
   }

@@ -213,7 +213,7 @@ class SysfsLine implements GpioLine {
     try {
       await this.deps.files.write(`${CLASS}/unexport`, String(this.n))
     } catch (err) {
-      this.deps.log.warn({ gpio: this.n, err: String(err) }, 'unexport failed')
+      this.deps.log.warn({ gpio: this.n, err }, 'unexport failed')
     }
   }
 
@@ -248,7 +248,7 @@ class SysfsLine implements GpioLine {
         const level = await this.readValue()
         this.filter?.sample(level)
       } catch (err) {
-        if (!this.pollWarned) this.deps.log.warn({ bcm: this.bcm, err: String(err) }, 'gpio poll failed')
+        if (!this.pollWarned) this.deps.log.warn({ bcm: this.bcm, err }, 'gpio poll failed')
         this.pollWarned = true
       }
       if (this.poll !== undefined) this.poll = this.deps.timers.setTimeout(tick, this.deps.pollMs)
