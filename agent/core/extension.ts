@@ -9,6 +9,8 @@ import type { IPublishPacket } from 'mqtt'
 import type { Board, TelemetrySample } from '../../hw/index.js'
 import type { Clock } from '../../protocol/clock.js'
 import type { Identity } from '../../protocol/identity.js'
+import type { PublishProps } from '../../protocol/mqtt-props.js'
+import type { ReplayStore } from '../../protocol/replay-guard.js'
 import type { Logger } from '../../protocol/log.js'
 import type { StatusMessage } from '../../protocol/messages.js'
 import type { Config } from '../config/config-schema.js'
@@ -39,6 +41,10 @@ export interface AgentCore {
   readonly outbox: Outbox
   readonly metrics: Metrics
   readonly bus: LocalBus
+  /** The device's store of signed-message ids seen (shared by every signed input). */
+  readonly replay: ReplayStore
+  /** Whether a key id is a trusted operator now (revocations apply at once). */
+  isOperator(keyId: string): boolean
   /** The configuration in force (it changes on a live reload). */
   config(): Readonly<Config>
   connected(): boolean
@@ -48,6 +54,14 @@ export interface AgentCore {
   eventRecord(kind: string, data: Record<string, unknown>): NewMessage
   /** Takes one telemetry sample now. */
   sample(): Promise<TelemetrySample>
+  /** The newest sample the telemetry loop took, if any. */
+  lastSample(): TelemetrySample | undefined
+  /** Publishes at once, QoS 1, not through the outbox (rejects when not connected). */
+  publishNow(topic: string, payload: Buffer): Promise<void>
+  /** Publishes once at QoS 0 if connected, else drops it: for answers to unauthenticated input. */
+  publishQuick(topic: string, payload: Buffer, props: PublishProps | undefined): void
+  /** Publishes the retained status again (a feature's status fields changed). */
+  refreshStatus(): void
   /** Runs a signed command that came on a fleet-wide topic, if it is one of `allowed`. */
   runBroadcast(payload: Buffer, allowed: ReadonlySet<string>): Promise<BroadcastOutcome>
   /** Stops the agent; 'update' makes the process exit for the launcher. */

@@ -3,6 +3,7 @@
 
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import type { Logger } from '../../protocol/log.js'
 import type { Metrics } from './metrics.js'
 
 export interface HealthSource {
@@ -10,7 +11,7 @@ export interface HealthSource {
   metrics: Metrics
 }
 
-export async function startHealthServer(host: string, port: number, src: HealthSource): Promise<{ server: Server; port: number }> {
+async function startHealthServer(host: string, port: number, src: HealthSource): Promise<{ server: Server; port: number }> {
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -35,4 +36,25 @@ export async function startHealthServer(host: string, port: number, src: HealthS
     })
   })
   return { server, port: (server.address() as AddressInfo).port }
+}
+
+/** The health endpoint as the agent runs it: a port that cannot be bound is logged and
+ * left off (health is a convenience; a busy port must not keep the device off its fleet). */
+export async function startHealthEndpoint(cfg: { enabled: boolean; host: string; port: number }, src: HealthSource, log: Logger): Promise<{ server: Server; port: number } | undefined> {
+  if (!cfg.enabled) return undefined
+  try {
+    const h = await startHealthServer(cfg.host, cfg.port, src)
+    log.info({ url: `http://${cfg.host}:${h.port}/healthz` }, 'health endpoint up')
+    return h
+  } catch (err) {
+    log.error({ err, port: cfg.port }, 'health endpoint not started')
+    return undefined
+  }
+}
+
+/** Closes the server and every connection still open on it. */
+export async function closeHealthEndpoint(h: { server: Server } | undefined): Promise<void> {
+  if (!h) return
+  await new Promise<void>(r => h.server.close(() => r()))
+  h.server.closeAllConnections()
 }
