@@ -4,13 +4,13 @@
 // than a wait for a reply that cannot come.
 
 import { Command } from 'commander'
+import { brokerConnection, withBrokerFlags } from '../protocol/broker-flags.js'
 import { Value } from '@sinclair/typebox/value'
 import type { Json } from '../protocol/canonical.js'
 import { NAME_PATTERN } from '../protocol/envelope.js'
 import { CairnError } from '../protocol/errors.js'
 import { generateKeyPair, readKeyPairFile, writeKeyPairFiles } from '../protocol/keys.js'
 import type { TSchema } from '@sinclair/typebox'
-import { toolClientOptions } from '../protocol/mqtt-client.js'
 import { sendCommand, signCommand } from './command-client.js'
 import { rolloutCommand } from './rollout-cli.js'
 
@@ -78,22 +78,17 @@ function cmdCommand(io: Io, deviceCommands: DeviceCommandSpecs): Command {
     .names()
     .map(name => `  ${name.padEnd(width)}  ${deviceCommands.get(name)?.summary ?? ''}`)
     .join('\n')
-  return new Command('cmd')
+  return withBrokerFlags(new Command('cmd'))
     .description('sign one command, send it to a device (QoS 1) and print its reply')
     .argument('<device>', 'the device id (cairn id prints it)')
     .argument('<command>', 'the command name (listed below)')
     .argument('[json-body]', 'the command body as JSON', '{}')
-    .option('--broker <url>', 'MQTT broker URL', 'mqtt://127.0.0.1:1883')
     .requiredOption('--fleet <name>', 'the fleet name')
     .requiredOption('--key <file>', "the operator's private key file (cairn fleet keygen)")
     .option('--ttl <s>', 'the command expires after this many seconds', '300')
     .option('--timeout <s>', 'how long to wait for the reply', '15')
-    .option('--mqtt-version <version>', '5 or 4 (MQTT 3.1.1)', '5')
     .option('--no-wait', 'publish and exit without waiting for the reply (it stays queued until it expires)')
     .option('--print', 'print the signed envelope instead of sending it (to send it by other means)')
-    .option('--username <u>', 'broker user name')
-    .option('--password <p>', 'broker password')
-    .option('--ca <file>', 'PEM file of the CA that signed the broker certificate')
     .addHelpText(
       'after',
       `
@@ -109,17 +104,14 @@ Examples:
       const body = checkCommand(deviceCommands, device, name, bodyText)
       const ttl = Number(opts.ttl)
       const timeout = Number(opts.timeout)
-      const version = Number(opts.mqttVersion)
       if (!(ttl > 0)) throw new CairnError('BAD_REQUEST', '--ttl must be a positive number of seconds')
       if (!(timeout >= 0)) throw new CairnError('BAD_REQUEST', '--timeout must be a number of seconds')
-      if (version !== 4 && version !== 5) throw new CairnError('BAD_REQUEST', '--mqtt-version must be 5 or 4')
+      const { url, mqttVersion: version, clientOptions } = brokerConnection(opts)
       const env = signCommand({ fleet: opts.fleet, device, name, body, key: readKeyPairFile(opts.key), ttlMs: ttl * 1000 })
       if (opts.print) {
         io.out.write(JSON.stringify(env) + '\n')
         return
       }
-      const url = opts.broker
-      const clientOptions = toolClientOptions({ url, mqttVersion: version, username: opts.username, password: opts.password, ca: opts.ca })
       const reply = await sendCommand(env, { url, mqttVersion: version, clientOptions, timeoutMs: opts.wait ? timeout * 1000 : 0 })
       if (!reply) {
         io.out.write(JSON.stringify({ id: env.id, queued: true }) + '\n')

@@ -12,12 +12,13 @@
 //     metadata stops the release for devices that missed the broadcast.
 
 import { Command } from 'commander'
+import { brokerConnection, withBrokerFlags, type BrokerConnection, type BrokerFlags } from '../protocol/broker-flags.js'
 import type { IClientOptions } from 'mqtt'
 import { signEnvelope, type Envelope } from '../protocol/envelope.js'
 import { CairnError } from '../protocol/errors.js'
 import { newId } from '../protocol/ids.js'
 import { readKeyPairFile, type KeyPair } from '../protocol/keys.js'
-import { connectMqttAsync, toolClientOptions } from '../protocol/mqtt-client.js'
+import { connectMqttAsync } from '../protocol/mqtt-client.js'
 import { releaseTopic, TOPIC_ROOT } from '../protocol/topics.js'
 
 type Out = { write(s: string): unknown }
@@ -162,31 +163,16 @@ async function publishPause(o: HaltOptions): Promise<Envelope> {
   return env
 }
 
-interface ConnectOptions {
-  broker: string
+interface ConnectOptions extends BrokerFlags {
   fleet: string
-  mqttVersion: string
-  username?: string
-  password?: string
-  ca?: string
 }
 
 /** The broker options every rollout command takes. */
 function withBroker(cmd: Command): Command {
-  return cmd
-    .option('--broker <url>', 'MQTT broker URL', 'mqtt://127.0.0.1:1883')
-    .requiredOption('--fleet <name>', 'the fleet name')
-    .option('--mqtt-version <version>', '5 or 4 (MQTT 3.1.1)', '5')
-    .option('--username <u>', 'broker user name')
-    .option('--password <p>', 'broker password')
-    .option('--ca <file>', 'PEM file of the CA that signed the broker certificate')
+  return withBrokerFlags(cmd).requiredOption('--fleet <name>', 'the fleet name')
 }
 
-function connection(o: ConnectOptions): { url: string; mqttVersion: 4 | 5; clientOptions: IClientOptions } {
-  const mqttVersion = Number(o.mqttVersion)
-  if (mqttVersion !== 4 && mqttVersion !== 5) throw new CairnError('BAD_REQUEST', '--mqtt-version must be 5 or 4')
-  return { url: o.broker, mqttVersion, clientOptions: toolClientOptions({ url: o.broker, mqttVersion, username: o.username, password: o.password, ca: o.ca }) }
-}
+const connection = (o: ConnectOptions): BrokerConnection => brokerConnection(o)
 
 export function rolloutCommand(io: { out: Out; err: Out }): Command {
   const status = withBroker(new Command('status'))

@@ -5,13 +5,14 @@ import { randomBytes } from 'node:crypto'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { extname } from 'node:path'
 import { Command } from 'commander'
+import { brokerConnection, withBrokerFlags } from '../protocol/broker-flags.js'
 import type { IClientOptions } from 'mqtt'
 import type { Json } from '../protocol/canonical.js'
 import { signEnvelope, type Envelope } from '../protocol/envelope.js'
 import { CairnError, isCairnError } from '../protocol/errors.js'
 import { newId } from '../protocol/ids.js'
 import { isKeyId, keyIdOf, readKeyPairFile, readPublicKeyFile } from '../protocol/keys.js'
-import { connectMqttAsync, toolClientOptions } from '../protocol/mqtt-client.js'
+import { connectMqttAsync } from '../protocol/mqtt-client.js'
 import { taskTopics } from '../protocol/topics.js'
 import { asJson, checkReceipt, encodeTaskMessage, MAX_PRIORITY, TaskMsg, type TaskReceipt, type TaskRequestBody, type TaskUpdate } from '../protocol/task-format.js'
 
@@ -27,10 +28,9 @@ const many = (v: string, prev: string[] | undefined): string[] => [...(prev ?? [
 const byFlag = (cmd: Command): Record<string, unknown> => Object.fromEntries(cmd.options.map(o => [o.name(), cmd.getOptionValue(o.attributeName())]))
 
 export function taskCommand(io: Io & { setExitCode(code: number): void }): Command {
-  const submit = new Command('submit')
+  const submit = withBrokerFlags(new Command('submit'))
     .description('sign one task request for a device, send it, follow its updates (on stderr) and print the verified receipt')
     .argument('<device>', 'the device id')
-    .option('--broker <url>', 'MQTT broker URL', 'mqtt://127.0.0.1:1883')
     .requiredOption('--fleet <name>', 'the fleet name')
     .requiredOption('--key <file>', "the dispatcher's private key file (one the device trusts: --dispatcher-key)")
     .requiredOption('--type <type>', 'inference or cache')
@@ -46,12 +46,8 @@ export function taskCommand(io: Io & { setExitCode(code: number): void }): Comma
     .option('--priority <n>', `0 to ${MAX_PRIORITY}, higher first`, '0')
     .option('--task <id>', 'the task id (default: a new one)')
     .option('--timeout <s>', 'how long to wait for the receipt (default: the deadline + 10 s)')
-    .option('--mqtt-version <version>', '5 or 4 (MQTT 3.1.1)', '5')
     .option('--request-out <file>', 'also write the signed request (canonical bytes: its SHA-256 is what the receipt cites)')
     .option('--print', 'print the signed request instead of sending it')
-    .option('--username <u>', 'broker user name')
-    .option('--password <p>', 'broker password')
-    .option('--ca <file>', 'PEM file of the CA that signed the broker certificate')
     .addHelpText(
       'after',
       `
@@ -141,10 +137,19 @@ async function submitCmd(device: string, v: Record<string, unknown>, io: Io): Pr
   if (v.type !== 'inference' && v.type !== 'cache') throw new CairnError('BAD_REQUEST', '--type must be inference or cache')
   const deadlineS = Number(v.deadline)
   const priority = Number(v.priority)
-  const version = Number(v['mqtt-version'])
   if (!(deadlineS > 0)) throw new CairnError('BAD_REQUEST', '--deadline must be a positive number of seconds')
   if (!(Number.isInteger(priority) && priority >= 0 && priority <= MAX_PRIORITY)) throw new CairnError('BAD_REQUEST', `--priority must be an integer 0..${MAX_PRIORITY}`)
-  if (version !== 4 && version !== 5) throw new CairnError('BAD_REQUEST', '--mqtt-version must be 5 or 4')
+  const {
+    url,
+    mqttVersion: version,
+    clientOptions,
+  } = brokerConnection({
+    broker: v.broker as string,
+    mqttVersion: v['mqtt-version'] as string,
+    username: v.username as string | undefined,
+    password: v.password as string | undefined,
+    ca: v.ca as string | undefined,
+  })
   const params = paramsFromFlags(v)
   const key = readKeyPairFile(v.key as string)
   const now = Date.now()
@@ -158,8 +163,6 @@ async function submitCmd(device: string, v: Record<string, unknown>, io: Io): Pr
     io.out.write(encodeTaskMessage(env).toString('utf8') + '\n')
     return 0
   }
-  const url = v.broker as string
-  const clientOptions = toolClientOptions({ url, mqttVersion: version, username: v.username as string | undefined, password: v.password as string | undefined, ca: v.ca as string | undefined })
   const timeoutMs = v.timeout !== undefined ? Number(v.timeout) * 1000 : deadlineS * 1000 + 10_000
   if (!(timeoutMs > 0 && timeoutMs <= 2_147_000_000)) throw new CairnError('BAD_REQUEST', '--timeout must be a positive number of seconds')
   const res = await submitTask(env, { url, mqttVersion: version, clientOptions, timeoutMs, onUpdate: u => io.err.write(describeUpdate(u) + '\n') })

@@ -4,13 +4,13 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Command } from 'commander'
+import { brokerConnection, withBrokerFlags } from '../protocol/broker-flags.js'
 import type { Level } from 'pino'
 import { systemClock } from '../protocol/clock.js'
 import { CairnError } from '../protocol/errors.js'
 import { ensureStateDir } from '../protocol/identity.js'
 import { generateKeyPair, keyIdOf, readKeyPairFile, readPublicKeyFile, writeKeyPairFiles, type KeyPair } from '../protocol/keys.js'
 import { createLogger } from '../protocol/log.js'
-import { toolClientOptions } from '../protocol/mqtt-client.js'
 import { buildExport } from './attest.js'
 import { encodeProof, type ScoreParams } from '../protocol/proof-format.js'
 import type { Envelope } from '../protocol/envelope.js'
@@ -85,9 +85,8 @@ type Io = { out: Out; err: Out; setExitCode(code: number): void }
 
 /** `cairn validator run`, also the group's default: `cairn validator --broker …` runs it. */
 function runCommand(io: Io): Command {
-  return new Command('run')
+  return withBrokerFlags(new Command('run'))
     .description('run the validator: challenge devices, check and store their heartbeats, score each epoch and sign attestations (until SIGTERM)')
-    .option('--broker <url>', 'MQTT broker URL', 'mqtt://127.0.0.1:1883')
     .requiredOption('--fleet <name>', 'the fleet to validate')
     .requiredOption('--state-dir <dir>', 'where the validator keeps its store and key')
     .option('--key <file>', 'the validator key (cairn fleet keygen; default: <state-dir>/validator.key, made on first run)')
@@ -101,10 +100,6 @@ function runCommand(io: Io): Command {
     .option('--instance <name>', 'this process among several sharing one store (1-32 letters, digits, - or _)', '1')
     .option('--share-group <name>', 'MQTT shared-subscription group of processes splitting the load (default: one per validator key)')
     .option('--no-share', 'a plain subscription: this process alone sees every heartbeat')
-    .option('--mqtt-version <version>', '5 or 4 (MQTT 3.1.1)', '5')
-    .option('--username <u>', 'broker user name')
-    .option('--password <p>', 'broker password')
-    .option('--ca <file>', 'PEM file of the CA that signed the broker certificate')
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace', 'info')
     .addHelpText(
       'after',
@@ -163,16 +158,14 @@ Examples:
 
 async function runValidator(values: RunOptions, io: { out: Out }): Promise<number> {
   if (!/^[A-Za-z0-9_-]{1,32}$/.test(values.instance)) throw new CairnError('BAD_REQUEST', '--instance: 1-32 letters, digits, - or _')
-  const version = Number(values.mqttVersion)
-  if (version !== 4 && version !== 5) throw new CairnError('BAD_REQUEST', '--mqtt-version must be 5 or 4')
+  const { url, clientOptions } = brokerConnection(values)
   const params = scoreParams(values)
-  const url = values.broker
   const log = createLogger({ level: values.logLevel as Level })
   const stateDir = values.stateDir
   const key = validatorKey(stateDir, values.key)
   const validator = new Validator({
     brokerUrl: url,
-    mqtt: toolClientOptions({ url, mqttVersion: version, username: values.username, password: values.password, ca: values.ca }),
+    mqtt: clientOptions,
     fleet: values.fleet,
     stateDir,
     key,

@@ -3,10 +3,10 @@
 
 import { readFileSync, writeFileSync } from 'node:fs'
 import { Command } from 'commander'
+import { brokerConnection, withBrokerFlags } from '../../protocol/broker-flags.js'
 import mqtt from 'mqtt'
 import { CairnError } from '../../protocol/errors.js'
 import { keyIdOf, readPublicKeyFile } from '../../protocol/keys.js'
-import { toolClientOptions } from '../../protocol/mqtt-client.js'
 import { MisbehaviourKinds, startSim, type Misbehaviour, type MisbehaviourKind, type SimStats } from './sim.js'
 
 type Out = { write(s: string): unknown }
@@ -83,10 +83,9 @@ interface SimOptions {
 const many = (v: string, prev: string[] | undefined): string[] => [...(prev ?? []), v]
 
 export function simCommand(io: { out: Out; err: Out; setExitCode(code: number): void }): Command {
-  return new Command('sim')
+  return withBrokerFlags(new Command('sim'))
     .description('simulate a fleet: N devices, each with its own key and MQTT connection, sending signed heartbeats (and misbehaving on request)')
     .requiredOption('--devices <n>', 'how many simulated devices')
-    .option('--broker <url>', 'MQTT broker URL', 'mqtt://127.0.0.1:1883')
     .requiredOption('--fleet <name>', 'the fleet name')
     .option('--validator-key <file>', "a validator's public key: heartbeats cite its beacons (repeatable)", many)
     .option('--period <s>', 'heartbeat period', '60')
@@ -95,10 +94,6 @@ export function simCommand(io: { out: Out; err: Out; setExitCode(code: number): 
     .option('--misbehave <spec>', 'make some devices misbehave (repeatable; SPEC below)', many)
     .option('--duration <s>', 'stop after this long (default: at SIGINT/SIGTERM)')
     .option('--owner <id>', 'payout identity carried in every heartbeat')
-    .option('--mqtt-version <version>', '5 or 4 (MQTT 3.1.1)', '5')
-    .option('--username <u>', 'broker user name')
-    .option('--password <p>', 'broker password')
-    .option('--ca <file>', 'PEM file of the CA that signed the broker certificate')
     .option('--status-every <s>', 'a status line this often', '10')
     .option('--summary-file <file>', 'also write the final summary, with every device, here')
     .addHelpText(
@@ -125,17 +120,14 @@ async function runSim(values: SimOptions, io: { out: Out; err: Out }): Promise<n
   }
   const devices = num(values.devices, 'devices', 1, 1_000_000, true)
   if (devices === undefined) throw new CairnError('BAD_REQUEST', '--devices N is required')
-  const version = Number(values.mqttVersion)
-  if (version !== 4 && version !== 5) throw new CairnError('BAD_REQUEST', '--mqtt-version must be 5 or 4')
+  const { url, mqttVersion: version, clientOptions: mqttOptions } = brokerConnection(values, { keepaliveS: 60, connectTimeoutMs: 30_000 })
   const validators = (values.validatorKey ?? []).map(f => keyIdOf(readPublicKeyFile(f)))
   const misbehave = (values.misbehave ?? []).map(parseMisbehaviour)
-  const url = values.broker
   const durationS = num(values.duration, 'duration', 0.1, 365 * 86_400)
   const statusEveryS = num(values.statusEvery, 'status-every', 0.1, 86_400)!
   const periodS = num(values.period, 'period', 1, 86_400, true)!
   const rampPerS = num(values.ramp, 'ramp', 0.1, 1_000_000)!
   const jitterMs = num(values.jitter, 'jitter', 0, 600_000, true)!
-  const mqttOptions = toolClientOptions({ url, mqttVersion: version, username: values.username, password: values.password, ca: values.ca, keepaliveS: 60, connectTimeoutMs: 30_000 })
   // Simulated devices retry a broker that is down, as real ones do; one that cannot be
   // reached at all at the start is a mistake in the command line, said at once.
   await (await mqtt.connectAsync(url, { ...mqttOptions, protocolVersion: version, reconnectPeriod: 0 })).endAsync()

@@ -358,3 +358,14 @@ t.test('TLS: mqtts:// to a Mosquitto with its own CA; an untrusted CA is refused
 function onlineDevices(sub: Consumer): number {
   return new Set(sub.messages.filter(x => x.json?.state === 'online').map(x => x.topic)).size
 }
+
+t.test('output piped into a reader that has gone (| head) ends quietly, exit 0', async t => {
+  // The reading end is closed before the CLI (a fresh Node process) gets to write.
+  const child = spawn(process.execPath, [bundle, 'fleet', 'cmd', '--help'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  child.stdout.destroy()
+  let stderr = ''
+  child.stderr.on('data', d => (stderr += d))
+  const code = await new Promise<number | null>(r => child.on('exit', c => r(c)))
+  t.notMatch(stderr, /EPIPE|Unhandled/, 'no EPIPE stack')
+  t.equal(code, 0)
+})
