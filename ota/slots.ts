@@ -21,8 +21,7 @@ import { Value } from '@sinclair/typebox/value'
 import { fsyncDirSync, writeFileAtomic } from '../protocol/durable-files.js'
 import { readTar, TarError, writeEntries } from '../protocol/tar.js'
 
-const SLOT_NAMES = ['a', 'b'] as const
-export type SlotName = (typeof SLOT_NAMES)[number]
+export type SlotName = 'a' | 'b'
 export const SLOTS_FILE = 'slots.json'
 export const GOOD_FILE = 'slots.good.json'
 export const BUNDLE_FILE = 'cairn.mjs'
