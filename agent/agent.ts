@@ -28,6 +28,7 @@ import { LocalBus } from './core/local-bus.js'
 import { Metrics } from './core/metrics.js'
 import { MqttLink, packetLimitFor } from './core/mqtt-link.js'
 import { OperatorKeys } from './core/operators.js'
+import { Problems } from './core/problems.js'
 import { CLASS_NAMES, Outbox } from './core/outbox.js'
 import { openStateDb, type Db } from './core/state-db.js'
 import { statusMessage } from './core/status.js'
@@ -121,7 +122,10 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
   })
   const events = deviceEvents({ deviceId, topic: topics.event, clock, outbox, bus })
   const telemetry = new TelemetryLoop({ deviceId, topic: topics.telemetry, clock, log, outbox, metrics, bus, periodS: () => live.config.telemetry.periodS, sample: () => hw.sample() })
+  const problems = new Problems()
   const live = new LiveConfig({
+    problems,
+    now: () => clock.now(),
     loaded: deps.loaded,
     reload: deps.reload,
     log,
@@ -184,9 +188,11 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     startedAt,
     uptimeS: () => telemetry.lastSample?.uptimeS,
     fields: statusFields,
+    problems: () => problems.list(),
   }
   const status = (state: 'online' | 'offline', reason?: 'shutdown' | 'connection-lost' | 'restart'): Buffer => statusMessage(statusOptions, state, reason)
 
+  problems.onChange(() => core.refreshStatus())
   router = deviceCommands({ core, extensions, operators, live, ring, system: deps.system, startedAt, link: () => link, stop: r => stop(r) })
   link = new MqttLink({
     broker: startConfig.broker,

@@ -43,6 +43,19 @@ const StatusSchema = Type.Object(
     uptimeS: Type.Optional(Type.Number({ minimum: 0, description: 'system uptime in seconds' })),
     mqtt: Type.Union([Type.Literal(5), Type.Literal(4)]),
     publicKey: Type.String({ description: 'device public key, SPKI PEM' }),
+    problems: Type.Optional(
+      Type.Array(
+        Type.Object(
+          {
+            code: Type.String({ pattern: '^[A-Z][A-Z0-9_]{0,63}$', description: 'what is wrong, e.g. REMOTE_CONFIG_REJECTED' }),
+            message: Type.String({ maxLength: 1000 }),
+            since: Ms,
+          },
+          { additionalProperties: false },
+        ),
+        { maxItems: 16, description: 'what the device reports as wrong with itself while it keeps running; absent when nothing is' },
+      ),
+    ),
     tasks: Type.Optional(
       Type.Object(
         {

@@ -19,6 +19,9 @@ export interface LoadedConfig {
   readonly config: Readonly<Config>
   /** dotted path -> where the value came from (e.g. "flag --broker", "env CAIRN_FLEET") */
   readonly sources: ReadonlyMap<string, string>
+  /** The remote layer (set-config) that could not be used at this load, and why: the
+   * configuration is what the other layers give. The agent sets the file aside. */
+  readonly remoteRejected?: { readonly file: string; readonly reason: string }
 }
 
 type Obj = Record<string, unknown>
@@ -112,7 +115,7 @@ export function remoteLayer(stateDir: string, override?: Record<string, unknown>
     for (const k of Object.keys(values)) if (!(REMOTE_SETTABLE as readonly string[]).includes(k)) delete values[k]
     return { name: `remote set-config (${file})`, values }
   } catch (err) {
-    throw new CairnError('INVALID_CONFIG', `${file}: damaged (${(err as Error).message}); delete it to drop remote settings`)
+    throw new CairnError('INVALID_CONFIG', `${file}: damaged, not JSON of settings (${(err as Error).message})`)
   }
 }
 
@@ -180,7 +183,13 @@ export interface LoadOptions {
 }
 
 /** Loads all layers; `remoteOverride` stands in for the remote file (to validate a
- * set-config before it is written). */
+ * set-config before it is written).
+ *
+ * The remote layer may never keep a device from starting: a set-config is checked with
+ * its values on top of every other layer as well (a value a flag shadows today is still
+ * checked, since the flag may be gone at the next start), and at load a remote file
+ * that is damaged, or that makes the configuration invalid where the other layers alone
+ * do not, is left out and reported in `remoteRejected`. */
 export function loadConfig(opts: LoadOptions, remoteOverride?: Record<string, unknown>): LoadedConfig {
   const file = opts.configFile ?? opts.env.CAIRN_CONFIG
   const base: Layer[] = [{ name: 'defaults', values: {} }]
@@ -189,5 +198,17 @@ export function loadConfig(opts: LoadOptions, remoteOverride?: Record<string, un
   // The state dir decides where remote overrides live, so resolve it first.
   const pre = [...base, env, opts.flags]
   const stateDir = pre.reduce<unknown>((acc, l) => (typeof l.values.stateDir === 'string' ? l.values.stateDir : acc), '/var/lib/cairn') as string
-  return resolveConfig([...base, remoteLayer(stateDir, remoteOverride), env, opts.flags])
+  if (remoteOverride) {
+    const remote = remoteLayer(stateDir, remoteOverride)
+    resolveConfig([...pre, remote])
+    return resolveConfig([...base, remote, env, opts.flags])
+  }
+  let remote: Layer
+  try {
+    remote = remoteLayer(stateDir)
+    return resolveConfig([...base, remote, env, opts.flags])
+  } catch (err) {
+    const withoutRemote = resolveConfig(pre)
+    return { ...withoutRemote, remoteRejected: { file: join(stateDir, REMOTE_CONFIG_FILE), reason: (err as Error).message } }
+  }
 }

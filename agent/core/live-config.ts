@@ -4,15 +4,20 @@
 // that can change live (telemetry, outbox, log) are applied in place; any other change
 // restarts the agent in place, after the reply is on its way.
 
-import { join } from 'node:path'
+import { renameSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import { CairnError } from '../../protocol/errors.js'
 import { writeFileAtomic } from '../../protocol/durable-files.js'
 import type { Logger } from '../../protocol/log.js'
 import { REMOTE_SETTABLE, type Config } from '../config/config-schema.js'
+import type { Problems } from './problems.js'
 import { REMOTE_CONFIG_FILE, remoteLayer, UNSAFE_KEYS, type LoadedConfig } from '../config/load-config.js'
 
 /** Settings applied in place; a change to any other restarts the agent. */
 const LIVE_SECTIONS: ReadonlySet<string> = new Set(['telemetry', 'outbox', 'log'])
+
+/** Where a rejected remote layer is kept (never read again; for the owner to look at). */
+const REJECTED_PREFIX = 'config.remote.rejected'
 
 export interface LiveConfigOptions {
   loaded: LoadedConfig
@@ -25,6 +30,8 @@ export interface LiveConfigOptions {
   /** Restart in place (a change that cannot be applied live). */
   restart(): void
   publishEvent(kind: string, data: Record<string, unknown>): void
+  problems: Problems
+  now(): number
 }
 
 export class LiveConfig {
@@ -32,6 +39,23 @@ export class LiveConfig {
 
   constructor(private readonly o: LiveConfigOptions) {
     this.loaded = o.loaded
+    this.setAsideRejected(o.loaded)
+  }
+
+  /** A remote layer the load could not use is moved aside, reported as an event and as a
+   * problem in the status: the device runs on the other layers and stays reachable. */
+  private setAsideRejected(loaded: LoadedConfig): void {
+    const r = loaded.remoteRejected
+    if (!r) return
+    const keptAs = join(dirname(r.file), `${REJECTED_PREFIX}-${new Date(this.o.now()).toISOString().replace(/[:.]/g, '-')}.json`)
+    try {
+      renameSync(r.file, keptAs)
+    } catch (err) {
+      this.o.log.error({ err, file: r.file }, 'could not move the rejected remote configuration aside')
+    }
+    this.o.log.warn({ file: r.file, keptAs, reason: r.reason }, 'remote configuration (set-config) set aside: it would keep the agent from starting')
+    this.o.publishEvent('config.remote-rejected', { reason: r.reason, keptAs })
+    this.o.problems.set('REMOTE_CONFIG_REJECTED', `remote configuration set aside as ${keptAs}: ${r.reason}`, this.o.now())
   }
 
   get config(): Readonly<Config> {
@@ -80,6 +104,7 @@ export class LiveConfig {
       this.o.log.error({ err }, 'reload failed; keeping the running configuration')
       return
     }
+    this.setAsideRejected(next)
     if (!this.applyLive(next)) {
       this.o.log.info('settings changed that need a restart; restarting in place')
       this.o.restart()

@@ -23,11 +23,13 @@ export interface StatusOptions {
   uptimeS(): number | undefined
   /** What features add, asked at each message. */
   fields(): StatusFields
+  problems(): NonNullable<StatusMessage['problems']>
 }
 
 export function statusMessage(o: StatusOptions, state: 'online' | 'offline', reason?: StatusMessage['reason']): Buffer {
   const uptimeS = o.uptimeS()
   const f = o.fields()
+  const problems = o.problems()
   const msg: StatusMessage = {
     v: 1,
     id: newId(o.clock.now()),
@@ -45,6 +47,7 @@ export function statusMessage(o: StatusOptions, state: 'online' | 'offline', rea
     ...(uptimeS !== undefined ? { uptimeS } : {}),
     mqtt: o.mqttVersion,
     publicKey: publicKeyPem(o.publicKey),
+    ...(problems.length > 0 ? { problems } : {}),
     ...(f.tasks !== undefined ? { tasks: f.tasks } : {}),
   }
   return Buffer.from(JSON.stringify(msg))

@@ -68,7 +68,7 @@ t.test('--set reaches any setting, typed by the schema', async t => {
   t.equal(sources.get('outbox.maxInflight'), 'flag --set outbox.maxInflight')
 })
 
-t.test('remote overrides sit between the file and the environment; a damaged file is an error', async t => {
+t.test('remote overrides sit between the file and the environment; a damaged file is left out and reported', async t => {
   const dir = tmp()
   writeFileSync(join(dir, 'config.remote.json'), JSON.stringify({ telemetry: { periodS: 42 }, broker: { url: 'mqtt://evil:1883' } }))
   const { config, sources } = loadConfig({ env: { CAIRN_FLEET: 'f', CAIRN_STATE_DIR: dir }, flags: noFlags })
@@ -78,7 +78,9 @@ t.test('remote overrides sit between the file and the environment; a damaged fil
   const env2 = loadConfig({ env: { CAIRN_FLEET: 'f', CAIRN_STATE_DIR: dir, CAIRN_TELEMETRY_PERIOD_S: '7' }, flags: noFlags })
   t.equal(env2.config.telemetry.periodS, 7, 'env wins over remote')
   writeFileSync(join(dir, 'config.remote.json'), '{oops')
-  t.throws(() => loadConfig({ env: { CAIRN_FLEET: 'f', CAIRN_STATE_DIR: dir }, flags: noFlags }), { message: /config\.remote\.json: damaged/ })
+  const damaged = loadConfig({ env: { CAIRN_FLEET: 'f', CAIRN_STATE_DIR: dir }, flags: noFlags })
+  t.equal(damaged.config.telemetry.periodS, 10, 'the other layers apply')
+  t.match(damaged.remoteRejected, { file: join(dir, 'config.remote.json'), reason: /config\.remote\.json: damaged/ })
 })
 
 t.test('__proto__ in a config layer is refused, and nothing leaks onto Object.prototype', async t => {
