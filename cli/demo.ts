@@ -14,7 +14,7 @@ import { startDemoNodeRed, type NodeRedHost } from '../flows/node-red-host.js'
 import type { TelemetryMessage } from '../protocol/messages.js'
 import { systemClock } from '../protocol/clock.js'
 import { createLogger } from '../protocol/log.js'
-import { connectMqtt, toolClientOptions } from '../protocol/mqtt-client.js'
+import { connectMqtt, TOOL_MAX_PACKET_BYTES, toolClientOptions } from '../protocol/mqtt-client.js'
 import type { Attestation, Heartbeat } from '../protocol/proof-format.js'
 import { DEFAULT_WEIGHTS } from '../validator/score.js'
 import { Validator } from '../validator/validator.js'
@@ -85,7 +85,7 @@ async function runDemo(opts: { port?: string; 'state-dir'?: string; 'no-node-red
   await validator.start()
   say(`  validator ${vkey.keyId}  (slot ${DEMO_SLOT_MS / 1000} s, epoch ${DEMO_EPOCH_SLOTS} slots; log: ${join(dir, 'validator.log')})`)
 
-  const watcher = connectMqtt({ url, mqttVersion: 4, reconnectPeriodMs: 1000 })
+  const watcher = connectMqtt({ url, mqttVersion: 4, reconnectPeriodMs: 1000, maximumPacketSize: TOOL_MAX_PACKET_BYTES })
   watcher.on('connect', () => watcher.subscribe(`cairn/v1/${fleet}/#`))
   watcher.on('message', (topic, payload) => {
     const parts = topic.split('/')

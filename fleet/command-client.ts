@@ -10,7 +10,7 @@ import { CairnError } from '../protocol/errors.js'
 import { newId } from '../protocol/ids.js'
 import type { KeyPair } from '../protocol/keys.js'
 import type { ReplyMessage } from '../protocol/messages.js'
-import { connectMqttAsync } from '../protocol/mqtt-client.js'
+import { connectMqttAsync, TOOL_MAX_PACKET_BYTES } from '../protocol/mqtt-client.js'
 import { deviceTopics } from '../protocol/topics.js'
 
 export interface CommandRequest {
@@ -49,6 +49,7 @@ export async function sendCommand(env: Envelope, opts: SendOptions): Promise<Rep
   const name = env.type.replace(/^cmd\./, '')
   const nonce = randomBytes(6).toString('hex')
   const client = await connectMqttAsync({
+    maximumPacketSize: TOOL_MAX_PACKET_BYTES,
     url: opts.url,
     ...(opts.clientOptions ? { base: opts.clientOptions } : {}),
     mqttVersion: opts.mqttVersion,

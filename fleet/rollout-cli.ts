@@ -18,7 +18,7 @@ import { signEnvelope, type Envelope } from '../protocol/envelope.js'
 import { CairnError } from '../protocol/errors.js'
 import { newId } from '../protocol/ids.js'
 import { readKeyPairFile, type KeyPair } from '../protocol/keys.js'
-import { connectMqttAsync } from '../protocol/mqtt-client.js'
+import { connectMqttAsync, TOOL_MAX_PACKET_BYTES } from '../protocol/mqtt-client.js'
 import { releaseTopic, TOPIC_ROOT } from '../protocol/topics.js'
 
 type Out = { write(s: string): unknown }
@@ -50,6 +50,7 @@ export interface StatusOptions {
 
 export async function rolloutStatus(o: StatusOptions): Promise<RolloutReport> {
   const client = await connectMqttAsync({
+    maximumPacketSize: TOOL_MAX_PACKET_BYTES,
     url: o.url,
     ...(o.clientOptions ? { base: o.clientOptions } : {}),
     mqttVersion: o.mqttVersion ?? 5,
@@ -148,6 +149,7 @@ async function publishPause(o: HaltOptions): Promise<Envelope> {
   const env = signPause(o.key, o.fleet, o.paused, o.ttlMs)
   const v5 = (o.mqttVersion ?? 5) === 5
   const client = await connectMqttAsync({
+    maximumPacketSize: TOOL_MAX_PACKET_BYTES,
     url: o.url,
     ...(o.clientOptions ? { base: o.clientOptions } : {}),
     mqttVersion: o.mqttVersion ?? 5,

@@ -28,8 +28,8 @@ export const EnvelopeSchema = Type.Object(
     fleet: Type.String({ pattern: NAME_PATTERN }),
     sub: Type.String({ pattern: '^([a-z0-9][a-z0-9_-]{0,63}|\\*)$', description: 'target device id, or * for fleet-wide messages' }),
     iss: Type.String({ pattern: '^[a-z2-7]{52}$', description: "signer's key id (lowercase base32 of the raw ed25519 public key)" }),
-    iat: Type.Integer({ minimum: 0, description: 'issued at, ms since the Unix epoch' }),
-    exp: Type.Integer({ minimum: 0, description: 'expires at, ms since the Unix epoch' }),
+    iat: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'issued at, ms since the Unix epoch' }),
+    exp: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'expires at, ms since the Unix epoch' }),
     body: Type.Unknown({ description: 'type-specific content' }),
     // 64 bytes take 85⅓ base64url characters: the last one carries 4 unused bits. Only
     // the spelling with those bits zero is accepted, so a relay cannot re-spell a

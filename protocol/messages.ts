@@ -9,7 +9,7 @@ import { TelemetrySampleSchema } from '../hw/schema.js'
 
 const DeviceId = Type.String({ pattern: '^[a-z2-7]{52}$', description: 'device id: lowercase base32 of the device public key' })
 const MsgId = Type.String({ pattern: ID_PATTERN, description: 'unique message id; consumers de-duplicate on it' })
-const Ms = Type.Integer({ minimum: 0, description: 'ms since the Unix epoch' })
+const Ms = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'ms since the Unix epoch' })
 
 const StatusSchema = Type.Object(
   {
@@ -20,7 +20,7 @@ const StatusSchema = Type.Object(
     state: Type.Union([Type.Literal('online'), Type.Literal('offline')]),
     reason: Type.Optional(Type.Union([Type.Literal('shutdown'), Type.Literal('connection-lost'), Type.Literal('restart')], { description: 'why offline' })),
     ts: Ms,
-    since: Type.Optional(Type.Integer({ minimum: 0, description: 'when the agent started, ms since the Unix epoch' })),
+    since: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'when the agent started, ms since the Unix epoch' })),
     version: Type.String(),
     slot: Type.Optional(
       Type.Union([Type.Literal('a'), Type.Literal('b'), Type.Literal('fallback')], {
@@ -61,8 +61,8 @@ const StatusSchema = Type.Object(
         {
           types: Type.Array(Type.String(), { description: 'task types this device runs (docs/tasks.md)' }),
           backends: Type.Record(Type.String(), Type.String(), { description: 'backend of each task type, e.g. inference: wasm' }),
-          queued: Type.Integer({ minimum: 0 }),
-          running: Type.Integer({ minimum: 0 }),
+          queued: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
+          running: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
         },
         { additionalProperties: false, description: 'task queue at the time of the message; absent when tasks are disabled' },
       ),

@@ -82,8 +82,10 @@ export interface MqttConnectOptions {
   /** MQTT 5 Maximum Packet Size: the largest packet this client accepts. The broker
    * drops a larger message for this client instead of sending it, so a flood of
    * oversized junk never reaches the program. Size it to the largest message the
-   * program reads, plus headroom for the topic and properties. */
-  maximumPacketSize?: number
+   * program reads, plus headroom for the topic and properties. Required: every Cairn
+   * connection says what it accepts (MQTT 3.1.1 cannot: the broker's max_packet_size
+   * must, docs/protocol.md). */
+  maximumPacketSize: number
   /** Milliseconds between reconnect attempts; 0 for none (one-shot tools, and the
    * agent's link, which reconnects itself with backoff and jitter). */
   reconnectPeriodMs: number
@@ -99,7 +101,7 @@ export function mqttClientOptions(o: MqttConnectOptions): IClientOptions {
   const version = o.mqttVersion ?? (o.base?.protocolVersion === 4 ? 4 : 5)
   const v5: NonNullable<IClientOptions['properties']> = {
     ...(o.sessionExpiryS !== undefined ? { sessionExpiryInterval: o.sessionExpiryS } : {}),
-    ...(o.maximumPacketSize !== undefined ? { maximumPacketSize: o.maximumPacketSize } : {}),
+    maximumPacketSize: o.maximumPacketSize,
   }
   const { properties: baseProps, ...base } = o.base ?? {}
   const properties = version === 5 ? { ...baseProps, ...v5 } : undefined
@@ -117,6 +119,10 @@ export function mqttClientOptions(o: MqttConnectOptions): IClientOptions {
     ...(o.customHandleAcks !== undefined ? { customHandleAcks: o.customHandleAcks } : {}),
   }
 }
+
+/** What a one-shot tool reads (a reply, a task update or receipt, a retained status):
+ * 4 MiB is far above any of them. */
+export const TOOL_MAX_PACKET_BYTES = 4 * 1024 * 1024
 
 /** Connects (and, with a reconnect period, keeps reconnecting) in the background. */
 export function connectMqtt(o: MqttConnectOptions): MqttClient {

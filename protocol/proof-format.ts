@@ -34,7 +34,7 @@ export const ZERO_HASH = '0'.repeat(64)
 const Hash = Type.String({ pattern: '^[0-9a-f]{64}$', description: 'SHA-256, lowercase hex' })
 const KeyId = Type.String({ pattern: '^[a-z2-7]{52}$', description: 'key id: lowercase base32 of the raw ed25519 public key' })
 const Seq = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
-const Ms = Type.Integer({ minimum: 0, description: 'ms since the Unix epoch' })
+const Ms = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'ms since the Unix epoch' })
 export const OWNER_PATTERN = '^[A-Za-z0-9][A-Za-z0-9:._@-]{0,127}$'
 
 const BeaconRefSchema = Type.Object(
@@ -90,10 +90,10 @@ const FetchBodySchema = Type.Object({ from: Seq, to: Seq }, { additionalProperti
 
 const ScoreParamsSchema = Type.Object(
   {
-    slotMs: Type.Integer({ minimum: 100 }),
-    epochSlots: Type.Integer({ minimum: 1 }),
-    maxAgeMs: Type.Integer({ minimum: 1, description: 'a heartbeat citing beacon b counts if received within [b*slotMs, b*slotMs + maxAgeMs]' }),
-    skewMs: Type.Integer({ minimum: 0, description: 'largest |device time - receive time| accepted' }),
+    slotMs: Type.Integer({ minimum: 100, maximum: Number.MAX_SAFE_INTEGER }),
+    epochSlots: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
+    maxAgeMs: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'a heartbeat citing beacon b counts if received within [b*slotMs, b*slotMs + maxAgeMs]' }),
+    skewMs: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'largest |device time - receive time| accepted' }),
     wCoverage: Type.Integer({ minimum: 0, maximum: 1_000_000, description: 'weight of slot coverage, ppm' }),
     wChallenge: Type.Integer({ minimum: 0, maximum: 1_000_000, description: 'weight of the challenge pass rate, ppm' }),
   },
@@ -103,17 +103,17 @@ export type ScoreParams = Static<typeof ScoreParamsSchema>
 
 const CountsSchema = Type.Object(
   {
-    heartbeats: Type.Integer({ minimum: 0, description: 'heartbeats in the epoch record' }),
-    fresh: Type.Integer({ minimum: 0, description: 'heartbeats that covered a slot or could have (fresh, genuine beacon, clock in bounds)' }),
-    stale: Type.Integer({ minimum: 0, description: 'cited no fresh beacon of this validator' }),
-    badBeacon: Type.Integer({ minimum: 0, description: 'cited a beacon this validator never published' }),
-    skewed: Type.Integer({ minimum: 0, description: 'device clock outside the bound' }),
-    slotsLive: Type.Integer({ minimum: 0, description: 'slots of the epoch in which the validator published a beacon' }),
-    slotsCovered: Type.Integer({ minimum: 0 }),
-    challenges: Type.Integer({ minimum: 0 }),
-    passed: Type.Integer({ minimum: 0 }),
-    equivocations: Type.Integer({ minimum: 0 }),
-    forks: Type.Integer({ minimum: 0 }),
+    heartbeats: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'heartbeats in the epoch record' }),
+    fresh: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'heartbeats that covered a slot or could have (fresh, genuine beacon, clock in bounds)' }),
+    stale: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'cited no fresh beacon of this validator' }),
+    badBeacon: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'cited a beacon this validator never published' }),
+    skewed: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'device clock outside the bound' }),
+    slotsLive: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'slots of the epoch in which the validator published a beacon' }),
+    slotsCovered: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
+    challenges: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
+    passed: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
+    equivocations: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
+    forks: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
   },
   { additionalProperties: false },
 )

@@ -10,6 +10,7 @@
 // messages, whose freshness the receiver judges by its own rule.
 
 import { checkEnvelope, ID_PATTERN, type ClockChecks, type Envelope } from './envelope.js'
+import { checkJsonDepth } from './canonical.js'
 import { CairnError } from './errors.js'
 import type { ReplayStore } from './replay-guard.js'
 
@@ -67,6 +68,9 @@ export function readSignedInbound(payload: Buffer, o: SignedInboundOptions): Sig
   }
   const echo = echoOf(parsed)
   try {
+    // Before anything walks it recursively (the schema, the canonical bytes under the
+    // signature): a body nested thousands deep is a refusal, not a stack overflow.
+    checkJsonDepth(parsed)
     const env = checkEnvelope(parsed, o)
     // After the signature: only a genuine message may take an id out of circulation.
     if (o.replay && o.clock) o.replay.admit(env.id, env.exp, o.clock.now)

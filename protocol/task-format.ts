@@ -32,7 +32,7 @@ export const MAX_PRIORITY = 100
 
 const Hash = Type.String({ pattern: '^[0-9a-f]{64}$', description: 'SHA-256, lowercase hex' })
 const KeyId = Type.String({ pattern: '^[a-z2-7]{52}$', description: 'key id: lowercase base32 of the raw ed25519 public key' })
-const Ms = Type.Integer({ minimum: 0, description: 'ms since the Unix epoch' })
+const Ms = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'ms since the Unix epoch' })
 const TaskId = Type.String({ pattern: ID_PATTERN, description: 'task id chosen by the dispatcher; a device runs each id at most once' })
 const TaskTypeSchema = Type.Union(TASK_TYPES.map(t => Type.Literal(t)))
 const ErrorSchema = Type.Object({ code: Type.Union(ErrorCodes.map(c => Type.Literal(c))), message: Type.String({ maxLength: 1000 }) }, { additionalProperties: false })
@@ -55,7 +55,7 @@ const BlobSchema = Type.Object(
   {
     name: Type.String({ maxLength: 256 }),
     sha256: Hash,
-    bytes: Type.Integer({ minimum: 0 }),
+    bytes: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
   },
   { additionalProperties: false },
 )
@@ -77,16 +77,16 @@ export const TaskReceiptBodySchema = Type.Object(
     timings: Type.Record(Type.String({ pattern: '^[a-z][a-zA-Z0-9]{0,31}$' }), Type.Number({ minimum: 0 }), { description: 'phases in ms (fetch, load, decode, infer...)' }),
     resources: Type.Object(
       {
-        peakRssBytes: Type.Optional(Type.Integer({ minimum: 0 })),
+        peakRssBytes: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
         cpuMs: Type.Optional(Type.Number({ minimum: 0 })),
-        bytesFetched: Type.Optional(Type.Integer({ minimum: 0 })),
+        bytesFetched: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
       },
       { additionalProperties: false },
     ),
     received: { ...Ms, description: 'when the device accepted the request' },
     started: Type.Union([Ms, Type.Null()], { description: 'when it started running; null if it never ran' }),
     finished: Ms,
-    attempts: Type.Integer({ minimum: 0, description: 'times the work was started (more than 1 only for idempotent types resumed after a restart)' }),
+    attempts: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'times the work was started (more than 1 only for idempotent types resumed after a restart)' }),
   },
   { additionalProperties: false },
 )
@@ -111,7 +111,7 @@ export const TaskUpdateSchema = Type.Object(
     error: Type.Optional(ErrorSchema),
     progress: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
     note: Type.Optional(Type.String({ maxLength: 200 })),
-    position: Type.Optional(Type.Integer({ minimum: 0, description: 'tasks ahead of this one in the queue, at acceptance' })),
+    position: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'tasks ahead of this one in the queue, at acceptance' })),
     receipt: Type.Optional({ ...Hash, description: 'hash of the receipt (done/failed/cancelled); the receipt itself is on …/task/receipt' }),
   },
   { additionalProperties: false, $id: 'https://cairn.dev/schemas/task-update.json', title: 'task update (device -> dispatcher)' },

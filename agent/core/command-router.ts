@@ -17,6 +17,7 @@ import type { Metrics } from './metrics.js'
 import type { OperatorKeys } from './operators.js'
 import { MsgClass, type Outbox } from './outbox.js'
 import { correlationProps, replyRoute, type PublishProps } from '../../protocol/mqtt-props.js'
+import { RefusalLog } from '../../protocol/refusal-log.js'
 import type { ReplayStore } from '../../protocol/replay-guard.js'
 import { readSignedInbound } from '../../protocol/signed-inbound.js'
 import type { ReplyMessage } from '../../protocol/messages.js'
@@ -45,10 +46,13 @@ const UNAUTH_REPLY_BURST = 10
 const UNAUTH_REPLY_PER_S = 2
 
 export class CommandRouter {
+  private readonly refusals: RefusalLog
   private tokens = UNAUTH_REPLY_BURST
   private tokensAt = 0
 
-  constructor(private readonly o: RouterOptions) {}
+  constructor(private readonly o: RouterOptions) {
+    this.refusals = new RefusalLog(o.log, 'command')
+  }
 
   async handle(topic: string, payload: Buffer, packet: IPublishPacket): Promise<void> {
     const o = this.o
@@ -76,7 +80,8 @@ export class CommandRouter {
       const body = errorBody(err)
       o.metrics.inc('cairn_commands_total', { result: body.code })
       if (body.code === 'INTERNAL') o.log.error({ err, topic }, 'command failed')
-      else o.log.warn({ topic: topic.slice(0, 200), code: body.code, msg: body.message }, 'command refused')
+      else if (env && authenticatedFailure(body.code)) o.log.warn({ topic: topic.slice(0, 200), code: body.code, msg: body.message, id: env.id }, 'command refused')
+      else this.refusals.refused(body.code, { topic: topic.slice(0, 200), msg: body.message })
       const reply: ReplyMessage = { id: env?.id ?? requestId, status: 'error', error: body }
       // Only a command we authenticated earns a durable reply.
       if (env && authenticatedFailure(body.code)) this.replyDurableOrQuick(replyTopic, props, reply, env.exp)

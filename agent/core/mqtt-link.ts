@@ -22,8 +22,8 @@ export interface LinkOptions {
   /** Called on every (re)connection, before the outbox drains. */
   onConnect(link: MqttLink, info: { sessionPresent: boolean }): Promise<void> | void
   onMessage(topic: string, payload: Buffer, packet: IPublishPacket): void
-  /** MQTT 5 Maximum Packet Size (packetLimitFor); none announced when absent. */
-  maximumPacketSize?: number
+  /** MQTT 5 Maximum Packet Size (packetLimitFor). */
+  maximumPacketSize: number
   random?: () => number
 }
 
@@ -91,7 +91,7 @@ export class MqttLink {
       // Persistent session: commands published while the device is offline wait at the broker.
       clean: false,
       sessionExpiryS: o.broker.sessionExpiryS,
-      ...(o.maximumPacketSize !== undefined ? { maximumPacketSize: o.maximumPacketSize } : {}),
+      maximumPacketSize: o.maximumPacketSize,
       reconnectPeriodMs: 0, // we reconnect ourselves, with backoff and jitter
       resubscribe: false,
       will: { ...o.will(), qos: 1, retain: true },

@@ -23,6 +23,7 @@ import { keyIdOf, type KeyPair } from '../../protocol/keys.js'
 import type { Logger } from '../../protocol/log.js'
 import type { Metrics } from '../core/metrics.js'
 import { MsgClass, type NewMessage } from '../core/outbox.js'
+import { RefusalLog } from '../../protocol/refusal-log.js'
 import type { ReplayStore } from '../../protocol/replay-guard.js'
 import { readSignedInbound } from '../../protocol/signed-inbound.js'
 import type { Db } from '../core/state-db.js'
@@ -87,6 +88,7 @@ interface DeviceProofsCommon {
 export type DeviceProofsOptions = DeviceProofsCommon & ({ db: Db; proofLog?: undefined } | { proofLog: ProofLog; db?: undefined })
 
 export class DeviceProofs {
+  private readonly refusals: RefusalLog
   private readonly validators: ReadonlySet<string>
   private readonly topics
   private readonly st: ProofLog
@@ -99,6 +101,7 @@ export class DeviceProofs {
   private stopped = true
 
   constructor(private readonly o: DeviceProofsOptions) {
+    this.refusals = new RefusalLog(o.log, 'proof message')
     this.validators = new Set(o.validators.map(k => keyIdOf(k)))
     this.topics = proofTopics(o.fleet, o.identity.keyId)
     this.st = o.proofLog ?? sqliteProofLog(o.db)
@@ -138,7 +141,7 @@ export class DeviceProofs {
     } catch (err) {
       const { code, message } = errorBody(err)
       this.o.metrics.inc('cairn_proof_refused_total', { code })
-      this.o.log.warn({ topic, code, err: message }, 'proof message refused')
+      this.refusals.refused(code, { topic, msg: message })
       if (!(err instanceof CairnError)) throw err
     }
     return true

@@ -20,6 +20,7 @@ import type { Logger } from '../../protocol/log.js'
 import type { Metrics } from '../core/metrics.js'
 import { MsgClass, type Outbox } from '../core/outbox.js'
 import { correlationProps, replyRoute, type PublishProps } from '../../protocol/mqtt-props.js'
+import { RefusalLog } from '../../protocol/refusal-log.js'
 import type { ReplayStore } from '../../protocol/replay-guard.js'
 import { readSignedInbound } from '../../protocol/signed-inbound.js'
 import type { Db } from '../core/state-db.js'
@@ -70,6 +71,7 @@ const REFUSAL_BURST = 10
 const REFUSAL_PER_S = 2
 
 export class TaskService {
+  private readonly refusals: RefusalLog
   readonly runner: TaskRunner
   private readonly topics
   private readonly dispatchers: ReadonlySet<string>
@@ -78,6 +80,7 @@ export class TaskService {
   private tokensAt = 0
 
   constructor(private readonly o: TaskServiceOptions) {
+    this.refusals = new RefusalLog(o.log, 'task message')
     this.topics = taskTopics(o.fleet, o.identity.keyId)
     this.dispatchers = new Set(o.dispatchers.map(k => keyIdOf(k)))
     this.runner = new TaskRunner({
@@ -172,7 +175,8 @@ export class TaskService {
       const e = errorBody(err)
       this.o.metrics.inc('cairn_task_messages_refused_total', { code: e.code })
       if (e.code === 'INTERNAL') this.o.log.error({ err, topic }, 'task message failed')
-      else this.o.log.warn({ code: e.code, msg: e.message, task: taskId }, `${type} refused`)
+      else if (env && e.code !== 'REPLAY') this.o.log.warn({ code: e.code, msg: e.message, task: taskId, by: env.iss.slice(0, 12) }, `${type} refused`)
+      else this.refusals.refused(e.code, { type, msg: e.message, task: taskId })
       const update = this.update({ task: taskId, request: requestId, event: 'rejected', error: e })
       // Authenticated and well-formed (signature checked): a durable answer. Else a quick one.
       if (env && e.code !== 'REPLAY' && e.code !== 'DUPLICATE') this.durable(replyTopic ?? this.topics.update, update, correlation, env.exp)
