@@ -212,7 +212,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     },
     onMessage: (topic: string, payload: Buffer, packet: IPublishPacket) => {
       for (const x of extensions) if (x.handle?.(topic, payload, packet)) return
-      void router.handle(topic, payload, packet).catch(err => log.error({ err }, 'command handling failed'))
+      return router.handle(topic, payload, packet).catch(err => log.error({ err }, 'command handling failed'))
     },
   })
 

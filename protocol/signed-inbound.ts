@@ -19,12 +19,13 @@ export type SignedInboundOptions = InboundChecks & (TimedReplay | { clock: null;
 interface TimedReplay {
   /** Lifetime and clock checks by the receiver's clock. */
   clock: ClockChecks
-  /** Records the id after the signature verified; a second copy is refused as REPLAY.
-   * Omitted by callers that must decide something before the id counts as seen: a
-   * task request whose task id is already known is answered with its stored state
-   * (DUPLICATE) and must not be recorded as a replay first, or a dispatcher that lost
-   * the answer could never ask again. Those callers admit the id themselves. A replay
-   * store needs the clock checks: they bound how long an id must be remembered. */
+  /** Checked after the signature verified: an id seen before is refused as REPLAY. The
+   * gate never admits an id: the caller admits it in the same transaction as the effect
+   * it guards (the reply, the task row), so a crash between the two leaves neither and
+   * the broker's redelivery is processed, not refused. Omitted by callers that must
+   * decide something first: a task request whose task id is already known is answered
+   * with its stored state (DUPLICATE), so a dispatcher that lost the answer can ask
+   * again. A replay store needs the clock checks: they bound how long an id is kept. */
   replay?: ReplayStore
 }
 
@@ -72,8 +73,9 @@ export function readSignedInbound(payload: Buffer, o: SignedInboundOptions): Sig
     // signature): a body nested thousands deep is a refusal, not a stack overflow.
     checkJsonDepth(parsed)
     const env = checkEnvelope(parsed, o)
-    // After the signature: only a genuine message may take an id out of circulation.
-    if (o.replay && o.clock) o.replay.admit(env.id, env.exp, o.clock.now)
+    // After the signature: only a genuine message is judged a replay. The gate does not
+    // admit the id: the caller does, in the transaction that commits its effect.
+    if (o.replay?.seen(env.id)) throw new CairnError('REPLAY', `message ${env.id} was already received`)
     return { ok: true, env, echo }
   } catch (err) {
     if (err instanceof CairnError) return refuse(err, echo)

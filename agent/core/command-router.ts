@@ -17,6 +17,7 @@ import type { Metrics } from './metrics.js'
 import type { OperatorKeys } from './operators.js'
 import { MsgClass, type Outbox } from './outbox.js'
 import { correlationProps, replyRoute, type PublishProps } from '../../protocol/mqtt-props.js'
+import { crashPoint } from '../../protocol/crash-points.js'
 import { RefusalLog } from '../../protocol/refusal-log.js'
 import type { ReplayStore } from '../../protocol/replay-guard.js'
 import { readSignedInbound } from '../../protocol/signed-inbound.js'
@@ -65,8 +66,8 @@ export class CommandRouter {
     try {
       const name = commandName(topic, o.fleet, o.deviceId)
       if (name === null) throw new CairnError('UNKNOWN_COMMAND', `not a command topic: ${topic.slice(0, 200)}`)
-      // The id is admitted before anything can fail, so a replay of even a refused
-      // command is answered with REPLAY (cheap, not durable) rather than processed again.
+      // A command seen before is a REPLAY (cheap, not durable); a new one is admitted to
+      // the replay store with its reply, ok or refused (below).
       const read = this.read(payload, { sub: o.deviceId, expectType: t => t === `cmd.${name}` })
       // Echo the id when the request carries a well-formed one, even if it is refused.
       requestId = read.echo.id
@@ -75,7 +76,7 @@ export class CommandRouter {
       const cmd = o.commands.find(name)
       const data = await this.run(name, cmd, env)
       o.log.info({ cmd: name, id: env.id, by: env.iss.slice(0, 12) }, 'command done')
-      this.replyDurableOrQuick(replyTopic, props, { id: env.id, status: 'ok', data }, env.exp)
+      this.replyDurableOrQuick(replyTopic, props, { id: env.id, status: 'ok', data }, env)
     } catch (err) {
       const body = errorBody(err)
       o.metrics.inc('cairn_commands_total', { result: body.code })
@@ -84,7 +85,7 @@ export class CommandRouter {
       else this.refusals.refused(body.code, { topic: topic.slice(0, 200), msg: body.message })
       const reply: ReplyMessage = { id: env?.id ?? requestId, status: 'error', error: body }
       // Only a command we authenticated earns a durable reply.
-      if (env && authenticatedFailure(body.code)) this.replyDurableOrQuick(replyTopic, props, reply, env.exp)
+      if (env && authenticatedFailure(body.code)) this.replyDurableOrQuick(replyTopic, props, reply, env)
       else this.replyQuick(replyTopic, props, reply)
     }
   }
@@ -101,6 +102,9 @@ export class CommandRouter {
       const env = read.env
       const name = env.type.slice(4)
       const data = await this.run(name, o.commands.find(name), env)
+      // After the effect (pause, pin, check: each idempotent), so a crash before this
+      // line runs it again when the broker redelivers, rather than never.
+      o.replay.admit(env.id, env.exp, o.clock.now())
       o.log.info({ cmd: name, id: env.id, by: env.iss.slice(0, 12), broadcast: env.sub === '*' }, 'broadcast command done')
       return { ok: true, name, data }
     } catch (err) {
@@ -136,26 +140,24 @@ export class CommandRouter {
     return data
   }
 
-  /** A reply that cannot be stored (disk full) is still sent once, directly. */
-  private replyDurableOrQuick(topic: string, props: PublishProps | undefined, reply: ReplyMessage, exp: number): void {
-    try {
-      this.replyDurable(topic, props, reply, exp)
-    } catch (err) {
-      this.o.log.error({ err }, 'reply could not be stored; sending it once without the outbox')
-      this.o.publishQuick(topic, Buffer.from(JSON.stringify(reply)), props)
-    }
-  }
-
-  private replyDurable(topic: string, props: PublishProps | undefined, reply: ReplyMessage, exp: number): void {
+  /** The reply to an authenticated command, committed in ONE transaction with the
+   * command's id in the replay store: a crash before it leaves neither (the broker
+   * redelivers the command, which is answered), after it both (a redelivery is a
+   * REPLAY, and the stored reply is sent). A reply that cannot be stored (disk full) is
+   * still sent once, directly. */
+  private replyDurableOrQuick(topic: string, props: PublishProps | undefined, reply: ReplyMessage, env: Envelope): void {
     const o = this.o
-    o.outbox.enqueue({
-      id: newId(o.clock.now()),
-      cls: MsgClass.reply,
-      topic,
-      payload: Buffer.from(JSON.stringify(reply)),
-      ...(props ? { props } : {}),
-      expires: exp,
-    })
+    try {
+      o.outbox.enqueueWith(() => {
+        o.replay.admit(env.id, env.exp, o.clock.now())
+        crashPoint('command.after-admit')
+        return { id: newId(o.clock.now()), cls: MsgClass.reply, topic, payload: Buffer.from(JSON.stringify(reply)), ...(props ? { props } : {}), expires: env.exp }
+      })
+    } catch (err) {
+      if (errorBody(err).code === 'REPLAY') return // a second copy raced this one here: the first answers
+      o.log.error({ err }, 'reply could not be stored; sending it once without the outbox')
+      o.publishQuick(topic, Buffer.from(JSON.stringify(reply)), props)
+    }
   }
 
   private replyQuick(topic: string, props: PublishProps | undefined, reply: ReplyMessage): void {

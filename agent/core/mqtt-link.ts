@@ -21,7 +21,9 @@ export interface LinkOptions {
   metrics: Metrics
   /** Called on every (re)connection, before the outbox drains. */
   onConnect(link: MqttLink, info: { sessionPresent: boolean }): Promise<void> | void
-  onMessage(topic: string, payload: Buffer, packet: IPublishPacket): void
+  /** A QoS 1 message is acknowledged to the broker only when this returns, or when the
+   * promise it returns settles. */
+  onMessage(topic: string, payload: Buffer, packet: IPublishPacket): void | Promise<void>
   /** MQTT 5 Maximum Packet Size (packetLimitFor). */
   maximumPacketSize: number
   random?: () => number
@@ -104,14 +106,25 @@ export class MqttLink {
       o.log.info({ sessionPresent: connack.sessionPresent, receiveMaximum: this.receiveMaximum }, 'connected to broker')
       void this.afterConnect(gen, connack.sessionPresent)
     })
-    client.on('message', (topic, payload, packet) => {
-      if (gen !== this.generation) return
+    // The broker's copy is acknowledged (PUBACK) only once the handler is done: mqtt.js
+    // sends it when handleMessage's callback runs, on MQTT 5 and 3.1.1 alike (the
+    // 'message' event fires before, and acknowledges nothing). A command whose reply is
+    // committed, a task request whose row is: a crash before that leaves the message
+    // unacknowledged, and the broker delivers it again to the next session.
+    client.handleMessage = (packet, callback) => {
+      if (gen !== this.generation) return // a dead client: acknowledge nothing
+      const topic = packet.topic
+      const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload)
+      let done: void | Promise<void> = undefined
       try {
-        o.onMessage(topic, payload, packet)
+        done = o.onMessage(topic, payload, packet)
       } catch (err) {
         o.log.error({ err, topic }, 'message handler failed')
       }
-    })
+      Promise.resolve(done)
+        .catch((err: unknown) => o.log.error({ err, topic }, 'message handler failed'))
+        .finally(() => callback())
+    }
     client.on('error', err => o.log.warn({ err }, 'broker connection error'))
     client.on('close', () => this.connectionClosed(gen))
   }

@@ -251,6 +251,9 @@ export class DeviceProofs {
     }
     if (this.o.publishNow) this.o.publishNow(this.topics.proof, wire).catch(queueSafely)
     else queue()
+    // After the answer is on its way (answering twice is harmless; never answering a
+    // redelivered challenge because its id was taken first is not).
+    this.o.replay.admit(ch.id, ch.exp, now)
     this.o.metrics.inc('cairn_challenges_answered_total')
   }
 
@@ -261,6 +264,7 @@ export class DeviceProofs {
     const rows = this.st.range(req.body.from, to)
     // One transaction (one fsync) for the lot, not one per heartbeat.
     this.o.outbox.enqueueBatch(rows.map(row => ({ id: newId(now), cls: MsgClass.reply, topic: this.topics.proof, payload: row.payload, expires: req.exp })))
+    this.o.replay.admit(req.id, req.exp, now)
     this.o.log.info({ from: req.body.from, to, sent: rows.length }, 'validator asked for stored heartbeats')
   }
 
@@ -270,8 +274,8 @@ export class DeviceProofs {
     return this.read(payload, ProofType.beacon, { sub: null, clock: null })
   }
 
-  /** A signed request from a trusted validator to this device, admitted to the replay
-   * store once its signature verified. */
+  /** A signed request from a trusted validator to this device; one seen before is a
+   * REPLAY (the caller admits its id once it has answered). */
   private fromValidator<T extends typeof ProofType.challenge | typeof ProofType.fetch>(payload: Buffer, type: T, now: number) {
     return this.read(payload, type, {
       sub: this.o.identity.keyId,

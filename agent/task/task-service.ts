@@ -20,6 +20,7 @@ import type { Logger } from '../../protocol/log.js'
 import type { Metrics } from '../core/metrics.js'
 import { MsgClass, type Outbox } from '../core/outbox.js'
 import { correlationProps, replyRoute, type PublishProps } from '../../protocol/mqtt-props.js'
+import { crashPoint } from '../../protocol/crash-points.js'
 import { RefusalLog } from '../../protocol/refusal-log.js'
 import type { ReplayStore } from '../../protocol/replay-guard.js'
 import { readSignedInbound } from '../../protocol/signed-inbound.js'
@@ -194,8 +195,13 @@ export class TaskService {
       this.answerDuplicate(known, req.id, replyTopic, correlation)
       return
     }
-    this.o.replay.admit(req.id, req.exp, now)
-    this.runner.submit(req, { local: false, replyTopic, correlation })
+    // The request's id and its task row (or its rejection) in one transaction: a crash
+    // between them would leave an id the broker's redelivery is refused on, and no task.
+    this.o.db.transaction(() => {
+      this.o.replay.admit(req.id, req.exp, now)
+      crashPoint('task.after-admit')
+      this.runner.submit(req, { local: false, replyTopic, correlation })
+    })()
     this.gauges()
   }
 
@@ -214,8 +220,9 @@ export class TaskService {
   }
 
   private onCancel(req: Envelope & { body: { task: string } }, replyTopic: string | null, correlation: string | null, now: number): void {
-    this.o.replay.admit(req.id, req.exp, now)
+    // After the cancel (idempotent): a crash between them cancels again on redelivery.
     const res = this.runner.cancel(req.body.task, dispatcher => dispatcher === req.iss || this.o.isOperator(req.iss))
+    this.o.replay.admit(req.id, req.exp, now)
     this.o.log.info({ task: req.body.task, by: req.iss.slice(0, 12), state: res.state }, 'task cancel')
     // Cancelled now (queued) or soon (running): the runner announces it. A task that had
     // already finished is answered with its state.
