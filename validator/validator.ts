@@ -12,6 +12,7 @@ import { CairnError, errorBody } from '../protocol/errors.js'
 import { newId } from '../protocol/ids.js'
 import type { KeyPair } from '../protocol/keys.js'
 import type { Logger } from '../protocol/log.js'
+import { ensureStateDir } from '../protocol/identity.js'
 import { connectMqtt } from '../protocol/mqtt-client.js'
 import { validatorTopics } from '../protocol/topics.js'
 import { attestEpoch } from './attest.js'
@@ -94,6 +95,8 @@ export class Validator {
     checkParams(o.params)
     this.id = o.key.keyId
     this.topics = validatorTopics(o.fleet, this.id)
+    // Made as the agent makes its own: private to the validator's user.
+    ensureStateDir(o.stateDir)
     this.db = openValidatorDb(o.stateDir)
     this.leaseMs = Math.max(3000, Math.min(30_000, o.params.slotMs))
     try {

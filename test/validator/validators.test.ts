@@ -1,13 +1,14 @@
 // Validator processes on real Mosquitto: two processes sharing one store and one
 // shared subscription, a restart in the middle of an epoch, and a second process that
-// claims a name already in use, and a process that stores nothing saying so. What goes
-// over the network runs in MQTT 5 and 3.1.1.
+// claims a name already in use, a process that stores nothing saying so, and the CLI
+// making its state dir. What goes over the network runs in MQTT 5 and 3.1.1.
 
 import t, { type Test } from 'tap'
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
+import { statSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { generateKeyPair, type KeyPair } from '../../protocol/keys.js'
+import { generateKeyPair, writeKeyPairFiles, type KeyPair } from '../../protocol/keys.js'
 import { createLogger } from '../../protocol/log.js'
 import { connectMqttAsync } from '../../protocol/mqtt-client.js'
 import type { Attestation, Beacon, ScoreParams } from '../../protocol/proof-format.js'
@@ -230,4 +231,30 @@ t.test('a second process with the same instance name on the same store is refuse
   await first.stop()
   const again = validator(t, { stateDir: vdir, key, params, instance: 'a', shareGroup: 'val-lock' })
   t.ok(again, 'the name is free once its process stopped')
+})
+
+t.test('cairn validator makes a missing --state-dir (0700) and runs on MQTT 3.1.1', async t => {
+  const dir = join(tmp('cairn-val-'), 'not', 'yet')
+  const keyFile = join(tmp('cairn-val-key-'), 'validator.key')
+  writeKeyPairFiles(keyFile, generateKeyPair())
+  const child = spawn(
+    process.execPath,
+    [bundle, 'validator', '--broker', broker.url, '--fleet', FLEET, '--state-dir', dir, '--key', keyFile, '--slot', '1', '--epoch-slots', '4', '--mqtt-version', '4'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  )
+  t.teardown(() => child.kill('SIGKILL'))
+  let out = ''
+  let err = ''
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()))
+  const exited = new Promise<number | null>(r => child.once('exit', code => r(code)))
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString()
+      if (out.includes('"msg":"validator started"')) resolve()
+    })
+    void exited.then(code => reject(new Error(`exited ${code} before starting: ${err}`)))
+  })
+  t.equal(statSync(dir).mode & 0o777, 0o700, 'made, private to its user')
+  child.kill('SIGTERM')
+  t.equal(await exited, 0, 'SIGTERM stops it cleanly')
 })
