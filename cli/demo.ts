@@ -13,6 +13,7 @@ import { runAgent } from './run-agent.js'
 import { startDemoNodeRed, type NodeRedHost } from '../flows/node-red-host.js'
 import type { TelemetryMessage } from '../protocol/messages.js'
 import { systemClock } from '../protocol/clock.js'
+import { CairnError } from '../protocol/errors.js'
 import { createLogger } from '../protocol/log.js'
 import { connectMqtt, TOOL_MAX_PACKET_BYTES, toolClientOptions } from '../protocol/mqtt-client.js'
 import type { Attestation, Heartbeat } from '../protocol/proof-format.js'
@@ -21,7 +22,7 @@ import { Validator } from '../validator/validator.js'
 import { validatorKey, VALIDATOR_KEY_FILE } from '../validator/validator-cli.js'
 
 // Short slots so a newcomer sees a score within two minutes (production: 60 s x 60).
-const DEMO_SLOT_MS = 10_000
+const DEMO_SLOT_S = 10
 const DEMO_EPOCH_SLOTS = 6
 
 type Out = { write(s: string): unknown }
@@ -33,13 +34,21 @@ export function demoCommand(io: { out: Out; env: NodeJS.ProcessEnv; setExitCode(
     .option('--state-dir <dir>', 'where the demo keeps its keys, state and logs', '.cairn-demo')
     .option('--no-node-red', 'without the Node-RED editor')
     .option('--node-red-port <p>', 'the Node-RED editor port')
+    .option('--slot <s>', `the validator's slot length in seconds (an epoch is ${DEMO_EPOCH_SLOTS} slots; a score follows each epoch)`, String(DEMO_SLOT_S))
     .addHelpText('after', '\nExamples:\n  cairn demo\n  cairn demo --state-dir /tmp/demo --no-node-red')
-    .action(async (o: { port: string; stateDir: string; nodeRed: boolean; nodeRedPort?: string }) =>
-      io.setExitCode(await runDemo({ port: o.port, 'state-dir': o.stateDir, 'no-node-red': !o.nodeRed, ...(o.nodeRedPort ? { 'node-red-port': o.nodeRedPort } : {}) }, io)),
+    .action(async (o: { port: string; stateDir: string; nodeRed: boolean; nodeRedPort?: string; slot: string }) =>
+      io.setExitCode(await runDemo({ port: o.port, 'state-dir': o.stateDir, 'no-node-red': !o.nodeRed, slotMs: slotMs(o.slot), ...(o.nodeRedPort ? { 'node-red-port': o.nodeRedPort } : {}) }, io)),
     )
 }
 
-async function runDemo(opts: { port?: string; 'state-dir'?: string; 'no-node-red'?: boolean; 'node-red-port'?: string }, io: { out: Out; env: NodeJS.ProcessEnv }): Promise<number> {
+function slotMs(v: string): number {
+  const s = Number(v)
+  if (!Number.isFinite(s) || s < 0.5 || s > 3600) throw new CairnError('BAD_REQUEST', `--slot must be a number from 0.5 to 3600, got ${JSON.stringify(v)}`)
+  return Math.round(s * 1000)
+}
+
+async function runDemo(opts: { port?: string; 'state-dir'?: string; 'no-node-red'?: boolean; 'node-red-port'?: string; slotMs: number }, io: { out: Out; env: NodeJS.ProcessEnv }): Promise<number> {
+  const slot = opts.slotMs
   const say = (s: string) => io.out.write(s + '\n')
   const dir = resolve(opts['state-dir'] ?? '.cairn-demo')
   mkdirSync(dir, { recursive: true, mode: 0o700 })
@@ -73,17 +82,17 @@ async function runDemo(opts: { port?: string; 'state-dir'?: string; 'no-node-red
     fleet,
     stateDir: valDir,
     key: vkey,
-    params: { slotMs: DEMO_SLOT_MS, epochSlots: DEMO_EPOCH_SLOTS, maxAgeMs: DEMO_SLOT_MS, skewMs: 30_000, ...DEFAULT_WEIGHTS },
+    params: { slotMs: slot, epochSlots: DEMO_EPOCH_SLOTS, maxAgeMs: slot, skewMs: 30_000, ...DEFAULT_WEIGHTS },
     instance: 'demo',
     // The embedded broker (aedes) has no shared subscriptions: one plain subscriber.
     shareGroup: broker ? null : 'cairn-demo',
     challengesPerEpoch: 1,
-    challengeTimeoutMs: 5000,
+    challengeTimeoutMs: Math.min(5000, slot / 2),
     clock: systemClock,
     log: createLogger({ level: 'info', out: createWriteStream(join(dir, 'validator.log'), { flags: 'a' }) }),
   })
   await validator.start()
-  say(`  validator ${vkey.keyId}  (slot ${DEMO_SLOT_MS / 1000} s, epoch ${DEMO_EPOCH_SLOTS} slots; log: ${join(dir, 'validator.log')})`)
+  say(`  validator ${vkey.keyId}  (slot ${slot / 1000} s, epoch ${DEMO_EPOCH_SLOTS} slots; log: ${join(dir, 'validator.log')})`)
 
   const watcher = connectMqtt({ url, mqttVersion: 4, reconnectPeriodMs: 1000, maximumPacketSize: TOOL_MAX_PACKET_BYTES })
   watcher.on('connect', () => watcher.subscribe(`cairn/v1/${fleet}/#`))
@@ -126,7 +135,9 @@ async function runDemo(opts: { port?: string; 'state-dir'?: string; 'no-node-red
         operatorKeys: [`${opKey}.pub`],
         broker: { url, mqttVersion },
         health: { port: 0 },
-        proof: { validatorKeys: [join(valDir, `${VALIDATOR_KEY_FILE}.pub`)], jitterMs: 1000 },
+        // At most a tenth of a slot between a beacon and the heartbeat citing it (1 s at the
+        // default slot), well inside its max age.
+        proof: { validatorKeys: [join(valDir, `${VALIDATOR_KEY_FILE}.pub`)], jitterMs: Math.min(1000, Math.round(slot / 10)) },
         tasks: { dispatcherKeys: [`${dispatcherKey}.pub`] },
       },
     },

@@ -2,11 +2,12 @@
 // fleet simulator, the operator tools, the demo) connects through it, so the options
 // that matter are set in one place: protocol version (5, or 4 for 3.1.1), credentials
 // and TLS, client id, clean or persistent session, keepalive, reconnect policy, connect
-// timeout, MQTT 5 Maximum Packet Size, and TCP_NODELAY on every (re)connected socket.
+// timeout, MQTT 5 Maximum Packet Size, TCP_NODELAY on every (re)connected socket, and
+// acknowledging a message only once it is handled (the same in MQTT 5 and 3.1.1).
 // (bench/ keeps raw mqtt.js on purpose: it measures the library, not Cairn.)
 
 import { readFileSync } from 'node:fs'
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
+import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt'
 
 /** The broker settings a program is configured with. The agent's config `broker`
  * section satisfies it; the tools build one from their flags (toolClientOptions). */
@@ -93,11 +94,26 @@ export interface MqttConnectOptions {
   connectTimeoutMs?: number
   will?: IClientOptions['will']
   resubscribe?: boolean
-  customHandleAcks?: IClientOptions['customHandleAcks']
+  /** Store-then-ack: see `BeforeAck`. */
+  beforeAck?: BeforeAck
 }
 
+/** Receives every incoming PUBLISH before it is acknowledged, on MQTT 5 and 3.1.1 alike:
+ * mqtt.js sends the PUBACK (QoS 1) only once `ack()` is called, and none when it is
+ * called with an error. A broker sends an unacknowledged message again only on a later
+ * connection (the persistent session's queue, or another member of a shared group), so
+ * a handler that cannot keep a message for good drops the connection. mqtt.js's own
+ * customHandleAcks option looks like the tool for this, but it is honoured on MQTT 5
+ * connections only: under 3.1.1 the message is acknowledged at once and the handler
+ * never runs. Until `ack` is called no further packet of that connection is read. An
+ * `ack` that comes after the connection it arrived on was lost is dropped: it must not
+ * acknowledge whatever the next connection carries under the same packet id. (The
+ * packet's topic is empty only under an MQTT 5 topic alias, which a client gets only by
+ * advertising a Topic Alias Maximum; Cairn's clients do not.) */
+type BeforeAck = (packet: IPublishPacket, ack: (err?: Error) => void) => void
+
 /** The mqtt.js options connectMqtt uses (exported for tests and diagnostics). */
-export function mqttClientOptions(o: MqttConnectOptions): IClientOptions {
+export function mqttClientOptions(o: Omit<MqttConnectOptions, 'beforeAck'>): IClientOptions {
   const version = o.mqttVersion ?? (o.base?.protocolVersion === 4 ? 4 : 5)
   const v5: NonNullable<IClientOptions['properties']> = {
     ...(o.sessionExpiryS !== undefined ? { sessionExpiryInterval: o.sessionExpiryS } : {}),
@@ -116,7 +132,6 @@ export function mqttClientOptions(o: MqttConnectOptions): IClientOptions {
     ...(properties && Object.keys(properties).length > 0 ? { properties } : {}),
     ...(o.will !== undefined ? { will: o.will } : {}),
     ...(o.resubscribe !== undefined ? { resubscribe: o.resubscribe } : {}),
-    ...(o.customHandleAcks !== undefined ? { customHandleAcks: o.customHandleAcks } : {}),
   }
 }
 
@@ -127,13 +142,24 @@ export const TOOL_MAX_PACKET_BYTES = 4 * 1024 * 1024
 /** Connects (and, with a reconnect period, keeps reconnecting) in the background. */
 export function connectMqtt(o: MqttConnectOptions): MqttClient {
   const client = mqtt.connect(o.url, mqttClientOptions(o))
+  // Before the connection opens: a persistent session's queued messages arrive right
+  // behind the CONNACK.
+  const beforeAck = o.beforeAck
+  if (beforeAck) {
+    client.handleMessage = (packet, callback) => {
+      const stream = client.stream
+      beforeAck(packet, err => {
+        if (client.stream === stream) callback(err)
+      })
+    }
+  }
   // Registered first, so it runs before the caller's own 'connect' listeners.
   client.on('connect', () => noDelay(client))
   return client
 }
 
 /** Resolves once connected (rejects on a connection error). */
-export async function connectMqttAsync(o: MqttConnectOptions): Promise<MqttClient> {
+export async function connectMqttAsync(o: Omit<MqttConnectOptions, 'beforeAck'>): Promise<MqttClient> {
   const client = await mqtt.connectAsync(o.url, mqttClientOptions(o))
   noDelay(client)
   client.on('connect', () => noDelay(client))

@@ -22,8 +22,6 @@ export interface IngestOptions {
   fleet: string
   key: KeyPair
   params: ScoreParams
-  /** How long after a heartbeat's first receipt a copy counts as a replay, not a redelivery. */
-  replayAfterMs?: number
 }
 
 const EVIDENCE_TTL_MS = 365 * 86_400_000
@@ -53,11 +51,11 @@ export class ProofIngest {
       setFetch: db.prepare('UPDATE devices SET fetch_at = ? WHERE device = ?'),
       setFlagged: db.prepare('UPDATE devices SET flagged_epoch = ? WHERE device = ?'),
       beacon: db.prepare('SELECT hash, payload FROM beacons WHERE slot = ?'),
-      fresher: db.prepare('SELECT 1 FROM beacons WHERE slot > ? AND published <= ? LIMIT 1'),
+      firstFresher: db.prepare('SELECT MIN(published) AS published FROM beacons WHERE slot > ?'),
+      online: db.prepare('SELECT payload FROM heartbeats WHERE device = ? AND seq < ? AND recv <= ? ORDER BY seq DESC LIMIT 1'),
       challenge: db.prepare('SELECT device, response FROM challenges WHERE id = ?'),
       respond: db.prepare('UPDATE challenges SET response = ?, recv = ? WHERE id = ? AND response IS NULL'),
       evidence: db.prepare('INSERT OR IGNORE INTO evidence (id, device, kind, created, payload) VALUES (?, ?, ?, ?, ?)'),
-      evidenceSince: db.prepare('SELECT 1 FROM evidence WHERE device = ? AND kind = ? AND created >= ? LIMIT 1'),
     }
   }
 
@@ -70,7 +68,7 @@ export class ProofIngest {
     const now = typeof recv === 'number' ? () => recv : recv
     // Signed by the device the topic names; no clock checks (a heartbeat stays evidence
     // forever: its freshness is judged by the receive time, below) and no replay store
-    // (a copy received again is recorded, not refused).
+    // (a copy received again is a duplicate, not refused).
     const read = readSignedInbound(payload, {
       what: 'proof message',
       maxBytes: MAX_PROOF_BYTES,
@@ -112,23 +110,13 @@ export class ProofIngest {
     return this.o.db
       .transaction((): IngestOutcome => {
         const recvMs = now()
-        const seen = this.st.byHash.get(device, hash) as { recv: number } | undefined
+        // A copy of a stored heartbeat is a duplicate and nothing more, however late: a QoS 1
+        // redelivery, a requested refetch, or the agent resending outbox records whose
+        // acknowledgement a crash kept it from recording. It cannot earn anything (the
+        // first receive time stands), and since the copy is byte for byte what the device
+        // signed, anyone could have sent it: it says nothing against the device.
+        if (this.st.byHash.get(device, hash) !== undefined) return { kind: 'heartbeat', device, seq: hb.body.seq, verdict: 'duplicate', evidence: [] }
         const evidence: Envelope[] = []
-        if (seen) {
-          // A QoS 1 redelivery or a requested refetch is normal; the same heartbeat
-          // arriving long after it was first received is someone replaying it. It
-          // cannot earn anything (its first receive time stands), but it is recorded.
-          // Once per device per epoch: replaying costs an attacker nothing, storing it must
-          // not cost the validator much either.
-          if (
-            recvMs - seen.recv > (this.o.replayAfterMs ?? p.maxAgeMs) &&
-            !this.recentlyFetched(device, recvMs) &&
-            this.st.evidenceSince.get(device, 'replay', this.epochStart(recvMs)) === undefined
-          ) {
-            evidence.push(this.evidence('replay', device, `heartbeat seq ${hb.body.seq} received again ${recvMs - seen.recv} ms after its first receipt`, [hb], [seen.recv, recvMs]))
-          }
-          return { kind: 'heartbeat', device, seq: hb.body.seq, verdict: 'duplicate', evidence }
-        }
         const seq = hb.body.seq
         const twins = this.st.bySeq.all(device, seq) as Array<{ hash: string; recv: number; payload: Buffer }>
         for (const other of twins) {
@@ -199,14 +187,12 @@ export class ProofIngest {
     const epoch = epochOf(p, recvMs)
     const dev = this.st.device.get(device) as { flagged_epoch: number } | undefined
     if (dev && dev.flagged_epoch >= epoch) return out
-    // Stale only counts against a device when a beacon fresher than the one it cites
-    // had been out for a whole slot (not while the validator itself was down).
     let flagged = false
     // A stale citation from a heartbeat signed long before it arrived is a backlog
     // flushed after an outage (the agent keeps signing while offline), not a cheat.
     const backlog = recvMs - hb.iat > p.skewMs
-    if (cite && !backlog && recvMs - cite.slot * p.slotMs > p.maxAgeMs && this.st.fresher.get(cite.slot, recvMs - p.slotMs) !== undefined) {
-      out.push(this.evidence('stale-beacon', device, `heartbeat seq ${hb.body.seq} cites slot ${cite.slot}, ${recvMs - cite.slot * p.slotMs} ms old at receipt`, [hb], [recvMs]))
+    if (cite && !backlog && recvMs - cite.slot * p.slotMs > p.maxAgeMs && this.hadFresherBeacon(device, hb, cite.slot)) {
+      out.push(this.evidence('stale-beacon', device, `heartbeat seq ${hb.body.seq} cites slot ${cite.slot} though a later beacon had reached the device before it signed`, [hb], [recvMs]))
       flagged = true
     } else if (cite && this.citesFresh(cite, recvMs) && Math.abs(hb.iat - recvMs) > p.skewMs) {
       // Only a heartbeat citing a fresh genuine beacon was provably signed moments ago;
@@ -226,13 +212,20 @@ export class ProofIngest {
     return genuine?.hash === cite.h && recvMs >= start && recvMs <= start + this.o.params.maxAgeMs
   }
 
-  private epochStart(ms: number): number {
-    return epochOf(this.o.params, ms) * this.o.params.epochSlots * this.o.params.slotMs
-  }
-
-  private recentlyFetched(device: string, recvMs: number): boolean {
-    const dev = this.st.device.get(device) as { fetch_at: number } | undefined
-    return dev !== undefined && recvMs - dev.fetch_at < 10 * this.o.params.slotMs
+  /** Whether the device provably had a beacon fresher than the one it cites when it
+   * signed: one was out before its signing time (less the clock bound), and the device
+   * was online after that beacon was out and before it signed (an earlier heartbeat of
+   * it, signed after the beacon, had reached this validator), so the broker had handed
+   * it the beacon. A device that lost its broker, crashed or restarted signs with the
+   * newest beacon it has, and is never accused for what it could not receive. */
+  private hadFresherBeacon(device: string, hb: Heartbeat, citedSlot: number): boolean {
+    const skew = this.o.params.skewMs
+    const fresher = (this.st.firstFresher.get(citedSlot) as { published: number | null }).published
+    if (fresher === null) return false
+    const signedAfter = hb.iat - skew
+    if (fresher > signedAfter) return false
+    const prior = this.st.online.get(device, hb.body.seq, signedAfter) as { payload: Buffer } | undefined
+    return prior !== undefined && parse(prior.payload).iat - skew >= fresher
   }
 
   private evidence(kind: EvidenceKind, device: string, note: string, messages: unknown[], received: number[]): Envelope {

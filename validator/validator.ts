@@ -4,7 +4,7 @@
 // signs the attestations once an epoch is over.
 
 import { randomBytes, randomUUID } from 'node:crypto'
-import type { IClientOptions, MqttClient } from 'mqtt'
+import type { IClientOptions, IPublishPacket, MqttClient } from 'mqtt'
 import type { Clock } from '../protocol/clock.js'
 import type { Envelope } from '../protocol/envelope.js'
 import { signEnvelope } from '../protocol/envelope.js'
@@ -12,10 +12,12 @@ import { CairnError, errorBody } from '../protocol/errors.js'
 import { newId } from '../protocol/ids.js'
 import type { KeyPair } from '../protocol/keys.js'
 import type { Logger } from '../protocol/log.js'
+import { ensureStateDir } from '../protocol/identity.js'
 import { connectMqtt } from '../protocol/mqtt-client.js'
 import { validatorTopics } from '../protocol/topics.js'
 import { attestEpoch } from './attest.js'
 import { asJson, encodeProof, messageHash, ProofType, type ScoreParams } from '../protocol/proof-format.js'
+import { EpochTally, type EpochSummary, type IngestResult } from './epoch-tally.js'
 import { epochOf, ProofIngest } from './ingest.js'
 import { checkParams, epochBounds } from './score.js'
 import { claimInstance, getMeta, holdLease, openValidatorDb, pinParams, releaseInstance, releaseLease, setMeta, type VDb } from './validator-store.js'
@@ -87,11 +89,14 @@ export class Validator {
   private readonly leaseMs: number
   private attesting = false
   private lastPrune = 0
+  private readonly tally = new EpochTally()
 
   constructor(private readonly o: ValidatorOptions) {
     checkParams(o.params)
     this.id = o.key.keyId
     this.topics = validatorTopics(o.fleet, this.id)
+    // Made as the agent makes its own: private to the validator's user.
+    ensureStateDir(o.stateDir)
     this.db = openValidatorDb(o.stateDir)
     this.leaseMs = Math.max(3000, Math.min(30_000, o.params.slotMs))
     try {
@@ -125,15 +130,12 @@ export class Validator {
       maximumPacketSize: MAX_PACKET,
       reconnectPeriodMs: 1000,
       resubscribe: false,
-      // QoS 1 messages are acknowledged only once stored (or refused for good): a
-      // storage error (the store busy past its timeout) retries, holding the PUBACK.
-      customHandleAcks: (topic, payload, _packet, done) => this.ingestWithRetry(topic, payload, done),
+      // Every message is acknowledged only once stored (or refused for good), in MQTT 5
+      // and 3.1.1 alike: a storage error (the store busy past its timeout) retries,
+      // holding the PUBACK.
+      beforeAck: (packet, ack) => this.ingestWithRetry(packet, ack),
     })
     this.client = client
-    // QoS 0 publishes do not go through customHandleAcks.
-    client.on('message', (topic, payload, packet) => {
-      if (packet.qos === 0) this.onMessage(topic, payload)
-    })
     client.on('error', err => this.o.log.warn({ err }, 'broker error'))
     client.on('offline', () => this.o.log.warn('broker connection lost'))
     await new Promise<void>((resolve, reject) => {
@@ -156,6 +158,8 @@ export class Validator {
     if (this.stopped) return
     this.stopped = true
     clearTimeout(this.timer)
+    const partial = this.tally.flush()
+    if (partial) this.report(partial)
     releaseLease(this.db, LEASE, this.token)
     releaseInstance(this.db, this.o.instance, this.token)
     await new Promise<void>(r => (this.client ? this.client.end(false, {}, () => r()) : r()))
@@ -184,22 +188,26 @@ export class Validator {
     return env
   }
 
-  private ingestWithRetry(topic: string, payload: Buffer, done: (err: Error | number) => void, attempt = 0): void {
+  private ingestWithRetry(packet: IPublishPacket, ack: (err?: Error) => void, attempt = 0): void {
     if (this.stopped) return // no ack: the broker hands it out again
-    if (this.onMessage(topic, payload)) return done(0)
+    const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
+    const result = this.onMessage(packet.topic, payload)
+    const closed = this.tally.add(this.epochOf(this.o.clock.now()), result, attempt === 0)
+    if (closed) this.report(closed)
+    // QoS 0 carries no promise to keep: nothing to hold back or retry.
+    if (result !== 'store-error' || packet.qos === 0) return ack()
     // Not stored, not refused: try again with backoff; past ~30 s drop the connection
     // without acknowledging, so the broker redelivers it (or another group member gets it).
     if (attempt >= 8) {
-      this.o.log.error({ topic }, 'cannot store a heartbeat; reconnecting without acknowledging it')
+      this.o.log.error({ topic: packet.topic }, 'cannot store a heartbeat; reconnecting without acknowledging it')
       this.client?.stream.destroy()
       return
     }
-    setTimeout(() => this.ingestWithRetry(topic, payload, done, attempt + 1), 100 * 2 ** attempt)
+    setTimeout(() => this.ingestWithRetry(packet, ack, attempt + 1), 100 * 2 ** attempt)
   }
 
-  /** True when the message was handled (stored, a duplicate, or refused for good);
-   * false on a storage error, which is worth retrying. */
-  private onMessage(topic: string, payload: Buffer): boolean {
+  /** Stores, counts as a duplicate, or refuses one message; 'store-error' is worth retrying. */
+  private onMessage(topic: string, payload: Buffer): IngestResult {
     this.stats.received++
     try {
       const out = this.ingest.handle(topic, payload, () => this.o.clock.now())
@@ -208,22 +216,32 @@ export class Validator {
         else this.stats.heartbeats++
         this.publishEvidence(out.device, out.evidence)
         if (out.fetch) this.fetch(out.device, out.fetch.from, out.fetch.to)
-      } else if (out.kind === 'response') {
+        return out.verdict === 'duplicate' ? 'duplicate' : 'stored'
+      }
+      if (out.kind === 'response') {
         if (out.recorded) this.stats.responses++
         this.publishEvidence(out.device, out.evidence)
+        return 'response'
       }
-      return true
+      return 'ignored'
     } catch (err) {
       if (!(err instanceof CairnError)) {
         this.stats.storeErrors++
         this.o.log.warn({ topic, err }, 'store error; will retry')
-        return false
+        return 'store-error'
       }
       this.stats.rejected++
       const { code, message } = errorBody(err)
-      this.o.log.debug({ topic, code, err: message }, 'proof message rejected')
-      return true
+      this.o.log.debug({ topic, code, err: message }, 'proof message refused')
+      return { refused: code }
     }
+  }
+
+  /** One line per epoch and process; a warning when proof messages came but no heartbeat
+   * was stored (every one refused, or the store failing), since its devices then score 0. */
+  private report(s: EpochSummary): void {
+    if (s.received > 0 && s.stored === 0) this.o.log.warn({ ...s, instance: this.o.instance }, 'proof messages received but no heartbeat stored this epoch')
+    else this.o.log.info({ ...s, instance: this.o.instance }, 'epoch ingest summary')
   }
 
   private publishEvidence(device: string, evidence: readonly Envelope[]): void {
@@ -267,6 +285,8 @@ export class Validator {
   /** One round of leader duties; exposed for tests. */
   tick(): void {
     const now = this.o.clock.now()
+    const closed = this.tally.roll(this.epochOf(now))
+    if (closed) this.report(closed)
     claimInstance(this.db, this.o.instance, this.token, now, this.leaseMs * 2)
     const leader = holdLease(this.db, LEASE, this.token, now, this.leaseMs)
     if (leader !== this.stats.leader) this.o.log.info({ instance: this.o.instance }, leader ? 'this process now leads (beacons, challenges, attestations)' : 'another process leads')

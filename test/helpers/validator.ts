@@ -1,5 +1,6 @@
 // A real Validator for tests, on the test broker with short timeouts and a quiet log;
-// stopped when the test ends.
+// stopped when the test ends. Validator tests run once per MQTT protocol version
+// (MQTT_VERSIONS), since clustered brokers speak only 3.1.1.
 
 import type { Test } from 'tap'
 import { systemClock } from '../../protocol/clock.js'
@@ -7,10 +8,14 @@ import { createLogger } from '../../protocol/log.js'
 import { toolClientOptions } from '../../protocol/mqtt-client.js'
 import { Validator, type ValidatorOptions } from '../../validator/validator.js'
 
-export function testValidator(t: Test, url: string, o: Pick<ValidatorOptions, 'stateDir' | 'key' | 'params'> & Partial<ValidatorOptions>): Validator {
+export const MQTT_VERSIONS = [5, 4] as const
+export type MqttVersion = (typeof MQTT_VERSIONS)[number]
+
+export function testValidator(t: Test, url: string, o: Pick<ValidatorOptions, 'stateDir' | 'key' | 'params'> & Partial<ValidatorOptions> & { mqttVersion?: MqttVersion }): Validator {
+  const { mqttVersion = 5, ...rest } = o
   const v = new Validator({
     brokerUrl: url,
-    mqtt: toolClientOptions({ url, mqttVersion: 5, connectTimeoutMs: 5000 }),
+    mqtt: toolClientOptions({ url, mqttVersion, connectTimeoutMs: 5000 }),
     fleet: 'test',
     instance: 'a',
     shareGroup: 'val',
@@ -18,7 +23,7 @@ export function testValidator(t: Test, url: string, o: Pick<ValidatorOptions, 's
     challengeTimeoutMs: 1500,
     clock: systemClock,
     log: createLogger({ level: 'warn', out: { write: () => true } }),
-    ...o,
+    ...rest,
   })
   t.teardown(() => v.stop())
   return v

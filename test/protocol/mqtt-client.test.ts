@@ -1,6 +1,7 @@
 // The MQTT client factory against a real Mosquitto: both protocol versions connect, an
 // MQTT 5 client's Maximum Packet Size makes the broker hold back larger messages, and
-// every (re)connected socket has TCP_NODELAY set.
+// every (re)connected socket has TCP_NODELAY set, and beforeAck holds the PUBACK
+// until the handler is done in both protocol versions.
 
 import t from 'tap'
 import { Socket } from 'node:net'
@@ -89,4 +90,61 @@ t.test('TCP_NODELAY on the socket of every connection, reconnects included', asy
     calls.some(x => x.socket === second && x.on),
     'set on the new socket too',
   )
+})
+
+// The guarantee the validator's store-then-ack rests on. mqtt.js's customHandleAcks
+// gives it on MQTT 5 only; this must hold on 3.1.1 too.
+t.test('beforeAck: a message is acknowledged only once handled, in MQTT 5 and 3.1.1', async t => {
+  for (const mqttVersion of [5, 4] as const) {
+    const topic = `factory/ack/${mqttVersion}`
+    const clientId = `ack-test-${mqttVersion}`
+    // A persistent session, so what is left unacknowledged waits at the broker.
+    const session = async (onMessage: (payload: string, ack: (err?: Error) => void) => void) => {
+      const c = connectMqtt({
+        url: broker.url,
+        mqttVersion,
+        clientId,
+        clean: false,
+        sessionExpiryS: 300,
+        reconnectPeriodMs: 0,
+        beforeAck: (packet, ack) => onMessage(packet.payload.toString(), ack),
+      })
+      let closing: Promise<void> | undefined
+      const close = () => (closing ??= ended(c))
+      t.teardown(close)
+      await new Promise(r => c.once('connect', r))
+      await c.subscribeAsync(topic, { qos: 1 })
+      return close
+    }
+    const pub = await connectMqttAsync({ url: broker.url, mqttVersion, reconnectPeriodMs: 0 })
+    t.teardown(() => ended(pub))
+
+    const held: string[] = []
+    const first = await session(payload => held.push(payload)) // never acknowledges
+    await pub.publishAsync(topic, 'one', { qos: 1 })
+    await until(() => held.length === 1, 5000, 'the message at the handler')
+    await first()
+
+    const again: string[] = []
+    const second = await session((payload, ack) => {
+      again.push(payload)
+      if (payload === 'two')
+        ack(new Error('not kept')) // refused: stays unacknowledged
+      else ack()
+    })
+    await until(() => again.includes('one'), 5000, 'the unacknowledged message delivered again')
+    await pub.publishAsync(topic, 'two', { qos: 1 })
+    await until(() => again.includes('two'), 5000, 'the second message')
+    await second()
+
+    const third: string[] = []
+    const last = await session((payload, ack) => {
+      third.push(payload)
+      ack()
+    })
+    await pub.publishAsync(topic, 'three', { qos: 1 })
+    await until(() => third.includes('three'), 5000, 'the marker message')
+    t.same(third, ['two', 'three'], `MQTT ${mqttVersion === 5 ? '5' : '3.1.1'}: only what was not acknowledged came back`)
+    await last()
+  }
 })

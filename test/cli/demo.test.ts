@@ -1,0 +1,95 @@
+// `cairn demo` end to end, as `npm start` runs it (the embedded broker, MQTT 3.1.1): the
+// bundle in a process of its own prints its first score line, then stops on SIGTERM
+// with nothing left running. Short slots (--slot) make the epoch short; the score is
+// the validator's real attestation.
+
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { readdirSync, readFileSync } from 'node:fs'
+import { connect } from 'node:net'
+import { tmp } from '../helpers/agent.js'
+
+const bundle = new URL('../../dist/cairn.mjs', import.meta.url).pathname
+
+/** The process ids descending from `pid`, read from /proc. */
+function descendants(pid: number): number[] {
+  const parent = new Map<number, number>()
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      // pid (comm) state ppid …; comm may hold spaces and parentheses.
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8')
+      parent.set(Number(name), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]))
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const out: number[] = []
+  const walk = (p: number) => {
+    for (const [child, pp] of parent) {
+      if (pp === p) {
+        out.push(child)
+        walk(child)
+      }
+    }
+  }
+  walk(pid)
+  return out
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+const refused = (port: number) =>
+  new Promise<boolean>(resolve => {
+    const s = connect(port, '127.0.0.1')
+    s.once('connect', () => {
+      s.destroy()
+      resolve(false)
+    })
+    s.once('error', () => resolve(true))
+  })
+
+t.test('cairn demo on its embedded MQTT 3.1.1 broker prints a score, and SIGTERM stops all of it', async t => {
+  const env = { ...process.env }
+  delete env.CAIRN_BROKER
+  delete env.CAIRN_BROKER_URL
+  const child = spawn(process.execPath, [bundle, 'demo', '--port', '0', '--state-dir', tmp('cairn-demo-'), '--no-node-red', '--slot', '1'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  t.teardown(() => child.kill('SIGKILL'))
+  let out = ''
+  let err = ''
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()))
+  const exited = new Promise<number | null>(r => child.once('exit', code => r(code)))
+  const score = await new Promise<string>((resolve, reject) => {
+    // Generous: one epoch is 6 s, but a loaded machine starts the agent slowly.
+    const timer = setTimeout(() => reject(new Error(`no score line within 120 s; output:\n${out.slice(-3000)}\n${err.slice(-2000)}`)), 120_000)
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString()
+      const line = /^ {2}SCORE .*$/m.exec(out)
+      if (line) {
+        clearTimeout(timer)
+        resolve(line[0])
+      }
+    })
+    void exited.then(code => {
+      clearTimeout(timer)
+      reject(new Error(`the demo exited (${code}) before a score: ${err.slice(-2000)}`))
+    })
+  })
+  t.match(score, /SCORE {5}epoch \d+: \d+\.\d % \(\d+\/\d+ slots, challenges \d+\/\d+\)/, 'a score line from the validator')
+  t.match(out, /broker {4}mqtt:\/\/127\.0\.0\.1:\d+ \(embedded, MQTT 3\.1\.1\)/, 'on the embedded 3.1.1 broker')
+  t.match(out, /heartbeat seq \d+, cites slot/, 'heartbeats citing beacons')
+  const port = Number(/broker {4}mqtt:\/\/127\.0\.0\.1:(\d+)/.exec(out)![1])
+
+  const kids = descendants(child.pid!)
+  child.kill('SIGTERM')
+  t.equal(await exited, 0, 'SIGTERM: a clean exit')
+  t.same(kids.filter(alive), [], 'no process of its left behind')
+  t.ok(await refused(port), 'its broker port is closed')
+})
