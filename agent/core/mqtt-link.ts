@@ -97,6 +97,24 @@ export class MqttLink {
       reconnectPeriodMs: 0, // we reconnect ourselves, with backoff and jitter
       resubscribe: false,
       will: { ...o.will(), qos: 1, retain: true },
+      // The broker's copy is acknowledged (PUBACK) only once the handler is done, on
+      // MQTT 5 and 3.1.1 alike: a command whose reply is committed, a task request
+      // whose row is. A crash before that leaves the message unacknowledged, and the
+      // broker delivers it again to the next session.
+      beforeAck: (packet, ack) => {
+        if (gen !== this.generation) return // a dead client: acknowledge nothing
+        const topic = packet.topic
+        const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload)
+        let done: void | Promise<void> = undefined
+        try {
+          done = o.onMessage(topic, payload, packet)
+        } catch (err) {
+          o.log.error({ err, topic }, 'message handler failed')
+        }
+        Promise.resolve(done)
+          .catch((err: unknown) => o.log.error({ err, topic }, 'message handler failed'))
+          .finally(() => ack())
+      },
     })
     this.client = client
     client.on('connect', connack => {
@@ -106,25 +124,6 @@ export class MqttLink {
       o.log.info({ sessionPresent: connack.sessionPresent, receiveMaximum: this.receiveMaximum }, 'connected to broker')
       void this.afterConnect(gen, connack.sessionPresent)
     })
-    // The broker's copy is acknowledged (PUBACK) only once the handler is done: mqtt.js
-    // sends it when handleMessage's callback runs, on MQTT 5 and 3.1.1 alike (the
-    // 'message' event fires before, and acknowledges nothing). A command whose reply is
-    // committed, a task request whose row is: a crash before that leaves the message
-    // unacknowledged, and the broker delivers it again to the next session.
-    client.handleMessage = (packet, callback) => {
-      if (gen !== this.generation) return // a dead client: acknowledge nothing
-      const topic = packet.topic
-      const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload)
-      let done: void | Promise<void> = undefined
-      try {
-        done = o.onMessage(topic, payload, packet)
-      } catch (err) {
-        o.log.error({ err, topic }, 'message handler failed')
-      }
-      Promise.resolve(done)
-        .catch((err: unknown) => o.log.error({ err, topic }, 'message handler failed'))
-        .finally(() => callback())
-    }
     client.on('error', err => o.log.warn({ err }, 'broker connection error'))
     client.on('close', () => this.connectionClosed(gen))
   }

@@ -106,6 +106,7 @@ t.test('beforeAck: a message is acknowledged only once handled, in MQTT 5 and 3.
         clientId,
         clean: false,
         sessionExpiryS: 300,
+        maximumPacketSize: 1 << 20,
         reconnectPeriodMs: 0,
         beforeAck: (packet, ack) => onMessage(packet.payload.toString(), ack),
       })
@@ -116,7 +117,7 @@ t.test('beforeAck: a message is acknowledged only once handled, in MQTT 5 and 3.
       await c.subscribeAsync(topic, { qos: 1 })
       return close
     }
-    const pub = await connectMqttAsync({ url: broker.url, mqttVersion, reconnectPeriodMs: 0 })
+    const pub = await connectMqttAsync({ url: broker.url, mqttVersion, reconnectPeriodMs: 0, maximumPacketSize: 1 << 20 })
     t.teardown(() => ended(pub))
 
     const held: string[] = []

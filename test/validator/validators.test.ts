@@ -191,7 +191,7 @@ for (const mqttVersion of MQTT_VERSIONS) {
       log: createLogger({ level: 'info', out: { write: s => lines.push(s) } }),
     })
     await v.start()
-    const pub = await connectMqttAsync({ url: broker.url, mqttVersion, reconnectPeriodMs: 0 })
+    const pub = await connectMqttAsync({ url: broker.url, mqttVersion, reconnectPeriodMs: 0, maximumPacketSize: 1 << 20 })
     t.teardown(() => pub.endAsync())
     const topic = `cairn/v1/${FLEET}/${generateKeyPair().keyId}/proof`
     for (const payload of ['{"v":1,', 'not json', 'null']) await pub.publishAsync(topic, payload, { qos: 1 })
