@@ -32,6 +32,7 @@ import { Problems } from './core/problems.js'
 import { CLASS_NAMES, Outbox } from './core/outbox.js'
 import { openStateDb, type Db } from './core/state-db.js'
 import { statusMessage } from './core/status.js'
+import { isStorageError, releaseReserve, StorageHealth } from './core/storage-health.js'
 import type { SystemPort } from './core/system.js'
 import { TelemetryLoop } from './core/telemetry-loop.js'
 import { DeviceUi } from './device-ui/device-ui.js'
@@ -98,10 +99,15 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
   const { identity, created } = loadOrCreateIdentity(startConfig.stateDir)
   const deviceId = identity.deviceId
   if (created) log.info({ deviceId }, 'made a new device key')
-  const db: Db = openStateDb(startConfig.stateDir)
+  const db: Db = openOnFullDisk(startConfig.stateDir)
   const metrics = new Metrics()
   describeAgentMetrics(metrics)
   const bus = new LocalBus()
+  const problems = new Problems()
+  let outbox!: Outbox
+  // Built further down; closures made before then use it only once the agent runs.
+  let link!: MqttLink
+  const storage = new StorageHealth({ stateDir: startConfig.stateDir, clock, log, metrics, problems, bus, onRecovered: () => outbox.flush() })
   const topics = deviceTopics(startConfig.fleet, deviceId)
   const hw = createTelemetry({ ...deps.hw, diskPaths: startConfig.hw.diskPaths }, { now: () => clock.now() })
   const board = await hw.board()
@@ -110,7 +116,8 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     startConfig.operatorKeys.map(f => readPublicKeyFile(f)),
   )
   if (operators.count() === 0) log.warn('no operator key is trusted: every command will be refused (use --operator-key FILE)')
-  const outbox = new Outbox(db, {
+  outbox = new Outbox(db, {
+    onStorageError: (err, what) => storage.failed(err, what),
     clock,
     maxBytes: startConfig.outbox.maxBytes,
     lazyWriteMs: startConfig.outbox.lazyWriteMs,
@@ -120,9 +127,19 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
       log.warn({ cls, count }, 'outbox full: evicted old messages')
     },
   })
-  const events = deviceEvents({ deviceId, topic: topics.event, clock, outbox, bus })
+  const events = deviceEvents({
+    deviceId,
+    topic: topics.event,
+    clock,
+    outbox,
+    bus,
+    unstored: (err, topic, payload) => {
+      if (!storage.failed(err, 'outbox: store an event')) return false
+      if (link?.connected) link.publishNow(topic, payload, { qos: 0 }).catch(() => undefined)
+      return true
+    },
+  })
   const telemetry = new TelemetryLoop({ deviceId, topic: topics.telemetry, clock, log, outbox, metrics, bus, periodS: () => live.config.telemetry.periodS, sample: () => hw.sample() })
-  const problems = new Problems()
   const live = new LiveConfig({
     problems,
     now: () => clock.now(),
@@ -139,7 +156,6 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     },
   })
   const cache = await startCacheService({ config: startConfig, db, outbox, identity, clock, log: log.child({ mod: 'cache' }) })
-  let link!: MqttLink
   let router!: CommandRouter
   const core: AgentCore = {
     deviceId,
@@ -245,14 +261,21 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
       clearInterval(refreshGauges)
       await link.settle(3000)
       await link.stop({ topic: topics.status, payload: status('offline', reason === 'shutdown' ? 'shutdown' : 'restart') })
-      outbox.close()
-      db.close()
+      storage.stop()
+      try {
+        outbox.close()
+        db.close()
+      } catch (err) {
+        // A full disk at the very end: what is not stored is sent again after the restart.
+        log.error({ err }, 'closing the state DB failed')
+      }
       await closeHealthEndpoint(health)
       resolveDone(reason)
     })()
     return stopping
   }
 
+  storage.start()
   outbox.start()
   link.start()
   telemetry.start()
@@ -295,5 +318,17 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     localApi,
     deviceUi,
     reload: () => live.reload(),
+  }
+}
+
+/** The state DB, also on a disk that filled up since the last run: a first failure to
+ * open it frees the state dir's reserve (agent/core/storage-health.ts) and tries again. */
+function openOnFullDisk(stateDir: string): Db {
+  try {
+    return openStateDb(stateDir)
+  } catch (err) {
+    if (!isStorageError(err)) throw err
+    releaseReserve(stateDir)
+    return openStateDb(stateDir)
   }
 }

@@ -13,14 +13,30 @@ export interface DeviceEvents {
   publish(kind: string, data: Record<string, unknown>): void
 }
 
-export function deviceEvents(o: { deviceId: string; topic: string; clock: Clock; outbox: Outbox; bus: LocalBus }): DeviceEvents {
+export interface DeviceEventsOptions {
+  deviceId: string
+  topic: string
+  clock: Clock
+  outbox: Outbox
+  bus: LocalBus
+  /** An event the outbox cannot store (full disk): sent once, QoS 0, if connected.
+   * Returns false for an error that is not the disk's (then it is thrown). */
+  unstored(err: unknown, topic: string, payload: Buffer): boolean
+}
+
+export function deviceEvents(o: DeviceEventsOptions): DeviceEvents {
   const message = (kind: string, data: Record<string, unknown>): EventMessage => ({ v: 1, id: newId(o.clock.now()), device: o.deviceId, ts: o.clock.now(), kind, data })
   const recordOf = (msg: EventMessage): NewMessage => ({ id: msg.id, cls: MsgClass.event, topic: o.topic, payload: Buffer.from(JSON.stringify(msg)) })
   return {
     record: (kind, data) => recordOf(message(kind, data)),
     publish: (kind, data) => {
       const msg = message(kind, data)
-      o.outbox.enqueue(recordOf(msg))
+      const rec = recordOf(msg)
+      try {
+        o.outbox.enqueue(rec)
+      } catch (err) {
+        if (!o.unstored(err, rec.topic, rec.payload)) throw err
+      }
       o.bus.emit('event', { kind, ts: msg.ts, data })
     },
   }

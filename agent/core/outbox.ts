@@ -40,6 +40,9 @@ export interface OutboxOptions {
   /** Pending acknowledgements are deleted in one transaction this often. */
   ackBatchMs?: number
   onEvict?: (cls: MsgClass, count: number) => void
+  /** A write of the outbox's failed; true when the disk is to blame (full, read-only):
+   * the outbox then keeps going degraded (agent/core/storage-health.ts). */
+  onStorageError?: (err: unknown, what: string) => boolean
 }
 
 // A row's cost against the cap: payload, topic and SQLite's per-row overhead.
@@ -130,6 +133,7 @@ export class Outbox {
       })()
     } catch (err) {
       if (err instanceof CairnError) throw err
+      this.opts.onStorageError?.(err, 'outbox: store a message')
       const code = (err as { code?: string }).code ?? ''
       throw new CairnError('STATE_DIR', `outbox: cannot store message (${code || (err as Error).message})`, { cause: err })
     }
@@ -188,12 +192,15 @@ export class Outbox {
       return
     }
     this.pendingAcks.add(seq)
-    if (this.pendingAcks.size >= 128) this.flushAcks()
+    if (this.pendingAcks.size >= 128) this.guard('delete acknowledged messages', () => this.flushAcks())
   }
 
-  /** Writes everything held in memory and all pending deletes (shutdown, tests). */
+  /** Writes everything held in memory and all pending deletes (shutdown, tests, and
+   * when the disk has room again). A disk that will not take them is reported, not
+   * thrown: the acknowledged rows are deleted later (or sent again after a restart,
+   * which consumers de-duplicate by id). */
   flush(): void {
-    this.flushAcks()
+    this.guard('delete acknowledged messages', () => this.flushAcks())
     this.flushMemory()
   }
 
@@ -218,10 +225,21 @@ export class Outbox {
 
   private tick(): void {
     const now = this.opts.clock.now()
-    if (this.pendingAcks.size > 0 && now - this.lastAckFlush >= (this.opts.ackBatchMs ?? 1000)) this.flushAcks()
+    if (this.pendingAcks.size > 0 && now - this.lastAckFlush >= (this.opts.ackBatchMs ?? 1000)) this.guard('delete acknowledged messages', () => this.flushAcks())
     const first = this.mem[0]
     if (first && now - first.created >= this.opts.lazyWriteMs) this.flushMemory()
-    this.dropExpired(now)
+    this.guard('drop expired messages', () => this.dropExpired(now))
+  }
+
+  /** Runs a write of the outbox's own (a timer's, an acknowledgement's): a full disk is
+   * reported and waited out, never thrown out of a timer or a broker callback. */
+  private guard(what: string, fn: () => void): void {
+    try {
+      fn()
+    } catch (err) {
+      if (this.opts.onStorageError?.(err, `outbox: ${what}`)) return
+      throw err
+    }
   }
 
   private memIndex(seq: number): number {
@@ -242,10 +260,11 @@ export class Outbox {
     this.lastAckFlush = this.opts.clock.now()
     if (this.pendingAcks.size === 0) return
     const seqs = [...this.pendingAcks]
-    this.pendingAcks.clear()
+    // Cleared only once the deletes commit: a failed transaction leaves them pending.
     this.tx(() => {
       for (const seq of seqs) this.deleteRow(seq)
     })
+    for (const seq of seqs) this.pendingAcks.delete(seq)
   }
 
   private deleteRow(seq: number): void {
@@ -276,6 +295,7 @@ export class Outbox {
       })
       this.dbRows += recs.length
     } catch (err) {
+      this.opts.onStorageError?.(err, 'outbox: store a message')
       const code = (err as { code?: string }).code ?? ''
       throw new CairnError('STATE_DIR', `outbox: cannot store message (${code || (err as Error).message})`, { cause: err })
     }
@@ -308,7 +328,12 @@ export class Outbox {
             take.push(r)
             freed += sizeOf(r)
           }
-          this.deleteRows(take)
+          try {
+            this.deleteRows(take)
+          } catch (err) {
+            if (this.opts.onStorageError?.(err, 'outbox: evict old messages')) return
+            throw err
+          }
           evicted += take.length
           continue
         }

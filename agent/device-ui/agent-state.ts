@@ -1,5 +1,5 @@
 // What the agent is doing, in the terms the status LED shows (led-patterns.ts): provisioning
-// error, updating, no network, broker unreachable, online. Checked every `pollMs` (the broker
+// error, disk full, updating, no network, broker unreachable, online. Checked every `pollMs` (the broker
 // link has no change events, and a 2-byte stat per second costs nothing) and fed by the
 // OTA events on the local bus; emits 'change' when the state or the connection flips.
 
@@ -30,6 +30,7 @@ const UPDATING_OFF = new Set(['ota.committed', 'ota.rolled-back', 'ota.failed'])
 export class AgentState extends EventEmitter<{ change: [AgentStateSnapshot] }> {
   private current: AgentStateSnapshot
   private updating = false
+  private diskFull = false
   private timer: NodeJS.Timeout | undefined
   private readonly onEvent = (e: LocalEvent) => this.seeEvent(e)
 
@@ -67,7 +68,8 @@ export class AgentState extends EventEmitter<{ change: [AgentStateSnapshot] }> {
 
   private seeEvent(e: LocalEvent): void {
     const state = e.data.state
-    if (UPDATING_ON.has(e.kind) || (e.kind === 'ota.download' && state !== 'interrupted')) this.updating = true
+    if (e.kind === 'storage.full' || e.kind === 'storage.ok') this.diskFull = e.kind === 'storage.full'
+    else if (UPDATING_ON.has(e.kind) || (e.kind === 'ota.download' && state !== 'interrupted')) this.updating = true
     else if (UPDATING_OFF.has(e.kind) || (e.kind === 'ota.download' && state === 'interrupted')) this.updating = false
     else return
     this.refresh()
@@ -77,6 +79,7 @@ export class AgentState extends EventEmitter<{ change: [AgentStateSnapshot] }> {
     const connected = this.o.connected()
     const state = ledStateFor({
       provisioningError: safe(this.o.provisioningError, false),
+      diskFull: this.diskFull,
       updating: this.updating,
       // Connected proves the network; only look at interfaces when not.
       network: connected || safe(this.o.network, true),

@@ -6,7 +6,7 @@
 import type { LedStep } from '../../hw/gpio/index.js'
 
 /** Every state, most urgent first: the order ledStateFor() applies. */
-export const LED_STATES = ['provisioning-error', 'updating', 'no-network', 'broker-unreachable', 'online'] as const
+export const LED_STATES = ['provisioning-error', 'disk-full', 'updating', 'no-network', 'broker-unreachable', 'online'] as const
 export type LedState = (typeof LED_STATES)[number]
 
 export interface LedPattern {
@@ -20,6 +20,7 @@ const off = (ms: number): LedStep => ({ on: false, ms })
 
 export const LED_PATTERNS: Readonly<Record<LedState, LedPattern>> = {
   'provisioning-error': { steps: [on(150), off(150), on(150), off(150), on(150), off(1250)], looks: 'three quick flashes, pause' },
+  'disk-full': { steps: [on(150), off(150), on(150), off(150), on(150), off(150), on(150), off(1150)], looks: 'four quick flashes, pause' },
   'broker-unreachable': { steps: [on(150), off(150), on(150), off(1550)], looks: 'two quick flashes, pause' },
   'no-network': { steps: [on(1000), off(1000)], looks: 'slow even blink, 1 s on / 1 s off' },
   updating: { steps: [on(150), off(150)], looks: 'fast flicker, about 3 per second' },
@@ -28,6 +29,8 @@ export const LED_PATTERNS: Readonly<Record<LedState, LedPattern>> = {
 
 export interface AgentConditions {
   provisioningError: boolean
+  /** The state dir cannot be written (agent/core/storage-health.ts). */
+  diskFull?: boolean
   updating: boolean
   network: boolean
   broker: boolean
@@ -36,6 +39,7 @@ export interface AgentConditions {
 /** When several things hold at once, the one an owner must act on first wins. */
 export function ledStateFor(c: AgentConditions): LedState {
   if (c.provisioningError) return 'provisioning-error'
+  if (c.diskFull) return 'disk-full'
   if (c.updating) return 'updating'
   if (!c.network) return 'no-network'
   if (!c.broker) return 'broker-unreachable'

@@ -303,7 +303,12 @@ export class DeviceProofs {
 
   private prune(): void {
     const cutoff = this.o.clock.now() - this.o.config.retentionDays * 86_400_000
-    const n = this.st.prune(cutoff)
-    if (n > 0) this.o.log.info({ pruned: n }, 'heartbeat log pruned')
+    try {
+      const n = this.st.prune(cutoff)
+      if (n > 0) this.o.log.info({ pruned: n }, 'heartbeat log pruned')
+    } catch (err) {
+      // A full disk: the old rows wait for the next hour.
+      this.o.log.warn({ err }, 'heartbeat log not pruned')
+    }
   }
 }

@@ -158,7 +158,14 @@ export class TaskRunner {
     for (const t of this.store.inState('queued')) {
       if (t.local) this.finalize(this.store.get(t.id)!, 'failed', { code: 'INTERRUPTED', message: why.local }, undefined)
     }
-    this.tick = setInterval(() => this.pump(), this.o.tickMs ?? 1000)
+    this.tick = setInterval(() => {
+      try {
+        this.pump()
+      } catch (err) {
+        // A full disk (a task's state that cannot be stored): tried again next tick.
+        this.o.log.error({ err }, 'task queue step failed')
+      }
+    }, this.o.tickMs ?? 1000)
     this.tick.unref()
     this.pump()
   }

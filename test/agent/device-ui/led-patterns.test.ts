@@ -15,7 +15,7 @@ const signature = (s: LedState) => {
 }
 
 t.test('every state has its own pattern, alternating on/off, 2-3 s loops', async t => {
-  t.strictSame([...STATES].sort(), ['broker-unreachable', 'no-network', 'online', 'provisioning-error', 'updating'])
+  t.strictSame([...STATES].sort(), ['broker-unreachable', 'disk-full', 'no-network', 'online', 'provisioning-error', 'updating'])
   t.strictSame([...STATES].sort(), [...LED_STATES].sort(), 'LED_STATES lists every patterned state')
   t.equal(new Set(STATES.map(signature)).size, STATES.length, 'no two patterns look alike')
   for (const s of STATES) {
@@ -39,7 +39,8 @@ t.test('the most urgent condition wins', async t => {
   t.equal(ledStateFor({ ...ok, broker: false }), 'broker-unreachable')
   t.equal(ledStateFor({ ...ok, broker: false, network: false }), 'no-network')
   t.equal(ledStateFor({ ...ok, network: false, updating: true }), 'updating')
-  t.equal(ledStateFor({ ...ok, network: false, updating: true, provisioningError: true }), 'provisioning-error')
+  t.equal(ledStateFor({ ...ok, network: false, updating: true, diskFull: true }), 'disk-full', 'a full disk before an update')
+  t.equal(ledStateFor({ ...ok, network: false, updating: true, diskFull: true, provisioningError: true }), 'provisioning-error')
   t.strictSame(AGENT_STATES, LED_STATES, 'the local API lists the same states, most urgent first')
 })
 
