@@ -1,7 +1,8 @@
 // Downloads one release target into a file, resuming a partial file with HTTP Range, and
 // verifies it against the signed TUF metadata. The TUF length is a hard cap while
-// streaming (the endless-data attack: a server that never stops sending), the SHA-256 is
-// checked over the whole file at the end, and a file that fails either check is deleted.
+// streaming (the endless-data attack: a server that never stops sending), the hashes
+// (every algorithm ota/tuf-hashes.ts verifies) are checked over the whole file at the end,
+// and a file that fails either check is deleted.
 // tuf-js fetches the metadata itself; this is only for targets, which are large and
 // downloaded over flaky links where restarting from zero would never finish.
 
@@ -9,7 +10,7 @@ import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, rmSync, stat
 import { request as httpRequest, type IncomingMessage } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { CairnError, isCairnError } from '../protocol/errors.js'
-import { sha256File } from '../protocol/hash.js'
+import { hashMismatch, verifiableHashes, type TargetHashes } from './tuf-hashes.js'
 import type { DownloadProgress } from './release-types.js'
 
 export interface FetchTargetOptions {
@@ -17,8 +18,8 @@ export interface FetchTargetOptions {
   file: string
   /** From TUF metadata: the exact size, and never more bytes than this are accepted. */
   length: number
-  /** From TUF metadata, lowercase hex. */
-  sha256: string
+  /** From TUF metadata: the file must match every one of them (see ota/tuf-hashes.ts). */
+  hashes: TargetHashes
   onProgress?: (p: DownloadProgress) => void
   /** Gives up when no byte arrives for this long (also bounds connecting). Default 30 s. */
   idleTimeoutMs?: number
@@ -47,13 +48,13 @@ const PROGRESS_STEP = 64 * 1024
 export async function fetchTarget(opts: FetchTargetOptions): Promise<FetchResult> {
   const { file, length } = opts
   if (!Number.isSafeInteger(length) || length < 0) throw new CairnError('BAD_REQUEST', `bad target length ${length}`)
-  if (!/^[0-9a-f]{64}$/.test(opts.sha256)) throw new CairnError('BAD_REQUEST', `bad target sha256 ${JSON.stringify(opts.sha256)}`)
+  const hashes = verifiableHashes(opts.hashes, opts.url)
   const result: FetchResult = { received: 0, refetched: 0, cached: false, attempts: 0 }
   const sizeNow = (): number => (existsSync(file) ? statSync(file).size : 0)
 
   if (sizeNow() > length) rmSync(file, { force: true })
   if (existsSync(file) && sizeNow() === length) {
-    if ((await sha256File(file)) === opts.sha256) {
+    if ((await hashMismatch(file, hashes)) === null) {
       result.cached = true
       opts.onProgress?.({ bytes: length, total: length, refetched: 0 })
       return result
@@ -78,15 +79,15 @@ export async function fetchTarget(opts: FetchTargetOptions): Promise<FetchResult
       await new Promise(r => setTimeout(r, opts.retryDelayMs ?? 1000))
       continue
     }
-    const actual = await sha256File(file)
-    if (actual === opts.sha256) return result
+    const mismatch = await hashMismatch(file, hashes)
+    if (mismatch === null) return result
     rmSync(file, { force: true })
     const resumed = result.attempts > 1 || result.refetched > 0 || result.received < length
     if (resumed && freshRestartLeft) {
       freshRestartLeft = false
       continue
     }
-    throw new CairnError('TARGET_MISMATCH', `${opts.url}: SHA-256 is ${actual}, the signed metadata says ${opts.sha256}; file deleted`)
+    throw new CairnError('TARGET_MISMATCH', `${opts.url}: ${mismatch}; file deleted`)
   }
 }
 

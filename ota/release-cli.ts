@@ -1,13 +1,14 @@
 // `cairn release …`: argument parsing and output for the release side of OTA. The work is
 // in tuf-repo.ts (signing), tuf-serve.ts (static HTTP) and tuf-client.ts (verifying).
 
-import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { Command } from 'commander'
 import { CairnError } from '../protocol/errors.js'
 import { fetchTarget } from './fetcher.js'
-import { sha256File } from '../protocol/hash.js'
 import { refreshMetadata, targetInfo, targetUrl } from './tuf-client.js'
+import type { TrustedTargets } from './tuf-delegations.js'
+import { hashMismatch, namingHash, verifiableHashes } from './tuf-hashes.js'
 import { lockRepo, parseDuration } from './tuf-layout.js'
 import { ROLES, type RoleName } from './tuf-keys.js'
 import { TufRepo } from './tuf-repo.js'
@@ -27,7 +28,8 @@ const SYNOPSIS = `  cairn release init --repo DIR [--root-keys N] [--root-thresh
   cairn release serve --repo DIR [--port P]
   cairn release client --metadata-dir D init ROOT_FILE
   cairn release client --metadata-dir D --metadata-url U refresh
-  cairn release client --metadata-dir D --metadata-url U --target-name P --target-base-url T --target-dir O download
+  cairn release client --metadata-dir D --metadata-url U --target-name P [--target-name P]...
+              --target-base-url T --target-dir O download
               (signing commands take --keys DIR, repeatable: where the private keys are, default
               <repo>/keys; new keys from init and rotate go beside the role's old keys)`
 
@@ -221,7 +223,7 @@ export function releaseCommand(io: Io): Command {
     .allowUnknownOption()
     .option('--metadata-dir <d>', 'where the trusted metadata is kept (required)')
     .option('--metadata-url <u>', 'refresh, download: the metadata base URL')
-    .option('--target-name <p>', 'download: the target path')
+    .option('--target-name <p>', 'download: the target path (repeatable: downloaded in order, stopping at the first failure)', many)
     .option('--target-base-url <t>', 'download: the targets base URL')
     .option('--target-dir <o>', 'download: where to put it')
     .addHelpText(
@@ -262,7 +264,7 @@ async function serveCmd(o: { repo: string; port: string }, io: Io): Promise<void
 interface ClientOptions {
   metadataDir?: string
   metadataUrl?: string
-  targetName?: string
+  targetName?: string[]
   targetBaseUrl?: string
   targetDir?: string
 }
@@ -290,24 +292,13 @@ async function clientCmd(command: string | undefined, operands: string[], o: Cli
       return 0
     }
     if (command === 'download') {
-      const updater = await refreshMetadata({ metadataDir, metadataUrl: need('metadata-url', o.metadataUrl), fetchRetries: 0 })
-      const name = need('target-name', o.targetName)
-      const info = await targetInfo(updater, name)
-      if (!info) throw new CairnError('TUF_METADATA', `${name}: no such target in the signed metadata`)
-      const sha256 = info.hashes.sha256
-      if (!sha256) throw new CairnError('TUF_METADATA', `${name}: the signed metadata gives no sha256`)
-      const targetDir = need('target-dir', o.targetDir)
-      mkdirSync(targetDir, { recursive: true })
-      const dest = join(targetDir, encodeURIComponent(name))
-      if (existsSync(dest) && (await sha256File(dest)) === sha256) {
-        io.out.write(`${dest}: already downloaded\n`)
-        return 0
-      }
-      const partial = `${dest}.partial`
-      await fetchTarget({ url: targetUrl(need('target-base-url', o.targetBaseUrl), name, sha256), file: partial, length: info.length, sha256, retries: 1, retryDelayMs: 200 })
-      rmSync(dest, { force: true })
-      renameSync(partial, dest)
-      io.out.write(`downloaded ${name} to ${dest}\n`)
+      const names = o.targetName ?? []
+      if (names.length === 0) throw new CairnError('BAD_REQUEST', '--target-name is required')
+      const target = { baseUrl: need('target-base-url', o.targetBaseUrl), dir: need('target-dir', o.targetDir) }
+      // One refresh for every target, then each in the order given (the conformance
+      // contract): the first that fails ends the command.
+      const trusted = await refreshMetadata({ metadataDir, metadataUrl: need('metadata-url', o.metadataUrl), fetchRetries: 0 })
+      for (const name of names) await downloadTarget(trusted, name, target, io)
       return 0
     }
     throw new CairnError('BAD_REQUEST', 'usage: cairn release client … init ROOT_FILE | refresh | download')
@@ -315,4 +306,25 @@ async function clientCmd(command: string | undefined, operands: string[], o: Cli
     io.err.write(`cairn release client: ${err instanceof Error ? err.message : String(err)}\n`)
     return 1
   }
+}
+
+/** Downloads one target into `target.dir` under its URL-encoded path, verified against
+ * every hash Cairn knows that the signed metadata lists; one already there that matches
+ * is kept without a request. */
+async function downloadTarget(trusted: TrustedTargets, name: string, target: { baseUrl: string; dir: string }, io: Io): Promise<void> {
+  const info = await targetInfo(trusted, name)
+  if (!info) throw new CairnError('TUF_METADATA', `${name}: no such target in the signed metadata`)
+  const hashes = verifiableHashes(info.hashes, name)
+  mkdirSync(target.dir, { recursive: true })
+  const dest = join(target.dir, encodeURIComponent(name))
+  if (existsSync(dest) && statSync(dest).size === info.length && (await hashMismatch(dest, hashes)) === null) {
+    io.out.write(`${dest}: already downloaded\n`)
+    return
+  }
+  const partial = `${dest}.partial`
+  const url = targetUrl(target.baseUrl, name, trusted.consistentSnapshot ? namingHash(hashes) : null)
+  await fetchTarget({ url, file: partial, length: info.length, hashes, retries: 1, retryDelayMs: 200 })
+  rmSync(dest, { force: true })
+  renameSync(partial, dest)
+  io.out.write(`downloaded ${name} to ${dest}\n`)
 }

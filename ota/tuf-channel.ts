@@ -6,7 +6,7 @@ import { CairnError } from '../protocol/errors.js'
 import { fetchTarget, type FetchResult, type FetchTargetOptions } from './fetcher.js'
 import { rolloutAdmits } from './rollout-bucket.js'
 import { compareSemver, parseSemver, type SemVer } from '../protocol/semver.js'
-import { listTargetPaths, refreshMetadata, seedTrustedRoot, targetInfo, targetUrl } from './tuf-client.js'
+import { refreshMetadata, seedTrustedRoot, targetInfo, targetUrl } from './tuf-client.js'
 import { parseReleaseInfo } from './tuf-repo.js'
 import type { DeviceFacts, DownloadProgress, ReleaseCandidate, ReleaseChannel, ReleaseInfo } from './release-types.js'
 
@@ -42,15 +42,17 @@ export class TufChannel implements ReleaseChannel {
 
   async check(facts: DeviceFacts): Promise<ReleaseCandidate | null> {
     seedTrustedRoot(this.opts.metadataDir, this.opts.trustedRoot)
-    const updater = await refreshMetadata({
+    const trusted = await refreshMetadata({
       metadataDir: this.opts.metadataDir,
       metadataUrl: this.metadataUrl,
       ...(this.opts.metadataTimeoutMs !== undefined ? { fetchTimeoutMs: this.opts.metadataTimeoutMs } : {}),
       ...(this.opts.metadataRetries !== undefined ? { fetchRetries: this.opts.metadataRetries } : {}),
     })
     const offered: ReleaseCandidate[] = []
-    for (const path of listTargetPaths(this.opts.metadataDir)) {
-      const t = await targetInfo(updater, path)
+    // Releases are listed by the top-level targets role itself; the device takes those
+    // with a SHA-256 (every Cairn release has one), which names its download on disk.
+    for (const path of trusted.topLevelPaths()) {
+      const t = await targetInfo(trusted, path)
       const info = t ? parseReleaseInfo(t.custom.cairn) : null
       const sha256 = t?.hashes.sha256
       if (!t || !info || !sha256) continue
@@ -64,7 +66,7 @@ export class TufChannel implements ReleaseChannel {
       url: targetUrl(this.targetBaseUrl, candidate.targetPath, candidate.sha256),
       file,
       length: candidate.length,
-      sha256: candidate.sha256,
+      hashes: { sha256: candidate.sha256 },
       ...(onProgress ? { onProgress } : {}),
       ...this.opts.download,
     })

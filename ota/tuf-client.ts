@@ -1,15 +1,19 @@
 // The verifying side of TUF, shared by the device's release channel (ota/tuf-channel.ts)
 // and the conformance client (`cairn release client`): tuf-js's Updater over a local
-// metadata directory, seeded from a trusted root, with its errors turned into CairnErrors
-// that say which check refused what. Targets are fetched by ota/fetcher.ts, not tuf-js.
+// metadata directory, seeded from a trusted root, refreshes the top-level roles; the
+// search through delegated targets roles is Cairn's (ota/tuf-delegations.ts). Errors
+// become CairnErrors that say which check refused what. Targets are fetched by
+// ota/fetcher.ts, not tuf-js.
 
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs'
 import { join, posix } from 'node:path'
-import { Metadata, MetadataKind, type Root, type TargetFile, type Targets } from '@tufjs/models'
+import { Metadata, MetadataKind, type Root, type Snapshot, type TargetFile, type Targets } from '@tufjs/models'
 import { LengthOrHashMismatchError, UnsignedMetadataError } from '@tufjs/models/dist/error.js'
 import { Updater } from 'tuf-js'
 import { BadVersionError, DownloadHTTPError, DownloadLengthMismatchError, ExpiredMetadataError, RuntimeError } from 'tuf-js/dist/error.js'
+import { DefaultFetcher } from 'tuf-js/dist/fetcher.js'
 import { CairnError, isCairnError } from '../protocol/errors.js'
+import { TrustedTargets } from './tuf-delegations.js'
 
 export interface TufClientOptions {
   /** Where the trusted metadata lives (root.json, timestamp.json, snapshot.json, targets.json). */
@@ -45,8 +49,9 @@ function rootVersionOf(file: string): number | null {
 }
 
 /** Runs the TUF client workflow (root chain, timestamp, snapshot, targets) and returns the
- * refreshed Updater. A tuf-js Updater refreshes once: build a new one for each check. */
-export async function refreshMetadata(opts: TufClientOptions): Promise<Updater> {
+ * verified metadata to look targets up in. Call it again for each check: what it returns
+ * is one run's view (tuf-js refreshes an Updater only once). */
+export async function refreshMetadata(opts: TufClientOptions): Promise<TrustedTargets> {
   if (!existsSync(join(opts.metadataDir, 'root.json'))) throw new CairnError('TUF_METADATA', `${opts.metadataDir}/root.json missing: initialise with a trusted root first`)
   const keysBefore = onlineRoleKeys(opts.metadataDir)
   try {
@@ -68,14 +73,26 @@ export async function refreshMetadata(opts: TufClientOptions): Promise<Updater> 
   }
 }
 
-async function refreshOnce(opts: TufClientOptions): Promise<Updater> {
-  const updater = new Updater({
-    metadataDir: opts.metadataDir,
-    metadataBaseUrl: opts.metadataUrl,
-    config: { fetchTimeout: opts.fetchTimeoutMs ?? 30_000, fetchRetry: opts.fetchRetries ?? 2, userAgent: 'cairn' },
-  })
+async function refreshOnce(opts: TufClientOptions): Promise<TrustedTargets> {
+  const fetcher = new DefaultFetcher({ userAgent: 'cairn', timeout: opts.fetchTimeoutMs ?? 30_000, retry: opts.fetchRetries ?? 2 })
+  const referenceTime = new Date()
+  const updater = new Updater({ metadataDir: opts.metadataDir, metadataBaseUrl: opts.metadataUrl, fetcher })
   await updater.refresh()
-  return updater
+  const { root, snapshot, targets } = verifiedSet(updater)
+  return new TrustedTargets({ metadataDir: opts.metadataDir, metadataUrl: opts.metadataUrl, fetcher, root, snapshot, targets, referenceTime, refused: tufError })
+}
+
+/** The metadata tuf-js has just verified. The Updater keeps it in a private field (it has
+ * no accessor); reading it here, rather than the files it wrote, means the search uses
+ * exactly what was verified. The check turns a tuf-js upgrade that moves it into a clear
+ * error instead of a search over nothing. */
+function verifiedSet(updater: Updater): { root: Metadata<Root>; snapshot: Metadata<Snapshot>; targets: Metadata<Targets> } {
+  const set = (updater as unknown as { trustedSet?: { root?: Metadata<Root>; snapshot?: Metadata<Snapshot>; targets?: Metadata<Targets> } }).trustedSet
+  const root = set?.root
+  const snapshot = set?.snapshot
+  const targets = set?.targets
+  if (!root || !snapshot || !targets) throw new CairnError('INTERNAL', 'tuf-js refreshed but its verified metadata is not where ota/tuf-client.ts reads it (tuf-js upgraded?)')
+  return { root, snapshot, targets }
 }
 
 /** The trusted root's timestamp and snapshot keys, as a string to compare. */
@@ -88,26 +105,21 @@ function onlineRoleKeys(metadataDir: string): string {
   }
 }
 
-/** The target paths of the top-level targets role. tuf-js has no listing call: the names
- * come from the targets.json that refresh() has just verified and persisted; each entry is
- * then looked up through the Updater's trusted set (targetInfo), not read from the file. */
-export function listTargetPaths(metadataDir: string): string[] {
-  const md: Metadata<Targets> = Metadata.fromJSON(MetadataKind.Targets, JSON.parse(readFileSync(join(metadataDir, 'targets.json'), 'utf8')) as never)
-  return Object.keys(md.signed.targets).sort()
-}
-
-export async function targetInfo(updater: Updater, targetPath: string): Promise<TargetFile | undefined> {
+/** A target's signed description, searched through the delegations, or undefined. */
+export async function targetInfo(trusted: TrustedTargets, targetPath: string): Promise<TargetFile | undefined> {
   try {
-    return await updater.getTargetInfo(targetPath)
+    return await trusted.find(targetPath)
   } catch (err) {
     throw tufError(err, targetPath)
   }
 }
 
-/** The URL of a target's bytes: consistent snapshots put the SHA-256 before the file name. */
-export function targetUrl(targetBaseUrl: string, targetPath: string, sha256: string): string {
+/** The URL of a target's bytes: with consistent snapshots one of its hashes goes before
+ * the file name (spec 5.7.3); `hashPrefix` null for a repository without them. */
+export function targetUrl(targetBaseUrl: string, targetPath: string, hashPrefix: string | null): string {
   const { dir, base } = posix.parse(targetPath)
-  const name = dir ? `${dir}/${sha256}.${base}` : `${sha256}.${base}`
+  const file = hashPrefix === null ? base : `${hashPrefix}.${base}`
+  const name = dir ? `${dir}/${file}` : file
   return `${targetBaseUrl.replace(/\/+$/, '')}/${name.split('/').map(encodeURIComponent).join('/')}`
 }
 

@@ -2,14 +2,17 @@
 // loopback HTTP, a device-side metadata dir seeded with its root, and an "attacker" who
 // holds some of the repository's keys and can sign whatever metadata they like.
 
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import type { Test } from 'tap'
+import { execFile } from 'node:child_process'
+import { createHash, createPublicKey, getHashes } from 'node:crypto'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join, posix } from 'node:path'
 import { Metadata, MetadataKind } from '@tufjs/models'
 import type { Json } from '../../protocol/canonical.js'
-import { signWith, type RoleName } from '../../ota/tuf-keys.js'
+import { KeyStore, signWith, tufKeyJson, type RoleName, type TufSigner } from '../../ota/tuf-keys.js'
 import { metadataBytes, metadataName, SPEC_VERSION, tufTime } from '../../ota/tuf-layout.js'
 import { sha256Hex } from '../../protocol/hash.js'
 import { TufRepo, type RepoOptions } from '../../ota/tuf-repo.js'
@@ -107,4 +110,149 @@ export async function attackServer(root: string, override: (req: IncomingMessage
         server.close(() => r())
       }),
   }
+}
+
+/** Runs the built bundle (dist/cairn.mjs) as operators and the tuf-conformance suite do:
+ * the exit code and both outputs, whatever the code. */
+export function cairnCli(args: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const bundle = new URL('../../dist/cairn.mjs', import.meta.url).pathname
+  return new Promise(resolve => {
+    execFile(process.execPath, [bundle, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0
+      resolve({ code, stdout, stderr })
+    })
+  })
+}
+
+type TargetsBody = { targets: Record<string, Json>; delegations?: Json }
+
+/** A repository written by hand, for shapes `cairn release` never makes: target hashes
+ * other than SHA-256 and delegated targets roles. A TufRepo gives root and the keys of the
+ * top-level roles; the test gives the targets and each delegated role as plain JSON, and
+ * publish() signs whatever changed as a new version, then a snapshot and a timestamp.
+ * Every file is also written under its plain name, for a root without consistent snapshots. */
+export class HandMadeRepo {
+  private readonly published = new Map<string, { json: string; version: number }>()
+  private serial = 1
+
+  constructor(readonly repo: TufRepo) {}
+
+  /** A fresh ed25519 key for a delegated role. */
+  static key(): TufSigner {
+    return new KeyStore(tmp('cairn-ota-keys-')).generate('targets')
+  }
+
+  /** The delegations object of a targets role: `roles` in search order. */
+  static delegations(roles: Array<{ name: string; keys: TufSigner[]; threshold?: number; paths?: string[]; terminating?: boolean }>): Json {
+    const keys: Record<string, Json> = {}
+    for (const r of roles) for (const k of r.keys) keys[k.keyId] = tufKeyJson(createPublicKey(k.privateKey)) as unknown as Json
+    return {
+      keys,
+      roles: roles.map(r => ({ name: r.name, keyids: r.keys.map(k => k.keyId), threshold: r.threshold ?? 1, terminating: r.terminating ?? false, paths: r.paths ?? ['*'] })),
+    }
+  }
+
+  /** Stores `bytes` under the plain name and every hash-prefixed one, and returns the
+   * target entry listing `hashes` (TUF names; one Node cannot compute gets the SHA-256
+   * value, so only its name is unknown), with the value of each in `wrong` altered. */
+  artifact(path: string, bytes: Buffer, hashes: readonly string[] = ['sha256'], wrong: readonly string[] = []): Json {
+    const listed: Record<string, string> = {}
+    for (const alg of hashes) {
+      const node = ({ blake2b: 'blake2b512', blake2s: 'blake2s256' } as Record<string, string>)[alg] ?? alg
+      const digest = getHashes().includes(node) ? createHash(node).update(bytes).digest() : createHash('sha256').update(bytes).digest()
+      if (wrong.includes(alg)) digest[0] = digest[0]! ^ 0xff
+      listed[alg] = digest.toString('hex')
+    }
+    const { dir, base } = posix.parse(path)
+    for (const name of [base, ...Object.values(listed).map(h => `${h}.${base}`)]) {
+      const file = join(this.repo.paths.targets, ...(dir ? dir.split('/') : []), name)
+      mkdirSync(dirname(file), { recursive: true })
+      writeFileSync(file, bytes)
+    }
+    return { length: bytes.length, hashes: listed }
+  }
+
+  /** Re-signs root (version + 1) with consistent snapshots on or off. */
+  consistentSnapshot(on: boolean): void {
+    const current = publishedJson(this.repo, 'root', this.rootVersion())
+    const signed = { ...current.signed, version: (current.signed.version as number) + 1, consistent_snapshot: on }
+    forge(this.repo, 'root', signed)
+  }
+
+  /** Signs the top-level targets (its own key) and each delegated role (the given keys)
+   * whose content or keys changed since the last publish, then snapshot and timestamp. */
+  publish(targets: TargetsBody, delegated: Record<string, TargetsBody & { keys: TufSigner[] }> = {}): void {
+    const serial = ++this.serial
+    const meta: Record<string, Json> = {}
+    const roles: Array<[string, TargetsBody, TufSigner[]]> = [['targets', targets, this.repo.keys.signers('targets', this.repo.root.signed.roles.targets!.keyIDs)]]
+    for (const [name, { keys, ...body }] of Object.entries(delegated)) roles.push([name, body, keys])
+    for (const [name, body, keys] of roles) {
+      const json = JSON.stringify([body, keys.map(k => k.keyId)])
+      let entry = this.published.get(name)
+      if (!entry || entry.json !== json) {
+        const md = Metadata.fromJSON(MetadataKind.Targets, { signed: { ...header('targets', serial), ...body }, signatures: [] } as never)
+        for (const k of keys) signWith(md, k)
+        entry = { json, version: serial }
+        this.published.set(name, entry)
+        this.write(`${serial}.${encodeURIComponent(name)}.json`, `${encodeURIComponent(name)}.json`, metadataBytes(md))
+      }
+      meta[`${name}.json`] = { version: entry.version }
+    }
+    const snapshot = this.sign('snapshot', { ...header('snapshot', serial), meta })
+    this.write(`${serial}.snapshot.json`, 'snapshot.json', snapshot)
+    const timestamp = this.sign('timestamp', { ...header('timestamp', serial), meta: { 'snapshot.json': { version: serial } } })
+    this.write('timestamp.json', 'timestamp.json', timestamp)
+  }
+
+  private rootVersion(): number {
+    let v = this.repo.root.signed.version
+    while (existsSync(join(this.repo.paths.metadata, `${v + 1}.root.json`))) v++
+    return v
+  }
+
+  private sign(role: 'snapshot' | 'timestamp', signed: Record<string, Json>): Buffer {
+    const md = Metadata.fromJSON(role as MetadataKind.Snapshot, { signed, signatures: [] } as never)
+    for (const s of this.repo.keys.signers(role, this.repo.root.signed.roles[role]!.keyIDs)) signWith(md, s)
+    return metadataBytes(md)
+  }
+
+  private write(versioned: string, plain: string, bytes: Buffer): void {
+    for (const name of new Set([versioned, plain])) writeFileSync(join(this.repo.paths.metadata, name), bytes)
+  }
+}
+
+/** For the tuf-conformance scenarios: a hand-made repository served over loopback (by
+ * `serve` when given), a client metadata dir initialised with its root through the CLI,
+ * `download` running `cairn release client … download` for some targets, and
+ * `downloaded` the files the client has stored, by target path. */
+export async function conformanceSetup(t: Test, serve?: (hand: HandMadeRepo) => Promise<{ url: string; requests: string[]; close(): Promise<void> }>) {
+  const hand = new HandMadeRepo(makeRepo().repo)
+  const server = serve ? await serve(hand) : await serveRepo(hand.repo)
+  t.teardown(() => server.close())
+  const dir = tmp('cairn-conformance-')
+  const md = join(dir, 'metadata')
+  const out = join(dir, 'targets')
+  const init = await cairnCli(['release', 'client', '--metadata-dir', md, 'init', join(hand.repo.paths.metadata, '1.root.json')])
+  t.equal(init.code, 0, init.stderr)
+  const download = (...names: string[]) =>
+    cairnCli([
+      'release',
+      'client',
+      '--metadata-dir',
+      md,
+      '--metadata-url',
+      `${server.url}/metadata`,
+      ...names.flatMap(n => ['--target-name', n]),
+      '--target-base-url',
+      `${server.url}/targets`,
+      '--target-dir',
+      out,
+      'download',
+    ])
+  const downloaded = (): Record<string, string> => {
+    if (!existsSync(out)) return {}
+    const files = readdirSync(out).filter(f => !f.endsWith('.partial'))
+    return Object.fromEntries(files.map(f => [decodeURIComponent(f), readFileSync(join(out, f), 'utf8')]))
+  }
+  return { hand, server, md, out, download, downloaded }
 }

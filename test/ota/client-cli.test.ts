@@ -3,20 +3,12 @@
 // client CLI (init, refresh, download; exit 0 on success, 1 on failure).
 
 import t from 'tap'
-import { execFile, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
-import { payload, tmp } from '../helpers/release.js'
+import { cairnCli as cairn, payload, tmp } from '../helpers/release.js'
 
-const run = promisify(execFile)
 const bundle = new URL('../../dist/cairn.mjs', import.meta.url).pathname
-type Result = { code: number; stdout: string; stderr: string }
-const cairn = (args: string[]): Promise<Result> =>
-  run(process.execPath, [bundle, ...args], { timeout: 30_000 }).then(
-    r => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
-    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
-  )
 
 t.test('operator workflow and the conformance client', async t => {
   const dir = tmp()

@@ -51,7 +51,7 @@ t.test('plain download with progress; a second call finds it complete and fetche
   const s = await server(t, (req, res) => sendRanged(req, res, body))
   const out = join(tmp(), 'a.bin')
   const seen: number[] = []
-  const r = await fetchTarget({ url: s.url, file: out, length: SIZE, sha256, onProgress: p => seen.push(p.bytes), ...fast })
+  const r = await fetchTarget({ url: s.url, file: out, length: SIZE, hashes: { sha256 }, onProgress: p => seen.push(p.bytes), ...fast })
   t.same(r, { received: SIZE, refetched: 0, cached: false, attempts: 1 })
   t.equal(seen.at(-1), SIZE, 'progress reaches the total')
   t.ok(
@@ -59,7 +59,7 @@ t.test('plain download with progress; a second call finds it complete and fetche
     'progress never goes back',
   )
   t.ok(readFileSync(out).equals(body))
-  const again = await fetchTarget({ url: s.url, file: out, length: SIZE, sha256, ...fast })
+  const again = await fetchTarget({ url: s.url, file: out, length: SIZE, hashes: { sha256 }, ...fast })
   t.equal(again.cached, true)
   t.equal(s.ranges.length, 1, 'no second request')
 })
@@ -68,7 +68,7 @@ t.test('a connection dropped midway is resumed with Range; the overlap is counte
   const s = await server(t, (req, res, n) => (n === 1 ? sendAndDrop(res, body, 200_000) : sendRanged(req, res, body)))
   const out = join(tmp(), 'b.bin')
   const progress: Array<{ bytes: number; refetched: number }> = []
-  const r = await fetchTarget({ url: s.url, file: out, length: SIZE, sha256, resumeOverlap: 1000, onProgress: p => progress.push(p), ...fast })
+  const r = await fetchTarget({ url: s.url, file: out, length: SIZE, hashes: { sha256 }, resumeOverlap: 1000, onProgress: p => progress.push(p), ...fast })
   t.equal(r.attempts, 2)
   t.equal(s.ranges[0], undefined, 'first request: whole file')
   t.match(s.ranges[1], /^bytes=\d+-$/, 'second request: a Range')
@@ -85,7 +85,7 @@ t.test('a partial file from an earlier run (process killed) is resumed', async t
   const s = await server(t, (req, res) => sendRanged(req, res, body))
   const out = join(tmp(), 'c.bin')
   writeFileSync(out, body.subarray(0, 123_456))
-  const r = await fetchTarget({ url: s.url, file: out, length: SIZE, sha256, resumeOverlap: 4096, ...fast })
+  const r = await fetchTarget({ url: s.url, file: out, length: SIZE, hashes: { sha256 }, resumeOverlap: 4096, ...fast })
   t.equal(s.ranges[0], `bytes=${123_456 - 4096}-`)
   t.same({ refetched: r.refetched, received: r.received }, { refetched: 4096, received: SIZE - 123_456 + 4096 })
   t.ok(readFileSync(out).equals(body))
@@ -95,7 +95,7 @@ t.test('a server that ignores Range (200): start over, count the whole partial a
   const s = await server(t, (_req, res) => void res.writeHead(200, { 'Content-Length': SIZE }).end(body))
   const out = join(tmp(), 'd.bin')
   writeFileSync(out, body.subarray(0, 50_000))
-  const r = await fetchTarget({ url: s.url, file: out, length: SIZE, sha256, ...fast })
+  const r = await fetchTarget({ url: s.url, file: out, length: SIZE, hashes: { sha256 }, ...fast })
   t.match(s.ranges[0], /^bytes=/, 'it asked for a range')
   t.same({ refetched: r.refetched, received: r.received }, { refetched: 50_000, received: SIZE })
   t.ok(readFileSync(out).equals(body))
@@ -105,7 +105,7 @@ t.test('416: the partial file does not fit; drop it and fetch the whole file', a
   const s = await server(t, (req, res) => (req.headers.range ? void res.writeHead(416, { 'Content-Range': `bytes */${SIZE}` }).end() : sendRanged(req, res, body)))
   const out = join(tmp(), 'e.bin')
   writeFileSync(out, body.subarray(0, 10_000))
-  const r = await fetchTarget({ url: s.url, file: out, length: SIZE, sha256, ...fast })
+  const r = await fetchTarget({ url: s.url, file: out, length: SIZE, hashes: { sha256 }, ...fast })
   t.same(s.ranges, ['bytes=0-', undefined])
   t.same({ refetched: r.refetched, received: r.received }, { refetched: 10_000, received: SIZE })
   t.ok(readFileSync(out).equals(body))
@@ -115,7 +115,7 @@ t.test('a stale partial file (other content) fails the hash once, then one fresh
   const s = await server(t, (req, res) => sendRanged(req, res, body))
   const out = join(tmp(), 'f.bin')
   writeFileSync(out, Buffer.alloc(200_000, 7))
-  await fetchTarget({ url: s.url, file: out, length: SIZE, sha256, resumeOverlap: 0, ...fast })
+  await fetchTarget({ url: s.url, file: out, length: SIZE, hashes: { sha256 }, resumeOverlap: 0, ...fast })
   t.same(s.ranges, ['bytes=200000-', undefined], 'resumed, hash failed, fetched again from byte 0')
   t.ok(readFileSync(out).equals(body))
 })
@@ -125,7 +125,7 @@ t.test('wrong bytes of the right length: TARGET_MISMATCH and the file is deleted
   evil[1234] = evil[1234]! ^ 0xff
   const s = await server(t, (req, res) => sendRanged(req, res, evil))
   const out = join(tmp(), 'g.bin')
-  await t.rejects(fetchTarget({ url: s.url, file: out, length: SIZE, sha256, ...fast }), { code: 'TARGET_MISMATCH', message: /SHA-256/ })
+  await t.rejects(fetchTarget({ url: s.url, file: out, length: SIZE, hashes: { sha256 }, ...fast }), { code: 'TARGET_MISMATCH', message: /SHA-256/ })
   t.notOk(existsSync(out), 'deleted')
 })
 
@@ -134,7 +134,11 @@ t.test('a server offering another length is refused before any byte is written',
     const other = readFileSync(payload(tmp(), 'x', size))
     const s = await server(t, (req, res) => sendRanged(req, res, other))
     const out = join(tmp(), 'h.bin')
-    await t.rejects(fetchTarget({ url: s.url, file: out, length: SIZE, sha256, ...fast }), { code: 'TARGET_MISMATCH', message: /offers \d+ bytes, the signed metadata says 300000/ }, `${size} bytes`)
+    await t.rejects(
+      fetchTarget({ url: s.url, file: out, length: SIZE, hashes: { sha256 }, ...fast }),
+      { code: 'TARGET_MISMATCH', message: /offers \d+ bytes, the signed metadata says 300000/ },
+      `${size} bytes`,
+    )
     t.notOk(existsSync(out))
   }
 })
@@ -146,7 +150,7 @@ t.test('a stalled server times out; the partial file stays for the next resume',
   })
   const out = join(tmp(), 'i.bin')
   const started = Date.now()
-  await t.rejects(fetchTarget({ url: s.url, file: out, length: SIZE, sha256, idleTimeoutMs: 300, retries: 1, retryDelayMs: 10 }), { code: 'DOWNLOAD' })
+  await t.rejects(fetchTarget({ url: s.url, file: out, length: SIZE, hashes: { sha256 }, idleTimeoutMs: 300, retries: 1, retryDelayMs: 10 }), { code: 'DOWNLOAD' })
   t.ok(Date.now() - started < 5000, 'gave up within the idle limits')
   t.equal(s.ranges.length, 2, 'one retry')
   t.ok(statSync(out).size > 0, 'partial file kept')
@@ -154,7 +158,7 @@ t.test('a stalled server times out; the partial file stays for the next resume',
 
 t.test('HTTP errors are DOWNLOAD errors (transient), after the retries', async t => {
   const s = await server(t, (_req, res) => void res.writeHead(503).end())
-  await t.rejects(fetchTarget({ url: s.url, file: join(tmp(), 'j.bin'), length: SIZE, sha256, retries: 2, retryDelayMs: 10 }), { code: 'DOWNLOAD', message: /HTTP 503/ })
+  await t.rejects(fetchTarget({ url: s.url, file: join(tmp(), 'j.bin'), length: SIZE, hashes: { sha256 }, retries: 2, retryDelayMs: 10 }), { code: 'DOWNLOAD', message: /HTTP 503/ })
   t.equal(s.ranges.length, 3)
 })
 

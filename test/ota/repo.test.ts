@@ -8,7 +8,7 @@ import { join, relative } from 'node:path'
 import { canonicalize } from '@tufjs/canonical-json'
 import { lockRepo } from '../../ota/tuf-layout.js'
 import { TufRepo } from '../../ota/tuf-repo.js'
-import { listTargetPaths, targetInfo } from '../../ota/tuf-client.js'
+import { targetInfo } from '../../ota/tuf-client.js'
 import { clientDir, makeRepo, payload, refresh, serveRepo, tmp } from '../helpers/release.js'
 
 const walk = (dir: string): string[] => readdirSync(dir, { withFileTypes: true }).flatMap(e => (e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)]))
@@ -84,9 +84,9 @@ t.test('add, set-rollout, refresh: tuf-js accepts every step and sees the custom
   }
   t.same([repo.targets.signed.version, repo.snapshot.signed.version, repo.timestamp.signed.version], [2, 2, 2], 'targets, snapshot, timestamp re-signed')
 
-  let updater = await refresh(md, server)
-  t.same(listTargetPaths(md), ['cairn/1.2.0/cairn-agent-arm64.tar', 'cairn/1.2.0/cairn-agent-x64.tar'])
-  const info = await targetInfo(updater, 'cairn/1.2.0/cairn-agent-arm64.tar')
+  let trusted = await refresh(md, server)
+  t.same(trusted.topLevelPaths(), ['cairn/1.2.0/cairn-agent-arm64.tar', 'cairn/1.2.0/cairn-agent-x64.tar'])
+  const info = await targetInfo(trusted, 'cairn/1.2.0/cairn-agent-arm64.tar')
   t.same(
     info?.custom,
     { cairn: { version: '1.2.0', channel: 'stable', rollout: 25, kind: 'agent', minVersion: '1.0.0', arch: ['arm64'], boards: ['rpi4', 'rpi5'] } },
@@ -100,9 +100,9 @@ t.test('add, set-rollout, refresh: tuf-js accepts every step and sees the custom
   t.throws(() => repo.addRelease([payload(files, 'a.tar', 1)], { version: '1.3.0', channel: 'stable', rollout: 101, kind: 'agent' }), /rollout/)
 
   t.same(repo.setRollout('1.2.0', 0), ['cairn/1.2.0/cairn-agent-arm64.tar', 'cairn/1.2.0/cairn-agent-x64.tar'], 'halt: rollout 0')
-  updater = await refresh(md, server)
+  trusted = await refresh(md, server)
   t.equal(
-    (await targetInfo(updater, 'cairn/1.2.0/cairn-agent-x64.tar'))?.custom.cairn && ((await targetInfo(updater, 'cairn/1.2.0/cairn-agent-x64.tar'))!.custom.cairn as { rollout: number }).rollout,
+    (await targetInfo(trusted, 'cairn/1.2.0/cairn-agent-x64.tar'))?.custom.cairn && ((await targetInfo(trusted, 'cairn/1.2.0/cairn-agent-x64.tar'))!.custom.cairn as { rollout: number }).rollout,
     0,
     'the device sees the halt',
   )
