@@ -5,7 +5,8 @@
 import { readFileSync } from 'node:fs'
 import { spliceSettings } from '../agent/config/settings-table.js'
 import { ConfigSchema } from '../agent/config/config-schema.js'
-import { EnvelopeSchema, signEnvelope, signedBytes, type SignInput } from '../protocol/envelope.js'
+import { EnvelopeSchema, signEnvelope, signedBytes, type Envelope, type SignInput } from '../protocol/envelope.js'
+import { signReply } from '../protocol/reply.js'
 import { keyPairFromSeed, publicKeyPem } from '../protocol/keys.js'
 import { PAYLOAD_SCHEMAS } from '../protocol/messages.js'
 import { BODY_SCHEMAS } from '../protocol/proof-format.js'
@@ -87,17 +88,30 @@ export function envelopeVectors() {
     description: 'Cairn signing envelope v1 test vectors. signedBytes = "CAIRN-SIG-1\\n" || type || "\\n" || JCS(envelope without sig). See docs/protocol.md.',
     signer: { seedHex: seed, publicKeyPem: publicKeyPem(operator.publicKey), keyId: operator.keyId },
     device: { keyId: device.keyId },
-    vectors: inputs.map(({ name, input }) => {
-      const envelope = signEnvelope(operator, input)
-      const bytes = signedBytes(envelope)
-      return {
-        name,
-        envelope,
-        signedBytesUtf8: bytes.toString('utf8'),
-        signedBytesHex: bytes.toString('hex'),
-        signatureHex: Buffer.from(envelope.sig, 'base64url').toString('hex'),
-      }
-    }),
+    vectors: inputs.map(({ name, input }) => vectorOf(name, signEnvelope(operator, input))),
+    // The device's signed reply to the first command (docs/protocol.md, "Replies").
+    reply: {
+      signer: { publicKeyPem: publicKeyPem(device.publicKey), keyId: device.keyId },
+      ...vectorOf(
+        'reply to the ping command',
+        signReply(
+          device,
+          { id: 'vector-0001', status: 'ok', data: { pong: true, ts: 1767225601000, agentUptimeS: 3 } },
+          { fleet: 'demo', to: operator.keyId, now: 1767225601000, exp: 1767225900000, id: 'vector-reply-0001' },
+        ),
+      ),
+    },
+  }
+}
+
+function vectorOf(name: string, envelope: Envelope) {
+  const bytes = signedBytes(envelope)
+  return {
+    name,
+    envelope,
+    signedBytesUtf8: bytes.toString('utf8'),
+    signedBytesHex: bytes.toString('hex'),
+    signatureHex: Buffer.from(envelope.sig, 'base64url').toString('hex'),
   }
 }
 

@@ -4,7 +4,7 @@
 
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { ID_PATTERN, NAME_PATTERN } from './envelope.js'
-import { ErrorCodes } from './errors.js'
+import { ReplyBodySchema } from './reply.js'
 import { TelemetrySampleSchema } from '../hw/schema.js'
 
 const DeviceId = Type.String({ pattern: '^[a-z2-7]{52}$', description: 'device id: lowercase base32 of the device public key' })
@@ -97,25 +97,9 @@ const EventSchema = Type.Object(
 )
 export type EventMessage = Static<typeof EventSchema>
 
-const ReplySchema = Type.Union(
-  [
-    Type.Object({ id: Type.Union([MsgId, Type.Null()]), status: Type.Literal('ok'), data: Type.Unknown() }, { additionalProperties: false }),
-    Type.Object(
-      {
-        id: Type.Union([MsgId, Type.Null()], { description: 'the request id, null when the request could not be read' }),
-        status: Type.Literal('error'),
-        error: Type.Object({ code: Type.Union(ErrorCodes.map(c => Type.Literal(c))), message: Type.String() }, { additionalProperties: false }),
-      },
-      { additionalProperties: false },
-    ),
-  ],
-  { $id: 'https://cairn.dev/schemas/reply.json', title: 'command reply' },
-)
-export type ReplyMessage = Static<typeof ReplySchema>
-
 export const PAYLOAD_SCHEMAS: Record<string, TSchema> = {
   status: StatusSchema,
   telemetry: TelemetryMessageSchema,
   event: EventSchema,
-  reply: ReplySchema,
+  reply: ReplyBodySchema,
 }

@@ -12,6 +12,7 @@
 import { checkEnvelope, ID_PATTERN, type ClockChecks, type Envelope } from './envelope.js'
 import { checkJsonDepth } from './canonical.js'
 import { CairnError } from './errors.js'
+import { isKeyId } from './keys.js'
 import type { ReplayStore } from './replay-guard.js'
 
 export type SignedInboundOptions = InboundChecks & (TimedReplay | { clock: null; replay?: undefined })
@@ -51,12 +52,14 @@ export interface InboundEcho {
   id: string | null
   /** body.task of a task message. */
   task: string | null
+  /** The key id the payload claims as its signer (what a refusal may be addressed to). */
+  iss: string | null
 }
 
 export type SignedInbound = { ok: true; env: Envelope; echo: InboundEcho } | { ok: false; error: CairnError; echo: InboundEcho }
 
 const ID_RE = new RegExp(ID_PATTERN)
-const NO_ECHO: InboundEcho = { id: null, task: null }
+const NO_ECHO: InboundEcho = { id: null, task: null, iss: null }
 
 export function readSignedInbound(payload: Buffer, o: SignedInboundOptions): SignedInbound {
   const what = o.what ?? 'payload'
@@ -85,10 +88,11 @@ export function readSignedInbound(payload: Buffer, o: SignedInboundOptions): Sig
 
 /** A well-formed id and task id from an unverified payload; null for anything else. */
 export function echoOf(parsed: unknown): InboundEcho {
-  const p = parsed as { id?: unknown; body?: { task?: unknown } | null } | null
+  const p = parsed as { id?: unknown; iss?: unknown; body?: { task?: unknown } | null } | null
   const id = typeof p?.id === 'string' && ID_RE.test(p.id) ? p.id : null
   const task = typeof p?.body?.task === 'string' && ID_RE.test(p.body.task) ? p.body.task : null
-  return { id, task }
+  const iss = typeof p?.iss === 'string' && isKeyId(p.iss) ? p.iss : null
+  return { id, task, iss }
 }
 
 function refuse(error: CairnError, echo: InboundEcho): SignedInbound {

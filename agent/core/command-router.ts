@@ -21,9 +21,10 @@ import { crashPoint } from '../../protocol/crash-points.js'
 import { RefusalLog } from '../../protocol/refusal-log.js'
 import type { ReplayStore } from '../../protocol/replay-guard.js'
 import { readSignedInbound } from '../../protocol/signed-inbound.js'
-import type { ReplyMessage } from '../../protocol/messages.js'
+import { signReply, type ReplyMessage } from '../../protocol/reply.js'
 import { commandName, deviceTopics } from '../../protocol/topics.js'
 import { newId } from '../../protocol/ids.js'
+import type { KeyPair } from '../../protocol/keys.js'
 
 export interface RouterOptions {
   fleet: string
@@ -37,6 +38,8 @@ export interface RouterOptions {
   outbox: Outbox
   log: Logger
   metrics: Metrics
+  /** The device key: every reply is signed with it (protocol/reply.ts). */
+  identity: KeyPair
   /** QoS 0 publish for refusals; may drop when offline. */
   publishQuick(topic: string, payload: Buffer, props: PublishProps | undefined): void
   context(env: Envelope): CommandContext
@@ -63,6 +66,7 @@ export class CommandRouter {
     const props = correlationProps(route.correlation)
     let env: Envelope | undefined
     let requestId: string | null = null
+    let requestIss: string | null = null
     try {
       const name = commandName(topic, o.fleet, o.deviceId)
       if (name === null) throw new CairnError('UNKNOWN_COMMAND', `not a command topic: ${topic.slice(0, 200)}`)
@@ -71,6 +75,7 @@ export class CommandRouter {
       const read = this.read(payload, { sub: o.deviceId, expectType: t => t === `cmd.${name}` })
       // Echo the id when the request carries a well-formed one, even if it is refused.
       requestId = read.echo.id
+      requestIss = read.echo.iss
       if (!read.ok) throw read.error
       env = read.env
       const cmd = o.commands.find(name)
@@ -86,7 +91,7 @@ export class CommandRouter {
       const reply: ReplyMessage = { id: env?.id ?? requestId, status: 'error', error: body }
       // Only a command we authenticated earns a durable reply.
       if (env && authenticatedFailure(body.code)) this.replyDurableOrQuick(replyTopic, props, reply, env)
-      else this.replyQuick(replyTopic, props, reply)
+      else this.replyQuick(replyTopic, props, reply, requestIss)
     }
   }
 
@@ -151,16 +156,22 @@ export class CommandRouter {
       o.outbox.enqueueWith(() => {
         o.replay.admit(env.id, env.exp, o.clock.now())
         crashPoint('command.after-admit')
-        return { id: newId(o.clock.now()), cls: MsgClass.reply, topic, payload: Buffer.from(JSON.stringify(reply)), ...(props ? { props } : {}), expires: env.exp }
+        return { id: newId(o.clock.now()), cls: MsgClass.reply, topic, payload: this.sign(reply, env.iss, env.exp), ...(props ? { props } : {}), expires: env.exp }
       })
     } catch (err) {
       if (errorBody(err).code === 'REPLAY') return // a second copy raced this one here: the first answers
       o.log.error({ err }, 'reply could not be stored; sending it once without the outbox')
-      o.publishQuick(topic, Buffer.from(JSON.stringify(reply)), props)
+      o.publishQuick(topic, this.sign(reply, env.iss, env.exp), props)
     }
   }
 
-  private replyQuick(topic: string, props: PublishProps | undefined, reply: ReplyMessage): void {
+  /** The reply as a signed envelope: bound to the command (body.cmd), its signer (sub)
+   * and this device (iss). */
+  private sign(reply: ReplyMessage, to: string | null, exp?: number): Buffer {
+    return Buffer.from(JSON.stringify(signReply(this.o.identity, reply, { fleet: this.o.fleet, to, now: this.o.clock.now(), exp })))
+  }
+
+  private replyQuick(topic: string, props: PublishProps | undefined, reply: ReplyMessage, to: string | null): void {
     const now = this.o.clock.now()
     this.tokens = Math.min(UNAUTH_REPLY_BURST, this.tokens + ((now - this.tokensAt) / 1000) * UNAUTH_REPLY_PER_S)
     this.tokensAt = now
@@ -169,7 +180,7 @@ export class CommandRouter {
       return
     }
     this.tokens -= 1
-    this.o.publishQuick(topic, Buffer.from(JSON.stringify(reply)), props)
+    this.o.publishQuick(topic, this.sign(reply, to), props)
   }
 }
 

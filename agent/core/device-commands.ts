@@ -70,6 +70,7 @@ export function deviceCommands(o: DeviceCommandsOptions): CommandRouter {
     outbox: core.outbox,
     log: core.log.child({ mod: 'cmd' }),
     metrics: core.metrics,
+    identity: core.identity,
     // Dropped when there is no connection: a refusal is never queued.
     publishQuick: (topic, payload, props) => core.publishQuick(topic, payload, props),
     context,

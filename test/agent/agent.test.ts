@@ -7,10 +7,11 @@ import { join } from 'node:path'
 import { startBroker, type TestBroker } from '../helpers/broker.js'
 import { Consumer, operatorKey, sleep, startTestAgent, tmp, until, type TestAgent } from '../helpers/agent.js'
 import { schemaErrors } from '../helpers/schemas.js'
+import { openReply } from '../helpers/replies.js'
 import { sendCommand, signCommand } from '../../fleet/command-client.js'
 import type { Json } from '../../protocol/canonical.js'
 import type { KeyPair } from '../../protocol/keys.js'
-import type { ReplyMessage } from '../../protocol/messages.js'
+import type { ReplyMessage } from '../../protocol/reply.js'
 
 let broker: TestBroker
 t.before(async () => {
@@ -64,7 +65,8 @@ for (const version of [5, 4] as const) {
     t.teardown(() => a.stop())
     const ping = await cmd(a, op, 'ping', {}, { version })
     t.equal(ping.status, 'ok')
-    t.equal(schemaErrors('reply', ping), null, 'reply matches docs/schemas/reply.json')
+    const { id: cmdId, ...rest } = ping
+    t.equal(schemaErrors('reply', { cmd: cmdId, ...rest }), null, 'the reply body matches docs/schemas/reply.json')
     t.equal((ping as { data: { pong: boolean } }).data.pong, true)
     const logs = await cmd(a, op, 'logs', { lines: 5 }, { version })
     t.equal(logs.status, 'ok')
@@ -91,9 +93,12 @@ t.test('refusals: unsigned, forged, untrusted, other fleet, expired, replayed, o
   const pub = (name: string, payload: string | Buffer) => c.client.publishAsync(`cairn/v1/test/${id}/cmd/${name}`, payload, { qos: 1 })
   const codeFor = async (reqId: string | null, n: number) => {
     const r = await c.waitFor(m => m.filter(x => x.json).length >= n && m.filter(x => x.json)[n - 1], 5000, `reply ${n}`)
-    t.equal(schemaErrors('reply', r.json), null)
-    if (reqId !== null) t.equal(r.json?.id, reqId)
-    return (r.json as { error?: { code: string } }).error?.code ?? null
+    const reply = openReply(r.json, id)
+    t.ok(reply, 'a reply signed by the device, even to junk')
+    t.equal(schemaErrors('envelope', r.json), null)
+    t.equal(schemaErrors('reply', reply?.body), null)
+    if (reqId !== null) t.equal(reply?.id, reqId)
+    return reply?.error?.code ?? null
   }
   const good = signCommand({ fleet: 'test', device: id, name: 'ping', body: {}, key: op, ttlMs: 60_000 })
   let n = 0
@@ -206,10 +211,10 @@ t.test('commands sent while the device is offline are delivered when it returns,
   await sleep(2000)
   a = await startTestAgent(opts)
   t.teardown(() => a.stop())
-  const r1 = await c.waitFor(m => m.find(x => x.json?.id === live.id), 10_000, 'reply to the queued command')
-  t.equal(r1.json?.status, 'ok')
-  const r2 = await c.waitFor(m => m.find(x => x.json?.id === short.id), 10_000, 'refusal of the expired one')
-  t.same((r2.json as { error: { code: string } }).error.code, 'EXPIRED')
+  const r1 = await c.waitFor(m => m.map(x => openReply(x.json, id)).find(r => r?.id === live.id), 10_000, 'reply to the queued command')
+  t.equal(r1.status, 'ok')
+  const r2 = await c.waitFor(m => m.map(x => openReply(x.json, id)).find(r => r?.id === short.id), 10_000, 'refusal of the expired one')
+  t.same(r2.error?.code, 'EXPIRED')
 })
 
 t.test('health endpoints on 127.0.0.1', async t => {
@@ -244,7 +249,7 @@ t.test('an unsigned response topic cannot aim replies at other devices’ topics
   const victim = 'cairn/v1/test/someoneelse/telemetry'
   const env = signCommand({ fleet: 'test', device: id, name: 'ping', body: {}, key: op, ttlMs: 60_000 })
   await c.client.publishAsync(`cairn/v1/test/${id}/cmd/ping`, JSON.stringify(env), { qos: 1, properties: { responseTopic: victim, correlationData: Buffer.from('x') } })
-  const reply = await c.waitFor(m => m.find(x => x.json?.id === env.id && x.json?.status === 'ok'), 5000, 'the reply')
+  const reply = await c.waitFor(m => m.find(x => openReply(x.json, id)?.id === env.id && openReply(x.json, id)?.status === 'ok'), 5000, 'the reply')
   t.equal(reply.topic, `cairn/v1/test/${id}/reply`, 'the reply goes to the device’s own reply topic')
   t.equal(c.messages.filter(m => m.topic === victim).length, 0)
 })

@@ -14,6 +14,7 @@ import { loadOrCreateIdentity } from '../../protocol/identity.js'
 import { signCommand } from '../../fleet/command-client.js'
 import { startBroker, type TestBroker } from '../helpers/broker.js'
 import { Consumer, operatorKey, tmp } from '../helpers/agent.js'
+import { openReply } from '../helpers/replies.js'
 
 const bundle = new URL('../../dist/cairn.mjs', import.meta.url).pathname
 const FLEET = 'crash'
@@ -72,8 +73,8 @@ for (const version of [5, 4] as const) {
     t.equal(await first.exited, 'SIGKILL', 'the agent died at the crash point')
     const second = agent(t, state, { operator: op.pub, dispatcher: d.pub }, version)
     t.teardown(() => second.child.kill('SIGTERM'))
-    const reply = await c.waitFor(m => m.find(x => x.topic.endsWith('/reply') && x.json?.id === env.id), 60_000, 'the reply after the restart')
-    t.match(reply.json, { id: env.id, status: 'ok', data: { pong: true } }, 'answered, not refused as REPLAY')
+    const reply = await c.waitFor(m => m.map(x => (x.topic.endsWith('/reply') ? openReply(x.json, device) : undefined)).find(r => r?.id === env.id), 60_000, 'the reply after the restart')
+    t.match(reply, { id: env.id, status: 'ok', data: { pong: true } }, 'answered, not refused as REPLAY')
   })
 }
 

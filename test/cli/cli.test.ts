@@ -10,6 +10,7 @@ import { promisify } from 'node:util'
 import type { Command } from 'commander'
 import { startBroker, type TestBroker } from '../helpers/broker.js'
 import { Consumer, tmp } from '../helpers/agent.js'
+import { openReply } from '../helpers/replies.js'
 import { cairnProgram, main } from '../../cli/cli.js'
 
 const run = promisify(execFile)
@@ -53,7 +54,8 @@ t.test('the "done when" walk-through', async t => {
   else {
     const topic = `cairn/v1/demo/${deviceId}/cmd/ping`
     const mpub = (payload: string) => run('mosquitto_pub', ['-p', String(broker.port), '-h', '127.0.0.1', '-q', '1', '-t', topic, '-m', payload])
-    const replies = () => sub.on('/reply').map(m => m.json as { id: string | null; status: string; error?: { code: string } })
+    // Each reply is an envelope signed by the device (an unsigned one would not count).
+    const replies = () => sub.on('/reply').flatMap(m => openReply(m.json, deviceId) ?? [])
     await mpub('{"hello":"unsigned"}')
     await sub.waitFor(() => replies().find(r => r.error?.code === 'BAD_REQUEST'), 5000, 'unsigned refused')
     const printed = await cairn(['fleet', 'cmd', deviceId, 'ping', '--fleet', 'demo', '--key', join(dir, 'op'), '--print'])

@@ -77,8 +77,13 @@ t.test('every generated file under docs/ (schemas, envelope and proof vectors) i
 t.test('OpenSSL alone verifies the documented vectors (docs/protocol.md commands)', async t => {
   const doc = JSON.parse(readFileSync(vectorsFile, 'utf8'))
   const dir = mkdtempSync(join(tmpdir(), 'cairn-ossl-'))
-  writeFileSync(join(dir, 'pub.pem'), doc.signer.publicKeyPem)
-  for (const v of doc.vectors) {
+  const cases: Array<{ pem: string; v: { name: string; envelope: Envelope; signedBytesHex: string } }> = [
+    ...doc.vectors.map((v: never) => ({ pem: doc.signer.publicKeyPem, v })),
+    { pem: doc.reply.signer.publicKeyPem, v: doc.reply },
+  ]
+  t.equal(doc.reply.envelope.iss, doc.device.keyId, 'the reply is signed by the device the command was for')
+  for (const { pem, v } of cases) {
+    writeFileSync(join(dir, 'pub.pem'), pem)
     // Rebuild the signed bytes from the documented recipe, not from our code.
     const { sig, ...rest } = v.envelope
     const sorted = (x: unknown): unknown =>

@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs'
 import { Value } from '@sinclair/typebox/value'
 import { startBroker, type TestBroker } from '../../helpers/broker.js'
 import { Consumer, operatorKey, startTestAgent, tmp } from '../../helpers/agent.js'
+import { openReply } from '../../helpers/replies.js'
 import { sendCommand, signCommand } from '../../../fleet/command-client.js'
 import { EnvelopeSchema, signEnvelope } from '../../../protocol/envelope.js'
 import { canonicalJson, type Json } from '../../../protocol/canonical.js'
@@ -79,8 +80,8 @@ t.test('a signed body nested thousands deep is BAD_REQUEST, logged without a sta
   const replies = await Consumer.connect(broker.url, `cairn/v1/test/${a.agent.deviceId}/reply`, { protocolVersion: broker.mqtt5 ? 5 : 4 })
   t.teardown(() => replies.close())
   await pub.publishAsync(`cairn/v1/test/${a.agent.deviceId}/cmd/ping`, text, { qos: 1 })
-  const r = await replies.waitFor(m => m.find(x => x.json?.id === env.id), 10_000, 'the refusal')
-  t.match(r.json, { status: 'error', error: { code: 'BAD_REQUEST', message: /nested deeper than/ } })
+  const r = await replies.waitFor(m => m.map(x => openReply(x.json, a.agent.deviceId)).find(x => x?.id === env.id), 10_000, 'the refusal')
+  t.match(r, { status: 'error', error: { code: 'BAD_REQUEST', message: /nested deeper than/ } })
   t.notOk(
     a.logs.some(l => /Maximum call stack/.test(l)),
     'no stack overflow anywhere',

@@ -1,0 +1,35 @@
+// Reading a device's signed replies from the wire, as tests see them: the envelope's
+// signature checked against the device's key (its id), then the body as the command's
+// sender reads it ({ id: the command id, status, data | error }).
+
+import { EnvelopeSchema, verifySignatureOnly, type Envelope } from '../../protocol/envelope.js'
+import { publicKeyFromKeyId } from '../../protocol/keys.js'
+import { Value } from '@sinclair/typebox/value'
+
+export interface OpenedReply {
+  id: string | null
+  status: 'ok' | 'error'
+  data?: unknown
+  error?: { code: string; message: string }
+  /** who the reply is addressed to: the command's signer, or * */
+  to: string
+  /** the body as signed (for schema checks) */
+  body: Record<string, unknown>
+}
+
+/** The reply if `json` is an envelope of type reply that `device` signed; else undefined. */
+export function openReply(json: unknown, device: string): OpenedReply | undefined {
+  if (!Value.Check(EnvelopeSchema, json)) return undefined
+  const env = json as Envelope
+  if (env.type !== 'reply' || env.iss !== device) return undefined
+  if (!verifySignatureOnly(env, publicKeyFromKeyId(device))) return undefined
+  const body = env.body as { cmd: string | null; status: 'ok' | 'error'; data?: unknown; error?: { code: string; message: string } }
+  return {
+    id: body.cmd,
+    status: body.status,
+    ...(body.data !== undefined ? { data: body.data } : {}),
+    ...(body.error ? { error: body.error } : {}),
+    to: env.sub,
+    body: env.body as Record<string, unknown>,
+  }
+}
