@@ -114,8 +114,10 @@ function checkBundleVersion(bundle: string, nodeModules: string, version: string
     try {
       out = execFileSync(process.execPath, [join(dir, BUNDLE_FILE), '--version'], { cwd: dir, encoding: 'utf8', timeout: 60_000, stdio: ['ignore', 'pipe', 'pipe'] })
     } catch (err) {
-      const e = err as { stderr?: string; message: string }
-      const why = (e.stderr ?? '').trim().split('\n').at(-1) || e.message
+      const e = err as { stderr?: string; status?: number | null; message: string }
+      // Node prints the source line, a caret and a stack around the error: take the error.
+      const lines = (e.stderr ?? '').split('\n').map(l => l.trim())
+      const why = lines.find(l => /^\w*Error\b/.test(l)) ?? (e.status != null ? `exit ${e.status}` : e.message)
       throw new Error(`${bundle} is not a Cairn bundle: \`node ${BUNDLE_FILE} --version\` failed (${why.slice(0, 200)})`, { cause: err })
     }
     const said = out.trim()
