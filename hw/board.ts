@@ -59,7 +59,8 @@ async function detectArch(ctx: HwContext): Promise<string> {
   return NODE_ARCH_TO_UNAME[process.arch] ?? process.arch
 }
 
-const NODE_ARCH_TO_UNAME: Record<string, string> = {
+/** The kernel's spelling (uname -m) of each Node architecture name (process.arch); docs/ota.md shows both. */
+export const NODE_ARCH_TO_UNAME: Readonly<Record<string, string>> = {
   x64: 'x86_64',
   arm64: 'aarch64',
   arm: 'armv7l',

@@ -4,6 +4,8 @@ import type { SlotsState, Trial } from './slots.js'
 export declare const EXIT_SWITCH: 75
 export declare const SLOTS_FILE: string
 export declare const GOOD_FILE: string
+export declare const DEFAULT_GRACE_S: number
+export declare const KILL_AFTER_S: number
 export declare function validSlots(v: unknown): boolean
 export declare function parseSlots(text: string): SlotsState | null
 export declare function readSlots(dir: string): { state: SlotsState; source: 'slots' | 'good' | 'default'; damaged: boolean }

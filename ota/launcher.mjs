@@ -14,7 +14,8 @@
 // start (written to disk BEFORE the agent starts) and, past maxAttempts, rolls back:
 // the previous slot becomes active again and the version is marked bad ("crash-loop").
 // It also watches the trial's deadline: an agent that runs but never commits is
-// stopped and rolled back ("health-timeout") deadline + grace seconds after the switch.
+// stopped and rolled back ("health-timeout") deadline + grace seconds after the switch
+// (SIGTERM, then SIGKILL KILL_AFTER_S later).
 // Then it runs `node DIR/slots/<active>/cairn.mjs <agent args>` (or the --fallback
 // bundle while no slot is installed) with CAIRN_SLOT and CAIRN_OTA_DIR set. A fallback
 // bundle newer than the committed slot's (an OS update brought it: its VERSION file sits
@@ -35,6 +36,14 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 export const EXIT_SWITCH = 75
 export const SLOTS_FILE = 'slots.json'
 export const GOOD_FILE = 'slots.good.json'
+/** Seconds past a trial's deadline before the launcher stops it: time for the agent to
+ * roll back by itself (it checks its health every second, and the rollback is two small
+ * writes). With the default deadline (ota.healthDeadlineS 30) and the SIGKILL below, a
+ * hung trial is gone within 40 s of its switch, so the old version is back online
+ * within a minute (docs/ota.md, "Sizing the health deadline"). */
+export const DEFAULT_GRACE_S = 5
+/** Seconds from SIGTERM to SIGKILL for a trial stopped past its deadline. */
+export const KILL_AFTER_S = 5
 const VERSION_RE = /^[0-9A-Za-z.+-]{1,64}$/
 
 const isSlot = v => v === 'a' || v === 'b'
@@ -214,7 +223,7 @@ function parseArgs(argv) {
   const sep = argv.indexOf('--')
   const own = sep === -1 ? argv : argv.slice(0, sep)
   const agentArgs = sep === -1 ? [] : argv.slice(sep + 1)
-  const opts = { otaDir: undefined, fallback: undefined, graceS: 15, node: process.execPath, osRecord: undefined, agentArgs }
+  const opts = { otaDir: undefined, fallback: undefined, graceS: DEFAULT_GRACE_S, node: process.execPath, osRecord: undefined, agentArgs }
   for (let i = 0; i < own.length; i++) {
     const a = own[i]
     const val = () => {
@@ -318,7 +327,7 @@ export async function main(argv) {
             timedOut = true
             log('warn', `trial of ${trial.version} did not commit within ${trial.deadlineS} s (+${opts.graceS} s grace): stopping it`)
             started.kill('SIGTERM')
-            killTimer = setTimeout(() => started.kill('SIGKILL'), 10_000)
+            killTimer = setTimeout(() => started.kill('SIGKILL'), KILL_AFTER_S * 1000)
           },
           trialRemainingMs(trial, Date.now(), graceMs),
         )

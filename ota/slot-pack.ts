@@ -9,9 +9,15 @@
 //                                   bundle, as its bundle-assets.json lists them
 // The addon must match the device's architecture and Node ABI: pass `nodeModules`
 // pointing at a tree built for it (image-build/stages/addon.sh cross-compiles one).
+// Before packing it checks what the device would find only after downloading: that the
+// bundle is a Cairn bundle of the version given (it runs `cairn.mjs --version` as the
+// device's staging does) and that bundle-assets.json beside it is that build's list of
+// files that exist.
 
-import { existsSync, readFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
+import { execFileSync } from 'node:child_process'
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
 import { gzip, packTar, treeEntries, type TarEntry } from '../protocol/tar.js'
 import { BUNDLE_FILE, VERSION_FILE } from './slots.js'
 
@@ -35,11 +41,11 @@ const RUNTIME_PACKAGES = ['better-sqlite3', 'bindings', 'file-uri-to-path'] as c
 function slotEntries(o: PackOptions): TarEntry[] {
   const nm = o.nodeModules ?? new URL('../node_modules', import.meta.url).pathname
   const entries: TarEntry[] = [
-    { path: BUNDLE_FILE, type: 'file', mode: 0o755, data: readFileSync(o.bundle) },
+    { path: BUNDLE_FILE, type: 'file', mode: 0o755, data: readBundle(o.bundle) },
     { path: VERSION_FILE, type: 'file', mode: 0o644, data: Buffer.from(o.version + '\n') },
   ]
   // Without these a release would run, but every inference task would fail to start.
-  const assets = bundleAssets(dirname(o.bundle))
+  const assets = bundleAssets(dirname(o.bundle), o.version)
   if (!assets.includes('infer-worker.mjs')) throw new Error(`${dirname(o.bundle)} has no infer-worker.mjs beside the bundle: build with npm run build`)
   if (assets.some(a => a.startsWith('demo-samples/'))) entries.push({ path: 'demo-samples', type: 'dir', mode: 0o755 })
   for (const a of assets) entries.push({ path: a, type: 'file', mode: 0o644, data: readFileSync(join(dirname(o.bundle), a)) })
@@ -54,20 +60,71 @@ function slotEntries(o: PackOptions): TarEntry[] {
     for (const e of treeEntries(dir)) if (keep(e.path)) entries.push({ ...e, path: `node_modules/${pkg}/${e.path}` })
   }
   if (!entries.some(e => e.path.endsWith('better_sqlite3.node'))) throw new Error('better-sqlite3 has no built addon (build/Release/better_sqlite3.node)')
+  checkBundleVersion(o.bundle, nm, o.version)
   return entries
 }
 
-/** The files the bundle needs beside it, as the build listed them (cli/bundle.mjs). */
-function bundleAssets(dir: string): string[] {
-  const file = join(dir, BUNDLE_ASSETS_FILE)
-  let list: unknown
+function readBundle(file: string): Buffer {
   try {
-    list = (JSON.parse(readFileSync(file, 'utf8')) as { assets?: unknown }).assets
+    return readFileSync(file)
+  } catch (err) {
+    throw new Error(`--bundle ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err })
+  }
+}
+
+/** The files the bundle needs beside it, as its build listed them (cli/bundle.mjs):
+ * the list must be this version's and every file on it must be there. */
+function bundleAssets(dir: string, version: string): string[] {
+  const file = join(dir, BUNDLE_ASSETS_FILE)
+  let parsed: { version?: unknown; assets?: unknown }
+  try {
+    parsed = JSON.parse(readFileSync(file, 'utf8')) as typeof parsed
   } catch (err) {
     throw new Error(`${file}: ${(err as Error).message}: build with npm run build`, { cause: err })
   }
+  const list = parsed.assets
   if (!Array.isArray(list) || !list.every(a => typeof a === 'string' && a !== '' && !a.startsWith('/') && !a.split('/').includes('..'))) throw new Error(`${file}: not a list of relative file names`)
+  if (parsed.version !== version) throw new Error(`${file} is from the build of ${JSON.stringify(parsed.version)}, not ${version}: build with CAIRN_VERSION=${version} npm run build`)
+  const missing = (list as string[]).filter(a => !isFile(join(dir, a)))
+  if (missing.length > 0)
+    throw new Error(
+      `${file} lists files that are not beside the bundle: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}: build again with npm run build`,
+    )
   return list as string[]
+}
+
+function isFile(path: string): boolean {
+  try {
+    return statSync(path).isFile()
+  } catch {
+    return false
+  }
+}
+
+/** Runs `cairn.mjs --version` as the device's staging will (ota/slots.ts), in a
+ * scratch tree with the node_modules being packed: a file that is not a Cairn bundle,
+ * or the bundle of another version, is refused here rather than on every device. The
+ * addon is not loaded by --version, so a tree built for another architecture is fine. */
+function checkBundleVersion(bundle: string, nodeModules: string, version: string): void {
+  const dir = mkdtempSync(join(tmpdir(), 'cairn-pack-'))
+  try {
+    copyFileSync(bundle, join(dir, BUNDLE_FILE))
+    symlinkSync(resolve(nodeModules), join(dir, 'node_modules'), 'dir')
+    let out: string
+    try {
+      out = execFileSync(process.execPath, [join(dir, BUNDLE_FILE), '--version'], { cwd: dir, encoding: 'utf8', timeout: 60_000, stdio: ['ignore', 'pipe', 'pipe'] })
+    } catch (err) {
+      const e = err as { stderr?: string; status?: number | null; message: string }
+      // Node prints the source line, a caret and a stack around the error: take the error.
+      const lines = (e.stderr ?? '').split('\n').map(l => l.trim())
+      const why = lines.find(l => /^\w*Error\b/.test(l)) ?? (e.status != null ? `exit ${e.status}` : e.message)
+      throw new Error(`${bundle} is not a Cairn bundle: \`node ${BUNDLE_FILE} --version\` failed (${why.slice(0, 200)})`, { cause: err })
+    }
+    const said = out.trim()
+    if (said !== version) throw new Error(`${bundle} is the bundle of ${JSON.stringify(said.slice(0, 64))}, not ${version}: build with CAIRN_VERSION=${version} npm run build`)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
 }
 
 /** The release target's bytes (tar, or tar.gz with `gzip`). */

@@ -121,7 +121,16 @@ const OtaSchema = Type.Object(
     channel: Type.String({ default: 'stable', pattern: NAME_PATTERN, description: 'release channel to follow (stable, beta, …)' }),
     pollS: Seconds(3600, 1, 7 * 86400, 'seconds between release checks (a hint on cairn/v1/<fleet>/release or the update command checks sooner)'),
     hintMinS: Seconds(60, 0, 86400, 'least seconds between two checks triggered by release hints (the hint topic is untrusted)'),
-    healthDeadlineS: Seconds(120, 1, 3600, 'a new version must pass its health check (broker connected, status published, self-test) within this many seconds of the switch, or it is rolled back'),
+    // 30 s: a good release commits within a few seconds of its switch (2.5 s on a loaded
+    // 2-core machine), and a bad one is rolled back and the old version back online within
+    // a minute even when it hangs (30 s + the launcher's 5 s grace + 5 s to SIGKILL + a
+    // start: test/ota/trial-deadline.test.ts measures it).
+    healthDeadlineS: Seconds(
+      30,
+      1,
+      3600,
+      'a new version must pass its health check (broker connected, status published, self-test) within this many seconds of the switch, or it is rolled back (how to size it: docs/ota.md)',
+    ),
     maxAttempts: Type.Integer({ default: 3, minimum: 1, maximum: 20, description: 'starts of a new version on trial before the launcher rolls it back as a crash loop' }),
     osUpdates: Type.Boolean({ default: true, description: 'on Cairn OS, also install OS releases (kind os) into the A/B partitions through the root helper, tried once with tryboot (docs/image.md)' }),
     osDir: Type.String({ default: '/var/lib/cairn/os', description: "Cairn OS: the root helper's directory (update record, results, capability)" }),

@@ -184,7 +184,13 @@ export async function startRepo(): Promise<TestRepo> {
   const server = spawn(process.execPath, [DIST_BUNDLE, 'release', 'serve', '--repo', dir, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] })
   const url = await new Promise<string>((resolve, reject) => {
     let out = ''
-    const timer = setTimeout(() => reject(new Error(`cairn release serve did not start: ${out}`)), 15_000)
+    server.stderr!.on('data', (d: Buffer) => (out += d.toString()))
+    // Generous (a loaded machine starts the bundle slowly); a server that never says
+    // where it listens is killed, or it would keep the test process alive to its timeout.
+    const timer = setTimeout(() => {
+      server.kill('SIGKILL')
+      reject(new Error(`cairn release serve did not start within 60 s: ${out}`))
+    }, 60_000)
     server.stdout!.on('data', (d: Buffer) => {
       out += d.toString()
       const m = /--release-url (http:\/\/127\.0\.0\.1:\d+)/.exec(out)
@@ -193,7 +199,10 @@ export async function startRepo(): Promise<TestRepo> {
         resolve(m[1]!)
       }
     })
-    server.once('exit', code => reject(new Error(`cairn release serve exited with ${code}: ${out}`)))
+    server.once('exit', code => {
+      clearTimeout(timer)
+      reject(new Error(`cairn release serve exited with ${code}: ${out}`))
+    })
   })
   return {
     dir,
@@ -245,6 +254,8 @@ export function startDevice(o: {
   fleet: string
   repo: { url: string; root: string }
   channel?: string
+  /** The agent's MQTT version (default 5). */
+  mqttVersion?: 4 | 5
   set?: string[]
   env?: NodeJS.ProcessEnv
   graceS?: number
@@ -259,6 +270,8 @@ export function startDevice(o: {
     'agent',
     '--broker',
     o.brokerUrl,
+    '--mqtt-version',
+    String(o.mqttVersion ?? 5),
     '--fleet',
     o.fleet,
     '--state-dir',

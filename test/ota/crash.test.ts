@@ -3,13 +3,16 @@
 // slot a under the launcher and a supervisor, follows a real TUF repository served by
 // `cairn release serve`, and is killed at one step per scenario. Whatever the step, the
 // device must end committed on v2 (or, for a release that fails its health check, back
-// on v1), with exactly one outcome event and a consistent slots.json.
+// on v1), with exactly one outcome event and a consistent slots.json. Every step in
+// MQTT 5; in MQTT 3.1.1 the steps whose recovery goes through the broker (the new
+// version's health check, the outcome event sent after the kill).
 
 import t, { type Test } from 'tap'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Consumer, tmp } from '../helpers/agent.js'
 import { startBroker, type TestBroker } from '../helpers/broker.js'
+import { MQTT_VERSIONS } from '../helpers/mqtt-versions.js'
 import { buildBundle, packTarget, REPO_ROOT, startDevice, startRepo, unpackedTree, type TestRepo } from '../helpers/ota.js'
 
 const ENTRY = join(REPO_ROOT, 'test', 'ota', 'fixtures', 'agent-entry.ts')
@@ -34,6 +37,8 @@ t.teardown(async () => {
 interface Scenario {
   at: string
   channel: 'stable' | 'broken'
+  mqttVersion: 4 | 5
+  label: string
 }
 
 const UPDATE_POINTS = [
@@ -57,24 +62,32 @@ const UPDATE_POINTS = [
 ]
 const ROLLBACK_POINTS = ['2.1.0/begin-trial:performed', 'decide-rollback:before', 'decide-rollback:performed', 'rollback:before', 'rollback:performed', '2.1.0/restart:before']
 
-const only = process.env.CAIRN_CRASH_ONLY
-const scenarios: Scenario[] = [...UPDATE_POINTS.map(at => ({ at, channel: 'stable' as const })), ...ROLLBACK_POINTS.map(at => ({ at, channel: 'broken' as const }))]
+/** Kills after which the device recovers through the broker, one of each kind: the new
+ * version's health check (connected, its status acknowledged), a committed and a
+ * rolled-back outcome that the outbox must send again, the hand-over after a rollback. */
+const BROKER_POINTS = new Set(['switch:performed', 'commit:performed', 'rollback:performed', '2.1.0/restart:before'])
 
-// Two dozen real updates, one after another: more than the default per-file timeout.
-t.setTimeout(480_000)
+const only = process.env.CAIRN_CRASH_ONLY
+const points = [...UPDATE_POINTS.map(at => ({ at, channel: 'stable' as const })), ...ROLLBACK_POINTS.map(at => ({ at, channel: 'broken' as const }))]
+const scenarios: Scenario[] = MQTT_VERSIONS.flatMap(({ mqttVersion, label }) => points.filter(p => mqttVersion === 5 || BROKER_POINTS.has(p.at)).map(p => ({ ...p, mqttVersion, label })))
+
+// 27 real updates, one after another (10 to 20 s each on a loaded 2-core machine): far
+// more than the default per-file timeout.
+t.setTimeout(720_000)
 
 let n = 0
 async function runScenario(t: Test, s: Scenario): Promise<{ seconds: number }> {
   const fleet = `crash${++n}`
   const mark = join(tmp('cairn-mark-'), 'killed')
   const trace = join(tmp('cairn-trace-'), 'trace.jsonl')
-  const events = await Consumer.connect(broker.url, [`cairn/v1/${fleet}/+/event`, `cairn/v1/${fleet}/+/status`])
+  const events = await Consumer.connect(broker.url, [`cairn/v1/${fleet}/+/event`, `cairn/v1/${fleet}/+/status`], { protocolVersion: s.mqttVersion })
   const t0 = Date.now()
   const dev = startDevice({
     tree: v1tree,
     brokerUrl: broker.url,
     fleet,
     repo,
+    mqttVersion: s.mqttVersion,
     channel: s.channel,
     set: ['ota.pollS=1', 'ota.healthDeadlineS=60'],
     env: { CAIRN_TEST_CRASH_AT: s.at, CAIRN_TEST_CRASH_MARK: mark, CAIRN_TEST_TRACE: trace },
@@ -88,7 +101,15 @@ async function runScenario(t: Test, s: Scenario): Promise<{ seconds: number }> {
     // The device settles on the final version: its online status says so.
     await events.waitFor(
       m =>
-        m.some(x => x.topic.endsWith('/status') && x.json?.state === 'online' && x.json.version === finalVersion && x.json.slot === finalSlot && Number(x.json.ts) > Number(ota(want)[0]!.ts) - 60_000),
+        m.some(
+          x =>
+            x.topic.endsWith('/status') &&
+            x.json?.state === 'online' &&
+            x.json.version === finalVersion &&
+            x.json.slot === finalSlot &&
+            x.json.mqtt === s.mqttVersion &&
+            Number(x.json.ts) > Number(ota(want)[0]!.ts) - 60_000,
+        ),
       30_000,
       `online on ${finalVersion}`,
     )
@@ -99,7 +120,7 @@ async function runScenario(t: Test, s: Scenario): Promise<{ seconds: number }> {
     if (s.channel === 'broken') t.match(ota(want)[0]!.data, { version: '2.1.0', reason: 'self-test-failed' })
     const slots = dev.slots()
     t.match(slots, { active: finalSlot, trial: null, bad: s.channel === 'stable' ? [] : ['2.1.0'] }, 'slots.json settled')
-    t.comment(`${s.at}: ${seconds.toFixed(1)} s, ${dev.sup.starts()} launcher start(s)`)
+    t.comment(`${s.label}, ${s.at}: ${seconds.toFixed(1)} s, ${dev.sup.starts()} launcher start(s)`)
     return { seconds }
   } catch (err) {
     t.comment(dev.sup.lines.slice(-60).join('\n'))
@@ -111,7 +132,7 @@ async function runScenario(t: Test, s: Scenario): Promise<{ seconds: number }> {
 }
 
 for (const s of scenarios.filter(x => !only || x.at === only)) {
-  t.test(`kill -9 at ${s.at} (${s.channel === 'stable' ? 'update to 2.0.0' : '2.1.0 fails its health check'})`, async t => {
+  t.test(`${s.label}: kill -9 at ${s.at} (${s.channel === 'stable' ? 'update to 2.0.0' : '2.1.0 fails its health check'})`, async t => {
     await runScenario(t, s)
   })
 }

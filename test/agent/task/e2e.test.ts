@@ -1,7 +1,9 @@
 // End to end through the real executors: a cache task fetched from a loopback origin and
 // then served by the agent's cache server with Range support; an origin serving wrong
 // bytes refused; an inference task on the shipped demo model returning the right label.
-// Dispatched with `cairn task submit`, receipts checked with `cairn task verify`.
+// Dispatched with `cairn task submit`, receipts checked with `cairn task verify`. The
+// cache task runs once per MQTT version, device and dispatcher alike; the inference
+// tests (the worker's start is most of their time) use the same path in MQTT 5 only.
 
 import t from 'tap'
 import { readFileSync, writeFileSync } from 'node:fs'
@@ -11,6 +13,7 @@ import type { TaskReceipt } from '../../../protocol/task-format.js'
 import { SUBMIT_EXIT } from '../../../fleet/task-cli.js'
 import { demoModelPath, demoSamplePath } from '../../../agent/infer/infer-executor.js'
 import { startBroker, type TestBroker } from '../../helpers/broker.js'
+import { MQTT_VERSIONS } from '../../helpers/mqtt-versions.js'
 import { Consumer, tmp, until } from '../../helpers/agent.js'
 import { schemaErrors } from '../../helpers/schemas.js'
 import { FLEET, taskAgent } from '../../helpers/task-agent.js'
@@ -29,43 +32,44 @@ async function cli(args: string[]) {
   return { code, out, err }
 }
 
-t.test('cache task from a loopback origin, served with Range; wrong bytes refused', async t => {
-  const origin = await startOrigin()
-  t.teardown(() => origin.close())
-  const h = await taskAgent(t, { url: broker.url, builtin: true, tasks: { types: ['cache'] }, values: { cache: { port: 0 } } })
-  await until(() => h.a.agent.tasks!.status().types.includes('cache'), 5000, 'cache executor')
-  const body = blob(300_000)
-  const id = sha256(body)
-  origin.route(`/good/${id}`, { kind: 'ok', body })
-  const dir = tmp()
-  const base = ['task', 'submit', h.device, '--broker', broker.url, '--fleet', FLEET, '--key', h.dispatcher.file, '--type', 'cache']
-  const ok = await cli([...base, '--cid', id, '--origin', `${origin.url}/good/{cid}`, '--request-out', join(dir, 'req.json')])
-  t.equal(ok.code, SUBMIT_EXIT.done, ok.err)
-  const out = JSON.parse(ok.out) as { receipt: TaskReceipt }
-  t.equal(out.receipt.body.backend, 'http')
-  t.same(
-    out.receipt.body.outputs.map(o => o.sha256),
-    [id],
-    'the receipt names the stored object',
-  )
-  writeFileSync(join(dir, 'out.json'), ok.out)
-  const v = await cli(['task', 'verify', join(dir, 'out.json'), '--device', h.device, '--request', join(dir, 'req.json')])
-  t.equal(v.code, 0, v.err)
+for (const { mqttVersion, label } of MQTT_VERSIONS)
+  t.test(`${label}: cache task from a loopback origin, served with Range; wrong bytes refused`, async t => {
+    const origin = await startOrigin()
+    t.teardown(() => origin.close())
+    const h = await taskAgent(t, { url: broker.url, mqttVersion, builtin: true, tasks: { types: ['cache'] }, values: { cache: { port: 0 } } })
+    await until(() => h.a.agent.tasks!.status().types.includes('cache'), 5000, 'cache executor')
+    const body = blob(300_000)
+    const id = sha256(body)
+    origin.route(`/good/${id}`, { kind: 'ok', body })
+    const dir = tmp()
+    const base = ['task', 'submit', h.device, '--broker', broker.url, '--mqtt-version', String(mqttVersion), '--fleet', FLEET, '--key', h.dispatcher.file, '--type', 'cache']
+    const ok = await cli([...base, '--cid', id, '--origin', `${origin.url}/good/{cid}`, '--request-out', join(dir, 'req.json')])
+    t.equal(ok.code, SUBMIT_EXIT.done, ok.err)
+    const out = JSON.parse(ok.out) as { receipt: TaskReceipt }
+    t.equal(out.receipt.body.backend, 'http')
+    t.same(
+      out.receipt.body.outputs.map(o => o.sha256),
+      [id],
+      'the receipt names the stored object',
+    )
+    writeFileSync(join(dir, 'out.json'), ok.out)
+    const v = await cli(['task', 'verify', join(dir, 'out.json'), '--device', h.device, '--request', join(dir, 'req.json')])
+    t.equal(v.code, 0, v.err)
 
-  const server = h.a.agent.cache.server
-  if (!server) throw new Error('cache server did not start')
-  const res = await fetch(`${server.url}/c/${id}`, { headers: { range: 'bytes=1000-1999' } })
-  t.equal(res.status, 206)
-  t.same(Buffer.from(await res.arrayBuffer()), body.subarray(1000, 2000), 'Range served from the cache')
+    const server = h.a.agent.cache.server
+    if (!server) throw new Error('cache server did not start')
+    const res = await fetch(`${server.url}/c/${id}`, { headers: { range: 'bytes=1000-1999' } })
+    t.equal(res.status, 206)
+    t.same(Buffer.from(await res.arrayBuffer()), body.subarray(1000, 2000), 'Range served from the cache')
 
-  const wanted = blob(50_000)
-  const wid = sha256(wanted)
-  origin.route(`/bad/${wid}`, { kind: 'wrong', body: blob(50_000) })
-  const bad = await cli([...base, '--cid', wid, '--origin', `${origin.url}/bad/{cid}`])
-  t.equal(bad.code, SUBMIT_EXIT.failed, bad.err)
-  t.match(JSON.parse(bad.out), { outcome: 'failed', receipt: { body: { error: { code: 'CONTENT_MISMATCH' } } } })
-  t.equal((await fetch(`${server.url}/c/${wid}`)).status, 404, 'the wrong bytes were never stored')
-})
+    const wanted = blob(50_000)
+    const wid = sha256(wanted)
+    origin.route(`/bad/${wid}`, { kind: 'wrong', body: blob(50_000) })
+    const bad = await cli([...base, '--cid', wid, '--origin', `${origin.url}/bad/{cid}`])
+    t.equal(bad.code, SUBMIT_EXIT.failed, bad.err)
+    t.match(JSON.parse(bad.out), { outcome: 'failed', receipt: { body: { error: { code: 'CONTENT_MISMATCH' } } } })
+    t.equal((await fetch(`${server.url}/c/${wid}`)).status, 404, 'the wrong bytes were never stored')
+  })
 
 t.test('the inference backend, known once its worker is up, is published in the retained status', async t => {
   const h = await taskAgent(t, { url: broker.url, builtin: true, values: { cache: { port: 0 } } })

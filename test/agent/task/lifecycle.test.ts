@@ -2,11 +2,13 @@
 // running; by the dispatcher, by an operator, refused for a stranger and another
 // dispatcher), timeouts (including an executor that ignores its abort signal), the
 // concurrency limit, priority order, crashing executors and oversized results.
-// Every final state has a signed receipt that says what happened.
+// Every final state has a signed receipt that says what happened. Cancellation, which
+// travels on its own topic, runs once per MQTT version; the queue's rules once.
 
 import t from 'tap'
 import { checkReceipt } from '../../../protocol/task-format.js'
 import { startBroker, type TestBroker } from '../../helpers/broker.js'
+import { MQTT_VERSIONS } from '../../helpers/mqtt-versions.js'
 import { Consumer, operatorKey, sleep, tmp } from '../../helpers/agent.js'
 import { schemaErrors } from '../../helpers/schemas.js'
 import { taskAgent } from '../../helpers/task-agent.js'
@@ -24,43 +26,44 @@ t.test('with no dispatcher key trusted, every request is refused', async t => {
   t.same(h.ex.inference.runs, [])
 })
 
-t.test('cancel: queued at once, running through the signal; dispatcher or operator only', async t => {
-  const g = await taskAgent(t, { url: broker.url })
-  const stranger = operatorKey(tmp(), 'stranger')
-  await g.request('run-long-task1', { label: 'long', mode: 'wait' })
-  await g.request('queued-task-01', { label: 'queued', mode: 'wait' })
-  await g.request('queued-task-02', { label: 'queued2', mode: 'wait' })
-  await g.ex.inference.started('long')
-  await g.waitUpdate(u => u.task === 'queued-task-02' && u.event === 'accepted', 'both queued')
+for (const { mqttVersion, label } of MQTT_VERSIONS)
+  t.test(`${label}: cancel: queued at once, running through the signal; dispatcher or operator only`, async t => {
+    const g = await taskAgent(t, { url: broker.url, mqttVersion })
+    const stranger = operatorKey(tmp(), 'stranger')
+    await g.request('run-long-task1', { label: 'long', mode: 'wait' })
+    await g.request('queued-task-01', { label: 'queued', mode: 'wait' })
+    await g.request('queued-task-02', { label: 'queued2', mode: 'wait' })
+    await g.ex.inference.started('long')
+    await g.waitUpdate(u => u.task === 'queued-task-02' && u.event === 'accepted', 'both queued')
 
-  // A stranger's cancel is refused unread (untrusted key); the task goes on.
-  await g.cancel('queued-task-01', stranger)
-  await g.c.waitFor(() => g.updates(u => u.task === 'queued-task-01' && u.error?.code === 'UNTRUSTED_KEY')[0], 5000, 'stranger refused')
-  // The dispatcher cancels a queued task: cancelled at once, with a receipt.
-  await g.cancel('queued-task-01')
-  const r1 = await g.waitReceipt('queued-task-01')
-  t.equal(r1.r.body.outcome, 'cancelled')
-  t.equal(r1.r.body.error?.code, 'CANCELLED')
-  t.equal(r1.r.body.started, null, 'never started')
-  // An operator cancels the running one: its signal fires, the receipt says cancelled.
-  await g.cancel('run-long-task1', g.operator)
-  const r2 = await g.waitReceipt('run-long-task1')
-  t.equal(r2.r.body.outcome, 'cancelled')
-  t.ok(r2.r.body.started !== null, 'it had started')
-  t.same(g.ex.inference.aborted, ['long'], 'the executor saw the abort')
-  // The next one starts; cancelling a finished task answers its state.
-  await g.ex.inference.started('queued2')
-  g.ex.inference.release('queued2')
-  await g.waitReceipt('queued-task-02')
-  await g.cancel('queued-task-02')
-  const late = await g.waitUpdate(u => u.task === 'queued-task-02' && u.event === 'rejected', 'cancel of a finished task')
-  t.equal(late.state, 'done')
-  await g.cancel('never-existed-1')
-  t.equal((await g.waitUpdate(u => u.task === 'never-existed-1', 'unknown')).error?.code, 'UNKNOWN_TASK')
-  t.same(g.ex.inference.runs, ['long', 'queued2'], 'the cancelled queued task never ran')
-  for (const m of g.c.messages) if (m.topic.includes('/task/update')) t.equal(schemaErrors('task-update', m.json), null)
-  for (const { payload } of g.receipts()) t.ok(checkReceipt(payload, { device: g.device }).checked.length > 0, 'cancel receipts verify')
-})
+    // A stranger's cancel is refused unread (untrusted key); the task goes on.
+    await g.cancel('queued-task-01', stranger)
+    await g.c.waitFor(() => g.updates(u => u.task === 'queued-task-01' && u.error?.code === 'UNTRUSTED_KEY')[0], 5000, 'stranger refused')
+    // The dispatcher cancels a queued task: cancelled at once, with a receipt.
+    await g.cancel('queued-task-01')
+    const r1 = await g.waitReceipt('queued-task-01')
+    t.equal(r1.r.body.outcome, 'cancelled')
+    t.equal(r1.r.body.error?.code, 'CANCELLED')
+    t.equal(r1.r.body.started, null, 'never started')
+    // An operator cancels the running one: its signal fires, the receipt says cancelled.
+    await g.cancel('run-long-task1', g.operator)
+    const r2 = await g.waitReceipt('run-long-task1')
+    t.equal(r2.r.body.outcome, 'cancelled')
+    t.ok(r2.r.body.started !== null, 'it had started')
+    t.same(g.ex.inference.aborted, ['long'], 'the executor saw the abort')
+    // The next one starts; cancelling a finished task answers its state.
+    await g.ex.inference.started('queued2')
+    g.ex.inference.release('queued2')
+    await g.waitReceipt('queued-task-02')
+    await g.cancel('queued-task-02')
+    const late = await g.waitUpdate(u => u.task === 'queued-task-02' && u.event === 'rejected', 'cancel of a finished task')
+    t.equal(late.state, 'done')
+    await g.cancel('never-existed-1')
+    t.equal((await g.waitUpdate(u => u.task === 'never-existed-1', 'unknown')).error?.code, 'UNKNOWN_TASK')
+    t.same(g.ex.inference.runs, ['long', 'queued2'], 'the cancelled queued task never ran')
+    for (const m of g.c.messages) if (m.topic.includes('/task/update')) t.equal(schemaErrors('task-update', m.json), null)
+    for (const { payload } of g.receipts()) t.ok(checkReceipt(payload, { device: g.device }).checked.length > 0, 'cancel receipts verify')
+  })
 
 t.test('another trusted dispatcher cannot cancel a task it did not send', async t => {
   const dir = tmp()

@@ -1,7 +1,7 @@
 // Receipts and the task CLI: the vectors file matches the code, every vector verifies
 // (with the code and with the OpenSSL-only recipe of docs/tasks.md), a tampered
 // receipt is refused, and `cairn task submit` / `cairn task verify` work end to end
-// against a real agent on real Mosquitto, with distinct exit codes.
+// against a real agent on real Mosquitto, with distinct exit codes, in MQTT 5 and 3.1.1.
 
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
@@ -15,6 +15,7 @@ import { SUBMIT_EXIT } from '../../../fleet/task-cli.js'
 import { taskVectors } from '../../../cli/vectors/task-vectors.js'
 import { generatedDocFiles } from '../../../cli/docs-gen.js'
 import { startBroker, type TestBroker } from '../../helpers/broker.js'
+import { MQTT_VERSIONS } from '../../helpers/mqtt-versions.js'
 import { tmp } from '../../helpers/agent.js'
 import { schemaErrors } from '../../helpers/schemas.js'
 import { FLEET, taskAgent } from '../../helpers/task-agent.js'
@@ -115,57 +116,60 @@ t.test('the OpenSSL-only recipes verify the vectors and refuse a one-byte change
   t.not(other.status, 0, 'another message is not the request')
 })
 
-t.test('cairn task submit and cairn task verify against a real agent', async t => {
-  const broker: TestBroker = await startBroker()
-  t.teardown(() => broker.close())
-  const h = await taskAgent(t, { url: broker.url })
-  const dir = tmp()
-  const base = ['--broker', broker.url, '--fleet', FLEET, '--key', h.dispatcher.file]
-  const submit = (extra: string[]) => cli(['task', 'submit', h.device, ...base, ...extra])
+// Device and dispatcher in the same MQTT version, then a dispatcher of the other.
+for (const { mqttVersion, label } of MQTT_VERSIONS)
+  t.test(`${label}: cairn task submit and cairn task verify against a real agent`, async t => {
+    const broker: TestBroker = await startBroker()
+    t.teardown(() => broker.close())
+    const h = await taskAgent(t, { url: broker.url, mqttVersion })
+    const dir = tmp()
+    const base = ['--broker', broker.url, '--mqtt-version', String(mqttVersion), '--fleet', FLEET, '--key', h.dispatcher.file]
+    const submit = (extra: string[]) => cli(['task', 'submit', h.device, ...base, ...extra])
 
-  const ok = await submit(['--type', 'inference', '--params', JSON.stringify({ label: 'cli' }), '--request-out', join(dir, 'req.json'), '--priority', '4'])
-  t.equal(ok.code, SUBMIT_EXIT.done, ok.err)
-  const printed = JSON.parse(ok.out) as { outcome: string; result: unknown; receipt: TaskReceipt; task: string }
-  t.equal(printed.outcome, 'done')
-  t.same(printed.result, { echo: 'echo:cli' })
-  t.match(ok.err, /accepted/, 'progress on stderr')
-  t.match(ok.err, /receipt verified/)
-  const reqFile = join(dir, 'req.json')
-  t.equal(taskMessageHash(JSON.parse(readFileSync(reqFile, 'utf8')) as Envelope), printed.receipt.body.request)
-  t.equal(spawnSync('openssl', ['dgst', '-sha256', '-r', reqFile], { encoding: 'utf8' }).stdout.slice(0, 64), printed.receipt.body.request, 'the saved request hashes to what the receipt cites')
+    const ok = await submit(['--type', 'inference', '--params', JSON.stringify({ label: 'cli' }), '--request-out', join(dir, 'req.json'), '--priority', '4'])
+    t.equal(ok.code, SUBMIT_EXIT.done, ok.err)
+    const printed = JSON.parse(ok.out) as { outcome: string; result: unknown; receipt: TaskReceipt; task: string }
+    t.equal(printed.outcome, 'done')
+    t.same(printed.result, { echo: 'echo:cli' })
+    t.match(ok.err, /accepted/, 'progress on stderr')
+    t.match(ok.err, /receipt verified/)
+    const reqFile = join(dir, 'req.json')
+    t.equal(taskMessageHash(JSON.parse(readFileSync(reqFile, 'utf8')) as Envelope), printed.receipt.body.request)
+    t.equal(spawnSync('openssl', ['dgst', '-sha256', '-r', reqFile], { encoding: 'utf8' }).stdout.slice(0, 64), printed.receipt.body.request, 'the saved request hashes to what the receipt cites')
 
-  writeFileSync(join(dir, 'out.json'), ok.out)
-  writeFileSync(join(dir, 'receipt.json'), encodeTaskMessage(printed.receipt))
-  const v1 = await cli(['task', 'verify', join(dir, 'out.json'), '--device', h.device, '--request', reqFile])
-  t.equal(v1.code, 0, v1.err)
-  t.match(v1.out, /valid receipt: task \S+ \(inference\) done/)
-  t.match(v1.out, /bound to request/)
-  const pubFile = join(dir, 'device.pub')
-  writeFileSync(pubFile, (await cli(['id', '--state-dir', h.a.stateDir, '--json'])).out.match(/"publicKey":"([^"]+)"/)![1]!.replace(/\\n/g, '\n'))
-  t.equal((await cli(['task', 'verify', join(dir, 'receipt.json'), '--device', pubFile])).code, 0, 'device given as a public key file')
+    writeFileSync(join(dir, 'out.json'), ok.out)
+    writeFileSync(join(dir, 'receipt.json'), encodeTaskMessage(printed.receipt))
+    const v1 = await cli(['task', 'verify', join(dir, 'out.json'), '--device', h.device, '--request', reqFile])
+    t.equal(v1.code, 0, v1.err)
+    t.match(v1.out, /valid receipt: task \S+ \(inference\) done/)
+    t.match(v1.out, /bound to request/)
+    const pubFile = join(dir, 'device.pub')
+    writeFileSync(pubFile, (await cli(['id', '--state-dir', h.a.stateDir, '--json'])).out.match(/"publicKey":"([^"]+)"/)![1]!.replace(/\\n/g, '\n'))
+    t.equal((await cli(['task', 'verify', join(dir, 'receipt.json'), '--device', pubFile])).code, 0, 'device given as a public key file')
 
-  const tampered = readFileSync(join(dir, 'receipt.json'), 'utf8').replace('echo:cli', 'echo:clj')
-  writeFileSync(join(dir, 'tampered.json'), tampered)
-  const v2 = await cli(['task', 'verify', join(dir, 'tampered.json')])
-  t.equal(v2.code, 1)
-  t.match(v2.err, /INVALID receipt \(BAD_SIGNATURE\)/)
-  const v3 = await cli(['task', 'verify', join(dir, 'receipt.json'), '--device', h.dispatcher.keyId])
-  t.equal(v3.code, 1, 'wrong device refused')
+    const tampered = readFileSync(join(dir, 'receipt.json'), 'utf8').replace('echo:cli', 'echo:clj')
+    writeFileSync(join(dir, 'tampered.json'), tampered)
+    const v2 = await cli(['task', 'verify', join(dir, 'tampered.json')])
+    t.equal(v2.code, 1)
+    t.match(v2.err, /INVALID receipt \(BAD_SIGNATURE\)/)
+    const v3 = await cli(['task', 'verify', join(dir, 'receipt.json'), '--device', h.dispatcher.keyId])
+    t.equal(v3.code, 1, 'wrong device refused')
 
-  const rej = await submit(['--type', 'inference', '--params', JSON.stringify({ label: 'x', mode: 'cannot' })])
-  t.equal(rej.code, SUBMIT_EXIT.rejected, rej.err)
-  t.match(JSON.parse(rej.out), { rejected: { error: { code: 'UNSUPPORTED' } } })
-  const failed = await submit(['--type', 'cache', '--params', JSON.stringify({ label: 'x', mode: 'fail' })])
-  t.equal(failed.code, SUBMIT_EXIT.failed, failed.err)
-  t.match(JSON.parse(failed.out), { outcome: 'failed', receipt: { body: { error: { code: 'CONTENT_MISMATCH' } } } })
-  const v311 = await submit(['--type', 'inference', '--params', JSON.stringify({ label: 'old' }), '--mqtt-version', '4'])
-  t.equal(v311.code, SUBMIT_EXIT.done, `MQTT 3.1.1 dispatcher: ${v311.err}`)
-  const offline = await cli(['task', 'submit', 'nosuchdevice', ...base, '--type', 'inference', '--params', '{}', '--timeout', '0.5'])
-  t.equal(offline.code, SUBMIT_EXIT.timeout, 'no device: timeout')
-  const usage = await cli(['task', 'submit', h.device, ...base, '--type', 'mining', '--params', '{}'])
-  t.equal(usage.code, 2, 'usage error')
-  t.same(h.ex.inference.runs, ['cli', 'old'])
-})
+    const rej = await submit(['--type', 'inference', '--params', JSON.stringify({ label: 'x', mode: 'cannot' })])
+    t.equal(rej.code, SUBMIT_EXIT.rejected, rej.err)
+    t.match(JSON.parse(rej.out), { rejected: { error: { code: 'UNSUPPORTED' } } })
+    const failed = await submit(['--type', 'cache', '--params', JSON.stringify({ label: 'x', mode: 'fail' })])
+    t.equal(failed.code, SUBMIT_EXIT.failed, failed.err)
+    t.match(JSON.parse(failed.out), { outcome: 'failed', receipt: { body: { error: { code: 'CONTENT_MISMATCH' } } } })
+    const other = mqttVersion === 5 ? 4 : 5
+    const mixed = await submit(['--type', 'inference', '--params', JSON.stringify({ label: 'old' }), '--mqtt-version', String(other)])
+    t.equal(mixed.code, SUBMIT_EXIT.done, `an MQTT ${other === 4 ? '3.1.1' : '5'} dispatcher: ${mixed.err}`)
+    const offline = await cli(['task', 'submit', 'nosuchdevice', ...base, '--type', 'inference', '--params', '{}', '--timeout', '0.5'])
+    t.equal(offline.code, SUBMIT_EXIT.timeout, 'no device: timeout')
+    const usage = await cli(['task', 'submit', h.device, ...base, '--type', 'mining', '--params', '{}'])
+    t.equal(usage.code, 2, 'usage error')
+    t.same(h.ex.inference.runs, ['cli', 'old'])
+  })
 
 t.test('submit flags build the executors params', async t => {
   const { paramsFromFlags } = await import('../../../fleet/task-cli.js')

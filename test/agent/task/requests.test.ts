@@ -1,7 +1,9 @@
 // Task requests through a real agent on real Mosquitto: the happy path with its
 // updates and signed receipt, every rejection reason, and requests that must never
 // reach the queue (forged, unsigned, wrong key, expired, replayed, oversized,
-// malformed). Every message the device sends is checked against docs/schemas.
+// malformed). Every message the device sends is checked against docs/schemas. What
+// travels differently by MQTT version (the whole path of a request, refusals, replays)
+// runs once per version, device and dispatcher alike.
 
 import t, { type Test } from 'tap'
 import { cpSync, writeFileSync } from 'node:fs'
@@ -9,6 +11,7 @@ import { join } from 'node:path'
 import { checkReceipt, taskMessageHash } from '../../../protocol/task-format.js'
 import { createCommandRunner } from '../../../hw/index.js'
 import { startBroker, type TestBroker } from '../../helpers/broker.js'
+import { MQTT_VERSIONS } from '../../helpers/mqtt-versions.js'
 import { operatorKey, sleep, tmp, until } from '../../helpers/agent.js'
 import { schemaErrors } from '../../helpers/schemas.js'
 import { taskAgent, type TaskHarness } from '../../helpers/task-agent.js'
@@ -30,42 +33,43 @@ function schemasHold(t: Test, h: TaskHarness): void {
   }
 }
 
-t.test('happy path: accepted, started, progress, done, and a receipt bound to the request', async t => {
-  const h = await taskAgent(t, { url: broker.url })
-  const events: string[] = []
-  h.a.agent.bus.on('event', e => e.kind.startsWith('task.') && events.push(e.kind))
-  const req = await h.request('happy-task-01', { label: 'cat' }, { priority: 3 })
-  const done = await h.waitUpdate(u => u.task === 'happy-task-01' && u.event === 'done', 'done update')
-  const { r, payload } = await h.waitReceipt('happy-task-01')
-  const seq = h.updates(u => u.task === 'happy-task-01').map(u => u.event)
-  t.same(
-    seq.filter(e => e !== 'progress'),
-    ['accepted', 'started', 'done'],
-    'updates in order',
-  )
-  t.ok(seq.includes('progress'), 'progress reported')
-  t.equal(done.request, req.id, 'updates name the request id')
-  t.equal(r.iss, h.device, 'receipt signed by the device')
-  t.equal(r.sub, h.dispatcher.keyId, 'addressed to the dispatcher')
-  t.equal(r.body.request, taskMessageHash(req), 'receipt cites the request hash')
-  t.equal(r.body.outcome, 'done')
-  t.same(r.body.result, { echo: 'echo:cat' }, 'result carried in the signed receipt')
-  t.equal(r.body.backend, 'test')
-  t.equal(r.body.attempts, 1)
-  t.equal(done.receipt, taskMessageHash(r), 'the done update names the receipt hash')
-  t.equal(payload.toString(), JSON.stringify(JSON.parse(payload.toString())), 'receipt wire form is compact JSON')
-  const { checked } = checkReceipt(payload, { device: h.device, request: req })
-  t.ok(checked.length >= 4, 'receipt verifies offline with its request')
-  t.same(h.ex.inference.runs, ['cat'], 'ran once')
-  await until(() => events.includes('task.done'), 2000, 'bus event')
-  t.same(
-    events.filter(e => e !== 'task.progress'),
-    ['task.accepted', 'task.started', 'task.done'],
-    'lifecycle on the local bus',
-  )
-  t.same(h.a.agent.tasks!.status(), { types: ['cache', 'inference'], backends: { cache: 'test', inference: 'test' }, queued: 0, running: 0 })
-  schemasHold(t, h)
-})
+for (const { mqttVersion, label } of MQTT_VERSIONS)
+  t.test(`${label}: happy path: accepted, started, progress, done, and a receipt bound to the request`, async t => {
+    const h = await taskAgent(t, { url: broker.url, mqttVersion })
+    const events: string[] = []
+    h.a.agent.bus.on('event', e => e.kind.startsWith('task.') && events.push(e.kind))
+    const req = await h.request('happy-task-01', { label: 'cat' }, { priority: 3 })
+    const done = await h.waitUpdate(u => u.task === 'happy-task-01' && u.event === 'done', 'done update')
+    const { r, payload } = await h.waitReceipt('happy-task-01')
+    const seq = h.updates(u => u.task === 'happy-task-01').map(u => u.event)
+    t.same(
+      seq.filter(e => e !== 'progress'),
+      ['accepted', 'started', 'done'],
+      'updates in order',
+    )
+    t.ok(seq.includes('progress'), 'progress reported')
+    t.equal(done.request, req.id, 'updates name the request id')
+    t.equal(r.iss, h.device, 'receipt signed by the device')
+    t.equal(r.sub, h.dispatcher.keyId, 'addressed to the dispatcher')
+    t.equal(r.body.request, taskMessageHash(req), 'receipt cites the request hash')
+    t.equal(r.body.outcome, 'done')
+    t.same(r.body.result, { echo: 'echo:cat' }, 'result carried in the signed receipt')
+    t.equal(r.body.backend, 'test')
+    t.equal(r.body.attempts, 1)
+    t.equal(done.receipt, taskMessageHash(r), 'the done update names the receipt hash')
+    t.equal(payload.toString(), JSON.stringify(JSON.parse(payload.toString())), 'receipt wire form is compact JSON')
+    const { checked } = checkReceipt(payload, { device: h.device, request: req })
+    t.ok(checked.length >= 4, 'receipt verifies offline with its request')
+    t.same(h.ex.inference.runs, ['cat'], 'ran once')
+    await until(() => events.includes('task.done'), 2000, 'bus event')
+    t.same(
+      events.filter(e => e !== 'task.progress'),
+      ['task.accepted', 'task.started', 'task.done'],
+      'lifecycle on the local bus',
+    )
+    t.same(h.a.agent.tasks!.status(), { types: ['cache', 'inference'], backends: { cache: 'test', inference: 'test' }, queued: 0, running: 0 })
+    schemasHold(t, h)
+  })
 
 t.test('MQTT 5 response topic and correlation data are honoured; 3.1.1 works from the payload', async t => {
   const h = await taskAgent(t, { url: broker.url })
@@ -165,71 +169,73 @@ t.test('TOO_HOT: a hot device defers work and refuses what would miss its deadli
   t.same(h.ex.inference.runs, ['later'])
 })
 
-t.test('requests that never reach the queue: forged, unsigned, wrong key, expired, replayed, oversized, malformed', async t => {
-  const h = await taskAgent(t, { url: broker.url, tasks: { maxRequestBytes: 4096 } })
-  const stranger = operatorKey(tmp(), 'stranger')
-  const body = (task: string) => h.requestBody(task, { label: task })
-  const refusals = (code: string) => h.a.agent.metrics.get('cairn_task_messages_refused_total', { code }) ?? 0
-  const sendRaw = (payload: string | Buffer) => h.publish('request', payload)
+for (const { mqttVersion, label } of MQTT_VERSIONS)
+  t.test(`${label}: requests that never reach the queue: forged, unsigned, wrong key, expired, replayed, oversized, malformed`, async t => {
+    const h = await taskAgent(t, { url: broker.url, mqttVersion, tasks: { maxRequestBytes: 4096 } })
+    const stranger = operatorKey(tmp(), 'stranger')
+    const body = (task: string) => h.requestBody(task, { label: task })
+    const refusals = (code: string) => h.a.agent.metrics.get('cairn_task_messages_refused_total', { code }) ?? 0
+    const sendRaw = (payload: string | Buffer) => h.publish('request', payload)
 
-  // Signed by a stranger; by an operator (operators do not dispatch); content changed after signing.
-  await sendRaw(JSON.stringify(h.sign('task.request', body('forged-task-01'), stranger)))
-  await sendRaw(JSON.stringify(h.sign('task.request', body('operator-task-1'), h.operator)))
-  const genuine = h.sign('task.request', body('tampered-task1'))
-  await sendRaw(JSON.stringify({ ...genuine, body: { ...(genuine.body as object), priority: 99 } }))
-  // Unsigned: no sig at all; a command envelope on the task topic.
-  const { sig: _sig, ...unsigned } = h.sign('task.request', body('unsigned-task-1'))
-  await sendRaw(JSON.stringify(unsigned))
-  await sendRaw(JSON.stringify(h.sign('cmd.ping', body('cmd-type-task-1'))))
-  // Expired, and for another device.
-  await sendRaw(JSON.stringify(h.sign('task.request', body('expired-task-1'), h.dispatcher, { iat: Date.now() - 120_000, ttlMs: 60_000 })))
-  const other = { ...h.sign('task.request', body('other-dev-task1')) }
-  await sendRaw(JSON.stringify({ ...other, sub: 'someoneelse' }))
-  // Oversized (refused unread) and malformed.
-  await sendRaw(Buffer.alloc(5000, 0x7b))
-  await sendRaw('{"not json')
-  await sendRaw(JSON.stringify([1, 2, 3]))
-  const want = { UNTRUSTED_KEY: 2, BAD_SIGNATURE: 1, BAD_REQUEST: 3, TOO_LARGE: 1, BAD_JSON: 1, EXPIRED: 1, WRONG_TARGET: 1 }
-  await until(() => Object.entries(want).every(([code, n]) => refusals(code) === n), 10_000, 'refusals counted').catch(() => undefined)
-  for (const [code, n] of Object.entries(want)) t.equal(refusals(code), n, `${code} refusals`)
-  // Answers to unauthenticated junk are QoS 0 and rate-limited: 10 at once at most.
-  const answers = h.updates(u => u.event === 'rejected')
-  t.ok(answers.length >= 1 && answers.length <= 10, `${answers.length} refusals answered`)
-  t.ok(
-    answers.every(u => u.error !== undefined),
-    'each names its code',
-  )
-  await sleep(300)
-  t.same(h.ex.inference.runs, [], 'nothing ran')
-  const tasks = h.a.agent.tasks!.runner.store
-  for (const id of ['forged-task-01', 'operator-task-1', 'tampered-task1', 'unsigned-task-1', 'expired-task-1', 'other-dev-task1'])
-    t.equal(tasks.get(id), undefined, `${id} left no trace in the queue`)
-  schemasHold(t, h)
-})
+    // Signed by a stranger; by an operator (operators do not dispatch); content changed after signing.
+    await sendRaw(JSON.stringify(h.sign('task.request', body('forged-task-01'), stranger)))
+    await sendRaw(JSON.stringify(h.sign('task.request', body('operator-task-1'), h.operator)))
+    const genuine = h.sign('task.request', body('tampered-task1'))
+    await sendRaw(JSON.stringify({ ...genuine, body: { ...(genuine.body as object), priority: 99 } }))
+    // Unsigned: no sig at all; a command envelope on the task topic.
+    const { sig: _sig, ...unsigned } = h.sign('task.request', body('unsigned-task-1'))
+    await sendRaw(JSON.stringify(unsigned))
+    await sendRaw(JSON.stringify(h.sign('cmd.ping', body('cmd-type-task-1'))))
+    // Expired, and for another device.
+    await sendRaw(JSON.stringify(h.sign('task.request', body('expired-task-1'), h.dispatcher, { iat: Date.now() - 120_000, ttlMs: 60_000 })))
+    const other = { ...h.sign('task.request', body('other-dev-task1')) }
+    await sendRaw(JSON.stringify({ ...other, sub: 'someoneelse' }))
+    // Oversized (refused unread) and malformed.
+    await sendRaw(Buffer.alloc(5000, 0x7b))
+    await sendRaw('{"not json')
+    await sendRaw(JSON.stringify([1, 2, 3]))
+    const want = { UNTRUSTED_KEY: 2, BAD_SIGNATURE: 1, BAD_REQUEST: 3, TOO_LARGE: 1, BAD_JSON: 1, EXPIRED: 1, WRONG_TARGET: 1 }
+    await until(() => Object.entries(want).every(([code, n]) => refusals(code) === n), 10_000, 'refusals counted').catch(() => undefined)
+    for (const [code, n] of Object.entries(want)) t.equal(refusals(code), n, `${code} refusals`)
+    // Answers to unauthenticated junk are QoS 0 and rate-limited: 10 at once at most.
+    const answers = h.updates(u => u.event === 'rejected')
+    t.ok(answers.length >= 1 && answers.length <= 10, `${answers.length} refusals answered`)
+    t.ok(
+      answers.every(u => u.error !== undefined),
+      'each names its code',
+    )
+    await sleep(300)
+    t.same(h.ex.inference.runs, [], 'nothing ran')
+    const tasks = h.a.agent.tasks!.runner.store
+    for (const id of ['forged-task-01', 'operator-task-1', 'tampered-task1', 'unsigned-task-1', 'expired-task-1', 'other-dev-task1'])
+      t.equal(tasks.get(id), undefined, `${id} left no trace in the queue`)
+    schemasHold(t, h)
+  })
 
-t.test('a replayed or re-sent request gets the stored state and receipt back, never a second run', async t => {
-  const h = await taskAgent(t, { url: broker.url })
-  const refusals = (code: string) => h.a.agent.metrics.get('cairn_task_messages_refused_total', { code }) ?? 0
-  const sendRaw = (payload: string | Buffer) => h.publish('request', payload)
+for (const { mqttVersion, label } of MQTT_VERSIONS)
+  t.test(`${label}: a replayed or re-sent request gets the stored state and receipt back, never a second run`, async t => {
+    const h = await taskAgent(t, { url: broker.url, mqttVersion })
+    const refusals = (code: string) => h.a.agent.metrics.get('cairn_task_messages_refused_total', { code }) ?? 0
+    const sendRaw = (payload: string | Buffer) => h.publish('request', payload)
 
-  // Replay: the same envelope again after it ran gets the stored state (DUPLICATE), and a
-  // replay of a rejected request is refused as a replay.
-  const req = await h.request('replay-task-01', { label: 'r' })
-  await h.waitReceipt('replay-task-01')
-  await sendRaw(JSON.stringify(req))
-  const dup = await h.waitUpdate(u => u.task === 'replay-task-01' && u.error?.code === 'DUPLICATE', 'duplicate answer')
-  t.equal(dup.state, 'done', 'stored state sent back')
-  await h.c.waitFor(() => h.receipts('replay-task-01').length === 2 || undefined, 5000, 'receipt sent again')
-  t.equal(h.receipts('replay-task-01')[1]!.payload.toString(), h.receipts('replay-task-01')[0]!.payload.toString(), 'the same receipt, byte for byte')
-  const bad = await h.request('replay-rej-001', { label: 'r', mode: 'cannot' })
-  await h.waitUpdate(u => u.task === 'replay-rej-001' && u.error?.code === 'UNSUPPORTED', 'first rejection')
-  await sendRaw(JSON.stringify(bad))
-  await until(() => refusals('REPLAY') === 1, 5000, 'replay refused')
+    // Replay: the same envelope again after it ran gets the stored state (DUPLICATE), and a
+    // replay of a rejected request is refused as a replay.
+    const req = await h.request('replay-task-01', { label: 'r' })
+    await h.waitReceipt('replay-task-01')
+    await sendRaw(JSON.stringify(req))
+    const dup = await h.waitUpdate(u => u.task === 'replay-task-01' && u.error?.code === 'DUPLICATE', 'duplicate answer')
+    t.equal(dup.state, 'done', 'stored state sent back')
+    await h.c.waitFor(() => h.receipts('replay-task-01').length === 2 || undefined, 5000, 'receipt sent again')
+    t.equal(h.receipts('replay-task-01')[1]!.payload.toString(), h.receipts('replay-task-01')[0]!.payload.toString(), 'the same receipt, byte for byte')
+    const bad = await h.request('replay-rej-001', { label: 'r', mode: 'cannot' })
+    await h.waitUpdate(u => u.task === 'replay-rej-001' && u.error?.code === 'UNSUPPORTED', 'first rejection')
+    await sendRaw(JSON.stringify(bad))
+    await until(() => refusals('REPLAY') === 1, 5000, 'replay refused')
 
-  // The same task id in a new request (a dispatcher retrying) is a duplicate too.
-  await h.request('replay-task-01', { label: 'r2' })
-  await h.c.waitFor(() => h.updates(u => u.task === 'replay-task-01' && u.error?.code === 'DUPLICATE').length === 2 || undefined, 5000, 'second duplicate answer')
-  await sleep(300)
-  t.same(h.ex.inference.runs, ['r'], 'ran once')
-  schemasHold(t, h)
-})
+    // The same task id in a new request (a dispatcher retrying) is a duplicate too.
+    await h.request('replay-task-01', { label: 'r2' })
+    await h.c.waitFor(() => h.updates(u => u.task === 'replay-task-01' && u.error?.code === 'DUPLICATE').length === 2 || undefined, 5000, 'second duplicate answer')
+    await sleep(300)
+    t.same(h.ex.inference.runs, ['r'], 'ran once')
+    schemasHold(t, h)
+  })

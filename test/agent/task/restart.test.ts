@@ -2,6 +2,7 @@
 // A running inference task fails with INTERRUPTED (it is not run again); a running
 // cache task is resumed (fetching content-addressed bytes again is idempotent);
 // queued tasks run; a task id seen before the restart is still a DUPLICATE after it.
+// The restart over the broker runs once per MQTT version.
 
 import t from 'tap'
 import { Value } from '@sinclair/typebox/value'
@@ -19,6 +20,7 @@ import { MAX_ATTEMPTS, planQueue, planRecovery, planAdmission } from '../../../a
 import { startBroker, type TestBroker } from '../../helpers/broker.js'
 import { operatorKey, sleep, tmp } from '../../helpers/agent.js'
 import { taskAgent } from '../../helpers/task-agent.js'
+import { MQTT_VERSIONS } from '../../helpers/mqtt-versions.js'
 
 let broker: TestBroker
 t.before(async () => {
@@ -26,51 +28,52 @@ t.before(async () => {
 })
 t.teardown(async () => broker.close())
 
-t.test('stopped mid-task: inference INTERRUPTED, cache resumed, queued run, never twice', async t => {
-  const dir = tmp()
-  const keys = { dispatcher: operatorKey(dir, 'd'), operator: operatorKey(dir, 'o') }
-  const tasks = { concurrency: 2, dispatcherKeys: [keys.dispatcher.pub] }
-  const h1 = await taskAgent(t, { url: broker.url, keys, tasks })
-  await h1.request('restart-inf-001', { label: 'inf', mode: 'wait' })
-  await h1.request('restart-cache-1', { label: 'cache', mode: 'wait' }, { type: 'cache' })
-  await h1.request('restart-queued1', { label: 'queued' })
-  await h1.ex.inference.started('inf')
-  await h1.ex.cache.started('cache')
-  await h1.waitUpdate(u => u.task === 'restart-queued1' && u.event === 'accepted', 'third queued')
-  await h1.stop()
+for (const { mqttVersion, label } of MQTT_VERSIONS)
+  t.test(`${label}: stopped mid-task: inference INTERRUPTED, cache resumed, queued run, never twice`, async t => {
+    const dir = tmp()
+    const keys = { dispatcher: operatorKey(dir, 'd'), operator: operatorKey(dir, 'o') }
+    const tasks = { concurrency: 2, dispatcherKeys: [keys.dispatcher.pub] }
+    const h1 = await taskAgent(t, { url: broker.url, mqttVersion, keys, tasks })
+    await h1.request('restart-inf-001', { label: 'inf', mode: 'wait' })
+    await h1.request('restart-cache-1', { label: 'cache', mode: 'wait' }, { type: 'cache' })
+    await h1.request('restart-queued1', { label: 'queued' })
+    await h1.ex.inference.started('inf')
+    await h1.ex.cache.started('cache')
+    await h1.waitUpdate(u => u.task === 'restart-queued1' && u.event === 'accepted', 'third queued')
+    await h1.stop()
 
-  const db = openStateDb(h1.a.stateDir)
-  const states = Object.fromEntries((db.prepare('SELECT id, state FROM tasks').all() as Array<{ id: string; state: string }>).map(r => [r.id, r.state]))
-  db.close()
-  t.same(states, { 'restart-inf-001': 'running', 'restart-cache-1': 'running', 'restart-queued1': 'queued' }, 'the stop left the queue as a crash would')
-  t.equal(h1.receipts().length, 0, 'no receipt yet')
+    const db = openStateDb(h1.a.stateDir)
+    const states = Object.fromEntries((db.prepare('SELECT id, state FROM tasks').all() as Array<{ id: string; state: string }>).map(r => [r.id, r.state]))
+    db.close()
+    t.same(states, { 'restart-inf-001': 'running', 'restart-cache-1': 'running', 'restart-queued1': 'queued' }, 'the stop left the queue as a crash would')
+    t.equal(h1.receipts().length, 0, 'no receipt yet')
 
-  // h1's consumer stays subscribed to this device's topics across the restart.
-  const h2 = await taskAgent(t, { url: broker.url, stateDir: h1.a.stateDir, keys, tasks })
-  t.equal(h2.device, h1.device, 'same device')
-  const inf = await h1.waitReceipt('restart-inf-001')
-  t.equal(inf.r.body.outcome, 'failed')
-  t.equal(inf.r.body.error?.code, 'INTERRUPTED')
-  t.equal(inf.r.body.attempts, 1)
-  await h2.ex.cache.started('cache')
-  h2.ex.cache.release('cache')
-  const cache = await h1.waitReceipt('restart-cache-1')
-  t.equal(cache.r.body.outcome, 'done', 'cache task resumed and finished')
-  t.equal(cache.r.body.attempts, 2, 'the receipt says it was started twice')
-  t.equal((await h1.waitReceipt('restart-queued1')).r.body.outcome, 'done', 'the queued task ran after the restart')
-  t.same(h2.ex.inference.runs, ['queued'], 'the interrupted inference task never ran again')
+    // h1's consumer stays subscribed to this device's topics across the restart.
+    const h2 = await taskAgent(t, { url: broker.url, mqttVersion, stateDir: h1.a.stateDir, keys, tasks })
+    t.equal(h2.device, h1.device, 'same device')
+    const inf = await h1.waitReceipt('restart-inf-001')
+    t.equal(inf.r.body.outcome, 'failed')
+    t.equal(inf.r.body.error?.code, 'INTERRUPTED')
+    t.equal(inf.r.body.attempts, 1)
+    await h2.ex.cache.started('cache')
+    h2.ex.cache.release('cache')
+    const cache = await h1.waitReceipt('restart-cache-1')
+    t.equal(cache.r.body.outcome, 'done', 'cache task resumed and finished')
+    t.equal(cache.r.body.attempts, 2, 'the receipt says it was started twice')
+    t.equal((await h1.waitReceipt('restart-queued1')).r.body.outcome, 'done', 'the queued task ran after the restart')
+    t.same(h2.ex.inference.runs, ['queued'], 'the interrupted inference task never ran again')
 
-  // The same task ids sent again: stored state back, no run.
-  await h2.request('restart-inf-001', { label: 'inf' })
-  await h2.request('restart-queued1', { label: 'queued' })
-  const dup1 = await h2.waitUpdate(u => u.task === 'restart-inf-001' && u.error?.code === 'DUPLICATE', 'duplicate after restart')
-  t.equal(dup1.state, 'failed')
-  const dup2 = await h2.waitUpdate(u => u.task === 'restart-queued1' && u.error?.code === 'DUPLICATE', 'duplicate after restart')
-  t.equal(dup2.state, 'done')
-  await sleep(200)
-  t.same(h2.ex.inference.runs, ['queued'], 'still ran once')
-  t.equal(h1.receipts('restart-inf-001').length + h2.receipts('restart-inf-001').length >= 2, true, 'the stored receipt was sent again with the duplicate answer')
-})
+    // The same task ids sent again: stored state back, no run.
+    await h2.request('restart-inf-001', { label: 'inf' })
+    await h2.request('restart-queued1', { label: 'queued' })
+    const dup1 = await h2.waitUpdate(u => u.task === 'restart-inf-001' && u.error?.code === 'DUPLICATE', 'duplicate after restart')
+    t.equal(dup1.state, 'failed')
+    const dup2 = await h2.waitUpdate(u => u.task === 'restart-queued1' && u.error?.code === 'DUPLICATE', 'duplicate after restart')
+    t.equal(dup2.state, 'done')
+    await sleep(200)
+    t.same(h2.ex.inference.runs, ['queued'], 'still ran once')
+    t.equal(h1.receipts('restart-inf-001').length + h2.receipts('restart-inf-001').length >= 2, true, 'the stored receipt was sent again with the duplicate answer')
+  })
 
 t.test('planner rules', async t => {
   const q = (id: string, deadline: number) => ({ id, deadline })

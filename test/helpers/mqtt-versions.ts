@@ -1,0 +1,9 @@
+// The two MQTT versions every Cairn program must work with, for suites that run their
+// network path once per version (a loop of subtests, not copies): MQTT 5 (response
+// topics, correlation data, message expiry) and 3.1.1 (the same ids and expiry in the
+// payload; replies on the device's reply topic).
+
+export const MQTT_VERSIONS = [
+  { mqttVersion: 5, label: 'MQTT 5' },
+  { mqttVersion: 4, label: 'MQTT 3.1.1' },
+] as const satisfies ReadonlyArray<{ mqttVersion: 4 | 5; label: string }>
