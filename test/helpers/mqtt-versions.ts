@@ -7,3 +7,10 @@ export const MQTT_VERSIONS = [
   { mqttVersion: 5, label: 'MQTT 5' },
   { mqttVersion: 4, label: 'MQTT 3.1.1' },
 ] as const satisfies ReadonlyArray<{ mqttVersion: 4 | 5; label: string }>
+
+export type MqttVersion = (typeof MQTT_VERSIONS)[number]['mqttVersion']
+
+/** The versions alone, for loops that need only the number. */
+export const MQTT_VERSION_NUMBERS: readonly MqttVersion[] = MQTT_VERSIONS.map(v => v.mqttVersion)
+
+export const versionName = (v: MqttVersion): string => MQTT_VERSIONS.find(x => x.mqttVersion === v)!.label

@@ -1,6 +1,6 @@
 // A real Validator for tests, on the test broker with short timeouts and a quiet log;
 // stopped when the test ends. Validator tests run once per MQTT protocol version
-// (MQTT_VERSIONS), since clustered brokers speak only 3.1.1.
+// (test/helpers/mqtt-versions.ts), since clustered brokers speak only 3.1.1.
 
 import type { Test } from 'tap'
 import { systemClock } from '../../protocol/clock.js'
@@ -8,8 +8,7 @@ import { createLogger } from '../../protocol/log.js'
 import { toolClientOptions } from '../../protocol/mqtt-client.js'
 import { Validator, type ValidatorOptions } from '../../validator/validator.js'
 
-export const MQTT_VERSIONS = [5, 4] as const
-export type MqttVersion = (typeof MQTT_VERSIONS)[number]
+import type { MqttVersion } from './mqtt-versions.js'
 
 export function testValidator(t: Test, url: string, o: Pick<ValidatorOptions, 'stateDir' | 'key' | 'params'> & Partial<ValidatorOptions> & { mqttVersion?: MqttVersion }): Validator {
   const { mqttVersion = 5, ...rest } = o

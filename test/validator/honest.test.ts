@@ -12,13 +12,13 @@ import { DEFAULT_WEIGHTS } from '../../validator/score.js'
 import { validatorKey } from '../../validator/validator-cli.js'
 import type { Validator } from '../../validator/validator.js'
 import { startBroker, type TestBroker } from '../helpers/broker.js'
-import { MQTT_VERSIONS, testValidator, type MqttVersion } from '../helpers/validator.js'
+import { testValidator } from '../helpers/validator.js'
+import { MQTT_VERSION_NUMBERS, versionName, type MqttVersion } from '../helpers/mqtt-versions.js'
 import { Consumer, startTestAgent, tmp, until } from '../helpers/agent.js'
 
 const bundle = new URL('../../dist/cairn.mjs', import.meta.url).pathname
 const FLEET = 'test'
 const params: ScoreParams = { slotMs: 1000, epochSlots: 4, maxAgeMs: 1000, skewMs: 30_000, ...DEFAULT_WEIGHTS }
-const versionName = (v: MqttVersion) => (v === 5 ? 'MQTT 5' : 'MQTT 3.1.1')
 
 /** A validator with a persistent session (nothing is lost while the broker restarts),
  * and a persistent watcher of its evidence topic. */
@@ -40,7 +40,7 @@ async function validatorAndWatcher(t: Test, broker: TestBroker, mqttVersion: Mqt
 const stored = (v: Validator, device: string) => (v.db.prepare('SELECT COUNT(*) AS n FROM heartbeats WHERE device = ?').get(device) as { n: number }).n
 const evidenceRows = (v: Validator) => v.db.prepare('SELECT kind, device FROM evidence').all() as Array<{ kind: string; device: string }>
 
-for (const mqttVersion of MQTT_VERSIONS) {
+for (const mqttVersion of MQTT_VERSION_NUMBERS) {
   t.test(`a device that lost its broker for a while: no evidence (${versionName(mqttVersion)})`, async t => {
     const broker = await startBroker()
     t.teardown(() => broker.close())

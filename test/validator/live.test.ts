@@ -11,12 +11,13 @@ import { validatorKey } from '../../validator/validator-cli.js'
 import { DEFAULT_WEIGHTS } from '../../validator/score.js'
 import type { Attestation } from '../../protocol/proof-format.js'
 import { startBroker } from '../helpers/broker.js'
-import { MQTT_VERSIONS, testValidator } from '../helpers/validator.js'
+import { testValidator } from '../helpers/validator.js'
+import { MQTT_VERSION_NUMBERS } from '../helpers/mqtt-versions.js'
 import { Consumer, startTestAgent, tmp, until } from '../helpers/agent.js'
 
 const CLI = join(import.meta.dirname, '../../dist/cairn.mjs')
 
-for (const mqttVersion of MQTT_VERSIONS) {
+for (const mqttVersion of MQTT_VERSION_NUMBERS) {
   t.test(`device and validator: beacons, heartbeats, challenge, attestation, export, verify (MQTT ${mqttVersion === 5 ? '5' : '3.1.1'})`, async t => {
     const broker = await startBroker()
     t.teardown(() => broker.close())

@@ -16,7 +16,8 @@ import { DEFAULT_WEIGHTS, epochBounds } from '../../validator/score.js'
 import { validatorKey } from '../../validator/validator-cli.js'
 import type { Validator } from '../../validator/validator.js'
 import { openStateDb } from '../../agent/core/state-db.js'
-import { MQTT_VERSIONS, testValidator, type MqttVersion } from '../helpers/validator.js'
+import { testValidator } from '../helpers/validator.js'
+import { MQTT_VERSION_NUMBERS, versionName, type MqttVersion } from '../helpers/mqtt-versions.js'
 import { startBroker, type TestBroker } from '../helpers/broker.js'
 import { Consumer, sleep, startTestAgent, tmp, until, type TestAgent } from '../helpers/agent.js'
 
@@ -48,9 +49,7 @@ function attestation(v: Validator, device: string, epoch: number): Attestation |
   return row ? (JSON.parse(row.payload.toString()) as Attestation) : undefined
 }
 
-const versionName = (v: MqttVersion) => (v === 5 ? 'MQTT 5' : 'MQTT 3.1.1')
-
-for (const mqttVersion of MQTT_VERSIONS) {
+for (const mqttVersion of MQTT_VERSION_NUMBERS) {
   t.test(`two processes on one store: one beacon per slot, each heartbeat stored once, full coverage (${versionName(mqttVersion)})`, async t => {
     const vdir = tmp('cairn-val-')
     const key = validatorKey(vdir)
