@@ -4,7 +4,7 @@
 import { readFileSync, writeFileSync } from 'node:fs'
 import { Command } from 'commander'
 import { brokerConnection, withBrokerFlags } from '../../protocol/broker-flags.js'
-import mqtt from 'mqtt'
+import { connectMqttAsync, TOOL_MAX_PACKET_BYTES } from '../../protocol/mqtt-client.js'
 import { CairnError } from '../../protocol/errors.js'
 import { keyIdOf, readPublicKeyFile } from '../../protocol/keys.js'
 import { MisbehaviourKinds, startSim, type Misbehaviour, type MisbehaviourKind, type SimStats } from './sim.js'
@@ -130,7 +130,7 @@ async function runSim(values: SimOptions, io: { out: Out; err: Out }): Promise<n
   const jitterMs = num(values.jitter, 'jitter', 0, 600_000, true)!
   // Simulated devices retry a broker that is down, as real ones do; one that cannot be
   // reached at all at the start is a mistake in the command line, said at once.
-  await (await mqtt.connectAsync(url, { ...mqttOptions, protocolVersion: version, reconnectPeriod: 0 })).endAsync()
+  await (await connectMqttAsync({ url, base: mqttOptions, mqttVersion: version, reconnectPeriodMs: 0, maximumPacketSize: TOOL_MAX_PACKET_BYTES })).endAsync()
 
   const limit = openFileLimit()
   if (limit !== undefined && devices + 64 > limit) {
