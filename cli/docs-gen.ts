@@ -12,7 +12,7 @@ import { PAYLOAD_SCHEMAS } from '../protocol/messages.js'
 import { BODY_SCHEMAS } from '../protocol/proof-format.js'
 import { proofVectors } from './vectors/proof-vectors.js'
 import { localApiSchemas } from '../agent/local-api/protocol.js'
-import { TASK_BODY_SCHEMAS, TaskUpdateSchema } from '../protocol/task-format.js'
+import { TASK_BODY_SCHEMAS } from '../protocol/task-format.js'
 import { ServedBodySchema } from '../agent/cache/serve-receipts.js'
 import { CacheParamsSchema } from '../agent/cache/cache-executor.js'
 import { taskVectors } from './vectors/task-vectors.js'
@@ -40,9 +40,9 @@ function proofBodySchemas(): Record<string, unknown> {
   return out
 }
 
-/** The body of each task.* envelope as docs/schemas/task-<name>.json, and the update message. */
+/** The body of each task.* envelope as docs/schemas/task-<name>.json. */
 function taskSchemas(): Record<string, unknown> {
-  const out: Record<string, unknown> = { 'task-update': TaskUpdateSchema }
+  const out: Record<string, unknown> = {}
   for (const [type, schema] of Object.entries(TASK_BODY_SCHEMAS)) {
     const name = type.replace(/^task\./, 'task-')
     out[name] = { $id: `https://cairn.dev/schemas/${name}.json`, title: `body of a ${type} envelope (docs/tasks.md)`, ...schema }

@@ -14,6 +14,7 @@ import { newId } from '../protocol/ids.js'
 import { isKeyId, keyIdOf, readKeyPairFile, readPublicKeyFile } from '../protocol/keys.js'
 import { connectMqttAsync, TOOL_MAX_PACKET_BYTES } from '../protocol/mqtt-client.js'
 import { taskTopics } from '../protocol/topics.js'
+import { readTaskUpdate } from '../protocol/task-update.js'
 import { asJson, checkReceipt, encodeTaskMessage, MAX_PRIORITY, TaskMsg, type TaskReceipt, type TaskRequestBody, type TaskUpdate } from '../protocol/task-format.js'
 
 /** Exit codes of `cairn task submit`, one per way it can end. */
@@ -167,7 +168,8 @@ async function submitCmd(device: string, v: Record<string, unknown>, io: Io): Pr
   if (!(timeoutMs > 0 && timeoutMs <= 2_147_000_000)) throw new CairnError('BAD_REQUEST', '--timeout must be a positive number of seconds')
   const res = await submitTask(env, { url, mqttVersion: version, clientOptions, timeoutMs, onUpdate: u => io.err.write(describeUpdate(u) + '\n') })
   if (res.kind === 'timeout') {
-    io.err.write(`no receipt within ${timeoutMs} ms (task ${body.task}); the device may be offline or busy\n`)
+    const forged = res.refused.length > 0 ? `; ${res.refused.length} message(s) about this task did not verify and were ignored (${res.refused[0]})` : ''
+    io.err.write(`no receipt signed by device ${device.slice(0, 12)}… within ${timeoutMs} ms (task ${body.task}); the device may be offline or busy${forged}\n`)
     return SUBMIT_EXIT.timeout
   }
   if (res.kind === 'rejected') {
@@ -200,14 +202,22 @@ export interface SubmitOptions {
   signal?: AbortSignal
 }
 
-export type SubmitResult = { kind: 'receipt'; receipt: TaskReceipt; updates: TaskUpdate[] } | { kind: 'rejected'; update: TaskUpdate } | { kind: 'timeout' }
+export type SubmitResult =
+  | { kind: 'receipt'; receipt: TaskReceipt; updates: TaskUpdate[] }
+  | { kind: 'rejected'; update: TaskUpdate }
+  /** `refused`: updates or receipts for this task that did not verify, and why. */
+  | { kind: 'timeout'; refused: string[] }
+
+/** Clocks of a dispatcher's machine and a device may disagree this much. */
+const UPDATE_SKEW_MS = 5 * 60_000
 
 /** Sends one signed request and waits for its receipt (or a rejection, or the timeout).
  * Updates come on the MQTT 5 response topic, or by task id on the plain update topic.
- * Only a receipt signed by the device and bound to this very request is taken: anyone
- * on the broker can publish on the receipt topic, and an earlier request for the same
- * task id has a receipt of its own (then the DUPLICATE update is the answer). Updates
- * are unsigned by design: a forged `rejected` can end the wait, never fake a result. */
+ * Only what the device signed is taken: updates signed by it for this dispatcher, and a
+ * receipt bound to this very request (anyone on the broker can publish on these topics,
+ * and an earlier request for the same task id has a receipt of its own: then the
+ * DUPLICATE update is the answer). What claims to be about this task and does not
+ * verify is set aside and reported with a timeout, never taken as an answer. */
 export async function submitTask(env: Envelope, o: SubmitOptions): Promise<SubmitResult> {
   const topics = taskTopics(env.fleet, env.sub)
   const task = (env.body as { task: string }).task
@@ -228,27 +238,33 @@ export async function submitTask(env: Envelope, o: SubmitOptions): Promise<Submi
     let settle!: (r: SubmitResult) => void
     let duplicate: TaskUpdate | undefined
     const done = new Promise<SubmitResult>(r => (settle = r))
+    const refused: string[] = []
     client.on('message', (topic, payload) => {
-      let msg: unknown
-      try {
-        msg = JSON.parse(payload.toString('utf8'))
-      } catch {
-        return
-      }
       if (topic === topics.receipt) {
-        const r = msg as TaskReceipt | null
+        let r: TaskReceipt | null
+        try {
+          r = JSON.parse(payload.toString('utf8')) as TaskReceipt | null
+        } catch {
+          return
+        }
         if (r?.type !== TaskMsg.receipt || r.body?.task !== task) return
         try {
           settle({ kind: 'receipt', receipt: checkReceipt(r, { device: env.sub, request: env }).receipt, updates })
-        } catch {
+        } catch (err) {
           // The stored receipt of an earlier request for this id, sent with a DUPLICATE
-          // answer, settles as that rejection; anything else (forged) is ignored.
-          if (duplicate && r.iss === env.sub) settle({ kind: 'rejected', update: duplicate })
+          // answer, settles as that rejection; anything else (forged) is set aside.
+          if (duplicate && signedBy(r, env.sub)) settle({ kind: 'rejected', update: duplicate })
+          else refused.push(`receipt: ${isCairnError(err) ? `${err.code}: ${err.message}` : String(err)}`)
         }
         return
       }
-      const u = msg as TaskUpdate | null
-      if (typeof u?.id !== 'string' || (u.task !== task && u.request !== env.id)) return
+      const read = readTaskUpdate(payload, { fleet: env.fleet, device: env.sub, dispatcher: env.iss, now: Date.now(), skewMs: UPDATE_SKEW_MS, maxBytes: TOOL_MAX_PACKET_BYTES })
+      if (!read.ok) {
+        if (claimsTask(payload, task, env.id)) refused.push(`update: ${read.error.code}: ${read.error.message}`)
+        return
+      }
+      const u = read.update
+      if (u.task !== task && u.request !== env.id) return
       if (seen.has(u.id)) return
       seen.add(u.id)
       updates.push(u)
@@ -264,8 +280,8 @@ export async function submitTask(env: Envelope, o: SubmitOptions): Promise<Submi
     })
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<SubmitResult>(r => {
-      timer = setTimeout(() => r({ kind: 'timeout' }), o.timeoutMs)
-      o.signal?.addEventListener('abort', () => r({ kind: 'timeout' }), { once: true })
+      timer = setTimeout(() => r({ kind: 'timeout', refused }), o.timeoutMs)
+      o.signal?.addEventListener('abort', () => r({ kind: 'timeout', refused }), { once: true })
     })
     try {
       return await Promise.race([done, timeout])
@@ -307,5 +323,26 @@ function verifyReceiptCmd(file: string, v: { device?: string; request?: string }
     if (!isCairnError(err)) throw err
     io.err.write(`INVALID receipt (${err.code}): ${err.message}\n`)
     return 1
+  }
+}
+
+/** Whether an unverified payload says it is about this task or answers this request:
+ * worth reporting when it does not verify. */
+function claimsTask(payload: Buffer, task: string, request: string): boolean {
+  try {
+    const v = JSON.parse(payload.toString('utf8')) as { task?: unknown; request?: unknown; body?: { task?: unknown; request?: unknown } | null } | null
+    return v?.body?.task === task || v?.body?.request === request || v?.task === task || v?.request === request
+  } catch {
+    return false
+  }
+}
+
+/** Whether a receipt verifies as the device's (for another request than ours). */
+function signedBy(r: unknown, device: string): boolean {
+  try {
+    checkReceipt(r, { device })
+    return true
+  } catch {
+    return false
   }
 }

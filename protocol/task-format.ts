@@ -1,7 +1,6 @@
 // The task protocol's messages: signed requests and cancels (dispatcher -> device),
-// unsigned updates and the signed receipt (device -> dispatcher). Requests, cancels and
-// receipts are the agent core's one signing envelope (protocol/envelope.ts) with a
-// `task.*` type; this module fixes each body's schema, the hash that binds a receipt to
+// signed updates and the signed receipt (device -> dispatcher). All are the one signing
+// envelope (protocol/envelope.ts) with a `task.*` type; this module fixes each body's schema, the hash that binds a receipt to
 // its request, and the receipt's wire form. Specified byte for byte in docs/tasks.md.
 //
 // Receipt wire form = JCS(envelope, sig included), as for proofs: its hash is SHA-256
@@ -19,6 +18,7 @@ export const TaskMsg = {
   request: 'task.request',
   cancel: 'task.cancel',
   receipt: 'task.receipt',
+  update: 'task.update',
 } as const
 export type TaskMsgType = (typeof TaskMsg)[keyof typeof TaskMsg]
 
@@ -92,13 +92,12 @@ export const TaskReceiptBodySchema = Type.Object(
 )
 export type TaskReceiptBody = Static<typeof TaskReceiptBodySchema>
 
-/** Device -> dispatcher on …/task/update. Not signed: only the receipt is evidence. */
-export const TaskUpdateSchema = Type.Object(
+/** Device -> dispatcher on …/task/update: the body of a signed envelope of type
+ * task.update (iss = the device, sub = the dispatcher). Signed so that nobody who can
+ * publish there (a broker, another client) can speak for the device: a forged
+ * `rejected` or `accepted` is refused like a forged receipt. */
+const TaskUpdateBodySchema = Type.Object(
   {
-    v: Type.Literal(1),
-    id: Type.String({ pattern: ID_PATTERN, description: 'unique message id; consumers de-duplicate on it' }),
-    device: { ...KeyId, description: 'device id' },
-    ts: Ms,
     task: Type.Union([TaskId, Type.Null()], { description: 'the task, null when the request could not be read' }),
     request: Type.Union([Type.String({ pattern: ID_PATTERN }), Type.Null()], { description: 'id of the request (or cancel) envelope this answers, when known' }),
     event: Type.Union(['accepted', 'rejected', 'started', 'progress', 'done', 'failed', 'cancelled'].map(e => Type.Literal(e))),
@@ -114,14 +113,18 @@ export const TaskUpdateSchema = Type.Object(
     position: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'tasks ahead of this one in the queue, at acceptance' })),
     receipt: Type.Optional({ ...Hash, description: 'hash of the receipt (done/failed/cancelled); the receipt itself is on …/task/receipt' }),
   },
-  { additionalProperties: false, $id: 'https://cairn.dev/schemas/task-update.json', title: 'task update (device -> dispatcher)' },
+  { additionalProperties: false, $id: 'https://cairn.dev/schemas/task-update.json', title: 'task update (the body of a signed envelope of type task.update)' },
 )
-export type TaskUpdate = Static<typeof TaskUpdateSchema>
+export type TaskUpdateBody = Static<typeof TaskUpdateBodySchema>
+/** An update as a reader sees it once its signature checked out: the body, with the
+ * envelope's id (consumers de-duplicate on it), signer and signing time. */
+export type TaskUpdate = TaskUpdateBody & { id: string; device: string; ts: number }
 
 export const TASK_BODY_SCHEMAS = {
   [TaskMsg.request]: TaskRequestBodySchema,
   [TaskMsg.cancel]: TaskCancelBodySchema,
   [TaskMsg.receipt]: TaskReceiptBodySchema,
+  [TaskMsg.update]: TaskUpdateBodySchema,
 } satisfies Record<TaskMsgType, TSchema>
 
 export type TaskEnvelope<B> = Omit<Envelope, 'body'> & { body: B }

@@ -1,6 +1,6 @@
 // The MQTT edge of tasks: reads signed task.request and task.cancel messages (the
 // signed-inbound gate, then body schema and replay store), hands them to the
-// runner, and publishes what happens as updates on …/task/update (or the MQTT 5
+// runner, and publishes what happens as signed updates on …/task/update (or the MQTT 5
 // response topic) and on the local bus. Refusals of unauthenticated input are sent
 // once, QoS 0 and rate-limited, like command refusals, so junk can neither fill the
 // outbox nor wear the SD card; answers to authenticated requests go through the outbox.
@@ -27,7 +27,8 @@ import { readSignedInbound } from '../../protocol/signed-inbound.js'
 import type { Db } from '../core/state-db.js'
 import { taskTopics } from '../../protocol/topics.js'
 import type { TelemetrySample } from '../../hw/index.js'
-import { asJson, checkTaskBody, TaskMsg, type TaskRequest, type TaskRequestBody, type TaskUpdate } from '../../protocol/task-format.js'
+import { asJson, checkTaskBody, encodeTaskMessage, TaskMsg, type TaskRequest, type TaskRequestBody, type TaskUpdateBody } from '../../protocol/task-format.js'
+import { signTaskUpdate } from '../../protocol/task-update.js'
 import type { TaskRow } from './queue.js'
 import { TaskRunner, type TaskNotice } from './runner.js'
 import type { TaskExecutor, TaskType } from './executor-port.js'
@@ -153,6 +154,7 @@ export class TaskService {
     let env: Envelope | undefined
     let requestId: string | null = null
     let taskId: string | null = null
+    let requester: string | null = null
     try {
       const now = this.o.clock.now()
       // No replay store here: onRequest answers a known task id (DUPLICATE) before its
@@ -168,6 +170,7 @@ export class TaskService {
       })
       requestId = read.echo.id
       taskId = read.echo.task
+      requester = read.echo.iss
       if (!read.ok) throw read.error
       env = read.env
       if (isRequest) this.onRequest(checkTaskBody(env, TaskMsg.request), replyTopic, correlation, now)
@@ -178,10 +181,11 @@ export class TaskService {
       if (e.code === 'INTERNAL') this.o.log.error({ err, topic }, 'task message failed')
       else if (env && e.code !== 'REPLAY') this.o.log.warn({ code: e.code, msg: e.message, task: taskId, by: env.iss.slice(0, 12) }, `${type} refused`)
       else this.refusals.refused(e.code, { type, msg: e.message, task: taskId })
-      const update = this.update({ task: taskId, request: requestId, event: 'rejected', error: e })
-      // Authenticated and well-formed (signature checked): a durable answer. Else a quick one.
-      if (env && e.code !== 'REPLAY' && e.code !== 'DUPLICATE') this.durable(replyTopic ?? this.topics.update, update, correlation, env.exp)
-      else this.quick(replyTopic ?? this.topics.update, update, correlation)
+      const body: TaskUpdateBody = { task: taskId, request: requestId, event: 'rejected', error: e }
+      // Authenticated and well-formed (signature checked): a durable answer. Else a quick
+      // one, signed only if the rate limit lets it out (junk cannot buy signatures).
+      if (env && e.code !== 'REPLAY' && e.code !== 'DUPLICATE') this.durable(replyTopic ?? this.topics.update, this.update(env.iss, body, env.exp), correlation)
+      else this.quick(replyTopic ?? this.topics.update, () => this.update(requester, body).payload, correlation)
     }
     return true
   }
@@ -207,16 +211,16 @@ export class TaskService {
 
   private answerDuplicate(row: TaskRow, requestId: string, replyTopic: string | null, correlation: string | null): void {
     this.o.metrics.inc('cairn_task_messages_refused_total', { code: 'DUPLICATE' })
-    const update = this.update({
+    const body: TaskUpdateBody = {
       task: row.id,
       request: requestId,
       event: 'rejected',
       state: row.state,
       error: { code: 'DUPLICATE', message: `task ${row.id} exists (${row.state}); it never runs twice` },
-    })
+    }
     // The receipt goes again only with an answer the rate limit let through: replaying a
     // genuine request must not make the device publish without bound.
-    if (this.quick(replyTopic ?? this.topics.update, update, correlation) && row.receipt) this.quick(this.topics.receipt, row.receipt, correlation, true)
+    if (this.quick(replyTopic ?? this.topics.update, () => this.update(row.dispatcher, body).payload, correlation) && row.receipt) this.quick(this.topics.receipt, row.receipt, correlation, true)
   }
 
   private onCancel(req: Envelope & { body: { task: string } }, replyTopic: string | null, correlation: string | null, now: number): void {
@@ -227,8 +231,8 @@ export class TaskService {
     // Cancelled now (queued) or soon (running): the runner announces it. A task that had
     // already finished is answered with its state.
     if (res.state !== 'cancelled' && res.state !== 'running') {
-      const update = this.update({ task: req.body.task, request: req.id, event: 'rejected', state: res.state, error: { code: 'BAD_REQUEST', message: `task already ${res.state}` } })
-      this.durable(replyTopic ?? this.topics.update, update, correlation, req.exp)
+      const body: TaskUpdateBody = { task: req.body.task, request: req.id, event: 'rejected', state: res.state, error: { code: 'BAD_REQUEST', message: `task already ${res.state}` } }
+      this.durable(replyTopic ?? this.topics.update, this.update(req.iss, body, req.exp), correlation)
     }
     this.gauges()
   }
@@ -297,7 +301,7 @@ export class TaskService {
     else if (n.event === 'rejected' && this.waiters.has(row.id)) return // runLocal rejects from submit's answer
     this.gauges()
     if (row.local) return
-    const update = this.update({
+    const body: TaskUpdateBody = {
       task: row.id,
       request: row.requestId,
       event: n.event,
@@ -307,23 +311,24 @@ export class TaskService {
       ...(n.note !== undefined ? { note: n.note } : {}),
       ...(n.position !== undefined ? { position: n.position } : {}),
       ...(n.receiptHash ? { receipt: n.receiptHash } : {}),
-    })
+    }
     const topic = row.replyTopic ?? this.topics.update
     // Progress is a hint: QoS 0, never stored. The rest is stored until the deadline.
-    if (n.event === 'progress') this.quick(topic, update, row.correlation, true)
-    else this.durable(topic, update, row.correlation, Math.max(row.deadline, this.o.clock.now()) + 600_000)
+    if (n.event === 'progress') this.quick(topic, this.update(row.dispatcher, body).payload, row.correlation, true)
+    else this.durable(topic, this.update(row.dispatcher, body, Math.max(row.deadline, this.o.clock.now()) + 600_000), row.correlation)
   }
 
-  private update(u: Omit<TaskUpdate, 'v' | 'id' | 'device' | 'ts'>): Buffer {
-    const now = this.o.clock.now()
-    const msg: TaskUpdate = { v: 1, id: newId(now), device: this.o.identity.keyId, ts: now, ...u }
+  /** The device's signed update for the dispatcher `to`, worth delivering until `exp`. */
+  private update(to: string | null, body: TaskUpdateBody, exp?: number): { payload: Buffer; exp: number } {
     // Messages may come from an executor or echo input: keep them within the schema.
-    if (msg.error) msg.error = { code: msg.error.code, message: msg.error.message.slice(0, 1000) }
-    return Buffer.from(JSON.stringify(msg))
+    const b = body.error ? { ...body, error: { code: body.error.code, message: body.error.message.slice(0, 1000) } } : body
+    const env = signTaskUpdate(this.o.identity, b, { fleet: this.o.fleet, to, now: this.o.clock.now(), ...(exp !== undefined ? { exp } : {}) })
+    return { payload: encodeTaskMessage(env), exp: env.exp }
   }
 
-  private durable(topic: string, payload: Buffer, correlation: string | null, expires: number): void {
+  private durable(topic: string, update: { payload: Buffer; exp: number }, correlation: string | null): void {
     const props = correlationProps(correlation)
+    const { payload, exp: expires } = update
     try {
       this.o.outbox.enqueue({ id: newId(this.o.clock.now()), cls: MsgClass.reply, topic, payload, expires, ...(props ? { props } : {}) })
     } catch (err) {
@@ -333,7 +338,7 @@ export class TaskService {
   }
 
   /** Rate-limited QoS 0: answers anyone may trigger (refusals, duplicates, progress). */
-  private quick(topic: string, payload: Buffer, correlation: string | null, unlimited = false): boolean {
+  private quick(topic: string, payload: Buffer | (() => Buffer), correlation: string | null, unlimited = false): boolean {
     if (!unlimited) {
       const now = this.o.clock.now()
       this.tokens = Math.min(REFUSAL_BURST, this.tokens + ((now - this.tokensAt) / 1000) * REFUSAL_PER_S)
@@ -344,7 +349,7 @@ export class TaskService {
       }
       this.tokens -= 1
     }
-    this.o.publishQuick(topic, payload, correlationProps(correlation))
+    this.o.publishQuick(topic, typeof payload === 'function' ? payload() : payload, correlationProps(correlation))
     return true
   }
 

@@ -1,5 +1,5 @@
-// Test vectors for the task protocol (docs/vectors/tasks-v1.json): a request, a cancel
-// and a receipt signed with fixed RFC 8032 keys, with their signed bytes, hashes and
+// Test vectors for the task protocol (docs/vectors/tasks-v1.json): a request, a cancel,
+// a receipt and an update signed with fixed RFC 8032 keys, with their signed bytes, hashes and
 // the binding of the receipt to the request, so any implementation can check its
 // bytes against ours. Deterministic: fixed ids and times, and ed25519 signs
 // deterministically, so `npm run docs:gen` always writes the same file.
@@ -7,6 +7,7 @@
 import { signEnvelope, signedBytes, type Envelope, type SignInput } from '../../protocol/envelope.js'
 import { keyPairFromSeed, publicKeyPem, rawPublicKey, type KeyPair } from '../../protocol/keys.js'
 import { asJson, encodeTaskMessage, taskMessageHash, TaskMsg, type TaskReceiptBody, type TaskRequestBody } from '../../protocol/task-format.js'
+import { signTaskUpdate } from '../../protocol/task-update.js'
 
 /** RFC 8032 section 7.1 TEST 1 (dispatcher) and TEST 2 (device) secret keys. */
 const DISPATCHER_SEED = '9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60'
@@ -72,11 +73,21 @@ export function taskVectors() {
     attempts: 1,
   }
   const receipt = sign(device, { type: TaskMsg.receipt, id: 'vector-rcpt-0001', sub: dispatcher.keyId, iat: T0 + 180, exp: T0 + 180 + 30 * 86_400_000, body: asJson(receiptBody) })
+  const update = signTaskUpdate(
+    device,
+    { task: requestBody.task, request: request.id, event: 'accepted', state: 'queued', position: 0 },
+    { fleet: FLEET, to: dispatcher.keyId, now: T0 + 150, exp: T0 + 300_000, id: 'vector-upd-0001' },
+  )
   return {
     description:
-      'Cairn task protocol v1 test vectors (docs/tasks.md). Every message is the signing envelope: signedBytes = "CAIRN-SIG-1\\n" || type || "\\n" || JCS(envelope without sig). sha256 = SHA-256(JCS(envelope with sig)); a receipt\'s body.request is the sha256 of its request.',
+      'Cairn task protocol v1 test vectors (docs/tasks.md). Every message, updates included, is the signing envelope: signedBytes = "CAIRN-SIG-1\\n" || type || "\\n" || JCS(envelope without sig). sha256 = SHA-256(JCS(envelope with sig)); a receipt\'s body.request is the sha256 of its request.',
     dispatcher: keyInfo(DISPATCHER_SEED, dispatcher),
     device: keyInfo(DEVICE_SEED, device),
-    vectors: [describe('task.request (inference)', request), describe('task.cancel', cancel), describe('task.receipt (done), answering the request above', receipt)],
+    vectors: [
+      describe('task.request (inference)', request),
+      describe('task.cancel', cancel),
+      describe('task.receipt (done), answering the request above', receipt),
+      describe('task.update (accepted), answering the request above', update),
+    ],
   }
 }

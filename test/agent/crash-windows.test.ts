@@ -14,7 +14,7 @@ import { loadOrCreateIdentity } from '../../protocol/identity.js'
 import { signCommand } from '../../fleet/command-client.js'
 import { startBroker, type TestBroker } from '../helpers/broker.js'
 import { Consumer, operatorKey, tmp } from '../helpers/agent.js'
-import { openReply } from '../helpers/replies.js'
+import { openReply, verifiedUpdate } from '../helpers/replies.js'
 
 const bundle = new URL('../../dist/cairn.mjs', import.meta.url).pathname
 const FLEET = 'crash'
@@ -107,10 +107,11 @@ t.test('killed between the replay store and the task row, a task request is acce
   t.equal(await first.exited, 'SIGKILL', 'the agent died at the crash point')
   const second = agent(t, state, { operator: op.pub, dispatcher: d.pub }, version)
   t.teardown(() => second.child.kill('SIGTERM'))
-  const accepted = await c.waitFor(m => m.find(x => x.json?.task === task && x.json?.event === 'accepted'), 60_000, 'the task accepted after the restart')
-  t.equal(accepted.json?.request, env.id)
+  const updates = () => c.on('/task/update').map(x => verifiedUpdate(x.payload, device, FLEET))
+  const accepted = await c.waitFor(() => updates().find(u => u.task === task && u.event === 'accepted'), 60_000, 'the task accepted after the restart')
+  t.equal(accepted.request, env.id)
   t.notOk(
-    c.on('/task/update').some(x => x.json?.task === task && (x.json.error as { code?: string } | undefined)?.code === 'REPLAY'),
+    updates().some(u => u.task === task && u.error?.code === 'REPLAY'),
     'never refused as a REPLAY',
   )
 })

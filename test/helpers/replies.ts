@@ -1,10 +1,12 @@
-// Reading a device's signed replies from the wire, as tests see them: the envelope's
-// signature checked against the device's key (its id), then the body as the command's
-// sender reads it ({ id: the command id, status, data | error }).
+// Reading a device's signed replies and task updates from the wire, as tests see them:
+// the envelope's signature checked against the device's key (its id), then the body as
+// the command's sender or the task's dispatcher reads it.
 
 import { EnvelopeSchema, verifySignatureOnly, type Envelope } from '../../protocol/envelope.js'
 import { publicKeyFromKeyId } from '../../protocol/keys.js'
 import { Value } from '@sinclair/typebox/value'
+import type { TaskUpdate } from '../../protocol/task-format.js'
+import { readTaskUpdate } from '../../protocol/task-update.js'
 
 export interface OpenedReply {
   id: string | null
@@ -32,4 +34,13 @@ export function openReply(json: unknown, device: string): OpenedReply | undefine
     to: env.sub,
     body: env.body as Record<string, unknown>,
   }
+}
+
+/** A task update as `device` signed it (for whoever it names as its addressee); throws,
+ * failing the test, if it is anything else. */
+export function verifiedUpdate(payload: Buffer, device: string, fleet: string): TaskUpdate {
+  const sub = (JSON.parse(payload.toString('utf8')) as { sub?: unknown } | null)?.sub
+  const r = readTaskUpdate(payload, { fleet, device, dispatcher: typeof sub === 'string' ? sub : '', now: Date.now(), skewMs: 60_000, maxBytes: 1 << 20 })
+  if (!r.ok) throw new Error(`task update not signed by the device: ${r.error.code}: ${r.error.message}: ${payload.toString('utf8').slice(0, 300)}`)
+  return r.update
 }

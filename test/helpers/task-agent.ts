@@ -10,6 +10,7 @@ import { newId } from '../../protocol/ids.js'
 import type { KeyPair } from '../../protocol/keys.js'
 import type { TaskExecutor } from '../../agent/task/executor-port.js'
 import type { TaskReceipt, TaskUpdate } from '../../protocol/task-format.js'
+import { verifiedUpdate } from './replies.js'
 import type { AgentDeps } from '../../agent/agent.js'
 import { Consumer, operatorKey, startTestAgent, tmp, until, type Received, type TestAgent } from './agent.js'
 import { testExecutors } from './task-executors.js'
@@ -83,10 +84,12 @@ export async function taskAgent(t: Test, o: TaskAgentOptions) {
     await publish('cancel', JSON.stringify(env))
     return env
   }
+  /** Every update so far, each verified as the device's signed task.update (for whoever
+   * it names as its addressee): one that does not verify fails the test here. */
   const updates = (pred: (u: TaskUpdate) => boolean = () => true) =>
     c.messages
       .filter(m => m.topic.includes('/task/update'))
-      .map(m => m.json as unknown as TaskUpdate)
+      .map(m => verifiedUpdate(m.payload, device, FLEET))
       .filter(pred)
   const waitUpdate = (pred: (u: TaskUpdate) => boolean, what: string, timeoutMs = 10_000) => c.waitFor(() => updates(pred)[0], timeoutMs, what)
   const receipts = (task?: string): Array<Received & { r: TaskReceipt }> =>

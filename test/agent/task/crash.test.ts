@@ -11,7 +11,8 @@ import { existsSync } from 'node:fs'
 import { signEnvelope } from '../../../protocol/envelope.js'
 import { newId } from '../../../protocol/ids.js'
 import { loadOrCreateIdentity } from '../../../protocol/identity.js'
-import type { TaskReceipt, TaskUpdate } from '../../../protocol/task-format.js'
+import type { TaskReceipt } from '../../../protocol/task-format.js'
+import { verifiedUpdate } from '../../helpers/replies.js'
 import { startBroker } from '../../helpers/broker.js'
 import { Consumer, operatorKey, tmp } from '../../helpers/agent.js'
 import { MQTT_VERSIONS } from '../../helpers/mqtt-versions.js'
@@ -84,7 +85,7 @@ for (const { mqttVersion, label } of MQTT_VERSIONS)
     const updates = (task: string) =>
       c
         .on('/task/update')
-        .map(m => m.json as unknown as TaskUpdate)
+        .map(m => verifiedUpdate(m.payload, device, FLEET))
         .filter(u => u.task === task)
     const receipts = (task: string) =>
       c

@@ -61,7 +61,12 @@ for (const { mqttVersion, label } of MQTT_VERSIONS)
     await g.cancel('never-existed-1')
     t.equal((await g.waitUpdate(u => u.task === 'never-existed-1', 'unknown')).error?.code, 'UNKNOWN_TASK')
     t.same(g.ex.inference.runs, ['long', 'queued2'], 'the cancelled queued task never ran')
-    for (const m of g.c.messages) if (m.topic.includes('/task/update')) t.equal(schemaErrors('task-update', m.json), null)
+    for (const m of g.c.messages)
+      if (m.topic.includes('/task/update')) {
+        t.equal(schemaErrors('envelope', m.json), null, 'update matches envelope.json')
+        t.equal(schemaErrors('task-update', (m.json as { body: unknown }).body), null, 'update body matches task-update.json')
+      }
+    t.ok(g.updates().length > 0, "every update verifies as the device's signed task.update")
     for (const { payload } of g.receipts()) t.ok(checkReceipt(payload, { device: g.device }).checked.length > 0, 'cancel receipts verify')
   })
 

@@ -25,7 +25,11 @@ t.teardown(async () => broker.close())
 /** Every update and receipt seen so far matches the published schemas. */
 function schemasHold(t: Test, h: TaskHarness): void {
   for (const m of h.c.messages) {
-    if (m.topic.includes('/task/update')) t.equal(schemaErrors('task-update', m.json), null, `update ${String(m.json?.event)} matches task-update.json`)
+    if (m.topic.includes('/task/update')) {
+      const body = (m.json as { body?: { event?: unknown } } | null)?.body
+      t.equal(schemaErrors('envelope', m.json), null, 'update matches envelope.json')
+      t.equal(schemaErrors('task-update', body), null, `update ${String(body?.event)} body matches task-update.json`)
+    }
     if (m.topic.endsWith('/task/receipt')) {
       t.equal(schemaErrors('envelope', m.json), null, 'receipt matches envelope.json')
       t.equal(schemaErrors('task-receipt', (m.json as { body: unknown }).body), null, 'receipt body matches task-receipt.json')
@@ -75,7 +79,7 @@ t.test('MQTT 5 response topic and correlation data are honoured; 3.1.1 works fro
   const h = await taskAgent(t, { url: broker.url })
   const rt = `${h.base}/update/inbox-1`
   await h.request('corr-task-001', { label: 'x' }, { opts: { properties: { responseTopic: rt, correlationData: Buffer.from('abc') } } })
-  await h.c.waitFor(m => m.find(x => x.topic === rt && x.json?.event === 'done'), 10_000, 'done on the response topic')
+  await h.c.waitFor(m => m.find(x => x.topic === rt && (x.json?.body as { event?: string } | undefined)?.event === 'done'), 10_000, 'done on the response topic')
   const onRt = h.c.messages.filter(x => x.topic === rt)
   t.ok(
     onRt.every(x => Buffer.from(x.properties?.correlationData ?? []).toString() === 'abc'),
