@@ -143,6 +143,7 @@ function unreachable(err: unknown): { reason: string; refused?: true } | undefin
   const e = err as NodeJS.ErrnoException & { errors?: unknown[] }
   const code = typeof e.code === 'string' ? e.code : (e.errors?.[0] as NodeJS.ErrnoException | undefined)?.code
   if (code !== undefined && NETWORK_ERRORS[code]) return { reason: NETWORK_ERRORS[code] }
+  if (code === 'EPROTO' && e.message.startsWith('the server does not speak MQTT')) return { reason: e.message }
   if (e.message === 'connack timeout') return { reason: 'connect timeout' }
   if (code !== undefined && /CERT|SELF_SIGNED|UNABLE_TO_|TLS|SSL/.test(code)) return { reason: e.message }
   if (e.message.startsWith('Connection refused: ')) return { reason: e.message.slice('Connection refused: '.length), refused: true }

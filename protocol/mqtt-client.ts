@@ -160,7 +160,9 @@ export function connectMqtt(o: MqttConnectOptions): MqttClient {
 
 /** Resolves once connected (rejects on a connection error). */
 export async function connectMqttAsync(o: Omit<MqttConnectOptions, 'beforeAck'>): Promise<MqttClient> {
-  const client = await mqtt.connectAsync(o.url, mqttClientOptions(o))
+  const client = await mqtt.connectAsync(o.url, mqttClientOptions(o)).catch((err: unknown) => {
+    throw notMqtt(err) ?? err
+  })
   noDelay(client)
   client.on('connect', () => noDelay(client))
   return client
@@ -171,4 +173,14 @@ export async function connectMqttAsync(o: Omit<MqttConnectOptions, 'beforeAck'>)
 function noDelay(client: MqttClient): void {
   const stream = client.stream as { setNoDelay?: (on: boolean) => unknown } | undefined
   stream?.setNoDelay?.(true)
+}
+
+/** A connect that failed because the peer sent bytes that are not MQTT (mqtt-packet's
+ * parser threw: another kind of server on that port), as an EPROTO error that says so.
+ * Socket errors carry an errno code, a broker's refusal says "Connection refused: …",
+ * and mqtt.js's own timeout is "connack timeout": those pass through unchanged. */
+function notMqtt(err: unknown): Error | undefined {
+  if (!(err instanceof Error) || (err as NodeJS.ErrnoException).code !== undefined) return undefined
+  if (err.message.startsWith('Connection refused') || err.message === 'connack timeout') return undefined
+  return Object.assign(new Error(`the server does not speak MQTT (${err.message})`), { code: 'EPROTO', cause: err })
 }

@@ -2,9 +2,10 @@
 // mosquitto_pub/mosquitto_sub as the outside world.
 
 import t from 'tap'
+import type { Test } from 'tap'
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
+import { createServer, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import type { Command } from 'commander'
@@ -116,13 +117,25 @@ function commandPaths(cmd: Command, path: string[] = []): string[][] {
   return [path, ...cmd.commands.flatMap(c => commandPaths(c, [...path, c.name()]))]
 }
 
-/** A port nothing listens on: one the kernel handed out, then closed. */
-async function closedPort(): Promise<number> {
-  const server = createServer()
+/** A loopback port nothing listens on: tcpmux's port 1, which no test binds. (A port a
+ * test had just closed could be taken by the next server another test starts, and the
+ * client then met that server instead of a refusal, as happened under load.) */
+const REFUSED_PORT = 1
+
+/** A server on loopback that answers every connection with bytes that are not MQTT. */
+async function notMqttServer(t: Test): Promise<string> {
+  const socks = new Set<Socket>()
+  const server = createServer(sock => {
+    socks.add(sock)
+    sock.on('error', () => {}).on('close', () => socks.delete(sock))
+    sock.end('HTTP/1.1 400 Bad Request\r\n\r\n')
+  })
   await new Promise<void>(r => server.listen(0, '127.0.0.1', r))
-  const { port } = server.address() as { port: number }
-  await new Promise(r => server.close(r))
-  return port
+  t.teardown(() => {
+    for (const s of socks) s.destroy()
+    return new Promise(r => server.close(r))
+  })
+  return `mqtt://127.0.0.1:${(server.address() as { port: number }).port}`
 }
 
 t.test('every command and subcommand answers --help and -h with its usage and an example', async t => {
@@ -165,7 +178,7 @@ t.test('fleet cmd checks the device id, the command and its body before it conne
   const dir = tmp()
   const key = join(dir, 'op')
   t.equal((await inProcess(['fleet', 'keygen', '--out', key])).code, 0)
-  const port = await closedPort()
+  const port = REFUSED_PORT
   const cmd = (...args: string[]) => inProcess(['fleet', 'cmd', ...args, '--broker', `mqtt://127.0.0.1:${port}`, '--fleet', 'demo', '--key', key])
   const cases: Array<[string[], RegExp]> = [
     [['Not/A-Device', 'ping'], /^cairn fleet cmd: "Not\/A-Device" is not a device id: /],
@@ -192,7 +205,7 @@ t.test('a broker that cannot be reached is one line and exit 1, no stack', async
   const dir = tmp()
   const key = join(dir, 'op')
   await cairn(['fleet', 'keygen', '--out', key])
-  const url = `mqtt://127.0.0.1:${await closedPort()}`
+  const url = `mqtt://127.0.0.1:${REFUSED_PORT}`
   const r = (await cairn(['fleet', 'cmd', 'abc', 'ping', '--broker', url, '--fleet', 'demo', '--key', key])) as { code?: number; stderr: string }
   t.equal(r.code, 1)
   t.equal(r.stderr, `cairn fleet cmd: cannot reach the broker at ${url} (connection refused)\n`)
@@ -203,6 +216,17 @@ t.test('a broker that cannot be reached is one line and exit 1, no stack', async
   const rollout = await inProcess(['fleet', 'rollout', 'status', '--broker', url, '--fleet', 'demo'])
   t.equal(rollout.code, 1)
   t.equal(rollout.err, `cairn fleet rollout status: cannot reach the broker at ${url} (connection refused)\n`)
+})
+
+t.test('a server that does not speak MQTT is one line and exit 1, no stack', async t => {
+  const dir = tmp()
+  const key = join(dir, 'op')
+  await inProcess(['fleet', 'keygen', '--out', key])
+  const url = await notMqttServer(t)
+  const r = await inProcess(['fleet', 'cmd', 'abc', 'ping', '--broker', url, '--fleet', 'demo', '--key', key, '--timeout', '5'])
+  t.equal(r.code, 1, r.err)
+  t.match(r.err, new RegExp(`^cairn fleet cmd: cannot reach the broker at ${url.replaceAll('.', '\\.')} \\(the server does not speak MQTT \\(.+\\)\\)\n$`))
+  t.notMatch(r.err, /^ {4}at /m, 'no stack trace')
 })
 
 t.test('--key given a public key says so, rather than "chmod 600"', async t => {
