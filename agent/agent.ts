@@ -259,7 +259,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
       await localApi?.close()
       await deviceUi.stop()
       clearInterval(refreshGauges)
-      await link.settle(3000)
+      await link.settle(3000, { hold: true })
       await link.stop({ topic: topics.status, payload: status('offline', reason === 'shutdown' ? 'shutdown' : 'restart') })
       storage.stop()
       try {

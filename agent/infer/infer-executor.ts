@@ -38,6 +38,8 @@ export interface InferenceExecutorOptions {
   maxResultBytes?: number
   /** From hw/accelerators.ts: NPUs are reported as present but unused. */
   accelerators?: readonly Accelerator[]
+  /** Aborting it while the worker starts kills the worker (an agent that stops). */
+  signal?: AbortSignal
 }
 
 export type InferenceExecutor = TaskExecutor<InferenceParams> & {
@@ -61,7 +63,14 @@ export async function createInferenceExecutor(opts: InferenceExecutorOptions): P
     modelsDir,
     log,
   })
-  await host.start()
+  const abandon = () => void host.close()
+  opts.signal?.addEventListener('abort', abandon, { once: true })
+  try {
+    if (opts.signal?.aborted) throw new CairnError('INTERRUPTED', 'the agent is stopping')
+    await host.start()
+  } finally {
+    opts.signal?.removeEventListener('abort', abandon)
+  }
   const npus: BackendReport[] = (opts.accelerators ?? [])
     .filter(a => a.kind === 'hailo' || a.kind === 'coral-tpu' || a.kind === 'accel')
     .map(a => ({ name: a.kind, available: false, reason: `${a.name} present (${a.source}) but not used: running models on NPUs is planned (docs/inference.md)` }))

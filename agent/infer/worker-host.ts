@@ -69,6 +69,8 @@ export class WorkerHost {
   private nextId = 1
   private lane: Promise<unknown> = Promise.resolve()
   private closed = false
+  /** The worker between fork and its ready message. */
+  private spawning: ChildProcess | undefined
   backend: BackendName | undefined
   backends: BackendReport[] = []
   restarts = 0
@@ -96,6 +98,10 @@ export class WorkerHost {
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
       ...(entry.cwd !== undefined ? { cwd: entry.cwd } : {}),
     })
+    this.spawning = child
+    child.once('exit', () => {
+      if (this.spawning === child) this.spawning = undefined
+    })
     const log = this.o.log
     const forward = (stream: NodeJS.ReadableStream | null, level: 'info' | 'warn') =>
       stream?.on('data', (d: Buffer) => {
@@ -122,6 +128,7 @@ export class WorkerHost {
           clearTimeout(timer)
           child.off('exit', onEarlyExit)
           child.once('exit', (code, signal) => this.onExit(child, code, signal))
+          this.spawning = undefined
           this.child = child
           this.backend = m.backend
           this.backends = m.backends
@@ -220,6 +227,16 @@ export class WorkerHost {
 
   async close(): Promise<void> {
     this.closed = true
+    // A worker still starting holds nothing: killed at once, rather than waited for (its
+    // start, loading the backend, took seconds and kept a stopping agent's process alive).
+    const starting = this.spawning
+    if (starting && this.child === undefined) {
+      const exited = new Promise(r => starting.once('exit', r))
+      starting.kill('SIGKILL')
+      await exited
+      await this.starting?.catch(() => undefined)
+      return
+    }
     const child = this.child ?? (await this.starting?.catch(() => undefined))
     if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
     await new Promise<void>(resolve => {

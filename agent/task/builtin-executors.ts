@@ -27,8 +27,9 @@ export interface BuiltinExecutorDeps {
 
 /** Adds the cache executor at once and the inference one when its worker is up.
  * `close` does not wait for an inference start still in flight (an agent stopping right
- * after it started must not wait seconds for TensorFlow.js): that worker is closed as
- * soon as it is up. Executors already taken are closed by the task service. */
+ * after it started must not wait seconds for TensorFlow.js): that worker is killed where
+ * it stands, so the process can exit at once. Executors already taken are closed by the
+ * task service. */
 export function startBuiltinExecutors(d: BuiltinExecutorDeps): { ready: Promise<void>; close(): Promise<void> } {
   if (d.types.includes('cache')) d.add(createCacheExecutor({ store: d.store, log: d.log.child({ exec: 'cache' }) }))
   let orphan: TaskExecutor | undefined
@@ -38,9 +39,10 @@ export function startBuiltinExecutors(d: BuiltinExecutorDeps): { ready: Promise<
       d.log.warn({ err }, 'accelerator inventory failed: the inference backend report lists no NPUs')
       return []
     })
+  const closing = new AbortController()
   const ready = d.types.includes('inference')
     ? inventory()
-        .then(accelerators => createInferenceExecutor({ content: d.store, log: d.log.child({ exec: 'inference' }), workDir: join(d.stateDir, 'infer'), accelerators }))
+        .then(accelerators => createInferenceExecutor({ content: d.store, log: d.log.child({ exec: 'inference' }), workDir: join(d.stateDir, 'infer'), accelerators, signal: closing.signal }))
         .then(
           e => {
             // The whole report (every backend with its reason, NPUs present but unused) goes to the log.
@@ -48,6 +50,7 @@ export function startBuiltinExecutors(d: BuiltinExecutorDeps): { ready: Promise<
             else orphan = e
           },
           err => {
+            if (closing.signal.aborted) return
             d.log.error({ err }, 'inference executor not started: inference tasks are refused as UNSUPPORTED')
             d.failed('inference')
           },
@@ -56,6 +59,7 @@ export function startBuiltinExecutors(d: BuiltinExecutorDeps): { ready: Promise<
   return {
     ready,
     close: async () => {
+      closing.abort()
       void ready.then(() => orphan?.close?.()).catch(err => d.log.warn({ err }, 'inference executor close failed'))
     },
   }

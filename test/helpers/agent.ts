@@ -14,6 +14,7 @@ import type { SystemPort } from '../../agent/core/system.js'
 import { createCommandRunner } from '../../hw/index.js'
 import { loadConfig } from '../../agent/config/load-config.js'
 import { otaExtension } from '../../ota/ota-service.js'
+import { guardMs } from './patience.js'
 
 export const tmp = (p = 'cairn-test-') => mkdtempSync(join(tmpdir(), p))
 
@@ -124,6 +125,7 @@ export class Consumer {
 
   /** Waits until `pred` holds for some message (or all seen so far), polling on arrival. */
   async waitFor<T>(pred: (msgs: Received[]) => T | undefined | false, timeoutMs = 10_000, what = 'message'): Promise<T> {
+    timeoutMs = guardMs(timeoutMs)
     const until = Date.now() + timeoutMs
     for (;;) {
       const hit = pred(this.messages)
@@ -159,7 +161,7 @@ export class Consumer {
 export const sleep = (ms: number) => new Promise(r => setTimeout(r, ms))
 
 export async function until(pred: () => boolean | Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
-  const end = Date.now() + timeoutMs
+  const end = Date.now() + guardMs(timeoutMs)
   while (!(await pred())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
     await sleep(25)

@@ -9,6 +9,7 @@ import { createServer, connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startEmbeddedBroker, type EmbeddedBroker } from '../../cli/embedded-broker.js'
+import { guardMs } from './patience.js'
 
 export interface TestBroker {
   kind: 'mosquitto' | 'aedes'
@@ -39,9 +40,12 @@ export async function freePort(): Promise<number> {
   })
 }
 
-async function waitForPort(port: number, timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs
+async function waitForPort(port: number, timeoutMs: number, child?: ChildProcess): Promise<void> {
+  const until = Date.now() + guardMs(timeoutMs)
   for (;;) {
+    // Mosquitto exits at once when it cannot bind (another socket took the port between
+    // freePort() and its start): say so, so that the caller takes another port.
+    if (child && child.exitCode !== null) throw Object.assign(new Error(`broker exited (${child.exitCode}) before listening on ${port}`), { exited: true })
     const ok = await new Promise<boolean>(resolve => {
       const sock = connect(port, '127.0.0.1')
       sock.once('connect', () => {
@@ -80,27 +84,28 @@ export async function startBroker(opts: { extraConfig?: string; anonymous?: bool
     }
   }
   const dir = mkdtempSync(join(tmpdir(), 'cairn-mosq-'))
-  const port = await freePort()
+  let port = 0
   const conf = join(dir, 'mosquitto.conf')
-  writeFileSync(
-    conf,
-    [
-      `listener ${port} 127.0.0.1`,
-      `allow_anonymous ${opts.anonymous === false ? 'false' : 'true'}`,
-      // Started as root, mosquitto would drop to its own user and lose access to the
-      // private temp dirs holding persistence and password files.
-      ...(process.getuid?.() === 0 ? ['user root'] : []),
-      'persistence true',
-      `persistence_location ${dir}/`,
-      'autosave_interval 1',
-      // As docs/validator.md recommends: no Nagle delay on small messages.
-      'set_tcp_nodelay true',
-      'log_dest stderr',
-      'log_type error',
-      'log_type warning',
-      opts.extraConfig ?? '',
-    ].join('\n') + '\n',
-  )
+  const writeConf = () =>
+    writeFileSync(
+      conf,
+      [
+        `listener ${port} 127.0.0.1`,
+        `allow_anonymous ${opts.anonymous === false ? 'false' : 'true'}`,
+        // Started as root, mosquitto would drop to its own user and lose access to the
+        // private temp dirs holding persistence and password files.
+        ...(process.getuid?.() === 0 ? ['user root'] : []),
+        'persistence true',
+        `persistence_location ${dir}/`,
+        'autosave_interval 1',
+        // As docs/validator.md recommends: no Nagle delay on small messages.
+        'set_tcp_nodelay true',
+        'log_dest stderr',
+        'log_type error',
+        'log_type warning',
+        opts.extraConfig ?? '',
+      ].join('\n') + '\n',
+    )
   let child: ChildProcess | undefined
   const start = async () => {
     const c = spawn(bin, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] })
@@ -108,10 +113,10 @@ export async function startBroker(opts: { extraConfig?: string; anonymous?: bool
     c.stderr?.on('data', d => (stderr = (stderr + d.toString()).slice(-4000)))
     child = c
     try {
-      await waitForPort(port, 10_000)
+      await waitForPort(port, 10_000, c)
     } catch (err) {
       c.kill('SIGKILL')
-      throw new Error(`${(err as Error).message}\n${stderr}`, { cause: err })
+      throw Object.assign(new Error(`${(err as Error).message}\n${stderr}`, { cause: err }), { exited: (err as { exited?: boolean }).exited === true })
     }
   }
   const stop = async (signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM') => {
@@ -123,6 +128,16 @@ export async function startBroker(opts: { extraConfig?: string; anonymous?: bool
       c.kill(signal)
     })
   }
-  await start()
+  // The first start may lose its port to another socket: take another, a few times.
+  for (let attempt = 1; ; attempt++) {
+    port = await freePort()
+    writeConf()
+    try {
+      await start()
+      break
+    } catch (err) {
+      if (!(err as { exited?: boolean }).exited || attempt >= 5) throw err
+    }
+  }
   return { kind: 'mosquitto', port, url: `mqtt://127.0.0.1:${port}`, mqtt5: true, start, stop, close: () => stop('SIGTERM') }
 }

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import { createCommandRunner, type HwContext } from '../../hw/index.js'
 import { createGpiodDriver, createProcessSpawner, probeGpiod, type GpioDriver, type GpioEvent } from '../../hw/gpio/index.js'
+import { guardMs } from '../helpers/patience.js'
 
 // One script answers as every tool, by the name it was called with.
 const TOOL = `#!/usr/bin/env node
@@ -50,7 +51,8 @@ async function toolbox(t: Test) {
   }
   const env = { ...process.env, PATH: `${bin}${delimiter}${process.env.PATH ?? ''}`, GPIO_STATE: join(dir, 'state'), LC_ALL: 'C' }
   const root = join(dir, 'root')
-  const ctx: HwContext = { root, run: createCommandRunner({ env }) }
+  // The tools are Node scripts here: give them a Node start's time on a loaded machine.
+  const ctx: HwContext = { root, run: createCommandRunner({ env, timeoutMs: 120_000 }) }
   const state = (k: string) => join(dir, 'state', k)
   const holder = async (offset: number) => readFile(state(`holder-${offset}`), 'utf8').then(Number, () => undefined)
   return { ctx, env, state, holder }
@@ -67,7 +69,7 @@ const alive = (pid: number | undefined) => {
 }
 
 async function until(what: string, check: () => Promise<boolean> | boolean, ms = 3000): Promise<void> {
-  const end = Date.now() + ms
+  const end = Date.now() + guardMs(ms)
   while (!(await check())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
     await new Promise(r => setTimeout(r, 10))
@@ -123,7 +125,7 @@ t.test('process exit releases held lines (releaseOnExit)', async t => {
     `import { createCommandRunner } from ${JSON.stringify(hw)}
 import { createGpio, createProcessSpawner, releaseOnExit } from ${JSON.stringify(gpio)}
 const env = process.env
-const { driver } = await createGpio({ root: ${JSON.stringify(box.ctx.root)}, run: createCommandRunner({ env }) }, { gpiod: { spawner: createProcessSpawner(env) } })
+const { driver } = await createGpio({ root: ${JSON.stringify(box.ctx.root)}, run: createCommandRunner({ env, timeoutMs: 120_000 }) }, { gpiod: { spawner: createProcessSpawner(env) } })
 releaseOnExit(driver)
 await driver.open(22, { direction: 'out', initial: 1 })
 process.stdout.write('held\\n')

@@ -8,6 +8,7 @@ import { Ajv, type ValidateFunction } from 'ajv'
 import WebSocket from 'ws'
 import { startTestAgent, type TestAgent } from '../../helpers/agent.js'
 import type { FakeGpio } from '../../../hw/gpio/index.js'
+import { guardMs } from '../../helpers/patience.js'
 
 const ajv = new Ajv({ allErrors: true, strict: true, strictTuples: false })
 for (const name of ['hello', 'request', 'response', 'error', 'event', 'ops']) {
@@ -96,7 +97,7 @@ export class RawClient {
   }
 
   async waitFor(pred: (f: Record<string, unknown>) => boolean, what: string, timeoutMs = 10_000): Promise<Record<string, unknown>> {
-    const end = Date.now() + timeoutMs
+    const end = Date.now() + guardMs(timeoutMs)
     for (;;) {
       const hit = this.frames.find(pred)
       if (hit) return hit
@@ -107,7 +108,7 @@ export class RawClient {
   }
 
   async waitClosed(timeoutMs = 10_000): Promise<{ code: number; reason: string }> {
-    const end = Date.now() + timeoutMs
+    const end = Date.now() + guardMs(timeoutMs)
     while (!this.closed) {
       if (Date.now() > end) throw new Error('timed out waiting for the close')
       await new Promise(r => setTimeout(r, 20))
