@@ -5,7 +5,7 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { createServer, type Socket } from 'node:net'
+import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import type { Command } from 'commander'
@@ -124,17 +124,15 @@ const REFUSED_PORT = 1
 
 /** A server on loopback that answers every connection with bytes that are not MQTT. */
 async function notMqttServer(t: Test): Promise<string> {
-  const socks = new Set<Socket>()
   const server = createServer(sock => {
-    socks.add(sock)
-    sock.on('error', () => {}).on('close', () => socks.delete(sock))
+    // resume(): read to the client's FIN, so the socket closes when the client's does.
+    sock.on('error', () => {}).resume()
     sock.end('HTTP/1.1 400 Bad Request\r\n\r\n')
   })
   await new Promise<void>(r => server.listen(0, '127.0.0.1', r))
-  t.teardown(() => {
-    for (const s of socks) s.destroy()
-    return new Promise(r => server.close(r))
-  })
+  // Nothing is destroyed here: the client must close its own socket (the server's close
+  // waits for every connection, so one the client leaked would hang this teardown).
+  t.teardown(() => new Promise(r => server.close(r)))
   return `mqtt://127.0.0.1:${(server.address() as { port: number }).port}`
 }
 
