@@ -6,7 +6,7 @@
 // well inside tap's per-file limit. A test whose point is a deadline measures a baseline
 // in the same run instead (test/agent/faults.test.ts: the exit against the drain rate).
 
-export const MIN_GUARD_MS = 60_000
+const MIN_GUARD_MS = 60_000
 
 /** The guard for a wait that a caller sized for a quiet machine. */
 export const guardMs = (ms: number): number => Math.max(ms, MIN_GUARD_MS)
