@@ -12,7 +12,7 @@ import { CairnError } from '../protocol/errors.js'
 import { newId } from '../protocol/ids.js'
 import type { KeyPair } from '../protocol/keys.js'
 import { readReply, type ReplyMessage } from '../protocol/reply.js'
-import { connectMqttAsync, TOOL_MAX_PACKET_BYTES } from '../protocol/mqtt-client.js'
+import { connectTool, TOOL_MAX_PACKET_BYTES } from '../protocol/mqtt-client.js'
 import { deviceTopics } from '../protocol/topics.js'
 
 export interface CommandRequest {
@@ -50,15 +50,7 @@ export async function sendCommand(env: Envelope, opts: SendOptions): Promise<Rep
   const topics = deviceTopics(env.fleet, env.sub)
   const name = env.type.replace(/^cmd\./, '')
   const nonce = randomBytes(6).toString('hex')
-  const client = await connectMqttAsync({
-    maximumPacketSize: TOOL_MAX_PACKET_BYTES,
-    url: opts.url,
-    ...(opts.clientOptions ? { base: opts.clientOptions } : {}),
-    mqttVersion: opts.mqttVersion,
-    clientId: `cairn-op-${nonce}`,
-    reconnectPeriodMs: 0,
-    connectTimeoutMs: 10_000,
-  })
+  const client = await connectTool({ url: opts.url, clientOptions: opts.clientOptions, mqttVersion: opts.mqttVersion, clientId: `cairn-op-${nonce}` })
   try {
     const wait = opts.timeoutMs > 0
     const responseTopic = opts.mqttVersion === 5 ? `${topics.reply}/${nonce}` : topics.reply

@@ -18,7 +18,7 @@ import { signEnvelope, type Envelope } from '../protocol/envelope.js'
 import { CairnError } from '../protocol/errors.js'
 import { newId } from '../protocol/ids.js'
 import { readKeyPairFile, type KeyPair } from '../protocol/keys.js'
-import { connectMqttAsync, TOOL_MAX_PACKET_BYTES } from '../protocol/mqtt-client.js'
+import { connectTool } from '../protocol/mqtt-client.js'
 import { releaseTopic, TOPIC_ROOT } from '../protocol/topics.js'
 
 type Out = { write(s: string): unknown }
@@ -49,15 +49,7 @@ export interface StatusOptions {
 }
 
 export async function rolloutStatus(o: StatusOptions): Promise<RolloutReport> {
-  const client = await connectMqttAsync({
-    maximumPacketSize: TOOL_MAX_PACKET_BYTES,
-    url: o.url,
-    ...(o.clientOptions ? { base: o.clientOptions } : {}),
-    mqttVersion: o.mqttVersion ?? 5,
-    clean: true,
-    reconnectPeriodMs: 0,
-    connectTimeoutMs: 10_000,
-  })
+  const client = await connectTool({ url: o.url, clientOptions: o.clientOptions, mqttVersion: o.mqttVersion, clean: true })
   const status = new Map<string, { state: string; version: string; ts: number }>()
   const events = new Map<string, { kind: string; data: Record<string, unknown> }>()
   try {
@@ -148,15 +140,7 @@ interface HaltOptions {
 async function publishPause(o: HaltOptions): Promise<Envelope> {
   const env = signPause(o.key, o.fleet, o.paused, o.ttlMs)
   const v5 = (o.mqttVersion ?? 5) === 5
-  const client = await connectMqttAsync({
-    maximumPacketSize: TOOL_MAX_PACKET_BYTES,
-    url: o.url,
-    ...(o.clientOptions ? { base: o.clientOptions } : {}),
-    mqttVersion: o.mqttVersion ?? 5,
-    clean: true,
-    reconnectPeriodMs: 0,
-    connectTimeoutMs: 10_000,
-  })
+  const client = await connectTool({ url: o.url, clientOptions: o.clientOptions, mqttVersion: o.mqttVersion, clean: true })
   try {
     await client.publishAsync(releaseTopic(o.fleet), JSON.stringify(env), { qos: 1, retain: true, ...(v5 ? { properties: { messageExpiryInterval: Math.ceil(o.ttlMs / 1000) } } : {}) })
   } finally {

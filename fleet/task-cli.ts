@@ -12,7 +12,7 @@ import { signEnvelope, type Envelope } from '../protocol/envelope.js'
 import { CairnError, isCairnError } from '../protocol/errors.js'
 import { newId } from '../protocol/ids.js'
 import { isKeyId, keyIdOf, readKeyPairFile, readPublicKeyFile } from '../protocol/keys.js'
-import { connectMqttAsync, TOOL_MAX_PACKET_BYTES } from '../protocol/mqtt-client.js'
+import { connectTool, TOOL_MAX_PACKET_BYTES } from '../protocol/mqtt-client.js'
 import { taskTopics } from '../protocol/topics.js'
 import { readTaskUpdate } from '../protocol/task-update.js'
 import { asJson, checkReceipt, encodeTaskMessage, MAX_PRIORITY, TaskMsg, type TaskReceipt, type TaskRequestBody, type TaskUpdate } from '../protocol/task-format.js'
@@ -223,15 +223,7 @@ export async function submitTask(env: Envelope, o: SubmitOptions): Promise<Submi
   const task = (env.body as { task: string }).task
   const nonce = randomBytes(6).toString('hex')
   const responseTopic = `${topics.update}/${nonce}`
-  const client = await connectMqttAsync({
-    maximumPacketSize: TOOL_MAX_PACKET_BYTES,
-    url: o.url,
-    ...(o.clientOptions ? { base: o.clientOptions } : {}),
-    mqttVersion: o.mqttVersion,
-    clientId: `cairn-dispatch-${nonce}`,
-    reconnectPeriodMs: 0,
-    connectTimeoutMs: 10_000,
-  })
+  const client = await connectTool({ url: o.url, clientOptions: o.clientOptions, mqttVersion: o.mqttVersion, clientId: `cairn-dispatch-${nonce}` })
   const updates: TaskUpdate[] = []
   const seen = new Set<string>()
   try {

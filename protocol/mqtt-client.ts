@@ -168,6 +168,21 @@ export async function connectMqttAsync(o: Omit<MqttConnectOptions, 'beforeAck'>)
   return client
 }
 
+/** An operator tool's one-shot connection (fleet cmd, task submit, rollouts): no
+ * reconnects, a 10 s connect timeout, and the tool packet limit. */
+export function connectTool(o: { url: string; clientOptions?: IClientOptions | undefined; mqttVersion?: 4 | 5 | undefined; clientId?: string; clean?: boolean }): Promise<MqttClient> {
+  return connectMqttAsync({
+    maximumPacketSize: TOOL_MAX_PACKET_BYTES,
+    url: o.url,
+    ...(o.clientOptions ? { base: o.clientOptions } : {}),
+    mqttVersion: o.mqttVersion ?? 5,
+    ...(o.clientId !== undefined ? { clientId: o.clientId } : {}),
+    ...(o.clean !== undefined ? { clean: o.clean } : {}),
+    reconnectPeriodMs: 0,
+    connectTimeoutMs: 10_000,
+  })
+}
+
 /** Turns off Nagle's algorithm on the connection: a small publish (a challenge response,
  * a reply) otherwise waits for the peer's delayed ACK, adding ~40 ms to every round trip. */
 function noDelay(client: MqttClient): void {
