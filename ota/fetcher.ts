@@ -176,8 +176,14 @@ function get(url: string, range: string | undefined, opts: FetchTargetOptions): 
     if (range) headers.Range = range
     // The socket's idle timeout covers connecting, the answer and the body alike: a
     // server that stalls anywhere is dropped, and the next attempt resumes.
-    const req = request(u, { method: 'GET', headers, timeout: idle }, resolve)
-    req.on('timeout', () => req.destroy(new Error(`no data for ${idle} ms`)))
+    let answer: IncomingMessage | undefined
+    const req = request(u, { method: 'GET', headers, timeout: idle }, res => resolve((answer = res)))
+    req.on('timeout', () => {
+      // during the body the answer carries the error: without this it says only "aborted"
+      const err = new Error(`no data for ${idle} ms`)
+      answer?.destroy(err)
+      req.destroy(err)
+    })
     req.on('error', err => reject(new CairnError('DOWNLOAD', `${url}: ${err.message}`, { cause: err })))
     req.end()
   })

@@ -11,6 +11,7 @@ import type { Json } from '../../protocol/canonical.js'
 import { sha256Hex } from '../../protocol/hash.js'
 import { TufChannel } from '../../ota/tuf-channel.js'
 import type { DeviceFacts } from '../../ota/release-types.js'
+import { until } from '../helpers/agent.js'
 import { attackServer, clientDir, forge, header, makeRepo, payload, publishedJson, refresh, serveRepo, tmp } from '../helpers/release.js'
 
 type J = Record<string, Json>
@@ -162,11 +163,10 @@ t.test('endless data: a target stream longer than the signed length is cut at th
   const channel = new TufChannel({ releaseUrl: evil.url, metadataDir: md, trustedRoot: join(repo.paths.metadata, '1.root.json'), metadataRetries: 0, download: { retries: 0 } })
   const c = (await channel.check(facts()))!
   const out = join(tmp(), 'dl.tar')
-  const started = Date.now()
+  // the server never stops sending: the download ends only at the signed length
   await t.rejects(channel.download(c, out), { code: 'TARGET_MISMATCH', message: /more than the 40000 bytes .*endless data/ })
-  t.ok(Date.now() - started < 5000, 'stopped promptly')
   t.notOk(existsSync(out), 'nothing kept')
-  await new Promise(r => setTimeout(r, 100))
+  await until(() => closed, 10_000, 'the client to hang up')
   t.ok(closed, `the client hung up (server had queued ${sent} bytes)`)
 })
 

@@ -149,9 +149,8 @@ t.test('a stalled server times out; the partial file stays for the next resume',
     res.write(body.subarray(0, 70_000)) // …and then nothing
   })
   const out = join(tmp(), 'i.bin')
-  const started = Date.now()
-  await t.rejects(fetchTarget({ url: s.url, file: out, length: SIZE, hashes: { sha256 }, idleTimeoutMs: 300, retries: 1, retryDelayMs: 10 }), { code: 'DOWNLOAD' })
-  t.ok(Date.now() - started < 5000, 'gave up within the idle limits')
+  // the server never ends its answer: only the idle limit can end the download
+  await t.rejects(fetchTarget({ url: s.url, file: out, length: SIZE, hashes: { sha256 }, idleTimeoutMs: 300, retries: 1, retryDelayMs: 10 }), { code: 'DOWNLOAD', message: /no data for 300 ms/ })
   t.equal(s.ranges.length, 2, 'one retry')
   t.ok(statSync(out).size > 0, 'partial file kept')
 })
