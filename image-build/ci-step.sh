@@ -43,6 +43,7 @@ rc=${PIPESTATUS[0]}
 test_s=$(($(date +%s) - tt))
 summary=$(grep -E '^# \{ total: [0-9]+' "$log" | tail -n 1)
 boot=$(sed -nE 's/.*# boot 1: .*first telemetry ([0-9.]+) s.*/\1/p' "$log" | head -n 1)
+cuts=$(sed -nE 's/.*# power cut test: ([0-9]+) s for ([0-9]+) cuts.*/\2 power cuts in \1 s/p' "$log" | head -n 1)
 [ "$rc" -eq 0 ] || fail "boot test: ${summary:-no summary}; log $log; build ${build_s} s"
 
 echo "image: cairn-node .deb"
@@ -50,4 +51,4 @@ td=$(date +%s)
 image-build/deb/build-deb.sh --cache "$cache" --out image-out || fail "deb build failed; logs in image-out/logs-deb"
 image-build/deb/test-deb.sh --cache "$cache" --out image-out || fail "deb install test failed; logs in image-out/logs-deb-test"
 deb_s=$(($(date +%s) - td))
-echo "image: PASS (build ${build_s} s, boot test ${test_s} s, boot to first telemetry ${boot:-?} s under TCG, ${summary#\# }; deb build and install test ${deb_s} s)"
+echo "image: PASS (build ${build_s} s, boot test ${test_s} s, boot to first telemetry ${boot:-?} s under TCG, ${cuts:-no power cut figure}, ${summary#\# }; deb build and install test ${deb_s} s)"

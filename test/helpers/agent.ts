@@ -124,12 +124,14 @@ export class Consumer {
   }
 
   /** Waits until `pred` holds for some message (or all seen so far), polling on arrival. */
-  async waitFor<T>(pred: (msgs: Received[]) => T | undefined | false, timeoutMs = 10_000, what = 'message'): Promise<T> {
+  async waitFor<T>(pred: (msgs: Received[]) => T | undefined | false, timeoutMs = 10_000, what = 'message', signal?: AbortSignal): Promise<T> {
     timeoutMs = guardMs(timeoutMs)
     const until = Date.now() + timeoutMs
     for (;;) {
       const hit = pred(this.messages)
       if (hit) return hit
+      // what the wait was for cannot come any more (the guest that would send it is gone)
+      if (signal?.aborted) throw new Error(`gave up waiting for ${what}: ${String(signal.reason)}`)
       const left = until - Date.now()
       if (left <= 0)
         throw new Error(

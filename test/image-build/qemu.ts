@@ -22,6 +22,10 @@ export interface QemuOptions {
   readonly sshPort?: number
   /** more forwards, host 127.0.0.1:host -> guest's LAN address:guest (e.g. Node-RED) */
   readonly forwards?: ReadonlyArray<{ readonly host: number; readonly guest: number }>
+  /** the disk's cache mode. 'none' (O_DIRECT): the guest's writes bypass this host's page
+   * cache; with the guest's own page cache gone when qemu is killed, what survives a
+   * power cut is what the guest wrote out (the power cut test). Default: qemu's. */
+  readonly cache?: 'none'
 }
 
 export interface Guest {
@@ -30,6 +34,8 @@ export interface Guest {
   console(): string
   waitForConsole(re: RegExp, timeoutMs: number): Promise<RegExpExecArray>
   exited(timeoutMs: number): Promise<number | null>
+  /** Aborted when qemu exits, for waits that must not outlive the guest. */
+  readonly gone: AbortSignal
   /** ACPI-less power button (virt's gpio-keys): systemd-logind powers off. */
   powerdown(): Promise<void>
   kill(): void
@@ -62,7 +68,7 @@ export function bootGuest(o: QemuOptions): Guest {
     '-append',
     `console=ttyAMA0 root=LABEL=${o.root} rootfstype=ext4 rootwait rw net.ifnames=0 panic=${o.panic ?? -1} systemd.journald.forward_to_console=1 audit=0 cairn.firmware=stand-in`,
     '-drive',
-    `file=${o.image},format=raw,if=virtio`,
+    `file=${o.image},format=raw,if=virtio${o.cache ? `,cache=${o.cache}` : ''}`,
     '-nic',
     nic,
     '-device',
@@ -91,14 +97,17 @@ export function bootGuest(o: QemuOptions): Guest {
   child.stderr!.on('data', onData)
   let exitCode: number | null | undefined
   const exitWaiters = new Set<() => void>()
+  const gone = new AbortController()
   child.on('exit', code => {
     exitCode = code
+    gone.abort(new Error(`qemu exited (${code})`))
     log.end()
     for (const w of [...waiters, ...exitWaiters]) w()
   })
   return {
     child,
     startedAt: Date.now(),
+    gone: gone.signal,
     console: () => text,
     waitForConsole: (re, timeoutMs) =>
       new Promise((resolve, reject) => {
