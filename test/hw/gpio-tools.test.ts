@@ -80,7 +80,7 @@ t.test('an output is a live gpioset; each write replaces it; close ends it', asy
   const box = await toolbox(t)
   const setup = await probeGpiod(box.ctx)
   if (!('chip' in setup)) throw new Error(setup.reason)
-  const driver: GpioDriver = createGpiodDriver(box.ctx, setup, { spawner: createProcessSpawner(box.env) })
+  const driver: GpioDriver = createGpiodDriver(box.ctx, setup, { spawner: createProcessSpawner(box.env), setTimeoutMs: guardMs(2000) })
   t.teardown(() => driver.close())
   const line = await driver.open(17, { direction: 'out', initial: 1 })
   const first = await box.holder(17)
@@ -100,7 +100,7 @@ t.test('a watched input is a live gpiomon; edges arrive; releaseSync ends it', a
   const box = await toolbox(t)
   const setup = await probeGpiod(box.ctx)
   if (!('chip' in setup)) throw new Error(setup.reason)
-  const driver = createGpiodDriver(box.ctx, setup, { spawner: createProcessSpawner(box.env) })
+  const driver = createGpiodDriver(box.ctx, setup, { spawner: createProcessSpawner(box.env), setTimeoutMs: guardMs(2000) })
   const line = await driver.open(27, { direction: 'in', debounceMs: 5 })
   const events: GpioEvent[] = []
   line.watch(e => events.push(e))
@@ -125,7 +125,7 @@ t.test('process exit releases held lines (releaseOnExit)', async t => {
     `import { createCommandRunner } from ${JSON.stringify(hw)}
 import { createGpio, createProcessSpawner, releaseOnExit } from ${JSON.stringify(gpio)}
 const env = process.env
-const { driver } = await createGpio({ root: ${JSON.stringify(box.ctx.root)}, run: createCommandRunner({ env, timeoutMs: 120_000 }) }, { gpiod: { spawner: createProcessSpawner(env) } })
+const { driver } = await createGpio({ root: ${JSON.stringify(box.ctx.root)}, run: createCommandRunner({ env, timeoutMs: 120_000 }) }, { gpiod: { spawner: createProcessSpawner(env), setTimeoutMs: ${guardMs(2000)} } })
 releaseOnExit(driver)
 await driver.open(22, { direction: 'out', initial: 1 })
 process.stdout.write('held\\n')
