@@ -192,6 +192,9 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
   const proofs = startConfig.proof.enabled ? proofExtension(core) : undefined
   const tasks = startConfig.tasks.enabled ? taskExtension(core, { store: cache.store, hw: deps.hw, executors: deps.taskExecutors, timings: deps.taskTimings }) : undefined
   const extensions: AgentExtension[] = [...(proofs ? [proofs.extension] : []), ...(tasks ? [tasks.extension] : []), ...(deps.extensions ?? []).flatMap(f => f(core) ?? [])]
+  // Set when each connection's Will is made: the Will and that connection's online status
+  // carry it as `conn`, so consumers order a device's presence messages (docs/protocol.md).
+  let connectionOpenedAt: number | undefined
   const statusFields = (): StatusFields => Object.assign({}, ...extensions.map(x => x.statusFields?.() ?? {})) as StatusFields
   const statusOptions = {
     deviceId,
@@ -202,6 +205,7 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     mqttVersion: startConfig.broker.mqttVersion,
     clock,
     startedAt,
+    connectionOpenedAt: () => connectionOpenedAt,
     uptimeS: () => telemetry.lastSample?.uptimeS,
     fields: statusFields,
     problems: () => problems.list(),
@@ -214,7 +218,10 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
     broker: startConfig.broker,
     clientId: `cairn-${deviceId}`,
     // A fresh Will (new id) for every connection, so consumers de-duplicating by id see each loss.
-    will: () => ({ topic: topics.status, payload: status('offline', 'connection-lost') }),
+    will: () => {
+      connectionOpenedAt = clock.now()
+      return { topic: topics.status, payload: status('offline', 'connection-lost') }
+    },
     outbox,
     maxInflight: startConfig.outbox.maxInflight,
     maximumPacketSize: packetLimitFor(startConfig.commands.maxPayloadBytes, startConfig.tasks.enabled ? startConfig.tasks.maxRequestBytes : 0, startConfig.proof.enabled ? MAX_PROOF_REQUEST_BYTES : 0),

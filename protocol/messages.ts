@@ -21,6 +21,14 @@ const StatusSchema = Type.Object(
     reason: Type.Optional(Type.Union([Type.Literal('shutdown'), Type.Literal('connection-lost'), Type.Literal('restart')], { description: 'why offline' })),
     ts: Ms,
     since: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'when the agent started, ms since the Unix epoch' })),
+    conn: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: Number.MAX_SAFE_INTEGER,
+        description:
+          "when the broker connection this message belongs to was opened, ms since the Unix epoch: the Will and the connection's online status carry the same value, so a consumer orders presence by (since, conn, offline after online) whatever order the messages reach it in",
+      }),
+    ),
     version: Type.String(),
     slot: Type.Optional(
       Type.Union([Type.Literal('a'), Type.Literal('b'), Type.Literal('fallback')], {

@@ -20,6 +20,8 @@ export interface StatusOptions {
   mqttVersion: 4 | 5
   clock: Clock
   startedAt: number
+  /** When the current broker connection was opened (its Will was made then): `conn`. */
+  connectionOpenedAt(): number | undefined
   uptimeS(): number | undefined
   /** What features add, asked at each message. */
   fields(): StatusFields
@@ -30,6 +32,7 @@ export function statusMessage(o: StatusOptions, state: 'online' | 'offline', rea
   const uptimeS = o.uptimeS()
   const f = o.fields()
   const problems = o.problems()
+  const conn = o.connectionOpenedAt()
   const msg: StatusMessage = {
     v: 1,
     id: newId(o.clock.now()),
@@ -39,6 +42,7 @@ export function statusMessage(o: StatusOptions, state: 'online' | 'offline', rea
     ...(reason ? { reason } : {}),
     ts: o.clock.now(),
     since: o.startedAt,
+    ...(conn !== undefined ? { conn } : {}),
     version: o.version,
     ...(f.slot !== undefined ? { slot: f.slot } : {}),
     ...(f.os !== undefined ? { os: f.os } : {}),

@@ -51,6 +51,8 @@ t.test('presence and telemetry: retained online status, telemetry, valid against
   await a.stop()
   const off = await c.waitFor(m => m.find(x => x.topic.endsWith('/status') && x.json?.state === 'offline'), 5000, 'offline status')
   t.equal(off.json?.reason, 'shutdown')
+  t.type(status.json?.conn, 'number', 'the online status names its connection (conn)')
+  t.equal(off.json?.conn, status.json?.conn, 'the offline status of the same connection carries the same conn, so a consumer orders it after the online one')
 })
 
 for (const version of [5, 4] as const) {
