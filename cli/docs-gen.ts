@@ -121,6 +121,29 @@ async function main(): Promise<void> {
   mkdirSync(new URL('schemas/', root), { recursive: true })
   mkdirSync(new URL('vectors/', root), { recursive: true })
   for (const [path, text] of Object.entries(generatedDocFiles())) writeFileSync(new URL(path, root), text)
+  mkdirSync(new URL('api/', root), { recursive: true })
+  writeFileSync(new URL('api/fleet-openapi.json', root), await fleetOpenApi())
+}
+
+/** The fleet service's OpenAPI document, as its API serves it (an empty store in a
+ * scratch dir: the document depends on the routes only). */
+async function fleetOpenApi(): Promise<string> {
+  const { mkdtempSync, rmSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const { buildApi } = await import('../fleet/service/http-api.js')
+  const { SqliteFleetStore } = await import('../fleet/service/sqlite-store.js')
+  const dir = mkdtempSync(join(tmpdir(), 'cairn-openapi-'))
+  const store = new SqliteFleetStore(dir)
+  try {
+    const app = await buildApi({ store, fleet: 'demo', clock: { now: () => 0 }, stats: () => ({ stored: { status: 0, telemetry: 0, event: 0 }, refused: 0, transitions: 0 }) })
+    const doc = JSON.stringify(app.swagger(), null, 2) + '\n'
+    await app.close()
+    return doc
+  } finally {
+    await store.close()
+    rmSync(dir, { recursive: true, force: true })
+  }
 }
 
 if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) await main()

@@ -13,6 +13,7 @@ import { generateKeyPair, readKeyPairFile, writeKeyPairFiles } from '../protocol
 import type { TSchema } from '@sinclair/typebox'
 import { sendCommand, signCommand } from './command-client.js'
 import { rolloutCommand } from './rollout-cli.js'
+import { serveCommand } from './service/serve-cli.js'
 
 type Out = { write(s: string): unknown }
 type Io = { out: Out; err: Out; setExitCode(code: number): void }
@@ -26,17 +27,19 @@ export interface DeviceCommandSpecs {
 
 export function fleetCommand(io: Io, deviceCommands: DeviceCommandSpecs): Command {
   return new Command('fleet')
-    .description("the operator's tools: keys, signed commands to one device, fleet-wide rollouts")
+    .description("the operator's tools: keys, signed commands to one device, fleet-wide rollouts, the fleet service")
     .addCommand(keygenCommand(io))
     .addCommand(cmdCommand(io, deviceCommands))
     .addCommand(rolloutCommand(io))
+    .addCommand(serveCommand(io))
     .addHelpText(
       'after',
       `
 Examples:
   cairn fleet keygen --out op
   cairn fleet cmd <device-id> ping --broker mqtt://broker:1883 --fleet demo --key op
-  cairn fleet rollout status --broker mqtt://broker:1883 --fleet demo`,
+  cairn fleet rollout status --broker mqtt://broker:1883 --fleet demo
+  cairn fleet serve --broker mqtt://broker:1883 --fleet demo --state-dir /var/lib/cairn-fleet`,
     )
 }
 

@@ -1,0 +1,116 @@
+// `cairn fleet serve`, wired: the MQTT consumer (its fleet's status, telemetry and events,
+// each acknowledged only once stored, on MQTT 5 and 3.1.1 alike), the store, the
+// rollup/retention timer and the HTTP API on loopback. Several processes on one store
+// split the broker's messages through a shared subscription; per-device state is right
+// whichever process gets which message, because presence is ordered by the device's own
+// key (docs/console.md, "Several processes").
+
+import type { FastifyInstance } from 'fastify'
+import type { IClientOptions, MqttClient } from 'mqtt'
+import type { Clock } from '../../protocol/clock.js'
+import type { Logger } from '../../protocol/log.js'
+import { connectMqtt } from '../../protocol/mqtt-client.js'
+import type { FleetStore, Retention } from './fleet-store.js'
+import { buildApi } from './http-api.js'
+import { FleetIngest, MAX_PACKET_BYTES, ingestFilters } from './ingest.js'
+
+const DEFAULT_RETENTION: Retention = { rawMs: 48 * 3_600_000, minuteMs: 30 * 86_400_000, hourMs: 365 * 86_400_000 }
+
+export interface FleetServiceOptions {
+  brokerUrl: string
+  /** credentials, TLS, protocol version (brokerClientOptions) */
+  mqtt: IClientOptions
+  fleet: string
+  store: FleetStore
+  clock: Clock
+  log: Logger
+  listen: { host: string; port: number }
+  /** MQTT shared-subscription group; null: a plain subscription (this process sees all) */
+  shareGroup: string | null
+  /** distinguishes processes sharing a store and a group */
+  instance: string
+  retention?: Retention
+  maintainEveryMs?: number
+}
+
+export class FleetService {
+  readonly ingest: FleetIngest
+  private client: MqttClient | undefined
+  private api: FastifyInstance | undefined
+  private timer: NodeJS.Timeout | undefined
+  private stopped = false
+
+  constructor(private readonly o: FleetServiceOptions) {
+    this.ingest = new FleetIngest({ store: o.store, fleet: o.fleet, clock: o.clock, log: o.log.child({ mod: 'ingest' }) })
+  }
+
+  /** Listening and subscribed; resolves with the API's URL. */
+  async start(): Promise<string> {
+    this.api = await buildApi({ store: this.o.store, fleet: this.o.fleet, clock: this.o.clock, stats: () => this.ingest.stats })
+    const address = await this.api.listen({ host: this.o.listen.host, port: this.o.listen.port })
+    const filters = ingestFilters(this.o.fleet).map(f => (this.o.shareGroup ? `$share/${this.o.shareGroup}/${f}` : f))
+    const client = connectMqtt({
+      url: this.o.brokerUrl,
+      base: this.o.mqtt,
+      clientId: `cairn-fleet-${this.o.fleet}-${this.o.instance}`.slice(0, 64),
+      // as the validator: a share group's session ends with the connection (a persistent
+      // member would keep being handed its share while it is away)
+      clean: true,
+      maximumPacketSize: MAX_PACKET_BYTES,
+      reconnectPeriodMs: 1000,
+      resubscribe: false,
+      beforeAck: (packet, ack) => void this.store(packet.topic, packet.payload as Buffer, ack),
+    })
+    this.client = client
+    client.on('error', err => this.o.log.warn({ err }, 'broker error'))
+    client.on('offline', () => this.o.log.warn('broker connection lost'))
+    await new Promise<void>((resolve, reject) => {
+      client.once('connect', () =>
+        client.subscribe(filters, { qos: 1 }, (err, granted) => {
+          if (err) return reject(err)
+          if (granted?.some(g => g.qos > 2)) return reject(new Error(`broker refused a subscription to ${filters.join(', ')}`))
+          resolve()
+        }),
+      )
+      client.once('error', reject)
+    })
+    client.on('connect', () => client.subscribe(filters, { qos: 1 }))
+    const every = this.o.maintainEveryMs ?? 60_000
+    const tick = () => {
+      this.maintain().catch(err => this.o.log.error({ err }, 'rollup failed'))
+      if (!this.stopped) this.timer = setTimeout(tick, every)
+    }
+    this.timer = setTimeout(tick, every)
+    this.o.log.info({ fleet: this.o.fleet, api: address, filters }, 'fleet service started')
+    return address
+  }
+
+  /** Rolls telemetry up and applies retention now (the timer does this every minute). */
+  maintain(): Promise<{ minutes: number; hours: number; deleted: number }> {
+    return this.o.store.maintain(this.o.clock.now(), this.o.retention ?? DEFAULT_RETENTION)
+  }
+
+  private async store(topic: string, payload: Buffer, ack: (err?: Error) => void): Promise<void> {
+    // A store that fails (busy past its timeout, disk full) holds the PUBACK and tries
+    // again: the broker keeps the message until it is stored or the connection goes.
+    for (let delay = 200; !this.stopped; delay = Math.min(delay * 2, 10_000)) {
+      try {
+        await this.ingest.handle(topic, payload)
+        return ack()
+      } catch (err) {
+        this.o.log.error({ err, topic: topic.slice(0, 200) }, 'could not store a message; retrying')
+        await new Promise(r => setTimeout(r, delay))
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return
+    this.stopped = true
+    clearTimeout(this.timer)
+    await new Promise<void>(r => (this.client ? this.client.end(false, {}, () => r()) : r()))
+    await this.api?.close()
+    this.ingest.close()
+    await this.o.store.close()
+  }
+}

@@ -1,0 +1,141 @@
+// The fleet service's storage, as one interface: what `cairn fleet serve` remembers of
+// its fleet (the device registry and presence history, telemetry with its rollups,
+// events). Every method is async and every query is bounded, so a server database
+// (PostgreSQL, a later issue) can implement it without touching the callers; the SQL of
+// the embedded SQLite store (sqlite-store.ts) stays portable for that reason. One
+// contract suite (test/fleet/service/store-contract.ts) runs against every store.
+
+/** A device's presence order: a status message applies only when its key is greater than
+ * the stored one, so two processes sharing a subscription cannot set a device back to a
+ * state it has left (docs/protocol.md, status). */
+export type PresenceKey = readonly [since: number, conn: number, phase: 0 | 1, ts: number]
+
+export interface StatusRecord {
+  readonly device: string
+  /** the message id: a status seen twice (a redelivery, two processes) counts once */
+  readonly id: string
+  readonly state: 'online' | 'offline'
+  readonly reason?: string
+  readonly key: PresenceKey
+  readonly receivedAt: number
+  readonly board: string
+  readonly model: string
+  readonly version: string
+  readonly slot?: string
+  readonly osVersion?: string
+  readonly osSlot?: string
+  readonly problems: readonly string[]
+}
+
+/** The numbers of one telemetry sample the service keeps (null: the board has none). */
+export const METRICS = ['load1', 'cpuPercent', 'memPercent', 'diskPercent', 'tempC', 'rxBps', 'txBps', 'throttled', 'underVoltage', 'fanRpm', 'powerW', 'gpuPercent'] as const
+export type Metric = (typeof METRICS)[number]
+export type MetricValues = Readonly<Record<Metric, number | null>>
+
+export interface TelemetryRecord {
+  readonly device: string
+  readonly id: string
+  readonly ts: number
+  readonly receivedAt: number
+  readonly values: MetricValues
+}
+
+export interface EventRecord {
+  readonly device: string
+  readonly id: string
+  readonly ts: number
+  readonly kind: string
+  /** the event's data as JSON text, bounded by the ingest */
+  readonly data: string
+}
+
+export interface DeviceRow {
+  readonly id: string
+  readonly firstSeen: number
+  readonly lastSeen: number
+  readonly state: 'online' | 'offline'
+  /** when the device entered its current state (the status message's own time) */
+  readonly stateSince: number
+  readonly reason: string | null
+  readonly board: string
+  readonly model: string
+  readonly version: string
+  readonly slot: string | null
+  readonly osVersion: string | null
+  readonly osSlot: string | null
+  readonly problems: readonly string[]
+  readonly labels: Readonly<Record<string, string>>
+  /** the newest telemetry sample's values, and its time */
+  readonly telemetryTs: number | null
+  readonly latest: MetricValues | null
+}
+
+export const SORTS = ['id', 'state', 'lastSeen', 'board', 'version', 'tempC', 'load1'] as const
+type DeviceSort = (typeof SORTS)[number]
+
+export interface DeviceQuery {
+  /** substring of the id, board, model, version or a label value */
+  readonly search?: string
+  readonly state?: 'online' | 'offline'
+  readonly board?: string
+  readonly version?: string
+  /** `key` or `key=value` */
+  readonly label?: string
+  readonly sort: DeviceSort
+  readonly order: 'asc' | 'desc'
+  readonly offset: number
+  readonly limit: number
+}
+
+export interface Transition {
+  readonly state: 'online' | 'offline'
+  readonly reason: string | null
+  readonly at: number
+}
+
+export type Resolution = 'raw' | '1m' | '1h'
+
+export interface SeriesPoint {
+  readonly ts: number
+  /** the average over the bucket (the sample itself for raw) */
+  readonly values: MetricValues
+}
+
+export interface EventRow {
+  readonly device: string
+  readonly id: string
+  readonly ts: number
+  readonly kind: string
+  readonly data: unknown
+}
+
+export interface Retention {
+  readonly rawMs: number
+  readonly minuteMs: number
+  readonly hourMs: number
+}
+
+export interface FleetStore {
+  /** Applies presence (idempotent by message id); true when the device's state changed. */
+  applyStatus(r: StatusRecord): Promise<boolean>
+  addTelemetry(r: TelemetryRecord): Promise<void>
+  addEvent(r: EventRecord): Promise<void>
+  listDevices(q: DeviceQuery): Promise<{ total: number; items: DeviceRow[] }>
+  getDevice(id: string): Promise<DeviceRow | undefined>
+  /** Presence history in the device's own order (not arrival order), newest last. */
+  transitions(id: string, from: number, to: number, limit: number): Promise<Transition[]>
+  series(id: string, resolution: Resolution, from: number, to: number, limit: number): Promise<SeriesPoint[]>
+  events(q: { device?: string; from: number; to: number; limit: number }): Promise<EventRow[]>
+  setLabels(id: string, labels: Readonly<Record<string, string>>): Promise<boolean>
+  counts(): Promise<{ devices: number; online: number; offline: number }>
+  /** Rolls closed minutes and hours up and drops what is past retention. */
+  maintain(now: number, retention: Retention): Promise<{ minutes: number; hours: number; deleted: number }>
+  close(): Promise<void>
+}
+
+/** Picks the resolution a time range is best drawn at: raw up to 6 h, minutes up to 10 days, hours beyond. */
+export function resolutionFor(rangeMs: number): Resolution {
+  if (rangeMs <= 6 * 3_600_000) return 'raw'
+  if (rangeMs <= 10 * 86_400_000) return '1m'
+  return '1h'
+}

@@ -1,0 +1,166 @@
+// The fleet service's HTTP API, JSON under /api/v1 (fastify 5): thin routes over the
+// store, each input described by a TypeBox schema that fastify checks before the route
+// runs (unknown fields and wrong types are a 400, never dropped or coerced into
+// something else), every query bounded (page sizes, time ranges), every error one shape:
+// {"error": {"code", "message"}}. The OpenAPI document is served at /api/v1/openapi.json
+// and kept in docs/api/fleet-openapi.json (a test checks they match).
+
+import Fastify, { type FastifyInstance, type FastifyError } from 'fastify'
+import swagger from '@fastify/swagger'
+import { Type, type Static } from '@sinclair/typebox'
+import type { Clock } from '../../protocol/clock.js'
+import { METRICS, SORTS, resolutionFor, type FleetStore } from './fleet-store.js'
+import type { IngestStats } from './ingest.js'
+
+const DeviceId = Type.String({ pattern: '^[a-z2-7]{52}$', description: 'device id' })
+const Ms = Type.Integer({ minimum: 0, maximum: 8_640_000_000_000_000, description: 'ms since the Unix epoch' })
+/** The longest range one query may span: a year and a month. */
+const MAX_RANGE_MS = 400 * 86_400_000
+const LabelKey = '^[a-z0-9][a-z0-9_.-]{0,31}$'
+
+const ErrorBody = Type.Object({ error: Type.Object({ code: Type.String(), message: Type.String() }) }, { $id: 'Error' })
+
+const DevicesQuery = Type.Object(
+  {
+    search: Type.Optional(Type.String({ maxLength: 100 })),
+    state: Type.Optional(Type.Union([Type.Literal('online'), Type.Literal('offline')])),
+    board: Type.Optional(Type.String({ maxLength: 64 })),
+    version: Type.Optional(Type.String({ maxLength: 64 })),
+    label: Type.Optional(Type.String({ maxLength: 200, description: '`key` or `key=value`' })),
+    sort: Type.Optional(Type.Union(SORTS.map(s => Type.Literal(s)))),
+    order: Type.Optional(Type.Union([Type.Literal('asc'), Type.Literal('desc')])),
+    offset: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000_000 })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500 })),
+  },
+  { additionalProperties: false },
+)
+const Range = (maxLimit: number) =>
+  Type.Object(
+    {
+      from: Type.Optional(Ms),
+      to: Type.Optional(Ms),
+      limit: Type.Optional(Type.Integer({ minimum: 1, maximum: maxLimit })),
+    },
+    { additionalProperties: false },
+  )
+const TelemetryQuery = Type.Composite([Range(5000), Type.Object({ resolution: Type.Optional(Type.Union([Type.Literal('auto'), Type.Literal('raw'), Type.Literal('1m'), Type.Literal('1h')])) })], {
+  additionalProperties: false,
+})
+const IdParams = Type.Object({ id: DeviceId }, { additionalProperties: false })
+const LabelsBody = Type.Object(
+  {
+    labels: Type.Record(Type.String({ pattern: LabelKey }), Type.String({ maxLength: 128 }), { maxProperties: 32, additionalProperties: false, description: `keys ${LabelKey}` }),
+  },
+  { additionalProperties: false },
+)
+
+export interface ApiDeps {
+  store: FleetStore
+  fleet: string
+  clock: Clock
+  stats: () => IngestStats
+}
+
+export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: false,
+    bodyLimit: 64 * 1024,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: true, useDefaults: false, allErrors: false } },
+  })
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'Cairn fleet service', version: '1', description: "The fleet operator's API: `cairn fleet serve` (docs/console.md)" },
+    },
+  })
+  app.addSchema(ErrorBody)
+  // JSON only: a text body is a 415, not a string handed to a route that wants an object
+  app.removeContentTypeParser('text/plain')
+
+  app.setErrorHandler((err: FastifyError, _req, reply) => {
+    const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500
+    const code = err.validation ? 'BAD_REQUEST' : status === 404 ? 'NOT_FOUND' : status === 413 ? 'TOO_LARGE' : status === 415 ? 'UNSUPPORTED_MEDIA_TYPE' : status === 500 ? 'INTERNAL' : 'BAD_REQUEST'
+    const message = status === 500 ? 'internal error (see the service log)' : status === 415 ? 'the content-type must be application/json' : err.message
+    if (status === 500) app.log.error(err)
+    return reply.status(status).send({ error: { code, message } })
+  })
+  app.setNotFoundHandler((req, reply) => reply.status(404).send({ error: { code: 'NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]!.slice(0, 200)}` } }))
+
+  const range = (q: { from?: number; to?: number }, defaultMs: number): { from: number; to: number } => {
+    const to = q.to ?? d.clock.now()
+    const from = q.from ?? to - defaultMs
+    if (from > to) throw Object.assign(new Error('from is after to'), { statusCode: 400 })
+    if (to - from > MAX_RANGE_MS) throw Object.assign(new Error(`a range spans at most ${MAX_RANGE_MS / 86_400_000} days`), { statusCode: 400 })
+    return { from, to }
+  }
+  const notFound = (id: string) => Object.assign(new Error(`no device ${id} in fleet ${d.fleet}`), { statusCode: 404, code: 'NOT_FOUND' })
+
+  app.get('/api/v1/fleet', { schema: { summary: 'the fleet: counts and ingest figures' } }, async () => ({ fleet: d.fleet, counts: await d.store.counts(), ingest: d.stats() }))
+
+  app.get('/api/v1/devices', { schema: { summary: 'devices: search, filter, sort, page', querystring: DevicesQuery } }, async req => {
+    const q = req.query as Static<typeof DevicesQuery>
+    const limit = q.limit ?? 50
+    const offset = q.offset ?? 0
+    const page = await d.store.listDevices({
+      ...(q.search ? { search: q.search } : {}),
+      ...(q.state ? { state: q.state } : {}),
+      ...(q.board ? { board: q.board } : {}),
+      ...(q.version ? { version: q.version } : {}),
+      ...(q.label ? { label: q.label } : {}),
+      sort: q.sort ?? 'id',
+      order: q.order ?? 'asc',
+      offset,
+      limit,
+    })
+    return { total: page.total, offset, limit, items: page.items }
+  })
+
+  app.get('/api/v1/devices/:id', { schema: { summary: 'one device', params: IdParams } }, async req => {
+    const { id } = req.params as Static<typeof IdParams>
+    const device = await d.store.getDevice(id)
+    if (!device) throw notFound(id)
+    return device
+  })
+
+  app.get('/api/v1/devices/:id/presence', { schema: { summary: "a device's online/offline transitions", params: IdParams, querystring: Range(1000) } }, async req => {
+    const { id } = req.params as Static<typeof IdParams>
+    const q = req.query as Static<ReturnType<typeof Range>>
+    if (!(await d.store.getDevice(id))) throw notFound(id)
+    const { from, to } = range(q, 7 * 86_400_000)
+    return { from, to, items: await d.store.transitions(id, from, to, q.limit ?? 200) }
+  })
+
+  app.get('/api/v1/devices/:id/telemetry', { schema: { summary: "a device's telemetry series", params: IdParams, querystring: TelemetryQuery } }, async req => {
+    const { id } = req.params as Static<typeof IdParams>
+    const q = req.query as Static<typeof TelemetryQuery>
+    if (!(await d.store.getDevice(id))) throw notFound(id)
+    const { from, to } = range(q, 3_600_000)
+    const resolution = !q.resolution || q.resolution === 'auto' ? resolutionFor(to - from) : q.resolution
+    return { from, to, resolution, metrics: METRICS, points: await d.store.series(id, resolution, from, to, q.limit ?? 2000) }
+  })
+
+  app.get('/api/v1/devices/:id/events', { schema: { summary: "a device's events, newest first", params: IdParams, querystring: Range(1000) } }, async req => {
+    const { id } = req.params as Static<typeof IdParams>
+    const q = req.query as Static<ReturnType<typeof Range>>
+    if (!(await d.store.getDevice(id))) throw notFound(id)
+    const { from, to } = range(q, 7 * 86_400_000)
+    return { from, to, items: await d.store.events({ device: id, from, to, limit: q.limit ?? 100 }) }
+  })
+
+  app.get('/api/v1/events', { schema: { summary: "the fleet's events, newest first", querystring: Range(1000) } }, async req => {
+    const q = req.query as Static<ReturnType<typeof Range>>
+    const { from, to } = range(q, 86_400_000)
+    return { from, to, items: await d.store.events({ from, to, limit: q.limit ?? 100 }) }
+  })
+
+  app.put('/api/v1/devices/:id/labels', { schema: { summary: "set a device's labels (replaces them all)", params: IdParams, body: LabelsBody } }, async req => {
+    const { id } = req.params as Static<typeof IdParams>
+    const { labels } = req.body as Static<typeof LabelsBody>
+    if (!(await d.store.setLabels(id, labels))) throw notFound(id)
+    return { id, labels: (await d.store.getDevice(id))!.labels }
+  })
+
+  app.get('/api/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger())
+  await app.ready()
+  return app
+}

@@ -1,0 +1,158 @@
+// What the fleet service takes from its fleet's tree: each device's status (presence,
+// identity), telemetry (the numbers it keeps of a sample) and events. None of it is
+// signed, so all of it is untrusted: the topic must name the device the payload names,
+// the payload is size-capped before it is parsed and checked against the protocol's
+// schema, and only then stored. Refusals are counted (RefusalLog), never stored.
+
+import { TypeCompiler } from '@sinclair/typebox/compiler'
+import type { Clock } from '../../protocol/clock.js'
+import type { Logger } from '../../protocol/log.js'
+import { PAYLOAD_SCHEMAS, type EventMessage, type StatusMessage, type TelemetryMessage } from '../../protocol/messages.js'
+import { RefusalLog } from '../../protocol/refusal-log.js'
+import { TOPIC_ROOT } from '../../protocol/topics.js'
+import type { TelemetrySample } from '../../hw/schema.js'
+import type { FleetStore, MetricValues, PresenceKey } from './fleet-store.js'
+
+const KINDS = ['status', 'telemetry', 'event'] as const
+type Kind = (typeof KINDS)[number]
+
+/** Far above what an agent sends (a status with a PEM key is ~1 KiB, a Pi 5 sample ~2 KiB). */
+const MAX_BYTES: Record<Kind, number> = { status: 16 * 1024, telemetry: 64 * 1024, event: 16 * 1024 }
+/** The largest message the service accepts at all (its MQTT Maximum Packet Size, plus the topic). */
+export const MAX_PACKET_BYTES = Math.max(...Object.values(MAX_BYTES)) + 1024
+
+const checks = {
+  status: TypeCompiler.Compile(PAYLOAD_SCHEMAS.status!),
+  telemetry: TypeCompiler.Compile(PAYLOAD_SCHEMAS.telemetry!),
+  event: TypeCompiler.Compile(PAYLOAD_SCHEMAS.event!),
+}
+
+/** The subscriptions: the three kinds for every device of the fleet. */
+export function ingestFilters(fleet: string): string[] {
+  return KINDS.map(k => `${TOPIC_ROOT}/${fleet}/+/${k}`)
+}
+
+export function parseTopic(topic: string, fleet: string): { device: string; kind: Kind } | null {
+  const parts = topic.split('/')
+  if (parts.length !== 5 || `${parts[0]}/${parts[1]}` !== TOPIC_ROOT || parts[2] !== fleet) return null
+  const kind = parts[4] as Kind
+  return KINDS.includes(kind) ? { device: parts[3]!, kind } : null
+}
+
+export interface IngestStats {
+  stored: Record<Kind, number>
+  refused: number
+  transitions: number
+}
+
+export type IngestResult = 'stored' | 'refused' | 'ignored'
+
+export class FleetIngest {
+  readonly stats: IngestStats = { stored: { status: 0, telemetry: 0, event: 0 }, refused: 0, transitions: 0 }
+  private readonly refusals: RefusalLog
+
+  constructor(
+    private readonly o: {
+      store: FleetStore
+      fleet: string
+      clock: Clock
+      log: Logger
+      /** Told when a device's presence changed (the live stream). */
+      onChange?: (device: string, what: Kind) => void
+    },
+  ) {
+    this.refusals = new RefusalLog(o.log, 'device message')
+  }
+
+  /** Stores one message; resolves once it is stored (the caller acknowledges then). A
+   * store error rejects: the message is not acknowledged and comes again. */
+  async handle(topic: string, payload: Buffer): Promise<IngestResult> {
+    const where = parseTopic(topic, this.o.fleet)
+    if (!where) return 'ignored'
+    const refuse = (code: string, detail: Record<string, unknown> = {}): IngestResult => {
+      this.stats.refused++
+      this.refusals.refused(code, { topic: topic.slice(0, 200), ...detail })
+      return 'refused'
+    }
+    // A retained status that was cleared (an empty payload) is no message about the device.
+    if (payload.length === 0) return 'ignored'
+    if (payload.length > MAX_BYTES[where.kind]) return refuse('TOO_LARGE', { bytes: payload.length, max: MAX_BYTES[where.kind] })
+    let msg: unknown
+    try {
+      msg = JSON.parse(payload.toString('utf8'))
+    } catch {
+      return refuse('BAD_JSON')
+    }
+    const check = checks[where.kind]
+    if (!check.Check(msg)) {
+      const first = check.Errors(msg).First()
+      return refuse('BAD_REQUEST', { path: first?.path, problem: first?.message })
+    }
+    if ((msg as { device: string }).device !== where.device) return refuse('WRONG_TARGET', { device: (msg as { device: string }).device.slice(0, 64) })
+    const now = this.o.clock.now()
+    if (where.kind === 'status') {
+      const s = msg as StatusMessage
+      const changed = await this.o.store.applyStatus({
+        device: s.device,
+        id: s.id,
+        state: s.state,
+        ...(s.reason !== undefined ? { reason: s.reason } : {}),
+        key: presenceKey(s),
+        receivedAt: now,
+        board: s.board,
+        model: s.model,
+        version: s.version,
+        ...(s.slot !== undefined ? { slot: s.slot } : {}),
+        ...(s.os !== undefined ? { osVersion: s.os.version, osSlot: s.os.slot } : {}),
+        problems: (s.problems ?? []).map(p => p.code),
+      })
+      if (changed) this.stats.transitions++
+      this.o.onChange?.(s.device, 'status')
+    } else if (where.kind === 'telemetry') {
+      const m = msg as TelemetryMessage
+      await this.o.store.addTelemetry({ device: m.device, id: m.id, ts: m.ts, receivedAt: now, values: metricsOf(m.sample) })
+      this.o.onChange?.(m.device, 'telemetry')
+    } else {
+      const e = msg as EventMessage
+      await this.o.store.addEvent({ device: e.device, id: e.id, ts: e.ts, kind: e.kind, data: JSON.stringify(e.data) })
+      this.o.onChange?.(e.device, 'event')
+    }
+    this.stats.stored[where.kind]++
+    return 'stored'
+  }
+
+  close(): void {
+    this.refusals.flush()
+  }
+}
+
+/** (since, conn, offline after online, ts): docs/protocol.md, status. An agent from
+ * before `conn` orders by ts within its process. */
+export function presenceKey(s: Pick<StatusMessage, 'since' | 'conn' | 'state' | 'ts'>): PresenceKey {
+  return [s.since ?? 0, s.conn ?? 0, s.state === 'offline' ? 1 : 0, s.ts]
+}
+
+/** The numbers the service keeps of a sample: the hottest zone, the root disk (else the
+ * fullest), the sum over interfaces, throttling and under-voltage now as 0/1. */
+export function metricsOf(s: TelemetrySample): MetricValues {
+  const finite = (n: number | undefined) => (n !== undefined && Number.isFinite(n) ? n : null)
+  const disks = s.disk ?? []
+  const disk = disks.find(d => d.path === '/') ?? [...disks].sort((a, b) => b.usedPercent - a.usedPercent)[0]
+  const temps = (s.thermal ?? []).map(z => z.celsius).filter(Number.isFinite)
+  const sum = (xs: Array<number | undefined>) => (xs.some(x => x !== undefined) ? xs.reduce<number>((a, x) => a + (x ?? 0), 0) : null)
+  const flag = (b: boolean | undefined) => (b === undefined ? null : b ? 1 : 0)
+  return {
+    load1: finite(s.load?.[0]),
+    cpuPercent: finite(s.cpu?.percent),
+    memPercent: finite(s.memory?.usedPercent),
+    diskPercent: finite(disk?.usedPercent),
+    tempC: temps.length > 0 ? Math.max(...temps) : null,
+    rxBps: sum((s.net ?? []).map(n => n.rxBytesPerS)),
+    txBps: sum((s.net ?? []).map(n => n.txBytesPerS)),
+    throttled: s.throttle ? flag(s.throttle.now.throttled === true || s.throttle.now.armFreqCapped === true || s.throttle.now.softTempLimit === true) : null,
+    underVoltage: s.throttle ? flag(s.throttle.now.underVoltage) : null,
+    fanRpm: finite(s.fan?.rpm),
+    powerW: finite(s.power?.totalWatts),
+    gpuPercent: finite(s.gpu?.loadPercent),
+  }
+}

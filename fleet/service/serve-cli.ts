@@ -1,0 +1,95 @@
+// `cairn fleet serve`: the fleet service (docs/console.md). Flags are checked before
+// anything opens, so a typo is one line at once.
+
+import { Command } from 'commander'
+import { isIP } from 'node:net'
+import { ensureStateDir } from '../../protocol/identity.js'
+import { brokerConnection, withBrokerFlags, type BrokerFlags } from '../../protocol/broker-flags.js'
+import { systemClock } from '../../protocol/clock.js'
+import { CairnError } from '../../protocol/errors.js'
+import { NAME_PATTERN } from '../../protocol/envelope.js'
+import type { Level } from 'pino'
+import { createLogger } from '../../protocol/log.js'
+import { FleetService } from './fleet-service.js'
+import { SqliteFleetStore } from './sqlite-store.js'
+
+type Out = { write(s: string): unknown }
+type Io = { out: Out; err: Out; setExitCode(code: number): void }
+
+interface ServeOptions extends BrokerFlags {
+  fleet: string
+  stateDir: string
+  listen: string
+  store: string
+  instance: string
+  shareGroup?: string
+  share: boolean
+  logLevel: string
+}
+
+export function serveCommand(io: Io): Command {
+  return withBrokerFlags(new Command('serve'))
+    .description('the fleet service: remembers the fleet (registry, presence, telemetry with rollups, events) and serves its API on loopback (until SIGTERM)')
+    .requiredOption('--fleet <name>', 'the fleet')
+    .requiredOption('--state-dir <dir>', 'where the service keeps its store (fleet.db)')
+    .option('--listen <host:port>', 'where the API listens (loopback only, until accounts exist)', '127.0.0.1:8080')
+    .option('--store <kind>', 'sqlite (an embedded file in the state dir)', 'sqlite')
+    .option('--instance <name>', 'this process among several sharing one store (1-32 letters, digits, - or _)', '1')
+    .option('--share-group <name>', 'MQTT shared-subscription group of processes splitting the load (default: cairn-fleet-<fleet>)')
+    .option('--no-share', 'a plain subscription: this process alone sees every message')
+    .option('--log-level <level>', 'fatal, error, warn, info, debug or trace', 'info')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  cairn fleet serve --broker mqtt://broker:1883 --fleet demo --state-dir /var/lib/cairn-fleet
+  curl -s 'http://127.0.0.1:8080/api/v1/devices?state=offline&sort=lastSeen'`,
+    )
+    .action(async (o: ServeOptions) => io.setExitCode(await serve(o, io)))
+}
+
+/** host:port, the host a loopback address (127.0.0.0/8, ::1, localhost). */
+export function parseListen(s: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(s)
+  const host = m?.[1] ?? m?.[2]
+  const port = Number(m?.[3])
+  if (!host || !(port >= 0 && port <= 65_535)) throw new CairnError('BAD_REQUEST', `--listen ${JSON.stringify(s)}: expected host:port, e.g. 127.0.0.1:8080`)
+  const loopback = host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'))
+  if (!loopback)
+    throw new CairnError('BAD_REQUEST', `--listen ${host}: the fleet service listens on loopback only until it has accounts (docs/console.md); put a reverse proxy with authentication in front of it`)
+  return { host, port }
+}
+
+async function serve(o: ServeOptions, io: Io): Promise<number> {
+  if (!new RegExp(NAME_PATTERN).test(o.fleet)) throw new CairnError('BAD_REQUEST', `--fleet ${JSON.stringify(o.fleet)}: lowercase letters, digits, _ and -`)
+  if (!/^[A-Za-z0-9_-]{1,32}$/.test(o.instance)) throw new CairnError('BAD_REQUEST', '--instance: 1-32 letters, digits, - or _')
+  if (o.store !== 'sqlite') throw new CairnError('BAD_REQUEST', `--store ${JSON.stringify(o.store)}: only sqlite for now (a PostgreSQL store is planned)`)
+  const listen = parseListen(o.listen)
+  const { url, clientOptions } = brokerConnection(o)
+  const log = createLogger({ level: o.logLevel as Level })
+  ensureStateDir(o.stateDir)
+  const service = new FleetService({
+    brokerUrl: url,
+    mqtt: clientOptions,
+    fleet: o.fleet,
+    store: new SqliteFleetStore(o.stateDir),
+    clock: systemClock,
+    log,
+    listen,
+    shareGroup: o.share ? (o.shareGroup ?? `cairn-fleet-${o.fleet}`) : null,
+    instance: o.instance,
+  })
+  try {
+    const address = await service.start()
+    io.out.write(`fleet service for ${o.fleet}: ${address}/api/v1/devices\n`)
+  } catch (err) {
+    await service.stop()
+    throw err
+  }
+  await new Promise<void>(resolve => {
+    process.once('SIGTERM', () => resolve())
+    process.once('SIGINT', () => resolve())
+  })
+  await service.stop()
+  return 0
+}

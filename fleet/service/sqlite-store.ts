@@ -1,0 +1,298 @@
+// The fleet service's embedded store: one SQLite file (WAL) that needs nothing
+// installed, shared by every `fleet serve` process on one machine (BEGIN IMMEDIATE
+// serialises their writes; presence is a compare-and-set on the device's order key, so
+// no process can set a device back). The SQL is kept portable (row values, ON CONFLICT,
+// no SQLite-only functions in queries) so the PostgreSQL store can follow it.
+
+import { join } from 'node:path'
+import { openSqlite, type Db } from '../../protocol/sqlite.js'
+import {
+  METRICS,
+  type DeviceQuery,
+  type DeviceRow,
+  type EventRecord,
+  type EventRow,
+  type FleetStore,
+  type Metric,
+  type MetricValues,
+  type Resolution,
+  type Retention,
+  type SeriesPoint,
+  type StatusRecord,
+  type TelemetryRecord,
+  type Transition,
+} from './fleet-store.js'
+
+const cols = (prefix = '') => METRICS.map(m => `${prefix}${m}`).join(', ')
+const colDefs = METRICS.map(m => `${m} REAL`).join(', ')
+
+const MIGRATIONS = [
+  `CREATE TABLE devices (
+     id TEXT PRIMARY KEY,
+     first_seen INTEGER NOT NULL,
+     last_seen INTEGER NOT NULL,
+     state TEXT NOT NULL,
+     state_since INTEGER NOT NULL,
+     reason TEXT,
+     k_since INTEGER NOT NULL, k_conn INTEGER NOT NULL, k_phase INTEGER NOT NULL, k_ts INTEGER NOT NULL,
+     board TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL,
+     slot TEXT, os_version TEXT, os_slot TEXT,
+     problems TEXT NOT NULL DEFAULT '[]',
+     labels TEXT NOT NULL DEFAULT '{}',
+     telemetry_ts INTEGER,
+     ${colDefs}
+   );
+   CREATE INDEX devices_state ON devices (state, id);
+   CREATE INDEX devices_last_seen ON devices (last_seen);
+   CREATE TABLE presence (
+     device TEXT NOT NULL,
+     id TEXT NOT NULL,
+     state TEXT NOT NULL,
+     reason TEXT,
+     k_since INTEGER NOT NULL, k_conn INTEGER NOT NULL, k_phase INTEGER NOT NULL, k_ts INTEGER NOT NULL,
+     PRIMARY KEY (device, id)
+   );
+   CREATE INDEX presence_order ON presence (device, k_since, k_conn, k_phase, k_ts);
+   CREATE TABLE telemetry_raw (device TEXT NOT NULL, ts INTEGER NOT NULL, id TEXT NOT NULL, ${colDefs}, PRIMARY KEY (device, ts, id));
+   CREATE INDEX telemetry_raw_ts ON telemetry_raw (ts);
+   CREATE TABLE telemetry_1m (device TEXT NOT NULL, ts INTEGER NOT NULL, n INTEGER NOT NULL, ${colDefs}, PRIMARY KEY (device, ts));
+   CREATE TABLE telemetry_1h (device TEXT NOT NULL, ts INTEGER NOT NULL, n INTEGER NOT NULL, ${colDefs}, PRIMARY KEY (device, ts));
+   CREATE TABLE events (device TEXT NOT NULL, id TEXT NOT NULL, ts INTEGER NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (device, id));
+   CREATE INDEX events_ts ON events (ts);
+   CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);`,
+]
+
+const SORT_SQL: Record<DeviceQuery['sort'], string> = {
+  id: 'id',
+  state: 'state',
+  lastSeen: 'last_seen',
+  board: 'board',
+  version: 'version',
+  tempC: 'tempC',
+  load1: 'load1',
+}
+
+const MINUTE = 60_000
+const HOUR = 3_600_000
+
+type Row = Record<string, unknown>
+
+export class SqliteFleetStore implements FleetStore {
+  private readonly db: Db
+
+  constructor(stateDir: string) {
+    this.db = openSqlite(join(stateDir, 'fleet.db'), {
+      migrations: MIGRATIONS,
+      // a crash loses nothing committed; a power cut may lose the last telemetry, which
+      // the devices do not send again: the fleet's record, not a ledger
+      synchronous: 'NORMAL',
+      busyTimeoutMs: 10_000,
+      newerSchema: 'refuse',
+    })
+  }
+
+  async applyStatus(r: StatusRecord): Promise<boolean> {
+    const [since, conn, phase, ts] = r.key
+    return this.db
+      .transaction(() => {
+        const logged = this.db
+          .prepare('INSERT INTO presence (device, id, state, reason, k_since, k_conn, k_phase, k_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING')
+          .run(r.device, r.id, r.state, r.reason ?? null, since, conn, phase, ts)
+        if (logged.changes === 0) return false // seen before
+        const before = this.db.prepare('SELECT state FROM devices WHERE id = ?').get(r.device) as { state: string } | undefined
+        const fields = [r.board, r.model, r.version, r.slot ?? null, r.osVersion ?? null, r.osSlot ?? null, JSON.stringify(r.problems)]
+        if (!before) {
+          this.db
+            .prepare(
+              `INSERT INTO devices (id, first_seen, last_seen, state, state_since, reason, k_since, k_conn, k_phase, k_ts, board, model, version, slot, os_version, os_slot, problems)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+            )
+            .run(r.device, r.receivedAt, r.receivedAt, r.state, ts, r.reason ?? null, since, conn, phase, ts, ...fields)
+          return true
+        }
+        this.db.prepare('UPDATE devices SET last_seen = MAX(last_seen, ?) WHERE id = ?').run(r.receivedAt, r.device)
+        const applied = this.db
+          .prepare(
+            `UPDATE devices SET state = ?, state_since = CASE WHEN state = ? THEN state_since ELSE ? END, reason = ?,
+               k_since = ?, k_conn = ?, k_phase = ?, k_ts = ?, board = ?, model = ?, version = ?, slot = ?, os_version = ?, os_slot = ?, problems = ?
+             WHERE id = ? AND (k_since, k_conn, k_phase, k_ts) < (?, ?, ?, ?)`,
+          )
+          .run(r.state, r.state, ts, r.reason ?? null, since, conn, phase, ts, ...fields, r.device, since, conn, phase, ts)
+        return applied.changes > 0 && before.state !== r.state
+      })
+      .immediate()
+  }
+
+  async addTelemetry(r: TelemetryRecord): Promise<void> {
+    const values = METRICS.map(m => r.values[m])
+    this.db
+      .transaction(() => {
+        const added = this.db
+          .prepare(`INSERT INTO telemetry_raw (device, ts, id, ${cols()}) VALUES (?, ?, ?, ${METRICS.map(() => '?').join(', ')}) ON CONFLICT DO NOTHING`)
+          .run(r.device, r.ts, r.id, ...values)
+        if (added.changes === 0) return
+        // the device row shows the newest sample (a late one does not replace it)
+        this.db
+          .prepare(`UPDATE devices SET telemetry_ts = ?, ${METRICS.map(m => `${m} = ?`).join(', ')}, last_seen = MAX(last_seen, ?) WHERE id = ? AND (telemetry_ts IS NULL OR telemetry_ts < ?)`)
+          .run(r.ts, ...values, r.receivedAt, r.device, r.ts)
+      })
+      .immediate()
+  }
+
+  async addEvent(r: EventRecord): Promise<void> {
+    this.db.prepare('INSERT INTO events (device, id, ts, kind, data) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING').run(r.device, r.id, r.ts, r.kind, r.data)
+  }
+
+  async listDevices(q: DeviceQuery): Promise<{ total: number; items: DeviceRow[] }> {
+    const where: string[] = []
+    const args: unknown[] = []
+    if (q.search) {
+      // LIKE with the user's text escaped: % and _ are literal
+      const like = `%${q.search.replace(/[\\%_]/g, c => `\\${c}`)}%`
+      where.push("(id LIKE ? ESCAPE '\\' OR board LIKE ? ESCAPE '\\' OR model LIKE ? ESCAPE '\\' OR version LIKE ? ESCAPE '\\' OR labels LIKE ? ESCAPE '\\')")
+      args.push(like, like, like, like, like)
+    }
+    for (const [column, value] of [
+      ['state', q.state],
+      ['board', q.board],
+      ['version', q.version],
+    ] as const) {
+      if (value === undefined) continue
+      where.push(`${column} = ?`)
+      args.push(value)
+    }
+    const clause = where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''
+    // labels are JSON text: filtered here, after the indexed conditions (bounded by the fleet's size)
+    const label = q.label !== undefined ? parseLabelFilter(q.label) : undefined
+    const order = `ORDER BY ${SORT_SQL[q.sort]} IS NULL, ${SORT_SQL[q.sort]} ${q.order === 'desc' ? 'DESC' : 'ASC'}, id ASC`
+    if (!label) {
+      const total = (this.db.prepare(`SELECT COUNT(*) AS n FROM devices ${clause}`).get(...args) as { n: number }).n
+      const rows = this.db.prepare(`SELECT * FROM devices ${clause} ${order} LIMIT ? OFFSET ?`).all(...args, q.limit, q.offset) as Row[]
+      return { total, items: rows.map(toDevice) }
+    }
+    const all = (this.db.prepare(`SELECT * FROM devices ${clause} ${order}`).all(...args) as Row[]).map(toDevice).filter(d => label(d.labels))
+    return { total: all.length, items: all.slice(q.offset, q.offset + q.limit) }
+  }
+
+  async getDevice(id: string): Promise<DeviceRow | undefined> {
+    const row = this.db.prepare('SELECT * FROM devices WHERE id = ?').get(id) as Row | undefined
+    return row ? toDevice(row) : undefined
+  }
+
+  async transitions(id: string, from: number, to: number, limit: number): Promise<Transition[]> {
+    const rows = this.db.prepare('SELECT state, reason, k_ts AS at FROM presence WHERE device = ? AND k_ts >= ? AND k_ts <= ? ORDER BY k_since, k_conn, k_phase, k_ts').all(id, from, to) as Array<{
+      state: 'online' | 'offline'
+      reason: string | null
+      at: number
+    }>
+    // consecutive messages of one state are one period (a republished online status, a redelivery)
+    const out: Transition[] = []
+    for (const r of rows) if (out.at(-1)?.state !== r.state) out.push({ state: r.state, reason: r.reason, at: r.at })
+    return out.slice(-limit)
+  }
+
+  async series(id: string, resolution: Resolution, from: number, to: number, limit: number): Promise<SeriesPoint[]> {
+    const table = resolution === 'raw' ? 'telemetry_raw' : resolution === '1m' ? 'telemetry_1m' : 'telemetry_1h'
+    const rows = this.db.prepare(`SELECT ts, ${cols()} FROM ${table} WHERE device = ? AND ts >= ? AND ts <= ? ORDER BY ts DESC LIMIT ?`).all(id, from, to, limit) as Row[]
+    return rows.reverse().map(r => ({ ts: r.ts as number, values: metricValues(r) }))
+  }
+
+  async events(q: { device?: string; from: number; to: number; limit: number }): Promise<EventRow[]> {
+    const rows = (
+      q.device !== undefined
+        ? this.db.prepare('SELECT * FROM events WHERE device = ? AND ts >= ? AND ts <= ? ORDER BY ts DESC LIMIT ?').all(q.device, q.from, q.to, q.limit)
+        : this.db.prepare('SELECT * FROM events WHERE ts >= ? AND ts <= ? ORDER BY ts DESC LIMIT ?').all(q.from, q.to, q.limit)
+    ) as Array<{ device: string; id: string; ts: number; kind: string; data: string }>
+    return rows.map(r => ({ device: r.device, id: r.id, ts: r.ts, kind: r.kind, data: JSON.parse(r.data) as unknown }))
+  }
+
+  async setLabels(id: string, labels: Readonly<Record<string, string>>): Promise<boolean> {
+    return this.db.prepare('UPDATE devices SET labels = ? WHERE id = ?').run(JSON.stringify(sortedLabels(labels)), id).changes > 0
+  }
+
+  async counts(): Promise<{ devices: number; online: number; offline: number }> {
+    const rows = this.db.prepare('SELECT state, COUNT(*) AS n FROM devices GROUP BY state').all() as Array<{ state: string; n: number }>
+    const of = (s: string) => rows.find(r => r.state === s)?.n ?? 0
+    return { devices: of('online') + of('offline'), online: of('online'), offline: of('offline') }
+  }
+
+  async maintain(now: number, retention: Retention): Promise<{ minutes: number; hours: number; deleted: number }> {
+    return this.db
+      .transaction(() => {
+        const meta = (k: string) => Number((this.db.prepare('SELECT v FROM meta WHERE k = ?').get(k) as { v: string } | undefined)?.v ?? 0)
+        const setMeta = (k: string, v: number) => this.db.prepare('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v').run(k, String(v))
+        // Closed buckets only; a sample that arrives after its minute was rolled up stays
+        // in the raw series (the rollup is not redone).
+        const minuteEnd = Math.floor(now / MINUTE) * MINUTE
+        const minuteStart = Math.max(meta('rolled_1m'), minuteEnd - retention.rawMs)
+        const avg = METRICS.map(m => `AVG(${m})`).join(', ')
+        const minutes = this.db
+          .prepare(
+            `INSERT INTO telemetry_1m (device, ts, n, ${cols()})
+             SELECT device, (ts / ${MINUTE}) * ${MINUTE} AS bucket, COUNT(*), ${avg} FROM telemetry_raw WHERE ts >= ? AND ts < ? GROUP BY device, bucket
+             ON CONFLICT DO NOTHING`,
+          )
+          .run(minuteStart, minuteEnd).changes
+        setMeta('rolled_1m', minuteEnd)
+        const hourEnd = Math.floor(now / HOUR) * HOUR
+        const hourStart = Math.max(meta('rolled_1h'), hourEnd - retention.minuteMs)
+        const weighted = METRICS.map(m => `SUM(${m} * n) / SUM(CASE WHEN ${m} IS NULL THEN 0 ELSE n END)`).join(', ')
+        const hours = this.db
+          .prepare(
+            `INSERT INTO telemetry_1h (device, ts, n, ${cols()})
+             SELECT device, (ts / ${HOUR}) * ${HOUR} AS bucket, SUM(n), ${weighted} FROM telemetry_1m WHERE ts >= ? AND ts < ? GROUP BY device, bucket
+             ON CONFLICT DO NOTHING`,
+          )
+          .run(hourStart, hourEnd).changes
+        setMeta('rolled_1h', hourEnd)
+        let deleted = 0
+        deleted += this.db.prepare('DELETE FROM telemetry_raw WHERE ts < ?').run(now - retention.rawMs).changes
+        deleted += this.db.prepare('DELETE FROM telemetry_1m WHERE ts < ?').run(now - retention.minuteMs).changes
+        deleted += this.db.prepare('DELETE FROM telemetry_1h WHERE ts < ?').run(now - retention.hourMs).changes
+        deleted += this.db.prepare('DELETE FROM events WHERE ts < ?').run(now - retention.hourMs).changes
+        return { minutes, hours, deleted }
+      })
+      .immediate()
+  }
+
+  async close(): Promise<void> {
+    this.db.close()
+  }
+}
+
+function metricValues(r: Row): MetricValues {
+  return Object.fromEntries(METRICS.map(m => [m, (r[m] as number | null) ?? null])) as Record<Metric, number | null>
+}
+
+function toDevice(r: Row): DeviceRow {
+  return {
+    id: r.id as string,
+    firstSeen: r.first_seen as number,
+    lastSeen: r.last_seen as number,
+    state: r.state as 'online' | 'offline',
+    stateSince: r.state_since as number,
+    reason: (r.reason as string | null) ?? null,
+    board: r.board as string,
+    model: r.model as string,
+    version: r.version as string,
+    slot: (r.slot as string | null) ?? null,
+    osVersion: (r.os_version as string | null) ?? null,
+    osSlot: (r.os_slot as string | null) ?? null,
+    problems: JSON.parse(r.problems as string) as string[],
+    labels: JSON.parse(r.labels as string) as Record<string, string>,
+    telemetryTs: (r.telemetry_ts as number | null) ?? null,
+    latest: r.telemetry_ts === null || r.telemetry_ts === undefined ? null : metricValues(r),
+  }
+}
+
+function sortedLabels(labels: Readonly<Record<string, string>>): Record<string, string> {
+  return Object.fromEntries(Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+}
+
+function parseLabelFilter(f: string): (labels: Readonly<Record<string, string>>) => boolean {
+  const eq = f.indexOf('=')
+  if (eq < 0) return labels => Object.hasOwn(labels, f)
+  const key = f.slice(0, eq)
+  const value = f.slice(eq + 1)
+  return labels => labels[key] === value
+}

@@ -1,0 +1,93 @@
+// The fleet service's HTTP API on a real socket: every route refuses bad input with a 4xx
+// and one error shape, and keeps serving; the OpenAPI document it serves is the one in
+// docs/api/fleet-openapi.json (`npm run docs:gen` writes it).
+
+import t from 'tap'
+import { readFileSync } from 'node:fs'
+import { buildApi } from '../../../fleet/service/http-api.js'
+import { SqliteFleetStore } from '../../../fleet/service/sqlite-store.js'
+import { ManualClock } from '../../../protocol/clock.js'
+import { tmp } from '../../helpers/agent.js'
+
+const T0 = Date.UTC(2026, 11, 7, 10, 0, 0)
+const DEV = 'c'.repeat(52)
+
+t.test('bad input: 4xx with a clear error, the service keeps running', async t => {
+  const store = new SqliteFleetStore(tmp('cairn-fleet-'))
+  await store.applyStatus({ device: DEV, id: 'on-1', state: 'online', key: [T0, T0, 0, T0], receivedAt: T0, board: 'rpi5', model: 'Raspberry Pi 5', version: '1.0.0', problems: [] })
+  const app = await buildApi({ store, fleet: 'demo', clock: new ManualClock(T0 + 1000), stats: () => ({ stored: { status: 1, telemetry: 0, event: 0 }, refused: 0, transitions: 1 }) })
+  const base = await app.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(async () => {
+    await app.close()
+    await store.close()
+  })
+  const call = async (path: string, init?: RequestInit) => {
+    const res = await fetch(`${base}${path}`, init)
+    return { status: res.status, body: (await res.json()) as { error?: { code: string; message: string } } & Record<string, unknown> }
+  }
+  const cases: Array<[string, string, RequestInit | undefined, number, string, RegExp]> = [
+    ['a page size too large', '/api/v1/devices?limit=100000', undefined, 400, 'BAD_REQUEST', /limit/],
+    ['a negative offset', '/api/v1/devices?offset=-1', undefined, 400, 'BAD_REQUEST', /offset/],
+    ['a wrong type', '/api/v1/devices?limit=ten', undefined, 400, 'BAD_REQUEST', /limit/],
+    ['an unknown field', '/api/v1/devices?colour=red', undefined, 400, 'BAD_REQUEST', /additional/],
+    ['an unknown sort', '/api/v1/devices?sort=password', undefined, 400, 'BAD_REQUEST', /sort/],
+    ['a search too long', `/api/v1/devices?search=${'x'.repeat(101)}`, undefined, 400, 'BAD_REQUEST', /search/],
+    ['a malformed device id', '/api/v1/devices/..%2F..%2Fetc', undefined, 400, 'BAD_REQUEST', /id/],
+    ['an unknown device', `/api/v1/devices/${'d'.repeat(52)}`, undefined, 404, 'NOT_FOUND', /no device/],
+    ['a range backwards', `/api/v1/devices/${DEV}/telemetry?from=${T0}&to=${T0 - 1}`, undefined, 400, 'BAD_REQUEST', /from is after to/],
+    ['a range too long', `/api/v1/devices/${DEV}/telemetry?from=0&to=${T0}`, undefined, 400, 'BAD_REQUEST', /at most 400 days/],
+    ['a resolution that is not one', `/api/v1/devices/${DEV}/telemetry?resolution=1s`, undefined, 400, 'BAD_REQUEST', /resolution/],
+    ['an unknown route', '/api/v1/secrets', undefined, 404, 'NOT_FOUND', /no route GET \/api\/v1\/secrets/],
+    ['malformed JSON', `/api/v1/devices/${DEV}/labels`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: '{"labels":' }, 400, 'BAD_REQUEST', /JSON/],
+    [
+      'a body too large',
+      `/api/v1/devices/${DEV}/labels`,
+      { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ labels: { a: 'x'.repeat(70_000) } }) },
+      413,
+      'TOO_LARGE',
+      /too large/i,
+    ],
+    [
+      'a label key with markup',
+      `/api/v1/devices/${DEV}/labels`,
+      { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ labels: { '<b>': 'x' } }) },
+      400,
+      'BAD_REQUEST',
+      /labels/,
+    ],
+    [
+      'too many labels',
+      `/api/v1/devices/${DEV}/labels`,
+      { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ labels: Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`k${i}`, 'v'])) }) },
+      400,
+      'BAD_REQUEST',
+      /labels/,
+    ],
+    ['a body of another type', `/api/v1/devices/${DEV}/labels`, { method: 'PUT', headers: { 'content-type': 'text/plain' }, body: 'site=x' }, 415, 'UNSUPPORTED_MEDIA_TYPE', /content-type/i],
+  ]
+  for (const [what, path, init, status, code, message] of cases) {
+    const r = await call(path, init)
+    t.equal(r.status, status, `${what}: ${status}`)
+    t.match(r.body.error, { code, message }, `${what}: ${r.body.error?.message}`)
+  }
+  const ok = await call(`/api/v1/devices/${DEV}/labels`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ labels: { site: '<script>alert(1)</script>' } }) })
+  t.equal(ok.status, 200, 'after all that, a good request is served')
+  t.same(ok.body.labels, { site: '<script>alert(1)</script>' }, 'a label value is text, kept as given (the renderer escapes it)')
+  const list = await call('/api/v1/devices?label=site&limit=500')
+  t.match(list.body, { total: 1, limit: 500, items: [{ id: DEV, state: 'online' }] })
+  t.match((await call('/api/v1/fleet')).body, { fleet: 'demo', counts: { devices: 1, online: 1 } })
+})
+
+t.test('the OpenAPI document served is the one in docs/api/fleet-openapi.json', async t => {
+  const store = new SqliteFleetStore(tmp('cairn-fleet-'))
+  const app = await buildApi({ store, fleet: 'demo', clock: new ManualClock(T0), stats: () => ({ stored: { status: 0, telemetry: 0, event: 0 }, refused: 0, transitions: 0 }) })
+  const base = await app.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(async () => {
+    await app.close()
+    await store.close()
+  })
+  const served = (await (await fetch(`${base}/api/v1/openapi.json`)).json()) as { paths: Record<string, unknown> }
+  t.ok(served.paths['/api/v1/devices'] && served.paths['/api/v1/devices/{id}/telemetry'], 'it lists the routes')
+  const docs = JSON.parse(readFileSync(new URL('../../../docs/api/fleet-openapi.json', import.meta.url), 'utf8')) as unknown
+  t.same(served, docs, 'docs/api/fleet-openapi.json is up to date (npm run docs:gen)')
+})

@@ -1,0 +1,78 @@
+// The fleet service's reading of device messages: topics, the presence order key, the
+// numbers kept of a telemetry sample, and `--listen`'s loopback rule.
+
+import t from 'tap'
+import { metricsOf, parseTopic, presenceKey } from '../../../fleet/service/ingest.js'
+import { parseListen } from '../../../fleet/service/serve-cli.js'
+import type { TelemetrySample } from '../../../hw/schema.js'
+
+const D = 'e'.repeat(52)
+
+t.test('topics: the three kinds of this fleet, nothing else', async t => {
+  t.same(parseTopic(`cairn/v1/demo/${D}/status`, 'demo'), { device: D, kind: 'status' })
+  t.same(parseTopic(`cairn/v1/demo/${D}/event`, 'demo'), { device: D, kind: 'event' })
+  for (const topic of [`cairn/v1/other/${D}/status`, `cairn/v1/demo/${D}/reply`, `cairn/v1/demo/${D}/task/update`, `cairn/v2/demo/${D}/status`, 'cairn/v1/demo/status'])
+    t.equal(parseTopic(topic, 'demo'), null, topic)
+})
+
+t.test('presence key: a Will sorts after its connection’s online status; the next connection after both', async t => {
+  const online = presenceKey({ since: 100, conn: 200, state: 'online', ts: 210 })
+  const will = presenceKey({ since: 100, conn: 200, state: 'offline', ts: 200 })
+  const next = presenceKey({ since: 100, conn: 5000, state: 'online', ts: 5010 })
+  // the order the store applies: lexicographic, as SQL row values compare
+  const cmp = (a: readonly number[], b: readonly number[]): number => {
+    for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return Math.sign(a[i]! - b[i]!)
+    return 0
+  }
+  t.equal(cmp(will, online), 1, 'the Will (older ts) after the online status')
+  t.equal(cmp(next, will), 1)
+  t.same(presenceKey({ state: 'online', ts: 7 }), [0, 0, 0, 7], 'an agent without since and conn: by ts')
+})
+
+t.test('metrics: what a Pi 5 sample gives, and null for what a board has not', async t => {
+  const pi5 = {
+    board: { kind: 'rpi5', model: 'Raspberry Pi 5 Model B Rev 1.0', arch: 'aarch64' },
+    load: [1.12, 0.88, 0.71],
+    cpu: { percent: 12.5 },
+    memory: { totalBytes: 4, availableBytes: 3, usedPercent: 17.7 },
+    disk: [
+      { path: '/data', totalBytes: 10, freeBytes: 1, availableBytes: 1, usedPercent: 90 },
+      { path: '/', totalBytes: 10, freeBytes: 8, availableBytes: 8, usedPercent: 21.6 },
+    ],
+    net: [
+      { iface: 'eth0', rxBytes: 1, txBytes: 1, rxBytesPerS: 100, txBytesPerS: 10 },
+      { iface: 'wlan0', rxBytes: 1, txBytes: 1, rxBytesPerS: 50 },
+    ],
+    thermal: [
+      { zone: 'thermal_zone0', type: 'cpu-thermal', celsius: 58.05 },
+      { zone: 'thermal_zone1', type: 'rp1', celsius: 61.5 },
+    ],
+    throttle: { source: 'vcgencmd', now: { underVoltage: true, throttled: false, armFreqCapped: false, softTempLimit: false } },
+    fan: { rpm: 2871 },
+    power: { source: 'pmic', rails: [], totalWatts: 4.2 },
+  } as unknown as TelemetrySample
+  t.same(metricsOf(pi5), {
+    load1: 1.12,
+    cpuPercent: 12.5,
+    memPercent: 17.7,
+    diskPercent: 21.6,
+    tempC: 61.5,
+    rxBps: 150,
+    txBps: 10,
+    throttled: 0,
+    underVoltage: 1,
+    fanRpm: 2871,
+    powerW: 4.2,
+    gpuPercent: null,
+  })
+  const bare = { board: { kind: 'generic', model: 'x', arch: 'x86_64' } } as unknown as TelemetrySample
+  t.same(Object.values(metricsOf(bare)), Array(12).fill(null), 'a sample with nothing: all null')
+})
+
+t.test('--listen: loopback only, until the service has accounts', async t => {
+  t.same(parseListen('127.0.0.1:8080'), { host: '127.0.0.1', port: 8080 })
+  t.same(parseListen('[::1]:0'), { host: '::1', port: 0 })
+  t.same(parseListen('localhost:9000'), { host: 'localhost', port: 9000 })
+  for (const bad of ['0.0.0.0:8080', '192.168.1.5:80', '[::]:8080', 'example.org:80']) t.throws(() => parseListen(bad), { code: 'BAD_REQUEST', message: /loopback only/ }, bad)
+  for (const bad of ['8080', '127.0.0.1', '127.0.0.1:99999', ':80']) t.throws(() => parseListen(bad), { code: 'BAD_REQUEST', message: /host:port/ }, bad)
+})

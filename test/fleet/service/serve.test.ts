@@ -1,0 +1,167 @@
+// The fleet service end to end, in both MQTT versions: two `fleet serve` processes
+// (FleetService instances, each its own store connection) on one SQLite file, sharing
+// the fleet's messages through a shared subscription, against a real Mosquitto; a real
+// agent (the built bundle) whose `kill -9` the service sees through its Will, and an
+// in-process agent that stops cleanly; junk on the device topics refused and counted.
+
+import t from 'tap'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { join } from 'node:path'
+import mqtt from 'mqtt'
+import { FleetService } from '../../../fleet/service/fleet-service.js'
+import { SqliteFleetStore } from '../../../fleet/service/sqlite-store.js'
+import { createLogger } from '../../../protocol/log.js'
+import { systemClock } from '../../../protocol/clock.js'
+import { startBroker, type TestBroker } from '../../helpers/broker.js'
+import { startTestAgent, tmp, until } from '../../helpers/agent.js'
+import { MQTT_VERSIONS } from '../../helpers/mqtt-versions.js'
+
+const bundle = new URL('../../../dist/cairn.mjs', import.meta.url).pathname
+let broker: TestBroker
+t.before(async () => {
+  broker = await startBroker()
+})
+t.teardown(async () => broker.close())
+
+const logs: string[] = []
+const log = createLogger({ level: 'info', out: { write: (s: string) => logs.push(s) } })
+
+async function service(dir: string, fleet: string, instance: string, mqttVersion: 4 | 5): Promise<{ svc: FleetService; url: string }> {
+  const svc = new FleetService({
+    brokerUrl: broker.url,
+    mqtt: { protocolVersion: mqttVersion },
+    fleet,
+    store: new SqliteFleetStore(dir),
+    clock: systemClock,
+    log: log.child({ instance }),
+    listen: { host: '127.0.0.1', port: 0 },
+    shareGroup: `fleet-${fleet}`,
+    instance,
+  })
+  const url = await svc.start()
+  return { svc, url }
+}
+
+const api = async (base: string, path: string) => {
+  const res = await fetch(`${base}${path}`)
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> }
+}
+
+for (const { mqttVersion, label } of MQTT_VERSIONS) {
+  t.test(`${label}: two processes, one store; presence (Will and clean stop), telemetry, events; junk refused`, async t => {
+    if (mqttVersion === 5 && !broker.mqtt5) return t.comment('SKIPPED: MQTT 5 needs mosquitto; the aedes fallback speaks 3.1.1 only')
+    const fleet = `fs${mqttVersion}`
+    const dir = tmp('cairn-fleet-')
+    const a = await service(dir, fleet, 'a', mqttVersion)
+    t.teardown(() => a.svc.stop())
+    const b = await service(dir, fleet, 'b', mqttVersion)
+    t.teardown(() => b.svc.stop())
+
+    // a real agent, the built bundle, that will be killed
+    const state = tmp('cairn-state-')
+    const child: ChildProcess = spawn(
+      process.execPath,
+      [
+        bundle,
+        'agent',
+        '--broker',
+        broker.url,
+        '--fleet',
+        fleet,
+        '--state-dir',
+        state,
+        '--mqtt-version',
+        String(mqttVersion),
+        '--telemetry-period',
+        '1',
+        '--health-port',
+        '0',
+        '--set',
+        'cache.port=0',
+        '--set',
+        'tasks.enabled=false',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    )
+    child.stdout!.resume()
+    child.stderr!.resume()
+    t.teardown(() => void child.kill('SIGKILL'))
+    // and one in process, stopped cleanly
+    const quiet = await startTestAgent({ url: broker.url, fleet, mqttVersion, values: { telemetry: { periodS: 1 } } })
+    t.teardown(() => quiet.stop())
+
+    let killed: string | undefined
+    await until(
+      async () => {
+        const r = await api(a.url, '/api/v1/devices?state=online&sort=id')
+        const items = r.body.items as Array<{ id: string; telemetryTs: number | null }>
+        killed = items.find(d => d.id !== quiet.agent.deviceId)?.id
+        return items.length === 2 && items.every(d => d.telemetryTs !== null)
+      },
+      60_000,
+      'both agents online with telemetry, as either process tells',
+    )
+    const dev = (await api(b.url, `/api/v1/devices/${killed}`)).body
+    t.match(dev, { state: 'online', board: String, version: String, latest: { memPercent: Number } }, 'the other process serves the same registry')
+    t.ok(
+      a.svc.ingest.stats.stored.telemetry > 0 && b.svc.ingest.stats.stored.telemetry > 0,
+      `both processes took a share of the telemetry (${a.svc.ingest.stats.stored.telemetry} and ${b.svc.ingest.stats.stored.telemetry})`,
+    )
+
+    child.kill('SIGKILL')
+    await until(async () => (await api(a.url, `/api/v1/devices/${killed}`)).body.state === 'offline', 60_000, 'the killed agent offline')
+    t.match((await api(b.url, `/api/v1/devices/${killed}`)).body, { state: 'offline', reason: 'connection-lost' }, 'kill -9: offline through its Will')
+    await quiet.stop()
+    await until(async () => (await api(b.url, `/api/v1/devices/${quiet.agent.deviceId}`)).body.state === 'offline', 60_000, 'the stopped agent offline')
+    t.match((await api(a.url, `/api/v1/devices/${quiet.agent.deviceId}`)).body, { state: 'offline', reason: 'shutdown' })
+    const presence = (await api(a.url, `/api/v1/devices/${killed}/presence`)).body
+    t.match(
+      presence.items,
+      [
+        { state: 'online', reason: null },
+        { state: 'offline', reason: 'connection-lost' },
+      ],
+      'its history: online, then lost',
+    )
+    const series = (await api(b.url, `/api/v1/devices/${killed}/telemetry?resolution=raw`)).body
+    t.ok((series.points as unknown[]).length >= 1, `its telemetry series (${(series.points as unknown[]).length} points)`)
+    const events = (await api(a.url, `/api/v1/devices/${quiet.agent.deviceId}/events`)).body
+    t.ok(
+      (events.items as Array<{ kind: string }>).some(e => e.kind === 'agent.started'),
+      'its events: agent.started',
+    )
+
+    // junk on a device's topics: refused, counted, nothing stored
+    const refusedBefore = a.svc.ingest.stats.refused + b.svc.ingest.stats.refused
+    const junk = await mqtt.connectAsync(broker.url, { protocolVersion: mqttVersion })
+    t.teardown(() => junk.endAsync(true))
+    const topic = (kind: string) => `cairn/v1/${fleet}/${killed}/${kind}`
+    await junk.publishAsync(topic('telemetry'), 'not json', { qos: 1 })
+    await junk.publishAsync(topic('telemetry'), JSON.stringify({ v: 1, id: 'x1234567', device: quiet.agent.deviceId, ts: 1, sample: {} }), { qos: 1 })
+    await junk.publishAsync(topic('status'), JSON.stringify({ v: 1, id: 'x1234568', device: killed, state: 'online', ts: 1, board: '<img src=x onerror=alert(1)>' }), { qos: 1 })
+    await junk.publishAsync(topic('event'), Buffer.alloc(20_000, 'a'), { qos: 1 })
+    await until(() => a.svc.ingest.stats.refused + b.svc.ingest.stats.refused >= refusedBefore + 4, 30_000, 'four refusals')
+    t.match((await api(a.url, `/api/v1/devices/${killed}`)).body, { state: 'offline', reason: 'connection-lost' }, 'the device as it was')
+    t.ok(
+      logs.some(l => /device message refused/.test(l)),
+      'refusals are logged (the first of each kind)',
+    )
+  })
+}
+
+t.test('fleet serve: flags checked before anything opens', async t => {
+  const run = (args: string[]) =>
+    new Promise<{ code: number | null; err: string }>(resolve => {
+      const c = spawn(process.execPath, [bundle, 'fleet', 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
+      let err = ''
+      c.stderr!.on('data', (d: Buffer) => (err += d.toString()))
+      c.on('close', code => resolve({ code, err }))
+    })
+  const dir = tmp('cairn-fleet-')
+  const off = await run(['--fleet', 'x', '--state-dir', join(dir, 's'), '--listen', '0.0.0.0:8080'])
+  t.equal(off.code, 2, 'a usage error')
+  t.match(off.err, /listens on loopback only until it has accounts/)
+  t.equal(off.err.trim().split('\n').length, 1, 'one line')
+  const store = await run(['--fleet', 'x', '--state-dir', join(dir, 's'), '--store', 'postgres://x'])
+  t.match(store.err, /only sqlite for now/)
+})

@@ -1,0 +1,152 @@
+// The contract every fleet store keeps (fleet/service/fleet-store.ts), run against each
+// implementation (sqlite-store.test.ts today; the PostgreSQL store when it comes), as
+// MQTT.js runs one abstract store suite against each of its stores.
+
+import type { Test } from 'tap'
+import { METRICS, type FleetStore, type MetricValues, type StatusRecord } from '../../../fleet/service/fleet-store.js'
+
+const DEV = (n: number) => `${'a'.repeat(51)}${'abcdefghijklmnopqrstuvwxyz234567'[n]}`
+const T0 = Date.UTC(2026, 11, 7, 10, 0, 0)
+const MIN = 60_000
+const HOUR = 3_600_000
+
+const status = (device: string, o: Partial<StatusRecord> & { id: string; state: 'online' | 'offline'; key: StatusRecord['key'] }): StatusRecord => ({
+  device,
+  receivedAt: T0,
+  board: 'rpi5',
+  model: 'Raspberry Pi 5 Model B Rev 1.0',
+  version: '1.0.0',
+  problems: [],
+  ...o,
+})
+
+const values = (v: Partial<Record<(typeof METRICS)[number], number>>): MetricValues => Object.fromEntries(METRICS.map(m => [m, v[m] ?? null])) as MetricValues
+
+export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
+  const open = async (t: Test) => {
+    const store = await make()
+    t.teardown(() => store.close())
+    return store
+  }
+
+  t.test('presence: ordered by (since, conn, offline after online, ts), not by arrival', async t => {
+    const s = await open(t)
+    const d = DEV(0)
+    // connection 1 of the agent started at T0: its online, then its Will (made at connect,
+    // so its ts is older than the online's) arriving first at another process
+    const online1 = status(d, { id: 'on-1', state: 'online', key: [T0, T0 + 10, 0, T0 + 20] })
+    const will1 = status(d, { id: 'will-1', state: 'offline', reason: 'connection-lost', key: [T0, T0 + 10, 1, T0 + 10] })
+    t.equal(await s.applyStatus(will1), true, 'a new device, offline')
+    t.equal(await s.applyStatus(online1), false, "the connection's online status came late: the Will stands")
+    t.match(await s.getDevice(d), { state: 'offline', reason: 'connection-lost' })
+    t.equal(await s.applyStatus(will1), false, 'the same message again changes nothing')
+    const online2 = status(d, { id: 'on-2', state: 'online', key: [T0, T0 + 5000, 0, T0 + 5010], version: '1.0.1' })
+    t.equal(await s.applyStatus(online2), true, 'the next connection is online')
+    t.match(await s.getDevice(d), { state: 'online', reason: null, version: '1.0.1', stateSince: T0 + 5010 })
+    // a republished online status (problems changed) keeps the state's start
+    await s.applyStatus(status(d, { id: 'on-2b', state: 'online', key: [T0, T0 + 5000, 0, T0 + 6000], problems: ['REMOTE_CONFIG_REJECTED'] }))
+    t.match(await s.getDevice(d), { state: 'online', stateSince: T0 + 5010, problems: ['REMOTE_CONFIG_REJECTED'] })
+    // a restarted agent (a later since) after a clean shutdown
+    await s.applyStatus(status(d, { id: 'off-3', state: 'offline', reason: 'shutdown', key: [T0, T0 + 5000, 1, T0 + 9000] }))
+    await s.applyStatus(status(d, { id: 'on-4', state: 'online', key: [T0 + 10_000, T0 + 10_050, 0, T0 + 10_060] }))
+    t.same(
+      (await s.transitions(d, 0, T0 + HOUR, 100)).map(x => [x.state, x.reason]),
+      [
+        ['online', null],
+        ['offline', 'connection-lost'],
+        ['online', null],
+        ['offline', 'shutdown'],
+        ['online', null],
+      ],
+      "the history in the device's order, the late online included",
+    )
+    t.same(await s.counts(), { devices: 1, online: 1, offline: 0 })
+  })
+
+  t.test('telemetry: the newest sample on the device, raw series, rollups and retention on a stepped clock', async t => {
+    const s = await open(t)
+    const d = DEV(1)
+    await s.applyStatus(status(d, { id: 'on', state: 'online', key: [T0, T0, 0, T0] }))
+    // two hours of samples every 10 s: tempC climbs 1 degree a minute
+    for (let ts = T0; ts < T0 + 2 * HOUR; ts += 10_000) await s.addTelemetry({ device: d, id: `t${ts}`, ts, receivedAt: ts, values: values({ tempC: 40 + Math.floor((ts - T0) / MIN), load1: 1 }) })
+    await s.addTelemetry({ device: d, id: `t${T0}`, ts: T0, receivedAt: T0, values: values({ tempC: 99 }) })
+    await s.addTelemetry({ device: d, id: 'late', ts: T0 + 5, receivedAt: T0 + 3 * HOUR, values: values({ tempC: 0 }) })
+    const dev = await s.getDevice(d)
+    t.equal(dev?.telemetryTs, T0 + 2 * HOUR - 10_000, 'the newest sample, not the last to arrive')
+    t.equal(dev?.latest?.tempC, 40 + 119)
+    const raw = await s.series(d, 'raw', T0, T0 + MIN - 1, 100)
+    t.same(
+      raw.map(p => p.values.tempC),
+      [40, 0, 40, 40, 40, 40, 40],
+      'raw: a redelivered id counted once, the late sample in its place',
+    )
+    const rolled = await s.maintain(T0 + 2 * HOUR + 30_000, { rawMs: 48 * HOUR, minuteMs: 30 * 24 * HOUR, hourMs: 365 * 24 * HOUR })
+    t.equal(rolled.minutes, 120, 'every closed minute rolled up once')
+    t.equal(rolled.hours, 2, 'and both hours')
+    const minutes = await s.series(d, '1m', T0, T0 + 2 * HOUR, 1000)
+    t.equal(minutes.length, 120)
+    t.equal(minutes[0]!.values.tempC, (40 * 6 + 0) / 7, 'a minute: the average of its samples')
+    t.equal(minutes[5]!.values.tempC, 45)
+    const hours = await s.series(d, '1h', T0, T0 + 2 * HOUR, 10)
+    t.equal(hours.length, 2)
+    t.ok(Math.abs(hours[1]!.values.tempC! - (40 + 60 + 29.5)) < 1e-9, 'an hour: the sample-weighted average of its minutes')
+    t.equal(hours[0]!.values.powerW, null, 'a metric the board has not: null, not 0')
+    const again = await s.maintain(T0 + 2 * HOUR + 40_000, { rawMs: 48 * HOUR, minuteMs: 30 * 24 * HOUR, hourMs: 365 * 24 * HOUR })
+    t.same([again.minutes, again.hours], [0, 0], 'nothing rolled up twice')
+    const later = await s.maintain(T0 + 3 * HOUR, { rawMs: HOUR, minuteMs: 30 * 24 * HOUR, hourMs: 365 * 24 * HOUR })
+    t.ok(later.deleted > 0, 'raw samples past retention are deleted')
+    t.same(await s.series(d, 'raw', T0, T0 + HOUR, 10), [], 'the first hour of raw samples is gone')
+    t.equal((await s.series(d, '1m', T0, T0 + HOUR - 1, 1000)).length, 60, 'its minutes stay')
+  })
+
+  t.test('devices: search, filter, sort, page; labels', async t => {
+    const s = await open(t)
+    for (let i = 0; i < 12; i++) {
+      const d = DEV(i)
+      await s.applyStatus(
+        status(d, { id: `on${i}`, state: i % 3 === 0 ? 'offline' : 'online', key: [T0, T0, i % 3 === 0 ? 1 : 0, T0], board: i < 4 ? 'jetson-orin' : 'rpi5', version: i < 6 ? '1.0.0' : '1.1.0' }),
+      )
+      await s.addTelemetry({ device: d, id: `t${i}`, ts: T0 + i, receivedAt: T0, values: values({ tempC: 30 + i }) })
+    }
+    t.same(await s.counts(), { devices: 12, online: 8, offline: 4 })
+    const page1 = await s.listDevices({ sort: 'tempC', order: 'desc', offset: 0, limit: 5 })
+    t.equal(page1.total, 12)
+    t.same(
+      page1.items.map(d => d.latest?.tempC),
+      [41, 40, 39, 38, 37],
+    )
+    const page3 = await s.listDevices({ sort: 'tempC', order: 'desc', offset: 10, limit: 5 })
+    t.same(
+      page3.items.map(d => d.latest?.tempC),
+      [31, 30],
+      'the last page',
+    )
+    t.equal((await s.listDevices({ state: 'offline', sort: 'id', order: 'asc', offset: 0, limit: 50 })).total, 4)
+    t.equal((await s.listDevices({ board: 'jetson-orin', version: '1.0.0', sort: 'id', order: 'asc', offset: 0, limit: 50 })).total, 4)
+    t.equal((await s.listDevices({ search: 'orin', sort: 'id', order: 'asc', offset: 0, limit: 50 })).total, 4, 'search reaches the board')
+    t.equal((await s.listDevices({ search: '%', sort: 'id', order: 'asc', offset: 0, limit: 50 })).total, 0, 'LIKE wildcards in a search are literal')
+    t.equal(await s.setLabels(DEV(2), { site: 'berlin', rack: 'r1' }), true)
+    t.equal(await s.setLabels('z'.repeat(52), { site: 'x' }), false, 'an unknown device: false')
+    t.same((await s.getDevice(DEV(2)))?.labels, { rack: 'r1', site: 'berlin' })
+    t.same(
+      (await s.listDevices({ label: 'site=berlin', sort: 'id', order: 'asc', offset: 0, limit: 50 })).items.map(d => d.id),
+      [DEV(2)],
+    )
+    t.equal((await s.listDevices({ label: 'rack', sort: 'id', order: 'asc', offset: 0, limit: 50 })).total, 1, 'a label key alone')
+    t.equal((await s.listDevices({ label: 'site=paris', sort: 'id', order: 'asc', offset: 0, limit: 50 })).total, 0)
+  })
+
+  t.test('events: de-duplicated by id, newest first, bounded', async t => {
+    const s = await open(t)
+    const d = DEV(3)
+    for (let i = 0; i < 5; i++) await s.addEvent({ device: d, id: `e${i}`, ts: T0 + i, kind: 'ota.staged', data: JSON.stringify({ i, text: '<script>alert(1)</script>' }) })
+    await s.addEvent({ device: d, id: 'e1', ts: T0 + 1, kind: 'ota.staged', data: '{"i":1}' })
+    const evs = await s.events({ device: d, from: T0, to: T0 + MIN, limit: 3 })
+    t.same(
+      evs.map(e => e.id),
+      ['e4', 'e3', 'e2'],
+    )
+    t.same(evs[0]!.data, { i: 4, text: '<script>alert(1)</script>' }, 'data comes back as it was stored: escaping is the renderer’s job')
+    t.equal((await s.events({ from: T0, to: T0 + MIN, limit: 100 })).length, 5)
+  })
+}
