@@ -67,6 +67,7 @@ interface SimOptions {
   fleet: string
   validatorKey?: string[]
   period: string
+  telemetryPeriod?: string
   ramp: string
   jitter: string
   misbehave?: string[]
@@ -89,6 +90,7 @@ export function simCommand(io: { out: Out; err: Out; setExitCode(code: number): 
     .requiredOption('--fleet <name>', 'the fleet name')
     .option('--validator-key <file>', "a validator's public key: heartbeats cite its beacons (repeatable)", many)
     .option('--period <s>', 'heartbeat period', '60')
+    .option('--telemetry-period <s>', 'also publish a retained status (with its Will) and a telemetry sample this often, as an agent does (for cairn fleet serve)')
     .option('--ramp <per-second>', 'devices connected per second at the start', '200')
     .option('--jitter <ms>', 'longest random delay of a heartbeat after a beacon', '5000')
     .option('--misbehave <spec>', 'make some devices misbehave (repeatable; SPEC below)', many)
@@ -126,6 +128,7 @@ async function runSim(values: SimOptions, io: { out: Out; err: Out }): Promise<n
   const durationS = num(values.duration, 'duration', 0.1, 365 * 86_400)
   const statusEveryS = num(values.statusEvery, 'status-every', 0.1, 86_400)!
   const periodS = num(values.period, 'period', 1, 86_400, true)!
+  const telemetryPeriodS = num(values.telemetryPeriod, 'telemetry-period', 1, 86_400)
   const rampPerS = num(values.ramp, 'ramp', 0.1, 1_000_000)!
   const jitterMs = num(values.jitter, 'jitter', 0, 600_000, true)!
   // Simulated devices retry a broker that is down, as real ones do; one that cannot be
@@ -147,6 +150,7 @@ async function runSim(values: SimOptions, io: { out: Out; err: Out }): Promise<n
     validators,
     mqtt: mqttOptions,
     periodS,
+    ...(telemetryPeriodS !== undefined ? { telemetryPeriodS } : {}),
     rampPerS,
     jitterMs,
     ...(values.owner ? { owner: values.owner } : {}),

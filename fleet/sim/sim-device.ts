@@ -19,7 +19,8 @@ import type { Logger } from '../../protocol/log.js'
 import { connectMqtt } from '../../protocol/mqtt-client.js'
 import type { Beacon } from '../../protocol/proof-format.js'
 import { sha256Hex } from '../../protocol/hash.js'
-import { proofTopics } from '../../protocol/topics.js'
+import { deviceTopics, proofTopics } from '../../protocol/topics.js'
+import { SimPresence } from './sim-presence.js'
 import { MemoryReplayGuard } from '../../protocol/replay-guard.js'
 import { packetLimitFor } from '../../agent/core/mqtt-link.js'
 import { DeviceProofs, MAX_PROOF_REQUEST_BYTES, type ProofFaults, type ProofOutbox } from '../../agent/proof/device-proofs.js'
@@ -75,7 +76,7 @@ export interface Faults {
 
 /** What every device of one sim shares. */
 export interface Shared {
-  o: { brokerUrl: string; fleet: string; periodS: number; jitterMs: number; skewMs: number; keepaliveS: number; owner: string | null; mqtt: IClientOptions }
+  o: { brokerUrl: string; fleet: string; periodS: number; jitterMs: number; skewMs: number; keepaliveS: number; owner: string | null; mqtt: IClientOptions; telemetryPeriodS: number }
   validators: readonly KeyObject[]
   beacons: BeaconCache
   clock: Clock
@@ -127,6 +128,7 @@ export class SimDevice {
   private readonly proofs: DeviceProofs
   private readonly held = new MemoryProofLog(HELD_HEARTBEATS)
   private offlineTimer: NodeJS.Timeout | undefined
+  private readonly presence: SimPresence | undefined
   private stopped = true
   private everConnected = false
 
@@ -138,6 +140,19 @@ export class SimDevice {
     this.key = newDeviceKey()
     this.id = this.key.keyId
     this.proofTopic = proofTopics(s.o.fleet, this.id).proof
+    this.presence =
+      s.o.telemetryPeriodS > 0
+        ? new SimPresence({
+            index,
+            key: this.key,
+            fleet: s.o.fleet,
+            topics: deviceTopics(s.o.fleet, this.id),
+            periodS: s.o.telemetryPeriodS,
+            clock: s.clock,
+            random: s.random,
+            mqttVersion: s.o.mqtt.protocolVersion === 4 ? 4 : 5,
+          })
+        : undefined
     // The device's own clock: a `clock` fault makes it wrong.
     const clock: Clock = { now: () => s.clock.now() + faults.clockMs }
     this.proofs = new DeviceProofs({
@@ -187,6 +202,9 @@ export class SimDevice {
     this.stopped = true
     this.proofs.stop()
     clearTimeout(this.offlineTimer)
+    this.presence?.stop()
+    // as an agent stopping cleanly: offline (shutdown), retained, before the connection ends
+    if (this.presence && this.client?.connected) await this.client.publishAsync(...this.presence.offline('shutdown')).catch(() => undefined)
     await this.disconnect(graceMs)
   }
 
@@ -203,6 +221,7 @@ export class SimDevice {
       connectTimeoutMs: 30_000,
       maximumPacketSize: packetLimitFor(MAX_PROOF_REQUEST_BYTES),
       resubscribe: false,
+      ...(this.presence ? { will: this.presence.will() } : {}),
     })
     this.client = client
     client.on('connect', () => {
@@ -212,13 +231,19 @@ export class SimDevice {
       this.connected = true
       this.counts.connects++
       client.subscribe(this.proofs.filters(), { qos: 1 })
+      this.presence?.online(client)
       if (!this.everConnected) {
         this.everConnected = true
         this.s.firstConnect()
         this.planOffline()
       }
     })
-    client.on('close', () => (this.connected = false))
+    client.on('close', () => {
+      this.connected = false
+      // mqtt.js reconnects with the options it was given: a fresh Will (a new conn) for the
+      // next connection, or its online status would sort before this connection's Will
+      if (this.presence) client.options.will = this.presence.will()
+    })
     client.on('error', err => {
       if ((err as NodeJS.ErrnoException).code === 'EMFILE') this.s.fatal(err)
       else this.refuse(`mqtt:${(err as NodeJS.ErrnoException).code ?? 'error'}`)
@@ -258,6 +283,12 @@ export class SimDevice {
       if (this.stopped) return
       this.offline = true
       this.proofs.stop()
+      // dark as a device whose power or network went: the socket dies without a
+      // DISCONNECT, so the broker publishes the Will
+      if (this.presence) {
+        this.presence.stop()
+        this.client?.stream.destroy()
+      }
       void this.disconnect(1000)
       this.offlineTimer = setTimeout(() => {
         if (this.stopped) return

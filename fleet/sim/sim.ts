@@ -46,6 +46,9 @@ export interface SimOptions {
   skewMs?: number
   owner?: string | null
   keepaliveS?: number
+  /** Seconds between telemetry samples; with it each device also keeps a retained status
+   * (online, its Will offline) as an agent does, for the fleet service. Default: none. */
+  telemetryPeriodS?: number
   misbehave?: readonly Misbehaviour[]
   clock?: Clock
   random?: () => number
@@ -134,6 +137,7 @@ export function startSim(opts: SimOptions): Sim {
       keepaliveS: opts.keepaliveS ?? 60,
       owner: opts.owner ?? null,
       mqtt: opts.mqtt ?? { protocolVersion: 5 },
+      telemetryPeriodS: opts.telemetryPeriodS ?? 0,
     },
     validators: [...new Set(opts.validators)].map(publicKeyFromKeyId),
     beacons: new BeaconCache(),

@@ -15,6 +15,7 @@ import { systemClock } from '../../../protocol/clock.js'
 import { startBroker, type TestBroker } from '../../helpers/broker.js'
 import { startTestAgent, tmp, until } from '../../helpers/agent.js'
 import { MQTT_VERSIONS } from '../../helpers/mqtt-versions.js'
+import { startSim } from '../../../fleet/sim/sim.js'
 
 const bundle = new URL('../../../dist/cairn.mjs', import.meta.url).pathname
 let broker: TestBroker
@@ -148,6 +149,42 @@ for (const { mqttVersion, label } of MQTT_VERSIONS) {
     )
   })
 }
+
+t.test('cairn sim --telemetry-period: simulated devices appear as agents do; one gone dark is offline by its Will', async t => {
+  const fleet = 'fsim'
+  const a = await service(tmp('cairn-fleet-'), fleet, 'a', broker.mqtt5 ? 5 : 4)
+  t.teardown(() => a.svc.stop())
+  const sim = startSim({
+    devices: 30,
+    brokerUrl: broker.url,
+    fleet,
+    validators: [],
+    mqtt: { protocolVersion: broker.mqtt5 ? 5 : 4 },
+    periodS: 60,
+    telemetryPeriodS: 1,
+    rampPerS: 1000,
+    // dark for ten minutes, two seconds after it first connected
+    misbehave: [{ kind: 'offline', who: { index: 3 }, arg: 600, at: 2 }],
+  })
+  t.teardown(() => sim.stop())
+  await sim.ready
+  const dark = sim.devices[3]!.id
+  await until(
+    async () => {
+      const r = await api(a.url, '/api/v1/devices?limit=100')
+      const items = r.body.items as Array<{ id: string; state: string; telemetryTs: number | null }>
+      return items.length === 30 && items.filter(d => d.id !== dark).every(d => d.state === 'online' && d.telemetryTs !== null) && items.find(d => d.id === dark)?.state === 'offline'
+    },
+    60_000,
+    '30 simulated devices, 29 online with telemetry, the dark one offline',
+  )
+  t.match((await api(a.url, `/api/v1/devices/${dark}`)).body, { state: 'offline', reason: 'connection-lost' }, 'gone dark: offline through its Will')
+  t.match((await api(a.url, '/api/v1/devices?board=jetson-orin&limit=100')).body, { total: 10 }, 'a third of them Jetson Orins')
+  t.equal(a.svc.ingest.stats.refused, 0, 'everything the sim sends passes the checks an agent’s messages pass')
+  await sim.stop()
+  await until(async () => ((await api(a.url, '/api/v1/fleet')).body.counts as { online: number }).online === 0, 60_000, 'all offline after the sim stopped')
+  t.match((await api(a.url, `/api/v1/devices/${sim.devices[0]!.id}`)).body, { state: 'offline', reason: 'shutdown' }, 'a clean stop: offline (shutdown)')
+})
 
 t.test('fleet serve: flags checked before anything opens', async t => {
   const run = (args: string[]) =>

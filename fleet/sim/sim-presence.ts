@@ -1,0 +1,111 @@
+// A simulated device's presence and telemetry, as the agent publishes them (the retained
+// status with its Will, a sample every period), for `cairn sim --telemetry-period`: so a
+// fleet service sees simulated devices as it sees agents. The numbers drift like a real
+// board's (a random walk per device); boards are a mix of Pi 4, Pi 5 and Jetson Orin.
+
+import type { IClientOptions, MqttClient } from 'mqtt'
+import type { Clock } from '../../protocol/clock.js'
+import { newId } from '../../protocol/ids.js'
+import { publicKeyPem, type KeyPair } from '../../protocol/keys.js'
+import type { StatusMessage, TelemetryMessage } from '../../protocol/messages.js'
+import type { deviceTopics } from '../../protocol/topics.js'
+import { VERSION } from '../../protocol/version.js'
+
+const BOARDS = [
+  { kind: 'rpi4', model: 'Raspberry Pi 4 Model B Rev 1.4' },
+  { kind: 'rpi5', model: 'Raspberry Pi 5 Model B Rev 1.0' },
+  { kind: 'jetson-orin', model: 'NVIDIA Jetson Orin Nano Developer Kit' },
+] as const
+
+export class SimPresence {
+  private readonly board: (typeof BOARDS)[number]
+  private readonly since: number
+  private conn = 0
+  private timer: NodeJS.Timeout | undefined
+  private tempC: number
+  private load: number
+
+  constructor(
+    private readonly o: {
+      index: number
+      key: KeyPair
+      fleet: string
+      topics: ReturnType<typeof deviceTopics>
+      periodS: number
+      clock: Clock
+      random: () => number
+      mqttVersion: 4 | 5
+    },
+  ) {
+    this.board = BOARDS[o.index % BOARDS.length]!
+    this.since = o.clock.now()
+    this.tempC = 40 + o.random() * 15
+    this.load = o.random()
+  }
+
+  /** The Will for a new connection (made as the agent makes it: when the connection opens). */
+  will(): NonNullable<IClientOptions['will']> {
+    this.conn = this.o.clock.now()
+    return { topic: this.o.topics.status, payload: this.status('offline', 'connection-lost'), qos: 1, retain: true }
+  }
+
+  online(client: MqttClient): void {
+    client.publish(this.o.topics.status, this.status('online'), { qos: 1, retain: true })
+    clearInterval(this.timer)
+    this.timer = setInterval(() => {
+      if (client.connected) client.publish(this.o.topics.telemetry, this.sample(), { qos: 1 })
+    }, this.o.periodS * 1000)
+  }
+
+  offline(reason: 'shutdown'): [string, Buffer, { qos: 1; retain: true }] {
+    return [this.o.topics.status, this.status('offline', reason), { qos: 1, retain: true }]
+  }
+
+  stop(): void {
+    clearInterval(this.timer)
+  }
+
+  private status(state: 'online' | 'offline', reason?: StatusMessage['reason']): Buffer {
+    const now = this.o.clock.now()
+    const msg: StatusMessage = {
+      v: 1,
+      id: newId(now),
+      device: this.o.key.keyId,
+      fleet: this.o.fleet,
+      state,
+      ...(reason ? { reason } : {}),
+      ts: now,
+      since: this.since,
+      conn: this.conn,
+      version: VERSION,
+      board: this.board.kind,
+      model: this.board.model,
+      mqtt: this.o.mqttVersion,
+      publicKey: publicKeyPem(this.o.key.publicKey),
+    }
+    return Buffer.from(JSON.stringify(msg))
+  }
+
+  private sample(): Buffer {
+    const r = this.o.random
+    this.tempC = Math.min(95, Math.max(30, this.tempC + (r() - 0.5) * 2))
+    this.load = Math.max(0, this.load + (r() - 0.5) * 0.2)
+    const now = this.o.clock.now()
+    const round = (n: number) => Math.round(n * 100) / 100
+    const msg: TelemetryMessage = {
+      v: 1,
+      id: newId(now),
+      device: this.o.key.keyId,
+      ts: now,
+      sample: {
+        board: { ...this.board, arch: 'aarch64' },
+        uptimeS: round((now - this.since) / 1000),
+        load: [round(this.load), round(this.load * 0.9), round(this.load * 0.8)],
+        memory: { totalBytes: 4_294_967_296, availableBytes: 2_147_483_648, usedPercent: 50 },
+        disk: [{ path: '/', totalBytes: 31_914_983_424, freeBytes: 20_000_000_000, availableBytes: 18_000_000_000, usedPercent: 37.3 }],
+        thermal: [{ zone: 'thermal_zone0', type: 'cpu-thermal', celsius: round(this.tempC) }],
+      },
+    }
+    return Buffer.from(JSON.stringify(msg))
+  }
+}
