@@ -11,6 +11,7 @@ import { chmodSync, copyFileSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { buildNodeRedClient } from '../flows/build-client.mjs'
+import { buildConsole } from '../fleet/console/build-console.mjs'
 import { buildInferenceAssets, inferenceAssetPaths } from '../agent/infer/bundle-assets.mjs'
 import { SEMVER_PATTERN } from '../protocol/semver-pattern.mjs'
 
@@ -45,6 +46,8 @@ chmodSync(outfile, 0o755)
 copyFileSync(new URL('../ota/launcher.mjs', import.meta.url), join(dirname(outfile), 'launcher.mjs'))
 // The inference worker bundle, tfjs wasm binaries and the demo model (agent/infer/).
 await buildInferenceAssets(dirname(outfile))
+// The fleet console (fleet/console/): served by `cairn fleet serve` from console/ beside the bundle.
+await buildConsole(join(dirname(outfile), 'console'))
 // What a copy of the bundle needs beside it, for whatever installs or packs it (an OTA
 // slot: ota/slot-pack.ts; the .deb; the OS image): they read this list instead of
 // importing the build's code.

@@ -133,10 +133,19 @@ async function fleetOpenApi(): Promise<string> {
   const { join } = await import('node:path')
   const { buildApi } = await import('../fleet/service/http-api.js')
   const { SqliteFleetStore } = await import('../fleet/service/sqlite-store.js')
+  const { DEFAULT_ALERT_RULES } = await import('../fleet/service/alerts.js')
+  const { ChangeFeed } = await import('../fleet/service/change-feed.js')
   const dir = mkdtempSync(join(tmpdir(), 'cairn-openapi-'))
   const store = new SqliteFleetStore(dir)
   try {
-    const app = await buildApi({ store, fleet: 'demo', clock: { now: () => 0 }, stats: () => ({ stored: { status: 0, telemetry: 0, event: 0 }, refused: 0, transitions: 0 }) })
+    const app = await buildApi({
+      store,
+      fleet: 'demo',
+      clock: { now: () => 0 },
+      stats: () => ({ stored: { status: 0, telemetry: 0, event: 0 }, refused: 0, transitions: 0 }),
+      alertRules: DEFAULT_ALERT_RULES,
+      changes: new ChangeFeed(),
+    })
     const doc = JSON.stringify(app.swagger(), null, 2) + '\n'
     await app.close()
     return doc

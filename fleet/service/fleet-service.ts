@@ -10,6 +10,9 @@ import type { IClientOptions, MqttClient } from 'mqtt'
 import type { Clock } from '../../protocol/clock.js'
 import type { Logger } from '../../protocol/log.js'
 import { connectMqtt } from '../../protocol/mqtt-client.js'
+import { fileURLToPath } from 'node:url'
+import { DEFAULT_ALERT_RULES, type AlertRules } from './alerts.js'
+import { ChangeFeed } from './change-feed.js'
 import type { FleetStore, Retention } from './fleet-store.js'
 import { buildApi } from './http-api.js'
 import { FleetIngest, MAX_PACKET_BYTES, ingestFilters } from './ingest.js'
@@ -31,22 +34,40 @@ export interface FleetServiceOptions {
   instance: string
   retention?: Retention
   maintainEveryMs?: number
+  alertRules?: AlertRules
+  /** the built console; default: dist/console from the sources, console/ beside the bundle */
+  consoleDir?: string
+}
+
+/** Where `npm run build` puts the console: beside the bundle (dist/console), or the
+ * repository's dist/console when the service runs from its sources. */
+export function defaultConsoleDir(): string {
+  return fileURLToPath(import.meta.url.endsWith('.ts') ? new URL('../../dist/console/', import.meta.url) : new URL('./console/', import.meta.url))
 }
 
 export class FleetService {
   readonly ingest: FleetIngest
+  readonly changes = new ChangeFeed()
   private client: MqttClient | undefined
   private api: FastifyInstance | undefined
   private timer: NodeJS.Timeout | undefined
   private stopped = false
 
   constructor(private readonly o: FleetServiceOptions) {
-    this.ingest = new FleetIngest({ store: o.store, fleet: o.fleet, clock: o.clock, log: o.log.child({ mod: 'ingest' }) })
+    this.ingest = new FleetIngest({ store: o.store, fleet: o.fleet, clock: o.clock, log: o.log.child({ mod: 'ingest' }), onChange: (device, what) => this.changes.notify(device, what) })
   }
 
   /** Listening and subscribed; resolves with the API's URL. */
   async start(): Promise<string> {
-    this.api = await buildApi({ store: this.o.store, fleet: this.o.fleet, clock: this.o.clock, stats: () => this.ingest.stats })
+    this.api = await buildApi({
+      store: this.o.store,
+      fleet: this.o.fleet,
+      clock: this.o.clock,
+      stats: () => this.ingest.stats,
+      alertRules: this.o.alertRules ?? DEFAULT_ALERT_RULES,
+      changes: this.changes,
+      consoleDir: this.o.consoleDir ?? defaultConsoleDir(),
+    })
     const address = await this.api.listen({ host: this.o.listen.host, port: this.o.listen.port })
     const filters = ingestFilters(this.o.fleet).map(f => (this.o.shareGroup ? `$share/${this.o.shareGroup}/${f}` : f))
     const client = connectMqtt({
@@ -109,6 +130,7 @@ export class FleetService {
     this.stopped = true
     clearTimeout(this.timer)
     await new Promise<void>(r => (this.client ? this.client.end(false, {}, () => r()) : r()))
+    this.changes.close()
     await this.api?.close()
     this.ingest.close()
     await this.o.store.close()

@@ -5,6 +5,19 @@
 // the embedded SQLite store (sqlite-store.ts) stays portable for that reason. One
 // contract suite (test/fleet/service/store-contract.ts) runs against every store.
 
+/** What the console calls an alert (alerts.ts: what each means and when a row has it). */
+export const ALERTS = ['offline', 'under-voltage', 'throttled', 'hot', 'disk', 'problem'] as const
+export type AlertKind = (typeof ALERTS)[number]
+
+export interface AlertRules {
+  /** offline for longer than this (a reboot is not an alert) */
+  readonly offlineMs: number
+  /** the hottest sensor at or above this */
+  readonly hotC: number
+  /** the root file system at least this full */
+  readonly diskPercent: number
+}
+
 /** A device's presence order: a status message applies only when its key is greater than
  * the stored one, so two processes sharing a subscription cannot set a device back to a
  * state it has left (docs/protocol.md, status). */
@@ -81,6 +94,8 @@ export interface DeviceQuery {
   readonly version?: string
   /** `key` or `key=value` */
   readonly label?: string
+  /** devices with this alert (or with any) under these rules at `now` */
+  readonly alert?: { readonly kind: AlertKind | 'any'; readonly rules: AlertRules; readonly now: number }
   readonly sort: DeviceSort
   readonly order: 'asc' | 'desc'
   readonly offset: number
@@ -128,6 +143,8 @@ export interface FleetStore {
   events(q: { device?: string; from: number; to: number; limit: number }): Promise<EventRow[]>
   setLabels(id: string, labels: Readonly<Record<string, string>>): Promise<boolean>
   counts(): Promise<{ devices: number; online: number; offline: number }>
+  /** How many devices have each alert, and how many have any, under these rules at `now`. */
+  alertCounts(rules: AlertRules, now: number): Promise<Record<AlertKind | 'any', number>>
   /** Rolls closed minutes and hours up and drops what is past retention. */
   maintain(now: number, retention: Retention): Promise<{ minutes: number; hours: number; deleted: number }>
   close(): Promise<void>

@@ -5,11 +5,15 @@
 // {"error": {"code", "message"}}. The OpenAPI document is served at /api/v1/openapi.json
 // and kept in docs/api/fleet-openapi.json (a test checks they match).
 
-import Fastify, { type FastifyInstance, type FastifyError } from 'fastify'
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import Fastify, { type FastifyInstance, type FastifyError, type FastifyReply } from 'fastify'
 import swagger from '@fastify/swagger'
 import { Type, type Static } from '@sinclair/typebox'
 import type { Clock } from '../../protocol/clock.js'
-import { METRICS, SORTS, resolutionFor, type FleetStore } from './fleet-store.js'
+import { ALERTS, ALERT_TEXT, alertsOf, type AlertRules } from './alerts.js'
+import type { ChangeFeed } from './change-feed.js'
+import { METRICS, SORTS, resolutionFor, type DeviceRow, type FleetStore } from './fleet-store.js'
 import type { IngestStats } from './ingest.js'
 
 const DeviceId = Type.String({ pattern: '^[a-z2-7]{52}$', description: 'device id' })
@@ -27,6 +31,7 @@ const DevicesQuery = Type.Object(
     board: Type.Optional(Type.String({ maxLength: 64 })),
     version: Type.Optional(Type.String({ maxLength: 64 })),
     label: Type.Optional(Type.String({ maxLength: 200, description: '`key` or `key=value`' })),
+    alert: Type.Optional(Type.Union([Type.Literal('any'), ...ALERTS.map(a => Type.Literal(a))], { description: 'devices with this alert now (GET /api/v1/fleet lists the rules)' })),
     sort: Type.Optional(Type.Union(SORTS.map(s => Type.Literal(s)))),
     order: Type.Optional(Type.Union([Type.Literal('asc'), Type.Literal('desc')])),
     offset: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000_000 })),
@@ -59,7 +64,24 @@ export interface ApiDeps {
   fleet: string
   clock: Clock
   stats: () => IngestStats
+  alertRules: AlertRules
+  /** the live stream's source; none: /api/v1/stream is a 404 */
+  changes?: ChangeFeed
+  /** the built console (dist/console: index.html, app.js, app.css); none or missing: / says how to build it */
+  consoleDir?: string
 }
+
+/** How many live streams one process serves at once (each is one open socket). */
+const MAX_STREAMS = 64
+
+/** What the console's page may load: its own files and nothing else (no CDN, no inline script). */
+const CONSOLE_HEADERS = {
+  'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'cache-control': 'no-cache',
+}
+const CONSOLE_FILES: Record<string, string> = { 'app.js': 'text/javascript; charset=utf-8', 'app.css': 'text/css; charset=utf-8' }
 
 export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
   const app = Fastify({
@@ -95,31 +117,46 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
   }
   const notFound = (id: string) => Object.assign(new Error(`no device ${id} in fleet ${d.fleet}`), { statusCode: 404, code: 'NOT_FOUND' })
 
-  app.get('/api/v1/fleet', { schema: { summary: 'the fleet: counts and ingest figures' } }, async () => ({ fleet: d.fleet, counts: await d.store.counts(), ingest: d.stats() }))
+  const withAlerts = (row: DeviceRow, now: number) => ({ ...row, alerts: alertsOf(row, d.alertRules, now) })
+
+  app.get('/api/v1/fleet', { schema: { summary: 'the fleet: counts, alerts by kind (and the rules), ingest figures' } }, async () => {
+    const now = d.clock.now()
+    return {
+      fleet: d.fleet,
+      now,
+      counts: await d.store.counts(),
+      alerts: await d.store.alertCounts(d.alertRules, now),
+      alertRules: d.alertRules,
+      alertText: ALERT_TEXT,
+      ingest: d.stats(),
+    }
+  })
 
   app.get('/api/v1/devices', { schema: { summary: 'devices: search, filter, sort, page', querystring: DevicesQuery } }, async req => {
     const q = req.query as Static<typeof DevicesQuery>
     const limit = q.limit ?? 50
     const offset = q.offset ?? 0
+    const now = d.clock.now()
     const page = await d.store.listDevices({
       ...(q.search ? { search: q.search } : {}),
       ...(q.state ? { state: q.state } : {}),
       ...(q.board ? { board: q.board } : {}),
       ...(q.version ? { version: q.version } : {}),
       ...(q.label ? { label: q.label } : {}),
+      ...(q.alert ? { alert: { kind: q.alert, rules: d.alertRules, now } } : {}),
       sort: q.sort ?? 'id',
       order: q.order ?? 'asc',
       offset,
       limit,
     })
-    return { total: page.total, offset, limit, items: page.items }
+    return { total: page.total, offset, limit, items: page.items.map(row => withAlerts(row, now)) }
   })
 
   app.get('/api/v1/devices/:id', { schema: { summary: 'one device', params: IdParams } }, async req => {
     const { id } = req.params as Static<typeof IdParams>
     const device = await d.store.getDevice(id)
     if (!device) throw notFound(id)
-    return device
+    return withAlerts(device, d.clock.now())
   })
 
   app.get('/api/v1/devices/:id/presence', { schema: { summary: "a device's online/offline transitions", params: IdParams, querystring: Range(1000) } }, async req => {
@@ -160,7 +197,60 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
     return { id, labels: (await d.store.getDevice(id))!.labels }
   })
 
+  if (d.changes) {
+    const changes = d.changes
+    const streams = new Set<import('node:http').ServerResponse>()
+    app.get('/api/v1/stream', { schema: { summary: 'the live stream (Server-Sent Events): a `change` event at most once a second naming the devices that changed' } }, async (req, reply) => {
+      if (changes.size >= MAX_STREAMS) throw Object.assign(new Error(`at most ${MAX_STREAMS} live streams at once`), { statusCode: 503 })
+      reply.hijack()
+      const res = reply.raw
+      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-content-type-options': 'nosniff', connection: 'keep-alive' })
+      // the client reconnects by itself after 2 s when the stream drops (a restart)
+      res.write('retry: 2000\n: cairn fleet stream\n\n')
+      const unsubscribe = changes.subscribe(n => res.write(`event: change\ndata: ${JSON.stringify(n)}\n\n`))
+      // a comment every 15 s keeps proxies from closing an idle stream
+      const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15_000)
+      streams.add(res)
+      req.raw.on('close', () => {
+        streams.delete(res)
+        clearInterval(keepAlive)
+        unsubscribe()
+      })
+    })
+    // an open stream would hold close() forever: end them first
+    app.addHook('preClose', async () => {
+      for (const res of streams) res.end()
+    })
+  }
+
+  // The console: three files, read once, served with a policy that lets the page load
+  // nothing but them (docs/console.md, "Security").
+  const consoleFiles = d.consoleDir && existsSync(join(d.consoleDir, 'index.html')) ? loadConsole(d.consoleDir) : undefined
+  const sendConsole = (reply: FastifyReply, file: string) => {
+    if (!consoleFiles) {
+      return reply
+        .status(503)
+        .type('text/plain; charset=utf-8')
+        .send(`The console is not built here${d.consoleDir ? ` (no ${join(d.consoleDir, 'index.html')})` : ''}: run npm run build. The API is under /api/v1/.\n`)
+    }
+    const f = consoleFiles.get(file)!
+    return reply.headers(CONSOLE_HEADERS).type(f.type).send(f.body)
+  }
+  app.get('/', { schema: { hide: true } }, (_req, reply) => sendConsole(reply, 'index.html'))
+  app.get('/console/:file', { schema: { hide: true } }, (req, reply) => {
+    const { file } = req.params as { file: string }
+    if (!Object.hasOwn(CONSOLE_FILES, file)) return reply.status(404).send({ error: { code: 'NOT_FOUND', message: `no console file ${file.slice(0, 100)}` } })
+    return sendConsole(reply, file)
+  })
+
   app.get('/api/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger())
   await app.ready()
   return app
+}
+
+function loadConsole(dir: string): Map<string, { type: string; body: Buffer }> {
+  const files = new Map<string, { type: string; body: Buffer }>()
+  files.set('index.html', { type: 'text/html; charset=utf-8', body: readFileSync(join(dir, 'index.html')) })
+  for (const [name, type] of Object.entries(CONSOLE_FILES)) files.set(name, { type, body: readFileSync(join(dir, name)) })
+  return files
 }

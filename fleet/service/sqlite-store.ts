@@ -6,6 +6,7 @@
 
 import { join } from 'node:path'
 import { openSqlite, type Db } from '../../protocol/sqlite.js'
+import { ALERTS, type AlertKind, type AlertRules } from './alerts.js'
 import {
   METRICS,
   type DeviceQuery,
@@ -161,6 +162,11 @@ export class SqliteFleetStore implements FleetStore {
       where.push(`${column} = ?`)
       args.push(value)
     }
+    if (q.alert) {
+      const [sql, a] = q.alert.kind === 'any' ? anyAlert(q.alert.rules, q.alert.now) : alertCondition(q.alert.kind, q.alert.rules, q.alert.now)
+      where.push(`(${sql})`)
+      args.push(...a)
+    }
     const clause = where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''
     // labels are JSON text: filtered here, after the indexed conditions (bounded by the fleet's size)
     const label = q.label !== undefined ? parseLabelFilter(q.label) : undefined
@@ -216,6 +222,15 @@ export class SqliteFleetStore implements FleetStore {
     return { devices: of('online') + of('offline'), online: of('online'), offline: of('offline') }
   }
 
+  async alertCounts(rules: AlertRules, now: number): Promise<Record<AlertKind | 'any', number>> {
+    const parts = [...ALERTS.map(k => alertCondition(k, rules, now)), anyAlert(rules, now)]
+    const row = this.db.prepare(`SELECT ${parts.map(([sql], i) => `SUM(CASE WHEN ${sql} THEN 1 ELSE 0 END) AS a${i}`).join(', ')} FROM devices`).get(...parts.flatMap(([, a]) => a)) as Record<
+      string,
+      number | null
+    >
+    return Object.fromEntries([...ALERTS, 'any'].map((k, i) => [k, row[`a${i}`] ?? 0])) as Record<AlertKind | 'any', number>
+  }
+
   async maintain(now: number, retention: Retention): Promise<{ minutes: number; hours: number; deleted: number }> {
     return this.db
       .transaction(() => {
@@ -258,6 +273,29 @@ export class SqliteFleetStore implements FleetStore {
   async close(): Promise<void> {
     this.db.close()
   }
+}
+
+/** An alert as a condition on a devices row (alerts.ts says what each means; alertsOf is its twin for one row). */
+function alertCondition(kind: AlertKind, r: AlertRules, now: number): [string, unknown[]] {
+  switch (kind) {
+    case 'offline':
+      return ["state = 'offline' AND state_since < ?", [now - r.offlineMs]]
+    case 'under-voltage':
+      return ["state = 'online' AND underVoltage > 0", []]
+    case 'throttled':
+      return ["state = 'online' AND throttled > 0", []]
+    case 'hot':
+      return ["state = 'online' AND tempC >= ?", [r.hotC]]
+    case 'disk':
+      return ['diskPercent >= ?', [r.diskPercent]]
+    case 'problem':
+      return ["problems <> '[]'", []]
+  }
+}
+
+function anyAlert(r: AlertRules, now: number): [string, unknown[]] {
+  const parts = ALERTS.map(k => alertCondition(k, r, now))
+  return [parts.map(([sql]) => `(${sql})`).join(' OR '), parts.flatMap(([, a]) => a)]
 }
 
 function metricValues(r: Row): MetricValues {

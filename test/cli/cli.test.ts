@@ -73,7 +73,10 @@ t.test('the "done when" walk-through', async t => {
   const offline = await sub.waitFor(m => m.find(x => x.topic.endsWith('/status') && x.json?.state === 'offline'), 10_000, 'offline after kill -9')
   t.equal(offline.json?.reason, 'connection-lost', 'the Will marks it offline')
   const lastOnline = sub.messages.filter(x => x.topic.endsWith('/status') && x.json?.state === 'online').pop()
-  t.ok(typeof offline.json?.conn === 'number' && offline.json.conn === lastOnline?.json?.conn, "the Will carries its connection's conn, as that connection's online status did (ts cannot order them: the Will's is older)")
+  t.ok(
+    typeof offline.json?.conn === 'number' && offline.json.conn === lastOnline?.json?.conn,
+    "the Will carries its connection's conn, as that connection's online status did (ts cannot order them: the Will's is older)",
+  )
   t.ok((offline.json?.ts as number) <= (lastOnline?.json?.ts as number), 'the Will was made when the connection opened, before the online status')
 })
 

@@ -6,6 +6,9 @@ import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { buildApi } from '../../../fleet/service/http-api.js'
 import { SqliteFleetStore } from '../../../fleet/service/sqlite-store.js'
+import { DEFAULT_ALERT_RULES } from '../../../fleet/service/alerts.js'
+import { ChangeFeed } from '../../../fleet/service/change-feed.js'
+import { defaultConsoleDir } from '../../../fleet/service/fleet-service.js'
 import { ManualClock } from '../../../protocol/clock.js'
 import { tmp } from '../../helpers/agent.js'
 
@@ -15,7 +18,13 @@ const DEV = 'c'.repeat(52)
 t.test('bad input: 4xx with a clear error, the service keeps running', async t => {
   const store = new SqliteFleetStore(tmp('cairn-fleet-'))
   await store.applyStatus({ device: DEV, id: 'on-1', state: 'online', key: [T0, T0, 0, T0], receivedAt: T0, board: 'rpi5', model: 'Raspberry Pi 5', version: '1.0.0', problems: [] })
-  const app = await buildApi({ store, fleet: 'demo', clock: new ManualClock(T0 + 1000), stats: () => ({ stored: { status: 1, telemetry: 0, event: 0 }, refused: 0, transitions: 1 }) })
+  const app = await buildApi({
+    store,
+    fleet: 'demo',
+    clock: new ManualClock(T0 + 1000),
+    stats: () => ({ stored: { status: 1, telemetry: 0, event: 0 }, refused: 0, transitions: 1 }),
+    alertRules: DEFAULT_ALERT_RULES,
+  })
   const base = await app.listen({ host: '127.0.0.1', port: 0 })
   t.teardown(async () => {
     await app.close()
@@ -80,7 +89,14 @@ t.test('bad input: 4xx with a clear error, the service keeps running', async t =
 
 t.test('the OpenAPI document served is the one in docs/api/fleet-openapi.json', async t => {
   const store = new SqliteFleetStore(tmp('cairn-fleet-'))
-  const app = await buildApi({ store, fleet: 'demo', clock: new ManualClock(T0), stats: () => ({ stored: { status: 0, telemetry: 0, event: 0 }, refused: 0, transitions: 0 }) })
+  const app = await buildApi({
+    store,
+    fleet: 'demo',
+    clock: new ManualClock(T0),
+    stats: () => ({ stored: { status: 0, telemetry: 0, event: 0 }, refused: 0, transitions: 0 }),
+    alertRules: DEFAULT_ALERT_RULES,
+    changes: new ChangeFeed(),
+  })
   const base = await app.listen({ host: '127.0.0.1', port: 0 })
   t.teardown(async () => {
     await app.close()
@@ -90,4 +106,79 @@ t.test('the OpenAPI document served is the one in docs/api/fleet-openapi.json', 
   t.ok(served.paths['/api/v1/devices'] && served.paths['/api/v1/devices/{id}/telemetry'], 'it lists the routes')
   const docs = JSON.parse(readFileSync(new URL('../../../docs/api/fleet-openapi.json', import.meta.url), 'utf8')) as unknown
   t.same(served, docs, 'docs/api/fleet-openapi.json is up to date (npm run docs:gen)')
+})
+
+t.test('the console: its files with a policy that loads nothing else; a clear word when it is not built', async t => {
+  const store = new SqliteFleetStore(tmp('cairn-fleet-'))
+  t.teardown(() => store.close())
+  const deps = { store, fleet: 'demo', clock: new ManualClock(T0), stats: () => ({ stored: { status: 0, telemetry: 0, event: 0 }, refused: 0, transitions: 0 }), alertRules: DEFAULT_ALERT_RULES }
+  const built = await buildApi({ ...deps, consoleDir: defaultConsoleDir() })
+  const base = await built.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(() => built.close())
+  const index = await fetch(`${base}/`)
+  t.equal(index.status, 200, `/ is the console (built by npm run build into ${defaultConsoleDir()})`)
+  t.match(index.headers.get('content-security-policy'), /default-src 'none'; script-src 'self'; style-src 'self'/, 'a policy: scripts and styles from this origin only, none inline')
+  t.equal(index.headers.get('x-content-type-options'), 'nosniff')
+  t.match(await index.text(), /<script type="module" src="\/console\/app.js">/)
+  for (const [file, type] of [
+    ['app.js', /javascript/],
+    ['app.css', /css/],
+  ] as const) {
+    const r = await fetch(`${base}/console/${file}`)
+    t.equal(r.status, 200, file)
+    t.match(r.headers.get('content-type'), type)
+  }
+  for (const path of ['/console/..%2F..%2Fpackage.json', '/console/index.html.map', '/console/']) t.equal((await fetch(`${base}${path}`)).status, 404, `${path}: 404 (three files, no directory)`)
+
+  const bare = await buildApi({ ...deps, consoleDir: tmp('cairn-no-console-') })
+  const bareBase = await bare.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(() => bare.close())
+  const missing = await fetch(`${bareBase}/`)
+  t.equal(missing.status, 503, 'not built: 503')
+  t.match(await missing.text(), /npm run build/, 'and how to build it')
+  t.equal((await fetch(`${bareBase}/api/v1/fleet`)).status, 200, 'the API serves without it')
+})
+
+t.test('the live stream: coalesced change notices over Server-Sent Events; closing the service ends it', async t => {
+  const store = new SqliteFleetStore(tmp('cairn-fleet-'))
+  t.teardown(() => store.close())
+  const changes = new ChangeFeed(50)
+  const app = await buildApi({
+    store,
+    fleet: 'demo',
+    clock: new ManualClock(T0),
+    stats: () => ({ stored: { status: 0, telemetry: 0, event: 0 }, refused: 0, transitions: 0 }),
+    alertRules: DEFAULT_ALERT_RULES,
+    changes,
+  })
+  const base = await app.listen({ host: '127.0.0.1', port: 0 })
+  const res = await fetch(`${base}/api/v1/stream`)
+  t.equal(res.status, 200)
+  t.match(res.headers.get('content-type'), /^text\/event-stream/)
+  const reader = res.body!.getReader()
+  let text = ''
+  const readUntil = async (re: RegExp) => {
+    while (!re.test(text)) {
+      const { value, done } = await reader.read()
+      if (done) return false
+      text += Buffer.from(value).toString('utf8')
+    }
+    return true
+  }
+  await readUntil(/cairn fleet stream/)
+  t.equal(changes.size, 1, 'one subscriber')
+  changes.notify('a'.repeat(52), 'telemetry')
+  changes.notify('a'.repeat(52), 'telemetry')
+  changes.notify('b'.repeat(52), 'status')
+  t.ok(await readUntil(/event: change\ndata: (.+)\n\n/), 'a change event')
+  const data = JSON.parse(/event: change\ndata: (.+)\n\n/.exec(text)![1]!) as { devices: string[]; more: number; presence: boolean }
+  t.same(data, { devices: ['a'.repeat(52), 'b'.repeat(52)], more: 0, presence: true }, 'three changes, two devices, one notice')
+  for (let i = 0; i < 250; i++) changes.notify(String(i).padStart(52, 'c'), 'telemetry')
+  text = ''
+  await readUntil(/event: change\ndata: (.+)\n\n/)
+  const big = JSON.parse(/data: (.+)\n\n/.exec(text)![1]!) as { devices: string[]; more: number }
+  t.same([big.devices.length, big.more], [200, 50], 'at most 200 named, the rest counted')
+  await app.close()
+  t.equal(await readUntil(/never/), false, 'close() ends the stream')
+  t.equal(changes.size, 0, 'and unsubscribes it')
 })

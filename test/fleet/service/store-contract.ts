@@ -4,6 +4,7 @@
 
 import type { Test } from 'tap'
 import { METRICS, type FleetStore, type MetricValues, type StatusRecord } from '../../../fleet/service/fleet-store.js'
+import { ALERTS, DEFAULT_ALERT_RULES, alertsOf } from '../../../fleet/service/alerts.js'
 
 const DEV = (n: number) => `${'a'.repeat(51)}${'abcdefghijklmnopqrstuvwxyz234567'[n]}`
 const T0 = Date.UTC(2026, 11, 7, 10, 0, 0)
@@ -134,6 +135,50 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
     )
     t.equal((await s.listDevices({ label: 'rack', sort: 'id', order: 'asc', offset: 0, limit: 50 })).total, 1, 'a label key alone')
     t.equal((await s.listDevices({ label: 'site=paris', sort: 'id', order: 'asc', offset: 0, limit: 50 })).total, 0)
+  })
+
+  t.test('alerts: filtered and counted in the store, as alertsOf names them on a row', async t => {
+    const s = await open(t)
+    const rules = DEFAULT_ALERT_RULES
+    const now = T0 + HOUR
+    // [state, since, telemetry, problems, the alerts expected]
+    const cases: Array<[string, 'online' | 'offline', number, Partial<Record<(typeof METRICS)[number], number>> | null, string[], string[]]> = [
+      ['well', 'online', T0, { tempC: 50, diskPercent: 40, throttled: 0, underVoltage: 0 }, [], []],
+      ['offline long', 'offline', T0, null, [], ['offline']],
+      ['offline a moment (a reboot)', 'offline', now - 60_000, null, [], []],
+      ['hot and throttled', 'online', T0, { tempC: 85, throttled: 1 }, [], ['throttled', 'hot']],
+      ['short of power', 'online', T0, { underVoltage: 1, diskPercent: 95 }, [], ['under-voltage', 'disk']],
+      ['hot but offline: no longer hot', 'offline', now - 60_000, { tempC: 90 }, [], []],
+      ['a problem', 'online', T0, null, ['DISK_FULL'], ['problem']],
+    ]
+    for (const [i, [, state, since, v, problems]] of cases.entries()) {
+      const d = DEV(i)
+      await s.applyStatus(status(d, { id: `on${i}`, state: 'online', key: [T0 - HOUR, T0 - HOUR, 0, T0 - HOUR], problems }))
+      if (v) await s.addTelemetry({ device: d, id: `t${i}`, ts: T0 - 1000, receivedAt: T0, values: values(v) })
+      if (state === 'offline') await s.applyStatus(status(d, { id: `off${i}`, state: 'offline', reason: 'connection-lost', key: [T0 - HOUR, T0 - HOUR, 1, since], problems }))
+    }
+    for (const [i, [what, , , , , expected]] of cases.entries()) {
+      const row = (await s.getDevice(DEV(i)))!
+      t.same(alertsOf(row, rules, now), expected, `${what}: ${expected.join(', ') || 'no alert'}`)
+    }
+    const counts = await s.alertCounts(rules, now)
+    for (const kind of ALERTS) {
+      const want = cases.filter(c => c[5].includes(kind)).map((_, i) => i)
+      const ids = (await s.listDevices({ alert: { kind, rules, now }, sort: 'id', order: 'asc', offset: 0, limit: 50 })).items.map(d => d.id)
+      t.same(
+        ids,
+        cases.flatMap((c, i) => (c[5].includes(kind) ? [DEV(i)] : [])),
+        `alert ${kind}: the same devices in SQL`,
+      )
+      t.equal(counts[kind], want.length, `alert ${kind}: counted`)
+    }
+    const any = cases.flatMap((c, i) => (c[5].length > 0 ? [DEV(i)] : []))
+    t.same(
+      (await s.listDevices({ alert: { kind: 'any', rules, now }, sort: 'id', order: 'asc', offset: 0, limit: 50 })).items.map(d => d.id),
+      any,
+      'any alert',
+    )
+    t.equal(counts.any, any.length)
   })
 
   t.test('events: de-duplicated by id, newest first, bounded', async t => {

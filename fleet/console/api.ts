@@ -1,0 +1,68 @@
+// The console's view of the API (/api/v1, docs/api/fleet-openapi.json): typed fetches
+// that throw the API's own error message.
+
+import type { AlertKind, AlertRules } from '../service/alerts.js'
+import type { DeviceRow, Metric, SeriesPoint, Transition } from '../service/fleet-store.js'
+
+export type { AlertKind, Metric }
+export type Device = DeviceRow & { readonly alerts: AlertKind[] }
+
+export interface Fleet {
+  fleet: string
+  now: number
+  counts: { devices: number; online: number; offline: number }
+  alerts: Record<AlertKind | 'any', number>
+  alertRules: AlertRules
+  alertText: Record<AlertKind, string>
+  ingest: { stored: Record<string, number>; refused: number; transitions: number }
+}
+
+export interface Page<T> {
+  total: number
+  offset: number
+  limit: number
+  items: T[]
+}
+
+export interface Series {
+  from: number
+  to: number
+  resolution: 'raw' | '1m' | '1h'
+  metrics: Metric[]
+  points: SeriesPoint[]
+}
+
+export interface EventItem {
+  device: string
+  id: string
+  ts: number
+  kind: string
+  data: unknown
+}
+
+class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+async function get<T>(path: string, query: Record<string, string | number | undefined> = {}): Promise<T> {
+  const qs = new URLSearchParams()
+  for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== '') qs.set(k, String(v))
+  const url = `/api/v1${path}${qs.size > 0 ? `?${qs}` : ''}`
+  const res = await fetch(url, { headers: { accept: 'application/json' } })
+  const body = (await res.json().catch(() => null)) as { error?: { code: string; message: string } } | null
+  if (!res.ok) throw new ApiError(res.status, body?.error?.code ?? 'HTTP', body?.error?.message ?? `${res.status} ${res.statusText}`)
+  return body as T
+}
+
+export const fleet = () => get<Fleet>('/fleet')
+export const devices = (q: Record<string, string | number | undefined>) => get<Page<Device>>('/devices', q)
+export const device = (id: string) => get<Device>(`/devices/${encodeURIComponent(id)}`)
+export const telemetry = (id: string, from: number, to: number) => get<Series>(`/devices/${encodeURIComponent(id)}/telemetry`, { from, to, limit: 5000 })
+export const events = (id: string, from: number, to: number) => get<{ items: EventItem[] }>(`/devices/${encodeURIComponent(id)}/events`, { from, to, limit: 200 })
+export const presence = (id: string, from: number, to: number) => get<{ items: Transition[] }>(`/devices/${encodeURIComponent(id)}/presence`, { from, to, limit: 200 })

@@ -1,0 +1,35 @@
+// What the console's overview calls an alert: a device that needs the operator now.
+// Each kind is a condition on the device row (its presence and newest telemetry sample),
+// so the store can filter and count by it in SQL (sqlite-store.ts, alertCondition) and
+// the API can name a row's alerts from the row alone (alertsOf); both read these rules.
+
+import type { AlertKind, AlertRules, DeviceRow } from './fleet-store.js'
+
+export { ALERTS, type AlertKind, type AlertRules } from './fleet-store.js'
+
+export const DEFAULT_ALERT_RULES: AlertRules = { offlineMs: 10 * 60_000, hotC: 80, diskPercent: 90 }
+
+/** What each alert means, for the console and the API document. */
+export const ALERT_TEXT: Record<AlertKind, string> = {
+  offline: 'offline for longer than the rule allows',
+  'under-voltage': 'the board reports under-voltage now (a weak power supply)',
+  throttled: 'the board is throttled or frequency-capped now',
+  hot: 'the hottest sensor is at or above the limit',
+  disk: 'the root file system is nearly full',
+  problem: 'the agent reports a problem in its status (for example DISK_FULL)',
+}
+
+/** A device row's alerts at `now`; telemetry alerts only while the device is online. */
+export function alertsOf(d: DeviceRow, rules: AlertRules, now: number): AlertKind[] {
+  const out: AlertKind[] = []
+  if (d.state === 'offline' && d.stateSince < now - rules.offlineMs) out.push('offline')
+  const v = d.state === 'online' ? d.latest : null
+  if (v) {
+    if ((v.underVoltage ?? 0) > 0) out.push('under-voltage')
+    if ((v.throttled ?? 0) > 0) out.push('throttled')
+    if (v.tempC !== null && v.tempC >= rules.hotC) out.push('hot')
+  }
+  if (d.latest?.diskPercent != null && d.latest.diskPercent >= rules.diskPercent) out.push('disk')
+  if (d.problems.length > 0) out.push('problem')
+  return out
+}

@@ -1,0 +1,246 @@
+// The fleet console in a real browser: Debian's headless Chromium (puppeteer-core pointed
+// at /usr/bin/chromium; nothing is downloaded) on a real `fleet serve` (FleetService)
+// that a real Mosquitto feeds from 200 `cairn sim` devices, one of them gone dark, and
+// one device that sends markup in every field it controls. The overview's counts and
+// alerts, the table's search, filter and sort, a device page whose charts hold the
+// stored points, the live stream, and the markup shown as text and never run.
+// Screenshots of each view go to $CAIRN_CONSOLE_SHOTS (docs/console/ in the docs) or
+// this test's temp dir.
+
+import t from 'tap'
+import { existsSync, mkdirSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import mqtt from 'mqtt'
+import puppeteer, { type Browser, type Page } from 'puppeteer-core'
+import { FleetService, defaultConsoleDir } from '../../../fleet/service/fleet-service.js'
+import { SqliteFleetStore } from '../../../fleet/service/sqlite-store.js'
+import { startSim } from '../../../fleet/sim/sim.js'
+import { systemClock } from '../../../protocol/clock.js'
+import { newId } from '../../../protocol/ids.js'
+import { generateKeyPair, publicKeyPem } from '../../../protocol/keys.js'
+import { createLogger } from '../../../protocol/log.js'
+import { startBroker } from '../../helpers/broker.js'
+import { tmp, until } from '../../helpers/agent.js'
+import { guardMs } from '../../helpers/patience.js'
+
+// What the functions run inside the page use of the DOM (this file is type-checked for Node).
+interface PageElement {
+  readonly textContent: string | null
+  getAttribute(name: string): string | null
+}
+declare const document: { querySelector(s: string): PageElement | null; querySelectorAll(s: string): { readonly length: number } }
+declare const location: { readonly hash: string }
+declare const window: { __xss?: string }
+
+const CHROMIUM = process.env.CAIRN_CHROMIUM ?? '/usr/bin/chromium'
+const SIM_DEVICES = 200
+/** Markup in every field a device controls; none of it may run or become an element. */
+const XSS = `<img src=x onerror="window.__xss='img'"><script>window.__xss='script'</script>`
+
+t.test('the console in Chromium: overview, table, device page, live stream; device text shown as text', async t => {
+  if (!existsSync(CHROMIUM)) return t.comment(`SKIPPED: no Chromium at ${CHROMIUM} (apt-get install chromium; CI installs it)`)
+  t.ok(existsSync(join(defaultConsoleDir(), 'index.html')), `the console is built (${defaultConsoleDir()}; npm run build)`)
+
+  const broker = await startBroker()
+  t.teardown(() => broker.close())
+  const mqttVersion = broker.mqtt5 ? 5 : 4
+  const fleet = 'console'
+  const svc = new FleetService({
+    brokerUrl: broker.url,
+    mqtt: { protocolVersion: mqttVersion },
+    fleet,
+    store: new SqliteFleetStore(tmp('cairn-fleet-')),
+    clock: systemClock,
+    log: createLogger({ level: 'warn', out: { write: () => true } }),
+    listen: { host: '127.0.0.1', port: 0 },
+    shareGroup: null,
+    instance: 'ui',
+    // a device dark for a second already alerts, so the test need not wait ten minutes
+    alertRules: { offlineMs: 1000, hotC: 80, diskPercent: 90 },
+  })
+  const base = await svc.start()
+  t.teardown(() => svc.stop())
+
+  const sim = startSim({
+    devices: SIM_DEVICES,
+    brokerUrl: broker.url,
+    fleet,
+    validators: [],
+    mqtt: { protocolVersion: mqttVersion },
+    periodS: 60,
+    telemetryPeriodS: 3,
+    rampPerS: 1000,
+    misbehave: [{ kind: 'offline', who: { index: 7 }, arg: 3600, at: 2 }],
+  })
+  t.teardown(() => sim.stop())
+  await sim.ready
+  const dark = sim.devices[7]!.id
+
+  // the device that sends markup: status (board, model, version), three telemetry samples, an event
+  const key = generateKeyPair()
+  const evil = key.keyId
+  const pub = await mqtt.connectAsync(broker.url, { protocolVersion: mqttVersion })
+  t.teardown(() => pub.endAsync(true))
+  const now = Date.now()
+  const topic = (k: string) => `cairn/v1/${fleet}/${evil}/${k}`
+  const status = {
+    v: 1,
+    id: newId(now),
+    device: evil,
+    fleet,
+    state: 'online',
+    ts: now,
+    since: now,
+    conn: now,
+    version: XSS,
+    board: XSS,
+    model: XSS,
+    mqtt: mqttVersion,
+    publicKey: publicKeyPem(key.publicKey),
+  }
+  await pub.publishAsync(topic('status'), JSON.stringify(status), { qos: 1, retain: true })
+  const samples = [now - 20 * 60_000, now - 10 * 60_000, now - 60_000]
+  for (const [i, ts] of samples.entries()) {
+    const sample = {
+      board: { kind: 'rpi5', model: 'x', arch: 'aarch64' },
+      uptimeS: 100 + i,
+      load: [0.5, 0.4, 0.3],
+      thermal: [{ zone: 'z', type: 'cpu', celsius: 50 + i * 5 }],
+      throttle: { source: 'vcgencmd', raw: i === 1 ? '0x4' : '0x0', now: { throttled: i === 1, underVoltage: false } },
+    }
+    await pub.publishAsync(topic('telemetry'), JSON.stringify({ v: 1, id: newId(ts), device: evil, ts, sample }), { qos: 1 })
+  }
+  await pub.publishAsync(topic('event'), JSON.stringify({ v: 1, id: newId(now), device: evil, ts: now, kind: 'agent.note', data: { text: XSS } }), { qos: 1 })
+  const api = async <T>(path: string): Promise<T> => (await (await fetch(`${base}${path}`)).json()) as T
+  let seen = ''
+  await until(
+    async () => {
+      const f = await api<{ counts: { devices: number; online: number } }>('/api/v1/fleet')
+      const e = await api<{ items?: unknown[] }>(`/api/v1/devices/${evil}/events`)
+      const s = await api<{ points?: unknown[] }>(`/api/v1/devices/${evil}/telemetry?resolution=raw`)
+      seen = `${JSON.stringify(f.counts)}, ${e.items?.length} events, ${s.points?.length} samples; ${JSON.stringify(svc.ingest.stats)}`
+      return f.counts.devices === SIM_DEVICES + 1 && f.counts.online === SIM_DEVICES && e.items?.length === 1 && s.points?.length === 3
+    },
+    120_000,
+    `${SIM_DEVICES + 1} devices stored, ${SIM_DEVICES} online (one dark), and the markup device's samples and event`,
+  ).catch(err => {
+    throw new Error(`${(err as Error).message}; last seen: ${seen}`)
+  })
+  // an operator's label with markup too (label values are free text)
+  const put = await fetch(`${base}/api/v1/devices/${evil}/labels`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ labels: { site: XSS } }) })
+  t.equal(put.status, 200, 'a label value with markup is stored (it is text)')
+
+  const browser: Browser = await puppeteer.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    // root in CI: Chromium's sandbox needs an unprivileged user
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--no-default-browser-check'],
+    protocolTimeout: guardMs(120_000),
+  })
+  t.teardown(() => browser.close())
+  const page: Page = await browser.newPage()
+  await page.setViewport({ width: 1400, height: 900 })
+  const pageErrors: string[] = []
+  page.on('pageerror', err => pageErrors.push(String(err)))
+  page.on('console', msg => {
+    if (msg.type() === 'error') pageErrors.push(msg.text())
+  })
+  page.on('response', r => {
+    if (r.status() >= 400) pageErrors.push(`${r.status()} ${r.url()}`)
+  })
+  const requests = new Set<string>()
+  page.on('request', r => requests.add(new URL(r.url()).origin))
+  const shots = process.env.CAIRN_CONSOLE_SHOTS ? process.env.CAIRN_CONSOLE_SHOTS : tmp('cairn-console-shots-')
+  mkdirSync(shots, { recursive: true })
+  const shot = async (name: string) => {
+    const file = join(shots, `${name}.png`)
+    await page.screenshot({ path: file as `${string}.png`, fullPage: true })
+    t.ok(statSync(file).size > 10_000, `screenshot ${file}`)
+  }
+  const wait = { timeout: guardMs(60_000) }
+  const text = (sel: string) => page.$eval(sel, el => el.textContent ?? '')
+
+  // the overview
+  await page.goto(`${base}/`, { waitUntil: 'domcontentloaded' })
+  await page.waitForFunction((n: number) => document.querySelector('[data-count=devices] b')?.textContent === String(n), wait, SIM_DEVICES + 1)
+  t.equal(await text('[data-count=online] b'), String(SIM_DEVICES), 'the overview counts the online devices')
+  t.equal(await text('[data-count=offline] b'), '1', 'and the dark one offline')
+  await page.waitForFunction(() => Number(document.querySelector('[data-count=alerting] b')?.textContent) >= 1, wait)
+  await page.waitForSelector('[data-live=up]', wait)
+  t.pass('the live stream is connected')
+  const attention = await page.$$eval('table.attention a', as => as.map(a => a.getAttribute('title')))
+  t.ok(attention.includes(dark), 'the dark device is listed as needing attention, with a link to it')
+  await shot('overview')
+
+  // the offline alert links to the table filtered by it
+  await page.click('[data-alert=offline]')
+  await page.waitForFunction(
+    (id: string) => document.querySelectorAll('table.device-table tbody tr').length === 1 && document.querySelector('tbody tr')?.getAttribute('data-device') === id,
+    wait,
+    dark,
+  )
+  t.pass('alert offline: the table shows the dark device alone')
+
+  // the table: 200+1 devices, 50 a page, sort by temperature (descending: two clicks)
+  await page.goto(`${base}/#/devices`)
+  await page.waitForFunction((n: number) => document.querySelector('.count')?.getAttribute('data-total') === String(n), wait, SIM_DEVICES + 1)
+  t.equal((await page.$$('table.device-table tbody tr')).length, 50, 'a page of 50')
+  await page.click('[data-sort=tempC]')
+  await page.waitForFunction(() => location.hash.includes('sort=tempC') && location.hash.includes('order=asc'), wait)
+  await page.click('[data-sort=tempC]')
+  await page.waitForFunction(() => location.hash.includes('order=desc') && document.querySelector('th[aria-sort=descending] [data-sort=tempC]') !== null, wait)
+  await page.waitForFunction(() => !document.querySelector('table.device-table.loading'), wait)
+  const temps = await page.$$eval('table.device-table td.c-tempC', tds => tds.map(td => Number.parseFloat(td.textContent ?? '')))
+  t.ok(temps.length === 50 && temps.every((v, i) => i === 0 || v <= temps[i - 1]!), `sorted by temperature, hottest first (${temps.slice(0, 3).join(', ')} … ${temps.at(-1)})`)
+  await shot('devices')
+  // filters: Jetson boards only, then a search
+  await page.goto(`${base}/#/devices?board=jetson-orin`)
+  await page.waitForFunction(() => document.querySelector('.count')?.getAttribute('data-total') === '66', wait)
+  t.pass('board=jetson-orin: 66 devices (every third of the 200)')
+  await page.goto(`${base}/#/devices`)
+  await page.waitForSelector('table.device-table tbody tr', wait)
+  await page.type('input[name=search]', dark.slice(0, 20))
+  await page.waitForFunction((id: string) => location.hash.includes(`search=${id.slice(0, 20)}`) && document.querySelector('.count')?.getAttribute('data-total') === '1', wait, dark)
+  t.pass('the search box narrows the table to one device, from the server')
+
+  // a simulated device's page: its charts hold the points the store has for the hour
+  const simId = sim.devices[1]!.id
+  const before = (await api<{ points: unknown[] }>(`/api/v1/devices/${simId}/telemetry?resolution=raw`)).points.length
+  await page.goto(`${base}/#/devices/${simId}`)
+  await page.waitForSelector('.chart [data-points]', wait)
+  const drawn = Number(await page.$eval('.chart [data-points]', el => el.getAttribute('data-points')))
+  const after = (await api<{ points: unknown[] }>(`/api/v1/devices/${simId}/telemetry?resolution=raw`)).points.length
+  t.ok(drawn >= before && drawn <= after && drawn > 0, `the chart draws the stored samples (${before} <= ${drawn} <= ${after})`)
+  t.ok((await page.$$('.chart canvas')).length >= 4, 'four charts drawn (uPlot canvases)')
+  await page.click('[data-range="7 d"]')
+  await page.waitForSelector('[data-resolution="1m"]', wait)
+  t.pass('7 days: drawn from the 1-minute rollups')
+
+  // the markup device: every field shows the markup as text, none of it ran
+  await page.goto(`${base}/#/devices/${evil}`)
+  await page.waitForFunction((n: number) => document.querySelector('.chart [data-points]')?.getAttribute('data-points') === String(n), wait, samples.length)
+  t.pass(`its chart has exactly its ${samples.length} samples`)
+  await page.waitForSelector('td.data', wait)
+  t.ok((await text('dd.board')).includes(XSS), 'the board is shown as the text it is')
+  t.ok((await text('dd.labels')).includes(XSS), 'the label too')
+  t.ok((await text('td.data')).includes(JSON.stringify(XSS).slice(1, -1).slice(0, 20)), 'and the event data')
+  await shot('device')
+  await page.goto(`${base}/#/devices?search=${encodeURIComponent('img')}`)
+  await page.waitForFunction(() => document.querySelector('.count')?.getAttribute('data-total') === '1', wait)
+  t.ok((await text('td.c-board')).includes(XSS), 'the table shows it as text too')
+  t.equal(await page.evaluate(() => window.__xss), undefined, 'no injected script ran')
+  t.equal(await page.evaluate(() => document.querySelectorAll('img[src=x], main script').length), 0, 'and no injected element exists')
+
+  // the live stream: a device going dark shows up without a reload
+  await page.goto(`${base}/#/`)
+  await page.waitForFunction(() => document.querySelector('[data-count=offline] b')?.textContent === '1', wait)
+  await sim.devices[2]!.stop()
+  await page.waitForFunction(() => document.querySelector('[data-count=offline] b')?.textContent === '2', wait)
+  t.pass('a device stopped: the overview shows it offline without a reload (the live stream)')
+  t.same(pageErrors, [], 'no script errors in the page, no request refused')
+  t.same(
+    [...requests].filter(o => o !== base),
+    [],
+    'nothing was fetched from another host',
+  )
+})
