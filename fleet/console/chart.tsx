@@ -7,6 +7,7 @@ import { useEffect, useRef } from 'preact/hooks'
 import uPlot, { type AlignedData, type Options } from 'uplot'
 import 'uplot/dist/uPlot.min.css'
 import type { Metric, Series } from './api.js'
+import { rate } from './format.js'
 
 export interface Line {
   metric: Metric
@@ -33,7 +34,7 @@ export function Chart(props: { title: string; series: Series; lines: Line[]; ban
       width: Math.max(320, el.clientWidth),
       height: 220,
       scales: { x: { time: true, range: [series.from / 1000, series.to / 1000] } },
-      axes: [{}, { size: 56, values: (_u, ticks) => ticks.map(v => `${+v.toFixed(1)}${lines[0]?.unit ?? ''}`) }],
+      axes: [{}, { size: 76, values: (_u, ticks) => ticks.map(v => axisLabel(v, lines[0]?.unit ?? '')) }],
       series: [
         {},
         ...lines.map(l => ({ label: `${l.label}`, stroke: l.colour, width: 1.5, spanGaps: false, value: (_u: uPlot, v: number | null) => (v === null ? '–' : `${v.toFixed(1)} ${l.unit}`) })),
@@ -78,4 +79,9 @@ export function Chart(props: { title: string; series: Series; lines: Line[]; ban
       <div ref={box} data-points={pts.length} data-metrics={lines.map(l => l.metric).join(',')} />
     </figure>
   )
+}
+
+function axisLabel(v: number, unit: string): string {
+  if (unit === 'B/s') return rate(v)
+  return `${+v.toPrecision(4)}${unit === '%' || unit === '°C' ? unit : ''}`
 }

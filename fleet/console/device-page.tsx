@@ -1,6 +1,7 @@
 // One device: identity and state, its alerts, telemetry charts over a chosen range
 // (an hour to a year; the API picks raw samples, minutes or hours for the range), its
-// presence history and its events. Reloads when the live stream names this device.
+// presence history and its events. Charts of what the board does not report (network,
+// GPU, power, fan) are left out. Reloads when the live stream names this device.
 
 import { useState } from 'preact/hooks'
 import * as api from './api.js'
@@ -30,6 +31,8 @@ const CHARTS: Array<{ title: string; lines: Line[]; bands?: boolean }> = [
   },
   { title: 'Temperature (°C), throttling and under-voltage as red bands', bands: true, lines: [{ metric: 'tempC', label: 'hottest sensor', unit: '°C', colour: '#dc2626' }] },
   { title: 'Load (1 min)', lines: [{ metric: 'load1', label: 'load', unit: '', colour: '#0891b2' }] },
+]
+const OPTIONAL: Array<{ title: string; lines: Line[] }> = [
   {
     title: 'Network (bytes/s)',
     lines: [
@@ -37,8 +40,6 @@ const CHARTS: Array<{ title: string; lines: Line[]; bands?: boolean }> = [
       { metric: 'txBps', label: 'sent', unit: 'B/s', colour: '#d97706' },
     ],
   },
-]
-const OPTIONAL: Array<{ title: string; lines: Line[] }> = [
   { title: 'GPU (%)', lines: [{ metric: 'gpuPercent', label: 'GPU', unit: '%', colour: '#9333ea' }] },
   { title: 'Power (W)', lines: [{ metric: 'powerW', label: 'power', unit: 'W', colour: '#ea580c' }] },
   { title: 'Fan (rpm)', lines: [{ metric: 'fanRpm', label: 'fan', unit: 'rpm', colour: '#64748b' }] },

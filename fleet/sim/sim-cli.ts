@@ -37,6 +37,8 @@ export function parseMisbehaviour(spec: string): Misbehaviour {
   const n = seconds(arg, kind === 'clock' ? 'clock offset' : kind === 'offline' ? 'offline seconds' : 'every')
   if (kind === 'clock' && n === undefined) throw bad('clock needs an offset in seconds, e.g. clock:0.01:+120')
   if (kind === 'offline' && (n === undefined || n <= 0)) throw bad('offline needs a number of seconds, e.g. offline:0.01:30')
+  const telemetryKind = kind === 'hot' || kind === 'under-voltage' || kind === 'disk-full'
+  if (telemetryKind && n !== undefined) throw bad(`${kind} takes no number (it shows in the telemetry: --telemetry-period)`)
   if (kind !== 'clock' && kind !== 'offline' && n !== undefined && !(Number.isInteger(n) && n >= 1)) throw bad('EVERY must be an integer >= 1')
   if (n !== undefined) out.arg = n
   const atS = seconds(at, 'at')
@@ -103,11 +105,13 @@ export function simCommand(io: { out: Out; err: Out; setExitCode(code: number): 
       `
 SPEC = KIND:WHO[:ARG[:AT]], WHO a fraction (0.01) or a device index (@3):
   equivocate|fork|forge-beacon|replay:WHO[:EVERY], clock:WHO:+SECONDS,
-  offline:WHO:SECONDS[:AT]
+  offline:WHO:SECONDS[:AT], hot|under-voltage|disk-full:WHO (in its telemetry;
+  with --telemetry-period)
 
 Examples:
   cairn sim --devices 1000 --broker mqtt://127.0.0.1:1883 --fleet load --validator-key validator.key.pub
-  cairn sim --devices 50 --fleet demo --misbehave equivocate:0.1 --misbehave offline:@3:30:10 --duration 300`,
+  cairn sim --devices 50 --fleet demo --misbehave equivocate:0.1 --misbehave offline:@3:30:10 --duration 300
+  cairn sim --devices 200 --fleet demo --telemetry-period 10 --misbehave hot:0.02 --misbehave under-voltage:@5`,
     )
     .action(async (values: SimOptions) => io.setExitCode(await runSim(values, io)))
 }

@@ -72,6 +72,8 @@ export interface Faults {
   replay?: number
   clockMs: number
   offline?: { ms: number; atMs: number | undefined }
+  /** what its telemetry reports wrong (the fleet service's alerts) */
+  telemetry?: Array<'hot' | 'under-voltage' | 'disk-full'>
 }
 
 /** What every device of one sim shares. */
@@ -151,6 +153,7 @@ export class SimDevice {
             clock: s.clock,
             random: s.random,
             mqttVersion: s.o.mqtt.protocolVersion === 4 ? 4 : 5,
+            faults: faults.telemetry ?? [],
           })
         : undefined
     // The device's own clock: a `clock` fault makes it wrong.
@@ -189,6 +192,7 @@ export class SimDevice {
     if (f.replay) out.push(`replay/${f.replay}`)
     if (f.clockMs) out.push(`clock${f.clockMs > 0 ? '+' : ''}${f.clockMs / 1000}s`)
     if (f.offline) out.push(`offline/${f.offline.ms / 1000}s`)
+    out.push(...(f.telemetry ?? []))
     return out
   }
 

@@ -35,11 +35,13 @@ export class SimPresence {
       clock: Clock
       random: () => number
       mqttVersion: 4 | 5
+      /** what the samples report wrong */
+      faults: ReadonlyArray<'hot' | 'under-voltage' | 'disk-full'>
     },
   ) {
     this.board = BOARDS[o.index % BOARDS.length]!
     this.since = o.clock.now()
-    this.tempC = 40 + o.random() * 15
+    this.tempC = o.faults.includes('hot') ? 84 : 40 + o.random() * 15
     this.load = o.random()
   }
 
@@ -88,7 +90,8 @@ export class SimPresence {
 
   private sample(): Buffer {
     const r = this.o.random
-    this.tempC = Math.min(95, Math.max(30, this.tempC + (r() - 0.5) * 2))
+    const hot = this.o.faults.includes('hot')
+    this.tempC = Math.min(95, Math.max(hot ? 82 : 30, this.tempC + (r() - 0.5) * 2))
     this.load = Math.max(0, this.load + (r() - 0.5) * 0.2)
     const now = this.o.clock.now()
     const round = (n: number) => Math.round(n * 100) / 100
@@ -102,8 +105,20 @@ export class SimPresence {
         uptimeS: round((now - this.since) / 1000),
         load: [round(this.load), round(this.load * 0.9), round(this.load * 0.8)],
         memory: { totalBytes: 4_294_967_296, availableBytes: 2_147_483_648, usedPercent: 50 },
-        disk: [{ path: '/', totalBytes: 31_914_983_424, freeBytes: 20_000_000_000, availableBytes: 18_000_000_000, usedPercent: 37.3 }],
+        disk: this.o.faults.includes('disk-full')
+          ? [{ path: '/', totalBytes: 31_914_983_424, freeBytes: 900_000_000, availableBytes: 0, usedPercent: 97.2 }]
+          : [{ path: '/', totalBytes: 31_914_983_424, freeBytes: 20_000_000_000, availableBytes: 18_000_000_000, usedPercent: 37.3 }],
         thermal: [{ zone: 'thermal_zone0', type: 'cpu-thermal', celsius: round(this.tempC) }],
+        // a Pi's firmware flags (vcgencmd get_throttled): soft temperature limit when hot, under-voltage on a weak supply
+        ...(this.board.kind === 'jetson-orin'
+          ? {}
+          : {
+              throttle: {
+                source: 'vcgencmd' as const,
+                raw: `0x${((this.o.faults.includes('under-voltage') ? 0x1 : 0) | (hot ? 0x8 : 0)).toString(16)}`,
+                now: { underVoltage: this.o.faults.includes('under-voltage'), armFreqCapped: false, throttled: false, softTempLimit: hot },
+              },
+            }),
       },
     }
     return Buffer.from(JSON.stringify(msg))

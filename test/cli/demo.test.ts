@@ -7,7 +7,7 @@ import t from 'tap'
 import { spawn } from 'node:child_process'
 import { readdirSync, readFileSync } from 'node:fs'
 import { connect } from 'node:net'
-import { tmp } from '../helpers/agent.js'
+import { tmp, until } from '../helpers/agent.js'
 
 const bundle = new URL('../../dist/cairn.mjs', import.meta.url).pathname
 
@@ -60,7 +60,7 @@ t.test('cairn demo on its embedded MQTT 3.1.1 broker prints a score, and SIGTERM
   const env = { ...process.env }
   delete env.CAIRN_BROKER
   delete env.CAIRN_BROKER_URL
-  const child = spawn(process.execPath, [bundle, 'demo', '--port', '0', '--state-dir', tmp('cairn-demo-'), '--no-node-red', '--slot', '1'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [bundle, 'demo', '--port', '0', '--state-dir', tmp('cairn-demo-'), '--no-node-red', '--slot', '1', '--sim', '5', '--console-port', '0'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   t.teardown(() => child.kill('SIGKILL'))
   let out = ''
   let err = ''
@@ -86,10 +86,29 @@ t.test('cairn demo on its embedded MQTT 3.1.1 broker prints a score, and SIGTERM
   t.match(out, /broker {4}mqtt:\/\/127\.0\.0\.1:\d+ \(embedded, MQTT 3\.1\.1\)/, 'on the embedded 3.1.1 broker')
   t.match(out, /heartbeat seq \d+, cites slot/, 'heartbeats citing beacons')
   const port = Number(/broker {4}mqtt:\/\/127\.0\.0\.1:(\d+)/.exec(out)![1])
+  // the fleet console: the real device and five simulated ones, one of them dark
+  const consoleUrl = /console {3}(http:\/\/127\.0\.0\.1:\d+\/)/.exec(out)?.[1]
+  t.ok(consoleUrl, `the console's URL is printed (${consoleUrl})`)
+  t.match(out, /open http:\/\/127\.0\.0\.1:\d+\/ in a browser: the fleet console/)
+  t.equal((await fetch(consoleUrl!)).status, 200, 'the console page is served')
+  let fleet: { counts?: { devices: number; online: number } } = {}
+  await until(
+    async () => {
+      fleet = (await (await fetch(`${consoleUrl}api/v1/fleet`)).json()) as typeof fleet
+      return fleet.counts?.devices === 6 && fleet.counts.online === 5
+    },
+    60_000,
+    'six devices in the console, five online',
+  ).catch(err => {
+    throw new Error(`${(err as Error).message}: ${JSON.stringify(fleet)}`)
+  })
+  t.notMatch(out, /status {4}online \(rpi|status {4}online \(jetson/, 'the printed view follows the real device, not the simulated ones')
+  const consolePort = Number(new URL(consoleUrl!).port)
 
   const kids = descendants(child.pid!)
   child.kill('SIGTERM')
   t.equal(await exited, 0, 'SIGTERM: a clean exit')
   t.same(kids.filter(alive), [], 'no process of its left behind')
   t.ok(await refused(port), 'its broker port is closed')
+  t.ok(await refused(consolePort), 'and its console port')
 })

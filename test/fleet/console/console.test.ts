@@ -70,7 +70,11 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
     periodS: 60,
     telemetryPeriodS: 3,
     rampPerS: 1000,
-    misbehave: [{ kind: 'offline', who: { index: 7 }, arg: 3600, at: 2 }],
+    misbehave: [
+      { kind: 'offline', who: { index: 7 }, arg: 3600, at: 2 },
+      { kind: 'hot', who: { index: 10 } },
+      { kind: 'under-voltage', who: { index: 13 } },
+    ],
   })
   t.teardown(() => sim.stop())
   await sim.ready
@@ -111,6 +115,34 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
     await pub.publishAsync(topic('telemetry'), JSON.stringify({ v: 1, id: newId(ts), device: evil, ts, sample }), { qos: 1 })
   }
   await pub.publishAsync(topic('event'), JSON.stringify({ v: 1, id: newId(now), device: evil, ts: now, kind: 'agent.note', data: { text: XSS } }), { qos: 1 })
+  // a device with a day behind it (a sample every 4.5 minutes over 21.5 hours, sent now with their own times),
+  // an hour of it throttled: the device page's charts and the docs' screenshot
+  const hist = generateKeyPair()
+  const histTopic = (k: string) => `cairn/v1/${fleet}/${hist.keyId}/${k}`
+  await pub.publishAsync(
+    histTopic('status'),
+    JSON.stringify({ ...status, id: newId(now), device: hist.keyId, version: '0.1.0', board: 'rpi5', model: 'Raspberry Pi 5 Model B Rev 1.0', publicKey: publicKeyPem(hist.publicKey) }),
+    { qos: 1, retain: true },
+  )
+  const DAY_SAMPLES = 288
+  for (let i = 0; i < DAY_SAMPLES; i++) {
+    const ts = now - 60_000 - (DAY_SAMPLES - 1 - i) * 270_000
+    const hour = (i * 4.5) / 60
+    const throttled = hour >= 13 && hour < 14
+    const wave = Math.sin((hour / 24) * 2 * Math.PI)
+    const sample = {
+      board: { kind: 'rpi5', model: 'Raspberry Pi 5 Model B Rev 1.0', arch: 'aarch64' },
+      uptimeS: 86_400 + i * 300,
+      load: [1.2 + wave, 1.1 + wave * 0.8, 1 + wave * 0.6].map(v => Math.max(0, Math.round(v * 100) / 100)),
+      cpu: { percent: Math.round((35 + 25 * wave + (throttled ? 40 : 0)) * 10) / 10 },
+      memory: { totalBytes: 8_589_934_592, availableBytes: 4_294_967_296, usedPercent: Math.round((48 + 6 * Math.cos(hour)) * 10) / 10 },
+      disk: [{ path: '/', totalBytes: 63_000_000_000, freeBytes: 30_000_000_000, availableBytes: 27_000_000_000, usedPercent: Math.round((52 + i / 60) * 10) / 10 }],
+      net: [{ iface: 'eth0', rxBytes: i * 1e8, txBytes: i * 4e7, rxBytesPerS: Math.round(300_000 + 250_000 * wave), txBytesPerS: Math.round(90_000 + 60_000 * wave) }],
+      thermal: [{ zone: 'thermal_zone0', type: 'cpu-thermal', celsius: Math.round((58 + 9 * wave + (throttled ? 24 : 0)) * 10) / 10 }],
+      throttle: { source: 'vcgencmd', raw: throttled ? '0x8' : '0x0', now: { underVoltage: false, armFreqCapped: false, throttled: false, softTempLimit: throttled } },
+    }
+    await pub.publishAsync(histTopic('telemetry'), JSON.stringify({ v: 1, id: newId(ts), device: hist.keyId, ts, sample }), { qos: 1 })
+  }
   const api = async <T>(path: string): Promise<T> => (await (await fetch(`${base}${path}`)).json()) as T
   let seen = ''
   await until(
@@ -119,13 +151,16 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
       const e = await api<{ items?: unknown[] }>(`/api/v1/devices/${evil}/events`)
       const s = await api<{ points?: unknown[] }>(`/api/v1/devices/${evil}/telemetry?resolution=raw`)
       seen = `${JSON.stringify(f.counts)}, ${e.items?.length} events, ${s.points?.length} samples; ${JSON.stringify(svc.ingest.stats)}`
-      return f.counts.devices === SIM_DEVICES + 1 && f.counts.online === SIM_DEVICES && e.items?.length === 1 && s.points?.length === 3
+      const h = await api<{ points?: unknown[] }>(`/api/v1/devices/${hist.keyId}/telemetry?resolution=raw&from=${now - 86_400_000}&to=${now}&limit=5000`)
+      return f.counts.devices === SIM_DEVICES + 2 && f.counts.online === SIM_DEVICES + 1 && e.items?.length === 1 && s.points?.length === 3 && h.points?.length === DAY_SAMPLES
     },
     120_000,
-    `${SIM_DEVICES + 1} devices stored, ${SIM_DEVICES} online (one dark), and the markup device's samples and event`,
+    `${SIM_DEVICES + 2} devices stored, ${SIM_DEVICES + 1} online (one dark), the markup device's samples and event, and a day of samples`,
   ).catch(err => {
     throw new Error(`${(err as Error).message}; last seen: ${seen}`)
   })
+  // closed minutes rolled up (the service does this every minute)
+  await svc.maintain()
   // an operator's label with markup too (label values are free text)
   const put = await fetch(`${base}/api/v1/devices/${evil}/labels`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ labels: { site: XSS } }) })
   t.equal(put.status, 200, 'a label value with markup is stored (it is text)')
@@ -162,14 +197,23 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
 
   // the overview
   await page.goto(`${base}/`, { waitUntil: 'domcontentloaded' })
-  await page.waitForFunction((n: number) => document.querySelector('[data-count=devices] b')?.textContent === String(n), wait, SIM_DEVICES + 1)
-  t.equal(await text('[data-count=online] b'), String(SIM_DEVICES), 'the overview counts the online devices')
+  await page.waitForFunction((n: number) => document.querySelector('[data-count=devices] b')?.textContent === String(n), wait, SIM_DEVICES + 2)
+  t.equal(await text('[data-count=online] b'), String(SIM_DEVICES + 1), 'the overview counts the online devices')
   t.equal(await text('[data-count=offline] b'), '1', 'and the dark one offline')
-  await page.waitForFunction(() => Number(document.querySelector('[data-count=alerting] b')?.textContent) >= 1, wait)
+  // the dark one, a hot one, one short of power (a Pi's firmware flags: the hot one is also at its soft temperature limit)
+  await page.waitForFunction(() => document.querySelector('[data-count=alerting] b')?.textContent === '3', wait)
+  for (const [kind, n] of [
+    ['offline', 1],
+    ['hot', 1],
+    ['throttled', 1],
+    ['under-voltage', 1],
+    ['disk', 0],
+  ] as const)
+    t.equal(await text(`[data-alert=${kind}] b`), String(n), `alert ${kind}: ${n}`)
   await page.waitForSelector('[data-live=up]', wait)
   t.pass('the live stream is connected')
   const attention = await page.$$eval('table.attention a', as => as.map(a => a.getAttribute('title')))
-  t.ok(attention.includes(dark), 'the dark device is listed as needing attention, with a link to it')
+  t.ok(attention.includes(dark) && attention.includes(sim.devices[10]!.id) && attention.includes(sim.devices[13]!.id), 'the three are listed as needing attention, with links to them')
   await shot('overview')
 
   // the offline alert links to the table filtered by it
@@ -183,7 +227,7 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
 
   // the table: 200+1 devices, 50 a page, sort by temperature (descending: two clicks)
   await page.goto(`${base}/#/devices`)
-  await page.waitForFunction((n: number) => document.querySelector('.count')?.getAttribute('data-total') === String(n), wait, SIM_DEVICES + 1)
+  await page.waitForFunction((n: number) => document.querySelector('.count')?.getAttribute('data-total') === String(n), wait, SIM_DEVICES + 2)
   t.equal((await page.$$('table.device-table tbody tr')).length, 50, 'a page of 50')
   await page.click('[data-sort=tempC]')
   await page.waitForFunction(() => location.hash.includes('sort=tempC') && location.hash.includes('order=asc'), wait)
@@ -211,10 +255,19 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
   const drawn = Number(await page.$eval('.chart [data-points]', el => el.getAttribute('data-points')))
   const after = (await api<{ points: unknown[] }>(`/api/v1/devices/${simId}/telemetry?resolution=raw`)).points.length
   t.ok(drawn >= before && drawn <= after && drawn > 0, `the chart draws the stored samples (${before} <= ${drawn} <= ${after})`)
-  t.ok((await page.$$('.chart canvas')).length >= 4, 'four charts drawn (uPlot canvases)')
+  t.ok((await page.$$('.chart canvas')).length >= 3, 'three charts drawn (uPlot canvases): no network, GPU, power or fan chart for a board that reports none')
   await page.click('[data-range="7 d"]')
   await page.waitForSelector('[data-resolution="1m"]', wait)
   t.pass('7 days: drawn from the 1-minute rollups')
+
+  // the device with a day behind it: 24 h is drawn from the 1-minute rollups, every sample's minute
+  await page.goto(`${base}/#/devices/${hist.keyId}`)
+  await page.waitForSelector('[data-range="24 h"]', wait)
+  await page.click('[data-range="24 h"]')
+  await page.waitForFunction((n: number) => document.querySelector('[data-resolution="1m"]') !== null && document.querySelector('.chart [data-points]')?.getAttribute('data-points') === String(n), wait, DAY_SAMPLES)
+  t.pass(`24 h: its ${DAY_SAMPLES} samples, one a minute bucket, in the chart`)
+  t.equal((await page.$$('.chart canvas')).length, 4, 'four charts: CPU/memory/disk, temperature, load, network')
+  await shot('device')
 
   // the markup device: every field shows the markup as text, none of it ran
   await page.goto(`${base}/#/devices/${evil}`)
@@ -224,7 +277,7 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
   t.ok((await text('dd.board')).includes(XSS), 'the board is shown as the text it is')
   t.ok((await text('dd.labels')).includes(XSS), 'the label too')
   t.ok((await text('td.data')).includes(JSON.stringify(XSS).slice(1, -1).slice(0, 20)), 'and the event data')
-  await shot('device')
+  await shot('device-markup')
   await page.goto(`${base}/#/devices?search=${encodeURIComponent('img')}`)
   await page.waitForFunction(() => document.querySelector('.count')?.getAttribute('data-total') === '1', wait)
   t.ok((await text('td.c-board')).includes(XSS), 'the table shows it as text too')
