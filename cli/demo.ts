@@ -90,7 +90,8 @@ function slotMs(v: string): number {
 
 async function runDemo(
   opts: { port?: string; 'state-dir'?: string; 'no-node-red'?: boolean; 'node-red-port'?: string; slotMs: number; console: { port: number; sim: number } | null },
-  io: { out: Out; env: NodeJS.ProcessEnv }): Promise<number> {
+  io: { out: Out; env: NodeJS.ProcessEnv },
+): Promise<number> {
   const slot = opts.slotMs
   const say = (s: string) => io.out.write(s + '\n')
   const dir = resolve(opts['state-dir'] ?? '.cairn-demo')

@@ -60,7 +60,10 @@ t.test('cairn demo on its embedded MQTT 3.1.1 broker prints a score, and SIGTERM
   const env = { ...process.env }
   delete env.CAIRN_BROKER
   delete env.CAIRN_BROKER_URL
-  const child = spawn(process.execPath, [bundle, 'demo', '--port', '0', '--state-dir', tmp('cairn-demo-'), '--no-node-red', '--slot', '1', '--sim', '5', '--console-port', '0'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [bundle, 'demo', '--port', '0', '--state-dir', tmp('cairn-demo-'), '--no-node-red', '--slot', '1', '--sim', '5', '--console-port', '0'], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
   t.teardown(() => child.kill('SIGKILL'))
   let out = ''
   let err = ''

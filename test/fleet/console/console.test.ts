@@ -264,7 +264,11 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
   await page.goto(`${base}/#/devices/${hist.keyId}`)
   await page.waitForSelector('[data-range="24 h"]', wait)
   await page.click('[data-range="24 h"]')
-  await page.waitForFunction((n: number) => document.querySelector('[data-resolution="1m"]') !== null && document.querySelector('.chart [data-points]')?.getAttribute('data-points') === String(n), wait, DAY_SAMPLES)
+  await page.waitForFunction(
+    (n: number) => document.querySelector('[data-resolution="1m"]') !== null && document.querySelector('.chart [data-points]')?.getAttribute('data-points') === String(n),
+    wait,
+    DAY_SAMPLES,
+  )
   t.pass(`24 h: its ${DAY_SAMPLES} samples, one a minute bucket, in the chart`)
   t.equal((await page.$$('.chart canvas')).length, 4, 'four charts: CPU/memory/disk, temperature, load, network')
   await shot('device')
