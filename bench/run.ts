@@ -28,6 +28,7 @@ import { benchProofs } from './proofs.js'
 import { benchCache } from './cache.js'
 import { benchInference } from './inference.js'
 import { benchOsWrite } from './os-write.js'
+import { benchFleet } from './fleet.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -632,6 +633,7 @@ async function main(): Promise<number> {
       ['cache', cache],
       ['inference', () => benchInference({ quick: QUICK, bundle: BUNDLE, row, tmp, track: child => children.add(child), log: line => console.log(line) })],
       ['os-write', () => benchOsWrite({ quick: QUICK, bundle: BUNDLE, row, tmp, track: child => children.add(child), log: line => console.log(line) })],
+      ['fleet', () => benchFleet({ quick: QUICK, bundle: BUNDLE, row, tmp, track: child => children.add(child), log: line => console.log(line) })],
     ] as Array<[string, () => Promise<Record<string, unknown>>]>
   ).filter(([name]) => !only || only.includes(name))
   let failed = false

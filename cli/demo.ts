@@ -20,7 +20,7 @@ import { createLogger } from '../protocol/log.js'
 import { connectMqtt, TOOL_MAX_PACKET_BYTES, toolClientOptions } from '../protocol/mqtt-client.js'
 import type { Attestation, Heartbeat } from '../protocol/proof-format.js'
 import { DEFAULT_WEIGHTS } from '../validator/score.js'
-import { FleetService } from '../fleet/service/fleet-service.js'
+import type { FleetService } from '../fleet/service/fleet-service.js'
 import { SqliteFleetStore } from '../fleet/service/sqlite-store.js'
 import { DEFAULT_ALERT_RULES } from '../fleet/service/alerts.js'
 import { startSim, type Misbehaviour, type Sim } from '../fleet/sim/sim.js'
@@ -145,6 +145,8 @@ async function runDemo(
   let consoleUrl: string | undefined
   if (opts.console) {
     const log = createLogger({ level: 'info', out: createWriteStream(join(dir, 'fleet.log'), { flags: 'a' }) })
+    // loaded here, not with the CLI: the HTTP server (fastify) is no part of a device's start
+    const { FleetService } = await import('../fleet/service/fleet-service.js')
     const start = (port: number) => {
       const svc = new FleetService({
         brokerUrl: url,

@@ -28,6 +28,7 @@ export interface Series {
   from: number
   to: number
   resolution: 'raw' | '1m' | '1h'
+  bucketMs?: number
   metrics: Metric[]
   points: SeriesPoint[]
 }
@@ -63,6 +64,7 @@ async function get<T>(path: string, query: Record<string, string | number | unde
 export const fleet = () => get<Fleet>('/fleet')
 export const devices = (q: Record<string, string | number | undefined>) => get<Page<Device>>('/devices', q)
 export const device = (id: string) => get<Device>(`/devices/${encodeURIComponent(id)}`)
-export const telemetry = (id: string, from: number, to: number) => get<Series>(`/devices/${encodeURIComponent(id)}/telemetry`, { from, to, limit: 5000 })
+/** A range in at most `points` points (a chart's width): the service averages into buckets. */
+export const telemetry = (id: string, from: number, to: number, points = 1500) => get<Series>(`/devices/${encodeURIComponent(id)}/telemetry`, { from, to, points, limit: 5000 })
 export const events = (id: string, from: number, to: number) => get<{ items: EventItem[] }>(`/devices/${encodeURIComponent(id)}/events`, { from, to, limit: 200 })
 export const presence = (id: string, from: number, to: number) => get<{ items: Transition[] }>(`/devices/${encodeURIComponent(id)}/presence`, { from, to, limit: 200 })

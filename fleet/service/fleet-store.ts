@@ -139,7 +139,9 @@ export interface FleetStore {
   getDevice(id: string): Promise<DeviceRow | undefined>
   /** Presence history in the device's own order (not arrival order), newest last. */
   transitions(id: string, from: number, to: number, limit: number): Promise<Transition[]>
-  series(id: string, resolution: Resolution, from: number, to: number, limit: number): Promise<SeriesPoint[]>
+  /** The newest `limit` points of a series; with `bucketMs`, averaged into buckets that long
+   * (aligned to multiples of it; a chart's range in at most a chart's width of points). */
+  series(id: string, resolution: Resolution, from: number, to: number, limit: number, bucketMs?: number): Promise<SeriesPoint[]>
   events(q: { device?: string; from: number; to: number; limit: number }): Promise<EventRow[]>
   setLabels(id: string, labels: Readonly<Record<string, string>>): Promise<boolean>
   counts(): Promise<{ devices: number; online: number; offline: number }>

@@ -48,9 +48,18 @@ const Range = (maxLimit: number) =>
     },
     { additionalProperties: false },
   )
-const TelemetryQuery = Type.Composite([Range(5000), Type.Object({ resolution: Type.Optional(Type.Union([Type.Literal('auto'), Type.Literal('raw'), Type.Literal('1m'), Type.Literal('1h')])) })], {
-  additionalProperties: false,
-})
+const TelemetryQuery = Type.Composite(
+  [
+    Range(5000),
+    Type.Object({
+      resolution: Type.Optional(Type.Union([Type.Literal('auto'), Type.Literal('raw'), Type.Literal('1m'), Type.Literal('1h')])),
+      points: Type.Optional(Type.Integer({ minimum: 10, maximum: 5000, description: 'at most this many points: averaged into equal buckets over the range (a chart asks for its width)' })),
+    }),
+  ],
+  {
+    additionalProperties: false,
+  },
+)
 const IdParams = Type.Object({ id: DeviceId }, { additionalProperties: false })
 const LabelsBody = Type.Object(
   {
@@ -173,7 +182,8 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
     if (!(await d.store.getDevice(id))) throw notFound(id)
     const { from, to } = range(q, 3_600_000)
     const resolution = !q.resolution || q.resolution === 'auto' ? resolutionFor(to - from) : q.resolution
-    return { from, to, resolution, metrics: METRICS, points: await d.store.series(id, resolution, from, to, q.limit ?? 2000) }
+    const bucketMs = q.points !== undefined ? Math.ceil((to - from + 1) / q.points) : undefined
+    return { from, to, resolution, ...(bucketMs !== undefined ? { bucketMs } : {}), metrics: METRICS, points: await d.store.series(id, resolution, from, to, q.limit ?? 2000, bucketMs) }
   })
 
   app.get('/api/v1/devices/:id/events', { schema: { summary: "a device's events, newest first", params: IdParams, querystring: Range(1000) } }, async req => {

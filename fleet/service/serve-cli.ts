@@ -10,7 +10,6 @@ import { CairnError } from '../../protocol/errors.js'
 import { NAME_PATTERN } from '../../protocol/envelope.js'
 import type { Level } from 'pino'
 import { createLogger } from '../../protocol/log.js'
-import { FleetService } from './fleet-service.js'
 import { SqliteFleetStore } from './sqlite-store.js'
 
 type Out = { write(s: string): unknown }
@@ -68,6 +67,8 @@ async function serve(o: ServeOptions, io: Io): Promise<number> {
   const { url, clientOptions } = brokerConnection(o)
   const log = createLogger({ level: o.logLevel as Level })
   ensureStateDir(o.stateDir)
+  // loaded here, not with the CLI: the HTTP server (fastify) is no part of a device's start
+  const { FleetService } = await import('./fleet-service.js')
   const service = new FleetService({
     brokerUrl: url,
     mqtt: clientOptions,

@@ -197,9 +197,19 @@ export class SqliteFleetStore implements FleetStore {
     return out.slice(-limit)
   }
 
-  async series(id: string, resolution: Resolution, from: number, to: number, limit: number): Promise<SeriesPoint[]> {
+  async series(id: string, resolution: Resolution, from: number, to: number, limit: number, bucketMs?: number): Promise<SeriesPoint[]> {
     const table = resolution === 'raw' ? 'telemetry_raw' : resolution === '1m' ? 'telemetry_1m' : 'telemetry_1h'
-    const rows = this.db.prepare(`SELECT ts, ${cols()} FROM ${table} WHERE device = ? AND ts >= ? AND ts <= ? ORDER BY ts DESC LIMIT ?`).all(id, from, to, limit) as Row[]
+    const b = bucketMs !== undefined ? Math.max(1, Math.floor(bucketMs)) : undefined
+    const rows = (
+      b === undefined
+        ? this.db.prepare(`SELECT ts, ${cols()} FROM ${table} WHERE device = ? AND ts >= ? AND ts <= ? ORDER BY ts DESC LIMIT ?`).all(id, from, to, limit)
+        : // integer division on an INTEGER column: the same in PostgreSQL
+          this.db
+            .prepare(
+              `SELECT (ts / ${b}) * ${b} AS ts, ${METRICS.map(m => `AVG(${m}) AS ${m}`).join(', ')} FROM ${table} WHERE device = ? AND ts >= ? AND ts <= ? GROUP BY ts / ${b} ORDER BY 1 DESC LIMIT ?`,
+            )
+            .all(id, from, to, limit)
+    ) as Row[]
     return rows.reverse().map(r => ({ ts: r.ts as number, values: metricValues(r) }))
   }
 

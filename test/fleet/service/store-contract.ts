@@ -96,6 +96,12 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
     t.same([again.minutes, again.hours], [0, 0], 'nothing rolled up twice')
     const later = await s.maintain(T0 + 3 * HOUR, { rawMs: HOUR, minuteMs: 30 * 24 * HOUR, hourMs: 365 * 24 * HOUR })
     t.ok(later.deleted > 0, 'raw samples past retention are deleted')
+    const buckets = await s.series(d, '1m', T0, T0 + 2 * HOUR, 1000, 30 * MIN)
+    t.same(
+      buckets.map(p => p.ts),
+      [T0, T0 + 30 * MIN, T0 + 60 * MIN, T0 + 90 * MIN],
+      'bucketed: two hours of minutes in four half-hour points, at the buckets’ starts',
+    )
     t.same(await s.series(d, 'raw', T0, T0 + HOUR, 10), [], 'the first hour of raw samples is gone')
     t.equal((await s.series(d, '1m', T0, T0 + HOUR - 1, 1000)).length, 60, 'its minutes stay')
   })
