@@ -584,11 +584,14 @@ t.test('OS update: a signed OS release is written into slot B, tried once with t
   const backOnB = await boot('boot5')
   t.teardown(() => backOnB.guest.kill())
   t.same([backOnB.fw.slot, backOnB.fw.trial], ['B', false], 'after the reset: committed slot B')
+  // the boot first, with a whole boot's allowance (a busy host once took 250 s to start
+  // the agent, and a 300 s wait for the event from qemu's start ran out)
+  const backOnBResult = await backOnB.result
   const rolled = await sub.waitFor(() => osEvent('ota.rolled-back', BROKEN, trialB.seen), 300_000, `ota.rolled-back for OS ${BROKEN}`)
   t.match((rolled.json as Ev).data, { reason: /the trial boot of slot A did not commit; slot B booted again/ }, 'the reason names the fallback')
   const onlineAgain = await sub.waitFor(() => sub.messages.slice(backOnB.seen).find(m => m.topic.endsWith('/status') && m.json?.state === 'online'), 60_000, 'boot 5: online')
   t.match(onlineAgain.json, { device: first.deviceId, os: { version: NEXT, slot: 'b' } }, `still ${NEXT} from slot B`)
-  t.comment(`boot 5 (committed slot B, a plain boot): first telemetry ${(await backOnB.result).bootToTelemetryS} s`)
+  t.comment(`boot 5 (committed slot B, a plain boot): first telemetry ${backOnBResult.bootToTelemetryS} s`)
   await backOnB.guest.powerdown()
   await backOnB.guest.exited(180_000)
   // read only once the guest is down: debugfs does not replay ext4's journal, and a
