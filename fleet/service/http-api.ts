@@ -109,8 +109,21 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
   app.removeContentTypeParser('text/plain')
 
   app.setErrorHandler((err: FastifyError, _req, reply) => {
-    const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500
-    const code = err.validation ? 'BAD_REQUEST' : status === 404 ? 'NOT_FOUND' : status === 413 ? 'TOO_LARGE' : status === 415 ? 'UNSUPPORTED_MEDIA_TYPE' : status === 500 ? 'INTERNAL' : 'BAD_REQUEST'
+    // 4xx as given, 503 (too many live streams) as given, anything else an internal error
+    const status = err.statusCode && ((err.statusCode >= 400 && err.statusCode < 500) || err.statusCode === 503) ? err.statusCode : 500
+    const code = err.validation
+      ? 'BAD_REQUEST'
+      : status === 404
+        ? 'NOT_FOUND'
+        : status === 413
+          ? 'TOO_LARGE'
+          : status === 415
+            ? 'UNSUPPORTED_MEDIA_TYPE'
+            : status === 503
+              ? 'UNAVAILABLE'
+              : status === 500
+                ? 'INTERNAL'
+                : 'BAD_REQUEST'
     const message = status === 500 ? 'internal error (see the service log)' : status === 415 ? 'the content-type must be application/json' : err.message
     if (status === 500) app.log.error(err)
     return reply.status(status).send({ error: { code, message } })

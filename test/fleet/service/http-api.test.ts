@@ -178,6 +178,15 @@ t.test('the live stream: coalesced change notices over Server-Sent Events; closi
   await readUntil(/event: change\ndata: (.+)\n\n/)
   const big = JSON.parse(/data: (.+)\n\n/.exec(text)![1]!) as { devices: string[]; more: number }
   t.same([big.devices.length, big.more], [200, 50], 'at most 200 named, the rest counted')
+  // at most 64 streams at once: the 65th is refused with a 503, the others keep theirs
+  const more = await Promise.all(Array.from({ length: 63 }, () => fetch(`${base}/api/v1/stream`)))
+  t.ok(
+    more.every(r => r.status === 200),
+    '63 more streams: 64 in all',
+  )
+  const refused = await fetch(`${base}/api/v1/stream`)
+  t.equal(refused.status, 503, 'the 65th: 503')
+  t.match(await refused.json(), { error: { code: 'UNAVAILABLE', message: /at most 64 live streams/ } })
   await app.close()
   t.equal(await readUntil(/never/), false, 'close() ends the stream')
   t.equal(changes.size, 0, 'and unsubscribes it')
