@@ -24,7 +24,7 @@ export class ChangeFeed {
 
   constructor(private readonly everyMs = 1000) {}
 
-  notify(device: string, what: 'status' | 'telemetry' | 'event'): void {
+  notify(device: string, what: 'status' | 'telemetry' | 'event' | 'command'): void {
     if (what === 'status') this.presence = true
     if (this.changed.size < MAX_NAMED) this.changed.add(device)
     else if (!this.changed.has(device)) this.more++

@@ -13,6 +13,7 @@ import { connectMqtt } from '../../protocol/mqtt-client.js'
 import { fileURLToPath } from 'node:url'
 import { DEFAULT_ALERT_RULES, type AlertRules } from './alerts.js'
 import { ChangeFeed } from './change-feed.js'
+import { CommandDesk, MAX_REPLY_BYTES, isReplyTopic, replyFilter } from './commands.js'
 import type { FleetStore, Retention } from './fleet-store.js'
 import { buildApi } from './http-api.js'
 import { FleetIngest, MAX_PACKET_BYTES, ingestFilters } from './ingest.js'
@@ -37,6 +38,9 @@ export interface FleetServiceOptions {
   alertRules?: AlertRules
   /** the built console; default: dist/console from the sources, console/ beside the bundle */
   consoleDir?: string
+  /** key ids that may send commands through the service; none: any that verifies (each
+   * device checks its own list of trusted operators either way) */
+  operatorKeys?: readonly string[]
 }
 
 /** Where `npm run build` puts the console: beside the bundle (dist/console), or the
@@ -47,6 +51,7 @@ export function defaultConsoleDir(): string {
 
 export class FleetService {
   readonly ingest: FleetIngest
+  readonly commands: CommandDesk
   readonly changes = new ChangeFeed()
   private client: MqttClient | undefined
   private api: FastifyInstance | undefined
@@ -55,6 +60,26 @@ export class FleetService {
 
   constructor(private readonly o: FleetServiceOptions) {
     this.ingest = new FleetIngest({ store: o.store, fleet: o.fleet, clock: o.clock, log: o.log.child({ mod: 'ingest' }), onChange: (device, what) => this.changes.notify(device, what) })
+    const v5 = o.mqtt.protocolVersion !== 4
+    this.commands = new CommandDesk({
+      store: o.store,
+      fleet: o.fleet,
+      clock: o.clock,
+      log: o.log.child({ mod: 'commands' }),
+      operators: o.operatorKeys && o.operatorKeys.length > 0 ? new Set(o.operatorKeys) : null,
+      onChange: device => this.changes.notify(device, 'command'),
+      publish: (topic, payload, p) => {
+        if (!this.client) throw new Error('not started')
+        // On MQTT 5 the device answers on the response topic with the correlation data; a
+        // 3.1.1 device answers on its reply topic, which is the same topic here.
+        this.client.publish(
+          topic,
+          payload,
+          { qos: 1, ...(v5 ? { properties: { responseTopic: p.responseTopic, correlationData: Buffer.from(p.correlation), messageExpiryInterval: p.expirySeconds } } : {}) },
+          err => err && this.o.log.warn({ err, topic }, 'a command was not published'),
+        )
+      },
+    })
   }
 
   /** Listening and subscribed; resolves with the API's URL. */
@@ -67,9 +92,10 @@ export class FleetService {
       alertRules: this.o.alertRules ?? DEFAULT_ALERT_RULES,
       changes: this.changes,
       consoleDir: this.o.consoleDir ?? defaultConsoleDir(),
+      commands: this.commands,
     })
     const address = await this.api.listen({ host: this.o.listen.host, port: this.o.listen.port })
-    const filters = ingestFilters(this.o.fleet).map(f => (this.o.shareGroup ? `$share/${this.o.shareGroup}/${f}` : f))
+    const filters = [...ingestFilters(this.o.fleet), replyFilter(this.o.fleet)].map(f => (this.o.shareGroup ? `$share/${this.o.shareGroup}/${f}` : f))
     const client = connectMqtt({
       url: this.o.brokerUrl,
       base: this.o.mqtt,
@@ -77,7 +103,7 @@ export class FleetService {
       // as the validator: a share group's session ends with the connection (a persistent
       // member would keep being handed its share while it is away)
       clean: true,
-      maximumPacketSize: MAX_PACKET_BYTES,
+      maximumPacketSize: Math.max(MAX_PACKET_BYTES, MAX_REPLY_BYTES + 1024),
       reconnectPeriodMs: 1000,
       resubscribe: false,
       beforeAck: (packet, ack) => void this.store(packet.topic, packet.payload as Buffer, ack),
@@ -116,7 +142,8 @@ export class FleetService {
     // again: the broker keeps the message until it is stored or the connection goes.
     for (let delay = 200; !this.stopped; delay = Math.min(delay * 2, 10_000)) {
       try {
-        await this.ingest.handle(topic, payload)
+        if (isReplyTopic(topic, this.o.fleet)) await this.commands.handleReply(topic, payload)
+        else await this.ingest.handle(topic, payload)
         return ack()
       } catch (err) {
         this.o.log.error({ err, topic: topic.slice(0, 200) }, 'could not store a message; retrying')

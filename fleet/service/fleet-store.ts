@@ -124,6 +124,43 @@ export interface EventRow {
   readonly data: unknown
 }
 
+/** A command sent through the service, as its audit log keeps it. */
+export interface CommandRecord {
+  /** the signed envelope's id */
+  readonly id: string
+  readonly device: string
+  /** the command's name (the envelope's type without `cmd.`) */
+  readonly name: string
+  /** the signer's key id: the operator whose key signed it (in their browser or CLI) */
+  readonly operator: string
+  /** who sent it through the service (an account, or `loopback` where there are none) */
+  readonly by: string
+  readonly sentAt: number
+  readonly exp: number
+  /** the signed command, as published */
+  readonly envelope: string
+}
+
+/** The device's verified answer to a command. */
+export interface CommandReply {
+  readonly at: number
+  readonly status: 'ok' | 'error'
+  /** the reply's data (ok) or its error {code, message}, as JSON text */
+  readonly result: string
+  /** the signed reply, kept so anyone can check it again */
+  readonly envelope: string
+}
+
+export interface CommandRow extends Omit<CommandRecord, 'envelope'> {
+  /** sent: no verified reply yet (expired once past exp); ok/error: the device's answer */
+  readonly state: 'sent' | 'expired' | 'ok' | 'error'
+  readonly repliedAt: number | null
+  readonly result: unknown
+  /** how many messages that claimed to answer it were refused, and the last one's reason */
+  readonly refused: number
+  readonly refusedWhy: string | null
+}
+
 export interface Retention {
   readonly rawMs: number
   readonly minuteMs: number
@@ -144,6 +181,17 @@ export interface FleetStore {
   series(id: string, resolution: Resolution, from: number, to: number, limit: number, bucketMs?: number): Promise<SeriesPoint[]>
   events(q: { device?: string; from: number; to: number; limit: number }): Promise<EventRow[]>
   setLabels(id: string, labels: Readonly<Record<string, string>>): Promise<boolean>
+  /** Logs a command before it is published; false when its id is logged already (a replay). */
+  addCommand(r: CommandRecord): Promise<boolean>
+  /** A command's operator and device, for checking a reply against them. */
+  commandTarget(id: string): Promise<{ device: string; operator: string } | undefined>
+  /** Records the verified reply; false when the command has one already (the first counts). */
+  setReply(id: string, reply: CommandReply): Promise<boolean>
+  /** Counts a message that claimed to answer the command and did not verify. */
+  refuseReply(id: string, why: string): Promise<void>
+  /** The audit log, newest first; `before`: only commands sent before this time (paging). */
+  commands(q: { device?: string; before?: number; limit: number; now: number }): Promise<CommandRow[]>
+  getCommand(id: string, now: number): Promise<(CommandRow & { envelope: string; replyEnvelope: string | null }) | undefined>
   counts(): Promise<{ devices: number; online: number; offline: number }>
   /** How many devices have each alert, and how many have any, under these rules at `now`. */
   alertCounts(rules: AlertRules, now: number): Promise<Record<AlertKind | 'any', number>>

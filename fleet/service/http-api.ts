@@ -11,8 +11,11 @@ import Fastify, { type FastifyInstance, type FastifyError, type FastifyReply } f
 import swagger from '@fastify/swagger'
 import { Type, type Static } from '@sinclair/typebox'
 import type { Clock } from '../../protocol/clock.js'
+import { ID_PATTERN } from '../../protocol/envelope.js'
+import { isCairnError, type ErrorCode } from '../../protocol/errors.js'
 import { ALERTS, ALERT_TEXT, alertsOf, type AlertRules } from './alerts.js'
 import type { ChangeFeed } from './change-feed.js'
+import type { CommandDesk } from './commands.js'
 import { METRICS, SORTS, resolutionFor, type DeviceRow, type FleetStore } from './fleet-store.js'
 import type { IngestStats } from './ingest.js'
 
@@ -68,6 +71,22 @@ const LabelsBody = Type.Object(
   { additionalProperties: false },
 )
 
+const CommandsQuery = Type.Object(
+  {
+    before: Type.Optional(Type.Integer({ minimum: 0, maximum: 8_640_000_000_000_000, description: 'only commands sent before this time (ms): the next page' })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200 })),
+  },
+  { additionalProperties: false },
+)
+const CommandParams = Type.Object({ cmd: Type.String({ pattern: ID_PATTERN, description: 'command id' }) }, { additionalProperties: false })
+// Not coerced or checked field by field here: the command is signed, so the service
+// checks it whole as the device will (commands.ts), and a coerced field would only
+// break its signature.
+const SignedCommand = Type.Object({}, { additionalProperties: true, description: 'a signed command envelope (docs/protocol.md, "Commands"), signed by the operator' })
+
+/** HTTP statuses of the command desk's refusals (the rest are 400). */
+const COMMAND_STATUS: Partial<Record<ErrorCode, number>> = { NOT_FOUND: 404, UNTRUSTED_KEY: 403, REPLAY: 409 }
+
 export interface ApiDeps {
   store: FleetStore
   fleet: string
@@ -78,6 +97,8 @@ export interface ApiDeps {
   changes?: ChangeFeed
   /** the built console (dist/console: index.html, app.js, app.css); none or missing: / says how to build it */
   consoleDir?: string
+  /** sends signed commands; none: the command routes are 404s */
+  commands?: CommandDesk
 }
 
 /** How many live streams one process serves at once (each is one open socket). */
@@ -109,6 +130,12 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
   app.removeContentTypeParser('text/plain')
 
   app.setErrorHandler((err: FastifyError, _req, reply) => {
+    // a refusal with the protocol's own code (a command's BAD_SIGNATURE, EXPIRED, ...)
+    if (isCairnError(err)) {
+      const status = COMMAND_STATUS[err.code] ?? (err.code === 'INTERNAL' ? 500 : 400)
+      if (status === 500) app.log.error(err)
+      return reply.status(status).send({ error: { code: err.code, message: status === 500 ? 'internal error (see the service log)' : err.message } })
+    }
     // 4xx as given, 503 (too many live streams) as given, anything else an internal error
     const status = err.statusCode && ((err.statusCode >= 400 && err.statusCode < 500) || err.statusCode === 503) ? err.statusCode : 500
     const code = err.validation
@@ -219,6 +246,41 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
     if (!(await d.store.setLabels(id, labels))) throw notFound(id)
     return { id, labels: (await d.store.getDevice(id))!.labels }
   })
+
+  if (d.commands) {
+    const desk = d.commands
+    app.post(
+      '/api/v1/devices/:id/commands',
+      {
+        schema: {
+          summary: 'send a command signed by the operator (the service checks it as the device will, logs it, publishes it)',
+          params: IdParams,
+          body: SignedCommand,
+        },
+      },
+      async (req, reply) => {
+        const { id } = req.params as Static<typeof IdParams>
+        // until accounts exist every caller is on loopback (serve-cli.ts refuses other addresses)
+        return reply.status(202).send(await desk.send(req.body, id, 'loopback'))
+      },
+    )
+    app.get('/api/v1/devices/:id/commands', { schema: { summary: "a device's commands and their verified replies, newest first", params: IdParams, querystring: CommandsQuery } }, async req => {
+      const { id } = req.params as Static<typeof IdParams>
+      const q = req.query as Static<typeof CommandsQuery>
+      if (!(await d.store.getDevice(id))) throw notFound(id)
+      return { items: await d.store.commands({ device: id, ...(q.before !== undefined ? { before: q.before } : {}), limit: q.limit ?? 50, now: d.clock.now() }) }
+    })
+    app.get('/api/v1/commands', { schema: { summary: 'the command audit log, newest first', querystring: CommandsQuery } }, async req => {
+      const q = req.query as Static<typeof CommandsQuery>
+      return { items: await d.store.commands({ ...(q.before !== undefined ? { before: q.before } : {}), limit: q.limit ?? 50, now: d.clock.now() }) }
+    })
+    app.get('/api/v1/commands/:cmd', { schema: { summary: 'one command, with the signed command and the signed reply (to check again)', params: CommandParams } }, async req => {
+      const { cmd } = req.params as Static<typeof CommandParams>
+      const row = await d.store.getCommand(cmd, d.clock.now())
+      if (!row) throw Object.assign(new Error(`no command ${cmd}`), { statusCode: 404 })
+      return row
+    })
+  }
 
   if (d.changes) {
     const changes = d.changes

@@ -9,6 +9,7 @@ import { systemClock } from '../../protocol/clock.js'
 import { CairnError } from '../../protocol/errors.js'
 import { NAME_PATTERN } from '../../protocol/envelope.js'
 import type { Level } from 'pino'
+import { isKeyId, keyIdOf, readPublicKeyFile } from '../../protocol/keys.js'
 import { createLogger } from '../../protocol/log.js'
 import { SqliteFleetStore } from './sqlite-store.js'
 
@@ -24,6 +25,7 @@ interface ServeOptions extends BrokerFlags {
   shareGroup?: string
   share: boolean
   logLevel: string
+  operatorKey: string[]
 }
 
 export function serveCommand(io: Io): Command {
@@ -37,6 +39,12 @@ export function serveCommand(io: Io): Command {
     .option('--share-group <name>', 'MQTT shared-subscription group of processes splitting the load (default: cairn-fleet-<fleet>)')
     .option('--no-share', 'a plain subscription: this process alone sees every message')
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace', 'info')
+    .option(
+      '--operator-key <file|keyid>',
+      'an operator key that may send commands through the service (repeatable; PEM public key file or key id); none: any signed command that verifies (each device checks its own trusted keys)',
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
     .addHelpText(
       'after',
       `
@@ -64,6 +72,7 @@ async function serve(o: ServeOptions, io: Io): Promise<number> {
   if (!/^[A-Za-z0-9_-]{1,32}$/.test(o.instance)) throw new CairnError('BAD_REQUEST', '--instance: 1-32 letters, digits, - or _')
   if (o.store !== 'sqlite') throw new CairnError('BAD_REQUEST', `--store ${JSON.stringify(o.store)}: only sqlite for now (a PostgreSQL store is planned)`)
   const listen = parseListen(o.listen)
+  const operatorKeys = o.operatorKey.map(k => (isKeyId(k.trim()) ? k.trim() : keyIdOf(readPublicKeyFile(k))))
   const { url, clientOptions } = brokerConnection(o)
   const log = createLogger({ level: o.logLevel as Level })
   ensureStateDir(o.stateDir)
@@ -79,6 +88,7 @@ async function serve(o: ServeOptions, io: Io): Promise<number> {
     listen,
     shareGroup: o.share ? (o.shareGroup ?? `cairn-fleet-${o.fleet}`) : null,
     instance: o.instance,
+    operatorKeys,
   })
   try {
     const address = await service.start()

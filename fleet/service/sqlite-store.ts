@@ -9,6 +9,9 @@ import { openSqlite, type Db } from '../../protocol/sqlite.js'
 import { ALERTS, type AlertKind, type AlertRules } from './alerts.js'
 import {
   METRICS,
+  type CommandRecord,
+  type CommandReply,
+  type CommandRow,
   type DeviceQuery,
   type DeviceRow,
   type EventRecord,
@@ -61,6 +64,25 @@ const MIGRATIONS = [
    CREATE TABLE events (device TEXT NOT NULL, id TEXT NOT NULL, ts INTEGER NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (device, id));
    CREATE INDEX events_ts ON events (ts);
    CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);`,
+  // the command audit log (kept as long as the hourly telemetry)
+  `CREATE TABLE commands (
+     id TEXT PRIMARY KEY,
+     device TEXT NOT NULL,
+     name TEXT NOT NULL,
+     operator TEXT NOT NULL,
+     sent_by TEXT NOT NULL,
+     sent_at INTEGER NOT NULL,
+     exp INTEGER NOT NULL,
+     envelope TEXT NOT NULL,
+     replied_at INTEGER,
+     status TEXT,
+     result TEXT,
+     reply_envelope TEXT,
+     refused INTEGER NOT NULL DEFAULT 0,
+     refused_why TEXT
+   );
+   CREATE INDEX commands_device ON commands (device, sent_at);
+   CREATE INDEX commands_sent ON commands (sent_at);`,
 ]
 
 const SORT_SQL: Record<DeviceQuery['sort'], string> = {
@@ -226,6 +248,40 @@ export class SqliteFleetStore implements FleetStore {
     return this.db.prepare('UPDATE devices SET labels = ? WHERE id = ?').run(JSON.stringify(sortedLabels(labels)), id).changes > 0
   }
 
+  async addCommand(r: CommandRecord): Promise<boolean> {
+    return (
+      this.db
+        .prepare('INSERT INTO commands (id, device, name, operator, sent_by, sent_at, exp, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING')
+        .run(r.id, r.device, r.name, r.operator, r.by, r.sentAt, r.exp, r.envelope).changes > 0
+    )
+  }
+
+  async commandTarget(id: string): Promise<{ device: string; operator: string } | undefined> {
+    return this.db.prepare('SELECT device, operator FROM commands WHERE id = ?').get(id) as { device: string; operator: string } | undefined
+  }
+
+  async setReply(id: string, r: CommandReply): Promise<boolean> {
+    return (
+      this.db.prepare('UPDATE commands SET replied_at = ?, status = ?, result = ?, reply_envelope = ? WHERE id = ? AND replied_at IS NULL').run(r.at, r.status, r.result, r.envelope, id).changes > 0
+    )
+  }
+
+  async refuseReply(id: string, why: string): Promise<void> {
+    this.db.prepare('UPDATE commands SET refused = refused + 1, refused_why = ? WHERE id = ?').run(why.slice(0, 500), id)
+  }
+
+  async commands(q: { device?: string; before?: number; limit: number; now: number }): Promise<CommandRow[]> {
+    const where = [...(q.device !== undefined ? ['device = ?'] : []), ...(q.before !== undefined ? ['sent_at < ?'] : [])]
+    const args = [...(q.device !== undefined ? [q.device] : []), ...(q.before !== undefined ? [q.before] : [])]
+    const rows = this.db.prepare(`SELECT * FROM commands ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY sent_at DESC, id DESC LIMIT ?`).all(...args, q.limit) as Row[]
+    return rows.map(r => toCommand(r, q.now))
+  }
+
+  async getCommand(id: string, now: number): Promise<(CommandRow & { envelope: string; replyEnvelope: string | null }) | undefined> {
+    const r = this.db.prepare('SELECT * FROM commands WHERE id = ?').get(id) as Row | undefined
+    return r && { ...toCommand(r, now), envelope: r.envelope as string, replyEnvelope: (r.reply_envelope as string | null) ?? null }
+  }
+
   async counts(): Promise<{ devices: number; online: number; offline: number }> {
     const rows = this.db.prepare('SELECT state, COUNT(*) AS n FROM devices GROUP BY state').all() as Array<{ state: string; n: number }>
     const of = (s: string) => rows.find(r => r.state === s)?.n ?? 0
@@ -275,6 +331,7 @@ export class SqliteFleetStore implements FleetStore {
         deleted += this.db.prepare('DELETE FROM telemetry_1m WHERE ts < ?').run(now - retention.minuteMs).changes
         deleted += this.db.prepare('DELETE FROM telemetry_1h WHERE ts < ?').run(now - retention.hourMs).changes
         deleted += this.db.prepare('DELETE FROM events WHERE ts < ?').run(now - retention.hourMs).changes
+        deleted += this.db.prepare('DELETE FROM commands WHERE sent_at < ?').run(now - retention.hourMs).changes
         return { minutes, hours, deleted }
       })
       .immediate()
@@ -330,6 +387,24 @@ function toDevice(r: Row): DeviceRow {
     labels: JSON.parse(r.labels as string) as Record<string, string>,
     telemetryTs: (r.telemetry_ts as number | null) ?? null,
     latest: r.telemetry_ts === null || r.telemetry_ts === undefined ? null : metricValues(r),
+  }
+}
+
+function toCommand(r: Row, now: number): CommandRow {
+  const status = r.status as 'ok' | 'error' | null
+  return {
+    id: r.id as string,
+    device: r.device as string,
+    name: r.name as string,
+    operator: r.operator as string,
+    by: r.sent_by as string,
+    sentAt: r.sent_at as number,
+    exp: r.exp as number,
+    state: status ?? ((r.exp as number) <= now ? 'expired' : 'sent'),
+    repliedAt: (r.replied_at as number | null) ?? null,
+    result: r.result === null || r.result === undefined ? null : (JSON.parse(r.result as string) as unknown),
+    refused: r.refused as number,
+    refusedWhy: (r.refused_why as string | null) ?? null,
   }
 }
 

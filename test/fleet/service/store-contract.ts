@@ -200,4 +200,35 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
     t.same(evs[0]!.data, { i: 4, text: '<script>alert(1)</script>' }, 'data comes back as it was stored: escaping is the renderer’s job')
     t.equal((await s.events({ from: T0, to: T0 + MIN, limit: 100 })).length, 5)
   })
+  t.test('commands: logged once, the first verified reply kept, refusals counted, newest first, kept a year', async t => {
+    const s = await open(t)
+    const cmd = (id: string, device: string, sentAt: number) => ({ id, device, name: 'ping', operator: 'o'.repeat(52), by: 'loopback', sentAt, exp: sentAt + MIN, envelope: `{"id":"${id}"}` })
+    t.equal(await s.addCommand(cmd('c0000001', DEV(1), T0)), true)
+    t.equal(await s.addCommand(cmd('c0000001', DEV(1), T0 + 5)), false, 'the same id again: refused (a replay)')
+    await s.addCommand(cmd('c0000002', DEV(1), T0 + 10))
+    await s.addCommand(cmd('c0000003', DEV(2), T0 + 20))
+    t.same(await s.commandTarget('c0000002'), { device: DEV(1), operator: 'o'.repeat(52) })
+    t.equal(await s.commandTarget('nosuchone'), undefined)
+    t.match(await s.getCommand('c0000001', T0 + 1), { state: 'sent', repliedAt: null, result: null, refused: 0, refusedWhy: null, envelope: '{"id":"c0000001"}', replyEnvelope: null })
+    t.match(await s.getCommand('c0000001', T0 + MIN), { state: 'expired' }, 'no reply by its expiry: expired')
+    await s.refuseReply('c0000001', 'BAD_SIGNATURE: signature does not verify')
+    t.equal(await s.setReply('c0000001', { at: T0 + 2, status: 'ok', result: '{"pong":true}', envelope: 'R1' }), true)
+    t.equal(await s.setReply('c0000001', { at: T0 + 3, status: 'error', result: '{"code":"X"}', envelope: 'R2' }), false, 'a second reply does not replace the first')
+    t.match(await s.getCommand('c0000001', T0 + MIN), { state: 'ok', repliedAt: T0 + 2, result: { pong: true }, refused: 1, refusedWhy: /^BAD_SIGNATURE/, replyEnvelope: 'R1' })
+    t.same(
+      (await s.commands({ limit: 10, now: T0 })).map(c => c.id),
+      ['c0000003', 'c0000002', 'c0000001'],
+    )
+    t.same(
+      (await s.commands({ device: DEV(1), limit: 10, now: T0 })).map(c => c.id),
+      ['c0000002', 'c0000001'],
+    )
+    t.same(
+      (await s.commands({ before: T0 + 10, limit: 10, now: T0 })).map(c => c.id),
+      ['c0000001'],
+      'paged by time',
+    )
+    await s.maintain(T0 + 366 * 24 * HOUR, { rawMs: HOUR, minuteMs: HOUR, hourMs: 365 * 24 * HOUR })
+    t.same(await s.commands({ limit: 10, now: T0 }), [], 'dropped with the hourly telemetry, after a year')
+  })
 }
