@@ -9,11 +9,11 @@
 import { sign as edSign, verify as edVerify, type KeyObject } from 'node:crypto'
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
-import { canonicalJson, type Json } from './canonical.js'
+import type { Json } from './canonical.js'
 import { CairnError } from './errors.js'
 import { isKeyId, publicKeyFromKeyId, type KeyPair } from './keys.js'
+import { signingInput } from './signing-input.js'
 
-const SIG_PREFIX = 'CAIRN-SIG-1\n'
 const ENVELOPE_VERSION = 1
 /** Anything that names a device or fleet in a topic: no '/', '+', '#', no spaces. */
 export const NAME_PATTERN = '^[a-z0-9][a-z0-9_-]{0,63}$'
@@ -42,8 +42,7 @@ export type Envelope = Static<typeof EnvelopeSchema>
 export type UnsignedEnvelope = Omit<Envelope, 'sig'>
 
 export function signedBytes(env: UnsignedEnvelope): Buffer {
-  const { sig: _ignored, ...rest } = env as Envelope
-  return Buffer.from(SIG_PREFIX + env.type + '\n' + canonicalJson(rest), 'utf8')
+  return Buffer.from(signingInput(env), 'utf8')
 }
 
 export interface SignInput {

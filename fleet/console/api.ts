@@ -2,9 +2,10 @@
 // that throw the API's own error message.
 
 import type { AlertKind, AlertRules } from '../service/alerts.js'
-import type { DeviceRow, Metric, SeriesPoint, Transition } from '../service/fleet-store.js'
+import type { CommandRow, DeviceRow, Metric, SeriesPoint, Transition } from '../service/fleet-store.js'
+import type { SignedCommand } from './signer.js'
 
-export type { AlertKind, Metric }
+export type { AlertKind, CommandRow, Metric }
 export type Device = DeviceRow & { readonly alerts: AlertKind[] }
 
 export interface Fleet {
@@ -54,8 +55,11 @@ class ApiError extends Error {
 async function get<T>(path: string, query: Record<string, string | number | undefined> = {}): Promise<T> {
   const qs = new URLSearchParams()
   for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== '') qs.set(k, String(v))
-  const url = `/api/v1${path}${qs.size > 0 ? `?${qs}` : ''}`
-  const res = await fetch(url, { headers: { accept: 'application/json' } })
+  return call<T>(`/api/v1${path}${qs.size > 0 ? `?${qs}` : ''}`, { headers: { accept: 'application/json' } })
+}
+
+async function call<T>(url: string, init: RequestInit): Promise<T> {
+  const res = await fetch(url, init)
   const body = (await res.json().catch(() => null)) as { error?: { code: string; message: string } } | null
   if (!res.ok) throw new ApiError(res.status, body?.error?.code ?? 'HTTP', body?.error?.message ?? `${res.status} ${res.statusText}`)
   return body as T
@@ -68,3 +72,11 @@ export const device = (id: string) => get<Device>(`/devices/${encodeURIComponent
 export const telemetry = (id: string, from: number, to: number, points = 1500) => get<Series>(`/devices/${encodeURIComponent(id)}/telemetry`, { from, to, points, limit: 5000 })
 export const events = (id: string, from: number, to: number) => get<{ items: EventItem[] }>(`/devices/${encodeURIComponent(id)}/events`, { from, to, limit: 200 })
 export const presence = (id: string, from: number, to: number) => get<{ items: Transition[] }>(`/devices/${encodeURIComponent(id)}/presence`, { from, to, limit: 200 })
+export const commands = (id: string) => get<{ items: CommandRow[] }>(`/devices/${encodeURIComponent(id)}/commands`, { limit: 20 })
+/** Hands a command signed in this browser to the service, which checks, logs and publishes it. */
+export const sendCommand = (id: string, cmd: SignedCommand) =>
+  call<CommandRow>(`/api/v1/devices/${encodeURIComponent(id)}/commands`, {
+    method: 'POST',
+    headers: { accept: 'application/json', 'content-type': 'application/json' },
+    body: JSON.stringify(cmd),
+  })

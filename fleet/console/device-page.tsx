@@ -1,11 +1,12 @@
-// One device: identity and state, its alerts, telemetry charts over a chosen range
-// (an hour to a year; the API picks raw samples, minutes or hours for the range), its
-// presence history and its events. Charts of what the board does not report (network,
-// GPU, power, fan) are left out. Reloads when the live stream names this device.
+// One device: identity and state, its alerts, its commands (signed in this browser,
+// commands.tsx), telemetry charts over a chosen range (an hour to a year; the API picks
+// raw samples, minutes or hours for the range), its presence history and its events.
+// Charts of what the board does not report (network, GPU, power, fan) are left out. Reloads when the live stream names this device.
 
 import { useState } from 'preact/hooks'
 import * as api from './api.js'
 import { Chart, type Line } from './chart.js'
+import { CommandPanel } from './commands.js'
 import { ago, num, rate, time } from './format.js'
 import { useLive } from './live.js'
 import { Problem, useLoad } from './ui.js'
@@ -139,6 +140,7 @@ export function DevicePage(props: { id: string }) {
           )}
         </div>
       )}
+      <CommandPanel id={id} />
       <h2>Telemetry</h2>
       <div class="ranges" role="group" aria-label="time range">
         {RANGES.map(([label, ms]) => (

@@ -8,7 +8,7 @@
 // this test's temp dir.
 
 import t from 'tap'
-import { existsSync, mkdirSync, statSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import mqtt from 'mqtt'
 import puppeteer, { type Browser, type Page } from 'puppeteer-core'
@@ -19,8 +19,9 @@ import { systemClock } from '../../../protocol/clock.js'
 import { newId } from '../../../protocol/ids.js'
 import { generateKeyPair, publicKeyPem } from '../../../protocol/keys.js'
 import { createLogger } from '../../../protocol/log.js'
+import { signCommand } from '../../../fleet/command-client.js'
 import { startBroker } from '../../helpers/broker.js'
-import { tmp, until } from '../../helpers/agent.js'
+import { operatorKey, startTestAgent, tmp, until } from '../../helpers/agent.js'
 import { guardMs } from '../../helpers/patience.js'
 
 // What the functions run inside the page use of the DOM (this file is type-checked for Node).
@@ -301,6 +302,124 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
     [],
     'nothing was fetched from another host',
   )
+})
+
+t.test('commands from the console: signed in the browser with a key it cannot export, answered by a real agent', async t => {
+  if (!existsSync(CHROMIUM)) return t.comment(`SKIPPED: no Chromium at ${CHROMIUM} (apt-get install chromium; CI installs it)`)
+  const broker = await startBroker()
+  t.teardown(() => broker.close())
+  const mqttVersion = broker.mqtt5 ? 5 : 4
+  const fleet = 'consolecmd'
+  const svc = new FleetService({
+    brokerUrl: broker.url,
+    mqtt: { protocolVersion: mqttVersion },
+    fleet,
+    store: new SqliteFleetStore(tmp('cairn-fleet-')),
+    clock: systemClock,
+    log: createLogger({ level: 'warn', out: { write: () => true } }),
+    listen: { host: '127.0.0.1', port: 0 },
+    shareGroup: null,
+    instance: 'ui',
+  })
+  const base = await svc.start()
+  t.teardown(() => svc.stop())
+  // the operator's key from `cairn keygen`, which the agent trusts
+  const op = operatorKey(tmp())
+  const agent = await startTestAgent({ url: broker.url, fleet, mqttVersion, operatorKeys: [op.pub] })
+  t.teardown(() => agent.stop())
+  const device = agent.agent.deviceId
+  await until(async () => ((await (await fetch(`${base}/api/v1/devices/${device}`)).json()) as { state?: string }).state === 'online', 30_000, 'the agent online')
+
+  const browser: Browser = await puppeteer.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--no-default-browser-check'],
+    protocolTimeout: guardMs(120_000),
+  })
+  t.teardown(() => browser.close())
+  const page: Page = await browser.newPage()
+  await page.setViewport({ width: 1400, height: 900 })
+  const pageErrors: string[] = []
+  page.on('pageerror', err => pageErrors.push(String(err)))
+  // everything the page sends: the private key must be in none of it
+  const sent: string[] = []
+  page.on('request', r => sent.push(`${r.url()} ${r.postData() ?? ''}`))
+  page.on('dialog', d => void d.accept())
+  const wait = { timeout: guardMs(60_000) }
+  const keyIdShown = () => page.$eval('[data-key-id]', el => el.getAttribute('data-key-id'))
+  const newestRow = async (state: string) => {
+    await page.waitForSelector(`table.command-log tbody tr:first-child[data-state=${state}]`, wait)
+    return page.$eval('table.command-log tbody tr:first-child', el => ({ id: el.getAttribute('data-command'), text: el.textContent ?? '' }))
+  }
+
+  await page.goto(`${base}/#/devices/${device}`, { waitUntil: 'domcontentloaded' })
+  await page.waitForSelector('[data-action=make-key]', wait)
+  t.pass('no key in a new browser: it offers to make one or import one')
+  const input = await page.waitForSelector('input[data-action=import-key]', wait)
+  await input!.uploadFile(op.file)
+  await page.waitForSelector('[data-key-id]', wait)
+  t.equal(await keyIdShown(), op.keyId, 'the imported key file: its key id shown')
+  const stored = (await page.evaluate(`new Promise((resolve, reject) => {
+    const open = indexedDB.open('cairn-console')
+    open.onerror = () => reject(open.error)
+    open.onsuccess = () => {
+      const get = open.result.transaction('keys').objectStore('keys').get('operator')
+      get.onsuccess = async () => {
+        const k = get.result.privateKey
+        let exported = false
+        try { await crypto.subtle.exportKey('pkcs8', k); exported = true } catch {}
+        resolve({ extractable: k.extractable, exported, algorithm: k.algorithm.name })
+      }
+    }
+  })`)) as { extractable: boolean; exported: boolean; algorithm: string }
+  t.same(stored, { extractable: false, exported: false, algorithm: 'Ed25519' }, 'kept in IndexedDB as an Ed25519 key that cannot be exported')
+
+  await domClick(page, '[data-action=send]')
+  const ping = await newestRow('ok')
+  t.match(ping.text, /ping.*ok.*"pong":true/, 'ping, signed in the browser: the agent answered')
+  const row = (await (await fetch(`${base}/api/v1/commands/${ping.id}`)).json()) as { operator: string; name: string; state: string }
+  t.match(row, { operator: op.keyId, name: 'ping', state: 'ok' }, 'the audit log: signed by the imported key, answered')
+  await page.screenshot({ path: join(process.env.CAIRN_CONSOLE_SHOTS ?? tmp('cairn-console-shots-'), 'device-commands.png') as `${string}.png`, fullPage: false })
+
+  // a key made in the browser: the device does not trust it yet, and says so, signed
+  await domClick(page, '[data-action=forget-key]')
+  await page.waitForSelector('[data-action=make-key]', wait)
+  await domClick(page, '[data-action=make-key]')
+  await page.waitForFunction((old: string) => document.querySelector('[data-key-id]')?.getAttribute('data-key-id') !== old, wait, op.keyId)
+  const made = (await keyIdShown())!
+  t.match(made, /^[a-z2-7]{52}$/, 'a key made here: its key id')
+  await domClick(page, '[data-action=send]')
+  const refused = await newestRow('error')
+  t.match(refused.text, /UNTRUSTED_KEY/, 'the agent refused the key it does not trust, and the console shows its signed refusal')
+
+  // trusted with operator-add, signed by the key the agent already trusts: now it obeys
+  const add = signCommand({ fleet, device, name: 'operator-add', body: { publicKey: made }, key: op, ttlMs: 60_000 })
+  const res = await fetch(`${base}/api/v1/devices/${device}/commands`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(add) })
+  t.equal(res.status, 202)
+  await until(async () => ((await (await fetch(`${base}/api/v1/commands/${add.id}`)).json()) as { state: string }).state === 'ok', 30_000, 'operator-add answered')
+  await page.select('select[data-field=command]', 'logs')
+  t.equal(await page.$eval('input[data-field=body]', el => (el as unknown as { value: string }).value), '{"lines": 100}', 'logs: its body filled in')
+  await page.$eval('input[data-field=body]', el => void ((el as unknown as { value: string }).value = ''))
+  await page.type('input[data-field=body]', '{"lines": 3}')
+  await domClick(page, '[data-action=send]')
+  await page.waitForFunction(
+    (old: string) => {
+      const tr = document.querySelector('table.command-log tbody tr:first-child')
+      return tr !== null && tr.getAttribute('data-command') !== old && tr.getAttribute('data-state') === 'ok'
+    },
+    wait,
+    refused.id!,
+  )
+  const logs = await page.$eval('table.command-log tbody tr:first-child', el => el.textContent ?? '')
+  t.match(logs, /logs.*ok.*"lines":\[/, 'logs, signed by the key made in the browser once the agent trusts it: answered')
+
+  const pem = readFileSync(op.file, 'utf8')
+  const secret = pem.split('\n').filter(l => l && !l.startsWith('-----'))[0]!
+  t.ok(
+    sent.every(s => !s.includes('PRIVATE KEY') && !s.includes(secret)),
+    `the private key is in none of the ${sent.length} requests the page made`,
+  )
+  t.same(pageErrors, [], 'no script errors in the page')
 })
 
 /** A click through the DOM (element.click()), not at the element's coordinates: a view
