@@ -27,7 +27,7 @@ const SKEW_MS = 5 * 60_000
 export const MAX_REPLY_BYTES = 512 * 1024
 const ID = new RegExp(ID_PATTERN)
 
-export interface Publish {
+interface Publish {
   (topic: string, payload: string, o: { responseTopic: string; correlation: string; expirySeconds: number }): void
 }
 
