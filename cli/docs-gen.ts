@@ -135,6 +135,8 @@ async function fleetOpenApi(): Promise<string> {
   const { SqliteFleetStore } = await import('../fleet/service/sqlite-store.js')
   const { DEFAULT_ALERT_RULES } = await import('../fleet/service/alerts.js')
   const { ChangeFeed } = await import('../fleet/service/change-feed.js')
+  const { CommandDesk } = await import('../fleet/service/commands.js')
+  const { createLogger } = await import('../protocol/log.js')
   const dir = mkdtempSync(join(tmpdir(), 'cairn-openapi-'))
   const store = new SqliteFleetStore(dir)
   try {
@@ -145,6 +147,7 @@ async function fleetOpenApi(): Promise<string> {
       stats: () => ({ stored: { status: 0, telemetry: 0, event: 0 }, refused: 0, transitions: 0 }),
       alertRules: DEFAULT_ALERT_RULES,
       changes: new ChangeFeed(),
+      commands: new CommandDesk({ store, fleet: 'demo', clock: { now: () => 0 }, log: createLogger({ level: 'fatal' }), operators: null, publish: () => undefined }),
     })
     const doc = JSON.stringify(app.swagger(), null, 2) + '\n'
     await app.close()

@@ -8,8 +8,10 @@ import { buildApi } from '../../../fleet/service/http-api.js'
 import { SqliteFleetStore } from '../../../fleet/service/sqlite-store.js'
 import { DEFAULT_ALERT_RULES } from '../../../fleet/service/alerts.js'
 import { ChangeFeed } from '../../../fleet/service/change-feed.js'
+import { CommandDesk } from '../../../fleet/service/commands.js'
 import { defaultConsoleDir } from '../../../fleet/service/fleet-service.js'
 import { ManualClock } from '../../../protocol/clock.js'
+import { createLogger } from '../../../protocol/log.js'
 import { tmp } from '../../helpers/agent.js'
 
 const T0 = Date.UTC(2026, 11, 7, 10, 0, 0)
@@ -96,6 +98,7 @@ t.test('the OpenAPI document served is the one in docs/api/fleet-openapi.json', 
     stats: () => ({ stored: { status: 0, telemetry: 0, event: 0 }, refused: 0, transitions: 0 }),
     alertRules: DEFAULT_ALERT_RULES,
     changes: new ChangeFeed(),
+    commands: new CommandDesk({ store, fleet: 'demo', clock: new ManualClock(T0), log: createLogger({ level: 'fatal' }), operators: null, publish: () => undefined }),
   })
   const base = await app.listen({ host: '127.0.0.1', port: 0 })
   t.teardown(async () => {
