@@ -256,7 +256,10 @@ async function runDemo(
       if (agent.healthPort) say(`  health    http://127.0.0.1:${agent.healthPort}/healthz  and /metrics`)
       say('')
       say('Try, in another terminal:')
-      if (consoleUrl) say(`  open ${consoleUrl} in a browser: the fleet console`)
+      if (consoleUrl) {
+        say(`  open ${consoleUrl} in a browser: the fleet console`)
+        say(`  open ${consoleUrl}#/devices/${id} and import ${opKey} there: commands to this agent, signed in the browser`)
+      }
       say(`  mosquitto_sub -p ${port} -t 'cairn/#' -v`)
       say(`  npx cairn fleet cmd ${id} ping --broker ${url} --fleet ${fleet} --key ${opKey}${broker ? ' --mqtt-version 4' : ''}`)
       say(`  npx cairn task submit ${id} --broker ${url} --fleet ${fleet} --key ${dispatcherKey} --type inference --model demo --input <photo.png>${broker ? ' --mqtt-version 4' : ''}`)

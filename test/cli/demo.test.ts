@@ -8,6 +8,8 @@ import { spawn } from 'node:child_process'
 import { readdirSync, readFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmp, until } from '../helpers/agent.js'
+import { signCommand } from '../../fleet/command-client.js'
+import { readKeyPairFile } from '../../protocol/keys.js'
 
 const bundle = new URL('../../dist/cairn.mjs', import.meta.url).pathname
 
@@ -106,6 +108,13 @@ t.test('cairn demo on its embedded MQTT 3.1.1 broker prints a score, and SIGTERM
     throw new Error(`${(err as Error).message}: ${JSON.stringify(fleet)}`)
   })
   t.notMatch(out, /status {4}online \(rpi|status {4}online \(jetson/, 'the printed view follows the real device, not the simulated ones')
+  // what it prints for commands from the console: the device page and the key to import there
+  const hint = /open (http:\/\/127\.0\.0\.1:\d+\/)#\/devices\/([a-z2-7]{52}) and import (\S+) there: commands to this agent/.exec(out)
+  t.ok(hint, 'it says which key file to import on which device page')
+  const ping = signCommand({ fleet: 'demo', device: hint![2]!, name: 'ping', body: {}, key: readKeyPairFile(hint![3]!), ttlMs: 60_000 })
+  const sent = await fetch(`${hint![1]}api/v1/devices/${hint![2]}/commands`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(ping) })
+  t.equal(sent.status, 202, 'a command signed with that key goes through the console')
+  await until(async () => ((await (await fetch(`${consoleUrl}api/v1/commands/${ping.id}`)).json()) as { state?: string }).state === 'ok', 60_000, 'the agent answers it')
   const consolePort = Number(new URL(consoleUrl!).port)
 
   const kids = descendants(child.pid!)
