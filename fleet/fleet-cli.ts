@@ -13,6 +13,7 @@ import { generateKeyPair, readKeyPairFile, writeKeyPairFiles } from '../protocol
 import type { TSchema } from '@sinclair/typebox'
 import { sendCommand, signCommand } from './command-client.js'
 import { rolloutCommand } from './rollout-cli.js'
+import { accountCommand } from './service/account-cli.js'
 import { serveCommand } from './service/serve-cli.js'
 
 type Out = { write(s: string): unknown }
@@ -32,6 +33,7 @@ export function fleetCommand(io: Io, deviceCommands: DeviceCommandSpecs): Comman
     .addCommand(cmdCommand(io, deviceCommands))
     .addCommand(rolloutCommand(io))
     .addCommand(serveCommand(io))
+    .addCommand(accountCommand(io))
     .addHelpText(
       'after',
       `

@@ -41,6 +41,10 @@ export interface FleetServiceOptions {
   /** key ids that may send commands through the service; none: any that verifies (each
    * device checks its own list of trusted operators either way) */
   operatorKeys?: readonly string[]
+  /** accounts (auth.ts): `always` when listening beyond loopback; Secure cookies behind TLS */
+  auth?: { always: boolean; secureCookies: boolean; sessionMs?: number }
+  tls?: { cert: Buffer; key: Buffer }
+  trustProxy?: boolean
 }
 
 /** Where `npm run build` puts the console: beside the bundle (dist/console), or the
@@ -93,6 +97,9 @@ export class FleetService {
       changes: this.changes,
       consoleDir: this.o.consoleDir ?? defaultConsoleDir(),
       commands: this.commands,
+      ...(this.o.auth ? { auth: this.o.auth } : {}),
+      ...(this.o.tls ? { tls: this.o.tls } : {}),
+      ...(this.o.trustProxy ? { trustProxy: true } : {}),
     })
     const address = await this.api.listen({ host: this.o.listen.host, port: this.o.listen.port })
     const filters = [...ingestFilters(this.o.fleet), replyFilter(this.o.fleet)].map(f => (this.o.shareGroup ? `$share/${this.o.shareGroup}/${f}` : f))
@@ -156,7 +163,17 @@ export class FleetService {
     if (this.stopped) return
     this.stopped = true
     clearTimeout(this.timer)
-    await new Promise<void>(r => (this.client ? this.client.end(false, {}, () => r()) : r()))
+    // A clean DISCONNECT, given a few seconds; then the socket is cut: a broker that is
+    // slow or gone must not hold the stop (what was not acknowledged comes again).
+    await new Promise<void>(r => {
+      const c = this.client
+      if (!c) return r()
+      const force = setTimeout(() => c.end(true, {}, () => r()), 5_000)
+      c.end(false, {}, () => {
+        clearTimeout(force)
+        r()
+      })
+    })
     this.changes.close()
     await this.api?.close()
     this.ingest.close()

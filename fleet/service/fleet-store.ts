@@ -161,6 +161,33 @@ export interface CommandRow extends Omit<CommandRecord, 'envelope'> {
   readonly refusedWhy: string | null
 }
 
+/** What an account may do: look (viewer); also send commands and set labels (operator);
+ * also manage accounts (admin). */
+export const ROLES = ['viewer', 'operator', 'admin'] as const
+export type Role = (typeof ROLES)[number]
+export const ACCOUNT_NAME = '^[a-z0-9][a-z0-9_.-]{0,31}$'
+
+export interface AccountRecord {
+  readonly name: string
+  readonly role: Role
+  /** passwords.ts's self-describing scrypt hash */
+  readonly passwordHash: string
+  readonly created: number
+  /** failed logins in a row, and until when the next attempt is refused unseen */
+  readonly failed: number
+  readonly lockedUntil: number
+}
+
+export interface SessionRecord {
+  /** SHA-256 of the cookie's secret: a copy of the store holds no usable session */
+  readonly idHash: string
+  readonly account: string
+  /** the session's CSRF token, sent back in a header with every change */
+  readonly csrf: string
+  readonly created: number
+  readonly expires: number
+}
+
 export interface Retention {
   readonly rawMs: number
   readonly minuteMs: number
@@ -195,6 +222,19 @@ export interface FleetStore {
   counts(): Promise<{ devices: number; online: number; offline: number }>
   /** How many devices have each alert, and how many have any, under these rules at `now`. */
   alertCounts(rules: AlertRules, now: number): Promise<Record<AlertKind | 'any', number>>
+  /** Adds an account, or replaces its role and password; a new password ends its sessions. */
+  putAccount(a: { name: string; role: Role; passwordHash: string; created: number }): Promise<'added' | 'updated'>
+  getAccount(name: string): Promise<AccountRecord | undefined>
+  listAccounts(): Promise<Array<{ name: string; role: Role; created: number }>>
+  /** Removes an account and its sessions. */
+  removeAccount(name: string): Promise<boolean>
+  accountCount(): Promise<number>
+  /** A failed login: the count goes up and the account waits until `lockedUntil`. */
+  loginFailed(name: string, lockedUntil: number): Promise<number>
+  addSession(s: SessionRecord): Promise<void>
+  /** A live session with its account's role now (a changed role applies at once). */
+  getSession(idHash: string, now: number): Promise<(SessionRecord & { role: Role }) | undefined>
+  deleteSession(idHash: string): Promise<void>
   /** Rolls closed minutes and hours up and drops what is past retention. */
   maintain(now: number, retention: Retention): Promise<{ minutes: number; hours: number; deleted: number }>
   close(): Promise<void>

@@ -14,6 +14,7 @@ import type { Clock } from '../../protocol/clock.js'
 import { ID_PATTERN } from '../../protocol/envelope.js'
 import { isCairnError, type ErrorCode } from '../../protocol/errors.js'
 import { ALERTS, ALERT_TEXT, alertsOf, type AlertRules } from './alerts.js'
+import { installAuth } from './auth.js'
 import type { ChangeFeed } from './change-feed.js'
 import type { CommandDesk } from './commands.js'
 import { METRICS, SORTS, resolutionFor, type DeviceRow, type FleetStore } from './fleet-store.js'
@@ -84,6 +85,18 @@ const CommandParams = Type.Object({ cmd: Type.String({ pattern: ID_PATTERN, desc
 // break its signature.
 const SignedCommand = Type.Object({}, { additionalProperties: true, description: 'a signed command envelope (docs/protocol.md, "Commands"), signed by the operator' })
 
+/** The error code of a status, where nothing more precise was said. */
+const STATUS_CODES: Record<number, string> = {
+  401: 'UNAUTHORIZED',
+  403: 'FORBIDDEN',
+  404: 'NOT_FOUND',
+  413: 'TOO_LARGE',
+  415: 'UNSUPPORTED_MEDIA_TYPE',
+  429: 'RATE_LIMITED',
+  500: 'INTERNAL',
+  503: 'UNAVAILABLE',
+}
+
 /** HTTP statuses of the command desk's refusals (the rest are 400). */
 const COMMAND_STATUS: Partial<Record<ErrorCode, number>> = { NOT_FOUND: 404, UNTRUSTED_KEY: 403, REPLAY: 409 }
 
@@ -99,6 +112,12 @@ export interface ApiDeps {
   consoleDir?: string
   /** sends signed commands; none: the command routes are 404s */
   commands?: CommandDesk
+  /** accounts: `always` beyond loopback (else once one exists); Secure cookies behind TLS */
+  auth?: { always: boolean; secureCookies: boolean; sessionMs?: number }
+  /** serve HTTPS with this certificate and key (PEM) */
+  tls?: { cert: Buffer; key: Buffer }
+  /** behind a reverse proxy: the client's address from X-Forwarded-For (sign-in limits) */
+  trustProxy?: boolean
 }
 
 /** How many live streams one process serves at once (each is one open socket). */
@@ -116,6 +135,10 @@ const CONSOLE_FILES: Record<string, string> = { 'app.js': 'text/javascript; char
 export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
   const app = Fastify({
     logger: false,
+    // close() ends every connection, busy ones too (a stream, a slow client): a stop is a stop
+    forceCloseConnections: true,
+    ...(d.tls ? { https: { cert: d.tls.cert, key: d.tls.key } } : {}),
+    ...(d.trustProxy ? { trustProxy: true } : {}),
     bodyLimit: 64 * 1024,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: true, useDefaults: false, allErrors: false } },
   })
@@ -129,7 +152,7 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
   // JSON only: a text body is a 415, not a string handed to a route that wants an object
   app.removeContentTypeParser('text/plain')
 
-  app.setErrorHandler((err: FastifyError, _req, reply) => {
+  app.setErrorHandler((err: FastifyError & { apiCode?: string }, _req, reply) => {
     // a refusal with the protocol's own code (a command's BAD_SIGNATURE, EXPIRED, ...)
     if (isCairnError(err)) {
       const status = COMMAND_STATUS[err.code] ?? (err.code === 'INTERNAL' ? 500 : 400)
@@ -138,22 +161,17 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
     }
     // 4xx as given, 503 (too many live streams) as given, anything else an internal error
     const status = err.statusCode && ((err.statusCode >= 400 && err.statusCode < 500) || err.statusCode === 503) ? err.statusCode : 500
-    const code = err.validation
-      ? 'BAD_REQUEST'
-      : status === 404
-        ? 'NOT_FOUND'
-        : status === 413
-          ? 'TOO_LARGE'
-          : status === 415
-            ? 'UNSUPPORTED_MEDIA_TYPE'
-            : status === 503
-              ? 'UNAVAILABLE'
-              : status === 500
-                ? 'INTERNAL'
-                : 'BAD_REQUEST'
+    const code = err.apiCode ?? (err.validation ? 'BAD_REQUEST' : (STATUS_CODES[status] ?? 'BAD_REQUEST'))
     const message = status === 500 ? 'internal error (see the service log)' : status === 415 ? 'the content-type must be application/json' : err.message
     if (status === 500) app.log.error(err)
     return reply.status(status).send({ error: { code, message } })
+  })
+  await installAuth(app, {
+    store: d.store,
+    clock: d.clock,
+    always: d.auth?.always ?? false,
+    secureCookies: d.auth?.secureCookies ?? false,
+    ...(d.auth?.sessionMs ? { sessionMs: d.auth.sessionMs } : {}),
   })
   app.setNotFoundHandler((req, reply) => reply.status(404).send({ error: { code: 'NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]!.slice(0, 200)}` } }))
 
@@ -260,8 +278,8 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
       },
       async (req, reply) => {
         const { id } = req.params as Static<typeof IdParams>
-        // until accounts exist every caller is on loopback (serve-cli.ts refuses other addresses)
-        return reply.status(202).send(await desk.send(req.body, id, 'loopback'))
+        // without accounts every caller is on loopback (serve-cli.ts refuses other addresses)
+        return reply.status(202).send(await desk.send(req.body, id, req.who?.account ?? 'loopback'))
       },
     )
     app.get('/api/v1/devices/:id/commands', { schema: { summary: "a device's commands and their verified replies, newest first", params: IdParams, querystring: CommandsQuery } }, async req => {
@@ -321,14 +339,15 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
     const f = consoleFiles.get(file)!
     return reply.headers(CONSOLE_HEADERS).type(f.type).send(f.body)
   }
-  app.get('/', { schema: { hide: true } }, (_req, reply) => sendConsole(reply, 'index.html'))
-  app.get('/console/:file', { schema: { hide: true } }, (req, reply) => {
+  // the page and its code are public (they hold no data): the page asks for a sign-in
+  app.get('/', { config: { public: true }, schema: { hide: true } }, (_req, reply) => sendConsole(reply, 'index.html'))
+  app.get('/console/:file', { config: { public: true }, schema: { hide: true } }, (req, reply) => {
     const { file } = req.params as { file: string }
     if (!Object.hasOwn(CONSOLE_FILES, file)) return reply.status(404).send({ error: { code: 'NOT_FOUND', message: `no console file ${file.slice(0, 100)}` } })
     return sendConsole(reply, file)
   })
 
-  app.get('/api/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger())
+  app.get('/api/v1/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger())
   await app.ready()
   return app
 }

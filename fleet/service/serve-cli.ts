@@ -2,6 +2,7 @@
 // anything opens, so a typo is one line at once.
 
 import { Command } from 'commander'
+import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import { ensureStateDir } from '../../protocol/identity.js'
 import { brokerConnection, withBrokerFlags, type BrokerFlags } from '../../protocol/broker-flags.js'
@@ -26,6 +27,9 @@ interface ServeOptions extends BrokerFlags {
   share: boolean
   logLevel: string
   operatorKey: string[]
+  tlsCert?: string
+  tlsKey?: string
+  trustProxy: boolean
 }
 
 export function serveCommand(io: Io): Command {
@@ -33,7 +37,10 @@ export function serveCommand(io: Io): Command {
     .description('the fleet service: remembers the fleet (registry, presence, telemetry with rollups, events) and serves its API on loopback (until SIGTERM)')
     .requiredOption('--fleet <name>', 'the fleet')
     .requiredOption('--state-dir <dir>', 'where the service keeps its store (fleet.db)')
-    .option('--listen <host:port>', 'where the API listens (loopback only, until accounts exist)', '127.0.0.1:8080')
+    .option('--listen <host:port>', 'where the API and console listen; beyond loopback only with accounts and TLS (here or at a proxy)', '127.0.0.1:8080')
+    .option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM; with --tls-key)')
+    .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
+    .option('--trust-proxy', 'behind a reverse proxy that terminates TLS: Secure cookies, the client address from X-Forwarded-For', false)
     .option('--store <kind>', 'sqlite (an embedded file in the state dir)', 'sqlite')
     .option('--instance <name>', 'this process among several sharing one store (1-32 letters, digits, - or _)', '1')
     .option('--share-group <name>', 'MQTT shared-subscription group of processes splitting the load (default: cairn-fleet-<fleet>)')
@@ -50,21 +57,22 @@ export function serveCommand(io: Io): Command {
       `
 Examples:
   cairn fleet serve --broker mqtt://broker:1883 --fleet demo --state-dir /var/lib/cairn-fleet
+  cairn fleet account add alice --role admin --state-dir /var/lib/cairn-fleet
+  cairn fleet serve --broker mqtt://broker:1883 --fleet demo --state-dir /var/lib/cairn-fleet \\
+    --listen 0.0.0.0:8443 --tls-cert fleet.crt --tls-key fleet.key
   curl -s 'http://127.0.0.1:8080/api/v1/devices?state=offline&sort=lastSeen'`,
     )
     .action(async (o: ServeOptions) => io.setExitCode(await serve(o, io)))
 }
 
-/** host:port, the host a loopback address (127.0.0.0/8, ::1, localhost). */
-export function parseListen(s: string): { host: string; port: number } {
+/** host:port, and whether the host is a loopback address (127.0.0.0/8, ::1, localhost). */
+export function parseListen(s: string): { host: string; port: number; loopback: boolean } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(s)
   const host = m?.[1] ?? m?.[2]
   const port = Number(m?.[3])
   if (!host || !(port >= 0 && port <= 65_535)) throw new CairnError('BAD_REQUEST', `--listen ${JSON.stringify(s)}: expected host:port, e.g. 127.0.0.1:8080`)
   const loopback = host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'))
-  if (!loopback)
-    throw new CairnError('BAD_REQUEST', `--listen ${host}: the fleet service listens on loopback only until it has accounts (docs/console.md); put a reverse proxy with authentication in front of it`)
-  return { host, port }
+  return { host, port, loopback }
 }
 
 async function serve(o: ServeOptions, io: Io): Promise<number> {
@@ -72,20 +80,38 @@ async function serve(o: ServeOptions, io: Io): Promise<number> {
   if (!/^[A-Za-z0-9_-]{1,32}$/.test(o.instance)) throw new CairnError('BAD_REQUEST', '--instance: 1-32 letters, digits, - or _')
   if (o.store !== 'sqlite') throw new CairnError('BAD_REQUEST', `--store ${JSON.stringify(o.store)}: only sqlite for now (a PostgreSQL store is planned)`)
   const listen = parseListen(o.listen)
+  if (Boolean(o.tlsCert) !== Boolean(o.tlsKey)) throw new CairnError('BAD_REQUEST', '--tls-cert and --tls-key go together')
+  const tls = o.tlsCert && o.tlsKey ? { cert: readPem(o.tlsCert, '--tls-cert'), key: readPem(o.tlsKey, '--tls-key') } : undefined
+  if (!listen.loopback && !tls && !o.trustProxy)
+    throw new CairnError(
+      'BAD_REQUEST',
+      `--listen ${listen.host}: beyond loopback the service needs TLS, here (--tls-cert, --tls-key) or at a reverse proxy in front of it (--trust-proxy); passwords and session cookies must not cross a network in clear (docs/console.md)`,
+    )
   const operatorKeys = o.operatorKey.map(k => (isKeyId(k.trim()) ? k.trim() : keyIdOf(readPublicKeyFile(k))))
   const { url, clientOptions } = brokerConnection(o)
   const log = createLogger({ level: o.logLevel as Level })
   ensureStateDir(o.stateDir)
+  const store = new SqliteFleetStore(o.stateDir)
+  if (!listen.loopback && (await store.accountCount()) === 0) {
+    await store.close()
+    throw new CairnError(
+      'BAD_REQUEST',
+      `--listen ${listen.host}: beyond loopback the service needs accounts, and ${o.stateDir} has none: add one first (cairn fleet account add NAME --role admin --state-dir ${o.stateDir})`,
+    )
+  }
   // loaded here, not with the CLI: the HTTP server (fastify) is no part of a device's start
   const { FleetService } = await import('./fleet-service.js')
   const service = new FleetService({
     brokerUrl: url,
     mqtt: clientOptions,
     fleet: o.fleet,
-    store: new SqliteFleetStore(o.stateDir),
+    store,
     clock: systemClock,
     log,
-    listen,
+    listen: { host: listen.host, port: listen.port },
+    auth: { always: !listen.loopback, secureCookies: Boolean(tls) || o.trustProxy },
+    ...(tls ? { tls } : {}),
+    ...(o.trustProxy ? { trustProxy: true } : {}),
     shareGroup: o.share ? (o.shareGroup ?? `cairn-fleet-${o.fleet}`) : null,
     instance: o.instance,
     operatorKeys,
@@ -103,4 +129,14 @@ async function serve(o: ServeOptions, io: Io): Promise<number> {
   })
   await service.stop()
   return 0
+}
+
+function readPem(file: string, flag: string): Buffer {
+  try {
+    const pem = readFileSync(file)
+    if (!pem.includes('-----BEGIN ')) throw new Error('not PEM')
+    return pem
+  } catch (err) {
+    throw new CairnError('BAD_REQUEST', `${flag} ${file}: ${err instanceof Error ? err.message : String(err)}`)
+  }
 }

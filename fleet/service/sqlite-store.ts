@@ -12,7 +12,10 @@ import {
   type CommandRecord,
   type CommandReply,
   type CommandRow,
+  type AccountRecord,
   type DeviceQuery,
+  type Role,
+  type SessionRecord,
   type DeviceRow,
   type EventRecord,
   type EventRow,
@@ -83,6 +86,24 @@ const MIGRATIONS = [
    );
    CREATE INDEX commands_device ON commands (device, sent_at);
    CREATE INDEX commands_sent ON commands (sent_at);`,
+  // accounts and their sessions (shared by every process on the store)
+  `CREATE TABLE accounts (
+     name TEXT PRIMARY KEY,
+     role TEXT NOT NULL,
+     password_hash TEXT NOT NULL,
+     created INTEGER NOT NULL,
+     failed INTEGER NOT NULL DEFAULT 0,
+     locked_until INTEGER NOT NULL DEFAULT 0
+   );
+   CREATE TABLE sessions (
+     id_hash TEXT PRIMARY KEY,
+     account TEXT NOT NULL,
+     csrf TEXT NOT NULL,
+     created INTEGER NOT NULL,
+     expires INTEGER NOT NULL
+   );
+   CREATE INDEX sessions_account ON sessions (account);
+   CREATE INDEX sessions_expires ON sessions (expires);`,
 ]
 
 const SORT_SQL: Record<DeviceQuery['sort'], string> = {
@@ -282,6 +303,75 @@ export class SqliteFleetStore implements FleetStore {
     return r && { ...toCommand(r, now), envelope: r.envelope as string, replyEnvelope: (r.reply_envelope as string | null) ?? null }
   }
 
+  async putAccount(a: { name: string; role: Role; passwordHash: string; created: number }): Promise<'added' | 'updated'> {
+    return this.db
+      .transaction(() => {
+        const before = this.db.prepare('SELECT password_hash FROM accounts WHERE name = ?').get(a.name) as { password_hash: string } | undefined
+        if (!before) {
+          this.db.prepare('INSERT INTO accounts (name, role, password_hash, created) VALUES (?, ?, ?, ?)').run(a.name, a.role, a.passwordHash, a.created)
+          return 'added' as const
+        }
+        this.db.prepare('UPDATE accounts SET role = ?, password_hash = ?, failed = 0, locked_until = 0 WHERE name = ?').run(a.role, a.passwordHash, a.name)
+        if (before.password_hash !== a.passwordHash) this.db.prepare('DELETE FROM sessions WHERE account = ?').run(a.name)
+        return 'updated' as const
+      })
+      .immediate()
+  }
+
+  async getAccount(name: string): Promise<AccountRecord | undefined> {
+    const r = this.db.prepare('SELECT * FROM accounts WHERE name = ?').get(name) as Row | undefined
+    return (
+      r && {
+        name: r.name as string,
+        role: r.role as Role,
+        passwordHash: r.password_hash as string,
+        created: r.created as number,
+        failed: r.failed as number,
+        lockedUntil: r.locked_until as number,
+      }
+    )
+  }
+
+  async listAccounts(): Promise<Array<{ name: string; role: Role; created: number }>> {
+    return this.db.prepare('SELECT name, role, created FROM accounts ORDER BY name').all() as Array<{ name: string; role: Role; created: number }>
+  }
+
+  async removeAccount(name: string): Promise<boolean> {
+    return this.db
+      .transaction(() => {
+        this.db.prepare('DELETE FROM sessions WHERE account = ?').run(name)
+        return this.db.prepare('DELETE FROM accounts WHERE name = ?').run(name).changes > 0
+      })
+      .immediate()
+  }
+
+  async accountCount(): Promise<number> {
+    return (this.db.prepare('SELECT COUNT(*) AS n FROM accounts').get() as { n: number }).n
+  }
+
+  async loginFailed(name: string, lockedUntil: number): Promise<number> {
+    const r = this.db.prepare('UPDATE accounts SET failed = failed + 1, locked_until = ? WHERE name = ? RETURNING failed').get(lockedUntil, name) as { failed: number } | undefined
+    return r?.failed ?? 0
+  }
+
+  async addSession(s: SessionRecord): Promise<void> {
+    this.db.transaction(() => {
+      this.db.prepare('UPDATE accounts SET failed = 0, locked_until = 0 WHERE name = ?').run(s.account)
+      this.db.prepare('INSERT INTO sessions (id_hash, account, csrf, created, expires) VALUES (?, ?, ?, ?, ?)').run(s.idHash, s.account, s.csrf, s.created, s.expires)
+    })()
+  }
+
+  async getSession(idHash: string, now: number): Promise<(SessionRecord & { role: Role }) | undefined> {
+    const r = this.db
+      .prepare('SELECT s.id_hash, s.account, s.csrf, s.created, s.expires, a.role FROM sessions s JOIN accounts a ON a.name = s.account WHERE s.id_hash = ? AND s.expires > ?')
+      .get(idHash, now) as Row | undefined
+    return r && { idHash: r.id_hash as string, account: r.account as string, csrf: r.csrf as string, created: r.created as number, expires: r.expires as number, role: r.role as Role }
+  }
+
+  async deleteSession(idHash: string): Promise<void> {
+    this.db.prepare('DELETE FROM sessions WHERE id_hash = ?').run(idHash)
+  }
+
   async counts(): Promise<{ devices: number; online: number; offline: number }> {
     const rows = this.db.prepare('SELECT state, COUNT(*) AS n FROM devices GROUP BY state').all() as Array<{ state: string; n: number }>
     const of = (s: string) => rows.find(r => r.state === s)?.n ?? 0
@@ -332,6 +422,7 @@ export class SqliteFleetStore implements FleetStore {
         deleted += this.db.prepare('DELETE FROM telemetry_1h WHERE ts < ?').run(now - retention.hourMs).changes
         deleted += this.db.prepare('DELETE FROM events WHERE ts < ?').run(now - retention.hourMs).changes
         deleted += this.db.prepare('DELETE FROM commands WHERE sent_at < ?').run(now - retention.hourMs).changes
+        this.db.prepare('DELETE FROM sessions WHERE expires <= ?').run(now)
         return { minutes, hours, deleted }
       })
       .immediate()

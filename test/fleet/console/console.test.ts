@@ -43,7 +43,7 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
   t.ok(existsSync(join(defaultConsoleDir(), 'index.html')), `the console is built (${defaultConsoleDir()}; npm run build)`)
 
   const broker = await startBroker()
-  t.teardown(() => broker.close())
+  t.teardown(named('the broker stop', () => broker.close()))
   const mqttVersion = broker.mqtt5 ? 5 : 4
   const fleet = 'console'
   const svc = new FleetService({
@@ -60,7 +60,7 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
     alertRules: { offlineMs: 1000, hotC: 80, diskPercent: 90 },
   })
   const base = await svc.start()
-  t.teardown(() => svc.stop())
+  t.teardown(named('the fleet service stop', () => svc.stop()))
 
   const sim = startSim({
     devices: SIM_DEVICES,
@@ -77,7 +77,7 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
       { kind: 'under-voltage', who: { index: 13 } },
     ],
   })
-  t.teardown(() => sim.stop())
+  t.teardown(named('the sim stop', () => sim.stop()))
   await sim.ready
   const dark = sim.devices[7]!.id
 
@@ -85,7 +85,7 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
   const key = generateKeyPair()
   const evil = key.keyId
   const pub = await mqtt.connectAsync(broker.url, { protocolVersion: mqttVersion })
-  t.teardown(() => pub.endAsync(true))
+  t.teardown(named('the publisher', () => pub.endAsync(true)))
   const now = Date.now()
   const topic = (k: string) => `cairn/v1/${fleet}/${evil}/${k}`
   const status = {
@@ -173,7 +173,7 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
     args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--no-default-browser-check'],
     protocolTimeout: guardMs(120_000),
   })
-  t.teardown(() => browser.close())
+  t.teardown(() => closeBrowser(browser))
   const page: Page = await browser.newPage()
   await page.setViewport({ width: 1400, height: 900 })
   const pageErrors: string[] = []
@@ -307,7 +307,7 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
 t.test('commands from the console: signed in the browser with a key it cannot export, answered by a real agent', async t => {
   if (!existsSync(CHROMIUM)) return t.comment(`SKIPPED: no Chromium at ${CHROMIUM} (apt-get install chromium; CI installs it)`)
   const broker = await startBroker()
-  t.teardown(() => broker.close())
+  t.teardown(named('the broker stop', () => broker.close()))
   const mqttVersion = broker.mqtt5 ? 5 : 4
   const fleet = 'consolecmd'
   const svc = new FleetService({
@@ -322,11 +322,11 @@ t.test('commands from the console: signed in the browser with a key it cannot ex
     instance: 'ui',
   })
   const base = await svc.start()
-  t.teardown(() => svc.stop())
+  t.teardown(named('the fleet service stop', () => svc.stop()))
   // the operator's key from `cairn keygen`, which the agent trusts
   const op = operatorKey(tmp())
   const agent = await startTestAgent({ url: broker.url, fleet, mqttVersion, operatorKeys: [op.pub] })
-  t.teardown(() => agent.stop())
+  t.teardown(named('the agent stop', () => agent.stop()))
   const device = agent.agent.deviceId
   await until(async () => ((await (await fetch(`${base}/api/v1/devices/${device}`)).json()) as { state?: string }).state === 'online', 30_000, 'the agent online')
 
@@ -336,7 +336,7 @@ t.test('commands from the console: signed in the browser with a key it cannot ex
     args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--no-default-browser-check'],
     protocolTimeout: guardMs(120_000),
   })
-  t.teardown(() => browser.close())
+  t.teardown(() => closeBrowser(browser))
   const page: Page = await browser.newPage()
   await page.setViewport({ width: 1400, height: 900 })
   const pageErrors: string[] = []
@@ -421,6 +421,42 @@ t.test('commands from the console: signed in the browser with a key it cannot ex
   )
   t.same(pageErrors, [], 'no script errors in the page')
 })
+
+/** A teardown that says so on stderr when it is still running after a minute, and
+ * when it fails: a failure is told, not thrown, since tap runs no further teardown after
+ * one throws, and a service or broker left running holds the test file open until its
+ * timeout (CI's left-over-process check still sees anything left behind). */
+function named(what: string, run: () => Promise<unknown>): () => Promise<void> {
+  return async () => {
+    const timer = setTimeout(() => process.stderr.write(`# teardown: ${what} still running after a minute\n`), 60_000)
+    try {
+      await run()
+    } catch (err) {
+      process.stderr.write(`# teardown: ${what} failed: ${String(err)}\n`)
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+}
+
+/** Closes Chromium; one that does not close within a minute, or whose close fails (its
+ * connection lost on a loaded machine), is killed, so a test's end never waits on it. */
+async function closeBrowser(browser: Browser): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  const stuck = new Promise<string>(r => (timer = setTimeout(() => r('did not close within a minute'), 60_000)))
+  const how = await Promise.race([
+    browser.close().then(
+      () => 'closed',
+      (err: unknown) => `close failed: ${String(err)}`,
+    ),
+    stuck,
+  ])
+  clearTimeout(timer)
+  if (how !== 'closed') {
+    process.stderr.write(`# Chromium ${how}: killed\n`)
+    browser.process()?.kill('SIGKILL')
+  }
+}
 
 /** A click through the DOM (element.click()), not at the element's coordinates: a view
  * that is still loading moves its buttons, and a coordinate click can land beside them. */

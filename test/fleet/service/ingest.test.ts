@@ -69,10 +69,16 @@ t.test('metrics: what a Pi 5 sample gives, and null for what a board has not', a
   t.same(Object.values(metricsOf(bare)), Array(12).fill(null), 'a sample with nothing: all null')
 })
 
-t.test('--listen: loopback only, until the service has accounts', async t => {
-  t.same(parseListen('127.0.0.1:8080'), { host: '127.0.0.1', port: 8080 })
-  t.same(parseListen('[::1]:0'), { host: '::1', port: 0 })
-  t.same(parseListen('localhost:9000'), { host: 'localhost', port: 9000 })
-  for (const bad of ['0.0.0.0:8080', '192.168.1.5:80', '[::]:8080', 'example.org:80']) t.throws(() => parseListen(bad), { code: 'BAD_REQUEST', message: /loopback only/ }, bad)
+t.test('--listen: host:port, and whether the host is loopback', async t => {
+  t.same(parseListen('127.0.0.1:8080'), { host: '127.0.0.1', port: 8080, loopback: true })
+  t.same(parseListen('[::1]:0'), { host: '::1', port: 0, loopback: true })
+  t.same(parseListen('localhost:9000'), { host: 'localhost', port: 9000, loopback: true })
+  for (const [s, host] of [
+    ['0.0.0.0:8080', '0.0.0.0'],
+    ['192.168.1.5:80', '192.168.1.5'],
+    ['[::]:8080', '::'],
+    ['example.org:80', 'example.org'],
+  ] as const)
+    t.match(parseListen(s), { host, loopback: false }, s)
   for (const bad of ['8080', '127.0.0.1', '127.0.0.1:99999', ':80']) t.throws(() => parseListen(bad), { code: 'BAD_REQUEST', message: /host:port/ }, bad)
 })

@@ -5,11 +5,14 @@
 // in-process agent that stops cleanly; junk on the device topics refused and counted.
 
 import t from 'tap'
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { request as httpsRequest } from 'node:https'
 import { join } from 'node:path'
 import mqtt from 'mqtt'
 import { FleetService } from '../../../fleet/service/fleet-service.js'
 import { SqliteFleetStore } from '../../../fleet/service/sqlite-store.js'
+import { verifyPassword } from '../../../fleet/service/passwords.js'
 import { createLogger } from '../../../protocol/log.js'
 import { systemClock } from '../../../protocol/clock.js'
 import { startBroker, type TestBroker } from '../../helpers/broker.js'
@@ -186,6 +189,126 @@ t.test('cairn sim --telemetry-period: simulated devices appear as agents do; one
   t.match((await api(a.url, `/api/v1/devices/${sim.devices[0]!.id}`)).body, { state: 'offline', reason: 'shutdown' }, 'a clean stop: offline (shutdown)')
 })
 
+/** `cairn fleet ...` with `input` on stdin: exit code, stdout, stderr. */
+function fleetCli(args: string[], input = ''): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise(resolve => {
+    const c = spawn(process.execPath, [bundle, 'fleet', ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    c.stdout!.on('data', (d: Buffer) => (out += d.toString()))
+    c.stderr!.on('data', (d: Buffer) => (err += d.toString()))
+    c.on('close', code => resolve({ code, out, err }))
+    c.stdin!.end(input)
+  })
+}
+
+t.test('fleet account: add, list, role, passwd, remove; the password from stdin, never a flag', async t => {
+  const dir = join(tmp('cairn-fleet-'), 'state')
+  const sd = ['--state-dir', dir]
+  t.match(await fleetCli(['account', 'list', ...sd]), { code: 0, out: /no accounts/ })
+  t.match(await fleetCli(['account', 'add', 'ada', '--role', 'admin', ...sd], 'short\n'), { code: 2, err: /at least 10 characters/ }, 'a short password: a usage error')
+  t.match(await fleetCli(['account', 'add', 'Ada!', ...sd], 'a good long password\n'), { code: 2, err: /account name/ })
+  t.match(
+    await fleetCli(['account', 'add', 'ada', '--role', 'root', ...sd], 'a good long password\n'),
+    { code: 2, err: /Allowed choices are viewer, operator, admin/ },
+    'an unknown role: a usage error naming the roles',
+  )
+  t.match(await fleetCli(['account', 'add', 'ada', '--role', 'admin', ...sd], 'a good long password\n'), { code: 0, out: 'added ada (admin)\n' })
+  t.match(await fleetCli(['account', 'add', 'ada', ...sd], 'a good long password\n'), { code: 2, err: /exists/ })
+  t.match(await fleetCli(['account', 'add', 'otto', ...sd], 'another long password\n'), { code: 0, out: 'added otto (operator)\n' }, 'operator by default')
+  t.match(await fleetCli(['account', 'role', 'otto', '--role', 'viewer', ...sd]), { code: 0, out: 'otto is now viewer\n' })
+  t.match(await fleetCli(['account', 'passwd', 'otto', ...sd], 'a third long password\n'), { code: 0, out: /new password for otto/ })
+  t.match(await fleetCli(['account', 'list', ...sd]), { code: 0, out: /^ada\tadmin\tsince .*\notto\tviewer\tsince / })
+  t.match(await fleetCli(['account', 'remove', 'otto', ...sd]), { code: 0, out: 'removed otto\n' })
+  t.match(await fleetCli(['account', 'remove', 'otto', ...sd]), { code: 2, err: /no account otto/ })
+  const store = new SqliteFleetStore(dir)
+  t.teardown(() => store.close())
+  const ada = await store.getAccount('ada')
+  t.ok(ada && (await verifyPassword('a good long password', ada.passwordHash)), 'the stored hash verifies the password given on stdin')
+})
+
+t.test('fleet serve with TLS: HTTPS, accounts on, Secure session cookies', async t => {
+  const dir = tmp('cairn-fleet-')
+  const state = join(dir, 'state')
+  t.equal((await fleetCli(['account', 'add', 'ada', '--role', 'admin', '--state-dir', state], 'a good long password\n')).code, 0)
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+      '-keyout',
+      join(dir, 'key.pem'),
+      '-out',
+      join(dir, 'cert.pem'),
+    ],
+    { stdio: 'ignore' },
+  )
+  const child = spawn(
+    process.execPath,
+    [
+      bundle,
+      'fleet',
+      'serve',
+      '--broker',
+      broker.url,
+      '--mqtt-version',
+      broker.mqtt5 ? '5' : '4',
+      '--fleet',
+      'tls',
+      '--state-dir',
+      state,
+      '--listen',
+      '127.0.0.1:0',
+      '--tls-cert',
+      join(dir, 'cert.pem'),
+      '--tls-key',
+      join(dir, 'key.pem'),
+      '--log-level',
+      'warn',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  )
+  t.teardown(() => void child.kill('SIGKILL'))
+  child.stderr!.resume()
+  const base = await new Promise<string>((resolve, reject) => {
+    let out = ''
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString()
+      const m = /(https:\/\/127\.0\.0\.1:\d+)\/api\/v1/.exec(out)
+      if (m) resolve(m[1]!)
+    })
+    child.on('exit', code => reject(new Error(`fleet serve exited (${code}): ${out}`)))
+  })
+  const ca = readFileSync(join(dir, 'cert.pem'))
+  const request = (method: string, path: string, body?: unknown) =>
+    new Promise<{ status: number; body: Record<string, unknown>; cookie: string | undefined }>((resolve, reject) => {
+      const req = httpsRequest(`${base}${path}`, { method, ca, headers: body ? { 'content-type': 'application/json' } : {} }, res => {
+        let text = ''
+        res.on('data', (d: Buffer) => (text += d.toString()))
+        res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(text) as Record<string, unknown>, cookie: res.headers['set-cookie']?.[0] }))
+      })
+      req.on('error', reject)
+      req.end(body ? JSON.stringify(body) : undefined)
+    })
+  t.match(await request('GET', '/api/v1/devices'), { status: 401 }, 'HTTPS, and with an account every call signs in')
+  const signIn = await request('POST', '/api/v1/session', { name: 'ada', password: 'a good long password' })
+  t.match(signIn, { status: 200, body: { account: { name: 'ada', role: 'admin' } } })
+  t.match(signIn.cookie, /; HttpOnly; SameSite=Strict; Secure$|; Secure/, 'the session cookie is Secure behind TLS')
+  child.kill('SIGTERM')
+  await new Promise(r => child.once('exit', r))
+})
+
 t.test('fleet serve: flags checked before anything opens', async t => {
   const run = (args: string[]) =>
     new Promise<{ code: number | null; err: string }>(resolve => {
@@ -197,8 +320,12 @@ t.test('fleet serve: flags checked before anything opens', async t => {
   const dir = tmp('cairn-fleet-')
   const off = await run(['--fleet', 'x', '--state-dir', join(dir, 's'), '--listen', '0.0.0.0:8080'])
   t.equal(off.code, 2, 'a usage error')
-  t.match(off.err, /listens on loopback only until it has accounts/)
+  t.match(off.err, /beyond loopback the service needs TLS/, 'beyond loopback without TLS: refused')
   t.equal(off.err.trim().split('\n').length, 1, 'one line')
+  const half = await run(['--fleet', 'x', '--state-dir', join(dir, 's'), '--tls-cert', join(dir, 'c.pem')])
+  t.match(half, { code: 2, err: /--tls-cert and --tls-key go together/ })
+  const noAccounts = await run(['--fleet', 'x', '--state-dir', join(dir, 's'), '--listen', '0.0.0.0:8080', '--trust-proxy'])
+  t.match(noAccounts, { code: 2, err: /needs accounts, and .* has none: add one first \(cairn fleet account add/ }, 'beyond loopback with no account: refused, saying how to add one')
   const store = await run(['--fleet', 'x', '--state-dir', join(dir, 's'), '--store', 'postgres://x'])
   t.match(store.err, /only sqlite for now/)
 })
