@@ -58,12 +58,43 @@ async function get<T>(path: string, query: Record<string, string | number | unde
   return call<T>(`/api/v1${path}${qs.size > 0 ? `?${qs}` : ''}`, { headers: { accept: 'application/json' } })
 }
 
+/** Whether accounts apply, and who is signed in (GET /api/v1/session). */
+export interface Session {
+  auth: boolean
+  account?: { name: string; role: 'viewer' | 'operator' | 'admin' }
+  csrf?: string
+  expires?: number
+}
+
+// The session's CSRF token, sent with every change; the session itself is an HttpOnly
+// cookie this script never sees.
+let current: Session = { auth: false }
+let signedOut: (() => void) | undefined
+
+/** Called when the service says the session is gone (expired, signed out elsewhere). */
+export function onSignedOut(fn: () => void): void {
+  signedOut = fn
+}
+
+/** Whether the one signed in (or anyone, where accounts do not apply) may send commands. */
+export const mayOperate = () => !current.auth || current.account?.role === 'operator' || current.account?.role === 'admin'
+
 async function call<T>(url: string, init: RequestInit): Promise<T> {
-  const res = await fetch(url, init)
+  const method = init.method ?? 'GET'
+  const headers = new Headers(init.headers)
+  if (method !== 'GET' && current.csrf) headers.set('x-cairn-csrf', current.csrf)
+  const res = await fetch(url, { ...init, headers })
   const body = (await res.json().catch(() => null)) as { error?: { code: string; message: string } } | null
+  if (res.status === 401 && !url.startsWith('/api/v1/session')) signedOut?.()
   if (!res.ok) throw new ApiError(res.status, body?.error?.code ?? 'HTTP', body?.error?.message ?? `${res.status} ${res.statusText}`)
   return body as T
 }
+
+const keep = (s: Session) => ((current = s), s)
+export const session = () => get<Session>('/session').then(keep)
+export const signIn = (name: string, password: string) =>
+  call<Session>('/api/v1/session', { method: 'POST', headers: { accept: 'application/json', 'content-type': 'application/json' }, body: JSON.stringify({ name, password }) }).then(keep)
+export const signOut = () => call<Session>('/api/v1/session', { method: 'DELETE', headers: { accept: 'application/json' } }).then(keep)
 
 export const fleet = () => get<Fleet>('/fleet')
 export const devices = (q: Record<string, string | number | undefined>) => get<Page<Device>>('/devices', q)

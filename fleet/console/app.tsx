@@ -10,7 +10,8 @@ import * as api from './api.js'
 import { Overview } from './overview.js'
 import { DeviceTable } from './device-table.js'
 import { DevicePage } from './device-page.js'
-import { useLiveState } from './live.js'
+import { closeLive, useLiveState } from './live.js'
+import { Problem } from './ui.js'
 import { parseRoute, type Route } from './route.js'
 
 function useRoute(): Route {
@@ -23,7 +24,7 @@ function useRoute(): Route {
   return route
 }
 
-function App() {
+function App(props: { session: api.Session; signOut: () => void }) {
   const route = useRoute()
   const live = useLiveState()
   const [fleet, setFleet] = useState<string>('')
@@ -50,6 +51,14 @@ function App() {
             Devices
           </a>
         </nav>
+        {props.session.account && (
+          <span class="who">
+            <span data-account={props.session.account.name}>{props.session.account.name}</span> ({props.session.account.role}){' '}
+            <button type="button" data-action="sign-out" onClick={props.signOut}>
+              Sign out
+            </button>
+          </span>
+        )}
         <span class={`live ${live ? 'up' : 'down'}`} title={live ? 'live updates on' : 'live updates off: reconnecting'} data-live={live ? 'up' : 'down'}>
           {live ? 'live' : 'offline'}
         </span>
@@ -63,4 +72,58 @@ function App() {
   )
 }
 
-render(<App />, document.getElementById('app')!)
+function SignIn(props: { done: (s: api.Session) => void }) {
+  const [name, setName] = useState('')
+  const [password, setPassword] = useState('')
+  const [error, setError] = useState<string>()
+  const [busy, setBusy] = useState(false)
+  const submit = (e: Event) => {
+    e.preventDefault()
+    setBusy(true)
+    setError(undefined)
+    api.signIn(name, password).then(props.done, (err: unknown) => {
+      setError(err instanceof Error ? err.message : String(err))
+      setBusy(false)
+    })
+  }
+  return (
+    <main class="sign-in">
+      <h1>Cairn fleet</h1>
+      <form onSubmit={submit}>
+        <label>
+          Name <input data-field="name" autocomplete="username" required value={name} onInput={e => setName((e.currentTarget as HTMLInputElement).value)} />
+        </label>
+        <label>
+          Password <input data-field="password" type="password" autocomplete="current-password" required value={password} onInput={e => setPassword((e.currentTarget as HTMLInputElement).value)} />
+        </label>
+        <button type="submit" data-action="sign-in" disabled={busy}>
+          Sign in
+        </button>
+      </form>
+      <Problem error={error} />
+    </main>
+  )
+}
+
+/** Signs in first where accounts apply (docs/console.md, "Accounts"). */
+function Root() {
+  const [session, setSession] = useState<api.Session>()
+  const [error, setError] = useState<string>()
+  useEffect(() => {
+    api.onSignedOut(() => {
+      closeLive()
+      setSession({ auth: true })
+    })
+    api.session().then(setSession, (err: unknown) => setError(err instanceof Error ? err.message : String(err)))
+  }, [])
+  const signOut = () => {
+    closeLive()
+    api.signOut().then(setSession, () => setSession({ auth: true }))
+  }
+  if (error) return <Problem error={error} />
+  if (!session) return null
+  if (session.auth && !session.account) return <SignIn done={setSession} />
+  return <App session={session} signOut={signOut} />
+}
+
+render(<Root />, document.getElementById('app')!)

@@ -119,7 +119,8 @@ export function CommandPanel(props: { id: string }) {
         )}
         <Problem error={keyError} />
       </div>
-      {key && (
+      {key && !api.mayOperate() && <p class="quiet">Your account is a viewer: sending commands needs the operator role.</p>}
+      {key && api.mayOperate() && (
         <form class="send" onSubmit={e => void send(e)}>
           <select aria-label="command" data-field="command" value={name} onChange={e => pick((e.currentTarget as HTMLSelectElement).value)}>
             {COMMANDS.map(c => (

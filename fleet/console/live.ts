@@ -61,3 +61,10 @@ export function useLiveState(): boolean {
   }, [])
   return state
 }
+
+/** Closes the stream (signed out): the next view that wants it opens it again. */
+export function closeLive(): void {
+  source?.close()
+  source = undefined
+  setUp(false)
+}

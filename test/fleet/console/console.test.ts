@@ -13,6 +13,7 @@ import { join } from 'node:path'
 import mqtt from 'mqtt'
 import puppeteer, { type Browser, type Page } from 'puppeteer-core'
 import { FleetService, defaultConsoleDir } from '../../../fleet/service/fleet-service.js'
+import { hashPassword } from '../../../fleet/service/passwords.js'
 import { SqliteFleetStore } from '../../../fleet/service/sqlite-store.js'
 import { startSim } from '../../../fleet/sim/sim.js'
 import { systemClock } from '../../../protocol/clock.js'
@@ -304,17 +305,21 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
   )
 })
 
-t.test('commands from the console: signed in the browser with a key it cannot export, answered by a real agent', async t => {
+t.test('sign-in, then commands from the console: signed in the browser with a key it cannot export, answered by a real agent', async t => {
   if (!existsSync(CHROMIUM)) return t.comment(`SKIPPED: no Chromium at ${CHROMIUM} (apt-get install chromium; CI installs it)`)
   const broker = await startBroker()
   t.teardown(named('the broker stop', () => broker.close()))
   const mqttVersion = broker.mqtt5 ? 5 : 4
   const fleet = 'consolecmd'
+  // an account: the service and its console ask for a sign-in
+  const store = new SqliteFleetStore(tmp('cairn-fleet-'))
+  const PASSWORD = 'correct horse battery'
+  await store.putAccount({ name: 'otto', role: 'operator', passwordHash: await hashPassword(PASSWORD), created: Date.now() })
   const svc = new FleetService({
     brokerUrl: broker.url,
     mqtt: { protocolVersion: mqttVersion },
     fleet,
-    store: new SqliteFleetStore(tmp('cairn-fleet-')),
+    store,
     clock: systemClock,
     log: createLogger({ level: 'warn', out: { write: () => true } }),
     listen: { host: '127.0.0.1', port: 0 },
@@ -328,7 +333,11 @@ t.test('commands from the console: signed in the browser with a key it cannot ex
   const agent = await startTestAgent({ url: broker.url, fleet, mqttVersion, operatorKeys: [op.pub] })
   t.teardown(named('the agent stop', () => agent.stop()))
   const device = agent.agent.deviceId
-  await until(async () => ((await (await fetch(`${base}/api/v1/devices/${device}`)).json()) as { state?: string }).state === 'online', 30_000, 'the agent online')
+  // this test's own session, for what it asks the API directly
+  const mine = await fetch(`${base}/api/v1/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'otto', password: PASSWORD }) })
+  const auth = { cookie: mine.headers.get('set-cookie')!.split(';')[0]!, 'x-cairn-csrf': ((await mine.json()) as { csrf: string }).csrf }
+  const get = async <T>(path: string) => (await (await fetch(`${base}${path}`, { headers: auth })).json()) as T
+  await until(async () => (await get<{ state?: string }>(`/api/v1/devices/${device}`)).state === 'online', 30_000, 'the agent online')
 
   const browser: Browser = await puppeteer.launch({
     executablePath: CHROMIUM,
@@ -353,6 +362,19 @@ t.test('commands from the console: signed in the browser with a key it cannot ex
   }
 
   await page.goto(`${base}/#/devices/${device}`, { waitUntil: 'domcontentloaded' })
+  await page.waitForSelector('[data-action=sign-in]', wait)
+  t.pass('an account exists: the console asks for a sign-in')
+  await page.type('[data-field=name]', 'otto')
+  await page.type('[data-field=password]', 'not the password')
+  await domClick(page, '[data-action=sign-in]')
+  await page.waitForFunction(() => /wrong name or password/.test(document.querySelector('.error')?.textContent ?? ''), wait)
+  t.pass('a wrong password: told so')
+  await page.$eval('[data-field=password]', el => void ((el as unknown as { value: string }).value = ''))
+  await page.type('[data-field=password]', PASSWORD)
+  await domClick(page, '[data-action=sign-in]')
+  await page.waitForSelector('[data-account=otto]', wait)
+  t.pass('signed in as otto, on the device page asked for')
+  t.notMatch(await page.evaluate('document.cookie'), /cairn_session/, 'the session cookie is HttpOnly: no script in the page can read it')
   await page.waitForSelector('[data-action=make-key]', wait)
   t.pass('no key in a new browser: it offers to make one or import one')
   const input = await page.waitForSelector('input[data-action=import-key]', wait)
@@ -377,8 +399,8 @@ t.test('commands from the console: signed in the browser with a key it cannot ex
   await domClick(page, '[data-action=send]')
   const ping = await newestRow('ok')
   t.match(ping.text, /ping.*ok.*"pong":true/, 'ping, signed in the browser: the agent answered')
-  const row = (await (await fetch(`${base}/api/v1/commands/${ping.id}`)).json()) as { operator: string; name: string; state: string }
-  t.match(row, { operator: op.keyId, name: 'ping', state: 'ok' }, 'the audit log: signed by the imported key, answered')
+  const row = await get<{ operator: string; name: string; state: string; by: string }>(`/api/v1/commands/${ping.id}`)
+  t.match(row, { operator: op.keyId, name: 'ping', state: 'ok', by: 'otto' }, 'the audit log: sent by otto, signed by the imported key, answered')
   await page.screenshot({ path: join(process.env.CAIRN_CONSOLE_SHOTS ?? tmp('cairn-console-shots-'), 'device-commands.png') as `${string}.png`, fullPage: false })
 
   // a key made in the browser: the device does not trust it yet, and says so, signed
@@ -394,9 +416,9 @@ t.test('commands from the console: signed in the browser with a key it cannot ex
 
   // trusted with operator-add, signed by the key the agent already trusts: now it obeys
   const add = signCommand({ fleet, device, name: 'operator-add', body: { publicKey: made }, key: op, ttlMs: 60_000 })
-  const res = await fetch(`${base}/api/v1/devices/${device}/commands`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(add) })
+  const res = await fetch(`${base}/api/v1/devices/${device}/commands`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(add) })
   t.equal(res.status, 202)
-  await until(async () => ((await (await fetch(`${base}/api/v1/commands/${add.id}`)).json()) as { state: string }).state === 'ok', 30_000, 'operator-add answered')
+  await until(async () => (await get<{ state: string }>(`/api/v1/commands/${add.id}`)).state === 'ok', 30_000, 'operator-add answered')
   await page.select('select[data-field=command]', 'logs')
   t.equal(await page.$eval('input[data-field=body]', el => (el as unknown as { value: string }).value), '{"lines": 100}', 'logs: its body filled in')
   await page.$eval('input[data-field=body]', el => void ((el as unknown as { value: string }).value = ''))
@@ -420,6 +442,11 @@ t.test('commands from the console: signed in the browser with a key it cannot ex
     `the private key is in none of the ${sent.length} requests the page made`,
   )
   t.same(pageErrors, [], 'no script errors in the page')
+
+  await domClick(page, '[data-action=sign-out]')
+  await page.waitForSelector('[data-action=sign-in]', wait)
+  const after = (await page.evaluate(`fetch('/api/v1/devices').then(r => r.status)`)) as number
+  t.equal(after, 401, 'signed out: the sign-in form again, and the API answers 401')
 })
 
 /** A teardown that says so on stderr when it is still running after a minute, and

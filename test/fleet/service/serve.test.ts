@@ -304,7 +304,7 @@ t.test('fleet serve with TLS: HTTPS, accounts on, Secure session cookies', async
   t.match(await request('GET', '/api/v1/devices'), { status: 401 }, 'HTTPS, and with an account every call signs in')
   const signIn = await request('POST', '/api/v1/session', { name: 'ada', password: 'a good long password' })
   t.match(signIn, { status: 200, body: { account: { name: 'ada', role: 'admin' } } })
-  t.match(signIn.cookie, /; HttpOnly; SameSite=Strict; Secure$|; Secure/, 'the session cookie is Secure behind TLS')
+  t.match(signIn.cookie, /; Secure(;|$)/, 'the session cookie is Secure behind TLS')
   child.kill('SIGTERM')
   await new Promise(r => child.once('exit', r))
 })
