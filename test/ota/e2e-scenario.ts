@@ -5,8 +5,10 @@
 // by the launcher after maxAttempts starts, and v2 reports why on `event`. Then the
 // fleet controls: `cairn fleet rollout status`, and `rollout halt` (a signed broadcast
 // on the release topic) keeps a newer release from being installed. All of it once per
-// MQTT version: the device, the hints, `cairn fleet cmd` and `cairn fleet rollout` all
-// speak 5, then all 3.1.1 (replies then come on the device's reply topic).
+// MQTT version, each in a file of its own (e2e-mqtt5.test.ts, e2e-mqtt311.test.ts) so
+// each has its own time budget and the two can run side by side: the device, the hints,
+// `cairn fleet cmd` and `cairn fleet rollout` all speak 5, or all 3.1.1 (replies then
+// come on the device's reply topic).
 
 import t from 'tap'
 import { execFile } from 'node:child_process'
@@ -17,35 +19,34 @@ import mqtt from 'mqtt'
 import { Consumer, operatorKey, sleep, startTestAgent, tmp, until } from '../helpers/agent.js'
 import { sendCommand, signCommand } from '../../fleet/command-client.js'
 import { startBroker, type TestBroker } from '../helpers/broker.js'
-import { MQTT_VERSIONS } from '../helpers/mqtt-versions.js'
+import { versionName, type MqttVersion } from '../helpers/mqtt-versions.js'
 import { buildBundle, DIST_BUNDLE, packTarget, startDevice, startRepo, unpackedTree, type TestDevice } from '../helpers/ota.js'
 import { schemaErrors } from '../helpers/schemas.js'
 
 const run = promisify(execFile)
 const cairn = (args: string[]) => run(process.execPath, [DIST_BUNDLE, ...args], { timeout: 60_000 })
 
-// Two full updates, one per MQTT version.
-t.setTimeout(480_000)
-
 let broker: TestBroker
 let bundles: { b1: string; b2: string; b3: string; b4: string }
-t.before(async () => {
-  broker = await startBroker()
-  const [b1, b2, b3, b4] = await Promise.all(['1.0.0', '2.0.0', '3.0.0', '4.0.0'].map(v => buildBundle(v)))
-  // v3: the real bundle with its agent deliberately broken (it still prints its version,
-  // so it passes staging and fails only once started: a crash loop).
-  const text = readFileSync(b3!, 'utf8')
-  const nl = text.indexOf('\n')
-  writeFileSync(b3!, text.slice(0, nl + 1) + "if (process.argv[2] === 'agent') { process.stderr.write('cairn 3.0.0: deliberately broken\\n'); process.exit(1) }\n" + text.slice(nl + 1))
-  bundles = { b1: b1!, b2: b2!, b3: b3!, b4: b4! }
-})
-t.teardown(async () => {
-  await broker?.close()
-})
 
-type Ev = { id: string; kind: string; ts: number; data: Record<string, unknown> }
-
-for (const { mqttVersion, label } of MQTT_VERSIONS) {
+/** The suite, on one MQTT version. */
+export function otaE2e(mqttVersion: MqttVersion): void {
+  const label = versionName(mqttVersion)
+  // one full update, a rollback and the rollout controls
+  t.setTimeout(480_000)
+  t.before(async () => {
+    broker = await startBroker()
+    const [b1, b2, b3, b4] = await Promise.all(['1.0.0', '2.0.0', '3.0.0', '4.0.0'].map(v => buildBundle(v)))
+    // v3: the real bundle with its agent deliberately broken (it still prints its version,
+    // so it passes staging and fails only once started: a crash loop).
+    const text = readFileSync(b3!, 'utf8')
+    const nl = text.indexOf('\n')
+    writeFileSync(b3!, text.slice(0, nl + 1) + "if (process.argv[2] === 'agent') { process.stderr.write('cairn 3.0.0: deliberately broken\\n'); process.exit(1) }\n" + text.slice(nl + 1))
+    bundles = { b1: b1!, b2: b2!, b3: b3!, b4: b4! }
+  })
+  t.teardown(async () => {
+    await broker?.close()
+  })
   t.test(`${label}: v1 → v2 committed; broken v3 rolled back with the reason; rollout status and halt`, async t => {
     // A repository and a fleet of its own per version (the same release versions in each).
     const repo = await startRepo()
@@ -189,3 +190,5 @@ for (const { mqttVersion, label } of MQTT_VERSIONS) {
     )
   })
 }
+
+type Ev = { id: string; kind: string; ts: number; data: Record<string, unknown> }

@@ -1,0 +1,5 @@
+// The OTA end-to-end suite (e2e-scenario.ts) on MQTT 3.1.1.
+
+import { otaE2e } from './e2e-scenario.js'
+
+otaE2e(4)
