@@ -111,3 +111,28 @@ export const sendCommand = (id: string, cmd: SignedCommand) =>
     headers: { accept: 'application/json', 'content-type': 'application/json' },
     body: JSON.stringify(cmd),
   })
+
+export interface Refused {
+  count: number
+  lastReason: string
+  lastAt: number
+}
+export interface Receipt {
+  id: string
+  task: string
+  type: string
+  outcome: 'done' | 'failed' | 'cancelled'
+  dispatcher: string
+  finished: number
+  payload: { body: { error: { code: string; message: string } | null; timings: Record<string, number> } }
+}
+export interface AttestationItem {
+  validator: string
+  epoch: number
+  score: number
+  fraud: boolean
+  receivedAt: number
+  payload: { body: { params: { slotMs: number; epochSlots: number }; counts: { slotsLive: number; slotsCovered: number; challenges: number; passed: number } } }
+}
+export const receipts = (id: string) => get<{ items: Receipt[]; refused: Refused | null }>(`/devices/${encodeURIComponent(id)}/receipts`, { limit: 20 })
+export const attestations = (id: string) => get<{ items: AttestationItem[]; refused: Refused | null }>(`/devices/${encodeURIComponent(id)}/attestations`, { limit: 30 })

@@ -1,12 +1,14 @@
 // One device: identity and state, its alerts, its commands (signed in this browser,
 // commands.tsx), telemetry charts over a chosen range (an hour to a year; the API picks
-// raw samples, minutes or hours for the range), its presence history and its events.
+// raw samples, minutes or hours for the range), its uptime score per epoch and its task
+// receipts (proofs.tsx), its presence history and its events.
 // Charts of what the board does not report (network, GPU, power, fan) are left out. Reloads when the live stream names this device.
 
 import { useState } from 'preact/hooks'
 import * as api from './api.js'
 import { Chart, type Line } from './chart.js'
 import { CommandPanel } from './commands.js'
+import { ProofPanel } from './proofs.js'
 import { ago, num, rate, time } from './format.js'
 import { useLive } from './live.js'
 import { Problem, useLoad } from './ui.js'
@@ -165,6 +167,7 @@ export function DevicePage(props: { id: string }) {
           ))}
         </div>
       )}
+      <ProofPanel id={id} />
       <Problem error={history.error} />
       {history.value && (
         <div class="history">

@@ -17,6 +17,7 @@ import { CommandDesk, MAX_REPLY_BYTES, isReplyTopic, replyFilter } from './comma
 import type { FleetStore, Retention } from './fleet-store.js'
 import { buildApi } from './http-api.js'
 import { FleetIngest, MAX_PACKET_BYTES, ingestFilters } from './ingest.js'
+import { MAX_SIGNED_BYTES, SignedIngest, signedFilters, signedTopic } from './signed-ingest.js'
 
 const DEFAULT_RETENTION: Retention = { rawMs: 48 * 3_600_000, minuteMs: 30 * 86_400_000, hourMs: 365 * 86_400_000 }
 
@@ -45,6 +46,8 @@ export interface FleetServiceOptions {
   auth?: { always: boolean; secureCookies: boolean; sessionMs?: number }
   tls?: { cert: Buffer; key: Buffer }
   trustProxy?: boolean
+  /** the validators whose attestations are kept (key ids); none: no attestation is kept */
+  validators?: readonly string[]
 }
 
 /** Where `npm run build` puts the console: beside the bundle (dist/console), or the
@@ -56,6 +59,7 @@ export function defaultConsoleDir(): string {
 export class FleetService {
   readonly ingest: FleetIngest
   readonly commands: CommandDesk
+  readonly signed: SignedIngest
   readonly changes = new ChangeFeed()
   private client: MqttClient | undefined
   private api: FastifyInstance | undefined
@@ -64,6 +68,14 @@ export class FleetService {
 
   constructor(private readonly o: FleetServiceOptions) {
     this.ingest = new FleetIngest({ store: o.store, fleet: o.fleet, clock: o.clock, log: o.log.child({ mod: 'ingest' }), onChange: (device, what) => this.changes.notify(device, what) })
+    this.signed = new SignedIngest({
+      store: o.store,
+      fleet: o.fleet,
+      clock: o.clock,
+      log: o.log.child({ mod: 'signed' }),
+      validators: new Set(o.validators ?? []),
+      onChange: device => this.changes.notify(device, 'event'),
+    })
     const v5 = o.mqtt.protocolVersion !== 4
     this.commands = new CommandDesk({
       store: o.store,
@@ -102,7 +114,8 @@ export class FleetService {
       ...(this.o.trustProxy ? { trustProxy: true } : {}),
     })
     const address = await this.api.listen({ host: this.o.listen.host, port: this.o.listen.port })
-    const filters = [...ingestFilters(this.o.fleet), replyFilter(this.o.fleet)].map(f => (this.o.shareGroup ? `$share/${this.o.shareGroup}/${f}` : f))
+    const signed = signedFilters(this.o.fleet)
+    const filters = [...[...ingestFilters(this.o.fleet), replyFilter(this.o.fleet), ...signed.shared].map(f => (this.o.shareGroup ? `$share/${this.o.shareGroup}/${f}` : f)), ...signed.whole]
     const client = connectMqtt({
       url: this.o.brokerUrl,
       base: this.o.mqtt,
@@ -110,7 +123,7 @@ export class FleetService {
       // as the validator: a share group's session ends with the connection (a persistent
       // member would keep being handed its share while it is away)
       clean: true,
-      maximumPacketSize: Math.max(MAX_PACKET_BYTES, MAX_REPLY_BYTES + 1024),
+      maximumPacketSize: Math.max(MAX_PACKET_BYTES, MAX_REPLY_BYTES, MAX_SIGNED_BYTES) + 1024,
       reconnectPeriodMs: 1000,
       resubscribe: false,
       beforeAck: (packet, ack) => void this.store(packet.topic, packet.payload as Buffer, ack),
@@ -150,6 +163,7 @@ export class FleetService {
     for (let delay = 200; !this.stopped; delay = Math.min(delay * 2, 10_000)) {
       try {
         if (isReplyTopic(topic, this.o.fleet)) await this.commands.handleReply(topic, payload)
+        else if (signedTopic(topic, this.o.fleet)) await this.signed.handle(topic, payload)
         else await this.ingest.handle(topic, payload)
         return ack()
       } catch (err) {

@@ -161,6 +161,37 @@ export interface CommandRow extends Omit<CommandRecord, 'envelope'> {
   readonly refusedWhy: string | null
 }
 
+/** A device's signed task receipt that verified (protocol/task-format.ts checkReceipt). */
+export interface ReceiptRecord {
+  readonly device: string
+  /** the receipt envelope's id */
+  readonly id: string
+  readonly task: string
+  readonly type: string
+  readonly outcome: 'done' | 'failed' | 'cancelled'
+  /** the key that asked for the work (the device itself for a local task) */
+  readonly dispatcher: string
+  readonly finished: number
+  readonly receivedAt: number
+  /** the signed receipt, to check again offline (`cairn task verify`) */
+  readonly payload: string
+}
+
+/** A pinned validator's signed uptime attestation that verified. */
+export interface AttestationRecord {
+  readonly validator: string
+  readonly device: string
+  readonly epoch: number
+  /** ppm */
+  readonly score: number
+  readonly fraud: boolean
+  readonly receivedAt: number
+  readonly payload: string
+}
+
+/** Signed messages about a device that did not verify: counted, never stored. */
+export type RefusalKind = 'receipt' | 'attestation'
+
 /** What an account may do: look (viewer); also send commands and set labels (operator);
  * also manage accounts (admin). */
 export const ROLES = ['viewer', 'operator', 'admin'] as const
@@ -222,6 +253,15 @@ export interface FleetStore {
   counts(): Promise<{ devices: number; online: number; offline: number }>
   /** How many devices have each alert, and how many have any, under these rules at `now`. */
   alertCounts(rules: AlertRules, now: number): Promise<Record<AlertKind | 'any', number>>
+  /** Keeps a verified receipt; false when kept already (by its id). */
+  addReceipt(r: ReceiptRecord): Promise<boolean>
+  receipts(q: { device: string; before?: number; limit: number }): Promise<Array<Omit<ReceiptRecord, 'payload'> & { payload: unknown }>>
+  /** Keeps a verified attestation; false when that validator's one for the epoch is kept already. */
+  addAttestation(a: AttestationRecord): Promise<boolean>
+  attestations(q: { device: string; limit: number }): Promise<Array<Omit<AttestationRecord, 'payload'> & { payload: unknown }>>
+  /** Counts a refused message about a device, with the last reason. */
+  addRefusal(device: string, kind: RefusalKind, reason: string, at: number): Promise<void>
+  refusals(device: string): Promise<Array<{ kind: RefusalKind; count: number; lastReason: string; lastAt: number }>>
   /** Adds an account, or replaces its role and password; a new password ends its sessions. */
   putAccount(a: { name: string; role: Role; passwordHash: string; created: number }): Promise<'added' | 'updated'>
   getAccount(name: string): Promise<AccountRecord | undefined>

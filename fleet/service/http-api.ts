@@ -72,7 +72,7 @@ const LabelsBody = Type.Object(
   { additionalProperties: false },
 )
 
-const CommandsQuery = Type.Object(
+const PageBefore = Type.Object(
   {
     before: Type.Optional(Type.Integer({ minimum: 0, maximum: 8_640_000_000_000_000, description: 'only commands sent before this time (ms): the next page' })),
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200 })),
@@ -252,6 +252,30 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
     return { from, to, items: await d.store.events({ device: id, from, to, limit: q.limit ?? 100 }) }
   })
 
+  app.get(
+    '/api/v1/devices/:id/receipts',
+    { schema: { summary: "a device's verified task receipts, newest first, and how many were refused", params: IdParams, querystring: PageBefore } },
+    async req => {
+      const { id } = req.params as Static<typeof IdParams>
+      const q = req.query as Static<typeof PageBefore>
+      if (!(await d.store.getDevice(id))) throw notFound(id)
+      const [items, refused] = await Promise.all([d.store.receipts({ device: id, ...(q.before !== undefined ? { before: q.before } : {}), limit: q.limit ?? 50 }), d.store.refusals(id)])
+      return { items, refused: refused.find(r => r.kind === 'receipt') ?? null }
+    },
+  )
+
+  app.get(
+    '/api/v1/devices/:id/attestations',
+    { schema: { summary: "a device's uptime score per epoch, from the pinned validators' verified attestations, and how many were refused", params: IdParams, querystring: PageBefore } },
+    async req => {
+      const { id } = req.params as Static<typeof IdParams>
+      const q = req.query as Static<typeof PageBefore>
+      if (!(await d.store.getDevice(id))) throw notFound(id)
+      const [items, refused] = await Promise.all([d.store.attestations({ device: id, limit: q.limit ?? 50 }), d.store.refusals(id)])
+      return { items, refused: refused.find(r => r.kind === 'attestation') ?? null }
+    },
+  )
+
   app.get('/api/v1/events', { schema: { summary: "the fleet's events, newest first", querystring: Range(1000) } }, async req => {
     const q = req.query as Static<ReturnType<typeof Range>>
     const { from, to } = range(q, 86_400_000)
@@ -282,14 +306,14 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
         return reply.status(202).send(await desk.send(req.body, id, req.who?.account ?? 'loopback'))
       },
     )
-    app.get('/api/v1/devices/:id/commands', { schema: { summary: "a device's commands and their verified replies, newest first", params: IdParams, querystring: CommandsQuery } }, async req => {
+    app.get('/api/v1/devices/:id/commands', { schema: { summary: "a device's commands and their verified replies, newest first", params: IdParams, querystring: PageBefore } }, async req => {
       const { id } = req.params as Static<typeof IdParams>
-      const q = req.query as Static<typeof CommandsQuery>
+      const q = req.query as Static<typeof PageBefore>
       if (!(await d.store.getDevice(id))) throw notFound(id)
       return { items: await d.store.commands({ device: id, ...(q.before !== undefined ? { before: q.before } : {}), limit: q.limit ?? 50, now: d.clock.now() }) }
     })
-    app.get('/api/v1/commands', { schema: { summary: 'the command audit log, newest first', querystring: CommandsQuery } }, async req => {
-      const q = req.query as Static<typeof CommandsQuery>
+    app.get('/api/v1/commands', { schema: { summary: 'the command audit log, newest first', querystring: PageBefore } }, async req => {
+      const q = req.query as Static<typeof PageBefore>
       return { items: await d.store.commands({ ...(q.before !== undefined ? { before: q.before } : {}), limit: q.limit ?? 50, now: d.clock.now() }) }
     })
     app.get('/api/v1/commands/:cmd', { schema: { summary: 'one command, with the signed command and the signed reply (to check again)', params: CommandParams } }, async req => {

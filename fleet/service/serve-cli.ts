@@ -27,6 +27,7 @@ interface ServeOptions extends BrokerFlags {
   share: boolean
   logLevel: string
   operatorKey: string[]
+  validator: string[]
   tlsCert?: string
   tlsKey?: string
   trustProxy: boolean
@@ -38,6 +39,12 @@ export function serveCommand(io: Io): Command {
     .requiredOption('--fleet <name>', 'the fleet')
     .requiredOption('--state-dir <dir>', 'where the service keeps its store (fleet.db)')
     .option('--listen <host:port>', 'where the API and console listen; beyond loopback only with accounts and TLS (here or at a proxy)', '127.0.0.1:8080')
+    .option(
+      '--validator <file|keyid>',
+      "a validator whose uptime attestations the service keeps (repeatable; PEM public key file or key id); others' are refused",
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
     .option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM; with --tls-key)')
     .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
     .option('--trust-proxy', 'behind a reverse proxy that terminates TLS: Secure cookies, the client address from X-Forwarded-For', false)
@@ -87,7 +94,9 @@ async function serve(o: ServeOptions, io: Io): Promise<number> {
       'BAD_REQUEST',
       `--listen ${listen.host}: beyond loopback the service needs TLS, here (--tls-cert, --tls-key) or at a reverse proxy in front of it (--trust-proxy); passwords and session cookies must not cross a network in clear (docs/console.md)`,
     )
-  const operatorKeys = o.operatorKey.map(k => (isKeyId(k.trim()) ? k.trim() : keyIdOf(readPublicKeyFile(k))))
+  const keyIds = (list: string[]) => list.map(k => (isKeyId(k.trim()) ? k.trim() : keyIdOf(readPublicKeyFile(k))))
+  const operatorKeys = keyIds(o.operatorKey)
+  const validators = keyIds(o.validator)
   const { url, clientOptions } = brokerConnection(o)
   const log = createLogger({ level: o.logLevel as Level })
   ensureStateDir(o.stateDir)
@@ -115,6 +124,7 @@ async function serve(o: ServeOptions, io: Io): Promise<number> {
     shareGroup: o.share ? (o.shareGroup ?? `cairn-fleet-${o.fleet}`) : null,
     instance: o.instance,
     operatorKeys,
+    validators,
   })
   try {
     const address = await service.start()

@@ -13,6 +13,9 @@ import {
   type CommandReply,
   type CommandRow,
   type AccountRecord,
+  type AttestationRecord,
+  type ReceiptRecord,
+  type RefusalKind,
   type DeviceQuery,
   type Role,
   type SessionRecord,
@@ -104,6 +107,23 @@ const MIGRATIONS = [
    );
    CREATE INDEX sessions_account ON sessions (account);
    CREATE INDEX sessions_expires ON sessions (expires);`,
+  // verified task receipts and attestations, and counts of what did not verify
+  `CREATE TABLE receipts (
+     device TEXT NOT NULL, id TEXT NOT NULL, task TEXT NOT NULL, type TEXT NOT NULL, outcome TEXT NOT NULL,
+     dispatcher TEXT NOT NULL, finished INTEGER NOT NULL, received_at INTEGER NOT NULL, payload TEXT NOT NULL,
+     PRIMARY KEY (device, id)
+   );
+   CREATE INDEX receipts_finished ON receipts (device, finished);
+   CREATE TABLE attestations (
+     validator TEXT NOT NULL, device TEXT NOT NULL, epoch INTEGER NOT NULL, score INTEGER NOT NULL, fraud INTEGER NOT NULL,
+     received_at INTEGER NOT NULL, payload TEXT NOT NULL,
+     PRIMARY KEY (device, epoch, validator)
+   );
+   CREATE INDEX attestations_received ON attestations (received_at);
+   CREATE TABLE refusals (
+     device TEXT NOT NULL, kind TEXT NOT NULL, count INTEGER NOT NULL, last_reason TEXT NOT NULL, last_at INTEGER NOT NULL,
+     PRIMARY KEY (device, kind)
+   );`,
 ]
 
 const SORT_SQL: Record<DeviceQuery['sort'], string> = {
@@ -303,6 +323,68 @@ export class SqliteFleetStore implements FleetStore {
     return r && { ...toCommand(r, now), envelope: r.envelope as string, replyEnvelope: (r.reply_envelope as string | null) ?? null }
   }
 
+  async addReceipt(r: ReceiptRecord): Promise<boolean> {
+    return (
+      this.db
+        .prepare('INSERT INTO receipts (device, id, task, type, outcome, dispatcher, finished, received_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING')
+        .run(r.device, r.id, r.task, r.type, r.outcome, r.dispatcher, r.finished, r.receivedAt, r.payload).changes > 0
+    )
+  }
+
+  async receipts(q: { device: string; before?: number; limit: number }): Promise<Array<Omit<ReceiptRecord, 'payload'> & { payload: unknown }>> {
+    const rows = (
+      q.before !== undefined
+        ? this.db.prepare('SELECT * FROM receipts WHERE device = ? AND finished < ? ORDER BY finished DESC, id DESC LIMIT ?').all(q.device, q.before, q.limit)
+        : this.db.prepare('SELECT * FROM receipts WHERE device = ? ORDER BY finished DESC, id DESC LIMIT ?').all(q.device, q.limit)
+    ) as Row[]
+    return rows.map(r => ({
+      device: r.device as string,
+      id: r.id as string,
+      task: r.task as string,
+      type: r.type as string,
+      outcome: r.outcome as 'done' | 'failed' | 'cancelled',
+      dispatcher: r.dispatcher as string,
+      finished: r.finished as number,
+      receivedAt: r.received_at as number,
+      payload: JSON.parse(r.payload as string) as unknown,
+    }))
+  }
+
+  async addAttestation(a: AttestationRecord): Promise<boolean> {
+    return (
+      this.db
+        .prepare('INSERT INTO attestations (validator, device, epoch, score, fraud, received_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING')
+        .run(a.validator, a.device, a.epoch, a.score, a.fraud ? 1 : 0, a.receivedAt, a.payload).changes > 0
+    )
+  }
+
+  async attestations(q: { device: string; limit: number }): Promise<Array<Omit<AttestationRecord, 'payload'> & { payload: unknown }>> {
+    const rows = this.db.prepare('SELECT * FROM attestations WHERE device = ? ORDER BY epoch DESC, validator LIMIT ?').all(q.device, q.limit) as Row[]
+    return rows.map(r => ({
+      validator: r.validator as string,
+      device: r.device as string,
+      epoch: r.epoch as number,
+      score: r.score as number,
+      fraud: r.fraud === 1,
+      receivedAt: r.received_at as number,
+      payload: JSON.parse(r.payload as string) as unknown,
+    }))
+  }
+
+  async addRefusal(device: string, kind: RefusalKind, reason: string, at: number): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO refusals (device, kind, count, last_reason, last_at) VALUES (?, ?, 1, ?, ?)
+         ON CONFLICT (device, kind) DO UPDATE SET count = refusals.count + 1, last_reason = excluded.last_reason, last_at = excluded.last_at`,
+      )
+      .run(device, kind, reason.slice(0, 500), at)
+  }
+
+  async refusals(device: string): Promise<Array<{ kind: RefusalKind; count: number; lastReason: string; lastAt: number }>> {
+    const rows = this.db.prepare('SELECT kind, count, last_reason, last_at FROM refusals WHERE device = ? ORDER BY kind').all(device) as Row[]
+    return rows.map(r => ({ kind: r.kind as RefusalKind, count: r.count as number, lastReason: r.last_reason as string, lastAt: r.last_at as number }))
+  }
+
   async putAccount(a: { name: string; role: Role; passwordHash: string; created: number }): Promise<'added' | 'updated'> {
     return this.db
       .transaction(() => {
@@ -423,6 +505,8 @@ export class SqliteFleetStore implements FleetStore {
         deleted += this.db.prepare('DELETE FROM events WHERE ts < ?').run(now - retention.hourMs).changes
         deleted += this.db.prepare('DELETE FROM commands WHERE sent_at < ?').run(now - retention.hourMs).changes
         this.db.prepare('DELETE FROM sessions WHERE expires <= ?').run(now)
+        deleted += this.db.prepare('DELETE FROM receipts WHERE received_at < ?').run(now - retention.hourMs).changes
+        deleted += this.db.prepare('DELETE FROM attestations WHERE received_at < ?').run(now - retention.hourMs).changes
         return { minutes, hours, deleted }
       })
       .immediate()

@@ -22,6 +22,7 @@ import { generateKeyPair, publicKeyPem } from '../../../protocol/keys.js'
 import { createLogger } from '../../../protocol/log.js'
 import { signCommand } from '../../../fleet/command-client.js'
 import { startBroker } from '../../helpers/broker.js'
+import { signedAttestation, signedReceipt } from '../../helpers/signed-fixtures.js'
 import { operatorKey, startTestAgent, tmp, until } from '../../helpers/agent.js'
 import { guardMs } from '../../helpers/patience.js'
 
@@ -47,6 +48,8 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
   t.teardown(named('the broker stop', () => broker.close()))
   const mqttVersion = broker.mqtt5 ? 5 : 4
   const fleet = 'console'
+  // the validator whose attestations the service keeps
+  const validator = generateKeyPair()
   const svc = new FleetService({
     brokerUrl: broker.url,
     mqtt: { protocolVersion: mqttVersion },
@@ -57,6 +60,7 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
     listen: { host: '127.0.0.1', port: 0 },
     shareGroup: null,
     instance: 'ui',
+    validators: [validator.keyId],
     // a device dark for a second already alerts, so the test need not wait ten minutes
     alertRules: { offlineMs: 1000, hotC: 80, diskPercent: 90 },
   })
@@ -145,6 +149,18 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
     }
     await pub.publishAsync(histTopic('telemetry'), JSON.stringify({ v: 1, id: newId(ts), device: hist.keyId, ts, sample }), { qos: 1 })
   }
+  // its uptime over three epochs, attested by the pinned validator; two task receipts it
+  // signed (one failed, its error message markup); and one forged receipt, refused
+  for (const [epoch, score] of [
+    [1, 982_000],
+    [2, 1_000_000],
+    [3, 874_000],
+  ] as const)
+    await pub.publishAsync(`cairn/v1/${fleet}/attestation/${validator.keyId}/${hist.keyId}`, JSON.stringify(signedAttestation(validator, fleet, hist.keyId, epoch, score)), { qos: 1 })
+  const dispatcher = generateKeyPair()
+  await pub.publishAsync(histTopic('task/receipt'), JSON.stringify(signedReceipt(hist, fleet, dispatcher, 'task-cache-0001')), { qos: 1 })
+  await pub.publishAsync(histTopic('task/receipt'), JSON.stringify(signedReceipt(hist, fleet, dispatcher, 'task-cache-0002', hist, { code: 'INTERNAL', message: XSS })), { qos: 1 })
+  await pub.publishAsync(histTopic('task/receipt'), JSON.stringify(signedReceipt(hist, fleet, dispatcher, 'task-cache-0003', dispatcher)), { qos: 1 })
   const api = async <T>(path: string): Promise<T> => (await (await fetch(`${base}${path}`)).json()) as T
   let seen = ''
   await until(
@@ -154,10 +170,21 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
       const s = await api<{ points?: unknown[] }>(`/api/v1/devices/${evil}/telemetry?resolution=raw`)
       seen = `${JSON.stringify(f.counts)}, ${e.items?.length} events, ${s.points?.length} samples; ${JSON.stringify(svc.ingest.stats)}`
       const h = await api<{ points?: unknown[] }>(`/api/v1/devices/${hist.keyId}/telemetry?resolution=raw&from=${now - 86_400_000}&to=${now}&limit=5000`)
-      return f.counts.devices === SIM_DEVICES + 2 && f.counts.online === SIM_DEVICES + 1 && e.items?.length === 1 && s.points?.length === 3 && h.points?.length === DAY_SAMPLES
+      const r = await api<{ items?: unknown[]; refused?: unknown }>(`/api/v1/devices/${hist.keyId}/receipts`)
+      const a = await api<{ items?: unknown[] }>(`/api/v1/devices/${hist.keyId}/attestations`)
+      return (
+        f.counts.devices === SIM_DEVICES + 2 &&
+        f.counts.online === SIM_DEVICES + 1 &&
+        e.items?.length === 1 &&
+        s.points?.length === 3 &&
+        h.points?.length === DAY_SAMPLES &&
+        r.items?.length === 2 &&
+        r.refused !== null &&
+        a.items?.length === 3
+      )
     },
     120_000,
-    `${SIM_DEVICES + 2} devices stored, ${SIM_DEVICES + 1} online (one dark), the markup device's samples and event, and a day of samples`,
+    `${SIM_DEVICES + 2} devices stored, ${SIM_DEVICES + 1} online (one dark), the markup device's samples and event, a day of samples, receipts and attestations`,
   ).catch(err => {
     throw new Error(`${(err as Error).message}; last seen: ${seen}`)
   })
@@ -235,9 +262,19 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
   await page.waitForFunction(() => location.hash.includes('sort=tempC') && location.hash.includes('order=asc'), wait)
   await domClick(page, '[data-sort=tempC]')
   await page.waitForFunction(() => location.hash.includes('order=desc') && document.querySelector('th[aria-sort=descending] [data-sort=tempC]') !== null, wait)
-  await page.waitForFunction(() => !document.querySelector('table.device-table.loading'), wait)
-  const temps = await page.$$eval('table.device-table td.c-tempC', tds => tds.map(td => Number.parseFloat(td.textContent ?? '')))
-  t.ok(temps.length === 50 && temps.every((v, i) => i === 0 || v <= temps[i - 1]!), `sorted by temperature, hottest first (${temps.slice(0, 3).join(', ')} … ${temps.at(-1)})`)
+  // The rows follow the header by a render (and a live reload may be on its way): wait for
+  // a page of them in order, and say what was shown if none comes.
+  const shownTemps = () => page.$$eval('table.device-table td.c-tempC', tds => tds.map(td => td.textContent ?? ''))
+  const inOrder = () => {
+    const cells = Array.from((document as unknown as { querySelectorAll(s: string): ArrayLike<PageElement> }).querySelectorAll('table.device-table td.c-tempC'))
+    const v = cells.map(td => Number.parseFloat(td.textContent ?? ''))
+    return v.length === 50 && v.every((x, i) => !Number.isNaN(x) && (i === 0 || x <= v[i - 1]!))
+  }
+  await page.waitForFunction(inOrder, wait).catch(async err => {
+    throw new Error(`the table never showed 50 rows sorted by temperature; it shows ${JSON.stringify(await shownTemps())}: ${String(err)}`)
+  })
+  const temps = (await shownTemps()).map(x => Number.parseFloat(x))
+  t.pass(`sorted by temperature, hottest first (${temps.slice(0, 3).join(', ')} … ${temps.at(-1)})`)
   await shot('devices')
   // filters: Jetson boards only, then a search
   await page.goto(`${base}/#/devices?board=jetson-orin`)
@@ -273,6 +310,23 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
   )
   t.pass(`24 h: its ${DAY_SAMPLES} samples, one a minute bucket, in the chart`)
   t.equal((await page.$$('.chart canvas')).length, 4, 'four charts: CPU/memory/disk, temperature, load, network')
+  await page.waitForSelector('table.attestations tbody tr', wait)
+  t.same(
+    await page.$$eval('table.attestations tbody tr', trs => trs.map(tr => [tr.getAttribute('data-epoch'), tr.querySelector('.score')?.textContent])),
+    [
+      ['3', '87.4 %'],
+      ['2', '100.0 %'],
+      ['1', '98.2 %'],
+    ],
+    'the uptime score per epoch, from the pinned validator’s attestations, newest first',
+  )
+  t.same(
+    await page.$$eval('table.receipts tbody tr', trs => trs.map(tr => tr.getAttribute('data-task'))).then(ids => ids.sort()),
+    ['task-cache-0001', 'task-cache-0002'],
+    'its two signed task receipts',
+  )
+  t.match(await text('table.receipts tr[data-task="task-cache-0002"] td.outcome'), /failed \(INTERNAL\)/)
+  t.equal(await page.$eval('.proofs p.refused', el => el.getAttribute('data-refused')), '1', 'and the forged one, refused and counted, not shown')
   await shot('device')
 
   // the markup device: every field shows the markup as text, none of it ran
