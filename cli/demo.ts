@@ -158,6 +158,8 @@ async function runDemo(
         listen: { host: '127.0.0.1', port },
         shareGroup: null,
         instance: 'demo',
+        // the demo's validator: its attestations are the scores on the device page
+        validators: [vkey.keyId],
         // a device dark for half a minute already alerts here (a fleet's default: 10 minutes)
         alertRules: { ...DEFAULT_ALERT_RULES, offlineMs: 30_000 },
       })

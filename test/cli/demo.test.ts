@@ -115,6 +115,13 @@ t.test('cairn demo on its embedded MQTT 3.1.1 broker prints a score, and SIGTERM
   const sent = await fetch(`${hint![1]}api/v1/devices/${hint![2]}/commands`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(ping) })
   t.equal(sent.status, 202, 'a command signed with that key goes through the console')
   await until(async () => ((await (await fetch(`${consoleUrl}api/v1/commands/${ping.id}`)).json()) as { state?: string }).state === 'ok', 60_000, 'the agent answers it')
+  // the validator's attestation behind the score line, kept by the console (the demo pins its validator)
+  await until(
+    async () => (((await (await fetch(`${consoleUrl}api/v1/devices/${hint![2]}/attestations`)).json()) as { items?: unknown[] }).items?.length ?? 0) > 0,
+    60_000,
+    "the device's attestation in the console",
+  )
+  t.pass("the scored epoch's attestation is on the device's page")
   const consolePort = Number(new URL(consoleUrl!).port)
 
   const kids = descendants(child.pid!)
