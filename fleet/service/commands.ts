@@ -14,7 +14,7 @@ import { CairnError } from '../../protocol/errors.js'
 import type { Logger } from '../../protocol/log.js'
 import { readReply } from '../../protocol/reply.js'
 import { RefusalLog } from '../../protocol/refusal-log.js'
-import { deviceTopics, TOPIC_ROOT } from '../../protocol/topics.js'
+import { deviceTopics, releaseTopic, TOPIC_ROOT } from '../../protocol/topics.js'
 import type { CommandRow, FleetStore } from './fleet-store.js'
 
 /** A command's name: what the agent's command topics accept. */
@@ -28,7 +28,7 @@ export const MAX_REPLY_BYTES = 512 * 1024
 const ID = new RegExp(ID_PATTERN)
 
 interface Publish {
-  (topic: string, payload: string, o: { responseTopic: string; correlation: string; expirySeconds: number }): void
+  (topic: string, payload: string, o: { responseTopic?: string; correlation?: string; expirySeconds: number; retain?: boolean }): void
 }
 
 export interface CommandDeskOptions {
@@ -83,6 +83,31 @@ export class CommandDesk {
     const topics = deviceTopics(this.o.fleet, device)
     this.o.publish(topics.cmd(name), payload, { responseTopic: topics.reply, correlation: env.id, expirySeconds: Math.max(1, Math.ceil((env.exp - now) / 1000)) })
     this.o.onChange?.(device)
+    return (await this.o.store.getCommand(env.id, now))!
+  }
+
+  /** A signed fleet-wide pause-updates (or resume): checked, logged (device `*`), and
+   * published retained on the release topic, where each device verifies it against its
+   * own operators and devices that connect later still find it (docs/ota.md). */
+  async pauseUpdates(input: unknown, by: string): Promise<CommandRow> {
+    const now = this.o.clock.now()
+    const env = checkEnvelope(input, {
+      trusted: keyId => this.o.operators === null || this.o.operators.has(keyId),
+      fleet: this.o.fleet,
+      sub: '*',
+      allowBroadcast: true,
+      expectType: t => t === 'cmd.pause-updates',
+      clock: { now, maxTtlMs: MAX_COMMAND_TTL_MS, skewMs: SKEW_MS },
+      body: e => {
+        const b = e.body as Record<string, unknown> | null
+        if (typeof b !== 'object' || b === null || typeof b.paused !== 'boolean' || Object.keys(b).length !== 1)
+          throw new CairnError('BAD_REQUEST', 'pause-updates: the body is {"paused": true|false}')
+      },
+    })
+    const payload = JSON.stringify(env)
+    if (!(await this.o.store.addCommand({ id: env.id, device: '*', name: 'pause-updates', operator: env.iss, by, sentAt: now, exp: env.exp, envelope: payload })))
+      throw new CairnError('REPLAY', `command ${env.id} was sent before: sign a new one`)
+    this.o.publish(releaseTopic(this.o.fleet), payload, { expirySeconds: Math.max(1, Math.ceil((env.exp - now) / 1000)), retain: true })
     return (await this.o.store.getCommand(env.id, now))!
   }
 

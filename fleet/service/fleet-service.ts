@@ -17,6 +17,7 @@ import { CommandDesk, MAX_REPLY_BYTES, isReplyTopic, replyFilter } from './comma
 import type { FleetStore, Retention } from './fleet-store.js'
 import { buildApi } from './http-api.js'
 import { FleetIngest, MAX_PACKET_BYTES, ingestFilters } from './ingest.js'
+import { PauseWatch } from './rollouts.js'
 import { MAX_SIGNED_BYTES, SignedIngest, signedFilters, signedTopic } from './signed-ingest.js'
 
 const DEFAULT_RETENTION: Retention = { rawMs: 48 * 3_600_000, minuteMs: 30 * 86_400_000, hourMs: 365 * 86_400_000 }
@@ -60,6 +61,7 @@ export class FleetService {
   readonly ingest: FleetIngest
   readonly commands: CommandDesk
   readonly signed: SignedIngest
+  readonly pause: PauseWatch
   readonly changes = new ChangeFeed()
   private client: MqttClient | undefined
   private api: FastifyInstance | undefined
@@ -76,6 +78,7 @@ export class FleetService {
       validators: new Set(o.validators ?? []),
       onChange: device => this.changes.notify(device, 'event'),
     })
+    this.pause = new PauseWatch({ fleet: o.fleet, clock: o.clock, operators: o.operatorKeys && o.operatorKeys.length > 0 ? new Set(o.operatorKeys) : null })
     const v5 = o.mqtt.protocolVersion !== 4
     this.commands = new CommandDesk({
       store: o.store,
@@ -88,12 +91,12 @@ export class FleetService {
         if (!this.client) throw new Error('not started')
         // On MQTT 5 the device answers on the response topic with the correlation data; a
         // 3.1.1 device answers on its reply topic, which is the same topic here.
-        this.client.publish(
-          topic,
-          payload,
-          { qos: 1, ...(v5 ? { properties: { responseTopic: p.responseTopic, correlationData: Buffer.from(p.correlation), messageExpiryInterval: p.expirySeconds } } : {}) },
-          err => err && this.o.log.warn({ err, topic }, 'a command was not published'),
-        )
+        const properties = {
+          ...(p.responseTopic ? { responseTopic: p.responseTopic } : {}),
+          ...(p.correlation ? { correlationData: Buffer.from(p.correlation) } : {}),
+          messageExpiryInterval: p.expirySeconds,
+        }
+        this.client.publish(topic, payload, { qos: 1, retain: p.retain ?? false, ...(v5 ? { properties } : {}) }, err => err && this.o.log.warn({ err, topic }, 'a command was not published'))
       },
     })
   }
@@ -109,13 +112,17 @@ export class FleetService {
       changes: this.changes,
       consoleDir: this.o.consoleDir ?? defaultConsoleDir(),
       commands: this.commands,
+      pause: () => this.pause.state(),
       ...(this.o.auth ? { auth: this.o.auth } : {}),
       ...(this.o.tls ? { tls: this.o.tls } : {}),
       ...(this.o.trustProxy ? { trustProxy: true } : {}),
     })
     const address = await this.api.listen({ host: this.o.listen.host, port: this.o.listen.port })
     const signed = signedFilters(this.o.fleet)
-    const filters = [...[...ingestFilters(this.o.fleet), replyFilter(this.o.fleet), ...signed.shared].map(f => (this.o.shareGroup ? `$share/${this.o.shareGroup}/${f}` : f)), ...signed.whole]
+    const shared = [...ingestFilters(this.o.fleet), replyFilter(this.o.fleet), ...signed.shared]
+    // retained topics are read by every process: a shared subscription gets no retained message
+    const whole = [...signed.whole, this.pause.topic]
+    const filters = [...shared.map(f => (this.o.shareGroup ? `$share/${this.o.shareGroup}/${f}` : f)), ...whole]
     const client = connectMqtt({
       url: this.o.brokerUrl,
       base: this.o.mqtt,
@@ -162,7 +169,8 @@ export class FleetService {
     // again: the broker keeps the message until it is stored or the connection goes.
     for (let delay = 200; !this.stopped; delay = Math.min(delay * 2, 10_000)) {
       try {
-        if (isReplyTopic(topic, this.o.fleet)) await this.commands.handleReply(topic, payload)
+        if (topic === this.pause.topic) this.pause.handle(payload)
+        else if (isReplyTopic(topic, this.o.fleet)) await this.commands.handleReply(topic, payload)
         else if (signedTopic(topic, this.o.fleet)) await this.signed.handle(topic, payload)
         else await this.ingest.handle(topic, payload)
         return ack()

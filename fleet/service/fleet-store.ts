@@ -253,6 +253,10 @@ export interface FleetStore {
   counts(): Promise<{ devices: number; online: number; offline: number }>
   /** How many devices have each alert, and how many have any, under these rules at `now`. */
   alertCounts(rules: AlertRules, now: number): Promise<Record<AlertKind | 'any', number>>
+  /** Each device's newest event of its agent updater (ota.*, but not paused/pinned), newest first. */
+  otaLatest(limit: number): Promise<Array<{ device: string; kind: string; ts: number; data: unknown }>>
+  /** Devices by the agent version they report, with how many of them are online. */
+  versionCounts(): Promise<Array<{ version: string; devices: number; online: number }>>
   /** Keeps a verified receipt; false when kept already (by its id). */
   addReceipt(r: ReceiptRecord): Promise<boolean>
   receipts(q: { device: string; before?: number; limit: number }): Promise<Array<Omit<ReceiptRecord, 'payload'> & { payload: unknown }>>

@@ -17,6 +17,7 @@ import { ALERTS, ALERT_TEXT, alertsOf, type AlertRules } from './alerts.js'
 import { installAuth } from './auth.js'
 import type { ChangeFeed } from './change-feed.js'
 import type { CommandDesk } from './commands.js'
+import { OTA_SCAN_LIMIT, rolloutSummary, type PauseState } from './rollouts.js'
 import { METRICS, SORTS, resolutionFor, type DeviceRow, type FleetStore } from './fleet-store.js'
 import type { IngestStats } from './ingest.js'
 
@@ -112,6 +113,8 @@ export interface ApiDeps {
   consoleDir?: string
   /** sends signed commands; none: the command routes are 404s */
   commands?: CommandDesk
+  /** the signed pause-updates retained on the release topic, as last read */
+  pause?: () => (PauseState & { expired: boolean }) | null
   /** accounts: `always` beyond loopback (else once one exists); Secure cookies behind TLS */
   auth?: { always: boolean; secureCookies: boolean; sessionMs?: number }
   /** serve HTTPS with this certificate and key (PEM) */
@@ -252,6 +255,11 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
     return { from, to, items: await d.store.events({ device: id, from, to, limit: q.limit ?? 100 }) }
   })
 
+  app.get('/api/v1/rollouts', { schema: { summary: "the fleet's agent versions, each release's devices by update phase (from their newest ota.* event), and the pause" } }, async () => ({
+    ...rolloutSummary(await d.store.otaLatest(OTA_SCAN_LIMIT), await d.store.versionCounts()),
+    pause: d.pause?.() ?? null,
+  }))
+
   app.get(
     '/api/v1/devices/:id/receipts',
     { schema: { summary: "a device's verified task receipts, newest first, and how many were refused", params: IdParams, querystring: PageBefore } },
@@ -305,6 +313,16 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
         // without accounts every caller is on loopback (serve-cli.ts refuses other addresses)
         return reply.status(202).send(await desk.send(req.body, id, req.who?.account ?? 'loopback'))
       },
+    )
+    app.post(
+      '/api/v1/rollouts/pause',
+      {
+        schema: {
+          summary: 'pause (or resume) updates fleet-wide: a pause-updates command signed by the operator (sub `*`), published retained on the release topic',
+          body: SignedCommand,
+        },
+      },
+      async (req, reply) => reply.status(202).send(await desk.pauseUpdates(req.body, req.who?.account ?? 'loopback')),
     )
     app.get('/api/v1/devices/:id/commands', { schema: { summary: "a device's commands and their verified replies, newest first", params: IdParams, querystring: PageBefore } }, async req => {
       const { id } = req.params as Static<typeof IdParams>

@@ -124,6 +124,8 @@ const MIGRATIONS = [
      device TEXT NOT NULL, kind TEXT NOT NULL, count INTEGER NOT NULL, last_reason TEXT NOT NULL, last_at INTEGER NOT NULL,
      PRIMARY KEY (device, kind)
    );`,
+  // each device's newest updater event (the rollouts page)
+  `CREATE INDEX events_kind ON events (kind, device, ts);`,
 ]
 
 const SORT_SQL: Record<DeviceQuery['sort'], string> = {
@@ -321,6 +323,26 @@ export class SqliteFleetStore implements FleetStore {
   async getCommand(id: string, now: number): Promise<(CommandRow & { envelope: string; replyEnvelope: string | null }) | undefined> {
     const r = this.db.prepare('SELECT * FROM commands WHERE id = ?').get(id) as Row | undefined
     return r && { ...toCommand(r, now), envelope: r.envelope as string, replyEnvelope: (r.reply_envelope as string | null) ?? null }
+  }
+
+  async otaLatest(limit: number): Promise<Array<{ device: string; kind: string; ts: number; data: unknown }>> {
+    const ota = "e.kind LIKE 'ota.%' AND e.kind NOT IN ('ota.paused', 'ota.pinned')"
+    const rows = this.db
+      .prepare(
+        `SELECT e.device, e.kind, e.ts, e.data FROM events e
+         JOIN (SELECT e.device, MAX(e.ts) AS ts FROM events e WHERE ${ota} GROUP BY e.device) l ON l.device = e.device AND l.ts = e.ts
+         WHERE ${ota} ORDER BY e.ts DESC, e.device LIMIT ?`,
+      )
+      .all(limit) as Array<{ device: string; kind: string; ts: number; data: string }>
+    // two events of one device in the same ms: the first listed stands for it
+    const seen = new Set<string>()
+    return rows.filter(r => !seen.has(r.device) && seen.add(r.device)).map(r => ({ device: r.device, kind: r.kind, ts: r.ts, data: JSON.parse(r.data) as unknown }))
+  }
+
+  async versionCounts(): Promise<Array<{ version: string; devices: number; online: number }>> {
+    return this.db
+      .prepare("SELECT version, COUNT(*) AS devices, SUM(CASE WHEN state = 'online' THEN 1 ELSE 0 END) AS online FROM devices GROUP BY version ORDER BY devices DESC, version")
+      .all() as Array<{ version: string; devices: number; online: number }>
   }
 
   async addReceipt(r: ReceiptRecord): Promise<boolean> {
