@@ -2,10 +2,10 @@
 // that throw the API's own error message.
 
 import type { AlertKind, AlertRules } from '../service/alerts.js'
-import type { CommandRow, DeviceRow, Metric, SeriesPoint, Transition } from '../service/fleet-store.js'
+import type { CommandRow, DeviceRow, Metric, OtaPhase, SeriesPoint, Transition } from '../service/fleet-store.js'
 import type { SignedCommand } from './signer.js'
 
-export type { AlertKind, CommandRow, Metric }
+export type { AlertKind, CommandRow, Metric, OtaPhase }
 export type Device = DeviceRow & { readonly alerts: AlertKind[] }
 
 export interface Fleet {
@@ -136,3 +136,14 @@ export interface AttestationItem {
 }
 export const receipts = (id: string) => get<{ items: Receipt[]; refused: Refused | null }>(`/devices/${encodeURIComponent(id)}/receipts`, { limit: 20 })
 export const attestations = (id: string) => get<{ items: AttestationItem[]; refused: Refused | null }>(`/devices/${encodeURIComponent(id)}/attestations`, { limit: 30 })
+
+export interface Rollouts {
+  versions: Array<{ version: string; devices: number; online: number }>
+  releases: Array<{ version: string; devices: number; phases: Record<OtaPhase, number>; reasons: Record<string, number> }>
+  recent: Array<{ device: string; phase: OtaPhase; version: string | null; from: string | null; reason: string | null; ts: number }>
+  pause: { paused: boolean; by: string; id: string; iat: number; exp: number; expired: boolean } | null
+}
+export const rollouts = () => get<Rollouts>('/rollouts')
+/** A fleet-wide pause-updates signed in this browser: the service publishes it retained. */
+export const pauseUpdates = (cmd: SignedCommand) =>
+  call<CommandRow>('/api/v1/rollouts/pause', { method: 'POST', headers: { accept: 'application/json', 'content-type': 'application/json' }, body: JSON.stringify(cmd) })

@@ -1,5 +1,5 @@
-// The fleet console: a single page on `cairn fleet serve` (docs/console.md). Three views,
-// each a URL (#/, #/devices?…, #/devices/<id>), each reloading from the API when the
+// The fleet console: a single page on `cairn fleet serve` (docs/console.md). Four views,
+// each a URL (#/, #/devices?…, #/devices/<id>, #/rollouts), each reloading from the API when the
 // live stream says something it shows changed. Every string a device sent (board, model,
 // version, labels, event data, problems) is rendered as text by Preact, never as HTML.
 
@@ -13,6 +13,7 @@ import { DevicePage } from './device-page.js'
 import { closeLive, useLiveState } from './live.js'
 import { Problem } from './ui.js'
 import { parseRoute, type Route } from './route.js'
+import { RolloutsPage } from './rollouts.js'
 
 function useRoute(): Route {
   const [route, setRoute] = useState(() => parseRoute(location.hash))
@@ -47,8 +48,11 @@ function App(props: { session: api.Session; signOut: () => void }) {
           <a href="#/" class={route.view === 'overview' ? 'on' : ''}>
             Overview
           </a>
-          <a href="#/devices" class={route.view !== 'overview' ? 'on' : ''}>
+          <a href="#/devices" class={route.view === 'devices' || route.view === 'device' ? 'on' : ''}>
             Devices
+          </a>
+          <a href="#/rollouts" class={route.view === 'rollouts' ? 'on' : ''}>
+            Rollouts
           </a>
         </nav>
         {props.session.account && (
@@ -67,6 +71,7 @@ function App(props: { session: api.Session; signOut: () => void }) {
         {route.view === 'overview' && <Overview />}
         {route.view === 'devices' && <DeviceTable query={route.query} />}
         {route.view === 'device' && <DevicePage id={route.id} />}
+        {route.view === 'rollouts' && <RolloutsPage />}
       </main>
     </>
   )

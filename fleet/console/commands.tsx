@@ -2,12 +2,13 @@
 // hand it to the service, and watch the audit log for the device's signed answer. The
 // service relays and records; the device decides, by its own list of trusted keys.
 
-import { useEffect, useState } from 'preact/hooks'
+import { useState } from 'preact/hooks'
 import type { Json } from '../../protocol/canonical.js'
 import * as api from './api.js'
 import { time } from './format.js'
 import { useLive } from './live.js'
-import { canSign, forgetKey, importKey, loadKey, makeKey, signCommand, type OperatorKey } from './signer.js'
+import { KeyBox } from './key-box.js'
+import { signCommand, type OperatorKey } from './signer.js'
 import { Problem, useLoad } from './ui.js'
 
 const COMMANDS: Array<{ name: string; summary: string; body: string; confirm?: string }> = [
@@ -26,7 +27,6 @@ const errorText = (err: unknown) => (err instanceof Error ? err.message : String
 export function CommandPanel(props: { id: string }) {
   const id = props.id
   const [key, setKey] = useState<OperatorKey | null | undefined>(undefined)
-  const [keyError, setKeyError] = useState<string>()
   const [name, setName] = useState('ping')
   const [body, setBody] = useState('{}')
   const [busy, setBusy] = useState(false)
@@ -36,22 +36,6 @@ export function CommandPanel(props: { id: string }) {
   const fleet = useLoad(() => api.fleet(), [])
   const log = useLoad(() => api.commands(id), [id, tick, sent])
 
-  useEffect(() => {
-    if (!canSign()) return setKey(null)
-    loadKey().then(
-      k => setKey(k ?? null),
-      (err: unknown) => (setKey(null), setKeyError(errorText(err))),
-    )
-  }, [])
-
-  const keyAction = (run: () => Promise<OperatorKey | null>) => {
-    setKeyError(undefined)
-    run().then(setKey, (err: unknown) => setKeyError(errorText(err)))
-  }
-  const onFile = (e: Event) => {
-    const file = (e.currentTarget as HTMLInputElement).files?.[0]
-    if (file) keyAction(async () => importKey(await file.text()))
-  }
   const pick = (n: string) => {
     setName(n)
     setBody(COMMANDS.find(c => c.name === n)?.body ?? '{}')
@@ -83,42 +67,7 @@ export function CommandPanel(props: { id: string }) {
   return (
     <section class="commands">
       <h2>Commands</h2>
-      <div class="operator-key">
-        {key === undefined ? null : !canSign() ? (
-          <p class="quiet">This browser cannot sign commands: it needs Web Crypto with Ed25519.</p>
-        ) : key === null ? (
-          <p>
-            No operator key in this browser.{' '}
-            <button type="button" data-action="make-key" onClick={() => keyAction(makeKey)}>
-              Make a key here
-            </button>{' '}
-            <label class="file">
-              or import a key file (<span class="mono">cairn keygen</span>) <input type="file" data-action="import-key" accept=".pem,.key,text/plain" onChange={onFile} />
-            </label>
-          </p>
-        ) : (
-          <p>
-            Signing as{' '}
-            <span class="mono key-id" data-key-id={key.keyId} title={key.keyId}>
-              {key.keyId}
-            </span>{' '}
-            ({key.source}, kept in this browser only; it cannot be exported).{' '}
-            <button
-              type="button"
-              data-action="forget-key"
-              onClick={() => window.confirm('Forget this key? Commands signed with it can no longer be sent from this browser.') && keyAction(async () => (await forgetKey(), null))}
-            >
-              Forget it
-            </button>
-            <br />
-            <small class="quiet">
-              A device runs its commands once it trusts this key id: put the id in a file and start the agent with <span class="mono">--operator-key FILE</span>, or send{' '}
-              <span class="mono">operator-add</span> with it from a key the device trusts.
-            </small>
-          </p>
-        )}
-        <Problem error={keyError} />
-      </div>
+      <KeyBox onKey={setKey} />
       {key && !api.mayOperate() && <p class="quiet">Your account is a viewer: sending commands needs the operator role.</p>}
       {key && api.mayOperate() && (
         <form class="send" onSubmit={e => void send(e)}>

@@ -1,13 +1,14 @@
 // The console's URLs: #/ (overview), #/devices?… (the table, its query in the URL so a view
-// can be linked), #/devices/<id> (one device).
+// can be linked), #/devices/<id> (one device), #/rollouts (versions, updates, the pause).
 
-export type Route = { view: 'overview' } | { view: 'devices'; query: URLSearchParams } | { view: 'device'; id: string }
+export type Route = { view: 'overview' } | { view: 'devices'; query: URLSearchParams } | { view: 'device'; id: string } | { view: 'rollouts' }
 
 export function parseRoute(hash: string): Route {
   const [path = '', qs = ''] = hash.replace(/^#/, '').split('?')
   const parts = path.split('/').filter(Boolean)
   if (parts[0] === 'devices' && parts[1]) return { view: 'device', id: decodeURIComponent(parts[1]) }
   if (parts[0] === 'devices') return { view: 'devices', query: new URLSearchParams(qs) }
+  if (parts[0] === 'rollouts') return { view: 'rollouts' }
   return { view: 'overview' }
 }
 

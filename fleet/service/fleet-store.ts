@@ -192,6 +192,10 @@ export interface AttestationRecord {
 /** Signed messages about a device that did not verify: counted, never stored. */
 export type RefusalKind = 'receipt' | 'attestation'
 
+/** Where a device's agent update stands, from its newest ota.* event (rollouts.ts). */
+export const OTA_PHASES = ['available', 'downloading', 'staged', 'switching', 'committed', 'rolled-back', 'failed'] as const
+export type OtaPhase = (typeof OTA_PHASES)[number]
+
 /** What an account may do: look (viewer); also send commands and set labels (operator);
  * also manage accounts (admin). */
 export const ROLES = ['viewer', 'operator', 'admin'] as const

@@ -8,9 +8,8 @@
 import type { Clock } from '../../protocol/clock.js'
 import { checkEnvelope } from '../../protocol/envelope.js'
 import { releaseTopic } from '../../protocol/topics.js'
+import { OTA_PHASES, type OtaPhase } from './fleet-store.js'
 
-export const OTA_PHASES = ['available', 'downloading', 'staged', 'switching', 'committed', 'rolled-back', 'failed'] as const
-export type OtaPhase = (typeof OTA_PHASES)[number]
 const PHASE_OF: Record<string, OtaPhase> = {
   'ota.available': 'available',
   'ota.download': 'downloading',

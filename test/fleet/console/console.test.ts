@@ -161,6 +161,19 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
   await pub.publishAsync(histTopic('task/receipt'), JSON.stringify(signedReceipt(hist, fleet, dispatcher, 'task-cache-0001')), { qos: 1 })
   await pub.publishAsync(histTopic('task/receipt'), JSON.stringify(signedReceipt(hist, fleet, dispatcher, 'task-cache-0002', hist, { code: 'INTERNAL', message: XSS })), { qos: 1 })
   await pub.publishAsync(histTopic('task/receipt'), JSON.stringify(signedReceipt(hist, fleet, dispatcher, 'task-cache-0003', dispatcher)), { qos: 1 })
+  // a release on its way through the fleet, as the devices' updaters report it: 2.1.0
+  // committed on twenty devices, downloading on six, rolled back on two, failed on one
+  const rollout: Array<[string, Record<string, unknown>]> = [
+    ...Array.from({ length: 20 }, () => ['ota.committed', { version: '2.1.0', from: '2.0.3', slot: 'b' }] as [string, Record<string, unknown>]),
+    ...Array.from({ length: 6 }, () => ['ota.download', { version: '2.1.0', state: 'downloading', percent: 35 }] as [string, Record<string, unknown>]),
+    ['ota.rolled-back', { version: '2.1.0', from: '2.0.3', reason: 'health-check-failed', slot: 'b' }],
+    ['ota.rolled-back', { version: '2.1.0', from: '2.0.3', reason: 'crash-loop', slot: 'b' }],
+    ['ota.failed', { version: '2.1.0', from: '2.0.3', step: 'staging', reason: 'stage-failed' }],
+  ]
+  for (const [i, [kind, data]] of rollout.entries()) {
+    const id = sim.devices[20 + i]!.id
+    await pub.publishAsync(`cairn/v1/${fleet}/${id}/event`, JSON.stringify({ v: 1, id: newId(now + i), device: id, ts: now - (rollout.length - i) * 60_000, kind, data }), { qos: 1 })
+  }
   const api = async <T>(path: string): Promise<T> => (await (await fetch(`${base}${path}`)).json()) as T
   let seen = ''
   await until(
@@ -345,6 +358,18 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
   t.equal(await page.evaluate(() => window.__xss), undefined, 'no injected script ran')
   t.equal(await page.evaluate(() => document.querySelectorAll('img[src=x], main script').length), 0, 'and no injected element exists')
 
+  // the rollouts page: the release on its way, by phase, with the reasons
+  await page.goto(`${base}/#/rollouts`)
+  await page.waitForSelector('tr[data-release="2.1.0"]', wait)
+  const phases = await page.$$eval('tr[data-release="2.1.0"] td[data-phase]', tds => Object.fromEntries(tds.map(td => [td.getAttribute('data-phase'), td.textContent])))
+  t.match(phases, { committed: '20', downloading: '6', 'rolled-back': '2', failed: '1', staged: '' }, 'release 2.1.0: 20 committed, 6 downloading, 2 rolled back, 1 failed')
+  const why = await text('tr[data-release="2.1.0"]')
+  t.ok(
+    ['health-check-failed ×1', 'crash-loop ×1', 'stage-failed ×1'].every(w => why.includes(w)),
+    'and why: a failed health check, a crash loop, a failed staging',
+  )
+  await shot('rollouts')
+
   // the live stream: a device going dark shows up without a reload
   await page.goto(`${base}/#/`)
   await page.waitForFunction(() => document.querySelector('[data-count=offline] b')?.textContent === '1', wait)
@@ -409,6 +434,11 @@ t.test('sign-in, then commands from the console: signed in the browser with a ke
   page.on('request', r => sent.push(`${r.url()} ${r.postData() ?? ''}`))
   page.on('dialog', d => void d.accept())
   const wait = { timeout: guardMs(60_000) }
+  const text = (sel: string) => page.$eval(sel, el => el.textContent ?? '')
+  const shot = async (name: string) => {
+    const dir = process.env.CAIRN_CONSOLE_SHOTS ?? tmp('cairn-console-shots-')
+    await page.screenshot({ path: join(dir, `${name}.png`) as `${string}.png`, fullPage: true })
+  }
   const keyIdShown = () => page.$eval('[data-key-id]', el => el.getAttribute('data-key-id'))
   const newestRow = async (state: string) => {
     await page.waitForSelector(`table.command-log tbody tr:first-child[data-state=${state}]`, wait)
@@ -455,7 +485,7 @@ t.test('sign-in, then commands from the console: signed in the browser with a ke
   t.match(ping.text, /ping.*ok.*"pong":true/, 'ping, signed in the browser: the agent answered')
   const row = await get<{ operator: string; name: string; state: string; by: string }>(`/api/v1/commands/${ping.id}`)
   t.match(row, { operator: op.keyId, name: 'ping', state: 'ok', by: 'otto' }, 'the audit log: sent by otto, signed by the imported key, answered')
-  await page.screenshot({ path: join(process.env.CAIRN_CONSOLE_SHOTS ?? tmp('cairn-console-shots-'), 'device-commands.png') as `${string}.png`, fullPage: false })
+  await shot('device-commands')
 
   // a key made in the browser: the device does not trust it yet, and says so, signed
   await domClick(page, '[data-action=forget-key]')
@@ -496,6 +526,27 @@ t.test('sign-in, then commands from the console: signed in the browser with a ke
     `the private key is in none of the ${sent.length} requests the page made`,
   )
   t.same(pageErrors, [], 'no script errors in the page')
+
+  // the rollouts page: the fleet by version, and the brake, signed here with the same key
+  await page.goto(`${base}/#/rollouts`)
+  await page.waitForSelector('table.versions tr[data-version="0.0.0-test"]', wait)
+  t.match(await text('table.versions tr[data-version="0.0.0-test"]'), /0\.0\.0-test\s*1\s*1/, 'the agent, by its version')
+  await page.waitForSelector('[data-paused=no] [data-action=halt]', wait)
+  await domClick(page, '[data-action=halt]')
+  await page.waitForSelector('[data-paused=yes]', wait)
+  t.match(await text('.pause'), new RegExp(`Updates are paused.*${made.slice(0, 12)}`), 'paused fleet-wide, signed by the key made in the browser (read back from the release topic)')
+  await domClick(page, '[data-action=resume]')
+  await page.waitForSelector('[data-paused=no] [data-action=halt]', wait)
+  t.pass('and resumed')
+  const pauses = (await get<{ items: Array<{ name: string; device: string; operator: string; by: string }> }>('/api/v1/commands')).items.filter(c => c.name === 'pause-updates')
+  t.match(
+    pauses,
+    [
+      { device: '*', operator: made, by: 'otto' },
+      { device: '*', operator: made, by: 'otto' },
+    ],
+    'both in the audit log, sent by otto',
+  )
 
   await domClick(page, '[data-action=sign-out]')
   await page.waitForSelector('[data-action=sign-in]', wait)
