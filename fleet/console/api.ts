@@ -5,7 +5,7 @@ import type { AlertKind, AlertRules } from '../service/alerts.js'
 import type { CommandRow, DeviceRow, Metric, OtaPhase, SeriesPoint, Transition } from '../service/fleet-store.js'
 import type { SignedCommand } from './signer.js'
 
-export type { AlertKind, CommandRow, Metric, OtaPhase }
+export type { AlertKind, CommandRow, Metric }
 export type Device = DeviceRow & { readonly alerts: AlertKind[] }
 
 export interface Fleet {
