@@ -147,3 +147,9 @@ export const rollouts = () => get<Rollouts>('/rollouts')
 /** A fleet-wide pause-updates signed in this browser: the service publishes it retained. */
 export const pauseUpdates = (cmd: SignedCommand) =>
   call<CommandRow>('/api/v1/rollouts/pause', { method: 'POST', headers: { accept: 'application/json', 'content-type': 'application/json' }, body: JSON.stringify(cmd) })
+
+export interface Validators {
+  items: Array<{ validator: string; devices: number; attestations: number; lastEpoch: number | null; lastAt: number | null; meanScore: number | null }>
+  refused: number
+}
+export const validators = () => get<Validators>('/validators')

@@ -1,5 +1,5 @@
-// The fleet console: a single page on `cairn fleet serve` (docs/console.md). Four views,
-// each a URL (#/, #/devices?…, #/devices/<id>, #/rollouts), each reloading from the API when the
+// The fleet console: a single page on `cairn fleet serve` (docs/console.md). Five views,
+// each a URL (#/, #/devices?…, #/devices/<id>, #/rollouts, #/validators), each reloading from the API when the
 // live stream says something it shows changed. Every string a device sent (board, model,
 // version, labels, event data, problems) is rendered as text by Preact, never as HTML.
 
@@ -14,6 +14,7 @@ import { closeLive, useLiveState } from './live.js'
 import { Problem } from './ui.js'
 import { parseRoute, type Route } from './route.js'
 import { RolloutsPage } from './rollouts.js'
+import { ValidatorsPage } from './validators.js'
 
 function useRoute(): Route {
   const [route, setRoute] = useState(() => parseRoute(location.hash))
@@ -54,6 +55,9 @@ function App(props: { session: api.Session; signOut: () => void }) {
           <a href="#/rollouts" class={route.view === 'rollouts' ? 'on' : ''}>
             Rollouts
           </a>
+          <a href="#/validators" class={route.view === 'validators' ? 'on' : ''}>
+            Validators
+          </a>
         </nav>
         {props.session.account && (
           <span class="who">
@@ -72,6 +76,7 @@ function App(props: { session: api.Session; signOut: () => void }) {
         {route.view === 'devices' && <DeviceTable query={route.query} />}
         {route.view === 'device' && <DevicePage id={route.id} />}
         {route.view === 'rollouts' && <RolloutsPage />}
+        {route.view === 'validators' && <ValidatorsPage />}
       </main>
     </>
   )

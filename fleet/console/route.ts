@@ -1,7 +1,7 @@
 // The console's URLs: #/ (overview), #/devices?… (the table, its query in the URL so a view
-// can be linked), #/devices/<id> (one device), #/rollouts (versions, updates, the pause).
+// can be linked), #/devices/<id> (one device), #/rollouts (versions, updates, the pause), #/validators.
 
-export type Route = { view: 'overview' } | { view: 'devices'; query: URLSearchParams } | { view: 'device'; id: string } | { view: 'rollouts' }
+export type Route = { view: 'overview' } | { view: 'devices'; query: URLSearchParams } | { view: 'device'; id: string } | { view: 'rollouts' } | { view: 'validators' }
 
 export function parseRoute(hash: string): Route {
   const [path = '', qs = ''] = hash.replace(/^#/, '').split('?')
@@ -9,6 +9,7 @@ export function parseRoute(hash: string): Route {
   if (parts[0] === 'devices' && parts[1]) return { view: 'device', id: decodeURIComponent(parts[1]) }
   if (parts[0] === 'devices') return { view: 'devices', query: new URLSearchParams(qs) }
   if (parts[0] === 'rollouts') return { view: 'rollouts' }
+  if (parts[0] === 'validators') return { view: 'validators' }
   return { view: 'overview' }
 }
 

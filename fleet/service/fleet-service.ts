@@ -113,6 +113,7 @@ export class FleetService {
       consoleDir: this.o.consoleDir ?? defaultConsoleDir(),
       commands: this.commands,
       pause: () => this.pause.state(),
+      validators: this.o.validators ?? [],
       ...(this.o.auth ? { auth: this.o.auth } : {}),
       ...(this.o.tls ? { tls: this.o.tls } : {}),
       ...(this.o.trustProxy ? { trustProxy: true } : {}),

@@ -267,6 +267,11 @@ export interface FleetStore {
   /** Keeps a verified attestation; false when that validator's one for the epoch is kept already. */
   addAttestation(a: AttestationRecord): Promise<boolean>
   attestations(q: { device: string; limit: number }): Promise<Array<Omit<AttestationRecord, 'payload'> & { payload: unknown }>>
+  /** Per validator: how many devices and attestations it has here, its newest epoch, when
+   * its newest arrived, and its mean score (ppm). */
+  validatorStats(): Promise<Array<{ validator: string; devices: number; attestations: number; lastEpoch: number; lastAt: number; meanScore: number }>>
+  /** How many refusals of this kind there were over all devices. */
+  refusedTotal(kind: RefusalKind): Promise<number>
   /** Counts a refused message about a device, with the last reason. */
   addRefusal(device: string, kind: RefusalKind, reason: string, at: number): Promise<void>
   refusals(device: string): Promise<Array<{ kind: RefusalKind; count: number; lastReason: string; lastAt: number }>>

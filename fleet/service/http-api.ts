@@ -113,6 +113,8 @@ export interface ApiDeps {
   consoleDir?: string
   /** sends signed commands; none: the command routes are 404s */
   commands?: CommandDesk
+  /** the validators whose attestations are kept (key ids) */
+  validators?: readonly string[]
   /** the signed pause-updates retained on the release topic, as last read */
   pause?: () => (PauseState & { expired: boolean }) | null
   /** accounts: `always` beyond loopback (else once one exists); Secure cookies behind TLS */
@@ -253,6 +255,13 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
     if (!(await d.store.getDevice(id))) throw notFound(id)
     const { from, to } = range(q, 7 * 86_400_000)
     return { from, to, items: await d.store.events({ device: id, from, to, limit: q.limit ?? 100 }) }
+  })
+
+  app.get('/api/v1/validators', { schema: { summary: 'the pinned validators, and what each has attested here; attestations refused (unpinned, forged)' } }, async () => {
+    const [stats, refused] = await Promise.all([d.store.validatorStats(), d.store.refusedTotal('attestation')])
+    const pinned = d.validators ?? []
+    const none = { devices: 0, attestations: 0, lastEpoch: null, lastAt: null, meanScore: null }
+    return { items: pinned.map(v => ({ validator: v, ...(stats.find(s => s.validator === v) ?? none) })), refused }
   })
 
   app.get('/api/v1/rollouts', { schema: { summary: "the fleet's agent versions, each release's devices by update phase (from their newest ota.* event), and the pause" } }, async () => ({

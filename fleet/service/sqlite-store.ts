@@ -393,6 +393,27 @@ export class SqliteFleetStore implements FleetStore {
     }))
   }
 
+  async validatorStats(): Promise<Array<{ validator: string; devices: number; attestations: number; lastEpoch: number; lastAt: number; meanScore: number }>> {
+    const rows = this.db
+      .prepare(
+        `SELECT validator, COUNT(DISTINCT device) AS devices, COUNT(*) AS attestations, MAX(epoch) AS last_epoch, MAX(received_at) AS last_at, AVG(score) AS mean_score
+         FROM attestations GROUP BY validator ORDER BY validator`,
+      )
+      .all() as Row[]
+    return rows.map(r => ({
+      validator: r.validator as string,
+      devices: r.devices as number,
+      attestations: r.attestations as number,
+      lastEpoch: r.last_epoch as number,
+      lastAt: r.last_at as number,
+      meanScore: Math.round(r.mean_score as number),
+    }))
+  }
+
+  async refusedTotal(kind: RefusalKind): Promise<number> {
+    return ((this.db.prepare('SELECT SUM(count) AS n FROM refusals WHERE kind = ?').get(kind) as { n: number | null }).n ?? 0) as number
+  }
+
   async addRefusal(device: string, kind: RefusalKind, reason: string, at: number): Promise<void> {
     this.db
       .prepare(

@@ -370,6 +370,13 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
   )
   await shot('rollouts')
 
+  // the validators page: the pinned one and what it attested
+  await page.goto(`${base}/#/validators`)
+  await page.waitForSelector(`tr[data-validator="${validator.keyId}"]`, wait)
+  const cells = await page.$$eval(`tr[data-validator="${validator.keyId}"] td`, tds => tds.map(td => td.textContent ?? ''))
+  t.match(cells, [validator.keyId, '1', '3', '3', /ago/, '95.2 %'], 'the pinned validator: 1 device, 3 attestations, newest epoch 3, mean 95.2 %')
+  await shot('validators')
+
   // the live stream: a device going dark shows up without a reload
   await page.goto(`${base}/#/`)
   await page.waitForFunction(() => document.querySelector('[data-count=offline] b')?.textContent === '1', wait)

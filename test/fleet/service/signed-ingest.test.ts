@@ -112,5 +112,10 @@ for (const { mqttVersion, label } of MQTT_VERSIONS) {
     )
     t.match(atts.refused, { count: 2, lastReason: /WRONG_TARGET/ }, 'an unpinned validator’s and one naming another device: refused, counted')
     t.match(svc.signed.stats, { receipts: 1, attestations: 2, refused: 4 })
+    t.match(
+      await get('/api/v1/validators'),
+      { items: [{ validator: pinned.keyId, devices: 1, attestations: 2, lastEpoch: 42, meanScore: 970_000 }], refused: 2 },
+      'the validators page: the pinned one, what it attested, and the refusals',
+    )
   })
 }
