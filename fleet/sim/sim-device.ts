@@ -207,8 +207,14 @@ export class SimDevice {
     this.proofs.stop()
     clearTimeout(this.offlineTimer)
     this.presence?.stop()
-    // as an agent stopping cleanly: offline (shutdown), retained, before the connection ends
-    if (this.presence && this.client?.connected) await this.client.publishAsync(...this.presence.offline('shutdown')).catch(() => undefined)
+    // as an agent stopping cleanly: offline (shutdown), retained, before the connection
+    // ends; a broker that does not acknowledge it within the grace (hung, or gone since
+    // the check) must not hold the stop: the Will says offline then
+    if (this.presence && this.client?.connected) {
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([this.client.publishAsync(...this.presence.offline('shutdown')).catch(() => undefined), new Promise(r => (timer = setTimeout(r, graceMs)))])
+      clearTimeout(timer)
+    }
     await this.disconnect(graceMs)
   }
 

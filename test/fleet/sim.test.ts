@@ -139,6 +139,20 @@ t.test('the other misbehaviours earn the evidence they should', async t => {
   t.ok(fork.counts.forks >= 1 && forge.counts.forgedBeacons >= 1 && replay.counts.replays >= 1)
 })
 
+t.test('stop() ends even when the broker answers nothing (a hung broker)', async t => {
+  const broker = await startBroker()
+  t.teardown(() => broker.close())
+  if (broker.kind !== 'mosquitto') return t.comment('SKIPPED: freezing a broker needs mosquitto (the embedded one runs in this process)')
+  const sim = startSim({ devices: 3, brokerUrl: broker.url, fleet: 'hung', validators: [], mqtt: { protocolVersion: 5 }, periodS: 60, telemetryPeriodS: 60, rampPerS: 1000 })
+  await sim.ready
+  await until(() => sim.devices.every(d => d.connected), 30_000, 'three devices connected')
+  // connections open, nothing acknowledged: the offline status a stop publishes never gets its PUBACK
+  broker.freeze()
+  const stats = await sim.stop()
+  broker.thaw()
+  t.equal(stats.devices, 3, 'stop() returned (after the grace), the devices cut off')
+})
+
 t.test('cairn sim CLI: runs for --duration and prints a final summary', async t => {
   const broker = await startBroker()
   t.teardown(() => broker.close())

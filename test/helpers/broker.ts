@@ -18,6 +18,9 @@ export interface TestBroker {
   /** true when MQTT 5 and shared subscriptions work */
   mqtt5: boolean
   stop(signal?: 'SIGTERM' | 'SIGKILL'): Promise<void>
+  /** SIGSTOP / SIGCONT (mosquitto only): a broker that holds its connections open and answers nothing */
+  freeze(): void
+  thaw(): void
   start(): Promise<void>
   close(): Promise<void>
 }
@@ -78,6 +81,10 @@ export async function startBroker(opts: { extraConfig?: string; anonymous?: bool
       start: async () => {
         broker = await startEmbeddedBroker({ port })
       },
+      freeze: () => {
+        throw new Error('freeze needs mosquitto (the embedded broker runs in this process)')
+      },
+      thaw: () => undefined,
       close: async () => {
         await broker?.close()
       },
@@ -139,5 +146,8 @@ export async function startBroker(opts: { extraConfig?: string; anonymous?: bool
       if (!(err as { exited?: boolean }).exited || attempt >= 5) throw err
     }
   }
-  return { kind: 'mosquitto', port, url: `mqtt://127.0.0.1:${port}`, mqtt5: true, start, stop, close: () => stop('SIGTERM') }
+  const signal = (sig: 'SIGSTOP' | 'SIGCONT') => void child?.kill(sig)
+  // a frozen broker is thawed before it is stopped: SIGTERM does not reach a stopped process
+  const close = () => (signal('SIGCONT'), stop('SIGTERM'))
+  return { kind: 'mosquitto', port, url: `mqtt://127.0.0.1:${port}`, mqtt5: true, start, stop, freeze: () => signal('SIGSTOP'), thaw: () => signal('SIGCONT'), close }
 }
