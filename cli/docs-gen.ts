@@ -147,7 +147,7 @@ async function fleetOpenApi(): Promise<string> {
       stats: () => ({ stored: { status: 0, telemetry: 0, event: 0 }, refused: 0, transitions: 0 }),
       alertRules: DEFAULT_ALERT_RULES,
       changes: new ChangeFeed(),
-      commands: new CommandDesk({ store, fleet: 'demo', clock: { now: () => 0 }, log: createLogger({ level: 'fatal' }), operators: null, publish: () => undefined }),
+      commands: new CommandDesk({ store, fleet: 'demo', clock: { now: () => 0 }, log: createLogger({ level: 'fatal' }), operators: null, publish: () => undefined, ready: () => true }),
     })
     const doc = JSON.stringify(app.swagger(), null, 2) + '\n'
     await app.close()

@@ -15,12 +15,17 @@ export function KeyBox(props: { onKey: (key: OperatorKey | null) => void }) {
     setKey(k)
     props.onKey(k)
   }
+  const [able, setAble] = useState<boolean>()
   useEffect(() => {
-    if (!canSign()) return use(null)
-    loadKey().then(
-      k => use(k ?? null),
-      (err: unknown) => (use(null), setError(errorText(err))),
-    )
+    canSign()
+      .then(ok => {
+        setAble(ok)
+        return ok ? loadKey() : undefined
+      })
+      .then(
+        k => use(k ?? null),
+        (err: unknown) => (use(null), setError(errorText(err))),
+      )
   }, [])
   const act = (run: () => Promise<OperatorKey | null>) => {
     setError(undefined)
@@ -32,7 +37,7 @@ export function KeyBox(props: { onKey: (key: OperatorKey | null) => void }) {
   }
   return (
     <div class="operator-key">
-      {key === undefined ? null : !canSign() ? (
+      {key === undefined ? null : !able ? (
         <p class="quiet">This browser cannot sign: it needs Web Crypto with Ed25519.</p>
       ) : key === null ? (
         <p>

@@ -57,9 +57,19 @@ async function tx<T>(mode: IDBTransactionMode, run: (s: IDBObjectStore) => IDBRe
   }
 }
 
-/** Whether this browser can sign (Ed25519 in Web Crypto, on a secure origin such as 127.0.0.1). */
-export function canSign(): boolean {
-  return typeof crypto !== 'undefined' && crypto.subtle !== undefined && typeof indexedDB !== 'undefined'
+let signs: Promise<boolean> | undefined
+
+/** Whether this browser can sign: Web Crypto on a secure origin (such as 127.0.0.1), with
+ * Ed25519 (tried once), and IndexedDB to keep the key in. */
+export function canSign(): Promise<boolean> {
+  signs ??=
+    typeof crypto === 'undefined' || crypto.subtle === undefined || typeof indexedDB === 'undefined'
+      ? Promise.resolve(false)
+      : crypto.subtle.generateKey(ED25519, false, ['sign']).then(
+          () => true,
+          () => false,
+        )
+  return signs
 }
 
 export const loadKey = (): Promise<OperatorKey | undefined> => tx<OperatorKey | undefined>('readonly', s => s.get(SLOT))

@@ -106,9 +106,12 @@ export function accountCommand(io: Io): Command {
         .action(async (name: string, o: { stateDir: string }) => {
           checkName(name)
           await withStore(o.stateDir, async store => {
+            if (!(await store.getAccount(name))) throw new CairnError('BAD_REQUEST', `no account ${name}`)
+            // asked for (and hashed) first: the role read just before the write is the one kept
+            const passwordHash = await hashPassword(await newPassword(io))
             const a = await store.getAccount(name)
-            if (!a) throw new CairnError('BAD_REQUEST', `no account ${name}`)
-            await store.putAccount({ name, role: a.role, passwordHash: await hashPassword(await newPassword(io)), created: a.created })
+            if (!a) throw new CairnError('BAD_REQUEST', `no account ${name} (removed meanwhile)`)
+            await store.putAccount({ name, role: a.role, passwordHash, created: a.created })
           })
           io.out.write(`new password for ${name}; its sessions ended\n`)
         }),

@@ -31,6 +31,8 @@ const CSRF_HEADER = 'x-cairn-csrf'
 const DEFAULT_SESSION_MS = 12 * 3_600_000
 const FREE_FAILURES = 4
 const MAX_LOCK_MS = 15 * 60_000
+/** Names without an account whose failures are remembered (in this process) */
+const MAX_STRANGERS = 10_000
 
 export interface AuthOptions {
   store: FleetStore
@@ -82,6 +84,10 @@ export async function installAuth(app: FastifyInstance, o: AuthOptions): Promise
   app.decorateRequest('who', null)
 
   const required = async () => o.always || (await o.store.accountCount()) > 0
+  /** names being checked now, and failures of names that have no account */
+  const checking = new Set<string>()
+  const strangers = new Map<string, { failed: number; lockedUntil: number }>()
+  const lockUntil = (now: number) => (failed: number) => (failed > FREE_FAILURES ? now + Math.min(MAX_LOCK_MS, 1000 * 2 ** (failed - FREE_FAILURES - 1)) : 0)
   const session = async (req: FastifyRequest) => {
     const secret = req.cookies[SESSION_COOKIE]
     return secret && secret.length <= 100 ? o.store.getSession(sha256(secret), o.clock.now()) : undefined
@@ -89,15 +95,22 @@ export async function installAuth(app: FastifyInstance, o: AuthOptions): Promise
 
   app.addHook('onRequest', async req => {
     const config = req.routeOptions.config
-    if (config.public || !(await required())) return
+    if (config.public) return
+    if (!(await required())) {
+      // no account yet: the API is open on loopback, but not the making of accounts (a
+      // local user or a page rebinding a name to 127.0.0.1 would make the first admin)
+      if (config.role === 'admin') throw httpError(403, 'FORBIDDEN', 'no account exists yet: make the first with cairn fleet account add NAME --role admin --state-dir DIR')
+      return
+    }
     const s = await session(req)
     if (!s) throw httpError(401, 'UNAUTHORIZED', 'sign in first (POST /api/v1/session)')
     const need = config.role ?? (READS.has(req.method) ? 'viewer' : 'operator')
     if (rank(s.role) < rank(need)) throw httpError(403, 'FORBIDDEN', `this needs the ${need} role; ${s.account} is a ${s.role}`)
     if (!READS.has(req.method)) {
       const sent = req.headers[CSRF_HEADER]
-      if (typeof sent !== 'string' || sent.length !== s.csrf.length || !timingSafeEqual(Buffer.from(sent), Buffer.from(s.csrf)))
-        throw httpError(403, 'CSRF', `a change needs the session's ${CSRF_HEADER} header (GET /api/v1/session gives it)`)
+      const a = Buffer.from(typeof sent === 'string' ? sent : '')
+      const b = Buffer.from(s.csrf)
+      if (a.length !== b.length || !timingSafeEqual(a, b)) throw httpError(403, 'CSRF', `a change needs the session's ${CSRF_HEADER} header (GET /api/v1/session gives it)`)
     }
     req.who = { account: s.account, role: s.role }
   })
@@ -120,27 +133,43 @@ export async function installAuth(app: FastifyInstance, o: AuthOptions): Promise
     async (req, reply) => {
       const { name, password } = req.body as Static<typeof Login>
       const now = o.clock.now()
-      const account = await o.store.getAccount(name)
-      if (!account) {
-        await burnPasswordTime(password)
-        throw httpError(401, 'UNAUTHORIZED', 'wrong name or password')
-      }
-      if (account.lockedUntil > now) {
-        const waitS = Math.ceil((account.lockedUntil - now) / 1000)
+      const wait = (until: number) => {
+        const waitS = Math.ceil((until - now) / 1000)
         reply.header('retry-after', String(waitS))
-        throw httpError(429, 'RATE_LIMITED', `too many failed sign-ins for ${name}: try again in ${waitS} s`)
+        return httpError(429, 'RATE_LIMITED', `too many failed sign-ins for ${name}: try again in ${waitS} s`)
       }
-      if (!(await verifyPassword(password, account.passwordHash))) {
-        const n = account.failed + 1
-        await o.store.loginFailed(name, n > FREE_FAILURES ? now + Math.min(MAX_LOCK_MS, 1000 * 2 ** (n - FREE_FAILURES - 1)) : 0)
-        throw httpError(401, 'UNAUTHORIZED', 'wrong name or password')
+      // one check of a name at a time: parallel guesses would each be checked before the
+      // first failure's wait was set
+      if (checking.has(name)) throw wait(now + 1000)
+      checking.add(name)
+      let role: Role
+      try {
+        const account = await o.store.getAccount(name)
+        // a name with no account waits as an account would, so neither the answer nor its
+        // timing tells which names exist
+        const lockedUntil = account ? account.lockedUntil : (strangers.get(name)?.lockedUntil ?? 0)
+        if (lockedUntil > now) throw wait(lockedUntil)
+        if (!account) {
+          await burnPasswordTime(password)
+          if (strangers.size >= MAX_STRANGERS) strangers.clear()
+          const failed = (strangers.get(name)?.failed ?? 0) + 1
+          strangers.set(name, { failed, lockedUntil: lockUntil(now)(failed) })
+          throw httpError(401, 'UNAUTHORIZED', 'wrong name or password')
+        }
+        if (!(await verifyPassword(password, account.passwordHash))) {
+          await o.store.loginFailed(name, lockUntil(now))
+          throw httpError(401, 'UNAUTHORIZED', 'wrong name or password')
+        }
+        role = account.role
+      } finally {
+        checking.delete(name)
       }
       const secret = randomBytes(32).toString('base64url')
       const csrf = randomBytes(24).toString('base64url')
       const expires = now + sessionMs
       await o.store.addSession({ idHash: sha256(secret), account: name, csrf, created: now, expires })
       setCookie(reply, secret, Math.floor(sessionMs / 1000))
-      return { auth: true, account: { name, role: account.role }, csrf, expires }
+      return { auth: true, account: { name, role }, csrf, expires }
     },
   )
 

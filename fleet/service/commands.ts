@@ -40,6 +40,8 @@ export interface CommandDeskOptions {
    * (each device still checks its own list of trusted operators). */
   operators: ReadonlySet<string> | null
   publish: Publish
+  /** whether a publish can be handed to the broker client yet */
+  ready: () => boolean
   onChange?: (device: string) => void
 }
 
@@ -74,6 +76,7 @@ export class CommandDesk {
       clock: { now, maxTtlMs: MAX_COMMAND_TTL_MS, skewMs: SKEW_MS },
     })
     if (!(await this.o.store.getDevice(device))) throw new CairnError('NOT_FOUND', `no device ${device} in fleet ${this.o.fleet}`)
+    if (!this.o.ready()) throw new CairnError('UNAVAILABLE', 'the service is still connecting to the broker: try again')
     const name = env.type.slice('cmd.'.length)
     const payload = JSON.stringify(env)
     const logged = await this.o.store.addCommand({ id: env.id, device, name, operator: env.iss, by, sentAt: now, exp: env.exp, envelope: payload })
@@ -104,6 +107,7 @@ export class CommandDesk {
           throw new CairnError('BAD_REQUEST', 'pause-updates: the body is {"paused": true|false}')
       },
     })
+    if (!this.o.ready()) throw new CairnError('UNAVAILABLE', 'the service is still connecting to the broker: try again')
     const payload = JSON.stringify(env)
     if (!(await this.o.store.addCommand({ id: env.id, device: '*', name: 'pause-updates', operator: env.iss, by, sentAt: now, exp: env.exp, envelope: payload })))
       throw new CairnError('REPLAY', `command ${env.id} was sent before: sign a new one`)

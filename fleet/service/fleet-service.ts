@@ -87,6 +87,7 @@ export class FleetService {
       log: o.log.child({ mod: 'commands' }),
       operators: o.operatorKeys && o.operatorKeys.length > 0 ? new Set(o.operatorKeys) : null,
       onChange: device => this.changes.notify(device, 'command'),
+      ready: () => this.client !== undefined,
       publish: (topic, payload, p) => {
         if (!this.client) throw new Error('not started')
         // On MQTT 5 the device answers on the response topic with the correlation data; a
@@ -191,7 +192,11 @@ export class FleetService {
     await new Promise<void>(r => {
       const c = this.client
       if (!c) return r()
-      const force = setTimeout(() => c.end(true, {}, () => r()), 5_000)
+      const force = setTimeout(() => {
+        // end() again while ending does not cut the socket: cut it here
+        c.stream?.destroy()
+        c.end(true, {}, () => r())
+      }, 5_000)
       c.end(false, {}, () => {
         clearTimeout(force)
         r()

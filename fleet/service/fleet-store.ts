@@ -272,8 +272,9 @@ export interface FleetStore {
   validatorStats(): Promise<Array<{ validator: string; devices: number; attestations: number; lastEpoch: number; lastAt: number; meanScore: number }>>
   /** How many refusals of this kind there were over all devices. */
   refusedTotal(kind: RefusalKind): Promise<number>
-  /** Counts a refused message about a device, with the last reason. */
-  addRefusal(device: string, kind: RefusalKind, reason: string, at: number): Promise<void>
+  /** Counts a refused message about a device, with the last reason; the same message again
+   * (by `hash`: a retained one redelivered, or seen by another process) counts once. */
+  addRefusal(device: string, kind: RefusalKind, reason: string, at: number, hash: string): Promise<void>
   refusals(device: string): Promise<Array<{ kind: RefusalKind; count: number; lastReason: string; lastAt: number }>>
   /** Adds an account, or replaces its role and password; a new password ends its sessions. */
   putAccount(a: { name: string; role: Role; passwordHash: string; created: number }): Promise<'added' | 'updated'>
@@ -282,8 +283,9 @@ export interface FleetStore {
   /** Removes an account and its sessions. */
   removeAccount(name: string): Promise<boolean>
   accountCount(): Promise<number>
-  /** A failed login: the count goes up and the account waits until `lockedUntil`. */
-  loginFailed(name: string, lockedUntil: number): Promise<number>
+  /** A failed sign-in, in one transaction: the count goes up, and the account waits until
+   * `lockUntil(the new count)`. Resolves with the new count. */
+  loginFailed(name: string, lockUntil: (failed: number) => number): Promise<number>
   addSession(s: SessionRecord): Promise<void>
   /** A live session with its account's role now (a changed role applies at once). */
   getSession(idHash: string, now: number): Promise<(SessionRecord & { role: Role }) | undefined>

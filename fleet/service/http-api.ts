@@ -80,6 +80,7 @@ const PageBefore = Type.Object(
   },
   { additionalProperties: false },
 )
+const LimitOnly = Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200 })) }, { additionalProperties: false })
 const CommandParams = Type.Object({ cmd: Type.String({ pattern: ID_PATTERN, description: 'command id' }) }, { additionalProperties: false })
 // Not coerced or checked field by field here: the command is signed, so the service
 // checks it whole as the device will (commands.ts), and a coerced field would only
@@ -99,7 +100,7 @@ const STATUS_CODES: Record<number, string> = {
 }
 
 /** HTTP statuses of the command desk's refusals (the rest are 400). */
-const COMMAND_STATUS: Partial<Record<ErrorCode, number>> = { NOT_FOUND: 404, UNTRUSTED_KEY: 403, REPLAY: 409 }
+const COMMAND_STATUS: Partial<Record<ErrorCode, number>> = { NOT_FOUND: 404, UNTRUSTED_KEY: 403, REPLAY: 409, UNAVAILABLE: 503 }
 
 export interface ApiDeps {
   store: FleetStore
@@ -143,7 +144,9 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
     // close() ends every connection, busy ones too (a stream, a slow client): a stop is a stop
     forceCloseConnections: true,
     ...(d.tls ? { https: { cert: d.tls.cert, key: d.tls.key } } : {}),
-    ...(d.trustProxy ? { trustProxy: true } : {}),
+    // only a proxy on this machine is believed about the client's address (X-Forwarded-For
+    // from anyone else, or the part a client wrote itself, is not)
+    ...(d.trustProxy ? { trustProxy: 'loopback' } : {}),
     bodyLimit: 64 * 1024,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: true, useDefaults: false, allErrors: false } },
   })
@@ -283,10 +286,10 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
 
   app.get(
     '/api/v1/devices/:id/attestations',
-    { schema: { summary: "a device's uptime score per epoch, from the pinned validators' verified attestations, and how many were refused", params: IdParams, querystring: PageBefore } },
+    { schema: { summary: "a device's uptime score per epoch, from the pinned validators' verified attestations, and how many were refused", params: IdParams, querystring: LimitOnly } },
     async req => {
       const { id } = req.params as Static<typeof IdParams>
-      const q = req.query as Static<typeof PageBefore>
+      const q = req.query as Static<typeof LimitOnly>
       if (!(await d.store.getDevice(id))) throw notFound(id)
       const [items, refused] = await Promise.all([d.store.attestations({ device: id, limit: q.limit ?? 50 }), d.store.refusals(id)])
       return { items, refused: refused.find(r => r.kind === 'attestation') ?? null }

@@ -47,7 +47,7 @@ export function serveCommand(io: Io): Command {
     )
     .option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM; with --tls-key)')
     .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
-    .option('--trust-proxy', 'behind a reverse proxy that terminates TLS: Secure cookies, the client address from X-Forwarded-For', false)
+    .option('--trust-proxy', 'behind a reverse proxy on this machine that terminates TLS: accounts required, Secure cookies, the client address from X-Forwarded-For as that proxy sets it', false)
     .option('--store <kind>', 'sqlite (an embedded file in the state dir)', 'sqlite')
     .option('--instance <name>', 'this process among several sharing one store (1-32 letters, digits, - or _)', '1')
     .option('--share-group <name>', 'MQTT shared-subscription group of processes splitting the load (default: cairn-fleet-<fleet>)')
@@ -89,11 +89,13 @@ async function serve(o: ServeOptions, io: Io): Promise<number> {
   const listen = parseListen(o.listen)
   if (Boolean(o.tlsCert) !== Boolean(o.tlsKey)) throw new CairnError('BAD_REQUEST', '--tls-cert and --tls-key go together')
   const tls = o.tlsCert && o.tlsKey ? { cert: readPem(o.tlsCert, '--tls-cert'), key: readPem(o.tlsKey, '--tls-key') } : undefined
-  if (!listen.loopback && !tls && !o.trustProxy)
+  if (!listen.loopback && !tls)
     throw new CairnError(
       'BAD_REQUEST',
-      `--listen ${listen.host}: beyond loopback the service needs TLS, here (--tls-cert, --tls-key) or at a reverse proxy in front of it (--trust-proxy); passwords and session cookies must not cross a network in clear (docs/console.md)`,
+      `--listen ${listen.host}: beyond loopback the service needs TLS (--tls-cert, --tls-key), or a reverse proxy with TLS in front of it and the service on loopback (--listen 127.0.0.1:PORT --trust-proxy); passwords and session cookies must not cross a network in clear (docs/console.md)`,
     )
+  // reached from beyond this machine: directly, or through a proxy on it
+  const exposed = !listen.loopback || o.trustProxy
   const keyIds = (list: string[]) => list.map(k => (isKeyId(k.trim()) ? k.trim() : keyIdOf(readPublicKeyFile(k))))
   const operatorKeys = keyIds(o.operatorKey)
   const validators = keyIds(o.validator)
@@ -101,11 +103,11 @@ async function serve(o: ServeOptions, io: Io): Promise<number> {
   const log = createLogger({ level: o.logLevel as Level })
   ensureStateDir(o.stateDir)
   const store = new SqliteFleetStore(o.stateDir)
-  if (!listen.loopback && (await store.accountCount()) === 0) {
+  if (exposed && (await store.accountCount()) === 0) {
     await store.close()
     throw new CairnError(
       'BAD_REQUEST',
-      `--listen ${listen.host}: beyond loopback the service needs accounts, and ${o.stateDir} has none: add one first (cairn fleet account add NAME --role admin --state-dir ${o.stateDir})`,
+      `${listen.loopback ? '--trust-proxy' : `--listen ${listen.host}`}: reached from beyond this machine, the service needs accounts, and ${o.stateDir} has none: add one first (cairn fleet account add NAME --role admin --state-dir ${o.stateDir})`,
     )
   }
   // loaded here, not with the CLI: the HTTP server (fastify) is no part of a device's start
@@ -118,7 +120,7 @@ async function serve(o: ServeOptions, io: Io): Promise<number> {
     clock: systemClock,
     log,
     listen: { host: listen.host, port: listen.port },
-    auth: { always: !listen.loopback, secureCookies: Boolean(tls) || o.trustProxy },
+    auth: { always: exposed, secureCookies: Boolean(tls) || o.trustProxy },
     ...(tls ? { tls } : {}),
     ...(o.trustProxy ? { trustProxy: true } : {}),
     shareGroup: o.share ? (o.shareGroup ?? `cairn-fleet-${o.fleet}`) : null,

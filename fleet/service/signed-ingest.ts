@@ -10,6 +10,7 @@
 // refused". Only devices in the registry are counted (a flood of made-up ids cannot
 // grow the store).
 
+import { createHash } from 'node:crypto'
 import type { Clock } from '../../protocol/clock.js'
 import { CairnError } from '../../protocol/errors.js'
 import type { Logger } from '../../protocol/log.js'
@@ -58,61 +59,71 @@ export class SignedIngest {
     this.refusals = new RefusalLog(o.log, 'signed message')
   }
 
+  /** Verifies and keeps one message; a store error rejects (the message is not
+   * acknowledged and comes again), a message that does not verify is counted. */
   async handle(topic: string, payload: Buffer): Promise<'stored' | 'refused' | 'ignored'> {
     const where = signedTopic(topic, this.o.fleet)
     // an empty retained message clears a topic: nothing about the device
     if (!where || payload.length === 0) return 'ignored'
     if (!(await this.o.store.getDevice(where.device))) return 'ignored'
     const now = this.o.clock.now()
+    let keep: () => Promise<boolean>
     try {
       if (payload.length > MAX_SIGNED_BYTES) throw new CairnError('TOO_LARGE', `${payload.length} bytes; at most ${MAX_SIGNED_BYTES}`)
-      const stored = where.kind === 'receipt' ? await this.receipt(where.device, payload, now) : await this.attestation(where.device, where.validator, payload, now)
-      if (stored) this.o.onChange?.(where.device)
-      return 'stored'
+      keep = where.kind === 'receipt' ? this.receipt(where.device, payload, now) : this.attestation(where.device, where.validator, payload, now)
     } catch (err) {
       const e = err instanceof CairnError ? err : new CairnError('BAD_REQUEST', String(err))
       this.stats.refused++
       this.refusals.refused(e.code, { topic: topic.slice(0, 200), msg: e.message.slice(0, 200) })
-      await this.o.store.addRefusal(where.device, where.kind satisfies RefusalKind, `${e.code}: ${e.message}`, now)
+      // by its hash: a retained one redelivered, or read by a second process, counts once
+      await this.o.store.addRefusal(where.device, where.kind satisfies RefusalKind, `${e.code}: ${e.message}`, now, createHash('sha256').update(payload).digest('hex'))
       this.o.onChange?.(where.device)
       return 'refused'
     }
+    if (await keep()) this.o.onChange?.(where.device)
+    return 'stored'
   }
 
-  private async receipt(device: string, payload: Buffer, now: number): Promise<boolean> {
+  /** Verifies (throws CairnError); returns what keeps it. */
+  private receipt(device: string, payload: Buffer, now: number): () => Promise<boolean> {
     // signed by the device the topic names, and by no other key
     const { receipt } = checkReceipt(payload, { device })
     if (receipt.fleet !== this.o.fleet) throw new CairnError('WRONG_TARGET', `a receipt for fleet ${receipt.fleet}`)
     const b = receipt.body
-    const kept = await this.o.store.addReceipt({
-      device,
-      id: receipt.id,
-      task: b.task,
-      type: b.type,
-      outcome: b.outcome,
-      dispatcher: b.dispatcher,
-      finished: b.finished,
-      receivedAt: now,
-      payload: payload.toString('utf8'),
-    })
-    if (kept) this.stats.receipts++
-    return kept
+    return async () => {
+      const kept = await this.o.store.addReceipt({
+        device,
+        id: receipt.id,
+        task: b.task,
+        type: b.type,
+        outcome: b.outcome,
+        dispatcher: b.dispatcher,
+        finished: b.finished,
+        receivedAt: now,
+        payload: payload.toString('utf8'),
+      })
+      if (kept) this.stats.receipts++
+      return kept
+    }
   }
 
-  private async attestation(device: string, validator: string, payload: Buffer, now: number): Promise<boolean> {
+  /** Verifies (throws CairnError); returns what keeps it. */
+  private attestation(device: string, validator: string, payload: Buffer, now: number): () => Promise<boolean> {
     if (!this.o.validators.has(validator)) throw new CairnError('UNTRUSTED_KEY', `validator ${validator.slice(0, 12)}… is not pinned (--validator)`)
     const env = checkProof(payload, ProofType.attestation, { fleet: this.o.fleet, signer: validator })
     if (env.body.device !== device || env.sub !== device) throw new CairnError('WRONG_TARGET', `an attestation for ${env.body.device.slice(0, 12)}… on the topic of ${device.slice(0, 12)}…`)
-    const kept = await this.o.store.addAttestation({
-      validator,
-      device,
-      epoch: env.body.epoch,
-      score: env.body.score,
-      fraud: env.body.fraud,
-      receivedAt: now,
-      payload: payload.toString('utf8'),
-    })
-    if (kept) this.stats.attestations++
-    return kept
+    return async () => {
+      const kept = await this.o.store.addAttestation({
+        validator,
+        device,
+        epoch: env.body.epoch,
+        score: env.body.score,
+        fraud: env.body.fraud,
+        receivedAt: now,
+        payload: payload.toString('utf8'),
+      })
+      if (kept) this.stats.attestations++
+      return kept
+    }
   }
 }

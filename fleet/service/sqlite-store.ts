@@ -121,7 +121,7 @@ const MIGRATIONS = [
    );
    CREATE INDEX attestations_received ON attestations (received_at);
    CREATE TABLE refusals (
-     device TEXT NOT NULL, kind TEXT NOT NULL, count INTEGER NOT NULL, last_reason TEXT NOT NULL, last_at INTEGER NOT NULL,
+     device TEXT NOT NULL, kind TEXT NOT NULL, count INTEGER NOT NULL, last_reason TEXT NOT NULL, last_at INTEGER NOT NULL, last_hash TEXT NOT NULL,
      PRIMARY KEY (device, kind)
    );`,
   // each device's newest updater event (the rollouts page)
@@ -326,7 +326,8 @@ export class SqliteFleetStore implements FleetStore {
   }
 
   async otaLatest(limit: number): Promise<Array<{ device: string; kind: string; ts: number; data: unknown }>> {
-    const ota = "e.kind LIKE 'ota.%' AND e.kind NOT IN ('ota.paused', 'ota.pinned')"
+    // a range on kind, not LIKE: the events_kind index serves it (LIKE would scan a year of events)
+    const ota = "e.kind >= 'ota.' AND e.kind < 'ota/' AND e.kind NOT IN ('ota.paused', 'ota.pinned')"
     const rows = this.db
       .prepare(
         `SELECT e.device, e.kind, e.ts, e.data FROM events e
@@ -414,13 +415,14 @@ export class SqliteFleetStore implements FleetStore {
     return ((this.db.prepare('SELECT SUM(count) AS n FROM refusals WHERE kind = ?').get(kind) as { n: number | null }).n ?? 0) as number
   }
 
-  async addRefusal(device: string, kind: RefusalKind, reason: string, at: number): Promise<void> {
+  async addRefusal(device: string, kind: RefusalKind, reason: string, at: number, hash: string): Promise<void> {
     this.db
       .prepare(
-        `INSERT INTO refusals (device, kind, count, last_reason, last_at) VALUES (?, ?, 1, ?, ?)
-         ON CONFLICT (device, kind) DO UPDATE SET count = refusals.count + 1, last_reason = excluded.last_reason, last_at = excluded.last_at`,
+        `INSERT INTO refusals (device, kind, count, last_reason, last_at, last_hash) VALUES (?, ?, 1, ?, ?, ?)
+         ON CONFLICT (device, kind) DO UPDATE SET count = refusals.count + 1, last_reason = excluded.last_reason, last_at = excluded.last_at, last_hash = excluded.last_hash
+         WHERE refusals.last_hash <> excluded.last_hash`,
       )
-      .run(device, kind, reason.slice(0, 500), at)
+      .run(device, kind, reason.slice(0, 500), at, hash)
   }
 
   async refusals(device: string): Promise<Array<{ kind: RefusalKind; count: number; lastReason: string; lastAt: number }>> {
@@ -474,9 +476,15 @@ export class SqliteFleetStore implements FleetStore {
     return (this.db.prepare('SELECT COUNT(*) AS n FROM accounts').get() as { n: number }).n
   }
 
-  async loginFailed(name: string, lockedUntil: number): Promise<number> {
-    const r = this.db.prepare('UPDATE accounts SET failed = failed + 1, locked_until = ? WHERE name = ? RETURNING failed').get(lockedUntil, name) as { failed: number } | undefined
-    return r?.failed ?? 0
+  async loginFailed(name: string, lockUntil: (failed: number) => number): Promise<number> {
+    return this.db
+      .transaction(() => {
+        const r = this.db.prepare('UPDATE accounts SET failed = failed + 1 WHERE name = ? RETURNING failed').get(name) as { failed: number } | undefined
+        if (!r) return 0
+        this.db.prepare('UPDATE accounts SET locked_until = ? WHERE name = ?').run(lockUntil(r.failed), name)
+        return r.failed
+      })
+      .immediate()
   }
 
   async addSession(s: SessionRecord): Promise<void> {

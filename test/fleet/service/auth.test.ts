@@ -55,7 +55,7 @@ async function setup(t: Test, o: { always?: boolean; secureCookies?: boolean; ac
     if (r.status !== 200) throw new Error(`sign-in as ${name}: ${r.status} ${JSON.stringify(r.body)}`)
     return { cookie: r.cookie!.split(';')[0]!, csrf: r.body.csrf as string, setCookie: r.cookie! }
   }
-  return { store, clock, call, login }
+  return { store, clock, call, login, base }
 }
 
 t.test('passwords: scrypt, salted, self-describing; a wrong or malformed one is false', async t => {
@@ -73,6 +73,12 @@ t.test('passwords: scrypt, salted, self-describing; a wrong or malformed one is 
 t.test('no account, on loopback: open; once one exists, every call signs in', async t => {
   const { store, call } = await setup(t)
   t.equal((await call('GET', '/api/v1/devices')).status, 200, 'no account: open to this machine')
+  t.match(
+    await call('PUT', '/api/v1/accounts/mallory', { body: { role: 'admin', password: PASSWORD } }),
+    { status: 403, body: { error: { code: 'FORBIDDEN', message: /cairn fleet account add/ } } },
+    'but not the making of the first admin (a local user, a page rebinding a name to 127.0.0.1)',
+  )
+  t.equal((await call('GET', '/api/v1/accounts')).status, 403)
   t.same((await call('GET', '/api/v1/session')).body, { auth: false })
   await store.putAccount({ name: 'otto', role: 'operator', passwordHash: await hashPassword(PASSWORD), created: T0 })
   t.match(await call('GET', '/api/v1/devices'), { status: 401, body: { error: { code: 'UNAUTHORIZED', message: /sign in/ } } }, 'the first account closes it, at once')
@@ -89,7 +95,7 @@ t.test('beyond loopback: closed even with no account', async t => {
 })
 
 t.test('sessions: cookie flags, roles, CSRF, sign-out, expiry, removal, a new password', async t => {
-  const { store, clock, call, login } = await setup(t, {
+  const { store, clock, call, login, base } = await setup(t, {
     accounts: [
       ['vera', 'viewer'],
       ['otto', 'operator'],
@@ -115,6 +121,12 @@ t.test('sessions: cookie flags, roles, CSRF, sign-out, expiry, removal, a new pa
   const labels = { labels: { site: 'berlin' } }
   t.match(await call('PUT', `/api/v1/devices/${DEV}/labels`, { cookie: otto.cookie, body: labels }), { status: 403, body: { error: { code: 'CSRF' } } }, 'a change without the CSRF header: 403')
   t.match(await call('PUT', `/api/v1/devices/${DEV}/labels`, { cookie: otto.cookie, csrf: 'x'.repeat(32), body: labels }), { status: 403, body: { error: { code: 'CSRF' } } }, 'with a wrong one: 403')
+  const wide = await fetch(`${base}/api/v1/devices/${DEV}/labels`, {
+    method: 'PUT',
+    headers: { cookie: otto.cookie, 'x-cairn-csrf': Buffer.from('é'.repeat(16)).toString('latin1'), 'content-type': 'application/json' },
+    body: JSON.stringify(labels),
+  })
+  t.equal(wide.status, 403, 'a token of as many characters but other bytes: 403, not a 500')
   t.match(await call('PUT', `/api/v1/devices/${DEV}/labels`, { cookie: otto.cookie, csrf: otto.csrf, body: labels }), { status: 200, body: { labels: { site: 'berlin' } } }, 'with the token: done')
 
   const vera = await login('vera')
@@ -180,6 +192,17 @@ t.test('failed sign-ins slow the account down: a wait from the fifth in a row, d
   // (the 10th attempt from this address: the address limit is the next test's)
   t.equal((await attempt('wrong password')).status, 401)
   t.match(await store.getAccount('otto'), { failed: 1, lockedUntil: 0 }, 'a failure after a success counts from one: no wait')
+})
+
+t.test('a name with no account waits as an account does; guesses in parallel are checked one at a time', async t => {
+  const { call } = await setup(t, { accounts: [['otto', 'operator']] })
+  const attempt = (name: string, password = 'wrong password') => call('POST', '/api/v1/session', { body: { name, password } })
+  const answers: number[] = []
+  for (let i = 0; i < 6; i++) answers.push((await attempt('nobody')).status)
+  t.same(answers, [401, 401, 401, 401, 401, 429], 'an unknown name: five failures, then a wait, as for a real one (the answers do not tell which names exist)')
+  const parallel = await Promise.all([attempt('otto'), attempt('otto'), attempt('otto')])
+  t.equal(parallel.filter(r => r.status === 401).length, 1, 'three guesses at once: one is checked')
+  t.equal(parallel.filter(r => r.status === 429).length, 2, 'the others wait')
 })
 
 t.test('one address: at most 10 sign-in attempts in 5 minutes', async t => {

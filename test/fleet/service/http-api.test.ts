@@ -98,7 +98,7 @@ t.test('the OpenAPI document served is the one in docs/api/fleet-openapi.json', 
     stats: () => ({ stored: { status: 0, telemetry: 0, event: 0 }, refused: 0, transitions: 0 }),
     alertRules: DEFAULT_ALERT_RULES,
     changes: new ChangeFeed(),
-    commands: new CommandDesk({ store, fleet: 'demo', clock: new ManualClock(T0), log: createLogger({ level: 'fatal' }), operators: null, publish: () => undefined }),
+    commands: new CommandDesk({ store, fleet: 'demo', clock: new ManualClock(T0), log: createLogger({ level: 'fatal' }), operators: null, publish: () => undefined, ready: () => true }),
   })
   const base = await app.listen({ host: '127.0.0.1', port: 0 })
   t.teardown(async () => {

@@ -324,8 +324,14 @@ t.test('fleet serve: flags checked before anything opens', async t => {
   t.equal(off.err.trim().split('\n').length, 1, 'one line')
   const half = await run(['--fleet', 'x', '--state-dir', join(dir, 's'), '--tls-cert', join(dir, 'c.pem')])
   t.match(half, { code: 2, err: /--tls-cert and --tls-key go together/ })
-  const noAccounts = await run(['--fleet', 'x', '--state-dir', join(dir, 's'), '--listen', '0.0.0.0:8080', '--trust-proxy'])
-  t.match(noAccounts, { code: 2, err: /needs accounts, and .* has none: add one first \(cairn fleet account add/ }, 'beyond loopback with no account: refused, saying how to add one')
+  const openProxy = await run(['--fleet', 'x', '--state-dir', join(dir, 's'), '--listen', '0.0.0.0:8080', '--trust-proxy'])
+  t.match(openProxy, { code: 2, err: /needs TLS/ }, '--trust-proxy does not stand in for TLS on a public address: the proxy is on this machine')
+  const noAccounts = await run(['--fleet', 'x', '--state-dir', join(dir, 's'), '--listen', '127.0.0.1:8080', '--trust-proxy'])
+  t.match(
+    noAccounts,
+    { code: 2, err: /--trust-proxy: reached from beyond this machine, the service needs accounts, and .* has none: add one first \(cairn fleet account add/ },
+    'behind a proxy with no account: refused, saying how to add one',
+  )
   const store = await run(['--fleet', 'x', '--state-dir', join(dir, 's'), '--store', 'postgres://x'])
   t.match(store.err, /only sqlite for now/)
 })
