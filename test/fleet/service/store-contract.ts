@@ -231,4 +231,47 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
     await s.maintain(T0 + 366 * 24 * HOUR, { rawMs: HOUR, minuteMs: HOUR, hourMs: 365 * 24 * HOUR })
     t.same(await s.commands({ limit: 10, now: T0 }), [], 'dropped with the hourly telemetry, after a year')
   })
+  t.test('refusals: counted per device and kind, the same message (by hash) once; receipts and attestations once by id', async t => {
+    const s = await open(t)
+    const d = DEV(4)
+    await s.addRefusal(d, 'attestation', 'UNTRUSTED_KEY: a', T0, 'h1')
+    await s.addRefusal(d, 'attestation', 'UNTRUSTED_KEY: a', T0 + 1, 'h1')
+    t.match(await s.refusals(d), [{ kind: 'attestation', count: 1, lastAt: T0 }], 'the same message again (a retained one redelivered, a second process) counts once')
+    await s.addRefusal(d, 'attestation', 'BAD_SIGNATURE: b', T0 + 2, 'h2')
+    await s.addRefusal(d, 'receipt', 'BAD_SIGNATURE: c', T0 + 3, 'h3')
+    t.match(await s.refusals(d), [
+      { kind: 'attestation', count: 2, lastReason: 'BAD_SIGNATURE: b' },
+      { kind: 'receipt', count: 1 },
+    ])
+    t.equal(await s.refusedTotal('attestation'), 2)
+    const r = { device: d, id: 'r0000001', task: 'task-1', type: 'cache', outcome: 'done' as const, dispatcher: 'd'.repeat(52), finished: T0, receivedAt: T0, payload: '{"x":1}' }
+    t.equal(await s.addReceipt(r), true)
+    t.equal(await s.addReceipt(r), false, 'a receipt kept once')
+    t.match(await s.receipts({ device: d, limit: 10 }), [{ id: 'r0000001', payload: { x: 1 } }])
+    const a = { validator: 'v'.repeat(52), device: d, epoch: 7, score: 990_000, fraud: false, receivedAt: T0, payload: '{"y":2}' }
+    t.equal(await s.addAttestation(a), true)
+    t.equal(await s.addAttestation({ ...a, score: 1 }), false, "a validator's attestation of an epoch kept once (the first)")
+    t.match(await s.attestations({ device: d, limit: 10 }), [{ epoch: 7, score: 990_000, payload: { y: 2 } }])
+    t.match(await s.validatorStats(), [{ validator: 'v'.repeat(52), devices: 1, attestations: 1, lastEpoch: 7, meanScore: 990_000 }])
+  })
+
+  t.test("rollouts: each device's newest updater event (not paused/pinned), devices by version", async t => {
+    const s = await open(t)
+    await s.applyStatus(status(DEV(5), { id: 's5', state: 'online', key: [T0, T0, 0, T0], version: '1.0.0' }))
+    await s.applyStatus(status(DEV(6), { id: 's6', state: 'online', key: [T0, T0, 0, T0], version: '2.0.0' }))
+    await s.addEvent({ device: DEV(5), id: 'o1', ts: T0, kind: 'ota.available', data: '{"version":"2.0.0"}' })
+    await s.addEvent({ device: DEV(5), id: 'o2', ts: T0 + 1, kind: 'ota.rolled-back', data: '{"version":"2.0.0","reason":"crash-loop"}' })
+    await s.addEvent({ device: DEV(5), id: 'o3', ts: T0 + 2, kind: 'ota.paused', data: '{"paused":true}' })
+    await s.addEvent({ device: DEV(6), id: 'o4', ts: T0 + 3, kind: 'ota.committed', data: '{"version":"2.0.0"}' })
+    await s.addEvent({ device: DEV(6), id: 'o5', ts: T0 + 4, kind: 'agent.started', data: '{}' })
+    t.match(await s.otaLatest(10), [
+      { device: DEV(6), kind: 'ota.committed' },
+      { device: DEV(5), kind: 'ota.rolled-back', data: { reason: 'crash-loop' } },
+    ])
+    t.equal((await s.otaLatest(1)).length, 1, 'bounded')
+    t.match(await s.versionCounts(), [
+      { version: '1.0.0', devices: 1, online: 1 },
+      { version: '2.0.0', devices: 1, online: 1 },
+    ])
+  })
 }
