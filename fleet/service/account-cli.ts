@@ -85,6 +85,11 @@ export function accountCommand(io: Io): Command {
     .description("the fleet service's accounts (needed to listen beyond loopback; once one exists, every API call signs in)")
     .addCommand(
       new Command('add')
+        .addHelpText(
+          'after',
+          `\nExamples:\n  cairn fleet account add alice --role admin --state-dir /var/lib/cairn-fleet
+  printf '%s\\n' "$PASSWORD" | cairn fleet account add ci --role viewer --state-dir /var/lib/cairn-fleet`,
+        )
         .description('add an account; the password is asked for (or read from stdin)')
         .argument('<name>')
         .addOption(roleOption().default('operator'))
@@ -100,6 +105,7 @@ export function accountCommand(io: Io): Command {
     )
     .addCommand(
       new Command('passwd')
+        .addHelpText('after', `\nExamples:\n  cairn fleet account passwd alice --state-dir /var/lib/cairn-fleet`)
         .description("set an account's password (its sessions end)")
         .argument('<name>')
         .addOption(stateDir())
@@ -118,6 +124,7 @@ export function accountCommand(io: Io): Command {
     )
     .addCommand(
       new Command('role')
+        .addHelpText('after', `\nExamples:\n  cairn fleet account role bob --role operator --state-dir /var/lib/cairn-fleet`)
         .description("set an account's role (at once, in its open sessions too)")
         .argument('<name>')
         .addOption(roleOption().makeOptionMandatory())
@@ -134,6 +141,7 @@ export function accountCommand(io: Io): Command {
     )
     .addCommand(
       new Command('remove')
+        .addHelpText('after', `\nExamples:\n  cairn fleet account remove bob --state-dir /var/lib/cairn-fleet`)
         .description('remove an account and end its sessions')
         .argument('<name>')
         .addOption(stateDir())
@@ -146,6 +154,7 @@ export function accountCommand(io: Io): Command {
     )
     .addCommand(
       new Command('list')
+        .addHelpText('after', `\nExamples:\n  cairn fleet account list --state-dir /var/lib/cairn-fleet`)
         .description('the accounts and their roles')
         .addOption(stateDir())
         .action(async (o: { stateDir: string }) => {
