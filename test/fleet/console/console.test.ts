@@ -7,7 +7,7 @@
 // Screenshots of each view go to $CAIRN_CONSOLE_SHOTS (docs/console/ in the docs) or
 // this test's temp dir.
 
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import mqtt from 'mqtt'
@@ -207,16 +207,7 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
   const put = await fetch(`${base}/api/v1/devices/${evil}/labels`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ labels: { site: XSS } }) })
   t.equal(put.status, 200, 'a label value with markup is stored (it is text)')
 
-  const browser: Browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    // root in CI: Chromium's sandbox needs an unprivileged user
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--no-default-browser-check'],
-    protocolTimeout: guardMs(120_000),
-  })
-  t.teardown(() => closeBrowser(browser))
-  const page: Page = await browser.newPage()
-  await page.setViewport({ width: 1400, height: 900 })
+  const page = await openPage(t)
   const pageErrors: string[] = []
   page.on('pageerror', err => pageErrors.push(String(err)))
   page.on('console', msg => {
@@ -425,15 +416,7 @@ t.test('sign-in, then commands from the console: signed in the browser with a ke
   const get = async <T>(path: string) => (await (await fetch(`${base}${path}`, { headers: auth })).json()) as T
   await until(async () => (await get<{ state?: string }>(`/api/v1/devices/${device}`)).state === 'online', 30_000, 'the agent online')
 
-  const browser: Browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--no-default-browser-check'],
-    protocolTimeout: guardMs(120_000),
-  })
-  t.teardown(() => closeBrowser(browser))
-  const page: Page = await browser.newPage()
-  await page.setViewport({ width: 1400, height: 900 })
+  const page = await openPage(t)
   const pageErrors: string[] = []
   page.on('pageerror', err => pageErrors.push(String(err)))
   // everything the page sends: the private key must be in none of it
@@ -560,6 +543,21 @@ t.test('sign-in, then commands from the console: signed in the browser with a ke
   const after = (await page.evaluate(`fetch('/api/v1/devices').then(r => r.status)`)) as number
   t.equal(after, 401, 'signed out: the sign-in form again, and the API answers 401')
 })
+
+/** Debian's Chromium, headless, closed (or killed) when the test ends; a page on it. */
+async function openPage(t: Test): Promise<Page> {
+  const browser: Browser = await puppeteer.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    // root in CI: Chromium's sandbox needs an unprivileged user
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--no-default-browser-check'],
+    protocolTimeout: guardMs(120_000),
+  })
+  t.teardown(() => closeBrowser(browser))
+  const page = await browser.newPage()
+  await page.setViewport({ width: 1400, height: 900 })
+  return page
+}
 
 /** A teardown that says so on stderr when it is still running after a minute, and
  * when it fails: a failure is told, not thrown, since tap runs no further teardown after

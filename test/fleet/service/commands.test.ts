@@ -6,18 +6,15 @@
 // the service does not send for, and a forged reply, which is counted beside the
 // command and changes nothing.
 
-import t from 'tap'
+import t, { type Test } from 'tap'
 import mqtt from 'mqtt'
 import { signCommand } from '../../../fleet/command-client.js'
-import { FleetService } from '../../../fleet/service/fleet-service.js'
-import { SqliteFleetStore } from '../../../fleet/service/sqlite-store.js'
-import { systemClock } from '../../../protocol/clock.js'
 import { generateKeyPair } from '../../../protocol/keys.js'
-import { createLogger } from '../../../protocol/log.js'
 import { readReply, signReply } from '../../../protocol/reply.js'
 import { startBroker, type TestBroker } from '../../helpers/broker.js'
 import { operatorKey, startTestAgent, tmp, until } from '../../helpers/agent.js'
 import { MQTT_VERSIONS } from '../../helpers/mqtt-versions.js'
+import { startTestService } from '../../helpers/fleet-service.js'
 
 let broker: TestBroker
 t.before(async () => {
@@ -25,23 +22,8 @@ t.before(async () => {
 })
 t.teardown(async () => broker.close())
 
-const log = createLogger({ level: 'fatal' })
-
-async function service(fleet: string, mqttVersion: 4 | 5, operatorKeys?: string[]): Promise<{ svc: FleetService; url: string }> {
-  const svc = new FleetService({
-    brokerUrl: broker.url,
-    mqtt: { protocolVersion: mqttVersion },
-    fleet,
-    store: new SqliteFleetStore(tmp('cairn-fleet-')),
-    clock: systemClock,
-    log,
-    listen: { host: '127.0.0.1', port: 0 },
-    shareGroup: null,
-    instance: 'a',
-    ...(operatorKeys ? { operatorKeys } : {}),
-  })
-  return { svc, url: await svc.start() }
-}
+const service = (t: Test, fleet: string, mqttVersion: 4 | 5, operatorKeys?: string[]) =>
+  startTestService(t, { broker, fleet, mqttVersion, ...(operatorKeys ? { operatorKeys } : {}) }).then(({ svc, base }) => ({ svc, url: base }))
 
 type Body = Record<string, unknown> & { error?: { code: string; message: string } }
 async function call(url: string, method: string, path: string, body?: unknown, raw?: string): Promise<{ status: number; body: Body }> {
@@ -57,8 +39,7 @@ for (const { mqttVersion, label } of MQTT_VERSIONS) {
     if (mqttVersion === 5 && !broker.mqtt5) return t.comment('SKIPPED: MQTT 5 needs mosquitto; the aedes fallback speaks 3.1.1 only')
     const fleet = `cmd${mqttVersion}`
     const op = operatorKey(tmp())
-    const { svc, url } = await service(fleet, mqttVersion)
-    t.teardown(() => svc.stop())
+    const { url } = await service(t, fleet, mqttVersion)
     const agent = await startTestAgent({ url: broker.url, fleet, mqttVersion, operatorKeys: [op.pub] })
     t.teardown(() => agent.stop())
     const device = agent.agent.deviceId
@@ -116,8 +97,7 @@ t.test('commands: every way one can be wrong is a 4xx with its code, and nothing
   const op = operatorKey(tmp())
   const other = generateKeyPair()
   // this service sends only for `op`
-  const { svc, url } = await service(fleet, mqttVersion, [op.keyId])
-  t.teardown(() => svc.stop())
+  const { url } = await service(t, fleet, mqttVersion, [op.keyId])
   const agent = await startTestAgent({ url: broker.url, fleet, mqttVersion, operatorKeys: [op.pub] })
   t.teardown(() => agent.stop())
   const device = agent.agent.deviceId

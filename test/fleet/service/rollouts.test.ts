@@ -5,34 +5,19 @@
 
 import t from 'tap'
 import mqtt from 'mqtt'
-import { FleetService } from '../../../fleet/service/fleet-service.js'
-import { SqliteFleetStore } from '../../../fleet/service/sqlite-store.js'
-import { systemClock } from '../../../protocol/clock.js'
 import { signEnvelope } from '../../../protocol/envelope.js'
 import { newId } from '../../../protocol/ids.js'
 import { generateKeyPair, publicKeyPem } from '../../../protocol/keys.js'
-import { createLogger } from '../../../protocol/log.js'
 import { startBroker } from '../../helpers/broker.js'
-import { tmp, until } from '../../helpers/agent.js'
+import { until } from '../../helpers/agent.js'
+import { startTestService } from '../../helpers/fleet-service.js'
 
 t.test('rollouts: versions, releases by phase, the pause signed by the operator', async t => {
   const broker = await startBroker()
   t.teardown(() => broker.close())
   const mqttVersion = broker.mqtt5 ? 5 : 4
   const fleet = 'roll'
-  const svc = new FleetService({
-    brokerUrl: broker.url,
-    mqtt: { protocolVersion: mqttVersion },
-    fleet,
-    store: new SqliteFleetStore(tmp('cairn-fleet-')),
-    clock: systemClock,
-    log: createLogger({ level: 'fatal' }),
-    listen: { host: '127.0.0.1', port: 0 },
-    shareGroup: null,
-    instance: 'a',
-  })
-  const base = await svc.start()
-  t.teardown(() => svc.stop())
+  const { svc, base } = await startTestService(t, { broker, fleet, mqttVersion })
   const pub = await mqtt.connectAsync(broker.url, { protocolVersion: mqttVersion })
   t.teardown(() => pub.endAsync(true))
   const get = async <T>(path: string) => (await (await fetch(`${base}${path}`)).json()) as T

@@ -8,15 +8,12 @@
 
 import t from 'tap'
 import mqtt from 'mqtt'
-import { FleetService } from '../../../fleet/service/fleet-service.js'
-import { SqliteFleetStore } from '../../../fleet/service/sqlite-store.js'
-import { systemClock } from '../../../protocol/clock.js'
 import { newId } from '../../../protocol/ids.js'
 import { generateKeyPair, publicKeyPem } from '../../../protocol/keys.js'
-import { createLogger } from '../../../protocol/log.js'
 import { signedAttestation as attestation, signedReceipt as receipt } from '../../helpers/signed-fixtures.js'
 import { startBroker, type TestBroker } from '../../helpers/broker.js'
-import { tmp, until } from '../../helpers/agent.js'
+import { until } from '../../helpers/agent.js'
+import { startTestService } from '../../helpers/fleet-service.js'
 import { MQTT_VERSIONS } from '../../helpers/mqtt-versions.js'
 
 let broker: TestBroker
@@ -59,20 +56,7 @@ for (const { mqttVersion, label } of MQTT_VERSIONS) {
     await pub.publishAsync(`cairn/v1/${fleet}/attestation/${pinned.keyId}/${dev}`, JSON.stringify(early), { qos: 1, retain: true })
     t.teardown(() => pub.publishAsync(`cairn/v1/${fleet}/attestation/${pinned.keyId}/${dev}`, '', { qos: 1, retain: true }).then(() => undefined))
 
-    const svc = new FleetService({
-      brokerUrl: broker.url,
-      mqtt: { protocolVersion: mqttVersion },
-      fleet,
-      store: new SqliteFleetStore(tmp('cairn-fleet-')),
-      clock: systemClock,
-      log: createLogger({ level: 'fatal' }),
-      listen: { host: '127.0.0.1', port: 0 },
-      shareGroup: `g${fleet}`,
-      instance: 'a',
-      validators: [pinned.keyId],
-    })
-    const base = await svc.start()
-    t.teardown(() => svc.stop())
+    const { svc, base } = await startTestService(t, { broker, fleet, mqttVersion, shareGroup: `g${fleet}`, validators: [pinned.keyId] })
     const get = async (path: string) => (await (await fetch(`${base}${path}`)).json()) as Record<string, unknown>
     await until(async () => ((await get(`/api/v1/devices/${dev}/attestations`)).items as unknown[])?.length === 1, 30_000, 'the retained attestation, in a share group')
     t.pass('an attestation retained before the service started: kept (attestations are not taken through the share group)')
