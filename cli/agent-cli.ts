@@ -5,7 +5,7 @@
 import { Command, Option } from 'commander'
 import { Value } from '@sinclair/typebox/value'
 import type { TSchema } from '@sinclair/typebox'
-import { coerce, setPath, type Layer } from '../agent/config/load-config.js'
+import { coerce, flagLayer as flagsAsLayer, setPath, type Layer } from '../protocol/config-layers.js'
 import { ConfigSchema, leafSettings } from '../agent/config/config-schema.js'
 import { CairnError } from '../protocol/errors.js'
 import { loadOrCreateIdentity, readIdentity } from '../protocol/identity.js'
@@ -81,25 +81,17 @@ export function parseAgentArgs(args: readonly string[]): { configFile: string | 
 
 /** Flags as a config layer; each value coerced by the schema so errors name the flag. */
 export function flagLayer(values: Record<string, unknown>): Layer {
-  const out: Record<string, unknown> = {}
-  const sourceOf: Record<string, string> = {}
+  const layer = flagsAsLayer(values, AGENT_FLAGS, ConfigSchema)
   const leaves = new Map(leafSettings().map(l => [l.path.join('.'), l]))
-  for (const { flag, path } of AGENT_FLAGS) {
-    const raw = values[flag]
-    if (raw === undefined) continue
-    const leaf = leaves.get(path)!
-    setPath(out, path.split('.'), Array.isArray(raw) ? raw : coerce(String(raw), leaf.schema, `flag --${flag}`))
-    sourceOf[path] = `flag --${flag}`
-  }
   for (const kv of (values.set as string[] | undefined) ?? []) {
     const eq = kv.indexOf('=')
     const path = eq > 0 ? kv.slice(0, eq) : ''
     const leaf = leaves.get(path)
     if (!leaf) throw new CairnError('INVALID_CONFIG', `flag --set ${kv}: unknown setting ${JSON.stringify(path)} (see docs/configuration.md)`)
-    setPath(out, path.split('.'), coerce(kv.slice(eq + 1), leaf.schema, `flag --set ${path}`))
-    sourceOf[path] = `flag --set ${path}`
+    setPath(layer.values, path.split('.'), coerce(kv.slice(eq + 1), leaf.schema, `flag --set ${path}`))
+    layer.sourceOf![path] = `flag --set ${path}`
   }
-  return { name: 'flags', values: out, sourceOf }
+  return layer
 }
 
 export function idCommand(io: Io): Command {

@@ -4,6 +4,7 @@
 
 import { readFileSync } from 'node:fs'
 import { spliceSettings } from '../agent/config/settings-table.js'
+import { ServeConfigSchema, spliceServeSettings } from '../fleet/service/serve-config.js'
 import { ConfigSchema } from '../agent/config/config-schema.js'
 import { EnvelopeSchema, signEnvelope, signedBytes, type Envelope, type SignInput } from '../protocol/envelope.js'
 import { signReply } from '../protocol/reply.js'
@@ -21,6 +22,7 @@ export function generatedSchemas(): Record<string, unknown> {
   return {
     envelope: EnvelopeSchema,
     config: ConfigSchema,
+    'fleet-serve-config': ServeConfigSchema,
     ...PAYLOAD_SCHEMAS,
     ...proofBodySchemas(),
     ...taskSchemas(),
@@ -58,6 +60,7 @@ export function generatedDocFiles(): Record<string, string> {
   files['vectors/proofs-v1.json'] = JSON.stringify(proofVectors(), null, 2) + '\n'
   files['vectors/tasks-v1.json'] = JSON.stringify(taskVectors(), null, 2) + '\n'
   files['configuration.md'] = spliceSettings(readFileSync(new URL('../docs/configuration.md', import.meta.url), 'utf8'))
+  files['console.md'] = spliceServeSettings(readFileSync(new URL('../docs/console.md', import.meta.url), 'utf8'))
   return files
 }
 

@@ -4,7 +4,8 @@
 // stops cleanly on SIGTERM.
 
 import { systemClock } from '../protocol/clock.js'
-import { loadConfig, type Layer, type LoadedConfig } from '../agent/config/load-config.js'
+import { loadConfig, type LoadedConfig } from '../agent/config/load-config.js'
+import type { Layer } from '../protocol/config-layers.js'
 import type { Level } from 'pino'
 import { createLogger, LogRing } from '../protocol/log.js'
 import { startAgent, type RunningAgent } from '../agent/agent.js'

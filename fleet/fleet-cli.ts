@@ -17,7 +17,7 @@ import { accountCommand } from './service/account-cli.js'
 import { serveCommand } from './service/serve-cli.js'
 
 type Out = { write(s: string): unknown }
-type Io = { out: Out; err: Out; setExitCode(code: number): void }
+type Io = { out: Out; err: Out; env: NodeJS.ProcessEnv; setExitCode(code: number): void }
 
 /** What `fleet cmd` needs to know of the commands a device answers: their names, and
  * each body's schema (the composition room hands in the agent's table). */

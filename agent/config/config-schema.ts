@@ -4,6 +4,7 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { NAME_PATTERN } from '../../protocol/envelope.js'
 import { OWNER_PATTERN } from '../../protocol/proof-format.js'
+import { envNamer, leafSettings as leafOf } from '../../protocol/config-layers.js'
 
 const Seconds = (def: number, min: number, max: number, description: string) => Type.Integer({ default: def, minimum: min, maximum: max, description })
 
@@ -275,18 +276,9 @@ export type Config = Static<typeof ConfigSchema>
 export const REMOTE_SETTABLE = ['telemetry', 'outbox', 'log'] as const
 
 /** Every leaf setting with its dotted path, for env names and docs. */
-export function leafSettings(schema: TSchema = ConfigSchema, prefix: string[] = []): Array<{ path: string[]; schema: TSchema }> {
-  const out: Array<{ path: string[]; schema: TSchema }> = []
-  const props = (schema as { properties?: Record<string, TSchema> }).properties
-  if (schema.type === 'object' && props) {
-    for (const [k, v] of Object.entries(props)) out.push(...leafSettings(v, [...prefix, k]))
-  } else {
-    out.push({ path: prefix, schema })
-  }
-  return out
+export function leafSettings(schema: TSchema = ConfigSchema): Array<{ path: string[]; schema: TSchema }> {
+  return leafOf(schema)
 }
 
 /** telemetry.periodS -> CAIRN_TELEMETRY_PERIOD_S */
-export function envName(path: readonly string[]): string {
-  return 'CAIRN_' + path.map(p => p.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('_')
-}
+export const envName = envNamer('CAIRN_')

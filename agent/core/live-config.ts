@@ -11,7 +11,8 @@ import { writeFileAtomic } from '../../protocol/durable-files.js'
 import type { Logger } from '../../protocol/log.js'
 import { REMOTE_SETTABLE, type Config } from '../config/config-schema.js'
 import type { Problems } from './problems.js'
-import { REMOTE_CONFIG_FILE, remoteLayer, UNSAFE_KEYS, type LoadedConfig } from '../config/load-config.js'
+import { REMOTE_CONFIG_FILE, remoteLayer, type LoadedConfig } from '../config/load-config.js'
+import { UNSAFE_KEYS } from '../../protocol/config-layers.js'
 
 /** Settings applied in place; a change to any other restarts the agent. */
 const LIVE_SECTIONS: ReadonlySet<string> = new Set(['telemetry', 'outbox', 'log'])

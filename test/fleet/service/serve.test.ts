@@ -6,7 +6,7 @@
 
 import t from 'tap'
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { request as httpsRequest } from 'node:https'
 import { join } from 'node:path'
 import mqtt from 'mqtt'
@@ -309,6 +309,47 @@ t.test('fleet serve with TLS: HTTPS, accounts on, Secure session cookies', async
   await new Promise(r => child.once('exit', r))
 })
 
+t.test('fleet serve --config: the broker, fleet and thresholds from a file, the environment over it, a flag over both', async t => {
+  const dir = tmp('cairn-fleet-')
+  const conf = join(dir, 'fleet.yaml')
+  // listen on a port this process may not open: the flag must win over it
+  writeFileSync(
+    conf,
+    `fleet: configured\nstateDir: ${join(dir, 'state')}\nlisten: 127.0.0.1:1\nbroker: { url: '${broker.url}', mqttVersion: ${broker.mqtt5 ? 5 : 4} }\nalerts: { offlineMinutes: 30, hotC: 55 }\nlogLevel: warn\n`,
+  )
+  const child = spawn(process.execPath, [bundle, 'fleet', 'serve', '--config', conf, '--listen', '127.0.0.1:0'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, CAIRN_FLEET_SERVE_ALERTS_DISK_PERCENT: '75' },
+  })
+  t.teardown(() => void child.kill('SIGKILL'))
+  child.stderr!.resume()
+  const base = await new Promise<string>((resolve, reject) => {
+    let out = ''
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString()
+      const m = /fleet service for configured: (http:\/\/127\.0\.0\.1:\d+)\/api\/v1/.exec(out)
+      if (m) resolve(m[1]!)
+    })
+    child.on('exit', code => reject(new Error(`fleet serve exited (${code}): ${out}`)))
+  })
+  const fleet = await api(base, '/api/v1/fleet')
+  t.match(fleet, { status: 200, body: { fleet: 'configured', alertRules: { offlineMs: 30 * 60_000, hotC: 55, diskPercent: 75 } } }, 'the thresholds from the file and the environment')
+  child.kill('SIGTERM')
+  await new Promise(r => child.once('exit', r))
+
+  const bad = join(dir, 'bad.yaml')
+  writeFileSync(bad, `fleet: configured\nstateDir: ${join(dir, 'state')}\nalerts: { hotC: warm }\nlistne: 127.0.0.1:9\n`)
+  const refused = await new Promise<{ code: number | null; err: string }>(resolve => {
+    const c = spawn(process.execPath, [bundle, 'fleet', 'serve', '--config', bad], { stdio: ['ignore', 'ignore', 'pipe'] })
+    let err = ''
+    c.stderr!.on('data', (d: Buffer) => (err += d.toString()))
+    c.on('close', code => resolve({ code, err }))
+  })
+  t.equal(refused.code, 2, 'a bad file: a usage error')
+  t.match(refused.err, /alerts\.hotC: Expected number, got "warm" \(from file .*bad\.yaml\)/, 'the bad value named with its file')
+  t.match(refused.err, /listne/, 'and the unknown key')
+})
+
 t.test('fleet serve: flags checked before anything opens', async t => {
   const run = (args: string[]) =>
     new Promise<{ code: number | null; err: string }>(resolve => {
@@ -323,7 +364,7 @@ t.test('fleet serve: flags checked before anything opens', async t => {
   t.match(off.err, /beyond loopback the service needs TLS/, 'beyond loopback without TLS: refused')
   t.equal(off.err.trim().split('\n').length, 1, 'one line')
   const half = await run(['--fleet', 'x', '--state-dir', join(dir, 's'), '--tls-cert', join(dir, 'c.pem')])
-  t.match(half, { code: 2, err: /--tls-cert and --tls-key go together/ })
+  t.match(half, { code: 2, err: /--tls-cert and --tls-key \(tls.cert and tls.key\) go together: --tls-cert is set alone/ })
   const openProxy = await run(['--fleet', 'x', '--state-dir', join(dir, 's'), '--listen', '0.0.0.0:8080', '--trust-proxy'])
   t.match(openProxy, { code: 2, err: /needs TLS/ }, '--trust-proxy does not stand in for TLS on a public address: the proxy is on this machine')
   const noAccounts = await run(['--fleet', 'x', '--state-dir', join(dir, 's'), '--listen', '127.0.0.1:8080', '--trust-proxy'])
