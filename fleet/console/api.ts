@@ -76,6 +76,11 @@ export function onSignedOut(fn: () => void): void {
   signedOut = fn
 }
 
+/** The live stream said the session is gone: as a 401 would. */
+export function sessionEnded(): void {
+  signedOut?.()
+}
+
 /** Whether the one signed in (or anyone, where accounts do not apply) may send commands. */
 export const mayOperate = () => !current.auth || current.account?.role === 'operator' || current.account?.role === 'admin'
 

@@ -1,8 +1,11 @@
 // The live stream (/api/v1/stream, Server-Sent Events): one EventSource for the page;
 // each `change` notice bumps a counter that views watch to reload what they show. The
-// browser reconnects by itself when the stream drops (the service restarted).
+// browser reconnects by itself when the stream drops (the service restarted). When the
+// session ends while the stream is open (signed out elsewhere, expired, a new password),
+// the service says `signed-out` and the page goes back to its sign-in form.
 
 import { useEffect, useState } from 'preact/hooks'
+import { sessionEnded } from './api.js'
 
 export interface Notice {
   devices: string[]
@@ -26,6 +29,10 @@ function ensure(): void {
   source = new EventSource('/api/v1/stream')
   source.addEventListener('open', () => setUp(true))
   source.addEventListener('error', () => setUp(false))
+  source.addEventListener('signed-out', () => {
+    closeLive()
+    sessionEnded()
+  })
   source.addEventListener('change', e => {
     let n: Notice
     try {

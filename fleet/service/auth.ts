@@ -53,6 +53,10 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** the signed-in account; null where accounts do not apply (loopback, none made) */
     who: Who | null
+    /** Whether the session this request came with still stands (not signed out, expired,
+     * ended by a new password or a removed account): a long-lived response (the live
+     * stream) asks again from time to time. True where no session applies. */
+    stillSignedIn: () => Promise<boolean>
   }
   interface FastifyContextConfig {
     /** no session needed (sign-in, the console's files) */
@@ -82,6 +86,7 @@ export async function installAuth(app: FastifyInstance, o: AuthOptions): Promise
   await app.register(cookie)
   await app.register(rateLimit, { global: false })
   app.decorateRequest('who', null)
+  app.decorateRequest('stillSignedIn', async () => true)
 
   const required = async () => o.always || (await o.store.accountCount()) > 0
   /** names being checked now, and failures of names that have no account */
@@ -113,6 +118,10 @@ export async function installAuth(app: FastifyInstance, o: AuthOptions): Promise
       if (a.length !== b.length || !timingSafeEqual(a, b)) throw httpError(403, 'CSRF', `a change needs the session's ${CSRF_HEADER} header (GET /api/v1/session gives it)`)
     }
     req.who = { account: s.account, role: s.role }
+    req.stillSignedIn = async () => {
+      const now = await session(req)
+      return now !== undefined && now.account === s.account && rank(now.role) >= rank(need)
+    }
   })
 
   const setCookie = (reply: FastifyReply, value: string, maxAgeS: number) =>

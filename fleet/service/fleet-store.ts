@@ -223,6 +223,16 @@ export interface SessionRecord {
   readonly expires: number
 }
 
+/** Where a newest-first page ended: its last row's time and, after it, that row's keys
+ * in sort order (commands and receipts: id; a device's events: id; the fleet's events:
+ * device, id). The next page holds the rows that sort after it: older, or as old with
+ * lesser keys, so rows of the same millisecond are neither skipped nor repeated. A time
+ * alone: the rows before it. */
+export interface PageCursor {
+  readonly at: number
+  readonly keys?: readonly string[]
+}
+
 export interface Retention {
   readonly rawMs: number
   readonly minuteMs: number
@@ -241,7 +251,8 @@ export interface FleetStore {
   /** The newest `limit` points of a series; with `bucketMs`, averaged into buckets that long
    * (aligned to multiples of it; a chart's range in at most a chart's width of points). */
   series(id: string, resolution: Resolution, from: number, to: number, limit: number, bucketMs?: number): Promise<SeriesPoint[]>
-  events(q: { device?: string; from: number; to: number; limit: number }): Promise<EventRow[]>
+  /** Events in [from, to], newest first (then by device and id, descending). */
+  events(q: { device?: string; from: number; to: number; before?: PageCursor; limit: number }): Promise<EventRow[]>
   setLabels(id: string, labels: Readonly<Record<string, string>>): Promise<boolean>
   /** Logs a command before it is published; false when its id is logged already (a replay). */
   addCommand(r: CommandRecord): Promise<boolean>
@@ -251,8 +262,8 @@ export interface FleetStore {
   setReply(id: string, reply: CommandReply): Promise<boolean>
   /** Counts a message that claimed to answer the command and did not verify. */
   refuseReply(id: string, why: string): Promise<void>
-  /** The audit log, newest first; `before`: only commands sent before this time (paging). */
-  commands(q: { device?: string; before?: number; limit: number; now: number }): Promise<CommandRow[]>
+  /** The audit log, newest first (then by id, descending); `before`: the next page. */
+  commands(q: { device?: string; before?: PageCursor; limit: number; now: number }): Promise<CommandRow[]>
   getCommand(id: string, now: number): Promise<(CommandRow & { envelope: string; replyEnvelope: string | null }) | undefined>
   counts(): Promise<{ devices: number; online: number; offline: number }>
   /** How many devices have each alert, and how many have any, under these rules at `now`. */
@@ -263,7 +274,8 @@ export interface FleetStore {
   versionCounts(): Promise<Array<{ version: string; devices: number; online: number }>>
   /** Keeps a verified receipt; false when kept already (by its id). */
   addReceipt(r: ReceiptRecord): Promise<boolean>
-  receipts(q: { device: string; before?: number; limit: number }): Promise<Array<Omit<ReceiptRecord, 'payload'> & { payload: unknown }>>
+  /** A device's receipts, newest finished first (then by id, descending); `before`: the next page. */
+  receipts(q: { device: string; before?: PageCursor; limit: number }): Promise<Array<Omit<ReceiptRecord, 'payload'> & { payload: unknown }>>
   /** Keeps a verified attestation; false when that validator's one for the epoch is kept already. */
   addAttestation(a: AttestationRecord): Promise<boolean>
   attestations(q: { device: string; limit: number }): Promise<Array<Omit<AttestationRecord, 'payload'> & { payload: unknown }>>

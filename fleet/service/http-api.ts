@@ -18,7 +18,7 @@ import { installAuth } from './auth.js'
 import type { ChangeFeed } from './change-feed.js'
 import type { CommandDesk } from './commands.js'
 import { OTA_SCAN_LIMIT, rolloutSummary, type PauseState } from './rollouts.js'
-import { METRICS, SORTS, resolutionFor, type DeviceRow, type FleetStore } from './fleet-store.js'
+import { METRICS, SORTS, resolutionFor, type DeviceRow, type FleetStore, type PageCursor } from './fleet-store.js'
 import type { IngestStats } from './ingest.js'
 
 const DeviceId = Type.String({ pattern: '^[a-z2-7]{52}$', description: 'device id' })
@@ -73,13 +73,29 @@ const LabelsBody = Type.Object(
   { additionalProperties: false },
 )
 
+/** The next page of a newest-first list: the previous page's `next`, which is its last
+ * row's time (ms) and keys joined by dots; a time alone gives the rows before it. */
+const Before = Type.String({
+  pattern: '^[0-9]{1,16}([.][A-Za-z0-9_-]{1,64}){0,2}$',
+  description: "the previous page's `next` (or a time in ms: the rows before it)",
+})
 const PageBefore = Type.Object(
   {
-    before: Type.Optional(Type.Integer({ minimum: 0, maximum: 8_640_000_000_000_000, description: 'only commands sent before this time (ms): the next page' })),
+    before: Type.Optional(Before),
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200 })),
   },
   { additionalProperties: false },
 )
+const EventsQuery = Type.Composite([Range(1000), Type.Object({ before: Type.Optional(Before) })], { additionalProperties: false })
+
+const cursorOf = (s: string | undefined): { before?: PageCursor } => {
+  if (s === undefined) return {}
+  const [at, ...keys] = s.split('.')
+  return { before: { at: Number(at), keys } }
+}
+/** The cursor of the page after this one: none when this one was not full. */
+const nextOf = <T>(items: readonly T[], limit: number, cursor: (last: T) => Array<string | number>): string | null =>
+  items.length === limit && items.length > 0 ? cursor(items[items.length - 1]!).join('.') : null
 const LimitOnly = Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200 })) }, { additionalProperties: false })
 const CommandParams = Type.Object({ cmd: Type.String({ pattern: ID_PATTERN, description: 'command id' }) }, { additionalProperties: false })
 // Not coerced or checked field by field here: the command is signed, so the service
@@ -110,6 +126,8 @@ export interface ApiDeps {
   alertRules: AlertRules
   /** the live stream's source; none: /api/v1/stream is a 404 */
   changes?: ChangeFeed
+  /** how often an open live stream checks that its session still stands (default 10 s) */
+  streamRecheckMs?: number
   /** the built console (dist/console: index.html, app.js, app.css); none or missing: / says how to build it */
   consoleDir?: string
   /** sends signed commands; none: the command routes are 404s */
@@ -252,12 +270,14 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
     return { from, to, resolution, ...(bucketMs !== undefined ? { bucketMs } : {}), metrics: METRICS, points: await d.store.series(id, resolution, from, to, q.limit ?? 2000, bucketMs) }
   })
 
-  app.get('/api/v1/devices/:id/events', { schema: { summary: "a device's events, newest first", params: IdParams, querystring: Range(1000) } }, async req => {
+  app.get('/api/v1/devices/:id/events', { schema: { summary: "a device's events, newest first", params: IdParams, querystring: EventsQuery } }, async req => {
     const { id } = req.params as Static<typeof IdParams>
-    const q = req.query as Static<ReturnType<typeof Range>>
+    const q = req.query as Static<typeof EventsQuery>
     if (!(await d.store.getDevice(id))) throw notFound(id)
     const { from, to } = range(q, 7 * 86_400_000)
-    return { from, to, items: await d.store.events({ device: id, from, to, limit: q.limit ?? 100 }) }
+    const limit = q.limit ?? 100
+    const items = await d.store.events({ device: id, from, to, ...cursorOf(q.before), limit })
+    return { from, to, items, next: nextOf(items, limit, e => [e.ts, e.id]) }
   })
 
   app.get('/api/v1/validators', { schema: { summary: 'the pinned validators, and what each has attested here; attestations refused (unpinned, forged)' } }, async () => {
@@ -279,8 +299,9 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
       const { id } = req.params as Static<typeof IdParams>
       const q = req.query as Static<typeof PageBefore>
       if (!(await d.store.getDevice(id))) throw notFound(id)
-      const [items, refused] = await Promise.all([d.store.receipts({ device: id, ...(q.before !== undefined ? { before: q.before } : {}), limit: q.limit ?? 50 }), d.store.refusals(id)])
-      return { items, refused: refused.find(r => r.kind === 'receipt') ?? null }
+      const limit = q.limit ?? 50
+      const [items, refused] = await Promise.all([d.store.receipts({ device: id, ...cursorOf(q.before), limit }), d.store.refusals(id)])
+      return { items, next: nextOf(items, limit, r => [r.finished, r.id]), refused: refused.find(r => r.kind === 'receipt') ?? null }
     },
   )
 
@@ -296,10 +317,12 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
     },
   )
 
-  app.get('/api/v1/events', { schema: { summary: "the fleet's events, newest first", querystring: Range(1000) } }, async req => {
-    const q = req.query as Static<ReturnType<typeof Range>>
+  app.get('/api/v1/events', { schema: { summary: "the fleet's events, newest first", querystring: EventsQuery } }, async req => {
+    const q = req.query as Static<typeof EventsQuery>
     const { from, to } = range(q, 86_400_000)
-    return { from, to, items: await d.store.events({ from, to, limit: q.limit ?? 100 }) }
+    const limit = q.limit ?? 100
+    const items = await d.store.events({ from, to, ...cursorOf(q.before), limit })
+    return { from, to, items, next: nextOf(items, limit, e => [e.ts, e.device, e.id]) }
   })
 
   app.put('/api/v1/devices/:id/labels', { schema: { summary: "set a device's labels (replaces them all)", params: IdParams, body: LabelsBody } }, async req => {
@@ -340,11 +363,15 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
       const { id } = req.params as Static<typeof IdParams>
       const q = req.query as Static<typeof PageBefore>
       if (!(await d.store.getDevice(id))) throw notFound(id)
-      return { items: await d.store.commands({ device: id, ...(q.before !== undefined ? { before: q.before } : {}), limit: q.limit ?? 50, now: d.clock.now() }) }
+      const limit = q.limit ?? 50
+      const items = await d.store.commands({ device: id, ...cursorOf(q.before), limit, now: d.clock.now() })
+      return { items, next: nextOf(items, limit, c => [c.sentAt, c.id]) }
     })
     app.get('/api/v1/commands', { schema: { summary: 'the command audit log, newest first', querystring: PageBefore } }, async req => {
       const q = req.query as Static<typeof PageBefore>
-      return { items: await d.store.commands({ ...(q.before !== undefined ? { before: q.before } : {}), limit: q.limit ?? 50, now: d.clock.now() }) }
+      const limit = q.limit ?? 50
+      const items = await d.store.commands({ ...cursorOf(q.before), limit, now: d.clock.now() })
+      return { items, next: nextOf(items, limit, c => [c.sentAt, c.id]) }
     })
     app.get('/api/v1/commands/:cmd', { schema: { summary: 'one command, with the signed command and the signed reply (to check again)', params: CommandParams } }, async req => {
       const { cmd } = req.params as Static<typeof CommandParams>
@@ -367,10 +394,23 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
       const unsubscribe = changes.subscribe(n => res.write(`event: change\ndata: ${JSON.stringify(n)}\n\n`))
       // a comment every 15 s keeps proxies from closing an idle stream
       const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15_000)
+      // The session was checked when the stream opened; a stream outlives requests, so
+      // it asks again: signed out elsewhere, expired, a new password, the account gone or
+      // its role lowered, and the stream says so and ends (the page then signs in again).
+      const recheck = setInterval(() => {
+        req
+          .stillSignedIn()
+          .then(ok => {
+            if (ok || res.writableEnded) return
+            res.end('event: signed-out\ndata: {}\n\n')
+          })
+          .catch(() => res.end())
+      }, d.streamRecheckMs ?? 10_000)
       streams.add(res)
       req.raw.on('close', () => {
         streams.delete(res)
         clearInterval(keepAlive)
+        clearInterval(recheck)
         unsubscribe()
       })
     })

@@ -31,7 +31,9 @@ import {
   type StatusRecord,
   type TelemetryRecord,
   type Transition,
+  type PageCursor,
 } from './fleet-store.js'
+import { CairnError } from '../../protocol/errors.js'
 
 const cols = (prefix = '') => METRICS.map(m => `${prefix}${m}`).join(', ')
 const colDefs = METRICS.map(m => `${m} REAL`).join(', ')
@@ -142,6 +144,15 @@ const MINUTE = 60_000
 const HOUR = 3_600_000
 
 type Row = Record<string, unknown>
+
+/** The rows after a newest-first page's end, in the page's sort columns (its time first,
+ * then its keys): a row-value comparison, which SQLite and PostgreSQL both have. */
+function olderThan(order: readonly string[], c: PageCursor): { sql: string; args: Array<string | number> } {
+  const keys = c.keys ?? []
+  if (keys.length === 0) return { sql: `${order[0]} < ?`, args: [c.at] }
+  if (keys.length !== order.length - 1) throw new CairnError('BAD_REQUEST', `a page cursor here has ${order.length - 1} key(s) after its time, not ${keys.length}`)
+  return { sql: `(${order.join(', ')}) < (${order.map(() => '?').join(', ')})`, args: [c.at, ...keys] }
+}
 
 export class SqliteFleetStore implements FleetStore {
   private readonly db: Db
@@ -278,12 +289,18 @@ export class SqliteFleetStore implements FleetStore {
     return rows.reverse().map(r => ({ ts: r.ts as number, values: metricValues(r) }))
   }
 
-  async events(q: { device?: string; from: number; to: number; limit: number }): Promise<EventRow[]> {
-    const rows = (
-      q.device !== undefined
-        ? this.db.prepare('SELECT * FROM events WHERE device = ? AND ts >= ? AND ts <= ? ORDER BY ts DESC LIMIT ?').all(q.device, q.from, q.to, q.limit)
-        : this.db.prepare('SELECT * FROM events WHERE ts >= ? AND ts <= ? ORDER BY ts DESC LIMIT ?').all(q.from, q.to, q.limit)
-    ) as Array<{ device: string; id: string; ts: number; kind: string; data: string }>
+  async events(q: { device?: string; from: number; to: number; before?: PageCursor; limit: number }): Promise<EventRow[]> {
+    const order = q.device !== undefined ? ['ts', 'id'] : ['ts', 'device', 'id']
+    const page = q.before ? olderThan(order, q.before) : undefined
+    const where = [...(q.device !== undefined ? ['device = ?'] : []), 'ts >= ?', 'ts <= ?', ...(page ? [page.sql] : [])]
+    const args = [...(q.device !== undefined ? [q.device] : []), q.from, q.to, ...(page?.args ?? [])]
+    const rows = this.db.prepare(`SELECT * FROM events WHERE ${where.join(' AND ')} ORDER BY ${order.map(c => `${c} DESC`).join(', ')} LIMIT ?`).all(...args, q.limit) as Array<{
+      device: string
+      id: string
+      ts: number
+      kind: string
+      data: string
+    }>
     return rows.map(r => ({ device: r.device, id: r.id, ts: r.ts, kind: r.kind, data: JSON.parse(r.data) as unknown }))
   }
 
@@ -313,9 +330,10 @@ export class SqliteFleetStore implements FleetStore {
     this.db.prepare('UPDATE commands SET refused = refused + 1, refused_why = ? WHERE id = ?').run(why.slice(0, 500), id)
   }
 
-  async commands(q: { device?: string; before?: number; limit: number; now: number }): Promise<CommandRow[]> {
-    const where = [...(q.device !== undefined ? ['device = ?'] : []), ...(q.before !== undefined ? ['sent_at < ?'] : [])]
-    const args = [...(q.device !== undefined ? [q.device] : []), ...(q.before !== undefined ? [q.before] : [])]
+  async commands(q: { device?: string; before?: PageCursor; limit: number; now: number }): Promise<CommandRow[]> {
+    const page = q.before ? olderThan(['sent_at', 'id'], q.before) : undefined
+    const where = [...(q.device !== undefined ? ['device = ?'] : []), ...(page ? [page.sql] : [])]
+    const args = [...(q.device !== undefined ? [q.device] : []), ...(page?.args ?? [])]
     const rows = this.db.prepare(`SELECT * FROM commands ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY sent_at DESC, id DESC LIMIT ?`).all(...args, q.limit) as Row[]
     return rows.map(r => toCommand(r, q.now))
   }
@@ -354,12 +372,11 @@ export class SqliteFleetStore implements FleetStore {
     )
   }
 
-  async receipts(q: { device: string; before?: number; limit: number }): Promise<Array<Omit<ReceiptRecord, 'payload'> & { payload: unknown }>> {
-    const rows = (
-      q.before !== undefined
-        ? this.db.prepare('SELECT * FROM receipts WHERE device = ? AND finished < ? ORDER BY finished DESC, id DESC LIMIT ?').all(q.device, q.before, q.limit)
-        : this.db.prepare('SELECT * FROM receipts WHERE device = ? ORDER BY finished DESC, id DESC LIMIT ?').all(q.device, q.limit)
-    ) as Row[]
+  async receipts(q: { device: string; before?: PageCursor; limit: number }): Promise<Array<Omit<ReceiptRecord, 'payload'> & { payload: unknown }>> {
+    const page = q.before ? olderThan(['finished', 'id'], q.before) : undefined
+    const rows = this.db
+      .prepare(`SELECT * FROM receipts WHERE device = ? ${page ? `AND ${page.sql}` : ''} ORDER BY finished DESC, id DESC LIMIT ?`)
+      .all(q.device, ...(page?.args ?? []), q.limit) as Row[]
     return rows.map(r => ({
       device: r.device as string,
       id: r.id as string,

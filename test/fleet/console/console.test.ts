@@ -542,6 +542,17 @@ t.test('sign-in, then commands from the console: signed in the browser with a ke
   await page.waitForSelector('[data-action=sign-in]', wait)
   const after = (await page.evaluate(`fetch('/api/v1/devices').then(r => r.status)`)) as number
   t.equal(after, 401, 'signed out: the sign-in form again, and the API answers 401')
+
+  // signed in again, then the session ends elsewhere (a new password): the page, which
+  // asks nothing more of the API while it waits on its live stream, is told by the stream
+  await page.type('[data-field=name]', 'otto')
+  await page.type('[data-field=password]', PASSWORD)
+  await domClick(page, '[data-action=sign-in]')
+  await page.waitForSelector('[data-account=otto]', wait)
+  await page.waitForSelector('[data-live=up]', wait)
+  await store.putAccount({ name: 'otto', role: 'operator', passwordHash: await hashPassword('another good password'), created: Date.now() })
+  await page.waitForSelector('[data-action=sign-in]', wait)
+  t.pass('a new password set elsewhere: the open page goes back to its sign-in form')
 })
 
 /** Debian's Chromium, headless, closed (or killed) when the test ends; a page on it. */

@@ -8,6 +8,7 @@ import t, { type Test } from 'tap'
 import { buildApi } from '../../../fleet/service/http-api.js'
 import { SqliteFleetStore } from '../../../fleet/service/sqlite-store.js'
 import { DEFAULT_ALERT_RULES } from '../../../fleet/service/alerts.js'
+import { ChangeFeed } from '../../../fleet/service/change-feed.js'
 import { hashPassword, verifyPassword } from '../../../fleet/service/passwords.js'
 import type { Role } from '../../../fleet/service/fleet-store.js'
 import { ManualClock } from '../../../protocol/clock.js'
@@ -23,6 +24,7 @@ async function setup(t: Test, o: { always?: boolean; secureCookies?: boolean; ac
   const hash = await hashPassword(PASSWORD)
   for (const [name, role] of o.accounts ?? []) await store.putAccount({ name, role, passwordHash: hash, created: T0 })
   const clock = new ManualClock(T0)
+  const changes = new ChangeFeed(5)
   const app = await buildApi({
     store,
     fleet: 'demo',
@@ -30,9 +32,12 @@ async function setup(t: Test, o: { always?: boolean; secureCookies?: boolean; ac
     stats: () => ({ stored: { status: 0, telemetry: 0, event: 0 }, refused: 0, transitions: 0 }),
     alertRules: DEFAULT_ALERT_RULES,
     auth: { always: o.always ?? false, secureCookies: o.secureCookies ?? false },
+    changes,
+    streamRecheckMs: 20,
   })
   const base = await app.listen({ host: '127.0.0.1', port: 0 })
   t.teardown(async () => {
+    changes.close()
     await app.close()
     await store.close()
   })
@@ -55,7 +60,36 @@ async function setup(t: Test, o: { always?: boolean; secureCookies?: boolean; ac
     if (r.status !== 200) throw new Error(`sign-in as ${name}: ${r.status} ${JSON.stringify(r.body)}`)
     return { cookie: r.cookie!.split(';')[0]!, csrf: r.body.csrf as string, setCookie: r.cookie! }
   }
-  return { store, clock, call, login, base }
+  return { store, clock, call, login, base, changes }
+}
+
+/** An open live stream: what it has said so far, and whether it has ended. */
+async function openStream(base: string, cookie: string) {
+  const res = await fetch(`${base}/api/v1/stream`, { headers: { cookie } })
+  if (res.status !== 200) throw new Error(`stream: ${res.status}`)
+  const s = { text: '', ended: false, waiters: new Set<() => void>() }
+  const reader = res.body!.getReader()
+  void (async () => {
+    try {
+      for (;;) {
+        const { done, value } = await reader.read()
+        if (done) break
+        s.text += Buffer.from(value).toString()
+        for (const w of s.waiters) w()
+      }
+    } catch {
+      // the socket cut: ended as well
+    }
+    s.ended = true
+    for (const w of s.waiters) w()
+  })()
+  const until = (ok: () => boolean) =>
+    new Promise<void>(resolve => {
+      if (ok()) return resolve()
+      const w = () => ok() && (s.waiters.delete(w), resolve())
+      s.waiters.add(w)
+    })
+  return { s, until, cancel: () => reader.cancel().catch(() => undefined) }
 }
 
 t.test('passwords: scrypt, salted, self-describing; a wrong or malformed one is false', async t => {
@@ -167,6 +201,37 @@ t.test('sessions: cookie flags, roles, CSRF, sign-out, expiry, removal, a new pa
   t.equal((await call('GET', '/api/v1/devices', { cookie: late.cookie })).status, 200, 'good for 12 h')
   clock.advance(1)
   t.equal((await call('GET', '/api/v1/devices', { cookie: late.cookie })).status, 401, 'then expired')
+})
+
+t.test('an open live stream ends when its session does: signed out elsewhere, a new password, the account removed, expiry', async t => {
+  const { store, clock, call, login, base, changes } = await setup(t, {
+    accounts: [
+      ['vera', 'viewer'],
+      ['otto', 'operator'],
+      ['ada', 'admin'],
+      ['neo', 'viewer'],
+    ],
+  })
+  const [vera, otto, ada, neo] = [await login('vera'), await login('otto'), await login('ada'), await login('neo')]
+  const streams = { vera: await openStream(base, vera.cookie), otto: await openStream(base, otto.cookie), ada: await openStream(base, ada.cookie), neo: await openStream(base, neo.cookie) }
+  t.teardown(() => Promise.all(Object.values(streams).map(x => x.cancel())))
+  const endedSignedOut = async (who: keyof typeof streams, what: string) => {
+    await streams[who].until(() => streams[who].s.ended)
+    t.match(streams[who].s.text, /event: signed-out\ndata: \{\}\n\n$/, `${who}: ${what}, the stream says signed-out and ends`)
+  }
+
+  await call('DELETE', '/api/v1/session', { cookie: vera.cookie })
+  await endedSignedOut('vera', 'signed out in another tab')
+  await store.putAccount({ name: 'otto', role: 'operator', passwordHash: await hashPassword('another good password'), created: T0 })
+  await endedSignedOut('otto', 'a new password')
+  t.equal((await call('DELETE', '/api/v1/accounts/neo', { cookie: ada.cookie, csrf: ada.csrf })).status, 200)
+  await endedSignedOut('neo', 'the account removed')
+
+  changes.notify(DEV, 'telemetry')
+  await streams.ada.until(() => streams.ada.s.text.includes('event: change'))
+  t.notOk(streams.ada.s.ended, 'a session that stands keeps its stream (it saw those checks, and then a change)')
+  clock.advance(12 * 3_600_000)
+  await endedSignedOut('ada', 'the session expired')
 })
 
 t.test('Secure cookies behind TLS', async t => {

@@ -224,12 +224,81 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
       ['c0000002', 'c0000001'],
     )
     t.same(
-      (await s.commands({ before: T0 + 10, limit: 10, now: T0 })).map(c => c.id),
+      (await s.commands({ before: { at: T0 + 10 }, limit: 10, now: T0 })).map(c => c.id),
       ['c0000001'],
-      'paged by time',
+      'before a time',
     )
     await s.maintain(T0 + 366 * 24 * HOUR, { rawMs: HOUR, minuteMs: HOUR, hourMs: 365 * 24 * HOUR })
     t.same(await s.commands({ limit: 10, now: T0 }), [], 'dropped with the hourly telemetry, after a year')
+  })
+  t.test('pages of commands, receipts and events: rows of one millisecond neither skipped nor repeated', async t => {
+    const s = await open(t)
+    const d = DEV(7)
+    // five of each in the same millisecond, one older
+    const ids = ['c000000a', 'c000000b', 'c000000c', 'c000000d', 'c000000e']
+    for (const id of ids) {
+      await s.addCommand({ id, device: d, name: 'ping', operator: 'o'.repeat(52), by: 'loopback', sentAt: T0 + 5, exp: T0 + MIN, envelope: '{}' })
+      await s.addReceipt({ device: d, id, task: 't', type: 'cache', outcome: 'done', dispatcher: 'd'.repeat(52), finished: T0 + 5, receivedAt: T0, payload: '{}' })
+      await s.addEvent({ device: d, id, ts: T0 + 5, kind: 'k', data: '{}' })
+      await s.addEvent({ device: DEV(8), id, ts: T0 + 5, kind: 'k', data: '{}' })
+    }
+    await s.addCommand({ id: 'c0000009', device: d, name: 'ping', operator: 'o'.repeat(52), by: 'loopback', sentAt: T0, exp: T0 + MIN, envelope: '{}' })
+    await s.addReceipt({ device: d, id: 'c0000009', task: 't', type: 'cache', outcome: 'done', dispatcher: 'd'.repeat(52), finished: T0, receivedAt: T0, payload: '{}' })
+    await s.addEvent({ device: d, id: 'c0000009', ts: T0, kind: 'k', data: '{}' })
+    const newestFirst = ['c000000e', 'c000000d', 'c000000c', 'c000000b', 'c000000a', 'c0000009']
+    /** every page of two, each from the last row of the one before */
+    const walk = async <R>(page: (before: { at: number; keys: string[] } | undefined) => Promise<R[]>, cursor: (r: R) => { at: number; keys: string[] }) => {
+      const all: R[] = []
+      let before: { at: number; keys: string[] } | undefined
+      for (let i = 0; i < 10; i++) {
+        const rows = await page(before)
+        all.push(...rows)
+        if (rows.length < 2) break
+        before = cursor(rows[rows.length - 1]!)
+      }
+      return all
+    }
+    t.same(
+      (
+        await walk(
+          b => s.commands({ device: d, ...(b ? { before: b } : {}), limit: 2, now: T0 }),
+          c => ({ at: c.sentAt, keys: [c.id] }),
+        )
+      ).map(c => c.id),
+      newestFirst,
+      'commands: every one once, in order',
+    )
+    t.same(
+      (
+        await walk(
+          b => s.receipts({ device: d, ...(b ? { before: b } : {}), limit: 2 }),
+          r => ({ at: r.finished, keys: [r.id] }),
+        )
+      ).map(r => r.id),
+      newestFirst,
+      'receipts: every one once, in order',
+    )
+    t.same(
+      (
+        await walk(
+          b => s.events({ device: d, from: T0, to: T0 + MIN, ...(b ? { before: b } : {}), limit: 2 }),
+          e => ({ at: e.ts, keys: [e.id] }),
+        )
+      ).map(e => e.id),
+      newestFirst,
+      "a device's events: every one once, in order",
+    )
+    const fleet = await walk(
+      b => s.events({ from: T0, to: T0 + MIN, ...(b ? { before: b } : {}), limit: 2 }),
+      e => ({ at: e.ts, keys: [e.device, e.id] }),
+    )
+    t.equal(fleet.length, 11, "the fleet's events: all 11 across two devices of one millisecond")
+    t.equal(new Set(fleet.map(e => `${e.device}/${e.id}`)).size, 11, 'none twice')
+    t.same(
+      fleet.map(e => e.ts),
+      [...fleet.map(e => e.ts)].sort((a, b) => b - a),
+      'newest first',
+    )
   })
   t.test('refusals: counted per device and kind, the same message (by hash) once; receipts and attestations once by id', async t => {
     const s = await open(t)
