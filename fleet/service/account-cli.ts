@@ -113,11 +113,9 @@ export function accountCommand(io: Io): Command {
           checkName(name)
           await withStore(o.stateDir, async store => {
             if (!(await store.getAccount(name))) throw new CairnError('BAD_REQUEST', `no account ${name}`)
-            // asked for (and hashed) first: the role read just before the write is the one kept
             const passwordHash = await hashPassword(await newPassword(io))
-            const a = await store.getAccount(name)
-            if (!a) throw new CairnError('BAD_REQUEST', `no account ${name} (removed meanwhile)`)
-            await store.putAccount({ name, role: a.role, passwordHash, created: a.created })
+            // the password alone: a role set meanwhile stays
+            if (!(await store.updateAccount(name, { passwordHash }))) throw new CairnError('BAD_REQUEST', `no account ${name} (removed meanwhile)`)
           })
           io.out.write(`new password for ${name}; its sessions ended\n`)
         }),
@@ -132,9 +130,8 @@ export function accountCommand(io: Io): Command {
         .action(async (name: string, o: { role: Role; stateDir: string }) => {
           checkName(name)
           await withStore(o.stateDir, async store => {
-            const a = await store.getAccount(name)
-            if (!a) throw new CairnError('BAD_REQUEST', `no account ${name}`)
-            await store.putAccount({ name, role: o.role, passwordHash: a.passwordHash, created: a.created })
+            // the role alone: a password set meanwhile stays
+            if (!(await store.updateAccount(name, { role: o.role }))) throw new CairnError('BAD_REQUEST', `no account ${name}`)
           })
           io.out.write(`${name} is now ${o.role}\n`)
         }),

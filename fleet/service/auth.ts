@@ -196,10 +196,12 @@ export async function installAuth(app: FastifyInstance, o: AuthOptions): Promise
     async req => {
       const { name } = req.params as Static<typeof AccountParams>
       const { role, password } = req.body as Static<typeof AccountBody>
-      const before = await o.store.getAccount(name)
-      if (!before && password === undefined) throw httpError(400, 'BAD_REQUEST', 'a new account needs a password')
-      const passwordHash = password !== undefined ? await hashPassword(password) : before!.passwordHash
-      return { name, role, result: await o.store.putAccount({ name, role, passwordHash, created: before?.created ?? o.clock.now() }) }
+      const passwordHash = password !== undefined ? await hashPassword(password) : undefined
+      // an existing account: only what was sent changes (a role change cannot undo a
+      // password set meanwhile by the CLI or another admin)
+      if (await o.store.updateAccount(name, { role, ...(passwordHash !== undefined ? { passwordHash } : {}) })) return { name, role, result: 'updated' as const }
+      if (passwordHash === undefined) throw httpError(400, 'BAD_REQUEST', 'a new account needs a password')
+      return { name, role, result: await o.store.putAccount({ name, role, passwordHash, created: o.clock.now() }) }
     },
   )
   app.delete('/api/v1/accounts/:name', { config: { role: 'admin' }, schema: { summary: 'remove an account and its sessions (admin)', params: AccountParams } }, async req => {

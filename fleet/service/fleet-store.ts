@@ -290,6 +290,9 @@ export interface FleetStore {
   refusals(device: string): Promise<Array<{ kind: RefusalKind; count: number; lastReason: string; lastAt: number }>>
   /** Adds an account, or replaces its role and password; a new password ends its sessions. */
   putAccount(a: { name: string; role: Role; passwordHash: string; created: number }): Promise<'added' | 'updated'>
+  /** Changes only what is given, in one step (a role change cannot undo a new password
+   * set meanwhile); a new password ends the account's sessions. False: no such account. */
+  updateAccount(name: string, change: { role?: Role; passwordHash?: string }): Promise<boolean>
   getAccount(name: string): Promise<AccountRecord | undefined>
   listAccounts(): Promise<Array<{ name: string; role: Role; created: number }>>
   /** Removes an account and its sessions. */

@@ -462,6 +462,19 @@ export class SqliteFleetStore implements FleetStore {
       .immediate()
   }
 
+  async updateAccount(name: string, change: { role?: Role; passwordHash?: string }): Promise<boolean> {
+    return this.db
+      .transaction(() => {
+        if (change.role !== undefined && this.db.prepare('UPDATE accounts SET role = ? WHERE name = ?').run(change.role, name).changes === 0) return false
+        if (change.passwordHash !== undefined) {
+          if (this.db.prepare('UPDATE accounts SET password_hash = ?, failed = 0, locked_until = 0 WHERE name = ?').run(change.passwordHash, name).changes === 0) return false
+          this.db.prepare('DELETE FROM sessions WHERE account = ?').run(name)
+        }
+        return this.db.prepare('SELECT 1 FROM accounts WHERE name = ?').get(name) !== undefined
+      })
+      .immediate()
+  }
+
   async getAccount(name: string): Promise<AccountRecord | undefined> {
     const r = this.db.prepare('SELECT * FROM accounts WHERE name = ?').get(name) as Row | undefined
     return (

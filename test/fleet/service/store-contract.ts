@@ -324,6 +324,25 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
     t.match(await s.validatorStats(), [{ validator: 'v'.repeat(52), devices: 1, attestations: 1, lastEpoch: 7, meanScore: 990_000 }])
   })
 
+  t.test('accounts: added once, changed field by field (a role change keeps a password set meanwhile), a new password ends sessions', async t => {
+    const s = await open(t)
+    t.equal(await s.putAccount({ name: 'otto', role: 'viewer', passwordHash: 'H1', created: T0 }), 'added')
+    await s.addSession({ idHash: 'S1', account: 'otto', csrf: 'x'.repeat(32), created: T0, expires: T0 + HOUR })
+    // two admins at once: one sets a password, the other (who read the account before) a role
+    t.equal(await s.updateAccount('otto', { passwordHash: 'H2' }), true)
+    t.equal(await s.getSession('S1', T0), undefined, 'the new password ended the session')
+    t.equal(await s.updateAccount('otto', { role: 'operator' }), true)
+    t.match(await s.getAccount('otto'), { role: 'operator', passwordHash: 'H2', created: T0 }, 'the role changed, the new password stayed')
+    await s.addSession({ idHash: 'S2', account: 'otto', csrf: 'y'.repeat(32), created: T0, expires: T0 + HOUR })
+    t.equal(await s.updateAccount('otto', { role: 'admin' }), true)
+    t.match(await s.getSession('S2', T0), { account: 'otto', role: 'admin' }, 'a role change keeps the sessions, with the new role')
+    t.equal(await s.updateAccount('nobody', { role: 'admin' }), false, 'no such account: false')
+    t.equal(await s.updateAccount('nobody', { passwordHash: 'H3' }), false)
+    t.equal(await s.accountCount(), 1, 'and none made')
+    t.equal(await s.removeAccount('otto'), true)
+    t.equal(await s.getSession('S2', T0), undefined, 'removed with its sessions')
+  })
+
   t.test("rollouts: each device's newest updater event (not paused/pinned), devices by version", async t => {
     const s = await open(t)
     await s.applyStatus(status(DEV(5), { id: 's5', state: 'online', key: [T0, T0, 0, T0], version: '1.0.0' }))
