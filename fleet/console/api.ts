@@ -158,3 +158,19 @@ export interface Validators {
   refused: number
 }
 export const validators = () => get<Validators>('/validators')
+
+export type Role = 'viewer' | 'operator' | 'admin'
+export interface Account {
+  name: string
+  role: Role
+  created: number
+}
+export const accounts = () => get<{ items: Account[] }>('/accounts')
+/** Adds an account, or changes one: the role, and the password where one is given. */
+export const putAccount = (name: string, role: Role, password?: string) =>
+  call<{ name: string; role: Role; result: 'added' | 'updated' }>(`/api/v1/accounts/${encodeURIComponent(name)}`, {
+    method: 'PUT',
+    headers: { accept: 'application/json', 'content-type': 'application/json' },
+    body: JSON.stringify(password === undefined ? { role } : { role, password }),
+  })
+export const removeAccount = (name: string) => call<{ removed: string }>(`/api/v1/accounts/${encodeURIComponent(name)}`, { method: 'DELETE', headers: { accept: 'application/json' } })

@@ -1,5 +1,6 @@
-// The fleet console: a single page on `cairn fleet serve` (docs/console.md). Five views,
-// each a URL (#/, #/devices?…, #/devices/<id>, #/rollouts, #/validators), each reloading from the API when the
+// The fleet console: a single page on `cairn fleet serve` (docs/console.md). Six views,
+// each a URL (#/, #/devices?…, #/devices/<id>, #/rollouts, #/validators, #/accounts for
+// admins), each reloading from the API when the
 // live stream says something it shows changed. Every string a device sent (board, model,
 // version, labels, event data, problems) is rendered as text by Preact, never as HTML.
 
@@ -15,6 +16,7 @@ import { Problem } from './ui.js'
 import { parseRoute, type Route } from './route.js'
 import { RolloutsPage } from './rollouts.js'
 import { ValidatorsPage } from './validators.js'
+import { AccountsPage } from './accounts.js'
 
 function useRoute(): Route {
   const [route, setRoute] = useState(() => parseRoute(location.hash))
@@ -29,6 +31,7 @@ function useRoute(): Route {
 function App(props: { session: api.Session; signOut: () => void }) {
   const route = useRoute()
   const live = useLiveState()
+  const admin = props.session.account?.role === 'admin'
   const [fleet, setFleet] = useState<string>('')
   useEffect(() => {
     api
@@ -58,6 +61,11 @@ function App(props: { session: api.Session; signOut: () => void }) {
           <a href="#/validators" class={route.view === 'validators' ? 'on' : ''}>
             Validators
           </a>
+          {admin && (
+            <a href="#/accounts" class={route.view === 'accounts' ? 'on' : ''}>
+              Accounts
+            </a>
+          )}
         </nav>
         {props.session.account && (
           <span class="who">
@@ -77,6 +85,12 @@ function App(props: { session: api.Session; signOut: () => void }) {
         {route.view === 'device' && <DevicePage id={route.id} />}
         {route.view === 'rollouts' && <RolloutsPage />}
         {route.view === 'validators' && <ValidatorsPage />}
+        {route.view === 'accounts' &&
+          (admin ? (
+            <AccountsPage me={props.session.account?.name} />
+          ) : (
+            <p class="quiet">Accounts are for admins{props.session.auth ? '' : ', and none exists yet: make the first with cairn fleet account add NAME --role admin'}.</p>
+          ))}
       </main>
     </>
   )

@@ -1,7 +1,8 @@
 // The console's URLs: #/ (overview), #/devices?… (the table, its query in the URL so a view
-// can be linked), #/devices/<id> (one device), #/rollouts (versions, updates, the pause), #/validators.
+// can be linked), #/devices/<id> (one device), #/rollouts (versions, updates, the pause), #/validators,
+// #/accounts (admins).
 
-export type Route = { view: 'overview' } | { view: 'devices'; query: URLSearchParams } | { view: 'device'; id: string } | { view: 'rollouts' } | { view: 'validators' }
+export type Route = { view: 'overview' } | { view: 'devices'; query: URLSearchParams } | { view: 'device'; id: string } | { view: 'rollouts' } | { view: 'validators' } | { view: 'accounts' }
 
 export function parseRoute(hash: string): Route {
   const [path = '', qs = ''] = hash.replace(/^#/, '').split('?')
@@ -10,6 +11,7 @@ export function parseRoute(hash: string): Route {
   if (parts[0] === 'devices') return { view: 'devices', query: new URLSearchParams(qs) }
   if (parts[0] === 'rollouts') return { view: 'rollouts' }
   if (parts[0] === 'validators') return { view: 'validators' }
+  if (parts[0] === 'accounts') return { view: 'accounts' }
   return { view: 'overview' }
 }
 

@@ -13,7 +13,10 @@ import { join } from 'node:path'
 import mqtt from 'mqtt'
 import puppeteer, { type Browser, type Page } from 'puppeteer-core'
 import { FleetService, defaultConsoleDir } from '../../../fleet/service/fleet-service.js'
-import { hashPassword } from '../../../fleet/service/passwords.js'
+import { hashPassword, verifyPassword } from '../../../fleet/service/passwords.js'
+import { buildApi } from '../../../fleet/service/http-api.js'
+import { DEFAULT_ALERT_RULES } from '../../../fleet/service/alerts.js'
+import { ChangeFeed } from '../../../fleet/service/change-feed.js'
 import { SqliteFleetStore } from '../../../fleet/service/sqlite-store.js'
 import { startSim } from '../../../fleet/sim/sim.js'
 import { systemClock } from '../../../protocol/clock.js'
@@ -553,6 +556,93 @@ t.test('sign-in, then commands from the console: signed in the browser with a ke
   await store.putAccount({ name: 'otto', role: 'operator', passwordHash: await hashPassword('another good password'), created: Date.now() })
   await page.waitForSelector('[data-action=sign-in]', wait)
   t.pass('a new password set elsewhere: the open page goes back to its sign-in form')
+})
+
+t.test('the accounts page: an admin adds an account, changes a role, sets a password, removes one; others do not see it', async t => {
+  if (!existsSync(CHROMIUM)) return t.comment(`SKIPPED: no Chromium at ${CHROMIUM} (apt-get install chromium; CI installs it)`)
+  const PASSWORD = 'correct horse battery'
+  const store = new SqliteFleetStore(tmp('cairn-fleet-'))
+  for (const [name, role] of [
+    ['ada', 'admin'],
+    ['vera', 'viewer'],
+  ] as const)
+    await store.putAccount({ name, role, passwordHash: await hashPassword(PASSWORD), created: Date.now() - 86_400_000 })
+  const changes = new ChangeFeed()
+  const app = await buildApi({
+    store,
+    fleet: 'accounts',
+    clock: systemClock,
+    stats: () => ({ stored: { status: 0, telemetry: 0, event: 0 }, refused: 0, transitions: 0 }),
+    alertRules: DEFAULT_ALERT_RULES,
+    auth: { always: false, secureCookies: false },
+    consoleDir: defaultConsoleDir(),
+    changes,
+  })
+  const base = await app.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(
+    named('the API stop', async () => {
+      changes.close()
+      await app.close()
+      await store.close()
+    }),
+  )
+  const page = await openPage(t)
+  page.on('dialog', d => void d.accept())
+  const wait = { timeout: guardMs(60_000) }
+  const signIn = async (name: string) => {
+    await page.waitForSelector('[data-action=sign-in]', wait)
+    await page.type('[data-field=name]', name)
+    await page.type('[data-field=password]', PASSWORD)
+    await domClick(page, '[data-action=sign-in]')
+    await page.waitForSelector(`[data-account=${name}]`, wait)
+  }
+  const doneSays = async (re: RegExp) => {
+    await page.waitForFunction((src: string) => new RegExp(src).test(document.querySelector('[data-done]')?.textContent ?? ''), wait, re.source)
+  }
+
+  await page.goto(`${base}/#/accounts`, { waitUntil: 'domcontentloaded' })
+  await signIn('ada')
+  await page.waitForSelector('[data-account-row=vera]', wait)
+  t.ok(await page.$('nav a[href="#/accounts"]'), 'an admin has the Accounts link')
+  t.equal(await page.$('[data-account-row=ada] [data-action=remove-account]'), null, 'no way to remove or demote oneself here')
+
+  await page.type('[data-field=new-name]', 'bob')
+  await page.select('[data-field=new-role]', 'operator')
+  await page.type('[data-field=new-account-password]', 'bobs long password')
+  await domClick(page, '[data-action=add-account]')
+  await page.waitForSelector('[data-account-row=bob]', wait)
+  await page.waitForSelector('[data-live=up]', wait)
+  const bob = await store.getAccount('bob')
+  t.match(bob, { role: 'operator' }, 'bob added as an operator')
+  t.ok(bob && (await verifyPassword('bobs long password', bob.passwordHash)), 'with the password typed')
+  await page.screenshot({ path: join(process.env.CAIRN_CONSOLE_SHOTS ?? tmp('cairn-console-shots-'), 'accounts.png') as `${string}.png`, fullPage: true })
+
+  await page.select('[data-account-row=vera] [data-field=role]', 'operator')
+  await doneSays(/vera is now operator/)
+  t.match(await store.getAccount('vera'), { role: 'operator' }, "vera's role changed")
+  t.ok(await verifyPassword(PASSWORD, (await store.getAccount('vera'))!.passwordHash), 'and her password kept')
+
+  t.ok(await page.$eval('[data-account-row=bob] [data-action=set-password]', el => (el as unknown as { disabled: boolean }).disabled), 'a password too short cannot be sent')
+  await page.type('[data-account-row=bob] [data-field=new-password]', 'another long password')
+  await domClick(page, '[data-account-row=bob] [data-action=set-password]')
+  await doneSays(/new password for bob/)
+  t.ok(await verifyPassword('another long password', (await store.getAccount('bob'))!.passwordHash), "bob's new password set")
+
+  await domClick(page, '[data-account-row=vera] [data-action=remove-account]')
+  await page.waitForFunction(() => document.querySelector('[data-account-row=vera]') === null, wait)
+  t.equal(await store.getAccount('vera'), undefined, 'vera removed (after the confirmation)')
+
+  // an operator: no Accounts link, and the page says it is for admins
+  await domClick(page, '[data-action=sign-out]')
+  await page.waitForSelector('[data-action=sign-in]', wait)
+  await page.type('[data-field=name]', 'bob')
+  await page.type('[data-field=password]', 'another long password')
+  await domClick(page, '[data-action=sign-in]')
+  await page.waitForSelector('[data-account=bob]', wait)
+  t.equal(await page.$('nav a[href="#/accounts"]'), null, 'an operator has no Accounts link')
+  await page.goto(`${base}/#/accounts`, { waitUntil: 'domcontentloaded' })
+  await page.waitForFunction(() => /Accounts are for admins/.test(document.querySelector('main')?.textContent ?? ''), wait)
+  t.pass('and #/accounts says it is for admins')
 })
 
 /** Debian's Chromium, headless, closed (or killed) when the test ends; a page on it. */
