@@ -1,7 +1,7 @@
 // Fleet service benchmark, run by bench/run.ts (`npm run bench`, BENCH_ONLY=fleet):
 //  - ingest: telemetry messages through the service's ingest path (size cap, JSON,
-//    schema check, one transaction per message: each is acknowledged once stored)
-//    against better-sqlite3 inserting the same rows in one batched transaction;
+//    schema check, up to 256 in flight written together: each is acknowledged once
+//    stored) against better-sqlite3 inserting the same rows in one batched transaction;
 //  - API: the device table query over HTTP with 10,000 devices (a filter, a sort, a page)
 //    and a device's 24 h chart, p50/p95, against the same SQL run straight on the file;
 //  - browser: Debian's Chromium from navigation to a rendered table of the 10,000, and to
@@ -73,8 +73,19 @@ export async function benchFleet(kit: BenchKit): Promise<Record<string, unknown>
     const ts = t0 + i
     return { topic: `cairn/v1/${fleet}/${id}/telemetry`, payload: Buffer.from(JSON.stringify({ v: 1, id: newId(ts), device: id, ts, sample: sample(i) })) }
   })
+  // as the service takes them from its broker connection: up to 256 at once
+  // (MqttConnectOptions.inFlight), each resolved once stored; what arrives together is
+  // stored in one transaction
   let start = process.hrtime.bigint()
-  for (const m of messages) await ingest.handle(m.topic, m.payload)
+  let next = 0
+  await Promise.all(
+    Array.from({ length: 256 }, async () => {
+      while (next < N) {
+        const m = messages[next++]!
+        await ingest.handle(m.topic, m.payload)
+      }
+    }),
+  )
   const ingestS = Number(process.hrtime.bigint() - start) / 1e9
   if (ingest.stats.stored.telemetry !== N) throw new Error(`ingest stored ${ingest.stats.stored.telemetry} of ${N}`)
   // the baseline: the same rows (values as the ingest extracts them), one transaction
@@ -104,7 +115,7 @@ export async function benchFleet(kit: BenchKit): Promise<Record<string, unknown>
     ratio: ingestRate / rawRate,
     goal: '>= 0.5x a batched better-sqlite3 insert',
     verdict: ingestRate / rawRate >= 0.5 ? 'pass' : 'FAIL',
-    note: `${N} messages, one transaction each (acknowledged once stored); baseline: the same rows parsed and inserted in one transaction`,
+    note: `${N} messages, up to 256 in flight, stored together per turn of the event loop (each acknowledged once stored); baseline: the same rows parsed and inserted in one transaction`,
   })
   kit.log(`ingest ${ingestRate.toFixed(0)} msg/s, batched insert ${rawRate.toFixed(0)} rows/s`)
   // 10,000 devices at one sample every 10 s is 1,000 messages a second

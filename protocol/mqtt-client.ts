@@ -96,6 +96,14 @@ export interface MqttConnectOptions {
   resubscribe?: boolean
   /** Store-then-ack: see `BeforeAck`. */
   beforeAck?: BeforeAck
+  /** With beforeAck: how many messages may be at the handler at once (default 1, one
+   * after another). Above 1 the next packets are read while earlier ones are still being
+   * stored, so a handler can store them together (one transaction for many), and each
+   * PUBACK is still sent only once its message is handled, in the order the messages
+   * came (as MQTT requires): a handled message waits for those before it. A handler that
+   * gives up on one (`ack(err)`) drops the connection, so that it and every later
+   * message not yet acknowledged come again. */
+  inFlight?: number
 }
 
 /** Receives every incoming PUBLISH before it is acknowledged, on MQTT 5 and 3.1.1 alike:
@@ -145,7 +153,8 @@ export function connectMqtt(o: MqttConnectOptions): MqttClient {
   // Before the connection opens: a persistent session's queued messages arrive right
   // behind the CONNACK.
   const beforeAck = o.beforeAck
-  if (beforeAck) {
+  if (beforeAck && (o.inFlight ?? 1) > 1) pipelineAcks(client, beforeAck, o.inFlight!)
+  else if (beforeAck) {
     client.handleMessage = (packet, callback) => {
       const stream = client.stream
       beforeAck(packet, err => {
@@ -156,6 +165,79 @@ export function connectMqtt(o: MqttConnectOptions): MqttClient {
   // Registered first, so it runs before the caller's own 'connect' listeners.
   client.on('connect', () => noDelay(client))
   return client
+}
+
+type SendPacket = (packet: { cmd: string; messageId?: number }, cb?: (err?: Error) => void, cbStorePut?: unknown, noStore?: boolean) => void
+
+/** beforeAck with up to `max` messages at the handler (MqttConnectOptions.inFlight).
+ * mqtt.js reads the next packet once handleMessage calls back, and then sends the PUBACK
+ * through its _sendPacket; so handleMessage calls back at once (while fewer than `max`
+ * are in flight) and _sendPacket holds each PUBACK until its message is handled and
+ * every one before it has gone. No library gives store-then-ack with several messages in
+ * flight on both protocol versions (mqtt.js's customHandleAcks is MQTT 5 only and still
+ * one at a time); _sendPacket is mqtt.js's own (5.x), and test/protocol/mqtt-client.test.ts
+ * holds it to this contract on each version. */
+function pipelineAcks(client: MqttClient, beforeAck: BeforeAck, max: number): void {
+  interface Entry {
+    readonly id: number | undefined
+    readonly stream: unknown
+    handled: boolean
+    /** mqtt.js's PUBACK for it, held; `true` for a QoS 0 message, which has none */
+    puback: Parameters<SendPacket>[0] | true | undefined
+  }
+  let queue: Entry[] = []
+  let inFlight = 0
+  let waiting: (() => void) | undefined
+  const c = client as unknown as { _sendPacket: SendPacket }
+  const send = c._sendPacket.bind(client)
+  const flush = () => {
+    while (queue[0]?.handled && queue[0].puback !== undefined) {
+      const { puback, stream } = queue.shift()!
+      inFlight--
+      if (typeof puback === 'object' && stream === client.stream) send(puback, undefined, undefined, true)
+    }
+    if (waiting && inFlight < max) {
+      const go = waiting
+      waiting = undefined
+      go()
+    }
+  }
+  c._sendPacket = (packet, cb, cbStorePut, noStore) => {
+    const e = packet.cmd === 'puback' ? queue.find(x => x.id === packet.messageId && x.puback === undefined && x.stream === client.stream) : undefined
+    if (!e) return send(packet, cb, cbStorePut, noStore)
+    e.puback = packet
+    cb?.() // mqtt.js reads on; the PUBACK goes in order, once handled
+    flush()
+  }
+  client.on('close', () => {
+    // the connection's unacknowledged messages come again on the next one
+    queue = []
+    inFlight = 0
+    waiting = undefined
+  })
+  client.handleMessage = (packet, callback) => {
+    const stream = client.stream
+    const e: Entry = { id: packet.qos > 0 ? packet.messageId : undefined, stream, handled: false, puback: packet.qos > 0 ? undefined : true }
+    queue.push(e)
+    const go = () => {
+      if (client.stream !== stream) return
+      inFlight++
+      beforeAck(packet, err => {
+        if (client.stream !== stream || !queue.includes(e)) return
+        if (err) {
+          // not kept: neither it nor what came after may be acknowledged now
+          stream.destroy()
+          return
+        }
+        e.handled = true
+        flush()
+      })
+      callback()
+    }
+    // the next packet is read once this one is at the handler: at most `max` there
+    if (inFlight < max) go()
+    else waiting = go
+  }
 }
 
 /** Resolves once connected (rejects on a connection error). */

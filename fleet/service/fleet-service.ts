@@ -136,6 +136,9 @@ export class FleetService {
       reconnectPeriodMs: 1000,
       resubscribe: false,
       beforeAck: (packet, ack) => void this.store(packet.topic, packet.payload as Buffer, ack),
+      // read on while storing: what arrives together is stored in one transaction
+      // (ingest.ts), each PUBACK still after its message is stored, in order
+      inFlight: 256,
     })
     this.client = client
     client.on('error', err => this.o.log.warn({ err }, 'broker error'))
@@ -173,8 +176,11 @@ export class FleetService {
       try {
         if (topic === this.pause.topic) this.pause.handle(payload)
         else if (isReplyTopic(topic, this.o.fleet)) await this.commands.handleReply(topic, payload)
-        else if (signedTopic(topic, this.o.fleet)) await this.signed.handle(topic, payload)
-        else await this.ingest.handle(topic, payload)
+        else if (signedTopic(topic, this.o.fleet)) {
+          // it names a device: the statuses that came before it are stored first
+          await this.ingest.drained()
+          await this.signed.handle(topic, payload)
+        } else await this.ingest.handle(topic, payload)
         return ack()
       } catch (err) {
         this.o.log.error({ err, topic: topic.slice(0, 200) }, 'could not store a message; retrying')

@@ -239,11 +239,17 @@ export interface Retention {
   readonly hourMs: number
 }
 
+/** One device message to store, as the ingest checked it. */
+export type IngestItem = { kind: 'status'; record: StatusRecord } | { kind: 'telemetry'; record: TelemetryRecord } | { kind: 'event'; record: EventRecord }
+
 export interface FleetStore {
   /** Applies presence (idempotent by message id); true when the device's state changed. */
   applyStatus(r: StatusRecord): Promise<boolean>
   addTelemetry(r: TelemetryRecord): Promise<void>
   addEvent(r: EventRecord): Promise<void>
+  /** Stores several messages in one transaction (all or none), each as the three calls
+   * above would, in order; for each, whether a status changed its device's state. */
+  ingest(items: readonly IngestItem[]): Promise<boolean[]>
   listDevices(q: DeviceQuery): Promise<{ total: number; items: DeviceRow[] }>
   getDevice(id: string): Promise<DeviceRow | undefined>
   /** Presence history in the device's own order (not arrival order), newest last. */

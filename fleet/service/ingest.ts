@@ -11,7 +11,7 @@ import { PAYLOAD_SCHEMAS, type EventMessage, type StatusMessage, type TelemetryM
 import { RefusalLog } from '../../protocol/refusal-log.js'
 import { TOPIC_ROOT } from '../../protocol/topics.js'
 import type { TelemetrySample } from '../../hw/schema.js'
-import type { FleetStore, MetricValues, PresenceKey } from './fleet-store.js'
+import type { FleetStore, IngestItem, MetricValues, PresenceKey } from './fleet-store.js'
 
 const KINDS = ['status', 'telemetry', 'event'] as const
 type Kind = (typeof KINDS)[number]
@@ -47,9 +47,20 @@ export interface IngestStats {
 
 export type IngestResult = 'stored' | 'refused' | 'ignored'
 
+/** The most messages stored in one transaction. */
+const MAX_BATCH = 500
+
 export class FleetIngest {
   readonly stats: IngestStats = { stored: { status: 0, telemetry: 0, event: 0 }, refused: 0, transitions: 0 }
   private readonly refusals: RefusalLog
+  /** Checked messages waiting for the next write: all that came in one turn of the event
+   * loop go in one transaction (several are in flight: MqttConnectOptions.inFlight). */
+  private pending: Array<{ item: IngestItem; seq: number; done: (err: Error | undefined, changed?: boolean) => void }> = []
+  private scheduled = false
+  /** the last message handed to a write, and the last whose write is over */
+  private seq = 0
+  private writtenSeq = 0
+  private drainWaiters: Array<{ seq: number; resolve: () => void }> = []
 
   constructor(
     private readonly o: {
@@ -90,35 +101,74 @@ export class FleetIngest {
     }
     if ((msg as { device: string }).device !== where.device) return refuse('WRONG_TARGET', { device: (msg as { device: string }).device.slice(0, 64) })
     const now = this.o.clock.now()
+    let item: IngestItem
     if (where.kind === 'status') {
       const s = msg as StatusMessage
-      const changed = await this.o.store.applyStatus({
-        device: s.device,
-        id: s.id,
-        state: s.state,
-        ...(s.reason !== undefined ? { reason: s.reason } : {}),
-        key: presenceKey(s),
-        receivedAt: now,
-        board: s.board,
-        model: s.model,
-        version: s.version,
-        ...(s.slot !== undefined ? { slot: s.slot } : {}),
-        ...(s.os !== undefined ? { osVersion: s.os.version, osSlot: s.os.slot } : {}),
-        problems: (s.problems ?? []).map(p => p.code),
-      })
-      if (changed) this.stats.transitions++
-      this.o.onChange?.(s.device, 'status')
+      item = {
+        kind: 'status',
+        record: {
+          device: s.device,
+          id: s.id,
+          state: s.state,
+          ...(s.reason !== undefined ? { reason: s.reason } : {}),
+          key: presenceKey(s),
+          receivedAt: now,
+          board: s.board,
+          model: s.model,
+          version: s.version,
+          ...(s.slot !== undefined ? { slot: s.slot } : {}),
+          ...(s.os !== undefined ? { osVersion: s.os.version, osSlot: s.os.slot } : {}),
+          problems: (s.problems ?? []).map(p => p.code),
+        },
+      }
     } else if (where.kind === 'telemetry') {
       const m = msg as TelemetryMessage
-      await this.o.store.addTelemetry({ device: m.device, id: m.id, ts: m.ts, receivedAt: now, values: metricsOf(m.sample) })
-      this.o.onChange?.(m.device, 'telemetry')
+      item = { kind: 'telemetry', record: { device: m.device, id: m.id, ts: m.ts, receivedAt: now, values: metricsOf(m.sample) } }
     } else {
       const e = msg as EventMessage
-      await this.o.store.addEvent({ device: e.device, id: e.id, ts: e.ts, kind: e.kind, data: JSON.stringify(e.data) })
-      this.o.onChange?.(e.device, 'event')
+      item = { kind: 'event', record: { device: e.device, id: e.id, ts: e.ts, kind: e.kind, data: JSON.stringify(e.data) } }
     }
+    const changed = await this.write(item)
+    if (changed) this.stats.transitions++
+    this.o.onChange?.(where.device, where.kind)
     this.stats.stored[where.kind]++
     return 'stored'
+  }
+
+  /** Resolves once the item's transaction commits; rejects with its error (the whole
+   * batch failed, and each message is retried on its own). */
+  private write(item: IngestItem): Promise<boolean> {
+    return new Promise<boolean>((resolve, reject) => {
+      this.pending.push({ item, seq: ++this.seq, done: (err, changed) => (err ? reject(err) : resolve(changed ?? false)) })
+      if (this.scheduled) return
+      this.scheduled = true
+      setImmediate(() => void this.flush())
+    })
+  }
+
+  private async flush(): Promise<void> {
+    this.scheduled = false
+    while (this.pending.length > 0) {
+      const batch = this.pending.splice(0, MAX_BATCH)
+      try {
+        const changed = await this.o.store.ingest(batch.map(b => b.item))
+        batch.forEach((b, i) => b.done(undefined, changed[i]))
+      } catch (err) {
+        for (const b of batch) b.done(err as Error)
+      }
+      this.writtenSeq = Math.max(this.writtenSeq, batch[batch.length - 1]!.seq)
+      this.drainWaiters = this.drainWaiters.filter(w => (w.seq <= this.writtenSeq ? (w.resolve(), false) : true))
+    }
+  }
+
+  /** Resolves once every message handed to `handle` before this call has been written
+   * (or its write has failed): a message that depends on the registry (a signed receipt
+   * or attestation names a device) waits for the statuses that came before it, and for
+   * nothing that comes after. */
+  drained(): Promise<void> {
+    const seq = this.seq
+    if (seq <= this.writtenSeq) return Promise.resolve()
+    return new Promise(resolve => this.drainWaiters.push({ seq, resolve }))
   }
 
   close(): void {

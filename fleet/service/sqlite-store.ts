@@ -5,7 +5,10 @@
 // no SQLite-only functions in queries) so the PostgreSQL store can follow it.
 
 import { join } from 'node:path'
+import type Database from 'better-sqlite3'
 import { openSqlite, type Db } from '../../protocol/sqlite.js'
+
+type Statement = Database.Statement<unknown[]>
 import { ALERTS, type AlertKind, type AlertRules } from './alerts.js'
 import {
   METRICS,
@@ -32,11 +35,14 @@ import {
   type TelemetryRecord,
   type Transition,
   type PageCursor,
+  type IngestItem,
 } from './fleet-store.js'
 import { CairnError } from '../../protocol/errors.js'
 
 const cols = (prefix = '') => METRICS.map(m => `${prefix}${m}`).join(', ')
 const colDefs = METRICS.map(m => `${m} REAL`).join(', ')
+const INSERT_RAW = `INSERT INTO telemetry_raw (device, ts, id, ${cols()}) VALUES (?, ?, ?, ${METRICS.map(() => '?').join(', ')}) ON CONFLICT DO NOTHING`
+const UPDATE_LATEST = `UPDATE devices SET telemetry_ts = ?, ${METRICS.map(m => `${m} = ?`).join(', ')}, last_seen = MAX(last_seen, ?) WHERE id = ? AND (telemetry_ts IS NULL OR telemetry_ts < ?)`
 
 const MIGRATIONS = [
   `CREATE TABLE devices (
@@ -169,55 +175,79 @@ export class SqliteFleetStore implements FleetStore {
   }
 
   async applyStatus(r: StatusRecord): Promise<boolean> {
-    const [since, conn, phase, ts] = r.key
-    return this.db
-      .transaction(() => {
-        const logged = this.db
-          .prepare('INSERT INTO presence (device, id, state, reason, k_since, k_conn, k_phase, k_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING')
-          .run(r.device, r.id, r.state, r.reason ?? null, since, conn, phase, ts)
-        if (logged.changes === 0) return false // seen before
-        const before = this.db.prepare('SELECT state FROM devices WHERE id = ?').get(r.device) as { state: string } | undefined
-        const fields = [r.board, r.model, r.version, r.slot ?? null, r.osVersion ?? null, r.osSlot ?? null, JSON.stringify(r.problems)]
-        if (!before) {
-          this.db
-            .prepare(
-              `INSERT INTO devices (id, first_seen, last_seen, state, state_since, reason, k_since, k_conn, k_phase, k_ts, board, model, version, slot, os_version, os_slot, problems)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-            )
-            .run(r.device, r.receivedAt, r.receivedAt, r.state, ts, r.reason ?? null, since, conn, phase, ts, ...fields)
-          return true
-        }
-        this.db.prepare('UPDATE devices SET last_seen = MAX(last_seen, ?) WHERE id = ?').run(r.receivedAt, r.device)
-        const applied = this.db
-          .prepare(
-            `UPDATE devices SET state = ?, state_since = CASE WHEN state = ? THEN state_since ELSE ? END, reason = ?,
-               k_since = ?, k_conn = ?, k_phase = ?, k_ts = ?, board = ?, model = ?, version = ?, slot = ?, os_version = ?, os_slot = ?, problems = ?
-             WHERE id = ? AND (k_since, k_conn, k_phase, k_ts) < (?, ?, ?, ?)`,
-          )
-          .run(r.state, r.state, ts, r.reason ?? null, since, conn, phase, ts, ...fields, r.device, since, conn, phase, ts)
-        return applied.changes > 0 && before.state !== r.state
-      })
-      .immediate()
+    return this.db.transaction(() => this.statusNow(r)).immediate()
   }
 
   async addTelemetry(r: TelemetryRecord): Promise<void> {
-    const values = METRICS.map(m => r.values[m])
-    this.db
-      .transaction(() => {
-        const added = this.db
-          .prepare(`INSERT INTO telemetry_raw (device, ts, id, ${cols()}) VALUES (?, ?, ?, ${METRICS.map(() => '?').join(', ')}) ON CONFLICT DO NOTHING`)
-          .run(r.device, r.ts, r.id, ...values)
-        if (added.changes === 0) return
-        // the device row shows the newest sample (a late one does not replace it)
-        this.db
-          .prepare(`UPDATE devices SET telemetry_ts = ?, ${METRICS.map(m => `${m} = ?`).join(', ')}, last_seen = MAX(last_seen, ?) WHERE id = ? AND (telemetry_ts IS NULL OR telemetry_ts < ?)`)
-          .run(r.ts, ...values, r.receivedAt, r.device, r.ts)
-      })
-      .immediate()
+    this.db.transaction(() => this.telemetryNow(r)).immediate()
   }
 
   async addEvent(r: EventRecord): Promise<void> {
-    this.db.prepare('INSERT INTO events (device, id, ts, kind, data) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING').run(r.device, r.id, r.ts, r.kind, r.data)
+    this.eventNow(r)
+  }
+
+  async ingest(items: readonly IngestItem[]): Promise<boolean[]> {
+    return this.db
+      .transaction(() =>
+        items.map(i => {
+          if (i.kind === 'status') return this.statusNow(i.record)
+          if (i.kind === 'telemetry') this.telemetryNow(i.record)
+          else this.eventNow(i.record)
+          return false
+        }),
+      )
+      .immediate()
+  }
+
+  /** A statement compiled once per text (better-sqlite3 compiles on every prepare). */
+  private st(sql: string): Statement {
+    let s = this.statements.get(sql)
+    if (!s) this.statements.set(sql, (s = this.db.prepare(sql)))
+    return s
+  }
+  private readonly statements = new Map<string, Statement>()
+
+  private statusNow(r: StatusRecord): boolean {
+    const [since, conn, phase, ts] = r.key
+    const logged = this.st('INSERT INTO presence (device, id, state, reason, k_since, k_conn, k_phase, k_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING').run(
+      r.device,
+      r.id,
+      r.state,
+      r.reason ?? null,
+      since,
+      conn,
+      phase,
+      ts,
+    )
+    if (logged.changes === 0) return false // seen before
+    const before = this.st('SELECT state FROM devices WHERE id = ?').get(r.device) as { state: string } | undefined
+    const fields = [r.board, r.model, r.version, r.slot ?? null, r.osVersion ?? null, r.osSlot ?? null, JSON.stringify(r.problems)]
+    if (!before) {
+      this.st(
+        `INSERT INTO devices (id, first_seen, last_seen, state, state_since, reason, k_since, k_conn, k_phase, k_ts, board, model, version, slot, os_version, os_slot, problems)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(r.device, r.receivedAt, r.receivedAt, r.state, ts, r.reason ?? null, since, conn, phase, ts, ...fields)
+      return true
+    }
+    this.st('UPDATE devices SET last_seen = MAX(last_seen, ?) WHERE id = ?').run(r.receivedAt, r.device)
+    const applied = this.st(
+      `UPDATE devices SET state = ?, state_since = CASE WHEN state = ? THEN state_since ELSE ? END, reason = ?,
+         k_since = ?, k_conn = ?, k_phase = ?, k_ts = ?, board = ?, model = ?, version = ?, slot = ?, os_version = ?, os_slot = ?, problems = ?
+       WHERE id = ? AND (k_since, k_conn, k_phase, k_ts) < (?, ?, ?, ?)`,
+    ).run(r.state, r.state, ts, r.reason ?? null, since, conn, phase, ts, ...fields, r.device, since, conn, phase, ts)
+    return applied.changes > 0 && before.state !== r.state
+  }
+
+  private telemetryNow(r: TelemetryRecord): void {
+    const values = METRICS.map(m => r.values[m])
+    const added = this.st(INSERT_RAW).run(r.device, r.ts, r.id, ...values)
+    if (added.changes === 0) return
+    // the device row shows the newest sample (a late one does not replace it)
+    this.st(UPDATE_LATEST).run(r.ts, ...values, r.receivedAt, r.device, r.ts)
+  }
+
+  private eventNow(r: EventRecord): void {
+    this.st('INSERT INTO events (device, id, ts, kind, data) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING').run(r.device, r.id, r.ts, r.kind, r.data)
   }
 
   async listDevices(q: DeviceQuery): Promise<{ total: number; items: DeviceRow[] }> {

@@ -1,7 +1,8 @@
 // The MQTT client factory against a real Mosquitto: both protocol versions connect, an
 // MQTT 5 client's Maximum Packet Size makes the broker hold back larger messages, and
 // every (re)connected socket has TCP_NODELAY set, and beforeAck holds the PUBACK
-// until the handler is done in both protocol versions.
+// until the handler is done in both protocol versions, one message at a time or several
+// in flight (PUBACKs then in order, each once its message and those before it are done).
 
 import t from 'tap'
 import { Socket } from 'node:net'
@@ -147,5 +148,85 @@ t.test('beforeAck: a message is acknowledged only once handled, in MQTT 5 and 3.
     await until(() => third.includes('three'), 5000, 'the marker message')
     t.same(third, ['two', 'three'], `MQTT ${mqttVersion === 5 ? '5' : '3.1.1'}: only what was not acknowledged came back`)
     await last()
+  }
+})
+
+t.test('beforeAck with several in flight: read on while storing, each PUBACK once handled and in order, in MQTT 5 and 3.1.1', async t => {
+  for (const mqttVersion of [5, 4] as const) {
+    const label = mqttVersion === 5 ? 'MQTT 5' : 'MQTT 3.1.1'
+    const topic = `factory/pipeline/${mqttVersion}`
+    const clientId = `pipeline-test-${mqttVersion}`
+    // the subscription stays with the persistent session: made once
+    const session = async (onMessage: (payload: string, ack: (err?: Error) => void) => void, subscribe = false) => {
+      const c = connectMqtt({
+        url: broker.url,
+        mqttVersion,
+        clientId,
+        clean: false,
+        sessionExpiryS: 300,
+        maximumPacketSize: 1 << 20,
+        reconnectPeriodMs: 0,
+        inFlight: 8,
+        beforeAck: (packet, ack) => onMessage(packet.payload.toString(), ack),
+      })
+      let closing: Promise<void> | undefined
+      const close = () => (closing ??= ended(c))
+      t.teardown(close)
+      await new Promise(r => c.once('connect', r))
+      if (subscribe) await c.subscribeAsync(topic, { qos: 1 })
+      return { c, close }
+    }
+    const pub = await connectMqttAsync({ url: broker.url, mqttVersion, reconnectPeriodMs: 0, maximumPacketSize: 1 << 20 })
+    t.teardown(() => ended(pub))
+    const names = Array.from({ length: 20 }, (_, i) => `m${String(i).padStart(2, '0')}`)
+
+    // eight at the handler at once; m01…m07 handled, m00 (the first) not: no PUBACK may go
+    const held = new Map<string, (err?: Error) => void>()
+    const first = await session((payload, ack) => held.set(payload, ack), true)
+    for (const n of names) await pub.publishAsync(topic, n, { qos: 1 })
+    await until(() => held.size === 8, 10_000, 'eight messages at the handler at once')
+    t.same([...held.keys()], names.slice(0, 8), `${label}: the first eight, in order, while none is handled`)
+    for (const n of names.slice(1, 8)) held.get(n)!()
+    await first.close()
+
+    // everything comes again: m00 unhandled, and m01…m07, handled but behind it
+    const again: string[] = []
+    const second = await session((payload, ack) => {
+      again.push(payload)
+      setTimeout(() => ack(), payload === 'm03' ? 50 : 0) // out of order: m03 last of its batch
+    })
+    await until(() => names.every(n => again.includes(n)), 10_000, 'all twenty')
+    t.same(
+      again.filter(n => n.startsWith('m')),
+      names,
+      `${label}: the eight held came again (their PUBACKs had not gone), then the rest, each once`,
+    )
+    // one given up: the connection drops and it comes again
+    let gaveUp = false
+    await pub.publishAsync(topic, 'bad', { qos: 1 })
+    await until(() => again.includes('bad'), 10_000, 'the message to give up on')
+    await second.close()
+
+    const third: string[] = []
+    const last = await session((payload, ack) => {
+      third.push(payload)
+      if (payload === 'bad' && !gaveUp && third.length === 1) {
+        gaveUp = true
+        return ack(new Error('not kept'))
+      }
+      ack()
+    })
+    await until(() => gaveUp, 10_000, 'given up once')
+    await until(() => last.c.disconnected || !last.c.connected, 10_000, 'the connection dropped')
+    await last.close()
+    const fourth: string[] = []
+    const marker = await session((payload, ack) => {
+      fourth.push(payload)
+      ack()
+    })
+    await pub.publishAsync(topic, 'marker', { qos: 1 })
+    await until(() => fourth.includes('marker'), 10_000, 'the marker')
+    t.same(fourth, ['bad', 'marker'], `${label}: what was given up came again; nothing handled came again`)
+    await marker.close()
   }
 })

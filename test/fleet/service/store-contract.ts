@@ -64,6 +64,31 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
     t.same(await s.counts(), { devices: 1, online: 1, offline: 0 })
   })
 
+  t.test('ingest: several messages in one transaction, each as alone; all or none', async t => {
+    const s = await open(t)
+    const d = DEV(9)
+    const will = status(d, { id: 'b-will', state: 'offline', reason: 'connection-lost', key: [T0, T0 + 10, 1, T0 + 10] })
+    const online = status(d, { id: 'b-on', state: 'online', key: [T0, T0 + 10, 0, T0 + 20] })
+    const sample = (id: string, ts: number, tempC: number) => ({ kind: 'telemetry' as const, record: { device: d, id, ts, receivedAt: T0, values: values({ tempC }) } })
+    const changed = await s.ingest([
+      { kind: 'status', record: will },
+      { kind: 'status', record: online },
+      sample('b-t1', T0 + 30, 50),
+      sample('b-t1', T0 + 30, 50),
+      sample('b-t0', T0 + 25, 70),
+      { kind: 'event', record: { device: d, id: 'b-e1', ts: T0 + 40, kind: 'k', data: '{}' } },
+      { kind: 'status', record: will },
+    ])
+    t.same(changed, [true, false, false, false, false, false, false], 'the Will made the device (a change), its late online and the Will again did not')
+    t.match(await s.getDevice(d), { state: 'offline', reason: 'connection-lost', latest: { tempC: 50 } }, 'as one message at a time: the Will stands, the newest sample shows')
+    t.equal((await s.series(d, 'raw', T0, T0 + MIN, 100)).length, 2, 'a sample twice in one batch is kept once')
+    t.equal((await s.events({ device: d, from: T0, to: T0 + MIN, limit: 10 })).length, 1)
+    // a batch whose last message cannot be stored: none of it is
+    const bad = { kind: 'event' as const, record: { device: d, id: 'b-e3', ts: T0 + 50, kind: 'k', data: null as unknown as string } }
+    await t.rejects(s.ingest([{ kind: 'event', record: { device: d, id: 'b-e2', ts: T0 + 45, kind: 'k', data: '{}' } }, bad]), 'a write that fails fails the batch')
+    t.equal((await s.events({ device: d, from: T0, to: T0 + MIN, limit: 10 })).length, 1, 'and nothing of it was kept')
+  })
+
   t.test('telemetry: the newest sample on the device, raw series, rollups and retention on a stepped clock', async t => {
     const s = await open(t)
     const d = DEV(1)
