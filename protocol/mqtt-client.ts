@@ -158,7 +158,8 @@ export function connectMqtt(o: MqttConnectOptions): MqttClient {
     client.handleMessage = (packet, callback) => {
       const stream = client.stream
       beforeAck(packet, err => {
-        if (client.stream === stream) callback(err)
+        // not on another connection, nor queued by mqtt.js to go out on the next one
+        if (client.stream === stream && client.connected) callback(err)
       })
     }
   }
@@ -180,7 +181,7 @@ type SendPacket = (packet: { cmd: string; messageId?: number }, cb?: (err?: Erro
 function pipelineAcks(client: MqttClient, beforeAck: BeforeAck, max: number): void {
   interface Entry {
     readonly id: number | undefined
-    readonly stream: unknown
+    readonly stream: MqttClient['stream']
     handled: boolean
     /** mqtt.js's PUBACK for it, held; `true` for a QoS 0 message, which has none */
     puback: Parameters<SendPacket>[0] | true | undefined
@@ -194,7 +195,8 @@ function pipelineAcks(client: MqttClient, beforeAck: BeforeAck, max: number): vo
     while (queue[0]?.handled && queue[0].puback !== undefined) {
       const { puback, stream } = queue.shift()!
       inFlight--
-      if (typeof puback === 'object' && stream === client.stream) send(puback, undefined, undefined, true)
+      // only on the connection it came on (mqtt.js would queue it for the next one)
+      if (typeof puback === 'object' && stream === client.stream && client.connected && !stream.destroyed) send(puback, undefined, undefined, true)
     }
     if (waiting && inFlight < max) {
       const go = waiting
@@ -217,7 +219,9 @@ function pipelineAcks(client: MqttClient, beforeAck: BeforeAck, max: number): vo
   })
   client.handleMessage = (packet, callback) => {
     const stream = client.stream
-    const e: Entry = { id: packet.qos > 0 ? packet.messageId : undefined, stream, handled: false, puback: packet.qos > 0 ? undefined : true }
+    // QoS 1 is what Cairn subscribes at; QoS 0 (and 2, which mqtt.js answers with
+    // PUBREC/PUBCOMP, not PUBACK) wait for no PUBACK here
+    const e: Entry = { id: packet.qos === 1 ? packet.messageId : undefined, stream, handled: false, puback: packet.qos === 1 ? undefined : true }
     queue.push(e)
     const go = () => {
       if (client.stream !== stream) return

@@ -88,7 +88,7 @@ function AccountRow(props: { account: api.Account; me: boolean; act: Act }) {
             value={a.role}
             onChange={e => {
               const role = (e.currentTarget as HTMLSelectElement).value as api.Role
-              props.act(api.putAccount(a.name, role), `${a.name} is now ${role}`)
+              props.act(api.changeAccount(a.name, { role }), `${a.name} is now ${role}`)
             }}
           >
             {ROLES.map(r => (
@@ -107,7 +107,7 @@ function AccountRow(props: { account: api.Account; me: boolean; act: Act }) {
             onSubmit={e => {
               e.preventDefault()
               props.act(
-                api.putAccount(a.name, a.role, password).then(() => setPassword('')),
+                api.changeAccount(a.name, { password }).then(() => setPassword('')),
                 `new password for ${a.name}; its sessions ended`,
               )
             }}
@@ -154,7 +154,7 @@ function AddAccount(props: { act: Act }) {
       onSubmit={e => {
         e.preventDefault()
         props.act(
-          api.putAccount(name, role, password).then(() => {
+          api.addAccount(name, role, password).then(() => {
             setName('')
             setPassword('')
           }),

@@ -5,13 +5,15 @@ import type { AlertKind, AlertRules } from '../service/alerts.js'
 import type { CommandRow, DeviceRow, Metric, OtaPhase, SeriesPoint, Transition } from '../service/fleet-store.js'
 import type { SignedCommand } from './signer.js'
 
-export type { AlertKind, CommandRow, Metric }
+export type { CommandRow, Metric }
+/** Every alert kind, as the service names them (one list: fleet-store.ts). */
+export { ALERTS } from '../service/fleet-store.js'
 export type Device = DeviceRow & { readonly alerts: AlertKind[] }
 
 export interface Fleet {
   fleet: string
   now: number
-  counts: { devices: number; online: number; offline: number }
+  counts: { devices: number; online: number; offline: number; updating: number }
   alerts: Record<AlertKind | 'any', number>
   alertRules: AlertRules
   alertText: Record<AlertKind, string>
@@ -166,11 +168,18 @@ export interface Account {
   created: number
 }
 export const accounts = () => get<{ items: Account[] }>('/accounts')
-/** Adds an account, or changes one: the role, and the password where one is given. */
-export const putAccount = (name: string, role: Role, password?: string) =>
-  call<{ name: string; role: Role; result: 'added' | 'updated' }>(`/api/v1/accounts/${encodeURIComponent(name)}`, {
+/** Changes an account: only what is given (a role, a password). */
+export const changeAccount = (name: string, change: { role?: Role; password?: string }) =>
+  call<{ name: string; result: 'updated' }>(`/api/v1/accounts/${encodeURIComponent(name)}`, {
     method: 'PUT',
     headers: { accept: 'application/json', 'content-type': 'application/json' },
-    body: JSON.stringify(password === undefined ? { role } : { role, password }),
+    body: JSON.stringify(change),
+  })
+/** Adds an account; refused (412) where one of that name exists. */
+export const addAccount = (name: string, role: Role, password: string) =>
+  call<{ name: string; result: 'added' }>(`/api/v1/accounts/${encodeURIComponent(name)}`, {
+    method: 'PUT',
+    headers: { accept: 'application/json', 'content-type': 'application/json', 'if-none-match': '*' },
+    body: JSON.stringify({ role, password }),
   })
 export const removeAccount = (name: string) => call<{ removed: string }>(`/api/v1/accounts/${encodeURIComponent(name)}`, { method: 'DELETE', headers: { accept: 'application/json' } })

@@ -91,6 +91,10 @@ export function DevicePage(props: { id: string }) {
             </dd>
             <dt>OS</dt>
             <dd>{d.osVersion ? `${d.osVersion} (slot ${d.osSlot ?? '?'})` : '–'}</dd>
+            <dt>Update</dt>
+            <dd data-ota={d.ota?.phase ?? 'none'}>{d.ota ? `${d.ota.phase}${d.ota.version ? ` ${d.ota.version}` : ''} (${ago(d.ota.at)})` : '–'}</dd>
+            <dt>Uptime score</dt>
+            <dd data-score={d.score?.ppm ?? 'none'}>{d.score ? `${(d.score.ppm / 10_000).toFixed(1)} % (epoch ${d.score.epoch})` : '–'}</dd>
             <dt>First seen</dt>
             <dd>{time(d.firstSeen)}</dd>
             <dt>Last seen</dt>

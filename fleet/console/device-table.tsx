@@ -93,7 +93,7 @@ export function DeviceTable(props: { query: URLSearchParams }) {
         <select name="alert" value={q.alert ?? ''} onChange={e => go({ alert: (e.target as HTMLSelectElement).value || undefined })} aria-label="alert">
           <option value="">any alert or none</option>
           <option value="any">alerting</option>
-          {['offline', 'under-voltage', 'throttled', 'hot', 'disk', 'problem'].map(a => (
+          {api.ALERTS.map(a => (
             <option key={a} value={a}>
               {a}
             </option>

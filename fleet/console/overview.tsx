@@ -3,13 +3,10 @@
 // now, each linking to its page.
 
 import * as api from './api.js'
-import type { AlertKind } from './api.js'
 import { ago, shortId } from './format.js'
 import { useLive } from './live.js'
 import { deviceHref, devicesHref } from './route.js'
 import { Problem, useLoad } from './ui.js'
-
-const KINDS: AlertKind[] = ['offline', 'under-voltage', 'throttled', 'hot', 'disk', 'problem']
 
 export function Overview() {
   const tick = useLive()
@@ -35,10 +32,13 @@ export function Overview() {
             <a class="card warn" href={devicesHref({ alert: 'any' })} data-count="alerting">
               <b>{f.alerts.any}</b> alerting
             </a>
+            <a class="card" href="#/rollouts" data-count="updating">
+              <b>{f.counts.updating}</b> updating
+            </a>
           </div>
           <h2>Alerts</h2>
           <ul class="alert-kinds">
-            {KINDS.map(k => (
+            {api.ALERTS.map(k => (
               <li key={k}>
                 <a href={devicesHref({ alert: k })} title={f.alertText[k]} data-alert={k}>
                   <span class={`badge a-${k}`}>{k}</span> <b>{f.alerts[k]}</b>
@@ -49,7 +49,7 @@ export function Overview() {
           </ul>
           <p class="rules">
             Rules: offline for more than {f.alertRules.offlineMs < 120_000 ? `${Math.round(f.alertRules.offlineMs / 1000)} s` : `${Math.round(f.alertRules.offlineMs / 60_000)} min`}, hot from{' '}
-            {f.alertRules.hotC} °C, disk from {f.alertRules.diskPercent} %.
+            {f.alertRules.hotC} °C, disk from {f.alertRules.diskPercent} %, uptime score below {f.alertRules.scoreBelow / 10_000} %.
           </p>
         </>
       )}

@@ -98,7 +98,8 @@ export function accountCommand(io: Io): Command {
           checkName(name)
           await withStore(o.stateDir, async store => {
             if (await store.getAccount(name)) throw new CairnError('BAD_REQUEST', `account ${name} exists (passwd or role change it)`)
-            await store.putAccount({ name, role: o.role, passwordHash: await hashPassword(await newPassword(io)), created: Date.now() })
+            const passwordHash = await hashPassword(await newPassword(io))
+            if (!(await store.addAccount({ name, role: o.role, passwordHash, created: Date.now() }))) throw new CairnError('BAD_REQUEST', `account ${name} exists (made meanwhile)`)
           })
           io.out.write(`added ${name} (${o.role})\n`)
         }),

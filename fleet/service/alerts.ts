@@ -7,7 +7,7 @@ import type { AlertKind, AlertRules, DeviceRow } from './fleet-store.js'
 
 export { ALERTS, type AlertKind, type AlertRules } from './fleet-store.js'
 
-export const DEFAULT_ALERT_RULES: AlertRules = { offlineMs: 10 * 60_000, hotC: 80, diskPercent: 90 }
+export const DEFAULT_ALERT_RULES: AlertRules = { offlineMs: 10 * 60_000, hotC: 80, diskPercent: 90, scoreBelow: 900_000 }
 
 /** What each alert means, for the console and the API document. */
 export const ALERT_TEXT: Record<AlertKind, string> = {
@@ -17,6 +17,8 @@ export const ALERT_TEXT: Record<AlertKind, string> = {
   hot: 'the hottest sensor is at or above the limit',
   disk: 'the root file system is nearly full',
   problem: 'the agent reports a problem in its status (for example DISK_FULL)',
+  'update-failed': 'its newest update was rolled back or failed',
+  'low-score': 'its newest uptime score (from a pinned validator) is below the limit',
 }
 
 /** A device row's alerts at `now`; telemetry alerts only while the device is online. */
@@ -31,5 +33,7 @@ export function alertsOf(d: DeviceRow, rules: AlertRules, now: number): AlertKin
   }
   if (d.latest?.diskPercent != null && d.latest.diskPercent >= rules.diskPercent) out.push('disk')
   if (d.problems.length > 0) out.push('problem')
+  if (d.ota?.phase === 'failed' || d.ota?.phase === 'rolled-back') out.push('update-failed')
+  if (d.score !== null && d.score.ppm < rules.scoreBelow) out.push('low-score')
   return out
 }

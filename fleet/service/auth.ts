@@ -75,7 +75,12 @@ const Login = Type.Object({ name: Type.String({ pattern: ACCOUNT_NAME }), passwo
 const AccountParams = Type.Object({ name: Type.String({ pattern: ACCOUNT_NAME }) }, { additionalProperties: false })
 const AccountBody = Type.Object(
   {
-    role: Type.Union(ROLES.map(r => Type.Literal(r))),
+    role: Type.Optional(
+      Type.Union(
+        ROLES.map(r => Type.Literal(r)),
+        { description: 'needed for a new account' },
+      ),
+    ),
     password: Type.Optional(Type.String({ maxLength: 1024, description: 'needed for a new account; a new one ends its sessions' })),
   },
   { additionalProperties: false },
@@ -105,6 +110,8 @@ export async function installAuth(app: FastifyInstance, o: AuthOptions): Promise
       // no account yet: the API is open on loopback, but not the making of accounts (a
       // local user or a page rebinding a name to 127.0.0.1 would make the first admin)
       if (config.role === 'admin') throw httpError(403, 'FORBIDDEN', 'no account exists yet: make the first with cairn fleet account add NAME --role admin --state-dir DIR')
+      // a stream opened now ends once accounts apply: it came with no session
+      req.stillSignedIn = async () => !(await required())
       return
     }
     const s = await session(req)
@@ -192,16 +199,29 @@ export async function installAuth(app: FastifyInstance, o: AuthOptions): Promise
   app.get('/api/v1/accounts', { config: { role: 'admin' }, schema: { summary: 'the accounts (admin)' } }, async () => ({ items: await o.store.listAccounts() }))
   app.put(
     '/api/v1/accounts/:name',
-    { config: { role: 'admin' }, schema: { summary: "add an account, or set one's role and password (admin; a new password ends its sessions)", params: AccountParams, body: AccountBody } },
+    {
+      config: { role: 'admin' },
+      schema: {
+        summary:
+          "add an account (role and password; with `If-None-Match: *` only if none of that name exists, else 412), or change one's role or password, only what is sent (admin, not one's own; a new password ends its sessions)",
+        params: AccountParams,
+        body: AccountBody,
+      },
+    },
     async req => {
       const { name } = req.params as Static<typeof AccountParams>
       const { role, password } = req.body as Static<typeof AccountBody>
+      if (req.who?.account === name) throw httpError(400, 'BAD_REQUEST', 'an admin changes their own account with cairn fleet account, not here')
+      if (role === undefined && password === undefined) throw httpError(400, 'BAD_REQUEST', 'nothing to change: send a role, a password or both')
       const passwordHash = password !== undefined ? await hashPassword(password) : undefined
+      const change = { ...(role !== undefined ? { role } : {}), ...(passwordHash !== undefined ? { passwordHash } : {}) }
+      const createOnly = req.headers['if-none-match'] === '*'
       // an existing account: only what was sent changes (a role change cannot undo a
-      // password set meanwhile by the CLI or another admin)
-      if (await o.store.updateAccount(name, { role, ...(passwordHash !== undefined ? { passwordHash } : {}) })) return { name, role, result: 'updated' as const }
-      if (passwordHash === undefined) throw httpError(400, 'BAD_REQUEST', 'a new account needs a password')
-      return { name, role, result: await o.store.putAccount({ name, role, passwordHash, created: o.clock.now() }) }
+      // password set meanwhile by the CLI or another admin, nor a password a role)
+      if (!createOnly && (await o.store.updateAccount(name, change))) return { name, result: 'updated' as const }
+      if (role === undefined || passwordHash === undefined) throw httpError(400, 'BAD_REQUEST', `no account ${name}; a new one needs a role and a password`)
+      if (await o.store.addAccount({ name, role, passwordHash, created: o.clock.now() })) return { name, result: 'added' as const }
+      throw httpError(createOnly ? 412 : 409, 'EXISTS', `an account ${name} exists`)
     },
   )
   app.delete('/api/v1/accounts/:name', { config: { role: 'admin' }, schema: { summary: 'remove an account and its sessions (admin)', params: AccountParams } }, async req => {

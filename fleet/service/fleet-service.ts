@@ -15,6 +15,7 @@ import { DEFAULT_ALERT_RULES, type AlertRules } from './alerts.js'
 import { ChangeFeed } from './change-feed.js'
 import { CommandDesk, MAX_REPLY_BYTES, isReplyTopic, replyFilter } from './commands.js'
 import type { FleetStore, Retention } from './fleet-store.js'
+import { CairnError } from '../../protocol/errors.js'
 import { buildApi } from './http-api.js'
 import { FleetIngest, MAX_PACKET_BYTES, ingestFilters } from './ingest.js'
 import { PauseWatch } from './rollouts.js'
@@ -172,22 +173,41 @@ export class FleetService {
   private async store(topic: string, payload: Buffer, ack: (err?: Error) => void): Promise<void> {
     // A store that fails (busy past its timeout, disk full) holds the PUBACK and tries
     // again: the broker keeps the message until it is stored or the connection goes.
-    for (let delay = 200; !this.stopped; delay = Math.min(delay * 2, 10_000)) {
-      try {
-        if (topic === this.pause.topic) this.pause.handle(payload)
-        else if (isReplyTopic(topic, this.o.fleet)) await this.commands.handleReply(topic, payload)
-        else if (signedTopic(topic, this.o.fleet)) {
-          // it names a device: the statuses that came before it are stored first
-          await this.ingest.drained()
-          await this.signed.handle(topic, payload)
-        } else await this.ingest.handle(topic, payload)
-        return ack()
-      } catch (err) {
-        this.o.log.error({ err, topic: topic.slice(0, 200) }, 'could not store a message; retrying')
-        await new Promise(r => setTimeout(r, delay))
+    let failed = false // a device message not stored yet: counted in ingestRetrying
+    try {
+      for (let delay = 200; !this.stopped; delay = Math.min(delay * 2, 10_000)) {
+        try {
+          if (topic === this.pause.topic) this.pause.handle(payload)
+          else if (isReplyTopic(topic, this.o.fleet)) await this.commands.handleReply(topic, payload)
+          else if (signedTopic(topic, this.o.fleet)) {
+            // it names a device: the statuses that came before it are stored first, and
+            // while one of them could not be and is tried again, this waits as well (a
+            // device not yet in the registry would be passed over)
+            await this.ingest.drained()
+            if (this.ingestRetrying > 0) throw new CairnError('UNAVAILABLE', 'device messages that came before it are not stored yet')
+            await this.signed.handle(topic, payload)
+          } else {
+            try {
+              await this.ingest.handle(topic, payload)
+            } catch (err) {
+              if (!failed) this.ingestRetrying++
+              failed = true
+              throw err
+            }
+          }
+          return ack()
+        } catch (err) {
+          this.o.log.error({ err, topic: topic.slice(0, 200) }, 'could not store a message; retrying')
+          await new Promise(r => setTimeout(r, delay))
+        }
       }
+    } finally {
+      if (failed) this.ingestRetrying--
     }
   }
+
+  /** Device messages whose store failed and that are being tried again. */
+  private ingestRetrying = 0
 
   async stop(): Promise<void> {
     if (this.stopped) return

@@ -6,7 +6,7 @@
 // contract suite (test/fleet/service/store-contract.ts) runs against every store.
 
 /** What the console calls an alert (alerts.ts: what each means and when a row has it). */
-export const ALERTS = ['offline', 'under-voltage', 'throttled', 'hot', 'disk', 'problem'] as const
+export const ALERTS = ['offline', 'under-voltage', 'throttled', 'hot', 'disk', 'problem', 'update-failed', 'low-score'] as const
 export type AlertKind = (typeof ALERTS)[number]
 
 export interface AlertRules {
@@ -16,6 +16,8 @@ export interface AlertRules {
   readonly hotC: number
   /** the root file system at least this full */
   readonly diskPercent: number
+  /** the newest uptime score (ppm, from a pinned validator's attestation) below this */
+  readonly scoreBelow: number
 }
 
 /** A device's presence order: a status message applies only when its key is greater than
@@ -60,6 +62,8 @@ export interface EventRecord {
   readonly kind: string
   /** the event's data as JSON text, bounded by the ingest */
   readonly data: string
+  /** an updater event (ota.*): where it puts the device's update, and of which release */
+  readonly ota?: { readonly phase: OtaPhase; readonly version: string | null }
 }
 
 export interface DeviceRow {
@@ -81,6 +85,10 @@ export interface DeviceRow {
   /** the newest telemetry sample's values, and its time */
   readonly telemetryTs: number | null
   readonly latest: MetricValues | null
+  /** where its newest updater event (ota.*, not paused or pinned) put its update */
+  readonly ota: { readonly phase: OtaPhase; readonly version: string | null; readonly at: number } | null
+  /** its newest uptime score (ppm) and the epoch, from a pinned validator's attestation */
+  readonly score: { readonly ppm: number; readonly epoch: number } | null
 }
 
 export const SORTS = ['id', 'state', 'lastSeen', 'board', 'version', 'tempC', 'load1'] as const
@@ -195,6 +203,18 @@ export type RefusalKind = 'receipt' | 'attestation'
 /** Where a device's agent update stands, from its newest ota.* event (rollouts.ts). */
 export const OTA_PHASES = ['available', 'downloading', 'staged', 'switching', 'committed', 'rolled-back', 'failed'] as const
 export type OtaPhase = (typeof OTA_PHASES)[number]
+/** The phases of an update under way: the overview counts these devices as updating. */
+export const UPDATING: readonly OtaPhase[] = ['downloading', 'staged', 'switching']
+/** The updater's events and where each puts a device's update (docs/ota.md, "Events"). */
+export const PHASE_OF: Readonly<Record<string, OtaPhase>> = {
+  'ota.available': 'available',
+  'ota.download': 'downloading',
+  'ota.staged': 'staged',
+  'ota.switching': 'switching',
+  'ota.committed': 'committed',
+  'ota.rolled-back': 'rolled-back',
+  'ota.failed': 'failed',
+}
 
 /** What an account may do: look (viewer); also send commands and set labels (operator);
  * also manage accounts (admin). */
@@ -271,7 +291,8 @@ export interface FleetStore {
   /** The audit log, newest first (then by id, descending); `before`: the next page. */
   commands(q: { device?: string; before?: PageCursor; limit: number; now: number }): Promise<CommandRow[]>
   getCommand(id: string, now: number): Promise<(CommandRow & { envelope: string; replyEnvelope: string | null }) | undefined>
-  counts(): Promise<{ devices: number; online: number; offline: number }>
+  /** Devices, online, offline, and updating (their newest updater event: downloading, staged, switching). */
+  counts(): Promise<{ devices: number; online: number; offline: number; updating: number }>
   /** How many devices have each alert, and how many have any, under these rules at `now`. */
   alertCounts(rules: AlertRules, now: number): Promise<Record<AlertKind | 'any', number>>
   /** Each device's newest event of its agent updater (ota.*, but not paused/pinned), newest first. */
@@ -296,6 +317,8 @@ export interface FleetStore {
   refusals(device: string): Promise<Array<{ kind: RefusalKind; count: number; lastReason: string; lastAt: number }>>
   /** Adds an account, or replaces its role and password; a new password ends its sessions. */
   putAccount(a: { name: string; role: Role; passwordHash: string; created: number }): Promise<'added' | 'updated'>
+  /** Adds an account; false when one of that name exists (it is left as it is). */
+  addAccount(a: { name: string; role: Role; passwordHash: string; created: number }): Promise<boolean>
   /** Changes only what is given, in one step (a role change cannot undo a new password
    * set meanwhile); a new password ends the account's sessions. False: no such account. */
   updateAccount(name: string, change: { role?: Role; passwordHash?: string }): Promise<boolean>

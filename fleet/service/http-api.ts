@@ -395,8 +395,9 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
       // a comment every 15 s keeps proxies from closing an idle stream
       const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15_000)
       // The session was checked when the stream opened; a stream outlives requests, so
-      // it asks again: signed out elsewhere, expired, a new password, the account gone or
-      // its role lowered, and the stream says so and ends (the page then signs in again).
+      // it asks again: signed out elsewhere, expired, a new password, the account gone, or
+      // opened with no session before the first account was made; the stream says so
+      // and ends (the page then signs in).
       const recheck = setInterval(() => {
         req
           .stillSignedIn()

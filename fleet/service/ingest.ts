@@ -11,7 +11,7 @@ import { PAYLOAD_SCHEMAS, type EventMessage, type StatusMessage, type TelemetryM
 import { RefusalLog } from '../../protocol/refusal-log.js'
 import { TOPIC_ROOT } from '../../protocol/topics.js'
 import type { TelemetrySample } from '../../hw/schema.js'
-import type { FleetStore, IngestItem, MetricValues, PresenceKey } from './fleet-store.js'
+import { PHASE_OF, type FleetStore, type IngestItem, type MetricValues, type PresenceKey } from './fleet-store.js'
 
 const KINDS = ['status', 'telemetry', 'event'] as const
 type Kind = (typeof KINDS)[number]
@@ -57,6 +57,7 @@ export class FleetIngest {
    * loop go in one transaction (several are in flight: MqttConnectOptions.inFlight). */
   private pending: Array<{ item: IngestItem; seq: number; done: (err: Error | undefined, changed?: boolean) => void }> = []
   private scheduled = false
+  private flushing = false
   /** the last message handed to a write, and the last whose write is over */
   private seq = 0
   private writtenSeq = 0
@@ -126,7 +127,10 @@ export class FleetIngest {
       item = { kind: 'telemetry', record: { device: m.device, id: m.id, ts: m.ts, receivedAt: now, values: metricsOf(m.sample) } }
     } else {
       const e = msg as EventMessage
-      item = { kind: 'event', record: { device: e.device, id: e.id, ts: e.ts, kind: e.kind, data: JSON.stringify(e.data) } }
+      const phase = Object.hasOwn(PHASE_OF, e.kind) ? PHASE_OF[e.kind] : undefined
+      const version = (e.data as { version?: unknown } | null)?.version
+      const ota = phase ? { ota: { phase, version: typeof version === 'string' ? version.slice(0, 64) : null } } : {}
+      item = { kind: 'event', record: { device: e.device, id: e.id, ts: e.ts, kind: e.kind, data: JSON.stringify(e.data), ...ota } }
     }
     const changed = await this.write(item)
     if (changed) this.stats.transitions++
@@ -140,31 +144,45 @@ export class FleetIngest {
   private write(item: IngestItem): Promise<boolean> {
     return new Promise<boolean>((resolve, reject) => {
       this.pending.push({ item, seq: ++this.seq, done: (err, changed) => (err ? reject(err) : resolve(changed ?? false)) })
-      if (this.scheduled) return
+      if (this.scheduled || this.flushing) return // the running flush takes it too
       this.scheduled = true
       setImmediate(() => void this.flush())
     })
   }
 
+  /** One flush at a time (a store whose writes wait, as a server database's do, must not
+   * commit batches out of order), each batch in one transaction; a batch that fails is
+   * written again message by message, so one that cannot be stored holds up only itself. */
   private async flush(): Promise<void> {
     this.scheduled = false
-    while (this.pending.length > 0) {
-      const batch = this.pending.splice(0, MAX_BATCH)
-      try {
-        const changed = await this.o.store.ingest(batch.map(b => b.item))
-        batch.forEach((b, i) => b.done(undefined, changed[i]))
-      } catch (err) {
-        for (const b of batch) b.done(err as Error)
+    this.flushing = true
+    try {
+      while (this.pending.length > 0) {
+        const batch = this.pending.splice(0, MAX_BATCH)
+        try {
+          const changed = await this.o.store.ingest(batch.map(b => b.item))
+          batch.forEach((b, i) => b.done(undefined, changed[i]))
+        } catch {
+          for (const b of batch) {
+            try {
+              b.done(undefined, (await this.o.store.ingest([b.item]))[0])
+            } catch (err) {
+              b.done(err as Error)
+            }
+          }
+        }
+        this.writtenSeq = batch[batch.length - 1]!.seq
+        this.drainWaiters = this.drainWaiters.filter(w => (w.seq <= this.writtenSeq ? (w.resolve(), false) : true))
       }
-      this.writtenSeq = Math.max(this.writtenSeq, batch[batch.length - 1]!.seq)
-      this.drainWaiters = this.drainWaiters.filter(w => (w.seq <= this.writtenSeq ? (w.resolve(), false) : true))
+    } finally {
+      this.flushing = false
     }
   }
 
   /** Resolves once every message handed to `handle` before this call has been written
-   * (or its write has failed): a message that depends on the registry (a signed receipt
-   * or attestation names a device) waits for the statuses that came before it, and for
-   * nothing that comes after. */
+   * or has failed (its caller retries it: FleetService counts those): a message that
+   * depends on the registry (a signed receipt or attestation names a device) waits for
+   * the statuses that came before it, and for nothing that comes after. */
   drained(): Promise<void> {
     const seq = this.seq
     if (seq <= this.writtenSeq) return Promise.resolve()

@@ -8,17 +8,7 @@
 import type { Clock } from '../../protocol/clock.js'
 import { checkEnvelope } from '../../protocol/envelope.js'
 import { releaseTopic } from '../../protocol/topics.js'
-import { OTA_PHASES, type OtaPhase } from './fleet-store.js'
-
-const PHASE_OF: Record<string, OtaPhase> = {
-  'ota.available': 'available',
-  'ota.download': 'downloading',
-  'ota.staged': 'staged',
-  'ota.switching': 'switching',
-  'ota.committed': 'committed',
-  'ota.rolled-back': 'rolled-back',
-  'ota.failed': 'failed',
-}
+import { OTA_PHASES, PHASE_OF, type OtaPhase } from './fleet-store.js'
 /** How many devices' newest updater events the page reads (the fleet's size, bounded). */
 export const OTA_SCAN_LIMIT = 20_000
 /** How many of them it lists one by one. */

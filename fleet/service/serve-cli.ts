@@ -94,7 +94,7 @@ async function serve(loaded: LoadedServeConfig, io: Io): Promise<number> {
     broker: o.broker.url,
     mqttVersion: String(o.broker.mqttVersion),
     username: o.broker.username,
-    password: o.broker.passwordFile !== undefined ? readSecret(o.broker.passwordFile, name('broker.passwordFile')) : o.broker.password,
+    password: loaded.passwordFrom === 'file' ? readSecret(o.broker.passwordFile!, name('broker.passwordFile')) : o.broker.password,
     ca: o.broker.ca,
   })
   const log = createLogger({ level: o.logLevel })

@@ -5,7 +5,7 @@
 
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
-import { envLayer, envNamer, readConfigFile, resolveLayers, settingsTable, spliceGenerated, type Layer, type Resolved } from '../../protocol/config-layers.js'
+import { envLayer, envNamer, leafSettings, readConfigFile, resolveLayers, settingsTable, spliceGenerated, type Layer, type Resolved } from '../../protocol/config-layers.js'
 import { CairnError } from '../../protocol/errors.js'
 import { NAME_PATTERN } from '../../protocol/envelope.js'
 import type { AlertRules, Retention } from './fleet-store.js'
@@ -72,6 +72,7 @@ export const ServeConfigSchema = Type.Object(
         offlineMinutes: Type.Integer({ default: 10, minimum: 1, maximum: 525_600, description: 'a device offline longer than this is an alert (a reboot is not)' }),
         hotC: Type.Number({ default: 80, minimum: 20, maximum: 150, description: 'the hottest sensor at or above this (°C) is an alert' }),
         diskPercent: Type.Number({ default: 90, minimum: 1, maximum: 100, description: 'the root file system at least this full (%) is an alert' }),
+        scoreBelowPercent: Type.Number({ default: 90, minimum: 0, maximum: 100, description: "a device's newest uptime score below this (%) is an alert" }),
       },
       { additionalProperties: false, default: {} },
     ),
@@ -114,12 +115,19 @@ export interface LoadedServeConfig extends Resolved<ServeConfig> {
   name(path: string): string
   retention: Retention
   alertRules: AlertRules
+  /** Where the broker password comes from: broker.password or broker.passwordFile,
+   * whichever a later layer set (a flag over the environment over the file). */
+  passwordFrom: 'value' | 'file' | 'none'
 }
 
 /** All layers: the file (`configFile`, else CAIRN_FLEET_SERVE_CONFIG), the environment,
  * the flags. Throws INVALID_CONFIG naming each bad setting and where it came from. */
 export function loadServeConfig(o: { configFile?: string | undefined; env: NodeJS.ProcessEnv; flags: Layer }): LoadedServeConfig {
   const file = o.configFile ?? o.env.CAIRN_FLEET_SERVE_CONFIG
+  // a mistyped variable is an error, as a mistyped key in the file is
+  const known = new Set([...leafSettings(ServeConfigSchema).map(l => serveEnvName(l.path)), 'CAIRN_FLEET_SERVE_CONFIG'])
+  const unknown = Object.keys(o.env).filter(k => k.startsWith('CAIRN_FLEET_SERVE_') && !known.has(k))
+  if (unknown.length > 0) throw new CairnError('INVALID_CONFIG', `${unknown.join(', ')}: no such setting (docs/console.md lists the CAIRN_FLEET_SERVE_* variables)`)
   const layers: Layer[] = [{ name: 'defaults', values: {} }]
   if (file) layers.push(readConfigFile(file))
   layers.push(envLayer(o.env, { schema: ServeConfigSchema, envName: serveEnvName }), o.flags)
@@ -140,11 +148,18 @@ export function loadServeConfig(o: { configFile?: string | undefined; env: NodeJ
       'INVALID_CONFIG',
       `retention: raw samples (${r.rawHours} h) must not outlive the 1-minute rollups (${r.minuteDays} days), nor those the 1-hour rollups (${r.hourDays} days): a rollup is made from what the finer level still holds`,
     )
+  const rank = (path: string) => {
+    const s = sources.get(path)
+    return s === undefined ? 0 : s.startsWith('flag ') ? 3 : s.startsWith('env ') ? 2 : 1
+  }
+  const [value, fromFile] = [rank('broker.password'), rank('broker.passwordFile')]
+  if (value > 0 && value === fromFile) throw new CairnError('INVALID_CONFIG', `broker.password and broker.passwordFile: both set in ${sources.get('broker.password')}; keep one`)
   return {
     ...resolved,
     name,
+    passwordFrom: fromFile > value ? 'file' : value > 0 ? 'value' : 'none',
     retention: { rawMs: r.rawHours * HOUR, minuteMs: r.minuteDays * DAY, hourMs: r.hourDays * DAY },
-    alertRules: { offlineMs: c.alerts.offlineMinutes * 60_000, hotC: c.alerts.hotC, diskPercent: c.alerts.diskPercent },
+    alertRules: { offlineMs: c.alerts.offlineMinutes * 60_000, hotC: c.alerts.hotC, diskPercent: c.alerts.diskPercent, scoreBelow: Math.round(c.alerts.scoreBelowPercent * 10_000) },
   }
 }
 

@@ -36,6 +36,9 @@ import {
   type Transition,
   type PageCursor,
   type IngestItem,
+  type OtaPhase,
+  PHASE_OF,
+  UPDATING,
 } from './fleet-store.js'
 import { CairnError } from '../../protocol/errors.js'
 
@@ -134,6 +137,23 @@ const MIGRATIONS = [
    );`,
   // each device's newest updater event (the rollouts page)
   `CREATE INDEX events_kind ON events (kind, device, ts);`,
+  // where each device's update stands (its newest updater event) and its newest uptime
+  // score, on its row so the overview can count and filter by them; filled from what is kept
+  `ALTER TABLE devices ADD COLUMN ota_phase TEXT;
+   ALTER TABLE devices ADD COLUMN ota_version TEXT;
+   ALTER TABLE devices ADD COLUMN ota_ts INTEGER;
+   ALTER TABLE devices ADD COLUMN score INTEGER;
+   ALTER TABLE devices ADD COLUMN score_epoch INTEGER;
+   UPDATE devices SET (ota_phase, ota_version, ota_ts) = (
+     SELECT CASE e.kind ${Object.entries(PHASE_OF)
+       .map(([kind, phase]) => `WHEN '${kind}' THEN '${phase}'`)
+       .join(' ')} END, json_extract(e.data, '$.version'), e.ts
+     FROM events e WHERE e.device = devices.id AND e.kind IN (${Object.keys(PHASE_OF)
+       .map(k => `'${k}'`)
+       .join(', ')})
+     ORDER BY e.ts DESC, e.id DESC LIMIT 1);
+   UPDATE devices SET (score, score_epoch) = (
+     SELECT a.score, a.epoch FROM attestations a WHERE a.device = devices.id ORDER BY a.epoch DESC, a.received_at ASC LIMIT 1);`,
 ]
 
 const SORT_SQL: Record<DeviceQuery['sort'], string> = {
@@ -183,7 +203,7 @@ export class SqliteFleetStore implements FleetStore {
   }
 
   async addEvent(r: EventRecord): Promise<void> {
-    this.eventNow(r)
+    this.db.transaction(() => this.eventNow(r)).immediate()
   }
 
   async ingest(items: readonly IngestItem[]): Promise<boolean[]> {
@@ -247,7 +267,9 @@ export class SqliteFleetStore implements FleetStore {
   }
 
   private eventNow(r: EventRecord): void {
-    this.st('INSERT INTO events (device, id, ts, kind, data) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING').run(r.device, r.id, r.ts, r.kind, r.data)
+    const kept = this.st('INSERT INTO events (device, id, ts, kind, data) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING').run(r.device, r.id, r.ts, r.kind, r.data).changes > 0
+    // an updater event newer than the one on the row says where the update stands now
+    if (kept && r.ota) this.st('UPDATE devices SET ota_phase = ?, ota_version = ?, ota_ts = ? WHERE id = ? AND (ota_ts IS NULL OR ota_ts <= ?)').run(r.ota.phase, r.ota.version, r.ts, r.device, r.ts)
   }
 
   async listDevices(q: DeviceQuery): Promise<{ total: number; items: DeviceRow[] }> {
@@ -421,11 +443,23 @@ export class SqliteFleetStore implements FleetStore {
   }
 
   async addAttestation(a: AttestationRecord): Promise<boolean> {
-    return (
-      this.db
-        .prepare('INSERT INTO attestations (validator, device, epoch, score, fraud, received_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING')
-        .run(a.validator, a.device, a.epoch, a.score, a.fraud ? 1 : 0, a.receivedAt, a.payload).changes > 0
-    )
+    return this.db
+      .transaction(() => {
+        const kept =
+          this.st('INSERT INTO attestations (validator, device, epoch, score, fraud, received_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING').run(
+            a.validator,
+            a.device,
+            a.epoch,
+            a.score,
+            a.fraud ? 1 : 0,
+            a.receivedAt,
+            a.payload,
+          ).changes > 0
+        // the device's newest score: of its newest epoch (the first kept of that epoch)
+        if (kept) this.st('UPDATE devices SET score = ?, score_epoch = ? WHERE id = ? AND (score_epoch IS NULL OR score_epoch < ?)').run(a.score, a.epoch, a.device, a.epoch)
+        return kept
+      })
+      .immediate()
   }
 
   async attestations(q: { device: string; limit: number }): Promise<Array<Omit<AttestationRecord, 'payload'> & { payload: unknown }>> {
@@ -490,6 +524,10 @@ export class SqliteFleetStore implements FleetStore {
         return 'updated' as const
       })
       .immediate()
+  }
+
+  async addAccount(a: { name: string; role: Role; passwordHash: string; created: number }): Promise<boolean> {
+    return this.db.prepare('INSERT INTO accounts (name, role, password_hash, created) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING').run(a.name, a.role, a.passwordHash, a.created).changes > 0
   }
 
   async updateAccount(name: string, change: { role?: Role; passwordHash?: string }): Promise<boolean> {
@@ -565,10 +603,11 @@ export class SqliteFleetStore implements FleetStore {
     this.db.prepare('DELETE FROM sessions WHERE id_hash = ?').run(idHash)
   }
 
-  async counts(): Promise<{ devices: number; online: number; offline: number }> {
+  async counts(): Promise<{ devices: number; online: number; offline: number; updating: number }> {
     const rows = this.db.prepare('SELECT state, COUNT(*) AS n FROM devices GROUP BY state').all() as Array<{ state: string; n: number }>
     const of = (s: string) => rows.find(r => r.state === s)?.n ?? 0
-    return { devices: of('online') + of('offline'), online: of('online'), offline: of('offline') }
+    const updating = (this.db.prepare(`SELECT COUNT(*) AS n FROM devices WHERE ota_phase IN (${UPDATING.map(() => '?').join(', ')})`).get(...UPDATING) as { n: number }).n
+    return { devices: of('online') + of('offline'), online: of('online'), offline: of('offline'), updating }
   }
 
   async alertCounts(rules: AlertRules, now: number): Promise<Record<AlertKind | 'any', number>> {
@@ -643,6 +682,10 @@ function alertCondition(kind: AlertKind, r: AlertRules, now: number): [string, u
       return ['diskPercent >= ?', [r.diskPercent]]
     case 'problem':
       return ["problems <> '[]'", []]
+    case 'update-failed':
+      return ["ota_phase IN ('failed', 'rolled-back')", []]
+    case 'low-score':
+      return ['score < ?', [r.scoreBelow]]
   }
 }
 
@@ -673,6 +716,8 @@ function toDevice(r: Row): DeviceRow {
     labels: JSON.parse(r.labels as string) as Record<string, string>,
     telemetryTs: (r.telemetry_ts as number | null) ?? null,
     latest: r.telemetry_ts === null || r.telemetry_ts === undefined ? null : metricValues(r),
+    ota: r.ota_phase == null ? null : { phase: r.ota_phase as OtaPhase, version: (r.ota_version as string | null) ?? null, at: r.ota_ts as number },
+    score: r.score == null ? null : { ppm: r.score as number, epoch: r.score_epoch as number },
   }
 }
 

@@ -158,6 +158,9 @@ t.test('beforeAck with several in flight: read on while storing, each PUBACK onc
     const clientId = `pipeline-test-${mqttVersion}`
     // the subscription stays with the persistent session: made once
     const session = async (onMessage: (payload: string, ack: (err?: Error) => void) => void, subscribe = false) => {
+      /** what each packet id carried, and the PUBACKs as they went out on the wire */
+      const carried = new Map<number, string>()
+      const pubacks: string[] = []
       const c = connectMqtt({
         url: broker.url,
         mqttVersion,
@@ -167,14 +170,20 @@ t.test('beforeAck with several in flight: read on while storing, each PUBACK onc
         maximumPacketSize: 1 << 20,
         reconnectPeriodMs: 0,
         inFlight: 8,
-        beforeAck: (packet, ack) => onMessage(packet.payload.toString(), ack),
+        beforeAck: (packet, ack) => {
+          carried.set(packet.messageId!, packet.payload.toString())
+          onMessage(packet.payload.toString(), ack)
+        },
+      })
+      c.on('packetsend', p => {
+        if (p.cmd === 'puback') pubacks.push(carried.get(p.messageId!) ?? `?${p.messageId}`)
       })
       let closing: Promise<void> | undefined
       const close = () => (closing ??= ended(c))
       t.teardown(close)
       await new Promise(r => c.once('connect', r))
       if (subscribe) await c.subscribeAsync(topic, { qos: 1 })
-      return { c, close }
+      return { c, close, pubacks }
     }
     const pub = await connectMqttAsync({ url: broker.url, mqttVersion, reconnectPeriodMs: 0, maximumPacketSize: 1 << 20 })
     t.teardown(() => ended(pub))
@@ -196,6 +205,8 @@ t.test('beforeAck with several in flight: read on while storing, each PUBACK onc
       setTimeout(() => ack(), payload === 'm03' ? 50 : 0) // out of order: m03 last of its batch
     })
     await until(() => names.every(n => again.includes(n)), 10_000, 'all twenty')
+    await until(() => second.pubacks.length === names.length, 10_000, 'twenty PUBACKs')
+    t.same(second.pubacks, names, `${label}: the PUBACKs went out in the order the messages came, m03's (handled last of its batch) holding those after it`)
     t.same(
       again.filter(n => n.startsWith('m')),
       names,

@@ -65,7 +65,7 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
     instance: 'ui',
     validators: [validator.keyId],
     // a device dark for a second already alerts, so the test need not wait ten minutes
-    alertRules: { offlineMs: 1000, hotC: 80, diskPercent: 90 },
+    alertRules: { ...DEFAULT_ALERT_RULES, offlineMs: 1000 },
   })
   const base = await svc.start()
   t.teardown(named('the fleet service stop', () => svc.stop()))
@@ -236,16 +236,21 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
   await page.waitForFunction((n: number) => document.querySelector('[data-count=devices] b')?.textContent === String(n), wait, SIM_DEVICES + 2)
   t.equal(await text('[data-count=online] b'), String(SIM_DEVICES + 1), 'the overview counts the online devices')
   t.equal(await text('[data-count=offline] b'), '1', 'and the dark one offline')
-  // the dark one, a hot one, one short of power (a Pi's firmware flags: the hot one is also at its soft temperature limit)
-  await page.waitForFunction(() => document.querySelector('[data-count=alerting] b')?.textContent === '3', wait)
+  // the dark one, a hot one, one short of power (a Pi's firmware flags: the hot one is also
+  // at its soft temperature limit); three whose update of 2.1.0 was rolled back or failed;
+  // the one with history, whose newest uptime score is 87.4 %
+  await page.waitForFunction(() => document.querySelector('[data-count=alerting] b')?.textContent === '7', wait)
   for (const [kind, n] of [
     ['offline', 1],
     ['hot', 1],
     ['throttled', 1],
     ['under-voltage', 1],
     ['disk', 0],
+    ['update-failed', 3],
+    ['low-score', 1],
   ] as const)
     t.equal(await text(`[data-alert=${kind}] b`), String(n), `alert ${kind}: ${n}`)
+  t.equal(await text('[data-count=updating] b'), '6', 'six devices updating (downloading 2.1.0)')
   await page.waitForSelector('[data-live=up]', wait)
   t.pass('the live stream is connected')
   const attention = await page.$$eval('table.attention a', as => as.map(a => a.getAttribute('title')))

@@ -13,6 +13,7 @@ import { hashPassword, verifyPassword } from '../../../fleet/service/passwords.j
 import type { Role } from '../../../fleet/service/fleet-store.js'
 import { ManualClock } from '../../../protocol/clock.js'
 import { tmp } from '../../helpers/agent.js'
+import { guardMs } from '../../helpers/patience.js'
 
 const T0 = Date.UTC(2026, 11, 7, 10, 0, 0)
 const DEV = 'c'.repeat(52)
@@ -42,10 +43,11 @@ async function setup(t: Test, o: { always?: boolean; secureCookies?: boolean; ac
     await store.close()
   })
   type Res = { status: number; body: Record<string, unknown> & { error?: { code: string; message: string } }; cookie: string | null; headers: Headers }
-  const call = async (method: string, path: string, o: { cookie?: string; csrf?: string; body?: unknown } = {}): Promise<Res> => {
+  const call = async (method: string, path: string, o: { cookie?: string; csrf?: string; body?: unknown; ifNoneMatch?: boolean } = {}): Promise<Res> => {
     const res = await fetch(`${base}${path}`, {
       method,
       headers: {
+        ...(o.ifNoneMatch ? { 'if-none-match': '*' } : {}),
         ...(o.cookie ? { cookie: o.cookie } : {}),
         ...(o.csrf ? { 'x-cairn-csrf': o.csrf } : {}),
         ...(o.body !== undefined ? { 'content-type': 'application/json' } : {}),
@@ -83,10 +85,13 @@ async function openStream(base: string, cookie: string) {
     s.ended = true
     for (const w of s.waiters) w()
   })()
-  const until = (ok: () => boolean) =>
-    new Promise<void>(resolve => {
+  // waits for what the stream says, not for a time; the guard only turns a stream that
+  // never says it into a failure rather than a hang
+  const until = (ok: () => boolean, what: string) =>
+    new Promise<void>((resolve, reject) => {
       if (ok()) return resolve()
-      const w = () => ok() && (s.waiters.delete(w), resolve())
+      const guard = setTimeout(() => reject(new Error(`the stream never showed ${what}; it said: ${s.text.slice(-300)}`)), guardMs(30_000))
+      const w = () => ok() && (s.waiters.delete(w), clearTimeout(guard), resolve())
       s.waiters.add(w)
     })
   return { s, until, cancel: () => reader.cancel().catch(() => undefined) }
@@ -175,7 +180,10 @@ t.test('sessions: cookie flags, roles, CSRF, sign-out, expiry, removal, a new pa
   const ada = await login('ada')
   t.match((await call('GET', '/api/v1/accounts', { cookie: ada.cookie })).body, { items: [{ name: 'ada', role: 'admin' }, { name: 'otto' }, { name: 'vera' }] })
   t.match(await call('PUT', '/api/v1/accounts/neo', { cookie: ada.cookie, csrf: ada.csrf, body: { role: 'viewer', password: 'short' } }), { status: 400, body: { error: { message: /at least 10/ } } })
-  t.match(await call('PUT', '/api/v1/accounts/neo', { cookie: ada.cookie, csrf: ada.csrf, body: { role: 'viewer' } }), { status: 400, body: { error: { message: /needs a password/ } } })
+  t.match(await call('PUT', '/api/v1/accounts/neo', { cookie: ada.cookie, csrf: ada.csrf, body: { role: 'viewer' } }), {
+    status: 400,
+    body: { error: { message: /a new one needs a role and a password/ } },
+  })
   t.match(await call('PUT', '/api/v1/accounts/neo', { cookie: ada.cookie, csrf: ada.csrf, body: { role: 'viewer', password: PASSWORD } }), { status: 200, body: { result: 'added' } })
   // a role change applies to open sessions at once
   t.match(await call('PUT', '/api/v1/accounts/otto', { cookie: ada.cookie, csrf: ada.csrf, body: { role: 'viewer' } }), { status: 200, body: { result: 'updated' } })
@@ -185,6 +193,20 @@ t.test('sessions: cookie flags, roles, CSRF, sign-out, expiry, removal, a new pa
     'otto, now a viewer, at once',
   )
   t.match(await call('DELETE', '/api/v1/accounts/ada', { cookie: ada.cookie, csrf: ada.csrf }), { status: 400 }, 'an admin does not remove themself here')
+  t.match(await call('PUT', '/api/v1/accounts/ada', { cookie: ada.cookie, csrf: ada.csrf, body: { role: 'viewer' } }), { status: 400 }, 'nor changes their own account')
+  t.match(
+    await call('PUT', '/api/v1/accounts/neo', { cookie: ada.cookie, csrf: ada.csrf, body: { role: 'admin', password: PASSWORD }, ifNoneMatch: true }),
+    { status: 412, body: { error: { code: 'EXISTS' } } },
+    'adding a name that exists (If-None-Match: *): refused, the account left as it is',
+  )
+  t.match(await store.getAccount('neo'), { role: 'viewer' })
+  // a password alone: the role another admin set meanwhile stays
+  await store.updateAccount('neo', { role: 'operator' })
+  t.match(await call('PUT', '/api/v1/accounts/neo', { cookie: ada.cookie, csrf: ada.csrf, body: { password: 'a brand new password' } }), { status: 200, body: { result: 'updated' } })
+  t.match(await store.getAccount('neo'), { role: 'operator' }, 'a new password keeps the role set meanwhile')
+  t.ok(await verifyPassword('a brand new password', (await store.getAccount('neo'))!.passwordHash))
+  t.match(await call('PUT', '/api/v1/accounts/neo', { cookie: ada.cookie, csrf: ada.csrf, body: {} }), { status: 400, body: { error: { message: /nothing to change/ } } })
+  await store.updateAccount('neo', { role: 'viewer', passwordHash: await hashPassword(PASSWORD) })
   t.equal((await call('DELETE', '/api/v1/accounts/vera', { cookie: ada.cookie, csrf: ada.csrf })).status, 200)
   t.equal((await call('GET', '/api/v1/devices', { cookie: vera.cookie })).status, 401, "a removed account's session ends")
 
@@ -216,7 +238,7 @@ t.test('an open live stream ends when its session does: signed out elsewhere, a 
   const streams = { vera: await openStream(base, vera.cookie), otto: await openStream(base, otto.cookie), ada: await openStream(base, ada.cookie), neo: await openStream(base, neo.cookie) }
   t.teardown(() => Promise.all(Object.values(streams).map(x => x.cancel())))
   const endedSignedOut = async (who: keyof typeof streams, what: string) => {
-    await streams[who].until(() => streams[who].s.ended)
+    await streams[who].until(() => streams[who].s.ended, 'its end')
     t.match(streams[who].s.text, /event: signed-out\ndata: \{\}\n\n$/, `${who}: ${what}, the stream says signed-out and ends`)
   }
 
@@ -228,10 +250,19 @@ t.test('an open live stream ends when its session does: signed out elsewhere, a 
   await endedSignedOut('neo', 'the account removed')
 
   changes.notify(DEV, 'telemetry')
-  await streams.ada.until(() => streams.ada.s.text.includes('event: change'))
+  await streams.ada.until(() => streams.ada.s.text.includes('event: change'), 'a change')
   t.notOk(streams.ada.s.ended, 'a session that stands keeps its stream (it saw those checks, and then a change)')
   clock.advance(12 * 3_600_000)
   await endedSignedOut('ada', 'the session expired')
+})
+
+t.test('a stream opened on loopback before any account ends once the first is made', async t => {
+  const { store, base } = await setup(t)
+  const open = await openStream(base, '')
+  t.teardown(() => open.cancel())
+  await store.putAccount({ name: 'ada', role: 'admin', passwordHash: await hashPassword(PASSWORD), created: T0 })
+  await open.until(() => open.s.ended, 'its end')
+  t.match(open.s.text, /event: signed-out\n/, 'it says signed-out and ends: from now on a stream needs a session')
 })
 
 t.test('Secure cookies behind TLS', async t => {

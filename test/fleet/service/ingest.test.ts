@@ -2,7 +2,12 @@
 // numbers kept of a telemetry sample, and `--listen`'s loopback rule.
 
 import t from 'tap'
-import { metricsOf, parseTopic, presenceKey } from '../../../fleet/service/ingest.js'
+import { FleetIngest, metricsOf, parseTopic, presenceKey } from '../../../fleet/service/ingest.js'
+import { SqliteFleetStore } from '../../../fleet/service/sqlite-store.js'
+import { systemClock } from '../../../protocol/clock.js'
+import { newId } from '../../../protocol/ids.js'
+import { createLogger } from '../../../protocol/log.js'
+import { tmp } from '../../helpers/agent.js'
 import { parseListen } from '../../../fleet/service/serve-cli.js'
 import type { TelemetrySample } from '../../../hw/schema.js'
 
@@ -81,4 +86,52 @@ t.test('--listen: host:port, and whether the host is loopback', async t => {
   ] as const)
     t.match(parseListen(s), { host, loopback: false }, s)
   for (const bad of ['8080', '127.0.0.1', '127.0.0.1:99999', ':80']) t.throws(() => parseListen(bad), { code: 'BAD_REQUEST', message: /host:port/ }, bad)
+})
+
+t.test("an updater event puts the device's update phase on its row; an event of any other kind does not, whatever its name", async t => {
+  const store = new SqliteFleetStore(tmp('cairn-fleet-'))
+  t.teardown(() => store.close())
+  const ingest = new FleetIngest({ store, fleet: 'demo', clock: systemClock, log: createLogger({ level: 'fatal' }) })
+  const now = Date.now()
+  const send = (kind: string, payload: object) => ingest.handle(`cairn/v1/demo/${D}/${kind}`, Buffer.from(JSON.stringify({ v: 1, device: D, ...payload })))
+  t.equal(await send('status', { id: newId(now), fleet: 'demo', state: 'online', ts: now, since: now, conn: now, version: '1.0.0', board: 'rpi5', model: 'Pi 5', mqtt: 5, publicKey: 'x' }), 'stored')
+  for (const [i, kind] of ['constructor', '__proto__', 'ota.committed', 'tostring'].entries())
+    t.equal(await send('event', { id: newId(now + i), ts: now + i, kind, data: { version: '2.0.0' } }), kind === '__proto__' ? 'refused' : 'stored', `an event of kind ${kind}`)
+  t.match(await store.getDevice(D), { ota: { phase: 'committed', version: '2.0.0' } }, 'ota.committed: committed, of 2.0.0')
+  await send('event', { id: newId(now + 10), ts: now + 10, kind: 'ota.download', data: { version: { not: 'a string' } } })
+  t.match(await store.getDevice(D), { ota: { phase: 'downloading', version: null } }, 'a version that is not text is not kept')
+})
+
+t.test('a batch that cannot be stored is written again message by message: one message that fails holds up only itself', async t => {
+  // the real store, with one device whose writes fail (as a full disk would fail them)
+  const POISON = 'p'.repeat(52)
+  class FailingFor extends SqliteFleetStore {
+    batches: number[] = []
+    override async ingest(items: Parameters<SqliteFleetStore['ingest']>[0]): Promise<boolean[]> {
+      this.batches.push(items.length)
+      if (items.some(i => i.record.device === POISON)) throw new Error('SQLITE_FULL: database or disk is full')
+      return super.ingest(items)
+    }
+  }
+  const store = new FailingFor(tmp('cairn-fleet-'))
+  t.teardown(() => store.close())
+  const ingest = new FleetIngest({ store, fleet: 'demo', clock: systemClock, log: createLogger({ level: 'fatal' }) })
+  const now = Date.now()
+  const status = (device: string, i: number) =>
+    ingest.handle(
+      `cairn/v1/demo/${device}/status`,
+      Buffer.from(
+        JSON.stringify({ v: 1, id: newId(now + i), device, fleet: 'demo', state: 'online', ts: now, since: now, conn: now, version: '1.0.0', board: 'rpi5', model: 'Pi 5', mqtt: 5, publicKey: 'x' }),
+      ),
+    )
+  const devices = ['f', 'g', POISON, 'h'].map(c => (c.length === 1 ? c.repeat(52) : c))
+  // handed over in one turn, as messages read together are: one batch
+  const results = await Promise.allSettled(devices.map((d, i) => status(d, i)))
+  t.same(
+    results.map(r => r.status),
+    ['fulfilled', 'fulfilled', 'rejected', 'fulfilled'],
+    'the poisoned one fails, the others are stored',
+  )
+  t.same(store.batches, [4, 1, 1, 1, 1], 'one batch of four, then each alone')
+  for (const d of devices) t.equal((await store.getDevice(d)) !== undefined, d !== POISON, `${d.slice(0, 4)}…: ${d === POISON ? 'not stored' : 'stored'}`)
 })

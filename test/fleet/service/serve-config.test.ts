@@ -42,7 +42,7 @@ alerts: { offlineMinutes: 30, hotC: 75 }
     operatorKeys: [],
   })
   t.same(c.retention, { rawMs: 72 * 3_600_000, minuteMs: 90 * 86_400_000, hourMs: 730 * 86_400_000 })
-  t.same(c.alertRules, { offlineMs: 30 * 60_000, hotC: 75, diskPercent: 90 }, 'the threshold not set keeps its default')
+  t.same(c.alertRules, { offlineMs: 30 * 60_000, hotC: 75, diskPercent: 90, scoreBelow: 900_000 }, 'the thresholds not set keep their defaults')
   t.equal(c.sources.get('alerts.hotC'), `file ${f}`)
   t.ok(Object.isFrozen(c.config.broker), 'frozen')
   const json = loadServeConfig({ configFile: file('{"fleet":"demo","stateDir":"/s"}', 'json'), env: {}, flags: NO_FLAGS })
@@ -98,4 +98,14 @@ t.test('every flag of `fleet serve` sets a setting of the schema, and the help s
   const mapped = new Set(SERVE_FLAGS.map(f => f.flag))
   for (const o of cmd.options) if (o.name() !== 'config') t.ok(mapped.has(o.name()), `--${o.name()} maps to a setting`)
   t.equal(serveEnvName(['retention', 'rawHours']), 'CAIRN_FLEET_SERVE_RETENTION_RAW_HOURS')
+})
+
+t.test('the broker password: from the later of broker.password and broker.passwordFile; both in one layer is an error; a mistyped variable too', async t => {
+  const f = file('fleet: demo\nstateDir: /s\nbroker: { passwordFile: /etc/pw }\n')
+  t.equal(loadServeConfig({ configFile: f, env: {}, flags: NO_FLAGS }).passwordFrom, 'file')
+  t.equal(loadServeConfig({ configFile: f, env: {}, flags: flags({ password: 'p' }) }).passwordFrom, 'value', '--password over the file')
+  t.equal(loadServeConfig({ configFile: f, env: { CAIRN_FLEET_SERVE_BROKER_PASSWORD: 'p' }, flags: NO_FLAGS }).passwordFrom, 'value', 'the environment over the file')
+  t.equal(loadServeConfig({ configFile: file('fleet: demo\nstateDir: /s\n'), env: {}, flags: NO_FLAGS }).passwordFrom, 'none')
+  t.throws(() => loadServeConfig({ configFile: file('fleet: demo\nstateDir: /s\nbroker: { password: a, passwordFile: /etc/pw }\n'), env: {}, flags: NO_FLAGS }), /both set in file .*; keep one/)
+  t.throws(() => loadServeConfig({ configFile: f, env: { CAIRN_FLEET_SERVE_LISTN: '127.0.0.1:1' }, flags: NO_FLAGS }), /CAIRN_FLEET_SERVE_LISTN: no such setting/)
 })

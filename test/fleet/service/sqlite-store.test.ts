@@ -4,7 +4,9 @@
 import t from 'tap'
 import { statSync } from 'node:fs'
 import { join } from 'node:path'
+import Database from 'better-sqlite3'
 import { SqliteFleetStore } from '../../../fleet/service/sqlite-store.js'
+import { DEFAULT_ALERT_RULES } from '../../../fleet/service/alerts.js'
 import { tmp } from '../../helpers/agent.js'
 import { storeContract } from './store-contract.js'
 
@@ -26,4 +28,28 @@ t.test('two connections on one file: presence stays ordered whichever writes fir
   t.match(await a.getDevice(d), { state: 'offline' }, 'offline, as the device last said')
   t.match(await b.getDevice(d), { state: 'offline' })
   t.equal(statSync(join(dir, 'fleet.db')).mode & 0o777, 0o600)
+})
+
+t.test("the schema step that puts each device's update phase and uptime score on its row: from the previous version, filled from what was kept", async t => {
+  const dir = tmp('cairn-fleet-')
+  const d = 'c'.repeat(52)
+  const s = new SqliteFleetStore(dir)
+  const base = { device: d, receivedAt: 1, board: 'rpi4', model: 'Raspberry Pi 4 Model B Rev 1.4', version: '1.0.0', problems: [] }
+  await s.applyStatus({ ...base, id: 'online', state: 'online', key: [10, 20, 0, 25] })
+  await s.addEvent({ device: d, id: 'e0000001', ts: 100, kind: 'ota.download', data: '{"version":"2.0.0"}' })
+  await s.addEvent({ device: d, id: 'e0000002', ts: 200, kind: 'ota.rolled-back', data: '{"version":"2.0.0","reason":"crash-loop"}' })
+  await s.addEvent({ device: d, id: 'e0000003', ts: 300, kind: 'ota.paused', data: '{"paused":true}' })
+  await s.addAttestation({ validator: 'v'.repeat(52), device: d, epoch: 7, score: 800_000, fraud: false, receivedAt: 1, payload: '{}' })
+  await s.addAttestation({ validator: 'v'.repeat(52), device: d, epoch: 6, score: 990_000, fraud: false, receivedAt: 1, payload: '{}' })
+  await s.close()
+  // the file as the version before this step left it: no such columns
+  const db = new Database(join(dir, 'fleet.db'))
+  const version = db.pragma('user_version', { simple: true }) as number
+  for (const c of ['ota_phase', 'ota_version', 'ota_ts', 'score', 'score_epoch']) db.exec(`ALTER TABLE devices DROP COLUMN ${c}`)
+  db.pragma(`user_version = ${version - 1}`)
+  db.close()
+  const again = new SqliteFleetStore(dir)
+  t.teardown(() => again.close())
+  t.match(await again.getDevice(d), { ota: { phase: 'rolled-back', version: '2.0.0', at: 200 }, score: { ppm: 800_000, epoch: 7 } }, 'its newest updater event (not a pause) and its newest epoch')
+  t.match(await again.alertCounts(DEFAULT_ALERT_RULES, 1000), { 'update-failed': 1, 'low-score': 1 })
 })

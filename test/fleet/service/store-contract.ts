@@ -3,7 +3,7 @@
 // MQTT.js runs one abstract store suite against each of its stores.
 
 import type { Test } from 'tap'
-import { METRICS, type FleetStore, type MetricValues, type StatusRecord } from '../../../fleet/service/fleet-store.js'
+import { METRICS, type FleetStore, type MetricValues, type OtaPhase, type StatusRecord } from '../../../fleet/service/fleet-store.js'
 import { ALERTS, DEFAULT_ALERT_RULES, alertsOf } from '../../../fleet/service/alerts.js'
 
 const DEV = (n: number) => `${'a'.repeat(51)}${'abcdefghijklmnopqrstuvwxyz234567'[n]}`
@@ -61,7 +61,7 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
       ],
       "the history in the device's order, the late online included",
     )
-    t.same(await s.counts(), { devices: 1, online: 1, offline: 0 })
+    t.same(await s.counts(), { devices: 1, online: 1, offline: 0, updating: 0 })
   })
 
   t.test('ingest: several messages in one transaction, each as alone; all or none', async t => {
@@ -140,7 +140,7 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
       )
       await s.addTelemetry({ device: d, id: `t${i}`, ts: T0 + i, receivedAt: T0, values: values({ tempC: 30 + i }) })
     }
-    t.same(await s.counts(), { devices: 12, online: 8, offline: 4 })
+    t.same(await s.counts(), { devices: 12, online: 8, offline: 4, updating: 0 })
     const page1 = await s.listDevices({ sort: 'tempC', order: 'desc', offset: 0, limit: 5 })
     t.equal(page1.total, 12)
     t.same(
@@ -172,8 +172,13 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
     const s = await open(t)
     const rules = DEFAULT_ALERT_RULES
     const now = T0 + HOUR
-    // [state, since, telemetry, problems, the alerts expected]
-    const cases: Array<[string, 'online' | 'offline', number, Partial<Record<(typeof METRICS)[number], number>> | null, string[], string[]]> = [
+    const ota = (phase: OtaPhase, kind: string, ts: number) => async (d: string) =>
+      s.addEvent({ device: d, id: `o${ts}${d.slice(-1)}`, ts, kind, data: '{"version":"2.0.0"}', ota: { phase, version: '2.0.0' } })
+    const attest = (epoch: number, score: number) => async (d: string) =>
+      void (await s.addAttestation({ validator: 'v'.repeat(52), device: d, epoch, score, fraud: false, receivedAt: T0, payload: '{}' }))
+    // [state, since, telemetry, problems, the alerts expected, updater events and attestations]
+    type Then = (d: string) => Promise<unknown>
+    const cases: Array<[string, 'online' | 'offline', number, Partial<Record<(typeof METRICS)[number], number>> | null, string[], string[], Then[]?]> = [
       ['well', 'online', T0, { tempC: 50, diskPercent: 40, throttled: 0, underVoltage: 0 }, [], []],
       ['offline long', 'offline', T0, null, [], ['offline']],
       ['offline a moment (a reboot)', 'offline', now - 60_000, null, [], []],
@@ -181,13 +186,23 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
       ['short of power', 'online', T0, { underVoltage: 1, diskPercent: 95 }, [], ['under-voltage', 'disk']],
       ['hot but offline: no longer hot', 'offline', now - 60_000, { tempC: 90 }, [], []],
       ['a problem', 'online', T0, null, ['DISK_FULL'], ['problem']],
+      ['an update rolled back', 'online', T0, null, [], ['update-failed'], [ota('rolled-back', 'ota.rolled-back', T0)]],
+      ['rolled back, then a later one committed', 'online', T0, null, [], [], [ota('committed', 'ota.committed', T0 + 2), ota('rolled-back', 'ota.rolled-back', T0 + 1)]],
+      ['an update under way', 'online', T0, null, [], [], [ota('downloading', 'ota.download', T0)]],
+      ['a low uptime score', 'online', T0, null, [], ['low-score'], [attest(5, 850_000)]],
+      ['a low score, then a good one', 'online', T0, null, [], [], [attest(5, 990_000), attest(4, 500_000)]],
     ]
     for (const [i, [, state, since, v, problems]] of cases.entries()) {
       const d = DEV(i)
       await s.applyStatus(status(d, { id: `on${i}`, state: 'online', key: [T0 - HOUR, T0 - HOUR, 0, T0 - HOUR], problems }))
       if (v) await s.addTelemetry({ device: d, id: `t${i}`, ts: T0 - 1000, receivedAt: T0, values: values(v) })
       if (state === 'offline') await s.applyStatus(status(d, { id: `off${i}`, state: 'offline', reason: 'connection-lost', key: [T0 - HOUR, T0 - HOUR, 1, since], problems }))
+      for (const then of cases[i]![6] ?? []) await then(d)
     }
+    t.match((await s.getDevice(DEV(8)))!, { ota: { phase: 'committed', version: '2.0.0', at: T0 + 2 } }, 'the newest updater event stands, whatever the order it came in')
+    t.match((await s.getDevice(DEV(11)))!, { score: { ppm: 990_000, epoch: 5 } }, 'the newest epoch stands, whatever the order it came in')
+    t.equal((await s.getDevice(DEV(0)))!.ota, null, 'no updater event: no update shown')
+    t.equal((await s.counts()).updating, 1, 'one device updating (downloading)')
     for (const [i, [what, , , , , expected]] of cases.entries()) {
       const row = (await s.getDevice(DEV(i)))!
       t.same(alertsOf(row, rules, now), expected, `${what}: ${expected.join(', ') || 'no alert'}`)
