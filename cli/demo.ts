@@ -71,13 +71,15 @@ function intOption(v: string, flag: string, min: number, max: number): number {
 }
 
 /** What the demo's simulated devices do wrong, so the console's alerts have something to
- * show: one goes dark, one runs hot, one is short of power, one has a full disk. */
+ * show: one goes dark, one runs hot, one is short of power, one has a full disk, one's
+ * update was rolled back. */
 function demoMisbehaviour(n: number): Misbehaviour[] {
   const plan: Array<[Misbehaviour['kind'], number]> = [
     ['offline', 3],
     ['hot', 4],
     ['under-voltage', 7],
     ['disk-full', 10],
+    ['update-failed', 12],
   ]
   return plan.filter(([, i]) => i < n).map(([kind, index]) => (kind === 'offline' ? { kind, who: { index }, arg: 24 * 3600, at: 5 } : { kind, who: { index } }))
 }
@@ -189,7 +191,7 @@ async function runDemo(
         log: createLogger({ level: 'warn', out: createWriteStream(join(dir, 'sim.log'), { flags: 'a' }) }),
       })
       for (const d of sim.devices) simIds.add(d.id)
-      say(`  sim       ${opts.console.sim} simulated devices for the console (one dark, one hot, one short of power, one with a full disk)`)
+      say(`  sim       ${opts.console.sim} simulated devices for the console (one dark, one hot, one short of power, one with a full disk, one whose update was rolled back)`)
     }
   }
 

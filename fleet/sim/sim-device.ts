@@ -72,8 +72,8 @@ export interface Faults {
   replay?: number
   clockMs: number
   offline?: { ms: number; atMs: number | undefined }
-  /** what its telemetry reports wrong (the fleet service's alerts) */
-  telemetry?: Array<'hot' | 'under-voltage' | 'disk-full'>
+  /** what its telemetry (and, for update-failed, its updater) reports wrong (the fleet service's alerts) */
+  telemetry?: Array<'hot' | 'under-voltage' | 'disk-full' | 'update-failed'>
 }
 
 /** What every device of one sim shares. */

@@ -22,6 +22,8 @@ export class SimPresence {
   private readonly since: number
   private conn = 0
   private timer: NodeJS.Timeout | undefined
+  /** update-failed: its rolled-back release reported (once, on its first connection) */
+  private updateReported = false
   private tempC: number
   private load: number
 
@@ -36,7 +38,7 @@ export class SimPresence {
       random: () => number
       mqttVersion: 4 | 5
       /** what the samples report wrong */
-      faults: ReadonlyArray<'hot' | 'under-voltage' | 'disk-full'>
+      faults: ReadonlyArray<'hot' | 'under-voltage' | 'disk-full' | 'update-failed'>
     },
   ) {
     this.board = BOARDS[o.index % BOARDS.length]!
@@ -53,6 +55,13 @@ export class SimPresence {
 
   online(client: MqttClient): void {
     client.publish(this.o.topics.status, this.status('online'), { qos: 1, retain: true })
+    if (this.o.faults.includes('update-failed') && !this.updateReported) {
+      // as an agent's updater reports a release that failed its health check
+      this.updateReported = true
+      const ts = this.o.clock.now()
+      const data = { version: '9.9.9-sim', from: VERSION, reason: 'health-check-failed', slot: 'b' }
+      client.publish(this.o.topics.event, JSON.stringify({ v: 1, id: newId(ts), device: this.o.key.keyId, ts, kind: 'ota.rolled-back', data }), { qos: 1 })
+    }
     clearInterval(this.timer)
     this.timer = setInterval(() => {
       if (client.connected) client.publish(this.o.topics.telemetry, this.sample(), { qos: 1 })

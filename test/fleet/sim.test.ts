@@ -25,6 +25,8 @@ t.test('--misbehave specs', async t => {
   t.same(parseMisbehaviour('fork:@0:2'), { kind: 'fork', who: { index: 0 }, arg: 2 })
   t.same(parseMisbehaviour('hot:@2'), { kind: 'hot', who: { index: 2 } })
   t.same(parseMisbehaviour('disk-full:0.1'), { kind: 'disk-full', who: { fraction: 0.1 } })
+  t.same(parseMisbehaviour('update-failed:@12'), { kind: 'update-failed', who: { index: 12 } })
+  t.throws(() => parseMisbehaviour('update-failed:@12:5'), /takes no number/)
   for (const bad of ['lie:0.1', 'clock:0.1', 'equivocate', 'equivocate:2', 'replay:0.1:0', 'offline:0.1', 'fork:0.1:1:5', 'hot:0.1:5', 'under-voltage:@1:2:3']) {
     t.throws(() => parseMisbehaviour(bad), { code: 'BAD_REQUEST' }, bad)
   }

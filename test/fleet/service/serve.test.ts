@@ -153,7 +153,7 @@ for (const { mqttVersion, label } of MQTT_VERSIONS) {
   })
 }
 
-t.test('cairn sim --telemetry-period: simulated devices appear as agents do; one gone dark is offline by its Will', async t => {
+t.test('cairn sim --telemetry-period: simulated devices appear as agents do; one gone dark is offline by its Will, one with a failed update alerts', async t => {
   const fleet = 'fsim'
   const a = await service(tmp('cairn-fleet-'), fleet, 'a', broker.mqtt5 ? 5 : 4)
   t.teardown(() => a.svc.stop())
@@ -167,7 +167,10 @@ t.test('cairn sim --telemetry-period: simulated devices appear as agents do; one
     telemetryPeriodS: 1,
     rampPerS: 1000,
     // dark for ten minutes, two seconds after it first connected
-    misbehave: [{ kind: 'offline', who: { index: 3 }, arg: 600, at: 2 }],
+    misbehave: [
+      { kind: 'offline', who: { index: 3 }, arg: 600, at: 2 },
+      { kind: 'update-failed', who: { index: 5 } },
+    ],
   })
   t.teardown(() => sim.stop())
   await sim.ready
@@ -183,6 +186,9 @@ t.test('cairn sim --telemetry-period: simulated devices appear as agents do; one
   )
   t.match((await api(a.url, `/api/v1/devices/${dark}`)).body, { state: 'offline', reason: 'connection-lost' }, 'gone dark: offline through its Will')
   t.match((await api(a.url, '/api/v1/devices?board=jetson-orin&limit=100')).body, { total: 10 }, 'a third of them Jetson Orins')
+  const failed = sim.devices[5]!.id
+  await until(async () => ((await api(a.url, `/api/v1/devices/${failed}`)).body.alerts as string[]).includes('update-failed'), 60_000, 'the failed update reported')
+  t.match((await api(a.url, `/api/v1/devices/${failed}`)).body, { ota: { phase: 'rolled-back', version: '9.9.9-sim' }, alerts: ['update-failed'] }, 'its update rolled back: an alert')
   t.equal(a.svc.ingest.stats.refused, 0, 'everything the sim sends passes the checks an agent’s messages pass')
   await sim.stop()
   await until(async () => ((await api(a.url, '/api/v1/fleet')).body.counts as { online: number }).online === 0, 60_000, 'all offline after the sim stopped')
