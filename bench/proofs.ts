@@ -57,8 +57,8 @@ export interface BenchKit {
   log(line: string): void
 }
 
-const CLK_TCK = 100
-const sleep = (ms: number) => new Promise(r => setTimeout(r, ms))
+export const CLK_TCK = 100
+export const sleep = (ms: number) => new Promise(r => setTimeout(r, ms))
 
 export async function benchProofs(kit: BenchKit): Promise<Record<string, unknown>> {
   const verify = benchVerify(kit)
@@ -175,7 +175,7 @@ interface Child {
 }
 
 /** Spawns under a raised open-file limit (root may raise the hard limit; others get theirs). */
-function spawnLimited(kit: BenchKit, argv: string[]): Child {
+export function spawnLimited(kit: BenchKit, argv: string[]): Child {
   const script = 'ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"'
   const child = spawn('bash', ['-c', script, 'bash', ...argv], { stdio: ['ignore', 'pipe', 'pipe'] })
   return watch(kit, child)
@@ -219,7 +219,7 @@ function watch(kit: BenchKit, child: ChildProcess): Child {
   }
 }
 
-async function terminate(c: Child, graceMs: number): Promise<void> {
+export async function terminate(c: Child, graceMs: number): Promise<void> {
   if (c.child.exitCode !== null || c.child.signalCode !== null) return
   const timer = setTimeout(() => c.child.kill('SIGKILL'), graceMs)
   c.child.kill('SIGTERM')
@@ -241,7 +241,7 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   }
 }
 
-async function startMosquitto(kit: BenchKit): Promise<{ url: string; proc: Child }> {
+export async function startMosquitto(kit: BenchKit): Promise<{ url: string; proc: Child }> {
   const bin = mosquittoPath()
   if (!bin) throw new Error('mosquitto is not installed (apt-get install mosquitto)')
   const dir = kit.tmp('cairn-bench-mosq-')
@@ -264,7 +264,7 @@ async function startMosquitto(kit: BenchKit): Promise<{ url: string; proc: Child
   return { url: `mqtt://127.0.0.1:${port}`, proc }
 }
 
-function sample(pid: number): { ticks: number; rssMb: number } {
+export function sample(pid: number): { ticks: number; rssMb: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
   const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   const rss = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]

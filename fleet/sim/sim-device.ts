@@ -45,6 +45,8 @@ export interface DeviceCounts {
   fetched: number
   /** Challenge responses acknowledged by the broker. */
   challenges: number
+  /** Telemetry samples acknowledged by the broker (with telemetryPeriodS). */
+  telemetry: number
   refused: number
 }
 
@@ -60,6 +62,7 @@ export const zeroCounts = (): DeviceCounts => ({
   replays: 0,
   fetched: 0,
   challenges: 0,
+  telemetry: 0,
   refused: 0,
 })
 
@@ -154,6 +157,7 @@ export class SimDevice {
             random: s.random,
             mqttVersion: s.o.mqtt.protocolVersion === 4 ? 4 : 5,
             faults: faults.telemetry ?? [],
+            onTelemetryAcked: () => this.counts.telemetry++,
           })
         : undefined
     // The device's own clock: a `clock` fault makes it wrong.

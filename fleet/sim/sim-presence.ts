@@ -39,6 +39,8 @@ export class SimPresence {
       mqttVersion: 4 | 5
       /** what the samples report wrong */
       faults: ReadonlyArray<'hot' | 'under-voltage' | 'disk-full' | 'update-failed'>
+      /** a sample acknowledged by the broker (QoS 1) */
+      onTelemetryAcked?: () => void
     },
   ) {
     this.board = BOARDS[o.index % BOARDS.length]!
@@ -64,7 +66,7 @@ export class SimPresence {
     }
     clearInterval(this.timer)
     this.timer = setInterval(() => {
-      if (client.connected) client.publish(this.o.topics.telemetry, this.sample(), { qos: 1 })
+      if (client.connected) client.publish(this.o.topics.telemetry, this.sample(), { qos: 1 }, err => err || this.o.onTelemetryAcked?.())
     }, this.o.periodS * 1000)
   }
 
