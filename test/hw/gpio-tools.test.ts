@@ -36,8 +36,9 @@ if (tool === 'gpiodetect') {
   console.log("Setting line '" + o + "'...")
   setInterval(() => {}, 1000)
 } else if (tool === 'gpiomon') {
-  const o = offset(); hold(o)
-  let last = level(o)
+  // the level as the line is requested, then the holder file the test waits for: a
+  // change made once the test sees the holder is an edge (read after it, it was missed)
+  const o = offset(); let last = level(o); hold(o)
   setInterval(() => { const now = level(o); if (now !== last) { console.log(o + ' ' + (now === '1' ? '1' : '2')); last = now } }, 5)
 }
 `
@@ -101,6 +102,8 @@ t.test('a watched input is a live gpiomon; edges arrive; releaseSync ends it', a
   const setup = await probeGpiod(box.ctx)
   if (!('chip' in setup)) throw new Error(setup.reason)
   const driver = createGpiodDriver(box.ctx, setup, { spawner: createProcessSpawner(box.env), setTimeoutMs: guardMs(2000) })
+  // a failure below must not leave gpiomon running (it would hold the file open until its timeout)
+  t.teardown(() => driver.releaseSync())
   const line = await driver.open(27, { direction: 'in', debounceMs: 5 })
   const events: GpioEvent[] = []
   line.watch(e => events.push(e))
