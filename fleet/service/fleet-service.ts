@@ -17,7 +17,7 @@ import { CommandDesk, MAX_REPLY_BYTES, isReplyTopic, replyFilter } from './comma
 import type { FleetStore, Retention } from './fleet-store.js'
 import { CairnError } from '../../protocol/errors.js'
 import { buildApi } from './http-api.js'
-import { FleetIngest, MAX_PACKET_BYTES, ingestFilters } from './ingest.js'
+import { FleetIngest, type Attempt, MAX_PACKET_BYTES, ingestFilters } from './ingest.js'
 import { PauseWatch } from './rollouts.js'
 import { MAX_SIGNED_BYTES, SignedIngest, signedFilters, signedTopic } from './signed-ingest.js'
 
@@ -173,7 +173,7 @@ export class FleetService {
   private async store(topic: string, payload: Buffer, ack: (err?: Error) => void): Promise<void> {
     // A store that fails (busy past its timeout, disk full) holds the PUBACK and tries
     // again: the broker keeps the message until it is stored or the connection goes.
-    let failed = false // a device message not stored yet: counted in ingestRetrying
+    const attempt: Attempt = { failed: false }
     try {
       for (let delay = 200; !this.stopped; delay = Math.min(delay * 2, 10_000)) {
         try {
@@ -184,17 +184,9 @@ export class FleetService {
             // while one of them could not be and is tried again, this waits as well (a
             // device not yet in the registry would be passed over)
             await this.ingest.drained()
-            if (this.ingestRetrying > 0) throw new CairnError('UNAVAILABLE', 'device messages that came before it are not stored yet')
+            if (this.ingest.failing > 0) throw new CairnError('UNAVAILABLE', 'device messages that came before it are not stored yet')
             await this.signed.handle(topic, payload)
-          } else {
-            try {
-              await this.ingest.handle(topic, payload)
-            } catch (err) {
-              if (!failed) this.ingestRetrying++
-              failed = true
-              throw err
-            }
-          }
+          } else await this.ingest.handle(topic, payload, attempt)
           return ack()
         } catch (err) {
           this.o.log.error({ err, topic: topic.slice(0, 200) }, 'could not store a message; retrying')
@@ -202,12 +194,9 @@ export class FleetService {
         }
       }
     } finally {
-      if (failed) this.ingestRetrying--
+      this.ingest.recovered(attempt)
     }
   }
-
-  /** Device messages whose store failed and that are being tried again. */
-  private ingestRetrying = 0
 
   async stop(): Promise<void> {
     if (this.stopped) return

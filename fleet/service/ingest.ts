@@ -49,13 +49,22 @@ export type IngestResult = 'stored' | 'refused' | 'ignored'
 
 /** The most messages stored in one transaction. */
 const MAX_BATCH = 500
+/** Error codes of a store that fails as a whole (SQLite's; a server database's would be
+ * added with its store): a batch that meets one is not written message by message. */
+const STORE_WIDE = /^SQLITE_(BUSY|LOCKED|FULL|IOERR|READONLY|CANTOPEN|NOMEM|CORRUPT)/
+
+/** One message's tries, across its caller's retries: whether one of them failed. */
+export interface Attempt {
+  failed: boolean
+}
 
 export class FleetIngest {
   readonly stats: IngestStats = { stored: { status: 0, telemetry: 0, event: 0 }, refused: 0, transitions: 0 }
   private readonly refusals: RefusalLog
   /** Checked messages waiting for the next write: all that came in one turn of the event
    * loop go in one transaction (several are in flight: MqttConnectOptions.inFlight). */
-  private pending: Array<{ item: IngestItem; seq: number; done: (err: Error | undefined, changed?: boolean) => void }> = []
+  private pending: Array<{ item: IngestItem; seq: number; attempt: Attempt | undefined; done: (err: Error | undefined, changed?: boolean) => void }> = []
+  private failingCount = 0
   private scheduled = false
   private flushing = false
   /** the last message handed to a write, and the last whose write is over */
@@ -78,7 +87,7 @@ export class FleetIngest {
 
   /** Stores one message; resolves once it is stored (the caller acknowledges then). A
    * store error rejects: the message is not acknowledged and comes again. */
-  async handle(topic: string, payload: Buffer): Promise<IngestResult> {
+  async handle(topic: string, payload: Buffer, attempt?: Attempt): Promise<IngestResult> {
     const where = parseTopic(topic, this.o.fleet)
     if (!where) return 'ignored'
     const refuse = (code: string, detail: Record<string, unknown> = {}): IngestResult => {
@@ -127,12 +136,13 @@ export class FleetIngest {
       item = { kind: 'telemetry', record: { device: m.device, id: m.id, ts: m.ts, receivedAt: now, values: metricsOf(m.sample) } }
     } else {
       const e = msg as EventMessage
-      const phase = Object.hasOwn(PHASE_OF, e.kind) ? PHASE_OF[e.kind] : undefined
+      // the agent's updater (the OS updater's events carry target: "os", a release of its own)
+      const phase = Object.hasOwn(PHASE_OF, e.kind) && (e.data as { target?: unknown }).target !== 'os' ? PHASE_OF[e.kind] : undefined
       const version = (e.data as { version?: unknown } | null)?.version
       const ota = phase ? { ota: { phase, version: typeof version === 'string' ? version.slice(0, 64) : null } } : {}
       item = { kind: 'event', record: { device: e.device, id: e.id, ts: e.ts, kind: e.kind, data: JSON.stringify(e.data), ...ota } }
     }
-    const changed = await this.write(item)
+    const changed = await this.write(item, attempt)
     if (changed) this.stats.transitions++
     this.o.onChange?.(where.device, where.kind)
     this.stats.stored[where.kind]++
@@ -141,9 +151,9 @@ export class FleetIngest {
 
   /** Resolves once the item's transaction commits; rejects with its error (the whole
    * batch failed, and each message is retried on its own). */
-  private write(item: IngestItem): Promise<boolean> {
+  private write(item: IngestItem, attempt: Attempt | undefined): Promise<boolean> {
     return new Promise<boolean>((resolve, reject) => {
-      this.pending.push({ item, seq: ++this.seq, done: (err, changed) => (err ? reject(err) : resolve(changed ?? false)) })
+      this.pending.push({ item, seq: ++this.seq, attempt, done: (err, changed) => (err ? reject(err) : resolve(changed ?? false)) })
       if (this.scheduled || this.flushing) return // the running flush takes it too
       this.scheduled = true
       setImmediate(() => void this.flush())
@@ -162,12 +172,21 @@ export class FleetIngest {
         try {
           const changed = await this.o.store.ingest(batch.map(b => b.item))
           batch.forEach((b, i) => b.done(undefined, changed[i]))
-        } catch {
+        } catch (err) {
+          // the store as a whole failing (busy, full, read-only): all of it waits and is
+          // tried again; anything else, message by message, to find the one that fails
+          const whole = STORE_WIDE.test(String((err as { code?: unknown }).code ?? ''))
           for (const b of batch) {
             try {
+              if (whole) throw err
               b.done(undefined, (await this.o.store.ingest([b.item]))[0])
-            } catch (err) {
-              b.done(err as Error)
+            } catch (e) {
+              // counted before anyone waiting on drained() is let go
+              if (b.attempt && !b.attempt.failed) {
+                b.attempt.failed = true
+                this.failingCount++
+              }
+              b.done(e as Error)
             }
           }
         }
@@ -179,8 +198,21 @@ export class FleetIngest {
     }
   }
 
+  /** Messages whose write failed and that their callers are trying again (each counted
+   * once, through its Attempt, until `recovered`). */
+  get failing(): number {
+    return this.failingCount
+  }
+
+  /** An attempt that failed is stored at last, or given up (the service stopping). */
+  recovered(attempt: Attempt): void {
+    if (!attempt.failed) return
+    attempt.failed = false
+    this.failingCount--
+  }
+
   /** Resolves once every message handed to `handle` before this call has been written
-   * or has failed (its caller retries it: FleetService counts those): a message that
+   * or has failed (then `failing` counts it until its caller stores it): a message that
    * depends on the registry (a signed receipt or attestation names a device) waits for
    * the statuses that came before it, and for nothing that comes after. */
   drained(): Promise<void> {

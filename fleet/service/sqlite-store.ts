@@ -47,6 +47,21 @@ const colDefs = METRICS.map(m => `${m} REAL`).join(', ')
 const INSERT_RAW = `INSERT INTO telemetry_raw (device, ts, id, ${cols()}) VALUES (?, ?, ?, ${METRICS.map(() => '?').join(', ')}) ON CONFLICT DO NOTHING`
 const UPDATE_LATEST = `UPDATE devices SET telemetry_ts = ?, ${METRICS.map(m => `${m} = ?`).join(', ')}, last_seen = MAX(last_seen, ?) WHERE id = ? AND (telemetry_ts IS NULL OR telemetry_ts < ?)`
 
+/** A device row's update phase from its newest agent updater event (not the OS
+ * updater's: `target: "os"`), as kept; its version only where it is text. */
+const FILL_OTA = `UPDATE devices SET (ota_phase, ota_version, ota_ts) = (
+     SELECT CASE e.kind ${Object.entries(PHASE_OF)
+       .map(([kind, phase]) => `WHEN '${kind}' THEN '${phase}'`)
+       .join(' ')} END,
+       CASE WHEN json_type(e.data, '$.version') = 'text' THEN substr(json_extract(e.data, '$.version'), 1, 64) END, e.ts
+     FROM events e WHERE e.device = devices.id AND e.kind IN (${Object.keys(PHASE_OF)
+       .map(k => `'${k}'`)
+       .join(', ')}) AND json_extract(e.data, '$.target') IS NOT 'os'
+     ORDER BY e.ts DESC, e.id DESC LIMIT 1)`
+/** A device row's score: the lowest any pinned validator gave its newest epoch. */
+const FILL_SCORE = `UPDATE devices SET (score, score_epoch) = (
+     SELECT MIN(a.score), a.epoch FROM attestations a WHERE a.device = devices.id GROUP BY a.epoch ORDER BY a.epoch DESC LIMIT 1)`
+
 const MIGRATIONS = [
   `CREATE TABLE devices (
      id TEXT PRIMARY KEY,
@@ -144,16 +159,8 @@ const MIGRATIONS = [
    ALTER TABLE devices ADD COLUMN ota_ts INTEGER;
    ALTER TABLE devices ADD COLUMN score INTEGER;
    ALTER TABLE devices ADD COLUMN score_epoch INTEGER;
-   UPDATE devices SET (ota_phase, ota_version, ota_ts) = (
-     SELECT CASE e.kind ${Object.entries(PHASE_OF)
-       .map(([kind, phase]) => `WHEN '${kind}' THEN '${phase}'`)
-       .join(' ')} END, json_extract(e.data, '$.version'), e.ts
-     FROM events e WHERE e.device = devices.id AND e.kind IN (${Object.keys(PHASE_OF)
-       .map(k => `'${k}'`)
-       .join(', ')})
-     ORDER BY e.ts DESC, e.id DESC LIMIT 1);
-   UPDATE devices SET (score, score_epoch) = (
-     SELECT a.score, a.epoch FROM attestations a WHERE a.device = devices.id ORDER BY a.epoch DESC, a.received_at ASC LIMIT 1);`,
+   ${FILL_OTA} WHERE 1;
+   ${FILL_SCORE} WHERE 1;`,
 ]
 
 const SORT_SQL: Record<DeviceQuery['sort'], string> = {
@@ -247,6 +254,10 @@ export class SqliteFleetStore implements FleetStore {
         `INSERT INTO devices (id, first_seen, last_seen, state, state_since, reason, k_since, k_conn, k_phase, k_ts, board, model, version, slot, os_version, os_slot, problems)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ).run(r.device, r.receivedAt, r.receivedAt, r.state, ts, r.reason ?? null, since, conn, phase, ts, ...fields)
+      // events and attestations of it kept before its first status (another process of
+      // the share group took that status; a state dir started afresh)
+      this.st(`${FILL_OTA} WHERE id = ?`).run(r.device)
+      this.st(`${FILL_SCORE} WHERE id = ?`).run(r.device)
       return true
     }
     this.st('UPDATE devices SET last_seen = MAX(last_seen, ?) WHERE id = ?').run(r.receivedAt, r.device)
@@ -455,8 +466,16 @@ export class SqliteFleetStore implements FleetStore {
             a.receivedAt,
             a.payload,
           ).changes > 0
-        // the device's newest score: of its newest epoch (the first kept of that epoch)
-        if (kept) this.st('UPDATE devices SET score = ?, score_epoch = ? WHERE id = ? AND (score_epoch IS NULL OR score_epoch < ?)').run(a.score, a.epoch, a.device, a.epoch)
+        // the device's score: the lowest any pinned validator gave its newest epoch
+        if (kept)
+          this.st('UPDATE devices SET score = CASE WHEN score_epoch = ? THEN MIN(score, ?) ELSE ? END, score_epoch = ? WHERE id = ? AND (score_epoch IS NULL OR score_epoch <= ?)').run(
+            a.epoch,
+            a.score,
+            a.score,
+            a.epoch,
+            a.device,
+            a.epoch,
+          )
         return kept
       })
       .immediate()

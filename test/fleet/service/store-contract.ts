@@ -64,6 +64,17 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
     t.same(await s.counts(), { devices: 1, online: 1, offline: 0, updating: 0 })
   })
 
+  t.test("a device's update phase and score from what was kept before its first status; the OS updater's events apart", async t => {
+    const s = await open(t)
+    const d = DEV(12)
+    await s.addEvent({ device: d, id: 'x-e1', ts: T0, kind: 'ota.rolled-back', data: '{"version":"2.0.0","reason":"crash-loop"}', ota: { phase: 'rolled-back', version: '2.0.0' } })
+    await s.addEvent({ device: d, id: 'x-e2', ts: T0 + 1, kind: 'ota.committed', data: '{"version":"7.0.0","target":"os"}' })
+    await s.addAttestation({ validator: 'v'.repeat(52), device: d, epoch: 3, score: 600_000, fraud: false, receivedAt: T0, payload: '{}' })
+    t.equal(await s.getDevice(d), undefined, 'no row yet: another process took its status')
+    await s.applyStatus(status(d, { id: 'x-on', state: 'online', key: [T0, T0, 0, T0] }))
+    t.match(await s.getDevice(d), { ota: { phase: 'rolled-back', version: '2.0.0', at: T0 }, score: { ppm: 600_000, epoch: 3 } }, "its row has them, and not the OS updater's commit")
+  })
+
   t.test('ingest: several messages in one transaction, each as alone; all or none', async t => {
     const s = await open(t)
     const d = DEV(9)
@@ -174,8 +185,9 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
     const now = T0 + HOUR
     const ota = (phase: OtaPhase, kind: string, ts: number) => async (d: string) =>
       s.addEvent({ device: d, id: `o${ts}${d.slice(-1)}`, ts, kind, data: '{"version":"2.0.0"}', ota: { phase, version: '2.0.0' } })
-    const attest = (epoch: number, score: number) => async (d: string) =>
-      void (await s.addAttestation({ validator: 'v'.repeat(52), device: d, epoch, score, fraud: false, receivedAt: T0, payload: '{}' }))
+    const attestBy = (v: string, epoch: number, score: number) => async (d: string) =>
+      void (await s.addAttestation({ validator: v.repeat(52), device: d, epoch, score, fraud: false, receivedAt: T0, payload: '{}' }))
+    const attest = (epoch: number, score: number) => attestBy('v', epoch, score)
     // [state, since, telemetry, problems, the alerts expected, updater events and attestations]
     type Then = (d: string) => Promise<unknown>
     const cases: Array<[string, 'online' | 'offline', number, Partial<Record<(typeof METRICS)[number], number>> | null, string[], string[], Then[]?]> = [
@@ -190,7 +202,8 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
       ['rolled back, then a later one committed', 'online', T0, null, [], [], [ota('committed', 'ota.committed', T0 + 2), ota('rolled-back', 'ota.rolled-back', T0 + 1)]],
       ['an update under way', 'online', T0, null, [], [], [ota('downloading', 'ota.download', T0)]],
       ['a low uptime score', 'online', T0, null, [], ['low-score'], [attest(5, 850_000)]],
-      ['a low score, then a good one', 'online', T0, null, [], [], [attest(5, 990_000), attest(4, 500_000)]],
+      ['a good score, an older low one', 'online', T0, null, [], [], [attest(5, 990_000), attest(4, 500_000)]],
+      ['two validators, one epoch: the lower stands', 'online', T0, null, [], ['low-score'], [attest(6, 990_000), attestBy('w', 6, 700_000)]],
     ]
     for (const [i, [, state, since, v, problems]] of cases.entries()) {
       const d = DEV(i)
