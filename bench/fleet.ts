@@ -21,7 +21,7 @@ import { systemClock } from '../protocol/clock.js'
 import { newId } from '../protocol/ids.js'
 import { createLogger } from '../protocol/log.js'
 import type { Page } from 'puppeteer-core'
-import { CLK_TCK, sample as procSample, sleep, spawnLimited, startMosquitto, terminate, type BenchKit } from './proofs.js'
+import { CLK_TCK, sample as procSample, sleep, spawnLimited, spawnSims, startMosquitto, terminate, type BenchKit } from './proofs.js'
 
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!
 const CHROMIUM = '/usr/bin/chromium'
@@ -312,31 +312,7 @@ async function benchService(kit: BenchKit): Promise<Record<string, unknown>> {
   const base = /(http:\/\/127\.0\.0\.1:\d+)/.exec(await svc.waitLine(l => l.includes('fleet service for'), 60_000))![1]!
   const ingest = async () => (await (await fetch(`${base}/api/v1/fleet`)).json()) as { counts: { online: number }; ingest: { stored: { telemetry: number }; refused: number } }
   kit.log(`  whole service: ${n} devices in ${nProcs} sim process(es), a sample every ${periodS} s…`)
-  const sims = Array.from({ length: nProcs }, (_, i) => {
-    const devices = Math.floor(n / nProcs) + (i < n % nProcs ? 1 : 0)
-    const summaryFile = join(dir, `sim-${i}.json`)
-    const c = spawnLimited(kit, [
-      process.execPath,
-      kit.bundle,
-      'sim',
-      '--devices',
-      String(devices),
-      '--broker',
-      url,
-      '--fleet',
-      fleet,
-      '--period',
-      '3600',
-      '--telemetry-period',
-      String(periodS),
-      '--ramp',
-      String(500 / nProcs),
-      '--summary-file',
-      summaryFile,
-    ])
-    return { c, summaryFile }
-  })
-  await Promise.all(sims.map(s => s.c.waitLine(l => l.includes('"sim.ramped"'), (n / 500) * 1000 + 120_000)))
+  const sims = await spawnSims(kit, { n, perProc, rampTotal: 500, dir, url, fleet, args: ['--period', '3600', '--telemetry-period', String(periodS)] })
   const onlineBy = Date.now() + 120_000
   while ((await ingest()).counts.online < n) {
     if (Date.now() > onlineBy) throw new Error(`the service sees ${(await ingest()).counts.online} of ${n} devices online`)

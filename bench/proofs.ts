@@ -174,6 +174,25 @@ interface Child {
   exited: Promise<void>
 }
 
+/** `cairn sim` for `n` devices in processes of at most `perProc` each (a connection per
+ * device, under a raised open-file limit), connecting `rampTotal` a second between them;
+ * resolves once every one says it has ramped. Each writes its summary to its file. */
+export async function spawnSims(
+  kit: BenchKit,
+  o: { n: number; perProc: number; rampTotal: number; dir: string; url: string; fleet: string; args: string[] },
+): Promise<Array<{ c: Child; devices: number; summaryFile: string }>> {
+  const nProcs = Math.ceil(o.n / o.perProc)
+  const sims = Array.from({ length: nProcs }, (_, i) => {
+    const devices = Math.floor(o.n / nProcs) + (i < o.n % nProcs ? 1 : 0)
+    const summaryFile = join(o.dir, `sim-${i}.json`)
+    const argv = ['sim', '--devices', String(devices), '--broker', o.url, '--fleet', o.fleet, '--ramp', String(o.rampTotal / nProcs), '--summary-file', summaryFile, ...o.args]
+    return { c: spawnLimited(kit, [process.execPath, kit.bundle, ...argv]), devices, summaryFile }
+  })
+  const rampTimeoutMs = (o.n / o.rampTotal) * 1000 + 120_000
+  await Promise.all(sims.map(s => s.c.waitLine(l => l.includes('"sim.ramped"'), rampTimeoutMs)))
+  return sims
+}
+
 /** Spawns under a raised open-file limit (root may raise the hard limit; others get theirs). */
 export function spawnLimited(kit: BenchKit, argv: string[]): Child {
   const script = 'ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"'
@@ -306,35 +325,8 @@ async function benchLoad(kit: BenchKit, nodeVerifyPerS: number): Promise<Record<
   await validator.waitLine(l => l.includes('"validator started"'), 20_000)
 
   kit.log(`  ${n} devices in ${nProcs} sim process(es), ramp ${rampTotal}/s, slot ${slotS} s, jitter ${jitterCapMs} ms…`)
-  const sims = Array.from({ length: nProcs }, (_, i) => {
-    const devices = Math.floor(n / nProcs) + (i < n % nProcs ? 1 : 0)
-    const summaryFile = join(vdir, `sim-${i}.json`)
-    const c = spawnLimited(kit, [
-      process.execPath,
-      kit.bundle,
-      'sim',
-      '--devices',
-      String(devices),
-      '--broker',
-      url,
-      '--fleet',
-      'bench',
-      '--validator-key',
-      pub,
-      '--period',
-      String(2 * slotS),
-      '--ramp',
-      String(rampTotal / nProcs),
-      '--jitter',
-      String(jitterMs),
-      '--summary-file',
-      summaryFile,
-    ])
-    return { c, devices, summaryFile }
-  })
   const tRamp0 = Date.now()
-  const rampTimeoutMs = (n / rampTotal) * 1000 + 120_000
-  await Promise.all(sims.map(s => s.c.waitLine(l => l.includes('"sim.ramped"'), rampTimeoutMs)))
+  const sims = await spawnSims(kit, { n, perProc, rampTotal, dir: vdir, url, fleet: 'bench', args: ['--validator-key', pub, '--period', String(2 * slotS), '--jitter', String(jitterMs)] })
   const rampS = (Date.now() - tRamp0) / 1000
   kit.log(`  all ${n} connected after ${rampS.toFixed(0)} s`)
 

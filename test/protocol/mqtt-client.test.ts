@@ -4,7 +4,7 @@
 // until the handler is done in both protocol versions, one message at a time or several
 // in flight (PUBACKs then in order, each once its message and those before it are done).
 
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { Socket } from 'node:net'
 import type { MqttClient } from 'mqtt'
 import { connectMqtt, connectMqttAsync, mqttClientOptions, toolClientOptions } from '../../protocol/mqtt-client.js'
@@ -95,29 +95,44 @@ t.test('TCP_NODELAY on the socket of every connection, reconnects included', asy
 
 // The guarantee the validator's store-then-ack rests on. mqtt.js's customHandleAcks
 // gives it on MQTT 5 only; this must hold on 3.1.1 too.
+type OnMessage = (payload: string, ack: (err?: Error) => void) => void
+
+/** A persistent session (what is left unacknowledged waits at the broker) handing each
+ * message to `onMessage` through beforeAck; it records the PUBACKs it sends, by payload,
+ * in the order they went out. The subscription stays with the session: made once. */
+async function persistentSession(t: Test, o: { mqttVersion: 4 | 5; clientId: string; topic: string; subscribe: boolean; inFlight?: number }, onMessage: OnMessage) {
+  const carried = new Map<number, string>()
+  const pubacks: string[] = []
+  const c = connectMqtt({
+    url: broker.url,
+    mqttVersion: o.mqttVersion,
+    clientId: o.clientId,
+    clean: false,
+    sessionExpiryS: 300,
+    maximumPacketSize: 1 << 20,
+    reconnectPeriodMs: 0,
+    ...(o.inFlight !== undefined ? { inFlight: o.inFlight } : {}),
+    beforeAck: (packet, ack) => {
+      carried.set(packet.messageId!, packet.payload.toString())
+      onMessage(packet.payload.toString(), ack)
+    },
+  })
+  c.on('packetsend', p => {
+    if (p.cmd === 'puback') pubacks.push(carried.get(p.messageId!) ?? `?${p.messageId}`)
+  })
+  let closing: Promise<void> | undefined
+  const close = () => (closing ??= ended(c))
+  t.teardown(close)
+  await new Promise(r => c.once('connect', r))
+  if (o.subscribe) await c.subscribeAsync(o.topic, { qos: 1 })
+  return { c, close, pubacks }
+}
+
 t.test('beforeAck: a message is acknowledged only once handled, in MQTT 5 and 3.1.1', async t => {
   for (const mqttVersion of [5, 4] as const) {
     const topic = `factory/ack/${mqttVersion}`
     const clientId = `ack-test-${mqttVersion}`
-    // A persistent session, so what is left unacknowledged waits at the broker.
-    const session = async (onMessage: (payload: string, ack: (err?: Error) => void) => void) => {
-      const c = connectMqtt({
-        url: broker.url,
-        mqttVersion,
-        clientId,
-        clean: false,
-        sessionExpiryS: 300,
-        maximumPacketSize: 1 << 20,
-        reconnectPeriodMs: 0,
-        beforeAck: (packet, ack) => onMessage(packet.payload.toString(), ack),
-      })
-      let closing: Promise<void> | undefined
-      const close = () => (closing ??= ended(c))
-      t.teardown(close)
-      await new Promise(r => c.once('connect', r))
-      await c.subscribeAsync(topic, { qos: 1 })
-      return close
-    }
+    const session = async (onMessage: OnMessage) => (await persistentSession(t, { mqttVersion, clientId, topic, subscribe: true }, onMessage)).close
     const pub = await connectMqttAsync({ url: broker.url, mqttVersion, reconnectPeriodMs: 0, maximumPacketSize: 1 << 20 })
     t.teardown(() => ended(pub))
 
@@ -156,35 +171,7 @@ t.test('beforeAck with several in flight: read on while storing, each PUBACK onc
     const label = mqttVersion === 5 ? 'MQTT 5' : 'MQTT 3.1.1'
     const topic = `factory/pipeline/${mqttVersion}`
     const clientId = `pipeline-test-${mqttVersion}`
-    // the subscription stays with the persistent session: made once
-    const session = async (onMessage: (payload: string, ack: (err?: Error) => void) => void, subscribe = false) => {
-      /** what each packet id carried, and the PUBACKs as they went out on the wire */
-      const carried = new Map<number, string>()
-      const pubacks: string[] = []
-      const c = connectMqtt({
-        url: broker.url,
-        mqttVersion,
-        clientId,
-        clean: false,
-        sessionExpiryS: 300,
-        maximumPacketSize: 1 << 20,
-        reconnectPeriodMs: 0,
-        inFlight: 8,
-        beforeAck: (packet, ack) => {
-          carried.set(packet.messageId!, packet.payload.toString())
-          onMessage(packet.payload.toString(), ack)
-        },
-      })
-      c.on('packetsend', p => {
-        if (p.cmd === 'puback') pubacks.push(carried.get(p.messageId!) ?? `?${p.messageId}`)
-      })
-      let closing: Promise<void> | undefined
-      const close = () => (closing ??= ended(c))
-      t.teardown(close)
-      await new Promise(r => c.once('connect', r))
-      if (subscribe) await c.subscribeAsync(topic, { qos: 1 })
-      return { c, close, pubacks }
-    }
+    const session = (onMessage: OnMessage, subscribe = false) => persistentSession(t, { mqttVersion, clientId, topic, subscribe, inFlight: 8 }, onMessage)
     const pub = await connectMqttAsync({ url: broker.url, mqttVersion, reconnectPeriodMs: 0, maximumPacketSize: 1 << 20 })
     t.teardown(() => ended(pub))
     const names = Array.from({ length: 20 }, (_, i) => `m${String(i).padStart(2, '0')}`)

@@ -4,7 +4,7 @@
 // agent (the built bundle) whose `kill -9` the service sees through its Will, and an
 // in-process agent that stops cleanly; junk on the device topics refused and counted.
 
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { request as httpsRequest } from 'node:https'
@@ -195,6 +195,34 @@ t.test('cairn sim --telemetry-period: simulated devices appear as agents do; one
   t.match((await api(a.url, `/api/v1/devices/${sim.devices[0]!.id}`)).body, { state: 'offline', reason: 'shutdown' }, 'a clean stop: offline (shutdown)')
 })
 
+/** `cairn fleet serve ARGS` as a process of its own, killed when the test ends; resolves
+ * with its API's base URL once it says it listens (rejects when it exits first). */
+async function serveProcess(t: Test, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ child: ChildProcess; base: string }> {
+  const child = spawn(process.execPath, [bundle, 'fleet', 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
+  t.teardown(() => void child.kill('SIGKILL'))
+  child.stderr!.resume()
+  const base = await new Promise<string>((resolve, reject) => {
+    let out = ''
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString()
+      const m = /fleet service for [a-z0-9_-]+: (https?:\/\/127\.0\.0\.1:\d+)\/api\/v1/.exec(out)
+      if (m) resolve(m[1]!)
+    })
+    child.on('exit', code => reject(new Error(`fleet serve exited (${code}): ${out}`)))
+  })
+  return { child, base }
+}
+
+/** `cairn fleet serve ARGS` that is to stop at once: its exit code and stderr. */
+function serveRefused(args: string[]): Promise<{ code: number | null; err: string }> {
+  return new Promise(resolve => {
+    const c = spawn(process.execPath, [bundle, 'fleet', 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
+    let err = ''
+    c.stderr!.on('data', (d: Buffer) => (err += d.toString()))
+    c.on('close', code => resolve({ code, err }))
+  })
+}
+
 /** `cairn fleet ...` with `input` on stdin: exit code, stdout, stderr. */
 function fleetCli(args: string[], input = ''): Promise<{ code: number | null; out: string; err: string }> {
   return new Promise(resolve => {
@@ -260,42 +288,24 @@ t.test('fleet serve with TLS: HTTPS, accounts on, Secure session cookies', async
     ],
     { stdio: 'ignore' },
   )
-  const child = spawn(
-    process.execPath,
-    [
-      bundle,
-      'fleet',
-      'serve',
-      '--broker',
-      broker.url,
-      '--mqtt-version',
-      broker.mqtt5 ? '5' : '4',
-      '--fleet',
-      'tls',
-      '--state-dir',
-      state,
-      '--listen',
-      '127.0.0.1:0',
-      '--tls-cert',
-      join(dir, 'cert.pem'),
-      '--tls-key',
-      join(dir, 'key.pem'),
-      '--log-level',
-      'warn',
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  )
-  t.teardown(() => void child.kill('SIGKILL'))
-  child.stderr!.resume()
-  const base = await new Promise<string>((resolve, reject) => {
-    let out = ''
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString()
-      const m = /(https:\/\/127\.0\.0\.1:\d+)\/api\/v1/.exec(out)
-      if (m) resolve(m[1]!)
-    })
-    child.on('exit', code => reject(new Error(`fleet serve exited (${code}): ${out}`)))
-  })
+  const { child, base } = await serveProcess(t, [
+    '--broker',
+    broker.url,
+    '--mqtt-version',
+    broker.mqtt5 ? '5' : '4',
+    '--fleet',
+    'tls',
+    '--state-dir',
+    state,
+    '--listen',
+    '127.0.0.1:0',
+    '--tls-cert',
+    join(dir, 'cert.pem'),
+    '--tls-key',
+    join(dir, 'key.pem'),
+    '--log-level',
+    'warn',
+  ])
   const ca = readFileSync(join(dir, 'cert.pem'))
   const request = (method: string, path: string, body?: unknown) =>
     new Promise<{ status: number; body: Record<string, unknown>; cookie: string | undefined }>((resolve, reject) => {
@@ -323,21 +333,7 @@ t.test('fleet serve --config: the broker, fleet and thresholds from a file, the 
     conf,
     `fleet: configured\nstateDir: ${join(dir, 'state')}\nlisten: 127.0.0.1:1\nbroker: { url: '${broker.url}', mqttVersion: ${broker.mqtt5 ? 5 : 4} }\nalerts: { offlineMinutes: 30, hotC: 55 }\nlogLevel: warn\n`,
   )
-  const child = spawn(process.execPath, [bundle, 'fleet', 'serve', '--config', conf, '--listen', '127.0.0.1:0'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, CAIRN_FLEET_SERVE_ALERTS_DISK_PERCENT: '75' },
-  })
-  t.teardown(() => void child.kill('SIGKILL'))
-  child.stderr!.resume()
-  const base = await new Promise<string>((resolve, reject) => {
-    let out = ''
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString()
-      const m = /fleet service for configured: (http:\/\/127\.0\.0\.1:\d+)\/api\/v1/.exec(out)
-      if (m) resolve(m[1]!)
-    })
-    child.on('exit', code => reject(new Error(`fleet serve exited (${code}): ${out}`)))
-  })
+  const { child, base } = await serveProcess(t, ['--config', conf, '--listen', '127.0.0.1:0'], { ...process.env, CAIRN_FLEET_SERVE_ALERTS_DISK_PERCENT: '75' })
   const fleet = await api(base, '/api/v1/fleet')
   t.match(fleet, { status: 200, body: { fleet: 'configured', alertRules: { offlineMs: 30 * 60_000, hotC: 55, diskPercent: 75 } } }, 'the thresholds from the file and the environment')
   child.kill('SIGTERM')
@@ -345,25 +341,14 @@ t.test('fleet serve --config: the broker, fleet and thresholds from a file, the 
 
   const bad = join(dir, 'bad.yaml')
   writeFileSync(bad, `fleet: configured\nstateDir: ${join(dir, 'state')}\nalerts: { hotC: warm }\nlistne: 127.0.0.1:9\n`)
-  const refused = await new Promise<{ code: number | null; err: string }>(resolve => {
-    const c = spawn(process.execPath, [bundle, 'fleet', 'serve', '--config', bad], { stdio: ['ignore', 'ignore', 'pipe'] })
-    let err = ''
-    c.stderr!.on('data', (d: Buffer) => (err += d.toString()))
-    c.on('close', code => resolve({ code, err }))
-  })
+  const refused = await serveRefused(['--config', bad])
   t.equal(refused.code, 2, 'a bad file: a usage error')
   t.match(refused.err, /alerts\.hotC: Expected number, got "warm" \(from file .*bad\.yaml\)/, 'the bad value named with its file')
   t.match(refused.err, /listne/, 'and the unknown key')
 })
 
 t.test('fleet serve: flags checked before anything opens', async t => {
-  const run = (args: string[]) =>
-    new Promise<{ code: number | null; err: string }>(resolve => {
-      const c = spawn(process.execPath, [bundle, 'fleet', 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
-      let err = ''
-      c.stderr!.on('data', (d: Buffer) => (err += d.toString()))
-      c.on('close', code => resolve({ code, err }))
-    })
+  const run = serveRefused
   const dir = tmp('cairn-fleet-')
   const off = await run(['--fleet', 'x', '--state-dir', join(dir, 's'), '--listen', '0.0.0.0:8080'])
   t.equal(off.code, 2, 'a usage error')
