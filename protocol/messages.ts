@@ -87,6 +87,20 @@ const TelemetryMessageSchema = Type.Object(
     device: DeviceId,
     ts: Ms,
     sample: TelemetrySampleSchema,
+    outbox: Type.Optional(
+      Type.Object(
+        {
+          queued: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'messages in the outbox the broker has not acknowledged yet, this one not counted' }),
+          bytes: Type.Integer({
+            minimum: 0,
+            maximum: Number.MAX_SAFE_INTEGER,
+            description: "what they hold against the outbox's size cap (outbox.maxBytes): payload, topic and a per-row overhead",
+          }),
+          oldestTs: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'when the oldest of them was queued, ms since the Unix epoch; absent when none waits' })),
+        },
+        { additionalProperties: false, description: 'the outbox backlog just before this message was queued (a backlog alert); absent from older agents' },
+      ),
+    ),
   },
   { additionalProperties: false, $id: 'https://cairn.dev/schemas/telemetry.json', title: 'telemetry' },
 )

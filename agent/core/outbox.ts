@@ -73,6 +73,8 @@ export class Outbox {
       peek: db.prepare('SELECT * FROM outbox WHERE seq NOT IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?'),
       oldestOfClass: db.prepare('SELECT seq, topic, payload FROM outbox WHERE cls = ? ORDER BY seq LIMIT ?'),
       expired: db.prepare('SELECT seq, topic, payload FROM outbox WHERE (expires IS NOT NULL AND expires <= ?) OR (cls = 3 AND created <= ?)'),
+      // By seq, the table's rowid: the first rows of its b-tree, no scan.
+      head: db.prepare('SELECT seq, created FROM outbox ORDER BY seq LIMIT ?'),
       stats: db.prepare('SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(payload) + LENGTH(topic) + ' + ROW_OVERHEAD + '), 0) AS b, COALESCE(MAX(seq), 0) AS m FROM outbox'),
     }
     const s = this.st.stats.get() as { n: number; b: number; m: number }
@@ -210,6 +212,23 @@ export class Outbox {
 
   sizeBytes(): number {
     return this.bytes
+  }
+
+  /** When the oldest message still waiting for the broker's acknowledgement was queued
+   * (ms), undefined when none waits. Cheap enough for every telemetry sample: the head
+   * of the in-memory telemetry and the first rows of the table by seq (its rowid), at
+   * most one more than the acknowledgements whose deletes are still batched (normally
+   * under 128), never a scan. */
+  oldestCreated(): number | undefined {
+    let oldest: { seq: number; created: number } | undefined = this.mem[0]
+    if (this.dbRows > 0) {
+      for (const row of this.st.head.all(this.pendingAcks.size + 1) as Array<{ seq: number; created: number }>) {
+        if (this.pendingAcks.has(row.seq)) continue
+        if (!oldest || row.seq < oldest.seq) oldest = row
+        break
+      }
+    }
+    return oldest?.created
   }
 
   onEnqueue(listener: () => void): () => void {

@@ -2,6 +2,7 @@
 // on the telemetry topic (lowest outbox class: the first dropped when the outbox is
 // full), mirrors the values into /metrics and tells on-device observers. The newest
 // sample is kept for the parts that read it (heartbeats, task heat checks, uptime).
+// Each message also carries the outbox backlog (for the fleet's backlog alert).
 
 import type { TelemetrySample } from '../../hw/index.js'
 import type { Clock } from '../../protocol/clock.js'
@@ -65,7 +66,9 @@ export class TelemetryLoop {
     try {
       const sample = await o.sample()
       this.last = sample
-      const msg: TelemetryMessage = { v: 1, id: newId(o.clock.now()), device: o.deviceId, ts: o.clock.now(), sample }
+      // Read before this message is queued: it does not count itself (see backlog()).
+      const outbox = backlog(o.outbox)
+      const msg: TelemetryMessage = { v: 1, id: newId(o.clock.now()), device: o.deviceId, ts: o.clock.now(), sample, outbox }
       o.outbox.enqueue({ id: msg.id, cls: MsgClass.telemetry, topic: o.topic, payload: Buffer.from(JSON.stringify(msg)) })
       mirrorTelemetry(o.metrics, sample)
       o.bus.emit('telemetry', sample, msg.ts)
@@ -73,6 +76,14 @@ export class TelemetryLoop {
       o.log.error({ err }, 'telemetry sample failed')
     }
   }
+}
+
+/** The outbox backlog, read BEFORE this sample is queued: `queued` counts the messages
+ * waiting ahead of it, not the sample itself, so an idle, connected device reports 0
+ * (not 1) and a sample never counts itself as waiting. */
+function backlog(outbox: Outbox): NonNullable<TelemetryMessage['outbox']> {
+  const oldestTs = outbox.oldestCreated()
+  return { queued: outbox.depth(), bytes: outbox.sizeBytes(), ...(oldestTs !== undefined ? { oldestTs } : {}) }
 }
 
 function mirrorTelemetry(m: Metrics, s: TelemetrySample): void {

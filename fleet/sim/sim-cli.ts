@@ -37,7 +37,7 @@ export function parseMisbehaviour(spec: string): Misbehaviour {
   const n = seconds(arg, kind === 'clock' ? 'clock offset' : kind === 'offline' ? 'offline seconds' : 'every')
   if (kind === 'clock' && n === undefined) throw bad('clock needs an offset in seconds, e.g. clock:0.01:+120')
   if (kind === 'offline' && (n === undefined || n <= 0)) throw bad('offline needs a number of seconds, e.g. offline:0.01:30')
-  const telemetryKind = kind === 'hot' || kind === 'under-voltage' || kind === 'disk-full' || kind === 'update-failed'
+  const telemetryKind = kind === 'hot' || kind === 'under-voltage' || kind === 'disk-full' || kind === 'update-failed' || kind === 'backlog'
   if (telemetryKind && n !== undefined) throw bad(`${kind} takes no number (it shows in what the device reports: --telemetry-period)`)
   if (kind !== 'clock' && kind !== 'offline' && n !== undefined && !(Number.isInteger(n) && n >= 1)) throw bad('EVERY must be an integer >= 1')
   if (n !== undefined) out.arg = n
@@ -106,7 +106,9 @@ export function simCommand(io: { out: Out; err: Out; setExitCode(code: number): 
 SPEC = KIND:WHO[:ARG[:AT]], WHO a fraction (0.01) or a device index (@3):
   equivocate|fork|forge-beacon|replay:WHO[:EVERY], clock:WHO:+SECONDS,
   offline:WHO:SECONDS[:AT], hot|under-voltage|disk-full:WHO (in its telemetry;
-  with --telemetry-period), update-failed:WHO (an update rolled back, reported once)
+  with --telemetry-period), backlog:WHO (its telemetry reports a large outbox
+  backlog, an hour old and growing), update-failed:WHO (an update rolled back,
+  reported once)
 
 Examples:
   cairn sim --devices 1000 --broker mqtt://127.0.0.1:1883 --fleet load --validator-key validator.key.pub

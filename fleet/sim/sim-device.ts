@@ -20,7 +20,7 @@ import { connectMqtt } from '../../protocol/mqtt-client.js'
 import type { Beacon } from '../../protocol/proof-format.js'
 import { sha256Hex } from '../../protocol/hash.js'
 import { deviceTopics, proofTopics } from '../../protocol/topics.js'
-import { SimPresence } from './sim-presence.js'
+import { SimPresence, type TelemetryFault } from './sim-presence.js'
 import { MemoryReplayGuard } from '../../protocol/replay-guard.js'
 import { packetLimitFor } from '../../agent/core/mqtt-link.js'
 import { DeviceProofs, MAX_PROOF_REQUEST_BYTES, type ProofFaults, type ProofOutbox } from '../../agent/proof/device-proofs.js'
@@ -76,7 +76,7 @@ export interface Faults {
   clockMs: number
   offline?: { ms: number; atMs: number | undefined }
   /** what its telemetry (and, for update-failed, its updater) reports wrong (the fleet service's alerts) */
-  telemetry?: Array<'hot' | 'under-voltage' | 'disk-full' | 'update-failed'>
+  telemetry?: TelemetryFault[]
 }
 
 /** What every device of one sim shares. */

@@ -17,6 +17,14 @@ const BOARDS = [
   { kind: 'jetson-orin', model: 'NVIDIA Jetson Orin Nano Developer Kit' },
 ] as const
 
+/** What a device's telemetry (and, for update-failed, its updater) reports wrong. */
+export type TelemetryFault = 'hot' | 'under-voltage' | 'disk-full' | 'update-failed' | 'backlog'
+
+/** backlog: how far behind its outbox is at the start (an hour of one message a second), and
+ * how fast it grows; a row's typical size against the outbox cap; the most it holds (the
+ * default outbox cap of 32 MiB, in such rows). */
+const BACKLOG = { startMs: 3_600_000, perS: 1, rowBytes: 600, maxQueued: 55_000 }
+
 export class SimPresence {
   private readonly board: (typeof BOARDS)[number]
   private readonly since: number
@@ -38,7 +46,7 @@ export class SimPresence {
       random: () => number
       mqttVersion: 4 | 5
       /** what the samples report wrong */
-      faults: ReadonlyArray<'hot' | 'under-voltage' | 'disk-full' | 'update-failed'>
+      faults: readonly TelemetryFault[]
       /** a sample acknowledged by the broker (QoS 1) */
       onTelemetryAcked?: () => void
     },
@@ -131,7 +139,17 @@ export class SimPresence {
               },
             }),
       },
+      outbox: this.backlog(now),
     }
     return Buffer.from(JSON.stringify(msg))
+  }
+
+  /** The outbox backlog an agent reports with each sample: none (each sample is
+   * acknowledged before the next), or with `backlog` one that has been stuck since an
+   * hour before the sim started and grows by a message a second. */
+  private backlog(now: number): NonNullable<TelemetryMessage['outbox']> {
+    if (!this.o.faults.includes('backlog')) return { queued: 0, bytes: 0 }
+    const queued = Math.min(BACKLOG.maxQueued, Math.floor(((BACKLOG.startMs + Math.max(0, now - this.since)) / 1000) * BACKLOG.perS))
+    return { queued, bytes: queued * BACKLOG.rowBytes, oldestTs: this.since - BACKLOG.startMs }
   }
 }

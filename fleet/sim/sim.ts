@@ -15,7 +15,7 @@ import { BeaconCache, SimDevice, zeroCounts, type DeviceCounts, type Faults, typ
 
 export { SimDevice }
 
-export const MisbehaviourKinds = ['equivocate', 'replay', 'clock', 'offline', 'fork', 'forge-beacon', 'hot', 'under-voltage', 'disk-full', 'update-failed'] as const
+export const MisbehaviourKinds = ['equivocate', 'replay', 'clock', 'offline', 'fork', 'forge-beacon', 'hot', 'under-voltage', 'disk-full', 'update-failed', 'backlog'] as const
 export type MisbehaviourKind = (typeof MisbehaviourKinds)[number]
 
 export interface Misbehaviour {
@@ -24,8 +24,9 @@ export interface Misbehaviour {
   who: { fraction: number } | { index: number }
   /** equivocate, fork, forge-beacon, replay: act on heartbeat seq 1 and every `arg`-th
    * after it (default 5). clock: offset in seconds. offline: seconds offline. hot,
-   * under-voltage, disk-full: what its telemetry says (with telemetryPeriodS).
-   * update-failed: once online, its updater reports a release rolled back (an event). */
+   * under-voltage, disk-full, backlog (a large, growing outbox backlog): what its
+   * telemetry says (with telemetryPeriodS). update-failed: once online, its updater
+   * reports a release rolled back (an event). */
   arg?: number
   /** offline: seconds after the first connection (default: random within two periods). */
   at?: number
@@ -116,7 +117,7 @@ function assignFaults(n: number, specs: readonly Misbehaviour[], random: () => n
       else if (m.kind === 'forge-beacon') f.forge = every
       else if (m.kind === 'replay') f.replay = every
       else if (m.kind === 'clock') f.clockMs = Math.round((m.arg ?? 0) * 1000)
-      else if (m.kind === 'hot' || m.kind === 'under-voltage' || m.kind === 'disk-full' || m.kind === 'update-failed') (f.telemetry ??= []).push(m.kind)
+      else if (m.kind === 'hot' || m.kind === 'under-voltage' || m.kind === 'disk-full' || m.kind === 'update-failed' || m.kind === 'backlog') (f.telemetry ??= []).push(m.kind)
       else f.offline = { ms: Math.round((m.arg ?? 30) * 1000), atMs: m.at === undefined ? undefined : Math.round(m.at * 1000) }
     }
   }

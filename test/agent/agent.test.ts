@@ -36,6 +36,10 @@ t.test('presence and telemetry: retained online status, telemetry, valid against
   t.equal(schemaErrors('status', status.json), null, 'status matches docs/schemas/status.json')
   const tel = await c.waitFor(m => m.filter(x => x.topic.endsWith('/telemetry')).length >= 2 && m.filter(x => x.topic.endsWith('/telemetry')), 10_000, 'two telemetry samples')
   for (const m of tel) t.equal(schemaErrors('telemetry', m.json), null, 'telemetry matches docs/schemas/telemetry.json')
+  t.ok(
+    tel.every(m => typeof (m.json?.outbox as { queued?: unknown } | undefined)?.queued === 'number'),
+    'each sample carries the outbox backlog (outbox), validated with the rest',
+  )
   const second = tel[1]!.json as { sample: { cpu?: { percent?: number }; memory?: { totalBytes: number } } }
   t.ok(second.sample.memory!.totalBytes > 0, 'real memory numbers')
   t.type(second.sample.cpu?.percent, 'number', 'cpu percent from /proc/stat deltas')

@@ -14,7 +14,9 @@ import { startSim, type SimDevice } from '../../fleet/sim/sim.js'
 import { parseMisbehaviour } from '../../fleet/sim/sim-cli.js'
 import { startBroker } from '../helpers/broker.js'
 import { testValidator } from '../helpers/validator.js'
-import { tmp, until } from '../helpers/agent.js'
+import { Consumer, tmp, until } from '../helpers/agent.js'
+import { schemaErrors } from '../helpers/schemas.js'
+import type { TelemetryMessage } from '../../protocol/messages.js'
 
 const CLI = join(import.meta.dirname, '../../dist/cairn.mjs')
 
@@ -27,6 +29,9 @@ t.test('--misbehave specs', async t => {
   t.same(parseMisbehaviour('disk-full:0.1'), { kind: 'disk-full', who: { fraction: 0.1 } })
   t.same(parseMisbehaviour('update-failed:@12'), { kind: 'update-failed', who: { index: 12 } })
   t.throws(() => parseMisbehaviour('update-failed:@12:5'), /takes no number/)
+  t.same(parseMisbehaviour('backlog:@4'), { kind: 'backlog', who: { index: 4 } })
+  t.same(parseMisbehaviour('backlog:0.05'), { kind: 'backlog', who: { fraction: 0.05 } })
+  t.throws(() => parseMisbehaviour('backlog:@4:100'), /takes no number/)
   for (const bad of ['lie:0.1', 'clock:0.1', 'equivocate', 'equivocate:2', 'replay:0.1:0', 'offline:0.1', 'fork:0.1:1:5', 'hot:0.1:5', 'under-voltage:@1:2:3']) {
     t.throws(() => parseMisbehaviour(bad), { code: 'BAD_REQUEST' }, bad)
   }
@@ -139,6 +144,41 @@ t.test('the other misbehaviours earn the evidence they should', async t => {
   t.same(kinds(offline), [], 'a device that was offline for a while is not a cheat')
   t.same(kinds(honest), [])
   t.ok(fork.counts.forks >= 1 && forge.counts.forgedBeacons >= 1 && replay.counts.replays >= 1)
+})
+
+t.test('--telemetry-period: samples carry an empty outbox backlog; backlog:WHO a large, old, growing one', async t => {
+  const broker = await startBroker()
+  t.teardown(() => broker.close())
+  const fleet = 'backlog'
+  const consumer = await Consumer.connect(broker.url, `cairn/v1/${fleet}/+/telemetry`, { protocolVersion: broker.mqtt5 ? 5 : 4 })
+  t.teardown(() => consumer.close())
+  const sim = startSim({
+    devices: 3,
+    brokerUrl: broker.url,
+    fleet,
+    validators: [],
+    mqtt: { protocolVersion: broker.mqtt5 ? 5 : 4 },
+    periodS: 60,
+    telemetryPeriodS: 1,
+    rampPerS: 1000,
+    misbehave: [parseMisbehaviour('backlog:@1')],
+  })
+  t.teardown(() => sim.stop())
+  await sim.ready
+  const [honest, stuck] = [sim.devices[0]!, sim.devices[1]!]
+  t.same(stuck.faultNames(), ['backlog'])
+  t.same(honest.faultNames(), [])
+  const of = (id: string) => consumer.messages.filter(m => m.topic.endsWith(`/${id}/telemetry`)).map(m => m.json as unknown as TelemetryMessage)
+  await consumer.waitFor(() => of(stuck.id).length >= 3 && of(honest.id).length >= 1, 20_000, 'three samples from the backlogged device, one from an honest one')
+  for (const m of [...of(honest.id), ...of(stuck.id)]) t.equal(schemaErrors('telemetry', m), null, 'matches docs/schemas/telemetry.json')
+  t.same(of(honest.id)[0]!.outbox, { queued: 0, bytes: 0 }, 'an honest device: nothing waits')
+  const samples = of(stuck.id)
+  const first = samples[0]!.outbox!
+  const last = samples[samples.length - 1]!.outbox!
+  t.ok(first.queued >= 3600 && first.bytes > 1_000_000, `thousands of messages queued: ${JSON.stringify(first)}`)
+  t.ok(samples[0]!.ts - first.oldestTs! >= 3_600_000, 'the oldest queued an hour or more before the sample')
+  t.ok(last.queued > first.queued && last.bytes > first.bytes, `growing: ${first.queued} then ${last.queued}`)
+  t.equal(last.oldestTs, first.oldestTs, 'the oldest stays where it was: nothing is delivered')
 })
 
 t.test('stop() ends even when the broker answers nothing (a hung broker)', async t => {

@@ -119,6 +119,41 @@ t.test('expired replies are dropped; must-keep records go after their retention'
   t.equal(ob.depth(), 0)
 })
 
+t.test('oldestCreated: when the oldest unacknowledged message was queued, across memory and disk', async t => {
+  const dir = tmp()
+  const { ob, db, clock } = open(dir)
+  t.equal(ob.oldestCreated(), undefined, 'nothing waits')
+  const t0 = clock.now()
+  const tel = ob.enqueue(msg(1, MsgClass.telemetry)) // lazy: in memory
+  clock.advance(1000)
+  const ev = ob.enqueue(msg(2, MsgClass.event)) // on disk at once
+  clock.advance(1000)
+  ob.enqueue(msg(3, MsgClass.event))
+  t.equal(ob.oldestCreated(), t0, 'the telemetry in memory is older than the rows on disk')
+  ob.ack(tel.seq)
+  t.equal(ob.oldestCreated(), t0 + 1000, 'then the oldest row on disk')
+  ob.ack(ev.seq)
+  t.equal(ob.oldestCreated(), t0 + 2000, 'an acknowledged row whose delete is still batched does not count')
+  ob.flush()
+  t.equal(ob.oldestCreated(), t0 + 2000, 'nor once it is deleted')
+  clock.advance(1000)
+  ob.enqueue(msg(4, MsgClass.telemetry))
+  ob.flush() // the telemetry goes to disk too
+  db.close()
+  const b = open(dir, { clock })
+  t.equal(b.ob.oldestCreated(), t0 + 2000, 'after a restart, from the table')
+  const [first, second] = b.ob.peek(2, new Set())
+  b.ob.ack(second!.seq)
+  t.equal(b.ob.oldestCreated(), t0 + 2000, 'an acknowledgement out of order leaves the oldest in place')
+  b.ob.ack(first!.seq)
+  t.equal(b.ob.oldestCreated(), undefined, 'all acknowledged (deletes still batched): nothing waits')
+  t.equal(b.ob.depth(), 0)
+  // The query walks the table in seq order (its rowid) and stops at its LIMIT: no sort, no scan.
+  const head = (b.ob as unknown as { st: { head: { source: string } } }).st.head
+  const plan = (b.db.prepare(`EXPLAIN QUERY PLAN ${head.source}`).all(1) as Array<{ detail: string }>).map(r => r.detail).join('; ')
+  t.notMatch(plan, /TEMP B-TREE/, `no sort: ${plan}`)
+})
+
 t.test('a week of 60 s heartbeats offline fits the default cap', async t => {
   const { ob } = open(tmp(), { maxBytes: 32 * 1024 * 1024, lazyWriteMs: 0 })
   const n = 7 * 24 * 60
