@@ -6,8 +6,8 @@ import { CairnError } from '../protocol/errors.js'
 import { fetchTarget, type FetchResult, type FetchTargetOptions } from './fetcher.js'
 import { rolloutAdmits } from './rollout-bucket.js'
 import { compareSemver, parseSemver, type SemVer } from '../protocol/semver.js'
-import { refreshMetadata, seedTrustedRoot, targetInfo, targetUrl } from './tuf-client.js'
-import { parseReleaseInfo } from './tuf-repo.js'
+import { listReleases } from './release-list.js'
+import { targetUrl } from './tuf-client.js'
 import type { DeviceFacts, DownloadProgress, ReleaseCandidate, ReleaseChannel, ReleaseInfo } from './release-types.js'
 
 export interface TufChannelOptions {
@@ -41,23 +41,13 @@ export class TufChannel implements ReleaseChannel {
   }
 
   async check(facts: DeviceFacts): Promise<ReleaseCandidate | null> {
-    seedTrustedRoot(this.opts.metadataDir, this.opts.trustedRoot)
-    const trusted = await refreshMetadata({
+    const { releases: offered } = await listReleases({
       metadataDir: this.opts.metadataDir,
       metadataUrl: this.metadataUrl,
+      trustedRoot: this.opts.trustedRoot,
       ...(this.opts.metadataTimeoutMs !== undefined ? { fetchTimeoutMs: this.opts.metadataTimeoutMs } : {}),
       ...(this.opts.metadataRetries !== undefined ? { fetchRetries: this.opts.metadataRetries } : {}),
     })
-    const offered: ReleaseCandidate[] = []
-    // Releases are listed by the top-level targets role itself; the device takes those
-    // with a SHA-256 (every Cairn release has one), which names its download on disk.
-    for (const path of trusted.topLevelPaths()) {
-      const t = await targetInfo(trusted, path)
-      const info = t ? parseReleaseInfo(t.custom.cairn) : null
-      const sha256 = t?.hashes.sha256
-      if (!t || !info || !sha256) continue
-      offered.push({ ...info, targetPath: path, length: t.length, sha256 })
-    }
     return selectRelease(offered, facts, this.opts.kind ?? 'agent')
   }
 

@@ -46,6 +46,15 @@ export class TrustedTargets {
     return this.opts.root.signed.consistentSnapshot
   }
 
+  /** The verified top-level targets role's version, and its expiry as an ISO time. */
+  get targetsVersion(): number {
+    return this.opts.targets.signed.version
+  }
+
+  get targetsExpires(): string {
+    return this.opts.targets.signed.expires
+  }
+
   /** The target paths the top-level targets role lists itself (not its delegations). */
   topLevelPaths(): string[] {
     return Object.keys(this.opts.targets.signed.targets).sort()

@@ -149,8 +149,37 @@ export interface Rollouts {
   releases: Array<{ version: string; devices: number; phases: Record<OtaPhase, number>; reasons: Record<string, number> }>
   recent: Array<{ device: string; phase: OtaPhase; version: string | null; from: string | null; reason: string | null; ts: number }>
   pause: { paused: boolean; by: string; id: string; iat: number; exp: number; expired: boolean } | null
+  /** the release repository followed (fleet serve --release-url); null: none */
+  repository: { url: string; checkedAt: number | null; ok: boolean; error: string | null; targetsVersion: number | null; expires: string | null; verifiedAt: number | null } | null
+  published: Published[]
+}
+export interface Published {
+  kind: 'agent' | 'os'
+  version: string
+  channel: string
+  rollout: number
+  targets: number
+  arch: string[] | null
+  boards: string[] | null
+  firstSeen: number
+  changed: number
+  history: Array<{ ts: number; rollout: number; targets: number }>
+  withdrawn: boolean
+  /** devices running it now (agent releases) */
+  running: number | null
+  committed: number
+  rolledBack: number
+  failed: number
+}
+export interface Outcomes {
+  from: number
+  to: number
+  bucketMs: number
+  items: Array<{ ts: number; committed: number; rolledBack: number; failed: number }>
+  rollout: Array<{ channel: string; history: Array<{ ts: number; rollout: number; targets: number }> }>
 }
 export const rollouts = () => get<Rollouts>('/rollouts')
+export const outcomes = (kind: Published['kind'], version: string, from: number, to: number) => get<Outcomes>('/rollouts/outcomes', { kind, version, from, to })
 /** A fleet-wide pause-updates signed in this browser: the service publishes it retained. */
 export const pauseUpdates = (cmd: SignedCommand) =>
   call<CommandRow>('/api/v1/rollouts/pause', { method: 'POST', headers: { accept: 'application/json', 'content-type': 'application/json' }, body: JSON.stringify(cmd) })

@@ -18,6 +18,8 @@ import type { FleetStore, Retention } from './fleet-store.js'
 import { CairnError } from '../../protocol/errors.js'
 import { buildApi } from './http-api.js'
 import { FleetIngest, type Attempt, MAX_PACKET_BYTES, ingestFilters } from './ingest.js'
+import { listReleases } from '../../ota/release-list.js'
+import { ReleaseWatch } from './releases.js'
 import { PauseWatch } from './rollouts.js'
 import { MAX_SIGNED_BYTES, SignedIngest, signedFilters, signedTopic } from './signed-ingest.js'
 
@@ -50,6 +52,9 @@ export interface FleetServiceOptions {
   trustProxy?: boolean
   /** the validators whose attestations are kept (key ids); none: no attestation is kept */
   validators?: readonly string[]
+  /** the release repository to follow (releases.ts): its URL, trusted root, where its
+   * verified metadata is kept, and how often it is read */
+  releases?: { url: string; root: string; metadataDir: string; everyMs: number }
 }
 
 /** Where `npm run build` puts the console: beside the bundle (dist/console), or the
@@ -63,6 +68,7 @@ export class FleetService {
   readonly commands: CommandDesk
   readonly signed: SignedIngest
   readonly pause: PauseWatch
+  readonly releases: ReleaseWatch | null
   readonly changes = new ChangeFeed()
   private client: MqttClient | undefined
   private api: FastifyInstance | undefined
@@ -79,6 +85,17 @@ export class FleetService {
       validators: new Set(o.validators ?? []),
       onChange: device => this.changes.notify(device, 'event'),
     })
+    const r = o.releases
+    this.releases = r
+      ? new ReleaseWatch({
+          url: r.url,
+          list: () => listReleases({ metadataUrl: `${r.url.replace(/\/+$/, '')}/metadata`, metadataDir: r.metadataDir, trustedRoot: r.root, fetchTimeoutMs: 30_000, fetchRetries: 1 }),
+          store: o.store,
+          clock: o.clock,
+          log: o.log.child({ mod: 'releases' }),
+          everyMs: r.everyMs,
+        })
+      : null
     this.pause = new PauseWatch({ fleet: o.fleet, clock: o.clock, operators: o.operatorKeys && o.operatorKeys.length > 0 ? new Set(o.operatorKeys) : null })
     const v5 = o.mqtt.protocolVersion !== 4
     this.commands = new CommandDesk({
@@ -115,6 +132,7 @@ export class FleetService {
       consoleDir: this.o.consoleDir ?? defaultConsoleDir(),
       commands: this.commands,
       pause: () => this.pause.state(),
+      repository: () => this.releases?.state() ?? null,
       validators: this.o.validators ?? [],
       ...(this.o.auth ? { auth: this.o.auth } : {}),
       ...(this.o.tls ? { tls: this.o.tls } : {}),
@@ -155,6 +173,7 @@ export class FleetService {
       client.once('error', reject)
     })
     client.on('connect', () => client.subscribe(filters, { qos: 1 }))
+    this.releases?.start()
     const every = this.o.maintainEveryMs ?? 60_000
     const tick = () => {
       this.maintain().catch(err => this.o.log.error({ err }, 'rollup failed'))
@@ -217,6 +236,7 @@ export class FleetService {
         r()
       })
     })
+    await this.releases?.stop()
     this.changes.close()
     await this.api?.close()
     this.ingest.close()

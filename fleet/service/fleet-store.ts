@@ -62,8 +62,9 @@ export interface EventRecord {
   readonly kind: string
   /** the event's data as JSON text, bounded by the ingest */
   readonly data: string
-  /** an updater event (ota.*): where it puts the device's update, and of which release */
-  readonly ota?: { readonly phase: OtaPhase; readonly version: string | null }
+  /** an updater event (ota.*): where it puts the device's update, of which release, and
+   * whose (the agent's updater, or Cairn OS's: `target: "os"`) */
+  readonly ota?: { readonly phase: OtaPhase; readonly version: string | null; readonly target: ReleaseKind }
 }
 
 export interface DeviceRow {
@@ -253,6 +254,39 @@ export interface PageCursor {
   readonly keys?: readonly string[]
 }
 
+/** What a release updates: the agent bundle, or (Cairn OS) the OS slot pair. */
+export type ReleaseKind = 'agent' | 'os'
+
+/** A release as the verified TUF metadata publishes it, its targets taken together
+ * (one per architecture or board). */
+export interface ReleaseSummary {
+  readonly kind: ReleaseKind
+  readonly version: string
+  readonly channel: string
+  /** the staged rollout, 0–100 (the highest of its targets') */
+  readonly rollout: number
+  /** how many targets the metadata lists for it; 0: withdrawn */
+  readonly targets: number
+  readonly arch: readonly string[] | null
+  readonly boards: readonly string[] | null
+}
+
+export interface ReleaseState extends ReleaseSummary {
+  /** when the service first saw it published, and when it last saw it change */
+  readonly firstSeen: number
+  readonly changed: number
+  /** every change seen, oldest first: its rollout and targets from then on */
+  readonly history: ReadonlyArray<{ readonly ts: number; readonly rollout: number; readonly targets: number }>
+}
+
+/** The updates that ended, per time bucket: committed, rolled back, failed. */
+export interface OutcomeBucket {
+  readonly ts: number
+  readonly committed: number
+  readonly rolledBack: number
+  readonly failed: number
+}
+
 export interface Retention {
   readonly rawMs: number
   readonly minuteMs: number
@@ -299,6 +333,20 @@ export interface FleetStore {
   otaLatest(limit: number): Promise<Array<{ device: string; kind: string; ts: number; data: unknown }>>
   /** Devices by the agent version they report, with how many of them are online. */
   versionCounts(): Promise<Array<{ version: string; devices: number; online: number }>>
+  /** Records the releases the repository publishes now (verified): a release new or
+   * changed since the last record gets a row at `now`, and one that is no longer listed
+   * gets a row as withdrawn. Idempotent, so every process may record the same listing.
+   * Returns how many rows were added. */
+  recordReleases(now: number, listing: readonly ReleaseSummary[]): Promise<number>
+  /** Every release ever recorded, newest first by version of first sight, with up to
+   * `historyLimit` changes each (the newest). */
+  releases(historyLimit: number): Promise<ReleaseState[]>
+  /** How many devices committed, rolled back or failed each release (by updater
+   * events), all time. */
+  outcomeTotals(): Promise<Array<{ kind: ReleaseKind; version: string; committed: number; rolledBack: number; failed: number }>>
+  /** One release's ended updates per bucket of `bucketMs` in [from, to), oldest first,
+   * buckets without any left out. */
+  outcomes(q: { kind: ReleaseKind; version: string; from: number; to: number; bucketMs: number }): Promise<OutcomeBucket[]>
   /** Keeps a verified receipt; false when kept already (by its id). */
   addReceipt(r: ReceiptRecord): Promise<boolean>
   /** A device's receipts, newest finished first (then by id, descending); `before`: the next page. */

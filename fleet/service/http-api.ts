@@ -17,7 +17,8 @@ import { ALERTS, ALERT_TEXT, alertsOf, type AlertRules } from './alerts.js'
 import { installAuth } from './auth.js'
 import type { ChangeFeed } from './change-feed.js'
 import type { CommandDesk } from './commands.js'
-import { OTA_SCAN_LIMIT, rolloutSummary, type PauseState } from './rollouts.js'
+import type { RepositoryState } from './releases.js'
+import { OTA_SCAN_LIMIT, RELEASE_HISTORY, outcomeBucket, publishedReleases, rolloutSummary, type PauseState } from './rollouts.js'
 import { METRICS, SORTS, resolutionFor, type DeviceRow, type FleetStore, type PageCursor } from './fleet-store.js'
 import type { IngestStats } from './ingest.js'
 
@@ -96,6 +97,15 @@ const cursorOf = (s: string | undefined): { before?: PageCursor } => {
 /** The cursor of the page after this one: none when this one was not full. */
 const nextOf = <T>(items: readonly T[], limit: number, cursor: (last: T) => Array<string | number>): string | null =>
   items.length === limit && items.length > 0 ? cursor(items[items.length - 1]!).join('.') : null
+const OutcomesQuery = Type.Object(
+  {
+    kind: Type.Union([Type.Literal('agent'), Type.Literal('os')]),
+    version: Type.String({ minLength: 1, maxLength: 64 }),
+    from: Type.Optional(Ms),
+    to: Type.Optional(Ms),
+  },
+  { additionalProperties: false },
+)
 const LimitOnly = Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200 })) }, { additionalProperties: false })
 const CommandParams = Type.Object({ cmd: Type.String({ pattern: ID_PATTERN, description: 'command id' }) }, { additionalProperties: false })
 // Not coerced or checked field by field here: the command is signed, so the service
@@ -136,6 +146,8 @@ export interface ApiDeps {
   validators?: readonly string[]
   /** the signed pause-updates retained on the release topic, as last read */
   pause?: () => (PauseState & { expired: boolean }) | null
+  /** the release repository followed (fleet serve --release-url), as last read */
+  repository?: () => RepositoryState | null
   /** accounts: `always` beyond loopback (else once one exists); Secure cookies behind TLS */
   auth?: { always: boolean; secureCookies: boolean; sessionMs?: number }
   /** serve HTTPS with this certificate and key (PEM) */
@@ -287,10 +299,49 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
     return { items: pinned.map(v => ({ validator: v, ...(stats.find(s => s.validator === v) ?? none) })), refused }
   })
 
-  app.get('/api/v1/rollouts', { schema: { summary: "the fleet's agent versions, each release's devices by update phase (from their newest ota.* event), and the pause" } }, async () => ({
-    ...rolloutSummary(await d.store.otaLatest(OTA_SCAN_LIMIT), await d.store.versionCounts()),
-    pause: d.pause?.() ?? null,
-  }))
+  app.get(
+    '/api/v1/rollouts',
+    {
+      schema: {
+        summary:
+          "the fleet's agent versions, each release's devices by update phase (from their newest ota.* event), the pause, and (with --release-url) the releases the repository publishes with their rollout over time and their outcomes",
+      },
+    },
+    async () => {
+      const [latest, versions, published, totals] = await Promise.all([d.store.otaLatest(OTA_SCAN_LIMIT), d.store.versionCounts(), d.store.releases(RELEASE_HISTORY), d.store.outcomeTotals()])
+      return {
+        ...rolloutSummary(latest, versions),
+        pause: d.pause?.() ?? null,
+        repository: d.repository?.() ?? null,
+        published: publishedReleases(published, totals, versions),
+      }
+    },
+  )
+
+  app.get(
+    '/api/v1/rollouts/outcomes',
+    {
+      schema: {
+        summary: "one release's updates that ended (committed, rolled back, failed) per time bucket, and its rollout's changes, over a range (default the last 7 days)",
+        querystring: OutcomesQuery,
+      },
+    },
+    async req => {
+      const q = req.query as Static<typeof OutcomesQuery>
+      const { from, to } = range(q, 7 * 86_400_000)
+      const bucketMs = outcomeBucket(to - from)
+      const release = (await d.store.releases(RELEASE_HISTORY)).filter(r => r.kind === q.kind && r.version === q.version)
+      return {
+        kind: q.kind,
+        version: q.version,
+        from,
+        to,
+        bucketMs,
+        items: await d.store.outcomes({ kind: q.kind, version: q.version, from, to, bucketMs }),
+        rollout: release.map(r => ({ channel: r.channel, history: r.history })),
+      }
+    },
+  )
 
   app.get(
     '/api/v1/devices/:id/receipts',

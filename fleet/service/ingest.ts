@@ -136,10 +136,11 @@ export class FleetIngest {
       item = { kind: 'telemetry', record: { device: m.device, id: m.id, ts: m.ts, receivedAt: now, values: metricsOf(m.sample) } }
     } else {
       const e = msg as EventMessage
-      // the agent's updater (the OS updater's events carry target: "os", a release of its own)
-      const phase = Object.hasOwn(PHASE_OF, e.kind) && (e.data as { target?: unknown }).target !== 'os' ? PHASE_OF[e.kind] : undefined
+      // an updater's event: the agent's, or the OS updater's (target: "os", a release of its own)
+      const phase = Object.hasOwn(PHASE_OF, e.kind) ? PHASE_OF[e.kind] : undefined
       const version = (e.data as { version?: unknown } | null)?.version
-      const ota = phase ? { ota: { phase, version: typeof version === 'string' ? version.slice(0, 64) : null } } : {}
+      const target = (e.data as { target?: unknown }).target === 'os' ? ('os' as const) : ('agent' as const)
+      const ota = phase ? { ota: { phase, version: typeof version === 'string' ? version.slice(0, 64) : null, target } } : {}
       item = { kind: 'event', record: { device: e.device, id: e.id, ts: e.ts, kind: e.kind, data: JSON.stringify(e.data), ...ota } }
     }
     const changed = await this.write(item, attempt)

@@ -8,7 +8,7 @@
 import type { Clock } from '../../protocol/clock.js'
 import { checkEnvelope } from '../../protocol/envelope.js'
 import { releaseTopic } from '../../protocol/topics.js'
-import { OTA_PHASES, PHASE_OF, type OtaPhase } from './fleet-store.js'
+import { OTA_PHASES, PHASE_OF, type OtaPhase, type ReleaseKind, type ReleaseState } from './fleet-store.js'
 /** How many devices' newest updater events the page reads (the fleet's size, bounded). */
 export const OTA_SCAN_LIMIT = 20_000
 /** How many of them it lists one by one. */
@@ -45,6 +45,36 @@ export function rolloutSummary(latest: readonly Latest[], versions: ReadonlyArra
     if (recent.length < RECENT) recent.push({ device: e.device, phase, version, from: str(d.from), reason, ts: e.ts })
   }
   return { versions, releases: [...releases.values()].sort((a, b) => b.devices - a.devices), recent }
+}
+
+/** How many changes of each release's rollout the page gets. */
+export const RELEASE_HISTORY = 100
+
+/** The published releases, each with how many devices ended its update how, and (for
+ * agent releases) how many run it now. */
+export function publishedReleases(
+  releases: readonly ReleaseState[],
+  totals: ReadonlyArray<{ kind: ReleaseKind; version: string; committed: number; rolledBack: number; failed: number }>,
+  versions: ReadonlyArray<{ version: string; devices: number; online: number }>,
+) {
+  return releases.map(r => {
+    const t = totals.find(x => x.kind === r.kind && x.version === r.version)
+    return {
+      ...r,
+      withdrawn: r.targets === 0,
+      running: r.kind === 'agent' ? (versions.find(v => v.version === r.version)?.devices ?? 0) : null,
+      committed: t?.committed ?? 0,
+      rolledBack: t?.rolledBack ?? 0,
+      failed: t?.failed ?? 0,
+    }
+  })
+}
+
+/** A bucket for outcomes over a range: a minute, an hour or a day, whichever keeps the
+ * chart under about 200 bars. */
+export function outcomeBucket(spanMs: number): number {
+  for (const b of [60_000, 3_600_000]) if (spanMs / b <= 200) return b
+  return 86_400_000
 }
 
 /** The pause-updates command retained on the release topic, if it verifies. */

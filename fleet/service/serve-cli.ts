@@ -2,7 +2,8 @@
 // anything opens, so a typo is one line at once.
 
 import { Command } from 'commander'
-import { readFileSync } from 'node:fs'
+import { accessSync, constants, readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { isIP } from 'node:net'
 import { ensureStateDir } from '../../protocol/identity.js'
 import { brokerConnection, withBrokerFlags } from '../../protocol/broker-flags.js'
@@ -31,6 +32,8 @@ export function serveCommand(io: Io): Command {
     .option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM; with --tls-key)')
     .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
     .option('--trust-proxy', 'behind a reverse proxy on this machine that terminates TLS: accounts required, Secure cookies, the client address from X-Forwarded-For as that proxy sets it')
+    .option('--release-url <url>', 'the release repository the devices update from: the rollouts page lists its releases, verified against --release-root')
+    .option('--release-root <file>', "that repository's trusted root.json (the one the agents ship with)")
     .option('--store <kind>', 'sqlite (an embedded file in the state dir)', d.store)
     .option('--instance <name>', 'this process among several sharing one store (1-32 letters, digits, - or _)', d.instance)
     .option('--share-group <name>', 'MQTT shared-subscription group of processes splitting the load (default: cairn-fleet-<fleet>)')
@@ -50,6 +53,8 @@ Retention and alert thresholds are set in the file or the environment (docs/cons
 Examples:
   cairn fleet serve --broker mqtt://broker:1883 --fleet demo --state-dir /var/lib/cairn-fleet
   cairn fleet serve --config /etc/cairn/fleet.yaml --log-level debug
+  cairn fleet serve --broker mqtt://broker:1883 --fleet demo --state-dir /var/lib/cairn-fleet \\
+    --release-url https://releases.example.com/cairn --release-root root.json
   cairn fleet account add alice --role admin --state-dir /var/lib/cairn-fleet
   cairn fleet serve --broker mqtt://broker:1883 --fleet demo --state-dir /var/lib/cairn-fleet \\
     --listen 0.0.0.0:8443 --tls-cert fleet.crt --tls-key fleet.key
@@ -85,6 +90,8 @@ async function serve(loaded: LoadedServeConfig, io: Io): Promise<number> {
       'BAD_REQUEST',
       `${name('listen')} ${listen.host}: beyond loopback the service needs TLS (--tls-cert, --tls-key), or a reverse proxy with TLS in front of it and the service on loopback (--listen 127.0.0.1:PORT --trust-proxy); passwords and session cookies must not cross a network in clear (docs/console.md)`,
     )
+  const releases =
+    o.releases.url && o.releases.root ? { url: o.releases.url, root: readableFile(o.releases.root, name('releases.root')), metadataDir: join(o.stateDir, 'tuf'), everyMs: o.releases.pollSeconds * 1000 } : undefined
   // reached from beyond this machine: directly, or through a proxy on it
   const exposed = !listen.loopback || o.trustProxy
   const keyIds = (list: readonly string[]) => list.map(k => (isKeyId(k.trim()) ? k.trim() : keyIdOf(readPublicKeyFile(k))))
@@ -126,6 +133,9 @@ async function serve(loaded: LoadedServeConfig, io: Io): Promise<number> {
     validators,
     retention: loaded.retention,
     alertRules: loaded.alertRules,
+    ...(o.releases.url && o.releases.root
+      ? { releases: { url: o.releases.url, root: readableFile(o.releases.root, name('releases.root')), metadataDir: join(o.stateDir, 'tuf'), everyMs: o.releases.pollSeconds * 1000 } }
+      : {}),
   })
   try {
     const address = await service.start()
@@ -140,6 +150,15 @@ async function serve(loaded: LoadedServeConfig, io: Io): Promise<number> {
   })
   await service.stop()
   return 0
+}
+
+function readableFile(file: string, what: string): string {
+  try {
+    accessSync(file, constants.R_OK)
+    return file
+  } catch (err) {
+    throw new CairnError('BAD_REQUEST', `${what} ${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? String(err)})`)
+  }
 }
 
 function readSecret(file: string, what: string): string {

@@ -59,6 +59,16 @@ export const ServeConfigSchema = Type.Object(
       default: false,
       description: 'behind a reverse proxy on this machine that terminates TLS: accounts required, Secure cookies, the client address from X-Forwarded-For',
     }),
+    releases: Type.Object(
+      {
+        url: Type.Optional(
+          Type.String({ pattern: '^https?://', description: 'the release repository the devices update from (the agent setting ota.releaseUrl): the rollouts page lists its releases' }),
+        ),
+        root: Type.Optional(Type.String({ minLength: 1, description: "that repository's trusted root.json (the agent's ota.releaseRoot): its metadata is verified as a device verifies it" })),
+        pollSeconds: Type.Integer({ default: 60, minimum: 5, maximum: 86_400, description: 'seconds between reads of the release metadata' }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     retention: Type.Object(
       {
         rawHours: Type.Integer({ default: 48, minimum: 1, maximum: 24 * 366, description: 'hours of raw telemetry samples kept' }),
@@ -107,6 +117,8 @@ export const SERVE_FLAGS: ReadonlyArray<{ flag: string; path: string }> = [
   { flag: 'tls-cert', path: 'tls.cert' },
   { flag: 'tls-key', path: 'tls.key' },
   { flag: 'trust-proxy', path: 'trustProxy' },
+  { flag: 'release-url', path: 'releases.url' },
+  { flag: 'release-root', path: 'releases.root' },
 ]
 
 export interface LoadedServeConfig extends Resolved<ServeConfig> {
@@ -147,6 +159,11 @@ export function loadServeConfig(o: { configFile?: string | undefined; env: NodeJ
     throw new CairnError(
       'INVALID_CONFIG',
       `retention: raw samples (${r.rawHours} h) must not outlive the 1-minute rollups (${r.minuteDays} days), nor those the 1-hour rollups (${r.hourDays} days): a rollup is made from what the finer level still holds`,
+    )
+  if (Boolean(c.releases.url) !== Boolean(c.releases.root))
+    throw new CairnError(
+      'INVALID_CONFIG',
+      `${name(c.releases.url ? 'releases.url' : 'releases.root')} is set without ${c.releases.url ? 'releases.root (--release-root)' : 'releases.url (--release-url)'}: the release metadata is read only against its trusted root`,
     )
   const rank = (path: string) => {
     const s = sources.get(path)

@@ -37,6 +37,10 @@ import {
   type PageCursor,
   type IngestItem,
   type OtaPhase,
+  type OutcomeBucket,
+  type ReleaseKind,
+  type ReleaseState,
+  type ReleaseSummary,
   PHASE_OF,
   UPDATING,
 } from './fleet-store.js'
@@ -58,6 +62,17 @@ const FILL_OTA = `UPDATE devices SET (ota_phase, ota_version, ota_ts) = (
        .map(k => `'${k}'`)
        .join(', ')}) AND json_extract(e.data, '$.target') IS NOT 'os'
      ORDER BY e.ts DESC, e.id DESC LIMIT 1)`
+/** The phases in which an update has ended, and what the outcome tables call them. */
+const ENDED: ReadonlySet<OtaPhase> = new Set(['committed', 'rolled-back', 'failed'])
+const OUTCOME_FIELD: Partial<Record<OtaPhase, 'committed' | 'rolledBack' | 'failed'>> = { committed: 'committed', 'rolled-back': 'rolledBack', failed: 'failed' }
+
+type ReleaseRow = { kind: ReleaseKind; version: string; channel: string; ts: number; rollout: number; targets: number; arch: string | null; boards: string | null }
+const releaseKey = (r: { kind: string; version: string; channel: string }) => `${r.kind}\n${r.version}\n${r.channel}`
+/** Each release's newest row. */
+const LATEST_RELEASES = `SELECT r.kind, r.version, r.channel, r.ts, r.rollout, r.targets, r.arch, r.boards FROM release_log r
+   JOIN (SELECT kind, version, channel, MAX(ts) AS ts FROM release_log GROUP BY kind, version, channel) l
+     ON l.kind = r.kind AND l.version = r.version AND l.channel = r.channel AND l.ts = r.ts`
+
 /** A device row's score: the lowest any pinned validator gave its newest epoch. */
 const FILL_SCORE = `UPDATE devices SET (score, score_epoch) = (
      SELECT MIN(a.score), a.epoch FROM attestations a WHERE a.device = devices.id GROUP BY a.epoch ORDER BY a.epoch DESC LIMIT 1)`
@@ -161,6 +176,23 @@ const MIGRATIONS = [
    ALTER TABLE devices ADD COLUMN score_epoch INTEGER;
    ${FILL_OTA} WHERE 1;
    ${FILL_SCORE} WHERE 1;`,
+  // the release repository as the service saw it over time (every change of a release's
+  // rollout or targets), and every update that ended, by release (the rollouts page);
+  // the outcomes are filled from the updater events already kept
+  `CREATE TABLE release_log (
+     kind TEXT NOT NULL, version TEXT NOT NULL, channel TEXT NOT NULL, ts INTEGER NOT NULL,
+     rollout REAL NOT NULL, targets INTEGER NOT NULL, arch TEXT, boards TEXT,
+     PRIMARY KEY (kind, version, channel, ts)
+   );
+   CREATE TABLE ota_outcomes (
+     device TEXT NOT NULL, id TEXT NOT NULL, ts INTEGER NOT NULL, target TEXT NOT NULL, version TEXT NOT NULL, phase TEXT NOT NULL,
+     PRIMARY KEY (device, id)
+   );
+   CREATE INDEX ota_outcomes_release ON ota_outcomes (target, version, ts);
+   INSERT INTO ota_outcomes (device, id, ts, target, version, phase)
+     SELECT device, id, ts, CASE WHEN json_extract(data, '$.target') IS 'os' THEN 'os' ELSE 'agent' END, substr(json_extract(data, '$.version'), 1, 64),
+       CASE kind WHEN 'ota.committed' THEN 'committed' WHEN 'ota.rolled-back' THEN 'rolled-back' ELSE 'failed' END
+     FROM events WHERE kind IN ('ota.committed', 'ota.rolled-back', 'ota.failed') AND json_type(data, '$.version') = 'text';`,
 ]
 
 const SORT_SQL: Record<DeviceQuery['sort'], string> = {
@@ -279,8 +311,13 @@ export class SqliteFleetStore implements FleetStore {
 
   private eventNow(r: EventRecord): void {
     const kept = this.st('INSERT INTO events (device, id, ts, kind, data) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING').run(r.device, r.id, r.ts, r.kind, r.data).changes > 0
-    // an updater event newer than the one on the row says where the update stands now
-    if (kept && r.ota) this.st('UPDATE devices SET ota_phase = ?, ota_version = ?, ota_ts = ? WHERE id = ? AND (ota_ts IS NULL OR ota_ts <= ?)').run(r.ota.phase, r.ota.version, r.ts, r.device, r.ts)
+    if (!kept || !r.ota) return
+    // an update that ended: counted per release over time (the rollouts page)
+    if (r.ota.version !== null && ENDED.has(r.ota.phase))
+      this.st('INSERT INTO ota_outcomes (device, id, ts, target, version, phase) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING').run(r.device, r.id, r.ts, r.ota.target, r.ota.version, r.ota.phase)
+    // the agent updater's event newer than the one on the row says where its update stands now
+    if (r.ota.target === 'agent')
+      this.st('UPDATE devices SET ota_phase = ?, ota_version = ?, ota_ts = ? WHERE id = ? AND (ota_ts IS NULL OR ota_ts <= ?)').run(r.ota.phase, r.ota.version, r.ts, r.device, r.ts)
   }
 
   async listDevices(q: DeviceQuery): Promise<{ total: number; items: DeviceRow[] }> {
@@ -425,6 +462,94 @@ export class SqliteFleetStore implements FleetStore {
     return this.db
       .prepare("SELECT version, COUNT(*) AS devices, SUM(CASE WHEN state = 'online' THEN 1 ELSE 0 END) AS online FROM devices GROUP BY version ORDER BY devices DESC, version")
       .all() as Array<{ version: string; devices: number; online: number }>
+  }
+
+  async recordReleases(now: number, listing: readonly ReleaseSummary[]): Promise<number> {
+    const list = (v: readonly string[] | null) => (v === null ? null : JSON.stringify([...v].sort()))
+    return this.db
+      .transaction(() => {
+        const latest = new Map<string, ReleaseRow>()
+        for (const r of this.db.prepare(`${LATEST_RELEASES}`).all() as ReleaseRow[]) latest.set(releaseKey(r), r)
+        const insert = this.st('INSERT INTO release_log (kind, version, channel, ts, rollout, targets, arch, boards) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING')
+        let added = 0
+        const listed = new Set<string>()
+        for (const r of listing) {
+          const key = releaseKey(r)
+          if (listed.has(key)) throw new CairnError('BAD_REQUEST', `release ${key} listed twice: merge its targets first`)
+          listed.add(key)
+          const was = latest.get(key)
+          const arch = list(r.arch)
+          const boards = list(r.boards)
+          if (was && was.rollout === r.rollout && was.targets === r.targets && was.arch === arch && was.boards === boards) continue
+          added += insert.run(r.kind, r.version, r.channel, now, r.rollout, r.targets, arch, boards).changes
+        }
+        for (const [key, was] of latest) if (!listed.has(key) && was.targets > 0) added += insert.run(was.kind, was.version, was.channel, now, 0, 0, was.arch, was.boards).changes
+        return added
+      })
+      .immediate()
+  }
+
+  async releases(historyLimit: number): Promise<ReleaseState[]> {
+    const rows = this.db.prepare('SELECT kind, version, channel, ts, rollout, targets, arch, boards FROM release_log ORDER BY ts, kind, version, channel LIMIT 100000').all() as ReleaseRow[]
+    const byKey = new Map<string, { first: number; rows: ReleaseRow[] }>()
+    for (const r of rows) {
+      const k = releaseKey(r)
+      const e = byKey.get(k)
+      if (e) e.rows.push(r)
+      else byKey.set(k, { first: r.ts, rows: [r] })
+    }
+    const parse = (v: string | null) => (v === null ? null : (JSON.parse(v) as string[]))
+    return [...byKey.values()]
+      .map(({ first, rows: all }) => {
+        const now = all[all.length - 1]!
+        return {
+          kind: now.kind,
+          version: now.version,
+          channel: now.channel,
+          rollout: now.rollout,
+          targets: now.targets,
+          arch: parse(now.arch),
+          boards: parse(now.boards),
+          firstSeen: first,
+          changed: now.ts,
+          history: all.slice(-historyLimit).map(r => ({ ts: r.ts, rollout: r.rollout, targets: r.targets })),
+        }
+      })
+      .sort((a, b) => b.firstSeen - a.firstSeen || (a.version < b.version ? 1 : a.version > b.version ? -1 : 0))
+  }
+
+  async outcomeTotals(): Promise<Array<{ kind: ReleaseKind; version: string; committed: number; rolledBack: number; failed: number }>> {
+    const rows = this.db.prepare('SELECT target, version, phase, COUNT(DISTINCT device) AS n FROM ota_outcomes GROUP BY target, version, phase').all() as Array<{
+      target: ReleaseKind
+      version: string
+      phase: OtaPhase
+      n: number
+    }>
+    const out = new Map<string, { kind: ReleaseKind; version: string; committed: number; rolledBack: number; failed: number }>()
+    for (const r of rows) {
+      const k = `${r.target}\n${r.version}`
+      let e = out.get(k)
+      if (!e) out.set(k, (e = { kind: r.target, version: r.version, committed: 0, rolledBack: 0, failed: 0 }))
+      e[OUTCOME_FIELD[r.phase]!] += r.n
+    }
+    return [...out.values()]
+  }
+
+  async outcomes(q: { kind: ReleaseKind; version: string; from: number; to: number; bucketMs: number }): Promise<OutcomeBucket[]> {
+    const b = Math.max(1, Math.floor(q.bucketMs))
+    const rows = this.db
+      .prepare(
+        `SELECT (ts / ${b}) * ${b} AS bucket, phase, COUNT(*) AS n FROM ota_outcomes
+         WHERE target = ? AND version = ? AND ts >= ? AND ts < ? GROUP BY bucket, phase ORDER BY bucket`,
+      )
+      .all(q.kind, q.version, q.from, q.to) as Array<{ bucket: number; phase: OtaPhase; n: number }>
+    const out: Array<{ ts: number; committed: number; rolledBack: number; failed: number }> = []
+    for (const r of rows) {
+      let e = out[out.length - 1]
+      if (!e || e.ts !== r.bucket) out.push((e = { ts: r.bucket, committed: 0, rolledBack: 0, failed: 0 }))
+      e[OUTCOME_FIELD[r.phase]!] += r.n
+    }
+    return out
   }
 
   async addReceipt(r: ReceiptRecord): Promise<boolean> {

@@ -27,6 +27,7 @@ import { signCommand } from '../../../fleet/command-client.js'
 import { startBroker } from '../../helpers/broker.js'
 import { signedAttestation, signedReceipt } from '../../helpers/signed-fixtures.js'
 import { operatorKey, startTestAgent, tmp, until } from '../../helpers/agent.js'
+import { makeRepo, payload, serveRepo } from '../../helpers/release.js'
 import { guardMs } from '../../helpers/patience.js'
 
 // What the functions run inside the page use of the DOM (this file is type-checked for Node).
@@ -53,11 +54,24 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
   const fleet = 'console'
   // the validator whose attestations the service keeps
   const validator = generateKeyPair()
+  // the release repository the service follows: 2.1.0 at 50 % (raised from 10 % six hours
+  // ago and 25 % three hours ago, as the service saw it then), a beta at 5 %
+  const { repo } = makeRepo()
+  const releaseFiles = tmp('cairn-rel-files-')
+  repo.addRelease([payload(releaseFiles, 'cairn-agent-arm64.tar', 2000), payload(releaseFiles, 'cairn-agent-x64.tar', 2000, 2)], { version: '2.1.0', channel: 'stable', rollout: 50, kind: 'agent' })
+  repo.addRelease([payload(releaseFiles, 'cairn-agent.tar', 2000, 3)], { version: '2.2.0-beta.1', channel: 'beta', rollout: 5, kind: 'agent' })
+  const releaseServer = await serveRepo(repo)
+  t.teardown(named('the release server', () => releaseServer.close()))
+  const store = new SqliteFleetStore(tmp('cairn-fleet-'))
+  const rel = { kind: 'agent' as const, version: '2.1.0', channel: 'stable', targets: 2, arch: null, boards: null }
+  await store.recordReleases(Date.now() - 6 * 3_600_000, [{ ...rel, rollout: 10 }])
+  await store.recordReleases(Date.now() - 3 * 3_600_000, [{ ...rel, rollout: 25 }])
   const svc = new FleetService({
     brokerUrl: broker.url,
     mqtt: { protocolVersion: mqttVersion },
     fleet,
-    store: new SqliteFleetStore(tmp('cairn-fleet-')),
+    store,
+    releases: { url: releaseServer.url, root: join(repo.paths.metadata, '1.root.json'), metadataDir: join(tmp('cairn-rel-tuf-'), 'tuf'), everyMs: 3_600_000 },
     clock: systemClock,
     log: createLogger({ level: 'warn', out: { write: () => true } }),
     listen: { host: '127.0.0.1', port: 0 },
@@ -367,6 +381,17 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
     ['health-check-failed ×1', 'crash-loop ×1', 'stage-failed ×1'].every(w => why.includes(w)),
     'and why: a failed health check, a crash loop, a failed staging',
   )
+  // the releases the repository publishes: 2.1.0's rollout over time and its outcomes
+  await page.waitForSelector('[data-repository=ok] ~ table.published tr[data-published="2.1.0"]', wait)
+  const outcome = await page.$$eval('tr[data-published="2.1.0"] td[data-outcome]', tds => Object.fromEntries(tds.map(td => [td.getAttribute('data-outcome'), td.textContent])))
+  t.same(outcome, { committed: '20', 'rolled-back': '2', failed: '1' }, 'published 2.1.0: 20 committed, 2 rolled back, 1 failed')
+  t.equal(await page.$eval('tr[data-published="2.1.0"] td.rollout', el => el.getAttribute('data-rollout')), '50', 'at 50 %, as the verified metadata says')
+  t.equal(await page.$eval('tr[data-published="2.2.0-beta.1"] td.rollout', el => el.getAttribute('data-rollout')), '5', 'the beta at 5 %')
+  await domClick(page, 'tr[data-published="2.2.0-beta.1"]')
+  await page.waitForSelector('[data-history="2.2.0-beta.1"] .outcomes [data-committed="0"][data-rollout="5"]', wait)
+  await domClick(page, 'tr[data-published="2.1.0"]')
+  await page.waitForSelector('[data-history="2.1.0"] .outcomes [data-committed="20"][data-rolled-back="2"][data-failed="1"][data-rollout="50"]', wait)
+  t.pass('its chart draws the same totals and the rollout it reached')
   await shot('rollouts')
 
   // the validators page: the pinned one and what it attested
@@ -396,6 +421,11 @@ t.test('sign-in, then commands from the console: signed in the browser with a ke
   t.teardown(named('the broker stop', () => broker.close()))
   const mqttVersion = broker.mqtt5 ? 5 : 4
   const fleet = 'consolecmd'
+  // a release the operator will halt
+  const { repo } = makeRepo()
+  repo.addRelease([payload(tmp('cairn-rel-files-'), 'cairn-agent.tar', 2000)], { version: '3.0.0', channel: 'stable', rollout: 20, kind: 'agent' })
+  const releaseServer = await serveRepo(repo)
+  t.teardown(named('the release server', () => releaseServer.close()))
   // an account: the service and its console ask for a sign-in
   const store = new SqliteFleetStore(tmp('cairn-fleet-'))
   const PASSWORD = 'correct horse battery'
@@ -410,6 +440,7 @@ t.test('sign-in, then commands from the console: signed in the browser with a ke
     listen: { host: '127.0.0.1', port: 0 },
     shareGroup: null,
     instance: 'ui',
+    releases: { url: releaseServer.url, root: join(repo.paths.metadata, '1.root.json'), metadataDir: join(tmp('cairn-rel-tuf-'), 'tuf'), everyMs: 3_600_000 },
   })
   const base = await svc.start()
   t.teardown(named('the fleet service stop', () => svc.stop()))
@@ -536,14 +567,31 @@ t.test('sign-in, then commands from the console: signed in the browser with a ke
   await domClick(page, '[data-action=resume]')
   await page.waitForSelector('[data-paused=no] [data-action=halt]', wait)
   t.pass('and resumed')
+  // halting one release: the pause at once, signed here; then its rollout cut to 0 by
+  // the holder of the targets key, which the page ticks off once it reads it verified
+  await page.waitForSelector('tr[data-published="3.0.0"] [data-action=halt-release]', wait)
+  await domClick(page, 'tr[data-published="3.0.0"] [data-action=halt-release]')
+  await page.waitForSelector('[data-paused=yes]', wait)
+  await page.waitForSelector('[data-halt="3.0.0"][data-halted=no] li[data-step=pause].done', wait)
+  t.match(await text('[data-halt="3.0.0"] li[data-step=rollout]'), /cairn release set-rollout --repo DIR --version 3\.0\.0 --pct 0 --channel stable/, 'and what the targets key holder runs')
+  repo.setRollout('3.0.0', 0)
+  await svc.releases!.poll()
+  await page.waitForSelector('[data-halt="3.0.0"][data-halted=yes] li[data-step=rollout].done', wait)
+  t.pass('halted: paused, and 0 % in the signed metadata')
+  t.equal(await page.$('tr[data-published="3.0.0"] [data-action=halt-release]'), null, 'nothing left to halt')
+  await domClick(page, '[data-action=halt-done]')
+  await domClick(page, '[data-action=resume]')
+  await page.waitForSelector('[data-paused=no] [data-action=halt]', wait)
   const pauses = (await get<{ items: Array<{ name: string; device: string; operator: string; by: string }> }>('/api/v1/commands')).items.filter(c => c.name === 'pause-updates')
   t.match(
     pauses,
     [
       { device: '*', operator: made, by: 'otto' },
       { device: '*', operator: made, by: 'otto' },
+      { device: '*', operator: made, by: 'otto' },
+      { device: '*', operator: made, by: 'otto' },
     ],
-    'both in the audit log, sent by otto',
+    'all four (pause, resume, the halt, resume) in the audit log, sent by otto',
   )
 
   await domClick(page, '[data-action=sign-out]')

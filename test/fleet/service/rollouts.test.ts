@@ -11,6 +11,8 @@ import { generateKeyPair, publicKeyPem } from '../../../protocol/keys.js'
 import { startBroker } from '../../helpers/broker.js'
 import { until } from '../../helpers/agent.js'
 import { startTestService } from '../../helpers/fleet-service.js'
+import { makeRepo, payload, serveRepo, tmp } from '../../helpers/release.js'
+import { join } from 'node:path'
 
 t.test('rollouts: versions, releases by phase, the pause signed by the operator', async t => {
   const broker = await startBroker()
@@ -118,4 +120,102 @@ t.test('rollouts: versions, releases by phase, the pause signed by the operator'
   svc.pause.handle(Buffer.from(JSON.stringify({ ...halt, sig: resume.sig })))
   t.match(svc.pause.state(), { paused: false, id: resume.id }, 'a hint or a pause with a wrong signature changes nothing')
   await pub.publishAsync(`cairn/v1/${fleet}/release`, '', { qos: 1, retain: true })
+})
+
+t.test('rollouts: the releases a TUF repository publishes (--release-url), their rollout over time and outcomes', async t => {
+  const broker = await startBroker()
+  t.teardown(() => broker.close())
+  const mqttVersion = broker.mqtt5 ? 5 : 4
+  const fleet = 'rel'
+  const { repo } = makeRepo()
+  const files = tmp('cairn-rel-files-')
+  repo.addRelease([payload(files, 'cairn-agent-arm64.tar', 3000)], { version: '2.0.0', channel: 'stable', rollout: 10, kind: 'agent', arch: ['arm64'] })
+  const server = await serveRepo(repo)
+  t.teardown(() => server.close())
+  const { svc, base } = await startTestService(t, {
+    broker,
+    fleet,
+    mqttVersion,
+    releases: { url: server.url, root: join(repo.paths.metadata, '1.root.json'), metadataDir: join(tmp('cairn-rel-tuf-'), 'tuf'), everyMs: 3_600_000 },
+  })
+  const get = async <T>(path: string) => {
+    const res = await fetch(`${base}${path}`)
+    return { status: res.status, body: (await res.json()) as T }
+  }
+  type Published = {
+    kind: string
+    version: string
+    channel: string
+    rollout: number
+    targets: number
+    withdrawn: boolean
+    running: number | null
+    committed: number
+    rolledBack: number
+    failed: number
+    history: Array<{ rollout: number }>
+  }
+  type Rollouts = { repository: { ok: boolean; url: string; targetsVersion: number | null } | null; published: Published[] }
+  await until(async () => (await get<Rollouts>('/api/v1/rollouts')).body.repository?.ok === true, 30_000, 'the repository read at start')
+  t.match((await get<Rollouts>('/api/v1/rollouts')).body.published, [{ kind: 'agent', version: '2.0.0', channel: 'stable', rollout: 10, targets: 1, withdrawn: false, running: 0 }])
+
+  // the operator raises the rollout; devices update, one rolls back
+  repo.setRollout('2.0.0', 50)
+  await svc.releases!.poll()
+  const pub = await mqtt.connectAsync(broker.url, { protocolVersion: mqttVersion })
+  t.teardown(() => pub.endAsync(true))
+  const now = Date.now()
+  const devices = [generateKeyPair(), generateKeyPair()]
+  for (const [i, d] of devices.entries()) {
+    const status = {
+      v: 1,
+      id: newId(now),
+      device: d.keyId,
+      fleet,
+      state: 'online',
+      ts: now,
+      since: now,
+      conn: now,
+      version: i === 0 ? '2.0.0' : '1.0.0',
+      board: 'rpi4',
+      model: 'Pi 4',
+      mqtt: mqttVersion,
+      publicKey: publicKeyPem(d.publicKey),
+    }
+    await pub.publishAsync(`cairn/v1/${fleet}/${d.keyId}/status`, JSON.stringify(status), { qos: 1 })
+    const kind = i === 0 ? 'ota.committed' : 'ota.rolled-back'
+    await pub.publishAsync(
+      `cairn/v1/${fleet}/${d.keyId}/event`,
+      JSON.stringify({ v: 1, id: newId(now + 1), device: d.keyId, ts: now + 1, kind, data: { version: '2.0.0', from: '1.0.0', reason: 'crash-loop' } }),
+      { qos: 1 },
+    )
+  }
+  await until(async () => (await get<Rollouts>('/api/v1/rollouts')).body.published[0]?.rolledBack === 1, 30_000, 'the outcomes counted')
+  const [p] = (await get<Rollouts>('/api/v1/rollouts')).body.published
+  t.match(p, { rollout: 50, running: 1, committed: 1, rolledBack: 1, failed: 0 })
+  t.same(
+    p!.history.map(h => h.rollout),
+    [10, 50],
+    'its rollout over time',
+  )
+  const o = await get<{ bucketMs: number; items: Array<{ ts: number; committed: number; rolledBack: number }>; rollout: Array<{ channel: string; history: unknown[] }> }>(
+    `/api/v1/rollouts/outcomes?kind=agent&version=2.0.0&from=${now - 3_600_000}&to=${now + 3_600_000}`,
+  )
+  t.equal(o.status, 200)
+  t.equal(o.body.bucketMs, 60_000, 'two hours: by the minute')
+  t.same(o.body.items, [{ ts: Math.floor((now + 1) / 60_000) * 60_000, committed: 1, rolledBack: 1, failed: 0 }])
+  t.match(o.body.rollout, [{ channel: 'stable', history: [{ rollout: 10 }, { rollout: 50 }] }])
+  // bad input: a 400 with a clear error
+  for (const q of [
+    'version=2.0.0',
+    'kind=firmware&version=2.0.0',
+    'kind=agent&version=2.0.0&limit=5',
+    `kind=agent&version=${'9'.repeat(65)}`,
+    'kind=agent&version=2.0.0&from=0&to=99999999999999',
+    'kind=agent&version=2.0.0&from=2&to=1',
+  ]) {
+    const bad = await get<{ error: { code: string; message: string } }>(`/api/v1/rollouts/outcomes?${q}`)
+    t.equal(bad.status, 400, q)
+    t.match(bad.body.error.message, /\w/, `${q}: ${bad.body.error.message}`)
+  }
 })

@@ -6,7 +6,7 @@
 
 import t, { type Test } from 'tap'
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readFileSync, statSync, writeFileSync } from 'node:fs'
 import { request as httpsRequest } from 'node:https'
 import { join } from 'node:path'
 import mqtt from 'mqtt'
@@ -19,6 +19,7 @@ import { startBroker, type TestBroker } from '../../helpers/broker.js'
 import { startTestAgent, tmp, until } from '../../helpers/agent.js'
 import { MQTT_VERSIONS } from '../../helpers/mqtt-versions.js'
 import { startSim } from '../../../fleet/sim/sim.js'
+import { makeRepo, payload, serveRepo } from '../../helpers/release.js'
 
 const bundle = new URL('../../../dist/cairn.mjs', import.meta.url).pathname
 let broker: TestBroker
@@ -333,9 +334,20 @@ t.test('fleet serve --config: the broker, fleet and thresholds from a file, the 
     conf,
     `fleet: configured\nstateDir: ${join(dir, 'state')}\nlisten: 127.0.0.1:1\nbroker: { url: '${broker.url}', mqttVersion: ${broker.mqtt5 ? 5 : 4} }\nalerts: { offlineMinutes: 30, hotC: 55 }\nlogLevel: warn\n`,
   )
-  const { child, base } = await serveProcess(t, ['--config', conf, '--listen', '127.0.0.1:0'], { ...process.env, CAIRN_FLEET_SERVE_ALERTS_DISK_PERCENT: '75' })
+  // and a release repository to follow, by flags
+  const { repo } = makeRepo()
+  repo.addRelease([payload(tmp('cairn-rel-files-'), 'cairn-agent.tar', 1000)], { version: '1.2.0', channel: 'stable', rollout: 30, kind: 'agent' })
+  const releases = await serveRepo(repo)
+  t.teardown(() => releases.close())
+  const { child, base } = await serveProcess(t, ['--config', conf, '--listen', '127.0.0.1:0', '--release-url', releases.url, '--release-root', join(repo.paths.metadata, '1.root.json')], {
+    ...process.env,
+    CAIRN_FLEET_SERVE_ALERTS_DISK_PERCENT: '75',
+  })
   const fleet = await api(base, '/api/v1/fleet')
   t.match(fleet, { status: 200, body: { fleet: 'configured', alertRules: { offlineMs: 30 * 60_000, hotC: 55, diskPercent: 75 } } }, 'the thresholds from the file and the environment')
+  await until(async () => ((await api(base, '/api/v1/rollouts')).body.repository as { ok?: boolean } | null)?.ok === true, 30_000, 'the release repository read')
+  t.match((await api(base, '/api/v1/rollouts')).body.published, [{ version: '1.2.0', rollout: 30, targets: 1 }], 'its release listed, verified against the root given')
+  t.ok(statSync(join(dir, 'state', 'tuf', 'root.json')).isFile(), 'its verified metadata kept in the state dir')
   child.kill('SIGTERM')
   await new Promise(r => child.once('exit', r))
 
@@ -364,6 +376,8 @@ t.test('fleet serve: flags checked before anything opens', async t => {
     { code: 2, err: /--trust-proxy: reached from beyond this machine, the service needs accounts, and .* has none: add one first \(cairn fleet account add/ },
     'behind a proxy with no account: refused, saying how to add one',
   )
+  const noRoot = await run(['--fleet', 'x', '--state-dir', join(dir, 's'), '--release-url', 'http://127.0.0.1:9/r', '--release-root', join(dir, 'none.json')])
+  t.match(noRoot, { code: 2, err: /--release-root .*none\.json: cannot read \(ENOENT\)/ }, 'a trusted root that is not there')
   const store = await run(['--fleet', 'x', '--state-dir', join(dir, 's'), '--store', 'postgres://x'])
   t.match(store.err, /only sqlite for now/)
 })

@@ -30,7 +30,7 @@ t.test('two connections on one file: presence stays ordered whichever writes fir
   t.equal(statSync(join(dir, 'fleet.db')).mode & 0o777, 0o600)
 })
 
-t.test("the schema step that puts each device's update phase and uptime score on its row: from the previous version, filled from what was kept", async t => {
+t.test("the schema steps that put each device's update phase and uptime score on its row, and count ended updates by release: from two versions back, filled from what was kept", async t => {
   const dir = tmp('cairn-fleet-')
   const d = 'c'.repeat(52)
   const s = new SqliteFleetStore(dir)
@@ -39,17 +39,29 @@ t.test("the schema step that puts each device's update phase and uptime score on
   await s.addEvent({ device: d, id: 'e0000001', ts: 100, kind: 'ota.download', data: '{"version":"2.0.0"}' })
   await s.addEvent({ device: d, id: 'e0000002', ts: 200, kind: 'ota.rolled-back', data: '{"version":"2.0.0","reason":"crash-loop"}' })
   await s.addEvent({ device: d, id: 'e0000003', ts: 300, kind: 'ota.paused', data: '{"paused":true}' })
+  await s.addEvent({ device: d, id: 'e0000004', ts: 400, kind: 'ota.committed', data: '{"version":"7.1.0","target":"os"}' })
+  await s.addEvent({ device: d, id: 'e0000005', ts: 500, kind: 'ota.failed', data: '{"version":3,"target":"os"}' })
   await s.addAttestation({ validator: 'v'.repeat(52), device: d, epoch: 7, score: 800_000, fraud: false, receivedAt: 1, payload: '{}' })
   await s.addAttestation({ validator: 'v'.repeat(52), device: d, epoch: 6, score: 990_000, fraud: false, receivedAt: 1, payload: '{}' })
   await s.close()
-  // the file as the version before this step left it: no such columns
+  // the file as the version two steps back left it: no such columns, no such tables
   const db = new Database(join(dir, 'fleet.db'))
   const version = db.pragma('user_version', { simple: true }) as number
+  db.exec('DROP TABLE release_log; DROP TABLE ota_outcomes')
   for (const c of ['ota_phase', 'ota_version', 'ota_ts', 'score', 'score_epoch']) db.exec(`ALTER TABLE devices DROP COLUMN ${c}`)
-  db.pragma(`user_version = ${version - 1}`)
+  db.pragma(`user_version = ${version - 2}`)
   db.close()
   const again = new SqliteFleetStore(dir)
   t.teardown(() => again.close())
   t.match(await again.getDevice(d), { ota: { phase: 'rolled-back', version: '2.0.0', at: 200 }, score: { ppm: 800_000, epoch: 7 } }, 'its newest updater event (not a pause) and its newest epoch')
   t.match(await again.alertCounts(DEFAULT_ALERT_RULES, 1000), { 'update-failed': 1, 'low-score': 1 })
+  t.same(
+    (await again.outcomeTotals()).sort((a, b) => (a.kind < b.kind ? -1 : 1)),
+    [
+      { kind: 'agent', version: '2.0.0', committed: 0, rolledBack: 1, failed: 0 },
+      { kind: 'os', version: '7.1.0', committed: 1, rolledBack: 0, failed: 0 },
+    ],
+    'ended updates by updater and release (one without a version as text left out)',
+  )
+  t.same(await again.releases(10), [], 'no release seen yet')
 })

@@ -3,7 +3,7 @@
 // MQTT.js runs one abstract store suite against each of its stores.
 
 import type { Test } from 'tap'
-import { METRICS, type FleetStore, type MetricValues, type OtaPhase, type StatusRecord } from '../../../fleet/service/fleet-store.js'
+import { METRICS, type FleetStore, type MetricValues, type OtaPhase, type ReleaseSummary, type StatusRecord } from '../../../fleet/service/fleet-store.js'
 import { ALERTS, DEFAULT_ALERT_RULES, alertsOf } from '../../../fleet/service/alerts.js'
 
 const DEV = (n: number) => `${'a'.repeat(51)}${'abcdefghijklmnopqrstuvwxyz234567'[n]}`
@@ -67,8 +67,8 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
   t.test("a device's update phase and score from what was kept before its first status; the OS updater's events apart", async t => {
     const s = await open(t)
     const d = DEV(12)
-    await s.addEvent({ device: d, id: 'x-e1', ts: T0, kind: 'ota.rolled-back', data: '{"version":"2.0.0","reason":"crash-loop"}', ota: { phase: 'rolled-back', version: '2.0.0' } })
-    await s.addEvent({ device: d, id: 'x-e2', ts: T0 + 1, kind: 'ota.committed', data: '{"version":"7.0.0","target":"os"}' })
+    await s.addEvent({ device: d, id: 'x-e1', ts: T0, kind: 'ota.rolled-back', data: '{"version":"2.0.0","reason":"crash-loop"}', ota: { phase: 'rolled-back', version: '2.0.0', target: 'agent' } })
+    await s.addEvent({ device: d, id: 'x-e2', ts: T0 + 1, kind: 'ota.committed', data: '{"version":"7.0.0","target":"os"}', ota: { phase: 'committed', version: '7.0.0', target: 'os' } })
     await s.addAttestation({ validator: 'v'.repeat(52), device: d, epoch: 3, score: 600_000, fraud: false, receivedAt: T0, payload: '{}' })
     t.equal(await s.getDevice(d), undefined, 'no row yet: another process took its status')
     await s.applyStatus(status(d, { id: 'x-on', state: 'online', key: [T0, T0, 0, T0] }))
@@ -184,7 +184,7 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
     const rules = DEFAULT_ALERT_RULES
     const now = T0 + HOUR
     const ota = (phase: OtaPhase, kind: string, ts: number) => async (d: string) =>
-      s.addEvent({ device: d, id: `o${ts}${d.slice(-1)}`, ts, kind, data: '{"version":"2.0.0"}', ota: { phase, version: '2.0.0' } })
+      s.addEvent({ device: d, id: `o${ts}${d.slice(-1)}`, ts, kind, data: '{"version":"2.0.0"}', ota: { phase, version: '2.0.0', target: 'agent' } })
     const attestBy = (v: string, epoch: number, score: number) => async (d: string) =>
       void (await s.addAttestation({ validator: v.repeat(52), device: d, epoch, score, fraud: false, receivedAt: T0, payload: '{}' }))
     const attest = (epoch: number, score: number) => attestBy('v', epoch, score)
@@ -414,5 +414,80 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
       { version: '1.0.0', devices: 1, online: 1 },
       { version: '2.0.0', devices: 1, online: 1 },
     ])
+  })
+
+  t.test('releases: each change of the published list kept once, withdrawn ones too', async t => {
+    const s = await open(t)
+    const rel = (version: string, rollout: number, more: Partial<ReleaseSummary> = {}): ReleaseSummary => ({
+      kind: 'agent',
+      version,
+      channel: 'stable',
+      rollout,
+      targets: 2,
+      arch: ['x64', 'arm64'],
+      boards: null,
+      ...more,
+    })
+    t.equal(await s.recordReleases(T0, [rel('1.4.0', 10), rel('7.0.0', 100, { kind: 'os', targets: 1, arch: null })]), 2, 'two new releases')
+    t.equal(
+      await s.recordReleases(T0 + 1, [rel('1.4.0', 10, { arch: ['arm64', 'x64'] }), rel('7.0.0', 100, { kind: 'os', targets: 1, arch: null })]),
+      0,
+      'the same listing again (in any order of arches): nothing new',
+    )
+    t.equal(await s.recordReleases(T0 + HOUR, [rel('1.4.0', 50), rel('7.0.0', 100, { kind: 'os', targets: 1, arch: null })]), 1, 'a raised rollout')
+    t.equal(await s.recordReleases(T0 + HOUR, [rel('1.4.0', 50), rel('7.0.0', 100, { kind: 'os', targets: 1, arch: null })]), 0, 'another process, the same instant')
+    t.equal(await s.recordReleases(T0 + 2 * HOUR, [rel('1.4.0', 50), rel('1.5.0', 0, { channel: 'beta' })]), 2, 'the OS release withdrawn, a beta added')
+    t.equal(await s.recordReleases(T0 + 3 * HOUR, [rel('1.4.0', 50), rel('1.5.0', 0, { channel: 'beta' })]), 0, 'withdrawn once')
+    await t.rejects(s.recordReleases(T0 + 4 * HOUR, [rel('1.4.0', 60), rel('1.4.0', 70)]), { code: 'BAD_REQUEST' }, 'one release listed twice is a caller error')
+    t.equal((await s.releases(10)).find(r => r.version === '1.4.0')?.rollout, 50, 'and nothing of it was kept')
+    const all = await s.releases(10)
+    t.match(
+      all.map(r => [r.kind, r.version, r.channel, r.rollout, r.targets, r.firstSeen, r.changed]),
+      [
+        ['agent', '1.5.0', 'beta', 0, 2, T0 + 2 * HOUR, T0 + 2 * HOUR],
+        ['os', '7.0.0', 'stable', 0, 0, T0, T0 + 2 * HOUR],
+        ['agent', '1.4.0', 'stable', 50, 2, T0, T0 + HOUR],
+      ],
+      'newest first sight first; the withdrawn one has no targets',
+    )
+    t.same(all[2]!.arch, ['arm64', 'x64'])
+    t.equal(all[1]!.boards, null)
+    t.same(all[2]!.history, [
+      { ts: T0, rollout: 10, targets: 2 },
+      { ts: T0 + HOUR, rollout: 50, targets: 2 },
+    ])
+    t.same((await s.releases(1))[2]!.history, [{ ts: T0 + HOUR, rollout: 50, targets: 2 }], 'the newest changes, bounded')
+  })
+
+  t.test('releases: the updates that ended, by release and updater, over time', async t => {
+    const s = await open(t)
+    const ev = (d: number, id: string, ts: number, phase: OtaPhase, version: string, target: 'agent' | 'os' = 'agent') =>
+      s.addEvent({ device: DEV(d), id, ts, kind: `ota.${phase}`, data: JSON.stringify({ version, ...(target === 'os' ? { target } : {}) }), ota: { phase, version, target } })
+    await ev(1, 'a', T0 + 1, 'committed', '2.0.0')
+    await ev(1, 'a', T0 + 1, 'committed', '2.0.0') // a redelivery
+    await ev(2, 'b', T0 + 2, 'rolled-back', '2.0.0')
+    await ev(2, 'c', T0 + HOUR + 5, 'committed', '2.0.0')
+    await ev(3, 'd', T0 + HOUR + 6, 'failed', '2.0.0')
+    await ev(4, 'e', T0 + HOUR + 7, 'committed', '2.0.0', 'os')
+    await ev(4, 'f', T0 + HOUR + 8, 'downloading', '2.0.0')
+    await ev(5, 'g', T0 + 2 * HOUR, 'committed', '2.0.0')
+    t.same(
+      await s.outcomes({ kind: 'agent', version: '2.0.0', from: T0, to: T0 + 2 * HOUR, bucketMs: HOUR }),
+      [
+        { ts: T0, committed: 1, rolledBack: 1, failed: 0 },
+        { ts: T0 + HOUR, committed: 1, rolledBack: 0, failed: 1 },
+      ],
+      'per hour, the end of the range excluded, the OS updater and unfinished updates apart',
+    )
+    t.same(await s.outcomes({ kind: 'os', version: '2.0.0', from: T0, to: T0 + 3 * HOUR, bucketMs: HOUR }), [{ ts: T0 + HOUR, committed: 1, rolledBack: 0, failed: 0 }])
+    t.same(await s.outcomes({ kind: 'agent', version: '9.9.9', from: T0, to: T0 + 3 * HOUR, bucketMs: HOUR }), [])
+    t.same(
+      (await s.outcomeTotals()).sort((a, b) => (a.kind < b.kind ? -1 : 1)),
+      [
+        { kind: 'agent', version: '2.0.0', committed: 3, rolledBack: 1, failed: 1 },
+        { kind: 'os', version: '2.0.0', committed: 1, rolledBack: 0, failed: 0 },
+      ],
+      'devices, each counted once per outcome',
+    )
   })
 }
