@@ -80,6 +80,7 @@ function demoMisbehaviour(n: number): Misbehaviour[] {
     ['under-voltage', 7],
     ['disk-full', 10],
     ['update-failed', 12],
+    ['backlog', 15],
   ]
   return plan.filter(([, i]) => i < n).map(([kind, index]) => (kind === 'offline' ? { kind, who: { index }, arg: 24 * 3600, at: 5 } : { kind, who: { index } }))
 }
@@ -191,7 +192,7 @@ async function runDemo(
         log: createLogger({ level: 'warn', out: createWriteStream(join(dir, 'sim.log'), { flags: 'a' }) }),
       })
       for (const d of sim.devices) simIds.add(d.id)
-      say(`  sim       ${opts.console.sim} simulated devices for the console (one dark, one hot, one short of power, one with a full disk, one whose update was rolled back)`)
+      say(`  sim       ${opts.console.sim} simulated devices for the console (one dark, one hot, one short of power, one with a full disk, one whose update was rolled back, one whose outbox is backed up)`)
     }
   }
 

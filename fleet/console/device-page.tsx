@@ -9,7 +9,7 @@ import * as api from './api.js'
 import { Chart, type Line } from './chart.js'
 import { CommandPanel } from './commands.js'
 import { ProofPanel } from './proofs.js'
-import { ago, num, rate, time } from './format.js'
+import { ago, num, rate, size, time } from './format.js'
 import { useLive } from './live.js'
 import { Problem, useLoad } from './ui.js'
 
@@ -95,6 +95,14 @@ export function DevicePage(props: { id: string }) {
             <dd data-ota={d.ota?.phase ?? 'none'}>{d.ota ? `${d.ota.phase}${d.ota.version ? ` ${d.ota.version}` : ''} (${ago(d.ota.at)})` : '–'}</dd>
             <dt>Uptime score</dt>
             <dd data-score={d.score?.ppm ?? 'none'}>{d.score ? `${(d.score.ppm / 10_000).toFixed(1)} % (epoch ${d.score.epoch})` : '–'}</dd>
+            <dt>Outbox</dt>
+            <dd class="outbox" data-queued={d.outbox?.queued ?? 'none'}>
+              {d.outbox
+                ? d.outbox.queued === 0
+                  ? 'empty'
+                  : `${d.outbox.queued} waiting (${size(d.outbox.bytes)})${d.outbox.oldestTs !== null && d.telemetryTs !== null ? `, the oldest ${ago(d.outbox.oldestTs, d.telemetryTs).replace(/ ago$/, '')} old` : ''}`
+                : '–'}
+            </dd>
             <dt>First seen</dt>
             <dd>{time(d.firstSeen)}</dd>
             <dt>Last seen</dt>

@@ -21,9 +21,16 @@ export function num(v: number | null | undefined, digits = 1, unit = ''): string
 }
 
 export function rate(bps: number | null | undefined): string {
-  if (bps === null || bps === undefined) return '–'
-  const units = ['B/s', 'kB/s', 'MB/s', 'GB/s']
-  let v = bps
+  return scaled(bps, ['B/s', 'kB/s', 'MB/s', 'GB/s'])
+}
+
+export function size(bytes: number | null | undefined): string {
+  return scaled(bytes, ['B', 'kB', 'MB', 'GB'])
+}
+
+function scaled(n: number | null | undefined, units: readonly string[]): string {
+  if (n === null || n === undefined) return '–'
+  let v = n
   let i = 0
   while (v >= 1000 && i < units.length - 1) {
     v /= 1000

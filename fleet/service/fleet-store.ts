@@ -6,7 +6,7 @@
 // contract suite (test/fleet/service/store-contract.ts) runs against every store.
 
 /** What the console calls an alert (alerts.ts: what each means and when a row has it). */
-export const ALERTS = ['offline', 'under-voltage', 'throttled', 'hot', 'disk', 'problem', 'update-failed', 'low-score'] as const
+export const ALERTS = ['offline', 'under-voltage', 'throttled', 'hot', 'disk', 'problem', 'outbox-backlog', 'update-failed', 'low-score'] as const
 export type AlertKind = (typeof ALERTS)[number]
 
 export interface AlertRules {
@@ -18,6 +18,19 @@ export interface AlertRules {
   readonly diskPercent: number
   /** the newest uptime score (ppm, from a pinned validator's attestation) below this */
   readonly scoreBelow: number
+  /** the outbox holding at least this many messages the broker has not taken */
+  readonly outboxQueued: number
+  /** or its oldest waiting message this old, when the sample was taken */
+  readonly outboxAgeMs: number
+}
+
+/** The device's outbox backlog as its newest telemetry reported it (agents before it
+ * was added report none). */
+interface OutboxBacklog {
+  readonly queued: number
+  readonly bytes: number
+  /** when the oldest waiting message was queued; null: none waits */
+  readonly oldestTs: number | null
 }
 
 /** A device's presence order: a status message applies only when its key is greater than
@@ -53,6 +66,7 @@ export interface TelemetryRecord {
   readonly ts: number
   readonly receivedAt: number
   readonly values: MetricValues
+  readonly outbox?: OutboxBacklog
 }
 
 export interface EventRecord {
@@ -86,6 +100,8 @@ export interface DeviceRow {
   /** the newest telemetry sample's values, and its time */
   readonly telemetryTs: number | null
   readonly latest: MetricValues | null
+  /** the outbox backlog its newest telemetry reported (null: none reported) */
+  readonly outbox: OutboxBacklog | null
   /** where its newest updater event (ota.*, not paused or pinned) put its update */
   readonly ota: { readonly phase: OtaPhase; readonly version: string | null; readonly at: number } | null
   /** its newest uptime score (ppm) and the epoch, from a pinned validator's attestation */

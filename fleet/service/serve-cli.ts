@@ -91,7 +91,9 @@ async function serve(loaded: LoadedServeConfig, io: Io): Promise<number> {
       `${name('listen')} ${listen.host}: beyond loopback the service needs TLS (--tls-cert, --tls-key), or a reverse proxy with TLS in front of it and the service on loopback (--listen 127.0.0.1:PORT --trust-proxy); passwords and session cookies must not cross a network in clear (docs/console.md)`,
     )
   const releases =
-    o.releases.url && o.releases.root ? { url: o.releases.url, root: readableFile(o.releases.root, name('releases.root')), metadataDir: join(o.stateDir, 'tuf'), everyMs: o.releases.pollSeconds * 1000 } : undefined
+    o.releases.url && o.releases.root
+      ? { url: o.releases.url, root: readableFile(o.releases.root, name('releases.root')), metadataDir: join(o.stateDir, 'tuf'), everyMs: o.releases.pollSeconds * 1000 }
+      : undefined
   // reached from beyond this machine: directly, or through a proxy on it
   const exposed = !listen.loopback || o.trustProxy
   const keyIds = (list: readonly string[]) => list.map(k => (isKeyId(k.trim()) ? k.trim() : keyIdOf(readPublicKeyFile(k))))
@@ -133,9 +135,7 @@ async function serve(loaded: LoadedServeConfig, io: Io): Promise<number> {
     validators,
     retention: loaded.retention,
     alertRules: loaded.alertRules,
-    ...(o.releases.url && o.releases.root
-      ? { releases: { url: o.releases.url, root: readableFile(o.releases.root, name('releases.root')), metadataDir: join(o.stateDir, 'tuf'), everyMs: o.releases.pollSeconds * 1000 } }
-      : {}),
+    ...(releases ? { releases } : {}),
   })
   try {
     const address = await service.start()

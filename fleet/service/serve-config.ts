@@ -83,6 +83,8 @@ export const ServeConfigSchema = Type.Object(
         hotC: Type.Number({ default: 80, minimum: 20, maximum: 150, description: 'the hottest sensor at or above this (°C) is an alert' }),
         diskPercent: Type.Number({ default: 90, minimum: 1, maximum: 100, description: 'the root file system at least this full (%) is an alert' }),
         scoreBelowPercent: Type.Number({ default: 90, minimum: 0, maximum: 100, description: "a device's newest uptime score below this (%) is an alert" }),
+        outboxQueued: Type.Integer({ default: 1000, minimum: 1, maximum: 10_000_000, description: "a device's outbox holding at least this many messages the broker has not taken is an alert" }),
+        outboxMinutes: Type.Integer({ default: 30, minimum: 1, maximum: 525_600, description: 'or its oldest waiting message older than this (minutes) when it reported' }),
       },
       { additionalProperties: false, default: {} },
     ),
@@ -176,7 +178,14 @@ export function loadServeConfig(o: { configFile?: string | undefined; env: NodeJ
     name,
     passwordFrom: fromFile > value ? 'file' : value > 0 ? 'value' : 'none',
     retention: { rawMs: r.rawHours * HOUR, minuteMs: r.minuteDays * DAY, hourMs: r.hourDays * DAY },
-    alertRules: { offlineMs: c.alerts.offlineMinutes * 60_000, hotC: c.alerts.hotC, diskPercent: c.alerts.diskPercent, scoreBelow: Math.round(c.alerts.scoreBelowPercent * 10_000) },
+    alertRules: {
+      offlineMs: c.alerts.offlineMinutes * 60_000,
+      hotC: c.alerts.hotC,
+      diskPercent: c.alerts.diskPercent,
+      scoreBelow: Math.round(c.alerts.scoreBelowPercent * 10_000),
+      outboxQueued: c.alerts.outboxQueued,
+      outboxAgeMs: c.alerts.outboxMinutes * 60_000,
+    },
   }
 }
 

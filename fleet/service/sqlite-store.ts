@@ -49,7 +49,7 @@ import { CairnError } from '../../protocol/errors.js'
 const cols = (prefix = '') => METRICS.map(m => `${prefix}${m}`).join(', ')
 const colDefs = METRICS.map(m => `${m} REAL`).join(', ')
 const INSERT_RAW = `INSERT INTO telemetry_raw (device, ts, id, ${cols()}) VALUES (?, ?, ?, ${METRICS.map(() => '?').join(', ')}) ON CONFLICT DO NOTHING`
-const UPDATE_LATEST = `UPDATE devices SET telemetry_ts = ?, ${METRICS.map(m => `${m} = ?`).join(', ')}, last_seen = MAX(last_seen, ?) WHERE id = ? AND (telemetry_ts IS NULL OR telemetry_ts < ?)`
+const UPDATE_LATEST = `UPDATE devices SET telemetry_ts = ?, ${METRICS.map(m => `${m} = ?`).join(', ')}, outbox_queued = ?, outbox_bytes = ?, outbox_oldest = ?, last_seen = MAX(last_seen, ?) WHERE id = ? AND (telemetry_ts IS NULL OR telemetry_ts < ?)`
 
 /** A device row's update phase from its newest agent updater event (not the OS
  * updater's: `target: "os"`), as kept; its version only where it is text. */
@@ -177,8 +177,8 @@ const MIGRATIONS = [
    ${FILL_OTA} WHERE 1;
    ${FILL_SCORE} WHERE 1;`,
   // the release repository as the service saw it over time (every change of a release's
-  // rollout or targets), and every update that ended, by release (the rollouts page);
-  // the outcomes are filled from the updater events already kept
+  // rollout or targets), and every update that ended, by release (the rollouts page),
+  // filled from the updater events already kept; a device's outbox backlog
   `CREATE TABLE release_log (
      kind TEXT NOT NULL, version TEXT NOT NULL, channel TEXT NOT NULL, ts INTEGER NOT NULL,
      rollout REAL NOT NULL, targets INTEGER NOT NULL, arch TEXT, boards TEXT,
@@ -192,7 +192,11 @@ const MIGRATIONS = [
    INSERT INTO ota_outcomes (device, id, ts, target, version, phase)
      SELECT device, id, ts, CASE WHEN json_extract(data, '$.target') IS 'os' THEN 'os' ELSE 'agent' END, substr(json_extract(data, '$.version'), 1, 64),
        CASE kind WHEN 'ota.committed' THEN 'committed' WHEN 'ota.rolled-back' THEN 'rolled-back' ELSE 'failed' END
-     FROM events WHERE kind IN ('ota.committed', 'ota.rolled-back', 'ota.failed') AND json_type(data, '$.version') = 'text';`,
+     FROM events WHERE kind IN ('ota.committed', 'ota.rolled-back', 'ota.failed') AND json_type(data, '$.version') = 'text';
+   -- and the outbox backlog the newest telemetry reports (the outbox-backlog alert)
+   ALTER TABLE devices ADD COLUMN outbox_queued INTEGER;
+   ALTER TABLE devices ADD COLUMN outbox_bytes INTEGER;
+   ALTER TABLE devices ADD COLUMN outbox_oldest INTEGER;`,
 ]
 
 const SORT_SQL: Record<DeviceQuery['sort'], string> = {
@@ -306,7 +310,7 @@ export class SqliteFleetStore implements FleetStore {
     const added = this.st(INSERT_RAW).run(r.device, r.ts, r.id, ...values)
     if (added.changes === 0) return
     // the device row shows the newest sample (a late one does not replace it)
-    this.st(UPDATE_LATEST).run(r.ts, ...values, r.receivedAt, r.device, r.ts)
+    this.st(UPDATE_LATEST).run(r.ts, ...values, r.outbox?.queued ?? null, r.outbox?.bytes ?? null, r.outbox?.oldestTs ?? null, r.receivedAt, r.device, r.ts)
   }
 
   private eventNow(r: EventRecord): void {
@@ -826,6 +830,8 @@ function alertCondition(kind: AlertKind, r: AlertRules, now: number): [string, u
       return ['diskPercent >= ?', [r.diskPercent]]
     case 'problem':
       return ["problems <> '[]'", []]
+    case 'outbox-backlog':
+      return ["state = 'online' AND (outbox_queued >= ? OR outbox_oldest <= telemetry_ts - ?)", [r.outboxQueued, r.outboxAgeMs]]
     case 'update-failed':
       return ["ota_phase IN ('failed', 'rolled-back')", []]
     case 'low-score':
@@ -860,6 +866,7 @@ function toDevice(r: Row): DeviceRow {
     labels: JSON.parse(r.labels as string) as Record<string, string>,
     telemetryTs: (r.telemetry_ts as number | null) ?? null,
     latest: r.telemetry_ts === null || r.telemetry_ts === undefined ? null : metricValues(r),
+    outbox: r.outbox_queued == null ? null : { queued: r.outbox_queued as number, bytes: (r.outbox_bytes as number | null) ?? 0, oldestTs: (r.outbox_oldest as number | null) ?? null },
     ota: r.ota_phase == null ? null : { phase: r.ota_phase as OtaPhase, version: (r.ota_version as string | null) ?? null, at: r.ota_ts as number },
     score: r.score == null ? null : { ppm: r.score as number, epoch: r.score_epoch as number },
   }

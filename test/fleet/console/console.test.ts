@@ -97,6 +97,7 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
       { kind: 'offline', who: { index: 7 }, arg: 3600, at: 2 },
       { kind: 'hot', who: { index: 10 } },
       { kind: 'under-voltage', who: { index: 13 } },
+      { kind: 'backlog', who: { index: 16 } },
     ],
   })
   t.teardown(named('the sim stop', () => sim.stop()))
@@ -252,8 +253,8 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
   t.equal(await text('[data-count=offline] b'), '1', 'and the dark one offline')
   // the dark one, a hot one, one short of power (a Pi's firmware flags: the hot one is also
   // at its soft temperature limit); three whose update of 2.1.0 was rolled back or failed;
-  // the one with history, whose newest uptime score is 87.4 %
-  await page.waitForFunction(() => document.querySelector('[data-count=alerting] b')?.textContent === '7', wait)
+  // the one with history, whose newest uptime score is 87.4 %; one whose outbox is backed up
+  await page.waitForFunction(() => document.querySelector('[data-count=alerting] b')?.textContent === '8', wait)
   for (const [kind, n] of [
     ['offline', 1],
     ['hot', 1],
@@ -262,6 +263,7 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
     ['disk', 0],
     ['update-failed', 3],
     ['low-score', 1],
+    ['outbox-backlog', 1],
   ] as const)
     t.equal(await text(`[data-alert=${kind}] b`), String(n), `alert ${kind}: ${n}`)
   t.equal(await text('[data-count=updating] b'), '6', 'six devices updating (downloading 2.1.0)')
@@ -279,6 +281,11 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
     dark,
   )
   t.pass('alert offline: the table shows the dark device alone')
+
+  // the device whose outbox is backed up: its page says how much waits, and since when
+  await page.goto(`${base}/#/devices/${sim.devices[16]!.id}`)
+  await page.waitForSelector('dd.outbox:not([data-queued=none])', wait)
+  t.match(await text('dd.outbox'), /^\d+ waiting \([\d.]+ [kM]B\), the oldest \d+ (min|h) old$/, `its page shows the backlog: ${await text('dd.outbox')}`)
 
   // the table: 200+1 devices, 50 a page, sort by temperature (descending: two clicks)
   await page.goto(`${base}/#/devices`)

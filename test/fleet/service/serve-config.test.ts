@@ -25,7 +25,7 @@ stateDir: /var/lib/cairn-fleet
 broker: { url: 'mqtts://broker.example:8883', mqttVersion: 4, username: svc, passwordFile: /etc/pw }
 validators: [/etc/v.pub, ed25519-abc]
 retention: { rawHours: 72, minuteDays: 90, hourDays: 730 }
-alerts: { offlineMinutes: 30, hotC: 75 }
+alerts: { offlineMinutes: 30, hotC: 75, outboxMinutes: 15 }
 `)
   const c = loadServeConfig({ configFile: f, env: {}, flags: NO_FLAGS })
   t.match(c.config, {
@@ -42,7 +42,7 @@ alerts: { offlineMinutes: 30, hotC: 75 }
     operatorKeys: [],
   })
   t.same(c.retention, { rawMs: 72 * 3_600_000, minuteMs: 90 * 86_400_000, hourMs: 730 * 86_400_000 })
-  t.same(c.alertRules, { offlineMs: 30 * 60_000, hotC: 75, diskPercent: 90, scoreBelow: 900_000 }, 'the thresholds not set keep their defaults')
+  t.same(c.alertRules, { offlineMs: 30 * 60_000, hotC: 75, diskPercent: 90, scoreBelow: 900_000, outboxQueued: 1000, outboxAgeMs: 15 * 60_000 }, 'the thresholds not set keep their defaults')
   t.equal(c.sources.get('alerts.hotC'), `file ${f}`)
   t.ok(Object.isFrozen(c.config.broker), 'frozen')
   const json = loadServeConfig({ configFile: file('{"fleet":"demo","stateDir":"/s"}', 'json'), env: {}, flags: NO_FLAGS })

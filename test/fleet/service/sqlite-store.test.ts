@@ -48,6 +48,7 @@ t.test("the schema steps that put each device's update phase and uptime score on
   const db = new Database(join(dir, 'fleet.db'))
   const version = db.pragma('user_version', { simple: true }) as number
   db.exec('DROP TABLE release_log; DROP TABLE ota_outcomes')
+  for (const c of ['outbox_queued', 'outbox_bytes', 'outbox_oldest']) db.exec(`ALTER TABLE devices DROP COLUMN ${c}`)
   for (const c of ['ota_phase', 'ota_version', 'ota_ts', 'score', 'score_epoch']) db.exec(`ALTER TABLE devices DROP COLUMN ${c}`)
   db.pragma(`user_version = ${version - 2}`)
   db.close()
@@ -64,4 +65,5 @@ t.test("the schema steps that put each device's update phase and uptime score on
     'ended updates by updater and release (one without a version as text left out)',
   )
   t.same(await again.releases(10), [], 'no release seen yet')
+  t.equal((await again.getDevice(d))!.outbox, null, 'no outbox backlog reported yet')
 })

@@ -188,6 +188,11 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
     const attestBy = (v: string, epoch: number, score: number) => async (d: string) =>
       void (await s.addAttestation({ validator: v.repeat(52), device: d, epoch, score, fraud: false, receivedAt: T0, payload: '{}' }))
     const attest = (epoch: number, score: number) => attestBy('v', epoch, score)
+    // a telemetry sample at `ts` reporting this backlog
+    const backlog =
+      (queued: number, oldestTs: number | null, ts = T0 - 1000, tag = '') =>
+      async (d: string) =>
+        s.addTelemetry({ device: d, id: `b${tag}${d.slice(-4)}`, ts, receivedAt: T0, values: values({}), outbox: { queued, bytes: queued * 300, oldestTs } })
     // [state, since, telemetry, problems, the alerts expected, updater events and attestations]
     type Then = (d: string) => Promise<unknown>
     const cases: Array<[string, 'online' | 'offline', number, Partial<Record<(typeof METRICS)[number], number>> | null, string[], string[], Then[]?]> = [
@@ -204,6 +209,11 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
       ['a low uptime score', 'online', T0, null, [], ['low-score'], [attest(5, 850_000)]],
       ['a good score, an older low one', 'online', T0, null, [], [], [attest(5, 990_000), attest(4, 500_000)]],
       ['two validators, one epoch: the lower stands', 'online', T0, null, [], ['low-score'], [attest(6, 990_000), attestBy('w', 6, 700_000)]],
+      ['an outbox backlog: many queued', 'online', T0, null, [], ['outbox-backlog'], [backlog(rules.outboxQueued, null)]],
+      ['an outbox backlog: one waiting long', 'online', T0, null, [], ['outbox-backlog'], [backlog(3, T0 - 1000 - rules.outboxAgeMs)]],
+      ['a small, young backlog', 'online', T0, null, [], [], [backlog(rules.outboxQueued - 1, T0 - 1000 - rules.outboxAgeMs + 1)]],
+      ['a backlog, then a newer sample without one', 'online', T0, null, [], [], [backlog(5000, null, T0 - 2000), backlog(0, null, T0 - 1000, 'a')]],
+      ['a backlog but offline', 'offline', now - 60_000, null, [], [], [backlog(5000, null)]],
     ]
     for (const [i, [, state, since, v, problems]] of cases.entries()) {
       const d = DEV(i)
