@@ -101,6 +101,41 @@ const TelemetryMessageSchema = Type.Object(
         { additionalProperties: false, description: 'the outbox backlog just before this message was queued (a backlog alert); absent from older agents' },
       ),
     ),
+    io: Type.Optional(
+      Type.Object(
+        {
+          led: Type.Optional(
+            Type.Object(
+              {
+                pin: Type.Integer({ minimum: 0, maximum: 1023, description: 'BCM line number of the status LED' }),
+                shown: Type.String({
+                  maxLength: 32,
+                  pattern: '^[a-z][a-z0-9-]{0,31}$',
+                  description: 'what it shows: an agent state (online, broker-unreachable, updating, …) or a pattern a local client set (on, off, blink, …)',
+                }),
+                source: Type.Union([Type.Literal('agent'), Type.Literal('api')], { description: "agent: the agent's own state; api: a local API client's led.set" }),
+              },
+              { additionalProperties: false, description: 'the status LED; absent when none is configured or it could not be opened' },
+            ),
+          ),
+          lines: Type.Array(
+            Type.Object(
+              {
+                pin: Type.Integer({ minimum: 0, maximum: 1023, description: 'BCM line number' }),
+                holder: Type.Union([Type.Literal('led'), Type.Literal('button'), Type.Literal('local-api')], {
+                  description: 'who holds it: the status LED, the button, or a local API client (Node-RED)',
+                }),
+                direction: Type.Union([Type.Literal('in'), Type.Literal('out')]),
+                value: Type.Optional(Type.Union([Type.Literal(0), Type.Literal(1)], { description: 'the level last written (out) or seen (in); absent when not known yet' })),
+              },
+              { additionalProperties: false },
+            ),
+            { maxItems: 64, description: 'the GPIO lines the agent holds open, by pin' },
+          ),
+        },
+        { additionalProperties: false, description: 'GPIO and the status LED at the time of the message; absent when the agent holds no line' },
+      ),
+    ),
   },
   { additionalProperties: false, $id: 'https://cairn.dev/schemas/telemetry.json', title: 'telemetry' },
 )

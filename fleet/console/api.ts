@@ -165,8 +165,8 @@ export interface Published {
   changed: number
   history: Array<{ ts: number; rollout: number; targets: number }>
   withdrawn: boolean
-  /** devices running it now (agent releases) */
-  running: number | null
+  /** devices running it now */
+  running: number
   committed: number
   rolledBack: number
   failed: number

@@ -1,4 +1,5 @@
-// One device: identity and state, its alerts, its commands (signed in this browser,
+// One device: identity and state, its alerts, its outbox backlog, GPIO lines and status
+// LED (as its newest telemetry reported them), its commands (signed in this browser,
 // commands.tsx), telemetry charts over a chosen range (an hour to a year; the API picks
 // raw samples, minutes or hours for the range), its uptime score per epoch and its task
 // receipts (proofs.tsx), its presence history and its events.
@@ -152,6 +153,7 @@ export function DevicePage(props: { id: string }) {
               <dd>{d.latest.underVoltage === null ? '–' : d.latest.underVoltage > 0 ? 'yes' : 'no'}</dd>
             </dl>
           )}
+          {d.io && <IoState io={d.io} />}
         </div>
       )}
       <CommandPanel id={id} />
@@ -220,5 +222,45 @@ export function DevicePage(props: { id: string }) {
         </div>
       )}
     </section>
+  )
+}
+
+/** The GPIO lines the agent holds and its status LED, as its newest telemetry reported them. */
+function IoState(props: { io: NonNullable<api.Device['io']> }) {
+  const { led, lines } = props.io
+  return (
+    <div class="io">
+      <p class="led" data-led={led?.shown ?? 'none'}>
+        {led ? (
+          <>
+            Status LED on BCM {led.pin}: <b>{led.shown}</b> {led.source === 'api' ? '(set by a local client)' : "(the agent's state)"}
+          </>
+        ) : (
+          'No status LED.'
+        )}
+      </p>
+      {lines.length > 0 && (
+        <table class="grid gpio">
+          <thead>
+            <tr>
+              <th>BCM</th>
+              <th>Held by</th>
+              <th>Direction</th>
+              <th>Level</th>
+            </tr>
+          </thead>
+          <tbody>
+            {lines.map(l => (
+              <tr key={l.pin} data-pin={l.pin}>
+                <td class="n">{l.pin}</td>
+                <td>{l.holder}</td>
+                <td>{l.direction}</td>
+                <td class="level">{l.value === undefined ? '–' : l.value === 1 ? 'high' : 'low'}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </div>
   )
 }

@@ -136,7 +136,7 @@ export function RolloutsPage() {
                       )}
                     </td>
                     <td title={[p.arch ? `arch ${p.arch.join(', ')}` : 'any arch', p.boards ? `boards ${p.boards.join(', ')}` : 'any board'].join('; ')}>{p.targets}</td>
-                    <td class="n">{p.running ?? '–'}</td>
+                    <td class="n">{p.running}</td>
                     <td class="n phase-committed" data-outcome="committed">
                       {p.committed}
                     </td>

@@ -26,6 +26,12 @@ export interface AlertRules {
 
 /** The device's outbox backlog as its newest telemetry reported it (agents before it
  * was added report none). */
+/** A device's GPIO lines and status LED (protocol/messages.ts, telemetry `io`). */
+export interface DeviceIo {
+  readonly led?: { readonly pin: number; readonly shown: string; readonly source: 'agent' | 'api' }
+  readonly lines: ReadonlyArray<{ readonly pin: number; readonly holder: string; readonly direction: 'in' | 'out'; readonly value?: 0 | 1 }>
+}
+
 interface OutboxBacklog {
   readonly queued: number
   readonly bytes: number
@@ -67,6 +73,8 @@ export interface TelemetryRecord {
   readonly receivedAt: number
   readonly values: MetricValues
   readonly outbox?: OutboxBacklog
+  /** the GPIO lines and status LED it reports, as JSON text (protocol: telemetry `io`) */
+  readonly io?: string
 }
 
 export interface EventRecord {
@@ -102,6 +110,8 @@ export interface DeviceRow {
   readonly latest: MetricValues | null
   /** the outbox backlog its newest telemetry reported (null: none reported) */
   readonly outbox: OutboxBacklog | null
+  /** the GPIO lines and status LED its newest telemetry reported (null: none) */
+  readonly io: DeviceIo | null
   /** where its newest updater event (ota.*, not paused or pinned) put its update */
   readonly ota: { readonly phase: OtaPhase; readonly version: string | null; readonly at: number } | null
   /** its newest uptime score (ppm) and the epoch, from a pinned validator's attestation */
@@ -349,6 +359,8 @@ export interface FleetStore {
   otaLatest(limit: number): Promise<Array<{ device: string; kind: string; ts: number; data: unknown }>>
   /** Devices by the agent version they report, with how many of them are online. */
   versionCounts(): Promise<Array<{ version: string; devices: number; online: number }>>
+  /** Devices by the Cairn OS release they report (devices not on Cairn OS left out). */
+  osVersionCounts(): Promise<Array<{ version: string; devices: number; online: number }>>
   /** Records the releases the repository publishes now (verified): a release new or
    * changed since the last record gets a row at `now`, and one that is no longer listed
    * gets a row as withdrawn. Idempotent, so every process may record the same listing.

@@ -308,12 +308,18 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
       },
     },
     async () => {
-      const [latest, versions, published, totals] = await Promise.all([d.store.otaLatest(OTA_SCAN_LIMIT), d.store.versionCounts(), d.store.releases(RELEASE_HISTORY), d.store.outcomeTotals()])
+      const [latest, versions, osVersions, published, totals] = await Promise.all([
+        d.store.otaLatest(OTA_SCAN_LIMIT),
+        d.store.versionCounts(),
+        d.store.osVersionCounts(),
+        d.store.releases(RELEASE_HISTORY),
+        d.store.outcomeTotals(),
+      ])
       return {
         ...rolloutSummary(latest, versions),
         pause: d.pause?.() ?? null,
         repository: d.repository?.() ?? null,
-        published: publishedReleases(published, totals, versions),
+        published: publishedReleases(published, totals, versions, osVersions),
       }
     },
   )

@@ -134,7 +134,8 @@ export class FleetIngest {
     } else if (where.kind === 'telemetry') {
       const m = msg as TelemetryMessage
       const outbox = m.outbox ? { outbox: { queued: m.outbox.queued, bytes: m.outbox.bytes, oldestTs: m.outbox.oldestTs ?? null } } : {}
-      item = { kind: 'telemetry', record: { device: m.device, id: m.id, ts: m.ts, receivedAt: now, values: metricsOf(m.sample), ...outbox } }
+      const io = m.io ? { io: JSON.stringify(m.io) } : {}
+      item = { kind: 'telemetry', record: { device: m.device, id: m.id, ts: m.ts, receivedAt: now, values: metricsOf(m.sample), ...outbox, ...io } }
     } else {
       const e = msg as EventMessage
       // an updater's event: the agent's, or the OS updater's (target: "os", a release of its own)

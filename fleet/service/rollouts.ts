@@ -50,19 +50,20 @@ export function rolloutSummary(latest: readonly Latest[], versions: ReadonlyArra
 /** How many changes of each release's rollout the page gets. */
 export const RELEASE_HISTORY = 100
 
-/** The published releases, each with how many devices ended its update how, and (for
- * agent releases) how many run it now. */
+/** The published releases, each with how many devices ended its update how, and how
+ * many run it now (an agent release by the agent's version, an OS release by Cairn OS's). */
 export function publishedReleases(
   releases: readonly ReleaseState[],
   totals: ReadonlyArray<{ kind: ReleaseKind; version: string; committed: number; rolledBack: number; failed: number }>,
   versions: ReadonlyArray<{ version: string; devices: number; online: number }>,
+  osVersions: ReadonlyArray<{ version: string; devices: number; online: number }>,
 ) {
   return releases.map(r => {
     const t = totals.find(x => x.kind === r.kind && x.version === r.version)
     return {
       ...r,
       withdrawn: r.targets === 0,
-      running: r.kind === 'agent' ? (versions.find(v => v.version === r.version)?.devices ?? 0) : null,
+      running: (r.kind === 'agent' ? versions : osVersions).find(v => v.version === r.version)?.devices ?? 0,
       committed: t?.committed ?? 0,
       rolledBack: t?.rolledBack ?? 0,
       failed: t?.failed ?? 0,

@@ -23,6 +23,7 @@ import {
   type Role,
   type SessionRecord,
   type DeviceRow,
+  type DeviceIo,
   type EventRecord,
   type EventRow,
   type FleetStore,
@@ -49,7 +50,7 @@ import { CairnError } from '../../protocol/errors.js'
 const cols = (prefix = '') => METRICS.map(m => `${prefix}${m}`).join(', ')
 const colDefs = METRICS.map(m => `${m} REAL`).join(', ')
 const INSERT_RAW = `INSERT INTO telemetry_raw (device, ts, id, ${cols()}) VALUES (?, ?, ?, ${METRICS.map(() => '?').join(', ')}) ON CONFLICT DO NOTHING`
-const UPDATE_LATEST = `UPDATE devices SET telemetry_ts = ?, ${METRICS.map(m => `${m} = ?`).join(', ')}, outbox_queued = ?, outbox_bytes = ?, outbox_oldest = ?, last_seen = MAX(last_seen, ?) WHERE id = ? AND (telemetry_ts IS NULL OR telemetry_ts < ?)`
+const UPDATE_LATEST = `UPDATE devices SET telemetry_ts = ?, ${METRICS.map(m => `${m} = ?`).join(', ')}, outbox_queued = ?, outbox_bytes = ?, outbox_oldest = ?, io = ?, last_seen = MAX(last_seen, ?) WHERE id = ? AND (telemetry_ts IS NULL OR telemetry_ts < ?)`
 
 /** A device row's update phase from its newest agent updater event (not the OS
  * updater's: `target: "os"`), as kept; its version only where it is text. */
@@ -196,7 +197,9 @@ const MIGRATIONS = [
    -- and the outbox backlog the newest telemetry reports (the outbox-backlog alert)
    ALTER TABLE devices ADD COLUMN outbox_queued INTEGER;
    ALTER TABLE devices ADD COLUMN outbox_bytes INTEGER;
-   ALTER TABLE devices ADD COLUMN outbox_oldest INTEGER;`,
+   ALTER TABLE devices ADD COLUMN outbox_oldest INTEGER;
+   -- and its GPIO lines and status LED (JSON text, as it reported them)
+   ALTER TABLE devices ADD COLUMN io TEXT;`,
 ]
 
 const SORT_SQL: Record<DeviceQuery['sort'], string> = {
@@ -310,7 +313,7 @@ export class SqliteFleetStore implements FleetStore {
     const added = this.st(INSERT_RAW).run(r.device, r.ts, r.id, ...values)
     if (added.changes === 0) return
     // the device row shows the newest sample (a late one does not replace it)
-    this.st(UPDATE_LATEST).run(r.ts, ...values, r.outbox?.queued ?? null, r.outbox?.bytes ?? null, r.outbox?.oldestTs ?? null, r.receivedAt, r.device, r.ts)
+    this.st(UPDATE_LATEST).run(r.ts, ...values, r.outbox?.queued ?? null, r.outbox?.bytes ?? null, r.outbox?.oldestTs ?? null, r.io ?? null, r.receivedAt, r.device, r.ts)
   }
 
   private eventNow(r: EventRecord): void {
@@ -465,6 +468,14 @@ export class SqliteFleetStore implements FleetStore {
   async versionCounts(): Promise<Array<{ version: string; devices: number; online: number }>> {
     return this.db
       .prepare("SELECT version, COUNT(*) AS devices, SUM(CASE WHEN state = 'online' THEN 1 ELSE 0 END) AS online FROM devices GROUP BY version ORDER BY devices DESC, version")
+      .all() as Array<{ version: string; devices: number; online: number }>
+  }
+
+  async osVersionCounts(): Promise<Array<{ version: string; devices: number; online: number }>> {
+    return this.db
+      .prepare(
+        "SELECT os_version AS version, COUNT(*) AS devices, SUM(CASE WHEN state = 'online' THEN 1 ELSE 0 END) AS online FROM devices WHERE os_version IS NOT NULL GROUP BY os_version ORDER BY devices DESC, os_version",
+      )
       .all() as Array<{ version: string; devices: number; online: number }>
   }
 
@@ -866,6 +877,7 @@ function toDevice(r: Row): DeviceRow {
     labels: JSON.parse(r.labels as string) as Record<string, string>,
     telemetryTs: (r.telemetry_ts as number | null) ?? null,
     latest: r.telemetry_ts === null || r.telemetry_ts === undefined ? null : metricValues(r),
+    io: r.io == null ? null : (JSON.parse(r.io as string) as DeviceIo),
     outbox: r.outbox_queued == null ? null : { queued: r.outbox_queued as number, bytes: (r.outbox_bytes as number | null) ?? 0, oldestTs: (r.outbox_oldest as number | null) ?? null },
     ota: r.ota_phase == null ? null : { phase: r.ota_phase as OtaPhase, version: (r.ota_version as string | null) ?? null, at: r.ota_ts as number },
     score: r.score == null ? null : { ppm: r.score as number, epoch: r.score_epoch as number },

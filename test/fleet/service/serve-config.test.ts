@@ -85,10 +85,18 @@ t.test('bad settings: each named with where it came from, nothing started', asyn
   t.match(bad('fleet: demo\nstateDir: /s\n', {}, { 'mqtt-version': '3' }).message, /broker\.mqttVersion: .* \(from flag --mqtt-version\)/)
   t.match(bad('fleet: demo\nstateDir: /s\nretention: { rawHours: 800, minuteDays: 30 }\n').message, /retention: raw samples \(800 h\) must not outlive the 1-minute rollups \(30 days\)/)
   t.match(bad('fleet: demo\nstateDir: /s\nretention: { minuteDays: 400 }\n').message, /nor those the 1-hour rollups \(365 days\)/)
-  t.match(bad('fleet: demo\nstateDir: /s\nreleases: { url: "https://r.example/cairn" }\n').message, /releases\.url \(from file .*\) is set without releases\.root \(--release-root\)/, 'a repository without its trusted root')
+  t.match(
+    bad('fleet: demo\nstateDir: /s\nreleases: { url: "https://r.example/cairn" }\n').message,
+    /releases\.url \(from file .*\) is set without releases\.root \(--release-root\)/,
+    'a repository without its trusted root',
+  )
   t.match(bad('fleet: demo\nstateDir: /s\n', {}, { 'release-root': 'root.json' }).message, /--release-root is set without releases\.url \(--release-url\)/)
   t.match(bad('fleet: demo\nstateDir: /s\n', {}, { 'release-url': 'ftp://r.example', 'release-root': 'root.json' }).message, /releases\.url: Expected string to match/, 'http(s) only')
-  const ok = loadServeConfig({ configFile: file('fleet: demo\nstateDir: /s\n'), env: { CAIRN_FLEET_SERVE_RELEASES_POLL_SECONDS: '300' }, flags: flags({ 'release-url': 'https://r.example/cairn', 'release-root': 'root.json' }) })
+  const ok = loadServeConfig({
+    configFile: file('fleet: demo\nstateDir: /s\n'),
+    env: { CAIRN_FLEET_SERVE_RELEASES_POLL_SECONDS: '300' },
+    flags: flags({ 'release-url': 'https://r.example/cairn', 'release-root': 'root.json' }),
+  })
   t.match(ok.config.releases, { url: 'https://r.example/cairn', root: 'root.json', pollSeconds: 300 }, 'flags and the environment together')
   t.match(bad('__proto__: { fleet: x }\n').message, /__proto__: not a setting/, 'no prototype keys')
   t.match(bad('- a\n- b\n').message, /the top level must be a mapping of settings/)

@@ -48,7 +48,7 @@ t.test("the schema steps that put each device's update phase and uptime score on
   const db = new Database(join(dir, 'fleet.db'))
   const version = db.pragma('user_version', { simple: true }) as number
   db.exec('DROP TABLE release_log; DROP TABLE ota_outcomes')
-  for (const c of ['outbox_queued', 'outbox_bytes', 'outbox_oldest']) db.exec(`ALTER TABLE devices DROP COLUMN ${c}`)
+  for (const c of ['outbox_queued', 'outbox_bytes', 'outbox_oldest', 'io']) db.exec(`ALTER TABLE devices DROP COLUMN ${c}`)
   for (const c of ['ota_phase', 'ota_version', 'ota_ts', 'score', 'score_epoch']) db.exec(`ALTER TABLE devices DROP COLUMN ${c}`)
   db.pragma(`user_version = ${version - 2}`)
   db.close()

@@ -142,6 +142,25 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
     t.equal((await s.series(d, '1m', T0, T0 + HOUR - 1, 1000)).length, 60, 'its minutes stay')
   })
 
+  t.test('telemetry: the GPIO lines, status LED and outbox backlog of the newest sample on the device', async t => {
+    const s = await open(t)
+    const d = DEV(2)
+    await s.applyStatus(status(d, { id: 'on', state: 'online', key: [T0, T0, 0, T0] }))
+    t.match(await s.getDevice(d), { io: null, outbox: null }, 'nothing reported yet')
+    const io = {
+      led: { pin: 17, shown: 'online', source: 'agent' },
+      lines: [
+        { pin: 17, holder: 'led', direction: 'out', value: 1 },
+        { pin: 22, holder: 'local-api', direction: 'in' },
+      ],
+    }
+    await s.addTelemetry({ device: d, id: 'a', ts: T0 + 2, receivedAt: T0, values: values({}), io: JSON.stringify(io), outbox: { queued: 2, bytes: 600, oldestTs: T0 } })
+    await s.addTelemetry({ device: d, id: 'b', ts: T0 + 1, receivedAt: T0, values: values({}), io: JSON.stringify({ lines: [] }), outbox: { queued: 9, bytes: 9, oldestTs: null } })
+    t.match(await s.getDevice(d), { io, outbox: { queued: 2, bytes: 600, oldestTs: T0 } }, 'from the newest sample, not the last to arrive')
+    await s.addTelemetry({ device: d, id: 'c', ts: T0 + 3, receivedAt: T0, values: values({}) })
+    t.match(await s.getDevice(d), { io: null, outbox: null }, 'a newer sample without them: none now')
+  })
+
   t.test('devices: search, filter, sort, page; labels', async t => {
     const s = await open(t)
     for (let i = 0; i < 12; i++) {
@@ -424,6 +443,10 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
       { version: '1.0.0', devices: 1, online: 1 },
       { version: '2.0.0', devices: 1, online: 1 },
     ])
+    t.same(await s.osVersionCounts(), [], 'no device on Cairn OS')
+    await s.applyStatus(status(DEV(7), { id: 's7', state: 'online', key: [T0, T0, 0, T0], version: '1.0.0', osVersion: '7.1.0', osSlot: 'a' }))
+    await s.applyStatus(status(DEV(7), { id: 's7o', state: 'offline', reason: 'shutdown', key: [T0, T0, 1, T0 + 1], version: '1.0.0', osVersion: '7.1.0', osSlot: 'a' }))
+    t.same(await s.osVersionCounts(), [{ version: '7.1.0', devices: 1, online: 0 }], 'by Cairn OS release')
   })
 
   t.test('releases: each change of the published list kept once, withdrawn ones too', async t => {
