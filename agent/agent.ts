@@ -139,7 +139,19 @@ export async function startAgent(deps: AgentDeps): Promise<RunningAgent> {
       return true
     },
   })
-  const telemetry = new TelemetryLoop({ deviceId, topic: topics.telemetry, clock, log, outbox, metrics, bus, periodS: () => live.config.telemetry.periodS, sample: () => hw.sample() })
+  const telemetry = new TelemetryLoop({
+    deviceId,
+    topic: topics.telemetry,
+    clock,
+    log,
+    outbox,
+    metrics,
+    bus,
+    periodS: () => live.config.telemetry.periodS,
+    sample: () => hw.sample(),
+    // The device UI is made further down, before the first sample is taken.
+    io: () => deviceUi.io(),
+  })
   const live = new LiveConfig({
     problems,
     now: () => clock.now(),

@@ -192,7 +192,9 @@ async function runDemo(
         log: createLogger({ level: 'warn', out: createWriteStream(join(dir, 'sim.log'), { flags: 'a' }) }),
       })
       for (const d of sim.devices) simIds.add(d.id)
-      say(`  sim       ${opts.console.sim} simulated devices for the console (one dark, one hot, one short of power, one with a full disk, one whose update was rolled back, one whose outbox is backed up)`)
+      say(
+        `  sim       ${opts.console.sim} simulated devices for the console (one dark, one hot, one short of power, one with a full disk, one whose update was rolled back, one whose outbox is backed up)`,
+      )
     }
   }
 

@@ -2,7 +2,8 @@
 // on the telemetry topic (lowest outbox class: the first dropped when the outbox is
 // full), mirrors the values into /metrics and tells on-device observers. The newest
 // sample is kept for the parts that read it (heartbeats, task heat checks, uptime).
-// Each message also carries the outbox backlog (for the fleet's backlog alert).
+// Each message also carries the outbox backlog (for the fleet's backlog alert) and, when
+// the agent has any, its GPIO lines and status LED (`io`, from whoever composes the agent).
 
 import type { TelemetrySample } from '../../hw/index.js'
 import type { Clock } from '../../protocol/clock.js'
@@ -23,6 +24,10 @@ export interface TelemetryLoopOptions {
   bus: LocalBus
   periodS(): number
   sample(): Promise<TelemetrySample>
+  /** The GPIO lines and status LED to report (agent/agent.ts passes the device UI's),
+   * undefined when there is nothing: the message then has no `io`. Called once a sample,
+   * so it must answer from memory. */
+  io?(): TelemetryMessage['io']
 }
 
 export class TelemetryLoop {
@@ -68,7 +73,8 @@ export class TelemetryLoop {
       this.last = sample
       // Read before this message is queued: it does not count itself (see backlog()).
       const outbox = backlog(o.outbox)
-      const msg: TelemetryMessage = { v: 1, id: newId(o.clock.now()), device: o.deviceId, ts: o.clock.now(), sample, outbox }
+      const io = o.io?.()
+      const msg: TelemetryMessage = { v: 1, id: newId(o.clock.now()), device: o.deviceId, ts: o.clock.now(), sample, outbox, ...(io ? { io } : {}) }
       o.outbox.enqueue({ id: msg.id, cls: MsgClass.telemetry, topic: o.topic, payload: Buffer.from(JSON.stringify(msg)) })
       mirrorTelemetry(o.metrics, sample)
       o.bus.emit('telemetry', sample, msg.ts)

@@ -44,9 +44,8 @@ export class AgentButton {
   constructor(private readonly o: ButtonOptions) {}
 
   async start(): Promise<void> {
-    const driver = await this.o.host.driver()
     try {
-      this.line = await driver.open(this.o.pin, { direction: 'in', edge: 'both', activeLow: this.o.activeLow, debounceMs: this.o.debounceMs })
+      this.line = await this.o.host.open('button', this.o.pin, { direction: 'in', edge: 'both', activeLow: this.o.activeLow, debounceMs: this.o.debounceMs })
     } catch (err) {
       throw gpioCairnError(err, this.o.pin)
     }

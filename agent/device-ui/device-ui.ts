@@ -1,10 +1,12 @@
 // What a headless owner sees and touches: the status LED showing the agent's state and
 // the button (config `gpio`), plus the shared GPIO driver the local API lends lines
 // from. Hardware that cannot be opened is logged and left out; it never stops the agent.
+// What is held (the LED, the lines) goes out with each telemetry sample: io().
 
 import { join } from 'node:path'
 import type { Config } from '../config/config-schema.js'
 import type { Logger } from '../../protocol/log.js'
+import type { TelemetryMessage } from '../../protocol/messages.js'
 import type { LocalBus } from '../core/local-bus.js'
 import type { HwContext } from '../../hw/index.js'
 import type { DriverName, GpioTimers } from '../../hw/gpio/index.js'
@@ -86,6 +88,15 @@ export class DeviceUi {
 
   async ledInfo(): Promise<LedInfo | undefined> {
     return this.light?.info()
+  }
+
+  /** The status LED and the lines held open, for telemetry's `io`; undefined when the
+   * agent holds no line and shows no LED. From memory: nothing is read from the pins. */
+  io(): TelemetryMessage['io'] {
+    const led = this.light?.info()
+    const lines = this.gpio.lines()
+    if (led?.pin === undefined && lines.length === 0) return undefined
+    return { ...(led?.pin !== undefined ? { led: { pin: led.pin, shown: led.shown, source: led.source } } : {}), lines }
   }
 
   async stop(): Promise<void> {

@@ -10,15 +10,19 @@ import type { LedSetPattern } from '../local-api/protocol.js'
 import { gpioCairnError, type GpioHost } from './gpio-host.js'
 import { LED_PATTERNS, type LedState } from './led-patterns.js'
 
+/** What the LED shows: an agent state's pattern, or a steady level a client set. Each is
+ * a lowercase word or words joined by '-' (telemetry's io.led.shown pattern). */
+export type LedShown = LedState | 'on' | 'off'
+
 export interface LedInfo {
   pin?: number
-  shown: string
+  shown: LedShown
   source: 'agent' | 'api'
   driver?: string
 }
 
 /** What each led.set pattern plays: a state's pattern, or a steady level. */
-const OVERRIDES: Record<Exclude<LedSetPattern, 'auto'>, LedState | 'on' | 'off'> = {
+const OVERRIDES: Record<Exclude<LedSetPattern, 'auto'>, LedShown> = {
   on: 'on',
   off: 'off',
   online: 'online',
@@ -33,7 +37,7 @@ export class StatusLight {
   private led: LedPlayer | undefined
   private agentState: LedState
   private override: Exclude<LedSetPattern, 'auto'> | undefined
-  private shown = 'off'
+  private shown: LedShown = 'off'
   private chain: Promise<void> = Promise.resolve()
   private driverName: string | undefined
   private stopped = false
@@ -47,7 +51,7 @@ export class StatusLight {
     this.driverName = driver.name
     try {
       // Opened active-high: LedPlayer's frames carry the inversion for active-low wiring.
-      this.line = await driver.open(this.o.pin, { direction: 'out', initial: this.o.activeLow ? 1 : 0 })
+      this.line = await this.o.host.open('led', this.o.pin, { direction: 'out', initial: this.o.activeLow ? 1 : 0 })
     } catch (err) {
       throw gpioCairnError(err, this.o.pin)
     }

@@ -109,7 +109,7 @@ async function gpioOpen(a: OpArgs<'gpio.open'>, s: OpSession, gpio: GpioHost): P
     throw gpioCairnError(err, a.pin)
   }
   const line = await guard(a.pin, () =>
-    driver.open(a.pin, {
+    gpio.open('local-api', a.pin, {
       direction: a.mode,
       ...(a.edge !== undefined ? { edge: a.edge } : {}),
       ...(a.debounceMs !== undefined ? { debounceMs: a.debounceMs } : {}),

@@ -2,6 +2,8 @@
 // status with its Will, a sample every period), for `cairn sim --telemetry-period`: so a
 // fleet service sees simulated devices as it sees agents. The numbers drift like a real
 // board's (a random walk per device); boards are a mix of Pi 4, Pi 5 and Jetson Orin.
+// Every Pi has a status LED (its telemetry's `io`), and one Pi in four also lends a relay
+// output and a sensor input to a local API client (Node-RED); a Jetson has none.
 
 import type { IClientOptions, MqttClient } from 'mqtt'
 import type { Clock } from '../../protocol/clock.js'
@@ -24,6 +26,12 @@ export type TelemetryFault = 'hot' | 'under-voltage' | 'disk-full' | 'update-fai
  * how fast it grows; a row's typical size against the outbox cap; the most it holds (the
  * default outbox cap of 32 MiB, in such rows). */
 const BACKLOG = { startMs: 3_600_000, perS: 1, rowBytes: 600, maxQueued: 55_000 }
+
+/** A Pi's GPIO: the status LED on BCM 17 showing 'online' (the agent's pattern: on for
+ * 2850 ms, then a 150 ms wink); on the Pis that lend lines, a relay a flow switches every
+ * `relayMs` and a door sensor (pulled up: 1 while closed) open for the last `doorOpenMs`
+ * of every `doorMs`. */
+const GPIO = { led: 17, ledOnMs: 2850, ledPeriodMs: 3000, relay: 22, relayMs: 60_000, door: 23, doorMs: 300_000, doorOpenMs: 40_000 }
 
 export class SimPresence {
   private readonly board: (typeof BOARDS)[number]
@@ -140,8 +148,25 @@ export class SimPresence {
             }),
       },
       outbox: this.backlog(now),
+      ...this.io(now),
     }
     return Buffer.from(JSON.stringify(msg))
+  }
+
+  /** The GPIO an agent reports: on a Pi, the status LED showing 'online' and its line; on
+   * one Pi in four (index a multiple of 4) also a local API client's output and input
+   * lines; none on a Jetson (no LED configured). Levels follow the sim's clock. */
+  private io(now: number): Pick<TelemetryMessage, 'io'> {
+    if (this.board.kind === 'jetson-orin') return {}
+    const t = Math.max(0, now - this.since)
+    const lines: NonNullable<TelemetryMessage['io']>['lines'] = [{ pin: GPIO.led, holder: 'led', direction: 'out', value: t % GPIO.ledPeriodMs < GPIO.ledOnMs ? 1 : 0 }]
+    if (this.o.index % 4 === 0) {
+      lines.push(
+        { pin: GPIO.relay, holder: 'local-api', direction: 'out', value: Math.floor(t / GPIO.relayMs) % 2 === 0 ? 0 : 1 },
+        { pin: GPIO.door, holder: 'local-api', direction: 'in', value: t % GPIO.doorMs >= GPIO.doorMs - GPIO.doorOpenMs ? 0 : 1 },
+      )
+    }
+    return { io: { led: { pin: GPIO.led, shown: 'online', source: 'agent' }, lines } }
   }
 
   /** The outbox backlog an agent reports with each sample: none (each sample is

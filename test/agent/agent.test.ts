@@ -40,6 +40,10 @@ t.test('presence and telemetry: retained online status, telemetry, valid against
     tel.every(m => typeof (m.json?.outbox as { queued?: unknown } | undefined)?.queued === 'number'),
     'each sample carries the outbox backlog (outbox), validated with the rest',
   )
+  t.ok(
+    tel.every(m => m.json !== undefined && !('io' in m.json)),
+    'no status LED, no button, no GPIO client: no io',
+  )
   const second = tel[1]!.json as { sample: { cpu?: { percent?: number }; memory?: { totalBytes: number } } }
   t.ok(second.sample.memory!.totalBytes > 0, 'real memory numbers')
   t.type(second.sample.cpu?.percent, 'number', 'cpu percent from /proc/stat deltas')

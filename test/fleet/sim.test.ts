@@ -181,6 +181,46 @@ t.test('--telemetry-period: samples carry an empty outbox backlog; backlog:WHO a
   t.equal(last.oldestTs, first.oldestTs, 'the oldest stays where it was: nothing is delivered')
 })
 
+t.test('--telemetry-period: every Pi reports its status LED, one Pi in four also lent lines; a Jetson no io', async t => {
+  const broker = await startBroker()
+  t.teardown(() => broker.close())
+  const fleet = 'gpio'
+  const consumer = await Consumer.connect(broker.url, `cairn/v1/${fleet}/+/telemetry`, { protocolVersion: broker.mqtt5 ? 5 : 4 })
+  t.teardown(() => consumer.close())
+  // Boards go Pi 4, Pi 5, Jetson, ...: 0 is a Pi 4 and 4 a Pi 5 that lend lines, 1 and 3 Pis that do not, 2 and 5 Jetsons.
+  const sim = startSim({ devices: 6, brokerUrl: broker.url, fleet, validators: [], mqtt: { protocolVersion: broker.mqtt5 ? 5 : 4 }, periodS: 60, telemetryPeriodS: 1, rampPerS: 1000 })
+  t.teardown(() => sim.stop())
+  await sim.ready
+  const of = (d: SimDevice) => consumer.messages.filter(m => m.topic.endsWith(`/${d.id}/telemetry`)).map(m => m.json as unknown as TelemetryMessage)
+  await consumer.waitFor(() => sim.devices.every(d => of(d).length >= 2), 20_000, 'two samples from every device')
+  for (const d of sim.devices) for (const m of of(d)) t.equal(schemaErrors('telemetry', m), null, 'matches docs/schemas/telemetry.json')
+  const boards = sim.devices.map(d => of(d)[0]!.sample.board.kind)
+  t.same(boards, ['rpi4', 'rpi5', 'jetson-orin', 'rpi4', 'rpi5', 'jetson-orin'])
+  const led = { pin: 17, shown: 'online', source: 'agent' }
+  for (const i of [0, 1, 3, 4]) {
+    for (const m of of(sim.devices[i]!)) {
+      t.same(m.io!.led, led, `Pi ${i}: the status LED, online`)
+      t.match(m.io!.lines[0], { pin: 17, holder: 'led', direction: 'out', value: Number }, `Pi ${i}: its line`)
+    }
+  }
+  for (const i of [1, 3]) t.equal(of(sim.devices[i]!)[0]!.io!.lines.length, 1, `Pi ${i}: no lent lines`)
+  for (const i of [0, 4]) {
+    t.same(
+      of(sim.devices[i]!)[0]!.io!.lines.slice(1),
+      [
+        { pin: 22, holder: 'local-api', direction: 'out', value: 0 },
+        { pin: 23, holder: 'local-api', direction: 'in', value: 1 },
+      ],
+      `Pi ${i}: a relay off and a door closed, in the first seconds`,
+    )
+  }
+  for (const i of [2, 5])
+    t.ok(
+      of(sim.devices[i]!).every(m => !('io' in m)),
+      `Jetson ${i}: no io (no LED configured)`,
+    )
+})
+
 t.test('stop() ends even when the broker answers nothing (a hung broker)', async t => {
   const broker = await startBroker()
   t.teardown(() => broker.close())

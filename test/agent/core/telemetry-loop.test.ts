@@ -20,7 +20,7 @@ import { schemaErrors } from '../../helpers/schemas.js'
 
 const SAMPLE: TelemetrySample = { board: { kind: 'rpi5', model: 'Raspberry Pi 5 Model B Rev 1.0', arch: 'aarch64' }, uptimeS: 12, load: [0.5, 0.4, 0.3] }
 
-function setup(t: Test) {
+function setup(t: Test, io?: () => TelemetryMessage['io']) {
   const clock = new ManualClock()
   const db = openStateDb(mkdtempSync(join(tmpdir(), 'cairn-telemetry-')))
   t.teardown(() => db.close())
@@ -36,6 +36,7 @@ function setup(t: Test) {
     bus: new LocalBus(),
     periodS: () => 3600,
     sample: () => Promise.resolve(SAMPLE),
+    ...(io ? { io } : {}),
   })
   t.teardown(() => loop.stop())
   // One sample now, as the timer would take it; returns the message it queued.
@@ -94,4 +95,51 @@ t.test('older agents send no outbox: the schema accepts its absence, and refuses
   t.not(schemaErrors('telemetry', { ...msg, outbox: { queued: 1 } }), null, 'bytes missing')
   t.not(schemaErrors('telemetry', { ...msg, outbox: { queued: 1, bytes: 0, oldest: 5 } }), null, 'an unknown field')
   t.not(schemaErrors('telemetry', { ...msg, sample: { ...SAMPLE, outbox: { queued: 1, bytes: 0 } } }), null, 'not inside sample')
+})
+
+t.test("each message carries the provider's io when it has something, none when it has not", async t => {
+  let io: TelemetryMessage['io']
+  let calls = 0
+  const { sampleOnce } = setup(t, () => (calls++, io))
+  const { seq: _seq0, ...none } = await sampleOnce()
+  t.notOk('io' in none, 'nothing held: no io')
+  t.equal(schemaErrors('telemetry', none), null)
+
+  io = {
+    led: { pin: 17, shown: 'broker-unreachable', source: 'agent' },
+    lines: [
+      { pin: 17, holder: 'led', direction: 'out', value: 1 },
+      { pin: 22, holder: 'local-api', direction: 'out', value: 0 },
+      { pin: 23, holder: 'local-api', direction: 'in' },
+      { pin: 27, holder: 'button', direction: 'in', value: 0 },
+    ],
+  }
+  const { seq: _seq1, ...full } = await sampleOnce()
+  t.same(full.io, io, 'the LED and every line, as given')
+  t.equal(full.outbox?.queued, 1, 'beside the outbox backlog')
+  t.equal(schemaErrors('telemetry', full), null, 'valid against docs/schemas/telemetry.json')
+
+  io = { lines: [{ pin: 5, holder: 'local-api', direction: 'in', value: 1 }] }
+  const { seq: _seq2, ...linesOnly } = await sampleOnce()
+  t.same(linesOnly.io, io, 'a line and no LED')
+  t.equal(schemaErrors('telemetry', linesOnly), null)
+  t.equal(calls, 3, 'asked once a sample')
+
+  io = undefined
+  t.notOk('io' in (await sampleOnce()), 'everything closed: no io again')
+})
+
+t.test('the schema refuses a malformed io', async t => {
+  const device = generateKeyPair().keyId
+  const msg = { v: 1, id: '0mwvr3wua-VgU_KZe0OzM', device, ts: 1_700_000_000_000, sample: SAMPLE }
+  const led = { pin: 17, shown: 'online', source: 'agent' }
+  const line = { pin: 17, holder: 'led', direction: 'out', value: 1 }
+  t.equal(schemaErrors('telemetry', { ...msg, io: { led, lines: [line] } }), null)
+  t.equal(schemaErrors('telemetry', { ...msg, io: { lines: [] } }), null, 'no LED, no lines')
+  t.not(schemaErrors('telemetry', { ...msg, io: { led } }), null, 'lines missing')
+  t.not(schemaErrors('telemetry', { ...msg, io: { led: { ...led, shown: 'Online' }, lines: [] } }), null, 'shown not lowercase')
+  t.not(schemaErrors('telemetry', { ...msg, io: { led: { ...led, source: 'user' }, lines: [] } }), null, 'an unknown source')
+  t.not(schemaErrors('telemetry', { ...msg, io: { lines: [{ ...line, value: 2 }] } }), null, 'a level other than 0 or 1')
+  t.not(schemaErrors('telemetry', { ...msg, io: { lines: [{ ...line, holder: 'node-red' }] } }), null, 'an unknown holder')
+  t.not(schemaErrors('telemetry', { ...msg, io: { lines: Array.from({ length: 65 }, (_, pin) => ({ ...line, pin })) } }), null, 'more than 64 lines')
 })

@@ -5,6 +5,8 @@ import t from 'tap'
 import { createFakeGpio, describeSteps, LedPlayer, ManualTimers } from '../../../hw/gpio/index.js'
 import { LED_PATTERNS, LED_STATES, ledStateFor, type LedState } from '../../../agent/device-ui/led-patterns.js'
 import { AGENT_STATES } from '../../../agent/local-api/protocol.js'
+import type { LedShown } from '../../../agent/device-ui/status-light.js'
+import { schemaErrors } from '../../helpers/schemas.js'
 
 const STATES = Object.keys(LED_PATTERNS) as LedState[]
 
@@ -59,4 +61,19 @@ t.test('each pattern reaches the pin as written', async t => {
     t.strictSame(seen, LED_PATTERNS[s].steps, s)
     await led.stop()
   }
+})
+
+t.test("whatever the LED shows fits telemetry's io.led.shown", async t => {
+  // Every state plus the two steady levels led.set gives: all that LedShown allows (checked by the compiler).
+  const all = [...LED_STATES, 'on', 'off'] as const satisfies readonly LedShown[]
+  const complete: [Exclude<LedShown, (typeof all)[number]>] extends [never] ? true : false = true
+  t.ok(complete)
+  const msg = {
+    v: 1,
+    id: '0mwvr3wua-VgU_KZe0OzM',
+    device: 'd'.repeat(52),
+    ts: 1_700_000_000_000,
+    sample: { board: { kind: 'rpi5', model: 'Raspberry Pi 5', arch: 'aarch64' }, uptimeS: 1, load: [0, 0, 0] },
+  }
+  for (const shown of all) t.equal(schemaErrors('telemetry', { ...msg, io: { led: { pin: 17, shown, source: 'agent' }, lines: [] } }), null, shown)
 })

@@ -1,10 +1,13 @@
 // GPIO and the LED through the local API of a real agent (fake GPIO driver, real
 // Mosquitto): lend lines, read, write, edge events, refuse the agent's own pins and
-// pins another client holds, release on disconnect, led.set and 'auto'.
+// pins another client holds, release on disconnect, led.set and 'auto'; the agent's
+// telemetry reports the LED and every line held (io).
 
 import t from 'tap'
 import { startBroker, type TestBroker } from '../../helpers/broker.js'
-import { until } from '../../helpers/agent.js'
+import { Consumer, until } from '../../helpers/agent.js'
+import { schemaErrors } from '../../helpers/schemas.js'
+import type { TelemetryMessage } from '../../../protocol/messages.js'
 import { LocalApiClient } from '../../../agent/local-api/api-client.js'
 import { RawClient, resultErrors, startApiAgent } from './helpers.js'
 
@@ -96,4 +99,96 @@ t.test('led.set overrides the agent until auto; status shows who drives it', asy
   t.equal(status.state, 'online', 'while the agent itself is online')
   t.match(await c.request('led.set', { pattern: 'auto' }), { shown: 'online', source: 'agent' }, 'auto hands it back')
   await t.rejects(c.request('led.set', { pattern: 'disco' as 'on' }), { code: 'BAD_REQUEST' })
+})
+
+t.test('telemetry reports the LED, the button and the lines a client opened, wrote and saw', async t => {
+  const a = await startApiAgent(broker.url, { telemetry: { periodS: 1 }, gpio: { driver: 'fake', statusLed: { pin: LED }, button: { pin: BUTTON } } })
+  t.teardown(() => a.stop())
+  const fake = await a.fake()
+  const mq = await Consumer.connect(broker.url, `cairn/v1/test/${a.agent.deviceId}/telemetry`)
+  t.teardown(() => mq.close())
+  const samples = () => mq.messages.map(m => m.json as unknown as TelemetryMessage)
+  /** The first sample, from now on, whose io passes `pred`. */
+  const next = async (pred: (io: NonNullable<TelemetryMessage['io']>) => boolean, what: string): Promise<TelemetryMessage> => {
+    const from = mq.messages.length
+    return mq.waitFor(
+      () =>
+        samples()
+          .slice(from)
+          .find(m => m.io && pred(m.io)),
+      10_000,
+      what,
+    )
+  }
+  const line = (io: TelemetryMessage['io'], pin: number) => io?.lines.find(l => l.pin === pin)
+
+  fake.setInput(BUTTON, 1) // pulled up: released (the fake starts low, "held")
+  await until(() => a.agent.deviceUi.light?.info().shown === 'online', 10_000, 'LED online')
+  const c = await RawClient.open(a.socket, a.token)
+  t.teardown(() => c.close())
+  t.equal((await c.req('gpio.open', { pin: 22, mode: 'out', initial: 0 })).ok, true)
+  t.equal((await c.req('gpio.write', { pin: 22, value: 1 })).ok, true)
+  fake.setInput(23, 0)
+  t.equal((await c.req('gpio.open', { pin: 23, mode: 'in', edge: 'both', debounceMs: 0 })).ok, true)
+  fake.setInput(23, 1) // an edge the agent sees (no client subscribed to gpio events)
+
+  const held = await next(io => line(io, 22)?.value === 1 && line(io, 23)?.value === 1 && line(io, BUTTON)?.value === 0, 'a sample with both lent lines')
+  t.same(held.io!.led, { pin: LED, shown: 'online', source: 'agent' }, "the LED showing the agent's state")
+  t.same(
+    held.io!.lines.map(({ value: _value, ...l }) => l),
+    [
+      { pin: LED, holder: 'led', direction: 'out' },
+      { pin: 22, holder: 'local-api', direction: 'out' },
+      { pin: 23, holder: 'local-api', direction: 'in' },
+      { pin: BUTTON, holder: 'button', direction: 'in' },
+    ],
+    'every line held, by pin, with its holder and direction',
+  )
+  t.ok(line(held.io, LED)!.value === 0 || line(held.io, LED)!.value === 1, "the LED line's level as it blinks")
+  t.same(line(held.io, 22), { pin: 22, holder: 'local-api', direction: 'out', value: 1 }, 'the level the client wrote')
+  t.same(line(held.io, 23), { pin: 23, holder: 'local-api', direction: 'in', value: 1 }, 'the level of the edge the agent saw')
+  t.same(line(held.io, BUTTON), { pin: BUTTON, holder: 'button', direction: 'in', value: 0 }, 'the button released')
+
+  t.match((await c.req('led.set', { pattern: 'on' })).data, { shown: 'on', source: 'api' })
+  fake.setInput(BUTTON, 0) // pressed
+  const lit = await next(io => io.led?.source === 'api' && line(io, BUTTON)?.value === 1, 'a sample with the LED set by a client and the button pressed')
+  t.same(lit.io!.led, { pin: LED, shown: 'on', source: 'api' })
+  t.same(line(lit.io, LED), { pin: LED, holder: 'led', direction: 'out', value: 1 }, 'steady on')
+  fake.setInput(BUTTON, 1)
+
+  t.equal((await c.req('gpio.close', { pin: 22 })).ok, true)
+  const closed = await next(io => !line(io, 22), 'a sample without the closed line')
+  t.ok(line(closed.io, 23), 'the other lent line stays')
+  c.close()
+  const left = await next(io => io.lines.every(l => l.holder !== 'local-api'), 'a sample after the client left')
+  t.same(
+    left.io!.lines.map(l => l.pin),
+    [LED, BUTTON],
+    "only the agent's own lines are left",
+  )
+  for (const m of samples()) t.equal(schemaErrors('telemetry', m), null, 'matches docs/schemas/telemetry.json')
+})
+
+t.test('an agent with GPIO but no LED sends no io until a client opens a line', async t => {
+  const a = await startApiAgent(broker.url, { telemetry: { periodS: 1 } })
+  t.teardown(() => a.stop())
+  const mq = await Consumer.connect(broker.url, `cairn/v1/test/${a.agent.deviceId}/telemetry`)
+  t.teardown(() => mq.close())
+  const samples = () => mq.messages.map(m => m.json as unknown as TelemetryMessage)
+  await mq.waitFor(() => samples().length >= 1, 10_000, 'a sample')
+  t.equal(samples()[0]!.io, undefined, 'nothing held: no io')
+  const c = await RawClient.open(a.socket, a.token)
+  t.teardown(() => c.close())
+  t.equal((await c.req('gpio.open', { pin: 5, mode: 'in' })).ok, true)
+  const from = samples().length
+  const m = await mq.waitFor(
+    () =>
+      samples()
+        .slice(from)
+        .find(x => x.io),
+    10_000,
+    'a sample with io',
+  )
+  t.same(m.io, { lines: [{ pin: 5, holder: 'local-api', direction: 'in', value: 0 }] }, 'no led; the input as gpio.open read it')
+  t.equal(schemaErrors('telemetry', m), null)
 })

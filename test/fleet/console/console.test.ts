@@ -287,6 +287,20 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
   await page.waitForSelector('dd.outbox:not([data-queued=none])', wait)
   t.match(await text('dd.outbox'), /^\d+ waiting \([\d.]+ [kM]B\), the oldest \d+ (min|h) old$/, `its page shows the backlog: ${await text('dd.outbox')}`)
 
+  // a Pi with a status LED and two lines a local client holds: its page shows them
+  await page.goto(`${base}/#/devices/${sim.devices[4]!.id}`)
+  await page.waitForSelector('.io .led[data-led=online]', wait)
+  t.match(await text('.io .led'), /Status LED on BCM 17: online \(the agent's state\)/, 'its status LED, as its telemetry reports it')
+  t.same(
+    await page.$$eval('table.gpio tbody tr', trs => trs.map(tr => [...tr.querySelectorAll('td')].slice(0, 3).map(td => td.textContent))),
+    [
+      ['17', 'led', 'out'],
+      ['22', 'local-api', 'out'],
+      ['23', 'local-api', 'in'],
+    ],
+    'and the GPIO lines held, by pin',
+  )
+
   // the table: 200+1 devices, 50 a page, sort by temperature (descending: two clicks)
   await page.goto(`${base}/#/devices`)
   await page.waitForFunction((n: number) => document.querySelector('.count')?.getAttribute('data-total') === String(n), wait, SIM_DEVICES + 2)
