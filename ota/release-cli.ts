@@ -21,7 +21,7 @@ type Io = { out: Out; err: Out; setExitCode(code: number): void }
 const SYNOPSIS = `  cairn release init --repo DIR [--root-keys N] [--root-threshold M] [--expiry ROLE=DUR]...
   cairn release add --repo DIR --version V --channel NAME [--min-version V] [--arch arm64,x64]
               [--board rpi4,rpi5] [--rollout PCT] [--kind agent|os] FILE...
-  cairn release set-rollout --repo DIR --version V --pct P [--channel NAME]
+  cairn release set-rollout --repo DIR --version V --pct P [--channel NAME] [--kind agent|os]
   cairn release refresh --repo DIR [--targets] [--root]
   cairn release rotate --repo DIR --role root|targets|snapshot|timestamp [--root-keys N --root-threshold M]
   cairn release list --repo DIR [--json]
@@ -160,11 +160,13 @@ export function releaseCommand(io: Io): Command {
     .requiredOption('--version <v>', 'the release version')
     .requiredOption('--pct <p>', 'percentage of devices, 0 to 100 (0 halts the release)')
     .option('--channel <name>', 'only in this channel')
-    .action((o: RepoOptions & { version: string; pct: string; channel?: string }) =>
+    .option('--kind <kind>', 'only releases of this kind: agent or os (agent and OS releases may share version numbers)')
+    .action((o: RepoOptions & { version: string; pct: string; channel?: string; kind?: string }) =>
       withLock(o.repo, () => {
         const pct = pctFlag(o.pct, 'pct')!
+        if (o.kind !== undefined && o.kind !== 'agent' && o.kind !== 'os') throw new CairnError('BAD_REQUEST', `--kind must be agent or os, not ${JSON.stringify(o.kind)}`)
         const repo = openRepo(o)
-        const changed = repo.setRollout(o.version, pct, o.channel)
+        const changed = repo.setRollout(o.version, pct, o.channel, o.kind)
         io.out.write(`rollout ${pct} % for ${changed.join(', ')}\nsigned: ${versions(repo)}\n`)
       }),
     )

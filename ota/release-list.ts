@@ -4,8 +4,7 @@
 // rollouts page, so the console never lists a release a device would refuse.
 
 import { refreshMetadata, seedTrustedRoot, targetInfo } from './tuf-client.js'
-import { parseReleaseInfo } from './tuf-repo.js'
-import type { ReleaseCandidate } from './release-types.js'
+import { parseReleaseInfo, type ReleaseCandidate } from './release-types.js'
 
 export interface ReleaseListOptions {
   /** Base URL of the published metadata/ directory. */

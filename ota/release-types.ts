@@ -1,7 +1,10 @@
 // The seam between the two halves of OTA: the release channel (TUF metadata, target
 // selection, verified resumable downloads: ota/tuf-*.ts) and the device's updater
 // (A/B slots, launcher, health-checked commit and rollback: ota/slots.ts,
-// ota/updater.ts). Both sides code against these types only.
+// ota/updater.ts). Both sides code against these types only, and read a target's
+// custom metadata with parseReleaseInfo.
+
+import { isSemver } from '../protocol/semver.js'
 
 /** Custom metadata of one release target (TUF `targets.<name>.custom.cairn`). */
 export interface ReleaseInfo {
@@ -58,4 +61,24 @@ export interface ReleaseChannel {
   /** Downloads a target into `file`, resuming a partial `file` with HTTP Range, and
    * verifies its length and SHA-256 against the TUF metadata before resolving. */
   download(candidate: ReleaseCandidate, file: string, onProgress?: (p: DownloadProgress) => void): Promise<void>
+}
+
+/** Reads `custom.cairn` back into a ReleaseInfo, or null when it is missing or malformed
+ * (such a target is never selected). */
+export function parseReleaseInfo(raw: unknown): ReleaseInfo | null {
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return null
+  const r = raw as Record<string, unknown>
+  const strings = (v: unknown): string[] | undefined | null => (v === undefined ? undefined : Array.isArray(v) && v.every(x => typeof x === 'string') ? (v as string[]) : null)
+  const arch = strings(r.arch)
+  const boards = strings(r.boards)
+  if (typeof r.version !== 'string' || !isSemver(r.version) || typeof r.channel !== 'string') return null
+  if (typeof r.rollout !== 'number' || !(r.rollout >= 0 && r.rollout <= 100)) return null
+  if (r.kind !== 'agent' && r.kind !== 'os') return null
+  if (r.minVersion !== undefined && (typeof r.minVersion !== 'string' || !isSemver(r.minVersion))) return null
+  if (arch === null || boards === null) return null
+  const info: ReleaseInfo = { version: r.version, channel: r.channel, rollout: r.rollout, kind: r.kind }
+  if (r.minVersion !== undefined) info.minVersion = r.minVersion as string
+  if (arch !== undefined) info.arch = arch
+  if (boards !== undefined) info.boards = boards
+  return info
 }

@@ -28,7 +28,7 @@ import {
   type RepoSettings,
 } from './tuf-layout.js'
 import { sha256Hex } from '../protocol/hash.js'
-import type { ReleaseInfo } from './release-types.js'
+import { parseReleaseInfo, type ReleaseInfo } from './release-types.js'
 
 export interface RepoOptions {
   dir: string
@@ -155,18 +155,19 @@ export class TufRepo {
     return added
   }
 
-  /** Sets the rollout percentage of every target of `version` (0 halts the release). */
-  setRollout(version: string, pct: number, channel?: string): string[] {
+  /** Sets the rollout percentage of every target of `version` (0 halts the release),
+   * only in `channel` and of `kind` when given. */
+  setRollout(version: string, pct: number, channel?: string, kind?: ReleaseInfo['kind']): string[] {
     if (!(pct >= 0 && pct <= 100)) throw new CairnError('BAD_REQUEST', `rollout must be 0 to 100, got ${pct}`)
     const targets = this.targetsJson()
     const changed: string[] = []
     for (const [path, entry] of Object.entries(targets)) {
       const cairn = ((entry as JsonObject).custom as JsonObject | undefined)?.cairn as JsonObject | undefined
-      if (!cairn || cairn.version !== version || (channel !== undefined && cairn.channel !== channel)) continue
+      if (!cairn || cairn.version !== version || (channel !== undefined && cairn.channel !== channel) || (kind !== undefined && cairn.kind !== kind)) continue
       cairn.rollout = pct
       changed.push(path)
     }
-    if (changed.length === 0) throw new CairnError('BAD_REQUEST', `no published target has version ${version}${channel ? ` on channel ${channel}` : ''}`)
+    if (changed.length === 0) throw new CairnError('BAD_REQUEST', `no published ${kind ? `${kind} ` : ''}target has version ${version}${channel ? ` on channel ${channel}` : ''}`)
     this.publishTargets(targets)
     return changed
   }
@@ -341,24 +342,4 @@ function infoJson(info: ReleaseInfo): JsonObject {
   if (info.arch !== undefined) out.arch = [...info.arch]
   if (info.boards !== undefined) out.boards = [...info.boards]
   return out
-}
-
-/** Reads `custom.cairn` back into a ReleaseInfo, or null when it is missing or malformed
- * (such a target is never selected). */
-export function parseReleaseInfo(raw: unknown): ReleaseInfo | null {
-  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return null
-  const r = raw as Record<string, unknown>
-  const strings = (v: unknown): string[] | undefined | null => (v === undefined ? undefined : Array.isArray(v) && v.every(x => typeof x === 'string') ? (v as string[]) : null)
-  const arch = strings(r.arch)
-  const boards = strings(r.boards)
-  if (typeof r.version !== 'string' || !isSemver(r.version) || typeof r.channel !== 'string') return null
-  if (typeof r.rollout !== 'number' || !(r.rollout >= 0 && r.rollout <= 100)) return null
-  if (r.kind !== 'agent' && r.kind !== 'os') return null
-  if (r.minVersion !== undefined && (typeof r.minVersion !== 'string' || !isSemver(r.minVersion))) return null
-  if (arch === null || boards === null) return null
-  const info: ReleaseInfo = { version: r.version, channel: r.channel, rollout: r.rollout, kind: r.kind }
-  if (r.minVersion !== undefined) info.minVersion = r.minVersion as string
-  if (arch !== undefined) info.arch = arch
-  if (boards !== undefined) info.boards = boards
-  return info
 }

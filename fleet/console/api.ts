@@ -175,6 +175,8 @@ export interface Outcomes {
   from: number
   to: number
   bucketMs: number
+  /** the updates that ended before `from` (the running totals start there) */
+  before: { committed: number; rolledBack: number; failed: number }
   items: Array<{ ts: number; committed: number; rolledBack: number; failed: number }>
   rollout: Array<{ channel: string; history: Array<{ ts: number; rollout: number; targets: number }> }>
 }

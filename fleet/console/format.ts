@@ -43,3 +43,9 @@ function scaled(n: number | null | undefined, units: readonly string[]): string 
 export function shortId(id: string): string {
   return id.length > 14 ? `${id.slice(0, 12)}…` : id
 }
+
+/** A word as a POSIX shell reads it back unchanged: text from release metadata (a
+ * channel) lands in a command the operator pastes into a shell. */
+export function shellWord(s: string): string {
+  return /^[A-Za-z0-9._+-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`
+}

@@ -11,6 +11,8 @@ export interface Notice {
   devices: string[]
   more: number
   presence: boolean
+  /** the release repository changed (the rollouts page) */
+  releases: boolean
 }
 
 type Listener = (n: Notice) => void

@@ -1,6 +1,7 @@
 // One release over time (uPlot): how many of its updates had ended committed, rolled back
-// or failed by each moment of the range (running totals from the range's start), and its
-// rollout percentage as the signed metadata said, stepped, on a second axis. The
+// or failed by each moment of the range (running totals, counting those before the range,
+// so the last column is the table's total), and its rollout percentage in one channel as
+// the signed metadata said, stepped, on a second axis. The
 // container carries the totals it drew (data-committed, …), which the browser tests
 // compare with the API's answer.
 
@@ -16,15 +17,15 @@ const LINES = [
 ] as const
 
 /** The chart's columns: each moment something changed, the totals by then and the rollout then. */
-function outcomeColumns(o: Outcomes): { xs: number[]; totals: Record<(typeof LINES)[number]['key'], number[]>; rollout: Array<number | null> } {
-  const history = o.rollout.flatMap(r => r.history).sort((a, b) => a.ts - b.ts)
+function outcomeColumns(o: Outcomes, channel: string): { xs: number[]; totals: Record<(typeof LINES)[number]['key'], number[]>; rollout: Array<number | null> } {
+  const history = o.rollout.filter(r => r.channel === channel).flatMap(r => r.history)
   const times = new Set<number>([o.from, o.to, ...o.items.map(i => i.ts), ...history.filter(h => h.ts > o.from && h.ts < o.to).map(h => h.ts)])
   const xs = [...times].sort((a, b) => a - b)
   const totals = { committed: [] as number[], rolledBack: [] as number[], failed: [] as number[] }
   const rollout: Array<number | null> = []
   let i = 0
   let h = 0
-  const sum = { committed: 0, rolledBack: 0, failed: 0 }
+  const sum = { ...o.before }
   let pct: number | null = null
   for (const x of xs) {
     while (i < o.items.length && o.items[i]!.ts <= x) {
@@ -41,10 +42,10 @@ function outcomeColumns(o: Outcomes): { xs: number[]; totals: Record<(typeof LIN
   return { xs, totals, rollout }
 }
 
-export function OutcomeChart(props: { title: string; outcomes: Outcomes }) {
+export function OutcomeChart(props: { title: string; outcomes: Outcomes; channel: string }) {
   const box = useRef<HTMLDivElement>(null)
   const o = props.outcomes
-  const cols = outcomeColumns(o)
+  const cols = outcomeColumns(o, props.channel)
   const last = (k: (typeof LINES)[number]['key']) => cols.totals[k][cols.totals[k].length - 1] ?? 0
 
   useEffect(() => {
@@ -77,7 +78,7 @@ export function OutcomeChart(props: { title: string; outcomes: Outcomes }) {
       window.removeEventListener('resize', resize)
       plot.destroy()
     }
-  }, [o])
+  }, [o, props.channel])
 
   return (
     <figure class="chart outcomes">

@@ -11,7 +11,7 @@ import { useState } from 'preact/hooks'
 import { OTA_PHASES } from '../service/fleet-store.js'
 import * as api from './api.js'
 import { OutcomeChart } from './outcome-chart.js'
-import { ago, time } from './format.js'
+import { ago, shellWord, time } from './format.js'
 import { KeyBox } from './key-box.js'
 import { useLive } from './live.js'
 import { deviceHref } from './route.js'
@@ -20,6 +20,8 @@ import { Problem, useLoad } from './ui.js'
 
 /** How long a pause stands before it lapses (devices drop an expired one); resume sooner. */
 const PAUSE_TTL_MS = 86_400_000
+/** A halt signs a fresh pause when the one in force lapses sooner than this. */
+const PAUSE_RENEW_MS = 6 * 3_600_000
 
 export function RolloutsPage() {
   const [key, setKey] = useState<OperatorKey | null>(null)
@@ -57,7 +59,9 @@ export function RolloutsPage() {
     }
   }
   const halt = async (p: api.Published) => {
-    if (pause?.paused || (await setPaused(true, `Halt ${p.version}: pause updates on every device of the fleet now?`))) setHalting(p)
+    // a pause in force for a while yet stands; one about to lapse is signed again
+    const standing = pause?.paused === true && pause.exp - Date.now() > PAUSE_RENEW_MS
+    if (standing || (await setPaused(true, `Halt ${p.version}: pause updates on every device of the fleet now?`))) setHalting(p)
   }
 
   return (
@@ -301,7 +305,7 @@ function HaltSteps(props: { release: api.Published; paused: boolean; onDone: () 
         <li data-step="rollout" class={cut ? 'done' : ''}>
           {cut ? '✓ rollout 0 % in the signed metadata: ' : 'Cut its rollout to 0 in the signed metadata, where the targets key is kept, so devices that missed the pause refuse it too: '}
           <code>
-            cairn release set-rollout --repo DIR --version {p.version} --pct 0 --channel {p.channel}
+            cairn release set-rollout --repo DIR --version {shellWord(p.version)} --pct 0 --channel {shellWord(p.channel)} --kind {p.kind}
           </code>
         </li>
       </ol>
@@ -324,7 +328,7 @@ function ReleaseHistory(props: { release: api.Published }) {
   return (
     <div class="release-history" data-history={p.version}>
       <Problem error={data.error} />
-      {data.value && <OutcomeChart title={`${p.version} (${p.kind}, ${p.channel}): ended updates and rollout since it was published`} outcomes={data.value} />}
+      {data.value && <OutcomeChart title={`${p.version} (${p.kind}, ${p.channel}): ended updates and rollout since it was published`} outcomes={data.value} channel={p.channel} />}
     </div>
   )
 }

@@ -11,6 +11,8 @@ export interface ChangeNotice {
   readonly more: number
   /** a presence changed (the overview's counts moved) */
   readonly presence: boolean
+  /** the release repository's listing or state changed (the rollouts page) */
+  readonly releases: boolean
 }
 
 const MAX_NAMED = 200
@@ -20,6 +22,7 @@ export class ChangeFeed {
   private readonly changed = new Set<string>()
   private more = 0
   private presence = false
+  private releases = false
   private timer: NodeJS.Timeout | undefined
 
   constructor(private readonly everyMs = 1000) {}
@@ -28,6 +31,12 @@ export class ChangeFeed {
     if (what === 'status') this.presence = true
     if (this.changed.size < MAX_NAMED) this.changed.add(device)
     else if (!this.changed.has(device)) this.more++
+    this.timer ??= setTimeout(() => this.flush(), this.everyMs)
+  }
+
+  /** The release repository changed: a notice naming no device. */
+  notifyReleases(): void {
+    this.releases = true
     this.timer ??= setTimeout(() => this.flush(), this.everyMs)
   }
 
@@ -42,10 +51,11 @@ export class ChangeFeed {
 
   private flush(): void {
     this.timer = undefined
-    const notice: ChangeNotice = { devices: [...this.changed], more: this.more, presence: this.presence }
+    const notice: ChangeNotice = { devices: [...this.changed], more: this.more, presence: this.presence, releases: this.releases }
     this.changed.clear()
     this.more = 0
     this.presence = false
+    this.releases = false
     for (const fn of this.subscribers) fn(notice)
   }
 

@@ -94,6 +94,7 @@ export class FleetService {
           clock: o.clock,
           log: o.log.child({ mod: 'releases' }),
           everyMs: r.everyMs,
+          onChange: () => this.changes.notifyReleases(),
         })
       : null
     this.pause = new PauseWatch({ fleet: o.fleet, clock: o.clock, operators: o.operatorKeys && o.operatorKeys.length > 0 ? new Set(o.operatorKeys) : null })

@@ -297,6 +297,15 @@ export interface ReleaseSummary {
   readonly boards: readonly string[] | null
 }
 
+/** One verified listing of a release repository, to record. */
+export interface ReleaseListingRecord {
+  /** the repository (its URL): versions are compared per source */
+  readonly source: string
+  /** the verified targets metadata's version: a listing older than one recorded is stale */
+  readonly version: number
+  readonly releases: readonly ReleaseSummary[]
+}
+
 export interface ReleaseState extends ReleaseSummary {
   /** when the service first saw it published, and when it last saw it change */
   readonly firstSeen: number
@@ -361,17 +370,20 @@ export interface FleetStore {
   versionCounts(): Promise<Array<{ version: string; devices: number; online: number }>>
   /** Devices by the Cairn OS release they report (devices not on Cairn OS left out). */
   osVersionCounts(): Promise<Array<{ version: string; devices: number; online: number }>>
-  /** Records the releases the repository publishes now (verified): a release new or
-   * changed since the last record gets a row at `now`, and one that is no longer listed
-   * gets a row as withdrawn. Idempotent, so every process may record the same listing.
-   * Returns how many rows were added. */
-  recordReleases(now: number, listing: readonly ReleaseSummary[]): Promise<number>
-  /** Every release ever recorded, newest first by version of first sight, with up to
-   * `historyLimit` changes each (the newest). */
+  /** Records the releases a repository publishes now (a verified listing): a release new
+   * or changed since the last record gets a row at `now`, and one no longer listed a row
+   * as withdrawn. A listing from older metadata than one recorded already is stale and
+   * changes nothing. Idempotent, so every process may record the same listing; a store
+   * must serialise these calls (SQLite: BEGIN IMMEDIATE; PostgreSQL: a transaction-level
+   * advisory lock) so two processes cannot both add a change. */
+  recordReleases(now: number, listing: ReleaseListingRecord): Promise<{ added: number; stale: boolean }>
+  /** Every release ever recorded (at most 1,000), newest first sight first, with up to
+   * `historyLimit` of its changes each (the newest, oldest first). */
   releases(historyLimit: number): Promise<ReleaseState[]>
-  /** How many devices committed, rolled back or failed each release (by updater
-   * events), all time. */
-  outcomeTotals(): Promise<Array<{ kind: ReleaseKind; version: string; committed: number; rolledBack: number; failed: number }>>
+  /** How many updates of each published release ended committed, rolled back or failed
+   * (by the updaters' events; a device that failed twice counts twice), all kept or only
+   * those before `before`. */
+  outcomeTotals(q?: { before?: number }): Promise<Array<{ kind: ReleaseKind; version: string; committed: number; rolledBack: number; failed: number }>>
   /** One release's ended updates per bucket of `bucketMs` in [from, to), oldest first,
    * buckets without any left out. */
   outcomes(q: { kind: ReleaseKind; version: string; from: number; to: number; bucketMs: number }): Promise<OutcomeBucket[]>

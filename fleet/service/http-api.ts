@@ -328,7 +328,8 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
     '/api/v1/rollouts/outcomes',
     {
       schema: {
-        summary: "one release's updates that ended (committed, rolled back, failed) per time bucket, and its rollout's changes, over a range (default the last 7 days)",
+        summary:
+          "one release's updates that ended (committed, rolled back, failed) per time bucket over a range (default the last 7 days), how many ended before it, and its rollout's changes per channel",
         querystring: OutcomesQuery,
       },
     },
@@ -337,12 +338,14 @@ export async function buildApi(d: ApiDeps): Promise<FastifyInstance> {
       const { from, to } = range(q, 7 * 86_400_000)
       const bucketMs = outcomeBucket(to - from)
       const release = (await d.store.releases(RELEASE_HISTORY)).filter(r => r.kind === q.kind && r.version === q.version)
+      const earlier = (await d.store.outcomeTotals({ before: from })).find(r => r.kind === q.kind && r.version === q.version)
       return {
         kind: q.kind,
         version: q.version,
         from,
         to,
         bucketMs,
+        before: { committed: earlier?.committed ?? 0, rolledBack: earlier?.rolledBack ?? 0, failed: earlier?.failed ?? 0 },
         items: await d.store.outcomes({ kind: q.kind, version: q.version, from, to, bucketMs }),
         rollout: release.map(r => ({ channel: r.channel, history: r.history })),
       }

@@ -33,6 +33,11 @@ export interface ReleaseWatchOptions {
   clock: Clock
   log: Logger
   everyMs: number
+  /** told when what the page shows changed: a release recorded, or the repository's state */
+  onChange?: () => void
+  /** how long stop() waits for a poll under way (default 3 s); the poll is then left to
+   * end by itself, recording nothing */
+  stopWaitMs?: number
 }
 
 /** A listing's targets taken together per release (kind, version, channel): the highest
@@ -84,21 +89,38 @@ export class ReleaseWatch {
 
   private async pollOnce(): Promise<void> {
     const at = this.o.clock.now()
+    const was = this.current
     try {
       const listing = await this.o.list()
-      const added = await this.o.store.recordReleases(this.o.clock.now(), summarise(listing))
-      this.current = { ...this.current, checkedAt: at, ok: true, error: null, targetsVersion: listing.targetsVersion, expires: listing.expires, verifiedAt: at }
-      if (added > 0) this.o.log.info({ added, targetsVersion: listing.targetsVersion }, 'release repository changed')
+      if (this.stopped) return
+      const { added, stale } = await this.o.store.recordReleases(this.o.clock.now(), { source: this.o.url, version: listing.targetsVersion, releases: summarise(listing) })
+      if (stale) {
+        // another process (or an earlier run) recorded newer metadata: this one is behind
+        this.o.log.info({ targetsVersion: listing.targetsVersion }, 'release metadata older than recorded: left out')
+        this.current = { ...this.current, checkedAt: at, ok: true, error: null, verifiedAt: at }
+      } else {
+        this.current = { ...this.current, checkedAt: at, ok: true, error: null, targetsVersion: listing.targetsVersion, expires: listing.expires, verifiedAt: at }
+        if (added > 0) this.o.log.info({ added, targetsVersion: listing.targetsVersion }, 'release repository changed')
+      }
+      if (added > 0 || !was.ok || was.targetsVersion !== this.current.targetsVersion) this.o.onChange?.()
     } catch (err) {
+      if (this.stopped) return
       const error = isCairnError(err) ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : String(err)
       if (error !== this.current.error) this.o.log.warn({ err, url: this.o.url }, 'release repository not read')
       this.current = { ...this.current, checkedAt: at, ok: false, error: error.slice(0, 1000) }
+      if (was.ok || was.error !== this.current.error) this.o.onChange?.()
     }
   }
 
+  /** Stops polling; waits a few seconds at most for a poll under way (a slow release
+   * server must not hold the service's stop), which then records nothing. */
   async stop(): Promise<void> {
     this.stopped = true
     clearTimeout(this.timer)
-    await this.running
+    const running = this.running
+    if (!running) return
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([running, new Promise<void>(r => (timer = setTimeout(r, this.o.stopWaitMs ?? 3000)))])
+    clearTimeout(timer)
   }
 }

@@ -92,7 +92,7 @@ async function serve(loaded: LoadedServeConfig, io: Io): Promise<number> {
     )
   const releases =
     o.releases.url && o.releases.root
-      ? { url: o.releases.url, root: readableFile(o.releases.root, name('releases.root')), metadataDir: join(o.stateDir, 'tuf'), everyMs: o.releases.pollSeconds * 1000 }
+      ? { url: o.releases.url, root: readableFile(o.releases.root, name('releases.root')), metadataDir: join(o.stateDir, `tuf-${o.instance}`), everyMs: o.releases.pollSeconds * 1000 }
       : undefined
   // reached from beyond this machine: directly, or through a proxy on it
   const exposed = !listen.loopback || o.trustProxy

@@ -41,7 +41,7 @@ import {
   type OutcomeBucket,
   type ReleaseKind,
   type ReleaseState,
-  type ReleaseSummary,
+  type ReleaseListingRecord,
   PHASE_OF,
   UPDATING,
 } from './fleet-store.js'
@@ -69,6 +69,8 @@ const OUTCOME_FIELD: Partial<Record<OtaPhase, 'committed' | 'rolledBack' | 'fail
 
 type ReleaseRow = { kind: ReleaseKind; version: string; channel: string; ts: number; rollout: number; targets: number; arch: string | null; boards: string | null }
 const releaseKey = (r: { kind: string; version: string; channel: string }) => `${r.kind}\n${r.version}\n${r.channel}`
+/** The most releases the rollouts page lists (newest first sight first). */
+const MAX_RELEASES = 1000
 /** Each release's newest row. */
 const LATEST_RELEASES = `SELECT r.kind, r.version, r.channel, r.ts, r.rollout, r.targets, r.arch, r.boards FROM release_log r
    JOIN (SELECT kind, version, channel, MAX(ts) AS ts FROM release_log GROUP BY kind, version, channel) l
@@ -479,67 +481,83 @@ export class SqliteFleetStore implements FleetStore {
       .all() as Array<{ version: string; devices: number; online: number }>
   }
 
-  async recordReleases(now: number, listing: readonly ReleaseSummary[]): Promise<number> {
+  async recordReleases(now: number, listing: ReleaseListingRecord): Promise<{ added: number; stale: boolean }> {
     const list = (v: readonly string[] | null) => (v === null ? null : JSON.stringify([...v].sort()))
     return this.db
       .transaction(() => {
+        // a listing from older metadata than one recorded already (another process's slow
+        // poll, a wiped metadata dir) is not the repository's state: left out
+        const key = `releases:${listing.source}`
+        const seen = this.st('SELECT v FROM meta WHERE k = ?').get(key) as { v: string } | undefined
+        if (seen && Number(seen.v) > listing.version) return { added: 0, stale: true }
+        this.st('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v').run(key, String(listing.version))
         const latest = new Map<string, ReleaseRow>()
-        for (const r of this.db.prepare(`${LATEST_RELEASES}`).all() as ReleaseRow[]) latest.set(releaseKey(r), r)
+        for (const r of this.st(LATEST_RELEASES).all() as ReleaseRow[]) latest.set(releaseKey(r), r)
         const insert = this.st('INSERT INTO release_log (kind, version, channel, ts, rollout, targets, arch, boards) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING')
         let added = 0
         const listed = new Set<string>()
-        for (const r of listing) {
-          const key = releaseKey(r)
-          if (listed.has(key)) throw new CairnError('BAD_REQUEST', `release ${key} listed twice: merge its targets first`)
-          listed.add(key)
-          const was = latest.get(key)
+        for (const r of listing.releases) {
+          const k = releaseKey(r)
+          if (listed.has(k)) throw new CairnError('BAD_REQUEST', `release ${k.replaceAll('\n', ' ')} listed twice: merge its targets first`)
+          listed.add(k)
+          const was = latest.get(k)
           const arch = list(r.arch)
           const boards = list(r.boards)
           if (was && was.rollout === r.rollout && was.targets === r.targets && was.arch === arch && was.boards === boards) continue
           added += insert.run(r.kind, r.version, r.channel, now, r.rollout, r.targets, arch, boards).changes
         }
-        for (const [key, was] of latest) if (!listed.has(key) && was.targets > 0) added += insert.run(was.kind, was.version, was.channel, now, 0, 0, was.arch, was.boards).changes
-        return added
+        for (const [k, was] of latest) if (!listed.has(k) && was.targets > 0) added += insert.run(was.kind, was.version, was.channel, now, 0, 0, was.arch, was.boards).changes
+        return { added, stale: false }
       })
       .immediate()
   }
 
   async releases(historyLimit: number): Promise<ReleaseState[]> {
-    const rows = this.db.prepare('SELECT kind, version, channel, ts, rollout, targets, arch, boards FROM release_log ORDER BY ts, kind, version, channel LIMIT 100000').all() as ReleaseRow[]
-    const byKey = new Map<string, { first: number; rows: ReleaseRow[] }>()
+    // each release's first sight, and its newest changes (the newest is where it stands)
+    const firsts = this.st(`SELECT kind, version, channel, MIN(ts) AS first FROM release_log GROUP BY kind, version, channel ORDER BY first DESC, version DESC LIMIT ${MAX_RELEASES}`).all() as Array<{
+      kind: ReleaseKind
+      version: string
+      channel: string
+      first: number
+    }>
+    const rows = this.st(
+      `SELECT kind, version, channel, ts, rollout, targets, arch, boards FROM (
+         SELECT r.*, ROW_NUMBER() OVER (PARTITION BY kind, version, channel ORDER BY ts DESC) AS n FROM release_log r
+       ) x WHERE n <= ? ORDER BY ts`,
+    ).all(Math.max(1, historyLimit)) as ReleaseRow[]
+    const byKey = new Map<string, ReleaseRow[]>()
     for (const r of rows) {
       const k = releaseKey(r)
       const e = byKey.get(k)
-      if (e) e.rows.push(r)
-      else byKey.set(k, { first: r.ts, rows: [r] })
+      if (e) e.push(r)
+      else byKey.set(k, [r])
     }
     const parse = (v: string | null) => (v === null ? null : (JSON.parse(v) as string[]))
-    return [...byKey.values()]
-      .map(({ first, rows: all }) => {
-        const now = all[all.length - 1]!
-        return {
-          kind: now.kind,
-          version: now.version,
-          channel: now.channel,
-          rollout: now.rollout,
-          targets: now.targets,
-          arch: parse(now.arch),
-          boards: parse(now.boards),
-          firstSeen: first,
-          changed: now.ts,
-          history: all.slice(-historyLimit).map(r => ({ ts: r.ts, rollout: r.rollout, targets: r.targets })),
-        }
-      })
-      .sort((a, b) => b.firstSeen - a.firstSeen || (a.version < b.version ? 1 : a.version > b.version ? -1 : 0))
+    return firsts.map(f => {
+      const all = byKey.get(releaseKey(f))!
+      const now = all[all.length - 1]!
+      return {
+        kind: now.kind,
+        version: now.version,
+        channel: now.channel,
+        rollout: now.rollout,
+        targets: now.targets,
+        arch: parse(now.arch),
+        boards: parse(now.boards),
+        firstSeen: f.first,
+        changed: now.ts,
+        history: all.map(r => ({ ts: r.ts, rollout: r.rollout, targets: r.targets })),
+      }
+    })
   }
 
-  async outcomeTotals(): Promise<Array<{ kind: ReleaseKind; version: string; committed: number; rolledBack: number; failed: number }>> {
-    const rows = this.db.prepare('SELECT target, version, phase, COUNT(DISTINCT device) AS n FROM ota_outcomes GROUP BY target, version, phase').all() as Array<{
-      target: ReleaseKind
-      version: string
-      phase: OtaPhase
-      n: number
-    }>
+  async outcomeTotals(q: { before?: number } = {}): Promise<Array<{ kind: ReleaseKind; version: string; committed: number; rolledBack: number; failed: number }>> {
+    // the releases the repository published (bounded), not whatever versions devices name
+    const rows = this.st(
+      `SELECT target, version, phase, COUNT(*) AS n FROM ota_outcomes
+       WHERE (target, version) IN (SELECT DISTINCT kind, version FROM release_log) AND ts < ?
+       GROUP BY target, version, phase`,
+    ).all(q.before ?? Number.MAX_SAFE_INTEGER) as Array<{ target: ReleaseKind; version: string; phase: OtaPhase; n: number }>
     const out = new Map<string, { kind: ReleaseKind; version: string; committed: number; rolledBack: number; failed: number }>()
     for (const r of rows) {
       const k = `${r.target}\n${r.version}`
@@ -551,7 +569,8 @@ export class SqliteFleetStore implements FleetStore {
   }
 
   async outcomes(q: { kind: ReleaseKind; version: string; from: number; to: number; bucketMs: number }): Promise<OutcomeBucket[]> {
-    const b = Math.max(1, Math.floor(q.bucketMs))
+    if (!Number.isSafeInteger(q.bucketMs) || q.bucketMs < 1) throw new CairnError('BAD_REQUEST', `bucketMs must be a positive whole number, not ${q.bucketMs}`)
+    const b = q.bucketMs
     const rows = this.db
       .prepare(
         `SELECT (ts / ${b}) * ${b} AS bucket, phase, COUNT(*) AS n FROM ota_outcomes
@@ -812,6 +831,7 @@ export class SqliteFleetStore implements FleetStore {
         deleted += this.db.prepare('DELETE FROM telemetry_1m WHERE ts < ?').run(now - retention.minuteMs).changes
         deleted += this.db.prepare('DELETE FROM telemetry_1h WHERE ts < ?').run(now - retention.hourMs).changes
         deleted += this.db.prepare('DELETE FROM events WHERE ts < ?').run(now - retention.hourMs).changes
+        deleted += this.db.prepare('DELETE FROM ota_outcomes WHERE ts < ?').run(now - retention.hourMs).changes
         deleted += this.db.prepare('DELETE FROM commands WHERE sent_at < ?').run(now - retention.hourMs).changes
         this.db.prepare('DELETE FROM sessions WHERE expires <= ?').run(now)
         deleted += this.db.prepare('DELETE FROM receipts WHERE received_at < ?').run(now - retention.hourMs).changes

@@ -7,7 +7,7 @@
 
 import { compareSemver, isSemver } from '../../protocol/semver.js'
 import { refreshMetadata, seedTrustedRoot, targetInfo } from '../../ota/tuf-client.js'
-import { parseReleaseInfo } from '../../ota/tuf-repo.js'
+import { parseReleaseInfo } from '../../ota/release-types.js'
 import type { Verified } from './write-slot.js'
 import { VerifyError } from './verify-error.js'
 

@@ -107,6 +107,7 @@ t.test('add, set-rollout, refresh: tuf-js accepts every step and sees the custom
     'the device sees the halt',
   )
   t.throws(() => repo.setRollout('9.9.9', 50), /no published target/)
+  t.throws(() => repo.setRollout('1.2.0', 50, undefined, 'os'), /no published os target has version 1\.2\.0/, 'by kind: no OS release 1.2.0')
 
   const before = repo.timestamp.signed.version
   t.same(repo.refresh().signed, ['timestamp'], 'refresh: only the timestamp while the snapshot is young')
@@ -120,6 +121,22 @@ t.test('add, set-rollout, refresh: tuf-js accepts every step and sees the custom
     again.list().map(x => x.info?.rollout),
     [0, 0],
   )
+})
+
+t.test('set-rollout by kind: an agent and an OS release of one version apart', async t => {
+  const { repo } = makeRepo()
+  const files = tmp()
+  repo.addRelease([payload(files, 'cairn-agent.tar', 100)], { version: '2.0.0', channel: 'stable', rollout: 50, kind: 'agent' })
+  repo.addRelease([payload(files, 'cairn-os.img', 100, 2)], { version: '2.0.0', channel: 'stable', rollout: 50, kind: 'os' })
+  t.same(repo.setRollout('2.0.0', 0, 'stable', 'agent'), ['cairn/2.0.0/cairn-agent.tar'], 'the agent release alone')
+  t.same(
+    repo.list().map(r => [r.info?.kind, r.info?.rollout]),
+    [
+      ['agent', 0],
+      ['os', 50],
+    ],
+  )
+  t.same(repo.setRollout('2.0.0', 10), ['cairn/2.0.0/cairn-agent.tar', 'cairn/2.0.0/cairn-os.img'], 'without a kind: both')
 })
 
 t.test('refresh re-signs the snapshot past half its life, and warns about offline roles', async t => {

@@ -64,8 +64,9 @@ t.test('the console in Chromium: overview, table, device page, live stream; devi
   t.teardown(named('the release server', () => releaseServer.close()))
   const store = new SqliteFleetStore(tmp('cairn-fleet-'))
   const rel = { kind: 'agent' as const, version: '2.1.0', channel: 'stable', targets: 2, arch: null, boards: null }
-  await store.recordReleases(Date.now() - 6 * 3_600_000, [{ ...rel, rollout: 10 }])
-  await store.recordReleases(Date.now() - 3 * 3_600_000, [{ ...rel, rollout: 25 }])
+  const source = releaseServer.url
+  await store.recordReleases(Date.now() - 6 * 3_600_000, { source, version: 1, releases: [{ ...rel, rollout: 10 }] })
+  await store.recordReleases(Date.now() - 3 * 3_600_000, { source, version: 2, releases: [{ ...rel, rollout: 25 }] })
   const svc = new FleetService({
     brokerUrl: broker.url,
     mqtt: { protocolVersion: mqttVersion },
@@ -558,13 +559,15 @@ t.test('sign-in, then commands from the console: signed in the browser with a ke
   await page.$eval('input[data-field=body]', el => void ((el as unknown as { value: string }).value = ''))
   await page.type('input[data-field=body]', '{"lines": 3}')
   await domClick(page, '[data-action=send]')
+  // the newest row is the logs command once it is answered: not the refused ping, nor
+  // the operator-add this test sent through the API meanwhile (also answered ok)
   await page.waitForFunction(
-    (old: string) => {
+    (older: string[]) => {
       const tr = document.querySelector('table.command-log tbody tr:first-child')
-      return tr !== null && tr.getAttribute('data-command') !== old && tr.getAttribute('data-state') === 'ok'
+      return tr !== null && !older.includes(tr.getAttribute('data-command') ?? '') && tr.getAttribute('data-state') === 'ok'
     },
     wait,
-    refused.id!,
+    [refused.id!, add.id],
   )
   const logs = await page.$eval('table.command-log tbody tr:first-child', el => el.textContent ?? '')
   t.match(logs, /logs.*ok.*"lines":\[/, 'logs, signed by the key made in the browser once the agent trusts it: answered')
@@ -594,7 +597,11 @@ t.test('sign-in, then commands from the console: signed in the browser with a ke
   await domClick(page, 'tr[data-published="3.0.0"] [data-action=halt-release]')
   await page.waitForSelector('[data-paused=yes]', wait)
   await page.waitForSelector('[data-halt="3.0.0"][data-halted=no] li[data-step=pause].done', wait)
-  t.match(await text('[data-halt="3.0.0"] li[data-step=rollout]'), /cairn release set-rollout --repo DIR --version 3\.0\.0 --pct 0 --channel stable/, 'and what the targets key holder runs')
+  t.match(
+    await text('[data-halt="3.0.0"] li[data-step=rollout]'),
+    /cairn release set-rollout --repo DIR --version 3\.0\.0 --pct 0 --channel stable --kind agent/,
+    'and what the targets key holder runs',
+  )
   repo.setRollout('3.0.0', 0)
   await svc.releases!.poll()
   await page.waitForSelector('[data-halt="3.0.0"][data-halted=yes] li[data-step=rollout].done', wait)

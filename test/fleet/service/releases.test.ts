@@ -5,7 +5,7 @@
 
 import t from 'tap'
 import { join } from 'node:path'
-import { listReleases } from '../../../ota/release-list.js'
+import { listReleases, type ReleaseListing } from '../../../ota/release-list.js'
 import { createLogger } from '../../../protocol/log.js'
 import { ReleaseWatch, summarise } from '../../../fleet/service/releases.js'
 import { SqliteFleetStore } from '../../../fleet/service/sqlite-store.js'
@@ -109,31 +109,64 @@ t.test('a real repository over HTTP: releases and rollout changes recorded, untr
   t.match(watch.state(), { ok: false, error: /DOWNLOAD/, checkedAt: now, verifiedAt: now - 2000 })
 })
 
-t.test('start polls at once and again every everyMs; stop waits for a poll under way', async t => {
+t.test('start polls at once and again every everyMs; onChange when the page would change', async t => {
   const state = tmp('cairn-rel-state-')
   const store = new SqliteFleetStore(state)
   t.teardown(() => store.close())
   let calls = 0
+  let changes = 0
   let release: () => void = () => {}
-  const second = new Promise<void>(r => (release = r))
+  const fourth = new Promise<void>(r => (release = r))
+  const rel = { kind: 'agent' as const, version: '1.0.0', channel: 'stable', rollout: 10, targetPath: 'cairn/1.0.0/a.tar', length: 1, sha256: 'x' }
   const watch = new ReleaseWatch({
     url: 'http://127.0.0.1:9/none',
     list: async () => {
       calls++
-      if (calls === 2) release()
-      return { targetsVersion: calls, expires: '2030-01-01T00:00:00Z', releases: [] }
+      if (calls === 4) release() // the third has ended by now
+      if (calls === 2) throw new Error('server down')
+      return { targetsVersion: calls, expires: '2030-01-01T00:00:00Z', releases: [rel] }
     },
     store,
     clock: { now: () => 5 },
     log,
     everyMs: 5,
+    onChange: () => changes++,
   })
   watch.start()
-  await second
+  await fourth
   await watch.stop()
-  const n = calls
-  t.ok(n >= 2, 'polled again after everyMs')
-  await new Promise(r => setTimeout(r, 30))
-  t.equal(calls, n, 'no poll after stop')
-  t.match(watch.state(), { ok: true, targetsVersion: Number })
+  t.ok(calls >= 4, 'polled again after everyMs')
+  t.ok(changes >= 3, `told: the release recorded, the failure, the recovery (${changes})`)
+})
+
+t.test('stop: waits a little for a poll under way, which then records nothing', async t => {
+  const store = new SqliteFleetStore(tmp('cairn-rel-state-'))
+  t.teardown(() => store.close())
+  let answer: (l: ReleaseListing) => void = () => {}
+  let asked: () => void = () => {}
+  const polling = new Promise<void>(r => (asked = r))
+  const watch = new ReleaseWatch({
+    url: 'http://127.0.0.1:9/none',
+    list: () => {
+      asked()
+      return new Promise<ReleaseListing>(r => (answer = r))
+    },
+    store,
+    clock: { now: () => 5 },
+    log,
+    everyMs: 3_600_000,
+    stopWaitMs: 20,
+  })
+  watch.start()
+  await polling
+  await watch.stop()
+  t.pass('stop came back while the release server had not answered')
+  answer({
+    targetsVersion: 1,
+    expires: '2030-01-01T00:00:00Z',
+    releases: [{ kind: 'agent', version: '1.0.0', channel: 'stable', rollout: 10, targetPath: 'cairn/1.0.0/a.tar', length: 1, sha256: 'x' }],
+  })
+  await watch.poll()
+  t.same(await store.releases(10), [], 'its late answer recorded nothing')
+  t.equal(watch.state().checkedAt, null, 'nor changed what the page shows')
 })

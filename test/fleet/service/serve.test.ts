@@ -347,7 +347,7 @@ t.test('fleet serve --config: the broker, fleet and thresholds from a file, the 
   t.match(fleet, { status: 200, body: { fleet: 'configured', alertRules: { offlineMs: 30 * 60_000, hotC: 55, diskPercent: 75 } } }, 'the thresholds from the file and the environment')
   await until(async () => ((await api(base, '/api/v1/rollouts')).body.repository as { ok?: boolean } | null)?.ok === true, 30_000, 'the release repository read')
   t.match((await api(base, '/api/v1/rollouts')).body.published, [{ version: '1.2.0', rollout: 30, targets: 1 }], 'its release listed, verified against the root given')
-  t.ok(statSync(join(dir, 'state', 'tuf', 'root.json')).isFile(), 'its verified metadata kept in the state dir')
+  t.ok(statSync(join(dir, 'state', 'tuf-1', 'root.json')).isFile(), 'its verified metadata kept in the state dir, one directory per process (instance 1)')
   child.kill('SIGTERM')
   await new Promise(r => child.once('exit', r))
 

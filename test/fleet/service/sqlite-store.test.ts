@@ -56,6 +56,9 @@ t.test("the schema steps that put each device's update phase and uptime score on
   t.teardown(() => again.close())
   t.match(await again.getDevice(d), { ota: { phase: 'rolled-back', version: '2.0.0', at: 200 }, score: { ppm: 800_000, epoch: 7 } }, 'its newest updater event (not a pause) and its newest epoch')
   t.match(await again.alertCounts(DEFAULT_ALERT_RULES, 1000), { 'update-failed': 1, 'low-score': 1 })
+  // counted for the releases a repository publishes
+  const published = ['agent', 'os'].map(kind => ({ kind: kind as 'agent' | 'os', version: kind === 'agent' ? '2.0.0' : '7.1.0', channel: 'stable', rollout: 10, targets: 1, arch: null, boards: null }))
+  await again.recordReleases(1000, { source: 'r', version: 1, releases: published })
   t.same(
     (await again.outcomeTotals()).sort((a, b) => (a.kind < b.kind ? -1 : 1)),
     [
@@ -64,6 +67,6 @@ t.test("the schema steps that put each device's update phase and uptime score on
     ],
     'ended updates by updater and release (one without a version as text left out)',
   )
-  t.same(await again.releases(10), [], 'no release seen yet')
+  t.equal((await again.releases(10)).length, 2)
   t.equal((await again.getDevice(d))!.outbox, null, 'no outbox backlog reported yet')
 })

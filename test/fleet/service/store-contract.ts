@@ -449,7 +449,7 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
     t.same(await s.osVersionCounts(), [{ version: '7.1.0', devices: 1, online: 0 }], 'by Cairn OS release')
   })
 
-  t.test('releases: each change of the published list kept once, withdrawn ones too', async t => {
+  t.test('releases: each change of the published list kept once, withdrawn ones too; older metadata left out', async t => {
     const s = await open(t)
     const rel = (version: string, rollout: number, more: Partial<ReleaseSummary> = {}): ReleaseSummary => ({
       kind: 'agent',
@@ -461,18 +461,19 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
       boards: null,
       ...more,
     })
-    t.equal(await s.recordReleases(T0, [rel('1.4.0', 10), rel('7.0.0', 100, { kind: 'os', targets: 1, arch: null })]), 2, 'two new releases')
-    t.equal(
-      await s.recordReleases(T0 + 1, [rel('1.4.0', 10, { arch: ['arm64', 'x64'] }), rel('7.0.0', 100, { kind: 'os', targets: 1, arch: null })]),
-      0,
-      'the same listing again (in any order of arches): nothing new',
-    )
-    t.equal(await s.recordReleases(T0 + HOUR, [rel('1.4.0', 50), rel('7.0.0', 100, { kind: 'os', targets: 1, arch: null })]), 1, 'a raised rollout')
-    t.equal(await s.recordReleases(T0 + HOUR, [rel('1.4.0', 50), rel('7.0.0', 100, { kind: 'os', targets: 1, arch: null })]), 0, 'another process, the same instant')
-    t.equal(await s.recordReleases(T0 + 2 * HOUR, [rel('1.4.0', 50), rel('1.5.0', 0, { channel: 'beta' })]), 2, 'the OS release withdrawn, a beta added')
-    t.equal(await s.recordReleases(T0 + 3 * HOUR, [rel('1.4.0', 50), rel('1.5.0', 0, { channel: 'beta' })]), 0, 'withdrawn once')
-    await t.rejects(s.recordReleases(T0 + 4 * HOUR, [rel('1.4.0', 60), rel('1.4.0', 70)]), { code: 'BAD_REQUEST' }, 'one release listed twice is a caller error')
+    const os = rel('7.0.0', 100, { kind: 'os', targets: 1, arch: null })
+    const SRC = 'https://r.example/cairn'
+    const rec = async (now: number, version: number, releases: ReleaseSummary[], source = SRC) => (await s.recordReleases(now, { source, version, releases })).added
+    t.equal(await rec(T0, 1, [rel('1.4.0', 10), os]), 2, 'two new releases')
+    t.equal(await rec(T0 + 1, 1, [rel('1.4.0', 10, { arch: ['arm64', 'x64'] }), os]), 0, 'the same listing again (in any order of arches): nothing new')
+    t.equal(await rec(T0 + HOUR, 2, [rel('1.4.0', 50), os]), 1, 'a raised rollout')
+    t.equal(await rec(T0 + HOUR, 2, [rel('1.4.0', 50), os]), 0, 'another process, the same instant')
+    t.same(await s.recordReleases(T0 + HOUR + 5, { source: SRC, version: 1, releases: [rel('1.4.0', 10), os] }), { added: 0, stale: true }, "a slower process's older listing: stale, nothing changed")
+    t.equal(await rec(T0 + 2 * HOUR, 3, [rel('1.4.0', 50), rel('1.5.0', 0, { channel: 'beta' })]), 2, 'the OS release withdrawn, a beta added')
+    t.equal(await rec(T0 + 3 * HOUR, 4, [rel('1.4.0', 50), rel('1.5.0', 0, { channel: 'beta' })]), 0, 'withdrawn once')
+    await t.rejects(s.recordReleases(T0 + 4 * HOUR, { source: SRC, version: 5, releases: [rel('1.4.0', 60), rel('1.4.0', 70)] }), { code: 'BAD_REQUEST' }, 'one release listed twice is a caller error')
     t.equal((await s.releases(10)).find(r => r.version === '1.4.0')?.rollout, 50, 'and nothing of it was kept')
+    t.equal(await rec(T0 + 4 * HOUR, 1, [rel('1.4.0', 50), rel('1.5.0', 0, { channel: 'beta' })], 'https://other.example'), 0, 'versions are per repository')
     const all = await s.releases(10)
     t.match(
       all.map(r => [r.kind, r.version, r.channel, r.rollout, r.targets, r.firstSeen, r.changed]),
@@ -489,7 +490,8 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
       { ts: T0, rollout: 10, targets: 2 },
       { ts: T0 + HOUR, rollout: 50, targets: 2 },
     ])
-    t.same((await s.releases(1))[2]!.history, [{ ts: T0 + HOUR, rollout: 50, targets: 2 }], 'the newest changes, bounded')
+    t.same((await s.releases(1))[2]!.history, [{ ts: T0 + HOUR, rollout: 50, targets: 2 }], 'the newest changes, bounded; where it stands is the newest')
+    t.equal((await s.releases(1))[2]!.firstSeen, T0, 'its first sight whatever the bound')
   })
 
   t.test('releases: the updates that ended, by release and updater, over time', async t => {
@@ -504,6 +506,8 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
     await ev(4, 'e', T0 + HOUR + 7, 'committed', '2.0.0', 'os')
     await ev(4, 'f', T0 + HOUR + 8, 'downloading', '2.0.0')
     await ev(5, 'g', T0 + 2 * HOUR, 'committed', '2.0.0')
+    await ev(2, 'h', T0 + 2 * HOUR, 'rolled-back', '2.0.0')
+    await ev(6, 'i', T0 + 2 * HOUR, 'failed', '6.6.6-junk')
     t.same(
       await s.outcomes({ kind: 'agent', version: '2.0.0', from: T0, to: T0 + 2 * HOUR, bucketMs: HOUR }),
       [
@@ -514,13 +518,24 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
     )
     t.same(await s.outcomes({ kind: 'os', version: '2.0.0', from: T0, to: T0 + 3 * HOUR, bucketMs: HOUR }), [{ ts: T0 + HOUR, committed: 1, rolledBack: 0, failed: 0 }])
     t.same(await s.outcomes({ kind: 'agent', version: '9.9.9', from: T0, to: T0 + 3 * HOUR, bucketMs: HOUR }), [])
+    t.same(await s.outcomeTotals(), [], 'no release published: nothing counted (devices name any version they like)')
+    await s.recordReleases(T0, {
+      source: 'r',
+      version: 1,
+      releases: ['agent', 'os'].map(kind => ({ kind: kind as 'agent' | 'os', version: '2.0.0', channel: 'stable', rollout: 10, targets: 1, arch: null, boards: null })),
+    })
+    const sorted = async (q?: { before: number }) => (await s.outcomeTotals(q)).sort((a, b) => (a.kind < b.kind ? -1 : 1))
     t.same(
-      (await s.outcomeTotals()).sort((a, b) => (a.kind < b.kind ? -1 : 1)),
+      await sorted(),
       [
-        { kind: 'agent', version: '2.0.0', committed: 3, rolledBack: 1, failed: 1 },
+        { kind: 'agent', version: '2.0.0', committed: 3, rolledBack: 2, failed: 1 },
         { kind: 'os', version: '2.0.0', committed: 1, rolledBack: 0, failed: 0 },
       ],
-      'devices, each counted once per outcome',
+      'updates of the published releases, as the chart counts them (a device that rolled back twice, twice)',
     )
+    t.same(await sorted({ before: T0 + HOUR }), [{ kind: 'agent', version: '2.0.0', committed: 1, rolledBack: 1, failed: 0 }], 'those before a time (where a chart starts)')
+    const dropped = await s.maintain(T0 + 2 * HOUR + 366 * 24 * HOUR, { rawMs: 48 * HOUR, minuteMs: 30 * 24 * HOUR, hourMs: 365 * 24 * HOUR })
+    t.ok(dropped.deleted >= 8, 'kept as long as the events')
+    t.same(await s.outcomeTotals(), [])
   })
 }
