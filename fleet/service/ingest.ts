@@ -32,11 +32,17 @@ export function ingestFilters(fleet: string): string[] {
   return KINDS.map(k => `${TOPIC_ROOT}/${fleet}/+/${k}`)
 }
 
+const SLASH = 0x2f
+
+/** `cairn/v1/<fleet>/<device>/<kind>`, read in place (every message comes through here). */
 export function parseTopic(topic: string, fleet: string): { device: string; kind: Kind } | null {
-  const parts = topic.split('/')
-  if (parts.length !== 5 || `${parts[0]}/${parts[1]}` !== TOPIC_ROOT || parts[2] !== fleet) return null
-  const kind = parts[4] as Kind
-  return KINDS.includes(kind) ? { device: parts[3]!, kind } : null
+  const start = TOPIC_ROOT.length + fleet.length + 2
+  if (!topic.startsWith(TOPIC_ROOT) || !topic.startsWith(fleet, TOPIC_ROOT.length + 1) || fleet.includes('/')) return null
+  if (topic.charCodeAt(TOPIC_ROOT.length) !== SLASH || topic.charCodeAt(start - 1) !== SLASH) return null
+  const end = topic.indexOf('/', start)
+  if (end < 0) return null
+  const kind = topic.slice(end + 1)
+  return kind === 'status' || kind === 'telemetry' || kind === 'event' ? { device: topic.slice(start, end), kind } : null
 }
 
 export interface IngestStats {
@@ -63,7 +69,7 @@ export class FleetIngest {
   private readonly refusals: RefusalLog
   /** Checked messages waiting for the next write: all that came in one turn of the event
    * loop go in one transaction (several are in flight: MqttConnectOptions.inFlight). */
-  private pending: Array<{ item: IngestItem; seq: number; attempt: Attempt | undefined; done: (err: Error | undefined, changed?: boolean) => void }> = []
+  private pending: Array<{ item: IngestItem; seq: number; attempt: Attempt | undefined; resolve: (changed: boolean) => void; reject: (err: Error) => void }> = []
   private failingCount = 0
   private scheduled = false
   private flushing = false
@@ -90,26 +96,21 @@ export class FleetIngest {
   async handle(topic: string, payload: Buffer, attempt?: Attempt): Promise<IngestResult> {
     const where = parseTopic(topic, this.o.fleet)
     if (!where) return 'ignored'
-    const refuse = (code: string, detail: Record<string, unknown> = {}): IngestResult => {
-      this.stats.refused++
-      this.refusals.refused(code, { topic: topic.slice(0, 200), ...detail })
-      return 'refused'
-    }
     // A retained status that was cleared (an empty payload) is no message about the device.
     if (payload.length === 0) return 'ignored'
-    if (payload.length > MAX_BYTES[where.kind]) return refuse('TOO_LARGE', { bytes: payload.length, max: MAX_BYTES[where.kind] })
+    if (payload.length > MAX_BYTES[where.kind]) return this.refuse(topic, 'TOO_LARGE', { bytes: payload.length, max: MAX_BYTES[where.kind] })
     let msg: unknown
     try {
       msg = JSON.parse(payload.toString('utf8'))
     } catch {
-      return refuse('BAD_JSON')
+      return this.refuse(topic, 'BAD_JSON')
     }
     const check = checks[where.kind]
     if (!check.Check(msg)) {
       const first = check.Errors(msg).First()
-      return refuse('BAD_REQUEST', { path: first?.path, problem: first?.message })
+      return this.refuse(topic, 'BAD_REQUEST', { path: first?.path, problem: first?.message })
     }
-    if ((msg as { device: string }).device !== where.device) return refuse('WRONG_TARGET', { device: (msg as { device: string }).device.slice(0, 64) })
+    if ((msg as { device: string }).device !== where.device) return this.refuse(topic, 'WRONG_TARGET', { device: (msg as { device: string }).device.slice(0, 64) })
     const now = this.o.clock.now()
     let item: IngestItem
     if (where.kind === 'status') {
@@ -152,16 +153,25 @@ export class FleetIngest {
     return 'stored'
   }
 
+  private refuse(topic: string, code: string, detail: Record<string, unknown> = {}): IngestResult {
+    this.stats.refused++
+    this.refusals.refused(code, { topic: topic.slice(0, 200), ...detail })
+    return 'refused'
+  }
+
   /** Resolves once the item's transaction commits; rejects with its error (the whole
    * batch failed, and each message is retried on its own). */
   private write(item: IngestItem, attempt: Attempt | undefined): Promise<boolean> {
-    return new Promise<boolean>((resolve, reject) => {
-      this.pending.push({ item, seq: ++this.seq, attempt, done: (err, changed) => (err ? reject(err) : resolve(changed ?? false)) })
-      if (this.scheduled || this.flushing) return // the running flush takes it too
+    const written = new Promise<boolean>((resolve, reject) => this.pending.push({ item, seq: ++this.seq, attempt, resolve, reject }))
+    if (!this.scheduled && !this.flushing) {
+      // else the running flush takes it too
       this.scheduled = true
-      setImmediate(() => void this.flush())
-    })
+      setImmediate(this.flushSoon)
+    }
+    return written
   }
+  /** setImmediate's callback, made once. */
+  private readonly flushSoon = (): void => void this.flush()
 
   /** One flush at a time (a store whose writes wait, as a server database's do, must not
    * commit batches out of order), each batch in one transaction; a batch that fails is
@@ -174,7 +184,7 @@ export class FleetIngest {
         const batch = this.pending.splice(0, MAX_BATCH)
         try {
           const changed = await this.o.store.ingest(batch.map(b => b.item))
-          batch.forEach((b, i) => b.done(undefined, changed[i]))
+          for (let i = 0; i < batch.length; i++) batch[i]!.resolve(changed[i] ?? false)
         } catch (err) {
           // the store as a whole failing (busy, full, read-only): all of it waits and is
           // tried again; anything else, message by message, to find the one that fails
@@ -182,14 +192,14 @@ export class FleetIngest {
           for (const b of batch) {
             try {
               if (whole) throw err
-              b.done(undefined, (await this.o.store.ingest([b.item]))[0])
+              b.resolve((await this.o.store.ingest([b.item]))[0] ?? false)
             } catch (e) {
               // counted before anyone waiting on drained() is let go
               if (b.attempt && !b.attempt.failed) {
                 b.attempt.failed = true
                 this.failingCount++
               }
-              b.done(e as Error)
+              b.reject(e as Error)
             }
           }
         }

@@ -202,7 +202,26 @@ const MIGRATIONS = [
    ALTER TABLE devices ADD COLUMN outbox_oldest INTEGER;
    -- and its GPIO lines and status LED (JSON text, as it reported them)
    ALTER TABLE devices ADD COLUMN io TEXT;`,
+  // raw samples in one b-tree clustered by (device, ts, id), not a table with an index for
+  // its key and one on ts: a sample is one b-tree write, not three (the rollups and
+  // retention read a time range device by device: withDevices). The table is copied once,
+  // in this step's transaction. devices_last_seen served no query (the device table sorts
+  // by `last_seen IS NULL, last_seen`, which it cannot give) and was written with every
+  // sample and status.
+  `CREATE TABLE telemetry_raw_v2 (device TEXT NOT NULL, ts INTEGER NOT NULL, id TEXT NOT NULL, ${colDefs}, PRIMARY KEY (device, ts, id)) WITHOUT ROWID;
+   INSERT INTO telemetry_raw_v2 (device, ts, id, ${cols()}) SELECT device, ts, id, ${cols()} FROM telemetry_raw;
+   DROP TABLE telemetry_raw;
+   ALTER TABLE telemetry_raw_v2 RENAME TO telemetry_raw;
+   DROP INDEX IF EXISTS devices_last_seen;`,
 ]
+
+/** The devices that have rows in a telemetry table, one seek each along its (device, ts)
+ * key (a loose index scan): no telemetry table has an index on ts alone, so the rollups
+ * and retention read a time range device by device instead of the whole table. */
+const withDevices = (table: string) => `WITH RECURSIVE keyed (device) AS (
+     SELECT MIN(device) FROM ${table}
+     UNION ALL
+     SELECT (SELECT MIN(t.device) FROM ${table} t WHERE t.device > keyed.device) FROM keyed WHERE keyed.device IS NOT NULL)`
 
 const SORT_SQL: Record<DeviceQuery['sort'], string> = {
   id: 'id',
@@ -219,6 +238,13 @@ const HOUR = 3_600_000
 
 type Row = Record<string, unknown>
 
+/** A batch's newest new sample of a device, and the latest arrival among the samples that
+ * were each the newest when they came (what the device row's last_seen takes). */
+interface Newest {
+  r: TelemetryRecord
+  seen: number
+}
+
 /** The rows after a newest-first page's end, in the page's sort columns (its time first,
  * then its keys): a row-value comparison, which SQLite and PostgreSQL both have. */
 function olderThan(order: readonly string[], c: PageCursor): { sql: string; args: Array<string | number> } {
@@ -231,6 +257,11 @@ function olderThan(order: readonly string[], c: PageCursor): { sql: string; args
 export class SqliteFleetStore implements FleetStore {
   private readonly db: Db
 
+  /** The ingest's statements and transaction, compiled once (every sample comes through them). */
+  private readonly insertRaw: Statement
+  private readonly updateLatest: Statement
+  private readonly ingestTx: Database.Transaction<(items: readonly IngestItem[]) => boolean[]>
+
   constructor(stateDir: string) {
     this.db = openSqlite(join(stateDir, 'fleet.db'), {
       migrations: MIGRATIONS,
@@ -240,6 +271,9 @@ export class SqliteFleetStore implements FleetStore {
       busyTimeoutMs: 10_000,
       newerSchema: 'refuse',
     })
+    this.insertRaw = this.db.prepare(INSERT_RAW)
+    this.updateLatest = this.db.prepare(UPDATE_LATEST)
+    this.ingestTx = this.db.transaction((items: readonly IngestItem[]) => this.ingestNow(items))
   }
 
   async applyStatus(r: StatusRecord): Promise<boolean> {
@@ -247,7 +281,7 @@ export class SqliteFleetStore implements FleetStore {
   }
 
   async addTelemetry(r: TelemetryRecord): Promise<void> {
-    this.db.transaction(() => this.telemetryNow(r)).immediate()
+    this.ingestTx.immediate([{ kind: 'telemetry', record: r }])
   }
 
   async addEvent(r: EventRecord): Promise<void> {
@@ -255,16 +289,28 @@ export class SqliteFleetStore implements FleetStore {
   }
 
   async ingest(items: readonly IngestItem[]): Promise<boolean[]> {
-    return this.db
-      .transaction(() =>
-        items.map(i => {
-          if (i.kind === 'status') return this.statusNow(i.record)
-          if (i.kind === 'telemetry') this.telemetryNow(i.record)
-          else this.eventNow(i.record)
-          return false
-        }),
-      )
-      .immediate()
+    return this.ingestTx.immediate(items)
+  }
+
+  /** The items in order, each as alone would be stored; a device's newest sample goes on
+   * its row once per batch (the row is written before a status, which may make it). */
+  private ingestNow(items: readonly IngestItem[]): boolean[] {
+    const changed: boolean[] = []
+    const newest = new Map<string, Newest>()
+    for (const i of items) {
+      if (i.kind === 'telemetry') {
+        this.telemetryNow(i.record, newest)
+        changed.push(false)
+      } else if (i.kind === 'status') {
+        this.putNewest(newest)
+        changed.push(this.statusNow(i.record))
+      } else {
+        this.eventNow(i.record)
+        changed.push(false)
+      }
+    }
+    this.putNewest(newest)
+    return changed
   }
 
   /** A statement compiled once per text (better-sqlite3 compiles on every prepare). */
@@ -310,12 +356,52 @@ export class SqliteFleetStore implements FleetStore {
     return applied.changes > 0 && before.state !== r.state
   }
 
-  private telemetryNow(r: TelemetryRecord): void {
-    const values = METRICS.map(m => r.values[m])
-    const added = this.st(INSERT_RAW).run(r.device, r.ts, r.id, ...values)
-    if (added.changes === 0) return
-    // the device row shows the newest sample (a late one does not replace it)
-    this.st(UPDATE_LATEST).run(r.ts, ...values, r.outbox?.queued ?? null, r.outbox?.bytes ?? null, r.outbox?.oldestTs ?? null, r.io ?? null, r.receivedAt, r.device, r.ts)
+  /** Stores a sample; one that is new and newer than the batch's others of its device is
+   * noted for its device row. The values are bound in METRICS order, as INSERT_RAW and
+   * UPDATE_LATEST name them: spelled out, not spread from an array made for each sample
+   * (the store contract's sample with a value of its own in every metric checks the order). */
+  private telemetryNow(r: TelemetryRecord, newest: Map<string, Newest>): void {
+    const v = r.values
+    const added = this.insertRaw.run(r.device, r.ts, r.id, v.load1, v.cpuPercent, v.memPercent, v.diskPercent, v.tempC, v.rxBps, v.txBps, v.throttled, v.underVoltage, v.fanRpm, v.powerW, v.gpuPercent)
+    if (added.changes === 0) return // seen before
+    const n = newest.get(r.device)
+    if (!n) newest.set(r.device, { r, seen: r.receivedAt })
+    else if (r.ts > n.r.ts) {
+      // as the samples one at a time would: each newer one moved last_seen up
+      n.r = r
+      n.seen = Math.max(n.seen, r.receivedAt)
+    }
+  }
+
+  /** The device row shows its newest sample (a late one does not replace it). */
+  private putNewest(newest: Map<string, Newest>): void {
+    for (const { r, seen } of newest.values()) {
+      const v = r.values
+      const o = r.outbox
+      this.updateLatest.run(
+        r.ts,
+        v.load1,
+        v.cpuPercent,
+        v.memPercent,
+        v.diskPercent,
+        v.tempC,
+        v.rxBps,
+        v.txBps,
+        v.throttled,
+        v.underVoltage,
+        v.fanRpm,
+        v.powerW,
+        v.gpuPercent,
+        o?.queued ?? null,
+        o?.bytes ?? null,
+        o?.oldestTs ?? null,
+        r.io ?? null,
+        seen,
+        r.device,
+        r.ts,
+      )
+    }
+    newest.clear()
   }
 
   private eventNow(r: EventRecord): void {
@@ -807,29 +893,44 @@ export class SqliteFleetStore implements FleetStore {
         const minuteEnd = Math.floor(now / MINUTE) * MINUTE
         const minuteStart = Math.max(meta('rolled_1m'), minuteEnd - retention.rawMs)
         const avg = METRICS.map(m => `AVG(${m})`).join(', ')
-        const minutes = this.db
-          .prepare(
-            `INSERT INTO telemetry_1m (device, ts, n, ${cols()})
-             SELECT device, (ts / ${MINUTE}) * ${MINUTE} AS bucket, COUNT(*), ${avg} FROM telemetry_raw WHERE ts >= ? AND ts < ? GROUP BY device, bucket
-             ON CONFLICT DO NOTHING`,
-          )
-          .run(minuteStart, minuteEnd).changes
+        // each device's range along its key (withDevices); an empty range (the hourly
+        // rollup's, most minutes) is not read at all
+        const minutes =
+          minuteStart < minuteEnd
+            ? this.db
+                .prepare(
+                  `${withDevices('telemetry_raw')}
+                   INSERT INTO telemetry_1m (device, ts, n, ${cols()})
+                   SELECT t.device, (ts / ${MINUTE}) * ${MINUTE} AS bucket, COUNT(*), ${avg} FROM keyed JOIN telemetry_raw t ON t.device = keyed.device
+                   WHERE ts >= ? AND ts < ? GROUP BY t.device, bucket
+                   ON CONFLICT DO NOTHING`,
+                )
+                .run(minuteStart, minuteEnd).changes
+            : 0
         setMeta('rolled_1m', minuteEnd)
         const hourEnd = Math.floor(now / HOUR) * HOUR
         const hourStart = Math.max(meta('rolled_1h'), hourEnd - retention.minuteMs)
         const weighted = METRICS.map(m => `SUM(${m} * n) / SUM(CASE WHEN ${m} IS NULL THEN 0 ELSE n END)`).join(', ')
-        const hours = this.db
-          .prepare(
-            `INSERT INTO telemetry_1h (device, ts, n, ${cols()})
-             SELECT device, (ts / ${HOUR}) * ${HOUR} AS bucket, SUM(n), ${weighted} FROM telemetry_1m WHERE ts >= ? AND ts < ? GROUP BY device, bucket
-             ON CONFLICT DO NOTHING`,
-          )
-          .run(hourStart, hourEnd).changes
+        const hours =
+          hourStart < hourEnd
+            ? this.db
+                .prepare(
+                  `${withDevices('telemetry_1m')}
+                   INSERT INTO telemetry_1h (device, ts, n, ${cols()})
+                   SELECT t.device, (ts / ${HOUR}) * ${HOUR} AS bucket, SUM(n), ${weighted} FROM keyed JOIN telemetry_1m t ON t.device = keyed.device
+                   WHERE ts >= ? AND ts < ? GROUP BY t.device, bucket
+                   ON CONFLICT DO NOTHING`,
+                )
+                .run(hourStart, hourEnd).changes
+            : 0
         setMeta('rolled_1h', hourEnd)
         let deleted = 0
-        deleted += this.db.prepare('DELETE FROM telemetry_raw WHERE ts < ?').run(now - retention.rawMs).changes
-        deleted += this.db.prepare('DELETE FROM telemetry_1m WHERE ts < ?').run(now - retention.minuteMs).changes
-        deleted += this.db.prepare('DELETE FROM telemetry_1h WHERE ts < ?').run(now - retention.hourMs).changes
+        for (const [table, keep] of [
+          ['telemetry_raw', retention.rawMs],
+          ['telemetry_1m', retention.minuteMs],
+          ['telemetry_1h', retention.hourMs],
+        ] as const)
+          deleted += this.db.prepare(`${withDevices(table)} DELETE FROM ${table} WHERE device IN (SELECT device FROM keyed) AND ts < ?`).run(now - keep).changes
         deleted += this.db.prepare('DELETE FROM events WHERE ts < ?').run(now - retention.hourMs).changes
         deleted += this.db.prepare('DELETE FROM ota_outcomes WHERE ts < ?').run(now - retention.hourMs).changes
         deleted += this.db.prepare('DELETE FROM commands WHERE sent_at < ?').run(now - retention.hourMs).changes

@@ -100,6 +100,32 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
     t.equal((await s.events({ device: d, from: T0, to: T0 + MIN, limit: 10 })).length, 1, 'and nothing of it was kept')
   })
 
+  t.test("ingest: a device's samples in one batch go on its row as one at a time would: the newest by its time, not the last to arrive", async t => {
+    const s = await open(t)
+    const d = DEV(10)
+    const fresh = DEV(11)
+    await s.applyStatus(status(d, { id: 'n-on', state: 'online', key: [T0, T0, 0, T0], receivedAt: T0 }))
+    // every metric its own value: each goes to its own column, in the row and the series
+    const all = (base: number): MetricValues => Object.fromEntries(METRICS.map((m, i) => [m, base + i])) as MetricValues
+    const sample = (device: string, id: string, ts: number, receivedAt: number, v: MetricValues) => ({ kind: 'telemetry' as const, record: { device, id, ts, receivedAt, values: v } })
+    await s.ingest([
+      sample(d, 'n-1', T0 + 20, T0 + 100, all(100)),
+      sample(d, 'n-2', T0 + 10, T0 + 200, all(200)),
+      sample(d, 'n-3', T0 + 30, T0 + 300, all(300)),
+      sample(d, 'n-4', T0 + 25, T0 + 400, all(400)),
+      sample(fresh, 'f-1', T0 + 5, T0 + 500, all(500)),
+      { kind: 'status', record: status(fresh, { id: 'f-on', state: 'online', key: [T0, T0, 0, T0], receivedAt: T0 + 600 }) },
+      sample(fresh, 'f-2', T0 + 1, T0 + 700, all(700)),
+    ])
+    t.match(await s.getDevice(d), { telemetryTs: T0 + 30, latest: all(300), lastSeen: T0 + 300 }, 'the newest sample (n-3); last seen when the last newer one came, not the late ones')
+    t.same(
+      (await s.series(d, 'raw', T0, T0 + MIN, 10)).map(p => p.values),
+      [all(200), all(100), all(400), all(300)],
+      'all four kept, in their time order, every value in its column',
+    )
+    t.match(await s.getDevice(fresh), { telemetryTs: T0 + 1, latest: all(700), lastSeen: T0 + 700 }, 'a sample before its first status had no row to go on; the one after it did')
+  })
+
   t.test('telemetry: the newest sample on the device, raw series, rollups and retention on a stepped clock', async t => {
     const s = await open(t)
     const d = DEV(1)
