@@ -9,6 +9,7 @@
 
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { loadavg } from 'node:os'
 import Database from 'better-sqlite3'
 import { ALERTS, DEFAULT_ALERT_RULES } from '../fleet/service/alerts.js'
 import { ChangeFeed } from '../fleet/service/change-feed.js'
@@ -56,56 +57,19 @@ export async function benchFleet(kit: BenchKit): Promise<Record<string, unknown>
   const fleet = 'bench'
   const details: Record<string, unknown> = {}
 
-  // ---- ingest: the service's path, one transaction per message, against one batched insert
+  // ---- ingest: the service's path against one batched insert of the same rows, in
+  // interleaved repetitions (each a fresh store), the median ratio reported: one pair on a
+  // shared 2-core machine swings from 0.3x to 0.7x with what else runs
   const N = kit.quick ? 5_000 : 20_000
+  const REPS = kit.quick ? 3 : 7
   const DEVICES = 1000
-  const dir = kit.tmp('cairn-bench-fleet-')
-  const store = new SqliteFleetStore(dir)
-  const ingest = new FleetIngest({ store, fleet, clock: systemClock, log })
-  const t0 = Date.now()
-  for (let d = 0; d < DEVICES; d++) {
-    const id = deviceId(d)
-    const status = { v: 1, id: newId(t0), device: id, fleet, state: 'online', ts: t0, since: t0, conn: t0, version: '1.0.0', board: 'rpi5', model: 'Raspberry Pi 5', mqtt: 5, publicKey: 'x' }
-    await ingest.handle(`cairn/v1/${fleet}/${id}/status`, Buffer.from(JSON.stringify(status)))
-  }
-  const messages = Array.from({ length: N }, (_, i) => {
-    const id = deviceId(i % DEVICES)
-    const ts = t0 + i
-    return { topic: `cairn/v1/${fleet}/${id}/telemetry`, payload: Buffer.from(JSON.stringify({ v: 1, id: newId(ts), device: id, ts, sample: sample(i) })) }
-  })
-  // as the service takes them from its broker connection: up to 256 at once
-  // (MqttConnectOptions.inFlight), each resolved once stored; what arrives together is
-  // stored in one transaction
-  let start = process.hrtime.bigint()
-  let next = 0
-  await Promise.all(
-    Array.from({ length: 256 }, async () => {
-      while (next < N) {
-        const m = messages[next++]!
-        await ingest.handle(m.topic, m.payload)
-      }
-    }),
-  )
-  const ingestS = Number(process.hrtime.bigint() - start) / 1e9
-  if (ingest.stats.stored.telemetry !== N) throw new Error(`ingest stored ${ingest.stats.stored.telemetry} of ${N}`)
-  // the baseline: the same rows (values as the ingest extracts them), one transaction
-  const raw = new Database(join(kit.tmp('cairn-bench-fleet-raw-'), 'raw.db'))
-  raw.pragma('journal_mode = WAL')
-  raw.pragma('synchronous = NORMAL')
-  raw.exec(`CREATE TABLE t (device TEXT NOT NULL, ts INTEGER NOT NULL, id TEXT NOT NULL, ${METRICS.map(m => `${m} REAL`).join(', ')}, PRIMARY KEY (device, ts, id))`)
-  const insert = raw.prepare(`INSERT INTO t VALUES (?, ?, ?, ${METRICS.map(() => '?').join(', ')})`)
-  start = process.hrtime.bigint()
-  const rows = messages.map(m => JSON.parse(m.payload.toString()) as { device: string; ts: number; id: string; sample: ReturnType<typeof sample> })
-  raw.transaction(() => {
-    for (const r of rows) {
-      const v: MetricValues = metricsOf(r.sample)
-      insert.run(r.device, r.ts, r.id, ...METRICS.map(k => v[k]))
-    }
-  })()
-  const rawS = Number(process.hrtime.bigint() - start) / 1e9
-  raw.close()
-  const ingestRate = N / ingestS
-  const rawRate = N / rawS
+  const pairs: Array<{ ingest: number; raw: number }> = []
+  for (let rep = 0; rep < REPS; rep++) pairs.push(await ingestPair(kit, log, fleet, N, DEVICES))
+  const byRatio = [...pairs].sort((x, y) => x.ingest / x.raw - y.ingest / y.raw)
+  const mid = byRatio[Math.floor(byRatio.length / 2)]!
+  const ingestRate = mid.ingest
+  const rawRate = mid.raw
+  const ratios = byRatio.map(x => x.ingest / x.raw)
   kit.row({
     bench: 'fleet',
     figure: 'ingest: telemetry messages stored per second',
@@ -115,7 +79,7 @@ export async function benchFleet(kit: BenchKit): Promise<Record<string, unknown>
     ratio: ingestRate / rawRate,
     goal: '>= 0.5x a batched better-sqlite3 insert',
     verdict: ingestRate / rawRate >= 0.5 ? 'pass' : 'FAIL',
-    note: `${N} messages, up to 256 in flight, stored together per turn of the event loop (each acknowledged once stored); baseline: the same rows parsed and inserted in one transaction`,
+    note: `median of ${REPS} interleaved pairs (ratios ${ratios.map(r => r.toFixed(2)).join(', ')}; load average ${loadavg()[0]!.toFixed(1)}); ${N} messages each, up to 256 in flight, stored together per turn of the event loop (each acknowledged once stored); baseline: the same rows parsed and inserted in one transaction`,
   })
   kit.log(`ingest ${ingestRate.toFixed(0)} msg/s, batched insert ${rawRate.toFixed(0)} rows/s`)
   // 10,000 devices at one sample every 10 s is 1,000 messages a second
@@ -128,7 +92,6 @@ export async function benchFleet(kit: BenchKit): Promise<Record<string, unknown>
     verdict: (1000 / ingestRate) * 100 <= 50 ? 'pass' : 'FAIL',
     note: 'the ingest loop alone (its wall time, single-threaded), without MQTT; the whole service over MQTT is the "service: CPU" row',
   })
-  await store.close()
 
   // ---- the API over HTTP with 10,000 devices
   const api10k = kit.tmp('cairn-bench-fleet-10k-')
@@ -379,4 +342,56 @@ async function benchService(kit: BenchKit): Promise<Record<string, unknown>> {
   kit.log(`  service ${svcCpu.toFixed(1)} % CPU (mosquitto ${mosqCpu.toFixed(1)} %), ${rate.toFixed(0)} samples/s, ${lost} lost, ${(bytes / rows).toFixed(0)} B/sample`)
   await terminate(mosq, 10_000)
   return { devices: n, windowS: dt, svcCpu, mosqCpu, rate, acked, stored: final.ingest.stored.telemetry, bytesPerSample: bytes / rows }
+}
+
+/** One repetition of the ingest figure: the service's ingest path storing N telemetry
+ * messages into a fresh store, then the same rows inserted by bare better-sqlite3. */
+async function ingestPair(kit: BenchKit, log: ReturnType<typeof createLogger>, fleet: string, N: number, DEVICES: number): Promise<{ ingest: number; raw: number }> {
+  const store = new SqliteFleetStore(kit.tmp('cairn-bench-fleet-'))
+  const ingest = new FleetIngest({ store, fleet, clock: systemClock, log })
+  const t0 = Date.now()
+  for (let d = 0; d < DEVICES; d++) {
+    const id = deviceId(d)
+    const status = { v: 1, id: newId(t0), device: id, fleet, state: 'online', ts: t0, since: t0, conn: t0, version: '1.0.0', board: 'rpi5', model: 'Raspberry Pi 5', mqtt: 5, publicKey: 'x' }
+    await ingest.handle(`cairn/v1/${fleet}/${id}/status`, Buffer.from(JSON.stringify(status)))
+  }
+  const messages = Array.from({ length: N }, (_, i) => {
+    const id = deviceId(i % DEVICES)
+    const ts = t0 + i
+    return { topic: `cairn/v1/${fleet}/${id}/telemetry`, payload: Buffer.from(JSON.stringify({ v: 1, id: newId(ts), device: id, ts, sample: sample(i) })) }
+  })
+  // as the service takes them from its broker connection: up to 256 at once
+  // (MqttConnectOptions.inFlight), each resolved once stored; what arrives together is
+  // stored in one transaction
+  let start = process.hrtime.bigint()
+  let next = 0
+  await Promise.all(
+    Array.from({ length: 256 }, async () => {
+      while (next < N) {
+        const m = messages[next++]!
+        await ingest.handle(m.topic, m.payload)
+      }
+    }),
+  )
+  const ingestS = Number(process.hrtime.bigint() - start) / 1e9
+  if (ingest.stats.stored.telemetry !== N) throw new Error(`ingest stored ${ingest.stats.stored.telemetry} of ${N}`)
+  ingest.close()
+  await store.close()
+  // the baseline: the same rows (values as the ingest extracts them), one transaction
+  const raw = new Database(join(kit.tmp('cairn-bench-fleet-raw-'), 'raw.db'))
+  raw.pragma('journal_mode = WAL')
+  raw.pragma('synchronous = NORMAL')
+  raw.exec(`CREATE TABLE t (device TEXT NOT NULL, ts INTEGER NOT NULL, id TEXT NOT NULL, ${METRICS.map(m => `${m} REAL`).join(', ')}, PRIMARY KEY (device, ts, id))`)
+  const insert = raw.prepare(`INSERT INTO t VALUES (?, ?, ?, ${METRICS.map(() => '?').join(', ')})`)
+  start = process.hrtime.bigint()
+  const rows = messages.map(m => JSON.parse(m.payload.toString()) as { device: string; ts: number; id: string; sample: ReturnType<typeof sample> })
+  raw.transaction(() => {
+    for (const r of rows) {
+      const v: MetricValues = metricsOf(r.sample)
+      insert.run(r.device, r.ts, r.id, ...METRICS.map(k => v[k]))
+    }
+  })()
+  const rawS = Number(process.hrtime.bigint() - start) / 1e9
+  raw.close()
+  return { ingest: N / ingestS, raw: N / rawS }
 }
