@@ -73,7 +73,7 @@ export async function benchInference(kit: BenchKit): Promise<Record<string, unkn
 
   for (const backend of available) {
     const { api } = await selectBackend(backend)
-    const ex = await createInferenceExecutor({ content, log, workDir: join(work, `work-${backend}`), backend, memoryLimitMb: 2048 })
+    const ex = createInferenceExecutor({ content, log, workDir: join(work, `work-${backend}`), backend, memoryLimitMb: 2048 })
     const ctx = { signal: new AbortController().signal, deadline: Date.now() + 3600_000, progress: () => undefined }
     const res: Record<string, unknown> = {}
     for (const c of cases) {

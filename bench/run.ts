@@ -13,7 +13,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { loadavg, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
@@ -29,6 +29,8 @@ import { benchCache } from './cache.js'
 import { benchInference } from './inference.js'
 import { benchOsWrite } from './os-write.js'
 import { benchFleet } from './fleet.js'
+import { localInfer, type TimedTask } from './local-infer.js'
+import { treeSample, type TreeSample } from './process-tree.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -147,32 +149,6 @@ const sleep = (ms: number) => new Promise(r => setTimeout(r, ms))
 
 // ---------------------------------------------------------------- /proc readers
 
-interface ProcSample {
-  rssKb: number
-  cpuTicks: number
-  writeBytes: number | undefined
-  wchar: number | undefined
-}
-
-function procSample(pid: number): ProcSample {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
-  const rssKb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN)
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  // Fields after the ")" that closes comm: state is field 3, utime 14, stime 15.
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  const cpuTicks = Number(rest[11]) + Number(rest[12])
-  let writeBytes: number | undefined
-  let wchar: number | undefined
-  try {
-    const io = readFileSync(`/proc/${pid}/io`, 'utf8')
-    writeBytes = Number(/write_bytes:\s+(\d+)/.exec(io)?.[1] ?? NaN)
-    wchar = Number(/wchar:\s+(\d+)/.exec(io)?.[1] ?? NaN)
-  } catch {
-    // not readable here
-  }
-  return { rssKb, cpuTicks, writeBytes, wchar }
-}
-
 function dirBytes(dir: string): number {
   let total = 0
   for (const e of readdirSync(dir, { withFileTypes: true })) {
@@ -183,8 +159,13 @@ function dirBytes(dir: string): number {
 }
 
 interface Window {
+  /** whole process tree (the process and its children), summed */
   rssMbMean: number
   rssMbMax: number
+  pssMbMean: number | undefined
+  pssMbMax: number | undefined
+  /** most processes seen in the tree */
+  procsMax: number
   cpuPercent: number
   writeBytes: number | undefined
   wchar: number | undefined
@@ -192,27 +173,33 @@ interface Window {
   seconds: number
 }
 
-/** Samples each process once a second for `seconds`; returns one summary per process. */
+/** Samples each process's whole tree (it and its children: the agent and its inference
+ * worker) once a second for `seconds`; returns one summary per tree. */
 async function observe(procs: Array<{ pid: number; dir?: string }>, seconds: number): Promise<Window[]> {
   const t0 = performance.now()
-  const first = procs.map(p => procSample(p.pid))
+  const first = procs.map(p => treeSample(p.pid))
   const dir0 = procs.map(p => (p.dir ? dirBytes(p.dir) : undefined))
-  const rss: number[][] = procs.map((_, i) => [first[i]!.rssKb])
+  const samples: TreeSample[][] = procs.map((_, i) => [first[i]!])
   let last = first
   for (let s = 0; s < seconds; s++) {
     await sleep(1000)
-    last = procs.map(p => procSample(p.pid))
-    last.forEach((x, i) => rss[i]!.push(x.rssKb))
+    last = procs.map(p => treeSample(p.pid))
+    last.forEach((x, i) => samples[i]!.push(x))
   }
   const dt = (performance.now() - t0) / 1000
+  const meanMb = (xs: number[]) => xs.reduce((x, y) => x + y, 0) / xs.length / 1024
   return procs.map((p, i) => {
     const a = first[i]!
     const b = last[i]!
     const d0 = dir0[i]
-    const r = rss[i]!
+    const r = samples[i]!.map(x => x.rssKb)
+    const pss = samples[i]!.every(x => x.pssKb !== undefined) ? samples[i]!.map(x => x.pssKb!) : undefined
     return {
-      rssMbMean: r.reduce((x, y) => x + y, 0) / r.length / 1024,
+      rssMbMean: meanMb(r),
       rssMbMax: Math.max(...r) / 1024,
+      pssMbMean: pss && meanMb(pss),
+      pssMbMax: pss && Math.max(...pss) / 1024,
+      procsMax: Math.max(...samples[i]!.map(x => x.procs)),
       cpuPercent: ((b.cpuTicks - a.cpuTicks) / CLK_TCK / dt) * 100,
       writeBytes: a.writeBytes !== undefined && b.writeBytes !== undefined ? b.writeBytes - a.writeBytes : undefined,
       wchar: a.wchar !== undefined && b.wchar !== undefined ? b.wchar - a.wchar : undefined,
@@ -275,20 +262,78 @@ async function consumer(url: string, filter: string, onMessage: (topic: string, 
   return { client, close: () => new Promise<void>(resolve => client.end(false, { properties: { sessionExpiryInterval: 0 } }, () => resolve())) }
 }
 
-// ---------------------------------------------------------------- 1 + 2: idle RSS, CPU, bytes written
+// ---------------------------------------------------------------- 1 + 2: idle RSS, PSS, CPU, bytes written
 
+const isWorkerReadyLog = (line: string) => line.includes('"inference worker ready"')
+
+/** Polls until the tree under `pid` holds `procs` processes; ms waited. */
+async function untilTree(pid: number, procs: number, timeoutMs: number): Promise<number> {
+  const t0 = performance.now()
+  while (treeSample(pid).procs !== procs) {
+    if (performance.now() - t0 > timeoutMs) throw new Error(`pid ${pid}: its tree did not reach ${procs} process(es) within ${timeoutMs} ms`)
+    await sleep(100)
+  }
+  return performance.now() - t0
+}
+
+/** Idle footprint of the whole process tree (agent + inference worker) against bare node
+ * with one mqtt.js connection; the same agent with its worker resident (idleStopS=0, what
+ * every agent did before the worker started on demand); the first inference task's
+ * latency when the worker must start first; and the tree after an idle stop. */
 async function benchIdle(): Promise<Record<string, unknown>> {
   const b = await broker()
   const dirDefault = tmp('cairn-bench-idle-')
   const dirEager = tmp('cairn-bench-eager-')
+  const dirResident = tmp('cairn-bench-resident-')
   const agent = startAgent(b.url, dirDefault)
   const eager = startAgent(b.url, dirEager, ['--set', 'outbox.lazyWriteMs=0'])
+  const resident = startAgent(b.url, dirResident, ['--set', 'tasks.inference.idleStopS=0'])
   const base = start([BASELINE_IDLE, b.url])
-  await Promise.all([agent.waitLine(isConnectedLog, 20_000), eager.waitLine(isConnectedLog, 20_000), base.waitLine(l => l === 'connected', 20_000)])
+  await Promise.all([
+    agent.waitLine(isConnectedLog, 20_000),
+    eager.waitLine(isConnectedLog, 20_000),
+    resident.waitLine(isConnectedLog, 20_000),
+    resident.waitLine(isWorkerReadyLog, 60_000),
+    base.waitLine(l => l === 'connected', 20_000),
+  ])
   await sleep(CFG.warmupS * 1000 - (performance.now() - agent.spawnedAt))
   console.log(`  idle window ${CFG.idleWindowS} s (telemetry every 10 s)…`)
-  const [wa, we, wb] = await observe([{ pid: agent.child.pid!, dir: dirDefault }, { pid: eager.child.pid!, dir: dirEager }, { pid: base.child.pid! }], CFG.idleWindowS)
-  await Promise.all([agent, eager, base].map(p => stopProc(p.child)))
+  const [wa, we, wb, wr] = await observe(
+    [{ pid: agent.child.pid!, dir: dirDefault }, { pid: eager.child.pid!, dir: dirEager }, { pid: base.child.pid! }, { pid: resident.child.pid!, dir: dirResident }],
+    CFG.idleWindowS,
+  )
+  await Promise.all([eager, base].map(p => stopProc(p.child)))
+
+  // The first inference task after that idle minute: the default agent must start its
+  // worker; the resident one has it up. Both load the demo model for it.
+  console.log('  first inference task: worker started on demand vs resident…')
+  const apiDefault = await localInfer(dirDefault)
+  const apiResident = await localInfer(dirResident)
+  const cold = await apiDefault.run()
+  const firstResident = await apiResident.run()
+  const warm: TimedTask[] = []
+  for (let i = 0; i < 5; i++) warm.push(await apiDefault.run())
+  apiDefault.close()
+  apiResident.close()
+  await Promise.all([agent, resident].map(p => stopProc(p.child)))
+
+  // The idle stop: a short idleStopS, the tree before the first task, after the stop,
+  // and the task that starts the worker again.
+  const idleStopS = 2
+  const dirShort = tmp('cairn-bench-idlestop-')
+  const short = startAgent(b.url, dirShort, ['--set', `tasks.inference.idleStopS=${idleStopS}`])
+  await short.waitLine(isConnectedLog, 20_000)
+  await sleep(3000)
+  console.log(`  idle stop (idleStopS=${idleStopS})…`)
+  const sampleS = QUICK ? 3 : 5
+  const [beforeTask] = await observe([{ pid: short.child.pid! }], sampleS)
+  const apiShort = await localInfer(dirShort)
+  const shortFirst = await apiShort.run()
+  const stoppedAfterMs = await untilTree(short.child.pid!, 1, 60_000)
+  const [afterStop] = await observe([{ pid: short.child.pid! }], sampleS)
+  const restart = await apiShort.run()
+  apiShort.close()
+  await stopProc(short.child)
 
   // Short, separate measurement at a 1 s period: enough samples for a per-sample figure.
   const dirFastD = tmp('cairn-bench-fast-')
@@ -308,22 +353,47 @@ async function benchIdle(): Promise<Record<string, unknown>> {
   await Promise.all([fastD, fastE].map(p => stopProc(p.child)))
   await closeBroker(b)
 
-  const w = { agent: wa!, eager: we!, base: wb!, fastDefault: fd!, fastEager: fe! }
+  const w = { agent: wa!, eager: we!, base: wb!, resident: wr!, fastDefault: fd!, fastEager: fe! }
+  const load = loadavg()
+    .map(x => x.toFixed(2))
+    .join(' ')
+  const tree = (x: Window) => `${x.procsMax} process${x.procsMax === 1 ? '' : 'es'}`
   const deltaMb = w.agent.rssMbMean - w.base.rssMbMean
   row({
     bench: '1 idle',
-    figure: 'RSS (mean over window)',
+    figure: 'RSS, whole tree (mean over window)',
     value: w.agent.rssMbMean,
     unit: 'MB',
     baseline: w.base.rssMbMean,
     ratio: w.agent.rssMbMean / w.base.rssMbMean,
     verdict: 'info',
-    note: `max ${fmt(w.agent.rssMbMax)} MB; baseline = bare node + 1 mqtt.js connection`,
+    note: `agent and its children, ${tree(w.agent)} (no inference worker until a task); max ${fmt(w.agent.rssMbMax)} MB; baseline = bare node + 1 mqtt.js connection; load average ${load}`,
   })
-  row({ bench: '1 idle', figure: 'RSS delta vs baseline', value: deltaMb, unit: 'MB', goal: '<= +20 MB', verdict: deltaMb <= 20 ? 'pass' : 'FAIL' })
+  row({ bench: '1 idle', figure: 'RSS delta vs baseline, whole tree', value: deltaMb, unit: 'MB', goal: '<= +20 MB', verdict: deltaMb <= 20 ? 'pass' : 'FAIL' })
+  if (w.agent.pssMbMean !== undefined && w.base.pssMbMean !== undefined)
+    row({
+      bench: '1 idle',
+      figure: 'PSS, whole tree (mean over window)',
+      value: w.agent.pssMbMean,
+      unit: 'MB',
+      baseline: w.base.pssMbMean,
+      ratio: w.agent.pssMbMean / w.base.pssMbMean,
+      verdict: 'info',
+      note: `/proc/<pid>/smaps_rollup summed over the tree: shared pages split between the processes that map them; delta ${fmt(w.agent.pssMbMean - w.base.pssMbMean)} MB`,
+    })
   row({
     bench: '1 idle',
-    figure: 'CPU (one core)',
+    figure: 'RSS, whole tree, worker resident (idleStopS=0)',
+    value: w.resident.rssMbMean,
+    unit: 'MB',
+    baseline: w.base.rssMbMean,
+    ratio: w.resident.rssMbMean / w.base.rssMbMean,
+    verdict: 'info',
+    note: `the agent as it ran before the worker started on demand, ${tree(w.resident)}: RSS delta ${fmt(w.resident.rssMbMean - w.base.rssMbMean)} MB, PSS ${fmt(w.resident.pssMbMean)} MB (delta ${fmt(w.resident.pssMbMean !== undefined && w.base.pssMbMean !== undefined ? w.resident.pssMbMean - w.base.pssMbMean : undefined)} MB), CPU ${fmt(w.resident.cpuPercent)} %`,
+  })
+  row({
+    bench: '1 idle',
+    figure: 'CPU, whole tree (one core)',
     value: w.agent.cpuPercent,
     unit: '%',
     baseline: w.base.cpuPercent,
@@ -332,6 +402,41 @@ async function benchIdle(): Promise<Record<string, unknown>> {
     verdict: w.agent.cpuPercent <= 0.5 ? 'pass' : 'FAIL',
     note: `${w.agent.seconds.toFixed(0)} s window, 1/100 s tick resolution`,
   })
+  const phases = (x: TimedTask) =>
+    Object.entries(x.timings)
+      .filter(([k]) => k !== 'total')
+      .map(([k, v]) => `${k} ${fmt(v)}`)
+      .join(', ')
+  row({
+    bench: '1 idle',
+    figure: 'first inference task, worker started on demand',
+    value: cold.ms,
+    unit: 'ms',
+    baseline: firstResident.ms,
+    ratio: cold.ms / firstResident.ms,
+    verdict: 'info',
+    note: `demo model, one 64x64 PNG, local API infer after the idle window; receipt phases (ms): ${phases(cold)}. Baseline: the first task on the resident worker (model load, no start): ${phases(firstResident)}`,
+  })
+  row({
+    bench: '1 idle',
+    figure: 'inference task, worker warm (median of 5)',
+    value: median(warm.map(x => x.ms)),
+    unit: 'ms',
+    verdict: 'info',
+    note: `the same request again on the worker the first task started: ${warm.map(x => fmt(x.ms)).join('/')} ms`,
+  })
+  row({
+    bench: '1 idle',
+    figure: `RSS, whole tree, after the idle stop (idleStopS=${idleStopS})`,
+    value: afterStop!.rssMbMean,
+    unit: 'MB',
+    baseline: beforeTask!.rssMbMean,
+    ratio: afterStop!.rssMbMean / beforeTask!.rssMbMean,
+    verdict: 'info',
+    note: `baseline: the same agent before its first task; worker gone ${fmt(stoppedAfterMs / 1000)} s after the task; PSS ${fmt(beforeTask!.pssMbMean)} -> ${fmt(afterStop!.pssMbMean)} MB; the next task started it again in ${fmt(restart.ms)} ms (${phases(restart)}); first task ${fmt(shortFirst.ms)} ms`,
+  })
+  const idleStop = { idleStopS, beforeTask, shortFirst, stoppedAfterMs, afterStop, restart }
+  const firstTask = { cold, firstResident, warm }
 
   // Bytes per day. Primary: /proc/PID/io write_bytes (bytes this process caused to be
   // written to the block device: SQLite DB + WAL + fsyncs; stdout logs go to a pipe and do
@@ -378,7 +483,14 @@ async function benchIdle(): Promise<Record<string, unknown>> {
     verdict: 'info',
     note: `${fmt(perSample(w.fastEager), 0)} B/sample x 8640 samples/day; dir growth ${w.fastEager.dirGrowth} B`,
   })
-  return { ...w, bytesSource: src, derivation: 'direct: delta over the idle window x 86400/window; from 1 s: (delta/window) bytes per sample x 8640 samples/day' }
+  return {
+    ...w,
+    firstTask,
+    idleStop,
+    loadavg: loadavg(),
+    bytesSource: src,
+    derivation: 'direct: delta over the idle window x 86400/window; from 1 s: (delta/window) bytes per sample x 8640 samples/day',
+  }
 }
 
 // ---------------------------------------------------------------- 3: outbox drain vs raw mqtt.js

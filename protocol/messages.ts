@@ -69,6 +69,12 @@ const StatusSchema = Type.Object(
         {
           types: Type.Array(Type.String(), { description: 'task types this device runs (docs/tasks.md)' }),
           backends: Type.Record(Type.String(), Type.String(), { description: 'backend of each task type, e.g. inference: wasm' }),
+          expected: Type.Optional(
+            Type.Array(Type.String(), {
+              description:
+                'task types whose backend above is only the one expected from what is installed: their worker has not started since the agent started (the inference worker starts with the first inference task, docs/inference.md); absent when every backend has been seen running',
+            }),
+          ),
           queued: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
           running: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
         },

@@ -145,8 +145,19 @@ export const TasksSchema = Type.Object(
     types: Type.Array(Type.Union([Type.Literal('inference'), Type.Literal('cache')]), {
       default: ['inference', 'cache'],
       uniqueItems: true,
-      description: 'task types this device offers; inference starts a worker process that loads TensorFlow.js in the background',
+      description: 'task types this device offers; inference runs in a worker process (TensorFlow.js) started by the first inference task',
     }),
+    inference: Type.Object(
+      {
+        idleStopS: Seconds(
+          300,
+          0,
+          7 * 86_400,
+          'the inference worker (a second process, ~65 MB resident) is stopped after this many seconds without an inference task and started again by the next, which waits for it (a fraction of a second with wasm on x86-64, more on a Pi); 0: it starts with the agent and is never stopped (docs/inference.md)',
+        ),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     dispatcherKeys: Type.Array(Type.String(), { default: [], maxItems: 64, description: 'files of trusted task dispatcher public keys (PEM SPKI or key id); they grant no command powers' }),
     concurrency: Type.Integer({ default: 1, minimum: 1, maximum: 16, description: 'tasks run at the same time' }),
     maxQueue: Type.Integer({ default: 32, minimum: 1, maximum: 10_000, description: 'queued tasks beyond this are rejected with BUSY' }),

@@ -8,10 +8,6 @@
 // and any failure is a reason in the report, never a crash. A native package brings its
 // own copy of the tfjs API, which the worker then uses for everything (TfApi).
 
-import { existsSync, readdirSync } from 'node:fs'
-import { createRequire } from 'node:module'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import * as tfcore from '@tensorflow/tfjs-core'
 // A named import: a bare one is dropped by esbuild (the package declares no side effects).
 import { version_cpu } from '@tensorflow/tfjs-backend-cpu'
@@ -19,6 +15,7 @@ import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm'
 import * as tfl from '@tensorflow/tfjs-layers'
 import * as tfc from '@tensorflow/tfjs-converter'
 import { CairnError } from '../../protocol/errors.js'
+import { cudaDevice, wasmDir } from './backend-guess.js'
 import type { BackendChoice, BackendName, BackendReport } from './worker-protocol.js'
 
 /** The part of the tfjs API the worker uses; the bundled packages or a native one's. */
@@ -40,29 +37,6 @@ const bundledApi: TfApi = {
   reshape: tfcore.reshape,
   loadLayersModel: tfl.loadLayersModel,
   loadGraphModel: tfc.loadGraphModel,
-}
-
-/** Where the tfjs wasm binaries are: next to the bundled worker (dist/), else in the
- * package under node_modules. Never a URL: nothing is fetched. */
-function wasmDir(): string | undefined {
-  const here = dirname(fileURLToPath(import.meta.url))
-  if (existsSync(join(here, 'tfjs-backend-wasm-simd.wasm'))) return here
-  try {
-    const require = createRequire(import.meta.url)
-    return dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm'))
-  } catch {
-    return undefined
-  }
-}
-
-function cudaDevice(): string | undefined {
-  for (const p of ['/dev/nvidia0', '/dev/nvhost-ctrl-gpu', '/dev/nvgpu/igpu0/ctrl']) if (existsSync(p)) return p
-  try {
-    if (readdirSync('/proc/driver/nvidia/gpus').length > 0) return '/proc/driver/nvidia/gpus'
-  } catch {
-    // no NVIDIA driver
-  }
-  return undefined
 }
 
 async function importNative(pkg: string): Promise<TfApi> {

@@ -2,7 +2,9 @@
 // fetches the model package and image inputs through the ContentSource (verified,
 // content-addressed), hands the work to the isolated worker, and turns its answer into
 // the TaskOutcome the receipt is made of: hashes of inputs, model and outputs, backend,
-// phase timings, peak RSS and CPU time.
+// phase timings, peak RSS and CPU time. The worker starts with the first task and stops
+// after `idleStopMs` without one (worker-host.ts); until it has started once, `backend`
+// is the one expected from the packages installed (backend-guess.ts).
 
 import { createHash } from 'node:crypto'
 import { existsSync, statSync } from 'node:fs'
@@ -12,10 +14,11 @@ import { CairnError } from '../../protocol/errors.js'
 import type { Logger } from '../../protocol/log.js'
 import type { ContentLease, ContentSource, TaskExecutor, TaskOutcome, TaskRunContext } from '../task/executor-port.js'
 import type { Accelerator } from '../../hw/accelerators.js'
+import { expectedBackend } from './backend-guess.js'
 import { demoModelPath } from './demo-model.js'
 import { MAX_PACKAGE_BYTES, META_FILE } from './model-package.js'
 import { parseInferenceParams, type ContentRef, type InferenceParams } from './params.js'
-import { WorkerHost } from './worker-host.js'
+import { WorkerHost, type WorkerEvent } from './worker-host.js'
 import type { BackendChoice, BackendReport, WorkerInput } from './worker-protocol.js'
 
 export { demoModelPath, demoSamplePath } from './demo-model.js'
@@ -38,42 +41,64 @@ export interface InferenceExecutorOptions {
   maxResultBytes?: number
   /** From hw/accelerators.ts: NPUs are reported as present but unused. */
   accelerators?: readonly Accelerator[]
-  /** Aborting it while the worker starts kills the worker (an agent that stops). */
-  signal?: AbortSignal
+  /** The worker is stopped after this long without a task (default 300 s, the setting
+   * tasks.inference.idleStopS). 0: it starts now, with the executor, and is never
+   * stopped. */
+  idleStopMs?: number
+  /** A worker started or stopped (tests, diagnostics). */
+  onWorker?: (e: WorkerEvent) => void
+  /** `backend` or `backendExpected` changed (the agent republishes its status). */
+  onBackendChange?: () => void
 }
 
 export type InferenceExecutor = TaskExecutor<InferenceParams> & {
+  /** The backend the worker picked, or before it has ever started the one it is expected to pick. */
   readonly backend: string
+  /** True while `backend` is only expected: no worker has started yet. */
+  readonly backendExpected: boolean
+  /** Every backend with its reason, once a worker has started; before, the NPUs only. */
   backends(): BackendReport[]
-  /** The worker's pid (tests, diagnostics). */
+  /** The worker's pid while one runs (tests, diagnostics). */
   readonly workerPid: number | undefined
   close(): Promise<void>
 }
 
-export async function createInferenceExecutor(opts: InferenceExecutorOptions): Promise<InferenceExecutor> {
+const DEFAULT_IDLE_STOP_MS = 300_000
+
+export function createInferenceExecutor(opts: InferenceExecutorOptions): InferenceExecutor {
   const maxInputBytes = opts.maxInputBytes ?? 16 * 1024 * 1024
   const maxResultBytes = opts.maxResultBytes ?? 64 * 1024
   const modelsDir = join(opts.workDir, 'models')
   const log = opts.log
+  const idleStopMs = opts.idleStopMs ?? DEFAULT_IDLE_STOP_MS
+  const choice = opts.backend ?? 'auto'
+  const expected = expectedBackend(choice)
+  const npus: BackendReport[] = (opts.accelerators ?? [])
+    .filter(a => a.kind === 'hailo' || a.kind === 'coral-tpu' || a.kind === 'accel')
+    .map(a => ({ name: a.kind, available: false, reason: `${a.name} present (${a.source}) but not used: running models on NPUs is planned (docs/inference.md)` }))
+  let reported = { backend: expected as string, expected: true }
   const host = new WorkerHost({
-    backend: opts.backend ?? 'auto',
+    backend: choice,
     memoryLimitBytes: (opts.memoryLimitMb ?? 1024) * 1024 * 1024,
     modelCacheBytes: (opts.modelCacheMb ?? 256) * 1024 * 1024,
     maxImagePixels: opts.maxImagePixels ?? 16 * 1024 * 1024,
     modelsDir,
     log,
+    idleStopMs,
+    onEvent: e => {
+      if (e.kind === 'ready') {
+        if (reported.expected) log.info({ backend: e.backend, expected, backends: [...host.backends, ...npus] }, 'inference backend confirmed by its worker')
+        if (reported.expected || reported.backend !== e.backend) {
+          reported = { backend: e.backend, expected: false }
+          opts.onBackendChange?.()
+        }
+      }
+      opts.onWorker?.(e)
+    },
   })
-  const abandon = () => void host.close()
-  opts.signal?.addEventListener('abort', abandon, { once: true })
-  try {
-    if (opts.signal?.aborted) throw new CairnError('INTERRUPTED', 'the agent is stopping')
-    await host.start()
-  } finally {
-    opts.signal?.removeEventListener('abort', abandon)
-  }
-  const npus: BackendReport[] = (opts.accelerators ?? [])
-    .filter(a => a.kind === 'hailo' || a.kind === 'coral-tpu' || a.kind === 'accel')
-    .map(a => ({ name: a.kind, available: false, reason: `${a.name} present (${a.source}) but not used: running models on NPUs is planned (docs/inference.md)` }))
+  // 0: resident, as a worker that never idles: started now, so the first task does not
+  // wait for it. A failed start is logged; the next task tries again.
+  if (idleStopMs === 0) host.start().catch((err: unknown) => log.error({ err }, 'inference worker did not start; the next inference task tries again'))
 
   const unpacked = (sha: string) => existsSync(join(modelsDir, sha, META_FILE))
   const haveModel = (m: InferenceParams['model']) => (m.demo && demoModelPath() !== undefined) || unpacked(m.sha256) || opts.content.leaseLocal(m.sha256) !== undefined
@@ -97,7 +122,10 @@ export async function createInferenceExecutor(opts: InferenceExecutorOptions): P
   return {
     type: 'inference',
     get backend() {
-      return host.backend ?? 'none'
+      return reported.backend
+    },
+    get backendExpected() {
+      return reported.expected
     },
     get workerPid() {
       return host.pid
@@ -179,7 +207,14 @@ export async function createInferenceExecutor(opts: InferenceExecutorOptions): P
           outputs: r.outputs.map(o => ({ name: o.name, sha256: o.sha256, bytes: o.data.length })),
           result,
           backend: host.backend ?? 'unknown',
-          timings: { fetch: round(fetchMs), load: round(r.timings.unpack + r.timings.load), decode: round(r.timings.decode), infer: round(r.timings.infer), total: round(performance.now() - t0) },
+          timings: {
+            ...(r.startMs !== undefined ? { start: round(r.startMs) } : {}),
+            fetch: round(fetchMs),
+            load: round(r.timings.unpack + r.timings.load),
+            decode: round(r.timings.decode),
+            infer: round(r.timings.infer),
+            total: round(performance.now() - t0),
+          },
           resources: { ...(r.peakRssBytes !== undefined ? { peakRssBytes: r.peakRssBytes } : {}), cpuMs: round(r.cpuMs), bytesFetched },
         }
       } finally {

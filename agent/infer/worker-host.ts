@@ -1,9 +1,12 @@
-// The agent's side of the inference worker: forks it, hands it one request at a time,
-// and watches it. Memory is read from /proc/<pid>/status (VmRSS), because the wasm
-// backend's heap is outside V8's and resourceLimits would not see it; over the limit,
-// the worker is killed (MEMORY_LIMIT). A crash fails the running task (WORKER_CRASHED);
-// an abort kills the worker at once (CANCELLED). Either way the next request starts a
-// fresh worker, which is cheap (~1 s) next to losing the agent.
+// The agent's side of the inference worker: forks it when the first request comes,
+// hands it one request at a time, watches it, and stops it after `idleStopMs` without a
+// request (the next request starts a fresh one; a worker still stopping is waited for,
+// so two never hold their memory at once). Memory is read from /proc/<pid>/status
+// (VmRSS), because the wasm backend's heap is outside V8's and resourceLimits would not
+// see it; over the limit, the worker is killed (MEMORY_LIMIT). A crash fails the running
+// task (WORKER_CRASHED); an abort kills the worker at once (CANCELLED). Either way the
+// next request starts a fresh worker, which is cheap (a fraction of a second with wasm
+// from the bundle) next to losing the agent.
 
 import { fork, type ChildProcess } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
@@ -22,7 +25,21 @@ export interface WorkerHostOptions {
   /** How often RSS is sampled while a request runs (default 25 ms). */
   pollMs?: number
   startTimeoutMs?: number
+  /** A worker with no request for this long is stopped (0 or absent: never). */
+  idleStopMs?: number
+  /** Told when a worker is up and when one is gone (status report, tests). */
+  onEvent?: (e: WorkerEvent) => void
 }
+
+export type WorkerEvent =
+  /** forked; loading its backend */
+  | { kind: 'starting'; pid: number | undefined }
+  | { kind: 'ready'; pid: number | undefined; backend: BackendName; startMs: number }
+  /** idle for idleStopMs: told to exit */
+  | { kind: 'stopping'; pid: number | undefined }
+  /** idle: stopped after idleStopMs; closed: the host closed; killed: for a task's sake
+   * (cancel, memory limit); crashed: anything else. */
+  | { kind: 'exit'; pid: number | undefined; why: 'idle' | 'closed' | 'killed' | 'crashed'; code: number | null; signal: string | null }
 
 const fromSources = import.meta.url.endsWith('.ts')
 
@@ -71,6 +88,13 @@ export class WorkerHost {
   private closed = false
   /** The worker between fork and its ready message. */
   private spawning: ChildProcess | undefined
+  /** Requests taken by run() and not yet settled: the worker is not idle while any is. */
+  private busy = 0
+  private idleTimer: NodeJS.Timeout | undefined
+  /** Workers killed before they were ready (start timeout, failed init). */
+  private readonly killedStarting = new WeakSet<ChildProcess>()
+  /** A worker stopped for idleness, until it has exited; a start waits for it. */
+  private retiring: { child: ChildProcess; exited: Promise<void> } | undefined
   backend: BackendName | undefined
   backends: BackendReport[] = []
   restarts = 0
@@ -83,13 +107,20 @@ export class WorkerHost {
 
   /** Starts the worker (if it is not running) and waits until its backend is up. */
   start(): Promise<ChildProcess> {
-    if (this.closed) return Promise.reject(new CairnError('INTERNAL', 'inference worker is closed'))
+    if (this.closed) return Promise.reject(closedError())
     if (this.child !== undefined) return Promise.resolve(this.child)
-    this.starting ??= this.spawn().finally(() => (this.starting = undefined))
+    this.starting ??= this.startAfterStop().finally(() => (this.starting = undefined))
     return this.starting
   }
 
+  private async startAfterStop(): Promise<ChildProcess> {
+    if (this.retiring !== undefined) await this.retiring.exited
+    if (this.closed) throw closedError()
+    return this.spawn()
+  }
+
   private spawn(): Promise<ChildProcess> {
+    const t0 = performance.now()
     const entry = workerEntry()
     const limitMb = Math.ceil(this.o.memoryLimitBytes / 1024 / 1024)
     const child = fork(entry.file, [], {
@@ -99,9 +130,12 @@ export class WorkerHost {
       ...(entry.cwd !== undefined ? { cwd: entry.cwd } : {}),
     })
     this.spawning = child
-    child.once('exit', () => {
-      if (this.spawning === child) this.spawning = undefined
+    child.once('exit', (code, signal) => {
+      if (this.spawning !== child) return // it became ready: onExit reports it
+      this.spawning = undefined
+      this.o.onEvent?.({ kind: 'exit', pid: child.pid, why: this.closed ? 'closed' : this.killedStarting.has(child) ? 'killed' : 'crashed', code, signal })
     })
+    this.o.onEvent?.({ kind: 'starting', pid: child.pid })
     const log = this.o.log
     const forward = (stream: NodeJS.ReadableStream | null, level: 'info' | 'warn') =>
       stream?.on('data', (d: Buffer) => {
@@ -114,7 +148,7 @@ export class WorkerHost {
     child.on('error', err => log.warn({ pid: child.pid, err }, 'inference worker channel error'))
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        child.kill('SIGKILL')
+        this.killStarting(child)
         reject(new CairnError('INTERNAL', `inference worker did not start within ${this.o.startTimeoutMs ?? 60_000} ms`))
       }, this.o.startTimeoutMs ?? 60_000)
       const onEarlyExit = (code: number | null, signal: string | null) => {
@@ -132,12 +166,16 @@ export class WorkerHost {
           this.child = child
           this.backend = m.backend
           this.backends = m.backends
-          log.info({ pid: child.pid, backend: m.backend }, 'inference worker ready')
+          const startMs = Math.round(performance.now() - t0)
+          log.info({ pid: child.pid, backend: m.backend, startMs }, 'inference worker ready')
+          this.o.onEvent?.({ kind: 'ready', pid: child.pid, backend: m.backend, startMs })
+          // Started for a request that was cancelled meanwhile: it idles out like any other.
+          if (this.busy === 0) this.armIdle()
           resolve(child)
         } else if (m.t === 'init-failed') {
           clearTimeout(timer)
           child.off('exit', onEarlyExit)
-          child.kill('SIGKILL')
+          this.killStarting(child)
           reject(new CairnError(m.code, m.message))
         } else if (m.t === 'result') this.onResult(child, m)
       })
@@ -161,15 +199,30 @@ export class WorkerHost {
   }
 
   private onExit(child: ChildProcess, code: number | null, signal: string | null): void {
-    if (this.child === child) this.child = undefined
+    if (this.retiring?.child === child) {
+      this.retiring = undefined
+      this.o.log.info({ pid: child.pid, idleS: (this.o.idleStopMs ?? 0) / 1000 }, 'inference worker stopped: idle')
+      this.o.onEvent?.({ kind: 'exit', pid: child.pid, why: 'idle', code, signal })
+      return
+    }
+    if (this.child === child) {
+      this.child = undefined
+      this.clearIdle()
+    }
     const reason = this.killReason
     this.killReason = undefined
     const p = this.pending
     this.pending = undefined
     if (reason === undefined) this.o.log.warn({ pid: child.pid, code, signal }, 'inference worker died')
+    this.o.onEvent?.({ kind: 'exit', pid: child.pid, why: this.closed ? 'closed' : reason !== undefined ? 'killed' : 'crashed', code, signal })
     if (p === undefined) return
     this.restarts++
     p.reject(new CairnError(reason?.code ?? 'WORKER_CRASHED', reason?.message ?? `inference worker died during the task (exit code ${code}, signal ${signal}); it restarts for the next task`))
+  }
+
+  private killStarting(child: ChildProcess): void {
+    this.killedStarting.add(child)
+    child.kill('SIGKILL')
   }
 
   private kill(child: ChildProcess, code: ErrorCode, message: string): void {
@@ -180,14 +233,19 @@ export class WorkerHost {
   /** Runs one request; requests queue behind each other (one worker, one model run at a
    * time). `onSent` is called once the request has been written to the worker: work the
    * caller does then overlaps the worker's. */
-  run(req: Omit<RunMsg, 't' | 'id'>, signal: AbortSignal, onSent?: () => void): Promise<RunOk & { peakRssBytes?: number }> {
+  run(req: Omit<RunMsg, 't' | 'id'>, signal: AbortSignal, onSent?: () => void): Promise<HostResult> {
     if (signal.aborted) return Promise.reject(cancelled())
     let started = false
+    this.busy++
+    this.clearIdle()
     const job = this.lane.then(() => {
       started = true
       return this.runNow(req, signal, onSent)
     })
     this.lane = job.catch(() => undefined)
+    void this.lane.then(() => {
+      if (--this.busy === 0) this.armIdle()
+    })
     // Cancelled while queued behind another task: answer at once; runNow skips it later.
     // Once started, runNow's own abort handling (kill the worker) answers.
     return new Promise((resolve, reject) => {
@@ -197,9 +255,15 @@ export class WorkerHost {
     })
   }
 
-  private async runNow(req: Omit<RunMsg, 't' | 'id'>, signal: AbortSignal, onSent?: () => void): Promise<RunOk & { peakRssBytes?: number }> {
+  private async runNow(req: Omit<RunMsg, 't' | 'id'>, signal: AbortSignal, onSent?: () => void): Promise<HostResult> {
     if (signal.aborted) throw cancelled()
-    const child = await this.start()
+    let child = this.child
+    let startMs: number | undefined
+    if (child === undefined) {
+      const t0 = performance.now()
+      child = await this.startFor(signal)
+      startMs = performance.now() - t0
+    }
     if (signal.aborted) throw cancelled()
     const id = this.nextId++
     const result = new Promise<RunOk & { peakRssBytes?: number }>((resolve, reject) => (this.pending = { id, resolve, reject }))
@@ -218,15 +282,65 @@ export class WorkerHost {
         if (err) this.kill(child, 'WORKER_CRASHED', `inference worker could not take the task: ${err.message}`)
         else onSent?.()
       })
-      return await result
+      const r = await result
+      return startMs !== undefined ? { ...r, startMs } : r
     } finally {
       clearInterval(poll)
       signal.removeEventListener('abort', onAbort)
     }
   }
 
+  /** start(), for a request whose abort answers at once. The start itself goes on (the
+   * next request uses the worker, or it idles out); close() kills a worker still starting,
+   * so an agent that stops never waits for TensorFlow.js to load. */
+  private async startFor(signal: AbortSignal): Promise<ChildProcess> {
+    let onAbort!: () => void
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(cancelled())
+      signal.addEventListener('abort', onAbort, { once: true })
+    })
+    const starting = this.start()
+    starting.catch(() => undefined) // when the abort answered first
+    try {
+      return await Promise.race([starting, aborted])
+    } finally {
+      signal.removeEventListener('abort', onAbort)
+    }
+  }
+
+  private armIdle(): void {
+    this.clearIdle()
+    const ms = this.o.idleStopMs ?? 0
+    if (ms <= 0 || this.child === undefined || this.closed) return
+    this.idleTimer = setTimeout(() => this.stopIdle(), ms)
+    // A timer alone must not keep a process alive (a test, a CLI run that ends).
+    this.idleTimer.unref()
+  }
+
+  private clearIdle(): void {
+    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer)
+    this.idleTimer = undefined
+  }
+
+  /** Stops an idle worker: it exits when its IPC channel closes (worker.ts), or is
+   * killed 2 s later. A request arriving meanwhile starts a fresh one once it is gone. */
+  private stopIdle(): void {
+    this.idleTimer = undefined
+    const child = this.child
+    if (child === undefined || this.busy > 0 || this.closed) return
+    this.child = undefined
+    const exited = new Promise<void>(resolve => child.once('exit', () => resolve()))
+    this.retiring = { child, exited }
+    const timer = setTimeout(() => child.kill('SIGKILL'), 2000)
+    void exited.then(() => clearTimeout(timer))
+    this.o.onEvent?.({ kind: 'stopping', pid: child.pid })
+    if (child.connected) child.disconnect()
+  }
+
   async close(): Promise<void> {
     this.closed = true
+    this.clearIdle()
+    await this.retiring?.exited
     // A worker still starting holds nothing: killed at once, rather than waited for (its
     // start, loading the backend, took seconds and kept a stopping agent's process alive).
     const starting = this.spawning
@@ -251,5 +365,12 @@ export class WorkerHost {
   }
 }
 
+export type HostResult = RunOk & {
+  peakRssBytes?: number
+  /** ms this request waited for a worker to start (absent when one was up). */
+  startMs?: number
+}
+
 const mb = (b: number) => Math.round(b / 1024 / 1024)
+const closedError = () => new CairnError('INTERNAL', 'inference worker is closed')
 const cancelled = () => new CairnError('CANCELLED', 'task cancelled before inference started')

@@ -59,6 +59,11 @@ export interface TaskExecutor<P = unknown> {
   run(params: P, ctx: TaskRunContext): Promise<TaskOutcome>
   /** Releases workers, caches, open files. */
   close?(): Promise<void>
+  /** What runs the work, for the status report (e.g. 'wasm', 'http'). */
+  readonly backend?: string
+  /** True while `backend` is only what the executor expects to use: its worker has not
+   * started yet (inference starts it with the first task). */
+  readonly backendExpected?: boolean
 }
 
 /** Verified, content-addressed bytes on local disk (agent/cache/ implements it; inference

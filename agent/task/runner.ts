@@ -127,11 +127,16 @@ export class TaskRunner {
 
   backends(): Record<string, string> {
     const out: Record<string, string> = {}
-    for (const [type, e] of this.executors) {
-      const b = (e as { backend?: unknown }).backend
-      if (typeof b === 'string') out[type] = b
-    }
+    for (const [type, e] of this.executors) if (e.backend !== undefined) out[type] = e.backend
     return out
+  }
+
+  /** Types whose backend is only expected so far (their worker has not started yet). */
+  expectedBackends(): string[] {
+    return [...this.executors.values()]
+      .filter(e => e.backend !== undefined && e.backendExpected === true)
+      .map(e => e.type)
+      .sort()
   }
 
   /** Resolves tasks an earlier run left running, then starts the queue. */

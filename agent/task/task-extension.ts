@@ -1,6 +1,6 @@
 // Inference and cache tasks (docs/tasks.md) plugged into the agent core: the queue and
 // its signed requests, and the built-in executors (the cache's, and inference in its
-// worker process, which loads its backend in the background: nothing waits for it).
+// worker process, started by the first inference task: nothing waits for it).
 
 import { accelerators, type HwContext } from '../../hw/index.js'
 import { readPublicKeyFile } from '../../protocol/keys.js'
@@ -43,12 +43,12 @@ export function taskExtension(core: AgentCore, o: TaskExtensionOptions): { servi
     telemetry: () => core.lastSample(),
     bus: core.bus,
     publishQuick: (topic, payload, props) => core.publishQuick(topic, payload, props),
-    // The inference backend is known only once its worker is up: say so in the status.
-    onExecutorAdded: () => core.refreshStatus(),
+    // Executors join after start, and the inference backend is confirmed only once its
+    // worker is up: the status says so.
+    onStatusChange: () => core.refreshStatus(),
     ...o.timings,
   })
   if (dispatchers.length === 0) core.log.info('no dispatcher key is trusted: every task request will be refused (use --dispatcher-key FILE)')
-  let builtins: { close(): Promise<void> } | undefined
   return {
     service,
     extension: {
@@ -59,21 +59,20 @@ export function taskExtension(core: AgentCore, o: TaskExtensionOptions): { servi
       start: () => {
         service.start()
         if (!o.executors) {
-          builtins = startBuiltinExecutors({
+          void startBuiltinExecutors({
             types: config.tasks.types,
             store: o.store,
             stateDir: config.stateDir,
             log: core.log.child({ mod: 'task' }),
+            inferenceIdleStopMs: config.tasks.inference.idleStopS * 1000,
             add: e => service.addExecutor(e),
             failed: type => service.executorFailed(type),
+            backendChanged: type => service.backendChanged(type),
             accelerators: () => accelerators({ ...o.hw, diskPaths: config.hw.diskPaths }, core.board),
           })
         }
       },
-      stop: async () => {
-        await service.stop()
-        await builtins?.close()
-      },
+      stop: () => service.stop(),
     },
   }
 }

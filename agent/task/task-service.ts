@@ -55,8 +55,9 @@ export interface TaskServiceOptions {
   publishQuick: (topic: string, payload: Buffer, props: PublishProps | undefined) => void
   /** Types whose executors join after start; their queued tasks wait for them. */
   pendingTypes?: readonly string[]
-  /** Called when an executor joins after start (the agent republishes its status). */
-  onExecutorAdded?: () => void
+  /** Called when an executor joins after start or its backend becomes known (the agent
+   * republishes its status). */
+  onStatusChange?: () => void
   /** Test seams (see runner.ts). */
   graceMs?: number
   coolDownMs?: number
@@ -128,11 +129,17 @@ export class TaskService {
   addExecutor(e: TaskExecutor): boolean {
     const added = this.runner.addExecutor(e)
     if (added) {
-      const b = (e as { backend?: unknown }).backend
-      this.o.bus.emit('event', { kind: 'task.status', ts: this.o.clock.now(), data: { ...this.status(), added: e.type, ...(typeof b === 'string' ? { backend: b } : {}) } })
-      this.o.onExecutorAdded?.()
+      this.o.bus.emit('event', { kind: 'task.status', ts: this.o.clock.now(), data: { ...this.status(), added: e.type, ...(e.backend !== undefined ? { backend: e.backend } : {}) } })
+      this.o.onStatusChange?.()
     }
     return added
+  }
+
+  /** An executor's backend changed or became known (inference: its first worker is up). */
+  backendChanged(type: string): void {
+    const backend = this.status().backends[type]
+    this.o.bus.emit('event', { kind: 'task.status', ts: this.o.clock.now(), data: { ...this.status(), changed: type, ...(backend !== undefined ? { backend } : {}) } })
+    this.o.onStatusChange?.()
   }
 
   /** An expected executor failed to start: its tasks are refused as UNSUPPORTED. */
@@ -141,8 +148,9 @@ export class TaskService {
   }
 
   /** For the status message and the local API. */
-  status(): { types: string[]; backends: Record<string, string>; queued: number; running: number } {
-    return { types: this.runner.types(), backends: this.runner.backends(), ...this.runner.counts() }
+  status(): { types: string[]; backends: Record<string, string>; expected?: string[]; queued: number; running: number } {
+    const expected = this.runner.expectedBackends()
+    return { types: this.runner.types(), backends: this.runner.backends(), ...(expected.length > 0 ? { expected } : {}), ...this.runner.counts() }
   }
 
   /** Handles an incoming message if it is on one of this part's topics. */

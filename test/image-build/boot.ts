@@ -326,7 +326,9 @@ t.test('first boot provisions itself from cairn.yaml and reaches the host broker
     'agent:',
     '  telemetry: { periodS: 5 }',
     '  proof: { periodS: 10, jitterMs: 0 }',
-    '  tasks: { dispatcherKeys: [/opt/cairn/dispatcher.pub] }',
+    // idleStopS 0: the inference worker starts at boot (by default it waits for the first
+    // task), so the status below shows the backend it really picked on arm64.
+    '  tasks: { dispatcherKeys: [/opt/cairn/dispatcher.pub], inference: { idleStopS: 0 } }',
     '',
   ].join('\n')
   writeFileSync(join(work, 'cairn.yaml'), yaml)
@@ -370,9 +372,14 @@ t.test('first boot provisions itself from cairn.yaml and reaches the host broker
     "the agent's local API is up where Node-RED looks for it",
   )
   // the inference worker (tfjs wasm, bundled beside the agent) starts on arm64: the
-  // status republished when it joins names its backend
-  const backendOf = (m: { json: Record<string, unknown> | undefined }) => ((m.json?.tasks as { backends?: Record<string, string> } | undefined)?.backends ?? {})['inference']
-  const withInference = await sub.waitFor(() => sub.messages.find(m => m.topic === `cairn/v1/${FLEET}/${first.deviceId}/status` && backendOf(m) !== undefined), 240_000, 'inference backend in status')
+  // status republished when it is up names its backend, no longer only expected
+  const tasksOf = (m: { json: Record<string, unknown> | undefined }) => m.json?.tasks as { backends?: Record<string, string>; expected?: string[] } | undefined
+  const backendOf = (m: { json: Record<string, unknown> | undefined }) => (tasksOf(m)?.backends ?? {})['inference']
+  const withInference = await sub.waitFor(
+    () => sub.messages.find(m => m.topic === `cairn/v1/${FLEET}/${first.deviceId}/status` && backendOf(m) !== undefined && tasksOf(m)?.expected === undefined),
+    240_000,
+    'inference backend seen in status',
+  )
   t.equal(backendOf(withInference), 'wasm', 'the inference worker runs on the arm64 image (wasm backend)')
   // Node-RED: its own log line (journal on the console) says where it listens
   const nr = await guest.waitForConsole(/Server now running at (http:\/\/[^\s/]+:1880)\//, 240_000)

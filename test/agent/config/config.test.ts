@@ -113,3 +113,21 @@ t.test('proof flags map onto proof settings and bad values name the flag', async
   t.throws(() => loadConfig({ env: {}, flags: flagLayer({ fleet: 'f', owner: 'has space' }) }), /proof\.owner.*flag --owner/)
   t.throws(() => loadConfig({ env: {}, flags: flagLayer({ fleet: 'f', 'proof-period': '0' }) }), /proof\.periodS.*flag --proof-period/)
 })
+
+t.test('tasks.inference.idleStopS: 300 s by default, 0 keeps the worker, out of range names the field', async t => {
+  const dir = tmp()
+  const base = { fleet: 'f', 'state-dir': dir }
+  t.equal(loadConfig({ env: {}, flags: flagLayer(base) }).config.tasks.inference.idleStopS, 300)
+  t.equal(loadConfig({ env: { CAIRN_TASKS_INFERENCE_IDLE_STOP_S: '0' }, flags: flagLayer(base) }).config.tasks.inference.idleStopS, 0, 'from its environment variable')
+  t.equal(loadConfig({ env: {}, flags: flagLayer({ ...base, set: ['tasks.inference.idleStopS=45'] }) }).config.tasks.inference.idleStopS, 45, 'and --set')
+  const file = join(dir, 'cairn.yaml')
+  writeFileSync(file, 'tasks:\n  inference:\n    idleStopS: -1\n')
+  t.throws(() => loadConfig({ configFile: file, env: {}, flags: flagLayer(base) }), {
+    code: 'INVALID_CONFIG',
+    message: /tasks\.inference\.idleStopS: .*greater or equal to 0, got -1 \(from file .*cairn\.yaml\)/,
+  })
+  t.throws(() => loadConfig({ env: { CAIRN_TASKS_INFERENCE_IDLE_STOP_S: '1.5' }, flags: flagLayer(base) }), { code: 'INVALID_CONFIG', message: /tasks\.inference\.idleStopS/ }, 'whole seconds')
+  t.throws(() => loadConfig({ env: {}, flags: flagLayer({ ...base, set: ['tasks.inference.idleStopS=604801'] }) }), { message: /tasks\.inference\.idleStopS: .*less or equal to 604800/ })
+  writeFileSync(file, 'tasks:\n  inference:\n    idleStop: 10\n')
+  t.throws(() => loadConfig({ configFile: file, env: {}, flags: flagLayer(base) }), { message: /tasks\.inference\.idleStop\b/ }, 'a misspelt key is named')
+})

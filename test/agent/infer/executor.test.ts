@@ -20,7 +20,7 @@ const dir = t.testdir()
 
 t.before(async () => {
   content = new ContentDir(join(dir, 'content'))
-  ex = await createInferenceExecutor({
+  ex = createInferenceExecutor({
     content,
     log,
     workDir: join(dir, 'work'),
@@ -38,8 +38,18 @@ const ctx = (signal = new AbortController().signal): TaskRunContext => ({ signal
 const run = (params: unknown) => ex.run(ex.parse(params), ctx())
 const f32 = (xs: number[]) => Buffer.from(new Float32Array(xs).buffer).toString('base64')
 
-t.test('backends: wasm picked; native ones unavailable with reasons', async t => {
+t.test('backends: wasm expected before the worker starts, picked by it; native ones unavailable with reasons', async t => {
+  t.equal(ex.workerPid, undefined, 'no worker before the first task')
+  t.equal(ex.backend, 'wasm', 'expected from what is installed')
+  t.equal(ex.backendExpected, true)
+  t.same(
+    ex.backends().map(b => b.name),
+    ['hailo', 'coral-tpu'],
+    'before the worker has run, only the NPUs are reported',
+  )
+  await run({ model: { sha256: content.put(await sumModel()) }, input: { tensor: { shape: [4], dtype: 'float32', data: [1, 2, 3, 4] } } })
   t.equal(ex.backend, 'wasm')
+  t.equal(ex.backendExpected, false, 'confirmed by the worker')
   const byName = Object.fromEntries(ex.backends().map(b => [b.name, b]))
   t.match(byName.wasm, { available: true, selected: true, reason: /SIMD/ })
   t.match(byName.cpu, { available: true })
@@ -128,7 +138,7 @@ t.test('models by hash: unknown without URL, fetched from an origin, wrong bytes
   t.teardown(() => server.close())
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
   const fresh = new ContentDir(join(dir, 'content2'))
-  const ex2 = await createInferenceExecutor({ content: fresh, log, workDir: join(dir, 'work2') })
+  const ex2 = createInferenceExecutor({ content: fresh, log, workDir: join(dir, 'work2') })
   t.teardown(() => ex2.close())
   const p2 = ex2.parse({ model: { sha256: sha, urls: [`${base}/good`] }, input: { tensor: { shape: [4], dtype: 'float32', data: [1, 1, 1, 1] } } })
   t.match(ex2.admit(p2), { ok: true })
@@ -167,7 +177,7 @@ t.test('packages that are not models: MODEL_INVALID, the worker carries on', asy
 
 t.test('warm models: an LRU by memory; a tiny budget keeps only the last model', async t => {
   const sha = content.put(await sumModel())
-  const small = await createInferenceExecutor({ content, log, workDir: join(dir, 'work3'), modelCacheMb: 0.01 })
+  const small = createInferenceExecutor({ content, log, workDir: join(dir, 'work3'), modelCacheMb: 0.01 })
   t.teardown(() => small.close())
   const cache = async (e: InferenceExecutor, params: unknown) => ((await e.run(e.parse(params), ctx())).result as { modelCache: string }).modelCache
   const sum = { model: { sha256: sha }, input: { tensor: { shape: [4], dtype: 'float32', data: [1, 2, 3, 4] } } }

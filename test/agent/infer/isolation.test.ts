@@ -24,7 +24,7 @@ t.before(async () => {
   slow = content.put(await slowModel())
   hog = content.put(await memoryHogModel())
   sum = content.put(await sumModel())
-  ex = await createInferenceExecutor({ content, log, workDir: join(dir, 'work'), memoryLimitMb: 600 })
+  ex = createInferenceExecutor({ content, log, workDir: join(dir, 'work'), memoryLimitMb: 600 })
 })
 t.teardown(() => ex.close())
 

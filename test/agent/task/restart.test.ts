@@ -148,7 +148,7 @@ t.test('executors that join after start: BUSY while starting, then run; UNSUPPOR
     bus,
     publishQuick: () => undefined,
     pendingTypes: ['inference', 'cache'],
-    onExecutorAdded: () => statusChanges++,
+    onStatusChange: () => statusChanges++,
   })
   svc.start()
   t.teardown(async () => {
