@@ -37,6 +37,8 @@ export interface IngestOptions {
 /** SQLite's error codes of a store that fails as a whole: a batch that meets one is not
  * written again message by message (each would wait out the busy timeout anew). */
 const STORE_WIDE = /^SQLITE_(BUSY|LOCKED|FULL|IOERR|READONLY|CANTOPEN|NOMEM|CORRUPT)/
+/** Beacons kept in memory: heartbeats cite the last few slots. */
+const MAX_CACHED_BEACONS = 64
 const EVIDENCE_TTL_MS = 365 * 86_400_000
 /** A heartbeat citing 16 beacons is under 3 KB; anything far larger is refused unread. */
 const MAX_PROOF_BYTES = 16_384
@@ -47,11 +49,13 @@ export function epochOf(p: Pick<ScoreParams, 'slotMs' | 'epochSlots'>, ms: numbe
 
 export class ProofIngest {
   private readonly st
+  private readonly beacons = new Map<number, { hash: string; payload: Buffer }>()
 
   constructor(private readonly o: IngestOptions) {
     const db = o.db
     this.st = {
       bySeq: db.prepare('SELECT seq, hash, recv FROM heartbeats WHERE device = ? AND seq = ?'),
+      near: db.prepare('SELECT seq, hash, recv FROM heartbeats WHERE device = ? AND seq BETWEEN ? AND ?'),
       payload: db.prepare('SELECT payload FROM heartbeats WHERE device = ? AND seq = ? AND hash = ?'),
       below: db.prepare('SELECT MAX(seq) AS s FROM heartbeats WHERE device = ? AND seq < ?'),
       insert: db.prepare('INSERT INTO heartbeats (device, seq, hash, recv, payload) VALUES (?, ?, ?, ?, ?)'),
@@ -177,7 +181,9 @@ export class ProofIngest {
     // signed, anyone could have sent it: it says nothing against the device.
     // (Its hash fixes its seq, so a copy is among the heartbeats of that seq.)
     const seq = hb.body.seq
-    const twins = this.st.bySeq.all(device, seq) as SeqRow[]
+    // seq - 1, seq and seq + 1 in one read: nothing below writes heartbeats.
+    const near = this.st.near.all(device, seq - 1, seq + 1) as SeqRow[]
+    const twins = near.filter(r => r.seq === seq)
     if (twins.some(t => t.hash === hash)) return { kind: 'heartbeat', device, seq, verdict: 'duplicate', evidence: [] }
     const evidence: Envelope[] = []
     for (const other of twins) {
@@ -191,11 +197,11 @@ export class ProofIngest {
     if (twins.length === 1) {
       evidence.push(this.evidence('equivocation', device, `two different heartbeats with seq ${seq}`, [this.payloadOf(device, twins[0]!), hb], [twins[0]!.recv, recvMs]))
     }
-    const below = this.st.bySeq.all(device, seq - 1) as SeqRow[]
+    const below = near.filter(r => r.seq === seq - 1)
     if (seq > 0 && below.length > 0 && !below.some(b => b.hash === hb.body.prev)) {
       evidence.push(this.evidence('fork', device, `heartbeat seq ${seq} does not chain to seq ${seq - 1}`, [this.payloadOf(device, below[0]!), hb], [below[0]!.recv, recvMs]))
     }
-    for (const above of this.st.bySeq.all(device, seq + 1) as SeqRow[]) {
+    for (const above of near.filter(r => r.seq === seq + 1)) {
       const next = this.payloadOf(device, above)
       if (next.body.prev !== hash) evidence.push(this.evidence('fork', device, `heartbeat seq ${seq + 1} does not chain to seq ${seq}`, [hb, next], [recvMs, above.recv]))
     }
@@ -218,6 +224,20 @@ export class ProofIngest {
     return { kind: 'heartbeat', device, seq, verdict: 'new', evidence, ...(fetch ? { fetch } : {}) }
   }
 
+  /** A slot's beacon. One is written once and never changed (INSERT OR IGNORE), so a
+   * found one is kept in memory; a missing one is read again next time (another
+   * process may write it). */
+  private beacon(slot: number): { hash: string; payload: Buffer } | undefined {
+    let b = this.beacons.get(slot)
+    if (b) return b
+    b = this.st.beacon.get(slot) as { hash: string; payload: Buffer } | undefined
+    if (b) {
+      if (this.beacons.size >= MAX_CACHED_BEACONS) this.beacons.clear()
+      this.beacons.set(slot, b)
+    }
+    return b
+  }
+
   /** A stored heartbeat, read only where evidence or a closer look needs it. */
   private payloadOf(device: string, row: SeqRow): Heartbeat {
     return parse((this.st.payload.get(device, row.seq, row.hash) as { payload: Buffer }).payload)
@@ -230,7 +250,7 @@ export class ProofIngest {
     const out: Envelope[] = []
     const cite = hb.body.beacons.find(b => b.v === this.o.key.keyId)
     if (cite) {
-      const genuine = this.st.beacon.get(cite.slot) as { hash: string; payload: Buffer } | undefined
+      const genuine = this.beacon(cite.slot)
       if (genuine && genuine.hash !== cite.h) {
         out.push(
           this.evidence(
@@ -271,7 +291,7 @@ export class ProofIngest {
   /** The cited beacon is this validator's genuine one and was fresh at receipt (the
    * scoring's test, so clock-skew evidence goes with a 'skewed' verdict). */
   private citesFresh(cite: { slot: number; h: string }, recvMs: number): boolean {
-    const genuine = this.st.beacon.get(cite.slot) as { hash: string } | undefined
+    const genuine = this.beacon(cite.slot)
     const start = cite.slot * this.o.params.slotMs
     return genuine?.hash === cite.h && recvMs >= start && recvMs <= start + this.o.params.maxAgeMs
   }
