@@ -3,6 +3,8 @@
 //  (a) ed25519 verify rate on one core for a real heartbeat: node:crypto on the signed
 //      bytes, the validator's whole checkProof path (JSON, schemas, key from the key id,
 //      signature) and tweetnacl, each against `openssl speed ed25519` run in the same bench.
+//  (p) the validator's pipeline (parse, verify, chain checks, store) per CPU-second
+//      against openssl's verifies per CPU-second: bench/proofs-pipeline.ts.
 //  (b) N simulated devices (`cairn sim`, in their own processes) at one heartbeat per
 //      slot of 60 s, against one Mosquitto, with the validator as a separate process
 //      (`cairn validator --slot 60`): the validator's CPU over whole slots after the ramp,
@@ -23,6 +25,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { verify as edVerify } from 'node:crypto'
 import { appendFileSync, readFileSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
+import { loadavg } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import Database from 'better-sqlite3'
@@ -32,6 +35,7 @@ import { newId } from '../protocol/ids.js'
 import { generateKeyPair, rawPublicKey } from '../protocol/keys.js'
 import { asJson, checkProof, encodeProof, ProofType, telemetryDigest, type HeartbeatBody } from '../protocol/proof-format.js'
 import { validatorKey } from '../validator/validator-cli.js'
+import { benchPipeline, type PipelineFigures } from './proofs-pipeline.js'
 import { freePort, mosquittoPath } from '../test/helpers/broker.js'
 
 /** Same shape as bench/run.ts's rows. */
@@ -62,23 +66,71 @@ export const sleep = (ms: number) => new Promise(r => setTimeout(r, ms))
 
 export async function benchProofs(kit: BenchKit): Promise<Record<string, unknown>> {
   const verify = benchVerify(kit)
+  const pipeline = benchPipelineRows(kit, verify.openssl.verifyPerS)
+  // BENCH_PROOF_LOAD=0 leaves out the devices-against-a-validator run (minutes).
+  if (process.env.BENCH_PROOF_LOAD === '0') return { verify, pipeline }
   const load = await benchLoad(kit, verify.nodeVerifyPerS)
-  return { verify, load }
+  return { verify, pipeline, load }
+}
+
+// ---------------------------------------------------------------- the pipeline per CPU-second
+
+/** Interleaved repetitions of the batched pipeline (as the validator runs it) and of one
+ * transaction per heartbeat (as it ran before), the median of each against openssl. */
+function benchPipelineRows(kit: BenchKit, opensslVerifyPerS: number) {
+  const reps = kit.quick ? 3 : 5
+  const devices = kit.quick ? 1000 : 2000
+  const perDevice = 6
+  // Mosquitto hands one client at most 20 unacknowledged messages (max_inflight_messages),
+  // so the validator's batches hold at most 20.
+  const batch = 20
+  kit.log(`  pipeline: ${devices} devices x ${perDevice - 1} timed heartbeats, ${reps} interleaved repetitions, batches of ${batch}…`)
+  const runs: Record<'batch' | 'single', PipelineFigures[]> = { batch: [], single: [] }
+  for (let i = 0; i < reps; i++) {
+    for (const mode of ['batch', 'single'] as const) runs[mode].push(benchPipeline(kit.tmp('cairn-bench-pipeline-'), { devices, perDevice, batch, mode }))
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+  const load = loadavg()
+    .map(x => x.toFixed(1))
+    .join(' ')
+  const out: Record<string, unknown> = { reps, devices, perDevice, batch, loadavg: load }
+  for (const mode of ['batch', 'single'] as const) {
+    const rates = runs[mode].map(r => r.perCpuS)
+    const lost = runs[mode].reduce((a, r) => a + r.lost, 0)
+    const value = median(rates)
+    const ratio = value / opensslVerifyPerS
+    const spread = `${Math.min(...rates).toFixed(0)}-${Math.max(...rates).toFixed(0)}`
+    kit.row({
+      bench: '5 proofs',
+      figure: mode === 'batch' ? 'validator pipeline per CPU-second (batched store)' : 'validator pipeline per CPU-second, one transaction per heartbeat',
+      value,
+      unit: 'proofs/CPU-s',
+      baseline: opensslVerifyPerS,
+      ratio,
+      ...(mode === 'batch' ? { goal: '>= 0.8x, 0 lost' } : {}),
+      verdict: mode === 'batch' ? (ratio >= 0.8 && lost === 0 ? 'pass' : 'FAIL') : 'info',
+      note: `parse + schema + verify + chain and beacon checks + SQLite store (ProofIngest, in process), CPU time (process.cpuUsage) against openssl's CPU time; median of ${reps} (${spread}), ${lost} lost; load ${load}; MQTT not included`,
+    })
+    out[mode] = { median: value, ratio, rates, lost }
+  }
+  return out
 }
 
 // ---------------------------------------------------------------- (a) verify rates
 
+/** Operations per CPU-second of this process (openssl speed reports its own CPU time,
+ * so a busy machine slows neither side's figure), run for `seconds` of wall time. */
 function opsPerSecond(seconds: number, fn: () => void): number {
   for (let i = 0; i < 50; i++) fn()
   let n = 0
   const t0 = performance.now()
-  let dt = 0
+  const cpu0 = process.cpuUsage()
   do {
     for (let i = 0; i < 20; i++) fn()
     n += 20
-    dt = performance.now() - t0
-  } while (dt < seconds * 1000)
-  return n / (dt / 1000)
+  } while (performance.now() - t0 < seconds * 1000)
+  const cpu = process.cpuUsage(cpu0)
+  return n / ((cpu.user + cpu.system) / 1e6)
 }
 
 /** `openssl speed -seconds S ed25519`, verify/s of the 253-bit Ed25519 row. */

@@ -6,6 +6,8 @@
 //   BENCH_QUICK=1 npm run bench   quick run (about 3 minutes)
 //   BENCH_ONLY=proofs npm run bench   only the named benches (comma-separated); their
 //                                 rows and details replace those in bench/results.json
+//   BENCH_PROOF_LOAD=0            proofs: the verify and pipeline rows only, without the
+//                                 devices-against-a-validator run
 //
 // Everything runs on 127.0.0.1 and in temp dirs; each benchmark starts and stops its own
 // Mosquitto (test/helpers/broker.ts) and every child process is killed at the end.

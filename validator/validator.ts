@@ -18,7 +18,7 @@ import { validatorTopics } from '../protocol/topics.js'
 import { attestEpoch } from './attest.js'
 import { asJson, encodeProof, messageHash, ProofType, type ScoreParams } from '../protocol/proof-format.js'
 import { EpochTally, type EpochSummary, type IngestResult } from './epoch-tally.js'
-import { epochOf, ProofIngest } from './ingest.js'
+import { epochOf, ProofIngest, type BatchResult } from './ingest.js'
 import { checkParams, epochBounds } from './score.js'
 import { claimInstance, getMeta, holdLease, openValidatorDb, pinParams, releaseInstance, releaseLease, setMeta, type VDb } from './validator-store.js'
 
@@ -62,6 +62,9 @@ const LEASE = 'leader'
 /** Largest MQTT packet the validator accepts (MQTT 5 maximum packet size). */
 const MAX_PACKET = 65_536
 const PRUNE_BATCH = 5000
+/** Messages at the store at once (MqttConnectOptions.inFlight); a broker hands out no
+ * more than its own in-flight limit anyway (Mosquitto: 20 by default). */
+const IN_FLIGHT = 256
 
 export class Validator {
   readonly id: string
@@ -90,6 +93,9 @@ export class Validator {
   private attesting = false
   private lastPrune = 0
   private readonly tally = new EpochTally()
+  /** Received, not yet stored: the next flush takes them all in one transaction. */
+  private pending: Array<{ packet: IPublishPacket; ack: (err?: Error) => void; attempt: number }> = []
+  private flushScheduled = false
 
   constructor(private readonly o: ValidatorOptions) {
     checkParams(o.params)
@@ -133,7 +139,10 @@ export class Validator {
       // Every message is acknowledged only once stored (or refused for good), in MQTT 5
       // and 3.1.1 alike: a storage error (the store busy past its timeout) retries,
       // holding the PUBACK.
-      beforeAck: (packet, ack) => this.ingestWithRetry(packet, ack),
+      beforeAck: (packet, ack) => this.enqueue(packet, ack, 0),
+      // read on while storing: what arrives in one turn of the event loop is stored in
+      // one transaction (flush), each PUBACK still after its message is stored, in order
+      inFlight: IN_FLIGHT,
     })
     this.client = client
     client.on('error', err => this.o.log.warn({ err }, 'broker error'))
@@ -188,29 +197,45 @@ export class Validator {
     return env
   }
 
-  private ingestWithRetry(packet: IPublishPacket, ack: (err?: Error) => void, attempt = 0): void {
+  private enqueue(packet: IPublishPacket, ack: (err?: Error) => void, attempt: number): void {
     if (this.stopped) return // no ack: the broker hands it out again
-    const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload
-    const result = this.onMessage(packet.topic, payload)
-    const closed = this.tally.add(this.epochOf(this.o.clock.now()), result, attempt === 0)
+    this.pending.push({ packet, ack, attempt })
+    if (this.flushScheduled) return
+    this.flushScheduled = true
+    setImmediate(() => this.flush())
+  }
+
+  /** Everything queued since the last flush, in one store transaction (ProofIngest.handleBatch
+   * judges each message in arrival order, as one after another). */
+  private flush(): void {
+    this.flushScheduled = false
+    const batch = this.pending.splice(0)
+    if (this.stopped || batch.length === 0) return
+    const payloads = batch.map(b => ({ topic: b.packet.topic, payload: typeof b.packet.payload === 'string' ? Buffer.from(b.packet.payload) : b.packet.payload }))
+    const results = this.ingest.handleBatch(payloads, () => this.o.clock.now())
+    batch.forEach((b, i) => this.settle(b, this.onResult(b.packet.topic, results[i]!)))
+  }
+
+  private settle(b: { packet: IPublishPacket; ack: (err?: Error) => void; attempt: number }, result: IngestResult): void {
+    const closed = this.tally.add(this.epochOf(this.o.clock.now()), result, b.attempt === 0)
     if (closed) this.report(closed)
     // QoS 0 carries no promise to keep: nothing to hold back or retry.
-    if (result !== 'store-error' || packet.qos === 0) return ack()
+    if (result !== 'store-error' || b.packet.qos === 0) return b.ack()
     // Not stored, not refused: try again with backoff; past ~30 s drop the connection
     // without acknowledging, so the broker redelivers it (or another group member gets it).
-    if (attempt >= 8) {
-      this.o.log.error({ topic: packet.topic }, 'cannot store a heartbeat; reconnecting without acknowledging it')
+    if (b.attempt >= 8) {
+      this.o.log.error({ topic: b.packet.topic }, 'cannot store a heartbeat; reconnecting without acknowledging it')
       this.client?.stream.destroy()
       return
     }
-    setTimeout(() => this.ingestWithRetry(packet, ack, attempt + 1), 100 * 2 ** attempt)
+    setTimeout(() => this.enqueue(b.packet, b.ack, b.attempt + 1), 100 * 2 ** b.attempt)
   }
 
-  /** Stores, counts as a duplicate, or refuses one message; 'store-error' is worth retrying. */
-  private onMessage(topic: string, payload: Buffer): IngestResult {
+  /** Counts one message's result; 'store-error' is worth retrying. */
+  private onResult(topic: string, res: BatchResult): IngestResult {
     this.stats.received++
-    try {
-      const out = this.ingest.handle(topic, payload, () => this.o.clock.now())
+    if (res.ok) {
+      const out = res.outcome
       if (out.kind === 'heartbeat') {
         if (out.verdict === 'duplicate') this.stats.duplicates++
         else this.stats.heartbeats++
@@ -224,17 +249,17 @@ export class Validator {
         return 'response'
       }
       return 'ignored'
-    } catch (err) {
-      if (!(err instanceof CairnError)) {
-        this.stats.storeErrors++
-        this.o.log.warn({ topic, err }, 'store error; will retry')
-        return 'store-error'
-      }
-      this.stats.rejected++
-      const { code, message } = errorBody(err)
-      this.o.log.debug({ topic, code, err: message }, 'proof message refused')
-      return { refused: code }
     }
+    const err = res.error
+    if (!(err instanceof CairnError)) {
+      this.stats.storeErrors++
+      this.o.log.warn({ topic, err }, 'store error; will retry')
+      return 'store-error'
+    }
+    this.stats.rejected++
+    const { code, message } = errorBody(err)
+    this.o.log.debug({ topic, code, err: message }, 'proof message refused')
+    return { refused: code }
   }
 
   /** One line per epoch and process; a warning when proof messages came but no heartbeat
@@ -317,7 +342,7 @@ export class Validator {
     const b = epochBounds(p, cutoffEpoch)
     setMeta(this.db, 'pruned_before_epoch', String(cutoffEpoch))
     const batches = [
-      this.db.prepare(`DELETE FROM heartbeats WHERE (device, hash) IN (SELECT device, hash FROM heartbeats WHERE recv < ? LIMIT ${PRUNE_BATCH})`),
+      this.db.prepare(`DELETE FROM heartbeats WHERE (device, seq, hash) IN (SELECT device, seq, hash FROM heartbeats WHERE recv < ? LIMIT ${PRUNE_BATCH})`),
       this.db.prepare(`DELETE FROM challenges WHERE id IN (SELECT id FROM challenges WHERE sent < ? LIMIT ${PRUNE_BATCH})`),
     ]
     let n = 0

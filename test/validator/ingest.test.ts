@@ -536,3 +536,52 @@ t.test('a backlog flushed after an outage is not stale-beacon evidence; an overs
   t.equal(w.count('evidence'), 0)
   t.throws(() => w.ingest.handle(w.topic, Buffer.alloc(20_000, 0x20), at(9) + 200), { code: 'TOO_LARGE' })
 })
+
+t.test('one batch judges each message as one handle after another would: chains, copies, equivocation, forks, gaps, refusals', async t => {
+  // The same messages, in the same order, to two stores: one at a time, and in one batch
+  // (one transaction), as the validator hands over what arrived in one turn.
+  const one = new World(t)
+  const batch = new World(t)
+  const d = one.dev
+  const msgs: Buffer[] = []
+  const hb = (i: number, over: Partial<HeartbeatBody> = {}) => d.sign(at(i) + 200, one.b(i), over)
+  const chain: Heartbeat[] = []
+  for (let i = 0; i < 5; i++) chain.push(d.beat(at(i) + 200, one.b(i)))
+  msgs.push(...chain.slice(0, 3).map(h => encodeProof(h)))
+  msgs.push(encodeProof(chain[1]!)) // a copy, in the batch that stored it
+  msgs.push(encodeProof(hb(2, { seq: 2, prev: messageHash(chain[1]!), owner: 'payout:mallory' }))) // a twin of seq 2
+  msgs.push(encodeProof(chain[4]!)) // a gap: seq 4 before seq 3
+  msgs.push(encodeProof(chain[3]!)) // the gap filled
+  msgs.push(encodeProof(hb(5, { seq: 5, prev: 'ee'.repeat(32) }))) // seq 5 that does not chain to seq 4
+  msgs.push(Buffer.from('{"v":1,')) // refused
+  msgs.push(encodeProof(hb(2, { seq: 2, prev: messageHash(chain[1]!), owner: 'payout:eve' }))) // a third seq 2: nothing new
+  // the other world's beacons are other keys' signatures: give it these
+  for (const row of one.db.prepare('SELECT slot, hash, published, payload FROM beacons').all() as Array<Record<string, unknown>>) {
+    batch.db.prepare('INSERT OR REPLACE INTO beacons (slot, hash, published, payload) VALUES (?, ?, ?, ?)').run(row.slot, row.hash, row.published, row.payload)
+  }
+  const recv = at(5) + 300
+  const summary = (o: IngestOutcome) => (o.kind === 'heartbeat' ? `${o.seq} ${o.verdict} [${kinds(o).join()}]${o.fetch ? ` fetch ${o.fetch.from}-${o.fetch.to}` : ''}` : o.kind)
+  const each = msgs.map(m => {
+    try {
+      return summary(one.ingest.handle(one.topic, m, recv))
+    } catch (err) {
+      return `refused ${(err as { code: string }).code}`
+    }
+  })
+  // batch world: the validator key differs, so it signs its own evidence; the device is the same
+  const batchIngest = new ProofIngest({ db: batch.db, fleet: FLEET, key: one.v, params: P })
+  const together = batchIngest
+    .handleBatch(
+      msgs.map(payload => ({ topic: one.topic, payload })),
+      () => recv,
+    )
+    .map(r => (r.ok ? summary(r.outcome) : `refused ${(r.error as unknown as { code: string }).code}`))
+  t.same(together, each, 'the same verdict, evidence and fetch for every message')
+  t.same(each, ['0 new []', '1 new []', '2 new []', '1 duplicate []', '2 new [equivocation]', '4 new [] fetch 3-3', '3 new []', '5 new [fork]', 'refused BAD_JSON', '2 duplicate []'])
+  const rows = (w: World) => w.db.prepare('SELECT device, seq, hash, recv FROM heartbeats ORDER BY seq, hash').all()
+  t.same(rows(batch), rows(one), 'the same heartbeats stored')
+  const ev = (w: World) => w.db.prepare('SELECT device, kind, created FROM evidence ORDER BY created, kind').all()
+  t.same(ev(batch), ev(one), 'the same evidence stored')
+  const dev = (w: World) => w.db.prepare('SELECT * FROM devices').all()
+  t.same(dev(batch), dev(one), 'the same device row')
+})
