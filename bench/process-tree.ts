@@ -47,7 +47,8 @@ export interface TreeSample {
 function one(pid: number): Omit<TreeSample, 'procs'> | undefined {
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8')
-    const rssKb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN)
+    // a zombie (exited, not yet reaped) has no VmRSS: it holds no memory
+    const rssKb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0)
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
     // Fields after the ")" that closes comm: state is field 3, utime 14, stime 15.
     const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')

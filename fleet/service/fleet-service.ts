@@ -11,6 +11,8 @@ import type { Clock } from '../../protocol/clock.js'
 import type { Logger } from '../../protocol/log.js'
 import { connectMqtt } from '../../protocol/mqtt-client.js'
 import { fileURLToPath } from 'node:url'
+import { readFileSync } from 'node:fs'
+import { sha256Hex } from '../../protocol/hash.js'
 import { DEFAULT_ALERT_RULES, type AlertRules } from './alerts.js'
 import { ChangeFeed } from './change-feed.js'
 import { CommandDesk, MAX_REPLY_BYTES, isReplyTopic, replyFilter } from './commands.js'
@@ -89,6 +91,7 @@ export class FleetService {
     this.releases = r
       ? new ReleaseWatch({
           url: r.url,
+          source: `${r.url} root ${sha256Hex(readFileSync(r.root)).slice(0, 16)}`,
           list: () => listReleases({ metadataUrl: `${r.url.replace(/\/+$/, '')}/metadata`, metadataDir: r.metadataDir, trustedRoot: r.root, fetchTimeoutMs: 30_000, fetchRetries: 1 }),
           store: o.store,
           clock: o.clock,

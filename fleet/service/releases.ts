@@ -27,6 +27,9 @@ export interface RepositoryState {
 
 export interface ReleaseWatchOptions {
   url: string
+  /** what the store compares metadata versions within (default the URL): the URL and
+   * the pinned root, so a repository made anew at the same URL starts afresh */
+  source?: string
   /** one verified listing (listReleases, bound to the URL, root and metadata dir) */
   list: () => Promise<ReleaseListing>
   store: FleetStore
@@ -93,10 +96,10 @@ export class ReleaseWatch {
     try {
       const listing = await this.o.list()
       if (this.stopped) return
-      const { added, stale } = await this.o.store.recordReleases(this.o.clock.now(), { source: this.o.url, version: listing.targetsVersion, releases: summarise(listing) })
+      const { added, stale } = await this.o.store.recordReleases(this.o.clock.now(), { source: this.o.source ?? this.o.url, version: listing.targetsVersion, releases: summarise(listing) })
       if (stale) {
         // another process (or an earlier run) recorded newer metadata: this one is behind
-        this.o.log.info({ targetsVersion: listing.targetsVersion }, 'release metadata older than recorded: left out')
+        if (!was.ok || was.verifiedAt === null) this.o.log.warn({ targetsVersion: listing.targetsVersion }, 'release metadata older than what was recorded from this repository: left out')
         this.current = { ...this.current, checkedAt: at, ok: true, error: null, verifiedAt: at }
       } else {
         this.current = { ...this.current, checkedAt: at, ok: true, error: null, targetsVersion: listing.targetsVersion, expires: listing.expires, verifiedAt: at }

@@ -69,6 +69,9 @@ const OUTCOME_FIELD: Partial<Record<OtaPhase, 'committed' | 'rolledBack' | 'fail
 
 type ReleaseRow = { kind: ReleaseKind; version: string; channel: string; ts: number; rollout: number; targets: number; arch: string | null; boards: string | null }
 const releaseKey = (r: { kind: string; version: string; channel: string }) => `${r.kind}\n${r.version}\n${r.channel}`
+/** The metrics the raw table had when schema step 8 rebuilt it. */
+const STEP8_METRICS = ['load1', 'cpuPercent', 'memPercent', 'diskPercent', 'tempC', 'rxBps', 'txBps', 'throttled', 'underVoltage', 'fanRpm', 'powerW', 'gpuPercent'] as const
+
 /** The most releases the rollouts page lists (newest first sight first). */
 const MAX_RELEASES = 1000
 /** Each release's newest row. */
@@ -208,8 +211,9 @@ const MIGRATIONS = [
   // in this step's transaction. devices_last_seen served no query (the device table sorts
   // by `last_seen IS NULL, last_seen`, which it cannot give) and was written with every
   // sample and status.
-  `CREATE TABLE telemetry_raw_v2 (device TEXT NOT NULL, ts INTEGER NOT NULL, id TEXT NOT NULL, ${colDefs}, PRIMARY KEY (device, ts, id)) WITHOUT ROWID;
-   INSERT INTO telemetry_raw_v2 (device, ts, id, ${cols()}) SELECT device, ts, id, ${cols()} FROM telemetry_raw;
+  // The metrics are spelled out: a step is fixed text, whatever METRICS holds later.
+  `CREATE TABLE telemetry_raw_v2 (device TEXT NOT NULL, ts INTEGER NOT NULL, id TEXT NOT NULL, ${STEP8_METRICS.map(m => `${m} REAL`).join(', ')}, PRIMARY KEY (device, ts, id)) WITHOUT ROWID;
+   INSERT INTO telemetry_raw_v2 (device, ts, id, ${STEP8_METRICS.join(', ')}) SELECT device, ts, id, ${STEP8_METRICS.join(', ')} FROM telemetry_raw;
    DROP TABLE telemetry_raw;
    ALTER TABLE telemetry_raw_v2 RENAME TO telemetry_raw;
    DROP INDEX IF EXISTS devices_last_seen;`,
@@ -609,6 +613,7 @@ export class SqliteFleetStore implements FleetStore {
     const rows = this.st(
       `SELECT kind, version, channel, ts, rollout, targets, arch, boards FROM (
          SELECT r.*, ROW_NUMBER() OVER (PARTITION BY kind, version, channel ORDER BY ts DESC) AS n FROM release_log r
+         WHERE (kind, version, channel) IN (SELECT kind, version, channel FROM release_log GROUP BY kind, version, channel ORDER BY MIN(ts) DESC, version DESC LIMIT ${MAX_RELEASES})
        ) x WHERE n <= ? ORDER BY ts`,
     ).all(Math.max(1, historyLimit)) as ReleaseRow[]
     const byKey = new Map<string, ReleaseRow[]>()

@@ -185,6 +185,21 @@ export function storeContract(t: Test, make: () => Promise<FleetStore>): void {
     t.match(await s.getDevice(d), { io, outbox: { queued: 2, bytes: 600, oldestTs: T0 } }, 'from the newest sample, not the last to arrive')
     await s.addTelemetry({ device: d, id: 'c', ts: T0 + 3, receivedAt: T0, values: values({}) })
     t.match(await s.getDevice(d), { io: null, outbox: null }, 'a newer sample without them: none now')
+    // several in one batch: the newest by the device's time, whatever their order
+    const tel = (id: string, ts: number, queued: number) => ({
+      kind: 'telemetry' as const,
+      record: {
+        device: d,
+        id,
+        ts,
+        receivedAt: T0,
+        values: values({}),
+        io: JSON.stringify({ lines: [{ pin: queued, holder: 'local-api', direction: 'out', value: 1 }] }),
+        outbox: { queued, bytes: 1, oldestTs: null },
+      },
+    })
+    await s.ingest([tel('d', T0 + 10, 10), tel('e', T0 + 12, 12), tel('f', T0 + 11, 11)])
+    t.match(await s.getDevice(d), { telemetryTs: T0 + 12, outbox: { queued: 12 }, io: { lines: [{ pin: 12 }] } }, 'a batch: the newest sample of it stands')
   })
 
   t.test('devices: search, filter, sort, page; labels', async t => {
