@@ -10,6 +10,7 @@ import { connect } from 'node:net'
 import { tmp, until } from '../helpers/agent.js'
 import { signCommand } from '../../fleet/command-client.js'
 import { readKeyPairFile } from '../../protocol/keys.js'
+import { alive } from '../helpers/processes.js'
 
 const bundle = new URL('../../dist/cairn.mjs', import.meta.url).pathname
 
@@ -37,15 +38,6 @@ function descendants(pid: number): number[] {
   }
   walk(pid)
   return out
-}
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
 }
 
 const refused = (port: number) =>

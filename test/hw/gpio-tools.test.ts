@@ -10,6 +10,7 @@ import t, { type Test } from 'tap'
 import { createCommandRunner, type HwContext } from '../../hw/index.js'
 import { createGpiodDriver, createProcessSpawner, probeGpiod, type GpioDriver, type GpioEvent } from '../../hw/gpio/index.js'
 import { guardMs } from '../helpers/patience.js'
+import { alive } from '../helpers/processes.js'
 
 // One script answers as every tool, by the name it was called with.
 const TOOL = `#!/usr/bin/env node
@@ -57,16 +58,6 @@ async function toolbox(t: Test) {
   const state = (k: string) => join(dir, 'state', k)
   const holder = async (offset: number) => readFile(state(`holder-${offset}`), 'utf8').then(Number, () => undefined)
   return { ctx, env, state, holder }
-}
-
-const alive = (pid: number | undefined) => {
-  if (pid === undefined) return false
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
 }
 
 async function until(what: string, check: () => Promise<boolean> | boolean, ms = 3000): Promise<void> {

@@ -11,6 +11,7 @@ import { expectedBackend } from '../../../agent/infer/backend-guess.js'
 import type { TaskOutcome } from '../../../agent/task/executor-port.js'
 import { ContentDir } from '../../helpers/content-dir.js'
 import { sumModel } from './models.js'
+import { alive } from '../../helpers/processes.js'
 
 const log = createLogger({ level: 'fatal', out: { write: () => true } })
 const dir = t.testdir()
@@ -21,15 +22,6 @@ t.before(async () => {
   content = new ContentDir(join(dir, 'content'))
   sum = content.put(await sumModel())
 })
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
 
 /** An executor with its worker events recorded; `next` waits for one (those already seen count). */
 function executor(t: Test, o: Partial<InferenceExecutorOptions> & { onEvent?: (e: WorkerEvent, ex: InferenceExecutor) => void } = {}) {

@@ -10,6 +10,7 @@ import type { TaskRunContext } from '../../../agent/task/executor-port.js'
 import { ContentDir } from '../../helpers/content-dir.js'
 import { until } from '../../helpers/agent.js'
 import { memoryHogModel, SLOW_STEPS, slowModel, sumModel } from './models.js'
+import { alive } from '../../helpers/processes.js'
 
 const log = createLogger({ level: 'fatal', out: { write: () => true } })
 const dir = t.testdir()
@@ -28,14 +29,6 @@ t.before(async () => {
 })
 t.teardown(() => ex.close())
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
 const zeros = (shape: number[]) => ({ shape, dtype: 'float32', data: new Array(shape.reduce((a, b) => a * b, 1)).fill(0.5) })
 /** CPU time (user + system) of a process, in clock ticks (1/100 s). */
 const cpuTicks = (pid: number) => {

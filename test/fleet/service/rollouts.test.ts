@@ -7,7 +7,7 @@ import t from 'tap'
 import mqtt from 'mqtt'
 import { signEnvelope } from '../../../protocol/envelope.js'
 import { newId } from '../../../protocol/ids.js'
-import { generateKeyPair, publicKeyPem } from '../../../protocol/keys.js'
+import { generateKeyPair, publicKeyPem, type KeyPair } from '../../../protocol/keys.js'
 import { startBroker } from '../../helpers/broker.js'
 import { until } from '../../helpers/agent.js'
 import { startTestService } from '../../helpers/fleet-service.js'
@@ -49,21 +49,7 @@ t.test('rollouts: versions, releases by phase, the pause signed by the operator'
   ]
   for (const [i, version, events] of story) {
     const d = devices[i]!
-    const status = {
-      v: 1,
-      id: newId(now),
-      device: d.keyId,
-      fleet,
-      state: 'online',
-      ts: now,
-      since: now,
-      conn: now,
-      version,
-      board: 'rpi4',
-      model: 'Pi 4',
-      mqtt: mqttVersion,
-      publicKey: publicKeyPem(d.publicKey),
-    }
+    const status = onlineStatus(d, fleet, version, mqttVersion, now)
     await pub.publishAsync(`cairn/v1/${fleet}/${d.keyId}/status`, JSON.stringify(status), { qos: 1 })
     for (const [j, [kind, data]] of events.entries())
       await pub.publishAsync(`cairn/v1/${fleet}/${d.keyId}/event`, JSON.stringify({ v: 1, id: newId(now + j), device: d.keyId, ts: now + j, kind, data }), { qos: 1 })
@@ -167,21 +153,7 @@ t.test('rollouts: the releases a TUF repository publishes (--release-url), their
   const now = Date.now()
   const devices = [generateKeyPair(), generateKeyPair()]
   for (const [i, d] of devices.entries()) {
-    const status = {
-      v: 1,
-      id: newId(now),
-      device: d.keyId,
-      fleet,
-      state: 'online',
-      ts: now,
-      since: now,
-      conn: now,
-      version: i === 0 ? '2.0.0' : '1.0.0',
-      board: 'rpi4',
-      model: 'Pi 4',
-      mqtt: mqttVersion,
-      publicKey: publicKeyPem(d.publicKey),
-    }
+    const status = onlineStatus(d, fleet, i === 0 ? '2.0.0' : '1.0.0', mqttVersion, now)
     await pub.publishAsync(`cairn/v1/${fleet}/${d.keyId}/status`, JSON.stringify(status), { qos: 1 })
     const kind = i === 0 ? 'ota.committed' : 'ota.rolled-back'
     await pub.publishAsync(
@@ -219,3 +191,8 @@ t.test('rollouts: the releases a TUF repository publishes (--release-url), their
     t.match(bad.body.error.message, /\w/, `${q}: ${bad.body.error.message}`)
   }
 })
+
+/** A device's retained online status, as an agent of `version` sends it. */
+function onlineStatus(d: KeyPair, fleet: string, version: string, mqtt: 4 | 5, now: number) {
+  return { v: 1, id: newId(now), device: d.keyId, fleet, state: 'online', ts: now, since: now, conn: now, version, board: 'rpi4', model: 'Pi 4', mqtt, publicKey: publicKeyPem(d.publicKey) }
+}
